@@ -1,0 +1,327 @@
+//! Symmetric cryptodev: AEAD sessions and op bursts, for lookaside crypto
+//! (`crypto_aesni_gcm` from intel-ipsec-mb here, QAT on real hardware).
+use std::ffi::{c_void, CStr, CString};
+use std::ptr::NonNull;
+
+use dpdk_sys::{rte_crypto_op, rte_crypto_sym_op, rte_mempool};
+
+use crate::{Eal, Error, Mbuf, Result};
+
+/// Where the IV sits in an op: right after the op and its symmetric part
+/// (DPDK's convention, as in its examples).
+const IV_OFFSET: usize = std::mem::size_of::<rte_crypto_op>() + std::mem::size_of::<rte_crypto_sym_op>();
+/// The IV area holds up to 16 bytes; the AAD follows it.
+const AAD_OFFSET: usize = IV_OFFSET + 16;
+/// Per-op private room: IV (16) and AAD (up to 16).
+const OP_PRIV_SIZE: u16 = 32;
+
+/// AEAD algorithms esprit uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AeadAlgo {
+    AesGcm,
+    Chacha20Poly1305,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AeadDirection {
+    Encrypt,
+    Decrypt,
+}
+
+/// A crypto device.
+#[derive(Debug)]
+pub struct CryptoDev {
+    id: u8,
+}
+
+/// Mempool for a device's symmetric sessions. Never freed (like every mempool).
+#[derive(Debug)]
+pub struct SessionPool {
+    raw: NonNull<rte_mempool>,
+}
+
+/// Mempool of symmetric crypto ops with room for IV and AAD. Never freed.
+#[derive(Debug)]
+pub struct CryptoOpPool {
+    raw: NonNull<rte_mempool>,
+}
+
+// SAFETY: DPDK mempools are MP/MC safe and these are never freed.
+unsafe impl Send for SessionPool {}
+// SAFETY: as above.
+unsafe impl Sync for SessionPool {}
+// SAFETY: as above.
+unsafe impl Send for CryptoOpPool {}
+// SAFETY: as above.
+unsafe impl Sync for CryptoOpPool {}
+
+/// One AEAD operation on an mbuf: encrypt or decrypt `data_len` bytes at
+/// `data_offset` in place, with the tag at `digest_offset` (written on
+/// encrypt, checked on decrypt). `iv` and `aad` hold the first `iv_len`/
+/// `aad_len` bytes the session was made with. After processing, `ok` tells
+/// whether the device reported success (a failed tag check is `false`).
+#[derive(Debug)]
+pub struct AeadJob<'a> {
+    pub mbuf: &'a mut Mbuf,
+    pub data_offset: u32,
+    pub data_len: u32,
+    pub digest_offset: u32,
+    pub iv: [u8; 16],
+    pub aad: [u8; 16],
+    pub ok: bool,
+}
+
+/// A symmetric AEAD session on one device; freed on drop.
+#[derive(Debug)]
+pub struct AeadSession {
+    dev: u8,
+    raw: NonNull<c_void>,
+    aad_len: usize,
+}
+
+// SAFETY: a session is immutable after creation and DPDK allows using it from
+// several queue pairs/threads; it is freed once, on drop.
+unsafe impl Send for AeadSession {}
+// SAFETY: as above.
+unsafe impl Sync for AeadSession {}
+
+impl CryptoDev {
+    /// Probes a virtual crypto device (`crypto_aesni_gcm0`, `crypto_null0`, ...).
+    pub fn probe(eal: &Eal, devargs: &str) -> Result<CryptoDev> {
+        let c = CString::new(devargs).map_err(|_| Error::invalid("rte_dev_probe", "devargs has a NUL byte"))?;
+        // SAFETY: valid C string for the call; the EAL is started.
+        let rc = unsafe { dpdk_sys::rte_dev_probe(c.as_ptr()) };
+        if rc < 0 {
+            return Err(Error::code("rte_dev_probe", rc).on(devargs));
+        }
+        CryptoDev::by_name(eal, devargs.split(',').next().unwrap_or(devargs))
+    }
+
+    pub fn by_name(_eal: &Eal, name: &str) -> Result<CryptoDev> {
+        let c = CString::new(name).map_err(|_| Error::invalid("rte_cryptodev_get_dev_id", "name has a NUL byte"))?;
+        // SAFETY: valid C string for the call.
+        let id = unsafe { dpdk_sys::rte_cryptodev_get_dev_id(c.as_ptr()) };
+        if id < 0 {
+            return Err(Error::code("rte_cryptodev_get_dev_id", id).on(name));
+        }
+        Ok(CryptoDev { id: id as u8 })
+    }
+
+    pub fn id(&self) -> u8 {
+        self.id
+    }
+
+    /// The driver's name (`crypto_aesni_gcm`).
+    pub fn driver_name(&self) -> String {
+        // SAFETY: plain data that DPDK fills; valid device id.
+        let mut info: dpdk_sys::rte_cryptodev_info = unsafe { std::mem::zeroed() };
+        // SAFETY: valid device id and out-pointer.
+        unsafe { dpdk_sys::rte_cryptodev_info_get(self.id, &mut info) };
+        if info.driver_name.is_null() {
+            return String::new();
+        }
+        // SAFETY: driver_name is a static C string of the driver.
+        unsafe { CStr::from_ptr(info.driver_name) }.to_string_lossy().into_owned()
+    }
+
+    /// Configures `queue_pairs` queue pairs of `nb_desc` descriptors, using
+    /// `sessions` for sessionless ops, and starts the device.
+    pub fn configure_and_start(&self, queue_pairs: u16, nb_desc: u32, sessions: &SessionPool) -> Result<()> {
+        let conf = dpdk_sys::rte_cryptodev_config { socket_id: 0, nb_queue_pairs: queue_pairs, ff_disable: 0 };
+        // SAFETY: valid device id; conf lives for the call (DPDK copies it).
+        let rc = unsafe { dpdk_sys::rte_cryptodev_configure(self.id, &conf as *const _ as *mut _) };
+        if rc != 0 {
+            return Err(Error::code("rte_cryptodev_configure", rc).on(format!("cryptodev {}", self.id)));
+        }
+        for qp in 0..queue_pairs {
+            let qconf = dpdk_sys::rte_cryptodev_qp_conf { nb_descriptors: nb_desc, mp_session: sessions.raw.as_ptr() };
+            // SAFETY: valid device and queue-pair ids; qconf lives for the call.
+            let rc = unsafe { dpdk_sys::rte_cryptodev_queue_pair_setup(self.id, qp, &qconf, 0) };
+            if rc != 0 {
+                return Err(Error::code("rte_cryptodev_queue_pair_setup", rc).on(format!("cryptodev {} qp {qp}", self.id)));
+            }
+        }
+        // SAFETY: valid, configured device.
+        let rc = unsafe { dpdk_sys::rte_cryptodev_start(self.id) };
+        if rc != 0 {
+            return Err(Error::code("rte_cryptodev_start", rc).on(format!("cryptodev {}", self.id)));
+        }
+        Ok(())
+    }
+
+    /// Runs `jobs` through queue pair `qp` with `session`: one enqueue burst,
+    /// then dequeues until every op came back. Returns how many succeeded
+    /// (each job's `ok` says which).
+    pub fn process_aead(&self, qp: u16, session: &AeadSession, ops: &CryptoOpPool, jobs: &mut [AeadJob<'_>]) -> Result<usize> {
+        if session.dev != self.id {
+            return Err(Error::invalid("rte_cryptodev_enqueue_burst", "session belongs to another device"));
+        }
+        const MAX: usize = 64;
+        if jobs.len() > MAX {
+            return Err(Error::invalid("rte_cryptodev_enqueue_burst", "more than 64 jobs in one burst"));
+        }
+        let n = jobs.len();
+        let mut raw: [*mut rte_crypto_op; MAX] = [std::ptr::null_mut(); MAX];
+        // SAFETY: raw has room for n ops; the pool is a live op pool.
+        let got = unsafe {
+            dpdk_sys::esprit_rte_crypto_op_bulk_alloc(ops.raw.as_ptr(), dpdk_sys::RTE_CRYPTO_OP_TYPE_SYMMETRIC, raw.as_mut_ptr(), n as u16)
+        };
+        if got as usize != n {
+            return Err(Error::code("rte_crypto_op_bulk_alloc", 105).on("op pool exhausted"));
+        }
+        for (i, job) in jobs.iter_mut().enumerate() {
+            let m = job.mbuf.as_ptr();
+            let end = job.data_offset as usize + job.data_len as usize;
+            if end > job.mbuf.len() || job.digest_offset as usize + 16 > job.mbuf.len() {
+                for op in &raw[..n] {
+                    // SAFETY: ops allocated above, not yet enqueued.
+                    unsafe { dpdk_sys::esprit_rte_crypto_op_free(*op) };
+                }
+                return Err(Error::invalid("rte_cryptodev_enqueue_burst", "job range outside the mbuf"));
+            }
+            let op = raw[i];
+            // SAFETY: op is a fresh symmetric op with OP_PRIV_SIZE bytes of
+            // private room after the sym op, so IV_OFFSET..AAD_OFFSET+16 is
+            // in bounds; m is an mbuf the job borrows mutably for the whole
+            // call; the ranges were checked against the mbuf's data above.
+            unsafe {
+                let base = op as *mut u8;
+                std::ptr::copy_nonoverlapping(job.iv.as_ptr(), base.add(IV_OFFSET), 16);
+                std::ptr::copy_nonoverlapping(job.aad.as_ptr(), base.add(AAD_OFFSET), 16);
+                dpdk_sys::esprit_rte_crypto_op_attach_sym_session(op, session.raw.as_ptr());
+                let sym = base.add(std::mem::size_of::<rte_crypto_op>()) as *mut rte_crypto_sym_op;
+                (*sym).m_src = m;
+                (*sym).m_dst = std::ptr::null_mut();
+                let aead = &mut (*sym).__bindgen_anon_2.aead;
+                let data = (*m).buf_addr as *mut u8;
+                let data_off = (*m).data_off as u64;
+                aead.data.offset = job.data_offset;
+                aead.data.length = job.data_len;
+                aead.digest.data = data.add(data_off as usize + job.digest_offset as usize);
+                aead.digest.phys_addr = (*m).buf_iova + data_off + job.digest_offset as u64;
+                aead.aad.data = base.add(AAD_OFFSET);
+                aead.aad.phys_addr = (*op).phys_addr + AAD_OFFSET as u64;
+            }
+        }
+        // SAFETY: raw[..n] are prepared ops; the device takes the ones it reports.
+        let enq = unsafe { dpdk_sys::esprit_rte_cryptodev_enqueue_burst(self.id, qp, raw.as_mut_ptr(), n as u16) } as usize;
+        for op in &raw[enq..n] {
+            // SAFETY: ops the device did not take are still ours.
+            unsafe { dpdk_sys::esprit_rte_crypto_op_free(*op) };
+        }
+        let mut done: [*mut rte_crypto_op; MAX] = [std::ptr::null_mut(); MAX];
+        let mut deq = 0usize;
+        let mut spins = 0u64;
+        while deq < enq {
+            // SAFETY: done has room for the remaining ops.
+            let k = unsafe {
+                dpdk_sys::esprit_rte_cryptodev_dequeue_burst(self.id, qp, done.as_mut_ptr().add(deq), (enq - deq) as u16)
+            } as usize;
+            deq += k;
+            spins += 1;
+            if spins > 100_000_000 {
+                return Err(Error::invalid("rte_cryptodev_dequeue_burst", "device did not return its ops"));
+            }
+        }
+        let mut ok = 0;
+        for job in jobs.iter_mut() {
+            job.ok = false;
+        }
+        for op in &done[..deq] {
+            // SAFETY: a dequeued op is ours again; its index is recovered from
+            // its position among the ops we enqueued (the PMD keeps order on a
+            // queue pair, but match by pointer to be safe).
+            unsafe {
+                let idx = raw[..enq].iter().position(|p| p == op);
+                let status = (**op).__bindgen_anon_1.__bindgen_anon_1.status;
+                if let Some(i) = idx {
+                    jobs[i].ok = status == dpdk_sys::RTE_CRYPTO_OP_STATUS_SUCCESS as u8;
+                    ok += jobs[i].ok as usize;
+                }
+                dpdk_sys::esprit_rte_crypto_op_free(*op);
+            }
+        }
+        Ok(ok)
+    }
+}
+
+impl SessionPool {
+    /// A pool of `n` sessions sized for `dev`'s private session data.
+    pub fn new(_eal: &Eal, name: &str, dev: &CryptoDev, n: u32) -> Result<SessionPool> {
+        let c = CString::new(name).map_err(|_| Error::invalid("rte_cryptodev_sym_session_pool_create", "NUL in name"))?;
+        // SAFETY: valid device id.
+        let elt = unsafe { dpdk_sys::rte_cryptodev_sym_get_private_session_size(dev.id) };
+        // SAFETY: valid C string; DPDK copies the name.
+        let p = unsafe { dpdk_sys::rte_cryptodev_sym_session_pool_create(c.as_ptr(), n, elt, 0, 0, 0) };
+        NonNull::new(p).map(|raw| SessionPool { raw }).ok_or_else(|| Error::last("rte_cryptodev_sym_session_pool_create").on(name))
+    }
+}
+
+impl CryptoOpPool {
+    pub fn new(_eal: &Eal, name: &str, n: u32) -> Result<CryptoOpPool> {
+        let c = CString::new(name).map_err(|_| Error::invalid("rte_crypto_op_pool_create", "NUL in name"))?;
+        // SAFETY: valid C string; DPDK copies the name.
+        let p = unsafe {
+            dpdk_sys::rte_crypto_op_pool_create(c.as_ptr(), dpdk_sys::RTE_CRYPTO_OP_TYPE_SYMMETRIC, n, 0, OP_PRIV_SIZE, 0)
+        };
+        NonNull::new(p).map(|raw| CryptoOpPool { raw }).ok_or_else(|| Error::last("rte_crypto_op_pool_create").on(name))
+    }
+}
+
+impl AeadSession {
+    /// An AEAD session: `key` (copied by the driver), `iv_len` (12 for ESP's
+    /// salt|IV nonce), 16-byte tag, `aad_len` (8, or 12 with ESN).
+    pub fn new(
+        dev: &CryptoDev,
+        pool: &SessionPool,
+        algo: AeadAlgo,
+        dir: AeadDirection,
+        key: &[u8],
+        iv_len: u16,
+        aad_len: u16,
+    ) -> Result<AeadSession> {
+        if iv_len > 16 || aad_len > 16 {
+            return Err(Error::invalid("rte_cryptodev_sym_session_create", "IV and AAD are at most 16 bytes"));
+        }
+        // SAFETY: plain C data; all-zero is a valid starting point.
+        let mut x: dpdk_sys::rte_crypto_sym_xform = unsafe { std::mem::zeroed() };
+        x.type_ = dpdk_sys::RTE_CRYPTO_SYM_XFORM_AEAD;
+        x.next = std::ptr::null_mut();
+        // SAFETY: writing the aead member of a zeroed union we own.
+        unsafe {
+            let a = &mut x.__bindgen_anon_1.aead;
+            a.op = match dir {
+                AeadDirection::Encrypt => dpdk_sys::RTE_CRYPTO_AEAD_OP_ENCRYPT,
+                AeadDirection::Decrypt => dpdk_sys::RTE_CRYPTO_AEAD_OP_DECRYPT,
+            };
+            a.algo = match algo {
+                AeadAlgo::AesGcm => dpdk_sys::RTE_CRYPTO_AEAD_AES_GCM,
+                AeadAlgo::Chacha20Poly1305 => dpdk_sys::RTE_CRYPTO_AEAD_CHACHA20_POLY1305,
+            };
+            a.key.data = key.as_ptr();
+            a.key.length = key.len() as u16;
+            a.iv.offset = IV_OFFSET as u16;
+            a.iv.length = iv_len;
+            a.digest_length = 16;
+            a.aad_length = aad_len;
+        }
+        // SAFETY: valid device; x and the key it points to live for the call
+        // (the driver expands the key into the session); pool is live.
+        let s = unsafe { dpdk_sys::rte_cryptodev_sym_session_create(dev.id, &mut x, pool.raw.as_ptr()) };
+        NonNull::new(s)
+            .map(|raw| AeadSession { dev: dev.id, raw, aad_len: aad_len as usize })
+            .ok_or_else(|| Error::last("rte_cryptodev_sym_session_create").on(format!("cryptodev {} {algo:?}", dev.id)))
+    }
+
+    pub fn aad_len(&self) -> usize {
+        self.aad_len
+    }
+}
+
+impl Drop for AeadSession {
+    fn drop(&mut self) {
+        // SAFETY: the session was created on dev and is freed once; no op
+        // referencing it is in flight (process_aead waits for all of them).
+        unsafe { dpdk_sys::rte_cryptodev_sym_session_free(self.dev, self.raw.as_ptr()) };
+    }
+}
