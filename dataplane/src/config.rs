@@ -1,0 +1,533 @@
+//! The YAML configuration of esprit (one file for both processes; the
+//! dataplane reads `dataplane:` and `metrics:`, and leaves `ike:` to the
+//! control plane).
+//!
+//! Guarantees: a file that loads is complete and consistent (every check
+//! below passed); a file that does not load gets one error that names the
+//! field path (`dataplane.static_sas[1].key`) and the problem, before
+//! anything touches DPDK.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// A configuration error: where and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Field path from the top of the file, e.g. `dataplane.workers.count`.
+    pub path: String,
+    pub msg: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() || self.path == "." {
+            write!(f, "config: {}", self.msg)
+        } else {
+            write!(f, "config: {}: {}", self.path, self.msg)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(path: impl Into<String>, msg: impl Into<String>) -> ConfigError {
+    ConfigError { path: path.into(), msg: msg.into() }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub dataplane: Dataplane,
+    #[serde(default)]
+    pub metrics: Metrics,
+    /// The control plane's section; not interpreted here.
+    #[serde(default)]
+    pub ike: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dataplane {
+    /// EAL arguments after the program name (`-l 0-1 --no-huge -m 512 --no-pci`).
+    #[serde(default)]
+    pub eal_args: Vec<String>,
+    pub ports: Ports,
+    #[serde(default)]
+    pub workers: Workers,
+    #[serde(default)]
+    pub crypto: Crypto,
+    pub addresses: Addresses,
+    #[serde(default)]
+    pub sa_table: SaTable,
+    /// Manually keyed SAs (as ipsec-secgw's `sa` lines): benchmarks, tests, emergencies.
+    #[serde(default)]
+    pub static_sas: Vec<StaticSa>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ports {
+    pub outside: PortSpec,
+    pub inside: PortSpec,
+    /// The exception path to the kernel (net_tap / virtio_user); optional for benches.
+    #[serde(default)]
+    pub punt: Option<PortSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSpec {
+    /// A DPDK device string: PCI address or vdev (`net_af_packet0,iface=veth0`).
+    pub device: String,
+    #[serde(default = "default_desc")]
+    pub rx_desc: u16,
+    #[serde(default = "default_desc")]
+    pub tx_desc: u16,
+}
+
+fn default_desc() -> u16 {
+    1024
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workers {
+    #[serde(default = "one")]
+    pub count: u16,
+    /// CPU of each worker, in order; empty = pick after the EAL's main lcore.
+    #[serde(default)]
+    pub cpus: Vec<usize>,
+    #[serde(default = "default_burst")]
+    pub burst_pkts: u16,
+    /// Depth of each worker-to-worker handoff queue, in packets.
+    #[serde(default = "default_handoff")]
+    pub handoff_queue_pkts: u32,
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        Workers { count: 1, cpus: Vec::new(), burst_pkts: default_burst(), handoff_queue_pkts: default_handoff() }
+    }
+}
+
+fn one() -> u16 {
+    1
+}
+fn default_burst() -> u16 {
+    32
+}
+fn default_handoff() -> u32 {
+    1024
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Crypto {
+    /// AEAD backend by name; `auto` picks by measurement at start.
+    #[serde(default = "auto")]
+    pub backend: String,
+}
+
+fn auto() -> String {
+    "auto".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Addresses {
+    /// The gateway's outside addresses (ESP and IKE terminate here).
+    pub outside: Vec<IpAddr>,
+    /// The gateway's inside addresses (ARP/ND answered for them).
+    #[serde(default)]
+    pub inside: Vec<IpAddr>,
+    /// Next hop on the outside (default route for ESP), if not on-link.
+    #[serde(default)]
+    pub outside_gateway: Option<IpAddr>,
+    /// Next hop on the inside, if not on-link.
+    #[serde(default)]
+    pub inside_gateway: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaTable {
+    #[serde(default = "default_table_path")]
+    pub path: PathBuf,
+    #[serde(default = "default_capacity")]
+    pub capacity: u32,
+}
+
+impl Default for SaTable {
+    fn default() -> Self {
+        SaTable { path: default_table_path(), capacity: default_capacity() }
+    }
+}
+
+fn default_table_path() -> PathBuf {
+    PathBuf::from("/dev/shm/esprit/default")
+}
+fn default_capacity() -> u32 {
+    65536
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Where `/metrics` is served; `null` turns the endpoint off.
+    #[serde(default = "default_listen")]
+    pub listen: Option<SocketAddr>,
+    /// Per-SA series (label cardinality: off by default).
+    #[serde(default)]
+    pub per_sa: bool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics { listen: default_listen(), per_sa: false }
+    }
+}
+
+fn default_listen() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    In,
+    Out,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Tunnel,
+    Transport,
+}
+
+/// ESP suites by their usual names; key length follows from the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SuiteName {
+    #[serde(rename = "aes-128-gcm")]
+    Aes128Gcm,
+    #[serde(rename = "aes-256-gcm")]
+    Aes256Gcm,
+    #[serde(rename = "chacha20-poly1305")]
+    Chacha20Poly1305,
+}
+
+impl SuiteName {
+    /// Key bytes without the 4-byte salt.
+    pub fn key_len(self) -> usize {
+        match self {
+            SuiteName::Aes128Gcm => 16,
+            SuiteName::Aes256Gcm | SuiteName::Chacha20Poly1305 => 32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UdpEncap {
+    #[serde(default = "nat_t_port")]
+    pub sport: u16,
+    #[serde(default = "nat_t_port")]
+    pub dport: u16,
+}
+
+fn nat_t_port() -> u16 {
+    4500
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticSa {
+    pub spi: u32,
+    pub direction: Direction,
+    pub suite: SuiteName,
+    /// Key then 4-byte salt, hex (colons allowed, as ipsec-secgw writes them).
+    pub key: String,
+    #[serde(default = "tunnel")]
+    pub mode: Mode,
+    /// Outer source and destination (tunnel mode; transport uses the packet's).
+    #[serde(default)]
+    pub src: Option<IpAddr>,
+    #[serde(default)]
+    pub dst: Option<IpAddr>,
+    #[serde(default)]
+    pub udp_encap: Option<UdpEncap>,
+    #[serde(default)]
+    pub esn: bool,
+    /// RFC 8750 implicit IV.
+    #[serde(default)]
+    pub iiv: bool,
+    #[serde(default = "default_window")]
+    pub replay_window: u32,
+    #[serde(default)]
+    pub initial_seq: u64,
+    /// Inner prefixes this SA serves (outbound: what it protects; inbound:
+    /// what may come out of it). `10.2.0.0/16`, `2001:db8::/32`.
+    #[serde(default)]
+    pub selectors: Vec<String>,
+}
+
+fn tunnel() -> Mode {
+    Mode::Tunnel
+}
+fn default_window() -> u32 {
+    1024
+}
+
+/// Largest anti-replay window accepted, in packets.
+pub const MAX_REPLAY_WINDOW: u32 = 65536;
+
+/// A parsed prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefix {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl std::str::FromStr for Prefix {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Prefix, String> {
+        let (a, l) = s.split_once('/').ok_or_else(|| format!("`{s}` is not a prefix (want address/length)"))?;
+        let addr: IpAddr = a.parse().map_err(|_| format!("`{a}` is not an IP address"))?;
+        let len: u8 = l.parse().map_err(|_| format!("`{l}` is not a prefix length"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if len > max {
+            return Err(format!("prefix length {len} is longer than {max}"));
+        }
+        Ok(Prefix { addr, len })
+    }
+}
+
+impl StaticSa {
+    /// Key and salt bytes (validated at load).
+    pub fn key_and_salt(&self) -> Vec<u8> {
+        hex::decode(self.key.replace(':', "")).unwrap_or_default()
+    }
+
+    pub fn prefixes(&self) -> Vec<Prefix> {
+        self.selectors.iter().filter_map(|s| s.parse().ok()).collect()
+    }
+}
+
+impl Config {
+    /// Parses and checks a configuration.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        let de = serde_yaml::Deserializer::from_str(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            err(path, e.into_inner().to_string())
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads, parses and checks a configuration file.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| err("", format!("cannot read {}: {e}", path.display())))?;
+        Config::from_yaml(&text)
+    }
+
+    /// The checks serde cannot express, each naming its field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let d = &self.dataplane;
+        for (name, p) in [("outside", Some(&d.ports.outside)), ("inside", Some(&d.ports.inside)), ("punt", d.ports.punt.as_ref())] {
+            let Some(p) = p else { continue };
+            let path = format!("dataplane.ports.{name}");
+            if p.device.trim().is_empty() {
+                return Err(err(format!("{path}.device"), "must name a DPDK device (PCI address or vdev string)"));
+            }
+            for (f, v) in [("rx_desc", p.rx_desc), ("tx_desc", p.tx_desc)] {
+                if !(32..=8192).contains(&v) || !v.is_power_of_two() {
+                    return Err(err(format!("{path}.{f}"), format!("{v} is not a power of two in 32..=8192")));
+                }
+            }
+        }
+        let devs: Vec<&str> = [Some(&d.ports.outside), Some(&d.ports.inside), d.ports.punt.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|p| p.device.split(',').next().unwrap_or(""))
+            .collect();
+        if devs.iter().collect::<HashSet<_>>().len() != devs.len() {
+            return Err(err("dataplane.ports", "two ports name the same device"));
+        }
+        let w = &d.workers;
+        if !(1..=64).contains(&w.count) {
+            return Err(err("dataplane.workers.count", format!("{} is not in 1..=64", w.count)));
+        }
+        if !w.cpus.is_empty() && w.cpus.len() != w.count as usize {
+            return Err(err(
+                "dataplane.workers.cpus",
+                format!("lists {} CPUs for {} workers (give one per worker, or none)", w.cpus.len(), w.count),
+            ));
+        }
+        if w.cpus.iter().collect::<HashSet<_>>().len() != w.cpus.len() {
+            return Err(err("dataplane.workers.cpus", "a CPU is listed twice"));
+        }
+        if !(1..=64).contains(&w.burst_pkts) {
+            return Err(err("dataplane.workers.burst_pkts", format!("{} is not in 1..=64", w.burst_pkts)));
+        }
+        if !w.handoff_queue_pkts.is_power_of_two() || w.handoff_queue_pkts < 64 {
+            return Err(err("dataplane.workers.handoff_queue_pkts", "must be a power of two >= 64"));
+        }
+        if d.addresses.outside.is_empty() {
+            return Err(err("dataplane.addresses.outside", "needs at least one address"));
+        }
+        if d.sa_table.capacity == 0 {
+            return Err(err("dataplane.sa_table.capacity", "must be at least 1"));
+        }
+        let mut seen = HashSet::new();
+        for (i, sa) in d.static_sas.iter().enumerate() {
+            sa.validate(&format!("dataplane.static_sas[{i}]"))?;
+            if !seen.insert((sa.spi, sa.direction == Direction::In, sa.dst)) {
+                return Err(err(format!("dataplane.static_sas[{i}].spi"), format!("SPI {:#x} is used twice in this direction", sa.spi)));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StaticSa {
+    fn validate(&self, path: &str) -> Result<(), ConfigError> {
+        // RFC 4303 §2.1: SPI 0 is reserved for local use, 1-255 for IANA.
+        if self.spi < 256 {
+            return Err(err(format!("{path}.spi"), format!("{} is reserved (RFC 4303 §2.1: SPIs 0-255)", self.spi)));
+        }
+        let key = hex::decode(self.key.replace(':', ""))
+            .map_err(|e| err(format!("{path}.key"), format!("not hex: {e}")))?;
+        let want = self.suite.key_len() + 4;
+        if key.len() != want {
+            return Err(err(
+                format!("{path}.key"),
+                format!("{} bytes; {:?} needs {} key bytes and a 4-byte salt ({want})", key.len(), self.suite, self.suite.key_len()),
+            ));
+        }
+        if self.mode == Mode::Tunnel {
+            let (Some(src), Some(dst)) = (self.src, self.dst) else {
+                return Err(err(format!("{path}.src"), "tunnel mode needs src and dst"));
+            };
+            if src.is_ipv4() != dst.is_ipv4() {
+                return Err(err(format!("{path}.dst"), "src and dst are of different address families"));
+            }
+        }
+        if self.replay_window > MAX_REPLAY_WINDOW {
+            return Err(err(format!("{path}.replay_window"), format!("{} is larger than {MAX_REPLAY_WINDOW}", self.replay_window)));
+        }
+        if !self.esn && self.initial_seq > u32::MAX as u64 {
+            return Err(err(format!("{path}.initial_seq"), "exceeds 32 bits without ESN"));
+        }
+        if let Some(u) = &self.udp_encap {
+            if u.sport == 0 || u.dport == 0 {
+                return Err(err(format!("{path}.udp_encap"), "ports must not be 0"));
+            }
+        }
+        for (j, s) in self.selectors.iter().enumerate() {
+            s.parse::<Prefix>().map_err(|m| err(format!("{path}.selectors[{j}]"), m))?;
+        }
+        if self.direction == Direction::Out && self.selectors.is_empty() {
+            return Err(err(format!("{path}.selectors"), "an outbound SA needs at least one inner prefix to protect"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+dataplane:
+  eal_args: ["-l", "0-1", "--no-huge", "-m", "512", "--no-pci"]
+  ports:
+    outside: { device: "net_pcap0,rx_pcap=/tmp/in.pcap,tx_pcap=/tmp/out.pcap" }
+    inside: { device: "net_null0" }
+  workers: { count: 1, cpus: [1] }
+  addresses:
+    outside: [172.16.1.5]
+    inside: [192.168.105.1]
+  static_sas:
+    - spi: 5
+      direction: out
+      suite: aes-128-gcm
+      key: "2b:7e:15:16:28:ae:d2:a6:ab:f7:15:88:09:cf:4f:3c:de:ad:be:ef"
+      src: 172.16.1.5
+      dst: 172.16.2.5
+      selectors: ["192.168.105.0/24"]
+metrics:
+  listen: 127.0.0.1:9464
+ike:
+  anything: goes here
+"#;
+
+    fn with(find: &str, replace: &str) -> Result<Config, ConfigError> {
+        assert!(GOOD.contains(find), "test edit `{find}` does not apply");
+        Config::from_yaml(&GOOD.replace(find, replace))
+    }
+
+    #[test]
+    fn reserved_spi_is_refused_with_its_path() {
+        let e = with("spi: 5\n", "spi: 5\n").unwrap_err();
+        assert_eq!(e.path, "dataplane.static_sas[0].spi");
+        assert!(e.msg.contains("reserved"), "{e}");
+    }
+
+    #[test]
+    fn loads_a_complete_file() {
+        let c = with("spi: 5\n", "spi: 0x1005\n").unwrap();
+        assert_eq!(c.dataplane.static_sas[0].spi, 0x1005);
+        assert_eq!(c.dataplane.static_sas[0].key_and_salt().len(), 20);
+        assert_eq!(c.dataplane.workers.cpus, vec![1]);
+        assert!(c.ike.is_some());
+    }
+
+    #[test]
+    fn unknown_field_is_named_with_its_path() {
+        let e = with("spi: 5\n", "spi: 0x1005\n      colour: blue\n").unwrap_err();
+        assert_eq!(e.path, "dataplane.static_sas[0].colour");
+        assert!(e.msg.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named_with_its_path() {
+        let e = with("count: 1", "count: many").unwrap_err();
+        assert_eq!(e.path, "dataplane.workers.count");
+    }
+
+    #[test]
+    fn short_key_names_the_key_field() {
+        let text = GOOD.replace("spi: 5\n", "spi: 4101\n").replace(":de:ad:be:ef\"", "\"");
+        let e = Config::from_yaml(&text).unwrap_err();
+        assert_eq!(e.path, "dataplane.static_sas[0].key");
+        assert!(e.msg.contains("4-byte salt"), "{e}");
+    }
+
+    #[test]
+    fn bad_selector_and_cpu_count_are_named() {
+        let text = GOOD.replace("spi: 5\n", "spi: 4101\n").replace("192.168.105.0/24", "192.168.105.0/33");
+        assert_eq!(Config::from_yaml(&text).unwrap_err().path, "dataplane.static_sas[0].selectors[0]");
+        let text = GOOD.replace("spi: 5\n", "spi: 4101\n").replace("cpus: [1]", "cpus: [1, 0]");
+        assert_eq!(Config::from_yaml(&text).unwrap_err().path, "dataplane.workers.cpus");
+    }
+
+    #[test]
+    fn missing_section_is_named() {
+        let e = Config::from_yaml("metrics: {}\n").unwrap_err();
+        assert!(e.msg.contains("dataplane"), "{e}");
+        let e = Config::from_yaml("dataplane: [").unwrap_err();
+        assert!(!e.msg.is_empty());
+    }
+
+    #[test]
+    fn tunnel_without_outer_addresses_is_refused() {
+        let text = GOOD.replace("spi: 5\n", "spi: 4101\n").replace("      src: 172.16.1.5\n", "");
+        assert_eq!(Config::from_yaml(&text).unwrap_err().path, "dataplane.static_sas[0].src");
+    }
+}

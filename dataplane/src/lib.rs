@@ -1,0 +1,7 @@
+//! esprit-dataplane as a library: configuration, metrics and the pieces of
+//! the packet pipeline, so tests and the bench drive them without a process.
+//! The binary (`main.rs`) only wires them together.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod metrics;

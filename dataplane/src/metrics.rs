@@ -1,0 +1,302 @@
+//! Prometheus metrics of the dataplane and the `/metrics` HTTP endpoint.
+//!
+//! Workers never touch the registry in the packet loop: each keeps plain
+//! `u64` counters ([`WorkerStats`]) and calls [`WorkerMetrics::flush`] now and
+//! then (every few hundred loop turns or when idle), which adds the deltas to
+//! its own labelled series (`worker="N"`). Scrapes therefore see values at
+//! most one flush old, and the loop pays no atomic per packet.
+//!
+//! Series (all `esprit_*`, documented in the README):
+//! * `esprit_port_packets_total{port,dir,worker}`, `esprit_port_bytes_total{...}`
+//! * `esprit_esp_packets_total{op,worker}` (op = encrypt | decrypt)
+//! * `esprit_drops_total{reason,worker}`
+//! * `esprit_handoff_queue_depth{worker}`, `esprit_handoff_drops_total{worker}`
+//! * `esprit_punted_packets_total{dir,worker}` (dir = to_kernel | from_kernel)
+//! * `esprit_active_sas{dir}`, `esprit_crypto_backend_info{backend}`
+//! * `esprit_sa_packets_total{spi,dir}` only when `metrics.per_sa` is on.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+/// Ports by index in [`WorkerStats`].
+pub const PORT_NAMES: [&str; 3] = ["outside", "inside", "punt"];
+
+/// The registry and the metric families of one dataplane process.
+#[derive(Clone)]
+pub struct DataplaneMetrics {
+    pub registry: Registry,
+    port_packets: IntCounterVec,
+    port_bytes: IntCounterVec,
+    esp_packets: IntCounterVec,
+    drops: IntCounterVec,
+    handoff_depth: IntGaugeVec,
+    handoff_drops: IntCounterVec,
+    punted: IntCounterVec,
+    pub active_sas: IntGaugeVec,
+    crypto_backend: IntGaugeVec,
+    sa_packets: Option<IntCounterVec>,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let v = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    r.register(Box::new(v.clone())).expect("metric registered once");
+    v
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let v = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    r.register(Box::new(v.clone())).expect("metric registered once");
+    v
+}
+
+impl DataplaneMetrics {
+    pub fn new(per_sa: bool) -> DataplaneMetrics {
+        let r = Registry::new();
+        DataplaneMetrics {
+            port_packets: counter_vec(&r, "esprit_port_packets_total", "Packets received (dir=rx) or sent (dir=tx) per port and worker", &["port", "dir", "worker"]),
+            port_bytes: counter_vec(&r, "esprit_port_bytes_total", "Bytes received or sent per port and worker", &["port", "dir", "worker"]),
+            esp_packets: counter_vec(&r, "esprit_esp_packets_total", "Packets ESP-encrypted or decrypted (ICV verified) per worker", &["op", "worker"]),
+            drops: counter_vec(&r, "esprit_drops_total", "Packets dropped, by reason and worker", &["reason", "worker"]),
+            handoff_depth: gauge_vec(&r, "esprit_handoff_queue_depth", "Packets waiting in the handoff queue into a worker", &["worker"]),
+            handoff_drops: counter_vec(&r, "esprit_handoff_drops_total", "Packets dropped because a worker's handoff queue was full", &["worker"]),
+            punted: counter_vec(&r, "esprit_punted_packets_total", "Packets passed to (to_kernel) or from (from_kernel) the exception TAP", &["dir", "worker"]),
+            active_sas: gauge_vec(&r, "esprit_active_sas", "SAs installed in the SA table, by direction", &["dir"]),
+            crypto_backend: gauge_vec(&r, "esprit_crypto_backend_info", "The AEAD backend in use (value 1)", &["backend"]),
+            sa_packets: per_sa.then(|| counter_vec(&r, "esprit_sa_packets_total", "Packets per SA (only with metrics.per_sa)", &["spi", "dir"])),
+            registry: r,
+        }
+    }
+
+    pub fn set_crypto_backend(&self, name: &str) {
+        self.crypto_backend.reset();
+        self.crypto_backend.with_label_values(&[name]).set(1);
+    }
+
+    pub fn per_sa(&self) -> Option<&IntCounterVec> {
+        self.sa_packets.as_ref()
+    }
+
+    /// The handles of worker `id`; `drop_reasons` names the drop counters by
+    /// index (the dataplane's `DropReason` table).
+    pub fn worker(&self, id: usize, drop_reasons: &'static [&'static str]) -> WorkerMetrics {
+        let w = id.to_string();
+        let port = |v: &IntCounterVec, dir: &str| -> Vec<IntCounter> {
+            PORT_NAMES.iter().map(|p| v.with_label_values(&[p, dir, &w])).collect()
+        };
+        WorkerMetrics {
+            rx_pkts: port(&self.port_packets, "rx"),
+            tx_pkts: port(&self.port_packets, "tx"),
+            rx_bytes: port(&self.port_bytes, "rx"),
+            tx_bytes: port(&self.port_bytes, "tx"),
+            encrypted: self.esp_packets.with_label_values(&["encrypt", &w]),
+            decrypted: self.esp_packets.with_label_values(&["decrypt", &w]),
+            drops: drop_reasons.iter().map(|r| self.drops.with_label_values(&[*r, w.as_str()])).collect(),
+            handoff_depth: self.handoff_depth.with_label_values(&[&w]),
+            handoff_drops: self.handoff_drops.with_label_values(&[&w]),
+            punted_to_kernel: self.punted.with_label_values(&["to_kernel", &w]),
+            punted_from_kernel: self.punted.with_label_values(&["from_kernel", &w]),
+            local: WorkerStats::new(drop_reasons.len()),
+            flushed: WorkerStats::new(drop_reasons.len()),
+        }
+    }
+
+    /// The text exposition of every series.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("text exposition is UTF-8")
+    }
+}
+
+/// What a worker counts in its loop: plain integers, no atomics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    pub rx_pkts: [u64; 3],
+    pub tx_pkts: [u64; 3],
+    pub rx_bytes: [u64; 3],
+    pub tx_bytes: [u64; 3],
+    pub encrypted: u64,
+    pub decrypted: u64,
+    pub drops: Vec<u64>,
+    pub handoff_drops: u64,
+    pub punted_to_kernel: u64,
+    pub punted_from_kernel: u64,
+    /// A gauge, not a counter: the current depth of this worker's inbox.
+    pub handoff_depth: u64,
+}
+
+impl WorkerStats {
+    pub fn new(reasons: usize) -> WorkerStats {
+        WorkerStats { drops: vec![0; reasons], ..Default::default() }
+    }
+}
+
+/// A worker's metric handles plus its local counters.
+pub struct WorkerMetrics {
+    rx_pkts: Vec<IntCounter>,
+    tx_pkts: Vec<IntCounter>,
+    rx_bytes: Vec<IntCounter>,
+    tx_bytes: Vec<IntCounter>,
+    encrypted: IntCounter,
+    decrypted: IntCounter,
+    drops: Vec<IntCounter>,
+    handoff_depth: IntGauge,
+    handoff_drops: IntCounter,
+    punted_to_kernel: IntCounter,
+    punted_from_kernel: IntCounter,
+    /// Counted by the worker's loop.
+    pub local: WorkerStats,
+    flushed: WorkerStats,
+}
+
+impl WorkerMetrics {
+    /// Publishes what was counted since the last flush.
+    pub fn flush(&mut self) {
+        fn add(c: &IntCounter, now: u64, then: &mut u64) {
+            if now > *then {
+                c.inc_by(now - *then);
+                *then = now;
+            }
+        }
+        let (l, f) = (&self.local, &mut self.flushed);
+        for i in 0..3 {
+            add(&self.rx_pkts[i], l.rx_pkts[i], &mut f.rx_pkts[i]);
+            add(&self.tx_pkts[i], l.tx_pkts[i], &mut f.tx_pkts[i]);
+            add(&self.rx_bytes[i], l.rx_bytes[i], &mut f.rx_bytes[i]);
+            add(&self.tx_bytes[i], l.tx_bytes[i], &mut f.tx_bytes[i]);
+        }
+        add(&self.encrypted, l.encrypted, &mut f.encrypted);
+        add(&self.decrypted, l.decrypted, &mut f.decrypted);
+        for (i, c) in self.drops.iter().enumerate() {
+            add(c, l.drops[i], &mut f.drops[i]);
+        }
+        add(&self.handoff_drops, l.handoff_drops, &mut f.handoff_drops);
+        add(&self.punted_to_kernel, l.punted_to_kernel, &mut f.punted_to_kernel);
+        add(&self.punted_from_kernel, l.punted_from_kernel, &mut f.punted_from_kernel);
+        self.handoff_depth.set(l.handoff_depth as i64);
+    }
+}
+
+/// The `/metrics` endpoint: a small HTTP/1.1 server on its own thread.
+/// Serves `GET /metrics` (text exposition 0.0.4) and 404 for anything else.
+pub struct MetricsServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    /// Binds `addr` (port 0 picks a free one) and starts serving.
+    pub fn start(metrics: DataplaneMetrics, addr: SocketAddr) -> std::io::Result<MetricsServer> {
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new().name("esprit-metrics".into()).spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        let _ = serve_one(s, &metrics);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        })?;
+        Ok(MetricsServer { addr, stop, thread: Some(thread) })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_one(mut s: TcpStream, metrics: &DataplaneMetrics) -> std::io::Result<()> {
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut req = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    // Read the request head only (bounded: 8 KiB).
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        req.extend_from_slice(&buf[..n]);
+    }
+    let line = req.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or(&[]);
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, path) = (parts.next().unwrap_or(&[]), parts.next().unwrap_or(&[]));
+    let (status, ctype, body) = if method == b"GET" && (path == b"/metrics" || path.starts_with(b"/metrics?")) {
+        ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render())
+    } else {
+        ("404 Not Found", "text/plain; charset=utf-8", "esprit: try GET /metrics\n".to_string())
+    };
+    write!(s, "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
+    s.write_all(body.as_bytes())?;
+    s.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static REASONS: &[&str] = &["no_sa", "replayed"];
+
+    fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn flushed_worker_counters_appear_on_scrape() {
+        let m = DataplaneMetrics::new(false);
+        m.set_crypto_backend("aes-gcm");
+        let mut w = m.worker(0, REASONS);
+        w.local.rx_pkts[0] = 10;
+        w.local.drops[1] = 3;
+        assert!(!m.render().contains("esprit_port_packets_total{dir=\"rx\",port=\"outside\",worker=\"0\"} 10"), "not before flush");
+        w.flush();
+        w.local.rx_pkts[0] = 15;
+        w.flush();
+        w.flush();
+        let text = m.render();
+        assert!(text.contains("esprit_port_packets_total{dir=\"rx\",port=\"outside\",worker=\"0\"} 15"), "{text}");
+        assert!(text.contains("esprit_drops_total{reason=\"replayed\",worker=\"0\"} 3"), "{text}");
+        assert!(text.contains("esprit_crypto_backend_info{backend=\"aes-gcm\"} 1"), "{text}");
+        assert!(!text.contains("esprit_sa_packets_total"), "per-SA series only on request");
+    }
+
+    #[test]
+    fn serves_metrics_over_http_and_404_elsewhere() {
+        let m = DataplaneMetrics::new(true);
+        let mut w = m.worker(1, REASONS);
+        w.local.encrypted = 42;
+        w.flush();
+        let srv = MetricsServer::start(m, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let r = get(srv.local_addr(), "/metrics");
+        assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
+        assert!(r.contains("esprit_esp_packets_total{op=\"encrypt\",worker=\"1\"} 42"), "{r}");
+        assert!(get(srv.local_addr(), "/").starts_with("HTTP/1.1 404"));
+    }
+}
