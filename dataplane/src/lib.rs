@@ -6,3 +6,5 @@
 pub mod config;
 pub mod l2;
 pub mod metrics;
+pub mod ports;
+pub mod runtime;

@@ -27,6 +27,6 @@ pub use eal::{lcore_id, register_thread, Eal, ThreadRegistration};
 pub use error::{Error, Result};
 pub use mbuf::Mbuf;
 pub use mempool::Mempool;
-pub use port::{Link, Port, PortConfig, PortStats, RxQueue, TxQueue};
+pub use port::{Link, Port, PortConfig, PortInfo, PortStats, RxQueue, TxQueue};
 
 pub use dpdk_sys as sys;

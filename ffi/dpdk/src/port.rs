@@ -26,6 +26,14 @@ pub struct PortConfig {
     pub promiscuous: bool,
 }
 
+/// What a port's driver offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortInfo {
+    pub driver: String,
+    pub max_rx_queues: u16,
+    pub max_tx_queues: u16,
+}
+
 /// Link state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Link {
@@ -105,6 +113,11 @@ impl Port {
 
     /// The driver's name (`net_ring`, `net_pcap`, ...).
     pub fn driver_name(&self) -> Result<String> {
+        self.info().map(|i| i.driver)
+    }
+
+    /// What the driver offers (`rte_eth_dev_info_get`).
+    pub fn info(&self) -> Result<PortInfo> {
         // SAFETY: info is plain data that DPDK fills; the port id is valid.
         let mut info: dpdk_sys::rte_eth_dev_info = unsafe { std::mem::zeroed() };
         // SAFETY: valid port id and out-pointer.
@@ -112,11 +125,13 @@ impl Port {
         if rc != 0 {
             return Err(Error::code("rte_eth_dev_info_get", rc).on(format!("port {}", self.id)));
         }
-        if info.driver_name.is_null() {
-            return Ok(String::new());
-        }
-        // SAFETY: driver_name is a static C string owned by the driver.
-        Ok(unsafe { CStr::from_ptr(info.driver_name) }.to_string_lossy().into_owned())
+        let driver = if info.driver_name.is_null() {
+            String::new()
+        } else {
+            // SAFETY: driver_name is a static C string owned by the driver.
+            unsafe { CStr::from_ptr(info.driver_name) }.to_string_lossy().into_owned()
+        };
+        Ok(PortInfo { driver, max_rx_queues: info.max_rx_queues, max_tx_queues: info.max_tx_queues })
     }
 
     /// Configures queues (default offloads: none), sets them up, optionally

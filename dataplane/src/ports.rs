@@ -1,0 +1,75 @@
+//! Opening the configured ports and planning their queues.
+//!
+//! Every worker gets its own TX queue on every port (so transmit needs no
+//! lock). RX queues go to the first `min(workers, driver's max)` workers: a
+//! single-queue vdev is polled by worker 0 alone and the handoff queues
+//! spread the work (DESIGN §4). A port whose driver cannot give each worker a
+//! TX queue is refused with the config path of its device.
+use dpdk::{Eal, Mempool, Port, PortConfig};
+
+use crate::config::{Dataplane, PortSpec};
+
+/// The ports by role, in [`crate::metrics::PORT_NAMES`] order.
+pub const OUTSIDE: usize = 0;
+pub const INSIDE: usize = 1;
+pub const PUNT: usize = 2;
+
+/// An opened, configured and started port.
+pub struct OpenPort {
+    pub role: usize,
+    pub port: Port,
+    pub rx_queues: u16,
+    pub tx_queues: u16,
+    pub mac: [u8; 6],
+    pub driver: String,
+}
+
+/// Probes, configures and starts the outside, inside and (if any) punt
+/// ports for `workers` workers. Errors name the config field.
+pub fn open_ports(eal: &Eal, cfg: &Dataplane, pool: Mempool) -> Result<Vec<OpenPort>, String> {
+    let workers = cfg.workers.count;
+    let mut out = Vec::new();
+    let specs: [(usize, &str, Option<&PortSpec>); 3] = [
+        (OUTSIDE, "outside", Some(&cfg.ports.outside)),
+        (INSIDE, "inside", Some(&cfg.ports.inside)),
+        (PUNT, "punt", cfg.ports.punt.as_ref()),
+    ];
+    for (role, name, spec) in specs {
+        let Some(spec) = spec else { continue };
+        let path = format!("dataplane.ports.{name}.device");
+        let port = Port::probe(eal, &spec.device).map_err(|e| format!("{path}: {e}"))?;
+        let info = port.info().map_err(|e| format!("{path}: {e}"))?;
+        if info.max_tx_queues < workers {
+            return Err(format!(
+                "{path}: driver {} offers {} TX queue(s); {workers} workers need one each (fewer workers, or a device with more queues)",
+                info.driver, info.max_tx_queues
+            ));
+        }
+        let rx_queues = workers.min(info.max_rx_queues.max(1));
+        port.configure(&PortConfig {
+            rx_queues,
+            tx_queues: workers,
+            rx_desc: spec.rx_desc,
+            tx_desc: spec.tx_desc,
+            mempool: pool,
+            promiscuous: true,
+        })
+        .map_err(|e| format!("{path}: {e}"))?;
+        port.start().map_err(|e| format!("{path}: {e}"))?;
+        let mac = port.mac().map_err(|e| format!("{path}: {e}"))?;
+        out.push(OpenPort { role, port, rx_queues, tx_queues: workers, mac, driver: info.driver });
+    }
+    Ok(out)
+}
+
+/// Mbufs the pool needs: every descriptor of every queue full, plus the
+/// bursts and handoff queues in flight, rounded to 2^n - 1 (DPDK's best size).
+pub fn pool_size(cfg: &Dataplane) -> u32 {
+    let w = cfg.workers.count as u32;
+    let mut n = 0u32;
+    for p in [Some(&cfg.ports.outside), Some(&cfg.ports.inside), cfg.ports.punt.as_ref()].into_iter().flatten() {
+        n += w * (p.rx_desc as u32 + p.tx_desc as u32);
+    }
+    n += w * (cfg.workers.handoff_queue_pkts + 4 * 64 + 512);
+    n.next_power_of_two().max(4096) - 1
+}
