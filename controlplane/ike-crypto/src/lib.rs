@@ -31,14 +31,20 @@
 //! zeroize themselves.
 #![forbid(unsafe_code)]
 
+
 pub mod error;
 pub mod ids;
 pub mod integ;
+pub mod ke;
 pub mod keys;
 pub mod prf;
+
 pub mod rng;
 
+
+
 pub use error::Error;
+
 
 /// Secret bytes (shared secrets, SKEYSEED, SK_* keys, KEYMAT): zeroized on drop.
 pub type Secret = zeroize::Zeroizing<Vec<u8>>;
