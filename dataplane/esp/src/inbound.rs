@@ -1,0 +1,270 @@
+//! Inbound ESP (RFC 4303 §3.4): classification of the outer packet, then
+//! per SA: SPI and sequence pre-check, AEAD open, window update only after
+//! the ICV verified (§3.4.3), trailer and padding check (§2.4), dummy
+//! packets (Next Header 59) dropped silently (§2.6), and reconstruction of
+//! the inner packet (tunnel) or of the original IP packet (transport,
+//! §3.1.1), with TFC padding stripped (§2.7).
+//!
+//! UDP-encapsulated ESP (RFC 3948 §2) is told apart from IKE (Non-ESP
+//! Marker) and NAT keepalives, and an SA with UDP encapsulation also accepts
+//! plain ESP (RFC 3948 §3.2). Outer fragments are dropped (§3.4.1).
+
+use esp_wire::{
+    classify_udp_encap, ipv4, ipv4::Ipv4Packet, ipv6::Ipv6Packet, udp, EspPacket, EspTrailer, Error as WireError,
+    IpProtocol, UdpEncapKind, UdpPacket, NAT_T_PORT,
+};
+
+use crate::aead::{AeadJob, BatchAead, CryptoOp};
+use crate::buf::PktBuf;
+use crate::replay::ReplayWindow;
+use crate::sa::{Mode, SaConsts, SaError, SaParams};
+use crate::{DropReason, MAX_BURST};
+
+/// Where ESP sits in a received IP packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EspLocation {
+    /// Offset of the SPI.
+    pub esp_off: usize,
+    /// End of the ESP packet (outer IP / UDP length; link padding excluded).
+    pub end: usize,
+    /// IP header length including extension headers before ESP / UDP.
+    pub ip_hdr_len: usize,
+    /// Offset of the octet that says 50 (ESP) or 17 (UDP).
+    pub nh_off: usize,
+    pub udp: bool,
+    pub v6: bool,
+    pub spi: u32,
+}
+
+fn outer(e: WireError) -> DropReason {
+    match e {
+        WireError::Truncated => DropReason::Truncated,
+        _ => DropReason::BadOuterHeader,
+    }
+}
+
+/// Find ESP in an outer IP packet: raw ESP (protocol 50) or ESP in UDP to
+/// port 4500. Keepalives and IKE on 4500 come back as the reasons
+/// `NatKeepalive` / `NonEspMarker` so the caller can count or punt them.
+pub fn classify(ip: &[u8]) -> Result<EspLocation, DropReason> {
+    classify_with_port(ip, NAT_T_PORT)
+}
+
+/// `classify` with a non-standard UDP encapsulation port.
+pub fn classify_with_port(ip: &[u8], nat_t_port: u16) -> Result<EspLocation, DropReason> {
+    let (v6, ip_hdr_len, nh_off, proto, end) = match ip.first().map(|b| b >> 4) {
+        Some(4) => {
+            let p = Ipv4Packet::new_checked(ip).map_err(outer)?;
+            if !p.verify_checksum() {
+                return Err(DropReason::BadOuterHeader);
+            }
+            if p.is_fragment() {
+                return Err(DropReason::Fragment);
+            }
+            (false, p.header_len(), ipv4::field::PROTOCOL, p.protocol(), p.total_len())
+        }
+        Some(6) => {
+            let p = Ipv6Packet::new_checked(ip).map_err(outer)?;
+            let u = p.upper_layer().map_err(outer)?;
+            if u.fragment {
+                return Err(DropReason::Fragment);
+            }
+            (true, u.offset, u.nh_offset, u.protocol, p.total_len())
+        }
+        None => return Err(DropReason::Truncated),
+        _ => return Err(DropReason::BadOuterHeader),
+    };
+    let (esp_off, end, udp) = match proto {
+        IpProtocol::ESP => (ip_hdr_len, end, false),
+        IpProtocol::UDP => {
+            let u = UdpPacket::new_checked(&ip[ip_hdr_len..end]).map_err(outer)?;
+            if u.dst_port() != nat_t_port && u.src_port() != nat_t_port {
+                return Err(DropReason::NotEsp);
+            }
+            match classify_udp_encap(u.payload()) {
+                Ok(UdpEncapKind::Esp) => {}
+                Ok(UdpEncapKind::NatKeepalive) => return Err(DropReason::NatKeepalive),
+                Ok(UdpEncapKind::Ike) => return Err(DropReason::NonEspMarker),
+                Err(_) => return Err(DropReason::Truncated),
+            }
+            (ip_hdr_len + udp::HEADER_LEN, ip_hdr_len + u.len(), true)
+        }
+        _ => return Err(DropReason::NotEsp),
+    };
+    let esp = EspPacket::new_checked(&ip[esp_off..end]).map_err(|_| DropReason::Truncated)?;
+    Ok(EspLocation { esp_off, end, ip_hdr_len, nh_off, udp, v6, spi: esp.spi() })
+}
+
+/// A packet that passed the pre-check, ready for the AEAD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboundOp {
+    pub op: CryptoOp,
+    /// The full (ESN-inferred) sequence number that was authenticated.
+    pub seq: u64,
+    pub loc: EspLocation,
+}
+
+/// What a successfully decapsulated packet was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decapsulated {
+    pub seq: u64,
+    /// The trailer's Next Header (4 / 41 in tunnel mode).
+    pub next_header: IpProtocol,
+}
+
+/// The inbound half of a Child SA. Owned by one worker: `finish` updates
+/// the replay window.
+#[derive(Debug)]
+pub struct InboundSa {
+    c: SaConsts,
+    tunnel: bool,
+    replay: ReplayWindow,
+}
+
+impl InboundSa {
+    pub fn new(p: &SaParams) -> Result<Self, SaError> {
+        p.validate()?;
+        Ok(Self {
+            c: SaConsts::new(p),
+            tunnel: matches!(p.mode, Mode::Tunnel { .. }),
+            replay: ReplayWindow::new(p.replay_window, p.esn),
+        })
+    }
+
+    pub fn spi(&self) -> u32 {
+        self.c.spi
+    }
+
+    pub fn suite(&self) -> crate::Suite {
+        self.c.suite
+    }
+
+    pub fn replay(&self) -> &ReplayWindow {
+        &self.replay
+    }
+
+    pub fn replay_mut(&mut self) -> &mut ReplayWindow {
+        &mut self.replay
+    }
+
+    /// SPI check, length check, replay pre-check, nonce and AAD.
+    pub fn prepare(&self, data: &[u8], loc: &EspLocation) -> Result<InboundOp, DropReason> {
+        let Some(esp) = data.get(loc.esp_off..loc.end) else { return Err(DropReason::Truncated) };
+        let esp = EspPacket::new_checked(esp).map_err(|_| DropReason::Truncated)?;
+        // At least the IV, Pad Length, Next Header and the ICV.
+        if esp.payload().len() < self.c.iv_len + esp_wire::trailer::TRAILER_LEN + self.c.icv_len {
+            return Err(DropReason::Truncated);
+        }
+        if esp.spi() != self.c.spi {
+            return Err(DropReason::BadSpi);
+        }
+        // RFC 4303 §3.4.3: cheap check before the ICV; no window update yet.
+        let seq = self.replay.check(esp.seq())?;
+        let iv = (self.c.iv_len > 0).then(|| &esp.payload()[..self.c.iv_len]);
+        let nonce = self.c.nonce(seq, iv);
+        let (aad, aad_len) = self.c.aad(seq);
+        let text_off = loc.esp_off + self.c.esp_hdr_len;
+        let text_len = loc.end - text_off - self.c.icv_len;
+        Ok(InboundOp { op: CryptoOp::new(nonce, &aad[..aad_len], text_off, text_len), seq, loc: *loc })
+    }
+
+    /// After the AEAD: update the window (only now), check the trailer and
+    /// rebuild the packet. On success `pkt.data()` is the inner IP packet
+    /// (tunnel) or the original IP packet (transport).
+    pub fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        pkt: &mut PktBuf<B>,
+        iop: &InboundOp,
+        icv_ok: bool,
+    ) -> Result<Decapsulated, DropReason> {
+        if !icv_ok {
+            return Err(DropReason::IcvMismatch);
+        }
+        // RFC 4303 §3.4.3: the window moves only for authenticated packets.
+        self.replay.mark(iop.seq)?;
+        let text = pkt.data().get(iop.op.text_range()).ok_or(DropReason::Truncated)?;
+        let t = EspTrailer::new_checked(text).map_err(|_| DropReason::BadTrailer)?;
+        t.check_padding().map_err(|_| DropReason::BadPadding)?;
+        let next_header = t.next_header();
+        let payload_len = t.payload_len();
+        if next_header == IpProtocol::NO_NEXT_HEADER {
+            // RFC 4303 §2.6: discard dummy packets silently.
+            return Err(DropReason::Dummy);
+        }
+        let text_off = iop.op.text_off as usize;
+        if self.tunnel {
+            let payload = &text[..payload_len];
+            // Strip TFC padding: the inner header carries the real length.
+            let inner_len = match next_header {
+                IpProtocol::IPV4 => Ipv4Packet::new_checked(payload).map(|p| p.total_len()),
+                IpProtocol::IPV6 => Ipv6Packet::new_checked(payload).map(|p| p.total_len()),
+                _ => return Err(DropReason::BadInnerHeader),
+            }
+            .map_err(|_| DropReason::BadInnerHeader)?;
+            pkt.trim_front(text_off);
+            pkt.truncate(inner_len);
+        } else {
+            let loc = &iop.loc;
+            let hl = loc.ip_hdr_len;
+            let removed = text_off - hl;
+            let data = pkt.data_mut();
+            data[loc.nh_off] = next_header.0;
+            data.copy_within(0..hl, removed);
+            pkt.trim_front(removed);
+            pkt.truncate(hl + payload_len);
+            let data = pkt.data_mut();
+            if loc.v6 {
+                Ipv6Packet::new_unchecked(&mut data[..]).set_payload_len((hl + payload_len - 40) as u16);
+            } else {
+                let mut ip = Ipv4Packet::new_unchecked(&mut data[..]);
+                ip.set_total_len((hl + payload_len) as u16);
+                ip.fill_checksum();
+            }
+        }
+        Ok(Decapsulated { seq: iop.seq, next_header })
+    }
+}
+
+/// Classify, pre-check, open and decapsulate a burst for one SA: one AEAD
+/// call per `MAX_BURST` packets. `pkts[i].data()` starts at the outer IP
+/// header. `verdicts[i]` says what became of `pkts[i]`.
+pub fn open_burst<B, A>(
+    sa: &mut InboundSa,
+    aead: &A,
+    pkts: &mut [PktBuf<B>],
+    verdicts: &mut [Result<Decapsulated, DropReason>],
+) where
+    B: AsRef<[u8]> + AsMut<[u8]>,
+    A: BatchAead + ?Sized,
+{
+    for (pkts, verdicts) in pkts.chunks_mut(MAX_BURST).zip(verdicts.chunks_mut(MAX_BURST)) {
+        let mut ops = [None::<InboundOp>; MAX_BURST];
+        for (i, (pkt, v)) in pkts.iter().zip(verdicts.iter_mut()).enumerate() {
+            match classify(pkt.data()).and_then(|loc| sa.prepare(pkt.data(), &loc)) {
+                Ok(op) => ops[i] = Some(op),
+                Err(r) => *v = Err(r),
+            }
+        }
+        let mut jobs: [AeadJob<'_>; MAX_BURST] = core::array::from_fn(|_| AeadJob::default());
+        let mut idx = [0u8; MAX_BURST];
+        let mut n = 0;
+        for (i, pkt) in pkts.iter_mut().enumerate() {
+            if let Some(op) = ops[i] {
+                jobs[n] = AeadJob { op: op.op, buf: pkt.data_mut(), ok: false };
+                idx[n] = i as u8;
+                n += 1;
+            }
+        }
+        aead.open(&mut jobs[..n]);
+        let mut ok = [false; MAX_BURST];
+        for (j, job) in jobs[..n].iter().enumerate() {
+            ok[usize::from(idx[j])] = job.ok;
+        }
+        drop(jobs);
+        for (i, pkt) in pkts.iter_mut().enumerate() {
+            if let Some(op) = &ops[i] {
+                verdicts[i] = sa.finish(pkt, op, ok[i]);
+            }
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! Outbound ESP (RFC 4303 §3.3): encapsulation in place, in the packet's
+//! head- and tailroom.
+//!
+//! * Tunnel mode (§3.1.2): `[outer IP][UDP?][ESP][IV][inner IP][TFC][pad][PL][NH][ICV]`,
+//!   inner and outer each IPv4 or IPv6; outer DSCP/ECN copied from the inner
+//!   header; Next Header 4 or 41.
+//! * Transport mode (§3.1.1): ESP inserted after the IPv4 header, or after
+//!   the IPv6 Hop-by-Hop/Routing/Fragment headers; the protocol / Next
+//!   Header field that pointed at the payload now says 50 (or 17 with UDP).
+//! * UDP encapsulation (RFC 3948 §2.1): UDP between IP and ESP, checksum 0
+//!   over IPv4, computed over IPv6 (RFC 8200 §8.1) after sealing.
+//! * Padding 1, 2, 3, ... to 4-octet alignment (§2.4); optional TFC padding
+//!   (§2.7); dummy packets with Next Header 59 (§2.6).
+//!
+//! Each packet is *prepared* (framing, nonce, AAD), then the whole burst is
+//! sealed by a [`BatchAead`](crate::BatchAead), then *finished*.
+
+use std::net::IpAddr;
+
+use esp_wire::{ipv4::Ipv4Packet, ipv6::Ipv6Packet, udp, IpProtocol, TrailerRepr, UdpPacket};
+
+use crate::aead::{AeadJob, BatchAead, CryptoOp};
+use crate::buf::PktBuf;
+use crate::sa::{IvPolicy, Mode, SaConsts, SaError, SaParams, TfcPadding, TunnelTemplate, UdpEncap};
+use crate::seq::{SaEvent, SeqCounter, SeqGrant};
+use crate::{DropReason, MAX_BURST};
+
+/// A prepared outbound packet, ready for the AEAD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboundOp {
+    pub op: CryptoOp,
+    /// Offset of a UDP header whose checksum must be filled after sealing
+    /// (UDP over IPv6).
+    udp_checksum_at: Option<usize>,
+}
+
+/// The outbound half of a Child SA.
+#[derive(Debug)]
+pub struct OutboundSa {
+    c: SaConsts,
+    mode: Mode,
+    udp: Option<UdpEncap>,
+    tfc: TfcPadding,
+    iv: IvPolicy,
+    tunnel: Option<TunnelTemplate>,
+    seq: SeqCounter,
+}
+
+impl OutboundSa {
+    pub fn new(p: &SaParams) -> Result<Self, SaError> {
+        p.validate()?;
+        let tunnel = match p.mode {
+            Mode::Tunnel { src, dst } => Some(TunnelTemplate::new(src, dst, p.ttl, p.udp_encap)),
+            Mode::Transport => None,
+        };
+        let limit = p.seq_limit();
+        Ok(Self {
+            c: SaConsts::new(p),
+            mode: p.mode,
+            udp: p.udp_encap,
+            tfc: p.tfc,
+            iv: p.iv,
+            tunnel,
+            seq: SeqCounter::new(p.initial_seq, limit, p.soft_seq_limit.unwrap_or(u64::MAX)),
+        })
+    }
+
+    pub fn spi(&self) -> u32 {
+        self.c.spi
+    }
+
+    pub fn suite(&self) -> crate::Suite {
+        self.c.suite
+    }
+
+    /// Reserve sequence numbers for a burst (one atomic operation).
+    pub fn reserve(&self, n: u32) -> SeqGrant {
+        self.seq.reserve(n)
+    }
+
+    pub fn seq(&self) -> &SeqCounter {
+        &self.seq
+    }
+
+    /// Octets of headroom encapsulation needs (outer headers, ESP header, IV).
+    pub fn headroom(&self) -> usize {
+        let outer = match &self.tunnel {
+            Some(t) => t.len,
+            None => self.udp.map_or(0, |_| udp::HEADER_LEN),
+        };
+        outer + self.c.esp_hdr_len
+    }
+
+    /// Octets of tailroom encapsulation may need (worst-case padding,
+    /// trailer, ICV; TFC padding comes on top).
+    pub fn tailroom(&self) -> usize {
+        self.c.align - 1 + esp_wire::trailer::TRAILER_LEN + self.c.icv_len
+    }
+
+    fn explicit_iv(&self, seq: u64) -> [u8; 8] {
+        match self.iv {
+            IvPolicy::Counter => seq.to_be_bytes(),
+            IvPolicy::SenderId { bits, sid } => {
+                let shift = 64 - u32::from(bits);
+                ((u64::from(sid) << shift) | seq).to_be_bytes()
+            }
+        }
+    }
+
+    /// Write padding, trailer, ESP header and IV around a payload already
+    /// placed at `esp_off + esp_hdr_len`, and describe the AEAD operation.
+    fn frame(
+        &self,
+        data: &mut [u8],
+        esp_off: usize,
+        payload_len: usize,
+        tr: TrailerRepr,
+        seq: u64,
+        iv: Option<[u8; 8]>,
+    ) -> CryptoOp {
+        let text_off = esp_off + self.c.esp_hdr_len;
+        let text_len = payload_len + tr.buffer_len();
+        tr.emit(&mut data[text_off..text_off + text_len]);
+        data[esp_off..esp_off + 4].copy_from_slice(&self.c.spi.to_be_bytes());
+        data[esp_off + 4..esp_off + 8].copy_from_slice(&(seq as u32).to_be_bytes());
+        let nonce = if self.c.iv_len > 0 {
+            let iv = iv.unwrap_or_else(|| self.explicit_iv(seq));
+            data[esp_off + 8..esp_off + 16].copy_from_slice(&iv);
+            self.c.nonce(seq, Some(&iv))
+        } else {
+            self.c.nonce(seq, None)
+        };
+        let (aad, aad_len) = self.c.aad(seq);
+        CryptoOp::new(nonce, &aad[..aad_len], text_off, text_len)
+    }
+
+    /// Frame one packet: `pkt.data()` is the inner IP packet (tunnel mode)
+    /// or the IP packet to protect (transport mode). On success the data is
+    /// the ESP packet with its outer header, text not yet encrypted.
+    pub fn prepare<B: AsRef<[u8]> + AsMut<[u8]>>(&self, pkt: &mut PktBuf<B>, seq: u64) -> Result<OutboundOp, DropReason> {
+        match self.mode {
+            Mode::Tunnel { .. } => self.prepare_tunnel(pkt, seq, false, None),
+            Mode::Transport => self.prepare_transport(pkt, seq, None),
+        }
+    }
+
+    /// `prepare` with an explicit IV chosen by the caller instead of the
+    /// SA's `IvPolicy`: for known-answer tests, and for IV schemes managed
+    /// outside this crate. The caller guarantees the IV never repeats under
+    /// the key (RFC 4106 §3.1). Ignored by implicit-IV suites.
+    pub fn prepare_with_iv<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        pkt: &mut PktBuf<B>,
+        seq: u64,
+        iv: [u8; 8],
+    ) -> Result<OutboundOp, DropReason> {
+        match self.mode {
+            Mode::Tunnel { .. } => self.prepare_tunnel(pkt, seq, false, Some(iv)),
+            Mode::Transport => self.prepare_transport(pkt, seq, Some(iv)),
+        }
+    }
+
+    /// Frame a dummy packet (RFC 4303 §2.6, Next Header 59) of `body_len`
+    /// zero octets (tunnel mode only; the body is encrypted, so zeros are as
+    /// good as random). `pkt` should be empty with enough room.
+    pub fn prepare_dummy<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        pkt: &mut PktBuf<B>,
+        body_len: usize,
+        seq: u64,
+    ) -> Result<OutboundOp, DropReason> {
+        if self.tunnel.is_none() {
+            return Err(DropReason::BadInnerHeader);
+        }
+        pkt.truncate(0);
+        if !pkt.append(body_len) {
+            return Err(DropReason::NoTailroom);
+        }
+        pkt.data_mut().iter_mut().for_each(|b| *b = 0);
+        self.prepare_tunnel(pkt, seq, true, None)
+    }
+
+    fn prepare_tunnel<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        pkt: &mut PktBuf<B>,
+        seq: u64,
+        dummy: bool,
+        iv: Option<[u8; 8]>,
+    ) -> Result<OutboundOp, DropReason> {
+        let Some(t) = &self.tunnel else { return Err(DropReason::BadInnerHeader) };
+        let (nh, inner_len, tos) = if dummy {
+            (IpProtocol::NO_NEXT_HEADER, pkt.len(), 0)
+        } else {
+            match pkt.data().first().map(|b| b >> 4) {
+                Some(4) => {
+                    let p = Ipv4Packet::new_checked(pkt.data()).map_err(|_| DropReason::BadInnerHeader)?;
+                    (IpProtocol::IPV4, p.total_len(), p.dscp_ecn())
+                }
+                Some(6) => {
+                    let p = Ipv6Packet::new_checked(pkt.data()).map_err(|_| DropReason::BadInnerHeader)?;
+                    (IpProtocol::IPV6, p.total_len(), p.traffic_class())
+                }
+                _ => return Err(DropReason::BadInnerHeader),
+            }
+        };
+        let payload_len = match self.tfc {
+            TfcPadding::PadTo(n) if !dummy => inner_len.max(usize::from(n)),
+            _ => inner_len,
+        };
+        let tr = TrailerRepr::for_payload(payload_len, self.c.iv_len, self.c.align, nh);
+        let hdr = t.len + self.c.esp_hdr_len;
+        let total = hdr + payload_len + tr.buffer_len() + self.c.icv_len;
+        let ip_payload = total - t.ip_len;
+        if (if t.v6 { ip_payload } else { total }) > usize::from(u16::MAX) {
+            return Err(DropReason::TooBig);
+        }
+        if pkt.headroom() < hdr {
+            return Err(DropReason::NoHeadroom);
+        }
+        pkt.truncate(inner_len);
+        if !pkt.append(total - hdr - inner_len) {
+            return Err(DropReason::NoTailroom);
+        }
+        pkt.prepend(hdr);
+        let data = pkt.data_mut();
+        data[hdr + inner_len..hdr + payload_len].iter_mut().for_each(|b| *b = 0);
+        data[..t.len].copy_from_slice(&t.bytes[..t.len]);
+        if t.v6 {
+            let mut ip = Ipv6Packet::new_unchecked(&mut data[..]);
+            ip.set_payload_len(ip_payload as u16);
+            // RFC 6040 normal mode: copy DSCP and ECN.
+            ip.set_version_tc_flow(tos, 0);
+        } else {
+            let mut ip = Ipv4Packet::new_unchecked(&mut data[..]);
+            ip.set_total_len(total as u16);
+            ip.set_dscp_ecn(tos);
+            ip.set_ident(seq as u16);
+            ip.fill_checksum();
+        }
+        let mut udp_checksum_at = None;
+        if self.udp.is_some() {
+            UdpPacket::new_unchecked(&mut data[t.ip_len..]).set_len((total - t.ip_len) as u16);
+            if t.v6 {
+                udp_checksum_at = Some(t.ip_len);
+            }
+        }
+        let op = self.frame(data, t.len, payload_len, tr, seq, iv);
+        Ok(OutboundOp { op, udp_checksum_at })
+    }
+
+    fn prepare_transport<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        pkt: &mut PktBuf<B>,
+        seq: u64,
+        iv: Option<[u8; 8]>,
+    ) -> Result<OutboundOp, DropReason> {
+        // Where ESP goes, the protocol it replaces and who points at it.
+        let (v6, hl, total, nh, nh_off) = match pkt.data().first().map(|b| b >> 4) {
+            Some(4) => {
+                let p = Ipv4Packet::new_checked(pkt.data()).map_err(|_| DropReason::BadInnerHeader)?;
+                if p.is_fragment() {
+                    // RFC 4303 §3.1.1: transport mode applies to whole datagrams.
+                    return Err(DropReason::Fragment);
+                }
+                (false, p.header_len(), p.total_len(), p.protocol(), esp_wire::ipv4::field::PROTOCOL)
+            }
+            Some(6) => {
+                let p = Ipv6Packet::new_checked(pkt.data()).map_err(|_| DropReason::BadInnerHeader)?;
+                let at = p.esp_insertion_point().map_err(|_| DropReason::BadInnerHeader)?;
+                if at.fragment {
+                    return Err(DropReason::Fragment);
+                }
+                (true, at.offset, p.total_len(), at.protocol, at.nh_offset)
+            }
+            _ => return Err(DropReason::BadInnerHeader),
+        };
+        let payload_len = total - hl;
+        let tr = TrailerRepr::for_payload(payload_len, self.c.iv_len, self.c.align, nh);
+        let udp_len = self.udp.map_or(0, |_| udp::HEADER_LEN);
+        let ins = udp_len + self.c.esp_hdr_len;
+        let new_total = total + ins + tr.buffer_len() + self.c.icv_len;
+        let ip_len_field = if v6 { new_total - esp_wire::ipv6::HEADER_LEN } else { new_total };
+        if ip_len_field > usize::from(u16::MAX) {
+            return Err(DropReason::TooBig);
+        }
+        if pkt.headroom() < ins {
+            return Err(DropReason::NoHeadroom);
+        }
+        pkt.truncate(total);
+        if !pkt.append(new_total - total - ins) {
+            return Err(DropReason::NoTailroom);
+        }
+        pkt.prepend(ins);
+        let data = pkt.data_mut();
+        data.copy_within(ins..ins + hl, 0);
+        let proto = if self.udp.is_some() { IpProtocol::UDP } else { IpProtocol::ESP };
+        data[nh_off] = proto.0;
+        let mut udp_checksum_at = None;
+        if v6 {
+            Ipv6Packet::new_unchecked(&mut data[..]).set_payload_len(ip_len_field as u16);
+        } else {
+            let mut ip = Ipv4Packet::new_unchecked(&mut data[..]);
+            ip.set_total_len(new_total as u16);
+            ip.fill_checksum();
+        }
+        if let Some(u) = self.udp {
+            udp::UdpRepr { src_port: u.src_port, dst_port: u.dst_port, payload_len: new_total - hl - udp_len }
+                .emit(&mut UdpPacket::new_unchecked(&mut data[hl..]));
+            if v6 {
+                udp_checksum_at = Some(hl);
+            }
+        }
+        let op = self.frame(data, hl + udp_len, payload_len, tr, seq, iv);
+        Ok(OutboundOp { op, udp_checksum_at })
+    }
+
+    /// After sealing: fill the UDP checksum over IPv6 (the only per-packet
+    /// work that needs the ciphertext).
+    pub fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(&self, pkt: &mut PktBuf<B>, op: &OutboundOp) {
+        if let Some(at) = op.udp_checksum_at {
+            let data = pkt.data_mut();
+            let ip = Ipv6Packet::new_unchecked(&data[..]);
+            let (s, d) = (IpAddr::V6(ip.src_addr()), IpAddr::V6(ip.dst_addr()));
+            UdpPacket::new_unchecked(&mut data[at..]).fill_checksum(s, d);
+        }
+    }
+}
+
+/// Encapsulate and seal a burst: one sequence reservation, one AEAD call
+/// per `MAX_BURST` packets. `verdicts[i]` says what became of `pkts[i]`;
+/// dropped packets are left for the caller to count and free. Returns the
+/// SA event raised by the reservation, if any (at most one per chunk; the
+/// exhaustion event wins).
+pub fn seal_burst<B, A>(
+    sa: &OutboundSa,
+    aead: &A,
+    pkts: &mut [PktBuf<B>],
+    verdicts: &mut [Result<(), DropReason>],
+) -> Option<SaEvent>
+where
+    B: AsRef<[u8]> + AsMut<[u8]>,
+    A: BatchAead + ?Sized,
+{
+    let mut event = None;
+    for (pkts, verdicts) in pkts.chunks_mut(MAX_BURST).zip(verdicts.chunks_mut(MAX_BURST)) {
+        let grant = sa.reserve(pkts.len() as u32);
+        if grant.event.is_some() && event != Some(SaEvent::SeqExhausted) {
+            event = grant.event;
+        }
+        let mut ops = [None::<OutboundOp>; MAX_BURST];
+        for (i, (pkt, v)) in pkts.iter_mut().zip(verdicts.iter_mut()).enumerate() {
+            *v = if (i as u32) < grant.count {
+                sa.prepare(pkt, grant.first + i as u64).map(|op| ops[i] = Some(op))
+            } else {
+                Err(DropReason::SeqExhausted)
+            };
+        }
+        let mut jobs: [AeadJob<'_>; MAX_BURST] = core::array::from_fn(|_| AeadJob::default());
+        let mut idx = [0u8; MAX_BURST];
+        let mut n = 0;
+        for (i, pkt) in pkts.iter_mut().enumerate() {
+            if let Some(op) = ops[i] {
+                jobs[n] = AeadJob { op: op.op, buf: pkt.data_mut(), ok: false };
+                idx[n] = i as u8;
+                n += 1;
+            }
+        }
+        aead.seal(&mut jobs[..n]);
+        let mut ok = [false; MAX_BURST];
+        for (j, job) in jobs[..n].iter().enumerate() {
+            ok[usize::from(idx[j])] = job.ok;
+        }
+        drop(jobs);
+        for (i, pkt) in pkts.iter_mut().enumerate() {
+            if let Some(op) = &ops[i] {
+                if ok[i] {
+                    sa.finish(pkt, op);
+                } else {
+                    verdicts[i] = Err(DropReason::CryptoFailed);
+                }
+            }
+        }
+    }
+    event
+}
+
