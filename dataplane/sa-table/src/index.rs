@@ -1,0 +1,773 @@
+//! A reader's private lookup indexes, built from slot copies.
+//!
+//! Guarantees: lookups allocate nothing and take one hash probe for a unicast SPI
+//! and one probe per distinct prefix length present for outbound longest-prefix
+//! match. Maintenance (insert/remove) happens only while applying journal changes,
+//! never on the packet path.
+//!
+//! * Inbound: RFC 4303 §2.1 and RFC 5374 §5.2 longest match, as if searching
+//!   (SPI, dst, src), then (SPI, dst), then (SPI). The SPI table entry carries a bit
+//!   saying whether any group SA uses that SPI, so a unicast lookup never touches the
+//!   group map.
+//! * Outbound: longest prefix match over each SA's served prefixes (or the prefixes
+//!   covering its remote selectors). Several SAs may serve the same prefix during a
+//!   rekey; the most recently installed wins, which is the make-before-break switch.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::layout::{Family, IpPrefix, SaParams, TrafficSelector};
+use crate::{Direction, InboundMatch, SaId};
+
+/// A multiply-xorshift hash keyed per reader, so a peer that learns which of its
+/// SPIs collide in one worker learns nothing about another process.
+#[inline]
+fn mix(x: u64, seed: u64) -> u64 {
+    let mut h = (x ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h ^= h >> 29;
+    h.wrapping_mul(0xbf58_476d_1ce4_e5b9)
+}
+
+/// Keys of the open-addressing table; `EMPTY` never occurs as a real key.
+pub(crate) trait FlatKey: Copy + Eq {
+    const EMPTY: Self;
+    fn hash(&self, seed: u64) -> u64;
+}
+
+impl FlatKey for u32 {
+    // SPI 0 is reserved (RFC 4303 §2.1) and never installed.
+    const EMPTY: Self = 0;
+    #[inline]
+    fn hash(&self, seed: u64) -> u64 {
+        mix(u64::from(*self), seed)
+    }
+}
+
+/// IPv4 prefix key: address (masked) << 8 | length, with bit 40 set so it is never 0.
+impl FlatKey for u64 {
+    const EMPTY: Self = 0;
+    #[inline]
+    fn hash(&self, seed: u64) -> u64 {
+        mix(*self, seed)
+    }
+}
+
+/// IPv6 prefix key: (masked address, length + 1).
+impl FlatKey for (u128, u8) {
+    const EMPTY: Self = (0, 0);
+    #[inline]
+    fn hash(&self, seed: u64) -> u64 {
+        mix(
+            (self.0 as u64) ^ ((self.0 >> 64) as u64).rotate_left(17) ^ u64::from(self.1),
+            seed,
+        )
+    }
+}
+
+/// What an index entry points at: the slot and the SA's install generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub(crate) slot: u32,
+    /// Bit 0 of `flags`: a group SA uses this SPI (inbound table only).
+    pub(crate) flags: u32,
+    pub(crate) install_gen: u64,
+}
+
+const NO_SLOT: u32 = u32::MAX;
+const HAS_GROUP: u32 = 1;
+
+impl Target {
+    const NONE: Self = Self {
+        slot: NO_SLOT,
+        flags: 0,
+        install_gen: 0,
+    };
+
+    fn id(self) -> Option<SaId> {
+        (self.slot != NO_SLOT).then_some(SaId {
+            slot: self.slot,
+            install_gen: self.install_gen,
+        })
+    }
+}
+
+/// Open addressing with linear probing and backward-shift deletion (no tombstones,
+/// so probe lengths do not degrade under install/delete churn).
+pub(crate) struct FlatMap<K: FlatKey> {
+    keys: Vec<K>,
+    vals: Vec<Target>,
+    mask: usize,
+    len: usize,
+    seed: u64,
+}
+
+impl<K: FlatKey> FlatMap<K> {
+    pub(crate) fn with_capacity(n: usize, seed: u64) -> Self {
+        let cap = (n.max(8) * 2).next_power_of_two();
+        Self {
+            keys: vec![K::EMPTY; cap],
+            vals: vec![Target::NONE; cap],
+            mask: cap - 1,
+            len: 0,
+            seed,
+        }
+    }
+
+    #[inline]
+    fn home(&self, k: &K) -> usize {
+        (k.hash(self.seed) >> 16) as usize & self.mask
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, k: K) -> Option<&Target> {
+        let mut i = self.home(&k);
+        loop {
+            let cur = self.keys[i];
+            if cur == k {
+                return Some(&self.vals[i]);
+            }
+            if cur == K::EMPTY {
+                return None;
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// Hint the cache about `k`'s home bucket (burst lookups).
+    #[inline]
+    pub(crate) fn prefetch(&self, k: K) {
+        let i = self.home(&k);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: i <= mask < keys.len(), so the address is inside the allocation;
+        // prefetch has no architectural effect besides the cache.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                self.keys.as_ptr().add(i).cast(),
+            );
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = i;
+    }
+
+    pub(crate) fn get_mut_or_insert(&mut self, k: K) -> &mut Target {
+        debug_assert!(k != K::EMPTY);
+        if (self.len + 1) * 2 > self.keys.len() {
+            self.grow();
+        }
+        let mut i = self.home(&k);
+        loop {
+            let cur = self.keys[i];
+            if cur == k {
+                return &mut self.vals[i];
+            }
+            if cur == K::EMPTY {
+                self.keys[i] = k;
+                self.vals[i] = Target::NONE;
+                self.len += 1;
+                return &mut self.vals[i];
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    pub(crate) fn remove(&mut self, k: K) {
+        let mut i = self.home(&k);
+        loop {
+            let cur = self.keys[i];
+            if cur == K::EMPTY {
+                return;
+            }
+            if cur == k {
+                break;
+            }
+            i = (i + 1) & self.mask;
+        }
+        // Backward shift: pull later members of the cluster into the hole when their
+        // home position does not lie (cyclically) between the hole and them.
+        let mut hole = i;
+        let mut j = (i + 1) & self.mask;
+        loop {
+            let kj = self.keys[j];
+            if kj == K::EMPTY {
+                break;
+            }
+            let home = self.home(&kj);
+            let dist_home = j.wrapping_sub(home) & self.mask;
+            let dist_hole = j.wrapping_sub(hole) & self.mask;
+            if dist_home >= dist_hole {
+                self.keys[hole] = kj;
+                self.vals[hole] = self.vals[j];
+                hole = j;
+            }
+            j = (j + 1) & self.mask;
+        }
+        self.keys[hole] = K::EMPTY;
+        self.vals[hole] = Target::NONE;
+        self.len -= 1;
+    }
+
+    fn grow(&mut self) {
+        let old_keys = std::mem::take(&mut self.keys);
+        let old_vals = std::mem::take(&mut self.vals);
+        let cap = old_keys.len() * 2;
+        self.keys = vec![K::EMPTY; cap];
+        self.vals = vec![Target::NONE; cap];
+        self.mask = cap - 1;
+        self.len = 0;
+        for (k, v) in old_keys.into_iter().zip(old_vals) {
+            if k != K::EMPTY {
+                *self.get_mut_or_insert(k) = v;
+            }
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// A fast, deterministic hasher for the maintenance maps (keys are ours, not
+/// attacker-chosen: they come from installed SAs).
+#[derive(Default)]
+pub(crate) struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+}
+
+pub(crate) type FxBuild = BuildHasherDefault<FxHasher>;
+
+/// The fields an inbound SA is looked up by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct InboundKey {
+    pub(crate) spi: u32,
+    pub(crate) matching: InboundMatch,
+    pub(crate) family: Family,
+    pub(crate) dst: [u8; 16],
+    pub(crate) src: [u8; 16],
+}
+
+impl InboundKey {
+    pub(crate) fn of(p: &SaParams) -> Self {
+        let matching = p.inbound_match;
+        let (dst, src) = match matching {
+            InboundMatch::SPI_DST => (p.outer_dst, [0; 16]),
+            InboundMatch::SPI_DST_SRC => (p.outer_dst, p.outer_src),
+            _ => ([0; 16], [0; 16]),
+        };
+        let family = if matching == InboundMatch::SPI {
+            Family::NONE
+        } else {
+            p.outer_family
+        };
+        let matching = if family == Family::NONE {
+            InboundMatch::SPI
+        } else {
+            matching
+        };
+        Self {
+            spi: p.spi,
+            matching,
+            family,
+            dst,
+            src,
+        }
+    }
+}
+
+/// An outbound LPM key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum PrefixKey {
+    V4(u64),
+    V6((u128, u8)),
+}
+
+fn v4_key(addr: u32, len: u8) -> u64 {
+    let masked = if len == 0 {
+        0
+    } else {
+        addr & (u32::MAX << (32 - u32::from(len)))
+    };
+    (1 << 40) | (u64::from(masked) << 8) | u64::from(len)
+}
+
+fn v6_key(addr: u128, len: u8) -> (u128, u8) {
+    let masked = if len == 0 {
+        0
+    } else {
+        addr & (u128::MAX << (128 - u32::from(len)))
+    };
+    (masked, len + 1)
+}
+
+impl PrefixKey {
+    pub(crate) fn of(p: &IpPrefix) -> Option<Self> {
+        match p.family {
+            Family::V4 => {
+                let a = u32::from_be_bytes([p.addr[0], p.addr[1], p.addr[2], p.addr[3]]);
+                Some(Self::V4(v4_key(a, p.len.min(32))))
+            }
+            Family::V6 => Some(Self::V6(v6_key(
+                u128::from_be_bytes(p.addr),
+                p.len.min(128),
+            ))),
+            _ => None,
+        }
+    }
+
+    fn len(&self) -> u8 {
+        match self {
+            Self::V4(k) => (*k & 0xff) as u8,
+            Self::V6((_, l)) => *l - 1,
+        }
+    }
+}
+
+/// CIDR prefixes exactly covering `start..=end` in a `bits`-wide space (at most
+/// 2 * bits of them): how a remote selector range becomes LPM keys.
+pub(crate) fn range_prefixes(start: u128, end: u128, bits: u32, out: &mut Vec<(u128, u8)>) {
+    if start > end {
+        return;
+    }
+    let top = if bits == 128 {
+        u128::MAX
+    } else {
+        (1u128 << bits) - 1
+    };
+    let (mut s, end) = (start & top, end & top);
+    loop {
+        // The largest block of 2^k addresses aligned at `s` that does not pass `end`.
+        let mut k = if s == 0 {
+            bits
+        } else {
+            s.trailing_zeros().min(bits)
+        };
+        loop {
+            let last = if k == 128 {
+                Some(u128::MAX)
+            } else {
+                s.checked_add((1u128 << k) - 1)
+            };
+            if last.is_some_and(|l| l <= end) {
+                break;
+            }
+            k -= 1;
+        }
+        out.push((s, (bits - k) as u8));
+        if k == 128 {
+            return;
+        }
+        let last = s + ((1u128 << k) - 1);
+        if last >= end {
+            return;
+        }
+        s = last + 1;
+    }
+}
+
+/// LPM keys of an outbound SA.
+pub(crate) fn outbound_keys(p: &SaParams, out: &mut Vec<PrefixKey>) {
+    out.clear();
+    if !p.served().is_empty() {
+        out.extend(p.served().iter().filter_map(PrefixKey::of));
+        return;
+    }
+    let mut ranges = Vec::new();
+    for ts in p.ts_remote() {
+        ranges.clear();
+        match ts.ts_type {
+            TrafficSelector::TS_IPV4_ADDR_RANGE => {
+                let s = u32::from_be_bytes(ts.start_addr[..4].try_into().unwrap_or([0; 4]));
+                let e = u32::from_be_bytes(ts.end_addr[..4].try_into().unwrap_or([0; 4]));
+                range_prefixes(u128::from(s), u128::from(e), 32, &mut ranges);
+                out.extend(
+                    ranges
+                        .iter()
+                        .map(|&(a, l)| PrefixKey::V4(v4_key(a as u32, l))),
+                );
+            }
+            TrafficSelector::TS_IPV6_ADDR_RANGE => {
+                let s = u128::from_be_bytes(ts.start_addr);
+                let e = u128::from_be_bytes(ts.end_addr);
+                range_prefixes(s, e, 128, &mut ranges);
+                out.extend(ranges.iter().map(|&(a, l)| PrefixKey::V6(v6_key(a, l))));
+            }
+            _ => {}
+        }
+    }
+    out.sort_unstable_by_key(|k| match k {
+        PrefixKey::V4(x) => (0u8, u128::from(*x)),
+        PrefixKey::V6((a, l)) => (1, a ^ u128::from(*l)),
+    });
+    out.dedup();
+}
+
+/// A group SA's map key: (SPI, dst) or (SPI, dst, src).
+type GroupKey = (u32, Family, [u8; 16], [u8; 16]);
+
+/// Everything a reader looks SAs up with.
+pub(crate) struct Indexes {
+    spi: FlatMap<u32>,
+    groups: HashMap<GroupKey, Target, FxBuild>,
+    /// Group SAs per SPI, to keep the HAS_GROUP bit exact.
+    group_spis: HashMap<u32, u32, FxBuild>,
+    v4: FlatMap<u64>,
+    v6: FlatMap<(u128, u8)>,
+    /// Prefix lengths present, longest first, per family.
+    v4_lens: Vec<u8>,
+    v6_lens: Vec<u8>,
+    /// Count of distinct prefixes per length.
+    v4_len_count: [u32; 33],
+    v6_len_count: [u32; 129],
+    /// All SAs serving each prefix (usually one; two during a rekey).
+    candidates: HashMap<PrefixKey, Vec<Target>, FxBuild>,
+}
+
+impl Indexes {
+    pub(crate) fn new(capacity: u32, seed: u64) -> Self {
+        let n = capacity as usize;
+        Self {
+            spi: FlatMap::with_capacity(n, seed),
+            groups: HashMap::default(),
+            group_spis: HashMap::default(),
+            v4: FlatMap::with_capacity(n / 2, seed.rotate_left(21)),
+            v6: FlatMap::with_capacity(16, seed.rotate_left(42)),
+            v4_lens: Vec::with_capacity(33),
+            v6_lens: Vec::with_capacity(129),
+            v4_len_count: [0; 33],
+            v6_len_count: [0; 129],
+            candidates: HashMap::default(),
+        }
+    }
+
+    pub(crate) fn insert_inbound(&mut self, k: &InboundKey, t: Target) {
+        if k.spi == 0 {
+            return;
+        }
+        if k.matching == InboundMatch::SPI {
+            let e = self.spi.get_mut_or_insert(k.spi);
+            *e = Target {
+                flags: e.flags,
+                ..t
+            };
+        } else {
+            self.groups.insert((k.spi, k.family, k.dst, k.src), t);
+            *self.group_spis.entry(k.spi).or_default() += 1;
+            self.spi.get_mut_or_insert(k.spi).flags |= HAS_GROUP;
+        }
+    }
+
+    pub(crate) fn remove_inbound(&mut self, k: &InboundKey, slot: u32) {
+        if k.spi == 0 {
+            return;
+        }
+        if k.matching == InboundMatch::SPI {
+            let drop_entry = match self.spi.get(k.spi).copied() {
+                Some(t) if t.slot == slot => {
+                    if t.flags & HAS_GROUP == 0 {
+                        true
+                    } else {
+                        *self.spi.get_mut_or_insert(k.spi) = Target {
+                            flags: HAS_GROUP,
+                            ..Target::NONE
+                        };
+                        false
+                    }
+                }
+                _ => false,
+            };
+            if drop_entry {
+                self.spi.remove(k.spi);
+            }
+        } else {
+            let gk = (k.spi, k.family, k.dst, k.src);
+            if self.groups.get(&gk).is_some_and(|t| t.slot == slot) {
+                self.groups.remove(&gk);
+                let n = self.group_spis.entry(k.spi).or_default();
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.group_spis.remove(&k.spi);
+                    let unicast = self.spi.get(k.spi).copied().filter(|t| t.slot != NO_SLOT);
+                    match unicast {
+                        Some(t) => *self.spi.get_mut_or_insert(k.spi) = Target { flags: 0, ..t },
+                        None => self.spi.remove(k.spi),
+                    }
+                }
+            }
+        }
+    }
+
+    #[inline]
+    pub(crate) fn lookup_inbound(
+        &self,
+        spi: u32,
+        dst: (Family, [u8; 16]),
+        src: (Family, [u8; 16]),
+    ) -> Option<SaId> {
+        let t = *self.spi.get(spi)?;
+        if t.flags & HAS_GROUP != 0 && dst.0 != Family::NONE {
+            if let Some(g) = self.groups.get(&(spi, dst.0, dst.1, src.1)) {
+                return g.id();
+            }
+            if let Some(g) = self.groups.get(&(spi, dst.0, dst.1, [0; 16])) {
+                return g.id();
+            }
+        }
+        t.id()
+    }
+
+    #[inline]
+    pub(crate) fn lookup_spi(&self, spi: u32) -> Option<SaId> {
+        self.spi.get(spi).and_then(|t| t.id())
+    }
+
+    #[inline]
+    pub(crate) fn prefetch_spi(&self, spi: u32) {
+        self.spi.prefetch(spi);
+    }
+
+    pub(crate) fn insert_outbound(&mut self, k: PrefixKey, t: Target) {
+        let c = self.candidates.entry(k).or_default();
+        let new_prefix = c.is_empty();
+        c.retain(|x| x.slot != t.slot);
+        c.push(t);
+        let best = *c.iter().max_by_key(|x| x.install_gen).unwrap_or(&t);
+        self.set_prefix(k, Some(best), new_prefix, false);
+    }
+
+    pub(crate) fn remove_outbound(&mut self, k: PrefixKey, slot: u32) {
+        let Some(c) = self.candidates.get_mut(&k) else {
+            return;
+        };
+        c.retain(|x| x.slot != slot);
+        if c.is_empty() {
+            self.candidates.remove(&k);
+            self.set_prefix(k, None, false, true);
+        } else {
+            let best = *c.iter().max_by_key(|x| x.install_gen).unwrap_or(&c[0]);
+            self.set_prefix(k, Some(best), false, false);
+        }
+    }
+
+    fn set_prefix(&mut self, k: PrefixKey, t: Option<Target>, added: bool, removed: bool) {
+        let len = k.len();
+        match k {
+            PrefixKey::V4(key) => {
+                match t {
+                    Some(t) => *self.v4.get_mut_or_insert(key) = t,
+                    None => self.v4.remove(key),
+                }
+                adjust_lens(
+                    &mut self.v4_len_count,
+                    &mut self.v4_lens,
+                    len,
+                    added,
+                    removed,
+                );
+            }
+            PrefixKey::V6(key) => {
+                match t {
+                    Some(t) => *self.v6.get_mut_or_insert(key) = t,
+                    None => self.v6.remove(key),
+                }
+                adjust_lens(
+                    &mut self.v6_len_count,
+                    &mut self.v6_lens,
+                    len,
+                    added,
+                    removed,
+                );
+            }
+        }
+    }
+
+    #[inline]
+    pub(crate) fn lookup_v4(&self, dst: u32) -> Option<SaId> {
+        for &len in &self.v4_lens {
+            if let Some(t) = self.v4.get(v4_key(dst, len)) {
+                return t.id();
+            }
+        }
+        None
+    }
+
+    #[inline]
+    pub(crate) fn lookup_v6(&self, dst: u128) -> Option<SaId> {
+        for &len in &self.v6_lens {
+            if let Some(t) = self.v6.get(v6_key(dst, len)) {
+                return t.id();
+            }
+        }
+        None
+    }
+
+    pub(crate) fn sizes(&self) -> (usize, usize, usize, usize) {
+        (
+            self.spi.len(),
+            self.groups.len(),
+            self.v4.len(),
+            self.v6.len(),
+        )
+    }
+}
+
+fn adjust_lens(count: &mut [u32], lens: &mut Vec<u8>, len: u8, added: bool, removed: bool) {
+    let l = usize::from(len);
+    if added {
+        count[l] += 1;
+        if count[l] == 1 {
+            lens.push(len);
+            lens.sort_unstable_by(|a, b| b.cmp(a));
+        }
+    }
+    if removed {
+        count[l] = count[l].saturating_sub(1);
+        if count[l] == 0 {
+            lens.retain(|&x| x != len);
+        }
+    }
+}
+
+/// Keys a slot was indexed under, kept so they can be removed after the slot's
+/// record has been overwritten.
+#[derive(Clone, Debug, Default)]
+pub(crate) enum Keys {
+    #[default]
+    None,
+    Inbound(InboundKey),
+    Outbound(Box<[PrefixKey]>),
+}
+
+/// Index a live record; returns the keys used.
+pub(crate) fn index_record(
+    ix: &mut Indexes,
+    slot: u32,
+    p: &SaParams,
+    scratch: &mut Vec<PrefixKey>,
+) -> Keys {
+    let t = Target {
+        slot,
+        flags: 0,
+        install_gen: p.install_gen,
+    };
+    match p.direction {
+        Direction::INBOUND => {
+            let k = InboundKey::of(p);
+            ix.insert_inbound(&k, t);
+            Keys::Inbound(k)
+        }
+        Direction::OUTBOUND => {
+            outbound_keys(p, scratch);
+            for &k in scratch.iter() {
+                ix.insert_outbound(k, t);
+            }
+            Keys::Outbound(scratch.as_slice().into())
+        }
+        _ => Keys::None,
+    }
+}
+
+pub(crate) fn unindex(ix: &mut Indexes, slot: u32, keys: &Keys) {
+    match keys {
+        Keys::None => {}
+        Keys::Inbound(k) => ix.remove_inbound(k, slot),
+        Keys::Outbound(ks) => {
+            for &k in ks.iter() {
+                ix.remove_outbound(k, slot);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flat_map_survives_churn_against_a_std_model() {
+        let mut m = FlatMap::<u32>::with_capacity(64, 7);
+        let mut model = std::collections::HashMap::new();
+        let mut x: u64 = 1;
+        for step in 0..200_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let k = (x % 300) as u32 + 1;
+            if x & 0x100 == 0 {
+                *m.get_mut_or_insert(k) = Target {
+                    slot: step,
+                    flags: 0,
+                    install_gen: 1,
+                };
+                model.insert(k, step);
+            } else {
+                m.remove(k);
+                model.remove(&k);
+            }
+            if step % 1000 == 0 {
+                for k in 1..=301 {
+                    assert_eq!(m.get(k).map(|t| t.slot), model.get(&k).copied(), "key {k}");
+                }
+                assert_eq!(m.len(), model.len());
+            }
+        }
+    }
+
+    #[test]
+    fn range_prefixes_cover_exactly_the_range() {
+        let cases: &[(u128, u128, u32)] = &[
+            (0, u32::MAX as u128, 32),
+            (10, 10, 32),
+            (0x0a00_0001, 0x0a00_00fe, 32),
+            (0xc0a8_0000, 0xc0a8_ffff, 32),
+            (5, 1000, 32),
+            (0, u128::MAX, 128),
+            (1, u128::MAX, 128),
+            (0, u128::MAX - 1, 128),
+        ];
+        for &(s, e, bits) in cases {
+            let mut out = Vec::new();
+            range_prefixes(s, e, bits, &mut out);
+            assert!(
+                out.len() <= 2 * bits as usize,
+                "{s:#x}-{e:#x}: {} prefixes",
+                out.len()
+            );
+            // Blocks are disjoint, ascending and contiguous from s to e.
+            let mut next = s;
+            for (i, &(a, l)) in out.iter().enumerate() {
+                assert_eq!(a, next, "block {i} of {s:#x}-{e:#x}");
+                let size_log = bits - u32::from(l);
+                if size_log == 128 {
+                    assert_eq!((s, e), (0, u128::MAX));
+                    continue;
+                }
+                let last = a + ((1u128 << size_log) - 1);
+                assert!(last <= e);
+                next = last.wrapping_add(1);
+            }
+            assert_eq!(next.wrapping_sub(1), e, "{s:#x}-{e:#x} ends at {e:#x}");
+        }
+    }
+}

@@ -1,0 +1,680 @@
+//! Single-process behaviour of the table: install/update/delete, lookups, rekey,
+//! journal overflow and rebuild, layout refusal, repair, slot reuse, counters.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use common::{consistent, inbound, outbound, outbound_ts, TablePath};
+use sa_table::{
+    AttachError, Change, InboundMatch, ReadError, Reader, SaFlags, SaId, TableConfig, WriteError,
+    Writer, BYTES_PER_SA,
+};
+
+fn cfg(capacity: u32, journal_len: u32) -> TableConfig {
+    TableConfig {
+        capacity,
+        journal_len,
+        instance_id: 7,
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn installs_an_inbound_sa_and_a_reader_finds_it_by_spi() {
+    let t = TablePath::new("installs_inbound");
+    let mut w = Writer::create(t.path(), &cfg(64, 64)).unwrap();
+    let mut r = Reader::attach(t.path()).unwrap();
+    assert_eq!(r.instance_id(), 7);
+    let id = w.install(&inbound(0x1000, 1)).unwrap();
+    assert_eq!(
+        r.lookup_inbound_spi(0x1000),
+        None,
+        "not visible before a poll"
+    );
+    let mut seen = Vec::new();
+    let stats = r.poll_changes(|c| {
+        if let Change::Upsert { id, params } = c {
+            seen.push((id, params.spi));
+        }
+    });
+    assert_eq!(stats.entries, 1);
+    assert_eq!(seen, vec![(id, 0x1000)]);
+    assert_eq!(r.lookup_inbound_spi(0x1000), Some(id));
+    assert_eq!(
+        r.lookup_inbound(0x1000, ip("198.51.100.7"), ip("192.0.2.1")),
+        Some(id)
+    );
+    assert_eq!(r.lookup_inbound_spi(0x1001), None);
+    let copy = r.read(id).unwrap();
+    assert!(consistent(&copy));
+    assert_eq!(copy.spi, 0x1000);
+}
+
+#[test]
+fn outbound_lookup_takes_the_longest_matching_prefix_v4_and_v6() {
+    let t = TablePath::new("outbound_lpm");
+    let mut w = Writer::create(t.path(), &cfg(64, 64)).unwrap();
+    let default = w.install(&outbound(0x2000, 1, "0.0.0.0/0")).unwrap();
+    let net16 = w.install(&outbound(0x2001, 2, "10.1.0.0/16")).unwrap();
+    let net24 = w.install(&outbound(0x2002, 3, "10.1.2.0/24")).unwrap();
+    let host = w.install(&outbound(0x2003, 4, "10.1.2.3/32")).unwrap();
+    let v6 = w.install(&outbound(0x2004, 5, "2001:db8::/32")).unwrap();
+    let v6host = w.install(&outbound(0x2005, 6, "2001:db8::1/128")).unwrap();
+    let mut r = Reader::attach(t.path()).unwrap();
+    let v4 = |s: &str| r.lookup_outbound_v4(s.parse::<Ipv4Addr>().unwrap());
+    assert_eq!(v4("10.1.2.3"), Some(host));
+    assert_eq!(v4("10.1.2.4"), Some(net24));
+    assert_eq!(v4("10.1.3.4"), Some(net16));
+    assert_eq!(v4("8.8.8.8"), Some(default));
+    assert_eq!(r.lookup_outbound(ip("2001:db8::1")), Some(v6host));
+    assert_eq!(
+        r.lookup_outbound_v6("2001:db8::2".parse::<Ipv6Addr>().unwrap()),
+        Some(v6)
+    );
+    assert_eq!(r.lookup_outbound(ip("2001:db9::1")), None);
+    w.delete(net24).unwrap();
+    r.poll_changes(|_| {});
+    assert_eq!(r.lookup_outbound(ip("10.1.2.4")), Some(net16));
+    assert_eq!(r.lookup_outbound(ip("10.1.2.3")), Some(host));
+}
+
+#[test]
+fn outbound_sa_without_served_prefixes_is_keyed_by_its_remote_selector_range() {
+    let t = TablePath::new("outbound_ts");
+    let mut w = Writer::create(t.path(), &cfg(64, 64)).unwrap();
+    // 10.0.0.5 - 10.0.0.20 is not a prefix: it is covered by 5/32, 6/31, 8/29, 16/30, 20/32.
+    let id = w
+        .install(&outbound_ts(0x3000, 1, "10.0.0.5", "10.0.0.20"))
+        .unwrap();
+    let r = Reader::attach(t.path()).unwrap();
+    for host in 0..=30u8 {
+        let got = r.lookup_outbound_v4(Ipv4Addr::new(10, 0, 0, host));
+        assert_eq!(got.is_some(), (5..=20).contains(&host), "10.0.0.{host}");
+        if let Some(g) = got {
+            assert_eq!(g, id);
+        }
+    }
+    let p = r.read(id).unwrap();
+    assert!(
+        p.selectors_match(ip("10.9.9.9"), ip("10.0.0.7"), 6, 1234, 80) || p.ts_local().is_empty()
+    );
+    assert!(p.ts_remote()[0].contains(ip("10.0.0.20"), 17, 53));
+    assert!(!p.ts_remote()[0].contains(ip("10.0.0.21"), 17, 53));
+}
+
+#[test]
+fn group_sa_lookup_prefers_spi_dst_src_then_spi_dst_then_spi() {
+    let t = TablePath::new("group_lookup");
+    let mut w = Writer::create(t.path(), &cfg(64, 64)).unwrap();
+    // RFC 5374 §5.2: a GCKS-chosen group SPI may collide with a unicast SPI.
+    let unicast = w.install(&inbound(0x4000, 1)).unwrap();
+    let mut asm = inbound(0x4000, 2);
+    asm.inbound_match = InboundMatch::SPI_DST;
+    asm.set_outer(ip("0.0.0.0"), ip("233.252.0.1"));
+    asm.sender_id_bits = 16;
+    asm.sender_id = 0x1234;
+    let asm = w.install(&asm).unwrap();
+    let mut ssm = inbound(0x4000, 3);
+    ssm.inbound_match = InboundMatch::SPI_DST_SRC;
+    ssm.set_outer(ip("192.0.2.99"), ip("233.252.0.1"));
+    let ssm = w.install(&ssm).unwrap();
+    let mut r = Reader::attach(t.path()).unwrap();
+    assert_eq!(
+        r.lookup_inbound(0x4000, ip("233.252.0.1"), ip("192.0.2.99")),
+        Some(ssm)
+    );
+    assert_eq!(
+        r.lookup_inbound(0x4000, ip("233.252.0.1"), ip("192.0.2.98")),
+        Some(asm)
+    );
+    assert_eq!(
+        r.lookup_inbound(0x4000, ip("198.51.100.7"), ip("192.0.2.1")),
+        Some(unicast)
+    );
+    assert_eq!(r.read(asm).unwrap().sender_id, 0x1234);
+    // The same group key twice is refused; the same SPI with another key is not.
+    let mut dup = inbound(0x4000, 4);
+    dup.inbound_match = InboundMatch::SPI_DST;
+    dup.set_outer(ip("0.0.0.0"), ip("233.252.0.1"));
+    assert!(matches!(
+        w.install(&dup),
+        Err(WriteError::DuplicateInbound { spi: 0x4000, .. })
+    ));
+    w.delete(unicast).unwrap();
+    w.delete(ssm).unwrap();
+    r.poll_changes(|_| {});
+    assert_eq!(
+        r.lookup_inbound(0x4000, ip("233.252.0.1"), ip("192.0.2.99")),
+        Some(asm)
+    );
+    assert_eq!(
+        r.lookup_inbound(0x4000, ip("198.51.100.7"), ip("192.0.2.1")),
+        None
+    );
+    w.delete(asm).unwrap();
+    r.poll_changes(|_| {});
+    assert_eq!(
+        r.lookup_inbound(0x4000, ip("233.252.0.1"), ip("192.0.2.99")),
+        None
+    );
+    assert_eq!(r.index_sizes(), (0, 0, 0, 0));
+}
+
+#[test]
+fn delete_zeroes_the_key_in_the_file_and_removes_the_sa_from_indexes() {
+    let t = TablePath::new("delete_zeroes");
+    let mut w = Writer::create(t.path(), &cfg(16, 16)).unwrap();
+    let mut r = Reader::attach(t.path()).unwrap();
+    let id = w.install(&inbound(0x5000, 99)).unwrap();
+    let key = common::derived_key(0x5000, 99);
+    let file_has_key = || {
+        let mut bytes = Vec::new();
+        std::fs::File::open(t.path())
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
+        bytes.windows(32).any(|win| win == key)
+    };
+    assert!(file_has_key());
+    r.poll_changes(|_| {});
+    w.delete(id).unwrap();
+    assert!(!file_has_key(), "key bytes must not survive a delete");
+    let mut removed = Vec::new();
+    r.poll_changes(|c| {
+        if let Change::Removed { id } = c {
+            removed.push(id);
+        }
+    });
+    assert_eq!(removed, vec![id]);
+    assert_eq!(r.lookup_inbound_spi(0x5000), None);
+    assert_eq!(r.read(id), Err(ReadError::Gone));
+    assert_eq!(w.delete(id), Err(WriteError::Stale(id)));
+}
+
+#[test]
+fn rekey_makes_the_new_inbound_live_first_and_switches_outbound_at_one_entry() {
+    let t = TablePath::new("rekey");
+    let mut w = Writer::create(t.path(), &cfg(64, 64)).unwrap();
+    let old_in = w.install(&inbound(0x6000, 1)).unwrap();
+    let old_out = w.install(&outbound(0x6001, 1, "10.9.0.0/16")).unwrap();
+    let mut r = Reader::attach(t.path()).unwrap();
+    let gen0 = r.generation();
+    let new = w
+        .rekey(
+            old_out,
+            &inbound(0x6002, 2),
+            &outbound(0x6003, 2, "10.9.0.0/16"),
+        )
+        .unwrap();
+    // Replay the journal one entry at a time through fresh readers is not possible;
+    // instead check the order of changes a following reader sees.
+    let mut order = Vec::new();
+    r.poll_changes(|c| match c {
+        Change::Upsert { params, .. } => order.push(format!("+{:#x}", params.spi)),
+        Change::Removed { id } => order.push(format!("-{}", id.slot())),
+    });
+    assert_eq!(
+        order,
+        vec![
+            "+0x6002".to_string(),
+            "+0x6003".into(),
+            format!("-{}", old_out.slot())
+        ]
+    );
+    assert_eq!(r.generation(), gen0 + 3);
+    assert_eq!(r.lookup_outbound(ip("10.9.1.1")), Some(new.outbound));
+    assert_eq!(
+        r.lookup_inbound_spi(0x6000),
+        Some(old_in),
+        "old inbound stays for in-flight packets"
+    );
+    assert_eq!(r.lookup_inbound_spi(0x6002), Some(new.inbound));
+    w.delete(old_in).unwrap();
+    r.poll_changes(|_| {});
+    assert_eq!(r.lookup_inbound_spi(0x6000), None);
+}
+
+#[test]
+fn between_the_new_outbound_install_and_the_old_delete_readers_already_use_the_new_sa() {
+    let t = TablePath::new("rekey_switch_point");
+    let mut w = Writer::create(t.path(), &cfg(64, 64)).unwrap();
+    let old_out = w.install(&outbound(0x6101, 1, "10.8.0.0/16")).unwrap();
+    let new_out = w.install(&outbound(0x6103, 2, "10.8.0.0/16")).unwrap();
+    // A reader attaching at the switch point (both live) must pick the newest.
+    let r = Reader::attach(t.path()).unwrap();
+    assert_eq!(r.lookup_outbound(ip("10.8.0.1")), Some(new_out));
+    w.delete(old_out).unwrap();
+    let r2 = Reader::attach(t.path()).unwrap();
+    assert_eq!(r2.lookup_outbound(ip("10.8.0.1")), Some(new_out));
+}
+
+#[test]
+fn update_changes_parameters_in_place_and_keeps_the_id_and_counters() {
+    let t = TablePath::new("update");
+    let mut w = Writer::create(t.path(), &cfg(16, 16)).unwrap();
+    let mut r = Reader::attach(t.path()).unwrap();
+    let id = w.install(&outbound(0x7000, 1, "10.7.0.0/16")).unwrap();
+    r.poll_changes(|_| {});
+    r.state(id).unwrap().add_traffic(3, 300);
+    let mut p = outbound(0x7000, 1, "10.7.0.0/16");
+    p.lifetime.hard_bytes = 1 << 30;
+    w.update(id, &p).unwrap();
+    let mut ups = 0;
+    r.poll_changes(|c| {
+        if let Change::Upsert { id: got, params } = c {
+            assert_eq!(got, id);
+            assert_eq!(params.lifetime.hard_bytes, 1 << 30);
+            ups += 1;
+        }
+    });
+    assert_eq!(ups, 1);
+    assert_eq!(w.state(id).unwrap().pkts(), 3);
+    assert_eq!(w.state(id).unwrap().bytes(), 300);
+}
+
+#[test]
+fn install_refuses_invalid_sas_and_leaves_the_table_unchanged() {
+    let t = TablePath::new("invalid");
+    let mut w = Writer::create(t.path(), &cfg(16, 16)).unwrap();
+    let mut bad_key = inbound(0x8000, 1);
+    bad_key.transform = sa_table::TransformId::CHACHA20_POLY1305;
+    bad_key.key_len = 16;
+    assert!(matches!(w.install(&bad_key), Err(WriteError::Invalid(_))));
+    assert!(matches!(
+        w.install(&inbound(255, 1)),
+        Err(WriteError::Invalid(_))
+    ));
+    let mut window = inbound(0x8001, 1);
+    window.replay_window_pkts = 8192;
+    assert!(matches!(w.install(&window), Err(WriteError::Invalid(_))));
+    let mut esn_group = inbound(0x8002, 1);
+    esn_group.inbound_match = InboundMatch::SPI_DST;
+    esn_group.flags = SaFlags::ESN;
+    assert!(matches!(w.install(&esn_group), Err(WriteError::Invalid(_))));
+    let mut sid = inbound(0x8003, 1);
+    sid.sender_id_bits = 8;
+    sid.sender_id = 256;
+    assert!(matches!(w.install(&sid), Err(WriteError::Invalid(_))));
+    w.install(&inbound(0x8004, 1)).unwrap();
+    assert!(matches!(
+        w.install(&inbound(0x8004, 2)),
+        Err(WriteError::DuplicateInbound { spi: 0x8004, .. })
+    ));
+    assert_eq!(w.live_count(), 1);
+    assert_eq!(w.generation(), 1);
+}
+
+#[test]
+fn a_reader_lapped_by_the_journal_rebuilds_to_what_following_it_would_give() {
+    let t = TablePath::new("lapped");
+    let mut w = Writer::create(t.path(), &cfg(512, 8)).unwrap();
+    let mut follower = Reader::attach(t.path()).unwrap();
+    let mut laggard = Reader::attach(t.path()).unwrap();
+    let mut live: Vec<(SaId, u32)> = Vec::new();
+    let mut x: u64 = 0x1234_5678;
+    let mut rebuilt = 0;
+    for step in 0..3000u32 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if live.len() < 200 && (x % 3 > 0 || live.is_empty()) {
+            let spi = 0x10_0000 + step;
+            let p = if x & 8 == 0 {
+                inbound(spi, 1)
+            } else {
+                outbound(spi, 1, &format!("10.{}.{}.0/24", step >> 8, step & 0xff))
+            };
+            match w.install(&p) {
+                Ok(id) => live.push((id, spi)),
+                Err(WriteError::TableFull { .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        } else {
+            let (id, _) = live.swap_remove((x as usize / 7) % live.len());
+            w.delete(id).unwrap();
+        }
+        // The follower polls every 4 changes (journal of 8: never lapped).
+        if step % 4 == 3 {
+            assert!(!follower.poll_changes(|_| {}).rebuilt);
+        }
+        // The laggard polls rarely and is lapped.
+        if step % 97 == 96 {
+            if laggard.poll_changes(|_| {}).rebuilt {
+                rebuilt += 1;
+            }
+            follower.poll_changes(|_| {});
+            let a: Vec<SaId> = follower.known_ids().collect();
+            let b: Vec<SaId> = laggard.known_ids().collect();
+            assert_eq!(a, b, "step {step}");
+            assert_eq!(follower.index_sizes(), laggard.index_sizes());
+            for &(id, spi) in &live {
+                let by_spi = follower.lookup_inbound_spi(spi);
+                assert_eq!(by_spi, laggard.lookup_inbound_spi(spi));
+                assert!(by_spi.is_none() || by_spi == Some(id));
+            }
+        }
+    }
+    assert!(
+        rebuilt > 10,
+        "the laggard must have been lapped repeatedly ({rebuilt})"
+    );
+    assert!(laggard.stats().rebuilds as usize > 10);
+}
+
+#[test]
+fn reader_tracks_a_random_workload_exactly() {
+    let t = TablePath::new("model_workload");
+    let mut w = Writer::create(t.path(), &cfg(300, 32)).unwrap();
+    let mut r = Reader::attach(t.path()).unwrap();
+    let mut model: HashMap<SaId, sa_table::SaParams> = HashMap::new();
+    let mut x: u64 = 99;
+    for step in 0..20_000u32 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let ids: Vec<SaId> = model.keys().copied().collect();
+        match x % 5 {
+            0..=2 if model.len() < 250 => {
+                let spi = 0x20_0000 + step;
+                let p = if x & 32 == 0 {
+                    inbound(spi, u64::from(step))
+                } else {
+                    outbound(spi, u64::from(step), &format!("172.16.{}.0/24", step % 256))
+                };
+                if let Ok(id) = w.install(&p) {
+                    model.insert(id, p);
+                }
+            }
+            3 if !ids.is_empty() => {
+                let id = ids[(x as usize >> 8) % ids.len()];
+                let mut p = model[&id];
+                p.lifetime.soft_bytes = x;
+                w.update(id, &p).unwrap();
+                model.insert(id, p);
+            }
+            _ if !ids.is_empty() => {
+                let id = ids[(x as usize >> 8) % ids.len()];
+                w.delete(id).unwrap();
+                model.remove(&id);
+            }
+            _ => {}
+        }
+        if x & 0x700 == 0 {
+            r.poll_changes(|_| {});
+            let mut known: Vec<SaId> = r.known_ids().collect();
+            let mut want: Vec<SaId> = model.keys().copied().collect();
+            known.sort();
+            want.sort();
+            assert_eq!(known, want, "step {step}");
+            for (id, p) in &model {
+                let got = r.read(*id).unwrap();
+                assert_eq!(got.lifetime, p.lifetime);
+                assert!(consistent(&got));
+                if p.direction == sa_table::Direction::INBOUND {
+                    assert_eq!(r.lookup_inbound_spi(p.spi), Some(*id));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_freed_slot_is_not_reused_until_every_reader_has_seen_the_delete() {
+    let t = TablePath::new("reuse");
+    let mut w = Writer::create(t.path(), &cfg(2, 16)).unwrap();
+    let mut r = Reader::attach(t.path()).unwrap();
+    let a = w.install(&inbound(0x9000, 1)).unwrap();
+    let _b = w.install(&inbound(0x9001, 1)).unwrap();
+    r.poll_changes(|_| {});
+    w.delete(a).unwrap();
+    match w.install(&inbound(0x9002, 1)) {
+        Err(WriteError::TableFull {
+            capacity: 2,
+            quarantined: 1,
+        }) => {}
+        other => panic!("slot reused under a reader: {other:?}"),
+    }
+    r.poll_changes(|_| {});
+    let c = w.install(&inbound(0x9002, 1)).unwrap();
+    assert_eq!(c.slot(), a.slot());
+    assert_ne!(c, a);
+    assert_eq!(
+        r.read(a),
+        Err(ReadError::Gone),
+        "a stale id never reads the new occupant"
+    );
+    // A dropped reader no longer pins anything.
+    r.poll_changes(|_| {});
+    w.delete(c).unwrap();
+    drop(r);
+    w.install(&inbound(0x9003, 1)).unwrap();
+}
+
+#[test]
+fn a_second_writer_is_refused_while_the_first_lives() {
+    let t = TablePath::new("two_writers");
+    let w = Writer::create(t.path(), &cfg(16, 16)).unwrap();
+    match Writer::reattach(t.path()) {
+        Err(AttachError::WriterBusy { pid }) => assert_eq!(pid, u64::from(std::process::id())),
+        Err(e) => panic!("unexpected {e}"),
+        Ok(_) => panic!("second writer attached"),
+    }
+    assert!(
+        matches!(Writer::create(t.path(), &cfg(16, 16)), Err(AttachError::Io(e)) if e.kind() == std::io::ErrorKind::AlreadyExists)
+    );
+    drop(w);
+    let (w2, report) = Writer::open(t.path(), &cfg(16, 16)).unwrap();
+    assert_eq!(report.writer_epoch, 2);
+    assert_eq!(w2.capacity(), 16);
+}
+
+#[test]
+fn attaching_a_table_of_another_layout_says_what_differs() {
+    let t = TablePath::new("layout");
+    drop(Writer::create(t.path(), &cfg(16, 16)).unwrap());
+    // Header words: magic, layout_version, layout_hash, header_bytes, slot_bytes, …
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(t.path())
+        .unwrap();
+    f.seek(SeekFrom::Start(8 * 2)).unwrap();
+    f.write_all(&0xdead_beefu64.to_le_bytes()).unwrap();
+    f.seek(SeekFrom::Start(8 * 4)).unwrap();
+    f.write_all(&640u64.to_le_bytes()).unwrap();
+    drop(f);
+    let err = match Reader::attach(t.path()) {
+        Err(e) => e,
+        Ok(_) => panic!("attached a table of another layout"),
+    };
+    let msg = err.to_string();
+    assert!(
+        msg.contains("layout_hash") && msg.contains("0xdeadbeef"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("slot_bytes: this build 0x200, table 0x280"),
+        "{msg}"
+    );
+    assert!(!msg.contains("layout_version"), "{msg}");
+    assert!(matches!(
+        Writer::reattach(t.path()),
+        Err(AttachError::LayoutMismatch(_))
+    ));
+    std::fs::write(
+        t.path(),
+        b"not a table at all, just text.....................................",
+    )
+    .unwrap();
+    assert!(matches!(
+        Reader::attach(t.path()),
+        Err(AttachError::NotATable { .. }) | Err(AttachError::TooShort { .. })
+    ));
+}
+
+#[test]
+fn a_torn_slot_is_skipped_by_readers_and_repaired_by_the_next_writer() {
+    let t = TablePath::new("torn");
+    let mut w = Writer::create(t.path(), &cfg(16, 16)).unwrap();
+    let keep = w.install(&inbound(0xa000, 1)).unwrap();
+    let victim = w.install(&inbound(0xa001, 1)).unwrap();
+    let mut r = Reader::attach(t.path()).unwrap();
+    w.abandon_write_midway(victim, 0x4141_4141_4141_4141);
+    drop(w); // the writer "dies" with the slot odd
+    assert_eq!(r.read(victim), Err(ReadError::Busy));
+    assert_eq!(
+        r.lookup_inbound_spi(0xa001),
+        Some(victim),
+        "previous view kept"
+    );
+    // A reader attaching now skips the torn slot rather than indexing garbage.
+    let mut r2 = Reader::attach(t.path()).unwrap();
+    assert_eq!(r2.lookup_inbound_spi(0xa001), None);
+    assert_eq!(r2.lookup_inbound_spi(0xa000), Some(keep));
+    assert_eq!(r2.stats().busy_slots, 1);
+    let (mut w, report) = Writer::reattach(t.path()).unwrap();
+    assert_eq!(report.torn_slots, vec![victim.slot()]);
+    assert_eq!(report.live, 1);
+    assert_eq!(
+        w.live().map(|(id, p)| (id, p.spi)).collect::<Vec<_>>(),
+        vec![(keep, 0xa000)]
+    );
+    r.poll_changes(|_| {});
+    assert_eq!(r.lookup_inbound_spi(0xa001), None);
+    assert_eq!(r.read(victim), Err(ReadError::Gone));
+    // The repaired slot is reusable once both readers moved past the repair.
+    assert!(matches!(
+        w.install(&inbound(0xa001, 2)),
+        Err(WriteError::TableFull { .. })
+    ));
+    r2.poll_changes(|_| {});
+    w.install(&inbound(0xa001, 2)).unwrap();
+    r.poll_changes(|_| {});
+    assert!(consistent(
+        &r.read(r.lookup_inbound_spi(0xa001).unwrap()).unwrap()
+    ));
+}
+
+#[test]
+fn an_unpublished_write_is_published_by_the_next_writer() {
+    let t = TablePath::new("unpublished");
+    let mut w = Writer::create(t.path(), &cfg(16, 16)).unwrap();
+    let id = w.install(&inbound(0xb000, 1)).unwrap();
+    let mut r = Reader::attach(t.path()).unwrap();
+    let mut p = inbound(0xb000, 1);
+    p.lifetime.hard_pkts = 77;
+    w.write_unpublished(id, &p);
+    drop(w);
+    r.poll_changes(|_| {});
+    let (_w, report) = Writer::reattach(t.path()).unwrap();
+    assert_eq!(report.republished, vec![id.slot()]);
+    let mut got = 0;
+    r.poll_changes(|c| {
+        if let Change::Upsert { params, .. } = c {
+            got = params.lifetime.hard_pkts;
+        }
+    });
+    assert_eq!(got, 77);
+}
+
+#[test]
+fn sequence_numbers_are_reserved_per_burst_without_overlap_across_threads() {
+    let t = TablePath::new("seq");
+    let mut w = Writer::create(t.path(), &cfg(4, 4)).unwrap();
+    let id = w.install(&outbound(0xc000, 1, "10.0.0.0/8")).unwrap();
+    let r = Reader::attach(t.path()).unwrap();
+    let firsts: Vec<Vec<u64>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                let st = r.state(id).unwrap();
+                s.spawn(move || {
+                    (0..10_000)
+                        .map(|_| st.reserve_seq(32, false).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut all: Vec<u64> = firsts.concat();
+    all.sort_unstable();
+    assert_eq!(
+        all[0], 1,
+        "RFC 4303 §3.3.3: the first packet is sequence number 1"
+    );
+    assert!(
+        all.windows(2).all(|p| p[1] - p[0] == 32),
+        "bursts are disjoint and contiguous"
+    );
+    assert_eq!(w.state(id).unwrap().seq_next(), 1 + 4 * 10_000 * 32);
+}
+
+#[test]
+fn sequence_reservation_refuses_to_pass_2_pow_32_without_esn() {
+    let t = TablePath::new("seq_wrap");
+    let mut w = Writer::create(t.path(), &cfg(4, 4)).unwrap();
+    let mut p = outbound(0xc100, 1, "10.0.0.0/8");
+    p.initial_seq = u64::from(u32::MAX) - 9;
+    let id = w.install(&p).unwrap();
+    let st = w.state(id).unwrap();
+    assert_eq!(st.reserve_seq(10, false), Ok(u64::from(u32::MAX) - 9));
+    assert!(st.reserve_seq(1, false).is_err());
+    assert_eq!(st.seq_exhausted(), 1);
+    p.spi = 0xc101;
+    p.flags = SaFlags::ESN;
+    let esn = w.install(&p).unwrap();
+    assert_eq!(
+        w.state(esn).unwrap().reserve_seq(20, true),
+        Ok(u64::from(u32::MAX) - 9)
+    );
+}
+
+#[test]
+fn dataplane_counters_are_visible_to_the_writer_and_reset_on_reinstall() {
+    let t = TablePath::new("counters");
+    let mut w = Writer::create(t.path(), &cfg(1, 4)).unwrap();
+    let mut r = Reader::attach(t.path()).unwrap();
+    let id = w.install(&inbound(0xd000, 1)).unwrap();
+    r.poll_changes(|_| {});
+    let st = r.state(r.lookup_inbound_spi(0xd000).unwrap()).unwrap();
+    st.add_traffic(10, 1500);
+    st.touch(1234);
+    st.count_drop(3);
+    st.count_drop(999);
+    st.set_replay_top(4095);
+    st.set_replay_word(63, u64::MAX);
+    let ws = w.state(id).unwrap();
+    assert_eq!(
+        (ws.pkts(), ws.bytes(), ws.last_use_secs()),
+        (10, 1500, 1234)
+    );
+    let drops = ws.drops();
+    assert_eq!((drops[3], drops[sa_table::DROP_REASONS - 1]), (1, 1));
+    assert_eq!((ws.replay_top(), ws.replay_word(63)), (4095, u64::MAX));
+    w.delete(id).unwrap();
+    r.poll_changes(|_| {});
+    let id2 = w.install(&inbound(0xd001, 1)).unwrap();
+    let ws = w.state(id2).unwrap();
+    assert_eq!(
+        (
+            ws.pkts(),
+            ws.bytes(),
+            ws.replay_top(),
+            ws.replay_word(63),
+            ws.drops()[3]
+        ),
+        (0, 0, 0, 0, 0)
+    );
+    assert_eq!(ws.seq_next(), 1);
+}
+
+#[test]
+fn a_slot_and_its_dataplane_state_take_under_1400_bytes() {
+    assert_eq!(BYTES_PER_SA, 512 + 832);
+}
