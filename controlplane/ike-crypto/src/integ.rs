@@ -39,12 +39,12 @@ impl Integ {
     /// Key length (SK_ai/SK_ar, and Child SA integrity keys): the hash length
     /// (RFC 4868 §2.1.1).
     pub fn key_len(&self) -> usize {
-        self.hash.len()
+        self.hash.output_len()
     }
 
     /// ICV length: half the hash length (RFC 4868 §2.3).
     pub fn icv_len(&self) -> usize {
-        self.hash.len() / 2
+        self.hash.output_len() / 2
     }
 
     /// The truncated MAC over the concatenation of `data`.

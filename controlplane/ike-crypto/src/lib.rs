@@ -40,6 +40,7 @@ pub mod keys;
 pub mod prf;
 
 pub mod rng;
+pub mod sk;
 
 
 

@@ -43,7 +43,7 @@ pub enum HashAlg {
 
 impl HashAlg {
     /// Digest length in octets.
-    pub const fn len(self) -> usize {
+    pub const fn output_len(self) -> usize {
         match self {
             HashAlg::Sha256 => 32,
             HashAlg::Sha384 => 48,
@@ -118,7 +118,7 @@ impl Prf for HmacPrf {
         self.id
     }
     fn output_len(&self) -> usize {
-        self.hash.len()
+        self.hash.output_len()
     }
     fn prf(&self, key: &[u8], data: &[&[u8]]) -> Result<Secret, Error> {
         self.hash.hmac(key, data)

@@ -72,6 +72,7 @@ fn check_ek<K: KemCore>(ek: &[u8]) -> Result<Encoded<K::EncapsulationKey>, Error
     let encoded = Encoded::<K::EncapsulationKey>::try_from(ek)
         .map_err(|_| Error::InvalidPeerPublic("ML-KEM encapsulation key length"))?;
     let t_len = ek.len() - 32;
+    #[allow(clippy::manual_is_multiple_of)] // is_multiple_of needs Rust 1.87; the workspace MSRV is 1.80
     if t_len % 384 != 0 {
         return Err(Error::InvalidPeerPublic("ML-KEM encapsulation key length"));
     }
