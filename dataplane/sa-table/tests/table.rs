@@ -323,7 +323,7 @@ fn a_reader_lapped_by_the_journal_rebuilds_to_what_following_it_would_give() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        if live.len() < 200 && (x % 3 > 0 || live.is_empty()) {
+        if live.len() < 200 && (x & 3 != 0 || live.is_empty()) {
             let spi = 0x10_0000 + step;
             let p = if x & 8 == 0 {
                 inbound(spi, 1)

@@ -2,6 +2,8 @@
 //! themselves, and SA builders whose contents can be verified from their SPI alone.
 #![allow(dead_code)]
 
+pub mod roles;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
