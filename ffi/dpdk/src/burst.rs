@@ -134,6 +134,20 @@ impl Burst {
         self.len -= n;
     }
 
+    /// Moves every mbuf out, in order, into `out` (which must be empty
+    /// there: `out[i]` is overwritten); returns how many.
+    pub fn drain_into(&mut self, out: &mut [Option<Mbuf>; MAX_BURST]) -> usize {
+        let n = self.len;
+        for (i, slot) in out.iter_mut().enumerate().take(n) {
+            let p = std::mem::replace(&mut self.pkts[i], std::ptr::null_mut());
+            // SAFETY: slots below len hold owned non-null mbufs; each is
+            // cleared here, so ownership moves to `out` exactly once.
+            *slot = Some(unsafe { Mbuf::from_raw(NonNull::new_unchecked(p)) });
+        }
+        self.len = 0;
+        n
+    }
+
     /// Frees every mbuf in the burst.
     pub fn clear(&mut self) {
         while self.pop().is_some() {}

@@ -25,6 +25,7 @@ const _: () = {
     assert!(std::mem::offset_of!(rte_mbuf, data_off) == 16);
     assert!(std::mem::offset_of!(rte_mbuf, pkt_len) == 36);
     assert!(std::mem::offset_of!(rte_mbuf, data_len) == 40);
+    assert!(std::mem::offset_of!(rte_mbuf, buf_len) == 54);
     assert!(std::mem::size_of::<rte_mbuf>() == 128);
 };
 
@@ -89,6 +90,38 @@ impl Mbuf {
             let m = self.raw.as_ptr();
             std::slice::from_raw_parts_mut(((*m).buf_addr as *mut u8).add((*m).data_off as usize), (*m).data_len as usize)
         }
+    }
+
+    /// The whole first-segment buffer (headroom, data, tailroom) with the
+    /// data's offset and length in it: for code that grows and shrinks a
+    /// packet in place (the ESP engine's `PktBuf`), then calls [`Mbuf::set_data`].
+    pub fn buffer_mut(&mut self) -> (&mut [u8], usize, usize) {
+        // SAFETY: buf_addr .. buf_addr + buf_len is the mbuf's data buffer
+        // (DPDK's invariant); &mut self makes the access exclusive. Only
+        // single-segment mbufs are handled by esprit (see the type's docs).
+        unsafe {
+            let m = self.raw.as_ptr();
+            let buf = std::slice::from_raw_parts_mut((*m).buf_addr as *mut u8, (*m).buf_len as usize);
+            (buf, (*m).data_off as usize, (*m).data_len as usize)
+        }
+    }
+
+    /// Sets the packet to `buffer[off .. off + len]` (one segment). False,
+    /// and nothing changed, if that is outside the buffer or the mbuf has
+    /// more than one segment.
+    pub fn set_data(&mut self, off: usize, len: usize) -> bool {
+        // SAFETY: we own the mbuf; the new range is checked against buf_len
+        // before the fields are written.
+        unsafe {
+            let m = self.raw.as_ptr();
+            if (*m).nb_segs != 1 || off.checked_add(len).is_none_or(|e| e > (*m).buf_len as usize) || off > u16::MAX as usize {
+                return false;
+            }
+            (*m).data_off = off as u16;
+            (*m).data_len = len as u16;
+            (*m).pkt_len = len as u32;
+        }
+        true
     }
 
     pub fn headroom(&self) -> usize {

@@ -189,3 +189,28 @@ fn a_registered_thread_gets_an_lcore_id() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn mbuf_buffer_view_and_set_data_move_the_packet() {
+    let eal = eal();
+    let pool = Mempool::pktmbuf(&eal, "t_setdata_pool", 63, 0, 2176, 0).unwrap();
+    let mut m = pool.alloc_from(b"inner").unwrap();
+    let (buf, off, len) = m.buffer_mut();
+    assert_eq!((off, len), (128, 5));
+    assert_eq!(&buf[off..off + len], b"inner");
+    buf[off - 2..off].copy_from_slice(b"<<");
+    buf[off + len..off + len + 2].copy_from_slice(b">>");
+    let total = buf.len();
+    assert!(m.set_data(off - 2, len + 4));
+    assert_eq!(m.data(), b"<<inner>>");
+    assert_eq!(m.pkt_len(), 9);
+    assert!(!m.set_data(total - 1, 2), "past the end of the buffer");
+    assert_eq!(m.data(), b"<<inner>>", "a refused set_data changes nothing");
+    let mut b = Burst::new();
+    b.push(m).unwrap();
+    b.push(pool.alloc_from(b"two").unwrap()).unwrap();
+    let mut out: [Option<dpdk::Mbuf>; MAX_BURST] = [const { None }; MAX_BURST];
+    assert_eq!(b.drain_into(&mut out), 2);
+    assert!(b.is_empty());
+    assert_eq!(out[1].as_ref().unwrap().data(), b"two");
+}
