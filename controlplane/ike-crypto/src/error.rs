@@ -44,6 +44,9 @@ pub enum Error {
     /// A private key, public key or certificate could not be decoded.
     #[error("cannot decode {0}")]
     Decode(&'static str),
+    /// Certificate chain validation failed.
+    #[error("certificate chain rejected: {0}")]
+    Certificate(#[from] crate::cert::CertError),
     /// Reading a key or certificate file failed.
     #[error("cannot read {path}: {reason}")]
     Io { path: String, reason: String },

@@ -32,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 
+pub mod cert;
 pub mod error;
 pub mod ids;
 pub mod integ;
@@ -40,6 +41,7 @@ pub mod keys;
 pub mod prf;
 
 pub mod rng;
+pub mod sig;
 pub mod sk;
 
 
