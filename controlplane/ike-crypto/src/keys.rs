@@ -210,7 +210,7 @@ impl ChildSaKeys {
 
 /// PSK authentication (RFC 7296 §2.15):
 /// `AUTH = prf( prf(Shared Secret, "Key Pad for IKEv2"), <SignedOctets>)`.
-/// `signed_octets` is RealMessage | Nonce[IR]Data | MACedIDFor[IR] (with
+/// `signed_octets` is `RealMessage | Nonce[IR]Data | MACedIDFor[IR]` (with
 /// RFC 9242's IntAuth appended when IKE_INTERMEDIATE was used).
 pub fn psk_auth(prf: &dyn Prf, shared_secret: &[u8], signed_octets: &[u8]) -> Result<Secret, Error> {
     let k = prf.prf(shared_secret, &[KEY_PAD])?;

@@ -31,7 +31,6 @@
 //! zeroize themselves.
 #![forbid(unsafe_code)]
 
-
 pub mod cert;
 pub mod error;
 pub mod ids;
@@ -39,15 +38,13 @@ pub mod integ;
 pub mod ke;
 pub mod keys;
 pub mod prf;
-
+pub mod provider;
 pub mod rng;
 pub mod sig;
 pub mod sk;
 
-
-
 pub use error::Error;
-
+pub use provider::{CryptoProvider, RustCryptoProvider};
 
 /// Secret bytes (shared secrets, SKEYSEED, SK_* keys, KEYMAT): zeroized on drop.
 pub type Secret = zeroize::Zeroizing<Vec<u8>>;
