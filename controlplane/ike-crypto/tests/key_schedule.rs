@@ -138,3 +138,26 @@ fn signed_octets_concatenate_in_rfc7296_order_with_optional_int_auth() {
     assert_eq!(keys::signed_octets(b"msg", b"N", b"id", Some(b"ia")), b"msgNidia");
     assert_eq!(keys::KEY_PAD.len(), 17);
 }
+
+#[test]
+fn nist_cavs_ikev2_kdf_skeyseed_dkm_and_rekey() {
+    let v = json("nist_cavs_ikev2_kdf.json");
+    let cases = v["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 3);
+    for c in cases {
+        let prf = HmacPrf::from_id(c["prf"].as_u64().unwrap() as u16).unwrap();
+        let (ni, nr) = (hx(&c["ni"]), hx(&c["nr"]));
+        let (spi_i, spi_r) = (hx(&c["spi_i"]), hx(&c["spi_r"]));
+        let skeyseed = keys::skeyseed(&prf, &ni, &nr, &hx(&c["g_ir"])).unwrap();
+        assert_eq!(hex::encode(&skeyseed[..]), c["skeyseed"].as_str().unwrap(), "prf {}", c["prf"]);
+        let dkm = hx(&c["dkm"]);
+        let out = ike_crypto::prf::prf_plus(&prf, &skeyseed, &[&ni, &nr, &spi_i, &spi_r], dkm.len()).unwrap();
+        assert_eq!(&out[..], &dkm[..], "DKM prf {}", c["prf"]);
+        // The same octets through the SK_* split: SK_d leads the stream.
+        let lengths = KeyLengths { sk_a: 0, sk_e: 0 };
+        let split = IkeSaKeys::derive(&prf, &skeyseed, &ni, &nr, &spi_i.clone().try_into().unwrap(), &spi_r.clone().try_into().unwrap(), lengths).unwrap();
+        assert_eq!(&split.sk_d[..], &dkm[..prf.output_len()]);
+        let rekey = keys::skeyseed_rekey(&prf, &split.sk_d, &hx(&c["g_ir_new"]), &ni, &nr, &[]).unwrap();
+        assert_eq!(hex::encode(&rekey[..]), c["skeyseed_rekey"].as_str().unwrap(), "rekey prf {}", c["prf"]);
+    }
+}
