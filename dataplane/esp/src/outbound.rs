@@ -274,6 +274,11 @@ impl OutboundSa {
             }
             _ => return Err(DropReason::BadInnerHeader),
         };
+        if nh == IpProtocol::NO_NEXT_HEADER {
+            // RFC 4303 §2.6: Next Header 59 marks a dummy packet; the peer
+            // would discard this one silently. Found by the encap fuzzer.
+            return Err(DropReason::BadInnerHeader);
+        }
         let payload_len = total - hl;
         let tr = TrailerRepr::for_payload(payload_len, self.c.iv_len, self.c.align, nh);
         let udp_len = self.udp.map_or(0, |_| udp::HEADER_LEN);

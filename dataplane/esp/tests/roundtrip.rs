@@ -257,3 +257,15 @@ fn large_bursts_are_processed_in_chunks_in_order() {
     let _: &InboundSa = &p.inb;
     let _: &SaParams = &p.params;
 }
+
+#[test]
+fn transport_mode_refuses_a_payload_that_would_read_as_a_dummy() {
+    let p = pair(&params(Suite::AES128_GCM_16, false, None, false), Backend::FASTEST);
+    let mut inner = udp_v4(8);
+    inner[9] = IpProtocol::NO_NEXT_HEADER.0;
+    Ipv4Packet::new_unchecked(&mut inner[..]).fill_checksum();
+    let mut pkts = [PktBuf::from_data(&inner, 64, 64)];
+    let mut v = [Ok(())];
+    seal_burst(&p.out, &p.seal, &mut pkts, &mut v);
+    assert_eq!(v[0], Err(DropReason::BadInnerHeader));
+}
