@@ -380,6 +380,26 @@ impl Verifier for PublicKey {
     }
 }
 
+/// RFC 4754 (auth methods 9/10/11) carries ECDSA as fixed-length `r | s`
+/// instead of the DER Ecdsa-Sig-Value of RFC 7427: convert DER to that form.
+pub fn ecdsa_der_to_fixed(scheme: SignatureScheme, der: &[u8]) -> Result<Vec<u8>, Error> {
+    match scheme {
+        SignatureScheme::EcdsaP256Sha256 => Ok(p256::ecdsa::Signature::from_der(der).map_err(|_| Error::BadSignature)?.to_bytes().to_vec()),
+        SignatureScheme::EcdsaP384Sha384 => Ok(p384::ecdsa::Signature::from_der(der).map_err(|_| Error::BadSignature)?.to_bytes().to_vec()),
+        _ => Err(Error::SchemeKeyMismatch),
+    }
+}
+
+/// The inverse of [`ecdsa_der_to_fixed`]: RFC 4754 `r | s` (64 or 96
+/// octets) to the DER form [`Verifier::verify`] takes.
+pub fn ecdsa_fixed_to_der(scheme: SignatureScheme, fixed: &[u8]) -> Result<Vec<u8>, Error> {
+    match scheme {
+        SignatureScheme::EcdsaP256Sha256 => Ok(p256::ecdsa::Signature::from_slice(fixed).map_err(|_| Error::BadSignature)?.to_der().as_bytes().to_vec()),
+        SignatureScheme::EcdsaP384Sha384 => Ok(p384::ecdsa::Signature::from_slice(fixed).map_err(|_| Error::BadSignature)?.to_der().as_bytes().to_vec()),
+        _ => Err(Error::SchemeKeyMismatch),
+    }
+}
+
 fn rsa_pkcs1_sig(s: &[u8]) -> Result<rsa::pkcs1v15::Signature, Error> {
     rsa::pkcs1v15::Signature::try_from(s).map_err(|_| Error::BadSignature)
 }

@@ -135,6 +135,20 @@ fn sign_then_verify_with_openssl_generated_keys() {
 }
 
 #[test]
+fn rfc4754_fixed_ecdsa_encoding_converts_both_ways() {
+    let leaf = ike_crypto::cert::Certificate::load(pki("leaf.pem")).unwrap().public_key().unwrap();
+    let der = std::fs::read(pki("ecdsa-p256-sha256.sig")).unwrap();
+    let fixed = sig::ecdsa_der_to_fixed(SignatureScheme::EcdsaP256Sha256, &der).unwrap();
+    assert_eq!(fixed.len(), 64);
+    let back = sig::ecdsa_fixed_to_der(SignatureScheme::EcdsaP256Sha256, &fixed).unwrap();
+    leaf.verify(SignatureScheme::EcdsaP256Sha256, &message(), &back).unwrap();
+    let p384 = std::fs::read(pki("ecdsa-p384-sha384.sig")).unwrap();
+    assert_eq!(sig::ecdsa_der_to_fixed(SignatureScheme::EcdsaP384Sha384, &p384).unwrap().len(), 96);
+    assert!(sig::ecdsa_fixed_to_der(SignatureScheme::EcdsaP256Sha256, &fixed[..63]).is_err());
+    assert!(sig::ecdsa_der_to_fixed(SignatureScheme::Ed25519, &der).is_err());
+}
+
+#[test]
 fn key_loading_rejects_garbage_and_reports_missing_files() {
     assert!(matches!(PrivateKey::from_pkcs8(b"not a key"), Err(Error::Decode(_))));
     assert!(matches!(PrivateKey::from_pkcs8(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"), Err(Error::Decode(_))));
