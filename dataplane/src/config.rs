@@ -67,6 +67,34 @@ pub struct Dataplane {
     /// Manually keyed SAs (as ipsec-secgw's `sa` lines): benchmarks, tests, emergencies.
     #[serde(default)]
     pub static_sas: Vec<StaticSa>,
+    /// Neighbours known in advance (next hops that cannot answer ARP, e.g.
+    /// a `net_null` or `net_pcap` port in a benchmark).
+    #[serde(default)]
+    pub neighbours: Vec<Neighbour>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Neighbour {
+    pub ip: IpAddr,
+    /// `02:00:00:00:00:02`
+    pub mac: String,
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut m = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return None;
+        }
+        m[i] = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(m)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -125,12 +153,19 @@ fn default_handoff() -> u32 {
     1024
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Crypto {
-    /// AEAD backend by name; `auto` picks by measurement at start.
+    /// AEAD backend by name: `auto` (the fastest measured here), `ring` or
+    /// `rustcrypto`.
     #[serde(default = "auto")]
     pub backend: String,
+}
+
+impl Default for Crypto {
+    fn default() -> Self {
+        Crypto { backend: auto() }
+    }
 }
 
 fn auto() -> String {
@@ -270,10 +305,14 @@ pub struct StaticSa {
     pub replay_window: u32,
     #[serde(default)]
     pub initial_seq: u64,
-    /// Inner prefixes this SA serves (outbound: what it protects; inbound:
-    /// what may come out of it). `10.2.0.0/16`, `2001:db8::/32`.
+    /// Inner prefixes of the remote side (at most 2): outbound, the
+    /// destinations this SA protects; inbound, the sources that may come out
+    /// of it. `10.2.0.0/16`, `2001:db8::/32`.
     #[serde(default)]
     pub selectors: Vec<String>,
+    /// Inner prefixes of our side (at most 2; default: any address).
+    #[serde(default)]
+    pub local_selectors: Vec<String>,
 }
 
 fn tunnel() -> Mode {
@@ -313,8 +352,14 @@ impl StaticSa {
         hex::decode(self.key.replace(':', "")).unwrap_or_default()
     }
 
+    /// The remote-side prefixes (validated at load).
     pub fn prefixes(&self) -> Vec<Prefix> {
         self.selectors.iter().filter_map(|s| s.parse().ok()).collect()
+    }
+
+    /// Our side's prefixes (validated at load); empty = any.
+    pub fn local_prefixes(&self) -> Vec<Prefix> {
+        self.local_selectors.iter().filter_map(|s| s.parse().ok()).collect()
     }
 }
 
@@ -378,11 +423,19 @@ impl Config {
         if !w.handoff_queue_pkts.is_power_of_two() || w.handoff_queue_pkts < 64 {
             return Err(err("dataplane.workers.handoff_queue_pkts", "must be a power of two >= 64"));
         }
+        if d.crypto.backend != "auto" && esp::Backend::from_name(&d.crypto.backend).is_none() {
+            return Err(err("dataplane.crypto.backend", format!("`{}` is not one of auto, ring, rustcrypto", d.crypto.backend)));
+        }
         if d.addresses.outside.is_empty() {
             return Err(err("dataplane.addresses.outside", "needs at least one address"));
         }
         if d.sa_table.capacity == 0 {
             return Err(err("dataplane.sa_table.capacity", "must be at least 1"));
+        }
+        for (i, n) in d.neighbours.iter().enumerate() {
+            if parse_mac(&n.mac).is_none() {
+                return Err(err(format!("dataplane.neighbours[{i}].mac"), format!("`{}` is not a MAC address (aa:bb:cc:dd:ee:ff)", n.mac)));
+            }
         }
         let mut seen = HashSet::new();
         for (i, sa) in d.static_sas.iter().enumerate() {
@@ -429,8 +482,13 @@ impl StaticSa {
                 return Err(err(format!("{path}.udp_encap"), "ports must not be 0"));
             }
         }
-        for (j, s) in self.selectors.iter().enumerate() {
-            s.parse::<Prefix>().map_err(|m| err(format!("{path}.selectors[{j}]"), m))?;
+        for (field, list) in [("selectors", &self.selectors), ("local_selectors", &self.local_selectors)] {
+            if list.len() > 2 {
+                return Err(err(format!("{path}.{field}"), format!("{} prefixes; an SA carries at most 2 per side", list.len())));
+            }
+            for (j, s) in list.iter().enumerate() {
+                s.parse::<Prefix>().map_err(|m| err(format!("{path}.{field}[{j}]"), m))?;
+            }
         }
         if self.direction == Direction::Out && self.selectors.is_empty() {
             return Err(err(format!("{path}.selectors"), "an outbound SA needs at least one inner prefix to protect"));

@@ -6,5 +6,7 @@
 pub mod config;
 pub mod l2;
 pub mod metrics;
+pub mod pipeline;
 pub mod ports;
 pub mod runtime;
+pub mod statics;

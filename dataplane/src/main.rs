@@ -1,2 +1,278 @@
-//! esprit-dataplane: wired together in the dataplane issue.
-fn main() {}
+//! esprit-dataplane: the poll-mode ESP dataplane process.
+//!
+//! usage: esprit-dataplane --config FILE [--check] [--stats-ms N] [--idle-exit-ms N] [--max-secs N]
+//!
+//! * `--check`: load and check the configuration, print what it would run, exit.
+//! * `--stats-ms N`: print per-worker and total Mpps/Gbps every N ms, like testpmd.
+//! * `--idle-exit-ms N`: stop once no packet arrived for N ms (pcap replays in tests).
+//! * `--max-secs N`: stop after N seconds (benchmarks).
+//!
+//! The configuration is checked before DPDK is touched; a bad file exits
+//! with status 2 and an error naming the field path. SIGTERM or SIGINT stop
+//! the workers, flush their counters, and exit 0. The SA table stays: a
+//! restarted dataplane attaches to it and forwards again.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam::queue::ArrayQueue;
+use dpdk::{Eal, Mempool};
+use esprit_dataplane::config::{parse_mac, Config};
+use esprit_dataplane::l2::NeighbourTable;
+use esprit_dataplane::metrics::{DataplaneMetrics, MetricsServer, PORT_NAMES};
+use esprit_dataplane::pipeline::{Env, Queues, Side, Worker, DROP_NAMES};
+use esprit_dataplane::ports::{self, INSIDE, OUTSIDE, PUNT};
+use esprit_dataplane::runtime::run_workers;
+use esprit_dataplane::statics;
+
+struct Args {
+    config: PathBuf,
+    check: bool,
+    stats_ms: Option<u64>,
+    idle_exit_ms: Option<u64>,
+    max_secs: Option<u64>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut it = std::env::args().skip(1);
+    let mut a = Args { config: PathBuf::new(), check: false, stats_ms: None, idle_exit_ms: None, max_secs: None };
+    let num = |v: Option<String>, f: &str| -> Result<u64, String> {
+        v.and_then(|s| s.parse().ok()).ok_or_else(|| format!("{f} needs a number"))
+    };
+    while let Some(x) = it.next() {
+        match x.as_str() {
+            "--config" | "-c" => a.config = it.next().ok_or("--config needs a file")?.into(),
+            "--check" => a.check = true,
+            "--stats-ms" => a.stats_ms = Some(num(it.next(), "--stats-ms")?),
+            "--idle-exit-ms" => a.idle_exit_ms = Some(num(it.next(), "--idle-exit-ms")?),
+            "--max-secs" => a.max_secs = Some(num(it.next(), "--max-secs")?),
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    if a.config.as_os_str().is_empty() {
+        return Err("--config FILE is required".into());
+    }
+    Ok(a)
+}
+
+const USAGE: &str = "usage: esprit-dataplane --config FILE [--check] [--stats-ms N] [--idle-exit-ms N] [--max-secs N]";
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("esprit-dataplane: {e}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let cfg = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("esprit-dataplane: {}: {e}", args.config.display());
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        let d = &cfg.dataplane;
+        println!(
+            "esprit-dataplane: {} ok: {} worker(s), outside {}, inside {}, {} static SA(s), table {}",
+            args.config.display(),
+            d.workers.count,
+            d.ports.outside.device,
+            d.ports.inside.device,
+            d.static_sas.len(),
+            d.sa_table.path.display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    match run(cfg, &args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("esprit-dataplane: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cfg: Config, args: &Args) -> Result<(), String> {
+    let d = &cfg.dataplane;
+    // The table first: static SAs in, or an empty table made for the control plane.
+    let report = statics::sync(&d.sa_table.path, d.sa_table.capacity, &d.static_sas)?;
+    if !d.static_sas.is_empty() {
+        eprintln!(
+            "esprit-dataplane: static SAs: {} kept, {} installed, {} removed",
+            report.kept, report.installed, report.deleted
+        );
+    }
+    let backend = match d.crypto.backend.as_str() {
+        "auto" => esp::Backend::FASTEST,
+        name => esp::Backend::from_name(name).ok_or_else(|| {
+            format!("dataplane.crypto.backend: `{name}` is not one of auto, rustcrypto, ring")
+        })?,
+    };
+
+    let mut eal_args = vec!["esprit-dataplane".to_string()];
+    eal_args.extend(d.eal_args.iter().cloned());
+    let (eal, _) = Eal::init(&eal_args).map_err(|e| format!("dataplane.eal_args: {e}"))?;
+    let pool = Mempool::pktmbuf(&eal, "esprit_pkts", ports::pool_size(d), 256, 2176 + 128, eal.socket_id())
+        .map_err(|e| format!("mbuf pool: {e}"))?;
+    let mut opened = ports::open_ports(&eal, d, pool)?;
+    opened.sort_by_key(|p| p.role);
+    let mac_of = |role: usize| opened.iter().find(|p| p.role == role).map(|p| p.mac).unwrap_or([0; 6]);
+
+    let metrics = DataplaneMetrics::new(cfg.metrics.per_sa);
+    metrics.set_crypto_backend(backend.name());
+    let _server = match cfg.metrics.listen {
+        Some(addr) => Some(MetricsServer::start(metrics.clone(), addr).map_err(|e| format!("metrics.listen {addr}: {e}"))?),
+        None => None,
+    };
+
+    let neigh = NeighbourTable::new(4096);
+    for n in &d.neighbours {
+        neigh.learn(n.ip, parse_mac(&n.mac).unwrap_or([0; 6]));
+    }
+    let workers = d.workers.count as usize;
+    let inboxes: Vec<ArrayQueue<dpdk::Mbuf>> =
+        (0..workers).map(|_| ArrayQueue::new(d.workers.handoff_queue_pkts as usize)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("signal handler: {e}"))?;
+    }
+    let env = Env {
+        workers,
+        inboxes: &inboxes,
+        neigh: &neigh,
+        sides: [
+            Side { mac: mac_of(OUTSIDE), addrs: d.addresses.outside.clone(), gateway: d.addresses.outside_gateway },
+            Side { mac: mac_of(INSIDE), addrs: d.addresses.inside.clone(), gateway: d.addresses.inside_gateway },
+        ],
+        has_punt: opened.iter().any(|p| p.role == PUNT),
+        backend,
+        pool,
+        stop: &stop,
+    };
+    for p in &opened {
+        eprintln!(
+            "esprit-dataplane: port {} ({}, {}): {} rx / {} tx queue(s), mac {}",
+            p.port.id(),
+            PORT_NAMES[p.role],
+            p.driver,
+            p.rx_queues,
+            p.tx_queues,
+            p.mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+        );
+    }
+    eprintln!("esprit-dataplane: {workers} worker(s), crypto {}, table {}", backend.name(), d.sa_table.path.display());
+
+    let started = Instant::now();
+    let table_path = d.sa_table.path.clone();
+    let result = std::thread::scope(|s| {
+        // The live stats / stop watcher.
+        let watcher = s.spawn(|| watch(&metrics, &stop, workers, args, started));
+        let r = run_workers(eal, workers, &d.workers.cpus, &stop, |ctx| {
+            let mut q = Queues { rx: [None, None, None], tx: [None, None, None] };
+            for p in &opened {
+                if (ctx.id as u16) < p.rx_queues {
+                    q.rx[p.role] = Some(p.port.rx_queue(ctx.id as u16).map_err(|e| e.to_string())?);
+                }
+                q.tx[p.role] = Some(p.port.tx_queue(ctx.id as u16).map_err(|e| e.to_string())?);
+            }
+            let reader = sa_table::Reader::attach(&table_path).map_err(|e| format!("SA table: {e}"))?;
+            let m = metrics.worker(ctx.id, &DROP_NAMES);
+            let mut w = Worker::new(ctx.id, &env, q, reader, m);
+            w.run();
+            Ok(())
+        });
+        stop.store(true, Ordering::Relaxed);
+        let _ = watcher.join();
+        r
+    });
+    // Whatever is still waiting in the inboxes is freed with them.
+    drop(inboxes);
+    summary(&metrics, workers, started.elapsed());
+    for p in opened {
+        let _ = p.port.close();
+    }
+    result
+}
+
+/// Prints the live stats line every `--stats-ms`, and raises `stop` on
+/// `--idle-exit-ms` / `--max-secs`.
+fn watch(m: &DataplaneMetrics, stop: &AtomicBool, workers: usize, args: &Args, started: Instant) {
+    let tick = Duration::from_millis(args.stats_ms.unwrap_or(100).clamp(10, 10_000));
+    let mut last = (Instant::now(), vec![(0u64, 0u64); workers]);
+    let mut last_rx_total = 0u64;
+    let mut last_change = Instant::now();
+    let mut last_print = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(tick.min(Duration::from_millis(50)));
+        let rx_total: u64 = (0..workers)
+            .map(|w| PORT_NAMES.iter().map(|p| m.port_counters(p, "rx", w).0).sum::<u64>())
+            .sum();
+        if rx_total != last_rx_total {
+            last_rx_total = rx_total;
+            last_change = Instant::now();
+        }
+        if let Some(ms) = args.idle_exit_ms {
+            // Idle only counts once something arrived, or after a grace period.
+            if (rx_total > 0 || started.elapsed() > Duration::from_secs(5))
+                && last_change.elapsed() >= Duration::from_millis(ms)
+            {
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+        if let Some(s) = args.max_secs {
+            if started.elapsed() >= Duration::from_secs(s) {
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+        if args.stats_ms.is_some() && last_print.elapsed() >= tick {
+            last_print = Instant::now();
+            let dt = last.0.elapsed().as_secs_f64();
+            let mut line = String::new();
+            let (mut tp, mut tb) = (0.0, 0.0);
+            for w in 0..workers {
+                let (p, b) = tx_sum(m, w);
+                let (pp, bb) = last.1[w];
+                let mpps = (p - pp) as f64 / dt / 1e6;
+                let gbps = (b - bb) as f64 * 8.0 / dt / 1e9;
+                tp += mpps;
+                tb += gbps;
+                line.push_str(&format!("w{w} {mpps:7.3} Mpps {gbps:7.3} Gbps | "));
+                last.1[w] = (p, b);
+            }
+            last.0 = Instant::now();
+            println!("{line}total {tp:7.3} Mpps {tb:7.3} Gbps");
+        }
+    }
+}
+
+fn tx_sum(m: &DataplaneMetrics, w: usize) -> (u64, u64) {
+    let (a, b) = m.port_counters("outside", "tx", w);
+    let (c, d) = m.port_counters("inside", "tx", w);
+    (a + c, b + d)
+}
+
+fn summary(m: &DataplaneMetrics, workers: usize, elapsed: Duration) {
+    for w in 0..workers {
+        let rx: Vec<u64> = PORT_NAMES.iter().map(|p| m.port_counters(p, "rx", w).0).collect();
+        let tx: Vec<u64> = PORT_NAMES.iter().map(|p| m.port_counters(p, "tx", w).0).collect();
+        println!(
+            "worker {w}: rx outside {} inside {} punt {} | tx outside {} inside {} punt {} | drops {}",
+            rx[0], rx[1], rx[2], tx[0], tx[1], tx[2], m.drops_of(w, &DROP_NAMES)
+        );
+    }
+    println!("ran {:.1} s", elapsed.as_secs_f64());
+    let text = m.render();
+    for line in text.lines().filter(|l| l.starts_with("esprit_drops_total") && !l.ends_with(" 0")) {
+        println!("  {line}");
+    }
+}

@@ -106,6 +106,22 @@ impl DataplaneMetrics {
         }
     }
 
+    /// Current value of `esprit_port_packets_total` / `_bytes_total` for one
+    /// port, direction and worker (for the live stats line).
+    pub fn port_counters(&self, port: &str, dir: &str, worker: usize) -> (u64, u64) {
+        let w = worker.to_string();
+        (
+            self.port_packets.with_label_values(&[port, dir, w.as_str()]).get(),
+            self.port_bytes.with_label_values(&[port, dir, w.as_str()]).get(),
+        )
+    }
+
+    /// Sum of `esprit_drops_total` for one worker.
+    pub fn drops_of(&self, worker: usize, reasons: &[&str]) -> u64 {
+        let w = worker.to_string();
+        reasons.iter().map(|r| self.drops.with_label_values(&[*r, w.as_str()]).get()).sum()
+    }
+
     /// The text exposition of every series.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

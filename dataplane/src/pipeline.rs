@@ -1,0 +1,928 @@
+//! The packet pipeline of one worker (DESIGN §4).
+//!
+//! * Outside → inside (inbound): Ethernet → ARP/ND answered or learnt →
+//!   outer IP / UDP 4500 / ESP classified → SPI lookup in the worker's own
+//!   index (followed from the SA table's journal) → if another worker owns
+//!   the SA, handed over through its bounded inbox (full = counted drop) →
+//!   replay pre-check → one AEAD call per run of packets of one SA → window
+//!   update only after the ICV verified → inner packet checked against the
+//!   SA's selectors → Ethernet to the inside next hop → TX burst.
+//! * Inside → outside (outbound): inner destination → longest-prefix SA →
+//!   sequence numbers reserved for the whole run with one atomic add in the
+//!   SA table → ESP framing → one AEAD call per run → Ethernet to the
+//!   outside next hop → TX burst.
+//! * Anything else for the gateway (IKE on 500, IKE on 4500 behind the
+//!   non-ESP marker, ICMP, ...) goes to the punt port (the kernel's TAP);
+//!   what the kernel sends comes back out of the outside port.
+//!
+//! Guarantees: no lock, no allocation, no logging in steady state (SA
+//! contexts are built when the journal announces an SA, not per packet);
+//! every packet that is not forwarded is counted under one drop reason.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crossbeam::queue::ArrayQueue;
+use dpdk::{Burst, Mbuf, Mempool, RxQueue, TxQueue, MAX_BURST};
+use esp::{BatchAead, DropReason, InboundOp, InboundSa, OutboundOp, OutboundSa, PktBuf, SoftAead, Suite};
+use esp_wire::{Ipv4Packet, Ipv6Packet};
+use sa_table::{Change, Reader, SaFlags, SaId, SaParams as SlotParams};
+
+use crate::l2::{self, L2Action, Mac, NeighbourTable, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use crate::metrics::WorkerMetrics;
+use crate::ports::{INSIDE, OUTSIDE, PUNT};
+
+/// Drop reasons of the dataplane beyond the ESP engine's (which come first,
+/// at their own indexes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum DpDrop {
+    /// No inbound SA for the SPI (RFC 4303 §3.4.2: discard, auditable).
+    NoInboundSa = 0,
+    /// No outbound SA covers the inner destination.
+    NoOutboundSa = 1,
+    /// The next hop's MAC is not known yet (a request went out).
+    NoNeighbour = 2,
+    /// An IP packet neither for the gateway nor ESP.
+    NotForUs = 3,
+    /// Not IPv4, IPv6 or ARP.
+    NotIp = 4,
+    /// A malformed ARP or neighbour-discovery message.
+    BadL2 = 5,
+    /// The inner packet is outside the SA's traffic selectors (RFC 4301 §5.2).
+    SelectorMismatch = 6,
+    /// The owner worker's handoff queue was full.
+    HandoffFull = 7,
+    /// The TX queue did not take the packet.
+    TxFull = 8,
+    /// For the gateway, but there is no punt port.
+    NoPunt = 9,
+    /// The SA's slot could not be read or its parameters are unusable.
+    SaUnusable = 10,
+    /// A multi-segment mbuf (esprit handles one segment per packet).
+    Segmented = 11,
+}
+
+impl DpDrop {
+    pub const COUNT: usize = 12;
+    pub const NAMES: [&'static str; Self::COUNT] = [
+        "no_inbound_sa",
+        "no_outbound_sa",
+        "no_neighbour",
+        "not_for_us",
+        "not_ip",
+        "bad_l2",
+        "selector_mismatch",
+        "handoff_full",
+        "tx_full",
+        "no_punt",
+        "sa_unusable",
+        "segmented",
+    ];
+
+    /// Index in the worker's drop counters (after the ESP reasons).
+    pub const fn index(self) -> usize {
+        DropReason::COUNT + self as usize
+    }
+}
+
+const fn all_drop_names() -> [&'static str; DropReason::COUNT + DpDrop::COUNT] {
+    let mut out = [""; DropReason::COUNT + DpDrop::COUNT];
+    let mut i = 0;
+    while i < DropReason::COUNT {
+        out[i] = DropReason::ALL[i].name();
+        i += 1;
+    }
+    let mut j = 0;
+    while j < DpDrop::COUNT {
+        out[DropReason::COUNT + j] = DpDrop::NAMES[j];
+        j += 1;
+    }
+    out
+}
+
+/// Every drop reason's metric label, by index.
+pub static DROP_NAMES: [&str; DropReason::COUNT + DpDrop::COUNT] = all_drop_names();
+
+/// One side of the gateway: its port MAC, its addresses and its next hop.
+#[derive(Debug, Clone)]
+pub struct Side {
+    pub mac: Mac,
+    pub addrs: Vec<IpAddr>,
+    /// Send everything to this next hop (else: to the destination, on-link).
+    pub gateway: Option<IpAddr>,
+}
+
+/// What all workers share, read-only (the neighbour table and the inboxes
+/// are internally synchronised).
+pub struct Env<'a> {
+    pub workers: usize,
+    pub inboxes: &'a [ArrayQueue<Mbuf>],
+    pub neigh: &'a NeighbourTable,
+    pub sides: [Side; 2],
+    pub has_punt: bool,
+    pub backend: esp::Backend,
+    pub pool: Mempool,
+    pub stop: &'a AtomicBool,
+}
+
+/// One worker's queues, by port role; `None` where it has none.
+pub struct Queues<'p> {
+    pub rx: [Option<RxQueue<'p>>; 3],
+    pub tx: [Option<TxQueue<'p>>; 3],
+}
+
+/// What a worker keeps per SA (by slot), built when the journal announces it.
+enum SaCtx {
+    Out { sa: OutboundSa, aead: SoftAead, esn: bool },
+    In { sa: Box<InboundSa>, aead: SoftAead, params: Box<SlotParams> },
+    /// Inbound SA owned by another worker.
+    Foreign,
+    /// Parameters the ESP engine refused; its packets are dropped.
+    Unusable,
+}
+
+/// One worker's pipeline state.
+pub struct Worker<'a, 'p> {
+    pub id: usize,
+    env: &'a Env<'a>,
+    q: Queues<'p>,
+    reader: Reader,
+    sas: Vec<Option<SaCtx>>,
+    pub metrics: WorkerMetrics,
+    now_secs: u64,
+    epoch: Instant,
+    last_solicit: Instant,
+}
+
+/// Maps a slot's parameters to the ESP engine's.
+pub fn esp_params(p: &SlotParams) -> Result<esp::SaParams, &'static str> {
+    let suite = Suite::from_transform(esp::TransformId(p.transform.0), Some(u16::from(p.key_len) * 8))
+        .ok_or("transform or key length not supported by the ESP engine")?;
+    let mut keymat = [0u8; sa_table::MAX_KEY_BYTES + sa_table::SALT_BYTES];
+    let k = p.key();
+    keymat[..k.len()].copy_from_slice(k);
+    keymat[k.len()..k.len() + 4].copy_from_slice(&p.salt);
+    let mut e = esp::SaParams::new(p.spi, suite, &keymat[..k.len() + 4]).ok_or("key length does not match the suite")?;
+    e.esn = p.flags.contains(SaFlags::ESN);
+    if p.mode == sa_table::Mode::TUNNEL {
+        let (Some(src), Some(dst)) = (p.outer_src_addr(), p.outer_dst_addr()) else {
+            return Err("tunnel mode without outer addresses");
+        };
+        e.mode = esp::Mode::Tunnel { src, dst };
+    }
+    if p.flags.contains(SaFlags::UDP_ENCAP) {
+        e.udp_encap = Some(esp::UdpEncap { src_port: p.udp_src_port, dst_port: p.udp_dst_port });
+    }
+    e.replay_window = p.replay_window_pkts;
+    if p.sender_id_bits != 0 {
+        e.iv = esp::IvPolicy::SenderId { bits: p.sender_id_bits, sid: p.sender_id };
+    }
+    Ok(e)
+}
+
+fn ip_addrs(ip: &[u8]) -> Option<(IpAddr, IpAddr)> {
+    match ip.first()? >> 4 {
+        4 => {
+            let p = Ipv4Packet::new_checked(ip).ok()?;
+            Some((IpAddr::V4(p.src_addr()), IpAddr::V4(p.dst_addr())))
+        }
+        6 => {
+            let p = Ipv6Packet::new_checked(ip).ok()?;
+            Some((IpAddr::V6(p.src_addr()), IpAddr::V6(p.dst_addr())))
+        }
+        _ => None,
+    }
+}
+
+/// (protocol, source port, destination port) of an inner packet, for the
+/// selector check; ports are 0 when the packet carries none we read.
+fn l4(ip: &[u8]) -> (u8, u16, u16) {
+    let (proto, off) = match ip.first().map(|b| b >> 4) {
+        Some(4) => match Ipv4Packet::new_checked(ip) {
+            Ok(p) if !p.is_fragment() || p.frag_offset() == 0 => (p.protocol().0, p.header_len()),
+            Ok(p) => return (p.protocol().0, 0, 0),
+            Err(_) => return (0, 0, 0),
+        },
+        Some(6) => match Ipv6Packet::new_checked(ip).and_then(|p| p.upper_layer()) {
+            Ok(u) => (u.protocol.0, u.offset),
+            Err(_) => return (0, 0, 0),
+        },
+        _ => return (0, 0, 0),
+    };
+    match (proto, ip.get(off..off + 4)) {
+        (6 | 17 | 132, Some(p)) => (proto, u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]])),
+        _ => (proto, 0, 0),
+    }
+}
+
+fn write_eth(m: &mut Mbuf, dst: Mac, src: Mac, ethertype: u16) -> bool {
+    let Some(h) = m.prepend(14) else { return false };
+    h[0..6].copy_from_slice(&dst);
+    h[6..12].copy_from_slice(&src);
+    h[12..14].copy_from_slice(&ethertype.to_be_bytes());
+    true
+}
+
+impl<'a, 'p> Worker<'a, 'p> {
+    pub fn new(id: usize, env: &'a Env<'a>, q: Queues<'p>, reader: Reader, metrics: WorkerMetrics) -> Self {
+        let cap = reader.capacity() as usize;
+        let mut w = Worker {
+            id,
+            env,
+            q,
+            reader,
+            sas: (0..cap).map(|_| None).collect(),
+            metrics,
+            now_secs: 0,
+            epoch: Instant::now(),
+            last_solicit: Instant::now(),
+        };
+        let ids: Vec<SaId> = w.reader.known_ids().collect();
+        for id in ids {
+            if let Ok(p) = w.reader.read(id) {
+                w.install(id, &p);
+            }
+        }
+        w
+    }
+
+    fn owner(&self, id: SaId) -> usize {
+        id.slot() as usize % self.env.workers
+    }
+
+    fn install(&mut self, id: SaId, p: &SlotParams) {
+        let ctx = if p.direction == sa_table::Direction::INBOUND && self.owner(id) != self.id {
+            SaCtx::Foreign
+        } else {
+            match esp_params(p).and_then(|e| {
+                let aead = esp::soft_aead(self.env.backend, &e).map_err(|_| "key rejected")?;
+                if p.direction == sa_table::Direction::OUTBOUND {
+                    let sa = OutboundSa::new(&e).map_err(|_| "SA parameters refused")?;
+                    Ok(SaCtx::Out { sa, aead, esn: e.esn })
+                } else {
+                    let sa = InboundSa::new(&e).map_err(|_| "SA parameters refused")?;
+                    Ok(SaCtx::In { sa: Box::new(sa), aead, params: Box::new(*p) })
+                }
+            }) {
+                Ok(c) => c,
+                Err(_) => SaCtx::Unusable,
+            }
+        };
+        if let Some(s) = self.sas.get_mut(id.slot() as usize) {
+            *s = Some(ctx);
+        }
+    }
+
+    /// Applies the SA table's journal to this worker's contexts.
+    pub fn follow_table(&mut self) {
+        // The reader lends the params only inside its callback: copy out a
+        // bounded number of changes, apply them after.
+        let mut changes: [Option<(SaId, Option<SlotParams>)>; 16] = [None; 16];
+        let mut n = 0;
+        let mut overflow = false;
+        self.reader.poll_changes(|c| {
+            if n == changes.len() {
+                overflow = true;
+                return;
+            }
+            changes[n] = Some(match c {
+                Change::Upsert { id, params } => (id, Some(*params)),
+                Change::Removed { id } => (id, None),
+            });
+            n += 1;
+        });
+        if overflow {
+            // More changes than fit: rebuild every context from the indexes.
+            self.rebuild_contexts();
+            return;
+        }
+        for c in changes.iter_mut().take(n) {
+            match c.take() {
+                Some((id, Some(p))) => self.install(id, &p),
+                Some((id, None)) => {
+                    if let Some(s) = self.sas.get_mut(id.slot() as usize) {
+                        *s = None;
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn rebuild_contexts(&mut self) {
+        for s in self.sas.iter_mut() {
+            *s = None;
+        }
+        let ids: Vec<SaId> = self.reader.known_ids().collect();
+        for id in ids {
+            if let Ok(p) = self.reader.read(id) {
+                self.install(id, &p);
+            }
+        }
+    }
+
+    fn drop_esp(&mut self, r: DropReason) {
+        self.metrics.local.drops[r.index()] += 1;
+    }
+
+    fn drop_dp(&mut self, r: DpDrop) {
+        self.metrics.local.drops[r.index()] += 1;
+    }
+
+    /// Runs until the stop flag is raised.
+    pub fn run(&mut self) {
+        let mut iter: u64 = 0;
+        loop {
+            if iter & 63 == 0 {
+                if self.env.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                self.follow_table();
+            }
+            if iter & 1023 == 0 {
+                self.now_secs = self.epoch.elapsed().as_secs();
+                self.metrics.local.handoff_depth = self.env.inboxes[self.id].len() as u64;
+                self.metrics.flush();
+            }
+            self.poll_once();
+            iter = iter.wrapping_add(1);
+        }
+        self.metrics.local.handoff_depth = self.env.inboxes[self.id].len() as u64;
+        self.metrics.flush();
+    }
+
+    /// One turn of the loop: every queue this worker polls, once.
+    pub fn poll_once(&mut self) -> usize {
+        let mut work = 0;
+        let mut b = Burst::new();
+        if let Some(q) = self.q.rx[OUTSIDE].as_mut() {
+            if q.rx_burst(&mut b) > 0 {
+                work += b.len();
+                self.outside_burst(&mut b);
+            }
+        }
+        // Inbound ESP handed over by other workers.
+        let inbox = &self.env.inboxes[self.id];
+        if !inbox.is_empty() {
+            let mut slots: [Option<Mbuf>; MAX_BURST] = [const { None }; MAX_BURST];
+            let mut n = 0;
+            while n < MAX_BURST {
+                match inbox.pop() {
+                    Some(m) => {
+                        slots[n] = Some(m);
+                        n += 1;
+                    }
+                    None => break,
+                }
+            }
+            work += n;
+            self.inbound_esp(&mut slots[..n]);
+        }
+        if let Some(q) = self.q.rx[INSIDE].as_mut() {
+            if q.rx_burst(&mut b) > 0 {
+                work += b.len();
+                self.inside_burst(&mut b);
+            }
+        }
+        if let Some(q) = self.q.rx[PUNT].as_mut() {
+            if q.rx_burst(&mut b) > 0 {
+                work += b.len();
+                self.kernel_burst(&mut b);
+            }
+        }
+        work
+    }
+
+    fn count_rx(&mut self, port: usize, b: &Burst) {
+        self.metrics.local.rx_pkts[port] += b.len() as u64;
+        self.metrics.local.rx_bytes[port] += b.as_slice().iter().map(|m| m.pkt_len() as u64).sum::<u64>();
+    }
+
+    fn send(&mut self, port: usize, out: &mut Burst) {
+        if out.is_empty() {
+            return;
+        }
+        let bytes: u64 = out.as_slice().iter().map(|m| m.pkt_len() as u64).sum();
+        let n = out.len();
+        let sent = match self.q.tx[port].as_mut() {
+            Some(q) => q.tx_burst(out),
+            None => 0,
+        };
+        let left_bytes: u64 = out.as_slice().iter().map(|m| m.pkt_len() as u64).sum();
+        self.metrics.local.tx_pkts[port] += sent as u64;
+        self.metrics.local.tx_bytes[port] += bytes - left_bytes;
+        if sent < n {
+            self.metrics.local.drops[DpDrop::TxFull.index()] += (n - sent) as u64;
+            out.clear();
+        }
+    }
+
+    fn punt(&mut self, m: Mbuf, to_kernel: &mut Burst) {
+        if !self.env.has_punt || self.q.tx[PUNT].is_none() {
+            self.drop_dp(DpDrop::NoPunt);
+            return;
+        }
+        self.metrics.local.punted_to_kernel += 1;
+        if let Err(m) = to_kernel.push(m) {
+            // Burst full: cannot happen (input bursts are at most MAX_BURST).
+            drop(m);
+            self.drop_dp(DpDrop::TxFull);
+        }
+    }
+
+    /// Frames from the outside port.
+    fn outside_burst(&mut self, b: &mut Burst) {
+        self.count_rx(OUTSIDE, b);
+        let mut slots: [Option<Mbuf>; MAX_BURST] = [const { None }; MAX_BURST];
+        let n = b.drain_into(&mut slots);
+        let mut mine: [Option<Mbuf>; MAX_BURST] = [const { None }; MAX_BURST];
+        let mut nmine = 0;
+        let mut back = Burst::new();
+        let mut to_kernel = Burst::new();
+        for slot in slots.iter_mut().take(n) {
+            let Some(mut m) = slot.take() else { continue };
+            if !m.is_contiguous() {
+                self.drop_dp(DpDrop::Segmented);
+                continue;
+            }
+            match l2::ethertype(m.data()) {
+                Some(ETHERTYPE_ARP) => {
+                    let side = &self.env.sides[OUTSIDE];
+                    match l2::handle_arp(m.data_mut(), side.mac, &side.addrs, self.env.neigh) {
+                        L2Action::Reply => {
+                            let _ = back.push(m);
+                        }
+                        L2Action::Consumed => self.punt(m, &mut to_kernel),
+                        _ => self.drop_dp(DpDrop::BadL2),
+                    }
+                    continue;
+                }
+                Some(ETHERTYPE_IPV4) | Some(ETHERTYPE_IPV6) => {}
+                _ => {
+                    self.drop_dp(DpDrop::NotIp);
+                    continue;
+                }
+            }
+            let side = &self.env.sides[OUTSIDE];
+            match l2::handle_nd(m.data_mut(), side.mac, &side.addrs, self.env.neigh) {
+                L2Action::NotL2 => {}
+                L2Action::Reply => {
+                    let len = m.len();
+                    m.trim(len.saturating_sub(l2::ND_REPLY_LEN));
+                    let _ = back.push(m);
+                    continue;
+                }
+                L2Action::Consumed => {
+                    self.punt(m, &mut to_kernel);
+                    continue;
+                }
+                L2Action::Malformed => {
+                    self.drop_dp(DpDrop::BadL2);
+                    continue;
+                }
+            }
+            let ip = &m.data()[14..];
+            match esp::classify(ip) {
+                Ok(loc) => {
+                    let Some((src, dst)) = ip_addrs(ip) else {
+                        self.drop_esp(DropReason::BadOuterHeader);
+                        continue;
+                    };
+                    let Some(id) = self.reader.lookup_inbound(loc.spi, dst, src) else {
+                        self.drop_dp(DpDrop::NoInboundSa);
+                        continue;
+                    };
+                    let owner = self.owner(id);
+                    if owner != self.id {
+                        if self.env.inboxes[owner].push(m).is_err() {
+                            self.drop_dp(DpDrop::HandoffFull);
+                            self.metrics.local.handoff_drops += 1;
+                        }
+                        continue;
+                    }
+                    mine[nmine] = Some(m);
+                    nmine += 1;
+                }
+                Err(DropReason::NonEspMarker) => self.punt(m, &mut to_kernel),
+                Err(DropReason::NatKeepalive) => self.drop_esp(DropReason::NatKeepalive),
+                Err(DropReason::NotEsp) => {
+                    let for_us = ip_addrs(ip).is_some_and(|(_, d)| side.addrs.contains(&d));
+                    if for_us {
+                        self.punt(m, &mut to_kernel);
+                    } else {
+                        self.drop_dp(DpDrop::NotForUs);
+                    }
+                }
+                Err(r) => self.drop_esp(r),
+            }
+        }
+        self.send(OUTSIDE, &mut back);
+        self.send(PUNT, &mut to_kernel);
+        self.inbound_esp(&mut mine[..nmine]);
+    }
+
+    /// ESP packets (Ethernet header still on) for SAs this worker owns.
+    fn inbound_esp(&mut self, pkts: &mut [Option<Mbuf>]) {
+        let mut out = Burst::new();
+        let mut i = 0;
+        while i < pkts.len() {
+            // A run of packets for one SA.
+            let Some(first) = pkts[i].as_ref() else {
+                i += 1;
+                continue;
+            };
+            let id = self.lookup_esp(first);
+            let mut j = i + 1;
+            while j < pkts.len() && pkts[j].as_ref().map(|m| self.lookup_esp(m)) == Some(id) {
+                j += 1;
+            }
+            self.open_run(id, &mut pkts[i..j], &mut out);
+            i = j;
+        }
+        self.send(INSIDE, &mut out);
+    }
+
+    fn lookup_esp(&self, m: &Mbuf) -> Option<SaId> {
+        let ip = m.data().get(14..)?;
+        let loc = esp::classify(ip).ok()?;
+        let (src, dst) = ip_addrs(ip)?;
+        self.reader.lookup_inbound(loc.spi, dst, src)
+    }
+
+    fn open_run(&mut self, id: Option<SaId>, run: &mut [Option<Mbuf>], out: &mut Burst) {
+        let n = run.iter().filter(|m| m.is_some()).count();
+        let Some(id) = id else {
+            self.metrics.local.drops[DpDrop::NoInboundSa.index()] += n as u64;
+            run.iter_mut().for_each(|m| *m = None);
+            return;
+        };
+        let Some(Some(SaCtx::In { sa, aead, params })) = self.sas.get_mut(id.slot() as usize) else {
+            self.metrics.local.drops[DpDrop::SaUnusable.index()] += n as u64;
+            run.iter_mut().for_each(|m| *m = None);
+            return;
+        };
+        let mut ops: [Option<InboundOp>; MAX_BURST] = [None; MAX_BURST];
+        let mut verdict: [Result<(), DropReason>; MAX_BURST] = [Ok(()); MAX_BURST];
+        // Prepare: classify and replay pre-check (RFC 4303 §3.4.3: before the ICV).
+        for (k, slot) in run.iter_mut().enumerate() {
+            let Some(m) = slot.as_mut() else { continue };
+            m.adj(14);
+            let data = m.data();
+            verdict[k] = esp::classify(data).and_then(|loc| sa.prepare(data, &loc)).map(|op| ops[k] = Some(op));
+        }
+        {
+            let mut jobs: [esp::AeadJob<'_>; MAX_BURST] = core::array::from_fn(|_| esp::AeadJob::default());
+            let mut idx = [0u8; MAX_BURST];
+            let mut nj = 0;
+            for (k, slot) in run.iter_mut().enumerate() {
+                if let (Some(m), Some(op)) = (slot.as_mut(), ops[k]) {
+                    jobs[nj] = esp::AeadJob { op: op.op, buf: m.data_mut(), ok: false };
+                    idx[nj] = k as u8;
+                    nj += 1;
+                }
+            }
+            aead.open(&mut jobs[..nj]);
+            for (j, job) in jobs[..nj].iter().enumerate() {
+                if !job.ok {
+                    verdict[usize::from(idx[j])] = Err(DropReason::IcvMismatch);
+                }
+            }
+        }
+        let inside = &self.env.sides[INSIDE];
+        let mut pkts_ok = 0u64;
+        let mut bytes_ok = 0u64;
+        let mut drops = [0u64; DropReason::COUNT + DpDrop::COUNT];
+        for (k, slot) in run.iter_mut().enumerate() {
+            let Some(mut m) = slot.take() else { continue };
+            let (Some(op), Ok(())) = (ops[k], verdict[k]) else {
+                // ICV failures still go through finish() so the window is not touched.
+                match verdict[k] {
+                    Err(r) => drops[r.index()] += 1,
+                    Ok(()) => drops[DropReason::CryptoFailed.index()] += 1,
+                }
+                continue;
+            };
+            let (buf, off, len) = m.buffer_mut();
+            let Some(mut pb) = PktBuf::new(buf, off, len) else {
+                drops[DropReason::Truncated.index()] += 1;
+                continue;
+            };
+            match sa.finish(&mut pb, &op, true) {
+                Ok(_) => {}
+                Err(r) => {
+                    drops[r.index()] += 1;
+                    continue;
+                }
+            }
+            let (_, start, plen) = pb.into_parts();
+            if !m.set_data(start, plen) {
+                drops[DropReason::Truncated.index()] += 1;
+                continue;
+            }
+            let inner = m.data();
+            let Some((src, dst)) = ip_addrs(inner) else {
+                drops[DropReason::BadInnerHeader.index()] += 1;
+                continue;
+            };
+            // RFC 4301 §5.2 step 4: the decrypted packet must match the SA's selectors.
+            let (proto, sport, dport) = l4(inner);
+            if !params.selectors_match(dst, src, proto, dport, sport) {
+                drops[DpDrop::SelectorMismatch.index()] += 1;
+                continue;
+            }
+            let hop = inside.gateway.unwrap_or(dst);
+            let Some(mac) = self.env.neigh.lookup(hop) else {
+                drops[DpDrop::NoNeighbour.index()] += 1;
+                continue;
+            };
+            let et = if dst.is_ipv4() { ETHERTYPE_IPV4 } else { ETHERTYPE_IPV6 };
+            pkts_ok += 1;
+            bytes_ok += plen as u64;
+            if !write_eth(&mut m, mac, inside.mac, et) {
+                drops[DropReason::NoHeadroom.index()] += 1;
+                continue;
+            }
+            if let Err(m) = out.push(m) {
+                drop(m);
+                drops[DpDrop::TxFull.index()] += 1;
+            }
+        }
+        if let Some(st) = self.reader.state(id) {
+            st.add_traffic(pkts_ok, bytes_ok);
+            st.touch(self.now_secs);
+            for (r, c) in drops.iter().enumerate().take(sa_table::DROP_REASONS) {
+                for _ in 0..*c {
+                    st.count_drop(r);
+                }
+            }
+        }
+        self.metrics.local.decrypted += pkts_ok;
+        for (r, c) in drops.iter().enumerate() {
+            self.metrics.local.drops[r] += c;
+        }
+        self.solicit_if_missing(INSIDE, drops[DpDrop::NoNeighbour.index()] > 0, None);
+    }
+
+    /// Frames from the inside port: protect them.
+    fn inside_burst(&mut self, b: &mut Burst) {
+        self.count_rx(INSIDE, b);
+        let mut slots: [Option<Mbuf>; MAX_BURST] = [const { None }; MAX_BURST];
+        let n = b.drain_into(&mut slots);
+        let mut ids: [Option<SaId>; MAX_BURST] = [None; MAX_BURST];
+        let mut back = Burst::new();
+        for k in 0..n {
+            let Some(m) = slots[k].as_mut() else { continue };
+            if !m.is_contiguous() {
+                slots[k] = None;
+                self.drop_dp(DpDrop::Segmented);
+                continue;
+            }
+            let env = self.env;
+            let side = &env.sides[INSIDE];
+            match l2::ethertype(m.data()) {
+                Some(ETHERTYPE_ARP) => {
+                    let m = slots[k].take().expect("checked above");
+                    self.inside_l2(m, true, &mut back);
+                    continue;
+                }
+                Some(ETHERTYPE_IPV4) => {}
+                Some(ETHERTYPE_IPV6) => {
+                    // Neighbour discovery first: solicitations go to multicast.
+                    if l2::handle_nd(m.data_mut(), side.mac, &side.addrs, env.neigh) != L2Action::NotL2 {
+                        let m = slots[k].take().expect("checked above");
+                        self.inside_l2(m, false, &mut back);
+                        continue;
+                    }
+                }
+                _ => {
+                    slots[k] = None;
+                    self.drop_dp(DpDrop::NotIp);
+                    continue;
+                }
+            }
+            let Some((_, dst)) = ip_addrs(&m.data()[14..]) else {
+                slots[k] = None;
+                self.drop_esp(DropReason::BadInnerHeader);
+                continue;
+            };
+            if side.addrs.contains(&dst) {
+                // To the gateway's inside address: nothing serves it there.
+                slots[k] = None;
+                self.drop_dp(DpDrop::NotForUs);
+                continue;
+            }
+            match self.reader.lookup_outbound(dst) {
+                Some(id) => ids[k] = Some(id),
+                None => {
+                    slots[k] = None;
+                    self.drop_dp(DpDrop::NoOutboundSa);
+                }
+            }
+        }
+        self.send(INSIDE, &mut back);
+        let mut out = Burst::new();
+        let mut i = 0;
+        while i < n {
+            if slots[i].is_none() {
+                i += 1;
+                continue;
+            }
+            let id = ids[i];
+            let mut j = i + 1;
+            while j < n && (slots[j].is_none() || ids[j] == id) {
+                j += 1;
+            }
+            self.seal_run(id, &mut slots[i..j], &mut out);
+            i = j;
+        }
+        self.send(OUTSIDE, &mut out);
+    }
+
+    /// ARP or ND from the inside. For ND, `handle_nd` already ran on the
+    /// frame (it was needed to tell ND apart): the action is recomputed from
+    /// what it left, a reply being recognisable by its source MAC.
+    fn inside_l2(&mut self, mut m: Mbuf, arp: bool, back: &mut Burst) {
+        let env = self.env;
+        let side = &env.sides[INSIDE];
+        let action = if arp {
+            l2::handle_arp(m.data_mut(), side.mac, &side.addrs, env.neigh)
+        } else if m.data()[6..12] == side.mac {
+            L2Action::Reply
+        } else {
+            L2Action::Consumed
+        };
+        match action {
+            L2Action::Reply => {
+                if !arp {
+                    let len = m.len();
+                    m.trim(len.saturating_sub(l2::ND_REPLY_LEN));
+                }
+                let _ = back.push(m);
+            }
+            L2Action::Consumed => {}
+            L2Action::NotL2 => self.drop_dp(DpDrop::NotForUs),
+            L2Action::Malformed => self.drop_dp(DpDrop::BadL2),
+        }
+    }
+
+    fn seal_run(&mut self, id: Option<SaId>, run: &mut [Option<Mbuf>], out: &mut Burst) {
+        let n = run.iter().filter(|m| m.is_some()).count();
+        let Some(id) = id else {
+            self.metrics.local.drops[DpDrop::NoOutboundSa.index()] += n as u64;
+            run.iter_mut().for_each(|m| *m = None);
+            return;
+        };
+        let Some(Some(SaCtx::Out { sa, aead, esn })) = self.sas.get(id.slot() as usize) else {
+            self.metrics.local.drops[DpDrop::SaUnusable.index()] += n as u64;
+            run.iter_mut().for_each(|m| *m = None);
+            return;
+        };
+        let Some(st) = self.reader.state(id) else {
+            self.metrics.local.drops[DpDrop::SaUnusable.index()] += n as u64;
+            run.iter_mut().for_each(|m| *m = None);
+            return;
+        };
+        // One atomic add reserves the run's sequence numbers (DESIGN §3).
+        let first = match st.reserve_seq(n as u32, *esn) {
+            Ok(f) => f,
+            Err(_) => {
+                self.metrics.local.drops[DropReason::SeqExhausted.index()] += n as u64;
+                for _ in 0..n {
+                    st.count_drop(DropReason::SeqExhausted.index());
+                }
+                run.iter_mut().for_each(|m| *m = None);
+                return;
+            }
+        };
+        let mut ops: [Option<OutboundOp>; MAX_BURST] = [None; MAX_BURST];
+        let mut drops = [0u64; DropReason::COUNT + DpDrop::COUNT];
+        let mut seq = first;
+        for (k, slot) in run.iter_mut().enumerate() {
+            let Some(m) = slot.as_mut() else { continue };
+            m.adj(14);
+            let (buf, off, len) = m.buffer_mut();
+            let res = match PktBuf::new(buf, off, len) {
+                Some(mut pb) => sa.prepare(&mut pb, seq).map(|op| (op, pb.into_parts())),
+                None => Err(DropReason::Truncated),
+            };
+            seq += 1;
+            match res {
+                Ok((op, (_, start, plen))) => {
+                    if m.set_data(start, plen) {
+                        ops[k] = Some(op);
+                    } else {
+                        drops[DropReason::NoTailroom.index()] += 1;
+                        *slot = None;
+                    }
+                }
+                Err(r) => {
+                    drops[r.index()] += 1;
+                    *slot = None;
+                }
+            }
+        }
+        let mut sealed = [false; MAX_BURST];
+        {
+            let mut jobs: [esp::AeadJob<'_>; MAX_BURST] = core::array::from_fn(|_| esp::AeadJob::default());
+            let mut idx = [0u8; MAX_BURST];
+            let mut nj = 0;
+            for (k, slot) in run.iter_mut().enumerate() {
+                if let (Some(m), Some(op)) = (slot.as_mut(), ops[k]) {
+                    jobs[nj] = esp::AeadJob { op: op.op, buf: m.data_mut(), ok: false };
+                    idx[nj] = k as u8;
+                    nj += 1;
+                }
+            }
+            aead.seal(&mut jobs[..nj]);
+            for (j, job) in jobs[..nj].iter().enumerate() {
+                sealed[usize::from(idx[j])] = job.ok;
+            }
+        }
+        let outside = &self.env.sides[OUTSIDE];
+        let mut pkts_ok = 0u64;
+        let mut bytes_ok = 0u64;
+        let mut missing_hop = None;
+        for (k, slot) in run.iter_mut().enumerate() {
+            let Some(mut m) = slot.take() else { continue };
+            let Some(op) = ops[k] else { continue };
+            if !sealed[k] {
+                drops[DropReason::CryptoFailed.index()] += 1;
+                continue;
+            }
+            {
+                let (buf, off, len) = m.buffer_mut();
+                if let Some(mut pb) = PktBuf::new(buf, off, len) {
+                    sa.finish(&mut pb, &op);
+                }
+            }
+            let Some((_, dst)) = ip_addrs(m.data()) else {
+                drops[DropReason::BadOuterHeader.index()] += 1;
+                continue;
+            };
+            let hop = outside.gateway.unwrap_or(dst);
+            let Some(mac) = self.env.neigh.lookup(hop) else {
+                drops[DpDrop::NoNeighbour.index()] += 1;
+                missing_hop = Some(hop);
+                continue;
+            };
+            let et = if dst.is_ipv4() { ETHERTYPE_IPV4 } else { ETHERTYPE_IPV6 };
+            bytes_ok += m.len() as u64;
+            pkts_ok += 1;
+            if !write_eth(&mut m, mac, outside.mac, et) {
+                drops[DropReason::NoHeadroom.index()] += 1;
+                continue;
+            }
+            if let Err(m) = out.push(m) {
+                drop(m);
+                drops[DpDrop::TxFull.index()] += 1;
+            }
+        }
+        st.add_traffic(pkts_ok, bytes_ok);
+        st.touch(self.now_secs);
+        self.metrics.local.encrypted += pkts_ok;
+        for (r, c) in drops.iter().enumerate() {
+            self.metrics.local.drops[r] += c;
+        }
+        if missing_hop.is_some() {
+            self.solicit_if_missing(OUTSIDE, true, missing_hop);
+        }
+    }
+
+    /// Sends an ARP request / neighbour solicitation for an unresolved next
+    /// hop, at most every 100 ms per worker.
+    fn solicit_if_missing(&mut self, side_idx: usize, missing: bool, hop: Option<IpAddr>) {
+        if !missing || self.last_solicit.elapsed().as_millis() < 100 {
+            return;
+        }
+        let side = &self.env.sides[side_idx];
+        let Some(target) = hop.or(side.gateway) else { return };
+        self.last_solicit = Instant::now();
+        let Ok(mut m) = self.env.pool.alloc() else { return };
+        let Some(buf) = m.append(l2::ND_REPLY_LEN) else { return };
+        let len = match target {
+            IpAddr::V4(t) => side.addrs.iter().find_map(|a| match a {
+                IpAddr::V4(o) => l2::arp_request(buf, side.mac, *o, t),
+                _ => None,
+            }),
+            IpAddr::V6(t) => side.addrs.iter().find_map(|a| match a {
+                IpAddr::V6(o) => l2::nd_solicit(buf, side.mac, *o, t),
+                _ => None,
+            }),
+        };
+        let Some(len) = len else { return };
+        let total = m.len();
+        m.trim(total - len);
+        let mut b = Burst::new();
+        let _ = b.push(m);
+        self.send(side_idx, &mut b);
+    }
+
+    /// Frames from the kernel (TAP): out of the outside port as they are.
+    fn kernel_burst(&mut self, b: &mut Burst) {
+        self.count_rx(PUNT, b);
+        self.metrics.local.punted_from_kernel += b.len() as u64;
+        self.send(OUTSIDE, b);
+    }
+}
