@@ -10,7 +10,10 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use esp::{open_burst, seal_burst, soft_aead, AeadJob, Backend, BatchAead, CryptoOp, DropReason, InboundSa, Mode, OutboundSa, PktBuf, SaParams, Suite};
+use esp::{
+    open_burst, seal_burst, soft_aead, AeadJob, Backend, BatchAead, CryptoOp, DropReason,
+    InboundSa, Mode, OutboundSa, PktBuf, SaParams, Suite,
+};
 
 const BURST: usize = 32;
 const SIZES: [usize; 4] = [64, 512, 1420, 8192];
@@ -18,14 +21,24 @@ const HEADROOM: usize = 64;
 const TAILROOM: usize = 64;
 
 fn measure_for() -> Duration {
-    Duration::from_millis(std::env::var("ESP_BENCH_MS").ok().and_then(|s| s.parse().ok()).unwrap_or(200))
+    Duration::from_millis(
+        std::env::var("ESP_BENCH_MS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(200),
+    )
 }
 
 /// An IPv4/UDP packet of `size` octets in total.
 fn inner_header(size: usize) -> [u8; 20] {
-    let mut h = [0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0, 10, 1, 0, 1, 10, 2, 0, 1];
+    let mut h = [
+        0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0, 10, 1, 0, 1, 10, 2, 0, 1,
+    ];
     h[2..4].copy_from_slice(&(size as u16).to_be_bytes());
-    let mut sum: u32 = h.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+    let mut sum: u32 = h
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
     while sum >> 16 != 0 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -53,7 +66,10 @@ fn time_burst(mut f: impl FnMut()) -> f64 {
 fn params(suite: Suite) -> SaParams {
     let keymat: Vec<u8> = (0..suite.keymat_len() as u8).collect();
     let mut p = SaParams::new(0x1000_0001, suite, &keymat).expect("keymat");
-    p.mode = Mode::Tunnel { src: [192, 0, 2, 1].into(), dst: [198, 51, 100, 2].into() };
+    p.mode = Mode::Tunnel {
+        src: [192, 0, 2, 1].into(),
+        dst: [198, 51, 100, 2].into(),
+    };
     p.replay_window = 1024;
     p
 }
@@ -83,7 +99,8 @@ fn bench_one(backend: Backend, suite: Suite, size: usize) -> Row {
     // sealing encrypted), then one seal_burst.
     let seal_esp = time_burst(|| {
         for p in pkts.iter_mut() {
-            let (b, _, _) = std::mem::replace(p, PktBuf::new(Vec::new(), 0, 0).expect("empty")).into_parts();
+            let (b, _, _) =
+                std::mem::replace(p, PktBuf::new(Vec::new(), 0, 0).expect("empty")).into_parts();
             *p = fresh(b);
         }
         seal_burst(&out, &aead, &mut pkts, &mut verdicts);
@@ -95,7 +112,8 @@ fn bench_one(backend: Backend, suite: Suite, size: usize) -> Row {
     // time the same work.
     let rearm = time_burst(|| {
         for p in pkts.iter_mut() {
-            let (b, _, _) = std::mem::replace(p, PktBuf::new(Vec::new(), 0, 0).expect("empty")).into_parts();
+            let (b, _, _) =
+                std::mem::replace(p, PktBuf::new(Vec::new(), 0, 0).expect("empty")).into_parts();
             *p = fresh(b);
         }
         black_box(&pkts);
@@ -109,7 +127,11 @@ fn bench_one(backend: Backend, suite: Suite, size: usize) -> Row {
     let seal_aead = time_burst(|| {
         let mut arr: [AeadJob<'_>; BURST] = core::array::from_fn(|_| AeadJob::default());
         for (j, b) in arr.iter_mut().zip(raw.iter_mut()) {
-            *j = AeadJob { op: sop, buf: b, ok: false };
+            *j = AeadJob {
+                op: sop,
+                buf: b,
+                ok: false,
+            };
         }
         aead.seal(&mut arr);
         black_box(&arr[0].ok);
@@ -117,7 +139,8 @@ fn bench_one(backend: Backend, suite: Suite, size: usize) -> Row {
 
     // (sealing above re-armed the packets; seal them once more for open)
     for p in pkts.iter_mut() {
-        let (b, _, _) = std::mem::replace(p, PktBuf::new(Vec::new(), 0, 0).expect("empty")).into_parts();
+        let (b, _, _) =
+            std::mem::replace(p, PktBuf::new(Vec::new(), 0, 0).expect("empty")).into_parts();
         *p = fresh(b);
     }
     seal_burst(&out, &aead, &mut pkts, &mut verdicts);
@@ -126,12 +149,15 @@ fn bench_one(backend: Backend, suite: Suite, size: usize) -> Row {
     // Open: keep the sealed packets, restore them before each burst.
     let sealed: Vec<Vec<u8>> = pkts.iter().map(|p| p.data().to_vec()).collect();
     let mut inb = InboundSa::new(&prm).expect("sa");
-    let mut work: Vec<PktBuf<Vec<u8>>> =
-        sealed.iter().map(|s| PktBuf::new(s.clone(), 0, s.len()).expect("fits")).collect();
+    let mut work: Vec<PktBuf<Vec<u8>>> = sealed
+        .iter()
+        .map(|s| PktBuf::new(s.clone(), 0, s.len()).expect("fits"))
+        .collect();
     let mut dv = [Err(DropReason::NotEsp); BURST];
     let open_esp = time_burst(|| {
         for (p, s) in work.iter_mut().zip(&sealed) {
-            let (mut b, _, _) = std::mem::replace(p, PktBuf::new(Vec::new(), 0, 0).expect("empty")).into_parts();
+            let (mut b, _, _) =
+                std::mem::replace(p, PktBuf::new(Vec::new(), 0, 0).expect("empty")).into_parts();
             b.copy_from_slice(s);
             *p = PktBuf::new(b, 0, s.len()).expect("fits");
         }
@@ -152,19 +178,32 @@ fn bench_one(backend: Backend, suite: Suite, size: usize) -> Row {
         }
         let mut arr: [AeadJob<'_>; BURST] = core::array::from_fn(|_| AeadJob::default());
         for ((j, b), op) in arr.iter_mut().zip(raw.iter_mut()).zip(&iops) {
-            *j = AeadJob { op: *op, buf: b, ok: false };
+            *j = AeadJob {
+                op: *op,
+                buf: b,
+                ok: false,
+            };
         }
         aead.open(&mut arr);
         all_ok &= arr.iter().all(|j| j.ok);
     });
     assert!(all_ok, "bare open failed");
-    Row { seal_esp, seal_aead, open_esp, open_aead }
+    Row {
+        seal_esp,
+        seal_aead,
+        open_esp,
+        open_aead,
+    }
 }
 
 /// The AEAD op a fresh inbound SA prepares for a sealed packet.
 fn inb_prepare(prm: &SaParams, pkt: &[u8]) -> CryptoOp {
     let loc = esp::classify(pkt).expect("esp");
-    InboundSa::new(prm).expect("sa").prepare(pkt, &loc).expect("prepare").op
+    InboundSa::new(prm)
+        .expect("sa")
+        .prepare(pkt, &loc)
+        .expect("prepare")
+        .op
 }
 
 fn main() {
@@ -173,9 +212,24 @@ fn main() {
     println!("ESP seal/open, bursts of {BURST}, tunnel mode IPv4, no ESN; ns per packet; GB/s of inner packet");
     println!(
         "{:<11} {:<21} {:>5} | {:>9} {:>9} {:>8} {:>6} | {:>9} {:>9} {:>8} {:>6}",
-        "backend", "suite", "size", "seal_esp", "seal_aead", "framing", "GB/s", "open_esp", "open_aead", "framing", "GB/s"
+        "backend",
+        "suite",
+        "size",
+        "seal_esp",
+        "seal_aead",
+        "framing",
+        "GB/s",
+        "open_esp",
+        "open_aead",
+        "framing",
+        "GB/s"
     );
-    let suites = [Suite::AES128_GCM_16, Suite::AES256_GCM_16, Suite::CHACHA20_POLY1305, Suite::AES128_GCM_16_IIV];
+    let suites = [
+        Suite::AES128_GCM_16,
+        Suite::AES256_GCM_16,
+        Suite::CHACHA20_POLY1305,
+        Suite::AES128_GCM_16_IIV,
+    ];
     for backend in Backend::ALL {
         for suite in suites {
             for size in SIZES {

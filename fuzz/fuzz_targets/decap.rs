@@ -6,7 +6,10 @@
 //! driven directly by calling `finish` as if the ICV had verified.
 #![no_main]
 
-use esp::{classify, open_burst, soft_aead, Backend, DropReason, InboundSa, Mode, PktBuf, SaParams, Suite, UdpEncap};
+use esp::{
+    classify, open_burst, soft_aead, Backend, DropReason, InboundSa, Mode, PktBuf, SaParams, Suite,
+    UdpEncap,
+};
 use libfuzzer_sys::fuzz_target;
 
 fn sa(cfg: u8) -> SaParams {
@@ -14,7 +17,10 @@ fn sa(cfg: u8) -> SaParams {
     let mut p = SaParams::new(0x0102_0304, suite, &vec![7u8; suite.keymat_len()]).unwrap();
     p.esn = cfg & 0x08 != 0;
     if cfg & 0x10 != 0 {
-        p.mode = Mode::Tunnel { src: [192, 0, 2, 1].into(), dst: [192, 0, 2, 2].into() };
+        p.mode = Mode::Tunnel {
+            src: [192, 0, 2, 1].into(),
+            dst: [192, 0, 2, 2].into(),
+        };
     }
     if cfg & 0x20 != 0 {
         p.udp_encap = Some(UdpEncap::default());
@@ -24,7 +30,9 @@ fn sa(cfg: u8) -> SaParams {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&cfg, pkt)) = data.split_first() else { return };
+    let Some((&cfg, pkt)) = data.split_first() else {
+        return;
+    };
     let params = sa(cfg);
     let mut inb = InboundSa::new(&params).unwrap();
     let aead = soft_aead(Backend::RustCrypto, &params).unwrap();

@@ -3,7 +3,10 @@
 //! second the headroom; the rest is the packet to protect.
 #![no_main]
 
-use esp::{open_burst, seal_burst, soft_aead, Backend, DropReason, InboundSa, Mode, OutboundSa, PktBuf, SaParams, Suite, TfcPadding, UdpEncap};
+use esp::{
+    open_burst, seal_burst, soft_aead, Backend, DropReason, InboundSa, Mode, OutboundSa, PktBuf,
+    SaParams, Suite, TfcPadding, UdpEncap,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,9 +16,15 @@ fuzz_target!(|data: &[u8]| {
     p.esn = cfg & 0x08 != 0;
     if cfg & 0x10 != 0 {
         p.mode = if cfg & 0x80 != 0 {
-            Mode::Tunnel { src: "2001:db8::1".parse().unwrap(), dst: "2001:db8::2".parse().unwrap() }
+            Mode::Tunnel {
+                src: "2001:db8::1".parse().unwrap(),
+                dst: "2001:db8::2".parse().unwrap(),
+            }
         } else {
-            Mode::Tunnel { src: [192, 0, 2, 1].into(), dst: [192, 0, 2, 2].into() }
+            Mode::Tunnel {
+                src: [192, 0, 2, 1].into(),
+                dst: [192, 0, 2, 2].into(),
+            }
         };
         if cfg & 0x40 != 0 {
             p.tfc = TfcPadding::PadTo(u16::from(*room) * 4);
@@ -40,6 +49,10 @@ fuzz_target!(|data: &[u8]| {
         let got = pkts[0].data();
         let transport_v4 = cfg & 0x10 == 0 && pkt.first().map(|b| b >> 4) == Some(4);
         assert!(got.len() <= pkt.len());
-        assert!(got.iter().zip(pkt).enumerate().all(|(i, (a, b))| a == b || (transport_v4 && (10..12).contains(&i))));
+        assert!(got
+            .iter()
+            .zip(pkt)
+            .enumerate()
+            .all(|(i, (a, b))| a == b || (transport_v4 && (10..12).contains(&i))));
     }
 });

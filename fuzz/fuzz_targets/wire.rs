@@ -16,7 +16,10 @@ fuzz_target!(|b: &[u8]| {
         if let Ok(r) = Ipv4Repr::parse(&p) {
             let mut out = vec![0u8; 20 + r.payload_len];
             r.emit(&mut Ipv4Packet::new_unchecked(&mut out[..]));
-            assert_eq!(Ipv4Repr::parse(&Ipv4Packet::new_checked(&out[..]).unwrap()), Ok(r));
+            assert_eq!(
+                Ipv4Repr::parse(&Ipv4Packet::new_checked(&out[..]).unwrap()),
+                Ok(r)
+            );
         }
         let _ = (p.options(), p.payload());
     }

@@ -98,7 +98,10 @@ pub struct EspRepr {
 impl EspRepr {
     pub fn parse<T: AsRef<[u8]>>(p: &EspPacket<T>) -> Result<Self> {
         p.check_len()?;
-        Ok(Self { spi: p.spi(), seq: p.seq() })
+        Ok(Self {
+            spi: p.spi(),
+            seq: p.seq(),
+        })
     }
 
     pub const fn buffer_len(&self) -> usize {
@@ -145,30 +148,49 @@ mod tests {
     #[test]
     fn parses_esp_header() {
         let p = EspPacket::new_checked(&PKT[..]).unwrap();
-        assert_eq!(EspRepr::parse(&p).unwrap(), EspRepr { spi: 0x01020304, seq: 5 });
+        assert_eq!(
+            EspRepr::parse(&p).unwrap(),
+            EspRepr {
+                spi: 0x01020304,
+                seq: 5
+            }
+        );
         assert_eq!(p.payload(), &[0xaa, 0xbb]);
     }
 
     #[test]
     fn round_trips_esp_header() {
-        let r = EspRepr { spi: 0xdeadbeef, seq: u32::MAX };
+        let r = EspRepr {
+            spi: 0xdeadbeef,
+            seq: u32::MAX,
+        };
         let mut b = [0u8; 8];
         r.emit(&mut EspPacket::new_unchecked(&mut b[..]));
         assert_eq!(b, [0xde, 0xad, 0xbe, 0xef, 0xff, 0xff, 0xff, 0xff]);
-        assert_eq!(EspRepr::parse(&EspPacket::new_checked(&b[..]).unwrap()).unwrap(), r);
+        assert_eq!(
+            EspRepr::parse(&EspPacket::new_checked(&b[..]).unwrap()).unwrap(),
+            r
+        );
     }
 
     #[test]
     fn rejects_truncated_esp_header() {
         for n in 0..HEADER_LEN {
-            assert_eq!(EspPacket::new_checked(&PKT[..n]).err(), Some(Error::Truncated), "{n}");
+            assert_eq!(
+                EspPacket::new_checked(&PKT[..n]).err(),
+                Some(Error::Truncated),
+                "{n}"
+            );
         }
     }
 
     #[test]
     fn tells_keepalive_ike_and_esp_apart_on_port_4500() {
         assert_eq!(classify_udp_encap(&[0xff]), Ok(UdpEncapKind::NatKeepalive));
-        assert_eq!(classify_udp_encap(&[0, 0, 0, 0, 1, 2]), Ok(UdpEncapKind::Ike));
+        assert_eq!(
+            classify_udp_encap(&[0, 0, 0, 0, 1, 2]),
+            Ok(UdpEncapKind::Ike)
+        );
         assert_eq!(classify_udp_encap(&PKT), Ok(UdpEncapKind::Esp));
         assert_eq!(classify_udp_encap(&[]), Err(Error::Truncated));
         assert_eq!(classify_udp_encap(&[0xfe]), Err(Error::Truncated));

@@ -122,7 +122,11 @@ pub struct EthernetRepr {
 impl EthernetRepr {
     pub fn parse<T: AsRef<[u8]>>(frame: &EthernetFrame<T>) -> Result<Self> {
         frame.check_len()?;
-        Ok(Self { src_addr: frame.src_addr(), dst_addr: frame.dst_addr(), ethertype: frame.ethertype() })
+        Ok(Self {
+            src_addr: frame.src_addr(),
+            dst_addr: frame.dst_addr(),
+            ethertype: frame.ethertype(),
+        })
     }
 
     pub const fn buffer_len(&self) -> usize {
@@ -157,10 +161,17 @@ mod tests {
 
     #[test]
     fn emits_and_round_trips_ethernet_header() {
-        let r = EthernetRepr { src_addr: [9; 6], dst_addr: [8; 6], ethertype: EtherType(0x1234) };
+        let r = EthernetRepr {
+            src_addr: [9; 6],
+            dst_addr: [8; 6],
+            ethertype: EtherType(0x1234),
+        };
         let mut buf = [0u8; HEADER_LEN];
         r.emit(&mut EthernetFrame::new_unchecked(&mut buf[..]));
-        assert_eq!(EthernetRepr::parse(&EthernetFrame::new_checked(&buf[..]).unwrap()).unwrap(), r);
+        assert_eq!(
+            EthernetRepr::parse(&EthernetFrame::new_checked(&buf[..]).unwrap()).unwrap(),
+            r
+        );
         let mut buf2 = [0u8; 16];
         EthernetRepr::parse(&EthernetFrame::new_checked(&FRAME[..]).unwrap())
             .unwrap()
@@ -171,7 +182,11 @@ mod tests {
     #[test]
     fn rejects_every_truncated_ethernet_prefix() {
         for n in 0..HEADER_LEN {
-            assert_eq!(EthernetFrame::new_checked(&FRAME[..n]).err(), Some(Error::Truncated), "{n}");
+            assert_eq!(
+                EthernetFrame::new_checked(&FRAME[..n]).err(),
+                Some(Error::Truncated),
+                "{n}"
+            );
         }
     }
 }

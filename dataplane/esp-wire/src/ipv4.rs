@@ -325,7 +325,11 @@ mod tests {
     fn rejects_every_truncated_ipv4_prefix() {
         let buf = packet();
         for n in 0..buf.len() {
-            assert_eq!(Ipv4Packet::new_checked(&buf[..n]).err(), Some(Error::Truncated), "{n}");
+            assert_eq!(
+                Ipv4Packet::new_checked(&buf[..n]).err(),
+                Some(Error::Truncated),
+                "{n}"
+            );
         }
     }
 
@@ -333,23 +337,38 @@ mod tests {
     fn rejects_bad_version_ihl_and_length() {
         let mut b = packet();
         b[0] = 0x65;
-        assert_eq!(Ipv4Packet::new_checked(&b[..]).err(), Some(Error::Malformed));
+        assert_eq!(
+            Ipv4Packet::new_checked(&b[..]).err(),
+            Some(Error::Malformed)
+        );
         b[0] = 0x44;
-        assert_eq!(Ipv4Packet::new_checked(&b[..]).err(), Some(Error::Malformed));
+        assert_eq!(
+            Ipv4Packet::new_checked(&b[..]).err(),
+            Some(Error::Malformed)
+        );
         b[0] = 0x45;
         b[2..4].copy_from_slice(&19u16.to_be_bytes());
-        assert_eq!(Ipv4Packet::new_checked(&b[..]).err(), Some(Error::Malformed));
+        assert_eq!(
+            Ipv4Packet::new_checked(&b[..]).err(),
+            Some(Error::Malformed)
+        );
     }
 
     #[test]
     fn rejects_bad_checksum_and_fragments() {
         let mut b = packet();
         b[10] ^= 1;
-        assert_eq!(Ipv4Repr::parse(&Ipv4Packet::new_checked(&b[..]).unwrap()), Err(Error::Checksum));
+        assert_eq!(
+            Ipv4Repr::parse(&Ipv4Packet::new_checked(&b[..]).unwrap()),
+            Err(Error::Checksum)
+        );
         b[10] ^= 1;
         b[6] = 0x20; // MF
         assert!(Ipv4Packet::new_checked(&b[..]).unwrap().is_fragment());
-        assert_eq!(Ipv4Repr::parse(&Ipv4Packet::new_checked(&b[..]).unwrap()), Err(Error::Malformed));
+        assert_eq!(
+            Ipv4Repr::parse(&Ipv4Packet::new_checked(&b[..]).unwrap()),
+            Err(Error::Malformed)
+        );
     }
 
     #[test]
@@ -362,7 +381,9 @@ mod tests {
 
     #[test]
     fn options_are_skipped() {
-        let mut b = vec![0x46, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, 1, 1, 1, 0];
+        let mut b = vec![
+            0x46, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, 1, 1, 1, 0,
+        ];
         b.extend_from_slice(&[9, 9, 9, 9]);
         let mut p = Ipv4Packet::new_checked(&mut b[..]).unwrap();
         p.fill_checksum();

@@ -190,7 +190,12 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
             protocol = IpProtocol(b[offset]);
             offset += len;
         }
-        Ok(UpperLayer { protocol, offset, nh_offset, fragment })
+        Ok(UpperLayer {
+            protocol,
+            offset,
+            nh_offset,
+            fragment,
+        })
     }
 
     /// The first non-extension header (for ESP: where it starts).
@@ -206,7 +211,10 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         self.walk(
             |p, _| p != IpProtocol::AH,
             |p, end| {
-                if matches!(p, IpProtocol::HOP_BY_HOP | IpProtocol::IPV6_ROUTING | IpProtocol::IPV6_FRAGMENT) {
+                if matches!(
+                    p,
+                    IpProtocol::HOP_BY_HOP | IpProtocol::IPV6_ROUTING | IpProtocol::IPV6_FRAGMENT
+                ) {
                     last_end = end;
                 }
             },
@@ -324,11 +332,18 @@ mod tests {
     fn rejects_every_truncated_ipv6_prefix() {
         let b = packet(IpProtocol::UDP, &[0; 12]);
         for n in 0..b.len() {
-            assert_eq!(Ipv6Packet::new_checked(&b[..n]).err(), Some(Error::Truncated), "{n}");
+            assert_eq!(
+                Ipv6Packet::new_checked(&b[..n]).err(),
+                Some(Error::Truncated),
+                "{n}"
+            );
         }
         let mut v4 = b.clone();
         v4[0] = 0x45;
-        assert_eq!(Ipv6Packet::new_checked(&v4[..]).err(), Some(Error::Malformed));
+        assert_eq!(
+            Ipv6Packet::new_checked(&v4[..]).err(),
+            Some(Error::Malformed)
+        );
     }
 
     #[test]
@@ -365,14 +380,26 @@ mod tests {
         assert_eq!(at.protocol, IpProtocol::IPV6_DEST_OPTS);
         assert_eq!(at.nh_offset, HEADER_LEN + 16);
         let plain = packet(IpProtocol::UDP, &[0; 8]);
-        let at = Ipv6Packet::new_checked(&plain[..]).unwrap().esp_insertion_point().unwrap();
-        assert_eq!((at.offset, at.nh_offset, at.protocol), (HEADER_LEN, 6, IpProtocol::UDP));
+        let at = Ipv6Packet::new_checked(&plain[..])
+            .unwrap()
+            .esp_insertion_point()
+            .unwrap();
+        assert_eq!(
+            (at.offset, at.nh_offset, at.protocol),
+            (HEADER_LEN, 6, IpProtocol::UDP)
+        );
     }
 
     #[test]
     fn flags_non_first_fragments() {
-        let b = packet(IpProtocol::IPV6_FRAGMENT, &[50, 0, 0, 8, 0, 0, 0, 1, 0, 0, 0, 0]);
-        let u = Ipv6Packet::new_checked(&b[..]).unwrap().upper_layer().unwrap();
+        let b = packet(
+            IpProtocol::IPV6_FRAGMENT,
+            &[50, 0, 0, 8, 0, 0, 0, 1, 0, 0, 0, 0],
+        );
+        let u = Ipv6Packet::new_checked(&b[..])
+            .unwrap()
+            .upper_layer()
+            .unwrap();
         assert!(u.fragment);
         assert_eq!(u.protocol, IpProtocol::ESP);
     }
@@ -380,8 +407,14 @@ mod tests {
     #[test]
     fn rejects_extension_header_overrunning_payload() {
         let b = packet(IpProtocol::HOP_BY_HOP, &[50, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(Ipv6Packet::new_checked(&b[..]).unwrap().upper_layer(), Err(Error::Truncated));
+        assert_eq!(
+            Ipv6Packet::new_checked(&b[..]).unwrap().upper_layer(),
+            Err(Error::Truncated)
+        );
         let b = packet(IpProtocol::HOP_BY_HOP, &[50, 0, 0]);
-        assert_eq!(Ipv6Packet::new_checked(&b[..]).unwrap().upper_layer(), Err(Error::Truncated));
+        assert_eq!(
+            Ipv6Packet::new_checked(&b[..]).unwrap().upper_layer(),
+            Err(Error::Truncated)
+        );
     }
 }

@@ -110,17 +110,28 @@ impl TrailerRepr {
     pub fn parse<T: AsRef<[u8]>>(t: &EspTrailer<T>) -> Result<Self> {
         t.check_len()?;
         t.check_padding()?;
-        Ok(Self { pad_len: t.pad_len(), next_header: t.next_header() })
+        Ok(Self {
+            pad_len: t.pad_len(),
+            next_header: t.next_header(),
+        })
     }
 
     /// The trailer for `payload_len` octets padded so that
     /// `prefix_len + payload + padding + 2` is a multiple of `align`
     /// (RFC 4303 §2.4; `prefix_len` is the IV length when the alignment rule
     /// counts it). `align` must be a power of two no larger than 256.
-    pub fn for_payload(payload_len: usize, prefix_len: usize, align: usize, next_header: IpProtocol) -> Self {
+    pub fn for_payload(
+        payload_len: usize,
+        prefix_len: usize,
+        align: usize,
+        next_header: IpProtocol,
+    ) -> Self {
         let used = prefix_len + payload_len + TRAILER_LEN;
         let pad_len = (align - used % align) % align;
-        Self { pad_len: pad_len as u8, next_header }
+        Self {
+            pad_len: pad_len as u8,
+            next_header,
+        }
     }
 
     /// Padding + Pad Length + Next Header.
@@ -149,14 +160,23 @@ mod tests {
     fn parses_rfc7634_trailer() {
         let b = [0xaa, 0xbb, 0x01, 0x02, 0x02, 0x04];
         let t = EspTrailer::new_checked(&b[..]).unwrap();
-        assert_eq!(TrailerRepr::parse(&t).unwrap(), TrailerRepr { pad_len: 2, next_header: IpProtocol::IPV4 });
+        assert_eq!(
+            TrailerRepr::parse(&t).unwrap(),
+            TrailerRepr {
+                pad_len: 2,
+                next_header: IpProtocol::IPV4
+            }
+        );
         assert_eq!(t.payload(), &[0xaa, 0xbb]);
     }
 
     #[test]
     fn round_trips_trailer() {
         for pad_len in [0u8, 1, 3, 255] {
-            let r = TrailerRepr { pad_len, next_header: IpProtocol::IPV6 };
+            let r = TrailerRepr {
+                pad_len,
+                next_header: IpProtocol::IPV6,
+            };
             let mut b = vec![0x55; 5 + r.buffer_len()];
             r.emit(&mut b);
             let t = EspTrailer::new_checked(&b[..]).unwrap();
@@ -167,12 +187,19 @@ mod tests {
 
     #[test]
     fn rejects_every_truncated_trailer() {
-        let r = TrailerRepr { pad_len: 7, next_header: IpProtocol::IPV4 };
+        let r = TrailerRepr {
+            pad_len: 7,
+            next_header: IpProtocol::IPV4,
+        };
         let mut b = vec![0u8; r.buffer_len()];
         r.emit(&mut b);
         for n in 0..b.len() {
             // Dropping leading octets leaves Pad Length pointing past the start.
-            assert_eq!(EspTrailer::new_checked(&b[b.len() - n..]).err(), Some(Error::Truncated), "{n}");
+            assert_eq!(
+                EspTrailer::new_checked(&b[b.len() - n..]).err(),
+                Some(Error::Truncated),
+                "{n}"
+            );
         }
     }
 
@@ -185,9 +212,21 @@ mod tests {
 
     #[test]
     fn pads_to_alignment() {
-        assert_eq!(TrailerRepr::for_payload(0, 0, 4, IpProtocol::IPV4).pad_len, 2);
-        assert_eq!(TrailerRepr::for_payload(2, 0, 4, IpProtocol::IPV4).pad_len, 0);
-        assert_eq!(TrailerRepr::for_payload(84, 8, 4, IpProtocol::IPV4).pad_len, 2);
-        assert_eq!(TrailerRepr::for_payload(1, 0, 1, IpProtocol::IPV4).pad_len, 0);
+        assert_eq!(
+            TrailerRepr::for_payload(0, 0, 4, IpProtocol::IPV4).pad_len,
+            2
+        );
+        assert_eq!(
+            TrailerRepr::for_payload(2, 0, 4, IpProtocol::IPV4).pad_len,
+            0
+        );
+        assert_eq!(
+            TrailerRepr::for_payload(84, 8, 4, IpProtocol::IPV4).pad_len,
+            2
+        );
+        assert_eq!(
+            TrailerRepr::for_payload(1, 0, 1, IpProtocol::IPV4).pad_len,
+            0
+        );
     }
 }

@@ -94,7 +94,9 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         if self.checksum() == 0 && src.is_ipv4() {
             return true;
         }
-        let Some(pseudo) = pseudo(src, dst, self.len()) else { return false };
+        let Some(pseudo) = pseudo(src, dst, self.len()) else {
+            return false;
+        };
         checksum::combine(&[pseudo, checksum::sum(&self.buffer.as_ref()[..self.len()])]) == 0xffff
     }
 }
@@ -129,7 +131,9 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     pub fn fill_checksum(&mut self, src: IpAddr, dst: IpAddr) {
         self.set_checksum(0);
         let len = self.len();
-        let Some(pseudo) = pseudo(src, dst, len) else { return };
+        let Some(pseudo) = pseudo(src, dst, len) else {
+            return;
+        };
         let c = !checksum::combine(&[pseudo, checksum::sum(&self.buffer.as_ref()[..len])]);
         // RFC 768: a computed 0 is sent as all ones.
         self.set_checksum(if c == 0 { 0xffff } else { c });
@@ -154,7 +158,11 @@ impl UdpRepr {
     /// (`UdpPacket::verify_checksum`) because it needs the IP addresses.
     pub fn parse<T: AsRef<[u8]>>(p: &UdpPacket<T>) -> Result<Self> {
         p.check_len()?;
-        Ok(Self { src_port: p.src_port(), dst_port: p.dst_port(), payload_len: p.len() - HEADER_LEN })
+        Ok(Self {
+            src_port: p.src_port(),
+            dst_port: p.dst_port(),
+            payload_len: p.len() - HEADER_LEN,
+        })
     }
 
     pub const fn buffer_len(&self) -> usize {
@@ -175,28 +183,48 @@ impl UdpRepr {
 mod tests {
     use super::*;
 
-    const DGRAM: [u8; 12] = [0x11, 0x94, 0x11, 0x94, 0x00, 0x0c, 0x00, 0x00, 0xff, 0x01, 0x02, 0x03];
+    const DGRAM: [u8; 12] = [
+        0x11, 0x94, 0x11, 0x94, 0x00, 0x0c, 0x00, 0x00, 0xff, 0x01, 0x02, 0x03,
+    ];
 
     #[test]
     fn parses_nat_t_udp_header() {
         let p = UdpPacket::new_checked(&DGRAM[..]).unwrap();
         let r = UdpRepr::parse(&p).unwrap();
-        assert_eq!(r, UdpRepr { src_port: 4500, dst_port: 4500, payload_len: 4 });
+        assert_eq!(
+            r,
+            UdpRepr {
+                src_port: 4500,
+                dst_port: 4500,
+                payload_len: 4
+            }
+        );
         assert_eq!(p.payload(), &[0xff, 1, 2, 3]);
     }
 
     #[test]
     fn round_trips_udp_header() {
-        let r = UdpRepr { src_port: 1, dst_port: 4500, payload_len: 3 };
+        let r = UdpRepr {
+            src_port: 1,
+            dst_port: 4500,
+            payload_len: 3,
+        };
         let mut b = [0u8; 11];
         r.emit(&mut UdpPacket::new_unchecked(&mut b[..]));
-        assert_eq!(UdpRepr::parse(&UdpPacket::new_checked(&b[..]).unwrap()).unwrap(), r);
+        assert_eq!(
+            UdpRepr::parse(&UdpPacket::new_checked(&b[..]).unwrap()).unwrap(),
+            r
+        );
     }
 
     #[test]
     fn rejects_every_truncated_udp_prefix() {
         for n in 0..DGRAM.len() {
-            assert_eq!(UdpPacket::new_checked(&DGRAM[..n]).err(), Some(Error::Truncated), "{n}");
+            assert_eq!(
+                UdpPacket::new_checked(&DGRAM[..n]).err(),
+                Some(Error::Truncated),
+                "{n}"
+            );
         }
         let mut b = DGRAM;
         b[5] = 7;
@@ -213,7 +241,9 @@ mod tests {
             assert_ne!(p.checksum(), 0);
             assert!(p.verify_checksum(s, d));
             b[9] ^= 0x40;
-            assert!(!UdpPacket::new_checked(&b[..]).unwrap().verify_checksum(s, d));
+            assert!(!UdpPacket::new_checked(&b[..])
+                .unwrap()
+                .verify_checksum(s, d));
         }
     }
 }

@@ -8,11 +8,24 @@ use esp_wire::*;
 use proptest::prelude::*;
 
 fn cfg() -> ProptestConfig {
-    ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() }
+    ProptestConfig {
+        cases: 512,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 fn ipv4_repr() -> impl Strategy<Value = Ipv4Repr> {
-    (any::<u32>(), any::<u32>(), any::<u8>(), 0usize..2000, any::<u8>(), any::<u8>(), any::<u16>(), any::<bool>())
+    (
+        any::<u32>(),
+        any::<u32>(),
+        any::<u8>(),
+        0usize..2000,
+        any::<u8>(),
+        any::<u8>(),
+        any::<u16>(),
+        any::<bool>(),
+    )
         .prop_map(|(s, d, p, len, ttl, tos, id, df)| Ipv4Repr {
             src_addr: Ipv4Addr::from(s),
             dst_addr: Ipv4Addr::from(d),
@@ -26,8 +39,16 @@ fn ipv4_repr() -> impl Strategy<Value = Ipv4Repr> {
 }
 
 fn ipv6_repr() -> impl Strategy<Value = Ipv6Repr> {
-    (any::<u128>(), any::<u128>(), any::<u8>(), 0usize..2000, any::<u8>(), any::<u8>(), 0u32..1 << 20).prop_map(
-        |(s, d, nh, len, hl, tc, fl)| Ipv6Repr {
+    (
+        any::<u128>(),
+        any::<u128>(),
+        any::<u8>(),
+        0usize..2000,
+        any::<u8>(),
+        any::<u8>(),
+        0u32..1 << 20,
+    )
+        .prop_map(|(s, d, nh, len, hl, tc, fl)| Ipv6Repr {
             src_addr: Ipv6Addr::from(s),
             dst_addr: Ipv6Addr::from(d),
             next_header: IpProtocol(nh),
@@ -35,8 +56,7 @@ fn ipv6_repr() -> impl Strategy<Value = Ipv6Repr> {
             hop_limit: hl,
             traffic_class: tc,
             flow_label: fl,
-        },
-    )
+        })
 }
 
 /// Touch every accessor; they must not panic once `new_checked` passed.
@@ -46,17 +66,49 @@ fn touch_all(b: &[u8]) {
         let _ = EthernetRepr::parse(&f);
     }
     if let Ok(p) = Ipv4Packet::new_checked(b) {
-        let _ = (p.header_len(), p.total_len(), p.src_addr(), p.dst_addr(), p.protocol(), p.ttl(), p.ident());
-        let _ = (p.is_fragment(), p.frag_offset(), p.verify_checksum(), p.options().len(), p.payload().len());
+        let _ = (
+            p.header_len(),
+            p.total_len(),
+            p.src_addr(),
+            p.dst_addr(),
+            p.protocol(),
+            p.ttl(),
+            p.ident(),
+        );
+        let _ = (
+            p.is_fragment(),
+            p.frag_offset(),
+            p.verify_checksum(),
+            p.options().len(),
+            p.payload().len(),
+        );
         let _ = Ipv4Repr::parse(&p);
     }
     if let Ok(p) = Ipv6Packet::new_checked(b) {
-        let _ = (p.traffic_class(), p.flow_label(), p.payload_len(), p.next_header(), p.hop_limit());
-        let _ = (p.src_addr(), p.dst_addr(), p.payload().len(), p.upper_layer(), p.esp_insertion_point());
+        let _ = (
+            p.traffic_class(),
+            p.flow_label(),
+            p.payload_len(),
+            p.next_header(),
+            p.hop_limit(),
+        );
+        let _ = (
+            p.src_addr(),
+            p.dst_addr(),
+            p.payload().len(),
+            p.upper_layer(),
+            p.esp_insertion_point(),
+        );
         let _ = Ipv6Repr::parse(&p);
     }
     if let Ok(p) = UdpPacket::new_checked(b) {
-        let _ = (p.src_port(), p.dst_port(), p.len(), p.checksum(), p.payload().len());
+        let _ = (
+            p.src_port(),
+            p.dst_port(),
+            p.len(),
+            p.checksum(),
+            p.payload().len(),
+        );
         let _ = p.verify_checksum(Ipv4Addr::LOCALHOST.into(), Ipv4Addr::LOCALHOST.into());
         let _ = UdpRepr::parse(&p);
     }
@@ -64,7 +116,13 @@ fn touch_all(b: &[u8]) {
         let _ = (p.spi(), p.seq(), p.payload().len(), EspRepr::parse(&p));
     }
     if let Ok(t) = EspTrailer::new_checked(b) {
-        let _ = (t.next_header(), t.pad_len(), t.padding().len(), t.payload().len(), t.check_padding());
+        let _ = (
+            t.next_header(),
+            t.pad_len(),
+            t.padding().len(),
+            t.payload().len(),
+            t.check_padding(),
+        );
         let _ = TrailerRepr::parse(&t);
     }
     let _ = classify_udp_encap(b);

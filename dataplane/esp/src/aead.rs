@@ -30,10 +30,21 @@ pub struct CryptoOp {
 }
 
 impl CryptoOp {
-    pub(crate) fn new(nonce: [u8; NONCE_LEN], aad_in: &[u8], text_off: usize, text_len: usize) -> Self {
+    pub(crate) fn new(
+        nonce: [u8; NONCE_LEN],
+        aad_in: &[u8],
+        text_off: usize,
+        text_len: usize,
+    ) -> Self {
         let mut aad = [0u8; 12];
         aad[..aad_in.len()].copy_from_slice(aad_in);
-        Self { nonce, aad, aad_len: aad_in.len() as u8, text_off: text_off as u32, text_len: text_len as u32 }
+        Self {
+            nonce,
+            aad,
+            aad_len: aad_in.len() as u8,
+            text_off: text_off as u32,
+            text_len: text_len as u32,
+        }
     }
 
     /// SPI | SN (8 octets) or SPI | SN-high | SN-low (12, ESN).
@@ -68,7 +79,11 @@ pub struct AeadJob<'a> {
 
 impl Default for AeadJob<'_> {
     fn default() -> Self {
-        Self { op: CryptoOp::new([0; NONCE_LEN], &[], 0, 0), buf: &mut [], ok: false }
+        Self {
+            op: CryptoOp::new([0; NONCE_LEN], &[], 0, 0),
+            buf: &mut [],
+            ok: false,
+        }
     }
 }
 
@@ -131,7 +146,7 @@ enum Imp {
     RcAes128(Box<aes_gcm::Aes128Gcm>),
     RcAes256(Box<aes_gcm::Aes256Gcm>),
     RcChaCha(Box<chacha20poly1305::ChaCha20Poly1305>),
-    Ring(ring::aead::LessSafeKey),
+    Ring(Box<ring::aead::LessSafeKey>),
 }
 
 /// A software AEAD for one SA, selected at runtime by [`Backend`].
@@ -143,7 +158,10 @@ pub struct SoftAead {
 
 impl core::fmt::Debug for SoftAead {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("SoftAead").field("suite", &self.suite).field("backend", &self.backend).finish()
+        f.debug_struct("SoftAead")
+            .field("suite", &self.suite)
+            .field("backend", &self.backend)
+            .finish()
     }
 }
 
@@ -156,10 +174,15 @@ impl SoftAead {
         }
         let imp = match backend {
             Backend::RustCrypto => match suite.cipher {
-                Cipher::Aes128Gcm => Imp::RcAes128(Box::new(aes_gcm::Aes128Gcm::new_from_slice(key).map_err(|_| KeyError)?)),
-                Cipher::Aes256Gcm => Imp::RcAes256(Box::new(aes_gcm::Aes256Gcm::new_from_slice(key).map_err(|_| KeyError)?)),
+                Cipher::Aes128Gcm => Imp::RcAes128(Box::new(
+                    aes_gcm::Aes128Gcm::new_from_slice(key).map_err(|_| KeyError)?,
+                )),
+                Cipher::Aes256Gcm => Imp::RcAes256(Box::new(
+                    aes_gcm::Aes256Gcm::new_from_slice(key).map_err(|_| KeyError)?,
+                )),
                 Cipher::ChaCha20Poly1305 => Imp::RcChaCha(Box::new(
-                    chacha20poly1305::ChaCha20Poly1305::new_from_slice(key).map_err(|_| KeyError)?,
+                    chacha20poly1305::ChaCha20Poly1305::new_from_slice(key)
+                        .map_err(|_| KeyError)?,
                 )),
             },
             Backend::Ring => {
@@ -168,10 +191,16 @@ impl SoftAead {
                     Cipher::Aes256Gcm => &ring::aead::AES_256_GCM,
                     Cipher::ChaCha20Poly1305 => &ring::aead::CHACHA20_POLY1305,
                 };
-                Imp::Ring(ring::aead::LessSafeKey::new(ring::aead::UnboundKey::new(alg, key).map_err(|_| KeyError)?))
+                Imp::Ring(Box::new(ring::aead::LessSafeKey::new(
+                    ring::aead::UnboundKey::new(alg, key).map_err(|_| KeyError)?,
+                )))
             }
         };
-        Ok(Self { suite, backend, imp })
+        Ok(Self {
+            suite,
+            backend,
+            imp,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -223,16 +252,23 @@ impl SoftAead {
             Imp::Ring(k) => {
                 let nonce = ring::aead::Nonce::assume_unique_for_key(op.nonce);
                 let in_out = &mut buf[op.text_off as usize..op.end()];
-                k.open_in_place(nonce, ring::aead::Aad::from(op.aad()), in_out).is_ok()
+                k.open_in_place(nonce, ring::aead::Aad::from(op.aad()), in_out)
+                    .is_ok()
             }
             imp => {
                 let (head, icv) = buf.split_at_mut(op.text_range().end);
                 let text = &mut head[op.text_off as usize..];
                 let tag = aes_gcm::Tag::clone_from_slice(&icv[..ICV_LEN]);
                 match imp {
-                    Imp::RcAes128(c) => c.decrypt_in_place_detached((&op.nonce).into(), op.aad(), text, &tag).is_ok(),
-                    Imp::RcAes256(c) => c.decrypt_in_place_detached((&op.nonce).into(), op.aad(), text, &tag).is_ok(),
-                    Imp::RcChaCha(c) => c.decrypt_in_place_detached((&op.nonce).into(), op.aad(), text, &tag).is_ok(),
+                    Imp::RcAes128(c) => c
+                        .decrypt_in_place_detached((&op.nonce).into(), op.aad(), text, &tag)
+                        .is_ok(),
+                    Imp::RcAes256(c) => c
+                        .decrypt_in_place_detached((&op.nonce).into(), op.aad(), text, &tag)
+                        .is_ok(),
+                    Imp::RcChaCha(c) => c
+                        .decrypt_in_place_detached((&op.nonce).into(), op.aad(), text, &tag)
+                        .is_ok(),
                     Imp::Ring(_) => false,
                 }
             }
@@ -272,14 +308,22 @@ mod tests {
 
     #[test]
     fn every_backend_gives_identical_bytes() {
-        for suite in [Suite::AES128_GCM_16, Suite::AES256_GCM_16, Suite::CHACHA20_POLY1305] {
+        for suite in [
+            Suite::AES128_GCM_16,
+            Suite::AES256_GCM_16,
+            Suite::CHACHA20_POLY1305,
+        ] {
             let key: Vec<u8> = (0..suite.key_len() as u8).collect();
             let outs: Vec<Vec<u8>> = Backend::ALL
                 .iter()
                 .map(|&b| {
                     let a = SoftAead::new(b, suite, &key).unwrap();
                     let mut buf: Vec<u8> = (0..8 + 100 + 16).map(|i| i as u8).collect();
-                    let mut jobs = [AeadJob { op: op(100), buf: &mut buf, ok: false }];
+                    let mut jobs = [AeadJob {
+                        op: op(100),
+                        buf: &mut buf,
+                        ok: false,
+                    }];
                     a.seal(&mut jobs);
                     assert!(jobs[0].ok);
                     buf
@@ -294,11 +338,19 @@ mod tests {
         for b in Backend::ALL {
             let a = SoftAead::new(b, Suite::AES128_GCM_16, &[0; 16]).unwrap();
             let mut short = vec![0u8; 20];
-            let mut jobs = [AeadJob { op: op(100), buf: &mut short, ok: true }];
+            let mut jobs = [AeadJob {
+                op: op(100),
+                buf: &mut short,
+                ok: true,
+            }];
             a.seal(&mut jobs);
             assert!(!jobs[0].ok);
             let mut buf = vec![0u8; 8 + 10 + 16];
-            let mut jobs = [AeadJob { op: op(10), buf: &mut buf, ok: false }];
+            let mut jobs = [AeadJob {
+                op: op(10),
+                buf: &mut buf,
+                ok: false,
+            }];
             a.seal(&mut jobs);
             jobs[0].buf[30] ^= 1;
             a.open(&mut jobs);
@@ -308,7 +360,13 @@ mod tests {
 
     #[test]
     fn rejects_keys_of_the_wrong_length() {
-        assert_eq!(SoftAead::new(Backend::Ring, Suite::AES256_GCM_16, &[0; 16]).err(), Some(KeyError));
-        assert_eq!(SoftAead::new(Backend::RustCrypto, Suite::CHACHA20_POLY1305, &[0; 31]).err(), Some(KeyError));
+        assert_eq!(
+            SoftAead::new(Backend::Ring, Suite::AES256_GCM_16, &[0; 16]).err(),
+            Some(KeyError)
+        );
+        assert_eq!(
+            SoftAead::new(Backend::RustCrypto, Suite::CHACHA20_POLY1305, &[0; 31]).err(),
+            Some(KeyError)
+        );
     }
 }

@@ -97,7 +97,11 @@ impl PktBuf<Vec<u8>> {
     pub fn from_data(data: &[u8], headroom: usize, tailroom: usize) -> Self {
         let mut buf = vec![0u8; headroom + data.len() + tailroom];
         buf[headroom..headroom + data.len()].copy_from_slice(data);
-        Self { buf, start: headroom, end: headroom + data.len() }
+        Self {
+            buf,
+            start: headroom,
+            end: headroom + data.len(),
+        }
     }
 }
 

@@ -10,8 +10,8 @@
 //! plain ESP (RFC 3948 §3.2). Outer fragments are dropped (§3.4.1).
 
 use esp_wire::{
-    classify_udp_encap, ipv4, ipv4::Ipv4Packet, ipv6::Ipv6Packet, udp, EspPacket, EspTrailer, Error as WireError,
-    IpProtocol, UdpEncapKind, UdpPacket, NAT_T_PORT,
+    classify_udp_encap, ipv4, ipv4::Ipv4Packet, ipv6::Ipv6Packet, udp, Error as WireError,
+    EspPacket, EspTrailer, IpProtocol, UdpEncapKind, UdpPacket, NAT_T_PORT,
 };
 
 use crate::aead::{AeadJob, BatchAead, CryptoOp};
@@ -61,7 +61,13 @@ pub fn classify_with_port(ip: &[u8], nat_t_port: u16) -> Result<EspLocation, Dro
             if p.is_fragment() {
                 return Err(DropReason::Fragment);
             }
-            (false, p.header_len(), ipv4::field::PROTOCOL, p.protocol(), p.total_len())
+            (
+                false,
+                p.header_len(),
+                ipv4::field::PROTOCOL,
+                p.protocol(),
+                p.total_len(),
+            )
         }
         Some(6) => {
             let p = Ipv6Packet::new_checked(ip).map_err(outer)?;
@@ -92,7 +98,15 @@ pub fn classify_with_port(ip: &[u8], nat_t_port: u16) -> Result<EspLocation, Dro
         _ => return Err(DropReason::NotEsp),
     };
     let esp = EspPacket::new_checked(&ip[esp_off..end]).map_err(|_| DropReason::Truncated)?;
-    Ok(EspLocation { esp_off, end, ip_hdr_len, nh_off, udp, v6, spi: esp.spi() })
+    Ok(EspLocation {
+        esp_off,
+        end,
+        ip_hdr_len,
+        nh_off,
+        udp,
+        v6,
+        spi: esp.spi(),
+    })
 }
 
 /// A packet that passed the pre-check, ready for the AEAD.
@@ -149,7 +163,9 @@ impl InboundSa {
 
     /// SPI check, length check, replay pre-check, nonce and AAD.
     pub fn prepare(&self, data: &[u8], loc: &EspLocation) -> Result<InboundOp, DropReason> {
-        let Some(esp) = data.get(loc.esp_off..loc.end) else { return Err(DropReason::Truncated) };
+        let Some(esp) = data.get(loc.esp_off..loc.end) else {
+            return Err(DropReason::Truncated);
+        };
         let esp = EspPacket::new_checked(esp).map_err(|_| DropReason::Truncated)?;
         // At least the IV, Pad Length, Next Header and the ICV.
         if esp.payload().len() < self.c.iv_len + esp_wire::trailer::TRAILER_LEN + self.c.icv_len {
@@ -165,7 +181,11 @@ impl InboundSa {
         let (aad, aad_len) = self.c.aad(seq);
         let text_off = loc.esp_off + self.c.esp_hdr_len;
         let text_len = loc.end - text_off - self.c.icv_len;
-        Ok(InboundOp { op: CryptoOp::new(nonce, &aad[..aad_len], text_off, text_len), seq, loc: *loc })
+        Ok(InboundOp {
+            op: CryptoOp::new(nonce, &aad[..aad_len], text_off, text_len),
+            seq,
+            loc: *loc,
+        })
     }
 
     /// After the AEAD: update the window (only now), check the trailer and
@@ -182,7 +202,10 @@ impl InboundSa {
         }
         // RFC 4303 §3.4.3: the window moves only for authenticated packets.
         self.replay.mark(iop.seq)?;
-        let text = pkt.data().get(iop.op.text_range()).ok_or(DropReason::Truncated)?;
+        let text = pkt
+            .data()
+            .get(iop.op.text_range())
+            .ok_or(DropReason::Truncated)?;
         let t = EspTrailer::new_checked(text).map_err(|_| DropReason::BadTrailer)?;
         t.check_padding().map_err(|_| DropReason::BadPadding)?;
         let next_header = t.next_header();
@@ -214,14 +237,18 @@ impl InboundSa {
             pkt.truncate(hl + payload_len);
             let data = pkt.data_mut();
             if loc.v6 {
-                Ipv6Packet::new_unchecked(&mut data[..]).set_payload_len((hl + payload_len - 40) as u16);
+                Ipv6Packet::new_unchecked(&mut data[..])
+                    .set_payload_len((hl + payload_len - 40) as u16);
             } else {
                 let mut ip = Ipv4Packet::new_unchecked(&mut data[..]);
                 ip.set_total_len((hl + payload_len) as u16);
                 ip.fill_checksum();
             }
         }
-        Ok(Decapsulated { seq: iop.seq, next_header })
+        Ok(Decapsulated {
+            seq: iop.seq,
+            next_header,
+        })
     }
 }
 
@@ -237,7 +264,10 @@ pub fn open_burst<B, A>(
     B: AsRef<[u8]> + AsMut<[u8]>,
     A: BatchAead + ?Sized,
 {
-    for (pkts, verdicts) in pkts.chunks_mut(MAX_BURST).zip(verdicts.chunks_mut(MAX_BURST)) {
+    for (pkts, verdicts) in pkts
+        .chunks_mut(MAX_BURST)
+        .zip(verdicts.chunks_mut(MAX_BURST))
+    {
         let mut ops = [None::<InboundOp>; MAX_BURST];
         for (i, (pkt, v)) in pkts.iter().zip(verdicts.iter_mut()).enumerate() {
             match classify(pkt.data()).and_then(|loc| sa.prepare(pkt.data(), &loc)) {
@@ -250,7 +280,11 @@ pub fn open_burst<B, A>(
         let mut n = 0;
         for (i, pkt) in pkts.iter_mut().enumerate() {
             if let Some(op) = ops[i] {
-                jobs[n] = AeadJob { op: op.op, buf: pkt.data_mut(), ok: false };
+                jobs[n] = AeadJob {
+                    op: op.op,
+                    buf: pkt.data_mut(),
+                    ok: false,
+                };
                 idx[n] = i as u8;
                 n += 1;
             }
@@ -260,7 +294,6 @@ pub fn open_burst<B, A>(
         for (j, job) in jobs[..n].iter().enumerate() {
             ok[usize::from(idx[j])] = job.ok;
         }
-        drop(jobs);
         for (i, pkt) in pkts.iter_mut().enumerate() {
             if let Some(op) = &ops[i] {
                 verdicts[i] = sa.finish(pkt, op, ok[i]);

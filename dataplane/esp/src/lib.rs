@@ -32,7 +32,9 @@ pub mod suite;
 pub use aead::{AeadJob, Backend, BatchAead, CryptoOp, KeyError, SoftAead};
 pub use buf::PktBuf;
 pub use drop::{DropCounters, DropReason};
-pub use inbound::{classify, classify_with_port, open_burst, Decapsulated, EspLocation, InboundOp, InboundSa};
+pub use inbound::{
+    classify, classify_with_port, open_burst, Decapsulated, EspLocation, InboundOp, InboundSa,
+};
 pub use outbound::{seal_burst, OutboundOp, OutboundSa};
 pub use replay::ReplayWindow;
 pub use sa::{IvPolicy, Mode, SaError, SaParams, TfcPadding, UdpEncap};

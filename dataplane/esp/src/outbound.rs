@@ -21,7 +21,9 @@ use esp_wire::{ipv4::Ipv4Packet, ipv6::Ipv6Packet, udp, IpProtocol, TrailerRepr,
 
 use crate::aead::{AeadJob, BatchAead, CryptoOp};
 use crate::buf::PktBuf;
-use crate::sa::{IvPolicy, Mode, SaConsts, SaError, SaParams, TfcPadding, TunnelTemplate, UdpEncap};
+use crate::sa::{
+    IvPolicy, Mode, SaConsts, SaError, SaParams, TfcPadding, TunnelTemplate, UdpEncap,
+};
 use crate::seq::{SaEvent, SeqCounter, SeqGrant};
 use crate::{DropReason, MAX_BURST};
 
@@ -137,7 +139,11 @@ impl OutboundSa {
     /// Frame one packet: `pkt.data()` is the inner IP packet (tunnel mode)
     /// or the IP packet to protect (transport mode). On success the data is
     /// the ESP packet with its outer header, text not yet encrypted.
-    pub fn prepare<B: AsRef<[u8]> + AsMut<[u8]>>(&self, pkt: &mut PktBuf<B>, seq: u64) -> Result<OutboundOp, DropReason> {
+    pub fn prepare<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        pkt: &mut PktBuf<B>,
+        seq: u64,
+    ) -> Result<OutboundOp, DropReason> {
         match self.mode {
             Mode::Tunnel { .. } => self.prepare_tunnel(pkt, seq, false, None),
             Mode::Transport => self.prepare_transport(pkt, seq, None),
@@ -187,17 +193,21 @@ impl OutboundSa {
         dummy: bool,
         iv: Option<[u8; 8]>,
     ) -> Result<OutboundOp, DropReason> {
-        let Some(t) = &self.tunnel else { return Err(DropReason::BadInnerHeader) };
+        let Some(t) = &self.tunnel else {
+            return Err(DropReason::BadInnerHeader);
+        };
         let (nh, inner_len, tos) = if dummy {
             (IpProtocol::NO_NEXT_HEADER, pkt.len(), 0)
         } else {
             match pkt.data().first().map(|b| b >> 4) {
                 Some(4) => {
-                    let p = Ipv4Packet::new_checked(pkt.data()).map_err(|_| DropReason::BadInnerHeader)?;
+                    let p = Ipv4Packet::new_checked(pkt.data())
+                        .map_err(|_| DropReason::BadInnerHeader)?;
                     (IpProtocol::IPV4, p.total_len(), p.dscp_ecn())
                 }
                 Some(6) => {
-                    let p = Ipv6Packet::new_checked(pkt.data()).map_err(|_| DropReason::BadInnerHeader)?;
+                    let p = Ipv6Packet::new_checked(pkt.data())
+                        .map_err(|_| DropReason::BadInnerHeader)?;
                     (IpProtocol::IPV6, p.total_len(), p.traffic_class())
                 }
                 _ => return Err(DropReason::BadInnerHeader),
@@ -223,7 +233,9 @@ impl OutboundSa {
         }
         pkt.prepend(hdr);
         let data = pkt.data_mut();
-        data[hdr + inner_len..hdr + payload_len].iter_mut().for_each(|b| *b = 0);
+        data[hdr + inner_len..hdr + payload_len]
+            .iter_mut()
+            .for_each(|b| *b = 0);
         data[..t.len].copy_from_slice(&t.bytes[..t.len]);
         if t.v6 {
             let mut ip = Ipv6Packet::new_unchecked(&mut data[..]);
@@ -245,7 +257,10 @@ impl OutboundSa {
             }
         }
         let op = self.frame(data, t.len, payload_len, tr, seq, iv);
-        Ok(OutboundOp { op, udp_checksum_at })
+        Ok(OutboundOp {
+            op,
+            udp_checksum_at,
+        })
     }
 
     fn prepare_transport<B: AsRef<[u8]> + AsMut<[u8]>>(
@@ -257,16 +272,26 @@ impl OutboundSa {
         // Where ESP goes, the protocol it replaces and who points at it.
         let (v6, hl, total, nh, nh_off) = match pkt.data().first().map(|b| b >> 4) {
             Some(4) => {
-                let p = Ipv4Packet::new_checked(pkt.data()).map_err(|_| DropReason::BadInnerHeader)?;
+                let p =
+                    Ipv4Packet::new_checked(pkt.data()).map_err(|_| DropReason::BadInnerHeader)?;
                 if p.is_fragment() {
                     // RFC 4303 §3.1.1: transport mode applies to whole datagrams.
                     return Err(DropReason::Fragment);
                 }
-                (false, p.header_len(), p.total_len(), p.protocol(), esp_wire::ipv4::field::PROTOCOL)
+                (
+                    false,
+                    p.header_len(),
+                    p.total_len(),
+                    p.protocol(),
+                    esp_wire::ipv4::field::PROTOCOL,
+                )
             }
             Some(6) => {
-                let p = Ipv6Packet::new_checked(pkt.data()).map_err(|_| DropReason::BadInnerHeader)?;
-                let at = p.esp_insertion_point().map_err(|_| DropReason::BadInnerHeader)?;
+                let p =
+                    Ipv6Packet::new_checked(pkt.data()).map_err(|_| DropReason::BadInnerHeader)?;
+                let at = p
+                    .esp_insertion_point()
+                    .map_err(|_| DropReason::BadInnerHeader)?;
                 if at.fragment {
                     return Err(DropReason::Fragment);
                 }
@@ -284,7 +309,11 @@ impl OutboundSa {
         let udp_len = self.udp.map_or(0, |_| udp::HEADER_LEN);
         let ins = udp_len + self.c.esp_hdr_len;
         let new_total = total + ins + tr.buffer_len() + self.c.icv_len;
-        let ip_len_field = if v6 { new_total - esp_wire::ipv6::HEADER_LEN } else { new_total };
+        let ip_len_field = if v6 {
+            new_total - esp_wire::ipv6::HEADER_LEN
+        } else {
+            new_total
+        };
         if ip_len_field > usize::from(u16::MAX) {
             return Err(DropReason::TooBig);
         }
@@ -298,7 +327,11 @@ impl OutboundSa {
         pkt.prepend(ins);
         let data = pkt.data_mut();
         data.copy_within(ins..ins + hl, 0);
-        let proto = if self.udp.is_some() { IpProtocol::UDP } else { IpProtocol::ESP };
+        let proto = if self.udp.is_some() {
+            IpProtocol::UDP
+        } else {
+            IpProtocol::ESP
+        };
         data[nh_off] = proto.0;
         let mut udp_checksum_at = None;
         if v6 {
@@ -309,14 +342,21 @@ impl OutboundSa {
             ip.fill_checksum();
         }
         if let Some(u) = self.udp {
-            udp::UdpRepr { src_port: u.src_port, dst_port: u.dst_port, payload_len: new_total - hl - udp_len }
-                .emit(&mut UdpPacket::new_unchecked(&mut data[hl..]));
+            udp::UdpRepr {
+                src_port: u.src_port,
+                dst_port: u.dst_port,
+                payload_len: new_total - hl - udp_len,
+            }
+            .emit(&mut UdpPacket::new_unchecked(&mut data[hl..]));
             if v6 {
                 udp_checksum_at = Some(hl);
             }
         }
         let op = self.frame(data, hl + udp_len, payload_len, tr, seq, iv);
-        Ok(OutboundOp { op, udp_checksum_at })
+        Ok(OutboundOp {
+            op,
+            udp_checksum_at,
+        })
     }
 
     /// After sealing: fill the UDP checksum over IPv6 (the only per-packet
@@ -347,7 +387,10 @@ where
     A: BatchAead + ?Sized,
 {
     let mut event = None;
-    for (pkts, verdicts) in pkts.chunks_mut(MAX_BURST).zip(verdicts.chunks_mut(MAX_BURST)) {
+    for (pkts, verdicts) in pkts
+        .chunks_mut(MAX_BURST)
+        .zip(verdicts.chunks_mut(MAX_BURST))
+    {
         let grant = sa.reserve(pkts.len() as u32);
         if grant.event.is_some() && event != Some(SaEvent::SeqExhausted) {
             event = grant.event;
@@ -355,7 +398,8 @@ where
         let mut ops = [None::<OutboundOp>; MAX_BURST];
         for (i, (pkt, v)) in pkts.iter_mut().zip(verdicts.iter_mut()).enumerate() {
             *v = if (i as u32) < grant.count {
-                sa.prepare(pkt, grant.first + i as u64).map(|op| ops[i] = Some(op))
+                sa.prepare(pkt, grant.first + i as u64)
+                    .map(|op| ops[i] = Some(op))
             } else {
                 Err(DropReason::SeqExhausted)
             };
@@ -365,7 +409,11 @@ where
         let mut n = 0;
         for (i, pkt) in pkts.iter_mut().enumerate() {
             if let Some(op) = ops[i] {
-                jobs[n] = AeadJob { op: op.op, buf: pkt.data_mut(), ok: false };
+                jobs[n] = AeadJob {
+                    op: op.op,
+                    buf: pkt.data_mut(),
+                    ok: false,
+                };
                 idx[n] = i as u8;
                 n += 1;
             }
@@ -375,7 +423,6 @@ where
         for (j, job) in jobs[..n].iter().enumerate() {
             ok[usize::from(idx[j])] = job.ok;
         }
-        drop(jobs);
         for (i, pkt) in pkts.iter_mut().enumerate() {
             if let Some(op) = &ops[i] {
                 if ok[i] {
@@ -388,4 +435,3 @@ where
     }
     event
 }
-

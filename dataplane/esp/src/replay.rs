@@ -29,8 +29,18 @@ impl ReplayWindow {
     /// A window of `size` packets; `esn` selects 64-bit sequence numbers.
     pub fn new(size: u32, esn: bool) -> Self {
         // RFC 6479 §2: M blocks with (M-1)*N >= W, M a power of two.
-        let m = if size == 0 { 1 } else { (u64::from(size).div_ceil(BLOCK_BITS) + 1).next_power_of_two() };
-        Self { size, esn, top: 0, blocks: vec![0; m as usize].into_boxed_slice(), mask: m - 1 }
+        let m = if size == 0 {
+            1
+        } else {
+            (u64::from(size).div_ceil(BLOCK_BITS) + 1).next_power_of_two()
+        };
+        Self {
+            size,
+            esn,
+            top: 0,
+            blocks: vec![0; m as usize].into_boxed_slice(),
+            mask: m - 1,
+        }
     }
 
     pub fn size(&self) -> u32 {

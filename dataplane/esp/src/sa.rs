@@ -19,7 +19,10 @@ pub enum Mode {
     Transport,
     /// Outer addresses of the tunnel; both of one family (the inner packets
     /// may be of either family, RFC 4303 §3.1.2).
-    Tunnel { src: IpAddr, dst: IpAddr },
+    Tunnel {
+        src: IpAddr,
+        dst: IpAddr,
+    },
 }
 
 /// UDP encapsulation ports (RFC 3948 §2.1), normally 4500 both ways.
@@ -31,7 +34,10 @@ pub struct UdpEncap {
 
 impl Default for UdpEncap {
     fn default() -> Self {
-        Self { src_port: NAT_T_PORT, dst_port: NAT_T_PORT }
+        Self {
+            src_port: NAT_T_PORT,
+            dst_port: NAT_T_PORT,
+        }
     }
 }
 
@@ -156,7 +162,11 @@ impl SaParams {
     /// §3.3.3: never wrap; RFC 6054 §3: a sender stops when its IV counter
     /// space is used up).
     pub(crate) fn seq_limit(&self) -> u64 {
-        let space = if self.esn { u64::MAX } else { u64::from(u32::MAX) };
+        let space = if self.esn {
+            u64::MAX
+        } else {
+            u64::from(u32::MAX)
+        };
         match self.iv {
             IvPolicy::SenderId { bits, .. } => space.min((1u64 << (64 - u32::from(bits))) - 1),
             IvPolicy::Counter => space,
@@ -234,7 +244,11 @@ pub(crate) struct TunnelTemplate {
 impl TunnelTemplate {
     pub fn new(src: IpAddr, dst: IpAddr, ttl: u8, udp_encap: Option<UdpEncap>) -> Self {
         let mut bytes = [0u8; ipv6::HEADER_LEN + udp::HEADER_LEN];
-        let next = if udp_encap.is_some() { IpProtocol::UDP } else { IpProtocol::ESP };
+        let next = if udp_encap.is_some() {
+            IpProtocol::UDP
+        } else {
+            IpProtocol::ESP
+        };
         let ip_len = match (src, dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 ipv4::Ipv4Repr {
@@ -268,10 +282,19 @@ impl TunnelTemplate {
         };
         let mut len = ip_len;
         if let Some(u) = udp_encap {
-            udp::UdpRepr { src_port: u.src_port, dst_port: u.dst_port, payload_len: 0 }
-                .emit(&mut udp::UdpPacket::new_unchecked(&mut bytes[ip_len..]));
+            udp::UdpRepr {
+                src_port: u.src_port,
+                dst_port: u.dst_port,
+                payload_len: 0,
+            }
+            .emit(&mut udp::UdpPacket::new_unchecked(&mut bytes[ip_len..]));
             len += udp::HEADER_LEN;
         }
-        Self { bytes, ip_len, len, v6: src.is_ipv6() }
+        Self {
+            bytes,
+            ip_len,
+            len,
+            v6: src.is_ipv6(),
+        }
     }
 }

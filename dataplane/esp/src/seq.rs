@@ -34,7 +34,11 @@ pub fn reserve_on(last: &AtomicU64, n: u32, limit: u64, soft: u64) -> SeqGrant {
     match last.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
         (cur < limit && n > 0).then(|| step(cur))
     }) {
-        Err(cur) => SeqGrant { first: cur.saturating_add(1), count: 0, event: None },
+        Err(cur) => SeqGrant {
+            first: cur.saturating_add(1),
+            count: 0,
+            event: None,
+        },
         Ok(old) => {
             let new = step(old);
             let event = if new == limit {
@@ -44,7 +48,11 @@ pub fn reserve_on(last: &AtomicU64, n: u32, limit: u64, soft: u64) -> SeqGrant {
             } else {
                 None
             };
-            SeqGrant { first: old + 1, count: (new - old) as u32, event }
+            SeqGrant {
+                first: old + 1,
+                count: (new - old) as u32,
+                event,
+            }
         }
     }
 }
@@ -60,7 +68,11 @@ pub struct SeqCounter {
 impl SeqCounter {
     /// A counter whose last used number is `last` (0 for a new SA).
     pub fn new(last: u64, limit: u64, soft: u64) -> Self {
-        Self { last: AtomicU64::new(last), limit, soft }
+        Self {
+            last: AtomicU64::new(last),
+            limit,
+            soft,
+        }
     }
 
     pub fn reserve(&self, n: u32) -> SeqGrant {
@@ -88,7 +100,14 @@ mod tests {
     #[test]
     fn first_packet_carries_one() {
         let c = SeqCounter::new(0, u32::MAX.into(), u64::MAX);
-        assert_eq!(c.reserve(32), SeqGrant { first: 1, count: 32, event: None });
+        assert_eq!(
+            c.reserve(32),
+            SeqGrant {
+                first: 1,
+                count: 32,
+                event: None
+            }
+        );
         assert_eq!(c.reserve(1).first, 33);
     }
 
@@ -96,7 +115,14 @@ mod tests {
     fn stops_at_the_limit_and_asks_for_rekey_once() {
         let limit = u64::from(u32::MAX);
         let c = SeqCounter::new(limit - 3, limit, limit - 10);
-        assert_eq!(c.reserve(8), SeqGrant { first: limit - 2, count: 3, event: Some(SaEvent::SeqExhausted) });
+        assert_eq!(
+            c.reserve(8),
+            SeqGrant {
+                first: limit - 2,
+                count: 3,
+                event: Some(SaEvent::SeqExhausted)
+            }
+        );
         assert_eq!(c.reserve(8).count, 0);
         assert_eq!(c.reserve(8).event, None);
         assert!(c.is_exhausted());
@@ -114,7 +140,14 @@ mod tests {
     #[test]
     fn esn_counter_reaches_u64_max_without_wrapping() {
         let c = SeqCounter::new(u64::MAX - 1, u64::MAX, u64::MAX);
-        assert_eq!(c.reserve(4), SeqGrant { first: u64::MAX, count: 1, event: Some(SaEvent::SeqExhausted) });
+        assert_eq!(
+            c.reserve(4),
+            SeqGrant {
+                first: u64::MAX,
+                count: 1,
+                event: Some(SaEvent::SeqExhausted)
+            }
+        );
         assert_eq!(c.reserve(4).count, 0);
     }
 }

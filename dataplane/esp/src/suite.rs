@@ -56,12 +56,30 @@ pub const ICV_LEN: usize = 16;
 pub const NONCE_LEN: usize = 12;
 
 impl Suite {
-    pub const AES128_GCM_16: Self = Self { cipher: Cipher::Aes128Gcm, iiv: false };
-    pub const AES256_GCM_16: Self = Self { cipher: Cipher::Aes256Gcm, iiv: false };
-    pub const CHACHA20_POLY1305: Self = Self { cipher: Cipher::ChaCha20Poly1305, iiv: false };
-    pub const AES128_GCM_16_IIV: Self = Self { cipher: Cipher::Aes128Gcm, iiv: true };
-    pub const AES256_GCM_16_IIV: Self = Self { cipher: Cipher::Aes256Gcm, iiv: true };
-    pub const CHACHA20_POLY1305_IIV: Self = Self { cipher: Cipher::ChaCha20Poly1305, iiv: true };
+    pub const AES128_GCM_16: Self = Self {
+        cipher: Cipher::Aes128Gcm,
+        iiv: false,
+    };
+    pub const AES256_GCM_16: Self = Self {
+        cipher: Cipher::Aes256Gcm,
+        iiv: false,
+    };
+    pub const CHACHA20_POLY1305: Self = Self {
+        cipher: Cipher::ChaCha20Poly1305,
+        iiv: false,
+    };
+    pub const AES128_GCM_16_IIV: Self = Self {
+        cipher: Cipher::Aes128Gcm,
+        iiv: true,
+    };
+    pub const AES256_GCM_16_IIV: Self = Self {
+        cipher: Cipher::Aes256Gcm,
+        iiv: true,
+    };
+    pub const CHACHA20_POLY1305_IIV: Self = Self {
+        cipher: Cipher::ChaCha20Poly1305,
+        iiv: true,
+    };
 
     /// Every suite implemented.
     pub const ALL: [Suite; 6] = [
@@ -76,15 +94,25 @@ impl Suite {
     /// From an IKEv2 transform and its Key Length attribute (bits; AES only).
     pub fn from_transform(id: TransformId, key_bits: Option<u16>) -> Option<Self> {
         let aes = |iiv| match key_bits {
-            Some(128) => Some(Self { cipher: Cipher::Aes128Gcm, iiv }),
-            Some(256) => Some(Self { cipher: Cipher::Aes256Gcm, iiv }),
+            Some(128) => Some(Self {
+                cipher: Cipher::Aes128Gcm,
+                iiv,
+            }),
+            Some(256) => Some(Self {
+                cipher: Cipher::Aes256Gcm,
+                iiv,
+            }),
             _ => None,
         };
         match (id, key_bits) {
             (TransformId::ENCR_AES_GCM_16, _) => aes(false),
             (TransformId::ENCR_AES_GCM_16_IIV, _) => aes(true),
-            (TransformId::ENCR_CHACHA20_POLY1305, None | Some(256)) => Some(Self::CHACHA20_POLY1305),
-            (TransformId::ENCR_CHACHA20_POLY1305_IIV, None | Some(256)) => Some(Self::CHACHA20_POLY1305_IIV),
+            (TransformId::ENCR_CHACHA20_POLY1305, None | Some(256)) => {
+                Some(Self::CHACHA20_POLY1305)
+            }
+            (TransformId::ENCR_CHACHA20_POLY1305_IIV, None | Some(256)) => {
+                Some(Self::CHACHA20_POLY1305_IIV)
+            }
             _ => None,
         }
     }
@@ -150,7 +178,10 @@ impl Keymat {
         if bytes.len() != suite.keymat_len() {
             return None;
         }
-        let mut k = Self { bytes: [0; 36], len: bytes.len() as u8 };
+        let mut k = Self {
+            bytes: [0; 36],
+            len: bytes.len() as u8,
+        };
         k.bytes[..bytes.len()].copy_from_slice(bytes);
         Some(k)
     }
@@ -194,7 +225,10 @@ mod tests {
             };
             assert_eq!(Suite::from_transform(s.transform_id(), bits), Some(s));
         }
-        assert_eq!(Suite::from_transform(TransformId::ENCR_AES_GCM_16, Some(192)), None);
+        assert_eq!(
+            Suite::from_transform(TransformId::ENCR_AES_GCM_16, Some(192)),
+            None
+        );
         assert_eq!(Suite::from_transform(TransformId(18), Some(128)), None);
         assert_eq!(Suite::AES128_GCM_16_IIV.transform_id().0, 30);
         assert_eq!(Suite::CHACHA20_POLY1305_IIV.transform_id().0, 31);

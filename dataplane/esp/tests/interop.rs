@@ -55,7 +55,11 @@ struct Case {
 
 fn cases() -> Vec<Case> {
     let mut v = Vec::new();
-    for suite in [Suite::AES128_GCM_16, Suite::AES256_GCM_16, Suite::CHACHA20_POLY1305] {
+    for suite in [
+        Suite::AES128_GCM_16,
+        Suite::AES256_GCM_16,
+        Suite::CHACHA20_POLY1305,
+    ] {
         for esn in [false, true] {
             for udp in [false, true] {
                 for tunnel in [Some(false), Some(true), None] {
@@ -64,8 +68,19 @@ fn cases() -> Vec<Case> {
                         Some(true) => "tunnel6",
                         None => "transport4",
                     };
-                    let name = format!("{}-esn{}-udp{}-{mode}", suite.name(), u8::from(esn), u8::from(udp));
-                    v.push(Case { name, suite, esn, udp, tunnel });
+                    let name = format!(
+                        "{}-esn{}-udp{}-{mode}",
+                        suite.name(),
+                        u8::from(esn),
+                        u8::from(udp)
+                    );
+                    v.push(Case {
+                        name,
+                        suite,
+                        esn,
+                        udp,
+                        tunnel,
+                    });
                 }
             }
         }
@@ -75,7 +90,12 @@ fn cases() -> Vec<Case> {
 
 fn inners(c: &Case) -> Vec<Vec<u8>> {
     match c.tunnel {
-        Some(_) => vec![udp_v4(0), udp_v4(333), udp_v6(100, false), udp_v6(1200, true)],
+        Some(_) => vec![
+            udp_v4(0),
+            udp_v4(333),
+            udp_v6(100, false),
+            udp_v6(1200, true),
+        ],
         None => vec![udp_v4(0), udp_v4(1), udp_v4(333), udp_v4(1400)],
     }
 }
@@ -115,8 +135,11 @@ fn scapy_opens_what_esprit_seals_and_esprit_opens_what_scapy_seals() {
                        "seq_low": seq as u32, "iv": hex::encode(seq.to_be_bytes())})
             })
             .collect();
-        let to_seal: Vec<Value> =
-            ins.iter().enumerate().map(|(i, inner)| json!({"inner": hex::encode(inner), "seq_low": 20 + i})).collect();
+        let to_seal: Vec<Value> = ins
+            .iter()
+            .enumerate()
+            .map(|(i, inner)| json!({"inner": hex::encode(inner), "seq_low": 20 + i}))
+            .collect();
         let (src, dst) = endpoints(c.tunnel == Some(true));
         jobs.push(json!({
             "name": c.name, "algo": if c.suite == Suite::CHACHA20_POLY1305 { "CHACHA20-POLY1305" } else { "AES-GCM" },
@@ -128,9 +151,18 @@ fn scapy_opens_what_esprit_seals_and_esprit_opens_what_scapy_seals() {
     }
     let job_path = dir.join("job.json");
     let out_path = dir.join("out.json");
-    std::fs::write(&job_path, serde_json::to_vec(&json!({ "cases": jobs })).unwrap()).unwrap();
+    std::fs::write(
+        &job_path,
+        serde_json::to_vec(&json!({ "cases": jobs })).unwrap(),
+    )
+    .unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scapy_interop.py");
-    let out = Command::new(PYTHON).arg(&script).arg(&job_path).arg(&out_path).output().unwrap();
+    let out = Command::new(PYTHON)
+        .arg(&script)
+        .arg(&job_path)
+        .arg(&out_path)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "scapy interop failed ({}):\n{}\n{}",
@@ -143,19 +175,29 @@ fn scapy_opens_what_esprit_seals_and_esprit_opens_what_scapy_seals() {
     assert_eq!(results.len(), cases().len());
     for (c, r) in cases().iter().zip(results) {
         assert_eq!(r["name"], c.name.as_str());
-        assert_eq!(r["opened"].as_u64().unwrap() as usize, inners(c).len(), "{}: {}", c.name, r["errors"]);
+        assert_eq!(
+            r["opened"].as_u64().unwrap() as usize,
+            inners(c).len(),
+            "{}: {}",
+            c.name,
+            r["errors"]
+        );
         // Now esprit opens scapy's packets.
         let mut prm = params(c.suite, c.esn, c.tunnel, c.udp);
         prm.initial_seq = base_seq(c);
         let mut p = pair(&prm, Backend::FASTEST);
         p.inb.replay_mut().set_top(base_seq(c) + 5);
         let sealed = r["sealed"].as_array().unwrap();
-        let mut pkts: Vec<_> =
-            sealed.iter().map(|h| PktBuf::from_data(&hex::decode(h.as_str().unwrap()).unwrap(), 0, 0)).collect();
+        let mut pkts: Vec<_> = sealed
+            .iter()
+            .map(|h| PktBuf::from_data(&hex::decode(h.as_str().unwrap()).unwrap(), 0, 0))
+            .collect();
         let mut v = vec![Err(DropReason::NotEsp); pkts.len()];
         open_burst(&mut p.inb, &p.open, &mut pkts, &mut v);
         for (i, ((r, pkt), inner)) in v.iter().zip(&pkts).zip(inners(c)).enumerate() {
-            let d = r.unwrap_or_else(|e| panic!("{}: esprit could not open scapy packet {i}: {e}", c.name));
+            let d = r.unwrap_or_else(|e| {
+                panic!("{}: esprit could not open scapy packet {i}: {e}", c.name)
+            });
             assert_eq!(d.seq, base_seq(c) - 10 + 20 + i as u64, "{}", c.name);
             assert_eq!(pkt.data(), &inner[..], "{}: packet {i}", c.name);
         }
@@ -184,9 +226,12 @@ fn write_pcap(path: &Path, packets: &[Vec<u8>]) {
 
 #[test]
 fn tshark_decrypts_esprit_aes_gcm_byte_for_byte() {
-    let version = Command::new("tshark").arg("--version").output().unwrap_or_else(|e| {
-        panic!("interop needs tshark (apt-get install tshark): {e}");
-    });
+    let version = Command::new("tshark")
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("interop needs tshark (apt-get install tshark): {e}");
+        });
     assert!(version.status.success(), "tshark --version failed");
     let dir = temp_dir("tshark");
     let conf = dir.join("home/.config/wireshark");
@@ -224,7 +269,9 @@ fn tshark_decrypts_esprit_aes_gcm_byte_for_byte() {
             packets.push(pkt.data().to_vec());
             let pad = (4 - (inner.len() + 2) % 4) % 4;
             let mut plain = inner.clone();
-            plain.extend((1..=pad as u8).chain([pad as u8, if inner[0] >> 4 == 4 { 4 } else { 41 }]));
+            plain.extend(
+                (1..=pad as u8).chain([pad as u8, if inner[0] >> 4 == 4 { 4 } else { 41 }]),
+            );
             plaintexts.push(plain);
         }
         expected.push(("10.1.0.1", "10.2.0.1"));
@@ -263,17 +310,31 @@ fn tshark_decrypts_esprit_aes_gcm_byte_for_byte() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "tshark failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tshark failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), packets.len(), "tshark output:\n{stdout}");
     for ((line, (inner_src, _)), plain) in lines.iter().zip(&expected).zip(&plaintexts) {
         let f: Vec<&str> = line.split('|').collect();
         // tshark decrypted the packet to exactly the plaintext esprit
         // framed (inner packet, padding 1, 2, .., Pad Length, Next Header)...
-        assert_eq!(f[1].replace(':', ""), hex::encode(plain), "decrypted data differs in: {line}\n{stdout}");
+        assert_eq!(
+            f[1].replace(':', ""),
+            hex::encode(plain),
+            "decrypted data differs in: {line}\n{stdout}"
+        );
         // ...and dissected the inner packet behind the outer one.
-        assert!(f[2].contains(inner_src) || f[3].contains(inner_src), "inner packet not decoded in: {line}\n{stdout}");
-        assert!(f[4].contains("53"), "inner UDP not decoded in: {line}\n{stdout}");
+        assert!(
+            f[2].contains(inner_src) || f[3].contains(inner_src),
+            "inner packet not decoded in: {line}\n{stdout}"
+        );
+        assert!(
+            f[4].contains("53"),
+            "inner UDP not decoded in: {line}\n{stdout}"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

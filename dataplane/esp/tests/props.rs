@@ -8,7 +8,9 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::*;
-use esp::{open_burst, seal_burst, Backend, DropReason, PktBuf, ReplayWindow, SaEvent, SeqCounter, Suite};
+use esp::{
+    open_burst, seal_burst, Backend, DropReason, PktBuf, ReplayWindow, SaEvent, SeqCounter, Suite,
+};
 use proptest::prelude::*;
 
 /// The reference: a set of accepted numbers and the highest one.
@@ -21,7 +23,9 @@ struct Model {
 impl Model {
     fn accepts(&self, seq: u64) -> bool {
         // Anti-replay off (size 0) accepts duplicates too.
-        seq != 0 && (self.size == 0 || (!self.seen.contains(&seq) && (seq > self.top || self.top - seq < self.size)))
+        seq != 0
+            && (self.size == 0
+                || (!self.seen.contains(&seq) && (seq > self.top || self.top - seq < self.size)))
     }
 }
 

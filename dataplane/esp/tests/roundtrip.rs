@@ -7,8 +7,8 @@ mod common;
 
 use common::*;
 use esp::{
-    classify, open_burst, seal_burst, AeadJob, Backend, BatchAead, DropCounters, DropReason, InboundSa, OutboundSa,
-    PktBuf, SaEvent, SaParams, Suite, TfcPadding,
+    classify, open_burst, seal_burst, AeadJob, Backend, BatchAead, DropCounters, DropReason,
+    InboundSa, OutboundSa, PktBuf, SaEvent, SaParams, Suite, TfcPadding,
 };
 use esp_wire::{IpProtocol, Ipv4Packet, Ipv6Packet, UdpPacket};
 
@@ -29,8 +29,11 @@ fn open_one(p: &mut Pair, wire: &[u8]) -> Result<(Vec<u8>, esp::Decapsulated), D
 
 #[test]
 fn round_trips_every_suite_mode_family_and_encapsulation() {
-    let inners: [(&str, Vec<u8>); 3] =
-        [("v4", udp_v4(100)), ("v6", udp_v6(100, false)), ("v6ext", udp_v6(37, true))];
+    let inners: [(&str, Vec<u8>); 3] = [
+        ("v4", udp_v4(100)),
+        ("v6", udp_v6(100, false)),
+        ("v6ext", udp_v6(37, true)),
+    ];
     for suite in Suite::ALL {
         for esn in [false, true] {
             for udp in [false, true] {
@@ -41,11 +44,21 @@ fn round_trips_every_suite_mode_family_and_encapsulation() {
                         let loc = classify(&wire).unwrap();
                         assert_eq!(loc.udp, udp);
                         assert_eq!(loc.spi, 0x1000_0001);
-                        let (out, d) = open_one(&mut p, &wire)
-                            .unwrap_or_else(|r| panic!("{} esn={esn} udp={udp} {mode:?} {name}: {r}", suite.name()));
-                        assert_eq!(&out, inner, "{} esn={esn} udp={udp} {mode:?} {name}", suite.name());
+                        let (out, d) = open_one(&mut p, &wire).unwrap_or_else(|r| {
+                            panic!("{} esn={esn} udp={udp} {mode:?} {name}: {r}", suite.name())
+                        });
+                        assert_eq!(
+                            &out,
+                            inner,
+                            "{} esn={esn} udp={udp} {mode:?} {name}",
+                            suite.name()
+                        );
                         if mode.is_some() {
-                            let nh = if *name == "v4" { IpProtocol::IPV4 } else { IpProtocol::IPV6 };
+                            let nh = if *name == "v4" {
+                                IpProtocol::IPV4
+                            } else {
+                                IpProtocol::IPV6
+                            };
                             assert_eq!(d.next_header, nh);
                         }
                     }
@@ -58,7 +71,10 @@ fn round_trips_every_suite_mode_family_and_encapsulation() {
 #[test]
 fn tunnel_header_carries_lengths_checksums_and_inner_dscp() {
     for udp in [false, true] {
-        let p = pair(&params(Suite::AES128_GCM_16, false, Some(false), udp), Backend::FASTEST);
+        let p = pair(
+            &params(Suite::AES128_GCM_16, false, Some(false), udp),
+            Backend::FASTEST,
+        );
         let wire = seal_one(&p, &udp_v4(50));
         let ip = Ipv4Packet::new_checked(&wire[..]).unwrap();
         assert!(ip.verify_checksum());
@@ -66,12 +82,18 @@ fn tunnel_header_carries_lengths_checksums_and_inner_dscp() {
         assert_eq!(ip.dscp_ecn(), 0xb8);
         assert_eq!(ip.src_addr(), V4_A);
         // 20 outer + (8 UDP) + 8 ESP + 8 IV + 78 inner + 0 pad + 2 + 16 ICV.
-        assert_eq!(wire.len(), 20 + if udp { 8 } else { 0 } + 8 + 8 + 78 + 2 + 16);
+        assert_eq!(
+            wire.len(),
+            20 + if udp { 8 } else { 0 } + 8 + 8 + 78 + 2 + 16
+        );
         if udp {
             let u = UdpPacket::new_checked(ip.payload()).unwrap();
             assert_eq!((u.src_port(), u.dst_port(), u.checksum()), (4500, 4500, 0));
         }
-        let p6 = pair(&params(Suite::AES128_GCM_16, false, Some(true), udp), Backend::FASTEST);
+        let p6 = pair(
+            &params(Suite::AES128_GCM_16, false, Some(true), udp),
+            Backend::FASTEST,
+        );
         let wire = seal_one(&p6, &udp_v4(50));
         let ip = Ipv6Packet::new_checked(&wire[..]).unwrap();
         assert_eq!(ip.total_len(), wire.len());
@@ -84,23 +106,40 @@ fn tunnel_header_carries_lengths_checksums_and_inner_dscp() {
 
 #[test]
 fn implicit_iv_saves_eight_octets() {
-    let a = seal_one(&pair(&params(Suite::AES256_GCM_16, false, Some(false), false), Backend::FASTEST), &udp_v4(10));
-    let b =
-        seal_one(&pair(&params(Suite::AES256_GCM_16_IIV, false, Some(false), false), Backend::FASTEST), &udp_v4(10));
+    let a = seal_one(
+        &pair(
+            &params(Suite::AES256_GCM_16, false, Some(false), false),
+            Backend::FASTEST,
+        ),
+        &udp_v4(10),
+    );
+    let b = seal_one(
+        &pair(
+            &params(Suite::AES256_GCM_16_IIV, false, Some(false), false),
+            Backend::FASTEST,
+        ),
+        &udp_v4(10),
+    );
     assert_eq!(a.len(), b.len() + 8);
 }
 
 #[test]
 fn pads_to_four_octets_with_one_two_three() {
     for len in 0..8 {
-        let p = pair(&params(Suite::CHACHA20_POLY1305, false, Some(false), false), Backend::RustCrypto);
+        let p = pair(
+            &params(Suite::CHACHA20_POLY1305, false, Some(false), false),
+            Backend::RustCrypto,
+        );
         let mut pkt = PktBuf::from_data(&udp_v4(len), 64, 64);
         let op = p.out.prepare(&mut pkt, 1).unwrap();
         let text = &pkt.data()[op.op.text_range()];
         assert_eq!(text.len() % 4, 0);
         let pad = usize::from(text[text.len() - 2]);
         assert!(pad < 4);
-        assert_eq!(&text[text.len() - 2 - pad..text.len() - 2], &[1, 2, 3][..pad]);
+        assert_eq!(
+            &text[text.len() - 2 - pad..text.len() - 2],
+            &[1, 2, 3][..pad]
+        );
     }
 }
 
@@ -115,15 +154,25 @@ fn tfc_padding_is_added_and_stripped() {
     assert_eq!(open_one(&mut p, &wire).unwrap().0, inner);
     let mut transport = params(Suite::AES128_GCM_16, false, None, false);
     transport.tfc = TfcPadding::PadTo(600);
-    assert_eq!(OutboundSa::new(&transport).err(), Some(esp::SaError::TfcInTransportMode));
+    assert_eq!(
+        OutboundSa::new(&transport).err(),
+        Some(esp::SaError::TfcInTransportMode)
+    );
 }
 
 #[test]
 fn drops_dummy_packets_silently_and_counts_them() {
-    let mut p = pair(&params(Suite::CHACHA20_POLY1305_IIV, true, Some(true), true), Backend::FASTEST);
+    let mut p = pair(
+        &params(Suite::CHACHA20_POLY1305_IIV, true, Some(true), true),
+        Backend::FASTEST,
+    );
     let mut pkt = PktBuf::from_data(&[], 128, 256);
     let op = p.out.prepare_dummy(&mut pkt, 40, 1).unwrap();
-    let mut jobs = [AeadJob { op: op.op, buf: pkt.data_mut(), ok: false }];
+    let mut jobs = [AeadJob {
+        op: op.op,
+        buf: pkt.data_mut(),
+        ok: false,
+    }];
     p.seal.seal(&mut jobs);
     p.out.finish(&mut pkt, &op);
     let mut counters = DropCounters::default();
@@ -138,26 +187,46 @@ fn drops_dummy_packets_silently_and_counts_them() {
 
 #[test]
 fn rejects_bad_padding_after_a_valid_icv() {
-    let mut p = pair(&params(Suite::AES128_GCM_16, false, Some(false), false), Backend::FASTEST);
+    let mut p = pair(
+        &params(Suite::AES128_GCM_16, false, Some(false), false),
+        Backend::FASTEST,
+    );
     let mut pkt = PktBuf::from_data(&udp_v4(1), 64, 64);
     let op = p.out.prepare(&mut pkt, 1).unwrap();
     let end = op.op.text_range().end;
     assert_eq!(pkt.data()[end - 2], 1, "one pad octet expected");
     pkt.data_mut()[end - 3] = 9;
-    let mut jobs = [AeadJob { op: op.op, buf: pkt.data_mut(), ok: false }];
+    let mut jobs = [AeadJob {
+        op: op.op,
+        buf: pkt.data_mut(),
+        ok: false,
+    }];
     p.seal.seal(&mut jobs);
-    assert_eq!(open_one(&mut p, pkt.data()).unwrap_err(), DropReason::BadPadding);
+    assert_eq!(
+        open_one(&mut p, pkt.data()).unwrap_err(),
+        DropReason::BadPadding
+    );
     let mut pkt = PktBuf::from_data(&udp_v4(1), 64, 64);
     let op = p.out.prepare(&mut pkt, 2).unwrap();
     pkt.data_mut()[end - 2] = 200; // Pad Length beyond the payload.
-    let mut jobs = [AeadJob { op: op.op, buf: pkt.data_mut(), ok: false }];
+    let mut jobs = [AeadJob {
+        op: op.op,
+        buf: pkt.data_mut(),
+        ok: false,
+    }];
     p.seal.seal(&mut jobs);
-    assert_eq!(open_one(&mut p, pkt.data()).unwrap_err(), DropReason::BadTrailer);
+    assert_eq!(
+        open_one(&mut p, pkt.data()).unwrap_err(),
+        DropReason::BadTrailer
+    );
 }
 
 #[test]
 fn rejects_bad_spi_truncation_replay_and_tampering() {
-    let mut p = pair(&params(Suite::AES128_GCM_16, true, Some(false), true), Backend::FASTEST);
+    let mut p = pair(
+        &params(Suite::AES128_GCM_16, true, Some(false), true),
+        Backend::FASTEST,
+    );
     let wire = seal_one(&p, &udp_v4(64));
     let mut other = p.params.clone();
     other.spi = 0x2000_0002;
@@ -165,7 +234,10 @@ fn rejects_bad_spi_truncation_replay_and_tampering() {
     assert_eq!(open_one(&mut wrong, &wire).unwrap_err(), DropReason::BadSpi);
     for n in 0..wire.len() {
         let r = open_one(&mut p, &wire[..n]).unwrap_err();
-        assert!(matches!(r, DropReason::Truncated | DropReason::BadOuterHeader), "{n}: {r}");
+        assert!(
+            matches!(r, DropReason::Truncated | DropReason::BadOuterHeader),
+            "{n}: {r}"
+        );
     }
     let mut bad = wire.clone();
     let last = bad.len() - 1;
@@ -187,7 +259,10 @@ fn classifies_keepalives_ike_and_fragments_on_the_outer_packet() {
     ike[28..32].copy_from_slice(&[0, 0, 0, 0]);
     assert_eq!(classify(&ike).unwrap_err(), DropReason::NonEspMarker);
     assert_eq!(classify(&udp_v4(32)).unwrap_err(), DropReason::NotEsp);
-    let p = pair(&params(Suite::AES128_GCM_16, false, Some(false), false), Backend::FASTEST);
+    let p = pair(
+        &params(Suite::AES128_GCM_16, false, Some(false), false),
+        Backend::FASTEST,
+    );
     let mut frag = seal_one(&p, &udp_v4(10));
     frag[6] = 0x20;
     Ipv4Packet::new_unchecked(&mut frag[..]).fill_checksum();
@@ -199,9 +274,14 @@ fn burst_stops_at_sequence_exhaustion_and_raises_one_event() {
     let mut prm = params(Suite::AES128_GCM_16, false, Some(false), false);
     prm.initial_seq = u64::from(u32::MAX) - 3;
     let mut p = pair(&prm, Backend::FASTEST);
-    let mut pkts: Vec<_> = (0..8).map(|_| PktBuf::from_data(&udp_v4(20), 64, 64)).collect();
+    let mut pkts: Vec<_> = (0..8)
+        .map(|_| PktBuf::from_data(&udp_v4(20), 64, 64))
+        .collect();
     let mut v = vec![Err(DropReason::NotEsp); 8];
-    assert_eq!(seal_burst(&p.out, &p.seal, &mut pkts, &mut v), Some(SaEvent::SeqExhausted));
+    assert_eq!(
+        seal_burst(&p.out, &p.seal, &mut pkts, &mut v),
+        Some(SaEvent::SeqExhausted)
+    );
     assert_eq!(v.iter().filter(|r| r.is_ok()).count(), 3);
     assert!(v[3..].iter().all(|r| *r == Err(DropReason::SeqExhausted)));
     let mut more = [PktBuf::from_data(&udp_v4(20), 64, 64)];
@@ -216,35 +296,67 @@ fn burst_stops_at_sequence_exhaustion_and_raises_one_event() {
 
 #[test]
 fn reports_missing_headroom_and_tailroom() {
-    let p = pair(&params(Suite::AES128_GCM_16, false, Some(false), false), Backend::FASTEST);
-    let mut pkts = [PktBuf::from_data(&udp_v4(20), 10, 64), PktBuf::from_data(&udp_v4(20), 64, 4)];
+    let p = pair(
+        &params(Suite::AES128_GCM_16, false, Some(false), false),
+        Backend::FASTEST,
+    );
+    let mut pkts = [
+        PktBuf::from_data(&udp_v4(20), 10, 64),
+        PktBuf::from_data(&udp_v4(20), 64, 4),
+    ];
     let mut v = [Ok(()), Ok(())];
     seal_burst(&p.out, &p.seal, &mut pkts, &mut v);
-    assert_eq!(v, [Err(DropReason::NoHeadroom), Err(DropReason::NoTailroom)]);
+    assert_eq!(
+        v,
+        [Err(DropReason::NoHeadroom), Err(DropReason::NoTailroom)]
+    );
     assert!(p.out.headroom() == 20 + 16 && p.out.tailroom() == 3 + 2 + 16);
 }
 
 #[test]
 fn rejects_inner_packets_that_are_not_ip() {
-    let p = pair(&params(Suite::AES128_GCM_16, false, Some(false), false), Backend::FASTEST);
-    let mut pkts = [PktBuf::from_data(&[0x15; 40], 64, 64), PktBuf::from_data(&[], 64, 64)];
+    let p = pair(
+        &params(Suite::AES128_GCM_16, false, Some(false), false),
+        Backend::FASTEST,
+    );
+    let mut pkts = [
+        PktBuf::from_data(&[0x15; 40], 64, 64),
+        PktBuf::from_data(&[], 64, 64),
+    ];
     let mut v = [Ok(()), Ok(())];
     seal_burst(&p.out, &p.seal, &mut pkts, &mut v);
-    assert_eq!(v, [Err(DropReason::BadInnerHeader), Err(DropReason::BadInnerHeader)]);
+    assert_eq!(
+        v,
+        [
+            Err(DropReason::BadInnerHeader),
+            Err(DropReason::BadInnerHeader)
+        ]
+    );
 }
 
 #[test]
 fn udp_encapsulated_sa_also_accepts_plain_esp() {
-    let raw = pair(&params(Suite::AES128_GCM_16, false, Some(false), false), Backend::FASTEST);
+    let raw = pair(
+        &params(Suite::AES128_GCM_16, false, Some(false), false),
+        Backend::FASTEST,
+    );
     let wire = seal_one(&raw, &udp_v4(30));
-    let mut udp = pair(&params(Suite::AES128_GCM_16, false, Some(false), true), Backend::FASTEST);
+    let mut udp = pair(
+        &params(Suite::AES128_GCM_16, false, Some(false), true),
+        Backend::FASTEST,
+    );
     assert_eq!(open_one(&mut udp, &wire).unwrap().0, udp_v4(30));
 }
 
 #[test]
 fn large_bursts_are_processed_in_chunks_in_order() {
-    let mut p = pair(&params(Suite::AES128_GCM_16_IIV, true, Some(false), false), Backend::FASTEST);
-    let mut pkts: Vec<_> = (0..150).map(|i| PktBuf::from_data(&udp_v4(i), 64, 64)).collect();
+    let mut p = pair(
+        &params(Suite::AES128_GCM_16_IIV, true, Some(false), false),
+        Backend::FASTEST,
+    );
+    let mut pkts: Vec<_> = (0..150)
+        .map(|i| PktBuf::from_data(&udp_v4(i), 64, 64))
+        .collect();
     let mut v = vec![Err(DropReason::NotEsp); 150];
     seal_burst(&p.out, &p.seal, &mut pkts, &mut v);
     assert!(v.iter().all(Result::is_ok));
@@ -260,7 +372,10 @@ fn large_bursts_are_processed_in_chunks_in_order() {
 
 #[test]
 fn transport_mode_refuses_a_payload_that_would_read_as_a_dummy() {
-    let p = pair(&params(Suite::AES128_GCM_16, false, None, false), Backend::FASTEST);
+    let p = pair(
+        &params(Suite::AES128_GCM_16, false, None, false),
+        Backend::FASTEST,
+    );
     let mut inner = udp_v4(8);
     inner[9] = IpProtocol::NO_NEXT_HEADER.0;
     Ipv4Packet::new_unchecked(&mut inner[..]).fill_checksum();

@@ -7,7 +7,10 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use esp::{open_burst, soft_aead, Backend, BatchAead, DropReason, Mode, OutboundSa, PktBuf, SaParams, Suite, TransformId};
+use esp::{
+    open_burst, soft_aead, Backend, BatchAead, DropReason, Mode, OutboundSa, PktBuf, SaParams,
+    Suite, TransformId,
+};
 use esp_wire::{IpProtocol, Ipv4Packet, Ipv4Repr};
 use serde_json::Value;
 
@@ -31,7 +34,8 @@ fn hex_field(v: &Value, k: &str) -> Vec<u8> {
 
 fn load() -> Vec<Vector> {
     let path = vectors_path();
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let json: Value = serde_json::from_str(&text).unwrap();
     json["vectors"]
         .as_array()
@@ -40,8 +44,11 @@ fn load() -> Vec<Vector> {
         .map(|v| {
             let key = hex_field(v, "key");
             let tid = TransformId(v["transform_id"].as_u64().unwrap() as u16);
-            let bits = matches!(tid, TransformId::ENCR_AES_GCM_16 | TransformId::ENCR_AES_GCM_16_IIV)
-                .then_some(key.len() as u16 * 8);
+            let bits = matches!(
+                tid,
+                TransformId::ENCR_AES_GCM_16 | TransformId::ENCR_AES_GCM_16_IIV
+            )
+            .then_some(key.len() as u16 * 8);
             let suite = Suite::from_transform(tid, bits).unwrap();
             assert_eq!(suite.iiv, v["iiv"].as_bool().unwrap());
             let mut keymat = key;
@@ -51,7 +58,9 @@ fn load() -> Vec<Vector> {
             params.esn = v["esn"].as_bool().unwrap();
             let seq_bytes = hex_field(v, "seq");
             let seq = seq_bytes.iter().fold(0u64, |a, &b| (a << 8) | u64::from(b));
-            let iv = v["iv"].as_str().map(|s| hex::decode(s).unwrap().try_into().unwrap());
+            let iv = v["iv"]
+                .as_str()
+                .map(|s| hex::decode(s).unwrap().try_into().unwrap());
             Vector {
                 name: v["name"].as_str().unwrap().to_owned(),
                 params,
@@ -59,7 +68,10 @@ fn load() -> Vec<Vector> {
                 iv,
                 plaintext: hex_field(v, "esp_payload_plaintext"),
                 esp_packet: hex_field(v, "esp_packet"),
-                outer_ipv4: v.get("outer_ipv4_packet").and_then(Value::as_str).map(|s| hex::decode(s).unwrap()),
+                outer_ipv4: v
+                    .get("outer_ipv4_packet")
+                    .and_then(Value::as_str)
+                    .map(|s| hex::decode(s).unwrap()),
             }
         })
         .collect()
@@ -70,8 +82,17 @@ const DST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
 
 fn ipv4_header(protocol: IpProtocol, payload_len: usize) -> Vec<u8> {
     let mut h = vec![0u8; 20];
-    Ipv4Repr { src_addr: SRC, dst_addr: DST, protocol, payload_len, ttl: 64, dscp_ecn: 0, ident: 0, dont_frag: false }
-        .emit(&mut Ipv4Packet::new_unchecked(&mut h[..]));
+    Ipv4Repr {
+        src_addr: SRC,
+        dst_addr: DST,
+        protocol,
+        payload_len,
+        ttl: 64,
+        dscp_ecn: 0,
+        ident: 0,
+        dont_frag: false,
+    }
+    .emit(&mut Ipv4Packet::new_unchecked(&mut h[..]));
     h
 }
 
@@ -93,7 +114,10 @@ fn is_tunnel(nh: IpProtocol) -> bool {
 fn sa_params(v: &Vector, nh: IpProtocol) -> SaParams {
     let mut p = v.params.clone();
     if is_tunnel(nh) {
-        p.mode = Mode::Tunnel { src: SRC.into(), dst: DST.into() };
+        p.mode = Mode::Tunnel {
+            src: SRC.into(),
+            dst: DST.into(),
+        };
     }
     p
 }
@@ -103,8 +127,12 @@ fn loads_every_vector() {
     let vs = load();
     assert!(vs.len() >= 12, "{} vectors", vs.len());
     assert!(vs.iter().any(|v| v.name == "rfc7634-appendix-a"));
-    assert!(vs.iter().any(|v| v.params.suite.iiv && v.params.suite.cipher == esp::Cipher::ChaCha20Poly1305));
-    assert!(vs.iter().any(|v| v.params.suite.iiv && v.params.suite.cipher != esp::Cipher::ChaCha20Poly1305));
+    assert!(vs
+        .iter()
+        .any(|v| v.params.suite.iiv && v.params.suite.cipher == esp::Cipher::ChaCha20Poly1305));
+    assert!(vs
+        .iter()
+        .any(|v| v.params.suite.iiv && v.params.suite.cipher != esp::Cipher::ChaCha20Poly1305));
 }
 
 #[test]
@@ -128,12 +156,22 @@ fn seals_every_vector_byte_for_byte() {
                 None => sa.prepare(&mut pkt, v.seq),
             }
             .unwrap_or_else(|r| panic!("{}: {r}", v.name));
-            let mut jobs = [esp::AeadJob { op: op.op, buf: pkt.data_mut(), ok: false }];
+            let mut jobs = [esp::AeadJob {
+                op: op.op,
+                buf: pkt.data_mut(),
+                ok: false,
+            }];
             aead.seal(&mut jobs);
             assert!(jobs[0].ok);
             sa.finish(&mut pkt, &op);
             let out = pkt.data();
-            assert_eq!(hex::encode(&out[20..]), hex::encode(&v.esp_packet), "{} via {}", v.name, backend.name());
+            assert_eq!(
+                hex::encode(&out[20..]),
+                hex::encode(&v.esp_packet),
+                "{} via {}",
+                v.name,
+                backend.name()
+            );
             if let Some(outer) = &v.outer_ipv4 {
                 // The RFC's outer header has Identification 0x2345; esprit puts
                 // the low SN bits there, so compare all but ident and checksum.
@@ -168,7 +206,8 @@ fn opens_every_vector() {
             let mut pkts = [PktBuf::from_data(&wire, 0, 0)];
             let mut verdicts = [Err(DropReason::NotEsp)];
             open_burst(&mut sa, &aead, &mut pkts, &mut verdicts);
-            let d = verdicts[0].unwrap_or_else(|r| panic!("{} via {}: {r}", v.name, backend.name()));
+            let d =
+                verdicts[0].unwrap_or_else(|r| panic!("{} via {}: {r}", v.name, backend.name()));
             assert_eq!(d.seq, v.seq);
             assert_eq!(d.next_header, nh);
             let out = pkts[0].data();
@@ -189,10 +228,16 @@ fn opens_every_vector() {
 
 #[test]
 fn rfc7634_appendix_a() {
-    let v = load().into_iter().find(|v| v.name == "rfc7634-appendix-a").unwrap();
+    let v = load()
+        .into_iter()
+        .find(|v| v.name == "rfc7634-appendix-a")
+        .unwrap();
     let outer = v.outer_ipv4.clone().unwrap();
     let mut params = v.params.clone();
-    params.mode = Mode::Tunnel { src: SRC.into(), dst: DST.into() };
+    params.mode = Mode::Tunnel {
+        src: SRC.into(),
+        dst: DST.into(),
+    };
     let mut sa = esp::InboundSa::new(&params).unwrap();
     let aead = soft_aead(Backend::FASTEST, &params).unwrap();
     let mut pkts = [PktBuf::from_data(&outer, 0, 0)];
@@ -219,9 +264,17 @@ fn rejects_every_vector_with_a_flipped_bit() {
             let mut wire = ipv4_header(IpProtocol::ESP, esp_packet.len());
             wire.extend_from_slice(&esp_packet);
             let mut pkts = [PktBuf::from_data(&wire, 0, 0)];
-            let mut verdicts = [Ok(esp::Decapsulated { seq: 0, next_header: nh })];
+            let mut verdicts = [Ok(esp::Decapsulated {
+                seq: 0,
+                next_header: nh,
+            })];
             open_burst(&mut sa, &aead, &mut pkts, &mut verdicts);
-            assert_eq!(verdicts[0], Err(DropReason::IcvMismatch), "{} bit at {at}", v.name);
+            assert_eq!(
+                verdicts[0],
+                Err(DropReason::IcvMismatch),
+                "{} bit at {at}",
+                v.name
+            );
             // RFC 4303 §3.4.3: a failed ICV leaves the window untouched.
             assert_eq!(sa.replay().top(), v.seq - 1);
         }

@@ -25,7 +25,12 @@ pub fn udp_v4(len: usize) -> Vec<u8> {
         dont_frag: true,
     }
     .emit(&mut Ipv4Packet::new_unchecked(&mut b[..]));
-    UdpRepr { src_port: 1234, dst_port: 53, payload_len: len }.emit(&mut UdpPacket::new_unchecked(&mut b[20..]));
+    UdpRepr {
+        src_port: 1234,
+        dst_port: 53,
+        payload_len: len,
+    }
+    .emit(&mut UdpPacket::new_unchecked(&mut b[20..]));
     for (i, x) in b[28..].iter_mut().enumerate() {
         *x = i as u8;
     }
@@ -40,7 +45,11 @@ pub fn udp_v6(len: usize, ext: bool) -> Vec<u8> {
     Ipv6Repr {
         src_addr: "fd00:1::1".parse().unwrap(),
         dst_addr: "fd00:2::1".parse().unwrap(),
-        next_header: if ext { IpProtocol::HOP_BY_HOP } else { IpProtocol::UDP },
+        next_header: if ext {
+            IpProtocol::HOP_BY_HOP
+        } else {
+            IpProtocol::UDP
+        },
         payload_len: ext_len + 8 + len,
         hop_limit: 63,
         traffic_class: 0x28,
@@ -51,8 +60,12 @@ pub fn udp_v6(len: usize, ext: bool) -> Vec<u8> {
         b[40..48].copy_from_slice(&[60, 0, 1, 4, 0, 0, 0, 0]);
         b[48..56].copy_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
     }
-    UdpRepr { src_port: 1234, dst_port: 53, payload_len: len }
-        .emit(&mut UdpPacket::new_unchecked(&mut b[40 + ext_len..]));
+    UdpRepr {
+        src_port: 1234,
+        dst_port: 53,
+        payload_len: len,
+    }
+    .emit(&mut UdpPacket::new_unchecked(&mut b[40 + ext_len..]));
     for (i, x) in b[48 + ext_len..].iter_mut().enumerate() {
         *x = i as u8;
     }
@@ -60,7 +73,9 @@ pub fn udp_v6(len: usize, ext: bool) -> Vec<u8> {
 }
 
 pub fn keymat(suite: Suite, seed: u8) -> Vec<u8> {
-    (0..suite.keymat_len()).map(|i| seed.wrapping_mul(31).wrapping_add(i as u8)).collect()
+    (0..suite.keymat_len())
+        .map(|i| seed.wrapping_mul(31).wrapping_add(i as u8))
+        .collect()
 }
 
 /// Outer endpoints of one family.
