@@ -384,3 +384,43 @@ fn transport_mode_refuses_a_payload_that_would_read_as_a_dummy() {
     seal_burst(&p.out, &p.seal, &mut pkts, &mut v);
     assert_eq!(v[0], Err(DropReason::BadInnerHeader));
 }
+
+#[test]
+fn sender_id_ivs_follow_rfc6054_and_open_unchanged() {
+    let mut prm = params(Suite::AES128_GCM_16, true, Some(false), false);
+    prm.iv = esp::IvPolicy::SenderId { bits: 8, sid: 1 };
+    let mut p = pair(&prm, Backend::FASTEST);
+    let wire = seal_one(&p, &udp_v4(20));
+    // RFC 6054 §3 example: sender-ID 1 in the leftmost 8 bits, counter 1.
+    assert_eq!(&wire[20 + 8..20 + 16], &[1, 0, 0, 0, 0, 0, 0, 1]);
+    assert_eq!(open_one(&mut p, &wire).unwrap().0, udp_v4(20));
+    // The sender's counter space ends at 2^56 - 1.
+    assert_eq!(p.out.seq().limit(), (1 << 56) - 1);
+    let bad = |iv, suite| {
+        let mut q = params(suite, false, Some(false), false);
+        q.iv = iv;
+        OutboundSa::new(&q).err()
+    };
+    use esp::{IvPolicy, SaError};
+    assert_eq!(
+        bad(
+            IvPolicy::SenderId { bits: 8, sid: 1 },
+            Suite::AES128_GCM_16_IIV
+        ),
+        Some(SaError::IivWithSenderId)
+    );
+    assert_eq!(
+        bad(
+            IvPolicy::SenderId { bits: 10, sid: 1 },
+            Suite::AES128_GCM_16
+        ),
+        Some(SaError::BadSenderId)
+    );
+    assert_eq!(
+        bad(
+            IvPolicy::SenderId { bits: 8, sid: 256 },
+            Suite::AES128_GCM_16
+        ),
+        Some(SaError::BadSenderId)
+    );
+}
