@@ -424,3 +424,58 @@ fn sender_id_ivs_follow_rfc6054_and_open_unchanged() {
         Some(SaError::BadSenderId)
     );
 }
+
+/// A lookaside engine (DPDK cryptodev style) does not go through
+/// `BatchAead`: it takes the prepared `CryptoOp`s, completes them later and
+/// in any order, and the framing is finished per packet afterwards.
+#[test]
+fn prepare_and_finish_work_with_deferred_out_of_order_crypto() {
+    let mut p = pair(
+        &params(Suite::CHACHA20_POLY1305, true, Some(true), true),
+        Backend::RustCrypto,
+    );
+    let inners: Vec<Vec<u8>> = (0..5).map(|i| udp_v6(10 * i, i % 2 == 0)).collect();
+    let mut pkts: Vec<_> = inners
+        .iter()
+        .map(|i| PktBuf::from_data(i, 128, 64))
+        .collect();
+    let grant = p.out.reserve(5);
+    let ops: Vec<_> = pkts
+        .iter_mut()
+        .enumerate()
+        .map(|(i, pkt)| p.out.prepare(pkt, grant.first + i as u64).unwrap())
+        .collect();
+    // The "engine" completes the ops in reverse order, one by one.
+    for i in (0..5).rev() {
+        let mut job = [AeadJob {
+            op: ops[i].op,
+            buf: pkts[i].data_mut(),
+            ok: false,
+        }];
+        p.seal.seal(&mut job);
+        assert!(job[0].ok);
+        p.out.finish(&mut pkts[i], &ops[i]);
+    }
+    let iops: Vec<_> = pkts
+        .iter()
+        .map(|pkt| {
+            p.inb
+                .prepare(pkt.data(), &classify(pkt.data()).unwrap())
+                .unwrap()
+        })
+        .collect();
+    for i in [3, 0, 4, 1, 2] {
+        let mut job = [AeadJob {
+            op: iops[i].op,
+            buf: pkts[i].data_mut(),
+            ok: false,
+        }];
+        p.open.open(&mut job);
+        let ok = job[0].ok;
+        assert_eq!(
+            p.inb.finish(&mut pkts[i], &iops[i], ok).unwrap().seq,
+            i as u64 + 1
+        );
+        assert_eq!(pkts[i].data(), &inners[i][..]);
+    }
+}
