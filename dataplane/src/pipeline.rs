@@ -217,6 +217,31 @@ fn l4(ip: &[u8]) -> (u8, u16, u16) {
     }
 }
 
+/// Next-hop MAC lookups within one run of packets: consecutive packets
+/// almost always share their next hop (always, in tunnel mode behind a
+/// gateway), so one table lookup serves the run.
+struct HopCache<'t> {
+    table: &'t NeighbourTable,
+    last: Option<(IpAddr, Option<Mac>)>,
+}
+
+impl<'t> HopCache<'t> {
+    fn new(table: &'t NeighbourTable) -> Self {
+        HopCache { table, last: None }
+    }
+
+    fn lookup(&mut self, hop: IpAddr) -> Option<Mac> {
+        match self.last {
+            Some((ip, mac)) if ip == hop => mac,
+            _ => {
+                let mac = self.table.lookup(hop);
+                self.last = Some((hop, mac));
+                mac
+            }
+        }
+    }
+}
+
 fn write_eth(m: &mut Mbuf, dst: Mac, src: Mac, ethertype: u16) -> bool {
     let Some(h) = m.prepend(14) else { return false };
     h[0..6].copy_from_slice(&dst);
@@ -591,6 +616,7 @@ impl<'a, 'p> Worker<'a, 'p> {
             }
         }
         let inside = &self.env.sides[INSIDE];
+        let mut hops = HopCache::new(self.env.neigh);
         let mut pkts_ok = 0u64;
         let mut bytes_ok = 0u64;
         let mut drops = [0u64; DropReason::COUNT + DpDrop::COUNT];
@@ -633,7 +659,7 @@ impl<'a, 'p> Worker<'a, 'p> {
                 continue;
             }
             let hop = inside.gateway.unwrap_or(dst);
-            let Some(mac) = self.env.neigh.lookup(hop) else {
+            let Some(mac) = hops.lookup(hop) else {
                 drops[DpDrop::NoNeighbour.index()] += 1;
                 continue;
             };
@@ -841,6 +867,7 @@ impl<'a, 'p> Worker<'a, 'p> {
             }
         }
         let outside = &self.env.sides[OUTSIDE];
+        let mut hops = HopCache::new(self.env.neigh);
         let mut pkts_ok = 0u64;
         let mut bytes_ok = 0u64;
         let mut missing_hop = None;
@@ -862,7 +889,7 @@ impl<'a, 'p> Worker<'a, 'p> {
                 continue;
             };
             let hop = outside.gateway.unwrap_or(dst);
-            let Some(mac) = self.env.neigh.lookup(hop) else {
+            let Some(mac) = hops.lookup(hop) else {
                 drops[DpDrop::NoNeighbour.index()] += 1;
                 missing_hop = Some(hop);
                 continue;
