@@ -13,7 +13,7 @@
 //!   (§2.7); dummy packets with Next Header 59 (§2.6).
 //!
 //! Each packet is *prepared* (framing, nonce, AAD), then the whole burst is
-//! sealed by a [`BatchAead`](crate::aead::BatchAead), then *finished*.
+//! sealed by a [`BatchAead`], then *finished*.
 
 use std::net::IpAddr;
 
