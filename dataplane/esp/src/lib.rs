@@ -37,7 +37,7 @@ pub use inbound::{
 };
 pub use outbound::{seal_burst, OutboundOp, OutboundSa};
 pub use replay::ReplayWindow;
-pub use sa::{IvPolicy, Mode, SaError, SaParams, TfcPadding, UdpEncap};
+pub use sa::{IvPolicy, Mode, SaError, SaParams, TfcPadding, UdpEncap, MAX_REPLAY_WINDOW};
 pub use seq::{reserve_on, SaEvent, SeqCounter, SeqGrant};
 pub use suite::{Cipher, Keymat, Suite, TransformId};
 

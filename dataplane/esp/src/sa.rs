@@ -77,7 +77,14 @@ pub enum SaError {
     TfcInTransportMode,
     /// The AEAD rejected the key.
     BadKey,
+    /// Replay window larger than [`MAX_REPLAY_WINDOW`].
+    ReplayWindowTooLarge,
 }
+
+/// Largest replay window accepted, in packets (an 8 KiB bitmap). RFC 4303
+/// Appendix A assumes W <= 2^31; this keeps a misconfiguration from
+/// allocating gigabytes.
+pub const MAX_REPLAY_WINDOW: u32 = 1 << 16;
 
 impl core::fmt::Display for SaError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -87,6 +94,7 @@ impl core::fmt::Display for SaError {
             SaError::BadSenderId => "sender-ID width must be 8, 12 or 16 bits and the ID must fit",
             SaError::TfcInTransportMode => "TFC padding is only allowed in tunnel mode",
             SaError::BadKey => "key rejected by the AEAD",
+            SaError::ReplayWindowTooLarge => "replay window larger than MAX_REPLAY_WINDOW",
         })
     }
 }
@@ -140,6 +148,9 @@ impl SaParams {
     }
 
     pub(crate) fn validate(&self) -> Result<(), SaError> {
+        if self.replay_window > MAX_REPLAY_WINDOW {
+            return Err(SaError::ReplayWindowTooLarge);
+        }
         if let Mode::Tunnel { src, dst } = self.mode {
             if src.is_ipv4() != dst.is_ipv4() {
                 return Err(SaError::AddressFamilyMismatch);

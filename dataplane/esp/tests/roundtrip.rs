@@ -479,3 +479,15 @@ fn prepare_and_finish_work_with_deferred_out_of_order_crypto() {
         assert_eq!(pkts[i].data(), &inners[i][..]);
     }
 }
+
+#[test]
+fn refuses_replay_windows_beyond_the_maximum() {
+    let mut prm = params(Suite::AES128_GCM_16, true, None, false);
+    prm.replay_window = esp::MAX_REPLAY_WINDOW;
+    assert!(InboundSa::new(&prm).is_ok());
+    prm.replay_window = esp::MAX_REPLAY_WINDOW + 1;
+    assert_eq!(
+        InboundSa::new(&prm).err(),
+        Some(esp::SaError::ReplayWindowTooLarge)
+    );
+}
