@@ -289,7 +289,8 @@ pub struct StaticSa {
     pub key: String,
     #[serde(default = "tunnel")]
     pub mode: Mode,
-    /// Outer source and destination (tunnel mode; transport uses the packet's).
+    /// Outer source and destination: the tunnel endpoints, or in transport
+    /// mode the two hosts.
     #[serde(default)]
     pub src: Option<IpAddr>,
     #[serde(default)]
@@ -463,9 +464,10 @@ impl StaticSa {
                 format!("{} bytes; {:?} needs {} key bytes and a 4-byte salt ({want})", key.len(), self.suite, self.suite.key_len()),
             ));
         }
-        if self.mode == Mode::Tunnel {
+        {
+            // Tunnel mode: the outer header; transport mode: the two hosts.
             let (Some(src), Some(dst)) = (self.src, self.dst) else {
-                return Err(err(format!("{path}.src"), "tunnel mode needs src and dst"));
+                return Err(err(format!("{path}.src"), "an SA needs src and dst (the tunnel endpoints, or the two hosts in transport mode)"));
             };
             if src.is_ipv4() != dst.is_ipv4() {
                 return Err(err(format!("{path}.dst"), "src and dst are of different address families"));
@@ -584,7 +586,7 @@ ike:
     }
 
     #[test]
-    fn tunnel_without_outer_addresses_is_refused() {
+    fn sa_without_its_addresses_is_refused() {
         let text = GOOD.replace("spi: 5\n", "spi: 4101\n").replace("      src: 172.16.1.5\n", "");
         assert_eq!(Config::from_yaml(&text).unwrap_err().path, "dataplane.static_sas[0].src");
     }

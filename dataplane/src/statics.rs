@@ -81,7 +81,7 @@ pub fn slot_params(index: usize, sa: &StaticSa) -> SaParams {
         Mode::Tunnel => TMode::TUNNEL,
         Mode::Transport => TMode::TRANSPORT,
     };
-    if let (Mode::Tunnel, Some(src), Some(dst)) = (sa.mode, sa.src, sa.dst) {
+    if let (Some(src), Some(dst)) = (sa.src, sa.dst) {
         p.set_outer(src, dst);
     }
     p.replay_window_pkts = sa.replay_window;

@@ -16,16 +16,33 @@ fn tmpdir(name: &str) -> PathBuf {
     d
 }
 
-/// A one-worker config: outside and inside are pcap ports.
+/// A config with pcap ports. `outside_tx`/`inside_tx` give the number of TX
+/// pcaps (one per worker: each worker needs its own TX queue).
+struct Cfg<'a> {
+    tag: &'a str,
+    outside_rx: &'a Path,
+    inside_rx: &'a Path,
+    sas: &'a str,
+    workers: usize,
+    extra: &'a str,
+}
+
 fn config(dir: &Path, tag: &str, outside_rx: &Path, inside_rx: &Path, sas: &str) -> PathBuf {
+    config_with(dir, &Cfg { tag, outside_rx, inside_rx, sas, workers: 1, extra: "metrics: { listen: null }" })
+}
+
+fn config_with(dir: &Path, c: &Cfg<'_>) -> PathBuf {
+    let tx = |side: &str| -> String {
+        (0..c.workers).map(|q| format!(",tx_pcap={}/{}-{side}-tx{q}.pcap", dir.display(), c.tag)).collect()
+    };
     let y = format!(
         r#"
 dataplane:
   eal_args: ["-l", "0", "--no-huge", "-m", "512", "--no-pci", "--file-prefix", "esprit-e2e-{pid}-{tag}", "--log-level", "lib.eal:error"]
   ports:
-    outside: {{ device: "net_pcap0,rx_pcap={orx},tx_pcap={dir}/{tag}-outside-tx.pcap", rx_desc: 512, tx_desc: 512 }}
-    inside: {{ device: "net_pcap1,rx_pcap={irx},tx_pcap={dir}/{tag}-inside-tx.pcap", rx_desc: 512, tx_desc: 512 }}
-  workers: {{ count: 1 }}
+    outside: {{ device: "net_pcap0,rx_pcap={orx}{otx}", rx_desc: 512, tx_desc: 512 }}
+    inside: {{ device: "net_pcap1,rx_pcap={irx}{itx}", rx_desc: 512, tx_desc: 512 }}
+  workers: {{ count: {workers} }}
   addresses:
     outside: [172.16.1.5]
     inside: [192.168.105.254]
@@ -37,16 +54,35 @@ dataplane:
   sa_table: {{ path: /dev/shm/esprit-e2e-{pid}-{tag}, capacity: 64 }}
   static_sas:
 {sas}
-metrics: {{ listen: null }}
+{extra}
 "#,
         pid = std::process::id(),
-        orx = outside_rx.display(),
-        irx = inside_rx.display(),
-        dir = dir.display(),
+        tag = c.tag,
+        orx = c.outside_rx.display(),
+        irx = c.inside_rx.display(),
+        otx = tx("outside"),
+        itx = tx("inside"),
+        workers = c.workers,
+        sas = c.sas,
+        extra = c.extra,
     );
-    let p = dir.join(format!("{tag}.yaml"));
+    let p = dir.join(format!("{}.yaml", c.tag));
     std::fs::write(&p, y).unwrap();
     p
+}
+
+/// All frames a run sent on one side, over its per-worker pcaps.
+fn tx_frames(dir: &Path, tag: &str, side: &str, workers: usize) -> Vec<Vec<u8>> {
+    (0..workers)
+        .flat_map(|q| read_pcap(&std::fs::read(dir.join(format!("{tag}-{side}-tx{q}.pcap"))).unwrap()).unwrap())
+        .collect()
+}
+
+fn cleanup(dir: &Path, tags: &[&str]) {
+    for t in tags {
+        let _ = std::fs::remove_file(format!("/dev/shm/esprit-e2e-{}-{t}", std::process::id()));
+    }
+    std::fs::remove_dir_all(dir).ok();
 }
 
 fn run_dataplane(cfg: &Path) -> String {
@@ -110,8 +146,8 @@ fn plaintext_in_esp_out_decrypted_by_tshark_and_back_through_a_peer() {
     );
     let cfg_a = config(&dir, "a", &none, &plain, &out_sa);
     let log = run_dataplane(&cfg_a);
-    let esp_out = dir.join("a-outside-tx.pcap");
-    let esp = read_pcap(&std::fs::read(&esp_out).unwrap()).unwrap();
+    let esp_out = dir.join("a-outside-tx0.pcap");
+    let esp = tx_frames(&dir, "a", "outside", 1);
     assert_eq!(esp.len(), sent.len(), "every packet protected:\n{log}");
 
     // tshark decrypts each one and checks its ICV (an independent implementation).
@@ -139,7 +175,7 @@ fn plaintext_in_esp_out_decrypted_by_tshark_and_back_through_a_peer() {
     );
     let cfg_b = config(&dir, "b", &esp_out, &none, &in_sa);
     let log = run_dataplane(&cfg_b);
-    let back = read_pcap(&std::fs::read(dir.join("b-inside-tx.pcap")).unwrap()).unwrap();
+    let back = tx_frames(&dir, "b", "inside", 1);
     assert_eq!(back.len(), sent.len(), "every packet decrypted:\n{log}");
     for (i, (b, s)) in back.iter().zip(&sent).enumerate() {
         assert_eq!(&b[0..6], &[2, 0, 0, 0, 2, 1], "packet {i}: to the inside gateway");
@@ -147,7 +183,222 @@ fn plaintext_in_esp_out_decrypted_by_tshark_and_back_through_a_peer() {
         let ip_len = u16::from_be_bytes([s[16], s[17]]) as usize;
         assert_eq!(&b[14..], &s[14..14 + ip_len], "packet {i} differs");
     }
-    let _ = std::fs::remove_file(format!("/dev/shm/esprit-e2e-{}-a", std::process::id()));
-    let _ = std::fs::remove_file(format!("/dev/shm/esprit-e2e-{}-b", std::process::id()));
-    std::fs::remove_dir_all(&dir).ok();
+    cleanup(&dir, &["a", "b"]);
+}
+
+fn vectors() -> Vec<serde_json::Value> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/esp-aead.json");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap();
+    v["vectors"].as_array().unwrap().clone()
+}
+
+fn ipv4_header(src: [u8; 4], dst: [u8; 4], proto: u8, payload_len: usize) -> Vec<u8> {
+    let mut h = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, proto, 0, 0];
+    h[2..4].copy_from_slice(&((20 + payload_len) as u16).to_be_bytes());
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&dst);
+    let ck = esprit_bench::pcapgen::checksum(&[&h], 0);
+    h[10..12].copy_from_slice(&ck.to_be_bytes());
+    h
+}
+
+#[test]
+fn published_esp_vectors_in_plaintext_out_byte_identical() {
+    // Every vector whose sequence number a fresh SA accepts (ESN high half 0:
+    // the receiver infers the high bits from its window, RFC 4303 App. A).
+    let dir = tmpdir("vectors");
+    let none = dir.join("none.pcap");
+    empty_pcap(&none);
+    let (peer, us) = ([172, 16, 2, 5], [172, 16, 1, 5]);
+    // Vectors sharing an SPI go to separate runs (one inbound SA per SPI).
+    let mut pending: Vec<serde_json::Value> = vectors();
+    let mut checked = Vec::new();
+    let mut batch = 0;
+    while !pending.is_empty() {
+    let mut frames = Vec::new();
+    let mut expect = Vec::new();
+    let mut sas = String::new();
+    let mut spis = std::collections::HashSet::new();
+    let mut names = Vec::new();
+    let mut later = Vec::new();
+    for v in std::mem::take(&mut pending) {
+        let seq = u64::from_str_radix(v["seq"].as_str().unwrap(), 16).unwrap();
+        let spi = u32::from_str_radix(v["spi"].as_str().unwrap(), 16).unwrap();
+        if seq >> 32 != 0 || spi < 256 {
+            continue;
+        }
+        if !spis.insert(spi) {
+            later.push(v);
+            continue;
+        }
+        let pt = hex::decode(v["esp_payload_plaintext"].as_str().unwrap()).unwrap();
+        let esp = hex::decode(v["esp_packet"].as_str().unwrap()).unwrap();
+        let (nh, pad) = (pt[pt.len() - 1], pt[pt.len() - 2] as usize);
+        let payload = &pt[..pt.len() - 2 - pad];
+        let tunnel = nh == 4;
+        let suite = match v["transform_id"].as_u64().unwrap() {
+            20 | 30 if v["key"].as_str().unwrap().len() == 32 => "aes-128-gcm",
+            20 | 30 => "aes-256-gcm",
+            _ => "chacha20-poly1305",
+        };
+        let outer = if let Some(o) = v.get("outer_ipv4_packet") {
+            hex::decode(o.as_str().unwrap()).unwrap()
+        } else {
+            let mut o = ipv4_header(peer, us, 50, esp.len());
+            o.extend_from_slice(&esp);
+            o
+        };
+        let (src, dst) = (&outer[12..16], &outer[16..20]);
+        let ip = |b: &[u8]| format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3]);
+        let mode = format!("mode: {}, src: {}, dst: {}", if tunnel { "tunnel" } else { "transport" }, ip(src), ip(dst));
+        sas += &format!(
+            "    - {{ spi: {spi}, direction: in, suite: {suite}, key: \"{}{}\", esn: {}, iiv: {}, {mode}, replay_window: 64 }}\n",
+            v["key"].as_str().unwrap(),
+            v["salt"].as_str().unwrap(),
+            v["esn"].as_bool().unwrap(),
+            v["iiv"].as_bool().unwrap(),
+        );
+        let mut f = vec![2, 0, 0, 0, 0, 0x10, 2, 0, 0, 0, 0, 0x20, 0x08, 0x00];
+        f.extend_from_slice(&outer);
+        frames.push(f);
+        expect.push(if tunnel {
+            payload.to_vec()
+        } else {
+            let mut e = ipv4_header(src.try_into().unwrap(), dst.try_into().unwrap(), nh, payload.len());
+            e.extend_from_slice(payload);
+            e
+        });
+        names.push(v["name"].as_str().unwrap().to_string());
+    }
+    pending = later;
+    let tag = format!("v{batch}");
+    batch += 1;
+    let input = dir.join(format!("esp-in-{tag}.pcap"));
+    let mut b = Vec::new();
+    esprit_bench::pcapgen::write_pcap_header(&mut b).unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        esprit_bench::pcapgen::write_pcap_record(&mut b, i as u32, f).unwrap();
+    }
+    std::fs::write(&input, b).unwrap();
+    // Inner packets of the vectors go to addresses we do not know: one next hop.
+    let cfg = config(&dir, &tag, &input, &none, &sas);
+    let log = run_dataplane(&cfg);
+    let out = tx_frames(&dir, &tag, "inside", 1);
+    assert_eq!(out.len(), expect.len(), "vectors {names:?}\n{log}");
+    for ((o, e), n) in out.iter().zip(&expect).zip(&names) {
+        assert_eq!(&o[14..], &e[..], "{n}: decapsulated packet differs");
+    }
+    let _ = std::fs::remove_file(format!("/dev/shm/esprit-e2e-{}-{tag}", std::process::id()));
+    checked.extend(names);
+    }
+    // Every vector a fresh SA can accept, the implicit-IV ones included.
+    for must in ["rfc7634-appendix-a", "iiv-chacha20poly1305-rfc7634-sa", "iiv-aes-gcm-16-case2-sa", "mcgrew-gcm-test-01-case-2"] {
+        assert!(checked.iter().any(|n| n == must), "{must} not checked: {checked:?}");
+    }
+    cleanup(&dir, &[]);
+}
+
+#[test]
+fn two_workers_hand_inbound_esp_to_the_sa_owner() {
+    let dir = tmpdir("handoff");
+    let none = dir.join("none.pcap");
+    empty_pcap(&none);
+    let mut t = Traffic::anchor(200);
+    t.packets = 500;
+    t.dst = "192.168.105.1".parse().unwrap();
+    let plain = dir.join("plain.pcap");
+    let mut buf = Vec::new();
+    t.write_pcap(&mut buf).unwrap();
+    std::fs::write(&plain, &buf).unwrap();
+    let out_sa = format!(
+        "    - {{ spi: 0x1005, direction: out, suite: aes-256-gcm, key: \"{KEY}{KEY}\", src: 172.16.1.5, dst: 172.16.2.5, selectors: [\"192.168.105.0/24\"] }}"
+    )
+    .replace(&format!("{KEY}{KEY}"), &format!("{}{}", &KEY[..32], KEY));
+    run_dataplane(&config(&dir, "h1", &none, &plain, &out_sa));
+    let esp = dir.join("h1-outside-tx0.pcap");
+    // The peer, with two workers: the inbound SA is installed second, in slot
+    // 1, so worker 1 owns it; only worker 0 polls the single-queue pcap port.
+    let sas = format!(
+        "    - {{ spi: 0x3005, direction: out, suite: aes-128-gcm, key: \"{KEY}\", src: 172.16.2.5, dst: 172.16.1.5, selectors: [\"10.99.0.0/16\"] }}\n{}",
+        out_sa.replace("direction: out", "direction: in").replace("selectors: [\"192.168.105.0/24\"]", "local_selectors: [\"192.168.105.0/24\"]")
+    );
+    let cfg = config_with(
+        &dir,
+        &Cfg { tag: "h2", outside_rx: &esp, inside_rx: &none, sas: &sas, workers: 2, extra: "metrics: { listen: null }" },
+    );
+    let log = run_dataplane(&cfg);
+    let back = tx_frames(&dir, "h2", "inside", 2);
+    assert_eq!(back.len(), t.packets, "{log}");
+    let w1 = std::fs::read(dir.join("h2-inside-tx1.pcap")).unwrap();
+    assert_eq!(read_pcap(&w1).unwrap().len(), t.packets, "worker 1 (the owner) sent every packet:\n{log}");
+    let line = log.lines().find(|l| l.starts_with("worker 0:")).unwrap();
+    assert!(line.contains(&format!("rx outside {}", t.packets)), "worker 0 received them all: {line}");
+    cleanup(&dir, &["h1", "h2"]);
+}
+
+#[test]
+fn sigterm_stops_cleanly_metrics_move_and_a_restart_continues_the_sequence() {
+    use std::io::{Read, Write};
+    let dir = tmpdir("restart");
+    let none = dir.join("none.pcap");
+    empty_pcap(&none);
+    let mut t = Traffic::anchor(60);
+    t.packets = 64;
+    let plain = dir.join("plain.pcap");
+    let mut buf = Vec::new();
+    t.write_pcap(&mut buf).unwrap();
+    std::fs::write(&plain, &buf).unwrap();
+    let sa = format!(
+        "    - {{ spi: 0x1005, direction: out, suite: aes-128-gcm, key: \"{KEY}\", src: 172.16.1.5, dst: 172.16.2.5, selectors: [\"192.168.105.0/24\"] }}"
+    );
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let dev = format!("{},infinite_rx=1", plain.display());
+    let cfg = config_with(
+        &dir,
+        &Cfg { tag: "r", outside_rx: &none, inside_rx: Path::new(&dev), sas: &sa, workers: 1, extra: &format!("metrics: {{ listen: \"127.0.0.1:{port}\" }}") },
+    );
+    let scrape = || -> Option<u64> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let line = out.lines().find(|l| l.starts_with("esprit_esp_packets_total{op=\"encrypt\",worker=\"0\"}"))?;
+        line.rsplit(' ').next()?.parse().ok()
+    };
+    let mut last_seq = 0u32;
+    for round in 0..2 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_esprit-dataplane"))
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first = None;
+        for _ in 0..100 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if let Some(v) = scrape() {
+                if v > 0 {
+                    first = Some(v);
+                    break;
+                }
+            }
+        }
+        let first = first.expect("metrics endpoint answers with traffic counted");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let second = scrape().unwrap();
+        assert!(second > first, "round {round}: the encrypt counter moves ({first} -> {second})");
+        // SIGTERM: stop, flush, exit 0.
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let st = child.wait().unwrap();
+        assert!(st.success(), "round {round}: exit status after SIGTERM: {st}");
+        let esp = tx_frames(&dir, "r", "outside", 1);
+        assert!(!esp.is_empty());
+        let seq_at = |f: &Vec<u8>| u32::from_be_bytes(f[14 + 20 + 4..14 + 20 + 8].try_into().unwrap());
+        if round == 1 {
+            assert!(seq_at(&esp[0]) > last_seq, "a restarted dataplane goes on from the table's sequence counter ({} after {last_seq})", seq_at(&esp[0]));
+        }
+        last_seq = seq_at(esp.last().unwrap());
+    }
+    cleanup(&dir, &["r"]);
 }

@@ -155,7 +155,7 @@ pub fn reader_role(path: &Path, min_reads: u64, min_rebuilds: u64, deadline_secs
             next_progress += 100_000;
         }
         // Fall behind on purpose now and then: the writer laps the journal.
-        if iter % 512 == 0 && rep.rebuilds < min_rebuilds + 2 {
+        if iter & 511 == 0 && rep.rebuilds < min_rebuilds + 2 {
             std::thread::sleep(Duration::from_millis(30));
         }
         let done = rep.reads >= min_reads && rep.rebuilds >= min_rebuilds && stop.exists();
