@@ -37,7 +37,17 @@ pub fn open_ports(eal: &Eal, cfg: &Dataplane, pool: Mempool) -> Result<Vec<OpenP
     for (role, name, spec) in specs {
         let Some(spec) = spec else { continue };
         let path = format!("dataplane.ports.{name}.device");
-        let port = Port::probe(eal, &spec.device).map_err(|e| format!("{path}: {e}"))?;
+        let mut device = spec.device.clone();
+        // The kernel behind a TAP punt port owns the gateway's outside
+        // address; giving the TAP the outside port's MAC lets its frames
+        // (ARP and ND included) go out unchanged and replies come back to it.
+        if role == PUNT && device.starts_with("net_tap") && !device.contains("mac=") {
+            if let Some(o) = out.iter().find(|p: &&OpenPort| p.role == OUTSIDE) {
+                let m = o.mac;
+                device += &format!(",mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]);
+            }
+        }
+        let port = Port::probe(eal, &device).map_err(|e| format!("{path}: {e}"))?;
         let info = port.info().map_err(|e| format!("{path}: {e}"))?;
         if info.max_tx_queues < workers {
             return Err(format!(

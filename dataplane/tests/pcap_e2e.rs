@@ -166,6 +166,21 @@ fn plaintext_in_esp_out_decrypted_by_tshark_and_back_through_a_peer() {
         let inner_dst = c[3].split(',').next_back().unwrap();
         assert!(inner_dst.starts_with("192.168.105."), "row {i}: {r}");
     }
+    // The check can fail: one flipped ICV bit, and tshark says so.
+    let mut bad = esp.clone();
+    let last = bad[0].len() - 1;
+    bad[0][last] ^= 1;
+    let bad_pcap = dir.join("bad.pcap");
+    let mut b = Vec::new();
+    esprit_bench::pcapgen::write_pcap_header(&mut b).unwrap();
+    esprit_bench::pcapgen::write_pcap_record(&mut b, 0, &bad[0]).unwrap();
+    std::fs::write(&bad_pcap, b).unwrap();
+    let rows_bad = tshark_esp(
+        &bad_pcap,
+        &dir,
+        &[format!("\"IPv4\",\"172.16.1.5\",\"172.16.2.5\",\"0x00001005\",\"AES-GCM with 16 octet ICV [RFC4106]\",\"0x{KEY}\",\"NULL\",\"\"")],
+    );
+    assert_eq!(rows_bad[0].split('\t').nth(2), Some("0"), "tshark must flag a tampered ICV: {rows_bad:?}");
     // Ethernet towards the outside gateway.
     assert_eq!(&esp[0][0..6], &[2, 0, 0, 0, 1, 1]);
 

@@ -1,0 +1,57 @@
+# Shared by the network-namespace tests: build once, helpers, cleanup.
+# Every test prints "PASS name" or "FAIL name: why" and exits non-zero on failure.
+set -euo pipefail
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+bin=${ESPRIT_DATAPLANE:-$top/target/debug/esprit-dataplane}
+[[ $(id -u) -eq 0 ]] || { echo "FAIL $(basename "$0"): needs root (network namespaces, DPDK)"; exit 1; }
+[[ -x $bin ]] || { echo "FAIL $(basename "$0"): $bin not built (scripts/test builds it)"; exit 1; }
+work=$(mktemp -d /tmp/esprit-netns.XXXXXX)
+pids=()
+netns=()
+links=()
+cleanup() {
+  set +e
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+  for n in "${netns[@]}"; do ip netns del "$n" 2>/dev/null; done
+  for l in "${links[@]}"; do ip link del "$l" 2>/dev/null; done
+  rm -rf "$work" /dev/shm/esprit-netns-$$*
+}
+trap cleanup EXIT
+fail() { echo "FAIL $name: $*"; [[ -f $work/dp.log ]] && sed 's/^/  dp| /' "$work/dp.log" | tail -30; exit 1; }
+pass() { echo "PASS $name"; }
+
+# veth pair with one end in a namespace: add_host NS IFACE_IN_NS ROOT_IFACE ADDR/LEN [GW]
+add_host() {
+  local ns=$1 inner=$2 outer=$3 addr=$4 gw=${5:-}
+  ip netns add "$ns"; netns+=("$ns")
+  ip link add "$outer" type veth peer name "$inner"; links+=("$outer")
+  ip link set "$inner" netns "$ns"
+  ip link set "$outer" up
+  # af_packet sees what the kernel hands it: no checksum offload, so
+  # checksums are real on the wire.
+  ethtool -K "$outer" tx off rx off >/dev/null 2>&1 || true
+  ip -n "$ns" link set lo up
+  ip -n "$ns" link set "$inner" up
+  ip netns exec "$ns" ethtool -K "$inner" tx off rx off >/dev/null 2>&1 || true
+  ip -n "$ns" addr add "$addr" dev "$inner"
+  [[ -z $gw ]] || ip -n "$ns" route add default via "$gw"
+}
+
+mac_of() { cat "/sys/class/net/$1/address"; }
+ns_mac_of() { ip netns exec "$1" cat "/sys/class/net/$2/address"; }
+
+# Starts esprit-dataplane with the YAML on stdin; waits until its ports are up.
+start_dataplane() {
+  cat >"$work/dp.yaml"
+  "$bin" --config "$work/dp.yaml" >"$work/dp.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do
+    grep -q "worker(s), crypto" "$work/dp.log" 2>/dev/null && { sleep 0.5; return 0; }
+    kill -0 "${pids[-1]}" 2>/dev/null || fail "esprit-dataplane exited"
+    sleep 0.1
+  done
+  fail "esprit-dataplane did not start"
+}
+
+af_packet() { echo "net_af_packet$1,iface=$2,qpairs=1,blocksz=4096,framesz=2048,framecnt=512"; }
