@@ -69,7 +69,11 @@ impl Flags {
 impl core::fmt::Debug for Flags {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "Flags({:#04x}", self.0)?;
-        for (bit, name) in [(Self::INITIATOR, " I"), (Self::VERSION, " V"), (Self::RESPONSE, " R")] {
+        for (bit, name) in [
+            (Self::INITIATOR, " I"),
+            (Self::VERSION, " V"),
+            (Self::RESPONSE, " R"),
+        ] {
             if self.0 & bit != 0 {
                 f.write_str(name)?;
             }
@@ -115,7 +119,13 @@ pub struct Header {
 
 impl Header {
     /// A version 2.0 header; `next_payload` and `length` are filled on emit.
-    pub fn new(spi_i: u64, spi_r: u64, exchange_type: ExchangeType, flags: Flags, message_id: u32) -> Self {
+    pub fn new(
+        spi_i: u64,
+        spi_r: u64,
+        exchange_type: ExchangeType,
+        flags: Flags,
+        message_id: u32,
+    ) -> Self {
         Self {
             spi_i,
             spi_r,
@@ -163,7 +173,10 @@ impl Header {
     pub fn parse_datagram(datagram: &[u8]) -> Result<Self> {
         let h = Self::read(&mut Reader::new(datagram))?;
         if h.length as usize != datagram.len() {
-            return Err(Error::LengthMismatch { header: h.length, datagram: datagram.len() });
+            return Err(Error::LengthMismatch {
+                header: h.length,
+                datagram: datagram.len(),
+            });
         }
         h.check_spis_and_message_id()?;
         Ok(h)

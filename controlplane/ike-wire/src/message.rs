@@ -55,7 +55,10 @@ impl<'a> Message<'a> {
     fn write(&self, w: &mut Writer) -> Result<()> {
         let start = w.len();
         let mut header = self.header;
-        header.next_payload = self.payloads.first().map_or(PayloadType::NONE, Payload::payload_type);
+        header.next_payload = self
+            .payloads
+            .first()
+            .map_or(PayloadType::NONE, Payload::payload_type);
         header.write_before_length(w);
         let length = w.u32_placeholder(start);
         write_chain(&self.payloads, Chain::Outer, w)?;

@@ -4,9 +4,9 @@ mod common;
 
 use common::unhex;
 use ike_wire::{
-    emit_inner, pad, parse_inner, strip_non_esp_marker, strip_padding, Error, ExchangeType, Flags, Header, Id, IdType,
-    Ke, KeId, Message, Nonce, Notify, NotifyType, Payload, PayloadType, Raw, Sa, Sk, SkLayout, Skf, Unknown,
-    VendorId, HEADER_LEN,
+    emit_inner, pad, parse_inner, strip_non_esp_marker, strip_padding, Error, ExchangeType, Flags,
+    Header, Id, IdType, Ke, KeId, Message, Nonce, Notify, NotifyType, Payload, PayloadType, Raw,
+    Sa, Sk, SkLayout, Skf, Unknown, VendorId, HEADER_LEN,
 };
 
 fn ike_sa_init_request() -> Message<'static> {
@@ -24,15 +24,38 @@ fn ike_sa_init_request() -> Message<'static> {
         }],
     });
     Message::new(
-        Header::new(0x0102030405060708, 0, ExchangeType::IKE_SA_INIT, Flags::new(true, false), 0),
+        Header::new(
+            0x0102030405060708,
+            0,
+            ExchangeType::IKE_SA_INIT,
+            Flags::new(true, false),
+            0,
+        ),
         vec![
             sa,
-            Payload::Ke(Ke { ke_method: KeId::CURVE25519, data: vec![0x42; 32].into() }),
-            Payload::Nonce(Nonce { data: vec![0x17; 32].into() }),
-            Payload::Notify(Notify::new(NotifyType::NAT_DETECTION_SOURCE_IP, vec![1; 20])),
-            Payload::Notify(Notify::new(NotifyType::NAT_DETECTION_DESTINATION_IP, vec![2; 20])),
-            Payload::Notify(Notify::new(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, vec![])),
-            Payload::Notify(Notify::new(NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED, vec![])),
+            Payload::Ke(Ke {
+                ke_method: KeId::CURVE25519,
+                data: vec![0x42; 32].into(),
+            }),
+            Payload::Nonce(Nonce {
+                data: vec![0x17; 32].into(),
+            }),
+            Payload::Notify(Notify::new(
+                NotifyType::NAT_DETECTION_SOURCE_IP,
+                vec![1; 20],
+            )),
+            Payload::Notify(Notify::new(
+                NotifyType::NAT_DETECTION_DESTINATION_IP,
+                vec![2; 20],
+            )),
+            Payload::Notify(Notify::new(
+                NotifyType::IKEV2_FRAGMENTATION_SUPPORTED,
+                vec![],
+            )),
+            Payload::Notify(Notify::new(
+                NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED,
+                vec![],
+            )),
         ],
     )
 }
@@ -48,14 +71,23 @@ fn fix_length(mut b: Vec<u8>) -> Vec<u8> {
 fn round_trips_ike_sa_init_request_byte_identically() {
     let msg = ike_sa_init_request();
     let wire = msg.emit().unwrap();
-    assert_eq!(wire.len(), u32::from_be_bytes(wire[24..28].try_into().unwrap()) as usize);
-    assert_eq!(wire[16], PayloadType::SA.0, "header Next Payload is the first payload");
+    assert_eq!(
+        wire.len(),
+        u32::from_be_bytes(wire[24..28].try_into().unwrap()) as usize
+    );
+    assert_eq!(
+        wire[16],
+        PayloadType::SA.0,
+        "header Next Payload is the first payload"
+    );
     assert_eq!(wire[17], 0x20, "version 2.0");
     let parsed = Message::parse(&wire).unwrap();
     assert_eq!(parsed.payloads, msg.payloads);
     assert_eq!(parsed.header.length as usize, wire.len());
     assert_eq!(parsed.emit().unwrap(), wire);
-    assert!(parsed.notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some());
+    assert!(parsed
+        .notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED)
+        .is_some());
     assert!(parsed.notify(NotifyType::COOKIE).is_none());
 }
 
@@ -63,7 +95,10 @@ fn round_trips_ike_sa_init_request_byte_identically() {
 fn rejects_every_truncated_prefix_of_a_message() {
     let wire = ike_sa_init_request().emit().unwrap();
     for n in 0..wire.len() {
-        assert!(Message::parse(&wire[..n]).is_err(), "raw prefix of {n} octets accepted");
+        assert!(
+            Message::parse(&wire[..n]).is_err(),
+            "raw prefix of {n} octets accepted"
+        );
         if n >= HEADER_LEN {
             // Same prefix with a consistent header Length: the payload chain
             // itself must notice the cut.
@@ -83,7 +118,10 @@ fn rejects_trailing_bytes_after_the_last_payload() {
     wire.push(0);
     assert_eq!(
         Message::parse(&wire),
-        Err(Error::LengthMismatch { header: wire.len() as u32 - 1, datagram: wire.len() })
+        Err(Error::LengthMismatch {
+            header: wire.len() as u32 - 1,
+            datagram: wire.len()
+        })
     );
     let wire = fix_length(wire);
     let err = Message::parse(&wire).unwrap_err();
@@ -95,7 +133,10 @@ fn rejects_trailing_bytes_after_the_last_payload() {
 fn rejects_header_length_larger_than_the_datagram() {
     let wire = ike_sa_init_request().emit().unwrap();
     let short = &wire[..wire.len() - 1];
-    assert!(matches!(Message::parse(short), Err(Error::LengthMismatch { .. })));
+    assert!(matches!(
+        Message::parse(short),
+        Err(Error::LengthMismatch { .. })
+    ));
 }
 
 #[test]
@@ -126,10 +167,16 @@ fn keeps_minor_version_and_unknown_flag_bits_as_received() {
 fn rejects_zero_spi_i_and_nonzero_spi_r_in_ike_sa_init_request() {
     let mut msg = ike_sa_init_request();
     msg.header.spi_i = 0;
-    assert_eq!(Message::parse(&msg.emit().unwrap()), Err(Error::InvalidIkeSpi));
+    assert_eq!(
+        Message::parse(&msg.emit().unwrap()),
+        Err(Error::InvalidIkeSpi)
+    );
     let mut msg = ike_sa_init_request();
     msg.header.spi_r = 1;
-    assert_eq!(Message::parse(&msg.emit().unwrap()), Err(Error::InvalidIkeSpi));
+    assert_eq!(
+        Message::parse(&msg.emit().unwrap()),
+        Err(Error::InvalidIkeSpi)
+    );
     assert_eq!(Error::InvalidIkeSpi.notify_type(), None);
     // A response may carry SPIr 0 (COOKIE / INVALID_KE_PAYLOAD replies) or not.
     for spi_r in [0, 9] {
@@ -144,7 +191,10 @@ fn rejects_zero_spi_i_and_nonzero_spi_r_in_ike_sa_init_request() {
 fn rejects_ike_sa_init_with_nonzero_message_id() {
     let mut msg = ike_sa_init_request();
     msg.header.message_id = 1;
-    assert_eq!(Message::parse(&msg.emit().unwrap()), Err(Error::InvalidMessageId));
+    assert_eq!(
+        Message::parse(&msg.emit().unwrap()),
+        Err(Error::InvalidMessageId)
+    );
     // Other exchanges may use any Message ID.
     msg.header.exchange_type = ExchangeType::IKE_INTERMEDIATE;
     msg.header.spi_r = 7;
@@ -156,17 +206,28 @@ fn rejects_message_with_unknown_critical_payload() {
     let mut msg = ike_sa_init_request();
     msg.payloads.insert(
         1,
-        Payload::Unknown(Unknown { payload_type: PayloadType(99), critical: true, body: vec![1, 2].into() }),
+        Payload::Unknown(Unknown {
+            payload_type: PayloadType(99),
+            critical: true,
+            body: vec![1, 2].into(),
+        }),
     );
     let err = Message::parse(&msg.emit().unwrap()).unwrap_err();
     assert_eq!(err, Error::UnsupportedCriticalPayload(PayloadType(99)));
-    assert_eq!(err.notify().unwrap().notify_type, NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD);
+    assert_eq!(
+        err.notify().unwrap().notify_type,
+        NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD
+    );
 }
 
 #[test]
 fn skips_unknown_non_critical_payload_and_round_trips_the_message() {
     let mut msg = ike_sa_init_request();
-    let unknown = Payload::Unknown(Unknown { payload_type: PayloadType(99), critical: false, body: vec![1, 2].into() });
+    let unknown = Payload::Unknown(Unknown {
+        payload_type: PayloadType(99),
+        critical: false,
+        body: vec![1, 2].into(),
+    });
     msg.payloads.insert(1, unknown.clone());
     let wire = msg.emit().unwrap();
     let parsed = Message::parse(&wire).unwrap();
@@ -177,8 +238,18 @@ fn skips_unknown_non_critical_payload_and_round_trips_the_message() {
 
 fn ike_auth_request() -> Message<'static> {
     Message::new(
-        Header::new(0x11, 0x22, ExchangeType::IKE_AUTH, Flags::new(true, false), 1),
-        vec![Payload::Sk(Sk { first_inner: PayloadType::IDI, flags: 0, body: vec![0xee; 8 + 16 + 16].into() })],
+        Header::new(
+            0x11,
+            0x22,
+            ExchangeType::IKE_AUTH,
+            Flags::new(true, false),
+            1,
+        ),
+        vec![Payload::Sk(Sk {
+            first_inner: PayloadType::IDI,
+            flags: 0,
+            body: vec![0xee; 8 + 16 + 16].into(),
+        })],
     )
 }
 
@@ -192,7 +263,9 @@ fn rejects_payload_after_sk() {
     assert_eq!(err, Error::EncryptedNotLast);
     assert_eq!(err.notify_type(), Some(NotifyType::INVALID_SYNTAX));
     let mut msg = ike_auth_request();
-    msg.payloads.push(Payload::VendorId(VendorId { vid: vec![1].into() }));
+    msg.payloads.push(Payload::VendorId(VendorId {
+        vid: vec![1].into(),
+    }));
     assert_eq!(msg.emit(), Err(Error::EncryptedNotLast));
 }
 
@@ -208,7 +281,10 @@ fn sk_next_payload_names_the_first_inner_payload() {
 #[test]
 fn parses_decrypted_inner_chain_and_rejects_nested_sk() {
     let inner = vec![
-        Payload::IdI(Id { id_type: IdType::ID_RFC822_ADDR, data: b"alice@example.test".to_vec().into() }),
+        Payload::IdI(Id {
+            id_type: IdType::ID_RFC822_ADDR,
+            data: b"alice@example.test".to_vec().into(),
+        }),
         Payload::Notify(Notify::new(NotifyType::INITIAL_CONTACT, vec![])),
     ];
     let (first, chain) = emit_inner(&inner).unwrap();
@@ -218,18 +294,34 @@ fn parses_decrypted_inner_chain_and_rejects_nested_sk() {
     let stripped = strip_padding(&padded).unwrap();
     assert_eq!(parse_inner(first, stripped).unwrap(), inner);
     for n in 0..chain.len() {
-        assert!(parse_inner(first, &chain[..n]).is_err(), "inner prefix of {n} octets accepted");
+        assert!(
+            parse_inner(first, &chain[..n]).is_err(),
+            "inner prefix of {n} octets accepted"
+        );
     }
-    let nested = vec![Payload::Sk(Sk { first_inner: PayloadType::NONE, flags: 0, body: vec![].into() })];
+    let nested = vec![Payload::Sk(Sk {
+        first_inner: PayloadType::NONE,
+        flags: 0,
+        body: vec![].into(),
+    })];
     assert_eq!(emit_inner(&nested), Err(Error::NestedEncrypted));
-    assert_eq!(parse_inner(PayloadType::SK, &unhex("00 00 00 04")), Err(Error::NestedEncrypted));
-    assert_eq!(parse_inner(PayloadType::SKF, &unhex("00 00 00 08 00 01 00 01")), Err(Error::NestedEncrypted));
+    assert_eq!(
+        parse_inner(PayloadType::SK, &unhex("00 00 00 04")),
+        Err(Error::NestedEncrypted)
+    );
+    assert_eq!(
+        parse_inner(PayloadType::SKF, &unhex("00 00 00 08 00 01 00 01")),
+        Err(Error::NestedEncrypted)
+    );
 }
 
 #[test]
 fn strip_padding_refuses_a_pad_length_longer_than_the_content() {
     assert_eq!(strip_padding(&[]), Err(Error::Truncated));
-    assert_eq!(strip_padding(&[1, 2, 3]), Err(Error::Malformed("Pad Length")));
+    assert_eq!(
+        strip_padding(&[1, 2, 3]),
+        Err(Error::Malformed("Pad Length"))
+    );
     assert_eq!(strip_padding(&[1, 2, 2]).unwrap(), &[] as &[u8]);
     assert_eq!(strip_padding(&[1, 9, 9, 2]).unwrap(), &[1]);
     assert_eq!(pad(&[1, 2, 3], 8), vec![1, 2, 3, 0, 0, 0, 0, 4]);
@@ -239,7 +331,12 @@ fn strip_padding_refuses_a_pad_length_longer_than_the_content() {
 #[test]
 fn locates_aad_iv_ciphertext_icv_of_sk_after_unencrypted_payloads() {
     let mut msg = ike_auth_request();
-    msg.payloads.insert(0, Payload::VendorId(VendorId { vid: vec![0xab; 4].into() }));
+    msg.payloads.insert(
+        0,
+        Payload::VendorId(VendorId {
+            vid: vec![0xab; 4].into(),
+        }),
+    );
     let wire = msg.emit().unwrap();
     let l = SkLayout::locate(&wire, 8, 16).unwrap().unwrap();
     // 28 header + 8 Vendor ID + 4 SK header.
@@ -249,13 +346,22 @@ fn locates_aad_iv_ciphertext_icv_of_sk_after_unencrypted_payloads() {
     assert_eq!(l.icv, 64..80);
     assert_eq!(l.integrity_covered(), 0..64);
     assert_eq!(SkLayout::locate(&wire, 8, 40), Err(Error::Truncated));
-    assert_eq!(SkLayout::locate(&ike_sa_init_request().emit().unwrap(), 8, 16), Ok(None));
+    assert_eq!(
+        SkLayout::locate(&ike_sa_init_request().emit().unwrap(), 8, 16),
+        Ok(None)
+    );
 }
 
 #[test]
 fn locates_skf_with_fragment_numbers_inside_the_aad() {
     let msg = Message::new(
-        Header::new(0x11, 0x22, ExchangeType::IKE_AUTH, Flags::new(true, false), 1),
+        Header::new(
+            0x11,
+            0x22,
+            ExchangeType::IKE_AUTH,
+            Flags::new(true, false),
+            1,
+        ),
         vec![Payload::Skf(Skf {
             first_inner: PayloadType::IDI,
             flags: 0,
@@ -267,9 +373,20 @@ fn locates_skf_with_fragment_numbers_inside_the_aad() {
     let wire = msg.emit().unwrap();
     let l = SkLayout::locate(&wire, 8, 16).unwrap().unwrap();
     assert_eq!(l.payload_type, PayloadType::SKF);
-    assert_eq!(l.aad, 0..36, "RFC 7383 §2.5: AAD includes Fragment Number and Total Fragments");
+    assert_eq!(
+        l.aad,
+        0..36,
+        "RFC 7383 §2.5: AAD includes Fragment Number and Total Fragments"
+    );
     assert_eq!(l.ciphertext, 44..49);
-    assert_eq!(Message::parse(&wire).unwrap().skf().unwrap().total_fragments, 2);
+    assert_eq!(
+        Message::parse(&wire)
+            .unwrap()
+            .skf()
+            .unwrap()
+            .total_fragments,
+        2
+    );
 }
 
 #[test]
@@ -280,9 +397,15 @@ fn reads_ike_header_after_the_non_esp_marker_on_port_4500() {
     let header = Header::parse_udp4500(&udp).unwrap();
     assert_eq!(header.exchange_type, ExchangeType::IKE_AUTH);
     assert_eq!(header.message_id, 1);
-    assert_eq!(Message::parse_udp4500(&udp).unwrap(), Message::parse(&udp[4..]).unwrap());
+    assert_eq!(
+        Message::parse_udp4500(&udp).unwrap(),
+        Message::parse(&udp[4..]).unwrap()
+    );
     // ESP (non-zero SPI) and the NAT-keepalive are not IKE.
-    assert_eq!(strip_non_esp_marker(&unhex("00 00 10 01 00 00 00 01")), Err(Error::NotIke));
+    assert_eq!(
+        strip_non_esp_marker(&unhex("00 00 10 01 00 00 00 01")),
+        Err(Error::NotIke)
+    );
     assert_eq!(strip_non_esp_marker(&[0xff]), Err(Error::NotIke));
     assert_eq!(Header::parse_udp4500(&[0, 0, 0]), Err(Error::NotIke));
     assert_eq!(Error::NotIke.notify_type(), None);
@@ -295,17 +418,40 @@ fn round_trips_intermediate_and_gikev2_exchanges() {
     m.header.exchange_type = ExchangeType::IKE_INTERMEDIATE;
     let wire = m.emit().unwrap();
     assert_eq!(wire[18], 43);
-    assert_eq!(Message::parse(&wire).unwrap(), Message { header: Header { length: wire.len() as u32, next_payload: PayloadType::SK, ..m.header }, payloads: m.payloads });
+    assert_eq!(
+        Message::parse(&wire).unwrap(),
+        Message {
+            header: Header {
+                length: wire.len() as u32,
+                next_payload: PayloadType::SK,
+                ..m.header
+            },
+            payloads: m.payloads
+        }
+    );
     // GSA_AUTH request inner chain: IDg + SAg (+ GROUP_SENDER).
     let inner = vec![
-        Payload::IdG(Id { id_type: IdType::ID_KEY_ID, data: vec![0, 0, 0, 7].into() }),
-        Payload::Notify(Notify::new(NotifyType::GROUP_SENDER, 1u32.to_be_bytes().to_vec())),
+        Payload::IdG(Id {
+            id_type: IdType::ID_KEY_ID,
+            data: vec![0, 0, 0, 7].into(),
+        }),
+        Payload::Notify(Notify::new(
+            NotifyType::GROUP_SENDER,
+            1u32.to_be_bytes().to_vec(),
+        )),
     ];
     let (first, chain) = emit_inner(&inner).unwrap();
     assert_eq!(first, PayloadType::IDG);
     assert_eq!(parse_inner(first, &chain).unwrap(), inner);
     // GSA_REKEY response body: GSA and KD kept raw.
-    let inner = vec![Payload::Gsa(Raw { body: vec![1, 0, 0, 4].into() }), Payload::Kd(Raw { body: vec![2; 12].into() })];
+    let inner = vec![
+        Payload::Gsa(Raw {
+            body: vec![1, 0, 0, 4].into(),
+        }),
+        Payload::Kd(Raw {
+            body: vec![2; 12].into(),
+        }),
+    ];
     let (first, chain) = emit_inner(&inner).unwrap();
     assert_eq!(first, PayloadType::GSA);
     assert_eq!(parse_inner(first, &chain).unwrap(), inner);
@@ -313,7 +459,10 @@ fn round_trips_intermediate_and_gikev2_exchanges() {
     rekey.header.exchange_type = ExchangeType::GSA_REKEY;
     rekey.header.message_id = 0;
     let wire = rekey.emit().unwrap();
-    assert_eq!(Message::parse(&wire).unwrap().header.exchange_type, ExchangeType::GSA_REKEY);
+    assert_eq!(
+        Message::parse(&wire).unwrap().header.exchange_type,
+        ExchangeType::GSA_REKEY
+    );
 }
 
 #[test]
@@ -322,11 +471,23 @@ fn maps_each_error_to_the_notify_to_send() {
         (Error::Truncated, Some(NotifyType::INVALID_SYNTAX)),
         (Error::TrailingBytes, Some(NotifyType::INVALID_SYNTAX)),
         (Error::Malformed("x"), Some(NotifyType::INVALID_SYNTAX)),
-        (Error::LengthMismatch { header: 1, datagram: 2 }, Some(NotifyType::INVALID_SYNTAX)),
+        (
+            Error::LengthMismatch {
+                header: 1,
+                datagram: 2,
+            },
+            Some(NotifyType::INVALID_SYNTAX),
+        ),
         (Error::EncryptedNotLast, Some(NotifyType::INVALID_SYNTAX)),
         (Error::NestedEncrypted, Some(NotifyType::INVALID_SYNTAX)),
-        (Error::UnsupportedMajorVersion(3), Some(NotifyType::INVALID_MAJOR_VERSION)),
-        (Error::UnsupportedCriticalPayload(PayloadType(99)), Some(NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD)),
+        (
+            Error::UnsupportedMajorVersion(3),
+            Some(NotifyType::INVALID_MAJOR_VERSION),
+        ),
+        (
+            Error::UnsupportedCriticalPayload(PayloadType(99)),
+            Some(NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD),
+        ),
         (Error::InvalidIkeSpi, None),
         (Error::InvalidMessageId, None),
         (Error::InvalidFragment, None),

@@ -6,10 +6,11 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use common::{check_payload, emit_one, unhex, with_extra_body_octet};
 use ike_wire::{
-    parse_chain, Attribute, AttributeValue, Auth, AuthMethod, Cert, CertEncoding, CertReq, CfgAttrType, CfgAttribute,
-    CfgType, Chain, Cp, Delete, Eap, EncrId, Error, EsnId, Id, IdType, IntegId, Ke, KeId, Nonce, Notify, NotifyType,
-    Payload, PayloadType, PrfId, Proposal, ProtocolId, Raw, Sa, Sk, Skf, TrafficSelector, Transform,
-    TransformAttrType, TransformType, Ts, TsType, Unknown, VendorId,
+    parse_chain, Attribute, AttributeValue, Auth, AuthMethod, Cert, CertEncoding, CertReq,
+    CfgAttrType, CfgAttribute, CfgType, Chain, Cp, Delete, Eap, EncrId, Error, EsnId, Id, IdType,
+    IntegId, Ke, KeId, Nonce, Notify, NotifyType, Payload, PayloadType, PrfId, Proposal,
+    ProtocolId, Raw, Sa, Sk, Skf, TrafficSelector, Transform, TransformAttrType, TransformType, Ts,
+    TsType, Unknown, VendorId,
 };
 
 /// RFC 7296 §3.3: IKE proposal #1, no SPI, ENCR_AES_CBC/256, PRF_HMAC_SHA2_256,
@@ -41,7 +42,9 @@ fn ike_sa() -> Payload<'static> {
 fn parses_and_emits_ike_sa_proposal() {
     let bytes = unhex(IKE_SA);
     check_payload(&bytes, ike_sa());
-    let Payload::Sa(sa) = ike_sa() else { unreachable!() };
+    let Payload::Sa(sa) = ike_sa() else {
+        unreachable!()
+    };
     let t = &sa.proposals[0].transforms;
     assert_eq!(t[0].encr_id(), Some(EncrId::ENCR_AES_CBC));
     assert_eq!(t[0].key_length(), Some(256));
@@ -97,9 +100,17 @@ fn esp_sa() -> Payload<'static> {
 fn parses_and_emits_two_esp_proposals_with_addke_and_tlv_attribute() {
     let bytes = unhex(ESP_SA);
     check_payload(&bytes, esp_sa());
-    let Payload::Sa(sa) = esp_sa() else { unreachable!() };
-    assert_eq!(sa.proposals[0].transforms[3].transform_type, TransformType::ADDKE1);
-    assert_eq!(sa.proposals[0].transforms[3].ke_id(), Some(KeId::ML_KEM_768));
+    let Payload::Sa(sa) = esp_sa() else {
+        unreachable!()
+    };
+    assert_eq!(
+        sa.proposals[0].transforms[3].transform_type,
+        TransformType::ADDKE1
+    );
+    assert_eq!(
+        sa.proposals[0].transforms[3].ke_id(),
+        Some(KeId::ML_KEM_768)
+    );
 }
 
 #[test]
@@ -113,12 +124,24 @@ fn rejects_sa_with_inconsistent_lengths_counts_or_last_substruc() {
     // Proposal "more follow" (2) on the only proposal.
     assert_eq!(sa(&|b| b[4] = 2), Err(Error::Truncated));
     // Proposal Last Substruc neither 0 nor 2.
-    assert_eq!(sa(&|b| b[4] = 3), Err(Error::Malformed("Last Substruc of a proposal")));
+    assert_eq!(
+        sa(&|b| b[4] = 3),
+        Err(Error::Malformed("Last Substruc of a proposal"))
+    );
     // Num Transforms one too many / one too few.
-    assert_eq!(sa(&|b| b[11] = 5), Err(Error::Malformed("Last Substruc of a transform")));
-    assert_eq!(sa(&|b| b[11] = 3), Err(Error::Malformed("Last Substruc of a transform")));
+    assert_eq!(
+        sa(&|b| b[11] = 5),
+        Err(Error::Malformed("Last Substruc of a transform"))
+    );
+    assert_eq!(
+        sa(&|b| b[11] = 3),
+        Err(Error::Malformed("Last Substruc of a transform"))
+    );
     // Last transform marked "more".
-    assert_eq!(sa(&|b| b[12 + 12 + 8 + 8] = 3), Err(Error::Malformed("Last Substruc of a transform")));
+    assert_eq!(
+        sa(&|b| b[12 + 12 + 8 + 8] = 3),
+        Err(Error::Malformed("Last Substruc of a transform"))
+    );
     // Proposal Length shorter than its fixed part.
     assert_eq!(sa(&|b| b[7] = 7), Err(Error::Malformed("Proposal Length")));
     // Transform Length pointing past the proposal.
@@ -129,7 +152,10 @@ fn rejects_sa_with_inconsistent_lengths_counts_or_last_substruc() {
         Err(Error::TrailingBytes)
     );
     // SA payload without proposals.
-    assert_eq!(parse_chain(PayloadType::SA, &[0, 0, 0, 4], Chain::Outer).map(|_| ()), Err(Error::Truncated));
+    assert_eq!(
+        parse_chain(PayloadType::SA, &[0, 0, 0, 4], Chain::Outer).map(|_| ()),
+        Err(Error::Truncated)
+    );
 }
 
 #[test]
@@ -137,7 +163,13 @@ fn parses_and_emits_ke_with_curve25519_length_40() {
     let data: Vec<u8> = (0..32).collect();
     let mut bytes = unhex("00 00 00 28 00 1f 00 00");
     bytes.extend(&data);
-    check_payload(&bytes, Payload::Ke(Ke { ke_method: KeId::CURVE25519, data: data.into() }));
+    check_payload(
+        &bytes,
+        Payload::Ke(Ke {
+            ke_method: KeId::CURVE25519,
+            data: data.into(),
+        }),
+    );
 }
 
 #[test]
@@ -145,26 +177,44 @@ fn parses_and_emits_idi_idr_and_idg() {
     let fqdn = b"vpn.example".to_vec();
     let mut bytes = unhex("00 00 00 13 02 00 00 00");
     bytes.extend(&fqdn);
-    let id = Id { id_type: IdType::ID_FQDN, data: fqdn.into() };
+    let id = Id {
+        id_type: IdType::ID_FQDN,
+        data: fqdn.into(),
+    };
     check_payload(&bytes, Payload::IdI(id.clone()));
     check_payload(&bytes, Payload::IdR(id.clone()));
-    check_payload(&bytes, Payload::IdG(Id { id_type: IdType::ID_FQDN, ..id }));
+    check_payload(
+        &bytes,
+        Payload::IdG(Id {
+            id_type: IdType::ID_FQDN,
+            ..id
+        }),
+    );
     // The 3 RESERVED octets are required.
-    assert_eq!(parse_chain(PayloadType::IDI, &unhex("00 00 00 06 02 00"), Chain::Outer), Err(Error::Truncated));
+    assert_eq!(
+        parse_chain(PayloadType::IDI, &unhex("00 00 00 06 02 00"), Chain::Outer),
+        Err(Error::Truncated)
+    );
 }
 
 #[test]
 fn parses_and_emits_cert_and_certreq() {
     check_payload(
         &unhex("00 00 00 08 04 30 03 02"),
-        Payload::Cert(Cert { encoding: CertEncoding::X509_SIGNATURE, data: vec![0x30, 0x03, 0x02].into() }),
+        Payload::Cert(Cert {
+            encoding: CertEncoding::X509_SIGNATURE,
+            data: vec![0x30, 0x03, 0x02].into(),
+        }),
     );
     let hash = [0x5a; 20];
     let mut bytes = unhex("00 00 00 19 04");
     bytes.extend(hash);
     check_payload(
         &bytes,
-        Payload::CertReq(CertReq { encoding: CertEncoding::X509_SIGNATURE, authorities: hash.to_vec().into() }),
+        Payload::CertReq(CertReq {
+            encoding: CertEncoding::X509_SIGNATURE,
+            authorities: hash.to_vec().into(),
+        }),
     );
 }
 
@@ -174,7 +224,13 @@ fn parses_and_emits_auth_with_rfc7427_digital_signature_prefix() {
     let data = unhex("0f 30 0d 06 09 2a 86 48 86 f7 0d 01 01 0b 05 00 aa bb");
     let mut bytes = unhex("00 00 00 1a 0e 00 00 00");
     bytes.extend(&data);
-    check_payload(&bytes, Payload::Auth(Auth { method: AuthMethod::DIGITAL_SIGNATURE, data: data.into() }));
+    check_payload(
+        &bytes,
+        Payload::Auth(Auth {
+            method: AuthMethod::DIGITAL_SIGNATURE,
+            data: data.into(),
+        }),
+    );
 }
 
 #[test]
@@ -187,10 +243,18 @@ fn parses_and_emits_nonce_and_enforces_16_to_256_octets() {
         let mut b = vec![0, 0, 0, 0];
         b[2..4].copy_from_slice(&(4 + len as u16).to_be_bytes());
         b.extend(vec![1u8; len]);
-        assert_eq!(parse_chain(PayloadType::NONCE, &b, Chain::Outer).is_ok(), ok, "nonce of {len} octets");
+        assert_eq!(
+            parse_chain(PayloadType::NONCE, &b, Chain::Outer).is_ok(),
+            ok,
+            "nonce of {len} octets"
+        );
     }
-    let short = Payload::Nonce(Nonce { data: vec![0; 15].into() });
-    assert!(ike_wire::write_chain(&[short], Chain::Outer, &mut ike_wire::codec::Writer::new()).is_err());
+    let short = Payload::Nonce(Nonce {
+        data: vec![0; 15].into(),
+    });
+    assert!(
+        ike_wire::write_chain(&[short], Chain::Outer, &mut ike_wire::codec::Writer::new()).is_err()
+    );
 }
 
 #[test]
@@ -198,7 +262,13 @@ fn parses_and_emits_notify_about_the_ike_sa_and_about_a_child_sa() {
     let hash = [0x11; 20];
     let mut bytes = unhex("00 00 00 1c 00 00 40 04");
     bytes.extend(hash);
-    check_payload(&bytes, Payload::Notify(Notify::new(NotifyType::NAT_DETECTION_SOURCE_IP, hash.to_vec())));
+    check_payload(
+        &bytes,
+        Payload::Notify(Notify::new(
+            NotifyType::NAT_DETECTION_SOURCE_IP,
+            hash.to_vec(),
+        )),
+    );
     // REKEY_SA: Protocol ESP, 4-octet SPI, no data (RFC 7296 §1.3.3).
     check_payload(
         &unhex("00 00 00 0c 03 04 40 09 ca fe ba be"),
@@ -210,7 +280,14 @@ fn parses_and_emits_notify_about_the_ike_sa_and_about_a_child_sa() {
         }),
     );
     // SPI Size larger than the payload.
-    assert_eq!(parse_chain(PayloadType::NOTIFY, &unhex("00 00 00 0a 03 08 40 09 ca fe"), Chain::Outer), Err(Error::Truncated));
+    assert_eq!(
+        parse_chain(
+            PayloadType::NOTIFY,
+            &unhex("00 00 00 0a 03 08 40 09 ca fe"),
+            Chain::Outer
+        ),
+        Err(Error::Truncated)
+    );
 }
 
 #[test]
@@ -225,12 +302,27 @@ fn parses_and_emits_delete_of_child_sas_and_of_the_ike_sa() {
     );
     check_payload(
         &unhex("00 00 00 08 01 00 00 00"),
-        Payload::Delete(Delete { protocol_id: ProtocolId::IKE, spi_size: 0, spis: vec![] }),
+        Payload::Delete(Delete {
+            protocol_id: ProtocolId::IKE,
+            spi_size: 0,
+            spis: vec![],
+        }),
     );
     let two_spis = unhex("00 00 00 10 03 04 00 02 00 00 00 01 00 00 00 02");
-    assert_eq!(parse_chain(PayloadType::DELETE, &with_extra_body_octet(&two_spis), Chain::Outer), Err(Error::TrailingBytes));
     assert_eq!(
-        parse_chain(PayloadType::DELETE, &unhex("00 00 00 08 01 00 ff ff"), Chain::Outer),
+        parse_chain(
+            PayloadType::DELETE,
+            &with_extra_body_octet(&two_spis),
+            Chain::Outer
+        ),
+        Err(Error::TrailingBytes)
+    );
+    assert_eq!(
+        parse_chain(
+            PayloadType::DELETE,
+            &unhex("00 00 00 08 01 00 ff ff"),
+            Chain::Outer
+        ),
         Err(Error::Malformed("Num of SPIs with SPI Size 0"))
     );
 }
@@ -274,13 +366,22 @@ fn parses_and_emits_tsi_and_tsr_address_ranges() {
     let bytes = unhex(TS);
     check_payload(&bytes, Payload::TsI(ts()));
     check_payload(&bytes, Payload::TsR(ts()));
-    assert_eq!(parse_chain(PayloadType::TSI, &with_extra_body_octet(&bytes), Chain::Outer), Err(Error::TrailingBytes));
+    assert_eq!(
+        parse_chain(
+            PayloadType::TSI,
+            &with_extra_body_octet(&bytes),
+            Chain::Outer
+        ),
+        Err(Error::TrailingBytes)
+    );
 }
 
 #[test]
 fn rejects_address_range_selector_of_the_wrong_length() {
     // TS_IPV4_ADDR_RANGE claiming 20 octets.
-    let bytes = unhex("00 00 00 1c 01 00 00 00 07 00 00 14 00 00 ff ff 0a 00 00 00 0a 00 00 ff 00 00 00 00");
+    let bytes = unhex(
+        "00 00 00 1c 01 00 00 00 07 00 00 14 00 00 ff ff 0a 00 00 00 0a 00 00 ff 00 00 00 00",
+    );
     assert_eq!(
         parse_chain(PayloadType::TSI, &bytes, Chain::Outer),
         Err(Error::Malformed("Selector Length of an address range"))
@@ -288,7 +389,10 @@ fn rejects_address_range_selector_of_the_wrong_length() {
     // Number of TSs larger than the selectors present.
     let mut two = unhex(TS);
     two[4] = 3;
-    assert_eq!(parse_chain(PayloadType::TSI, &two, Chain::Outer), Err(Error::Truncated));
+    assert_eq!(
+        parse_chain(PayloadType::TSI, &two, Chain::Outer),
+        Err(Error::Truncated)
+    );
 }
 
 #[test]
@@ -299,8 +403,14 @@ fn parses_and_emits_ts_seclabel_and_keeps_unknown_ts_types() {
     bytes.extend(unhex("09 06 00 08 01 02 03 04"));
     let ts = Ts {
         selectors: vec![
-            TrafficSelector::SecLabel { label: label.into() },
-            TrafficSelector::Unknown { ts_type: TsType(9), ip_protocol: 6, data: vec![1, 2, 3, 4].into() },
+            TrafficSelector::SecLabel {
+                label: label.into(),
+            },
+            TrafficSelector::Unknown {
+                ts_type: TsType(9),
+                ip_protocol: 6,
+                data: vec![1, 2, 3, 4].into(),
+            },
         ],
     };
     check_payload(&bytes, Payload::TsR(ts));
@@ -309,7 +419,11 @@ fn parses_and_emits_ts_seclabel_and_keeps_unknown_ts_types() {
 #[test]
 fn parses_and_emits_sk_and_splits_iv_ciphertext_icv() {
     let bytes = unhex("23 00 00 14 a0 a1 a2 a3 a4 a5 a6 a7 c1 c2 c3 c4 f1 f2 f3 f4");
-    let sk = Sk { first_inner: PayloadType::IDI, flags: 0, body: bytes[4..].to_vec().into() };
+    let sk = Sk {
+        first_inner: PayloadType::IDI,
+        flags: 0,
+        body: bytes[4..].to_vec().into(),
+    };
     check_payload(&bytes, Payload::Sk(sk.clone()));
     let parts = sk.split(8, 4).unwrap();
     assert_eq!(parts.iv, &bytes[4..12]);
@@ -342,7 +456,11 @@ fn rejects_skf_numbered_zero_or_beyond_total_and_drops_it_silently() {
         b[6..8].copy_from_slice(&total.to_be_bytes());
         let err = parse_chain(PayloadType::SKF, &b, Chain::Outer).unwrap_err();
         assert_eq!(err, Error::InvalidFragment);
-        assert_eq!(err.notify_type(), None, "RFC 7383 §2.6: discarded, not answered");
+        assert_eq!(
+            err.notify_type(),
+            None,
+            "RFC 7383 §2.6: discarded, not answered"
+        );
     }
 }
 
@@ -362,7 +480,11 @@ fn parses_and_emits_cp_request_with_split_dns_attributes() {
     check_payload(&bytes, Payload::Cp(cp));
     // An attribute Length past the payload.
     assert_eq!(
-        parse_chain(PayloadType::CP, &unhex("00 00 00 0c 02 00 00 00 00 01 00 04"), Chain::Outer),
+        parse_chain(
+            PayloadType::CP,
+            &unhex("00 00 00 0c 02 00 00 00 00 01 00 04"),
+            Chain::Outer
+        ),
         Err(Error::Truncated)
     );
 }
@@ -371,9 +493,14 @@ fn parses_and_emits_cp_request_with_split_dns_attributes() {
 fn cp_attribute_r_bit_is_ignored_on_receipt() {
     let bytes = unhex("00 00 00 0c 02 00 00 00 80 1a 00 00");
     let parsed = parse_chain(PayloadType::CP, &bytes, Chain::Outer).unwrap();
-    let Payload::Cp(cp) = &parsed[0] else { panic!("not CP") };
+    let Payload::Cp(cp) = &parsed[0] else {
+        panic!("not CP")
+    };
     assert_eq!(cp.attributes[0].attr_type, CfgAttrType::INTERNAL_DNSSEC_TA);
-    assert_eq!(emit_one(&parsed[0]), unhex("00 00 00 0c 02 00 00 00 00 1a 00 00"));
+    assert_eq!(
+        emit_one(&parsed[0]),
+        unhex("00 00 00 0c 02 00 00 00 00 1a 00 00")
+    );
 }
 
 #[test]
@@ -382,18 +509,36 @@ fn parses_and_emits_eap_and_checks_the_eap_length() {
     let msg = unhex("01 05 00 05 01");
     let mut bytes = unhex("00 00 00 09");
     bytes.extend(&msg);
-    check_payload(&bytes, Payload::Eap(Eap { message: msg.into() }));
+    check_payload(
+        &bytes,
+        Payload::Eap(Eap {
+            message: msg.into(),
+        }),
+    );
     assert_eq!(
-        parse_chain(PayloadType::EAP, &unhex("00 00 00 09 01 05 00 06 01"), Chain::Outer),
+        parse_chain(
+            PayloadType::EAP,
+            &unhex("00 00 00 09 01 05 00 06 01"),
+            Chain::Outer
+        ),
         Err(Error::Malformed("EAP Length"))
     );
-    assert_eq!(parse_chain(PayloadType::EAP, &unhex("00 00 00 07 01 05 00"), Chain::Outer), Err(Error::Truncated));
+    assert_eq!(
+        parse_chain(
+            PayloadType::EAP,
+            &unhex("00 00 00 07 01 05 00"),
+            Chain::Outer
+        ),
+        Err(Error::Truncated)
+    );
 }
 
 #[test]
 fn keeps_gikev2_gsa_kd_and_puzzle_solution_bodies_raw() {
     let bytes = unhex("00 00 00 08 01 02 03 04");
-    let raw = Raw { body: vec![1, 2, 3, 4].into() };
+    let raw = Raw {
+        body: vec![1, 2, 3, 4].into(),
+    };
     check_payload(&bytes, Payload::Gsa(raw.clone()));
     check_payload(&bytes, Payload::Kd(raw.clone()));
     check_payload(&bytes, Payload::Ps(raw));
@@ -404,17 +549,33 @@ fn skips_unknown_non_critical_payload_and_round_trips_it() {
     let bytes = unhex("00 00 00 07 aa bb cc");
     check_payload(
         &bytes,
-        Payload::Unknown(Unknown { payload_type: PayloadType(200), critical: false, body: vec![0xaa, 0xbb, 0xcc].into() }),
+        Payload::Unknown(Unknown {
+            payload_type: PayloadType(200),
+            critical: false,
+            body: vec![0xaa, 0xbb, 0xcc].into(),
+        }),
     );
 }
 
 #[test]
 fn rejects_unknown_critical_payload_with_unsupported_critical_payload() {
-    let err = parse_chain(PayloadType(200), &unhex("00 80 00 07 aa bb cc"), Chain::Outer).unwrap_err();
+    let err = parse_chain(
+        PayloadType(200),
+        &unhex("00 80 00 07 aa bb cc"),
+        Chain::Outer,
+    )
+    .unwrap_err();
     assert_eq!(err, Error::UnsupportedCriticalPayload(PayloadType(200)));
-    assert_eq!(err.notify_type(), Some(NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD));
+    assert_eq!(
+        err.notify_type(),
+        Some(NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD)
+    );
     let n = err.notify().unwrap();
-    assert_eq!(n.data.as_ref(), &[200], "RFC 7296 §3.10.1: the one-octet payload type");
+    assert_eq!(
+        n.data.as_ref(),
+        &[200],
+        "RFC 7296 §3.10.1: the one-octet payload type"
+    );
 }
 
 #[test]
@@ -422,7 +583,12 @@ fn ignores_critical_bit_on_known_payloads() {
     let mut bytes = unhex("00 80 00 14");
     bytes.extend([9u8; 16]);
     let parsed = parse_chain(PayloadType::NONCE, &bytes, Chain::Outer).unwrap();
-    assert_eq!(parsed, vec![Payload::Nonce(Nonce { data: vec![9; 16].into() })]);
+    assert_eq!(
+        parsed,
+        vec![Payload::Nonce(Nonce {
+            data: vec![9; 16].into()
+        })]
+    );
 }
 
 #[test]
@@ -438,12 +604,24 @@ fn rejects_payload_length_shorter_than_the_generic_header() {
 #[test]
 fn refuses_to_emit_what_would_not_parse_back() {
     let mut w = ike_wire::codec::Writer::new();
-    let unknown_with_known_type =
-        Payload::Unknown(Unknown { payload_type: PayloadType::NONCE, critical: false, body: vec![].into() });
+    let unknown_with_known_type = Payload::Unknown(Unknown {
+        payload_type: PayloadType::NONCE,
+        critical: false,
+        body: vec![].into(),
+    });
     assert!(ike_wire::write_chain(&[unknown_with_known_type], Chain::Outer, &mut w).is_err());
-    let big = Payload::VendorId(VendorId { vid: vec![0; 70_000].into() });
-    assert_eq!(ike_wire::write_chain(&[big], Chain::Outer, &mut w), Err(Error::TooLong));
-    let bad_delete = Payload::Delete(Delete { protocol_id: ProtocolId::ESP, spi_size: 4, spis: vec![vec![1].into()] });
+    let big = Payload::VendorId(VendorId {
+        vid: vec![0; 70_000].into(),
+    });
+    assert_eq!(
+        ike_wire::write_chain(&[big], Chain::Outer, &mut w),
+        Err(Error::TooLong)
+    );
+    let bad_delete = Payload::Delete(Delete {
+        protocol_id: ProtocolId::ESP,
+        spi_size: 4,
+        spis: vec![vec![1].into()],
+    });
     assert!(ike_wire::write_chain(&[bad_delete], Chain::Outer, &mut w).is_err());
     let empty_sa = Payload::Sa(Sa { proposals: vec![] });
     assert!(ike_wire::write_chain(&[empty_sa], Chain::Outer, &mut w).is_err());

@@ -1,8 +1,9 @@
 //! The open registries and the Reader/Writer primitives.
 use ike_wire::codec::{Reader, Writer};
 use ike_wire::{
-    AuthMethod, CertEncoding, CfgAttrType, CfgType, EncrId, Error, EsnId, ExchangeType, IdType, IntegId, KeId,
-    NotifyType, PayloadType, PrfId, ProtocolId, TransformAttrType, TransformType, TsType,
+    AuthMethod, CertEncoding, CfgAttrType, CfgType, EncrId, Error, EsnId, ExchangeType, IdType,
+    IntegId, KeId, NotifyType, PayloadType, PrfId, ProtocolId, TransformAttrType, TransformType,
+    TsType,
 };
 
 /// No two constants of a registry share a value (a duplicate would make the
@@ -21,8 +22,23 @@ macro_rules! assert_distinct {
 #[test]
 fn registry_constants_are_distinct() {
     assert_distinct!(
-        ExchangeType, PayloadType, TransformType, EncrId, PrfId, IntegId, KeId, EsnId, TransformAttrType, ProtocolId,
-        NotifyType, AuthMethod, IdType, CertEncoding, TsType, CfgType, CfgAttrType
+        ExchangeType,
+        PayloadType,
+        TransformType,
+        EncrId,
+        PrfId,
+        IntegId,
+        KeId,
+        EsnId,
+        TransformAttrType,
+        ProtocolId,
+        NotifyType,
+        AuthMethod,
+        IdType,
+        CertEncoding,
+        TsType,
+        CfgType,
+        CfgAttrType
     );
 }
 
@@ -31,16 +47,44 @@ fn registry_values_match_the_digest() {
     assert_eq!(ExchangeType::IKE_SA_INIT.0, 34);
     assert_eq!(ExchangeType::IKE_INTERMEDIATE.0, 43);
     assert_eq!(ExchangeType::IKE_FOLLOWUP_KE.0, 44);
-    assert_eq!((ExchangeType::GSA_AUTH.0, ExchangeType::GSA_REGISTRATION.0, ExchangeType::GSA_REKEY.0), (39, 40, 41));
-    assert_eq!((PayloadType::SK.0, PayloadType::SKF.0, PayloadType::PS.0), (46, 53, 54));
-    assert_eq!((PayloadType::IDG.0, PayloadType::GSA.0, PayloadType::KD.0), (50, 51, 52));
-    assert_eq!((KeId::ML_KEM_512.0, KeId::ML_KEM_768.0, KeId::ML_KEM_1024.0), (35, 36, 37));
+    assert_eq!(
+        (
+            ExchangeType::GSA_AUTH.0,
+            ExchangeType::GSA_REGISTRATION.0,
+            ExchangeType::GSA_REKEY.0
+        ),
+        (39, 40, 41)
+    );
+    assert_eq!(
+        (PayloadType::SK.0, PayloadType::SKF.0, PayloadType::PS.0),
+        (46, 53, 54)
+    );
+    assert_eq!(
+        (PayloadType::IDG.0, PayloadType::GSA.0, PayloadType::KD.0),
+        (50, 51, 52)
+    );
+    assert_eq!(
+        (KeId::ML_KEM_512.0, KeId::ML_KEM_768.0, KeId::ML_KEM_1024.0),
+        (35, 36, 37)
+    );
     assert_eq!(TransformType::ADDKE1.0, 6);
     assert_eq!(TransformType::ADDKE7.0, 12);
     assert_eq!(TsType::TS_SECLABEL.0, 10);
-    assert_eq!((CfgAttrType::INTERNAL_DNS_DOMAIN.0, CfgAttrType::INTERNAL_DNSSEC_TA.0), (25, 26));
+    assert_eq!(
+        (
+            CfgAttrType::INTERNAL_DNS_DOMAIN.0,
+            CfgAttrType::INTERNAL_DNSSEC_TA.0
+        ),
+        (25, 26)
+    );
     assert_eq!(NotifyType::SIGNATURE_HASH_ALGORITHMS.0, 16431);
-    assert_eq!((NotifyType::TEMPORARY_FAILURE.0, NotifyType::CHILD_SA_NOT_FOUND.0), (43, 44));
+    assert_eq!(
+        (
+            NotifyType::TEMPORARY_FAILURE.0,
+            NotifyType::CHILD_SA_NOT_FOUND.0
+        ),
+        (43, 44)
+    );
     assert_eq!(NotifyType::USE_PPK_INT.0, 16445);
     assert_eq!(EncrId::ENCR_CHACHA20_POLY1305.0, 28);
 }
@@ -61,7 +105,10 @@ fn addke_transform_types_share_the_ke_id_registry() {
 
 #[test]
 fn unknown_registry_values_keep_their_number_and_debug_shows_it() {
-    assert_eq!(format!("{:?}", NotifyType::INVALID_SYNTAX), "INVALID_SYNTAX");
+    assert_eq!(
+        format!("{:?}", NotifyType::INVALID_SYNTAX),
+        "INVALID_SYNTAX"
+    );
     assert_eq!(format!("{:?}", NotifyType(40000)), "NotifyType(40000)");
     assert_eq!(NotifyType(40000).name(), None);
     assert_eq!(u16::from(NotifyType::from(40000)), 40000);
@@ -107,5 +154,9 @@ fn writer_patches_lengths_in_place_and_refuses_overflow() {
     let mut big = Writer::new();
     let slot = big.u16_placeholder(0);
     big.bytes(&vec![0; 65534]);
-    assert_eq!(big.patch_u16(slot), Err(Error::TooLong), "65536 octets do not fit a u16 length");
+    assert_eq!(
+        big.patch_u16(slot),
+        Err(Error::TooLong),
+        "65536 octets do not fit a u16 length"
+    );
 }

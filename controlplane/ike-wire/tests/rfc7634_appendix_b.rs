@@ -8,8 +8,8 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload as AeadPayload};
 use chacha20poly1305::ChaCha20Poly1305;
 use common::{load_vector, unhex};
 use ike_wire::{
-    emit_inner, pad, parse_inner, strip_padding, ExchangeType, Flags, Header, Message, Notify, NotifyType, Payload,
-    PayloadType, Sk, SkLayout,
+    emit_inner, pad, parse_inner, strip_padding, ExchangeType, Flags, Header, Message, Notify,
+    NotifyType, Payload, PayloadType, Sk, SkLayout,
 };
 
 const VECTOR: &str = include_str!("../testdata/rfc7634_appendix_b.txt");
@@ -30,7 +30,10 @@ fn base64(s: &str) -> Vec<u8> {
         b'/' => 63,
         _ => panic!("not base64: {c}"),
     };
-    let chars: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=').collect();
+    let chars: Vec<u8> = s
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+        .collect();
     let mut out = Vec::new();
     let mut acc = 0u32;
     let mut bits = 0;
@@ -89,14 +92,22 @@ fn rfc7634_appendix_b_header_and_sk_split_parse() {
     assert_eq!(msg.payloads.len(), 1);
     let sk = msg.sk().unwrap();
     assert_eq!(sk.first_inner, PayloadType::NOTIFY);
-    let parts = sk.split(CHACHA20_POLY1305_IV_LEN, CHACHA20_POLY1305_ICV_LEN).unwrap();
+    let parts = sk
+        .split(CHACHA20_POLY1305_IV_LEN, CHACHA20_POLY1305_ICV_LEN)
+        .unwrap();
     assert_eq!(parts.iv, &v("iv")[..]);
     assert_eq!(parts.ciphertext, &v("ciphertext")[..]);
     assert_eq!(parts.icv, &v("tag")[..]);
 
-    let layout = SkLayout::locate(&wire, CHACHA20_POLY1305_IV_LEN, CHACHA20_POLY1305_ICV_LEN).unwrap().unwrap();
+    let layout = SkLayout::locate(&wire, CHACHA20_POLY1305_IV_LEN, CHACHA20_POLY1305_ICV_LEN)
+        .unwrap()
+        .unwrap();
     assert_eq!(layout.payload_type, PayloadType::SK);
-    assert_eq!(&wire[layout.aad.clone()], &v("aad")[..], "AAD = IKE header | SK header (RFC 5282 §5.1)");
+    assert_eq!(
+        &wire[layout.aad.clone()],
+        &v("aad")[..],
+        "AAD = IKE header | SK header (RFC 5282 §5.1)"
+    );
     assert_eq!(&wire[layout.aad.end..], &v("encrypted_payload")[4..]);
     assert_eq!(&wire[layout.iv], &v("iv")[..]);
     assert_eq!(&wire[layout.ciphertext], &v("ciphertext")[..]);
@@ -114,22 +125,39 @@ fn cipher() -> (ChaCha20Poly1305, Vec<u8>) {
 #[test]
 fn rfc7634_appendix_b_decrypts_to_one_set_window_size_notify() {
     let wire = v("ike_message");
-    let layout = SkLayout::locate(&wire, CHACHA20_POLY1305_IV_LEN, CHACHA20_POLY1305_ICV_LEN).unwrap().unwrap();
+    let layout = SkLayout::locate(&wire, CHACHA20_POLY1305_IV_LEN, CHACHA20_POLY1305_ICV_LEN)
+        .unwrap()
+        .unwrap();
     let (aead, nonce) = cipher();
     let ct_and_tag = &wire[layout.ciphertext.start..layout.icv.end];
     let plaintext = aead
-        .decrypt(nonce.as_slice().into(), AeadPayload { msg: ct_and_tag, aad: &wire[layout.aad.clone()] })
+        .decrypt(
+            nonce.as_slice().into(),
+            AeadPayload {
+                msg: ct_and_tag,
+                aad: &wire[layout.aad.clone()],
+            },
+        )
         .expect("RFC 7634 Appendix B authenticates");
     assert_eq!(plaintext, v("plaintext"));
     let inner = strip_padding(&plaintext).unwrap();
     assert_eq!(inner, &v("notify_payload")[..]);
     let payloads = parse_inner(PayloadType::NOTIFY, inner).unwrap();
-    assert_eq!(payloads, vec![Payload::Notify(Notify::new(NotifyType::SET_WINDOW_SIZE, 10u32.to_be_bytes().to_vec()))]);
+    assert_eq!(
+        payloads,
+        vec![Payload::Notify(Notify::new(
+            NotifyType::SET_WINDOW_SIZE,
+            10u32.to_be_bytes().to_vec()
+        ))]
+    );
 }
 
 #[test]
 fn rfc7634_appendix_b_is_rebuilt_byte_for_byte_from_its_notify() {
-    let inner = vec![Payload::Notify(Notify::new(NotifyType::SET_WINDOW_SIZE, 10u32.to_be_bytes().to_vec()))];
+    let inner = vec![Payload::Notify(Notify::new(
+        NotifyType::SET_WINDOW_SIZE,
+        10u32.to_be_bytes().to_vec(),
+    ))];
     let (first_inner, chain) = emit_inner(&inner).unwrap();
     assert_eq!(chain, v("notify_payload"));
     // RFC 7634 §3: no padding, a zero Pad Length.
@@ -145,13 +173,25 @@ fn rfc7634_appendix_b_is_rebuilt_byte_for_byte_from_its_notify() {
         9,
     );
     let body_len = CHACHA20_POLY1305_IV_LEN + plaintext.len() + CHACHA20_POLY1305_ICV_LEN;
-    let sk = Sk { first_inner, flags: 0, body: vec![0; body_len].into() };
+    let sk = Sk {
+        first_inner,
+        flags: 0,
+        body: vec![0; body_len].into(),
+    };
     let mut wire = Message::new(header, vec![Payload::Sk(sk)]).emit().unwrap();
-    let layout = SkLayout::locate(&wire, CHACHA20_POLY1305_IV_LEN, CHACHA20_POLY1305_ICV_LEN).unwrap().unwrap();
+    let layout = SkLayout::locate(&wire, CHACHA20_POLY1305_IV_LEN, CHACHA20_POLY1305_ICV_LEN)
+        .unwrap()
+        .unwrap();
     assert_eq!(&wire[layout.aad.clone()], &v("aad")[..]);
     let (aead, nonce) = cipher();
     let sealed = aead
-        .encrypt(nonce.as_slice().into(), AeadPayload { msg: &plaintext, aad: &wire[layout.aad.clone()] })
+        .encrypt(
+            nonce.as_slice().into(),
+            AeadPayload {
+                msg: &plaintext,
+                aad: &wire[layout.aad.clone()],
+            },
+        )
         .unwrap();
     wire[layout.iv].copy_from_slice(&v("iv"));
     wire[layout.ciphertext.start..layout.icv.end].copy_from_slice(&sealed);

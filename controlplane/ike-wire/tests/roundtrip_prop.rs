@@ -7,10 +7,11 @@ mod common;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ike_wire::{
-    emit_inner, parse_inner, Attribute, AttributeValue, Auth, AuthMethod, Cert, CertEncoding, CertReq, CfgAttrType,
-    CfgAttribute, CfgType, Cp, Delete, Eap, ExchangeType, Flags, Header, Id, IdType, Ke, KeId, Message, Nonce, Notify,
-    NotifyType, Payload, PayloadType, Proposal, ProtocolId, Raw, Sa, Sk, Skf, TrafficSelector, Transform,
-    TransformAttrType, TransformType, Ts, TsType, Unknown, VendorId,
+    emit_inner, parse_inner, Attribute, AttributeValue, Auth, AuthMethod, Cert, CertEncoding,
+    CertReq, CfgAttrType, CfgAttribute, CfgType, Cp, Delete, Eap, ExchangeType, Flags, Header, Id,
+    IdType, Ke, KeId, Message, Nonce, Notify, NotifyType, Payload, PayloadType, Proposal,
+    ProtocolId, Raw, Sa, Sk, Skf, TrafficSelector, Transform, TransformAttrType, TransformType, Ts,
+    TsType, Unknown, VendorId,
 };
 use proptest::prelude::*;
 
@@ -19,17 +20,39 @@ fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn attribute() -> impl Strategy<Value = Attribute<'static>> {
-    (0u16..0x8000, prop_oneof![any::<u16>().prop_map(AttributeValue::Tv), bytes(8).prop_map(|b| AttributeValue::Tlv(b.into()))])
-        .prop_map(|(t, value)| Attribute { attr_type: TransformAttrType(t), value })
+    (
+        0u16..0x8000,
+        prop_oneof![
+            any::<u16>().prop_map(AttributeValue::Tv),
+            bytes(8).prop_map(|b| AttributeValue::Tlv(b.into()))
+        ],
+    )
+        .prop_map(|(t, value)| Attribute {
+            attr_type: TransformAttrType(t),
+            value,
+        })
 }
 
 fn transform() -> impl Strategy<Value = Transform<'static>> {
-    (any::<u8>(), any::<u16>(), prop::collection::vec(attribute(), 0..3))
-        .prop_map(|(t, id, attributes)| Transform { transform_type: TransformType(t), transform_id: id, attributes })
+    (
+        any::<u8>(),
+        any::<u16>(),
+        prop::collection::vec(attribute(), 0..3),
+    )
+        .prop_map(|(t, id, attributes)| Transform {
+            transform_type: TransformType(t),
+            transform_id: id,
+            attributes,
+        })
 }
 
 fn proposal() -> impl Strategy<Value = Proposal<'static>> {
-    (any::<u8>(), any::<u8>(), prop_oneof![Just(0usize), Just(4), Just(8), Just(16)], prop::collection::vec(transform(), 0..5))
+    (
+        any::<u8>(),
+        any::<u8>(),
+        prop_oneof![Just(0usize), Just(4), Just(8), Just(16)],
+        prop::collection::vec(transform(), 0..5),
+    )
         .prop_flat_map(|(num, proto, spi_len, transforms)| {
             prop::collection::vec(any::<u8>(), spi_len).prop_map(move |spi| Proposal {
                 proposal_num: num,
@@ -42,15 +65,44 @@ fn proposal() -> impl Strategy<Value = Proposal<'static>> {
 
 fn selector() -> impl Strategy<Value = TrafficSelector<'static>> {
     prop_oneof![
-        (any::<u8>(), any::<u16>(), any::<u16>(), any::<[u8; 4]>(), any::<[u8; 4]>()).prop_map(|(p, s, e, a, b)| {
-            TrafficSelector::Ipv4 { ip_protocol: p, start_port: s, end_port: e, start_addr: Ipv4Addr::from(a), end_addr: Ipv4Addr::from(b) }
-        }),
-        (any::<u8>(), any::<u16>(), any::<u16>(), any::<[u8; 16]>(), any::<[u8; 16]>()).prop_map(|(p, s, e, a, b)| {
-            TrafficSelector::Ipv6 { ip_protocol: p, start_port: s, end_port: e, start_addr: Ipv6Addr::from(a), end_addr: Ipv6Addr::from(b) }
-        }),
+        (
+            any::<u8>(),
+            any::<u16>(),
+            any::<u16>(),
+            any::<[u8; 4]>(),
+            any::<[u8; 4]>()
+        )
+            .prop_map(|(p, s, e, a, b)| {
+                TrafficSelector::Ipv4 {
+                    ip_protocol: p,
+                    start_port: s,
+                    end_port: e,
+                    start_addr: Ipv4Addr::from(a),
+                    end_addr: Ipv4Addr::from(b),
+                }
+            }),
+        (
+            any::<u8>(),
+            any::<u16>(),
+            any::<u16>(),
+            any::<[u8; 16]>(),
+            any::<[u8; 16]>()
+        )
+            .prop_map(|(p, s, e, a, b)| {
+                TrafficSelector::Ipv6 {
+                    ip_protocol: p,
+                    start_port: s,
+                    end_port: e,
+                    start_addr: Ipv6Addr::from(a),
+                    end_addr: Ipv6Addr::from(b),
+                }
+            }),
         bytes(40).prop_map(|l| TrafficSelector::SecLabel { label: l.into() }),
-        (0u8..7, any::<u8>(), bytes(12))
-            .prop_map(|(t, p, d)| TrafficSelector::Unknown { ts_type: TsType(t), ip_protocol: p, data: d.into() }),
+        (0u8..7, any::<u8>(), bytes(12)).prop_map(|(t, p, d)| TrafficSelector::Unknown {
+            ts_type: TsType(t),
+            ip_protocol: p,
+            data: d.into()
+        }),
     ]
 }
 
@@ -65,7 +117,10 @@ fn eap() -> impl Strategy<Value = Eap<'static>> {
 }
 
 fn id() -> impl Strategy<Value = Id<'static>> {
-    (any::<u8>(), bytes(24)).prop_map(|(t, d)| Id { id_type: IdType(t), data: d.into() })
+    (any::<u8>(), bytes(24)).prop_map(|(t, d)| Id {
+        id_type: IdType(t),
+        data: d.into(),
+    })
 }
 
 fn ts() -> impl Strategy<Value = Ts<'static>> {
@@ -76,61 +131,108 @@ fn ts() -> impl Strategy<Value = Ts<'static>> {
 fn plain_payload() -> impl Strategy<Value = Payload<'static>> {
     prop_oneof![
         prop::collection::vec(proposal(), 1..4).prop_map(|proposals| Payload::Sa(Sa { proposals })),
-        (any::<u16>(), bytes(64)).prop_map(|(m, d)| Payload::Ke(Ke { ke_method: KeId(m), data: d.into() })),
+        (any::<u16>(), bytes(64)).prop_map(|(m, d)| Payload::Ke(Ke {
+            ke_method: KeId(m),
+            data: d.into()
+        })),
         id().prop_map(Payload::IdI),
         id().prop_map(Payload::IdR),
         id().prop_map(Payload::IdG),
-        (any::<u8>(), bytes(40)).prop_map(|(e, d)| Payload::Cert(Cert { encoding: CertEncoding(e), data: d.into() })),
-        (any::<u8>(), bytes(40))
-            .prop_map(|(e, d)| Payload::CertReq(CertReq { encoding: CertEncoding(e), authorities: d.into() })),
-        (any::<u8>(), bytes(40)).prop_map(|(m, d)| Payload::Auth(Auth { method: AuthMethod(m), data: d.into() })),
-        prop::collection::vec(any::<u8>(), 16..=256).prop_map(|d| Payload::Nonce(Nonce { data: d.into() })),
-        (any::<u8>(), prop_oneof![Just(0usize), Just(4), Just(8)], any::<u16>(), bytes(24)).prop_flat_map(
-            |(p, spi_len, t, d)| prop::collection::vec(any::<u8>(), spi_len).prop_map(move |spi| {
-                Payload::Notify(Notify { protocol_id: ProtocolId(p), spi: spi.into(), notify_type: NotifyType(t), data: d.clone().into() })
-            })
-        ),
+        (any::<u8>(), bytes(40)).prop_map(|(e, d)| Payload::Cert(Cert {
+            encoding: CertEncoding(e),
+            data: d.into()
+        })),
+        (any::<u8>(), bytes(40)).prop_map(|(e, d)| Payload::CertReq(CertReq {
+            encoding: CertEncoding(e),
+            authorities: d.into()
+        })),
+        (any::<u8>(), bytes(40)).prop_map(|(m, d)| Payload::Auth(Auth {
+            method: AuthMethod(m),
+            data: d.into()
+        })),
+        prop::collection::vec(any::<u8>(), 16..=256)
+            .prop_map(|d| Payload::Nonce(Nonce { data: d.into() })),
+        (
+            any::<u8>(),
+            prop_oneof![Just(0usize), Just(4), Just(8)],
+            any::<u16>(),
+            bytes(24)
+        )
+            .prop_flat_map(|(p, spi_len, t, d)| prop::collection::vec(
+                any::<u8>(),
+                spi_len
+            )
+            .prop_map(move |spi| {
+                Payload::Notify(Notify {
+                    protocol_id: ProtocolId(p),
+                    spi: spi.into(),
+                    notify_type: NotifyType(t),
+                    data: d.clone().into(),
+                })
+            })),
         prop_oneof![
-            any::<u8>().prop_map(|p| Delete { protocol_id: ProtocolId(p), spi_size: 0, spis: vec![] }),
-            (any::<u8>(), prop::collection::vec(any::<[u8; 4]>(), 0..5)).prop_map(|(p, spis)| Delete {
+            any::<u8>().prop_map(|p| Delete {
                 protocol_id: ProtocolId(p),
-                spi_size: 4,
-                spis: spis.into_iter().map(|s| s.to_vec().into()).collect(),
+                spi_size: 0,
+                spis: vec![]
+            }),
+            (any::<u8>(), prop::collection::vec(any::<[u8; 4]>(), 0..5)).prop_map(|(p, spis)| {
+                Delete {
+                    protocol_id: ProtocolId(p),
+                    spi_size: 4,
+                    spis: spis.into_iter().map(|s| s.to_vec().into()).collect(),
+                }
             }),
         ]
         .prop_map(Payload::Delete),
         bytes(32).prop_map(|v| Payload::VendorId(VendorId { vid: v.into() })),
         ts().prop_map(Payload::TsI),
         ts().prop_map(Payload::TsR),
-        (any::<u8>(), prop::collection::vec((0u16..0x8000, bytes(20)), 0..4)).prop_map(|(t, attrs)| {
-            Payload::Cp(Cp {
-                cfg_type: CfgType(t),
-                attributes: attrs.into_iter().map(|(a, v)| CfgAttribute::new(CfgAttrType(a), v)).collect(),
-            })
-        }),
+        (
+            any::<u8>(),
+            prop::collection::vec((0u16..0x8000, bytes(20)), 0..4)
+        )
+            .prop_map(|(t, attrs)| {
+                Payload::Cp(Cp {
+                    cfg_type: CfgType(t),
+                    attributes: attrs
+                        .into_iter()
+                        .map(|(a, v)| CfgAttribute::new(CfgAttrType(a), v))
+                        .collect(),
+                })
+            }),
         eap().prop_map(Payload::Eap),
         bytes(32).prop_map(|b| Payload::Gsa(Raw { body: b.into() })),
         bytes(32).prop_map(|b| Payload::Kd(Raw { body: b.into() })),
         bytes(32).prop_map(|b| Payload::Ps(Raw { body: b.into() })),
         // Unassigned payload types, non-critical: kept as Unknown.
         (prop_oneof![1u8..33, 55u8..=255], bytes(16)).prop_map(|(t, b)| {
-            Payload::Unknown(Unknown { payload_type: PayloadType(t), critical: false, body: b.into() })
+            Payload::Unknown(Unknown {
+                payload_type: PayloadType(t),
+                critical: false,
+                body: b.into(),
+            })
         }),
     ]
 }
 
 fn encrypted() -> impl Strategy<Value = Payload<'static>> {
     prop_oneof![
-        (any::<u8>(), bytes(64)).prop_map(|(n, b)| Payload::Sk(Sk { first_inner: PayloadType(n), flags: 0, body: b.into() })),
-        (any::<u8>(), 1u16..=u16::MAX, bytes(64)).prop_flat_map(|(n, total, b)| (1..=total).prop_map(move |number| {
-            Payload::Skf(Skf {
-                first_inner: PayloadType(n),
-                flags: 0,
-                fragment_number: number,
-                total_fragments: total,
-                body: b.clone().into(),
-            })
+        (any::<u8>(), bytes(64)).prop_map(|(n, b)| Payload::Sk(Sk {
+            first_inner: PayloadType(n),
+            flags: 0,
+            body: b.into()
         })),
+        (any::<u8>(), 1u16..=u16::MAX, bytes(64)).prop_flat_map(|(n, total, b)| (1..=total)
+            .prop_map(move |number| {
+                Payload::Skf(Skf {
+                    first_inner: PayloadType(n),
+                    flags: 0,
+                    fragment_number: number,
+                    total_fragments: total,
+                    body: b.clone().into(),
+                })
+            })),
     ]
 }
 

@@ -11,11 +11,12 @@ use aes::cipher::{BlockDecryptMut, KeyIvInit};
 use common::{load_vector, unhex};
 use hmac::{Hmac, Mac};
 use ike_wire::{
-    parse_inner, strip_padding, write_chain, Chain, EncrId, ExchangeType, Header, IdType, IntegId, KeId, Message,
-    NotifyType, Payload, PayloadType, PrfId, SkLayout, TrafficSelector, HEADER_LEN,
+    parse_inner, strip_padding, write_chain, Chain, EncrId, ExchangeType, Header, IdType, IntegId,
+    KeId, Message, NotifyType, Payload, PayloadType, PrfId, SkLayout, TrafficSelector, HEADER_LEN,
 };
 
-const VECTOR: &str = include_str!("../testdata/strongswan_5.9.8_ikev2_psk_aes128_sha256_x25519.txt");
+const VECTOR: &str =
+    include_str!("../testdata/strongswan_5.9.8_ikev2_psk_aes128_sha256_x25519.txt");
 const AES_CBC_IV_LEN: usize = 16;
 const HMAC_SHA2_256_128_ICV_LEN: usize = 16;
 
@@ -32,7 +33,10 @@ fn packets() -> Vec<Packet> {
             let mut f = line.split_whitespace();
             let _sport = f.next().unwrap();
             let dport = f.next().unwrap().parse().unwrap();
-            Packet { dport, udp_payload: unhex(f.next().unwrap()) }
+            Packet {
+                dport,
+                udp_payload: unhex(f.next().unwrap()),
+            }
         })
         .collect()
 }
@@ -89,7 +93,12 @@ fn strongswan_datagrams_parse_and_re_emit_byte_identically() {
     for (i, p) in packets().iter().enumerate() {
         if p.dport == 4500 {
             let msg = Message::parse_udp4500(&p.udp_payload).unwrap();
-            assert_eq!(msg.emit_udp4500().unwrap(), p.udp_payload, "packet {}", i + 1);
+            assert_eq!(
+                msg.emit_udp4500().unwrap(),
+                p.udp_payload,
+                "packet {}",
+                i + 1
+            );
         } else {
             let msg = Message::parse(&p.udp_payload).unwrap();
             assert_eq!(msg.emit().unwrap(), p.udp_payload, "packet {}", i + 1);
@@ -106,7 +115,11 @@ fn strongswan_datagrams_reject_every_truncated_prefix() {
             if n >= HEADER_LEN {
                 let mut cut = wire[..n].to_vec();
                 cut[24..28].copy_from_slice(&(n as u32).to_be_bytes());
-                assert!(Message::parse(&cut).is_err(), "cut at {n} of {}", wire.len());
+                assert!(
+                    Message::parse(&cut).is_err(),
+                    "cut at {n} of {}",
+                    wire.len()
+                );
             }
         }
     }
@@ -148,7 +161,9 @@ fn strongswan_ike_sa_init_decodes_to_the_logged_payloads_and_proposal() {
     );
     // N(MULT_AUTH) is strongSwan's name for RFC 4739's MULTIPLE_AUTH_SUPPORTED
     // (16404), a type this crate has no name for: it must survive as a number.
-    let Payload::Sa(sa) = &response.payloads[0] else { panic!("SA first") };
+    let Payload::Sa(sa) = &response.payloads[0] else {
+        panic!("SA first")
+    };
     let p = &sa.proposals[0];
     assert_eq!(p.protocol_id, ike_wire::ProtocolId::IKE);
     let mut seen: Vec<String> = p
@@ -175,7 +190,9 @@ fn strongswan_ike_sa_init_decodes_to_the_logged_payloads_and_proposal() {
     ];
     want.sort();
     assert_eq!(seen, want, "the selected proposal strongSwan logged");
-    let Payload::Ke(ke) = &response.payloads[1] else { panic!("KE second") };
+    let Payload::Ke(ke) = &response.payloads[1] else {
+        panic!("KE second")
+    };
     assert_eq!(ke.ke_method, KeId::CURVE25519);
     assert_eq!(ke.data.len(), 32, "RFC 8031: 32-octet X25519 public value");
 }
@@ -184,11 +201,21 @@ fn strongswan_ike_sa_init_decodes_to_the_logged_payloads_and_proposal() {
 /// the keys of its sender (I flag set: the original initiator's SK_ei/SK_ai).
 fn open(wire: &[u8]) -> Vec<u8> {
     let header = Header::parse_datagram(wire).unwrap();
-    let (ke, ka) = if header.flags.initiator() { ("sk_ei", "sk_ai") } else { ("sk_er", "sk_ar") };
-    let l = SkLayout::locate(wire, AES_CBC_IV_LEN, HMAC_SHA2_256_128_ICV_LEN).unwrap().unwrap();
+    let (ke, ka) = if header.flags.initiator() {
+        ("sk_ei", "sk_ai")
+    } else {
+        ("sk_er", "sk_ar")
+    };
+    let l = SkLayout::locate(wire, AES_CBC_IV_LEN, HMAC_SHA2_256_128_ICV_LEN)
+        .unwrap()
+        .unwrap();
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key(ka)).unwrap();
     mac.update(&wire[l.integrity_covered()]);
-    assert_eq!(&mac.finalize().into_bytes()[..16], &wire[l.icv.clone()], "ICV over header..Pad Length");
+    assert_eq!(
+        &mac.finalize().into_bytes()[..16],
+        &wire[l.icv.clone()],
+        "ICV over header..Pad Length"
+    );
     let mut buf = wire[l.ciphertext.clone()].to_vec();
     let plain = cbc::Decryptor::<aes::Aes128>::new_from_slices(&key(ke), &wire[l.iv.clone()])
         .unwrap()
@@ -211,7 +238,12 @@ fn strongswan_sk_payloads_verify_decrypt_and_their_inner_chains_re_emit() {
         let mut w = ike_wire::codec::Writer::new();
         let first = write_chain(&payloads, Chain::Inner, &mut w).unwrap();
         assert_eq!(first, sk.first_inner);
-        assert_eq!(w.as_slice(), inner, "inner chain of packet {} re-emits byte for byte", i + 1);
+        assert_eq!(
+            w.as_slice(),
+            inner,
+            "inner chain of packet {} re-emits byte for byte",
+            i + 1
+        );
     }
 }
 
@@ -243,10 +275,14 @@ fn strongswan_ike_auth_decrypts_to_the_logged_payloads() {
     // MULT_AUTH, EAP_ONLY and MSG_ID_SYN_SUP are strongSwan's names for status
     // types this crate does not name (RFC 4739, RFC 5998, RFC 6311): they must
     // survive as plain numbers.
-    let Payload::IdI(id) = &payloads[0] else { panic!("IDi") };
+    let Payload::IdI(id) = &payloads[0] else {
+        panic!("IDi")
+    };
     assert_eq!(id.id_type, IdType::ID_FQDN);
     assert_eq!(id.data.as_ref(), b"a.example");
-    let Payload::TsI(ts) = &payloads[5] else { panic!("TSi") };
+    let Payload::TsI(ts) = &payloads[5] else {
+        panic!("TSi")
+    };
     assert!(ts.selectors.contains(&TrafficSelector::Ipv4 {
         ip_protocol: 0,
         start_port: 0,
@@ -261,9 +297,16 @@ fn strongswan_ike_auth_decrypts_to_the_logged_payloads() {
         start_addr: "fd00:a::1".parse().unwrap(),
         end_addr: "fd00:a::1".parse().unwrap(),
     }));
-    let Payload::Auth(auth) = &payloads[3] else { panic!("AUTH") };
-    assert_eq!(auth.method, ike_wire::AuthMethod::SHARED_KEY_MESSAGE_INTEGRITY_CODE);
+    let Payload::Auth(auth) = &payloads[3] else {
+        panic!("AUTH")
+    };
+    assert_eq!(
+        auth.method,
+        ike_wire::AuthMethod::SHARED_KEY_MESSAGE_INTEGRITY_CODE
+    );
     assert_eq!(auth.data.len(), 32, "prf = HMAC-SHA2-256");
-    assert!(payloads.iter().any(|p| matches!(p, Payload::Notify(n) if n.notify_type == NotifyType::INITIAL_CONTACT)));
+    assert!(payloads
+        .iter()
+        .any(|p| matches!(p, Payload::Notify(n) if n.notify_type == NotifyType::INITIAL_CONTACT)));
     assert_eq!(payloads[0].payload_type(), PayloadType::IDI);
 }

@@ -39,7 +39,10 @@ pub struct CfgAttribute<'a> {
 
 impl<'a> CfgAttribute<'a> {
     pub fn new(attr_type: CfgAttrType, value: impl Into<Bytes<'a>>) -> Self {
-        Self { attr_type, value: value.into() }
+        Self {
+            attr_type,
+            value: value.into(),
+        }
     }
 }
 
@@ -51,9 +54,15 @@ impl<'a> Cp<'a> {
         while !r.is_empty() {
             let attr_type = CfgAttrType(r.u16()? & 0x7fff);
             let len = usize::from(r.u16()?);
-            attributes.push(CfgAttribute { attr_type, value: r.take(len)?.into() });
+            attributes.push(CfgAttribute {
+                attr_type,
+                value: r.take(len)?.into(),
+            });
         }
-        Ok(Self { cfg_type, attributes })
+        Ok(Self {
+            cfg_type,
+            attributes,
+        })
     }
 
     pub fn write(&self, w: &mut Writer) -> Result<()> {

@@ -82,12 +82,20 @@ fn split(body: &[u8], iv_len: usize, icv_len: usize) -> Result<SkParts<'_>> {
     }
     let (iv, rest) = body.split_at(iv_len);
     let (ciphertext, icv) = rest.split_at(rest.len() - icv_len);
-    Ok(SkParts { iv, ciphertext, icv })
+    Ok(SkParts {
+        iv,
+        ciphertext,
+        icv,
+    })
 }
 
 impl<'a> Sk<'a> {
     pub fn read(first_inner: PayloadType, flags: u8, r: &mut Reader<'a>) -> Result<Self> {
-        Ok(Self { first_inner, flags, body: r.rest().into() })
+        Ok(Self {
+            first_inner,
+            flags,
+            body: r.rest().into(),
+        })
     }
 
     pub fn write(&self, w: &mut Writer) -> Result<()> {
@@ -107,7 +115,13 @@ impl<'a> Skf<'a> {
         let fragment_number = r.u16()?;
         let total_fragments = r.u16()?;
         check_numbering(fragment_number, total_fragments)?;
-        Ok(Self { first_inner, flags, fragment_number, total_fragments, body: r.rest().into() })
+        Ok(Self {
+            first_inner,
+            flags,
+            fragment_number,
+            total_fragments,
+            body: r.rest().into(),
+        })
     }
 
     pub fn write(&self, w: &mut Writer) -> Result<()> {
@@ -191,7 +205,13 @@ impl SkLayout {
             let iv = body.start..body.start + parts.iv.len();
             let ciphertext = iv.end..iv.end + parts.ciphertext.len();
             let icv = ciphertext.end..end;
-            return Ok(Some(Self { payload_type: current, aad: 0..body.start, iv, ciphertext, icv }));
+            return Ok(Some(Self {
+                payload_type: current,
+                aad: 0..body.start,
+                iv,
+                ciphertext,
+                icv,
+            }));
         }
     }
 

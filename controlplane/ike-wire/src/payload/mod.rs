@@ -104,7 +104,12 @@ impl<'a> Payload<'a> {
 
     /// Decodes one payload body. `next` is the Next Payload field of this
     /// payload's own header (only SK/SKF keep it: the first inner type).
-    pub fn read_body(payload_type: PayloadType, next: PayloadType, flags: u8, body: &'a [u8]) -> Result<Self> {
+    pub fn read_body(
+        payload_type: PayloadType,
+        next: PayloadType,
+        flags: u8,
+        body: &'a [u8],
+    ) -> Result<Self> {
         let mut r = Reader::new(body);
         let p = match payload_type {
             PayloadType::SA => Payload::Sa(Sa::read(&mut r)?),
@@ -128,8 +133,14 @@ impl<'a> Payload<'a> {
             PayloadType::KD => Payload::Kd(Raw::read(&mut r)?),
             PayloadType::SKF => Payload::Skf(Skf::read(next, flags, &mut r)?),
             PayloadType::PS => Payload::Ps(Raw::read(&mut r)?),
-            _ if flags & CRITICAL != 0 => return Err(Error::UnsupportedCriticalPayload(payload_type)),
-            _ => Payload::Unknown(Unknown { payload_type, critical: false, body: r.rest().into() }),
+            _ if flags & CRITICAL != 0 => {
+                return Err(Error::UnsupportedCriticalPayload(payload_type))
+            }
+            _ => Payload::Unknown(Unknown {
+                payload_type,
+                critical: false,
+                body: r.rest().into(),
+            }),
         };
         r.expect_empty()?;
         Ok(p)
@@ -249,7 +260,9 @@ pub fn write_chain(payloads: &[Payload<'_>], chain: Chain, w: &mut Writer) -> Re
         }
         p.write(next, w)?;
     }
-    Ok(payloads.first().map_or(PayloadType::NONE, Payload::payload_type))
+    Ok(payloads
+        .first()
+        .map_or(PayloadType::NONE, Payload::payload_type))
 }
 
 /// Encodes the payloads that go inside an SK payload: returns the type for

@@ -165,14 +165,23 @@ impl<'a> Proposal<'a> {
             if len < 8 {
                 return Err(Error::Malformed("Transform Length"));
             }
-            let expected = if i + 1 == num_transforms { 0 } else { MORE_TRANSFORMS };
+            let expected = if i + 1 == num_transforms {
+                0
+            } else {
+                MORE_TRANSFORMS
+            };
             if last_substruc != expected {
                 return Err(Error::Malformed("Last Substruc of a transform"));
             }
             let mut t = r.sub(len - 4)?;
             transforms.push(Transform::read(&mut t)?);
         }
-        Ok(Self { proposal_num, protocol_id, spi, transforms })
+        Ok(Self {
+            proposal_num,
+            protocol_id,
+            spi,
+            transforms,
+        })
     }
 
     fn write(&self, w: &mut Writer) -> Result<()> {
@@ -204,7 +213,11 @@ impl<'a> Transform<'a> {
         while !r.is_empty() {
             attributes.push(Attribute::read(r)?);
         }
-        Ok(Self { transform_type, transform_id, attributes })
+        Ok(Self {
+            transform_type,
+            transform_id,
+            attributes,
+        })
     }
 
     fn write(&self, w: &mut Writer) -> Result<()> {
@@ -218,7 +231,11 @@ impl<'a> Transform<'a> {
     }
 
     pub fn new(transform_type: TransformType, transform_id: u16) -> Self {
-        Self { transform_type, transform_id, attributes: Vec::new() }
+        Self {
+            transform_type,
+            transform_id,
+            attributes: Vec::new(),
+        }
     }
 
     /// ENCR with an optional Key Length attribute in bits (RFC 7296 §3.3.5).
@@ -268,7 +285,9 @@ impl<'a> Transform<'a> {
 
     /// The KE method of a KE or ADDKE transform.
     pub fn ke_id(&self) -> Option<KeId> {
-        self.transform_type.uses_ke_ids().then_some(KeId(self.transform_id))
+        self.transform_type
+            .uses_ke_ids()
+            .then_some(KeId(self.transform_id))
     }
 
     pub fn esn_id(&self) -> Option<EsnId> {

@@ -27,7 +27,10 @@ impl<'a> Ke<'a> {
     pub fn read(r: &mut Reader<'a>) -> Result<Self> {
         let ke_method = KeId(r.u16()?);
         let _reserved = r.u16()?;
-        Ok(Self { ke_method, data: r.rest().into() })
+        Ok(Self {
+            ke_method,
+            data: r.rest().into(),
+        })
     }
 
     pub fn write(&self, w: &mut Writer) -> Result<()> {
@@ -55,7 +58,10 @@ impl<'a> Id<'a> {
     pub fn read(r: &mut Reader<'a>) -> Result<Self> {
         let id_type = IdType(r.u8()?);
         let _reserved = r.take(3)?;
-        Ok(Self { id_type, data: r.rest().into() })
+        Ok(Self {
+            id_type,
+            data: r.rest().into(),
+        })
     }
 
     pub fn write(&self, w: &mut Writer) -> Result<()> {
@@ -83,7 +89,10 @@ pub struct Cert<'a> {
 impl<'a> Cert<'a> {
     pub fn read(r: &mut Reader<'a>) -> Result<Self> {
         let encoding = CertEncoding(r.u8()?);
-        Ok(Self { encoding, data: r.rest().into() })
+        Ok(Self {
+            encoding,
+            data: r.rest().into(),
+        })
     }
 
     pub fn write(&self, w: &mut Writer) -> Result<()> {
@@ -111,7 +120,10 @@ pub struct CertReq<'a> {
 impl<'a> CertReq<'a> {
     pub fn read(r: &mut Reader<'a>) -> Result<Self> {
         let encoding = CertEncoding(r.u8()?);
-        Ok(Self { encoding, authorities: r.rest().into() })
+        Ok(Self {
+            encoding,
+            authorities: r.rest().into(),
+        })
     }
 
     pub fn write(&self, w: &mut Writer) -> Result<()> {
@@ -138,7 +150,10 @@ impl<'a> Auth<'a> {
     pub fn read(r: &mut Reader<'a>) -> Result<Self> {
         let method = AuthMethod(r.u8()?);
         let _reserved = r.take(3)?;
-        Ok(Self { method, data: r.rest().into() })
+        Ok(Self {
+            method,
+            data: r.rest().into(),
+        })
     }
 
     pub fn write(&self, w: &mut Writer) -> Result<()> {
@@ -203,7 +218,12 @@ pub struct Notify<'a> {
 impl<'a> Notify<'a> {
     /// A notification about the IKE SA: protocol 0, no SPI.
     pub fn new(notify_type: NotifyType, data: impl Into<Bytes<'a>>) -> Self {
-        Self { protocol_id: ProtocolId::NONE, spi: Bytes::Borrowed(&[]), notify_type, data: data.into() }
+        Self {
+            protocol_id: ProtocolId::NONE,
+            spi: Bytes::Borrowed(&[]),
+            notify_type,
+            data: data.into(),
+        }
     }
 
     pub fn read(r: &mut Reader<'a>) -> Result<Self> {
@@ -211,7 +231,12 @@ impl<'a> Notify<'a> {
         let spi_size = usize::from(r.u8()?);
         let notify_type = NotifyType(r.u16()?);
         let spi = r.take(spi_size)?.into();
-        Ok(Self { protocol_id, spi, notify_type, data: r.rest().into() })
+        Ok(Self {
+            protocol_id,
+            spi,
+            notify_type,
+            data: r.rest().into(),
+        })
     }
 
     pub fn write(&self, w: &mut Writer) -> Result<()> {
@@ -255,11 +280,19 @@ impl<'a> Delete<'a> {
             spis.push(r.take(usize::from(spi_size))?.into());
         }
         r.expect_empty()?;
-        Ok(Self { protocol_id, spi_size, spis })
+        Ok(Self {
+            protocol_id,
+            spi_size,
+            spis,
+        })
     }
 
     pub fn write(&self, w: &mut Writer) -> Result<()> {
-        if self.spis.iter().any(|s| s.len() != usize::from(self.spi_size)) {
+        if self
+            .spis
+            .iter()
+            .any(|s| s.len() != usize::from(self.spi_size))
+        {
             return Err(Error::Malformed("SPI of a size other than SPI Size"));
         }
         if self.spi_size == 0 && !self.spis.is_empty() {
@@ -288,7 +321,9 @@ pub struct VendorId<'a> {
 
 impl<'a> VendorId<'a> {
     pub fn read(r: &mut Reader<'a>) -> Result<Self> {
-        Ok(Self { vid: r.rest().into() })
+        Ok(Self {
+            vid: r.rest().into(),
+        })
     }
 
     pub fn write(&self, w: &mut Writer) -> Result<()> {
@@ -330,7 +365,9 @@ impl<'a> Eap<'a> {
     pub fn read(r: &mut Reader<'a>) -> Result<Self> {
         let message = r.rest();
         Self::check(message)?;
-        Ok(Self { message: message.into() })
+        Ok(Self {
+            message: message.into(),
+        })
     }
 
     pub fn write(&self, w: &mut Writer) -> Result<()> {
@@ -358,7 +395,9 @@ pub struct Raw<'a> {
 
 impl<'a> Raw<'a> {
     pub fn read(r: &mut Reader<'a>) -> Result<Self> {
-        Ok(Self { body: r.rest().into() })
+        Ok(Self {
+            body: r.rest().into(),
+        })
     }
 
     pub fn write(&self, w: &mut Writer) -> Result<()> {

@@ -40,12 +40,30 @@ pub struct Ts<'a> {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrafficSelector<'a> {
-    Ipv4 { ip_protocol: u8, start_port: u16, end_port: u16, start_addr: Ipv4Addr, end_addr: Ipv4Addr },
-    Ipv6 { ip_protocol: u8, start_port: u16, end_port: u16, start_addr: Ipv6Addr, end_addr: Ipv6Addr },
-    SecLabel { label: Bytes<'a> },
+    Ipv4 {
+        ip_protocol: u8,
+        start_port: u16,
+        end_port: u16,
+        start_addr: Ipv4Addr,
+        end_addr: Ipv4Addr,
+    },
+    Ipv6 {
+        ip_protocol: u8,
+        start_port: u16,
+        end_port: u16,
+        start_addr: Ipv6Addr,
+        end_addr: Ipv6Addr,
+    },
+    SecLabel {
+        label: Bytes<'a>,
+    },
     /// A TS type this crate does not know: the second octet and everything
     /// after Selector Length, kept for re-emission.
-    Unknown { ts_type: TsType, ip_protocol: u8, data: Bytes<'a> },
+    Unknown {
+        ts_type: TsType,
+        ip_protocol: u8,
+        data: Bytes<'a>,
+    },
 }
 
 /// TS Type, IP Protocol ID / Reserved, Selector Length.
@@ -95,7 +113,11 @@ impl<'a> TrafficSelector<'a> {
         let mut s = r.sub(len - TS_HEADER_LEN)?;
         let ts = match ts_type {
             TsType::TS_IPV4_ADDR_RANGE | TsType::TS_IPV6_ADDR_RANGE => {
-                let want = if ts_type == TsType::TS_IPV4_ADDR_RANGE { IPV4_LEN } else { IPV6_LEN };
+                let want = if ts_type == TsType::TS_IPV4_ADDR_RANGE {
+                    IPV4_LEN
+                } else {
+                    IPV6_LEN
+                };
                 if len != want {
                     return Err(Error::Malformed("Selector Length of an address range"));
                 }
@@ -104,15 +126,33 @@ impl<'a> TrafficSelector<'a> {
                 if ts_type == TsType::TS_IPV4_ADDR_RANGE {
                     let start_addr = Ipv4Addr::from(s.array::<4>()?);
                     let end_addr = Ipv4Addr::from(s.array::<4>()?);
-                    Self::Ipv4 { ip_protocol, start_port, end_port, start_addr, end_addr }
+                    Self::Ipv4 {
+                        ip_protocol,
+                        start_port,
+                        end_port,
+                        start_addr,
+                        end_addr,
+                    }
                 } else {
                     let start_addr = Ipv6Addr::from(s.array::<16>()?);
                     let end_addr = Ipv6Addr::from(s.array::<16>()?);
-                    Self::Ipv6 { ip_protocol, start_port, end_port, start_addr, end_addr }
+                    Self::Ipv6 {
+                        ip_protocol,
+                        start_port,
+                        end_port,
+                        start_addr,
+                        end_addr,
+                    }
                 }
             }
-            TsType::TS_SECLABEL => Self::SecLabel { label: s.rest().into() },
-            _ => Self::Unknown { ts_type, ip_protocol, data: s.rest().into() },
+            TsType::TS_SECLABEL => Self::SecLabel {
+                label: s.rest().into(),
+            },
+            _ => Self::Unknown {
+                ts_type,
+                ip_protocol,
+                data: s.rest().into(),
+            },
         };
         s.expect_empty()?;
         Ok(ts)
@@ -122,20 +162,32 @@ impl<'a> TrafficSelector<'a> {
         let start = w.len();
         w.u8(self.ts_type().0);
         match self {
-            Self::Ipv4 { ip_protocol, .. } | Self::Ipv6 { ip_protocol, .. } | Self::Unknown { ip_protocol, .. } => {
-                w.u8(*ip_protocol)
-            }
+            Self::Ipv4 { ip_protocol, .. }
+            | Self::Ipv6 { ip_protocol, .. }
+            | Self::Unknown { ip_protocol, .. } => w.u8(*ip_protocol),
             Self::SecLabel { .. } => w.u8(0),
         }
         let len = w.u16_placeholder(start);
         match self {
-            Self::Ipv4 { start_port, end_port, start_addr, end_addr, .. } => {
+            Self::Ipv4 {
+                start_port,
+                end_port,
+                start_addr,
+                end_addr,
+                ..
+            } => {
                 w.u16(*start_port);
                 w.u16(*end_port);
                 w.bytes(&start_addr.octets());
                 w.bytes(&end_addr.octets());
             }
-            Self::Ipv6 { start_port, end_port, start_addr, end_addr, .. } => {
+            Self::Ipv6 {
+                start_port,
+                end_port,
+                start_addr,
+                end_addr,
+                ..
+            } => {
                 w.u16(*start_port);
                 w.u16(*end_port);
                 w.bytes(&start_addr.octets());
@@ -143,9 +195,14 @@ impl<'a> TrafficSelector<'a> {
             }
             Self::SecLabel { label } => w.bytes(label),
             Self::Unknown { ts_type, data, .. } => {
-                if matches!(*ts_type, TsType::TS_IPV4_ADDR_RANGE | TsType::TS_IPV6_ADDR_RANGE | TsType::TS_SECLABEL) {
+                if matches!(
+                    *ts_type,
+                    TsType::TS_IPV4_ADDR_RANGE | TsType::TS_IPV6_ADDR_RANGE | TsType::TS_SECLABEL
+                ) {
                     // Would not parse back as Unknown.
-                    return Err(Error::Malformed("Unknown traffic selector with a known TS Type"));
+                    return Err(Error::Malformed(
+                        "Unknown traffic selector with a known TS Type",
+                    ));
                 }
                 w.bytes(data)
             }

@@ -35,7 +35,11 @@ pub fn check_payload(bytes: &[u8], expected: Payload<'_>) {
     let pt = expected.payload_type();
     let parsed = parse_chain(pt, bytes, Chain::Outer).expect("known layout parses");
     assert_eq!(parsed, vec![expected.clone()]);
-    assert_eq!(emit_one(&expected), bytes, "emit reproduces the known layout");
+    assert_eq!(
+        emit_one(&expected),
+        bytes,
+        "emit reproduces the known layout"
+    );
     for n in 0..bytes.len() {
         assert!(
             parse_chain(pt, &bytes[..n], Chain::Outer).is_err(),
@@ -46,7 +50,11 @@ pub fn check_payload(bytes: &[u8], expected: Payload<'_>) {
     let mut long = bytes.to_vec();
     long.push(0);
     // An SK/SKF must end the message, anything else leaves trailing bytes.
-    let want = if matches!(pt, PayloadType::SK | PayloadType::SKF) { Error::EncryptedNotLast } else { Error::TrailingBytes };
+    let want = if matches!(pt, PayloadType::SK | PayloadType::SKF) {
+        Error::EncryptedNotLast
+    } else {
+        Error::TrailingBytes
+    };
     assert_eq!(parse_chain(pt, &long, Chain::Outer), Err(want));
 }
 
