@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 use sa_table::{Change, ReadError, Reader, SaId, TableConfig, WriteError, Writer};
@@ -16,7 +17,33 @@ pub const PATH_VAR: &str = "SA_TABLE_PATH";
 
 /// Start this test binary again as `role` on the table at `path`, running only
 /// `test_name` (which dispatches on the role).
-pub fn spawn_role(test_name: &str, role: &str, path: &Path, extra: &[(&str, String)]) -> Child {
+/// A child process that is killed (SIGKILL) and reaped when dropped, so a failing
+/// parent never leaves a churning writer behind.
+pub struct Kid(pub Child);
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Kid {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Kid {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+pub fn spawn_role(test_name: &str, role: &str, path: &Path, extra: &[(&str, String)]) -> Kid {
     let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
     cmd.args(["--exact", test_name, "--nocapture", "--test-threads=1"])
         .env(ROLE_VAR, role)
@@ -26,7 +53,7 @@ pub fn spawn_role(test_name: &str, role: &str, path: &Path, extra: &[(&str, Stri
     for (k, v) in extra {
         cmd.env(k, v);
     }
-    cmd.spawn().expect("spawn child role")
+    Kid(cmd.spawn().expect("spawn child role"))
 }
 
 pub fn role() -> Option<(String, PathBuf)> {
@@ -37,7 +64,8 @@ pub fn role() -> Option<(String, PathBuf)> {
 
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
+    // The harness has already printed "test <name> ... " without a newline.
+    let _ = writeln!(out, "\n{line}");
     let _ = out.flush();
 }
 
@@ -138,16 +166,14 @@ pub fn reader_role(path: &Path, min_reads: u64, min_rebuilds: u64, deadline_secs
             };
             let Some(id) = id else { continue };
             rep.lookups_hit += 1;
-            match r.read(id) {
-                Ok(p) => {
-                    rep.reads += 1;
-                    if !consistent(&p) {
-                        rep.torn += 1;
-                    }
-                }
-                Err(ReadError::Gone) => rep.gone += 1,
-                Err(ReadError::Busy) => rep.busy += 1,
-                Err(ReadError::Corrupt) => rep.torn += 1,
+            check_copy(&r, id, &mut rep);
+        }
+        // Now and then copy every SA the indexes know, so a slot left torn by a
+        // dead writer is certainly met (and must come back busy, not garbled).
+        if iter & 63 == 0 {
+            let ids: Vec<SaId> = r.known_ids().collect();
+            for id in ids {
+                check_copy(&r, id, &mut rep);
             }
         }
         if rep.reads >= next_progress {
@@ -175,6 +201,20 @@ pub fn reader_role(path: &Path, min_reads: u64, min_rebuilds: u64, deadline_secs
         rep.lookups_hit,
         rep.entries
     ));
+}
+
+fn check_copy(r: &Reader, id: SaId, rep: &mut ReaderReport) {
+    match r.read(id) {
+        Ok(p) => {
+            rep.reads += 1;
+            if !consistent(&p) {
+                rep.torn += 1;
+            }
+        }
+        Err(ReadError::Gone) => rep.gone += 1,
+        Err(ReadError::Busy) => rep.busy += 1,
+        Err(ReadError::Corrupt) => rep.torn += 1,
+    }
 }
 
 pub fn stop_file(path: &Path) -> PathBuf {
@@ -341,7 +381,8 @@ pub fn writer_role(path: &Path, cfg: &TableConfig) {
             say("CHURNING");
         }
         if stall && n == 30_000 {
-            let first = w.live().next().map(|(id, _)| id);
+            // The oldest SA: every reader has indexed it by now.
+            let first = w.live().map(|(id, _)| id).min_by_key(|id| id.install_gen());
             if let Some(id) = first {
                 w.abandon_write_midway(id, 0x5a5a_5a5a_5a5a_5a5a);
                 say(&format!("STALLED slot={}", id.slot()));
