@@ -617,6 +617,7 @@ impl<'a, 'p> Worker<'a, 'p> {
         }
         let inside = &self.env.sides[INSIDE];
         let mut hops = HopCache::new(self.env.neigh);
+        let mut missing_hop = None;
         let mut pkts_ok = 0u64;
         let mut bytes_ok = 0u64;
         let mut drops = [0u64; DropReason::COUNT + DpDrop::COUNT];
@@ -661,6 +662,7 @@ impl<'a, 'p> Worker<'a, 'p> {
             let hop = inside.gateway.unwrap_or(dst);
             let Some(mac) = hops.lookup(hop) else {
                 drops[DpDrop::NoNeighbour.index()] += 1;
+                missing_hop = Some(hop);
                 continue;
             };
             let et = if dst.is_ipv4() { ETHERTYPE_IPV4 } else { ETHERTYPE_IPV6 };
@@ -688,7 +690,9 @@ impl<'a, 'p> Worker<'a, 'p> {
         for (r, c) in drops.iter().enumerate() {
             self.metrics.local.drops[r] += c;
         }
-        self.solicit_if_missing(INSIDE, drops[DpDrop::NoNeighbour.index()] > 0, None);
+        if missing_hop.is_some() {
+            self.solicit_if_missing(INSIDE, true, missing_hop);
+        }
     }
 
     /// Frames from the inside port: protect them.

@@ -18,7 +18,15 @@ cleanup() {
   rm -rf "$work" /dev/shm/esprit-netns-$$*
 }
 trap cleanup EXIT
-fail() { echo "FAIL $name: $*"; [[ -f $work/dp.log ]] && sed 's/^/  dp| /' "$work/dp.log" | tail -30; exit 1; }
+fail() {
+  echo "FAIL $name: $*"
+  # Stop everything first so the dataplane prints its counters and drops.
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+  pids=()
+  [[ -f $work/dp.log ]] && sed 's/^/  dp| /' "$work/dp.log" | tail -30
+  exit 1
+}
 pass() { echo "PASS $name"; }
 
 # veth pair with one end in a namespace: add_host NS IFACE_IN_NS ROOT_IFACE ADDR/LEN [GW]
