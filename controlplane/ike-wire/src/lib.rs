@@ -37,11 +37,13 @@ pub use header::{strip_non_esp_marker, Flags, Header, HEADER_LEN, NON_ESP_MARKER
 pub use message::Message;
 pub use payload::{
     emit_inner, pad, parse_chain, parse_inner, strip_padding, write_chain, Attribute,
-    AttributeValue, Auth, Cert, CertReq, CfgAttribute, Chain, Cp, Delete, Eap, Id, Ke, Nonce,
-    Notify, Payload, Proposal, Raw, Sa, Sk, SkLayout, SkParts, Skf, TrafficSelector, Transform, Ts,
-    Unknown, VendorId,
+    AttributeValue, Auth, Cert, CertReq, CfgAttribute, Chain, Cp, Delete, Eap, GroupPolicy, Gsa,
+    GsaPolicy, Id, Kd, Ke, KeyBag, Nonce, Notify, Payload, Proposal, Raw, Sa, Sk, SkLayout,
+    SkParts, Skf, TrafficSelector, Transform, Ts, Unknown, VendorId,
 };
 pub use registry::{
-    AuthMethod, CertEncoding, CfgAttrType, CfgType, EncrId, EsnId, ExchangeType, IdType, IntegId,
-    KeId, NotifyType, PayloadType, PrfId, ProtocolId, TransformAttrType, TransformType, TsType,
+    AuthMethod, CertEncoding, CfgAttrType, CfgType, EncrId, EsnId, ExchangeType, GcauthId,
+    GroupKeyBagAttrType, GsaAttrType, GwpAttrType, IdType, IntegId, KeId, KwaId,
+    MemberKeyBagAttrType, NotifyType, PayloadType, PrfId, ProtocolId, TransformAttrType,
+    TransformType, TsType,
 };

@@ -460,3 +460,57 @@ registry! {
         INTERNAL_DNSSEC_TA = 26,
     }
 }
+
+registry! {
+    /// G-IKEv2 Transform Type 13 (KWA) - Key Wrap Algorithm IDs (RFC 9838,
+    /// draft-23 §4.4.2) [P].
+    KwaId(u16) {
+        KW_5649_128 = 1,
+        KW_5649_192 = 2,
+        KW_5649_256 = 3,
+        KW_ARX = 4,
+    }
+}
+
+registry! {
+    /// G-IKEv2 Transform Type 14 (GCAUTH) - Group Controller Authentication
+    /// Method IDs (RFC 9838) [P].
+    GcauthId(u16) {
+        IMPLICIT = 1,
+        DIGITAL_SIGNATURE = 2,
+    }
+}
+
+registry! {
+    /// G-IKEv2 GSA policy attributes (RFC 9838, draft-23 §4.4.2.1) [P], all TLV.
+    GsaAttrType(u16) {
+        GSA_KEY_LIFETIME = 1,
+        GSA_INITIAL_MESSAGE_ID = 2,
+        GSA_NEXT_SPI = 3,
+    }
+}
+
+registry! {
+    /// G-IKEv2 group-wide policy attributes (RFC 9838) [P], all TV.
+    GwpAttrType(u16) {
+        GWP_ATD = 1,
+        GWP_DTD = 2,
+        GWP_SENDER_ID_BITS = 3,
+    }
+}
+
+registry! {
+    /// G-IKEv2 Group Key Bag attributes (RFC 9838) [P].
+    GroupKeyBagAttrType(u16) {
+        SA_KEY = 1,
+    }
+}
+
+registry! {
+    /// G-IKEv2 Member Key Bag attributes (RFC 9838) [P].
+    MemberKeyBagAttrType(u16) {
+        WRAP_KEY = 1,
+        AUTH_KEY = 2,
+        GM_SENDER_ID = 3,
+    }
+}

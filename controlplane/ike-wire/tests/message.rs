@@ -5,8 +5,8 @@ mod common;
 use common::unhex;
 use ike_wire::{
     emit_inner, pad, parse_inner, strip_non_esp_marker, strip_padding, Error, ExchangeType, Flags,
-    Header, Id, IdType, Ke, KeId, Message, Nonce, Notify, NotifyType, Payload, PayloadType, Raw,
-    Sa, Sk, SkLayout, Skf, Unknown, VendorId, HEADER_LEN,
+    Header, Id, IdType, Ke, KeId, Message, Nonce, Notify, NotifyType, Payload, PayloadType, Sa, Sk,
+    SkLayout, Skf, Unknown, VendorId, HEADER_LEN,
 };
 
 fn ike_sa_init_request() -> Message<'static> {
@@ -443,13 +443,13 @@ fn round_trips_intermediate_and_gikev2_exchanges() {
     let (first, chain) = emit_inner(&inner).unwrap();
     assert_eq!(first, PayloadType::IDG);
     assert_eq!(parse_inner(first, &chain).unwrap(), inner);
-    // GSA_REKEY response body: GSA and KD kept raw.
+    // GSA_REKEY body: a GW policy and a member key bag, empty.
     let inner = vec![
-        Payload::Gsa(Raw {
-            body: vec![1, 0, 0, 4].into(),
+        Payload::Gsa(ike_wire::Gsa {
+            policies: vec![ike_wire::GroupPolicy::GroupWide { attributes: vec![] }],
         }),
-        Payload::Kd(Raw {
-            body: vec![2; 12].into(),
+        Payload::Kd(ike_wire::Kd {
+            key_bags: vec![ike_wire::KeyBag::Member { attributes: vec![] }],
         }),
     ];
     let (first, chain) = emit_inner(&inner).unwrap();

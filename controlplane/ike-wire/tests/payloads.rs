@@ -7,10 +7,11 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use common::{check_payload, emit_one, unhex, with_extra_body_octet};
 use ike_wire::{
     parse_chain, Attribute, AttributeValue, Auth, AuthMethod, Cert, CertEncoding, CertReq,
-    CfgAttrType, CfgAttribute, CfgType, Chain, Cp, Delete, Eap, EncrId, Error, EsnId, Id, IdType,
-    IntegId, Ke, KeId, Nonce, Notify, NotifyType, Payload, PayloadType, PrfId, Proposal,
-    ProtocolId, Raw, Sa, Sk, Skf, TrafficSelector, Transform, TransformAttrType, TransformType, Ts,
-    TsType, Unknown, VendorId,
+    CfgAttrType, CfgAttribute, CfgType, Chain, Cp, Delete, Eap, EncrId, Error, EsnId,
+    GroupKeyBagAttrType, GroupPolicy, Gsa, GsaAttrType, GsaPolicy, GwpAttrType, Id, IdType,
+    IntegId, Kd, Ke, KeId, KeyBag, MemberKeyBagAttrType, Nonce, Notify, NotifyType, Payload,
+    PayloadType, PrfId, Proposal, ProtocolId, Raw, Sa, Sk, Skf, TrafficSelector, Transform,
+    TransformAttrType, TransformType, Ts, TsType, Unknown, VendorId,
 };
 
 /// RFC 7296 §3.3: IKE proposal #1, no SPI, ENCR_AES_CBC/256, PRF_HMAC_SHA2_256,
@@ -534,14 +535,128 @@ fn parses_and_emits_eap_and_checks_the_eap_length() {
 }
 
 #[test]
-fn keeps_gikev2_gsa_kd_and_puzzle_solution_bodies_raw() {
-    let bytes = unhex("00 00 00 08 01 02 03 04");
-    let raw = Raw {
-        body: vec![1, 2, 3, 4].into(),
+fn keeps_puzzle_solution_body_raw() {
+    check_payload(
+        &unhex("00 00 00 08 01 02 03 04"),
+        Payload::Ps(Raw {
+            body: vec![1, 2, 3, 4].into(),
+        }),
+    );
+}
+
+/// RFC 9838 (draft-23 §4.4): an ESP TEK policy (SPI, UDP source/destination
+/// selectors to 239.1.2.3:5000, AES-GCM-16/256 and the 32-bit Unspecified SN
+/// transform, GSA_KEY_LIFETIME 3600 s) and a GW policy (Sender-ID bits 16,
+/// ATD 5).
+const GSA: &str = "00 00 00 54
+    03 04 00 44 11 22 33 44
+    07 11 00 10 00 00 ff ff c0 00 02 01 c0 00 02 01
+    07 11 00 10 13 88 13 88 ef 01 02 03 ef 01 02 03
+    03 00 00 0c 01 00 00 14 80 0e 01 00
+    00 00 00 08 05 00 00 02
+    00 01 00 04 00 00 0e 10
+    00 00 00 0c 80 03 00 10 80 01 00 05";
+
+fn gsa() -> Payload<'static> {
+    let udp = |port: (u16, u16), addr: [u8; 4]| TrafficSelector::Ipv4 {
+        ip_protocol: 17,
+        start_port: port.0,
+        end_port: port.1,
+        start_addr: Ipv4Addr::from(addr),
+        end_addr: Ipv4Addr::from(addr),
     };
-    check_payload(&bytes, Payload::Gsa(raw.clone()));
-    check_payload(&bytes, Payload::Kd(raw.clone()));
-    check_payload(&bytes, Payload::Ps(raw));
+    Payload::Gsa(Gsa {
+        policies: vec![
+            GroupPolicy::Sa(GsaPolicy {
+                protocol_id: ProtocolId::ESP,
+                spi: vec![0x11, 0x22, 0x33, 0x44].into(),
+                src_ts: udp((0, 65535), [192, 0, 2, 1]),
+                dst_ts: udp((5000, 5000), [239, 1, 2, 3]),
+                transforms: vec![
+                    Transform::encr(EncrId::ENCR_AES_GCM_16, Some(256)),
+                    Transform::esn(EsnId::UNSPECIFIED_32),
+                ],
+                attributes: vec![Attribute {
+                    attr_type: GsaAttrType::GSA_KEY_LIFETIME,
+                    value: AttributeValue::Tlv(3600u32.to_be_bytes().to_vec().into()),
+                }],
+            }),
+            GroupPolicy::GroupWide {
+                attributes: vec![
+                    Attribute {
+                        attr_type: GwpAttrType::GWP_SENDER_ID_BITS,
+                        value: AttributeValue::Tv(16),
+                    },
+                    Attribute {
+                        attr_type: GwpAttrType::GWP_ATD,
+                        value: AttributeValue::Tv(5),
+                    },
+                ],
+            },
+        ],
+    })
+}
+
+#[test]
+fn parses_and_emits_gikev2_gsa_with_tek_and_group_wide_policies() {
+    check_payload(&unhex(GSA), gsa());
+}
+
+#[test]
+fn rejects_gsa_policy_whose_transform_list_does_not_end() {
+    let mut b = unhex(GSA);
+    // Last transform (SN) marked "more": the attribute is read as a transform.
+    b[4 + 8 + 32 + 12] = 3;
+    assert!(parse_chain(PayloadType::GSA, &b, Chain::Outer).is_err());
+    let mut b = unhex(GSA);
+    b[4 + 8 + 32 + 12] = 2;
+    assert_eq!(
+        parse_chain(PayloadType::GSA, &b, Chain::Outer).map(|_| ()),
+        Err(Error::Malformed("Last Substruc of a GSA transform"))
+    );
+    // Policy Length shorter than its header.
+    let mut b = unhex(GSA);
+    b[6..8].copy_from_slice(&[0, 3]);
+    assert_eq!(
+        parse_chain(PayloadType::GSA, &b, Chain::Outer).map(|_| ()),
+        Err(Error::Malformed("G-IKEv2 substructure Length"))
+    );
+}
+
+/// RFC 9838 (draft-23 §4.5): a Group Key Bag for the ESP TEK with one SA_KEY
+/// (Key ID 0, KWK ID 0, wrapped key) and a Member Key Bag with GM_SENDER_ID 1.
+const KD: &str = "00 00 00 28
+    03 04 00 18 11 22 33 44 00 01 00 0c 00 00 00 00 00 00 00 00 aa bb cc dd
+    00 00 00 0c 00 03 00 04 00 00 00 01";
+
+#[test]
+fn parses_and_emits_gikev2_kd_with_group_and_member_key_bags() {
+    let kd = Payload::Kd(Kd {
+        key_bags: vec![
+            KeyBag::Group {
+                protocol_id: ProtocolId::ESP,
+                spi: vec![0x11, 0x22, 0x33, 0x44].into(),
+                attributes: vec![Attribute {
+                    attr_type: GroupKeyBagAttrType::SA_KEY,
+                    value: AttributeValue::Tlv(unhex("00 00 00 00 00 00 00 00 aa bb cc dd").into()),
+                }],
+            },
+            KeyBag::Member {
+                attributes: vec![Attribute {
+                    attr_type: MemberKeyBagAttrType::GM_SENDER_ID,
+                    value: AttributeValue::Tlv(vec![0, 0, 0, 1].into()),
+                }],
+            },
+        ],
+    });
+    check_payload(&unhex(KD), kd);
+    // A key bag SPI longer than the bag.
+    let mut b = unhex(KD);
+    b[5] = 0x20;
+    assert_eq!(
+        parse_chain(PayloadType::KD, &b, Chain::Outer).map(|_| ()),
+        Err(Error::Truncated)
+    );
 }
 
 #[test]

@@ -8,10 +8,10 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ike_wire::{
     emit_inner, parse_inner, Attribute, AttributeValue, Auth, AuthMethod, Cert, CertEncoding,
-    CertReq, CfgAttrType, CfgAttribute, CfgType, Cp, Delete, Eap, ExchangeType, Flags, Header, Id,
-    IdType, Ke, KeId, Message, Nonce, Notify, NotifyType, Payload, PayloadType, Proposal,
-    ProtocolId, Raw, Sa, Sk, Skf, TrafficSelector, Transform, TransformAttrType, TransformType, Ts,
-    TsType, Unknown, VendorId,
+    CertReq, CfgAttrType, CfgAttribute, CfgType, Cp, Delete, Eap, ExchangeType, Flags, GroupPolicy,
+    Gsa, GsaPolicy, Header, Id, IdType, Kd, Ke, KeId, KeyBag, Message, Nonce, Notify, NotifyType,
+    Payload, PayloadType, Proposal, ProtocolId, Raw, Sa, Sk, Skf, TrafficSelector, Transform,
+    TransformAttrType, TransformType, Ts, TsType, Unknown, VendorId,
 };
 use proptest::prelude::*;
 
@@ -116,6 +116,66 @@ fn eap() -> impl Strategy<Value = Eap<'static>> {
     })
 }
 
+fn any_attribute<T: From<u16> + std::fmt::Debug>() -> impl Strategy<Value = Attribute<'static, T>> {
+    (
+        0u16..0x8000,
+        prop_oneof![
+            any::<u16>().prop_map(AttributeValue::Tv),
+            bytes(8).prop_map(|b| AttributeValue::Tlv(b.into()))
+        ],
+    )
+        .prop_map(|(t, value)| Attribute {
+            attr_type: T::from(t),
+            value,
+        })
+}
+
+fn group_policy() -> impl Strategy<Value = GroupPolicy<'static>> {
+    prop_oneof![
+        prop::collection::vec(any_attribute(), 0..3)
+            .prop_map(|attributes| GroupPolicy::GroupWide { attributes }),
+        (
+            1u8..,
+            prop_oneof![Just(4usize), Just(16)],
+            selector(),
+            selector(),
+            prop::collection::vec(transform(), 1..4),
+            prop::collection::vec(any_attribute(), 0..3),
+        )
+            .prop_flat_map(|(p, spi_len, src_ts, dst_ts, transforms, attributes)| {
+                prop::collection::vec(any::<u8>(), spi_len).prop_map(move |spi| {
+                    GroupPolicy::Sa(GsaPolicy {
+                        protocol_id: ProtocolId(p),
+                        spi: spi.into(),
+                        src_ts: src_ts.clone(),
+                        dst_ts: dst_ts.clone(),
+                        transforms: transforms.clone(),
+                        attributes: attributes.clone(),
+                    })
+                })
+            }),
+    ]
+}
+
+fn key_bag() -> impl Strategy<Value = KeyBag<'static>> {
+    prop_oneof![
+        prop::collection::vec(any_attribute(), 0..3)
+            .prop_map(|attributes| KeyBag::Member { attributes }),
+        (
+            1u8..,
+            bytes(16),
+            prop::collection::vec(any_attribute(), 0..3)
+        )
+            .prop_map(|(p, spi, attributes)| {
+                KeyBag::Group {
+                    protocol_id: ProtocolId(p),
+                    spi: spi.into(),
+                    attributes,
+                }
+            }),
+    ]
+}
+
 fn id() -> impl Strategy<Value = Id<'static>> {
     (any::<u8>(), bytes(24)).prop_map(|(t, d)| Id {
         id_type: IdType(t),
@@ -202,8 +262,9 @@ fn plain_payload() -> impl Strategy<Value = Payload<'static>> {
                 })
             }),
         eap().prop_map(Payload::Eap),
-        bytes(32).prop_map(|b| Payload::Gsa(Raw { body: b.into() })),
-        bytes(32).prop_map(|b| Payload::Kd(Raw { body: b.into() })),
+        prop::collection::vec(group_policy(), 0..3)
+            .prop_map(|policies| Payload::Gsa(Gsa { policies })),
+        prop::collection::vec(key_bag(), 0..3).prop_map(|key_bags| Payload::Kd(Kd { key_bags })),
         bytes(32).prop_map(|b| Payload::Ps(Raw { body: b.into() })),
         // Unassigned payload types, non-critical: kept as Unknown.
         (prop_oneof![1u8..33, 55u8..=255], bytes(16)).prop_map(|(t, b)| {

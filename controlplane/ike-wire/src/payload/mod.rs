@@ -15,12 +15,14 @@
 //! Which payloads an exchange allows, and in which order, is `ike-proto`'s job.
 pub mod cp;
 pub mod encrypted;
+pub mod gikev2;
 pub mod sa;
 pub mod simple;
 pub mod ts;
 
 pub use cp::{CfgAttribute, Cp};
 pub use encrypted::{pad, strip_padding, Sk, SkLayout, SkParts, Skf};
+pub use gikev2::{GroupPolicy, Gsa, GsaPolicy, Kd, KeyBag};
 pub use sa::{Attribute, AttributeValue, Proposal, Sa, Transform};
 pub use simple::{Auth, Cert, CertReq, Delete, Eap, Id, Ke, Nonce, Notify, Raw, VendorId};
 pub use ts::{TrafficSelector, Ts};
@@ -64,10 +66,10 @@ pub enum Payload<'a> {
     Eap(Eap<'a>),
     /// G-IKEv2 Group Identification (ID payload format).
     IdG(Id<'a>),
-    /// G-IKEv2 Group Security Association, body kept raw.
-    Gsa(Raw<'a>),
-    /// G-IKEv2 Key Download, body kept raw.
-    Kd(Raw<'a>),
+    /// G-IKEv2 Group Security Association.
+    Gsa(Gsa<'a>),
+    /// G-IKEv2 Key Download.
+    Kd(Kd<'a>),
     Skf(Skf<'a>),
     /// RFC 8019 Puzzle Solution, body kept raw.
     Ps(Raw<'a>),
@@ -129,8 +131,8 @@ impl<'a> Payload<'a> {
             PayloadType::CP => Payload::Cp(Cp::read(&mut r)?),
             PayloadType::EAP => Payload::Eap(Eap::read(&mut r)?),
             PayloadType::IDG => Payload::IdG(Id::read(&mut r)?),
-            PayloadType::GSA => Payload::Gsa(Raw::read(&mut r)?),
-            PayloadType::KD => Payload::Kd(Raw::read(&mut r)?),
+            PayloadType::GSA => Payload::Gsa(Gsa::read(&mut r)?),
+            PayloadType::KD => Payload::Kd(Kd::read(&mut r)?),
             PayloadType::SKF => Payload::Skf(Skf::read(next, flags, &mut r)?),
             PayloadType::PS => Payload::Ps(Raw::read(&mut r)?),
             _ if flags & CRITICAL != 0 => {
@@ -184,7 +186,9 @@ impl<'a> Payload<'a> {
             Payload::Sk(p) => p.write(w)?,
             Payload::Cp(p) => p.write(w)?,
             Payload::Eap(p) => p.write(w)?,
-            Payload::Gsa(p) | Payload::Kd(p) | Payload::Ps(p) => p.write(w)?,
+            Payload::Gsa(p) => p.write(w)?,
+            Payload::Kd(p) => p.write(w)?,
+            Payload::Ps(p) => p.write(w)?,
             Payload::Skf(p) => p.write(w)?,
             Payload::Unknown(u) => w.bytes(&u.body),
         }

@@ -91,10 +91,13 @@ pub struct Transform<'a> {
 /// |                   AF=1  Not Transmitted                       |
 /// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 /// ```
+///
+/// The same format carries G-IKEv2's GSA, group-wide policy and key bag
+/// attributes, each with its own type registry: `T` is that registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attribute<'a> {
+pub struct Attribute<'a, T = TransformAttrType> {
     /// 15 bits; the AF bit is given by `value`.
-    pub attr_type: TransformAttrType,
+    pub attr_type: T,
     pub value: AttributeValue<'a>,
 }
 
@@ -159,12 +162,7 @@ impl<'a> Proposal<'a> {
         let spi = r.take(spi_size)?.into();
         let mut transforms = Vec::with_capacity(usize::from(num_transforms));
         for i in 0..num_transforms {
-            let last_substruc = r.u8()?;
-            let _reserved = r.u8()?;
-            let len = usize::from(r.u16()?);
-            if len < 8 {
-                return Err(Error::Malformed("Transform Length"));
-            }
+            let (last_substruc, t) = Transform::read_substruc(r)?;
             let expected = if i + 1 == num_transforms {
                 0
             } else {
@@ -173,8 +171,7 @@ impl<'a> Proposal<'a> {
             if last_substruc != expected {
                 return Err(Error::Malformed("Last Substruc of a transform"));
             }
-            let mut t = r.sub(len - 4)?;
-            transforms.push(Transform::read(&mut t)?);
+            transforms.push(t);
         }
         Ok(Self {
             proposal_num,
@@ -190,8 +187,30 @@ impl<'a> Proposal<'a> {
         w.u8_len(self.spi.len())?;
         w.u8_len(self.transforms.len())?;
         w.bytes(&self.spi);
-        let n = self.transforms.len();
-        for (i, t) in self.transforms.iter().enumerate() {
+        Transform::write_substrucs(&self.transforms, w)?;
+        Ok(())
+    }
+}
+
+impl<'a> Transform<'a> {
+    /// Reads one transform substructure with its header; returns its Last
+    /// Substruc octet (0 on the last transform, 3 before another) for the
+    /// caller to check against its own count or list end.
+    pub(crate) fn read_substruc(r: &mut Reader<'a>) -> Result<(u8, Self)> {
+        let last_substruc = r.u8()?;
+        let _reserved = r.u8()?;
+        let len = usize::from(r.u16()?);
+        if len < 8 {
+            return Err(Error::Malformed("Transform Length"));
+        }
+        let mut t = r.sub(len - 4)?;
+        Ok((last_substruc, Self::read(&mut t)?))
+    }
+
+    /// Writes transform substructures, Last Substruc 3 on all but the last.
+    pub(crate) fn write_substrucs(transforms: &[Self], w: &mut Writer) -> Result<()> {
+        let n = transforms.len();
+        for (i, t) in transforms.iter().enumerate() {
             let start = w.len();
             w.u8(if i + 1 == n { 0 } else { MORE_TRANSFORMS });
             w.u8(0);
@@ -201,9 +220,7 @@ impl<'a> Proposal<'a> {
         }
         Ok(())
     }
-}
 
-impl<'a> Transform<'a> {
     /// Reads from "Transform Type" on; consumes all of `r`.
     fn read(r: &mut Reader<'a>) -> Result<Self> {
         let transform_type = TransformType(r.u8()?);
@@ -303,10 +320,10 @@ impl<'a> Transform<'a> {
     }
 }
 
-impl<'a> Attribute<'a> {
+impl<'a, T: Copy + From<u16> + Into<u16>> Attribute<'a, T> {
     pub(crate) fn read(r: &mut Reader<'a>) -> Result<Self> {
         let t = r.u16()?;
-        let attr_type = TransformAttrType(t & 0x7fff);
+        let attr_type = T::from(t & 0x7fff);
         let value = if t & 0x8000 != 0 {
             AttributeValue::Tv(r.u16()?)
         } else {
@@ -317,16 +334,17 @@ impl<'a> Attribute<'a> {
     }
 
     pub(crate) fn write(&self, w: &mut Writer) -> Result<()> {
-        if self.attr_type.0 > 0x7fff {
+        let attr_type: u16 = self.attr_type.into();
+        if attr_type > 0x7fff {
             return Err(Error::TooLong);
         }
         match &self.value {
             AttributeValue::Tv(v) => {
-                w.u16(0x8000 | self.attr_type.0);
+                w.u16(0x8000 | attr_type);
                 w.u16(*v);
             }
             AttributeValue::Tlv(v) => {
-                w.u16(self.attr_type.0);
+                w.u16(attr_type);
                 w.u16_len(v.len())?;
                 w.bytes(v);
             }

@@ -386,8 +386,8 @@ impl<'a> Eap<'a> {
     }
 }
 
-/// A payload whose body this crate keeps as opaque bytes: Puzzle Solution
-/// (RFC 8019), G-IKEv2 GSA and KD (RFC 9838; structure left to a later step).
+/// A payload whose body this crate keeps as opaque bytes: the Puzzle
+/// Solution (RFC 8019), whose content depends on the negotiated PRF.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Raw<'a> {
     pub body: Bytes<'a>,

@@ -103,7 +103,7 @@ impl<'a> TrafficSelector<'a> {
         }
     }
 
-    fn read(r: &mut Reader<'a>) -> Result<Self> {
+    pub(crate) fn read(r: &mut Reader<'a>) -> Result<Self> {
         let ts_type = TsType(r.u8()?);
         let ip_protocol = r.u8()?;
         let len = usize::from(r.u16()?);
@@ -158,7 +158,7 @@ impl<'a> TrafficSelector<'a> {
         Ok(ts)
     }
 
-    fn write(&self, w: &mut Writer) -> Result<()> {
+    pub(crate) fn write(&self, w: &mut Writer) -> Result<()> {
         let start = w.len();
         w.u8(self.ts_type().0);
         match self {
