@@ -503,3 +503,20 @@ fn maps_each_error_to_the_notify_to_send() {
         }
     }
 }
+
+#[test]
+fn decoded_payloads_borrow_from_the_datagram() {
+    let wire = ike_sa_init_request().emit().unwrap();
+    let msg = Message::parse(&wire).unwrap();
+    let range = wire.as_ptr_range();
+    for p in &msg.payloads {
+        let field: &std::borrow::Cow<'_, [u8]> = match p {
+            Payload::Ke(ke) => &ke.data,
+            Payload::Nonce(n) => &n.data,
+            Payload::Notify(n) => &n.data,
+            _ => continue,
+        };
+        assert!(matches!(field, std::borrow::Cow::Borrowed(_)), "{p:?} copied");
+        assert!(field.is_empty() || range.contains(&field.as_ptr()));
+    }
+}
