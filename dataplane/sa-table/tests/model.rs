@@ -1,0 +1,433 @@
+//! Exhaustive interleaving checks of the table's two protocols, written as small
+//! state machines that mirror the code step for step (one shared-memory access per
+//! step) and explored over every interleaving, writer crashes included.
+//!
+//! * Slot seqlock (`shm.rs` `write_slot` / `read_slot`, `writer.rs` repair): a reader
+//!   never accepts a copy mixing two versions, whatever the interleaving, and whether
+//!   or not the writer dies at any step and a new writer repairs the slot.
+//! * Journal (`shm.rs` `journal_write` / `journal_read`, `reader.rs` `poll_changes` /
+//!   `rebuild`): a reader that follows, falls behind, gets lapped and rebuilds ends
+//!   with exactly the slots' contents once it polls after the writer stops.
+//!
+//! The model is sequentially consistent; the orderings the real code needs on top
+//! (release/acquire fences around the seqlock, release on the journal's generation
+//! word and on publish) are argued where they occur. Each check is also run against
+//! a deliberately broken variant of the protocol and must find the bug there, so the
+//! checker is known to be able to fail.
+
+use std::collections::HashSet;
+use std::hash::Hash;
+
+/// Depth-first search over all reachable states; returns the first violation.
+fn explore<S: Clone + Eq + Hash>(init: S, succ: impl Fn(&S) -> Vec<S>, check: impl Fn(&S) -> Result<(), String>) -> Result<usize, String> {
+    let mut seen = HashSet::new();
+    let mut stack = vec![init];
+    while let Some(s) = stack.pop() {
+        if !seen.insert(s.clone()) {
+            continue;
+        }
+        check(&s)?;
+        stack.extend(succ(&s));
+    }
+    Ok(seen.len())
+}
+
+// ---------------------------------------------------------------------------
+// Slot seqlock
+// ---------------------------------------------------------------------------
+
+const WORDS: usize = 3;
+const VERSIONS: u8 = 2;
+const READ_ATTEMPTS: u8 = 3;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum SlotBug {
+    None,
+    /// The reader does not re-check the sequence word after copying.
+    NoRecheck,
+    /// The writer stores the data before making the sequence word odd.
+    DataBeforeOdd,
+    /// The repairing writer trusts an odd slot and only bumps it even.
+    RepairWithoutRewrite,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+struct SlotState {
+    seq: u8,
+    words: [u8; WORDS],
+    /// Writer: index of the next step over all versions; `u8::MAX` = done.
+    wpc: u8,
+    /// The sequence value the writer captured for the version in progress.
+    ws: u8,
+    crashed: bool,
+    /// Repairing writer (runs only after a crash): next step.
+    rpc: u8,
+    rs: u8,
+    /// Reader: step within an attempt, registers, attempts made.
+    pc: u8,
+    s1: u8,
+    copy: [u8; WORDS],
+    attempts: u8,
+    accepted: Option<[u8; WORDS]>,
+}
+
+/// Writer steps per version: odd, each word, even.
+const STEPS_PER_VERSION: u8 = WORDS as u8 + 2;
+
+fn slot_succ(s: &SlotState, bug: SlotBug, crashes: bool) -> Vec<SlotState> {
+    let mut out = Vec::new();
+    // The writer, one access per step (write_slot).
+    if !s.crashed && s.wpc != u8::MAX {
+        let version = s.wpc / STEPS_PER_VERSION + 1;
+        let step = s.wpc % STEPS_PER_VERSION;
+        let mut n = s.clone();
+        let data_step = |n: &mut SlotState, i: usize| n.words[i] = version;
+        match (bug, step) {
+            (SlotBug::DataBeforeOdd, 0..=2) => data_step(&mut n, step as usize),
+            (SlotBug::DataBeforeOdd, 3) => {
+                n.ws = n.seq & !1;
+                n.seq = n.ws + 1;
+            }
+            (_, 0) => {
+                // s = seq & !1; seq = s + 1 (the writer is the only one storing seq).
+                n.ws = n.seq & !1;
+                n.seq = n.ws + 1;
+            }
+            (_, st) if st <= WORDS as u8 => data_step(&mut n, st as usize - 1),
+            _ => n.seq = n.ws + 2,
+        }
+        n.wpc = if s.wpc + 1 == VERSIONS * STEPS_PER_VERSION { u8::MAX } else { s.wpc + 1 };
+        out.push(n);
+        // ...or it dies before taking this step (SIGKILL lands anywhere).
+        if crashes {
+            let mut c = s.clone();
+            c.crashed = true;
+            out.push(c);
+        }
+    }
+    // The next writer repairs a torn slot (reattach: zeroed record via write_slot).
+    if s.crashed && s.rpc != u8::MAX {
+        let mut n = s.clone();
+        match s.rpc {
+            0 if s.seq & 1 == 0 => n.rpc = u8::MAX,
+            0 if bug == SlotBug::RepairWithoutRewrite => {
+                n.seq += 1;
+                n.rpc = u8::MAX;
+            }
+            0 => {
+                n.rs = n.seq & !1;
+                n.seq = n.rs + 1;
+                n.rpc = 1;
+            }
+            st if st <= WORDS as u8 => {
+                n.words[st as usize - 1] = 0;
+                n.rpc += 1;
+            }
+            _ => {
+                n.seq = n.rs + 2;
+                n.rpc = u8::MAX;
+            }
+        }
+        out.push(n);
+    }
+    // The reader (read_slot): load seq, copy words, re-check seq.
+    if s.attempts < READ_ATTEMPTS && s.accepted.is_none() {
+        let mut n = s.clone();
+        match s.pc {
+            0 => {
+                n.s1 = s.seq;
+                n.pc = if s.seq & 1 == 1 { 0 } else { 1 };
+                if s.seq & 1 == 1 {
+                    n.attempts += 1;
+                }
+            }
+            p if p <= WORDS as u8 => {
+                n.copy[p as usize - 1] = s.words[p as usize - 1];
+                n.pc += 1;
+                if bug == SlotBug::NoRecheck && p == WORDS as u8 {
+                    n.accepted = Some(n.copy);
+                }
+            }
+            _ => {
+                if s.seq == s.s1 {
+                    n.accepted = Some(s.copy);
+                }
+                n.attempts += 1;
+                n.pc = 0;
+            }
+        }
+        out.push(n);
+    }
+    out
+}
+
+fn slot_check(s: &SlotState) -> Result<(), String> {
+    if let Some(c) = s.accepted {
+        if c.iter().any(|&w| w != c[0]) {
+            return Err(format!("reader accepted a torn copy {c:?} in {s:?}"));
+        }
+    }
+    // Once the repair finished, the slot is stable and whole again.
+    if s.crashed && s.rpc == u8::MAX && (s.seq & 1 == 1 || s.words.iter().any(|&w| w != s.words[0])) {
+        return Err(format!("repair left the slot torn: {s:?}"));
+    }
+    Ok(())
+}
+
+fn run_slot_model(bug: SlotBug, crashes: bool) -> Result<usize, String> {
+    let init = SlotState {
+        seq: 0,
+        words: [0; WORDS],
+        wpc: 0,
+        ws: 0,
+        crashed: false,
+        rpc: 0,
+        rs: 0,
+        pc: 0,
+        s1: 0,
+        copy: [0; WORDS],
+        attempts: 0,
+        accepted: None,
+    };
+    explore(init, |s| slot_succ(s, bug, crashes), slot_check)
+}
+
+#[test]
+fn seqlock_reader_never_accepts_a_torn_copy_in_any_interleaving_with_crashes() {
+    let states = run_slot_model(SlotBug::None, true).unwrap();
+    assert!(states > 1000, "explored only {states} states");
+}
+
+#[test]
+fn seqlock_model_finds_the_torn_copy_of_a_reader_that_skips_the_recheck() {
+    assert!(run_slot_model(SlotBug::NoRecheck, false).unwrap_err().contains("torn copy"));
+}
+
+#[test]
+fn seqlock_model_finds_the_torn_copy_of_a_writer_that_stores_data_before_going_odd() {
+    assert!(run_slot_model(SlotBug::DataBeforeOdd, false).unwrap_err().contains("torn copy"));
+}
+
+#[test]
+fn seqlock_model_finds_a_repair_that_only_flips_the_sequence_word() {
+    assert!(run_slot_model(SlotBug::RepairWithoutRewrite, true).unwrap_err().contains("repair left the slot torn"));
+}
+
+// ---------------------------------------------------------------------------
+// Journal
+// ---------------------------------------------------------------------------
+
+const SLOTS: usize = 3;
+const RING: u8 = 2;
+/// The writer's changes: (slot, new content); content 0 = free.
+const CHANGES: [(u8, u8); 6] = [(0, 1), (1, 2), (2, 3), (0, 0), (1, 4), (0, 5)];
+const POLLS: u8 = 3;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum JournalBug {
+    None,
+    /// Rebuild records the generation *after* scanning the slots.
+    RebuildReadsGenerationLate,
+    /// The reader trusts an entry's slot word without its generation check.
+    NoEntryCheck,
+    /// The writer publishes (and journals) a change before writing the slot.
+    SlotAfterPublish,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum RPc {
+    Idle,
+    /// Loaded the published generation, deciding.
+    Start,
+    /// Following: about to load entry `g` generation word.
+    EntryGen,
+    /// Loaded it; about to load the entry's check word.
+    EntryCheck,
+    /// About to copy the slot named by the entry.
+    Apply(u8),
+    /// Rebuilding: next slot to copy.
+    Scan(u8),
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+struct JState {
+    slots: [u8; SLOTS],
+    /// Ring entries: (gen word, check word = (gen, slot)).
+    ring: [(u8, (u8, u8)); RING as usize],
+    published: u8,
+    /// Writer: change index and step within it.
+    wc: u8,
+    wstep: u8,
+    // Reader.
+    pc: RPc,
+    polls: u8,
+    applied: u8,
+    target: u8,
+    next: u8,
+    rebuild_start: u8,
+    index: [u8; SLOTS],
+}
+
+fn j_writer(s: &JState, bug: JournalBug) -> Option<JState> {
+    if s.wc as usize == CHANGES.len() {
+        return None;
+    }
+    let g = s.wc + 1;
+    let (slot, val) = CHANGES[s.wc as usize];
+    let mut n = s.clone();
+    let e = (g % RING) as usize;
+    let order: [u8; 4] = if bug == JournalBug::SlotAfterPublish { [1, 2, 3, 0] } else { [0, 1, 2, 3] };
+    match order[s.wstep as usize] {
+        // Slot write (atomic here: the seqlock model covers its inside).
+        0 => n.slots[slot as usize] = val,
+        // journal_write: check word first, generation word last.
+        1 => n.ring[e].1 = (g, slot),
+        2 => n.ring[e].0 = g,
+        // publish.
+        _ => n.published = g,
+    }
+    if s.wstep == 3 {
+        n.wc += 1;
+        n.wstep = 0;
+    } else {
+        n.wstep += 1;
+    }
+    Some(n)
+}
+
+fn j_reader(s: &JState, bug: JournalBug) -> Option<JState> {
+    let mut n = s.clone();
+    match s.pc {
+        RPc::Idle if s.polls < POLLS => {
+            n.target = s.published;
+            n.pc = RPc::Start;
+        }
+        RPc::Idle => return None,
+        RPc::Start => {
+            if s.target == s.applied {
+                n.pc = RPc::Idle;
+                n.polls += 1;
+            } else if s.target - s.applied > RING {
+                n.pc = RPc::Scan(0);
+                n.rebuild_start = s.published;
+            } else {
+                n.next = s.applied + 1;
+                n.pc = RPc::EntryGen;
+            }
+        }
+        RPc::EntryGen => {
+            let e = s.ring[(s.next % RING) as usize];
+            if e.0 != s.next && bug != JournalBug::NoEntryCheck {
+                n.pc = RPc::Scan(0);
+                n.rebuild_start = s.published;
+            } else {
+                n.pc = RPc::EntryCheck;
+            }
+        }
+        RPc::EntryCheck => {
+            let (g, slot) = s.ring[(s.next % RING) as usize].1;
+            if g != s.next && bug != JournalBug::NoEntryCheck {
+                n.pc = RPc::Scan(0);
+                n.rebuild_start = s.published;
+            } else {
+                n.pc = RPc::Apply(slot);
+            }
+        }
+        RPc::Apply(slot) => {
+            n.index[slot as usize] = s.slots[slot as usize];
+            n.applied = s.next;
+            if s.next == s.target {
+                n.pc = RPc::Idle;
+                n.polls += 1;
+            } else {
+                n.next += 1;
+                n.pc = RPc::EntryGen;
+            }
+        }
+        RPc::Scan(i) => {
+            n.index[i as usize] = s.slots[i as usize];
+            if i as usize + 1 == SLOTS {
+                n.applied = if bug == JournalBug::RebuildReadsGenerationLate { s.published } else { s.rebuild_start };
+                n.pc = RPc::Idle;
+                n.polls += 1;
+            } else {
+                n.pc = RPc::Scan(i + 1);
+            }
+        }
+    }
+    Some(n)
+}
+
+/// The reader's final poll after the writer stopped, run to completion.
+fn final_poll(s: &JState, bug: JournalBug) -> JState {
+    let mut n = s.clone();
+    // Finish the poll in progress, then one more from idle.
+    n.polls = 0;
+    let mut guard = 0;
+    while !(n.pc == RPc::Idle && n.polls >= 1) {
+        n = j_reader(&n, bug).expect("reader can always step while polling");
+        guard += 1;
+        assert!(guard < 100, "reader does not terminate");
+    }
+    if n.applied != n.published {
+        n.polls = 0;
+        while !(n.pc == RPc::Idle && n.polls >= 1) {
+            n = j_reader(&n, bug).expect("reader step");
+        }
+    }
+    n
+}
+
+fn run_journal_model(bug: JournalBug) -> Result<usize, String> {
+    let init = JState {
+        slots: [0; SLOTS],
+        ring: [(0, (0, 0)); RING as usize],
+        published: 0,
+        wc: 0,
+        wstep: 0,
+        pc: RPc::Idle,
+        polls: 0,
+        applied: 0,
+        target: 0,
+        next: 0,
+        rebuild_start: 0,
+        index: [0; SLOTS],
+    };
+    explore(
+        init,
+        |s| j_writer(s, bug).into_iter().chain(j_reader(s, bug)).collect(),
+        |s| {
+            if s.applied > s.published {
+                return Err(format!("reader claims generation {} beyond published {}: {s:?}", s.applied, s.published));
+            }
+            if s.wc as usize == CHANGES.len() {
+                let f = final_poll(s, bug);
+                if f.index != f.slots {
+                    return Err(format!("reader ended with {:?}, slots hold {:?}, from {s:?}", f.index, f.slots));
+                }
+            }
+            Ok(())
+        },
+    )
+}
+
+#[test]
+fn a_reader_following_or_lapped_by_the_journal_converges_to_the_slots_in_every_interleaving() {
+    let states = run_journal_model(JournalBug::None).unwrap();
+    assert!(states > 1000, "explored only {states} states");
+}
+
+#[test]
+fn journal_model_finds_a_rebuild_that_reads_the_generation_after_scanning() {
+    assert!(run_journal_model(JournalBug::RebuildReadsGenerationLate).unwrap_err().contains("reader ended with"));
+}
+
+#[test]
+fn journal_model_finds_a_reader_that_trusts_an_overwritten_entry() {
+    assert!(run_journal_model(JournalBug::NoEntryCheck).unwrap_err().contains("reader ended with"));
+}
+
+#[test]
+fn journal_model_finds_a_writer_that_publishes_before_writing_the_slot() {
+    assert!(run_journal_model(JournalBug::SlotAfterPublish).unwrap_err().contains("reader ended with"));
+}
