@@ -18,7 +18,8 @@
 //! * [`message`]: header + chain; parse and emit.
 //!
 //! Decoding borrows from the datagram (byte fields are `Cow::Borrowed`);
-//! builders own their data (`Cow::Owned`), so one set of types serves both.
+//! builders own their data (`Cow::Owned`), so one set of types serves both;
+//! [`IntoOwned`] detaches a decoded message from its buffer.
 //! No input makes any function here panic.
 #![forbid(unsafe_code)]
 
@@ -26,6 +27,7 @@ pub mod codec;
 pub mod error;
 pub mod header;
 pub mod message;
+pub mod owned;
 pub mod payload;
 pub mod registry;
 
@@ -35,6 +37,7 @@ pub type Bytes<'a> = std::borrow::Cow<'a, [u8]>;
 pub use error::{Error, Result};
 pub use header::{strip_non_esp_marker, Flags, Header, HEADER_LEN, NON_ESP_MARKER};
 pub use message::Message;
+pub use owned::IntoOwned;
 pub use payload::{
     emit_inner, pad, parse_chain, parse_inner, strip_padding, write_chain, Attribute,
     AttributeValue, Auth, Cert, CertReq, CfgAttribute, Chain, Cp, Delete, Eap, GroupPolicy, Gsa,

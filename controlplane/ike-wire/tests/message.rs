@@ -516,7 +516,24 @@ fn decoded_payloads_borrow_from_the_datagram() {
             Payload::Notify(n) => &n.data,
             _ => continue,
         };
-        assert!(matches!(field, std::borrow::Cow::Borrowed(_)), "{p:?} copied");
+        assert!(
+            matches!(field, std::borrow::Cow::Borrowed(_)),
+            "{p:?} copied"
+        );
         assert!(field.is_empty() || range.contains(&field.as_ptr()));
     }
+}
+
+#[test]
+fn into_owned_detaches_a_decoded_message_from_its_buffer() {
+    use ike_wire::IntoOwned;
+    let owned: Message<'static> = {
+        let wire = ike_sa_init_request().emit().unwrap();
+        Message::parse(&wire).unwrap().into_owned()
+    };
+    assert_eq!(owned.payloads, ike_sa_init_request().payloads);
+    let Payload::Nonce(n) = &owned.payloads[2] else {
+        panic!("Nonce third")
+    };
+    assert!(matches!(n.data, std::borrow::Cow::Owned(_)));
 }
