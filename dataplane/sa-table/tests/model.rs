@@ -19,7 +19,11 @@ use std::collections::HashSet;
 use std::hash::Hash;
 
 /// Depth-first search over all reachable states; returns the first violation.
-fn explore<S: Clone + Eq + Hash>(init: S, succ: impl Fn(&S) -> Vec<S>, check: impl Fn(&S) -> Result<(), String>) -> Result<usize, String> {
+fn explore<S: Clone + Eq + Hash>(
+    init: S,
+    succ: impl Fn(&S) -> Vec<S>,
+    check: impl Fn(&S) -> Result<(), String>,
+) -> Result<usize, String> {
     let mut seen = HashSet::new();
     let mut stack = vec![init];
     while let Some(s) = stack.pop() {
@@ -96,7 +100,11 @@ fn slot_succ(s: &SlotState, bug: SlotBug, crashes: bool) -> Vec<SlotState> {
             (_, st) if st <= WORDS as u8 => data_step(&mut n, st as usize - 1),
             _ => n.seq = n.ws + 2,
         }
-        n.wpc = if s.wpc + 1 == VERSIONS * STEPS_PER_VERSION { u8::MAX } else { s.wpc + 1 };
+        n.wpc = if s.wpc + 1 == VERSIONS * STEPS_PER_VERSION {
+            u8::MAX
+        } else {
+            s.wpc + 1
+        };
         out.push(n);
         // ...or it dies before taking this step (SIGKILL lands anywhere).
         if crashes {
@@ -168,7 +176,8 @@ fn slot_check(s: &SlotState) -> Result<(), String> {
         }
     }
     // Once the repair finished, the slot is stable and whole again.
-    if s.crashed && s.rpc == u8::MAX && (s.seq & 1 == 1 || s.words.iter().any(|&w| w != s.words[0])) {
+    if s.crashed && s.rpc == u8::MAX && (s.seq & 1 == 1 || s.words.iter().any(|&w| w != s.words[0]))
+    {
         return Err(format!("repair left the slot torn: {s:?}"));
     }
     Ok(())
@@ -195,22 +204,29 @@ fn run_slot_model(bug: SlotBug, crashes: bool) -> Result<usize, String> {
 #[test]
 fn seqlock_reader_never_accepts_a_torn_copy_in_any_interleaving_with_crashes() {
     let states = run_slot_model(SlotBug::None, true).unwrap();
+    eprintln!("seqlock model: {states} states");
     assert!(states > 1000, "explored only {states} states");
 }
 
 #[test]
 fn seqlock_model_finds_the_torn_copy_of_a_reader_that_skips_the_recheck() {
-    assert!(run_slot_model(SlotBug::NoRecheck, false).unwrap_err().contains("torn copy"));
+    assert!(run_slot_model(SlotBug::NoRecheck, false)
+        .unwrap_err()
+        .contains("torn copy"));
 }
 
 #[test]
 fn seqlock_model_finds_the_torn_copy_of_a_writer_that_stores_data_before_going_odd() {
-    assert!(run_slot_model(SlotBug::DataBeforeOdd, false).unwrap_err().contains("torn copy"));
+    assert!(run_slot_model(SlotBug::DataBeforeOdd, false)
+        .unwrap_err()
+        .contains("torn copy"));
 }
 
 #[test]
 fn seqlock_model_finds_a_repair_that_only_flips_the_sequence_word() {
-    assert!(run_slot_model(SlotBug::RepairWithoutRewrite, true).unwrap_err().contains("repair left the slot torn"));
+    assert!(run_slot_model(SlotBug::RepairWithoutRewrite, true)
+        .unwrap_err()
+        .contains("repair left the slot torn"));
 }
 
 // ---------------------------------------------------------------------------
@@ -232,6 +248,8 @@ enum JournalBug {
     NoEntryCheck,
     /// The writer publishes (and journals) a change before writing the slot.
     SlotAfterPublish,
+    /// A restarted writer does not republish what its predecessor wrote unpublished.
+    NoRepublish,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -251,13 +269,21 @@ enum RPc {
 
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 struct JState {
-    slots: [u8; SLOTS],
+    /// Slot records: (generation stamped, content).
+    slots: [(u8, u8); SLOTS],
     /// Ring entries: (gen word, check word = (gen, slot)).
     ring: [(u8, (u8, u8)); RING as usize],
     published: u8,
-    /// Writer: change index and step within it.
+    /// Writer: change index, step within it, last generation used.
     wc: u8,
     wstep: u8,
+    wgen: u8,
+    crashes_left: u8,
+    /// Restarted writer's repair scan (`Writer::reattach`): next slot (SLOTS = not
+    /// repairing), step of its republish, and the generation published at attach.
+    repair_i: u8,
+    repair_step: u8,
+    attach_pub: u8,
     // Reader.
     pc: RPc,
     polls: u8,
@@ -268,31 +294,76 @@ struct JState {
     index: [u8; SLOTS],
 }
 
-fn j_writer(s: &JState, bug: JournalBug) -> Option<JState> {
-    if s.wc as usize == CHANGES.len() {
-        return None;
-    }
-    let g = s.wc + 1;
-    let (slot, val) = CHANGES[s.wc as usize];
-    let mut n = s.clone();
+/// One step of "write slot, journal check word, journal gen word, publish" for
+/// generation `g` on `slot`.
+fn change_step(n: &mut JState, step: u8, g: u8, slot: u8, val: u8) {
     let e = (g % RING) as usize;
-    let order: [u8; 4] = if bug == JournalBug::SlotAfterPublish { [1, 2, 3, 0] } else { [0, 1, 2, 3] };
-    match order[s.wstep as usize] {
+    match step {
         // Slot write (atomic here: the seqlock model covers its inside).
-        0 => n.slots[slot as usize] = val,
+        0 => n.slots[slot as usize] = (g, val),
         // journal_write: check word first, generation word last.
         1 => n.ring[e].1 = (g, slot),
         2 => n.ring[e].0 = g,
         // publish.
         _ => n.published = g,
     }
+}
+
+fn j_writer(s: &JState, bug: JournalBug) -> Vec<JState> {
+    let mut out = Vec::new();
+    if (s.repair_i as usize) < SLOTS {
+        let i = s.repair_i;
+        let mut n = s.clone();
+        let (gen, val) = s.slots[i as usize];
+        if s.repair_step == 0 && (gen <= s.attach_pub || bug == JournalBug::NoRepublish) {
+            n.repair_i += 1;
+        } else {
+            // Written but never published by the dead writer: publish it now.
+            change_step(&mut n, s.repair_step, s.wgen + 1, i, val);
+            if s.repair_step == 3 {
+                n.wgen += 1;
+                n.repair_i += 1;
+                n.repair_step = 0;
+            } else {
+                n.repair_step += 1;
+            }
+        }
+        out.push(n);
+        return out;
+    }
+    if s.wc as usize == CHANGES.len() {
+        return out;
+    }
+    let (slot, val) = CHANGES[s.wc as usize];
+    let mut n = s.clone();
+    let order: [u8; 4] = if bug == JournalBug::SlotAfterPublish {
+        [1, 2, 3, 0]
+    } else {
+        [0, 1, 2, 3]
+    };
+    change_step(&mut n, order[s.wstep as usize], s.wgen + 1, slot, val);
     if s.wstep == 3 {
         n.wc += 1;
         n.wstep = 0;
+        n.wgen += 1;
     } else {
         n.wstep += 1;
     }
-    Some(n)
+    out.push(n);
+    if s.crashes_left > 0 {
+        // SIGKILL before this step; the change in progress is abandoned and a new
+        // writer reattaches: its generation restarts from the published one.
+        let mut c = s.clone();
+        c.crashes_left -= 1;
+        c.wc += 1;
+        c.wstep = 0;
+        c.wgen = s.published;
+        c.attach_pub = s.published;
+        c.repair_i = 0;
+        c.repair_step = 0;
+        out.push(c);
+    }
+    out
 }
 
 fn j_reader(s: &JState, bug: JournalBug) -> Option<JState> {
@@ -334,7 +405,7 @@ fn j_reader(s: &JState, bug: JournalBug) -> Option<JState> {
             }
         }
         RPc::Apply(slot) => {
-            n.index[slot as usize] = s.slots[slot as usize];
+            n.index[slot as usize] = s.slots[slot as usize].1;
             n.applied = s.next;
             if s.next == s.target {
                 n.pc = RPc::Idle;
@@ -345,9 +416,13 @@ fn j_reader(s: &JState, bug: JournalBug) -> Option<JState> {
             }
         }
         RPc::Scan(i) => {
-            n.index[i as usize] = s.slots[i as usize];
+            n.index[i as usize] = s.slots[i as usize].1;
             if i as usize + 1 == SLOTS {
-                n.applied = if bug == JournalBug::RebuildReadsGenerationLate { s.published } else { s.rebuild_start };
+                n.applied = if bug == JournalBug::RebuildReadsGenerationLate {
+                    s.published
+                } else {
+                    s.rebuild_start
+                };
                 n.pc = RPc::Idle;
                 n.polls += 1;
             } else {
@@ -378,13 +453,18 @@ fn final_poll(s: &JState, bug: JournalBug) -> JState {
     n
 }
 
-fn run_journal_model(bug: JournalBug) -> Result<usize, String> {
+fn run_journal_model(bug: JournalBug, crashes: u8) -> Result<usize, String> {
     let init = JState {
-        slots: [0; SLOTS],
+        slots: [(0, 0); SLOTS],
         ring: [(0, (0, 0)); RING as usize],
         published: 0,
         wc: 0,
         wstep: 0,
+        wgen: 0,
+        crashes_left: crashes,
+        repair_i: SLOTS as u8,
+        repair_step: 0,
+        attach_pub: 0,
         pc: RPc::Idle,
         polls: 0,
         applied: 0,
@@ -395,15 +475,26 @@ fn run_journal_model(bug: JournalBug) -> Result<usize, String> {
     };
     explore(
         init,
-        |s| j_writer(s, bug).into_iter().chain(j_reader(s, bug)).collect(),
+        |s| {
+            j_writer(s, bug)
+                .into_iter()
+                .chain(j_reader(s, bug))
+                .collect()
+        },
         |s| {
             if s.applied > s.published {
-                return Err(format!("reader claims generation {} beyond published {}: {s:?}", s.applied, s.published));
+                return Err(format!(
+                    "reader claims generation {} beyond published {}: {s:?}",
+                    s.applied, s.published
+                ));
             }
-            if s.wc as usize == CHANGES.len() {
+            if s.wc as usize == CHANGES.len() && s.repair_i as usize >= SLOTS {
                 let f = final_poll(s, bug);
-                if f.index != f.slots {
-                    return Err(format!("reader ended with {:?}, slots hold {:?}, from {s:?}", f.index, f.slots));
+                if f.index != f.slots.map(|(_, v)| v) {
+                    return Err(format!(
+                        "reader ended with {:?}, slots hold {:?}, from {s:?}",
+                        f.index, f.slots
+                    ));
                 }
             }
             Ok(())
@@ -413,21 +504,35 @@ fn run_journal_model(bug: JournalBug) -> Result<usize, String> {
 
 #[test]
 fn a_reader_following_or_lapped_by_the_journal_converges_to_the_slots_in_every_interleaving() {
-    let states = run_journal_model(JournalBug::None).unwrap();
+    let states = run_journal_model(JournalBug::None, 1).unwrap();
+    eprintln!("journal model: {states} states");
     assert!(states > 1000, "explored only {states} states");
 }
 
 #[test]
 fn journal_model_finds_a_rebuild_that_reads_the_generation_after_scanning() {
-    assert!(run_journal_model(JournalBug::RebuildReadsGenerationLate).unwrap_err().contains("reader ended with"));
+    assert!(run_journal_model(JournalBug::RebuildReadsGenerationLate, 0)
+        .unwrap_err()
+        .contains("reader ended with"));
 }
 
 #[test]
 fn journal_model_finds_a_reader_that_trusts_an_overwritten_entry() {
-    assert!(run_journal_model(JournalBug::NoEntryCheck).unwrap_err().contains("reader ended with"));
+    assert!(run_journal_model(JournalBug::NoEntryCheck, 0)
+        .unwrap_err()
+        .contains("reader ended with"));
 }
 
 #[test]
 fn journal_model_finds_a_writer_that_publishes_before_writing_the_slot() {
-    assert!(run_journal_model(JournalBug::SlotAfterPublish).unwrap_err().contains("reader ended with"));
+    assert!(run_journal_model(JournalBug::SlotAfterPublish, 0)
+        .unwrap_err()
+        .contains("reader ended with"));
+}
+
+#[test]
+fn journal_model_finds_a_restarted_writer_that_does_not_republish() {
+    assert!(run_journal_model(JournalBug::NoRepublish, 1)
+        .unwrap_err()
+        .contains("reader ended with"));
 }
