@@ -332,7 +332,7 @@ proptest! {
         prop_assert_eq!(parsed.header.spi_i, msg.header.spi_i);
         prop_assert_eq!(parsed.header.flags, msg.header.flags);
         prop_assert_eq!(parsed.header.message_id, msg.header.message_id);
-        prop_assert_eq!(parsed.emit().unwrap(), wire);
+        prop_assert_eq!(&parsed.emit().unwrap(), &wire);
         let owned = ike_wire::IntoOwned::into_owned(parsed);
         prop_assert_eq!(&owned.payloads, &msg.payloads);
     }
