@@ -310,3 +310,26 @@ fn strongswan_ike_auth_decrypts_to_the_logged_payloads() {
         .any(|p| matches!(p, Payload::Notify(n) if n.notify_type == NotifyType::INITIAL_CONTACT)));
     assert_eq!(payloads[0].payload_type(), PayloadType::IDI);
 }
+
+#[test]
+fn strongswan_testdata_hex_is_exactly_the_committed_capture() {
+    let pcap: &[u8] =
+        include_bytes!("../testdata/strongswan_5.9.8_ikev2_psk_aes128_sha256_x25519.pcap");
+    // Little-endian pcap, Ethernet link type.
+    assert_eq!(&pcap[..4], &[0xd4, 0xc3, 0xb2, 0xa1]);
+    assert_eq!(u32::from_le_bytes(pcap[20..24].try_into().unwrap()), 1);
+    let mut at = 24;
+    let mut udp_payloads = Vec::new();
+    while at < pcap.len() {
+        let incl = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
+        let frame = &pcap[at + 16..at + 16 + incl];
+        at += 16 + incl;
+        let ip = &frame[14..];
+        assert_eq!(ip[9], 17, "only UDP was captured");
+        let udp = &ip[usize::from(ip[0] & 0x0f) * 4..];
+        let len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
+        udp_payloads.push(udp[8..len].to_vec());
+    }
+    let from_text: Vec<Vec<u8>> = packets().into_iter().map(|p| p.udp_payload).collect();
+    assert_eq!(udp_payloads, from_text);
+}
