@@ -176,7 +176,7 @@ fn run(cfg: Config, args: &Args) -> Result<(), String> {
     let table_path = d.sa_table.path.clone();
     let result = std::thread::scope(|s| {
         // The live stats / stop watcher.
-        let watcher = s.spawn(|| watch(&metrics, &stop, workers, args, started));
+        let watcher = s.spawn(|| watch(&metrics, &stop, workers, args, started, &table_path));
         let r = run_workers(eal, workers, &d.workers.cpus, &stop, |ctx| {
             let mut q = Queues { rx: [None, None, None], tx: [None, None, None] };
             for p in &opened {
@@ -204,9 +204,56 @@ fn run(cfg: Config, args: &Args) -> Result<(), String> {
     result
 }
 
-/// Prints the live stats line every `--stats-ms`, and raises `stop` on
-/// `--idle-exit-ms` / `--max-secs`.
-fn watch(m: &DataplaneMetrics, stop: &AtomicBool, workers: usize, args: &Args, started: Instant) {
+/// Once a second, off the packet path: `esprit_active_sas` and (if enabled)
+/// the per-SA series, from the SA table's own counters.
+struct SaWatch {
+    reader: sa_table::Reader,
+    known: std::collections::HashMap<sa_table::SaId, (String, &'static str, u64, u64)>,
+}
+
+impl SaWatch {
+    fn update(&mut self, m: &DataplaneMetrics) {
+        let known = &mut self.known;
+        self.reader.poll_changes(|c| match c {
+            sa_table::Change::Upsert { id, params } => {
+                let dir = if params.direction == sa_table::Direction::INBOUND { "in" } else { "out" };
+                known.entry(id).or_insert((format!("{:#010x}", params.spi), dir, 0, 0));
+            }
+            sa_table::Change::Removed { id } => {
+                known.remove(&id);
+            }
+        });
+        let (mut n_in, mut n_out) = (0, 0);
+        for (id, (spi, dir, pkts, bytes)) in self.known.iter_mut() {
+            if *dir == "in" { n_in += 1 } else { n_out += 1 }
+            if let (Some((pf, bf)), Some(st)) = (m.per_sa(), self.reader.state(*id)) {
+                let (p, b) = (st.pkts(), st.bytes());
+                pf.with_label_values(&[spi.as_str(), dir]).inc_by(p.saturating_sub(*pkts));
+                bf.with_label_values(&[spi.as_str(), dir]).inc_by(b.saturating_sub(*bytes));
+                (*pkts, *bytes) = (p, b);
+            }
+        }
+        m.active_sas.with_label_values(&["in"]).set(n_in);
+        m.active_sas.with_label_values(&["out"]).set(n_out);
+    }
+}
+
+/// Prints the live stats line every `--stats-ms`, keeps the SA series
+/// current, and raises `stop` on `--idle-exit-ms` / `--max-secs`.
+fn watch(m: &DataplaneMetrics, stop: &AtomicBool, workers: usize, args: &Args, started: Instant, table: &std::path::Path) {
+    let mut sas = sa_table::Reader::attach(table).ok().map(|reader| {
+        // What the table held at attach is in the reader's indexes, not in
+        // its journal: take it from there.
+        let mut known = std::collections::HashMap::new();
+        for id in reader.known_ids() {
+            if let Ok(p) = reader.read(id) {
+                let dir = if p.direction == sa_table::Direction::INBOUND { "in" } else { "out" };
+                known.insert(id, (format!("{:#010x}", p.spi), dir, 0, 0));
+            }
+        }
+        SaWatch { reader, known }
+    });
+    let mut last_sa_update = Instant::now() - Duration::from_secs(2);
     let tick = Duration::from_millis(args.stats_ms.unwrap_or(100).clamp(10, 10_000));
     let mut last = (Instant::now(), vec![(0u64, 0u64); workers]);
     let mut last_rx_total = 0u64;
@@ -214,6 +261,12 @@ fn watch(m: &DataplaneMetrics, stop: &AtomicBool, workers: usize, args: &Args, s
     let mut last_print = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(tick.min(Duration::from_millis(50)));
+        if last_sa_update.elapsed() >= Duration::from_secs(1) {
+            last_sa_update = Instant::now();
+            if let Some(s) = sas.as_mut() {
+                s.update(m);
+            }
+        }
         let rx_total: u64 = (0..workers)
             .map(|w| PORT_NAMES.iter().map(|p| m.port_counters(p, "rx", w).0).sum::<u64>())
             .sum();

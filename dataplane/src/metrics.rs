@@ -13,7 +13,11 @@
 //! * `esprit_handoff_queue_depth{worker}`, `esprit_handoff_drops_total{worker}`
 //! * `esprit_punted_packets_total{dir,worker}` (dir = to_kernel | from_kernel)
 //! * `esprit_active_sas{dir}`, `esprit_crypto_backend_info{backend}`
-//! * `esprit_sa_packets_total{spi,dir}` only when `metrics.per_sa` is on.
+//! * `esprit_sa_packets_total{spi,dir}`, `esprit_sa_bytes_total{spi,dir}`
+//!   only when `metrics.per_sa` is on (label cardinality at 100k tunnels).
+//!
+//! `esprit_active_sas` and the per-SA series come from the SA table (its
+//! per-SA counters), read once a second off the packet path.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -41,6 +45,7 @@ pub struct DataplaneMetrics {
     pub active_sas: IntGaugeVec,
     crypto_backend: IntGaugeVec,
     sa_packets: Option<IntCounterVec>,
+    sa_bytes: Option<IntCounterVec>,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -69,6 +74,7 @@ impl DataplaneMetrics {
             active_sas: gauge_vec(&r, "esprit_active_sas", "SAs installed in the SA table, by direction", &["dir"]),
             crypto_backend: gauge_vec(&r, "esprit_crypto_backend_info", "The AEAD backend in use (value 1)", &["backend"]),
             sa_packets: per_sa.then(|| counter_vec(&r, "esprit_sa_packets_total", "Packets per SA (only with metrics.per_sa)", &["spi", "dir"])),
+            sa_bytes: per_sa.then(|| counter_vec(&r, "esprit_sa_bytes_total", "Bytes per SA (only with metrics.per_sa)", &["spi", "dir"])),
             registry: r,
         }
     }
@@ -78,8 +84,9 @@ impl DataplaneMetrics {
         self.crypto_backend.with_label_values(&[name]).set(1);
     }
 
-    pub fn per_sa(&self) -> Option<&IntCounterVec> {
-        self.sa_packets.as_ref()
+    /// The per-SA packet and byte families, when enabled.
+    pub fn per_sa(&self) -> Option<(&IntCounterVec, &IntCounterVec)> {
+        self.sa_packets.as_ref().zip(self.sa_bytes.as_ref())
     }
 
     /// The handles of worker `id`; `drop_reasons` names the drop counters by

@@ -370,16 +370,19 @@ fn sigterm_stops_cleanly_metrics_move_and_a_restart_continues_the_sequence() {
     let dev = format!("{},infinite_rx=1", plain.display());
     let cfg = config_with(
         &dir,
-        &Cfg { tag: "r", outside_rx: &none, inside_rx: Path::new(&dev), sas: &sa, workers: 1, extra: &format!("metrics: {{ listen: \"127.0.0.1:{port}\" }}") },
+        &Cfg { tag: "r", outside_rx: &none, inside_rx: Path::new(&dev), sas: &sa, workers: 1, extra: &format!("metrics: {{ listen: \"127.0.0.1:{port}\", per_sa: true }}") },
     );
-    let scrape = || -> Option<u64> {
+    let scrape_text = || -> Option<String> {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").ok()?;
         let mut out = String::new();
         s.read_to_string(&mut out).ok()?;
-        let line = out.lines().find(|l| l.starts_with("esprit_esp_packets_total{op=\"encrypt\",worker=\"0\"}"))?;
-        line.rsplit(' ').next()?.parse().ok()
+        Some(out)
     };
+    let value = |text: &str, series: &str| -> Option<u64> {
+        text.lines().find(|l| l.starts_with(series))?.rsplit(' ').next()?.parse().ok()
+    };
+    let scrape = || value(&scrape_text()?, "esprit_esp_packets_total{op=\"encrypt\",worker=\"0\"}");
     let mut last_seq = 0u32;
     for round in 0..2 {
         let mut child = Command::new(env!("CARGO_BIN_EXE_esprit-dataplane"))
@@ -403,6 +406,12 @@ fn sigterm_stops_cleanly_metrics_move_and_a_restart_continues_the_sequence() {
         std::thread::sleep(std::time::Duration::from_millis(300));
         let second = scrape().unwrap();
         assert!(second > first, "round {round}: the encrypt counter moves ({first} -> {second})");
+        // The SA table's view, refreshed once a second.
+        std::thread::sleep(std::time::Duration::from_millis(1200));
+        let text = scrape_text().unwrap();
+        assert_eq!(value(&text, "esprit_active_sas{dir=\"out\"}"), Some(1), "{text}");
+        let per_sa = value(&text, "esprit_sa_packets_total{dir=\"out\",spi=\"0x00001005\"}").unwrap_or(0);
+        assert!(per_sa > 0, "per-SA packets counted from the table: {text}");
         // SIGTERM: stop, flush, exit 0.
         Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
         let st = child.wait().unwrap();

@@ -65,7 +65,7 @@ dataplane:
         selectors: ["192.168.5.0/24"], local_selectors: ["192.168.105.0/24"] }
     - { spi: 8197, direction: out, suite: $suite, key: "$key", esn: $esn_yaml, src: 172.16.2.5, dst: 172.16.1.5,
         selectors: ["192.168.5.0/24"] }
-metrics: { listen: "127.0.0.1:0" }
+metrics: { listen: "127.0.0.1:${METRICS_PORT:-0}" }
 EOT
 for _ in $(seq 50); do grep -q "IPSEC: entering main loop\|entering main loop" "$work/secgw.log" && break; sleep 0.2; done
 kill -0 "${pids[0]}" 2>/dev/null || { grep -v "^EAL: \(Detected|Multi|Physical|Selected\)" "$work/secgw.log" | tail -25; fail "ipsec-secgw did not start"; }
@@ -81,6 +81,15 @@ ip netns exec cl timeout 30 iperf3 -c 192.168.105.2 -p 5201 -t 3 -J >"$work/iper
 rate=$(/usr/bin/python3 -c "import json,sys; d=json.load(open('$work/iperf.json')); print('%.1f' % (d['end']['sum_received']['bits_per_second']/1e6))")
 /usr/bin/python3 -c "import sys; sys.exit(0 if float('$rate') > 0 else 1)" || fail "iperf3 moved no data"
 echo "  iperf3 TCP through ipsec-secgw + esprit ($suite, ESN $esn): $rate Mbit/s"
+if [[ ${DEMO:-0} == 1 ]]; then
+  echo "== ping from the client (192.168.5.2) to the server (192.168.105.2), through ipsec-secgw and esprit"
+  sed 's/^/  /' "$work/ping.log"
+  echo "== esprit's /metrics (non-zero series)"
+  /usr/bin/python3 -c "
+import urllib.request
+for l in urllib.request.urlopen('http://127.0.0.1:${METRICS_PORT}/metrics').read().decode().splitlines():
+    if l.startswith('esprit_') and not l.endswith(' 0'): print('  ' + l)"
+fi
 kill -TERM "${pids[1]}"; wait "${pids[1]}" || fail "esprit-dataplane did not exit 0 on SIGTERM"
 grep -E "^worker 0" "$work/dp.log" | sed 's/^/  /'
 pass
