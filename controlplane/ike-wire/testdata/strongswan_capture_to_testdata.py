@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Turns a tcpdump capture of a strongSwan IKEv2 exchange and the initiator's
-charon log (ike=4) into strongswan_5.9.8_ikev2_psk_aes128_sha256_x25519.txt.
+charon log (ike=4) into the strongswan_*.txt test data next to this script.
 Usage: strongswan_capture_to_testdata.py CAPTURE.pcap CHARON_A.log > OUT.txt
 Only IKE datagrams are kept (UDP 500, and UDP 4500 with the non-ESP marker);
 ESP-in-UDP packets are dropped."""
@@ -27,15 +27,22 @@ while at < len(data):
     out.append(f'packet{n} = {sport} {dport} {payload.hex()}')
 
 lines = open(log).read().splitlines()
-keys = {}
+# One generation of IKE SA keys per key derivation (IKE_SA_INIT, then each
+# RFC 9370 additional key exchange); the first is printed as sk_*, later ones
+# as sk_*_genN.
+gens = []
 for i, l in enumerate(lines):
     m = re.search(r'\] (Sk_(?:ei|er|ai|ar)) secret => (\d+) bytes', l)
-    if m and m.group(1).lower() not in keys:
+    if m:
+        if not gens or m.group(1).lower() in gens[-1]:
+            gens.append({})
         hx, j = '', i + 1
         while len(hx) < 2 * int(m.group(2)):
             hx += re.match(r'.*\]\s+\d+: ((?:[0-9A-F]{2} ){1,16})', lines[j] + ' ').group(1).replace(' ', '')
             j += 1
-        keys[m.group(1).lower()] = hx.lower()
+        gens[-1][m.group(1).lower()] = hx.lower()
 print('\n'.join(out))
-for k in ('sk_ei', 'sk_er', 'sk_ai', 'sk_ar'):
-    print(f'{k} = {keys[k]}')
+for n, keys in enumerate(gens, 1):
+    for k in ('sk_ei', 'sk_er', 'sk_ai', 'sk_ar'):
+        if k in keys:
+            print(f'{k}{"" if n == 1 else f"_gen{n}"} = {keys[k]}')

@@ -8,7 +8,7 @@
 mod common;
 
 use aes::cipher::{BlockDecryptMut, KeyIvInit};
-use common::{load_vector, unhex};
+use common::{captured_packets, load_vector, pcap_ike_udp_payloads, unhex, Packet};
 use hmac::{Hmac, Mac};
 use ike_wire::{
     parse_inner, strip_padding, write_chain, Chain, EncrId, ExchangeType, Header, IdType, IntegId,
@@ -20,34 +20,12 @@ const VECTOR: &str =
 const AES_CBC_IV_LEN: usize = 16;
 const HMAC_SHA2_256_128_ICV_LEN: usize = 16;
 
-struct Packet {
-    dport: u16,
-    udp_payload: Vec<u8>,
-}
-
 fn packets() -> Vec<Packet> {
-    let v = load_vector(VECTOR);
-    (1..)
-        .map_while(|i| v.get(&format!("packet{i}")))
-        .map(|line| {
-            let mut f = line.split_whitespace();
-            let _sport = f.next().unwrap();
-            let dport = f.next().unwrap().parse().unwrap();
-            Packet {
-                dport,
-                udp_payload: unhex(f.next().unwrap()),
-            }
-        })
-        .collect()
+    captured_packets(VECTOR)
 }
 
-/// The IKE message itself (without the non-ESP marker on port 4500).
 fn ike(p: &Packet) -> &[u8] {
-    if p.dport == 4500 {
-        ike_wire::strip_non_esp_marker(&p.udp_payload).unwrap()
-    } else {
-        &p.udp_payload
-    }
+    p.ike()
 }
 
 fn key(name: &str) -> Vec<u8> {
@@ -313,23 +291,7 @@ fn strongswan_ike_auth_decrypts_to_the_logged_payloads() {
 
 #[test]
 fn strongswan_testdata_hex_is_exactly_the_committed_capture() {
-    let pcap: &[u8] =
-        include_bytes!("../testdata/strongswan_5.9.8_ikev2_psk_aes128_sha256_x25519.pcap");
-    // Little-endian pcap, Ethernet link type.
-    assert_eq!(&pcap[..4], &[0xd4, 0xc3, 0xb2, 0xa1]);
-    assert_eq!(u32::from_le_bytes(pcap[20..24].try_into().unwrap()), 1);
-    let mut at = 24;
-    let mut udp_payloads = Vec::new();
-    while at < pcap.len() {
-        let incl = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
-        let frame = &pcap[at + 16..at + 16 + incl];
-        at += 16 + incl;
-        let ip = &frame[14..];
-        assert_eq!(ip[9], 17, "only UDP was captured");
-        let udp = &ip[usize::from(ip[0] & 0x0f) * 4..];
-        let len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
-        udp_payloads.push(udp[8..len].to_vec());
-    }
+    let pcap = include_bytes!("../testdata/strongswan_5.9.8_ikev2_psk_aes128_sha256_x25519.pcap");
     let from_text: Vec<Vec<u8>> = packets().into_iter().map(|p| p.udp_payload).collect();
-    assert_eq!(udp_payloads, from_text);
+    assert_eq!(pcap_ike_udp_payloads(pcap), from_text);
 }
