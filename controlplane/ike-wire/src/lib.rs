@@ -39,10 +39,10 @@ pub use header::{strip_non_esp_marker, Flags, Header, HEADER_LEN, NON_ESP_MARKER
 pub use message::Message;
 pub use owned::IntoOwned;
 pub use payload::{
-    emit_inner, pad, parse_chain, parse_inner, strip_padding, write_chain, Attribute,
-    AttributeValue, Auth, Cert, CertReq, CfgAttribute, Chain, Cp, Delete, Eap, GroupPolicy, Gsa,
-    GsaPolicy, Id, Kd, Ke, KeyBag, Nonce, Notify, Payload, Proposal, Raw, Sa, Sk, SkLayout,
-    SkParts, Skf, TrafficSelector, Transform, Ts, Unknown, VendorId,
+    emit_inner, int_auth_octets, pad, parse_chain, parse_inner, strip_padding, write_chain,
+    Attribute, AttributeValue, Auth, Cert, CertReq, CfgAttribute, Chain, Cp, Delete, Eap,
+    GroupPolicy, Gsa, GsaPolicy, Id, Kd, Ke, KeyBag, Nonce, Notify, Payload, Proposal, Raw, Sa, Sk,
+    SkLayout, SkParts, Skf, TrafficSelector, Transform, Ts, Unknown, VendorId,
 };
 pub use registry::{
     AuthMethod, CertEncoding, CfgAttrType, CfgType, EncrId, EsnId, ExchangeType, GcauthId,

@@ -32,7 +32,7 @@ lines = open(log).read().splitlines()
 # as sk_*_genN.
 gens = []
 for i, l in enumerate(lines):
-    m = re.search(r'\] (Sk_(?:ei|er|ai|ar)) secret => (\d+) bytes', l)
+    m = re.search(r'\] (Sk_(?:ei|er|ai|ar|pi|pr)) secret => (\d+) bytes', l)
     if m:
         if not gens or m.group(1).lower() in gens[-1]:
             gens.append({})
@@ -43,6 +43,6 @@ for i, l in enumerate(lines):
         gens[-1][m.group(1).lower()] = hx.lower()
 print('\n'.join(out))
 for n, keys in enumerate(gens, 1):
-    for k in ('sk_ei', 'sk_er', 'sk_ai', 'sk_ar'):
+    for k in ('sk_ei', 'sk_er', 'sk_ai', 'sk_ar', 'sk_pi', 'sk_pr'):
         if k in keys:
             print(f'{k}{"" if n == 1 else f"_gen{n}"} = {keys[k]}')

@@ -12,8 +12,8 @@ use aes_gcm::aead::{Aead, KeyInit, Payload as AeadPayload};
 use aes_gcm::Aes256Gcm;
 use common::{captured_packets, load_vector, pcap_ike_udp_payloads, unhex, Packet};
 use ike_wire::{
-    parse_inner, strip_padding, write_chain, Chain, ExchangeType, Header, KeId, Message,
-    NotifyType, Payload, PayloadType, SkLayout, TransformType, HEADER_LEN,
+    int_auth_octets, parse_inner, strip_padding, write_chain, Chain, ExchangeType, Header, KeId,
+    Message, NotifyType, Payload, PayloadType, SkLayout, TransformType, HEADER_LEN,
 };
 
 const VECTOR: &str =
@@ -102,6 +102,12 @@ fn intermediate_capture_has_the_logged_exchanges_and_fragments() {
             (ExchangeType::IKE_INTERMEDIATE, 1, true, PayloadType::SK),
             (ExchangeType::IKE_AUTH, 2, false, PayloadType::SK),
             (ExchangeType::IKE_AUTH, 2, true, PayloadType::SK),
+            // Teardown: Delete of the IKE SA, and the responder's liveness
+            // check answered after it.
+            (ExchangeType::INFORMATIONAL, 3, false, PayloadType::SK),
+            (ExchangeType::INFORMATIONAL, 3, true, PayloadType::SK),
+            (ExchangeType::INFORMATIONAL, 0, false, PayloadType::SK),
+            (ExchangeType::INFORMATIONAL, 0, true, PayloadType::SK),
         ]
     );
 }
@@ -239,7 +245,7 @@ fn intermediate_ike_auth_decrypts_with_second_generation_keys() {
             "N(ADDITIONAL_IP6_ADDRESS)",
         ],
     ];
-    for (p, want) in packets[5..].iter().zip(want) {
+    for (p, want) in packets[5..7].iter().zip(want) {
         let wire = p.ike();
         let first = Message::parse(wire).unwrap().sk().unwrap().first_inner;
         let inner = open(wire, "_gen2");
@@ -249,4 +255,126 @@ fn intermediate_ike_auth_decrypts_with_second_generation_keys() {
         write_chain(&payloads, Chain::Inner, &mut w).unwrap();
         assert_eq!(w.as_slice(), &inner[..]);
     }
+}
+
+type HmacSha384 = hmac::Hmac<sha2::Sha384>;
+
+/// PRF_HMAC_SHA2_384, the negotiated PRF.
+fn prf(key: &[u8], data: &[u8]) -> Vec<u8> {
+    use hmac::Mac;
+    let mut mac = <HmacSha384 as Mac>::new_from_slice(key).unwrap();
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// The PSK of shared/interop/recipes/03_strongswan_pair.sh.
+const PSK: &[u8] = b"interop-test-psk-0123456789";
+
+fn first_payload<'a>(payloads: &'a [Payload<'a>], t: PayloadType) -> &'a Payload<'a> {
+    payloads.iter().find(|p| p.payload_type() == t).unwrap()
+}
+
+/// RestOfInitIDPayload / RestOfRespIDPayload (RFC 7296 §2.15): the ID payload
+/// without its generic header.
+fn rest_of_id(p: &Payload<'_>) -> Vec<u8> {
+    common::emit_one(p)[4..].to_vec()
+}
+
+#[test]
+fn intermediate_int_auth_octets_reproduce_both_strongswan_auth_payloads() {
+    let packets = packets();
+    let frag1 = packets[2].ike();
+    let mut p_request = open(frag1, "");
+    p_request.extend(open(packets[3].ike(), ""));
+    let response = packets[4].ike();
+    let p_response = open(response, "");
+
+    // RFC 9242 §3.1, one IKE_INTERMEDIATE exchange, protected by (and so
+    // authenticated with) the first generation of keys.
+    let int_auth_i1 = prf(
+        &key("sk_pi"),
+        &int_auth_octets(frag1, GCM_IV_LEN, GCM_ICV_LEN, &p_request).unwrap(),
+    );
+    let int_auth_r1 = prf(
+        &key("sk_pr"),
+        &int_auth_octets(response, GCM_IV_LEN, GCM_ICV_LEN, &p_response).unwrap(),
+    );
+    let ike_auth_mid = Header::parse_datagram(packets[5].ike()).unwrap().message_id;
+    let int_auth = [
+        int_auth_i1,
+        int_auth_r1,
+        ike_auth_mid.to_be_bytes().to_vec(),
+    ]
+    .concat();
+
+    let nonce = |wire: &[u8]| match first_payload(
+        &Message::parse(wire).unwrap().payloads,
+        PayloadType::NONCE,
+    ) {
+        Payload::Nonce(n) => n.data.to_vec(),
+        _ => unreachable!(),
+    };
+    let (real_message_1, real_message_2) = (packets[0].ike(), packets[1].ike());
+    let (ni, nr) = (nonce(real_message_1), nonce(real_message_2));
+    let key_pad = prf(PSK, b"Key Pad for IKEv2");
+
+    for (wire, id_type, sk_p, real_message, other_nonce) in [
+        (
+            packets[5].ike(),
+            PayloadType::IDI,
+            "sk_pi_gen2",
+            real_message_1,
+            &nr,
+        ),
+        (
+            packets[6].ike(),
+            PayloadType::IDR,
+            "sk_pr_gen2",
+            real_message_2,
+            &ni,
+        ),
+    ] {
+        let first = Message::parse(wire).unwrap().sk().unwrap().first_inner;
+        let inner = open(wire, "_gen2");
+        let payloads = parse_inner(first, &inner).unwrap();
+        let maced_id = prf(&key(sk_p), &rest_of_id(first_payload(&payloads, id_type)));
+        let signed = [real_message, other_nonce, &maced_id, &int_auth].concat();
+        let Payload::Auth(auth) = first_payload(&payloads, PayloadType::AUTH) else {
+            unreachable!()
+        };
+        assert_eq!(
+            auth.data.as_ref(),
+            &prf(&key_pad, &signed)[..],
+            "{id_type:?} side AUTH"
+        );
+    }
+}
+
+#[test]
+fn int_auth_octets_adjust_the_lengths_and_refuse_later_fragments() {
+    let packets = packets();
+    let response = packets[4].ike();
+    let p = open(response, "");
+    let octets = int_auth_octets(response, GCM_IV_LEN, GCM_ICV_LEN, &p).unwrap();
+    assert_eq!(octets.len(), HEADER_LEN + 4 + p.len());
+    assert_eq!(&octets[..24], &response[..24]);
+    assert_eq!(
+        u32::from_be_bytes(octets[24..28].try_into().unwrap()) as usize,
+        octets.len()
+    );
+    assert_eq!(
+        usize::from(u16::from_be_bytes([octets[30], octets[31]])),
+        p.len() + 4
+    );
+    assert_eq!(&octets[32..], &p[..]);
+    // The SKF header of fragment 1 becomes an SK header named by the IKE header.
+    let frag1 = int_auth_octets(packets[2].ike(), GCM_IV_LEN, GCM_ICV_LEN, &[]).unwrap();
+    assert_eq!(frag1[16], PayloadType::SK.0);
+    assert_eq!(frag1[HEADER_LEN], PayloadType::KE.0);
+    assert_eq!(frag1.len(), HEADER_LEN + 4);
+    assert!(int_auth_octets(packets[3].ike(), GCM_IV_LEN, GCM_ICV_LEN, &[]).is_err());
+    assert!(
+        int_auth_octets(packets[0].ike(), GCM_IV_LEN, GCM_ICV_LEN, &[]).is_err(),
+        "no SK in IKE_SA_INIT"
+    );
 }

@@ -153,6 +153,9 @@ fn check_numbering(number: u16, total: u16) -> Result<()> {
 pub struct SkLayout {
     /// `SK` or `SKF`.
     pub payload_type: PayloadType,
+    /// Offset of the Next Payload octet that names the SK / SKF payload (in
+    /// the IKE header, or in the last unencrypted payload).
+    pub next_payload_field: usize,
     /// From the first octet of the IKE header to the end of the SK (or SKF,
     /// including Fragment Number and Total Fragments) header: the AEAD
     /// associated data (RFC 5282 §5.1, RFC 7383 §2.5).
@@ -168,6 +171,7 @@ impl SkLayout {
     pub fn locate(message: &[u8], iv_len: usize, icv_len: usize) -> Result<Option<Self>> {
         let header = Header::parse_datagram(message)?;
         let mut current = header.next_payload;
+        let mut next_payload_field = crate::header::field::NEXT_PAYLOAD;
         let mut r = Reader::new(message);
         r.take(HEADER_LEN)?;
         loop {
@@ -187,6 +191,7 @@ impl SkLayout {
                 _ => {
                     r.take(len - 4)?;
                     current = next;
+                    next_payload_field = start;
                     continue;
                 }
             };
@@ -207,6 +212,7 @@ impl SkLayout {
             let icv = ciphertext.end..end;
             return Ok(Some(Self {
                 payload_type: current,
+                next_payload_field,
                 aad: 0..body.start,
                 iv,
                 ciphertext,
@@ -250,4 +256,49 @@ pub fn pad(inner: &[u8], block_size: usize) -> Vec<u8> {
     // pad_len < block_size <= 256.
     out.push(pad_len as u8);
     out
+}
+
+/// The octets one IKE_INTERMEDIATE message contributes to IntAuth (RFC 9242
+/// §3.1): `IntAuth_[i|r]*A | IntAuth_[i|r]*P`.
+///
+/// * `message` is the whole message, or fragment number 1 of a fragmented
+///   one (its unencrypted part and SKF header stand for the whole message);
+/// * `plaintext` is P: the decrypted inner payloads without IV, Padding, Pad
+///   Length and ICV (for a fragmented message, all fragments' content in
+///   order).
+///
+/// A runs from the first octet of the IKE header to the end of the Encrypted
+/// payload header; in it the IKE header Length becomes len(A) + len(P) and the
+/// SK Payload Length len(P) + 4, as if the message had been sent unencrypted
+/// in one piece. A fragment's SKF header is rewritten as the SK header of the
+/// unfragmented message: the Next Payload that named SKF names SK, the
+/// fragment fields are dropped, and the RESERVED octet of fragment 1 is kept
+/// (RFC 9242 §3.1). G-IKEv2 GSA_REKEY signs the same A | P (RFC 9838).
+pub fn int_auth_octets(
+    message: &[u8],
+    iv_len: usize,
+    icv_len: usize,
+    plaintext: &[u8],
+) -> Result<Vec<u8>> {
+    let l = SkLayout::locate(message, iv_len, icv_len)?
+        .ok_or(Error::Malformed("no SK or SKF payload"))?;
+    let sk_start = match l.payload_type {
+        PayloadType::SKF => l.aad.end - 8,
+        _ => l.aad.end - 4,
+    };
+    let mut out = Vec::with_capacity(sk_start + 4 + plaintext.len());
+    out.extend_from_slice(&message[..sk_start + 2]);
+    if l.payload_type == PayloadType::SKF {
+        let number = u16::from_be_bytes([message[sk_start + 4], message[sk_start + 5]]);
+        if number != 1 {
+            return Err(Error::Malformed("IntAuth needs fragment number 1"));
+        }
+        out[l.next_payload_field] = PayloadType::SK.0;
+    }
+    let sk_len = u16::try_from(plaintext.len() + 4).map_err(|_| Error::TooLong)?;
+    out.extend_from_slice(&sk_len.to_be_bytes());
+    let total = u32::try_from(out.len() + plaintext.len()).map_err(|_| Error::TooLong)?;
+    out[crate::header::field::LENGTH].copy_from_slice(&total.to_be_bytes());
+    out.extend_from_slice(plaintext);
+    Ok(out)
 }

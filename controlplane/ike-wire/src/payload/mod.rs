@@ -21,7 +21,7 @@ pub mod simple;
 pub mod ts;
 
 pub use cp::{CfgAttribute, Cp};
-pub use encrypted::{pad, strip_padding, Sk, SkLayout, SkParts, Skf};
+pub use encrypted::{int_auth_octets, pad, strip_padding, Sk, SkLayout, SkParts, Skf};
 pub use gikev2::{GroupPolicy, Gsa, GsaPolicy, Kd, KeyBag};
 pub use sa::{Attribute, AttributeValue, Proposal, Sa, Transform};
 pub use simple::{Auth, Cert, CertReq, Delete, Eap, Id, Ke, Nonce, Notify, Raw, VendorId};
