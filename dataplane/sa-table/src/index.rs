@@ -92,10 +92,10 @@ impl Target {
 }
 
 /// Open addressing with linear probing and backward-shift deletion (no tombstones,
-/// so probe lengths do not degrade under install/delete churn).
+/// so probe lengths do not degrade under install/delete churn). Key and value sit
+/// in the same entry: a lookup costs one cache miss, not two.
 pub(crate) struct FlatMap<K: FlatKey> {
-    keys: Vec<K>,
-    vals: Vec<Target>,
+    entries: Vec<(K, Target)>,
     mask: usize,
     len: usize,
     seed: u64,
@@ -105,8 +105,7 @@ impl<K: FlatKey> FlatMap<K> {
     pub(crate) fn with_capacity(n: usize, seed: u64) -> Self {
         let cap = (n.max(8) * 2).next_power_of_two();
         Self {
-            keys: vec![K::EMPTY; cap],
-            vals: vec![Target::NONE; cap],
+            entries: alloc_entries(cap),
             mask: cap - 1,
             len: 0,
             seed,
@@ -122,9 +121,9 @@ impl<K: FlatKey> FlatMap<K> {
     pub(crate) fn get(&self, k: K) -> Option<&Target> {
         let mut i = self.home(&k);
         loop {
-            let cur = self.keys[i];
+            let (cur, ref val) = self.entries[i];
             if cur == k {
-                return Some(&self.vals[i]);
+                return Some(val);
             }
             if cur == K::EMPTY {
                 return None;
@@ -138,11 +137,11 @@ impl<K: FlatKey> FlatMap<K> {
     pub(crate) fn prefetch(&self, k: K) {
         let i = self.home(&k);
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: i <= mask < keys.len(), so the address is inside the allocation;
-        // prefetch has no architectural effect besides the cache.
+        // SAFETY: i <= mask < entries.len(), so the address is inside the
+        // allocation; a prefetch has no architectural effect besides the cache.
         unsafe {
             std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                self.keys.as_ptr().add(i).cast(),
+                self.entries.as_ptr().add(i).cast(),
             );
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -151,20 +150,19 @@ impl<K: FlatKey> FlatMap<K> {
 
     pub(crate) fn get_mut_or_insert(&mut self, k: K) -> &mut Target {
         debug_assert!(k != K::EMPTY);
-        if (self.len + 1) * 2 > self.keys.len() {
+        if (self.len + 1) * 2 > self.entries.len() {
             self.grow();
         }
         let mut i = self.home(&k);
         loop {
-            let cur = self.keys[i];
+            let cur = self.entries[i].0;
             if cur == k {
-                return &mut self.vals[i];
+                return &mut self.entries[i].1;
             }
             if cur == K::EMPTY {
-                self.keys[i] = k;
-                self.vals[i] = Target::NONE;
+                self.entries[i] = (k, Target::NONE);
                 self.len += 1;
-                return &mut self.vals[i];
+                return &mut self.entries[i].1;
             }
             i = (i + 1) & self.mask;
         }
@@ -173,7 +171,7 @@ impl<K: FlatKey> FlatMap<K> {
     pub(crate) fn remove(&mut self, k: K) {
         let mut i = self.home(&k);
         loop {
-            let cur = self.keys[i];
+            let cur = self.entries[i].0;
             if cur == K::EMPTY {
                 return;
             }
@@ -187,7 +185,7 @@ impl<K: FlatKey> FlatMap<K> {
         let mut hole = i;
         let mut j = (i + 1) & self.mask;
         loop {
-            let kj = self.keys[j];
+            let kj = self.entries[j].0;
             if kj == K::EMPTY {
                 break;
             }
@@ -195,26 +193,21 @@ impl<K: FlatKey> FlatMap<K> {
             let dist_home = j.wrapping_sub(home) & self.mask;
             let dist_hole = j.wrapping_sub(hole) & self.mask;
             if dist_home >= dist_hole {
-                self.keys[hole] = kj;
-                self.vals[hole] = self.vals[j];
+                self.entries[hole] = self.entries[j];
                 hole = j;
             }
             j = (j + 1) & self.mask;
         }
-        self.keys[hole] = K::EMPTY;
-        self.vals[hole] = Target::NONE;
+        self.entries[hole] = (K::EMPTY, Target::NONE);
         self.len -= 1;
     }
 
     fn grow(&mut self) {
-        let old_keys = std::mem::take(&mut self.keys);
-        let old_vals = std::mem::take(&mut self.vals);
-        let cap = old_keys.len() * 2;
-        self.keys = vec![K::EMPTY; cap];
-        self.vals = vec![Target::NONE; cap];
-        self.mask = cap - 1;
+        let cap = self.entries.len() * 2;
+        let old = std::mem::replace(&mut self.entries, alloc_entries(cap));
+        self.mask = self.entries.len() - 1;
         self.len = 0;
-        for (k, v) in old_keys.into_iter().zip(old_vals) {
+        for (k, v) in old {
             if k != K::EMPTY {
                 *self.get_mut_or_insert(k) = v;
             }
@@ -224,7 +217,44 @@ impl<K: FlatKey> FlatMap<K> {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
+
+    /// Bytes of the table (for the per-SA footprint report).
+    pub(crate) fn bytes(&self) -> usize {
+        self.entries.len() * std::mem::size_of::<(K, Target)>()
+    }
 }
+
+/// A zeroed-out entry array; large ones are put on transparent huge pages, since
+/// random probes into a table of a million SAs otherwise miss the TLB as well as
+/// the cache.
+fn alloc_entries<K: FlatKey>(cap: usize) -> Vec<(K, Target)> {
+    let mut v: Vec<(K, Target)> = Vec::with_capacity(cap);
+    let bytes = cap * std::mem::size_of::<(K, Target)>();
+    // Advise before the first touch, so the pages are born huge.
+    if bytes >= 4 << 20 {
+        advise_huge(v.as_ptr().cast(), bytes);
+    }
+    v.resize(cap, (K::EMPTY, Target::NONE));
+    v
+}
+
+#[cfg(target_os = "linux")]
+fn advise_huge(p: *const u8, len: usize) {
+    // madvise wants a page-aligned start: advise the whole pages inside the buffer.
+    let page = 4096usize;
+    let start = (p as usize).div_ceil(page) * page;
+    let end = (p as usize + len) / page * page;
+    if end > start {
+        // SAFETY: [start, end) lies inside a live allocation we own; MADV_HUGEPAGE
+        // only changes how the kernel backs those pages, never their contents.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge(_: *const u8, _: usize) {}
 
 /// A fast, deterministic hasher for the maintenance maps (keys are ours, not
 /// attacker-chosen: they come from installed SAs).
@@ -299,8 +329,12 @@ impl InboundKey {
 /// An outbound LPM key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum PrefixKey {
+    /// The IPv4 flat-map key (see `v4_key`).
     V4(u64),
-    V6((u128, u8)),
+    /// The IPv6 flat-map key as halves of the masked address and length + 1:
+    /// 24 bytes instead of a u128's 48 once in an enum, and readers keep one per
+    /// served prefix per SA.
+    V6(u64, u64, u8),
 }
 
 fn v4_key(addr: u32, len: u8) -> u64 {
@@ -328,18 +362,20 @@ impl PrefixKey {
                 let a = u32::from_be_bytes([p.addr[0], p.addr[1], p.addr[2], p.addr[3]]);
                 Some(Self::V4(v4_key(a, p.len.min(32))))
             }
-            Family::V6 => Some(Self::V6(v6_key(
-                u128::from_be_bytes(p.addr),
-                p.len.min(128),
-            ))),
+            Family::V6 => Some(Self::v6(u128::from_be_bytes(p.addr), p.len.min(128))),
             _ => None,
         }
+    }
+
+    fn v6(addr: u128, len: u8) -> Self {
+        let (m, l1) = v6_key(addr, len);
+        Self::V6((m >> 64) as u64, m as u64, l1)
     }
 
     fn len(&self) -> u8 {
         match self {
             Self::V4(k) => (*k & 0xff) as u8,
-            Self::V6((_, l)) => *l - 1,
+            Self::V6(_, _, l) => *l - 1,
         }
     }
 }
@@ -411,14 +447,14 @@ pub(crate) fn outbound_keys(p: &SaParams, out: &mut Vec<PrefixKey>) {
                 let s = u128::from_be_bytes(ts.start_addr);
                 let e = u128::from_be_bytes(ts.end_addr);
                 range_prefixes(s, e, 128, &mut ranges);
-                out.extend(ranges.iter().map(|&(a, l)| PrefixKey::V6(v6_key(a, l))));
+                out.extend(ranges.iter().map(|&(a, l)| PrefixKey::v6(a, l)));
             }
             _ => {}
         }
     }
     out.sort_unstable_by_key(|k| match k {
         PrefixKey::V4(x) => (0u8, u128::from(*x)),
-        PrefixKey::V6((a, l)) => (1, a ^ u128::from(*l)),
+        PrefixKey::V6(h, l, n) => (1 + *n, (u128::from(*h) << 64) | u128::from(*l)),
     });
     out.dedup();
 }
@@ -547,58 +583,99 @@ impl Indexes {
         self.spi.prefetch(spi);
     }
 
-    pub(crate) fn insert_outbound(&mut self, k: PrefixKey, t: Target) {
-        let c = self.candidates.entry(k).or_default();
-        let new_prefix = c.is_empty();
-        c.retain(|x| x.slot != t.slot);
-        c.push(t);
-        let best = *c.iter().max_by_key(|x| x.install_gen).unwrap_or(&t);
-        self.set_prefix(k, Some(best), new_prefix, false);
-    }
-
-    pub(crate) fn remove_outbound(&mut self, k: PrefixKey, slot: u32) {
-        let Some(c) = self.candidates.get_mut(&k) else {
-            return;
-        };
-        c.retain(|x| x.slot != slot);
-        if c.is_empty() {
-            self.candidates.remove(&k);
-            self.set_prefix(k, None, false, true);
-        } else {
-            let best = *c.iter().max_by_key(|x| x.install_gen).unwrap_or(&c[0]);
-            self.set_prefix(k, Some(best), false, false);
+    /// The flat-map entry of prefix `k`, inserted empty (`slot == NO_SLOT`) if absent.
+    fn prefix_entry(&mut self, k: PrefixKey) -> &mut Target {
+        match k {
+            PrefixKey::V4(key) => self.v4.get_mut_or_insert(key),
+            PrefixKey::V6(h, l, n) => self.v6.get_mut_or_insert(v6_flat(h, l, n)),
         }
     }
 
-    fn set_prefix(&mut self, k: PrefixKey, t: Option<Target>, added: bool, removed: bool) {
-        let len = k.len();
+    fn prefix_target(&self, k: PrefixKey) -> Option<Target> {
+        match k {
+            PrefixKey::V4(key) => self.v4.get(key).copied(),
+            PrefixKey::V6(h, l, n) => self.v6.get(v6_flat(h, l, n)).copied(),
+        }
+    }
+
+    fn prefix_added(&mut self, k: PrefixKey) {
+        match k {
+            PrefixKey::V4(_) => {
+                adjust_lens(&mut self.v4_len_count, &mut self.v4_lens, k.len(), true)
+            }
+            PrefixKey::V6(..) => {
+                adjust_lens(&mut self.v6_len_count, &mut self.v6_lens, k.len(), true)
+            }
+        }
+    }
+
+    fn prefix_removed(&mut self, k: PrefixKey) {
         match k {
             PrefixKey::V4(key) => {
-                match t {
-                    Some(t) => *self.v4.get_mut_or_insert(key) = t,
-                    None => self.v4.remove(key),
-                }
-                adjust_lens(
-                    &mut self.v4_len_count,
-                    &mut self.v4_lens,
-                    len,
-                    added,
-                    removed,
-                );
+                self.v4.remove(key);
+                adjust_lens(&mut self.v4_len_count, &mut self.v4_lens, k.len(), false);
             }
-            PrefixKey::V6(key) => {
-                match t {
-                    Some(t) => *self.v6.get_mut_or_insert(key) = t,
-                    None => self.v6.remove(key),
-                }
-                adjust_lens(
-                    &mut self.v6_len_count,
-                    &mut self.v6_lens,
-                    len,
-                    added,
-                    removed,
-                );
+            PrefixKey::V6(h, l, n) => {
+                self.v6.remove(v6_flat(h, l, n));
+                adjust_lens(&mut self.v6_len_count, &mut self.v6_lens, k.len(), false);
             }
+        }
+    }
+
+    /// Index `t` under prefix `k`. One SA per prefix is the rule and costs one
+    /// flat-map write; a second one (a rekey's new outbound SA) moves the prefix's
+    /// SAs into the candidates map, and the newest install serves the prefix.
+    pub(crate) fn insert_outbound(&mut self, k: PrefixKey, t: Target) {
+        if !self.candidates.is_empty() {
+            if let Some(c) = self.candidates.get_mut(&k) {
+                c.retain(|x| x.slot != t.slot);
+                c.push(t);
+                let best = newest(c);
+                *self.prefix_entry(k) = best;
+                return;
+            }
+        }
+        let e = self.prefix_entry(k);
+        let prev = *e;
+        if prev.slot == NO_SLOT || prev.slot == t.slot {
+            *e = t;
+            if prev.slot == NO_SLOT {
+                self.prefix_added(k);
+            }
+            return;
+        }
+        *e = if t.install_gen >= prev.install_gen {
+            t
+        } else {
+            prev
+        };
+        self.candidates.insert(k, vec![prev, t]);
+    }
+
+    pub(crate) fn remove_outbound(&mut self, k: PrefixKey, slot: u32) {
+        if !self.candidates.is_empty() {
+            if let Some(c) = self.candidates.get_mut(&k) {
+                c.retain(|x| x.slot != slot);
+                match c.len() {
+                    0 => {
+                        self.candidates.remove(&k);
+                        self.prefix_removed(k);
+                    }
+                    1 => {
+                        let only = c[0];
+                        self.candidates.remove(&k);
+                        *self.prefix_entry(k) = only;
+                    }
+                    _ => {
+                        let best = newest(c);
+                        *self.prefix_entry(k) = best;
+                    }
+                }
+                return;
+            }
+        }
+        if self.prefix_target(k).is_some_and(|t| t.slot == slot) {
+            self.prefix_removed(k);
         }
     }
 
@@ -622,6 +699,11 @@ impl Indexes {
         None
     }
 
+    /// Bytes of the lookup tables proper (maintenance maps excluded).
+    pub(crate) fn lookup_bytes(&self) -> usize {
+        self.spi.bytes() + self.v4.bytes() + self.v6.bytes()
+    }
+
     pub(crate) fn sizes(&self) -> (usize, usize, usize, usize) {
         (
             self.spi.len(),
@@ -632,7 +714,19 @@ impl Indexes {
     }
 }
 
-fn adjust_lens(count: &mut [u32], lens: &mut Vec<u8>, len: u8, added: bool, removed: bool) {
+fn newest(c: &[Target]) -> Target {
+    c.iter()
+        .copied()
+        .max_by_key(|x| x.install_gen)
+        .unwrap_or(Target::NONE)
+}
+
+fn v6_flat(hi: u64, lo: u64, len1: u8) -> (u128, u8) {
+    ((u128::from(hi) << 64) | u128::from(lo), len1)
+}
+
+/// Keep the longest-first list of prefix lengths in use as prefixes come and go.
+fn adjust_lens(count: &mut [u32], lens: &mut Vec<u8>, len: u8, added: bool) {
     let l = usize::from(len);
     if added {
         count[l] += 1;
@@ -640,8 +734,7 @@ fn adjust_lens(count: &mut [u32], lens: &mut Vec<u8>, len: u8, added: bool, remo
             lens.push(len);
             lens.sort_unstable_by(|a, b| b.cmp(a));
         }
-    }
-    if removed {
+    } else {
         count[l] = count[l].saturating_sub(1);
         if count[l] == 0 {
             lens.retain(|&x| x != len);
@@ -650,13 +743,19 @@ fn adjust_lens(count: &mut [u32], lens: &mut Vec<u8>, len: u8, added: bool, remo
 }
 
 /// Keys a slot was indexed under, kept so they can be removed after the slot's
-/// record has been overwritten.
+/// record has been overwritten. Up to two prefixes (the served-prefix case) are
+/// held inline: building the indexes of a million SAs allocates nothing per SA.
 #[derive(Clone, Debug, Default)]
 pub(crate) enum Keys {
     #[default]
     None,
     Inbound(InboundKey),
-    Outbound(Box<[PrefixKey]>),
+    Outbound {
+        n: u8,
+        inline: [PrefixKey; 2],
+        /// Prefixes past the second (selector ranges split into many prefixes).
+        extra: Option<Box<[PrefixKey]>>,
+    },
 }
 
 /// Index a live record; returns the keys used.
@@ -682,7 +781,17 @@ pub(crate) fn index_record(
             for &k in scratch.iter() {
                 ix.insert_outbound(k, t);
             }
-            Keys::Outbound(scratch.as_slice().into())
+            let none = PrefixKey::V4(0);
+            let inline = [
+                scratch.first().copied().unwrap_or(none),
+                scratch.get(1).copied().unwrap_or(none),
+            ];
+            let extra = (scratch.len() > 2).then(|| scratch[2..].into());
+            Keys::Outbound {
+                n: scratch.len().min(2) as u8,
+                inline,
+                extra,
+            }
         }
         _ => Keys::None,
     }
@@ -692,8 +801,11 @@ pub(crate) fn unindex(ix: &mut Indexes, slot: u32, keys: &Keys) {
     match keys {
         Keys::None => {}
         Keys::Inbound(k) => ix.remove_inbound(k, slot),
-        Keys::Outbound(ks) => {
-            for &k in ks.iter() {
+        Keys::Outbound { n, inline, extra } => {
+            for &k in inline[..usize::from(*n)]
+                .iter()
+                .chain(extra.iter().flat_map(|e| e.iter()))
+            {
                 ix.remove_outbound(k, slot);
             }
         }

@@ -341,6 +341,11 @@ impl Reader {
         self.ix.sizes()
     }
 
+    /// Bytes of this reader's private lookup tables (its per-worker footprint).
+    pub fn index_bytes(&self) -> usize {
+        self.ix.lookup_bytes() + self.known.len() * std::mem::size_of::<Known>()
+    }
+
     /// Every SA the indexes know, by slot (for tests and diagnostics).
     pub fn known_ids(&self) -> impl Iterator<Item = SaId> + '_ {
         self.known

@@ -79,7 +79,9 @@ fn map_file(file: &File, len: usize) -> io::Result<NonNull<u8>> {
             std::ptr::null_mut(),
             len,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
+            // Populate the page tables up front: one bulk walk instead of a fault
+            // per page on the first install or the first scan of each page.
+            libc::MAP_SHARED | libc::MAP_POPULATE,
             file.as_raw_fd(),
             0,
         )
@@ -96,6 +98,15 @@ impl Shm {
     pub(crate) fn map_new(file: File, capacity: u32, journal_len: u64) -> io::Result<Self> {
         let (slots, states, journal, total) = region_offsets(u64::from(capacity), journal_len);
         file.set_len(total)?;
+        // Allocate every page now. A sparse file would take its pages at first
+        // write, and on a full /dev/shm that write is a SIGBUS in the middle of an
+        // install; here it is an error at creation. It also takes page allocation
+        // out of the install path.
+        // SAFETY: plain syscall on a descriptor we own; no memory is passed.
+        let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, total as libc::off_t) };
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
         let base = map_file(&file, total as usize)?;
         Ok(Self {
             base,

@@ -280,7 +280,7 @@ impl Writer {
             gen: 0,
             installed: vec![0; cap as usize],
             free: (0..cap).map(|i| (i, 0)).collect(),
-            inbound: HashMap::default(),
+            inbound: HashMap::with_capacity_and_hasher(cap as usize / 2, FxBuild::default()),
             min_acked: 0,
             live: 0,
         })
