@@ -1,2 +1,58 @@
-//! Placeholder; filled by its issue.
+//! `ike-proto`: a deterministic, sans-IO IKEv2 endpoint (RFC 7296).
+//!
+//! The daemon owns sockets, clocks and the SA table; this crate owns the
+//! protocol. It follows quinn-proto's contract: [`Endpoint::handle_datagram`],
+//! [`Endpoint::handle_timeout`] and [`Endpoint::handle_command`] feed it;
+//! [`Endpoint::poll_transmit`], [`Endpoint::poll_event`] and
+//! [`Endpoint::poll_timeout`] drain it. Time ([`Time`]), randomness (an
+//! injected [`ike_crypto::Rng`]) and crypto (an injected
+//! [`ike_crypto::CryptoProvider`]) are inputs, so the same seed and the same
+//! calls give the same bytes.
+//!
+//! Modules and the RFC sections they implement:
+//! * [`endpoint`]: SA dispatch by SPI, IKE_SA_INIT retransmit detection,
+//!   cookies and half-open limits (§2.1, §2.6).
+//! * [`exchange`]: Message IDs, window, retransmission, response cache
+//!   (§2.1-§2.3).
+//! * [`ike_sa`]: the IKE SA state machine and its tasks: IKE_SA_INIT,
+//!   IKE_AUTH, CREATE_CHILD_SA, INFORMATIONAL (§1.2-§1.4, §2.8, §2.9, §2.15,
+//!   §2.17, §2.18, §2.23, §3.15).
+//! * [`proposal`]: SA payloads and proposal selection (§2.7, §3.3).
+//! * [`ts`]: traffic selectors and narrowing (§2.9).
+//! * [`message`]: SK protection of whole messages and the per-exchange
+//!   payload tables (§3.14).
+//! * [`error`]: refusals and the Notify each maps to (§2.21, §3.10.1).
+//! * [`sa`]: allocation, pools, key material, AUTH (§2.15, RFC 7427), NAT
+//!   detection (§2.23).
+//! * [`config`], [`event`], [`time`]: the plain values going in and out.
+//!
+//! Not yet here: IKE fragmentation (RFC 7383), IKE_INTERMEDIATE (RFC 9242)
+//! and multiple key exchanges (RFC 9370); the initial-exchange sequence and
+//! the proposal matcher have their hooks (see [`ike_sa`] and [`proposal`]).
 #![forbid(unsafe_code)]
+
+pub mod config;
+pub mod endpoint;
+pub mod error;
+pub mod event;
+pub mod exchange;
+pub mod ike_sa;
+pub mod message;
+pub mod proposal;
+pub mod sa;
+pub mod time;
+pub mod ts;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{
+    ChildConfig, ConnectionConfig, EndpointConfig, EspProposal, Family, Identity, IkeProposal, Lifetimes, LocalAuth, Mode,
+    PoolConfig, RemoteAuth, RetransmitConfig,
+};
+pub use endpoint::Endpoint;
+pub use error::ProtoError;
+pub use event::{ChildKeys, ChildSaHandle, ChildSaInstall, Command, CommandError, DownReason, Event, IkeSaHandle, Transmit};
+pub use proposal::{EspSuite, IkeSuite};
+pub use time::Time;
+pub use ts::TrafficSelector;

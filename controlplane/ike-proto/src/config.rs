@@ -1,0 +1,245 @@
+//! Configuration as plain Rust values: the endpoint's limits and timers, and
+//! one [`ConnectionConfig`] per tunnel policy. The YAML layer of the daemon
+//! builds these; nothing here parses files.
+//!
+//! Defaults follow strongSwan where RFC 7296 leaves the choice open
+//! (§2.1: "no timers are mandated", backoff must be exponential):
+//! retransmit after 4 s, ×1.8 each time, give up after 5 retransmits.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ike_crypto::cert::Certificate;
+use ike_crypto::sig::Signer;
+use ike_crypto::Secret;
+use ike_wire::{EncrId, EsnId, IdType, IntegId, KeId, PrfId};
+
+use crate::ts::TrafficSelector;
+
+/// RFC 7296 §2.1 retransmission: `timeout * base^n` before the n-th
+/// retransmit; after `tries` retransmits and one more timeout the IKE SA is
+/// dead.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetransmitConfig {
+    pub timeout: Duration,
+    pub base: f64,
+    pub tries: u32,
+}
+
+impl Default for RetransmitConfig {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(4), base: 1.8, tries: 5 }
+    }
+}
+
+impl RetransmitConfig {
+    /// How long to wait after sending attempt `n` (0 = the first send).
+    pub fn timeout_after(&self, n: u32) -> Duration {
+        let factor = self.base.max(1.0).powi(i32::try_from(n).unwrap_or(i32::MAX));
+        Duration::try_from_secs_f64(self.timeout.as_secs_f64() * factor).unwrap_or(Duration::from_secs(24 * 3600))
+    }
+}
+
+/// Endpoint-wide settings.
+#[derive(Clone)]
+pub struct EndpointConfig {
+    pub connections: Vec<Arc<ConnectionConfig>>,
+    pub retransmit: RetransmitConfig,
+    /// RFC 7296 §2.6: demand a COOKIE once this many responder IKE SAs are
+    /// half-open (IKE_SA_INIT answered, IKE_AUTH not yet done).
+    pub cookie_threshold: usize,
+    /// Refuse new IKE_SA_INIT requests outright above this many half-open SAs.
+    pub half_open_limit: usize,
+    /// How long a cookie secret is used before a new one is drawn; cookies
+    /// of the previous secret stay valid for one more period (§2.6).
+    pub cookie_secret_lifetime: Duration,
+    /// How long a closed IKE SA keeps its last response for retransmitted
+    /// requests (§2.1: "several minutes" is plenty; strongSwan keeps it
+    /// while the SA lives).
+    pub closed_linger: Duration,
+    /// The UDP port IKE moves to after NAT detection (RFC 7296 §2.23).
+    pub natt_port: u16,
+    /// Nonce length in octets (RFC 7296 §2.10: at least 16 and at least half
+    /// the PRF key size; 32 covers PRF_HMAC_SHA2_512).
+    pub nonce_len: usize,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        Self {
+            connections: Vec::new(),
+            retransmit: RetransmitConfig::default(),
+            cookie_threshold: 1000,
+            half_open_limit: 20_000,
+            cookie_secret_lifetime: Duration::from_secs(120),
+            closed_linger: Duration::from_secs(60),
+            natt_port: 4500,
+            nonce_len: 32,
+        }
+    }
+}
+
+/// An IKE identity (RFC 7296 §3.5).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Identity {
+    Ipv4(Ipv4Addr),
+    Ipv6(Ipv6Addr),
+    Fqdn(String),
+    Email(String),
+    /// ID_DER_ASN1_DN: the DER of an X.501 Name.
+    Dn(Vec<u8>),
+    KeyId(Vec<u8>),
+}
+
+impl Identity {
+    pub fn id_type(&self) -> IdType {
+        match self {
+            Identity::Ipv4(_) => IdType::ID_IPV4_ADDR,
+            Identity::Ipv6(_) => IdType::ID_IPV6_ADDR,
+            Identity::Fqdn(_) => IdType::ID_FQDN,
+            Identity::Email(_) => IdType::ID_RFC822_ADDR,
+            Identity::Dn(_) => IdType::ID_DER_ASN1_DN,
+            Identity::KeyId(_) => IdType::ID_KEY_ID,
+        }
+    }
+
+    pub fn data(&self) -> Vec<u8> {
+        match self {
+            Identity::Ipv4(a) => a.octets().to_vec(),
+            Identity::Ipv6(a) => a.octets().to_vec(),
+            Identity::Fqdn(s) | Identity::Email(s) => s.as_bytes().to_vec(),
+            Identity::Dn(d) | Identity::KeyId(d) => d.clone(),
+        }
+    }
+
+    /// From an ID payload; `None` for types this crate does not match on.
+    pub fn from_wire(id_type: IdType, data: &[u8]) -> Option<Self> {
+        Some(match id_type {
+            IdType::ID_IPV4_ADDR => Identity::Ipv4(Ipv4Addr::from(<[u8; 4]>::try_from(data).ok()?)),
+            IdType::ID_IPV6_ADDR => Identity::Ipv6(Ipv6Addr::from(<[u8; 16]>::try_from(data).ok()?)),
+            IdType::ID_FQDN => Identity::Fqdn(String::from_utf8(data.to_vec()).ok()?),
+            IdType::ID_RFC822_ADDR => Identity::Email(String::from_utf8(data.to_vec()).ok()?),
+            IdType::ID_DER_ASN1_DN => Identity::Dn(data.to_vec()),
+            IdType::ID_KEY_ID => Identity::KeyId(data.to_vec()),
+            _ => return None,
+        })
+    }
+}
+
+/// How this end proves its identity.
+#[derive(Clone)]
+pub enum LocalAuth {
+    /// RFC 7296 §2.15 shared key.
+    Psk(Secret),
+    /// RFC 7427 digital signature with a certificate chain (end-entity
+    /// first, then intermediates) sent in CERT payloads.
+    PubKey { signer: Arc<dyn Signer>, certs: Vec<Certificate> },
+}
+
+/// How the peer must prove its identity.
+#[derive(Clone)]
+pub enum RemoteAuth {
+    Psk(Secret),
+    /// RFC 7427 signature by a certificate that chains to one of `cas`.
+    PubKey { cas: Vec<Certificate> },
+}
+
+/// One IKE SA proposal: one cipher, one PRF, one integrity algorithm (NONE
+/// with an AEAD) and the key exchange methods, preferred first. The first
+/// KE method is the one the initiator's KE payload uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IkeProposal {
+    pub encr: EncrId,
+    /// Key Length attribute in bits (AES); `None` for ChaCha20-Poly1305.
+    pub key_bits: Option<u16>,
+    pub prf: PrfId,
+    pub integ: IntegId,
+    pub ke: Vec<KeId>,
+}
+
+/// One ESP proposal for Child SAs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EspProposal {
+    pub encr: EncrId,
+    pub key_bits: Option<u16>,
+    pub integ: IntegId,
+    /// ESN transforms offered or accepted, preferred first.
+    pub esn: Vec<EsnId>,
+    /// Key exchange methods for PFS in CREATE_CHILD_SA, preferred first;
+    /// empty means no PFS (the KE transform is left out, RFC 7296 §3.3.3).
+    pub pfs: Vec<KeId>,
+}
+
+/// ESP encapsulation mode (RFC 7296 §1.3.1 USE_TRANSPORT_MODE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    Tunnel,
+    Transport,
+}
+
+/// Child SA lifetimes; zero means "no limit". Time limits are enforced by
+/// the endpoint's timers (rekey at `rekey_secs`); byte and packet limits
+/// are reported to the dataplane and enforced by the daemon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Lifetimes {
+    pub rekey_secs: u64,
+    pub hard_secs: u64,
+    pub rekey_bytes: u64,
+    pub hard_bytes: u64,
+    pub rekey_packets: u64,
+    pub hard_packets: u64,
+}
+
+/// Child SA policy of a connection.
+#[derive(Clone, Debug)]
+pub struct ChildConfig {
+    pub esp_proposals: Vec<EspProposal>,
+    /// Our side's selectors (TSi when we initiate). When the connection
+    /// asks for a virtual IP, the initiator proposes "any" instead and the
+    /// responder narrows it to the assigned address.
+    pub local_ts: Vec<TrafficSelector>,
+    pub remote_ts: Vec<TrafficSelector>,
+    pub mode: Mode,
+    pub lifetime: Lifetimes,
+}
+
+/// Address families a remote-access client asks for (RFC 7296 §3.15).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// A pool of addresses handed out in CFG_REPLY (RFC 7296 §3.15.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub name: String,
+    /// First address and number of addresses.
+    pub v4: Option<(Ipv4Addr, u32)>,
+    pub v6: Option<(Ipv6Addr, u32)>,
+    /// INTERNAL_IP4_DNS / INTERNAL_IP6_DNS servers.
+    pub dns: Vec<IpAddr>,
+}
+
+/// One tunnel policy.
+#[derive(Clone)]
+pub struct ConnectionConfig {
+    pub name: String,
+    pub local_id: Identity,
+    /// `None` accepts any authenticated identity.
+    pub remote_id: Option<Identity>,
+    pub local_auth: LocalAuth,
+    pub remote_auth: RemoteAuth,
+    pub ike_proposals: Vec<IkeProposal>,
+    pub child: ChildConfig,
+    /// Rekey the IKE SA this long after it was established.
+    pub ike_rekey_after: Option<Duration>,
+    /// Send a liveness check when nothing arrived for this long.
+    pub dpd_delay: Option<Duration>,
+    /// Responder: where virtual IPs come from.
+    pub pool: Option<PoolConfig>,
+    /// Initiator: the virtual IP families to request in CP(CFG_REQUEST).
+    pub request_vip: Vec<Family>,
+    /// Initiator: send INITIAL_CONTACT in the first IKE_AUTH (RFC 7296 §2.4).
+    pub initial_contact: bool,
+}

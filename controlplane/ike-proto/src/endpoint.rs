@@ -1,0 +1,391 @@
+//! The endpoint: many IKE SAs behind one sans-IO interface, quinn-proto
+//! style. The owner feeds datagrams, timer expiries and commands in
+//! (`handle_*`) and pulls datagrams, events and the next deadline out
+//! (`poll_*`).
+//!
+//! Guarantees:
+//! * Deterministic: time comes in as [`Time`], randomness from the injected
+//!   RNG, crypto from the injected provider; SAs live in ordered maps. The
+//!   same seed and the same calls produce the same bytes.
+//! * No input panics the endpoint; anything malformed, unauthenticated or
+//!   unexpected is dropped or answered with the Notify [`ProtoError::notify`]
+//!   picks.
+//! * IKE_SA_INIT requests (RFC 7296 §2.6): retransmits (same SPIi and Ni,
+//!   same bytes) get the cached response; above `cookie_threshold` half-open
+//!   SAs a request without a valid cookie gets a stateless COOKIE answer
+//!   (`version | HMAC-SHA-256(secret, Ni | IPi | SPIi)`, the secret rotated
+//!   every `cookie_secret_lifetime`, the previous one still accepted); above
+//!   `half_open_limit` requests are dropped.
+//! * The endpoint never opens sockets: each [`Transmit`] names the local
+//!   address (port 500, or the NAT-T port after NAT detection, §2.23) to
+//!   send from.
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use ike_crypto::prf::HashAlg;
+use ike_crypto::{CryptoProvider, Rng};
+use ike_wire::{strip_non_esp_marker, ExchangeType, Flags, Header, Message, Payload, PayloadType};
+
+use crate::config::EndpointConfig;
+use crate::error::ProtoError;
+use crate::event::{ChildSaHandle, Command, CommandError, DownReason, Event, IkeSaHandle, Transmit};
+use crate::ike_sa::{IkeSa, Queued};
+use crate::message;
+use crate::sa::{Alloc, Ctx, Effect, Outputs, Pools};
+use crate::time::Time;
+
+/// The §2.6 cookie secret, rotated.
+struct CookieJar {
+    version: u8,
+    secret: [u8; 32],
+    previous: Option<(u8, [u8; 32])>,
+    rotate_at: Time,
+}
+
+impl CookieJar {
+    fn compute(version: u8, secret: &[u8], ni: &[u8], ip: IpAddr, spi_i: u64) -> Vec<u8> {
+        let ip = match ip {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        let mac = HashAlg::Sha256.hmac(secret, &[ni, &ip, &spi_i.to_be_bytes()]).map(|m| m.to_vec()).unwrap_or_default();
+        let mut c = vec![version];
+        c.extend_from_slice(&mac);
+        c
+    }
+
+    fn cookie(&self, ni: &[u8], ip: IpAddr, spi_i: u64) -> Vec<u8> {
+        Self::compute(self.version, &self.secret, ni, ip, spi_i)
+    }
+
+    fn verify(&self, cookie: &[u8], ni: &[u8], ip: IpAddr, spi_i: u64) -> bool {
+        let Some(&v) = cookie.first() else { return false };
+        let secret = if v == self.version {
+            &self.secret
+        } else {
+            match &self.previous {
+                Some((pv, ps)) if *pv == v => ps,
+                _ => return false,
+            }
+        };
+        let expected = Self::compute(v, secret, ni, ip, spi_i);
+        expected.len() == cookie.len() && expected.iter().zip(cookie).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+    }
+}
+
+/// A sans-IO IKEv2 endpoint owning many IKE SAs.
+pub struct Endpoint {
+    config: EndpointConfig,
+    crypto: Box<dyn CryptoProvider>,
+    rng: Box<dyn Rng + Send>,
+    sas: BTreeMap<IkeSaHandle, IkeSa>,
+    alloc: Alloc,
+    pools: Pools,
+    out: Outputs,
+    /// (SPIi, Ni) of answered IKE_SA_INIT requests → their SA.
+    init_index: BTreeMap<(u64, Vec<u8>), IkeSaHandle>,
+    cookies: CookieJar,
+}
+
+impl Endpoint {
+    /// A new endpoint. `now` starts the cookie secret's lifetime.
+    pub fn new(config: EndpointConfig, crypto: Box<dyn CryptoProvider>, mut rng: Box<dyn Rng + Send>, now: Time) -> Self {
+        let mut secret = [0u8; 32];
+        rng.fill_bytes(&mut secret);
+        let rotate_at = now + config.cookie_secret_lifetime;
+        Self {
+            config,
+            crypto,
+            rng,
+            sas: BTreeMap::new(),
+            alloc: Alloc::default(),
+            pools: Pools::default(),
+            out: Outputs::default(),
+            init_index: BTreeMap::new(),
+            cookies: CookieJar { version: 0, secret, previous: None, rotate_at },
+        }
+    }
+
+    pub fn config(&self) -> &EndpointConfig {
+        &self.config
+    }
+
+    /// Runs `f` on SA `h` with a context, then applies its effects.
+    fn with_sa(&mut self, now: Time, h: IkeSaHandle, f: impl FnOnce(&mut IkeSa, &mut Ctx<'_>)) {
+        let Self { config, crypto, rng, sas, alloc, pools, out, .. } = self;
+        let Some(sa) = sas.get_mut(&h) else { return };
+        let mut ctx = Ctx { now, crypto: &**crypto, rng: &mut **rng, config, out, alloc, pools };
+        f(sa, &mut ctx);
+        self.apply_effects(now);
+    }
+
+    fn apply_effects(&mut self, now: Time) {
+        while !self.out.effects.is_empty() {
+            let effects = std::mem::take(&mut self.out.effects);
+            for e in effects {
+                match e {
+                    Effect::NewIkeSa(sa) => {
+                        self.sas.insert(sa.handle, *sa);
+                    }
+                    Effect::MoveChildren { from, to } => {
+                        let (children, leases) = match self.sas.get_mut(&from) {
+                            Some(old) => (std::mem::take(&mut old.children), std::mem::take(&mut old.leases)),
+                            None => continue,
+                        };
+                        self.with_sa(now, to, |sa, ctx| sa.adopt_children(ctx, children, leases));
+                    }
+                    Effect::DeleteIkeSa(h) => {
+                        self.with_sa(now, h, |sa, ctx| {
+                            sa.enqueue(Queued::DeleteIke);
+                            sa.pump(ctx);
+                        });
+                    }
+                    Effect::InitialContact { keep, remote_id } => {
+                        let others: Vec<IkeSaHandle> = self
+                            .sas
+                            .iter()
+                            .filter(|(h, sa)| **h != keep && sa.is_established() && sa.remote_id.as_ref() == Some(&remote_id))
+                            .map(|(h, _)| *h)
+                            .collect();
+                        for h in others {
+                            // §2.4: the peer rebooted; its old SAs are gone
+                            // on its side, so no Delete is sent.
+                            self.with_sa(now, h, |sa, ctx| sa.close(ctx, DownReason::Replaced));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A UDP datagram arrived on `local` from `remote`. `payload` is the
+    /// UDP payload: on the NAT-T port it starts with the non-ESP marker
+    /// (anything else there is ESP or a keepalive, not ours).
+    pub fn handle_datagram(&mut self, now: Time, local: SocketAddr, remote: SocketAddr, payload: &[u8]) {
+        let bytes = if local.port() == self.config.natt_port {
+            match strip_non_esp_marker(payload) {
+                Ok(b) => b,
+                Err(_) => return,
+            }
+        } else {
+            payload
+        };
+        // §2.21.4 / §2.5: malformed headers and unknown SPIs are dropped
+        // without answer (an unprotected error would be spoofable).
+        let Ok(header) = Header::parse_datagram(bytes) else { return };
+        if header.exchange_type == ExchangeType::IKE_SA_INIT && !header.flags.response() {
+            self.handle_init_request(now, &header, bytes, local, remote);
+            return;
+        }
+        let spi = if header.flags.initiator() { header.spi_r } else { header.spi_i };
+        let Some(&h) = self.alloc.ike_spis.get(&spi) else { return };
+        self.with_sa(now, h, |sa, ctx| sa.handle_datagram(ctx, &header, bytes, local, remote));
+        self.reap(now);
+    }
+
+    fn half_open(&self) -> usize {
+        self.sas.values().filter(|s| s.is_half_open()).count()
+    }
+
+    fn handle_init_request(&mut self, now: Time, header: &Header, bytes: &[u8], local: SocketAddr, remote: SocketAddr) {
+        let Ok(msg) = Message::parse(bytes) else { return };
+        let ni = msg.payloads.iter().find_map(|p| match p {
+            Payload::Nonce(n) => Some(n.data.to_vec()),
+            _ => None,
+        });
+        let Some(ni) = ni else {
+            self.answer_init_error(header, local, remote, &ProtoError::PayloadCount(PayloadType::NONCE));
+            return;
+        };
+        // §2.1: a retransmit is recognised by SPIi and Ni, and answered from
+        // the cache if it is bit-identical.
+        if let Some(&h) = self.init_index.get(&(header.spi_i, ni.clone())) {
+            self.with_sa(now, h, |sa, ctx| sa.handle_datagram(ctx, header, bytes, local, remote));
+            return;
+        }
+        self.rotate_cookie_secret(now);
+        let half_open = self.half_open();
+        if half_open >= self.config.half_open_limit {
+            return;
+        }
+        if half_open >= self.config.cookie_threshold {
+            // §2.6: the COOKIE must be the first payload; one that does not
+            // verify is treated as absent.
+            let presented = match msg.payloads.first() {
+                Some(Payload::Notify(n)) if n.notify_type == ike_wire::NotifyType::COOKIE => Some(n.data.to_vec()),
+                _ => None,
+            };
+            let valid = presented.is_some_and(|c| self.cookies.verify(&c, &ni, remote.ip(), header.spi_i));
+            if !valid {
+                let cookie = self.cookies.cookie(&ni, remote.ip(), header.spi_i);
+                self.answer_init_error(header, local, remote, &ProtoError::CookieRequired(cookie));
+                return;
+            }
+        }
+        let Self { config, crypto, rng, alloc, pools, out, .. } = self;
+        let conns = config.connections.clone();
+        let mut ctx = Ctx { now, crypto: &**crypto, rng: &mut **rng, config, out, alloc, pools };
+        match IkeSa::respond_init(&mut ctx, &conns, bytes, &msg, local, remote) {
+            Ok((sa, _)) => {
+                if let Some(k) = sa.init_key.clone() {
+                    self.init_index.insert(k, sa.handle);
+                }
+                self.sas.insert(sa.handle, sa);
+            }
+            Err(e) => self.answer_init_error(header, local, remote, &e),
+        }
+    }
+
+    /// An unprotected IKE_SA_INIT answer carrying only a Notify (§1.2:
+    /// NO_PROPOSAL_CHOSEN, INVALID_KE_PAYLOAD, COOKIE, INVALID_SYNTAX);
+    /// no state is kept.
+    fn answer_init_error(&mut self, request: &Header, local: SocketAddr, remote: SocketAddr, e: &ProtoError) {
+        let Some(n) = e.notify() else { return };
+        let header = Header::new(request.spi_i, 0, ExchangeType::IKE_SA_INIT, Flags::new(false, true), 0);
+        let Ok(bytes) = message::plain(header, vec![Payload::Notify(n)]) else { return };
+        let payload = if local.port() == self.config.natt_port {
+            let mut v = ike_wire::NON_ESP_MARKER.to_vec();
+            v.extend_from_slice(&bytes);
+            v
+        } else {
+            bytes
+        };
+        self.out.transmits.push_back(Transmit { local, remote, payload });
+    }
+
+    fn rotate_cookie_secret(&mut self, now: Time) {
+        if now < self.cookies.rotate_at {
+            return;
+        }
+        let mut secret = [0u8; 32];
+        self.rng.fill_bytes(&mut secret);
+        let old = std::mem::replace(&mut self.cookies.secret, secret);
+        self.cookies.previous = Some((self.cookies.version, old));
+        self.cookies.version = self.cookies.version.wrapping_add(1);
+        self.cookies.rotate_at = now + self.config.cookie_secret_lifetime;
+    }
+
+    /// Timers: call when [`Endpoint::poll_timeout`]'s instant has come.
+    pub fn handle_timeout(&mut self, now: Time) {
+        let due: Vec<IkeSaHandle> = self.sas.iter().filter(|(_, sa)| sa.deadline().is_some_and(|d| d <= now)).map(|(h, _)| *h).collect();
+        for h in due {
+            self.with_sa(now, h, |sa, ctx| {
+                if sa.closed_until().is_none() {
+                    sa.handle_timeout(ctx);
+                }
+            });
+        }
+        self.rotate_cookie_secret(now);
+        self.reap(now);
+    }
+
+    /// Removes closed SAs whose linger time is over.
+    fn reap(&mut self, now: Time) {
+        let dead: Vec<IkeSaHandle> = self.sas.iter().filter(|(_, sa)| sa.closed_until().is_some_and(|u| u <= now)).map(|(h, _)| *h).collect();
+        for h in dead {
+            let Some(sa) = self.sas.remove(&h) else { continue };
+            self.alloc.ike_spis.remove(&sa.local_spi());
+            if let Some(k) = &sa.init_key {
+                self.init_index.remove(k);
+            }
+            if let Some(pool) = &sa.conn.pool {
+                for a in &sa.leases {
+                    self.pools.release(&pool.name, *a);
+                }
+            }
+        }
+    }
+
+    /// Carries out a command. `Initiate` returns the new IKE SA's handle;
+    /// the others the IKE SA they act on.
+    pub fn handle_command(&mut self, now: Time, cmd: Command) -> Result<IkeSaHandle, CommandError> {
+        let (h, q) = match cmd {
+            Command::Initiate { connection, local, remote } => {
+                let conn = self
+                    .config
+                    .connections
+                    .iter()
+                    .find(|c| c.name == connection)
+                    .cloned()
+                    .ok_or(CommandError::UnknownConnection(connection))?;
+                let Self { config, crypto, rng, alloc, pools, out, .. } = self;
+                let mut ctx = Ctx { now, crypto: &**crypto, rng: &mut **rng, config, out, alloc, pools };
+                let sa = IkeSa::initiate(&mut ctx, conn, local, remote).map_err(|e| CommandError::Failed(e.to_string()))?;
+                let h = sa.handle;
+                self.sas.insert(h, sa);
+                return Ok(h);
+            }
+            Command::Terminate { ike_sa } => (ike_sa, Queued::DeleteIke),
+            Command::CreateChild { ike_sa } => (ike_sa, Queued::CreateChild),
+            Command::RekeyChild { ike_sa, child_sa } => {
+                self.child_exists(ike_sa, child_sa)?;
+                (ike_sa, Queued::RekeyChild(child_sa))
+            }
+            Command::DeleteChild { ike_sa, child_sa } => {
+                self.child_exists(ike_sa, child_sa)?;
+                (ike_sa, Queued::DeleteChild(child_sa))
+            }
+            Command::RekeyIke { ike_sa } => (ike_sa, Queued::RekeyIke),
+            Command::Dpd { ike_sa } => (ike_sa, Queued::Dpd),
+        };
+        let sa = self.sas.get(&h).ok_or(CommandError::UnknownIkeSa)?;
+        if !sa.is_established() {
+            return Err(CommandError::NotEstablished);
+        }
+        self.with_sa(now, h, |sa, ctx| {
+            sa.enqueue(q);
+            sa.pump(ctx);
+        });
+        Ok(h)
+    }
+
+    fn child_exists(&self, ike_sa: IkeSaHandle, child_sa: ChildSaHandle) -> Result<(), CommandError> {
+        let sa = self.sas.get(&ike_sa).ok_or(CommandError::UnknownIkeSa)?;
+        if sa.children.contains_key(&child_sa) {
+            Ok(())
+        } else {
+            Err(CommandError::UnknownChildSa)
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.out.events.pop_front()
+    }
+
+    /// When [`Endpoint::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let sa_min = self.sas.values().filter_map(IkeSa::deadline).min();
+        // The cookie secret only needs rotating while cookies are handed out.
+        let cookie = (self.half_open() >= self.config.cookie_threshold).then_some(self.cookies.rotate_at);
+        match (sa_min, cookie) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Number of IKE SAs held (any state).
+    pub fn ike_sa_count(&self) -> usize {
+        self.sas.len()
+    }
+
+    /// Number of responder IKE SAs waiting for IKE_AUTH.
+    pub fn half_open_count(&self) -> usize {
+        self.half_open()
+    }
+
+    /// The Child SAs of an IKE SA, with their SPIs (inbound, outbound).
+    pub fn child_sas(&self, ike_sa: IkeSaHandle) -> Vec<(ChildSaHandle, u32, u32)> {
+        self.sas.get(&ike_sa).map_or_else(Vec::new, |sa| sa.children.values().map(|c| (c.handle, c.spi_in, c.spi_out)).collect())
+    }
+
+    /// Handles of established IKE SAs.
+    pub fn established(&self) -> Vec<IkeSaHandle> {
+        self.sas.iter().filter(|(_, sa)| sa.is_established()).map(|(h, _)| *h).collect()
+    }
+}

@@ -1,0 +1,1654 @@
+//! One IKE SA: its lifecycle state, its Child SAs, and the tasks that run
+//! its exchanges (after strongSwan's task-per-exchange structure).
+//!
+//! Implements, per RFC 7296: IKE_SA_INIT (§1.2, §2.6 cookies, §2.7 INVALID_KE
+//! retry, §2.23 NAT detection), IKE_AUTH with PSK (§2.15) or RFC 7427
+//! signatures and the first Child SA (§1.2, §2.9 narrowing, §3.15 CP),
+//! CREATE_CHILD_SA (§1.3: new Child SA, Child SA rekey with optional PFS,
+//! IKE SA rekey §2.18, simultaneous rekeys §2.8.1), INFORMATIONAL (§1.4:
+//! deletes, liveness checks §2.4).
+//!
+//! Guarantees:
+//! * Each request we send belongs to exactly one [`Task`] (the active one);
+//!   its response is processed by that task's `process` step and nowhere
+//!   else. Further work waits in a queue of [`Queued`] tasks until the
+//!   exchange manager's window has room.
+//! * Responder steps build a response or fail with a [`ProtoError`]; the
+//!   error's Notify is the response (or there is none, and the request is
+//!   dropped), in one place ([`IkeSa::handle_request`]).
+//! * Nothing is processed from a message whose SK payload did not verify.
+//! * The initial exchanges run IKE_SA_INIT then IKE_AUTH through
+//!   [`IkeSa::start_next_initial_exchange`]: RFC 9242 IKE_INTERMEDIATE
+//!   exchanges (and the RFC 9370 key updates they carry) slot in there
+//!   without changing the states around them.
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use ike_crypto::ke::KeyExchange;
+use ike_crypto::keys::{self, ChildSaKeys};
+use ike_wire::{
+    parse_inner, CfgAttrType, CfgAttribute, CfgType, Cp, Delete, ExchangeType, Flags, Header, Ke, KeId, Message,
+    Nonce, Notify, NotifyType, Payload, ProtocolId, HEADER_LEN, NON_ESP_MARKER,
+};
+
+use crate::config::{ConnectionConfig, Family, Identity, Mode};
+use crate::error::ProtoError;
+use crate::event::{ChildKeys, ChildSaHandle, ChildSaInstall, DownReason, Event, IkeSaHandle, Transmit};
+use crate::exchange::{ExchangeManager, RequestCheck, Timeout};
+use crate::message::{self, Payloads};
+use crate::proposal::{self, EspSuite};
+use crate::sa::{self, Ctx, Effect, IkeKeys, Role};
+use crate::time::Time;
+use crate::ts::{self, TrafficSelector};
+
+/// How many COOKIE or INVALID_KE_PAYLOAD retries of IKE_SA_INIT we make.
+const MAX_INIT_RETRIES: u8 = 3;
+
+/// Lifecycle of an IKE SA.
+pub enum IkeState {
+    /// Initiator: the initial exchanges are in flight (their data lives in
+    /// the active task).
+    Connecting,
+    /// Responder: IKE_SA_INIT answered, waiting for IKE_AUTH ("half-open").
+    HalfOpen(Box<InitData>),
+    Established,
+    /// Rekeyed (§2.18): the Child SAs moved to `successor`; the old SA waits
+    /// for its Delete.
+    Rekeyed { successor: IkeSaHandle },
+    /// Our Delete is in flight.
+    Deleting,
+    /// Gone; kept until `until` only to answer retransmitted requests.
+    Closed { until: Time },
+}
+
+/// What IKE_AUTH needs from IKE_SA_INIT (§2.15).
+pub struct InitData {
+    pub ni: Vec<u8>,
+    pub nr: Vec<u8>,
+    /// The IKE_SA_INIT request (the last one sent) and response, from the
+    /// IKE header on.
+    pub message1: Vec<u8>,
+    pub message2: Vec<u8>,
+}
+
+/// A Child SA.
+pub struct ChildSa {
+    pub handle: ChildSaHandle,
+    pub spi_in: u32,
+    pub spi_out: u32,
+    pub suite: EspSuite,
+    pub mode: Mode,
+    pub ts_local: Vec<TrafficSelector>,
+    pub ts_remote: Vec<TrafficSelector>,
+    pub state: ChildState,
+    pub installed_at: Time,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildState {
+    Installed,
+    /// Our rekey (or a queued one) is under way.
+    Rekeying,
+    /// Replaced; the peer or we will delete it.
+    Rekeyed,
+    /// Our Delete is in flight.
+    Deleting,
+}
+
+/// Work waiting for the window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Queued {
+    CreateChild,
+    RekeyChild(ChildSaHandle),
+    DeleteChild(ChildSaHandle),
+    RekeyIke,
+    DeleteIke,
+    Dpd,
+}
+
+/// The initiator's side of the exchange in flight, with its data.
+pub enum Task {
+    IkeSaInit(IkeSaInitTask),
+    IkeAuth(Box<IkeAuthTask>),
+    CreateChild(Box<CreateChildTask>),
+    RekeyIke(Box<RekeyIkeTask>),
+    DeleteChildren(Vec<ChildSaHandle>),
+    DeleteIke,
+    Dpd,
+}
+
+pub struct IkeSaInitTask {
+    ke: Box<dyn KeyExchange>,
+    ni: Vec<u8>,
+    cookie: Option<Vec<u8>>,
+    retries: u8,
+}
+
+pub struct IkeAuthTask {
+    init: InitData,
+    child: Option<ChildRequest>,
+}
+
+/// What we proposed for a Child SA.
+pub struct ChildRequest {
+    spi_in: u32,
+    ts_local: Vec<TrafficSelector>,
+    ts_remote: Vec<TrafficSelector>,
+}
+
+pub struct CreateChildTask {
+    child: ChildRequest,
+    ni: Vec<u8>,
+    ke: Option<Box<dyn KeyExchange>>,
+    rekey_of: Option<ChildSaHandle>,
+    /// The peer rekeyed the same Child SA meanwhile (§2.8.1): the smaller
+    /// nonce of its exchange and the Child SA it created.
+    collision: Option<(Vec<u8>, ChildSaHandle)>,
+}
+
+pub struct RekeyIkeTask {
+    new_handle: IkeSaHandle,
+    new_spi_i: u64,
+    ni: Vec<u8>,
+    ke: Box<dyn KeyExchange>,
+    /// The peer rekeyed this IKE SA meanwhile: the smaller nonce of its
+    /// exchange and the IKE SA it created.
+    collision: Option<(Vec<u8>, IkeSaHandle)>,
+}
+
+/// Which exchange negotiates a Child SA: only CREATE_CHILD_SA carries its
+/// own nonces and an optional PFS key exchange (§1.2, §1.3).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    IkeAuth,
+    CreateChildSa,
+}
+
+/// A responder step's answer, and what happens to the SA after it is sent.
+struct Reply {
+    payloads: Vec<Payload<'static>>,
+    then: Then,
+}
+
+enum Then {
+    Continue,
+    Close(DownReason),
+}
+
+impl Reply {
+    fn new(payloads: Vec<Payload<'static>>) -> Self {
+        Self { payloads, then: Then::Continue }
+    }
+}
+
+pub struct IkeSa {
+    pub handle: IkeSaHandle,
+    pub conn: Arc<ConnectionConfig>,
+    pub role: Role,
+    pub spi_i: u64,
+    pub spi_r: u64,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub nat_local: bool,
+    pub nat_remote: bool,
+    pub state: IkeState,
+    pub keys: Option<IkeKeys>,
+    pub xm: ExchangeManager,
+    pub active: Option<Task>,
+    pub queue: VecDeque<Queued>,
+    pub children: BTreeMap<ChildSaHandle, ChildSa>,
+    pub remote_id: Option<Identity>,
+    pub peer_hashes: Vec<u16>,
+    pub leases: Vec<IpAddr>,
+    pub last_inbound: Time,
+    pub rekey_at: Option<Time>,
+    /// (SPIi, Ni) of the IKE_SA_INIT request this responder SA answered, to
+    /// spot its retransmits (§2.1: not by SPIi alone).
+    pub init_key: Option<(u64, Vec<u8>)>,
+}
+
+fn notify_payload(t: NotifyType) -> Payload<'static> {
+    Payload::Notify(Notify::new(t, Vec::new()))
+}
+
+fn spi_of(n: &Notify<'_>) -> Option<u32> {
+    <[u8; 4]>::try_from(&n.spi[..]).ok().map(u32::from_be_bytes)
+}
+
+/// The lowest of two nonces (§2.8.1: octet by octet, shorter is lower).
+fn min_nonce<'a>(a: &'a [u8], b: &'a [u8]) -> &'a [u8] {
+    a.min(b)
+}
+
+impl IkeSa {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        handle: IkeSaHandle,
+        conn: Arc<ConnectionConfig>,
+        role: Role,
+        spi_i: u64,
+        spi_r: u64,
+        local: SocketAddr,
+        remote: SocketAddr,
+        ctx: &Ctx<'_>,
+    ) -> Self {
+        Self {
+            handle,
+            conn,
+            role,
+            spi_i,
+            spi_r,
+            local,
+            remote,
+            nat_local: false,
+            nat_remote: false,
+            state: IkeState::Connecting,
+            keys: None,
+            xm: ExchangeManager::new(ctx.config.retransmit),
+            active: None,
+            queue: VecDeque::new(),
+            children: BTreeMap::new(),
+            remote_id: None,
+            peer_hashes: Vec::new(),
+            leases: Vec::new(),
+            last_inbound: ctx.now,
+            rekey_at: None,
+            init_key: None,
+        }
+    }
+
+    pub fn is_half_open(&self) -> bool {
+        matches!(self.state, IkeState::HalfOpen(_))
+    }
+
+    pub fn is_established(&self) -> bool {
+        matches!(self.state, IkeState::Established)
+    }
+
+    pub fn closed_until(&self) -> Option<Time> {
+        match self.state {
+            IkeState::Closed { until } => Some(until),
+            _ => None,
+        }
+    }
+
+    /// Our SPI of this IKE SA.
+    pub fn local_spi(&self) -> u64 {
+        match self.role {
+            Role::Initiator => self.spi_i,
+            Role::Responder => self.spi_r,
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Sending
+
+    fn transmit(&self, ctx: &mut Ctx<'_>, bytes: &[u8]) {
+        let payload = if self.local.port() == ctx.config.natt_port {
+            // RFC 3948 §2.2 / RFC 7296 §2.23: IKE on 4500 after the marker.
+            let mut v = NON_ESP_MARKER.to_vec();
+            v.extend_from_slice(bytes);
+            v
+        } else {
+            bytes.to_vec()
+        };
+        ctx.out.transmits.push_back(Transmit { local: self.local, remote: self.remote, payload });
+    }
+
+    fn header(&self, exchange: ExchangeType, response: bool, message_id: u32) -> Header {
+        Header::new(self.spi_i, self.spi_r, exchange, Flags::new(self.role == Role::Initiator, response), message_id)
+    }
+
+    fn send_request(&mut self, ctx: &mut Ctx<'_>, exchange: ExchangeType, inner: &[Payload<'_>]) -> Result<(), ProtoError> {
+        let header = self.header(exchange, false, self.xm.next_request_id());
+        let keys = self.keys.as_mut().ok_or(ProtoError::Invalid("no keys"))?;
+        let bytes = message::seal(header, inner, &mut *keys.outbound, ctx.rng)?;
+        self.xm.start_request(ctx.now, exchange, vec![bytes.clone()]);
+        self.transmit(ctx, &bytes);
+        Ok(())
+    }
+
+    fn send_response(&mut self, ctx: &mut Ctx<'_>, request: &Header, request_bytes: &[u8], inner: &[Payload<'_>]) {
+        let header = self.header(request.exchange_type, true, request.message_id);
+        let Some(keys) = self.keys.as_mut() else { return };
+        match message::seal(header, inner, &mut *keys.outbound, ctx.rng) {
+            Ok(bytes) => {
+                self.xm.record_response(request.message_id, request_bytes, vec![bytes.clone()]);
+                self.transmit(ctx, &bytes);
+            }
+            Err(_) => self.xm.skip_request(request.message_id),
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Creation
+
+    /// Initiator: a new IKE SA; sends the IKE_SA_INIT request.
+    pub fn initiate(
+        ctx: &mut Ctx<'_>,
+        conn: Arc<ConnectionConfig>,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<Self, ProtoError> {
+        let handle = ctx.alloc.ike_handle();
+        let spi_i = ctx.alloc.ike_spi(ctx.rng, handle);
+        let method = conn.ike_proposals.first().and_then(|p| p.ke.first()).copied().ok_or(ProtoError::NoProposalChosen)?;
+        let ke = ctx.crypto.key_exchange(method.0, ctx.rng)?;
+        let ni = ctx.nonce();
+        let mut sa = Self::new(handle, conn, Role::Initiator, spi_i, 0, local, remote, ctx);
+        let task = IkeSaInitTask { ke, ni, cookie: None, retries: 0 };
+        let bytes = sa.ike_sa_init_request(&task)?;
+        sa.xm.start_request(ctx.now, ExchangeType::IKE_SA_INIT, vec![bytes.clone()]);
+        sa.transmit(ctx, &bytes);
+        sa.active = Some(Task::IkeSaInit(task));
+        Ok(sa)
+    }
+
+    /// HDR, [N(COOKIE)], SAi1, KEi, Ni, N(NAT_D)x2, N(SIGNATURE_HASH_ALGORITHMS).
+    fn ike_sa_init_request(&self, task: &IkeSaInitTask) -> Result<Vec<u8>, ProtoError> {
+        let mut p = Vec::new();
+        if let Some(c) = &task.cookie {
+            // §2.6: the COOKIE notify goes first.
+            p.push(Payload::Notify(Notify::new(NotifyType::COOKIE, c.clone())));
+        }
+        p.push(Payload::Sa(proposal::ike_sa_payload(&self.conn.ike_proposals, &[])));
+        p.push(Payload::Ke(Ke { ke_method: KeId(task.ke.method()), data: task.ke.public_key().to_vec().into() }));
+        p.push(Payload::Nonce(Nonce { data: task.ni.clone().into() }));
+        for n in sa::nat_notifies(self.spi_i, 0, self.local, self.remote) {
+            p.push(Payload::Notify(n));
+        }
+        p.push(Payload::Notify(sa::signature_hashes_notify()));
+        message::plain(self.header(ExchangeType::IKE_SA_INIT, false, 0), p)
+    }
+
+    /// Responder: answers an IKE_SA_INIT request with a new half-open SA.
+    /// `conns` are the candidate connections in order.
+    pub fn respond_init(
+        ctx: &mut Ctx<'_>,
+        conns: &[Arc<ConnectionConfig>],
+        request: &[u8],
+        msg: &Message<'_>,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<(Self, Vec<u8>), ProtoError> {
+        message::check(&msg.payloads, message::IKE_SA_INIT_REQUEST)?;
+        let p = Payloads(&msg.payloads);
+        let (Some(sa_i), Some(ke_i), Some(ni)) = (p.sa(), p.ke(), p.nonce()) else {
+            return Err(ProtoError::Invalid("IKE_SA_INIT"));
+        };
+        let mut chosen = None;
+        for conn in conns {
+            if let Ok((suite, answer)) = proposal::select_ike_for_ke(&conn.ike_proposals, sa_i, &[], ke_i.ke_method) {
+                chosen = Some((conn.clone(), suite, answer));
+                break;
+            }
+        }
+        let (conn, suite, answer) = chosen.ok_or(ProtoError::NoProposalChosen)?;
+        if suite.ke != ke_i.ke_method {
+            // §1.2: the KE payload's group must be the one chosen.
+            return Err(ProtoError::InvalidKePayload(suite.ke));
+        }
+        let responded = ctx.crypto.key_exchange_respond(suite.ke.0, &ke_i.data, ctx.rng)?;
+        let handle = ctx.alloc.ike_handle();
+        let spi_i = msg.header.spi_i;
+        let spi_r = ctx.alloc.ike_spi(ctx.rng, handle);
+        let nr = ctx.nonce();
+        let mut sa = Self::new(handle, conn, Role::Responder, spi_i, spi_r, local, remote, ctx);
+        let notifies: Vec<&Notify<'_>> = p.notifies().collect();
+        (sa.nat_local, sa.nat_remote) = sa::detect_nat(&notifies, spi_i, 0, local, remote);
+        if let Some(n) = p.notify(NotifyType::SIGNATURE_HASH_ALGORITHMS) {
+            sa.peer_hashes = sa::parse_signature_hashes(&n.data);
+        }
+        sa.keys = Some(IkeKeys::initial(ctx.crypto, &suite, &responded.shared, &ni.data, &nr, spi_i, spi_r, Role::Responder)?);
+        let mut out = vec![
+            Payload::Sa(answer),
+            Payload::Ke(Ke { ke_method: suite.ke, data: responded.ke_data.into() }),
+            Payload::Nonce(Nonce { data: nr.clone().into() }),
+        ];
+        for n in sa::nat_notifies(spi_i, spi_r, local, remote) {
+            out.push(Payload::Notify(n));
+        }
+        out.push(Payload::Notify(sa::signature_hashes_notify()));
+        let response = message::plain(sa.header(ExchangeType::IKE_SA_INIT, true, 0), out)?;
+        sa.xm.record_response(0, request, vec![response.clone()]);
+        sa.transmit(ctx, &response);
+        sa.init_key = Some((spi_i, ni.data.to_vec()));
+        sa.state = IkeState::HalfOpen(Box::new(InitData {
+            ni: ni.data.to_vec(),
+            nr,
+            message1: request.to_vec(),
+            message2: response.clone(),
+        }));
+        Ok((sa, response))
+    }
+
+    // ------------------------------------------------------------------
+    // Incoming
+
+    /// A datagram for this SA (marker stripped, header parsed).
+    pub fn handle_datagram(&mut self, ctx: &mut Ctx<'_>, header: &Header, bytes: &[u8], local: SocketAddr, remote: SocketAddr) {
+        // The I flag says who sent it (§3.1): a message from the original
+        // initiator has it set.
+        let from_initiator = header.flags.initiator();
+        if from_initiator == (self.role == Role::Initiator) {
+            return;
+        }
+        if header.flags.response() {
+            self.handle_response(ctx, header, bytes, local, remote);
+        } else {
+            self.handle_request(ctx, header, bytes, local, remote);
+        }
+        self.pump(ctx);
+    }
+
+    fn handle_request(&mut self, ctx: &mut Ctx<'_>, header: &Header, bytes: &[u8], local: SocketAddr, remote: SocketAddr) {
+        match self.xm.check_request(header.message_id, bytes) {
+            RequestCheck::Resend(packets) => {
+                let packets = packets.to_vec();
+                for p in packets {
+                    self.transmit(ctx, &p);
+                }
+                return;
+            }
+            RequestCheck::Drop => return,
+            RequestCheck::New => {}
+        }
+        if matches!(self.state, IkeState::Closed { .. } | IkeState::Connecting) {
+            return;
+        }
+        let Ok(msg) = Message::parse(bytes) else { return };
+        let Some(keys) = self.keys.as_ref() else { return };
+        let Ok((first, plain)) = message::open(bytes, &msg, &*keys.inbound) else { return };
+        // Authenticated: the peer is alive, and behind a NAT it may move
+        // (§2.23); answer where the request came from.
+        self.last_inbound = ctx.now;
+        if matches!(self.state, IkeState::HalfOpen(_)) || self.nat_local || self.nat_remote {
+            self.local = local;
+            self.remote = remote;
+        }
+        let exchange = header.exchange_type;
+        let result = match parse_inner(first, &plain) {
+            Err(e) => Err(ProtoError::from(e)),
+            Ok(payloads) => match (exchange, &self.state) {
+                (ExchangeType::IKE_AUTH, IkeState::HalfOpen(_)) => self.respond_ike_auth(ctx, &payloads),
+                (ExchangeType::CREATE_CHILD_SA, IkeState::Established | IkeState::Rekeyed { .. } | IkeState::Deleting) => {
+                    self.respond_create_child(ctx, &payloads)
+                }
+                (ExchangeType::INFORMATIONAL, IkeState::HalfOpen(_)) => Err(ProtoError::Invalid("INFORMATIONAL before IKE_AUTH")),
+                (ExchangeType::INFORMATIONAL, _) => self.respond_informational(ctx, &payloads),
+                _ => Err(ProtoError::MessageId),
+            },
+        };
+        let reply = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let then = if exchange == ExchangeType::IKE_AUTH {
+                    // §2.21.2: a failed IKE_AUTH leaves no IKE SA.
+                    Then::Close(match e {
+                        ProtoError::AuthenticationFailed => DownReason::AuthenticationFailed,
+                        ref e => DownReason::Refused(e.notify().map_or(NotifyType::INVALID_SYNTAX, |n| n.notify_type)),
+                    })
+                } else {
+                    Then::Continue
+                };
+                match e.notify() {
+                    Some(n) => Reply { payloads: vec![Payload::Notify(n)], then },
+                    None => {
+                        self.xm.skip_request(header.message_id);
+                        return;
+                    }
+                }
+            }
+        };
+        self.send_response(ctx, header, bytes, &reply.payloads);
+        if let Then::Close(reason) = reply.then {
+            self.close(ctx, reason);
+        }
+    }
+
+    fn handle_response(&mut self, ctx: &mut Ctx<'_>, header: &Header, bytes: &[u8], local: SocketAddr, remote: SocketAddr) {
+        let exchange = header.exchange_type;
+        if self.xm.outstanding(header.message_id).is_none_or(|o| o.exchange != exchange) {
+            return;
+        }
+        let Ok(msg) = Message::parse(bytes) else { return };
+        if exchange == ExchangeType::IKE_SA_INIT {
+            self.process_ike_sa_init_response(ctx, &msg, bytes, local, remote);
+            return;
+        }
+        let Some(keys) = self.keys.as_ref() else { return };
+        let Ok((first, plain)) = message::open(bytes, &msg, &*keys.inbound) else { return };
+        self.last_inbound = ctx.now;
+        let Some(outstanding) = self.xm.take_response(header.message_id, exchange) else { return };
+        let Some(task) = self.active.take() else { return };
+        drop(outstanding);
+        let payloads = match parse_inner(first, &plain) {
+            Ok(p) => p,
+            Err(_) => {
+                // A response we cannot read ends its exchange; in the
+                // initial exchanges that ends the IKE SA (§2.21.2).
+                if matches!(task, Task::IkeAuth(_)) {
+                    self.close(ctx, DownReason::Refused(NotifyType::INVALID_SYNTAX));
+                }
+                return;
+            }
+        };
+        match task {
+            Task::IkeSaInit(_) => {}
+            Task::IkeAuth(t) => self.process_ike_auth_response(ctx, *t, &payloads),
+            Task::CreateChild(t) => self.process_create_child_response(ctx, *t, &payloads),
+            Task::RekeyIke(t) => self.process_rekey_ike_response(ctx, *t, &payloads),
+            Task::DeleteChildren(handles) => {
+                for h in handles {
+                    self.remove_child(ctx, h);
+                }
+            }
+            Task::DeleteIke => {
+                let reason = match self.state {
+                    IkeState::Rekeyed { .. } => DownReason::Rekeyed,
+                    _ => DownReason::Deleted,
+                };
+                self.close(ctx, reason);
+            }
+            Task::Dpd => {}
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // IKE_SA_INIT (initiator)
+
+    fn process_ike_sa_init_response(&mut self, ctx: &mut Ctx<'_>, msg: &Message<'_>, bytes: &[u8], local: SocketAddr, remote: SocketAddr) {
+        let Some(Task::IkeSaInit(mut task)) = self.active.take() else { return };
+        let p = Payloads(&msg.payloads);
+        // §2.6: a COOKIE answer; retry with it.
+        if let Some(c) = p.notify(NotifyType::COOKIE) {
+            if task.retries < MAX_INIT_RETRIES && !c.data.is_empty() {
+                task.retries += 1;
+                task.cookie = Some(c.data.to_vec());
+                self.retry_init(ctx, task);
+            } else {
+                self.close(ctx, DownReason::Refused(NotifyType::COOKIE));
+            }
+            return;
+        }
+        // §1.2: INVALID_KE_PAYLOAD names the group the responder wants.
+        if let Some(n) = p.notify(NotifyType::INVALID_KE_PAYLOAD) {
+            let wanted = <[u8; 2]>::try_from(&n.data[..]).ok().map(|b| KeId(u16::from_be_bytes(b)));
+            let offered = |k: KeId| self.conn.ike_proposals.iter().any(|p| p.ke.contains(&k));
+            match wanted {
+                Some(k) if offered(k) && k.0 != task.ke.method() && task.retries < MAX_INIT_RETRIES => {
+                    match ctx.crypto.key_exchange(k.0, ctx.rng) {
+                        Ok(ke) => {
+                            task.retries += 1;
+                            task.ke = ke;
+                            self.retry_init(ctx, task);
+                        }
+                        Err(_) => self.close(ctx, DownReason::Refused(NotifyType::INVALID_KE_PAYLOAD)),
+                    }
+                }
+                _ => self.close(ctx, DownReason::Refused(NotifyType::INVALID_KE_PAYLOAD)),
+            }
+            return;
+        }
+        if let Some(t) = p.error_notify() {
+            self.close(ctx, DownReason::Refused(t));
+            return;
+        }
+        match self.complete_ike_sa_init(ctx, task, msg, bytes, local, remote) {
+            Ok(init) => self.start_next_initial_exchange(ctx, init),
+            Err(_) => self.close(ctx, DownReason::Refused(NotifyType::INVALID_SYNTAX)),
+        }
+    }
+
+    fn retry_init(&mut self, ctx: &mut Ctx<'_>, task: IkeSaInitTask) {
+        match self.ike_sa_init_request(&task) {
+            Ok(bytes) => {
+                self.xm.restart_request(ctx.now, 0, vec![bytes.clone()]);
+                self.transmit(ctx, &bytes);
+                self.active = Some(Task::IkeSaInit(task));
+            }
+            Err(_) => self.close(ctx, DownReason::Refused(NotifyType::INVALID_SYNTAX)),
+        }
+    }
+
+    fn complete_ike_sa_init(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        task: IkeSaInitTask,
+        msg: &Message<'_>,
+        bytes: &[u8],
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<InitData, ProtoError> {
+        message::check(&msg.payloads, message::IKE_SA_INIT_RESPONSE)?;
+        let p = Payloads(&msg.payloads);
+        let (Some(sa_r), Some(ke_r), Some(nr)) = (p.sa(), p.ke(), p.nonce()) else {
+            return Err(ProtoError::Invalid("IKE_SA_INIT response"));
+        };
+        if msg.header.spi_r == 0 {
+            return Err(ProtoError::Invalid("SPIr"));
+        }
+        let (suite, _) = proposal::accept_ike(&self.conn.ike_proposals, sa_r)?;
+        if suite.ke.0 != task.ke.method() || ke_r.ke_method != suite.ke {
+            return Err(ProtoError::Invalid("KE method of the response"));
+        }
+        let g_ir = task.ke.compute_shared(&ke_r.data)?;
+        let outstanding = self.xm.take_response(0, ExchangeType::IKE_SA_INIT).ok_or(ProtoError::MessageId)?;
+        let message1 = outstanding.packets.into_iter().next().ok_or(ProtoError::MessageId)?;
+        self.spi_r = msg.header.spi_r;
+        let notifies: Vec<&Notify<'_>> = p.notifies().collect();
+        (self.nat_local, self.nat_remote) = sa::detect_nat(&notifies, self.spi_i, self.spi_r, local, remote);
+        if let Some(n) = p.notify(NotifyType::SIGNATURE_HASH_ALGORITHMS) {
+            self.peer_hashes = sa::parse_signature_hashes(&n.data);
+        }
+        self.keys = Some(IkeKeys::initial(ctx.crypto, &suite, &g_ir, &task.ni, &nr.data, self.spi_i, self.spi_r, Role::Initiator)?);
+        if self.nat_local || self.nat_remote {
+            // §2.23: after a NAT is detected, IKE moves to port 4500.
+            self.local.set_port(ctx.config.natt_port);
+            self.remote.set_port(ctx.config.natt_port);
+        }
+        Ok(InitData { ni: task.ni, nr: nr.data.to_vec(), message1, message2: bytes.to_vec() })
+    }
+
+    /// After IKE_SA_INIT: the next exchange of the initial sequence. Today
+    /// that is IKE_AUTH; RFC 9242 IKE_INTERMEDIATE exchanges (one per RFC
+    /// 9370 additional key exchange, then any others) go here, each updating
+    /// the keys and appending to the IntAuth chain kept with `init`.
+    fn start_next_initial_exchange(&mut self, ctx: &mut Ctx<'_>, init: InitData) {
+        if let Err(e) = self.start_ike_auth(ctx, init) {
+            let reason = DownReason::Refused(e.notify().map_or(NotifyType::INVALID_SYNTAX, |n| n.notify_type));
+            self.close(ctx, reason);
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // IKE_AUTH
+
+    fn child_request(&self, ctx: &mut Ctx<'_>) -> ChildRequest {
+        let ts_local = if self.conn.request_vip.is_empty() {
+            self.conn.child.local_ts.clone()
+        } else {
+            // A remote-access client does not know its address yet: it
+            // proposes "any" and the responder narrows (§2.9).
+            self.conn
+                .request_vip
+                .iter()
+                .map(|f| match f {
+                    Family::V4 => TrafficSelector::any_v4(),
+                    Family::V6 => TrafficSelector::any_v6(),
+                })
+                .collect()
+        };
+        ChildRequest { spi_in: ctx.alloc.child_spi(ctx.rng), ts_local, ts_remote: self.conn.child.remote_ts.clone() }
+    }
+
+    fn start_ike_auth(&mut self, ctx: &mut Ctx<'_>, init: InitData) -> Result<(), ProtoError> {
+        let conn = self.conn.clone();
+        let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
+        let id_i = sa::id_body(&conn.local_id);
+        let octets = sa::signed_octets(&*keys.prf, &keys.sk_pi, &init.message1, &init.nr, &id_i)?;
+        let (auth, certs) = sa::make_auth(&conn.local_auth, &*keys.prf, &octets, &self.peer_hashes, ctx.rng)?;
+        let child = self.child_request(ctx);
+        let mut p = vec![Payload::IdI(sa::id_payload(&conn.local_id))];
+        p.extend(certs.into_iter().map(Payload::Cert));
+        if conn.initial_contact {
+            p.push(notify_payload(NotifyType::INITIAL_CONTACT));
+        }
+        if let Some(r) = &conn.remote_id {
+            p.push(Payload::IdR(sa::id_payload(r)));
+        }
+        p.push(Payload::Auth(auth));
+        if !conn.request_vip.is_empty() {
+            let mut attributes = Vec::new();
+            for f in &conn.request_vip {
+                let (addr, dns) = match f {
+                    Family::V4 => (CfgAttrType::INTERNAL_IP4_ADDRESS, CfgAttrType::INTERNAL_IP4_DNS),
+                    Family::V6 => (CfgAttrType::INTERNAL_IP6_ADDRESS, CfgAttrType::INTERNAL_IP6_DNS),
+                };
+                attributes.push(CfgAttribute::new(addr, Vec::new()));
+                attributes.push(CfgAttribute::new(dns, Vec::new()));
+            }
+            p.push(Payload::Cp(Cp { cfg_type: CfgType::CFG_REQUEST, attributes }));
+        }
+        if conn.child.mode == Mode::Transport {
+            p.push(notify_payload(NotifyType::USE_TRANSPORT_MODE));
+        }
+        p.push(Payload::Sa(proposal::esp_sa_payload(&conn.child.esp_proposals, child.spi_in, false)));
+        p.push(Payload::TsI(ts::to_wire_list(&child.ts_local)));
+        p.push(Payload::TsR(ts::to_wire_list(&child.ts_remote)));
+        self.send_request(ctx, ExchangeType::IKE_AUTH, &p)?;
+        self.active = Some(Task::IkeAuth(Box::new(IkeAuthTask { init, child: Some(child) })));
+        Ok(())
+    }
+
+    fn respond_ike_auth(&mut self, ctx: &mut Ctx<'_>, payloads: &[Payload<'_>]) -> Result<Reply, ProtoError> {
+        message::check(payloads, message::IKE_AUTH_REQUEST)?;
+        let p = Payloads(payloads);
+        let id_i = p.id_i().ok_or(ProtoError::PayloadCount(ike_wire::PayloadType::IDI))?;
+        let auth = p.auth().ok_or(ProtoError::PayloadCount(ike_wire::PayloadType::AUTH))?;
+        let peer_id = Identity::from_wire(id_i.id_type, &id_i.data).ok_or(ProtoError::AuthenticationFailed)?;
+        let wanted_local = p.id_r().and_then(|i| Identity::from_wire(i.id_type, &i.data));
+        // The connection is chosen by identities (strongSwan's peer_cfg
+        // selection); IKE_SA_INIT only fixed the IKE proposal.
+        let conn = ctx
+            .config
+            .connections
+            .iter()
+            .find(|c| {
+                c.remote_id.as_ref().is_none_or(|r| *r == peer_id) && wanted_local.as_ref().is_none_or(|l| *l == c.local_id)
+            })
+            .cloned()
+            .ok_or(ProtoError::AuthenticationFailed)?;
+        let IkeState::HalfOpen(init) = &self.state else { return Err(ProtoError::MessageId) };
+        let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
+        let mut id_i_body = vec![id_i.id_type.0, 0, 0, 0];
+        id_i_body.extend_from_slice(&id_i.data);
+        let octets_i = sa::signed_octets(&*keys.prf, &keys.sk_pi, &init.message1, &init.nr, &id_i_body)?;
+        let certs: Vec<&ike_wire::Cert<'_>> = p.certs().collect();
+        sa::verify_auth(&conn.remote_auth, &*keys.prf, &octets_i, auth, &certs, &peer_id, ctx.now)?;
+        let id_r = sa::id_body(&conn.local_id);
+        let octets_r = sa::signed_octets(&*keys.prf, &keys.sk_pr, &init.message2, &init.ni, &id_r)?;
+        let (auth_r, certs_r) = sa::make_auth(&conn.local_auth, &*keys.prf, &octets_r, &self.peer_hashes, ctx.rng)?;
+        let (ni, nr) = (init.ni.clone(), init.nr.clone());
+        self.conn = conn.clone();
+        self.remote_id = Some(peer_id.clone());
+        if p.notify(NotifyType::INITIAL_CONTACT).is_some() {
+            ctx.out.effects.push(Effect::InitialContact { keep: self.handle, remote_id: peer_id.clone() });
+        }
+        let mut out = vec![Payload::IdR(sa::id_payload(&conn.local_id))];
+        out.extend(certs_r.into_iter().map(Payload::Cert));
+        out.push(Payload::Auth(auth_r));
+        // §3.15: CFG_REPLY only in answer to CFG_REQUEST.
+        let mut dns = Vec::new();
+        let cp_result = match p.cp().filter(|c| c.cfg_type == CfgType::CFG_REQUEST) {
+            Some(cp) => self.assign_config(ctx, cp, &mut dns).map(|c| {
+                out.push(Payload::Cp(c));
+            }),
+            None => Ok(()),
+        };
+        let child = match (cp_result, p.sa(), p.ts_i(), p.ts_r()) {
+            (Err(e), _, _, _) => Err(e),
+            (Ok(()), Some(sa_i), Some(ts_i), Some(ts_r)) => {
+                let transport = p.notify(NotifyType::USE_TRANSPORT_MODE).is_some();
+                self.respond_child(ctx, sa_i, ts_i, ts_r, None, &ni, &nr, None, transport, Via::IkeAuth)
+            }
+            // RFC 6023 childless, or a malformed triple: no Child SA.
+            (Ok(()), _, _, _) => Err(ProtoError::NoProposalChosen),
+        };
+        self.state = IkeState::Established;
+        self.rekey_at = conn.ike_rekey_after.map(|d| ctx.now + d);
+        ctx.out.events.push_back(Event::IkeSaUp {
+            ike_sa: self.handle,
+            connection: conn.name.clone(),
+            local: self.local,
+            remote: self.remote,
+            local_id: conn.local_id.clone(),
+            remote_id: peer_id,
+            virtual_ips: self.leases.clone(),
+            dns,
+            nat_local: self.nat_local,
+            nat_remote: self.nat_remote,
+        });
+        match child {
+            Ok((payloads, install)) => {
+                out.extend(payloads);
+                self.install_child(ctx, *install);
+            }
+            Err(e) => {
+                if let Some(n) = e.notify() {
+                    ctx.out.events.push_back(Event::ChildSaFailed { ike_sa: self.handle, notify: n.notify_type });
+                    out.push(Payload::Notify(n));
+                }
+            }
+        }
+        Ok(Reply::new(out))
+    }
+
+    /// CFG_REPLY for a CFG_REQUEST: one address per requested family from
+    /// the pool, and the pool's DNS servers of those families.
+    fn assign_config(&mut self, ctx: &mut Ctx<'_>, cp: &Cp<'_>, dns_out: &mut Vec<IpAddr>) -> Result<Cp<'static>, ProtoError> {
+        let pool = self.conn.pool.clone().ok_or(ProtoError::InternalAddressFailure)?;
+        let mut attributes = Vec::new();
+        let mut families = Vec::new();
+        for a in &cp.attributes {
+            match a.attr_type {
+                CfgAttrType::INTERNAL_IP4_ADDRESS if !families.contains(&Family::V4) => families.push(Family::V4),
+                CfgAttrType::INTERNAL_IP6_ADDRESS if !families.contains(&Family::V6) => families.push(Family::V6),
+                _ => {}
+            }
+        }
+        for f in &families {
+            let existing = self.leases.iter().copied().find(|a| a.is_ipv4() == (*f == Family::V4));
+            let addr = match existing {
+                Some(a) => a,
+                None => match ctx.pools.lease(&pool, *f) {
+                    Some(a) => {
+                        self.leases.push(a);
+                        a
+                    }
+                    None => continue,
+                },
+            };
+            match addr {
+                IpAddr::V4(a) => attributes.push(CfgAttribute::new(CfgAttrType::INTERNAL_IP4_ADDRESS, a.octets().to_vec())),
+                IpAddr::V6(a) => {
+                    // §3.15.1: address and a one-octet prefix length.
+                    let mut v = a.octets().to_vec();
+                    v.push(128);
+                    attributes.push(CfgAttribute::new(CfgAttrType::INTERNAL_IP6_ADDRESS, v));
+                }
+            }
+        }
+        // §3.15.3: INTERNAL_ADDRESS_FAILURE only if no address at all.
+        if attributes.is_empty() && !families.is_empty() {
+            return Err(ProtoError::InternalAddressFailure);
+        }
+        let asked_dns4 = cp.attributes.iter().any(|a| a.attr_type == CfgAttrType::INTERNAL_IP4_DNS);
+        let asked_dns6 = cp.attributes.iter().any(|a| a.attr_type == CfgAttrType::INTERNAL_IP6_DNS);
+        for d in &pool.dns {
+            match d {
+                IpAddr::V4(a) if asked_dns4 => {
+                    attributes.push(CfgAttribute::new(CfgAttrType::INTERNAL_IP4_DNS, a.octets().to_vec()));
+                    dns_out.push(*d);
+                }
+                IpAddr::V6(a) if asked_dns6 => {
+                    attributes.push(CfgAttribute::new(CfgAttrType::INTERNAL_IP6_DNS, a.octets().to_vec()));
+                    dns_out.push(*d);
+                }
+                _ => {}
+            }
+        }
+        Ok(Cp { cfg_type: CfgType::CFG_REPLY, attributes })
+    }
+
+    fn process_ike_auth_response(&mut self, ctx: &mut Ctx<'_>, task: IkeAuthTask, payloads: &[Payload<'_>]) {
+        match self.complete_ike_auth(ctx, task, payloads) {
+            Ok(()) => {}
+            Err(ProtoError::AuthenticationFailed) => self.close(ctx, DownReason::AuthenticationFailed),
+            Err(e) => self.close(ctx, DownReason::Refused(e.notify().map_or(NotifyType::INVALID_SYNTAX, |n| n.notify_type))),
+        }
+    }
+
+    fn complete_ike_auth(&mut self, ctx: &mut Ctx<'_>, task: IkeAuthTask, payloads: &[Payload<'_>]) -> Result<(), ProtoError> {
+        let p = Payloads(payloads);
+        if p.auth().is_none() {
+            // An error answer (§2.21.2): AUTHENTICATION_FAILED or similar.
+            return match p.error_notify() {
+                Some(NotifyType::AUTHENTICATION_FAILED) => Err(ProtoError::AuthenticationFailed),
+                Some(NotifyType::NO_PROPOSAL_CHOSEN) => Err(ProtoError::NoProposalChosen),
+                _ => Err(ProtoError::PayloadCount(ike_wire::PayloadType::AUTH)),
+            };
+        }
+        message::check(payloads, message::IKE_AUTH_RESPONSE)?;
+        let (Some(id_r), Some(auth)) = (p.id_r(), p.auth()) else {
+            return Err(ProtoError::PayloadCount(ike_wire::PayloadType::IDR));
+        };
+        let peer_id = Identity::from_wire(id_r.id_type, &id_r.data).ok_or(ProtoError::AuthenticationFailed)?;
+        if self.conn.remote_id.as_ref().is_some_and(|r| *r != peer_id) {
+            return Err(ProtoError::AuthenticationFailed);
+        }
+        let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
+        let mut id_r_body = vec![id_r.id_type.0, 0, 0, 0];
+        id_r_body.extend_from_slice(&id_r.data);
+        let octets = sa::signed_octets(&*keys.prf, &keys.sk_pr, &task.init.message2, &task.init.ni, &id_r_body)?;
+        let certs: Vec<&ike_wire::Cert<'_>> = p.certs().collect();
+        sa::verify_auth(&self.conn.remote_auth, &*keys.prf, &octets, auth, &certs, &peer_id, ctx.now)?;
+        self.remote_id = Some(peer_id.clone());
+        let mut dns = Vec::new();
+        let mut vips = Vec::new();
+        if let Some(cp) = p.cp().filter(|c| c.cfg_type == CfgType::CFG_REPLY) {
+            for a in &cp.attributes {
+                match a.attr_type {
+                    CfgAttrType::INTERNAL_IP4_ADDRESS => {
+                        if let Ok(b) = <[u8; 4]>::try_from(&a.value[..]) {
+                            vips.push(IpAddr::V4(Ipv4Addr::from(b)));
+                        }
+                    }
+                    CfgAttrType::INTERNAL_IP6_ADDRESS if a.value.len() == 17 => {
+                        if let Ok(b) = <[u8; 16]>::try_from(&a.value[..16]) {
+                            vips.push(IpAddr::V6(Ipv6Addr::from(b)));
+                        }
+                    }
+                    CfgAttrType::INTERNAL_IP4_DNS => {
+                        if let Ok(b) = <[u8; 4]>::try_from(&a.value[..]) {
+                            dns.push(IpAddr::V4(Ipv4Addr::from(b)));
+                        }
+                    }
+                    CfgAttrType::INTERNAL_IP6_DNS => {
+                        if let Ok(b) = <[u8; 16]>::try_from(&a.value[..]) {
+                            dns.push(IpAddr::V6(Ipv6Addr::from(b)));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.state = IkeState::Established;
+        self.rekey_at = self.conn.ike_rekey_after.map(|d| ctx.now + d);
+        ctx.out.events.push_back(Event::IkeSaUp {
+            ike_sa: self.handle,
+            connection: self.conn.name.clone(),
+            local: self.local,
+            remote: self.remote,
+            local_id: self.conn.local_id.clone(),
+            remote_id: peer_id,
+            virtual_ips: vips.clone(),
+            dns,
+            nat_local: self.nat_local,
+            nat_remote: self.nat_remote,
+        });
+        let Some(mut child) = task.child else { return Ok(()) };
+        if !vips.is_empty() {
+            // Our side of the tunnel is the assigned address.
+            child.ts_local = vips.iter().map(|a| TrafficSelector::host(*a)).collect();
+        }
+        let result = match (p.sa(), p.ts_i(), p.ts_r()) {
+            (Some(sa_r), Some(ts_i), Some(ts_r)) => {
+                let transport = p.notify(NotifyType::USE_TRANSPORT_MODE).is_some();
+                self.accept_child(ctx, &child, sa_r, ts_i, ts_r, None, &task.init.ni, &task.init.nr, None, transport, vips.is_empty())
+            }
+            _ => Err(ProtoError::NoProposalChosen),
+        };
+        match result {
+            Ok(install) => self.install_child(ctx, install),
+            Err(e) => {
+                ctx.alloc.release_child_spi(child.spi_in);
+                let notify = p.error_notify().or_else(|| e.notify().map(|n| n.notify_type)).unwrap_or(NotifyType::NO_PROPOSAL_CHOSEN);
+                ctx.out.events.push_back(Event::ChildSaFailed { ike_sa: self.handle, notify });
+            }
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------
+    // Child SAs (IKE_AUTH and CREATE_CHILD_SA)
+
+    /// Responder side of a Child SA negotiation. `ke_i` and `dh` are the
+    /// PFS key exchange of a CREATE_CHILD_SA; the nonces are those whose
+    /// KEYMAT applies (§2.17). Returns the answer payloads (SA, [Nr, KEr],
+    /// TSi, TSr) and the SA to install.
+    #[allow(clippy::too_many_arguments)]
+    fn respond_child(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        sa_i: &ike_wire::Sa<'_>,
+        ts_i: &ike_wire::Ts<'_>,
+        ts_r: &ike_wire::Ts<'_>,
+        ke_i: Option<&Ke<'_>>,
+        ni: &[u8],
+        nr: &[u8],
+        rekey_of: Option<&ChildSa>,
+        transport: bool,
+        via: Via,
+    ) -> Result<(Vec<Payload<'static>>, Box<ChildSaInstall>), ProtoError> {
+        let pfs = via == Via::CreateChildSa;
+        let conn = self.conn.clone();
+        let (allowed_i, allowed_r) = match rekey_of {
+            Some(old) => (old.ts_remote.clone(), old.ts_local.clone()),
+            None if !self.leases.is_empty() => (self.leases.iter().map(|a| TrafficSelector::host(*a)).collect(), conn.child.local_ts.clone()),
+            None => (conn.child.remote_ts.clone(), conn.child.local_ts.clone()),
+        };
+        let ts_remote = ts::narrow(&ts::from_wire_list(&ts_i.selectors), &allowed_i);
+        let ts_local = ts::narrow(&ts::from_wire_list(&ts_r.selectors), &allowed_r);
+        if ts_remote.is_empty() || ts_local.is_empty() {
+            return Err(ProtoError::TsUnacceptable);
+        }
+        let spi_in = ctx.alloc.child_spi(ctx.rng);
+        let selected = proposal::select_esp(&conn.child.esp_proposals, sa_i, spi_in, pfs);
+        let (suite, spi_out, answer) = match selected {
+            Ok(s) => s,
+            Err(e) => {
+                ctx.alloc.release_child_spi(spi_in);
+                return Err(e);
+            }
+        };
+        let mut ke_payload = None;
+        let g_ir = match (suite.ke, ke_i) {
+            (Some(method), Some(k)) if k.ke_method == method => {
+                let r = ctx.crypto.key_exchange_respond(method.0, &k.data, ctx.rng);
+                match r {
+                    Ok(r) => {
+                        ke_payload = Some(Ke { ke_method: method, data: r.ke_data.into() });
+                        Some(r.shared)
+                    }
+                    Err(e) => {
+                        ctx.alloc.release_child_spi(spi_in);
+                        return Err(e.into());
+                    }
+                }
+            }
+            (Some(method), _) => {
+                ctx.alloc.release_child_spi(spi_in);
+                return Err(ProtoError::InvalidKePayload(method));
+            }
+            (None, _) => None,
+        };
+        let mode = if transport && conn.child.mode == Mode::Transport { Mode::Transport } else { Mode::Tunnel };
+        let install = self.child_install(ctx, suite, spi_in, spi_out, g_ir.as_ref().map(|g| g.as_slice()), ni, nr, Role::Responder, mode, ts_local.clone(), ts_remote.clone(), rekey_of.map(|c| c.handle))?;
+        let mut out = vec![Payload::Sa(answer)];
+        if pfs {
+            out.push(Payload::Nonce(Nonce { data: nr.to_vec().into() }));
+            if let Some(k) = ke_payload {
+                out.push(Payload::Ke(k));
+            }
+        }
+        out.push(Payload::TsI(ts::to_wire_list(&ts_remote)));
+        out.push(Payload::TsR(ts::to_wire_list(&ts_local)));
+        if mode == Mode::Transport {
+            out.push(notify_payload(NotifyType::USE_TRANSPORT_MODE));
+        }
+        Ok((out, install))
+    }
+
+    /// Initiator side: checks the responder's answer and derives the keys.
+    #[allow(clippy::too_many_arguments)]
+    fn accept_child(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        req: &ChildRequest,
+        sa_r: &ike_wire::Sa<'_>,
+        ts_i: &ike_wire::Ts<'_>,
+        ts_r: &ike_wire::Ts<'_>,
+        ke: Option<(&dyn KeyExchange, Option<&Ke<'_>>)>,
+        ni: &[u8],
+        nr: &[u8],
+        rekey_of: Option<ChildSaHandle>,
+        transport: bool,
+        check_ts_local: bool,
+    ) -> Result<ChildSaInstall, ProtoError> {
+        let conn = self.conn.clone();
+        let (suite, spi_out) = proposal::accept_esp(&conn.child.esp_proposals, sa_r, ke.is_some())?;
+        let ts_local = ts::from_wire_list(&ts_i.selectors);
+        let ts_remote = ts::from_wire_list(&ts_r.selectors);
+        // §2.9: the responder may only narrow. A virtual-IP client proposed
+        // "any" and takes the assigned address instead.
+        let local_ok = if check_ts_local { ts::is_narrowing_of(&ts_local, &req.ts_local) } else { !ts_local.is_empty() };
+        if !local_ok || !ts::is_narrowing_of(&ts_remote, &req.ts_remote) {
+            return Err(ProtoError::TsUnacceptable);
+        }
+        let g_ir = match (suite.ke, ke) {
+            (Some(method), Some((ours, Some(ke_r)))) if ours.method() == method.0 && ke_r.ke_method == method => {
+                Some(ours.compute_shared(&ke_r.data)?)
+            }
+            (None, _) => None,
+            _ => return Err(ProtoError::Invalid("KE of the Child SA")),
+        };
+        let mode = if transport && conn.child.mode == Mode::Transport { Mode::Transport } else { Mode::Tunnel };
+        let install = self.child_install(ctx, suite, req.spi_in, spi_out, g_ir.as_ref().map(|g| g.as_slice()), ni, nr, Role::Initiator, mode, ts_local, ts_remote, rekey_of)?;
+        Ok(*install)
+    }
+
+    /// KEYMAT (§2.17) and the install event of a Child SA. `role` is our
+    /// role in the exchange that created it: the initiator's keys come
+    /// first in KEYMAT.
+    #[allow(clippy::too_many_arguments)]
+    fn child_install(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        suite: EspSuite,
+        spi_in: u32,
+        spi_out: u32,
+        g_ir: Option<&[u8]>,
+        ni: &[u8],
+        nr: &[u8],
+        role: Role,
+        mode: Mode,
+        ts_local: Vec<TrafficSelector>,
+        ts_remote: Vec<TrafficSelector>,
+        rekey_of: Option<ChildSaHandle>,
+    ) -> Result<Box<ChildSaInstall>, ProtoError> {
+        let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
+        let encr_len = ctx.crypto.encr_key_len(suite.encr.0, suite.key_bits)?;
+        let integ_len = ctx.crypto.integ_key_len(suite.integ.0)?;
+        let keymat = keys::child_sa_keymat(&*keys.prf, &keys.sk_d, g_ir, ni, nr, &[], ChildSaKeys::keymat_len(encr_len, integ_len))?;
+        let k = ChildSaKeys::split(&keymat, encr_len, integ_len)?;
+        let i = ChildKeys { encr: k.encr_i, integ: k.integ_i };
+        let r = ChildKeys { encr: k.encr_r, integ: k.integ_r };
+        let (keys_out, keys_in) = match role {
+            Role::Initiator => (i, r),
+            Role::Responder => (r, i),
+        };
+        Ok(Box::new(ChildSaInstall {
+            ike_sa: self.handle,
+            child_sa: ctx.alloc.child_handle(),
+            spi_in,
+            spi_out,
+            keys_in,
+            keys_out,
+            suite,
+            mode,
+            ts_local,
+            ts_remote,
+            lifetime: self.conn.child.lifetime,
+            local: self.local,
+            remote: self.remote,
+            udp_encap: self.nat_local || self.nat_remote,
+            rekey_of,
+        }))
+    }
+
+    fn install_child(&mut self, ctx: &mut Ctx<'_>, install: ChildSaInstall) {
+        self.children.insert(
+            install.child_sa,
+            ChildSa {
+                handle: install.child_sa,
+                spi_in: install.spi_in,
+                spi_out: install.spi_out,
+                suite: install.suite,
+                mode: install.mode,
+                ts_local: install.ts_local.clone(),
+                ts_remote: install.ts_remote.clone(),
+                state: ChildState::Installed,
+                installed_at: ctx.now,
+            },
+        );
+        ctx.out.events.push_back(Event::ChildSaInstall(Box::new(install)));
+    }
+
+    fn remove_child(&mut self, ctx: &mut Ctx<'_>, handle: ChildSaHandle) {
+        if let Some(c) = self.children.remove(&handle) {
+            ctx.alloc.release_child_spi(c.spi_in);
+            ctx.out.events.push_back(Event::ChildSaDelete { ike_sa: self.handle, child_sa: c.handle, spi_in: c.spi_in, spi_out: c.spi_out });
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // CREATE_CHILD_SA
+
+    fn start_create_child(&mut self, ctx: &mut Ctx<'_>, rekey_of: Option<ChildSaHandle>) -> Result<(), ProtoError> {
+        let conn = self.conn.clone();
+        let mut child = self.child_request(ctx);
+        let mut p = Vec::new();
+        if let Some(h) = rekey_of {
+            let old = self.children.get_mut(&h).ok_or(ProtoError::ChildSaNotFound)?;
+            old.state = ChildState::Rekeying;
+            child.ts_local = old.ts_local.clone();
+            child.ts_remote = old.ts_remote.clone();
+            // §3.10.1 REKEY_SA: protocol ESP, the SPI we receive on.
+            p.push(Payload::Notify(Notify {
+                protocol_id: ProtocolId::ESP,
+                spi: old.spi_in.to_be_bytes().to_vec().into(),
+                notify_type: NotifyType::REKEY_SA,
+                data: Vec::new().into(),
+            }));
+        } else if !self.leases.is_empty() {
+            child.ts_local = self.leases.iter().map(|a| TrafficSelector::host(*a)).collect();
+        }
+        let ni = ctx.nonce();
+        let pfs = conn.child.esp_proposals.first().and_then(|e| e.pfs.first()).copied();
+        let ke = match pfs {
+            Some(m) => Some(ctx.crypto.key_exchange(m.0, ctx.rng)?),
+            None => None,
+        };
+        p.push(Payload::Sa(proposal::esp_sa_payload(&conn.child.esp_proposals, child.spi_in, true)));
+        p.push(Payload::Nonce(Nonce { data: ni.clone().into() }));
+        if let Some(k) = &ke {
+            p.push(Payload::Ke(Ke { ke_method: KeId(k.method()), data: k.public_key().to_vec().into() }));
+        }
+        p.push(Payload::TsI(ts::to_wire_list(&child.ts_local)));
+        p.push(Payload::TsR(ts::to_wire_list(&child.ts_remote)));
+        if conn.child.mode == Mode::Transport {
+            p.push(notify_payload(NotifyType::USE_TRANSPORT_MODE));
+        }
+        self.send_request(ctx, ExchangeType::CREATE_CHILD_SA, &p)?;
+        self.active = Some(Task::CreateChild(Box::new(CreateChildTask { child, ni, ke, rekey_of, collision: None })));
+        Ok(())
+    }
+
+    fn respond_create_child(&mut self, ctx: &mut Ctx<'_>, payloads: &[Payload<'_>]) -> Result<Reply, ProtoError> {
+        message::check(payloads, message::CREATE_CHILD_SA)?;
+        let p = Payloads(payloads);
+        let (Some(sa_i), Some(ni)) = (p.sa(), p.nonce()) else {
+            return Err(ProtoError::PayloadCount(ike_wire::PayloadType::SA));
+        };
+        if sa_i.proposals.iter().any(|pr| pr.protocol_id == ProtocolId::IKE) {
+            return self.respond_rekey_ike(ctx, sa_i, ni, p.ke());
+        }
+        if !matches!(self.state, IkeState::Established) {
+            // §2.25.1: closing or rekeyed; the peer retries on the new SA.
+            return Err(ProtoError::TemporaryFailure);
+        }
+        if matches!(self.active, Some(Task::RekeyIke(_))) {
+            return Err(ProtoError::TemporaryFailure);
+        }
+        let (Some(ts_i), Some(ts_r)) = (p.ts_i(), p.ts_r()) else {
+            return Err(ProtoError::PayloadCount(ike_wire::PayloadType::TSI));
+        };
+        let rekey_of = match p.notify(NotifyType::REKEY_SA) {
+            Some(n) => {
+                let spi = spi_of(n).ok_or(ProtoError::Invalid("REKEY_SA SPI"))?;
+                let old = self.children.values().find(|c| c.spi_out == spi).ok_or(ProtoError::ChildSaNotFound)?;
+                if matches!(old.state, ChildState::Rekeyed | ChildState::Deleting) {
+                    return Err(ProtoError::TemporaryFailure);
+                }
+                Some(old.handle)
+            }
+            None => None,
+        };
+        let nr = ctx.nonce();
+        let transport = p.notify(NotifyType::USE_TRANSPORT_MODE).is_some();
+        let old = rekey_of.and_then(|h| self.children.get(&h)).map(|c| ChildSa {
+            handle: c.handle,
+            spi_in: c.spi_in,
+            spi_out: c.spi_out,
+            suite: c.suite,
+            mode: c.mode,
+            ts_local: c.ts_local.clone(),
+            ts_remote: c.ts_remote.clone(),
+            state: c.state,
+            installed_at: c.installed_at,
+        });
+        let (out, install) = self.respond_child(ctx, sa_i, ts_i, ts_r, p.ke(), &ni.data, &nr, old.as_ref(), transport, Via::CreateChildSa)?;
+        let new_handle = install.child_sa;
+        self.install_child(ctx, *install);
+        if let Some(h) = rekey_of {
+            if let Some(c) = self.children.get_mut(&h) {
+                c.state = ChildState::Rekeyed;
+            }
+            // §2.8.1: are we rekeying the same Child SA right now?
+            if let Some(Task::CreateChild(t)) = &mut self.active {
+                if t.rekey_of == Some(h) {
+                    t.collision = Some((min_nonce(&ni.data, &nr).to_vec(), new_handle));
+                }
+            }
+            self.queue.retain(|q| *q != Queued::RekeyChild(h));
+        }
+        Ok(Reply::new(out))
+    }
+
+    fn process_create_child_response(&mut self, ctx: &mut Ctx<'_>, task: CreateChildTask, payloads: &[Payload<'_>]) {
+        let p = Payloads(payloads);
+        let result = match (message::check(payloads, message::CREATE_CHILD_SA), p.sa(), p.nonce(), p.ts_i(), p.ts_r()) {
+            (Ok(()), Some(sa_r), Some(nr), Some(ts_i), Some(ts_r)) => {
+                let transport = p.notify(NotifyType::USE_TRANSPORT_MODE).is_some();
+                let ke = task.ke.as_deref().map(|k| (k, p.ke()));
+                self.accept_child(ctx, &task.child, sa_r, ts_i, ts_r, ke, &task.ni, &nr.data, task.rekey_of, transport, true)
+                    .map(|i| (i, nr.data.to_vec()))
+            }
+            (Err(e), ..) => Err(e),
+            _ => Err(p.error_notify().map_or(ProtoError::NoProposalChosen, |t| match t {
+                NotifyType::TEMPORARY_FAILURE => ProtoError::TemporaryFailure,
+                NotifyType::CHILD_SA_NOT_FOUND => ProtoError::ChildSaNotFound,
+                NotifyType::TS_UNACCEPTABLE => ProtoError::TsUnacceptable,
+                _ => ProtoError::NoProposalChosen,
+            })),
+        };
+        match result {
+            Ok((install, nr)) => {
+                let new_handle = install.child_sa;
+                self.install_child(ctx, install);
+                let Some(old) = task.rekey_of else { return };
+                match task.collision {
+                    // §2.8.1: the exchange with the lowest nonce made the
+                    // redundant SA; its initiator (we) deletes it, and the
+                    // peer deletes the old one.
+                    Some((peer_min, _)) if min_nonce(&task.ni, &nr) < &peer_min[..] => {
+                        if let Some(c) = self.children.get_mut(&new_handle) {
+                            c.state = ChildState::Deleting;
+                        }
+                        self.queue.push_back(Queued::DeleteChild(new_handle));
+                    }
+                    _ => {
+                        if let Some(c) = self.children.get_mut(&old) {
+                            c.state = ChildState::Rekeyed;
+                        }
+                        self.queue.push_back(Queued::DeleteChild(old));
+                    }
+                }
+            }
+            Err(e) => {
+                ctx.alloc.release_child_spi(task.child.spi_in);
+                if let Some(old) = task.rekey_of.and_then(|h| self.children.get_mut(&h)) {
+                    if old.state == ChildState::Rekeying {
+                        old.state = ChildState::Installed;
+                    }
+                }
+                let notify = e.notify().map_or(NotifyType::NO_PROPOSAL_CHOSEN, |n| n.notify_type);
+                ctx.out.events.push_back(Event::ChildSaFailed { ike_sa: self.handle, notify });
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // IKE SA rekey (§2.18)
+
+    fn start_rekey_ike(&mut self, ctx: &mut Ctx<'_>) -> Result<(), ProtoError> {
+        let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
+        let method = keys.suite.ke;
+        let new_handle = ctx.alloc.ike_handle();
+        let new_spi_i = ctx.alloc.ike_spi(ctx.rng, new_handle);
+        let ke = ctx.crypto.key_exchange(method.0, ctx.rng)?;
+        let ni = ctx.nonce();
+        let p = vec![
+            Payload::Sa(proposal::ike_sa_payload(&self.conn.ike_proposals, &new_spi_i.to_be_bytes())),
+            Payload::Nonce(Nonce { data: ni.clone().into() }),
+            Payload::Ke(Ke { ke_method: method, data: ke.public_key().to_vec().into() }),
+        ];
+        self.send_request(ctx, ExchangeType::CREATE_CHILD_SA, &p)?;
+        self.active = Some(Task::RekeyIke(Box::new(RekeyIkeTask { new_handle, new_spi_i, ni, ke, collision: None })));
+        Ok(())
+    }
+
+    /// The new IKE SA of a rekey, inheriting this one's identity, addresses
+    /// and leases; `role` is ours in the rekey exchange (the I flag follows
+    /// the rekey initiator, §2.18).
+    #[allow(clippy::too_many_arguments)]
+    fn rekeyed_sa(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        handle: IkeSaHandle,
+        role: Role,
+        spi_i: u64,
+        spi_r: u64,
+        suite: &proposal::IkeSuite,
+        g_ir: &[u8],
+        ni: &[u8],
+        nr: &[u8],
+    ) -> Result<IkeSa, ProtoError> {
+        let old = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
+        // §2.18: SKEYSEED with the old PRF and SK_d, keys with the new PRF.
+        let skeyseed = keys::skeyseed_rekey(&*old.prf, &old.sk_d, g_ir, ni, nr, &[])?;
+        let keys = IkeKeys::derive(ctx.crypto, suite, &skeyseed, ni, nr, spi_i, spi_r, role)?;
+        let mut sa = IkeSa::new(handle, self.conn.clone(), role, spi_i, spi_r, self.local, self.remote, ctx);
+        sa.keys = Some(keys);
+        sa.state = IkeState::Established;
+        sa.nat_local = self.nat_local;
+        sa.nat_remote = self.nat_remote;
+        sa.remote_id = self.remote_id.clone();
+        sa.peer_hashes = self.peer_hashes.clone();
+        sa.rekey_at = self.conn.ike_rekey_after.map(|d| ctx.now + d);
+        Ok(sa)
+    }
+
+    fn respond_rekey_ike(&mut self, ctx: &mut Ctx<'_>, sa_i: &ike_wire::Sa<'_>, ni: &Nonce<'_>, ke_i: Option<&Ke<'_>>) -> Result<Reply, ProtoError> {
+        if !matches!(self.state, IkeState::Established) {
+            return Err(ProtoError::TemporaryFailure);
+        }
+        // §2.25.2: a Child SA operation of ours is in flight.
+        if matches!(self.active, Some(Task::CreateChild(_))) {
+            return Err(ProtoError::TemporaryFailure);
+        }
+        let ke_i = ke_i.ok_or(ProtoError::PayloadCount(ike_wire::PayloadType::KE))?;
+        let spi_i = sa_i
+            .proposals
+            .iter()
+            .find_map(|p| <[u8; 8]>::try_from(&p.spi[..]).ok())
+            .map(u64::from_be_bytes)
+            .filter(|s| *s != 0)
+            .ok_or(ProtoError::Invalid("IKE rekey SPI"))?;
+        let handle = ctx.alloc.ike_handle();
+        let spi_r = ctx.alloc.ike_spi(ctx.rng, handle);
+        let (suite, answer) = proposal::select_ike_for_ke(&self.conn.ike_proposals, sa_i, &spi_r.to_be_bytes(), ke_i.ke_method)?;
+        if suite.ke != ke_i.ke_method {
+            return Err(ProtoError::InvalidKePayload(suite.ke));
+        }
+        let responded = ctx.crypto.key_exchange_respond(suite.ke.0, &ke_i.data, ctx.rng)?;
+        let nr = ctx.nonce();
+        let new = self.rekeyed_sa(ctx, handle, Role::Responder, spi_i, spi_r, &suite, &responded.shared, &ni.data, &nr)?;
+        let out = vec![
+            Payload::Sa(answer),
+            Payload::Nonce(Nonce { data: nr.clone().into() }),
+            Payload::Ke(Ke { ke_method: suite.ke, data: responded.ke_data.into() }),
+        ];
+        ctx.out.effects.push(Effect::NewIkeSa(Box::new(new)));
+        match &mut self.active {
+            Some(Task::RekeyIke(t)) => {
+                // §2.8.1: simultaneous rekey; decided when our response comes.
+                t.collision = Some((min_nonce(&ni.data, &nr).to_vec(), handle));
+            }
+            _ => self.hand_over(ctx, handle),
+        }
+        Ok(Reply::new(out))
+    }
+
+    /// Children and leases move to `successor`; this SA waits for deletion.
+    fn hand_over(&mut self, ctx: &mut Ctx<'_>, successor: IkeSaHandle) {
+        ctx.out.effects.push(Effect::MoveChildren { from: self.handle, to: successor });
+        ctx.out.events.push_back(Event::IkeSaRekeyed { old: self.handle, new: successor });
+        self.state = IkeState::Rekeyed { successor };
+        self.queue.retain(|q| matches!(q, Queued::DeleteIke));
+    }
+
+    fn process_rekey_ike_response(&mut self, ctx: &mut Ctx<'_>, task: RekeyIkeTask, payloads: &[Payload<'_>]) {
+        let p = Payloads(payloads);
+        let new = (|| {
+            message::check(payloads, message::CREATE_CHILD_SA)?;
+            let (Some(sa_r), Some(nr), Some(ke_r)) = (p.sa(), p.nonce(), p.ke()) else {
+                return Err(ProtoError::PayloadCount(ike_wire::PayloadType::SA));
+            };
+            let (suite, spi) = proposal::accept_ike(&self.conn.ike_proposals, sa_r)?;
+            let spi_r = <[u8; 8]>::try_from(&spi[..]).map(u64::from_be_bytes).map_err(|_| ProtoError::Invalid("IKE rekey SPI"))?;
+            if spi_r == 0 || suite.ke.0 != task.ke.method() || ke_r.ke_method != suite.ke {
+                return Err(ProtoError::Invalid("IKE rekey response"));
+            }
+            let g_ir = task.ke.compute_shared(&ke_r.data)?;
+            let new = self.rekeyed_sa(ctx, task.new_handle, Role::Initiator, task.new_spi_i, spi_r, &suite, &g_ir, &task.ni, &nr.data)?;
+            Ok((new, nr.data.to_vec()))
+        })();
+        let (new, nr) = match new {
+            Ok(n) => n,
+            Err(_) => {
+                ctx.alloc.ike_spis.remove(&task.new_spi_i);
+                return;
+            }
+        };
+        let ours = task.new_handle;
+        ctx.out.effects.push(Effect::NewIkeSa(Box::new(new)));
+        match task.collision {
+            // §2.8.1: our exchange holds the lowest nonce, so the SA we
+            // created is redundant: we delete it; the peer deletes the old.
+            Some((peer_min, theirs)) if min_nonce(&task.ni, &nr) < &peer_min[..] => {
+                ctx.out.effects.push(Effect::DeleteIkeSa(ours));
+                self.hand_over(ctx, theirs);
+            }
+            _ => {
+                self.hand_over(ctx, ours);
+                // §2.18 step 4: the rekey initiator deletes the old SA.
+                self.queue.push_back(Queued::DeleteIke);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // INFORMATIONAL
+
+    fn respond_informational(&mut self, ctx: &mut Ctx<'_>, payloads: &[Payload<'_>]) -> Result<Reply, ProtoError> {
+        message::check(payloads, message::INFORMATIONAL)?;
+        let p = Payloads(payloads);
+        let mut out = Vec::new();
+        let mut spis_in = Vec::new();
+        for d in p.deletes() {
+            match d.protocol_id {
+                ProtocolId::IKE => {
+                    // §1.4.1: answer with an empty INFORMATIONAL, then close.
+                    let reason = match self.state {
+                        IkeState::Rekeyed { .. } => DownReason::Rekeyed,
+                        _ => DownReason::Deleted,
+                    };
+                    return Ok(Reply { payloads: Vec::new(), then: Then::Close(reason) });
+                }
+                ProtocolId::ESP | ProtocolId::AH => {
+                    for spi in &d.spis {
+                        let Ok(b) = <[u8; 4]>::try_from(&spi[..]) else { continue };
+                        let spi = u32::from_be_bytes(b);
+                        let Some(h) = self.children.values().find(|c| c.spi_out == spi).map(|c| c.handle) else { continue };
+                        if let Some(c) = self.children.get(&h) {
+                            // §1.4.1: answer with our inbound SPIs, unless
+                            // we are deleting it ourselves (simultaneous).
+                            if c.state != ChildState::Deleting {
+                                spis_in.push(c.spi_in.to_be_bytes().to_vec().into());
+                            }
+                        }
+                        self.remove_child(ctx, h);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !spis_in.is_empty() {
+            out.push(Payload::Delete(Delete { protocol_id: ProtocolId::ESP, spi_size: 4, spis: spis_in }));
+        }
+        Ok(Reply::new(out))
+    }
+
+    // ------------------------------------------------------------------
+    // Queue, timers, closing
+
+    pub fn enqueue(&mut self, q: Queued) {
+        if !self.queue.contains(&q) {
+            self.queue.push_back(q);
+        }
+    }
+
+    /// Starts queued work while the window has room.
+    pub fn pump(&mut self, ctx: &mut Ctx<'_>) {
+        while self.active.is_none() && self.xm.can_send() {
+            let usable = matches!(self.state, IkeState::Established | IkeState::Rekeyed { .. } | IkeState::Deleting);
+            if !usable {
+                return;
+            }
+            let Some(q) = self.queue.pop_front() else { return };
+            let rekeyed = !matches!(self.state, IkeState::Established);
+            let r = match q {
+                // A rekeyed or closing SA only deletes (§2.18: the Delete is
+                // the last request on the old SA).
+                Queued::CreateChild | Queued::RekeyChild(_) | Queued::RekeyIke | Queued::DeleteChild(_) | Queued::Dpd
+                    if rekeyed =>
+                {
+                    continue
+                }
+                Queued::CreateChild => self.start_create_child(ctx, None),
+                Queued::RekeyChild(h) => match self.children.get(&h) {
+                    Some(c) if matches!(c.state, ChildState::Installed | ChildState::Rekeying) => self.start_create_child(ctx, Some(h)),
+                    _ => continue,
+                },
+                Queued::DeleteChild(h) => {
+                    let Some(c) = self.children.get_mut(&h) else { continue };
+                    c.state = ChildState::Deleting;
+                    let spi = c.spi_in;
+                    let d = Delete { protocol_id: ProtocolId::ESP, spi_size: 4, spis: vec![spi.to_be_bytes().to_vec().into()] };
+                    self.send_request(ctx, ExchangeType::INFORMATIONAL, &[Payload::Delete(d)])
+                        .map(|()| self.active = Some(Task::DeleteChildren(vec![h])))
+                }
+                Queued::RekeyIke => self.start_rekey_ike(ctx),
+                Queued::DeleteIke => {
+                    if matches!(self.state, IkeState::Established) {
+                        self.state = IkeState::Deleting;
+                    }
+                    let d = Delete { protocol_id: ProtocolId::IKE, spi_size: 0, spis: Vec::new() };
+                    self.send_request(ctx, ExchangeType::INFORMATIONAL, &[Payload::Delete(d)]).map(|()| self.active = Some(Task::DeleteIke))
+                }
+                Queued::Dpd => self.send_request(ctx, ExchangeType::INFORMATIONAL, &[]).map(|()| self.active = Some(Task::Dpd)),
+            };
+            if r.is_err() {
+                self.close(ctx, DownReason::Refused(NotifyType::INVALID_SYNTAX));
+                return;
+            }
+        }
+    }
+
+    /// Closes the SA: every Child SA is deleted by event, then the IKE SA.
+    pub fn close(&mut self, ctx: &mut Ctx<'_>, reason: DownReason) {
+        if matches!(self.state, IkeState::Closed { .. }) {
+            return;
+        }
+        let handles: Vec<ChildSaHandle> = self.children.keys().copied().collect();
+        for h in handles {
+            self.remove_child(ctx, h);
+        }
+        if let Some(Task::CreateChild(t)) = &self.active {
+            ctx.alloc.release_child_spi(t.child.spi_in);
+        }
+        if let Some(Task::IkeAuth(t)) = &self.active {
+            if let Some(c) = &t.child {
+                ctx.alloc.release_child_spi(c.spi_in);
+            }
+        }
+        if let Some(Task::RekeyIke(t)) = &self.active {
+            ctx.alloc.ike_spis.remove(&t.new_spi_i);
+        }
+        self.active = None;
+        self.queue.clear();
+        self.xm.clear_outstanding();
+        ctx.out.events.push_back(Event::IkeSaDown { ike_sa: self.handle, reason });
+        self.state = IkeState::Closed { until: ctx.now + ctx.config.closed_linger };
+    }
+
+    /// The earliest time this SA wants [`IkeSa::handle_timeout`].
+    pub fn deadline(&self) -> Option<Time> {
+        if let IkeState::Closed { until } = self.state {
+            return Some(until);
+        }
+        let mut d = self.xm.deadline();
+        let mut consider = |t: Option<Time>| {
+            if let Some(t) = t {
+                d = Some(d.map_or(t, |d| d.min(t)));
+            }
+        };
+        if matches!(self.state, IkeState::Established) {
+            consider(self.rekey_at);
+            if self.active.is_none() {
+                consider(self.conn.dpd_delay.map(|dd| self.last_inbound + dd));
+            }
+            let rekey = self.conn.child.lifetime.rekey_secs;
+            if rekey > 0 {
+                for c in self.children.values().filter(|c| c.state == ChildState::Installed) {
+                    consider(Some(c.installed_at + std::time::Duration::from_secs(rekey)));
+                }
+            }
+        }
+        d
+    }
+
+    pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
+        match self.xm.on_timeout(ctx.now) {
+            Timeout::Nothing => {}
+            Timeout::Resend(packets) => {
+                for p in packets {
+                    self.transmit(ctx, &p);
+                }
+            }
+            Timeout::GiveUp => {
+                // §2.4: no answer after retransmissions: the peer is dead.
+                self.close(ctx, DownReason::Timeout);
+                return;
+            }
+        }
+        if matches!(self.state, IkeState::Established) {
+            if self.rekey_at.is_some_and(|t| t <= ctx.now) {
+                self.rekey_at = None;
+                self.enqueue(Queued::RekeyIke);
+            }
+            if self.active.is_none() && self.conn.dpd_delay.is_some_and(|dd| self.last_inbound + dd <= ctx.now) {
+                self.enqueue(Queued::Dpd);
+            }
+            let rekey = self.conn.child.lifetime.rekey_secs;
+            if rekey > 0 {
+                let due: Vec<ChildSaHandle> = self
+                    .children
+                    .values()
+                    .filter(|c| c.state == ChildState::Installed && c.installed_at + std::time::Duration::from_secs(rekey) <= ctx.now)
+                    .map(|c| c.handle)
+                    .collect();
+                for h in due {
+                    if let Some(c) = self.children.get_mut(&h) {
+                        c.state = ChildState::Rekeying;
+                    }
+                    self.enqueue(Queued::RekeyChild(h));
+                }
+            }
+        }
+        self.pump(ctx);
+    }
+
+    /// Child SAs handed over by a rekeyed IKE SA.
+    pub fn adopt_children(&mut self, ctx: &mut Ctx<'_>, children: BTreeMap<ChildSaHandle, ChildSa>, leases: Vec<IpAddr>) {
+        let _ = ctx;
+        self.children.extend(children);
+        self.leases.extend(leases);
+    }
+}
+
+/// Length of the IKE header, for callers that slice messages.
+pub const IKE_HEADER_LEN: usize = HEADER_LEN;

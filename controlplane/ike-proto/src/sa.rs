@@ -1,0 +1,364 @@
+//! Shared plumbing of the IKE SA state machine: the per-call context, the
+//! allocators (SPIs, handles, address pools), key material, and the
+//! RFC 7296 §2.15 / RFC 7427 authentication and §2.23 NAT detection helpers.
+//!
+//! Guarantees: SPIs are non-zero and unique per endpoint (IKE: §3.1; ESP:
+//! 256 and above, RFC 4303 §2.1); addresses leased from a pool are unique
+//! until released; PSK AUTH values are compared in constant time; a
+//! certificate-authenticated peer's DN identity must be its certificate's
+//! subject.
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+use ike_crypto::cert::{validate_chain, Certificate};
+use ike_crypto::keys::{self, IkeSaKeys, KeyLengths};
+use ike_crypto::prf::Prf;
+use ike_crypto::sig::{self, Verifier as _};
+use ike_crypto::sk::SkProtection;
+use ike_crypto::{CryptoProvider, Rng, Secret};
+use ike_wire::{Auth, AuthMethod, Cert, CertEncoding, Id, Notify, NotifyType};
+use sha1::{Digest, Sha1};
+
+use crate::config::{EndpointConfig, Family, Identity, LocalAuth, PoolConfig, RemoteAuth};
+use crate::error::ProtoError;
+use crate::event::{ChildSaHandle, Event, IkeSaHandle, Transmit};
+use crate::proposal::IkeSuite;
+use crate::time::Time;
+
+/// Which end of the IKE SA we are: the I flag (RFC 7296 §3.1) is set by the
+/// original initiator, or by whoever initiated the last IKE SA rekey.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Initiator,
+    Responder,
+}
+
+/// Side effects one IKE SA asks of the endpoint.
+pub enum Effect {
+    /// An IKE SA rekey created this SA (§2.18).
+    NewIkeSa(Box<crate::ike_sa::IkeSa>),
+    /// Child SAs move to the rekeyed IKE SA.
+    MoveChildren { from: IkeSaHandle, to: IkeSaHandle },
+    /// Delete a redundant IKE SA (simultaneous rekey, §2.8.1).
+    DeleteIkeSa(IkeSaHandle),
+    /// INITIAL_CONTACT (§2.4): drop other IKE SAs of this identity.
+    InitialContact { keep: IkeSaHandle, remote_id: Identity },
+}
+
+/// What a call produced.
+#[derive(Default)]
+pub struct Outputs {
+    pub transmits: VecDeque<Transmit>,
+    pub events: VecDeque<Event>,
+    pub effects: Vec<Effect>,
+}
+
+/// SPI and handle allocation.
+#[derive(Default)]
+pub struct Alloc {
+    pub ike_spis: BTreeMap<u64, IkeSaHandle>,
+    child_spis: BTreeSet<u32>,
+    next_ike: u64,
+    next_child: u64,
+}
+
+impl Alloc {
+    pub fn ike_handle(&mut self) -> IkeSaHandle {
+        self.next_ike += 1;
+        IkeSaHandle(self.next_ike)
+    }
+
+    pub fn child_handle(&mut self) -> ChildSaHandle {
+        self.next_child += 1;
+        ChildSaHandle(self.next_child)
+    }
+
+    /// A fresh local IKE SPI, registered for `handle`.
+    pub fn ike_spi(&mut self, rng: &mut dyn Rng, handle: IkeSaHandle) -> u64 {
+        loop {
+            let spi = rng.next_u64();
+            if spi != 0 && !self.ike_spis.contains_key(&spi) {
+                self.ike_spis.insert(spi, handle);
+                return spi;
+            }
+        }
+    }
+
+    /// A fresh inbound ESP SPI (RFC 4303 §2.1: 1-255 are reserved).
+    pub fn child_spi(&mut self, rng: &mut dyn Rng) -> u32 {
+        loop {
+            let spi = rng.next_u32();
+            if spi >= 256 && self.child_spis.insert(spi) {
+                return spi;
+            }
+        }
+    }
+
+    pub fn release_child_spi(&mut self, spi: u32) {
+        self.child_spis.remove(&spi);
+    }
+}
+
+/// Address pools for CP (RFC 7296 §3.15).
+#[derive(Default)]
+pub struct Pools {
+    leased: BTreeMap<String, BTreeSet<IpAddr>>,
+}
+
+impl Pools {
+    /// The lowest free address of `family` in `pool`.
+    pub fn lease(&mut self, pool: &PoolConfig, family: Family) -> Option<IpAddr> {
+        let used = self.leased.entry(pool.name.clone()).or_default();
+        let addr = match family {
+            Family::V4 => {
+                let (start, count) = pool.v4?;
+                (0..count).map(|i| IpAddr::V4(u32::from(start).wrapping_add(i).into())).find(|a| !used.contains(a))?
+            }
+            Family::V6 => {
+                let (start, count) = pool.v6?;
+                (0..count)
+                    .map(|i| IpAddr::V6(u128::from(start).wrapping_add(u128::from(i)).into()))
+                    .find(|a| !used.contains(a))?
+            }
+        };
+        used.insert(addr);
+        Some(addr)
+    }
+
+    pub fn release(&mut self, pool: &str, addr: IpAddr) {
+        if let Some(s) = self.leased.get_mut(pool) {
+            s.remove(&addr);
+        }
+    }
+}
+
+/// Everything one call into an IKE SA may touch besides the SA itself.
+pub struct Ctx<'a> {
+    pub now: Time,
+    pub crypto: &'a dyn CryptoProvider,
+    pub rng: &'a mut dyn Rng,
+    pub config: &'a EndpointConfig,
+    pub out: &'a mut Outputs,
+    pub alloc: &'a mut Alloc,
+    pub pools: &'a mut Pools,
+}
+
+impl Ctx<'_> {
+    pub fn nonce(&mut self) -> Vec<u8> {
+        let mut n = vec![0u8; self.config.nonce_len.clamp(16, 256)];
+        self.rng.fill_bytes(&mut n);
+        n
+    }
+}
+
+/// The keys of an established IKE SA.
+pub struct IkeKeys {
+    pub suite: IkeSuite,
+    pub prf: Box<dyn Prf>,
+    pub sk_d: Secret,
+    pub sk_pi: Secret,
+    pub sk_pr: Secret,
+    pub outbound: Box<dyn SkProtection>,
+    pub inbound: Box<dyn SkProtection>,
+}
+
+impl IkeKeys {
+    /// RFC 7296 §2.14: expand SKEYSEED with `Ni | Nr | SPIi | SPIr` and set
+    /// up both directions of SK protection for `role`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn derive(
+        crypto: &dyn CryptoProvider,
+        suite: &IkeSuite,
+        skeyseed: &[u8],
+        ni: &[u8],
+        nr: &[u8],
+        spi_i: u64,
+        spi_r: u64,
+        role: Role,
+    ) -> Result<Self, ProtoError> {
+        let prf = crypto.prf(suite.prf.0)?;
+        let lengths = KeyLengths {
+            sk_a: crypto.integ_key_len(suite.integ.0)?,
+            sk_e: crypto.encr_key_len(suite.encr.0, suite.key_bits)?,
+        };
+        let k = IkeSaKeys::derive(&*prf, skeyseed, ni, nr, &spi_i.to_be_bytes(), &spi_r.to_be_bytes(), lengths)?;
+        let i = crypto.sk_protection(suite.encr.0, suite.key_bits, suite.integ.0, &k.sk_ei, &k.sk_ai)?;
+        let r = crypto.sk_protection(suite.encr.0, suite.key_bits, suite.integ.0, &k.sk_er, &k.sk_ar)?;
+        let (outbound, inbound) = match role {
+            Role::Initiator => (i, r),
+            Role::Responder => (r, i),
+        };
+        Ok(Self { suite: suite.clone(), prf, sk_d: k.sk_d, sk_pi: k.sk_pi, sk_pr: k.sk_pr, outbound, inbound })
+    }
+
+    /// SKEYSEED of the initial exchange: `prf(Ni | Nr, g^ir)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn initial(
+        crypto: &dyn CryptoProvider,
+        suite: &IkeSuite,
+        g_ir: &[u8],
+        ni: &[u8],
+        nr: &[u8],
+        spi_i: u64,
+        spi_r: u64,
+        role: Role,
+    ) -> Result<Self, ProtoError> {
+        let prf = crypto.prf(suite.prf.0)?;
+        let skeyseed = keys::skeyseed(&*prf, ni, nr, g_ir)?;
+        Self::derive(crypto, suite, &skeyseed, ni, nr, spi_i, spi_r, role)
+    }
+}
+
+/// RestOfIDPayload (§2.15): ID Type | RESERVED | data.
+pub fn id_body(id: &Identity) -> Vec<u8> {
+    let mut v = vec![id.id_type().0, 0, 0, 0];
+    v.extend_from_slice(&id.data());
+    v
+}
+
+pub fn id_payload(id: &Identity) -> Id<'static> {
+    Id { id_type: id.id_type(), data: id.data().into() }
+}
+
+/// `RealMessage | NonceData | prf(SK_p, RestOfIDPayload)` (§2.15).
+pub fn signed_octets(prf: &dyn Prf, sk_p: &[u8], real_message: &[u8], peer_nonce: &[u8], id: &[u8]) -> Result<Vec<u8>, ProtoError> {
+    let maced = keys::maced_id(prf, sk_p, id)?;
+    Ok(keys::signed_octets(real_message, peer_nonce, &maced, None))
+}
+
+/// RFC 7427 §7 hash algorithms we can verify with.
+pub const SIGNATURE_HASHES: [u16; 4] = [
+    ike_crypto::ids::hash::SHA2_256,
+    ike_crypto::ids::hash::SHA2_384,
+    ike_crypto::ids::hash::SHA2_512,
+    ike_crypto::ids::hash::IDENTITY,
+];
+
+/// N(SIGNATURE_HASH_ALGORITHMS) with [`SIGNATURE_HASHES`].
+pub fn signature_hashes_notify() -> Notify<'static> {
+    let data: Vec<u8> = SIGNATURE_HASHES.iter().flat_map(|h| h.to_be_bytes()).collect();
+    Notify::new(NotifyType::SIGNATURE_HASH_ALGORITHMS, data)
+}
+
+/// The hash IDs of a SIGNATURE_HASH_ALGORITHMS notify.
+pub fn parse_signature_hashes(data: &[u8]) -> Vec<u16> {
+    data.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect()
+}
+
+/// Our AUTH payload and CERT payloads for `octets`.
+pub fn make_auth(
+    auth: &LocalAuth,
+    prf: &dyn Prf,
+    octets: &[u8],
+    peer_hashes: &[u16],
+    rng: &mut dyn Rng,
+) -> Result<(Auth<'static>, Vec<Cert<'static>>), ProtoError> {
+    match auth {
+        LocalAuth::Psk(psk) => {
+            let v = keys::psk_auth(prf, psk, octets)?;
+            Ok((Auth { method: AuthMethod::SHARED_KEY_MESSAGE_INTEGRITY_CODE, data: v.to_vec().into() }, Vec::new()))
+        }
+        LocalAuth::PubKey { signer, certs } => {
+            let schemes = signer.schemes();
+            // RFC 7427 §4: pick a hash the peer announced.
+            let scheme = schemes
+                .iter()
+                .copied()
+                .find(|s| peer_hashes.contains(&s.hash_algorithm_id()))
+                .or_else(|| schemes.first().copied())
+                .ok_or(ProtoError::AuthenticationFailed)?;
+            let signature = signer.sign(scheme, octets, rng)?;
+            let data = sig::auth_data(scheme, &signature);
+            let certs = certs
+                .iter()
+                .map(|c| Cert { encoding: CertEncoding::X509_SIGNATURE, data: c.der().to_vec().into() })
+                .collect();
+            Ok((Auth { method: AuthMethod::DIGITAL_SIGNATURE, data: data.into() }, certs))
+        }
+    }
+}
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Checks the peer's AUTH payload over `octets`.
+pub fn verify_auth(
+    auth: &RemoteAuth,
+    prf: &dyn Prf,
+    octets: &[u8],
+    payload: &Auth<'_>,
+    certs: &[&Cert<'_>],
+    peer_id: &Identity,
+    now: Time,
+) -> Result<(), ProtoError> {
+    match auth {
+        RemoteAuth::Psk(psk) => {
+            if payload.method != AuthMethod::SHARED_KEY_MESSAGE_INTEGRITY_CODE {
+                return Err(ProtoError::AuthenticationFailed);
+            }
+            let expected = keys::psk_auth(prf, psk, octets)?;
+            if ct_eq(&expected, &payload.data) {
+                Ok(())
+            } else {
+                Err(ProtoError::AuthenticationFailed)
+            }
+        }
+        RemoteAuth::PubKey { cas } => {
+            if payload.method != AuthMethod::DIGITAL_SIGNATURE {
+                return Err(ProtoError::AuthenticationFailed);
+            }
+            let mut x509 = certs.iter().filter(|c| c.encoding == CertEncoding::X509_SIGNATURE);
+            let leaf = x509.next().ok_or(ProtoError::AuthenticationFailed)?;
+            let leaf = Certificate::from_der(&leaf.data).map_err(|_| ProtoError::AuthenticationFailed)?;
+            let intermediates: Vec<Certificate> = x509.filter_map(|c| Certificate::from_der(&c.data).ok()).collect();
+            let key = validate_chain(&leaf, &intermediates, cas, now.unix_secs()).map_err(|_| ProtoError::AuthenticationFailed)?;
+            // The identity must be bound to the certificate. Subject DNs are
+            // compared exactly; subjectAltName matching is not implemented,
+            // so other ID types are refused rather than trusted.
+            match peer_id {
+                Identity::Dn(dn) if *dn == leaf.subject_der() => {}
+                _ => return Err(ProtoError::AuthenticationFailed),
+            }
+            let (scheme, signature) = sig::parse_auth_data(&payload.data).map_err(|_| ProtoError::AuthenticationFailed)?;
+            key.verify(scheme, octets, signature).map_err(|_| ProtoError::AuthenticationFailed)
+        }
+    }
+}
+
+/// RFC 7296 §2.23: `SHA-1(SPIi | SPIr | IP | Port)`.
+pub fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddr) -> Vec<u8> {
+    let mut h = Sha1::new();
+    h.update(spi_i.to_be_bytes());
+    h.update(spi_r.to_be_bytes());
+    match addr.ip() {
+        IpAddr::V4(a) => h.update(a.octets()),
+        IpAddr::V6(a) => h.update(a.octets()),
+    }
+    h.update(addr.port().to_be_bytes());
+    h.finalize().to_vec()
+}
+
+/// N(NAT_DETECTION_SOURCE_IP) and N(NAT_DETECTION_DESTINATION_IP) for a
+/// message from `local` to `remote`.
+pub fn nat_notifies(spi_i: u64, spi_r: u64, local: SocketAddr, remote: SocketAddr) -> [Notify<'static>; 2] {
+    [
+        Notify::new(NotifyType::NAT_DETECTION_SOURCE_IP, nat_hash(spi_i, spi_r, local)),
+        Notify::new(NotifyType::NAT_DETECTION_DESTINATION_IP, nat_hash(spi_i, spi_r, remote)),
+    ]
+}
+
+/// NAT detection outcome of a received IKE_SA_INIT message: (we are behind
+/// a NAT, the peer is behind a NAT). No notifies means no NAT-T support,
+/// treated as no NAT.
+pub fn detect_nat(notifies: &[&Notify<'_>], spi_i: u64, spi_r: u64, local: SocketAddr, remote: SocketAddr) -> (bool, bool) {
+    let of = |t: NotifyType| notifies.iter().filter(move |n| n.notify_type == t);
+    if of(NotifyType::NAT_DETECTION_SOURCE_IP).next().is_none() || of(NotifyType::NAT_DETECTION_DESTINATION_IP).next().is_none() {
+        return (false, false);
+    }
+    let remote_hash = nat_hash(spi_i, spi_r, remote);
+    let local_hash = nat_hash(spi_i, spi_r, local);
+    let peer_behind = !of(NotifyType::NAT_DETECTION_SOURCE_IP).any(|n| n.data[..] == remote_hash[..]);
+    let we_behind = !of(NotifyType::NAT_DETECTION_DESTINATION_IP).any(|n| n.data[..] == local_hash[..]);
+    (we_behind, peer_behind)
+}

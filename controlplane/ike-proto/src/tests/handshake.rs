@@ -1,0 +1,157 @@
+//! IKE_SA_INIT + IKE_AUTH with PSK and the first Child SA, both roles.
+use ike_wire::{EncrId, EsnId, ExchangeType, KeId, NotifyType};
+
+use super::util::*;
+use crate::{DownReason, Event, Mode};
+
+#[test]
+fn psk_handshake_establishes_ike_and_child_sa_on_both_sides() {
+    let mut p = Pair::psk(1);
+    p.connect();
+    let (a, b) = (p.installs(Side::A), p.installs(Side::B));
+    assert_eq!((a.len(), b.len()), (1, 1));
+    let (a, b) = (a[0], b[0]);
+    // Each side's inbound is the other's outbound, with the same keys.
+    assert_eq!((a.spi_in, a.spi_out), (b.spi_out, b.spi_in));
+    assert_eq!(a.keys_in.encr[..], b.keys_out.encr[..]);
+    assert_eq!(a.keys_out.encr[..], b.keys_in.encr[..]);
+    assert_ne!(a.keys_in.encr[..], a.keys_out.encr[..]);
+    // AES-GCM-16 256: 32 key octets + 4 salt (RFC 4106 §8.1).
+    assert_eq!(a.keys_in.encr.len(), 36);
+    assert_eq!(a.suite.encr, EncrId::ENCR_AES_GCM_16);
+    assert_eq!(a.mode, Mode::Tunnel);
+    assert_eq!(a.ts_local, vec![prefix("10.1.0.0/16")]);
+    assert_eq!(a.ts_remote, vec![prefix("10.2.0.0/16")]);
+    assert_eq!(b.ts_local, a.ts_remote);
+    assert!(!a.udp_encap);
+    // Exactly one request and one response per exchange: nothing resent.
+    assert_eq!(p.sent(Side::A, ExchangeType::IKE_SA_INIT, false), 1);
+    assert_eq!(p.sent(Side::A, ExchangeType::IKE_AUTH, false), 1);
+    assert_eq!(p.sent(Side::B, ExchangeType::IKE_AUTH, true), 1);
+}
+
+#[test]
+fn both_roles_work_when_b_initiates() {
+    let mut p = Pair::psk(2);
+    p.initiate(Side::B, "site");
+    p.drive();
+    assert_eq!((p.ups(Side::A), p.ups(Side::B)), (1, 1));
+    let b = p.installs(Side::B)[0];
+    assert_eq!(b.ts_local, vec![prefix("10.2.0.0/16")]);
+}
+
+fn handshake_with(seed: u64, ke: KeId, encr: EncrId, key_bits: Option<u16>, esn: EsnId) -> Pair {
+    let mut ca = psk_conn("site", "a.esprit.test", "b.esprit.test", b"k", true);
+    let mut cb = psk_conn("site", "b.esprit.test", "a.esprit.test", b"k", false);
+    for c in [&mut ca, &mut cb] {
+        c.ike_proposals = vec![ike_proposal(&[ke])];
+        let mut e = esp_proposal(encr, key_bits);
+        e.esn = vec![esn];
+        c.child.esp_proposals = vec![e];
+    }
+    let mut p = Pair::new(seed, endpoint_config(ca), endpoint_config(cb));
+    p.connect();
+    p
+}
+
+#[test]
+fn every_required_key_exchange_group_completes_a_handshake() {
+    for (i, ke) in [KeId::MODP_2048, KeId::ECP_256, KeId::ECP_384, KeId::ECP_521, KeId::CURVE25519].into_iter().enumerate() {
+        let p = handshake_with(10 + i as u64, ke, EncrId::ENCR_AES_GCM_16, Some(128), EsnId::NO_ESN);
+        assert_eq!(p.installs(Side::A).len(), 1, "group {ke:?}");
+    }
+}
+
+#[test]
+fn esp_suites_and_esn_are_negotiated_as_configured() {
+    for (i, (encr, bits, key_len)) in
+        [(EncrId::ENCR_AES_GCM_16, Some(128), 20), (EncrId::ENCR_AES_GCM_16, Some(256), 36), (EncrId::ENCR_CHACHA20_POLY1305, None, 36)]
+            .into_iter()
+            .enumerate()
+    {
+        for esn in [EsnId::ESN, EsnId::NO_ESN] {
+            let p = handshake_with(20 + i as u64, KeId::CURVE25519, encr, bits, esn);
+            let a = p.installs(Side::A)[0];
+            let b = p.installs(Side::B)[0];
+            assert_eq!(a.suite.encr, encr);
+            assert_eq!(a.suite.esn, esn == EsnId::ESN);
+            assert_eq!(b.suite, a.suite);
+            assert_eq!(a.keys_out.encr.len(), key_len);
+            assert!(a.keys_out.integ.is_empty());
+        }
+    }
+}
+
+#[test]
+fn mismatched_ike_proposals_yield_no_proposal_chosen() {
+    let ca = psk_conn("site", "a.esprit.test", "b.esprit.test", b"k", true);
+    let mut cb = psk_conn("site", "b.esprit.test", "a.esprit.test", b"k", false);
+    cb.ike_proposals[0].encr = EncrId::ENCR_CHACHA20_POLY1305;
+    cb.ike_proposals[0].key_bits = None;
+    let mut p = Pair::new(3, endpoint_config(ca), endpoint_config(cb));
+    p.initiate(Side::A, "site");
+    p.drive();
+    assert_eq!(p.downs(Side::A), vec![DownReason::Refused(NotifyType::NO_PROPOSAL_CHOSEN)]);
+    assert_eq!(p.b.ep.ike_sa_count(), 0, "the responder keeps no state");
+    assert_eq!(p.sent(Side::A, ExchangeType::IKE_SA_INIT, false), 1, "no retransmission after the answer");
+}
+
+#[test]
+fn mismatched_esp_proposals_leave_the_ike_sa_up_without_a_child_sa() {
+    let ca = psk_conn("site", "a.esprit.test", "b.esprit.test", b"k", true);
+    let mut cb = psk_conn("site", "b.esprit.test", "a.esprit.test", b"k", false);
+    cb.child.esp_proposals = vec![esp_proposal(EncrId::ENCR_CHACHA20_POLY1305, None)];
+    let mut p = Pair::new(4, endpoint_config(ca), endpoint_config(cb));
+    p.connect();
+    assert!(p.installs(Side::A).is_empty() && p.installs(Side::B).is_empty());
+    for side in [Side::A, Side::B] {
+        assert_eq!(p.count(side, |e| matches!(e, Event::ChildSaFailed { notify: NotifyType::NO_PROPOSAL_CHOSEN, .. })), 1);
+    }
+}
+
+#[test]
+fn wrong_psk_yields_authentication_failed_on_both_sides() {
+    let ca = psk_conn("site", "a.esprit.test", "b.esprit.test", b"right", true);
+    let cb = psk_conn("site", "b.esprit.test", "a.esprit.test", b"wrong", false);
+    let mut p = Pair::new(5, endpoint_config(ca), endpoint_config(cb));
+    p.initiate(Side::A, "site");
+    p.drive();
+    assert_eq!(p.downs(Side::B), vec![DownReason::AuthenticationFailed]);
+    assert_eq!(p.downs(Side::A), vec![DownReason::AuthenticationFailed]);
+    assert_eq!(p.ups(Side::A) + p.ups(Side::B), 0);
+    assert!(p.installs(Side::A).is_empty() && p.installs(Side::B).is_empty());
+}
+
+#[test]
+fn unknown_remote_identity_yields_authentication_failed() {
+    let ca = psk_conn("site", "mallory.esprit.test", "b.esprit.test", b"k", true);
+    let cb = psk_conn("site", "b.esprit.test", "a.esprit.test", b"k", false);
+    let mut p = Pair::new(6, endpoint_config(ca), endpoint_config(cb));
+    p.initiate(Side::A, "site");
+    p.drive();
+    assert_eq!(p.downs(Side::A), vec![DownReason::AuthenticationFailed]);
+}
+
+#[test]
+fn responder_narrows_traffic_selectors_to_its_policy() {
+    let mut ca = psk_conn("site", "a.esprit.test", "b.esprit.test", b"k", true);
+    // A asks for everything behind B; B only serves 10.2.3.0/24.
+    ca.child.remote_ts = vec![prefix("10.0.0.0/8")];
+    let mut cb = psk_conn("site", "b.esprit.test", "a.esprit.test", b"k", false);
+    cb.child.local_ts = vec![prefix("10.2.3.0/24")];
+    let mut p = Pair::new(7, endpoint_config(ca), endpoint_config(cb));
+    p.connect();
+    let a = p.installs(Side::A)[0];
+    assert_eq!(a.ts_remote, vec![prefix("10.2.3.0/24")]);
+    assert_eq!(p.installs(Side::B)[0].ts_local, vec![prefix("10.2.3.0/24")]);
+}
+
+#[test]
+fn disjoint_traffic_selectors_yield_ts_unacceptable() {
+    let mut ca = psk_conn("site", "a.esprit.test", "b.esprit.test", b"k", true);
+    ca.child.remote_ts = vec![prefix("172.16.0.0/12")];
+    let cb = psk_conn("site", "b.esprit.test", "a.esprit.test", b"k", false);
+    let mut p = Pair::new(8, endpoint_config(ca), endpoint_config(cb));
+    p.connect();
+    assert_eq!(p.count(Side::A, |e| matches!(e, Event::ChildSaFailed { notify: NotifyType::TS_UNACCEPTABLE, .. })), 1);
+}

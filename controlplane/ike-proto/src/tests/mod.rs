@@ -1,0 +1,4 @@
+//! Protocol tests over the two-endpoint harness ([`util::Pair`]).
+mod util;
+
+mod handshake;
