@@ -383,15 +383,25 @@ fn sigterm_stops_cleanly_metrics_move_and_a_restart_continues_the_sequence() {
         text.lines().find(|l| l.starts_with(series))?.rsplit(' ').next()?.parse().ok()
     };
     let scrape = || value(&scrape_text()?, "esprit_esp_packets_total{op=\"encrypt\",worker=\"0\"}");
+    /// Kills the dataplane if the test fails before its SIGTERM.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut last_seq = 0u32;
     for round in 0..2 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_esprit-dataplane"))
-            .arg("--config")
-            .arg(&cfg)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = Reap(
+            Command::new(env!("CARGO_BIN_EXE_esprit-dataplane"))
+                .arg("--config")
+                .arg(&cfg)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         let mut first = None;
         for _ in 0..100 {
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -413,8 +423,8 @@ fn sigterm_stops_cleanly_metrics_move_and_a_restart_continues_the_sequence() {
         let per_sa = value(&text, "esprit_sa_packets_total{dir=\"out\",spi=\"0x00001005\"}").unwrap_or(0);
         assert!(per_sa > 0, "per-SA packets counted from the table: {text}");
         // SIGTERM: stop, flush, exit 0.
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-        let st = child.wait().unwrap();
+        Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
+        let st = child.0.wait().unwrap();
         assert!(st.success(), "round {round}: exit status after SIGTERM: {st}");
         let esp = tx_frames(&dir, "r", "outside", 1);
         assert!(!esp.is_empty());
