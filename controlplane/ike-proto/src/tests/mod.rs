@@ -2,3 +2,5 @@
 mod util;
 
 mod handshake;
+mod loss;
+mod setup;
