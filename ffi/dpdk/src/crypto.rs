@@ -245,6 +245,93 @@ impl CryptoDev {
     }
 }
 
+/// One buffer for synchronous CPU crypto ([`AeadSession::cpu_process`]):
+/// `data` holds the text followed by the 16-byte tag; the text is encrypted
+/// or decrypted in place, the tag written or checked. `iv` and `aad` hold
+/// the first `iv_len`/`aad_len` bytes the session was made with.
+#[derive(Debug)]
+pub struct CpuAeadJob<'a> {
+    pub data: &'a mut [u8],
+    pub iv: [u8; 16],
+    pub aad: [u8; 16],
+    pub ok: bool,
+}
+
+impl CryptoDev {
+    /// Whether the device offers synchronous CPU crypto
+    /// (`RTE_CRYPTODEV_FF_SYM_CPU_CRYPTO`: intel-ipsec-mb's software PMDs do).
+    pub fn has_cpu_crypto(&self) -> bool {
+        // SAFETY: plain data that DPDK fills; valid device id.
+        let mut info: dpdk_sys::rte_cryptodev_info = unsafe { std::mem::zeroed() };
+        // SAFETY: valid device id and out-pointer.
+        unsafe { dpdk_sys::rte_cryptodev_info_get(self.id, &mut info) };
+        info.feature_flags & u64::from(dpdk_sys::RTE_CRYPTODEV_FF_SYM_CPU_CRYPTO) != 0
+    }
+}
+
+impl AeadSession {
+    /// Processes up to 64 jobs in one synchronous call on the calling CPU
+    /// (`rte_cryptodev_sym_cpu_crypto_process`): no queues, no ops, one
+    /// vector per burst, as ipsec-secgw's cpu-crypto mode does. Sets each
+    /// job's `ok`; returns how many succeeded.
+    pub fn cpu_process(&self, jobs: &mut [CpuAeadJob<'_>]) -> usize {
+        const MAX: usize = 64;
+        let n = jobs.len().min(MAX);
+        let zero_vec = dpdk_sys::rte_crypto_vec { base: std::ptr::null_mut(), iova: 0, len: 0, tot_len: 0 };
+        let zero_ptr = dpdk_sys::rte_crypto_va_iova_ptr { va: std::ptr::null_mut(), iova: 0 };
+        let mut vecs = [zero_vec; MAX];
+        let mut sgls = [dpdk_sys::rte_crypto_sgl { vec: std::ptr::null_mut(), num: 0 }; MAX];
+        let mut ivs = [zero_ptr; MAX];
+        let mut aads = [zero_ptr; MAX];
+        let mut digests = [zero_ptr; MAX];
+        let mut status = [0i32; MAX];
+        let mut valid = [false; MAX];
+        let mut m = 0;
+        for (i, job) in jobs.iter_mut().take(n).enumerate() {
+            job.ok = false;
+            let Some(text_len) = job.data.len().checked_sub(16) else { continue };
+            let base = job.data.as_mut_ptr();
+            vecs[m] = dpdk_sys::rte_crypto_vec { base: base.cast(), iova: 0, len: text_len as u32, tot_len: text_len as u32 };
+            // SAFETY: text_len + 16 == data.len(), so the tag pointer is in bounds.
+            digests[m] = dpdk_sys::rte_crypto_va_iova_ptr { va: unsafe { base.add(text_len) }.cast(), iova: 0 };
+            ivs[m] = dpdk_sys::rte_crypto_va_iova_ptr { va: job.iv.as_mut_ptr().cast(), iova: 0 };
+            aads[m] = dpdk_sys::rte_crypto_va_iova_ptr { va: job.aad.as_mut_ptr().cast(), iova: 0 };
+            valid[i] = true;
+            m += 1;
+        }
+        for (k, sgl) in sgls.iter_mut().enumerate().take(m) {
+            sgl.vec = &mut vecs[k];
+            sgl.num = 1;
+        }
+        let mut vec = dpdk_sys::rte_crypto_sym_vec {
+            num: m as u32,
+            src_sgl: sgls.as_mut_ptr(),
+            dest_sgl: std::ptr::null_mut(),
+            iv: ivs.as_mut_ptr(),
+            digest: digests.as_mut_ptr(),
+            __bindgen_anon_1: dpdk_sys::rte_crypto_sym_vec__bindgen_ty_1 { aad: aads.as_mut_ptr() },
+            status: status.as_mut_ptr(),
+        };
+        let ofs = dpdk_sys::rte_crypto_sym_ofs { raw: 0 };
+        // SAFETY: every pointer in `vec` points into `jobs` (exclusively
+        // borrowed for this call) or into the local arrays above, all alive
+        // until the call returns; lengths were checked; the session belongs
+        // to `self.dev`, which supports CPU crypto (the caller checked).
+        // The return value counts successes; the per-job statuses say which.
+        unsafe { dpdk_sys::rte_cryptodev_sym_cpu_crypto_process(self.dev, self.raw.as_ptr(), ofs, &mut vec) };
+        let mut k = 0;
+        let mut ok = 0;
+        for (i, job) in jobs.iter_mut().take(n).enumerate() {
+            if valid[i] {
+                job.ok = status[k] == 0;
+                ok += job.ok as usize;
+                k += 1;
+            }
+        }
+        ok
+    }
+}
+
 impl SessionPool {
     /// A pool of `n` sessions sized for `dev`'s private session data.
     pub fn new(_eal: &Eal, name: &str, dev: &CryptoDev, n: u32) -> Result<SessionPool> {
