@@ -470,12 +470,9 @@ pub(crate) struct Indexes {
     group_spis: HashMap<u32, u32, FxBuild>,
     v4: FlatMap<u64>,
     v6: FlatMap<(u128, u8)>,
-    /// Prefix lengths present, longest first, per family.
-    v4_lens: Vec<u8>,
-    v6_lens: Vec<u8>,
-    /// Count of distinct prefixes per length.
-    v4_len_count: [u32; 33],
-    v6_len_count: [u32; 129],
+    /// Which prefix lengths to probe for an address, per family.
+    v4_lens: LenHint,
+    v6_lens: LenHint,
     /// All SAs serving each prefix (usually one; two during a rekey).
     candidates: HashMap<PrefixKey, Vec<Target>, FxBuild>,
 }
@@ -489,10 +486,8 @@ impl Indexes {
             group_spis: HashMap::default(),
             v4: FlatMap::with_capacity(n / 2, seed.rotate_left(21)),
             v6: FlatMap::with_capacity(16, seed.rotate_left(42)),
-            v4_lens: Vec::with_capacity(33),
-            v6_lens: Vec::with_capacity(129),
-            v4_len_count: [0; 33],
-            v6_len_count: [0; 129],
+            v4_lens: LenHint::new(16, false),
+            v6_lens: LenHint::new(32, true),
             candidates: HashMap::default(),
         }
     }
@@ -600,12 +595,8 @@ impl Indexes {
 
     fn prefix_added(&mut self, k: PrefixKey) {
         match k {
-            PrefixKey::V4(_) => {
-                adjust_lens(&mut self.v4_len_count, &mut self.v4_lens, k.len(), true)
-            }
-            PrefixKey::V6(..) => {
-                adjust_lens(&mut self.v6_len_count, &mut self.v6_lens, k.len(), true)
-            }
+            PrefixKey::V4(key) => self.v4_lens.add(v4_top(key), k.len()),
+            PrefixKey::V6(h, _, _) => self.v6_lens.add((h >> 32) as u32, k.len()),
         }
     }
 
@@ -613,11 +604,11 @@ impl Indexes {
         match k {
             PrefixKey::V4(key) => {
                 self.v4.remove(key);
-                adjust_lens(&mut self.v4_len_count, &mut self.v4_lens, k.len(), false);
+                self.v4_lens.remove(v4_top(key), k.len());
             }
             PrefixKey::V6(h, l, n) => {
                 self.v6.remove(v6_flat(h, l, n));
-                adjust_lens(&mut self.v6_len_count, &mut self.v6_lens, k.len(), false);
+                self.v6_lens.remove((h >> 32) as u32, k.len());
             }
         }
     }
@@ -681,7 +672,15 @@ impl Indexes {
 
     #[inline]
     pub(crate) fn lookup_v4(&self, dst: u32) -> Option<SaId> {
-        for &len in &self.v4_lens {
+        let mut m = self.v4_lens.long_mask(dst >> 16);
+        while m != 0 {
+            let b = 127 - m.leading_zeros();
+            if let Some(t) = self.v4.get(v4_key(dst, 17 + b as u8)) {
+                return t.id();
+            }
+            m &= !(1u128 << b);
+        }
+        for &len in &self.v4_lens.short {
             if let Some(t) = self.v4.get(v4_key(dst, len)) {
                 return t.id();
             }
@@ -689,14 +688,46 @@ impl Indexes {
         None
     }
 
+    /// Prefetch the bucket of the first length `lookup_v4` will probe.
+    #[inline]
+    pub(crate) fn prefetch_v4(&self, dst: u32) {
+        let m = self.v4_lens.long_mask(dst >> 16);
+        let len = if m != 0 {
+            17 + (127 - m.leading_zeros()) as u8
+        } else {
+            self.v4_lens.short.first().copied().unwrap_or(0)
+        };
+        self.v4.prefetch(v4_key(dst, len));
+    }
+
     #[inline]
     pub(crate) fn lookup_v6(&self, dst: u128) -> Option<SaId> {
-        for &len in &self.v6_lens {
+        let mut m = self.v6_lens.long_mask((dst >> 96) as u32);
+        while m != 0 {
+            let b = 127 - m.leading_zeros();
+            if let Some(t) = self.v6.get(v6_key(dst, 33 + b as u8)) {
+                return t.id();
+            }
+            m &= !(1u128 << b);
+        }
+        for &len in &self.v6_lens.short {
             if let Some(t) = self.v6.get(v6_key(dst, len)) {
                 return t.id();
             }
         }
         None
+    }
+
+    /// Prefetch the bucket of the first length `lookup_v6` will probe.
+    #[inline]
+    pub(crate) fn prefetch_v6(&self, dst: u128) {
+        let m = self.v6_lens.long_mask((dst >> 96) as u32);
+        let len = if m != 0 {
+            33 + (127 - m.leading_zeros()) as u8
+        } else {
+            self.v6_lens.short.first().copied().unwrap_or(0)
+        };
+        self.v6.prefetch(v6_key(dst, len));
     }
 
     /// Bytes of the lookup tables proper (maintenance maps excluded).
@@ -725,19 +756,95 @@ fn v6_flat(hi: u64, lo: u64, len1: u8) -> (u128, u8) {
     ((u128::from(hi) << 64) | u128::from(lo), len1)
 }
 
-/// Keep the longest-first list of prefix lengths in use as prefixes come and go.
-fn adjust_lens(count: &mut [u32], lens: &mut Vec<u8>, len: u8, added: bool) {
-    let l = usize::from(len);
-    if added {
-        count[l] += 1;
-        if count[l] == 1 {
-            lens.push(len);
-            lens.sort_unstable_by(|a, b| b.cmp(a));
+fn v4_top(key: u64) -> u32 {
+    ((key >> 8) as u32) >> 16
+}
+
+/// Which prefix lengths can match an address, so a lookup probes only lengths
+/// that exist near it (one probe, typically, instead of one per length in use).
+///
+/// Lengths up to `split` (16 for IPv4, 32 for IPv6) are listed for all addresses;
+/// longer ones are kept per bucket of the address's top `split` bits as a bitmask
+/// (bit `len - split - 1`). IPv4 buckets are exact (one per /16); IPv6 buckets hash
+/// the top 32 bits, so two /32s may share a mask: a mask is then a superset, which
+/// costs a probe, never a match.
+struct LenHint {
+    split: u8,
+    hashed: bool,
+    /// Lengths ≤ split in use, longest first.
+    short: Vec<u8>,
+    masks: Vec<u128>,
+    /// Prefixes per (bucket, length); bucket u32::MAX holds the short lengths.
+    counts: HashMap<(u32, u8), u32, FxBuild>,
+}
+
+const V6_HINT_BUCKETS_LOG: u32 = 14;
+
+impl LenHint {
+    fn new(split: u8, hashed: bool) -> Self {
+        let buckets = if hashed {
+            1 << V6_HINT_BUCKETS_LOG
+        } else {
+            1 << split
+        };
+        Self {
+            split,
+            hashed,
+            short: Vec::new(),
+            masks: vec![0; buckets],
+            counts: HashMap::default(),
         }
-    } else {
-        count[l] = count[l].saturating_sub(1);
-        if count[l] == 0 {
-            lens.retain(|&x| x != len);
+    }
+
+    #[inline]
+    fn bucket(&self, top: u32) -> usize {
+        if self.hashed {
+            (top.wrapping_mul(0x9e37_79b1) >> (32 - V6_HINT_BUCKETS_LOG)) as usize
+        } else {
+            top as usize & (self.masks.len() - 1)
+        }
+    }
+
+    #[inline]
+    fn long_mask(&self, top: u32) -> u128 {
+        self.masks[self.bucket(top)]
+    }
+
+    fn add(&mut self, top: u32, len: u8) {
+        self.change(top, len, true);
+    }
+
+    fn remove(&mut self, top: u32, len: u8) {
+        self.change(top, len, false);
+    }
+
+    fn change(&mut self, top: u32, len: u8, added: bool) {
+        let long = len > self.split;
+        let b = if long {
+            self.bucket(top) as u32
+        } else {
+            u32::MAX
+        };
+        let n = self.counts.entry((b, len)).or_default();
+        let was = *n;
+        *n = if added {
+            was + 1
+        } else {
+            was.saturating_sub(1)
+        };
+        let now = *n;
+        if now == 0 {
+            self.counts.remove(&(b, len));
+        }
+        match (was == 0, now == 0) {
+            (true, false) if long => self.masks[b as usize] |= 1u128 << (len - self.split - 1),
+            (false, true) if long => self.masks[b as usize] &= !(1u128 << (len - self.split - 1)),
+            (true, false) => {
+                self.short.push(len);
+                self.short.sort_unstable_by(|a, b| b.cmp(a));
+            }
+            (false, true) => self.short.retain(|&x| x != len),
+            _ => {}
         }
     }
 }
@@ -844,6 +951,93 @@ mod tests {
                 assert_eq!(m.len(), model.len());
             }
         }
+    }
+
+    struct Xs(u64);
+    impl Xs {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    /// Random nested prefixes (some served by two SAs at once), inserted and
+    /// removed; every lookup must equal the brute-force longest match, newest
+    /// install first among equal prefixes.
+    fn lpm_against_brute_force(v6: bool) {
+        let mut ix = Indexes::new(64, 11);
+        let lens: &[u8] = if v6 {
+            &[0, 16, 32, 33, 48, 64, 100, 127, 128]
+        } else {
+            &[0, 8, 12, 16, 17, 20, 24, 28, 31, 32]
+        };
+        let bits = if v6 { 128 } else { 32 };
+        let mut x = Xs(0xfeed);
+        // Addresses from a narrow pool, so prefixes nest and collide.
+        let addr = |x: &mut Xs| -> u128 {
+            let low = u128::from(x.next() as u16 & 0x3ff);
+            let hi = u128::from(x.next() % 3);
+            if v6 {
+                (0x2001_0db8u128 << 96) | (hi << 64) | low
+            } else {
+                (0x0a00_0000u128 | (hi << 16) | low) & 0xffff_ffff
+            }
+        };
+        let key = |a: u128, l: u8| {
+            if v6 {
+                PrefixKey::v6(a, l)
+            } else {
+                PrefixKey::V4(v4_key(a as u32, l))
+            }
+        };
+        let covers = |p: u128, l: u8, a: u128| l == 0 || (p ^ a) >> (bits - u32::from(l)) == 0;
+        let mut live: Vec<(u128, u8, Target)> = Vec::new();
+        for step in 0..4000u32 {
+            if live.len() < 40 || x.next() % 3 != 0 {
+                let (a, l) = if !live.is_empty() && x.next() % 8 == 0 {
+                    let (a, l, _) = live[x.next() as usize % live.len()];
+                    (a, l)
+                } else {
+                    (addr(&mut x), lens[x.next() as usize % lens.len()])
+                };
+                let t = Target {
+                    slot: step,
+                    flags: 0,
+                    install_gen: u64::from(step) + 1,
+                };
+                ix.insert_outbound(key(a, l), t);
+                live.push((a, l, t));
+            } else {
+                let (a, l, t) = live.swap_remove(x.next() as usize % live.len());
+                ix.remove_outbound(key(a, l), t.slot);
+            }
+            for _ in 0..8 {
+                let a = addr(&mut x);
+                let want = live
+                    .iter()
+                    .filter(|(p, l, _)| covers(*p, *l, a))
+                    .max_by_key(|(_, l, t)| (*l, t.install_gen))
+                    .map(|(_, _, t)| t.slot);
+                let got = if v6 {
+                    ix.lookup_v6(a)
+                } else {
+                    ix.lookup_v4(a as u32)
+                };
+                assert_eq!(got.map(|id| id.slot), want, "step {step}, address {a:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn ipv4_longest_prefix_match_agrees_with_brute_force() {
+        lpm_against_brute_force(false);
+    }
+
+    #[test]
+    fn ipv6_longest_prefix_match_agrees_with_brute_force() {
+        lpm_against_brute_force(true);
     }
 
     #[test]

@@ -291,6 +291,26 @@ impl Reader {
         self.ix.lookup_v6(u128::from(dst))
     }
 
+    /// Outbound lookups for a burst of IPv4 destinations, prefetching first.
+    pub fn lookup_outbound_v4_burst(&self, dsts: &[Ipv4Addr], out: &mut [Option<SaId>]) {
+        for &d in dsts {
+            self.ix.prefetch_v4(u32::from(d));
+        }
+        for (o, &d) in out.iter_mut().zip(dsts) {
+            *o = self.ix.lookup_v4(u32::from(d));
+        }
+    }
+
+    /// Outbound lookups for a burst of IPv6 destinations, prefetching first.
+    pub fn lookup_outbound_v6_burst(&self, dsts: &[Ipv6Addr], out: &mut [Option<SaId>]) {
+        for &d in dsts {
+            self.ix.prefetch_v6(u128::from(d));
+        }
+        for (o, &d) in out.iter_mut().zip(dsts) {
+            *o = self.ix.lookup_v6(u128::from(d));
+        }
+    }
+
     /// A consistent copy of the SA's parameters (keys included; wipe it when done).
     pub fn read(&self, id: SaId) -> Result<SaParams, ReadError> {
         if id.slot >= self.shm.capacity() {
