@@ -4,3 +4,5 @@ mod util;
 mod handshake;
 mod loss;
 mod setup;
+mod info;
+mod rekey;

@@ -282,6 +282,18 @@ impl Pair {
         }
     }
 
+    /// Runs until `done` holds (checked after every step), idle, or ten
+    /// virtual minutes passed.
+    pub fn drive_until(&mut self, done: impl Fn(&Pair) -> bool) {
+        let horizon = self.time + Duration::from_secs(600);
+        let mut steps = 0;
+        while !done(self) && self.step(horizon) {
+            steps += 1;
+            assert!(steps < 100_000, "the pair never settles");
+        }
+        self.collect();
+    }
+
     /// Runs until idle (bounded to ten virtual minutes).
     pub fn drive(&mut self) {
         self.drive_for(Duration::from_secs(600));
@@ -333,7 +345,9 @@ impl Pair {
     /// Establishes A→B and returns A's handle.
     pub fn connect(&mut self) -> IkeSaHandle {
         let h = self.initiate(Side::A, "site");
-        self.drive();
+        self.drive_until(|p| p.ups(Side::A) == 1 && p.ups(Side::B) == 1);
+        // Let the last datagrams land.
+        self.drive_for(Duration::from_secs(1));
         assert_eq!(self.ups(Side::A), 1, "A up: {:?}", self.a.events);
         assert_eq!(self.ups(Side::B), 1, "B up: {:?}", self.b.events);
         h
