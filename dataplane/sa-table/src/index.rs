@@ -995,8 +995,8 @@ mod tests {
         let covers = |p: u128, l: u8, a: u128| l == 0 || (p ^ a) >> (bits - u32::from(l)) == 0;
         let mut live: Vec<(u128, u8, Target)> = Vec::new();
         for step in 0..4000u32 {
-            if live.len() < 40 || x.next() % 3 != 0 {
-                let (a, l) = if !live.is_empty() && x.next() % 8 == 0 {
+            if live.len() < 40 || x.next() & 3 != 0 {
+                let (a, l) = if !live.is_empty() && x.next() & 7 == 0 {
                     let (a, l, _) = live[x.next() as usize % live.len()];
                     (a, l)
                 } else {

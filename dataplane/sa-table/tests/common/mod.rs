@@ -19,7 +19,9 @@ impl TablePath {
 
     /// The path a parent process created (children of a two-process test).
     pub fn for_pid(test: &str, pid: u32) -> Self {
-        let p = PathBuf::from(format!("/dev/shm/esprit-test-{pid}/{test}"));
+        // A directory per test: tests run in parallel, and one test removing a
+        // shared directory would race another one creating its table in it.
+        let p = PathBuf::from(format!("/dev/shm/esprit-test-{pid}-{test}/table"));
         Self(p)
     }
 
@@ -32,7 +34,6 @@ impl Drop for TablePath {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
         if let Some(dir) = self.0.parent() {
-            // Only succeeds once the directory is empty (other tests may share it).
             let _ = std::fs::remove_dir(dir);
         }
     }
