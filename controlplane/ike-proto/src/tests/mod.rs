@@ -6,3 +6,6 @@ mod loss;
 mod setup;
 mod info;
 mod rekey;
+mod determinism;
+mod fuzz;
+mod tshark;
