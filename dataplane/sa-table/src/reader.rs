@@ -17,7 +17,8 @@
 
 use std::fs::OpenOptions;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use crate::index::{index_record, unindex, Indexes, Keys, PrefixKey};
@@ -85,6 +86,9 @@ pub struct Reader {
     registration: usize,
     stats: ReaderStats,
     scratch: Vec<PrefixKey>,
+    path: PathBuf,
+    /// (device, inode) of the mapped file, to notice a table replaced at `path`.
+    file_id: (u64, u64),
 }
 
 impl Drop for Reader {
@@ -109,6 +113,8 @@ impl Reader {
     /// indexes from the slots.
     pub fn attach(path: &Path) -> Result<Self, AttachError> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let meta = file.metadata()?;
+        let file_id = (meta.dev(), meta.ino());
         let shm = Shm::map_existing(file)?;
         let registration = register(&shm)?;
         let cap = shm.capacity();
@@ -122,6 +128,8 @@ impl Reader {
             registration,
             stats: ReaderStats::default(),
             scratch: Vec::new(),
+            path: path.to_path_buf(),
+            file_id,
             shm,
         };
         r.rebuild(&mut |_| {});
@@ -332,6 +340,16 @@ impl Reader {
     #[inline]
     pub fn state(&self, id: SaId) -> Option<&SaState> {
         (id.slot < self.shm.capacity()).then(|| self.shm.state(id.slot))
+    }
+
+    /// Has the file at the attach path been removed or replaced by another table
+    /// (a control plane that recreated it)? Then this reader maps a table nobody
+    /// writes any more and should attach again. A system call: poll it rarely.
+    pub fn is_replaced(&self) -> bool {
+        match std::fs::metadata(&self.path) {
+            Ok(m) => (m.dev(), m.ino()) != self.file_id,
+            Err(_) => true,
+        }
     }
 
     /// Generation the indexes reflect.

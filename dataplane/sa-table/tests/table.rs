@@ -420,6 +420,21 @@ fn reader_tracks_a_random_workload_exactly() {
                     assert_eq!(r.lookup_inbound_spi(p.spi), Some(*id));
                 }
             }
+            // Several SAs share each /24 here: the newest install serves it.
+            for third in 0..=255u8 {
+                let want = model
+                    .iter()
+                    .filter(|(_, p)| {
+                        p.direction == sa_table::Direction::OUTBOUND && p.served[0].addr[2] == third
+                    })
+                    .map(|(id, _)| *id)
+                    .max_by_key(|id| id.install_gen());
+                assert_eq!(
+                    r.lookup_outbound(IpAddr::V4(Ipv4Addr::new(172, 16, third, 9))),
+                    want,
+                    "step {step}"
+                );
+            }
         }
     }
 }
@@ -677,4 +692,18 @@ fn dataplane_counters_are_visible_to_the_writer_and_reset_on_reinstall() {
 #[test]
 fn a_slot_and_its_dataplane_state_take_under_1400_bytes() {
     assert_eq!(BYTES_PER_SA, 512 + 832);
+}
+
+#[test]
+fn a_reader_notices_when_its_table_is_replaced_at_the_same_path() {
+    let t = TablePath::new("replaced");
+    let w = Writer::create(t.path(), &cfg(16, 16)).unwrap();
+    let r = Reader::attach(t.path()).unwrap();
+    assert!(!r.is_replaced());
+    drop(w);
+    std::fs::remove_file(t.path()).unwrap();
+    assert!(r.is_replaced(), "file removed");
+    let _w2 = Writer::create(t.path(), &cfg(16, 16)).unwrap();
+    assert!(r.is_replaced(), "another table at the path");
+    assert!(!Reader::attach(t.path()).unwrap().is_replaced());
 }
