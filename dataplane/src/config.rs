@@ -156,16 +156,24 @@ fn default_handoff() -> u32 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Crypto {
-    /// AEAD backend by name: `auto` (the fastest measured here), `ring` or
-    /// `rustcrypto`.
+    /// AEAD backend by name: `auto` (ring, the fastest software backend
+    /// measured here), `ring`, `rustcrypto`, or `ipsec-mb` (intel-ipsec-mb
+    /// through DPDK's CPU-crypto API).
     #[serde(default = "auto")]
     pub backend: String,
+    /// Crypto sessions per ipsec-mb device (one per SA direction).
+    #[serde(default = "default_sessions")]
+    pub sessions: u32,
 }
 
 impl Default for Crypto {
     fn default() -> Self {
-        Crypto { backend: auto() }
+        Crypto { backend: auto(), sessions: default_sessions() }
     }
+}
+
+fn default_sessions() -> u32 {
+    8191
 }
 
 fn auto() -> String {
@@ -424,8 +432,14 @@ impl Config {
         if !w.handoff_queue_pkts.is_power_of_two() || w.handoff_queue_pkts < 64 {
             return Err(err("dataplane.workers.handoff_queue_pkts", "must be a power of two >= 64"));
         }
-        if d.crypto.backend != "auto" && esp::Backend::from_name(&d.crypto.backend).is_none() {
-            return Err(err("dataplane.crypto.backend", format!("`{}` is not one of auto, ring, rustcrypto", d.crypto.backend)));
+        if crate::crypto::BackendChoice::from_name(&d.crypto.backend).is_none() {
+            return Err(err(
+                "dataplane.crypto.backend",
+                format!("`{}` is not one of auto, ring, rustcrypto, ipsec-mb", d.crypto.backend),
+            ));
+        }
+        if d.crypto.sessions == 0 {
+            return Err(err("dataplane.crypto.sessions", "must be at least 1"));
         }
         if d.addresses.outside.is_empty() {
             return Err(err("dataplane.addresses.outside", "needs at least one address"));

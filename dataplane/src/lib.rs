@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod crypto;
 pub mod l2;
 pub mod metrics;
 pub mod pipeline;

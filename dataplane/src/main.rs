@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use crossbeam::queue::ArrayQueue;
 use dpdk::{Eal, Mempool};
 use esprit_dataplane::config::{parse_mac, Config};
+use esprit_dataplane::crypto::{BackendChoice, MbDevices};
 use esprit_dataplane::l2::NeighbourTable;
 use esprit_dataplane::metrics::{DataplaneMetrics, MetricsServer, PORT_NAMES};
 use esprit_dataplane::pipeline::{Env, Queues, Side, Worker, DROP_NAMES};
@@ -112,18 +113,17 @@ fn run(cfg: Config, args: &Args) -> Result<(), String> {
             report.kept, report.installed, report.deleted
         );
     }
-    let backend = match d.crypto.backend.as_str() {
-        "auto" => esp::Backend::FASTEST,
-        name => esp::Backend::from_name(name).ok_or_else(|| {
-            format!("dataplane.crypto.backend: `{name}` is not one of auto, rustcrypto, ring")
-        })?,
-    };
+    let backend = BackendChoice::from_name(&d.crypto.backend).unwrap_or(BackendChoice::Soft(esp::Backend::FASTEST));
 
     let mut eal_args = vec!["esprit-dataplane".to_string()];
     eal_args.extend(d.eal_args.iter().cloned());
     let (eal, _) = Eal::init(&eal_args).map_err(|e| format!("dataplane.eal_args: {e}"))?;
     let pool = Mempool::pktmbuf(&eal, "esprit_pkts", ports::pool_size(d), 256, 2176 + 128, eal.socket_id())
         .map_err(|e| format!("mbuf pool: {e}"))?;
+    let mb = match backend {
+        BackendChoice::IpsecMb => Some(MbDevices::open(&eal, d.crypto.sessions)?),
+        BackendChoice::Soft(_) => None,
+    };
     let mut opened = ports::open_ports(&eal, d, pool)?;
     opened.sort_by_key(|p| p.role);
     let mac_of = |role: usize| opened.iter().find(|p| p.role == role).map(|p| p.mac).unwrap_or([0; 6]);
@@ -156,6 +156,7 @@ fn run(cfg: Config, args: &Args) -> Result<(), String> {
         ],
         has_punt: opened.iter().any(|p| p.role == PUNT),
         backend,
+        mb: mb.as_ref(),
         pool,
         stop: &stop,
     };

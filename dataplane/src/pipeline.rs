@@ -25,10 +25,11 @@ use std::time::Instant;
 
 use crossbeam::queue::ArrayQueue;
 use dpdk::{Burst, Mbuf, Mempool, RxQueue, TxQueue, MAX_BURST};
-use esp::{BatchAead, DropReason, InboundOp, InboundSa, OutboundOp, OutboundSa, PktBuf, SoftAead, Suite};
+use esp::{BatchAead, DropReason, InboundOp, InboundSa, OutboundOp, OutboundSa, PktBuf, Suite};
 use esp_wire::{Ipv4Packet, Ipv6Packet};
 use sa_table::{Change, Reader, SaFlags, SaId, SaParams as SlotParams};
 
+use crate::crypto::{Aead, BackendChoice, MbDevices};
 use crate::l2::{self, L2Action, Mac, NeighbourTable, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use crate::metrics::WorkerMetrics;
 use crate::ports::{INSIDE, OUTSIDE, PUNT};
@@ -122,7 +123,9 @@ pub struct Env<'a> {
     pub neigh: &'a NeighbourTable,
     pub sides: [Side; 2],
     pub has_punt: bool,
-    pub backend: esp::Backend,
+    pub backend: BackendChoice,
+    /// The intel-ipsec-mb devices, when `backend` is `IpsecMb`.
+    pub mb: Option<&'a MbDevices>,
     pub pool: Mempool,
     pub stop: &'a AtomicBool,
 }
@@ -135,8 +138,8 @@ pub struct Queues<'p> {
 
 /// What a worker keeps per SA (by slot), built when the journal announces it.
 enum SaCtx {
-    Out { sa: OutboundSa, aead: SoftAead, esn: bool },
-    In { sa: Box<InboundSa>, aead: SoftAead, params: Box<SlotParams> },
+    Out { sa: OutboundSa, aead: Aead, esn: bool },
+    In { sa: Box<InboundSa>, aead: Aead, params: Box<SlotParams> },
     /// Inbound SA owned by another worker.
     Foreign,
     /// Parameters the ESP engine refused; its packets are dropped.
@@ -282,8 +285,9 @@ impl<'a, 'p> Worker<'a, 'p> {
             SaCtx::Foreign
         } else {
             match esp_params(p).and_then(|e| {
-                let aead = esp::soft_aead(self.env.backend, &e).map_err(|_| "key rejected")?;
-                if p.direction == sa_table::Direction::OUTBOUND {
+                let out = p.direction == sa_table::Direction::OUTBOUND;
+                let aead = Aead::new(self.env.backend, self.env.mb, &e, out).map_err(|_| "key rejected")?;
+                if out {
                     let sa = OutboundSa::new(&e).map_err(|_| "SA parameters refused")?;
                     Ok(SaCtx::Out { sa, aead, esn: e.esn })
                 } else {

@@ -87,7 +87,8 @@ dataplane:
             Side { mac: [2, 0, 0, 0, 1, 2], addrs: vec!["192.168.5.254".parse().unwrap()], gateway: Some("192.168.105.1".parse().unwrap()) },
         ],
         has_punt: false,
-        backend: esp::Backend::FASTEST,
+        backend: esprit_dataplane::crypto::BackendChoice::Soft(esp::Backend::FASTEST),
+        mb: None,
         pool,
         stop: &stop,
     };

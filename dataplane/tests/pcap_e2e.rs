@@ -25,10 +25,12 @@ struct Cfg<'a> {
     sas: &'a str,
     workers: usize,
     extra: &'a str,
+    /// `dataplane.crypto.backend`
+    backend: &'a str,
 }
 
 fn config(dir: &Path, tag: &str, outside_rx: &Path, inside_rx: &Path, sas: &str) -> PathBuf {
-    config_with(dir, &Cfg { tag, outside_rx, inside_rx, sas, workers: 1, extra: "metrics: { listen: null }" })
+    config_with(dir, &Cfg { tag, outside_rx, inside_rx, sas, workers: 1, extra: "metrics: { listen: null }", backend: "auto" })
 }
 
 fn config_with(dir: &Path, c: &Cfg<'_>) -> PathBuf {
@@ -43,6 +45,7 @@ dataplane:
     outside: {{ device: "net_pcap0,rx_pcap={orx}{otx}", rx_desc: 512, tx_desc: 512 }}
     inside: {{ device: "net_pcap1,rx_pcap={irx}{itx}", rx_desc: 512, tx_desc: 512 }}
   workers: {{ count: {workers} }}
+  crypto: {{ backend: {backend} }}
   addresses:
     outside: [172.16.1.5]
     inside: [192.168.105.254]
@@ -63,6 +66,7 @@ dataplane:
         otx = tx("outside"),
         itx = tx("inside"),
         workers = c.workers,
+        backend = c.backend,
         sas = c.sas,
         extra = c.extra,
     );
@@ -121,7 +125,16 @@ fn tshark_esp(pcap: &Path, home: &Path, sa_lines: &[String]) -> Vec<String> {
 
 #[test]
 fn plaintext_in_esp_out_decrypted_by_tshark_and_back_through_a_peer() {
-    let dir = tmpdir("roundtrip");
+    roundtrip("ring");
+}
+
+#[test]
+fn the_same_round_trip_on_intel_ipsec_mb_cpu_crypto() {
+    roundtrip("ipsec-mb");
+}
+
+fn roundtrip(backend: &str) {
+    let dir = tmpdir(&format!("roundtrip-{backend}"));
     let mut t = Traffic::anchor(60);
     t.packets = 300;
     t.flows = 16;
@@ -144,10 +157,11 @@ fn plaintext_in_esp_out_decrypted_by_tshark_and_back_through_a_peer() {
     let out_sa = format!(
         "    - {{ spi: 0x1005, direction: out, suite: aes-128-gcm, key: \"{KEY}\", src: 172.16.1.5, dst: 172.16.2.5, selectors: [\"192.168.105.0/24\"] }}"
     );
-    let cfg_a = config(&dir, "a", &none, &plain, &out_sa);
+    let (tag_a, tag_b) = (format!("a-{backend}"), format!("b-{backend}"));
+    let cfg_a = config_with(&dir, &Cfg { tag: &tag_a, outside_rx: &none, inside_rx: &plain, sas: &out_sa, workers: 1, extra: "metrics: { listen: null }", backend });
     let log = run_dataplane(&cfg_a);
-    let esp_out = dir.join("a-outside-tx0.pcap");
-    let esp = tx_frames(&dir, "a", "outside", 1);
+    let esp_out = dir.join(format!("{tag_a}-outside-tx0.pcap"));
+    let esp = tx_frames(&dir, &tag_a, "outside", 1);
     assert_eq!(esp.len(), sent.len(), "every packet protected:\n{log}");
 
     // tshark decrypts each one and checks its ICV (an independent implementation).
@@ -188,9 +202,9 @@ fn plaintext_in_esp_out_decrypted_by_tshark_and_back_through_a_peer() {
     let in_sa = format!(
         "    - {{ spi: 0x1005, direction: in, suite: aes-128-gcm, key: \"{KEY}\", src: 172.16.1.5, dst: 172.16.2.5, selectors: [\"192.168.5.0/24\"], local_selectors: [\"192.168.105.0/24\"] }}"
     );
-    let cfg_b = config(&dir, "b", &esp_out, &none, &in_sa);
+    let cfg_b = config_with(&dir, &Cfg { tag: &tag_b, outside_rx: &esp_out, inside_rx: &none, sas: &in_sa, workers: 1, extra: "metrics: { listen: null }", backend });
     let log = run_dataplane(&cfg_b);
-    let back = tx_frames(&dir, "b", "inside", 1);
+    let back = tx_frames(&dir, &tag_b, "inside", 1);
     assert_eq!(back.len(), sent.len(), "every packet decrypted:\n{log}");
     for (i, (b, s)) in back.iter().zip(&sent).enumerate() {
         assert_eq!(&b[0..6], &[2, 0, 0, 0, 2, 1], "packet {i}: to the inside gateway");
@@ -198,7 +212,7 @@ fn plaintext_in_esp_out_decrypted_by_tshark_and_back_through_a_peer() {
         let ip_len = u16::from_be_bytes([s[16], s[17]]) as usize;
         assert_eq!(&b[14..], &s[14..14 + ip_len], "packet {i} differs");
     }
-    cleanup(&dir, &["a", "b"]);
+    cleanup(&dir, &[&tag_a, &tag_b]);
 }
 
 fn vectors() -> Vec<serde_json::Value> {
@@ -339,7 +353,7 @@ fn two_workers_hand_inbound_esp_to_the_sa_owner() {
     );
     let cfg = config_with(
         &dir,
-        &Cfg { tag: "h2", outside_rx: &esp, inside_rx: &none, sas: &sas, workers: 2, extra: "metrics: { listen: null }" },
+        &Cfg { tag: "h2", outside_rx: &esp, inside_rx: &none, sas: &sas, workers: 2, extra: "metrics: { listen: null }", backend: "auto" },
     );
     let log = run_dataplane(&cfg);
     let back = tx_frames(&dir, "h2", "inside", 2);
@@ -370,7 +384,7 @@ fn sigterm_stops_cleanly_metrics_move_and_a_restart_continues_the_sequence() {
     let dev = format!("{},infinite_rx=1", plain.display());
     let cfg = config_with(
         &dir,
-        &Cfg { tag: "r", outside_rx: &none, inside_rx: Path::new(&dev), sas: &sa, workers: 1, extra: &format!("metrics: {{ listen: \"127.0.0.1:{port}\", per_sa: true }}") },
+        &Cfg { tag: "r", outside_rx: &none, inside_rx: Path::new(&dev), sas: &sa, workers: 1, extra: &format!("metrics: {{ listen: \"127.0.0.1:{port}\", per_sa: true }}"), backend: "auto" },
     );
     let scrape_text = || -> Option<String> {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
