@@ -50,6 +50,9 @@ pub struct EndpointConfig {
     pub cookie_threshold: usize,
     /// Refuse new IKE_SA_INIT requests outright above this many half-open SAs.
     pub half_open_limit: usize,
+    /// A responder IKE SA that sees no IKE_AUTH this long after IKE_SA_INIT
+    /// is dropped (strongSwan's half-open timeout is 30 s).
+    pub half_open_timeout: Duration,
     /// How long a cookie secret is used before a new one is drawn; cookies
     /// of the previous secret stay valid for one more period (§2.6).
     pub cookie_secret_lifetime: Duration,
@@ -71,6 +74,7 @@ impl Default for EndpointConfig {
             retransmit: RetransmitConfig::default(),
             cookie_threshold: 1000,
             half_open_limit: 20_000,
+            half_open_timeout: Duration::from_secs(30),
             cookie_secret_lifetime: Duration::from_secs(120),
             closed_linger: Duration::from_secs(60),
             natt_port: 4500,

@@ -114,7 +114,8 @@ pub enum Task {
     CreateChild(Box<CreateChildTask>),
     RekeyIke(Box<RekeyIkeTask>),
     DeleteChildren(Vec<ChildSaHandle>),
-    DeleteIke,
+    /// Delete the IKE SA; the reason is reported when it is done.
+    DeleteIke(DownReason),
     Dpd,
 }
 
@@ -202,6 +203,7 @@ pub struct IkeSa {
     pub peer_hashes: Vec<u16>,
     pub leases: Vec<IpAddr>,
     pub last_inbound: Time,
+    pub half_open_timeout: std::time::Duration,
     pub rekey_at: Option<Time>,
     /// (SPIi, Ni) of the IKE_SA_INIT request this responder SA answered, to
     /// spot its retransmits (§2.1: not by SPIi alone).
@@ -253,6 +255,7 @@ impl IkeSa {
             peer_hashes: Vec::new(),
             leases: Vec::new(),
             last_inbound: ctx.now,
+            half_open_timeout: ctx.config.half_open_timeout,
             rekey_at: None,
             init_key: None,
         }
@@ -544,13 +547,7 @@ impl IkeSa {
                     self.remove_child(ctx, h);
                 }
             }
-            Task::DeleteIke => {
-                let reason = match self.state {
-                    IkeState::Rekeyed { .. } => DownReason::Rekeyed,
-                    _ => DownReason::Deleted,
-                };
-                self.close(ctx, reason);
-            }
+            Task::DeleteIke(reason) => self.close(ctx, reason),
             Task::Dpd => {}
         }
     }
@@ -863,8 +860,16 @@ impl IkeSa {
     }
 
     fn process_ike_auth_response(&mut self, ctx: &mut Ctx<'_>, task: IkeAuthTask, payloads: &[Payload<'_>]) {
+        let peer_refused = Payloads(payloads).auth().is_none();
         match self.complete_ike_auth(ctx, task, payloads) {
             Ok(()) => {}
+            // §2.21.2: the responder's AUTH did not verify; tell it in an
+            // INFORMATIONAL and delete, rather than leave it half-up.
+            Err(ProtoError::AuthenticationFailed) if !peer_refused => {
+                if self.start_delete_ike(ctx, DownReason::AuthenticationFailed, Some(NotifyType::AUTHENTICATION_FAILED)).is_err() {
+                    self.close(ctx, DownReason::AuthenticationFailed);
+                }
+            }
             Err(ProtoError::AuthenticationFailed) => self.close(ctx, DownReason::AuthenticationFailed),
             Err(e) => self.close(ctx, DownReason::Refused(e.notify().map_or(NotifyType::INVALID_SYNTAX, |n| n.notify_type))),
         }
@@ -1464,6 +1469,7 @@ impl IkeSa {
                     // §1.4.1: answer with an empty INFORMATIONAL, then close.
                     let reason = match self.state {
                         IkeState::Rekeyed { .. } => DownReason::Rekeyed,
+                        _ if p.notify(NotifyType::AUTHENTICATION_FAILED).is_some() => DownReason::AuthenticationFailed,
                         _ => DownReason::Deleted,
                     };
                     return Ok(Reply { payloads: Vec::new(), then: Then::Close(reason) });
@@ -1533,11 +1539,11 @@ impl IkeSa {
                 }
                 Queued::RekeyIke => self.start_rekey_ike(ctx),
                 Queued::DeleteIke => {
-                    if matches!(self.state, IkeState::Established) {
-                        self.state = IkeState::Deleting;
-                    }
-                    let d = Delete { protocol_id: ProtocolId::IKE, spi_size: 0, spis: Vec::new() };
-                    self.send_request(ctx, ExchangeType::INFORMATIONAL, &[Payload::Delete(d)]).map(|()| self.active = Some(Task::DeleteIke))
+                    let reason = match self.state {
+                        IkeState::Rekeyed { .. } => DownReason::Rekeyed,
+                        _ => DownReason::Deleted,
+                    };
+                    self.start_delete_ike(ctx, reason, None)
                 }
                 Queued::Dpd => self.send_request(ctx, ExchangeType::INFORMATIONAL, &[]).map(|()| self.active = Some(Task::Dpd)),
             };
@@ -1546,6 +1552,22 @@ impl IkeSa {
                 return;
             }
         }
+    }
+
+    /// Sends the INFORMATIONAL Delete of this IKE SA (§1.4.1), with an
+    /// error notify if the deletion is the answer to one (§2.21.2).
+    fn start_delete_ike(&mut self, ctx: &mut Ctx<'_>, reason: DownReason, error: Option<NotifyType>) -> Result<(), ProtoError> {
+        if matches!(self.state, IkeState::Established | IkeState::Connecting) {
+            self.state = IkeState::Deleting;
+        }
+        let mut p = Vec::new();
+        if let Some(t) = error {
+            p.push(notify_payload(t));
+        }
+        p.push(Payload::Delete(Delete { protocol_id: ProtocolId::IKE, spi_size: 0, spis: Vec::new() }));
+        self.send_request(ctx, ExchangeType::INFORMATIONAL, &p)?;
+        self.active = Some(Task::DeleteIke(reason));
+        Ok(())
     }
 
     /// Closes the SA: every Child SA is deleted by event, then the IKE SA.
@@ -1586,6 +1608,9 @@ impl IkeSa {
                 d = Some(d.map_or(t, |d| d.min(t)));
             }
         };
+        if matches!(self.state, IkeState::HalfOpen(_)) {
+            consider(Some(self.last_inbound + self.half_open_timeout));
+        }
         if matches!(self.state, IkeState::Established) {
             consider(self.rekey_at);
             if self.active.is_none() {
@@ -1614,6 +1639,11 @@ impl IkeSa {
                 self.close(ctx, DownReason::Timeout);
                 return;
             }
+        }
+        if matches!(self.state, IkeState::HalfOpen(_)) && self.last_inbound + self.half_open_timeout <= ctx.now {
+            // The initiator never sent IKE_AUTH: free the half-open slot.
+            self.close(ctx, DownReason::Timeout);
+            return;
         }
         if matches!(self.state, IkeState::Established) {
             if self.rekey_at.is_some_and(|t| t <= ctx.now) {

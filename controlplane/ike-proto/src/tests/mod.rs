@@ -9,3 +9,4 @@ mod rekey;
 mod determinism;
 mod fuzz;
 mod tshark;
+mod certs;

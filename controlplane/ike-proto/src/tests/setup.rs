@@ -180,3 +180,15 @@ fn initial_contact_replaces_the_old_ike_sa_of_the_same_identity() {
     assert_eq!(p.count(Side::B, |e| matches!(e, Event::ChildSaDelete { child_sa, .. } if *child_sa == first_child)), 1);
     assert_eq!(p.b.ep.established().len(), 1);
 }
+
+#[test]
+fn half_open_sas_expire_when_ike_auth_never_comes() {
+    let mut p = Pair::psk(306);
+    p.link.filter = Some(Box::new(|side, d| side == Side::A && d.header().is_some_and(|h| h.exchange_type == ExchangeType::IKE_AUTH)));
+    p.initiate(Side::A, "site");
+    p.drive_for(Duration::from_secs(1));
+    assert_eq!(p.b.ep.half_open_count(), 1);
+    p.drive_for(Duration::from_secs(30));
+    assert_eq!(p.b.ep.half_open_count(), 0);
+    assert_eq!(p.downs(Side::B), vec![DownReason::Timeout]);
+}

@@ -1,0 +1,120 @@
+//! IKE_AUTH with RFC 7427 digital signatures and certificate chains
+//! validated against configured CAs at the injected time.
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ike_crypto::cert::Certificate;
+use ike_crypto::sig::PrivateKey;
+use ike_crypto::Secret;
+use ike_wire::ExchangeType;
+
+use super::util::*;
+use crate::{DownReason, Event, Identity, LocalAuth, RemoteAuth};
+
+fn crypto_pki(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ike-crypto/testdata/pki").join(name)
+}
+
+fn our_pki(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/pki").join(name)
+}
+
+fn cert(path: PathBuf) -> Certificate {
+    Certificate::load(&path).expect("certificate")
+}
+
+/// Local auth by `key` + `leaf` (with the intermediate), identity = the
+/// leaf's subject DN.
+fn signer(key: PathBuf, leaf: PathBuf) -> (LocalAuth, Identity) {
+    let leaf = cert(leaf);
+    let id = Identity::Dn(leaf.subject_der());
+    let key = PrivateKey::load(&key).expect("key");
+    (LocalAuth::PubKey { signer: Arc::new(key), certs: vec![leaf, cert(crypto_pki("intermediate.pem"))] }, id)
+}
+
+fn trust(ca: &str) -> RemoteAuth {
+    RemoteAuth::PubKey { cas: vec![cert(crypto_pki(ca))] }
+}
+
+fn cert_pair(seed: u64, client_key: &str, client_cert: &str, client_trusts: &str) -> Pair {
+    let (gw_auth, gw_id) = signer(crypto_pki("leaf.key"), crypto_pki("leaf.pem"));
+    let (cl_auth, cl_id) = signer(our_pki(client_key), our_pki(client_cert));
+    let mut ca = psk_conn("site", "unused", "unused", b"unused", true);
+    ca.local_id = cl_id.clone();
+    ca.remote_id = Some(gw_id.clone());
+    ca.local_auth = cl_auth;
+    ca.remote_auth = trust(client_trusts);
+    let mut cb = psk_conn("site", "unused", "unused", b"unused", false);
+    cb.local_id = gw_id;
+    cb.remote_id = Some(cl_id);
+    cb.local_auth = gw_auth;
+    cb.remote_auth = trust("root.pem");
+    Pair::new(seed, endpoint_config(ca), endpoint_config(cb))
+}
+
+fn auth_methods(p: &Pair) -> usize {
+    // Both AUTH payloads are encrypted; what we can see is that IKE_AUTH
+    // completed once in each direction.
+    p.sent(Side::A, ExchangeType::IKE_AUTH, false) + p.sent(Side::B, ExchangeType::IKE_AUTH, true)
+}
+
+#[test]
+fn ecdsa_gateway_and_ed25519_client_authenticate_with_certificates() {
+    let mut p = cert_pair(700, "ed25519-client.key", "ed25519-client.pem", "root.pem");
+    p.connect();
+    assert_eq!(auth_methods(&p), 2);
+    assert_eq!((p.installs(Side::A).len(), p.installs(Side::B).len()), (1, 1));
+    let remote = p.events(Side::B).iter().find_map(|e| match e {
+        Event::IkeSaUp { remote_id, .. } => Some(remote_id.clone()),
+        _ => None,
+    });
+    assert_eq!(remote, Some(Identity::Dn(cert(our_pki("ed25519-client.pem")).subject_der())));
+}
+
+#[test]
+fn rsa_pss_client_authenticates_with_a_certificate() {
+    let mut p = cert_pair(701, "rsa-client.key", "rsa-client.pem", "root.pem");
+    p.connect();
+    assert_eq!(p.installs(Side::B).len(), 1);
+}
+
+#[test]
+fn a_gateway_certificate_from_an_untrusted_ca_fails_authentication() {
+    let mut p = cert_pair(702, "ed25519-client.key", "ed25519-client.pem", "other-root.pem");
+    p.initiate(Side::A, "site");
+    p.drive();
+    // B accepted A (it trusts root.pem) but A refuses B's chain and tells
+    // B so (§2.21.2), which takes B's IKE SA and Child SA down too.
+    assert_eq!(p.downs(Side::A), vec![DownReason::AuthenticationFailed]);
+    assert_eq!(p.ups(Side::A), 0);
+    assert_eq!(p.downs(Side::B), vec![DownReason::AuthenticationFailed]);
+    assert_eq!(p.count(Side::B, |e| matches!(e, Event::ChildSaDelete { .. })), 1);
+}
+
+#[test]
+fn certificates_outside_their_validity_at_the_injected_time_fail() {
+    // The same pair, but the clock says 2050: every certificate expired.
+    let mut p = cert_pair(703, "ed25519-client.key", "ed25519-client.pem", "root.pem");
+    p.time = crate::Time::from_unix_secs(2_540_000_000);
+    p.initiate(Side::A, "site");
+    p.drive();
+    assert_eq!(p.downs(Side::B), vec![DownReason::AuthenticationFailed]);
+    assert_eq!(p.downs(Side::A), vec![DownReason::AuthenticationFailed]);
+}
+
+#[test]
+fn psk_one_way_and_certificate_the_other_way_works() {
+    let (gw_auth, gw_id) = signer(crypto_pki("leaf.key"), crypto_pki("leaf.pem"));
+    let psk = Secret::new(b"client secret".to_vec());
+    let mut ca = psk_conn("site", "client.esprit.test", "unused", b"unused", true);
+    ca.remote_id = Some(gw_id.clone());
+    ca.local_auth = LocalAuth::Psk(psk.clone());
+    ca.remote_auth = trust("root.pem");
+    let mut cb = psk_conn("site", "unused", "client.esprit.test", b"unused", false);
+    cb.local_id = gw_id;
+    cb.local_auth = gw_auth;
+    cb.remote_auth = RemoteAuth::Psk(psk);
+    let mut p = Pair::new(704, endpoint_config(ca), endpoint_config(cb));
+    p.connect();
+    assert_eq!(p.installs(Side::A).len(), 1);
+}
