@@ -52,15 +52,13 @@ impl FlatKey for u64 {
     }
 }
 
-/// IPv6 prefix key: (masked address, length + 1).
-impl FlatKey for (u128, u8) {
-    const EMPTY: Self = (0, 0);
+/// IPv6 prefix key: the masked address with a marker bit right after the prefix
+/// (see `v6_map_key`), or a /128's address in the host map.
+impl FlatKey for [u64; 2] {
+    const EMPTY: Self = [0, 0];
     #[inline]
     fn hash(&self, seed: u64) -> u64 {
-        mix(
-            (self.0 as u64) ^ ((self.0 >> 64) as u64).rotate_left(17) ^ u64::from(self.1),
-            seed,
-        )
+        mix(self[0] ^ self[1].rotate_left(29), seed)
     }
 }
 
@@ -91,11 +89,23 @@ impl Target {
     }
 }
 
+/// One bucket: 32 bytes, 32-aligned, so an entry never straddles two cache lines.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct Entry<K: Copy> {
+    key: K,
+    val: Target,
+}
+
+const _: () = assert!(std::mem::size_of::<Entry<u32>>() == 32);
+const _: () = assert!(std::mem::size_of::<Entry<u64>>() == 32);
+const _: () = assert!(std::mem::size_of::<Entry<[u64; 2]>>() == 32);
+
 /// Open addressing with linear probing and backward-shift deletion (no tombstones,
 /// so probe lengths do not degrade under install/delete churn). Key and value sit
 /// in the same entry: a lookup costs one cache miss, not two.
 pub(crate) struct FlatMap<K: FlatKey> {
-    entries: Vec<(K, Target)>,
+    entries: Vec<Entry<K>>,
     mask: usize,
     len: usize,
     seed: u64,
@@ -121,10 +131,11 @@ impl<K: FlatKey> FlatMap<K> {
     pub(crate) fn get(&self, k: K) -> Option<&Target> {
         let mut i = self.home(&k);
         loop {
-            let (cur, ref val) = self.entries[i];
-            if cur == k {
-                return Some(val);
+            let e = &self.entries[i];
+            if e.key == k {
+                return Some(&e.val);
             }
+            let cur = e.key;
             if cur == K::EMPTY {
                 return None;
             }
@@ -155,14 +166,17 @@ impl<K: FlatKey> FlatMap<K> {
         }
         let mut i = self.home(&k);
         loop {
-            let cur = self.entries[i].0;
+            let cur = self.entries[i].key;
             if cur == k {
-                return &mut self.entries[i].1;
+                return &mut self.entries[i].val;
             }
             if cur == K::EMPTY {
-                self.entries[i] = (k, Target::NONE);
+                self.entries[i] = Entry {
+                    key: k,
+                    val: Target::NONE,
+                };
                 self.len += 1;
-                return &mut self.entries[i].1;
+                return &mut self.entries[i].val;
             }
             i = (i + 1) & self.mask;
         }
@@ -171,7 +185,7 @@ impl<K: FlatKey> FlatMap<K> {
     pub(crate) fn remove(&mut self, k: K) {
         let mut i = self.home(&k);
         loop {
-            let cur = self.entries[i].0;
+            let cur = self.entries[i].key;
             if cur == K::EMPTY {
                 return;
             }
@@ -185,7 +199,7 @@ impl<K: FlatKey> FlatMap<K> {
         let mut hole = i;
         let mut j = (i + 1) & self.mask;
         loop {
-            let kj = self.entries[j].0;
+            let kj = self.entries[j].key;
             if kj == K::EMPTY {
                 break;
             }
@@ -198,7 +212,10 @@ impl<K: FlatKey> FlatMap<K> {
             }
             j = (j + 1) & self.mask;
         }
-        self.entries[hole] = (K::EMPTY, Target::NONE);
+        self.entries[hole] = Entry {
+            key: K::EMPTY,
+            val: Target::NONE,
+        };
         self.len -= 1;
     }
 
@@ -207,9 +224,9 @@ impl<K: FlatKey> FlatMap<K> {
         let old = std::mem::replace(&mut self.entries, alloc_entries(cap));
         self.mask = self.entries.len() - 1;
         self.len = 0;
-        for (k, v) in old {
-            if k != K::EMPTY {
-                *self.get_mut_or_insert(k) = v;
+        for e in old {
+            if e.key != K::EMPTY {
+                *self.get_mut_or_insert(e.key) = e.val;
             }
         }
     }
@@ -220,21 +237,27 @@ impl<K: FlatKey> FlatMap<K> {
 
     /// Bytes of the table (for the per-SA footprint report).
     pub(crate) fn bytes(&self) -> usize {
-        self.entries.len() * std::mem::size_of::<(K, Target)>()
+        self.entries.len() * std::mem::size_of::<Entry<K>>()
     }
 }
 
 /// A zeroed-out entry array; large ones are put on transparent huge pages, since
 /// random probes into a table of a million SAs otherwise miss the TLB as well as
 /// the cache.
-fn alloc_entries<K: FlatKey>(cap: usize) -> Vec<(K, Target)> {
-    let mut v: Vec<(K, Target)> = Vec::with_capacity(cap);
-    let bytes = cap * std::mem::size_of::<(K, Target)>();
+fn alloc_entries<K: FlatKey>(cap: usize) -> Vec<Entry<K>> {
+    let mut v: Vec<Entry<K>> = Vec::with_capacity(cap);
+    let bytes = cap * std::mem::size_of::<Entry<K>>();
     // Advise before the first touch, so the pages are born huge.
     if bytes >= 4 << 20 {
         advise_huge(v.as_ptr().cast(), bytes);
     }
-    v.resize(cap, (K::EMPTY, Target::NONE));
+    v.resize(
+        cap,
+        Entry {
+            key: K::EMPTY,
+            val: Target::NONE,
+        },
+    );
     v
 }
 
@@ -362,9 +385,16 @@ impl PrefixKey {
                 let a = u32::from_be_bytes([p.addr[0], p.addr[1], p.addr[2], p.addr[3]]);
                 Some(Self::V4(v4_key(a, p.len.min(32))))
             }
-            Family::V6 => Some(Self::v6(u128::from_be_bytes(p.addr), p.len.min(128))),
+            Family::V6 => Some(Self::v6(u128::from_be_bytes(p.addr), p.len.min(128)))
+                .filter(|k| !k.is_unspecified_host()),
             _ => None,
         }
+    }
+
+    /// ::/128 is the host map's empty key; the unspecified address is never an
+    /// inner destination, so it is never indexed.
+    fn is_unspecified_host(&self) -> bool {
+        *self == Self::V6(0, 0, 129)
     }
 
     fn v6(addr: u128, len: u8) -> Self {
@@ -452,6 +482,7 @@ pub(crate) fn outbound_keys(p: &SaParams, out: &mut Vec<PrefixKey>) {
             _ => {}
         }
     }
+    out.retain(|k| !k.is_unspecified_host());
     out.sort_unstable_by_key(|k| match k {
         PrefixKey::V4(x) => (0u8, u128::from(*x)),
         PrefixKey::V6(h, l, n) => (1 + *n, (u128::from(*h) << 64) | u128::from(*l)),
@@ -469,7 +500,10 @@ pub(crate) struct Indexes {
     /// Group SAs per SPI, to keep the HAS_GROUP bit exact.
     group_spis: HashMap<u32, u32, FxBuild>,
     v4: FlatMap<u64>,
-    v6: FlatMap<(u128, u8)>,
+    /// IPv6 prefixes shorter than /128, keyed by `v6_map_key`.
+    v6: FlatMap<[u64; 2]>,
+    /// IPv6 /128s, keyed by address: no bit is left for a length marker.
+    v6_host: FlatMap<[u64; 2]>,
     /// Which prefix lengths to probe for an address, per family.
     v4_lens: LenHint,
     v6_lens: LenHint,
@@ -486,6 +520,7 @@ impl Indexes {
             group_spis: HashMap::default(),
             v4: FlatMap::with_capacity(n / 2, seed.rotate_left(21)),
             v6: FlatMap::with_capacity(16, seed.rotate_left(42)),
+            v6_host: FlatMap::with_capacity(16, seed.rotate_left(50)),
             v4_lens: LenHint::new(16, false),
             v6_lens: LenHint::new(32, true),
             candidates: HashMap::default(),
@@ -582,14 +617,20 @@ impl Indexes {
     fn prefix_entry(&mut self, k: PrefixKey) -> &mut Target {
         match k {
             PrefixKey::V4(key) => self.v4.get_mut_or_insert(key),
-            PrefixKey::V6(h, l, n) => self.v6.get_mut_or_insert(v6_flat(h, l, n)),
+            PrefixKey::V6(h, l, n) => match v6_flat(h, l, n) {
+                (true, k) => self.v6_host.get_mut_or_insert(k),
+                (false, k) => self.v6.get_mut_or_insert(k),
+            },
         }
     }
 
     fn prefix_target(&self, k: PrefixKey) -> Option<Target> {
         match k {
             PrefixKey::V4(key) => self.v4.get(key).copied(),
-            PrefixKey::V6(h, l, n) => self.v6.get(v6_flat(h, l, n)).copied(),
+            PrefixKey::V6(h, l, n) => match v6_flat(h, l, n) {
+                (true, k) => self.v6_host.get(k).copied(),
+                (false, k) => self.v6.get(k).copied(),
+            },
         }
     }
 
@@ -607,7 +648,10 @@ impl Indexes {
                 self.v4_lens.remove(v4_top(key), k.len());
             }
             PrefixKey::V6(h, l, n) => {
-                self.v6.remove(v6_flat(h, l, n));
+                match v6_flat(h, l, n) {
+                    (true, k) => self.v6_host.remove(k),
+                    (false, k) => self.v6.remove(k),
+                }
                 self.v6_lens.remove((h >> 32) as u32, k.len());
             }
         }
@@ -701,17 +745,26 @@ impl Indexes {
     }
 
     #[inline]
+    fn v6_get(&self, dst: u128, len: u8) -> Option<&Target> {
+        if len == 128 {
+            self.v6_host.get(u128_words(dst))
+        } else {
+            self.v6.get(v6_map_key(dst, len))
+        }
+    }
+
+    #[inline]
     pub(crate) fn lookup_v6(&self, dst: u128) -> Option<SaId> {
         let mut m = self.v6_lens.long_mask((dst >> 96) as u32);
         while m != 0 {
             let b = 127 - m.leading_zeros();
-            if let Some(t) = self.v6.get(v6_key(dst, 33 + b as u8)) {
+            if let Some(t) = self.v6_get(dst, 33 + b as u8) {
                 return t.id();
             }
             m &= !(1u128 << b);
         }
         for &len in &self.v6_lens.short {
-            if let Some(t) = self.v6.get(v6_key(dst, len)) {
+            if let Some(t) = self.v6_get(dst, len) {
                 return t.id();
             }
         }
@@ -727,12 +780,16 @@ impl Indexes {
         } else {
             self.v6_lens.short.first().copied().unwrap_or(0)
         };
-        self.v6.prefetch(v6_key(dst, len));
+        if len == 128 {
+            self.v6_host.prefetch(u128_words(dst));
+        } else {
+            self.v6.prefetch(v6_map_key(dst, len));
+        }
     }
 
     /// Bytes of the lookup tables proper (maintenance maps excluded).
     pub(crate) fn lookup_bytes(&self) -> usize {
-        self.spi.bytes() + self.v4.bytes() + self.v6.bytes()
+        self.spi.bytes() + self.v4.bytes() + self.v6.bytes() + self.v6_host.bytes()
     }
 
     pub(crate) fn sizes(&self) -> (usize, usize, usize, usize) {
@@ -740,7 +797,7 @@ impl Indexes {
             self.spi.len(),
             self.groups.len(),
             self.v4.len(),
-            self.v6.len(),
+            self.v6.len() + self.v6_host.len(),
         )
     }
 }
@@ -752,8 +809,33 @@ fn newest(c: &[Target]) -> Target {
         .unwrap_or(Target::NONE)
 }
 
-fn v6_flat(hi: u64, lo: u64, len1: u8) -> (u128, u8) {
-    ((u128::from(hi) << 64) | u128::from(lo), len1)
+/// Flat-map key of a maintenance key: (is it a /128, key).
+fn v6_flat(hi: u64, lo: u64, len1: u8) -> (bool, [u64; 2]) {
+    let addr = (u128::from(hi) << 64) | u128::from(lo);
+    let len = len1 - 1;
+    if len == 128 {
+        (true, u128_words(addr))
+    } else {
+        (false, v6_map_key(addr, len))
+    }
+}
+
+#[inline]
+fn u128_words(a: u128) -> [u64; 2] {
+    [(a >> 64) as u64, a as u64]
+}
+
+/// A prefix shorter than /128 as one 16-byte key: the masked address with the
+/// bit right after the prefix set. The marker's position encodes the length, so
+/// (address, length) pairs map to distinct keys, and no key is zero.
+#[inline]
+fn v6_map_key(addr: u128, len: u8) -> [u64; 2] {
+    let masked = if len == 0 {
+        0
+    } else {
+        addr & (u128::MAX << (128 - u32::from(len)))
+    };
+    u128_words(masked | (1u128 << (127 - u32::from(len))))
 }
 
 fn v4_top(key: u64) -> u32 {

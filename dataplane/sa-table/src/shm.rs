@@ -70,7 +70,12 @@ impl Drop for Shm {
     }
 }
 
-fn map_file(file: &File, len: usize) -> io::Result<NonNull<u8>> {
+fn map_file(file: &File, len: usize, populate: bool) -> io::Result<NonNull<u8>> {
+    let flags = if populate {
+        libc::MAP_SHARED | libc::MAP_POPULATE
+    } else {
+        libc::MAP_SHARED
+    };
     // SAFETY: a fresh shared mapping of an open file; the kernel picks the address,
     // so no existing Rust object is aliased. The file is at least `len` bytes
     // (checked or set by the callers), so every mapped page is backed.
@@ -79,9 +84,7 @@ fn map_file(file: &File, len: usize) -> io::Result<NonNull<u8>> {
             std::ptr::null_mut(),
             len,
             libc::PROT_READ | libc::PROT_WRITE,
-            // Populate the page tables up front: one bulk walk instead of a fault
-            // per page on the first install or the first scan of each page.
-            libc::MAP_SHARED | libc::MAP_POPULATE,
+            flags,
             file.as_raw_fd(),
             0,
         )
@@ -107,7 +110,9 @@ impl Shm {
         if r != 0 {
             return Err(io::Error::from_raw_os_error(r));
         }
-        let base = map_file(&file, total as usize)?;
+        // The creating writer touches every slot and state as it installs: populate
+        // the page tables in one walk instead of a fault per page.
+        let base = map_file(&file, total as usize, true)?;
         Ok(Self {
             base,
             len: total as usize,
@@ -129,7 +134,7 @@ impl Shm {
                 file_bytes: file_len,
             });
         }
-        let head = map_file(&file, HEADER_BYTES)?;
+        let head = map_file(&file, HEADER_BYTES, false)?;
         // SAFETY: `head` maps HEADER_BYTES (≥ size_of::<Header>()) bytes, page
         // aligned; Header holds only integers and atomics, valid for any bytes. The
         // immutable fields read here are written before the file gets its name.
@@ -143,7 +148,10 @@ impl Shm {
         }
         check?;
         let (slots, states, journal, total) = region_offsets(capacity, journal_len);
-        let base = map_file(&file, total as usize)?;
+        // Not populated: an attaching reader scans only the slots, and faulting
+        // those in (with the kernel's fault-around) is cheaper than walking the
+        // page tables of the whole file, states included.
+        let base = map_file(&file, total as usize, false)?;
         Ok(Self {
             base,
             len: total as usize,
