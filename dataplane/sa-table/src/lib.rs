@@ -34,6 +34,45 @@
 //!
 //! Memory ordering is argued where it happens, in `shm.rs`; the protocol is checked
 //! exhaustively over all interleavings (with crashes) in `tests/model.rs`.
+//!
+//! # Use
+//!
+//! ```no_run
+//! use std::net::Ipv4Addr;
+//! use std::path::Path;
+//! use sa_table::{Change, Direction, IpPrefix, Mode, Reader, SaParams, TableConfig, TransformId, Writer};
+//!
+//! let path = Path::new("/dev/shm/esprit/0/sa-table");
+//! // Control plane: create or take over the table (repairing what a dead writer left).
+//! let (mut writer, _repair) = Writer::open(path, &TableConfig::default())?;
+//! let mut out = SaParams::zeroed();
+//! out.spi = 0x1234_5678;
+//! out.direction = Direction::OUTBOUND;
+//! out.mode = Mode::TUNNEL;
+//! out.transform = TransformId::AES_GCM_16_IIV;
+//! out.set_key(&[7; 32], [1, 2, 3, 4]);
+//! out.set_outer("192.0.2.1".parse()?, "198.51.100.2".parse()?);
+//! out.initial_seq = 1;
+//! out.served[0] = IpPrefix::new("10.1.0.0".parse()?, 16);
+//! out.served_count = 1;
+//! let id = writer.install(&out)?;
+//!
+//! // Each dataplane worker: attach once, then poll between bursts.
+//! let mut reader = Reader::attach(path)?;
+//! reader.poll_changes(|change| match change {
+//!     Change::Upsert { id, params } => { /* (re)build the worker's crypto context for id.slot() */ }
+//!     Change::Removed { id } => { /* drop it */ }
+//! });
+//! if let Some(sa) = reader.lookup_outbound_v4(Ipv4Addr::new(10, 1, 2, 3)) {
+//!     let state = reader.state(sa).expect("in range");
+//!     let first_seq = state.reserve_seq(32, false)?; // one atomic add per burst
+//!     state.add_traffic(32, 32 * 1400);
+//! }
+//! // Control plane, later: lifetimes, idle detection, sequence exhaustion.
+//! let st = writer.state(id)?;
+//! let _ = (st.bytes(), st.pkts(), st.last_use_secs(), st.seq_next());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod index;
 mod layout;

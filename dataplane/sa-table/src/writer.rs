@@ -144,6 +144,11 @@ fn validate(p: &SaParams) -> Result<(), WriteError> {
     if p.mode != Mode::TRANSPORT && p.mode != Mode::TUNNEL {
         return Err(Invalid("mode must be transport or tunnel"));
     }
+    if p.direction == Direction::OUTBOUND && p.initial_seq == 0 {
+        return Err(Invalid(
+            "outbound initial_seq must be at least 1 (RFC 4303 §3.3.3)",
+        ));
+    }
     let lens = p.transform.key_lens();
     if lens.is_empty() {
         return Err(Invalid("unsupported transform (20, 28, 30 or 31)"));

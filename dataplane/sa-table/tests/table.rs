@@ -301,6 +301,9 @@ fn install_refuses_invalid_sas_and_leaves_the_table_unchanged() {
     sid.sender_id_bits = 8;
     sid.sender_id = 256;
     assert!(matches!(w.install(&sid), Err(WriteError::Invalid(_))));
+    let mut seq0 = outbound(0x8005, 1, "10.0.0.0/8");
+    seq0.initial_seq = 0;
+    assert!(matches!(w.install(&seq0), Err(WriteError::Invalid(_))));
     w.install(&inbound(0x8004, 1)).unwrap();
     assert!(matches!(
         w.install(&inbound(0x8004, 2)),
