@@ -40,6 +40,28 @@ impl RetransmitConfig {
     }
 }
 
+/// IKE fragmentation (RFC 7383) limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragmentationConfig {
+    /// Longest IKE message sent unfragmented, and longest fragment, in
+    /// octets from the IKE header on. RFC 7383 §2.5.1 recommends IP
+    /// datagrams of at most 1280 octets: 1280 - 40 (IPv6) - 8 (UDP) - 4
+    /// (non-ESP marker) = 1228.
+    pub max_message_len: usize,
+    /// Refuse messages announced with more fragments.
+    pub max_fragments: u16,
+    /// Refuse reassembled messages longer than this.
+    pub max_reassembled_len: usize,
+    /// Abandon an incomplete reassembly after this long (§2.6).
+    pub reassembly_timeout: Duration,
+}
+
+impl Default for FragmentationConfig {
+    fn default() -> Self {
+        Self { max_message_len: 1228, max_fragments: 64, max_reassembled_len: 64 * 1024, reassembly_timeout: Duration::from_secs(30) }
+    }
+}
+
 /// Endpoint-wide settings.
 #[derive(Clone)]
 pub struct EndpointConfig {
@@ -62,6 +84,8 @@ pub struct EndpointConfig {
     pub closed_linger: Duration,
     /// The UDP port IKE moves to after NAT detection (RFC 7296 §2.23).
     pub natt_port: u16,
+    /// IKE fragmentation; `None` neither announces nor accepts it.
+    pub fragmentation: Option<FragmentationConfig>,
     /// Nonce length in octets (RFC 7296 §2.10: at least 16 and at least half
     /// the PRF key size; 32 covers PRF_HMAC_SHA2_512).
     pub nonce_len: usize,
@@ -78,6 +102,7 @@ impl Default for EndpointConfig {
             cookie_secret_lifetime: Duration::from_secs(120),
             closed_linger: Duration::from_secs(60),
             natt_port: 4500,
+            fragmentation: Some(FragmentationConfig::default()),
             nonce_len: 32,
         }
     }

@@ -36,6 +36,7 @@ use crate::config::{ConnectionConfig, Family, Identity, Mode};
 use crate::error::ProtoError;
 use crate::event::{ChildKeys, ChildSaHandle, ChildSaInstall, DownReason, Event, IkeSaHandle, Transmit};
 use crate::exchange::{ExchangeManager, RequestCheck, Timeout};
+use crate::fragment::{self, Reassembly};
 use crate::message::{self, Payloads};
 use crate::proposal::{self, EspSuite};
 use crate::sa::{self, Ctx, Effect, IkeKeys, Role};
@@ -208,6 +209,10 @@ pub struct IkeSa {
     /// (SPIi, Ni) of the IKE_SA_INIT request this responder SA answered, to
     /// spot its retransmits (§2.1: not by SPIi alone).
     pub init_key: Option<(u64, Vec<u8>)>,
+    /// RFC 7383: the fragment size, once both peers announced support.
+    pub fragment_len: Option<usize>,
+    fragmentation_cfg: Option<crate::config::FragmentationConfig>,
+    reassembly: Reassembly,
 }
 
 fn notify_payload(t: NotifyType) -> Payload<'static> {
@@ -258,6 +263,9 @@ impl IkeSa {
             half_open_timeout: ctx.config.half_open_timeout,
             rekey_at: None,
             init_key: None,
+            fragment_len: None,
+            fragmentation_cfg: ctx.config.fragmentation,
+            reassembly: Reassembly::default(),
         }
     }
 
@@ -306,19 +314,23 @@ impl IkeSa {
     fn send_request(&mut self, ctx: &mut Ctx<'_>, exchange: ExchangeType, inner: &[Payload<'_>]) -> Result<(), ProtoError> {
         let header = self.header(exchange, false, self.xm.next_request_id());
         let keys = self.keys.as_mut().ok_or(ProtoError::Invalid("no keys"))?;
-        let bytes = message::seal(header, inner, &mut *keys.outbound, ctx.rng)?;
-        self.xm.start_request(ctx.now, exchange, vec![bytes.clone()]);
-        self.transmit(ctx, &bytes);
+        let packets = fragment::seal(header, inner, &mut *keys.outbound, ctx.rng, self.fragment_len)?;
+        for p in &packets {
+            self.transmit(ctx, p);
+        }
+        self.xm.start_request(ctx.now, exchange, packets);
         Ok(())
     }
 
     fn send_response(&mut self, ctx: &mut Ctx<'_>, request: &Header, request_bytes: &[u8], inner: &[Payload<'_>]) {
         let header = self.header(request.exchange_type, true, request.message_id);
         let Some(keys) = self.keys.as_mut() else { return };
-        match message::seal(header, inner, &mut *keys.outbound, ctx.rng) {
-            Ok(bytes) => {
-                self.xm.record_response(request.message_id, request_bytes, vec![bytes.clone()]);
-                self.transmit(ctx, &bytes);
+        match fragment::seal(header, inner, &mut *keys.outbound, ctx.rng, self.fragment_len) {
+            Ok(packets) => {
+                for p in &packets {
+                    self.transmit(ctx, p);
+                }
+                self.xm.record_response(request.message_id, request_bytes, packets);
             }
             Err(_) => self.xm.skip_request(request.message_id),
         }
@@ -341,7 +353,7 @@ impl IkeSa {
         let ni = ctx.nonce();
         let mut sa = Self::new(handle, conn, Role::Initiator, spi_i, 0, local, remote, ctx);
         let task = IkeSaInitTask { ke, ni, cookie: None, retries: 0 };
-        let bytes = sa.ike_sa_init_request(&task)?;
+        let bytes = sa.ike_sa_init_request(&task, ctx.config.fragmentation.is_some())?;
         sa.xm.start_request(ctx.now, ExchangeType::IKE_SA_INIT, vec![bytes.clone()]);
         sa.transmit(ctx, &bytes);
         sa.active = Some(Task::IkeSaInit(task));
@@ -349,7 +361,7 @@ impl IkeSa {
     }
 
     /// HDR, [N(COOKIE)], SAi1, KEi, Ni, N(NAT_D)x2, N(SIGNATURE_HASH_ALGORITHMS).
-    fn ike_sa_init_request(&self, task: &IkeSaInitTask) -> Result<Vec<u8>, ProtoError> {
+    fn ike_sa_init_request(&self, task: &IkeSaInitTask, fragmentation: bool) -> Result<Vec<u8>, ProtoError> {
         let mut p = Vec::new();
         if let Some(c) = &task.cookie {
             // §2.6: the COOKIE notify goes first.
@@ -360,6 +372,9 @@ impl IkeSa {
         p.push(Payload::Nonce(Nonce { data: task.ni.clone().into() }));
         for n in sa::nat_notifies(self.spi_i, 0, self.local, self.remote) {
             p.push(Payload::Notify(n));
+        }
+        if fragmentation {
+            p.push(notify_payload(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED));
         }
         p.push(Payload::Notify(sa::signature_hashes_notify()));
         message::plain(self.header(ExchangeType::IKE_SA_INIT, false, 0), p)
@@ -412,6 +427,11 @@ impl IkeSa {
         for n in sa::nat_notifies(spi_i, spi_r, local, remote) {
             out.push(Payload::Notify(n));
         }
+        // RFC 7383 §2.3: announce support only in answer to the initiator's.
+        if let (Some(f), Some(_)) = (ctx.config.fragmentation, p.notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED)) {
+            out.push(notify_payload(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED));
+            sa.fragment_len = Some(f.max_message_len);
+        }
         out.push(Payload::Notify(sa::signature_hashes_notify()));
         let response = message::plain(sa.header(ExchangeType::IKE_SA_INIT, true, 0), out)?;
         sa.xm.record_response(0, request, vec![response.clone()]);
@@ -461,8 +481,7 @@ impl IkeSa {
             return;
         }
         let Ok(msg) = Message::parse(bytes) else { return };
-        let Some(keys) = self.keys.as_ref() else { return };
-        let Ok((first, plain)) = message::open(bytes, &msg, &*keys.inbound) else { return };
+        let Some((first, plain, request_bytes)) = self.decrypt(ctx, header, bytes, &msg) else { return };
         // Authenticated: the peer is alive, and behind a NAT it may move
         // (§2.23); answer where the request came from.
         self.last_inbound = ctx.now;
@@ -504,7 +523,7 @@ impl IkeSa {
                 }
             }
         };
-        self.send_response(ctx, header, bytes, &reply.payloads);
+        self.send_response(ctx, header, &request_bytes, &reply.payloads);
         if let Then::Close(reason) = reply.then {
             self.close(ctx, reason);
         }
@@ -520,8 +539,7 @@ impl IkeSa {
             self.process_ike_sa_init_response(ctx, &msg, bytes, local, remote);
             return;
         }
-        let Some(keys) = self.keys.as_ref() else { return };
-        let Ok((first, plain)) = message::open(bytes, &msg, &*keys.inbound) else { return };
+        let Some((first, plain, _)) = self.decrypt(ctx, header, bytes, &msg) else { return };
         self.last_inbound = ctx.now;
         let Some(outstanding) = self.xm.take_response(header.message_id, exchange) else { return };
         let Some(task) = self.active.take() else { return };
@@ -550,6 +568,23 @@ impl IkeSa {
             Task::DeleteIke(reason) => self.close(ctx, reason),
             Task::Dpd => {}
         }
+    }
+
+    /// Verifies and decrypts an SK message, or adds an SKF fragment to its
+    /// reassembly (RFC 7383 §2.6). Returns the first inner payload type, the
+    /// inner chain, and the datagram that identifies the message (fragment
+    /// 1 of a fragmented one) once a whole message is in.
+    fn decrypt(&mut self, ctx: &Ctx<'_>, header: &Header, bytes: &[u8], msg: &Message<'_>) -> Option<(ike_wire::PayloadType, Vec<u8>, Vec<u8>)> {
+        let keys = self.keys.as_ref()?;
+        if msg.skf().is_none() {
+            let (first, plain) = message::open(bytes, msg, &*keys.inbound).ok()?;
+            return Some((first, plain, bytes.to_vec()));
+        }
+        // Fragments only when both sides announced support (§2.3).
+        let cfg = ctx.config.fragmentation.filter(|_| self.fragment_len.is_some())?;
+        let f = fragment::open(bytes, msg, &*keys.inbound).ok()?;
+        let whole = self.reassembly.add(&cfg, ctx.now, (header.flags.response(), header.message_id), bytes, f)?;
+        Some((whole.first_inner, whole.plain, whole.first_bytes))
     }
 
     // ------------------------------------------------------------------
@@ -599,7 +634,7 @@ impl IkeSa {
     }
 
     fn retry_init(&mut self, ctx: &mut Ctx<'_>, task: IkeSaInitTask) {
-        match self.ike_sa_init_request(&task) {
+        match self.ike_sa_init_request(&task, ctx.config.fragmentation.is_some()) {
             Ok(bytes) => {
                 self.xm.restart_request(ctx.now, 0, vec![bytes.clone()]);
                 self.transmit(ctx, &bytes);
@@ -638,6 +673,9 @@ impl IkeSa {
         (self.nat_local, self.nat_remote) = sa::detect_nat(&notifies, self.spi_i, self.spi_r, local, remote);
         if let Some(n) = p.notify(NotifyType::SIGNATURE_HASH_ALGORITHMS) {
             self.peer_hashes = sa::parse_signature_hashes(&n.data);
+        }
+        if let (Some(f), Some(_)) = (ctx.config.fragmentation, p.notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED)) {
+            self.fragment_len = Some(f.max_message_len);
         }
         self.keys = Some(IkeKeys::initial(ctx.crypto, &suite, &g_ir, &task.ni, &nr.data, self.spi_i, self.spi_r, Role::Initiator)?);
         if self.nat_local || self.nat_remote {
@@ -1362,6 +1400,7 @@ impl IkeSa {
         sa.nat_remote = self.nat_remote;
         sa.remote_id = self.remote_id.clone();
         sa.peer_hashes = self.peer_hashes.clone();
+        sa.fragment_len = self.fragment_len;
         sa.rekey_at = self.conn.ike_rekey_after.map(|d| ctx.now + d);
         Ok(sa)
     }
@@ -1611,6 +1650,9 @@ impl IkeSa {
         if matches!(self.state, IkeState::HalfOpen(_)) {
             consider(Some(self.last_inbound + self.half_open_timeout));
         }
+        if let Some(cfg) = &self.fragmentation_cfg {
+            consider(self.reassembly.deadline(cfg));
+        }
         if matches!(self.state, IkeState::Established) {
             consider(self.rekey_at);
             if self.active.is_none() {
@@ -1639,6 +1681,9 @@ impl IkeSa {
                 self.close(ctx, DownReason::Timeout);
                 return;
             }
+        }
+        if let Some(cfg) = ctx.config.fragmentation {
+            self.reassembly.expire(&cfg, ctx.now);
         }
         if matches!(self.state, IkeState::HalfOpen(_)) && self.last_inbound + self.half_open_timeout <= ctx.now {
             // The initiator never sent IKE_AUTH: free the half-open slot.

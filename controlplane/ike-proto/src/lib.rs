@@ -19,6 +19,7 @@
 //!   §2.17, §2.18, §2.23, §3.15).
 //! * [`proposal`]: SA payloads and proposal selection (§2.7, §3.3).
 //! * [`ts`]: traffic selectors and narrowing (§2.9).
+//! * [`fragment`]: IKE fragmentation and reassembly (RFC 7383).
 //! * [`message`]: SK protection of whole messages and the per-exchange
 //!   payload tables (§3.14).
 //! * [`error`]: refusals and the Notify each maps to (§2.21, §3.10.1).
@@ -26,7 +27,7 @@
 //!   detection (§2.23).
 //! * [`config`], [`event`], [`time`]: the plain values going in and out.
 //!
-//! Not yet here: IKE fragmentation (RFC 7383), IKE_INTERMEDIATE (RFC 9242)
+//! Not yet here: IKE_INTERMEDIATE (RFC 9242)
 //! and multiple key exchanges (RFC 9370); the initial-exchange sequence and
 //! the proposal matcher have their hooks (see [`ike_sa`] and [`proposal`]).
 #![forbid(unsafe_code)]
@@ -36,6 +37,7 @@ pub mod endpoint;
 pub mod error;
 pub mod event;
 pub mod exchange;
+pub mod fragment;
 pub mod ike_sa;
 pub mod message;
 pub mod proposal;
@@ -47,7 +49,7 @@ pub mod ts;
 mod tests;
 
 pub use config::{
-    ChildConfig, ConnectionConfig, EndpointConfig, EspProposal, Family, Identity, IkeProposal, Lifetimes, LocalAuth, Mode,
+    ChildConfig, ConnectionConfig, EndpointConfig, EspProposal, Family, FragmentationConfig, Identity, IkeProposal, Lifetimes, LocalAuth, Mode,
     PoolConfig, RemoteAuth, RetransmitConfig,
 };
 pub use endpoint::Endpoint;

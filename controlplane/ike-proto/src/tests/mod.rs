@@ -10,3 +10,4 @@ mod determinism;
 mod fuzz;
 mod tshark;
 mod certs;
+mod fragments;

@@ -70,7 +70,7 @@ fn tshark_decodes_our_ike_sa_init_request() {
     has("Flags: 0x08 (Initiator, No higher version, Request)");
     has("Message ID: 0x00000000");
     has(&format!("Length: {}", t.payload.len()));
-    // The payload chain, in order: SA, KE, Nonce, three Notifies (top-level
+    // The payload chain, in order: SA, KE, Nonce, four Notifies (top-level
     // payloads are the lines indented by four spaces).
     let chain: Vec<&str> = text.lines().filter(|l| l.starts_with("    Payload: ")).map(str::trim).collect();
     assert_eq!(
@@ -81,6 +81,7 @@ fn tshark_decodes_our_ike_sa_init_request() {
             "Payload: Nonce (40)",
             "Payload: Notify (41) - NAT_DETECTION_SOURCE_IP",
             "Payload: Notify (41) - NAT_DETECTION_DESTINATION_IP",
+            "Payload: Notify (41) - IKEV2_FRAGMENTATION_SUPPORTED",
             "Payload: Notify (41) - SIGNATURE_HASH_ALGORITHMS",
         ],
         "{text}"
