@@ -123,6 +123,7 @@ fn measure(n: u32) -> Row {
         capacity: n,
         journal_len: 1 << 16,
         instance_id: 1,
+        ..TableConfig::default()
     };
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ u64::from(n));
     let tunnels: Vec<_> = (0..n / 2).map(|i| tunnel(i, &mut rng)).collect();

@@ -17,6 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
@@ -38,6 +39,9 @@ pub struct TableConfig {
     pub journal_len: u32,
     /// Which esprit instance this table belongs to (DESIGN.md §1 path `<instance>`).
     pub instance_id: u64,
+    /// Permission bits of the file. It holds ESP keys: owner only by default;
+    /// 0o660 with a shared group when the dataplane runs as another user.
+    pub file_mode: u32,
 }
 
 impl Default for TableConfig {
@@ -46,6 +50,7 @@ impl Default for TableConfig {
             capacity: 1 << 16,
             journal_len: 1 << 16,
             instance_id: 0,
+            file_mode: 0o600,
         }
     }
 }
@@ -262,6 +267,9 @@ impl Writer {
             .read(true)
             .write(true)
             .create_new(true)
+            // Applied at creation: the keys are never readable by others, not
+            // even between open and a later chmod.
+            .mode(cfg.file_mode)
             .open(&tmp)?;
         let made = (|| {
             if !lock_exclusive(&file)? {

@@ -20,6 +20,7 @@ fn cfg() -> TableConfig {
         capacity: 8192,
         journal_len: 1024,
         instance_id: 2,
+        ..TableConfig::default()
     }
 }
 

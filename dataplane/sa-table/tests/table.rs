@@ -18,6 +18,7 @@ fn cfg(capacity: u32, journal_len: u32) -> TableConfig {
         capacity,
         journal_len,
         instance_id: 7,
+        ..TableConfig::default()
     }
 }
 
@@ -709,4 +710,13 @@ fn a_reader_notices_when_its_table_is_replaced_at_the_same_path() {
     let _w2 = Writer::create(t.path(), &cfg(16, 16)).unwrap();
     assert!(r.is_replaced(), "another table at the path");
     assert!(!Reader::attach(t.path()).unwrap().is_replaced());
+}
+
+#[test]
+fn the_table_file_is_readable_by_its_owner_only_by_default() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TablePath::new("mode");
+    let _w = Writer::create(t.path(), &cfg(4, 4)).unwrap();
+    let mode = std::fs::metadata(t.path()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the table holds ESP keys");
 }

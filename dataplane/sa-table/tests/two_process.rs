@@ -26,6 +26,7 @@ fn a_reader_process_never_sees_a_torn_slot_while_a_writer_process_churns() {
         capacity: 8192,
         journal_len: 1024,
         instance_id: 1,
+        ..TableConfig::default()
     };
     let mut w = Writer::create(t.path(), &cfg).unwrap();
     let mut churn = Churn::new(0x2000_0000, 256);

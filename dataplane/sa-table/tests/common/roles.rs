@@ -381,6 +381,9 @@ pub fn writer_role(path: &Path, cfg: &TableConfig) {
             say("CHURNING");
         }
         if stall && n == 30_000 {
+            // Let readers catch up first, so the slot about to be torn is one they
+            // have indexed and will certainly try to copy.
+            std::thread::sleep(Duration::from_millis(300));
             // The oldest SA: every reader has indexed it by now.
             let first = w.live().map(|(id, _)| id).min_by_key(|id| id.install_gen());
             if let Some(id) = first {
