@@ -149,7 +149,9 @@ impl Reader {
             self.acknowledge();
             return stats;
         }
-        if published - self.applied > self.shm.journal_len() {
+        // Behind by more than the ring holds, or (never expected) a generation that
+        // went backwards: either way the journal cannot be trusted from here.
+        if published < self.applied || published - self.applied > self.shm.journal_len() {
             return self.rebuild(&mut on_change);
         }
         let mut g = self.applied;
