@@ -82,6 +82,8 @@ pub struct Endpoint {
     alloc: Alloc,
     pools: Pools,
     out: Outputs,
+    /// Responder SAs between IKE_SA_INIT and IKE_AUTH (§2.6 load measure).
+    half_open: std::collections::BTreeSet<IkeSaHandle>,
     /// (SPIi, Ni) of answered IKE_SA_INIT requests → their SA.
     init_index: BTreeMap<(u64, Vec<u8>), IkeSaHandle>,
     cookies: CookieJar,
@@ -101,6 +103,7 @@ impl Endpoint {
             alloc: Alloc::default(),
             pools: Pools::default(),
             out: Outputs::default(),
+            half_open: std::collections::BTreeSet::new(),
             init_index: BTreeMap::new(),
             cookies: CookieJar { version: 0, secret, previous: None, rotate_at },
         }
@@ -116,6 +119,9 @@ impl Endpoint {
         let Some(sa) = sas.get_mut(&h) else { return };
         let mut ctx = Ctx { now, crypto: &**crypto, rng: &mut **rng, config, out, alloc, pools };
         f(sa, &mut ctx);
+        if !sa.is_half_open() {
+            self.half_open.remove(&h);
+        }
         self.apply_effects(now);
     }
 
@@ -172,7 +178,14 @@ impl Endpoint {
         };
         // §2.21.4 / §2.5: malformed headers and unknown SPIs are dropped
         // without answer (an unprotected error would be spoofable).
-        let Ok(header) = Header::parse_datagram(bytes) else { return };
+        let header = match Header::parse_datagram(bytes) {
+            Ok(h) => h,
+            Err(ike_wire::Error::UnsupportedMajorVersion(v)) if v > 2 => {
+                self.answer_major_version(bytes, local, remote);
+                return;
+            }
+            Err(_) => return,
+        };
         if header.exchange_type == ExchangeType::IKE_SA_INIT && !header.flags.response() {
             self.handle_init_request(now, &header, bytes, local, remote);
             return;
@@ -184,7 +197,7 @@ impl Endpoint {
     }
 
     fn half_open(&self) -> usize {
-        self.sas.values().filter(|s| s.is_half_open()).count()
+        self.half_open.len()
     }
 
     fn handle_init_request(&mut self, now: Time, header: &Header, bytes: &[u8], local: SocketAddr, remote: SocketAddr) {
@@ -230,6 +243,7 @@ impl Endpoint {
                 if let Some(k) = sa.init_key.clone() {
                     self.init_index.insert(k, sa.handle);
                 }
+                self.half_open.insert(sa.handle);
                 self.sas.insert(sa.handle, sa);
             }
             Err(e) => self.answer_init_error(header, local, remote, &e),
@@ -249,6 +263,33 @@ impl Endpoint {
             v
         } else {
             bytes
+        };
+        self.out.transmits.push_back(Transmit { local, remote, payload });
+    }
+
+    /// RFC 7296 §2.5: a request of a higher major version gets an
+    /// unprotected INVALID_MAJOR_VERSION in a version 2.0 header naming the
+    /// same SPIs, exchange type and Message ID. Responses are dropped.
+    fn answer_major_version(&mut self, bytes: &[u8], local: SocketAddr, remote: SocketAddr) {
+        let mut r = ike_wire::codec::Reader::new(bytes);
+        let (Ok(spi_i), Ok(spi_r), Ok(_next), Ok(_version), Ok(exchange), Ok(flags), Ok(message_id)) =
+            (r.u64(), r.u64(), r.u8(), r.u8(), r.u8(), r.u8(), r.u32())
+        else {
+            return;
+        };
+        if Flags(flags).response() || spi_i == 0 {
+            return;
+        }
+        let e = ProtoError::Wire(ike_wire::Error::UnsupportedMajorVersion(0));
+        let Some(n) = e.notify() else { return };
+        let header = Header::new(spi_i, spi_r, ExchangeType(exchange), Flags::new(!Flags(flags).initiator(), true), message_id);
+        let Ok(reply) = message::plain(header, vec![Payload::Notify(n)]) else { return };
+        let payload = if local.port() == self.config.natt_port {
+            let mut v = ike_wire::NON_ESP_MARKER.to_vec();
+            v.extend_from_slice(&reply);
+            v
+        } else {
+            reply
         };
         self.out.transmits.push_back(Transmit { local, remote, payload });
     }
@@ -284,14 +325,10 @@ impl Endpoint {
         let dead: Vec<IkeSaHandle> = self.sas.iter().filter(|(_, sa)| sa.closed_until().is_some_and(|u| u <= now)).map(|(h, _)| *h).collect();
         for h in dead {
             let Some(sa) = self.sas.remove(&h) else { continue };
+            self.half_open.remove(&h);
             self.alloc.ike_spis.remove(&sa.local_spi());
             if let Some(k) = &sa.init_key {
                 self.init_index.remove(k);
-            }
-            if let Some(pool) = &sa.conn.pool {
-                for a in &sa.leases {
-                    self.pools.release(&pool.name, *a);
-                }
             }
         }
     }

@@ -84,6 +84,9 @@ pub struct ChildSa {
     pub ts_remote: Vec<TrafficSelector>,
     pub state: ChildState,
     pub installed_at: Time,
+    /// When our lifetime-driven rekey starts (none without `rekey_secs`);
+    /// pushed back after a TEMPORARY_FAILURE (§2.25: not at once).
+    pub rekey_due: Option<Time>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -221,6 +224,13 @@ fn notify_payload(t: NotifyType) -> Payload<'static> {
 
 fn spi_of(n: &Notify<'_>) -> Option<u32> {
     <[u8; 4]>::try_from(&n.spi[..]).ok().map(u32::from_be_bytes)
+}
+
+/// How long to wait before retrying an exchange refused with
+/// TEMPORARY_FAILURE: 5 to 15 s, drawn from the injected RNG so that two
+/// peers that collided do not collide again.
+fn retry_backoff(ctx: &mut Ctx<'_>) -> std::time::Duration {
+    std::time::Duration::from_millis(5_000 + u64::from(ctx.rng.next_u32() % 10_000))
 }
 
 /// The lowest of two nonces (§2.8.1: octet by octet, shorter is lower).
@@ -418,7 +428,13 @@ impl IkeSa {
         if let Some(n) = p.notify(NotifyType::SIGNATURE_HASH_ALGORITHMS) {
             sa.peer_hashes = sa::parse_signature_hashes(&n.data);
         }
-        sa.keys = Some(IkeKeys::initial(ctx.crypto, &suite, &responded.shared, &ni.data, &nr, spi_i, spi_r, Role::Responder)?);
+        match IkeKeys::initial(ctx.crypto, &suite, &responded.shared, &ni.data, &nr, spi_i, spi_r, Role::Responder) {
+            Ok(k) => sa.keys = Some(k),
+            Err(e) => {
+                ctx.alloc.ike_spis.remove(&spi_r);
+                return Err(e);
+            }
+        }
         let mut out = vec![
             Payload::Sa(answer),
             Payload::Ke(Ke { ke_method: suite.ke, data: responded.ke_data.into() }),
@@ -433,7 +449,13 @@ impl IkeSa {
             sa.fragment_len = Some(f.max_message_len);
         }
         out.push(Payload::Notify(sa::signature_hashes_notify()));
-        let response = message::plain(sa.header(ExchangeType::IKE_SA_INIT, true, 0), out)?;
+        let response = match message::plain(sa.header(ExchangeType::IKE_SA_INIT, true, 0), out) {
+            Ok(r) => r,
+            Err(e) => {
+                ctx.alloc.ike_spis.remove(&spi_r);
+                return Err(e);
+            }
+        };
         sa.xm.record_response(0, request, vec![response.clone()]);
         sa.transmit(ctx, &response);
         sa.init_key = Some((spi_i, ni.data.to_vec()));
@@ -1184,6 +1206,10 @@ impl IkeSa {
                 ts_remote: install.ts_remote.clone(),
                 state: ChildState::Installed,
                 installed_at: ctx.now,
+                rekey_due: match self.conn.child.lifetime.rekey_secs {
+                    0 => None,
+                    secs => Some(ctx.now + std::time::Duration::from_secs(secs)),
+                },
             },
         );
         ctx.out.events.push_back(Event::ChildSaInstall(Box::new(install)));
@@ -1281,6 +1307,7 @@ impl IkeSa {
             ts_remote: c.ts_remote.clone(),
             state: c.state,
             installed_at: c.installed_at,
+            rekey_due: c.rekey_due,
         });
         let (out, install) = self.respond_child(ctx, sa_i, ts_i, ts_r, p.ke(), &ni.data, &nr, old.as_ref(), transport, Via::CreateChildSa)?;
         let new_handle = install.child_sa;
@@ -1302,20 +1329,24 @@ impl IkeSa {
 
     fn process_create_child_response(&mut self, ctx: &mut Ctx<'_>, task: CreateChildTask, payloads: &[Payload<'_>]) {
         let p = Payloads(payloads);
-        let result = match (message::check(payloads, message::CREATE_CHILD_SA), p.sa(), p.nonce(), p.ts_i(), p.ts_r()) {
-            (Ok(()), Some(sa_r), Some(nr), Some(ts_i), Some(ts_r)) => {
+        let refusal = p.sa().is_none().then(|| p.error_notify()).flatten();
+        let result = match (refusal, message::check(payloads, message::CREATE_CHILD_SA), p.sa(), p.nonce(), p.ts_i(), p.ts_r()) {
+            // An error answer (§1.3): the notify says why.
+            (Some(t), ..) => Err(match t {
+                NotifyType::TEMPORARY_FAILURE => ProtoError::TemporaryFailure,
+                NotifyType::CHILD_SA_NOT_FOUND => ProtoError::ChildSaNotFound,
+                NotifyType::TS_UNACCEPTABLE => ProtoError::TsUnacceptable,
+                NotifyType::INVALID_KE_PAYLOAD => ProtoError::InvalidKePayload(KeId::NONE),
+                _ => ProtoError::NoProposalChosen,
+            }),
+            (None, Ok(()), Some(sa_r), Some(nr), Some(ts_i), Some(ts_r)) => {
                 let transport = p.notify(NotifyType::USE_TRANSPORT_MODE).is_some();
                 let ke = task.ke.as_deref().map(|k| (k, p.ke()));
                 self.accept_child(ctx, &task.child, sa_r, ts_i, ts_r, ke, &task.ni, &nr.data, task.rekey_of, transport, true)
                     .map(|i| (i, nr.data.to_vec()))
             }
-            (Err(e), ..) => Err(e),
-            _ => Err(p.error_notify().map_or(ProtoError::NoProposalChosen, |t| match t {
-                NotifyType::TEMPORARY_FAILURE => ProtoError::TemporaryFailure,
-                NotifyType::CHILD_SA_NOT_FOUND => ProtoError::ChildSaNotFound,
-                NotifyType::TS_UNACCEPTABLE => ProtoError::TsUnacceptable,
-                _ => ProtoError::NoProposalChosen,
-            })),
+            (None, Err(e), ..) => Err(e),
+            _ => Err(ProtoError::PayloadCount(ike_wire::PayloadType::SA)),
         };
         match result {
             Ok((install, nr)) => {
@@ -1342,9 +1373,12 @@ impl IkeSa {
             }
             Err(e) => {
                 ctx.alloc.release_child_spi(task.child.spi_in);
+                let backoff = retry_backoff(ctx);
                 if let Some(old) = task.rekey_of.and_then(|h| self.children.get_mut(&h)) {
                     if old.state == ChildState::Rekeying {
                         old.state = ChildState::Installed;
+                        // §2.25: retry later, not at once.
+                        old.rekey_due = old.rekey_due.map(|_| ctx.now + backoff);
                     }
                 }
                 let notify = e.notify().map_or(NotifyType::NO_PROPOSAL_CHOSEN, |n| n.notify_type);
@@ -1423,13 +1457,24 @@ impl IkeSa {
             .ok_or(ProtoError::Invalid("IKE rekey SPI"))?;
         let handle = ctx.alloc.ike_handle();
         let spi_r = ctx.alloc.ike_spi(ctx.rng, handle);
-        let (suite, answer) = proposal::select_ike_for_ke(&self.conn.ike_proposals, sa_i, &spi_r.to_be_bytes(), ke_i.ke_method)?;
-        if suite.ke != ke_i.ke_method {
-            return Err(ProtoError::InvalidKePayload(suite.ke));
-        }
-        let responded = ctx.crypto.key_exchange_respond(suite.ke.0, &ke_i.data, ctx.rng)?;
-        let nr = ctx.nonce();
-        let new = self.rekeyed_sa(ctx, handle, Role::Responder, spi_i, spi_r, &suite, &responded.shared, &ni.data, &nr)?;
+        let built = (|| {
+            let (suite, answer) = proposal::select_ike_for_ke(&self.conn.ike_proposals, sa_i, &spi_r.to_be_bytes(), ke_i.ke_method)?;
+            if suite.ke != ke_i.ke_method {
+                return Err(ProtoError::InvalidKePayload(suite.ke));
+            }
+            let responded = ctx.crypto.key_exchange_respond(suite.ke.0, &ke_i.data, ctx.rng)?;
+            let nr = ctx.nonce();
+            let new = self.rekeyed_sa(ctx, handle, Role::Responder, spi_i, spi_r, &suite, &responded.shared, &ni.data, &nr)?;
+            Ok((suite, answer, responded, nr, new))
+        })();
+        let (suite, answer, responded, nr, new) = match built {
+            Ok(b) => b,
+            Err(e) => {
+                // Nothing was created: give the SPI back.
+                ctx.alloc.ike_spis.remove(&spi_r);
+                return Err(e);
+            }
+        };
         let out = vec![
             Payload::Sa(answer),
             Payload::Nonce(Nonce { data: nr.clone().into() }),
@@ -1474,6 +1519,11 @@ impl IkeSa {
             Ok(n) => n,
             Err(_) => {
                 ctx.alloc.ike_spis.remove(&task.new_spi_i);
+                // TEMPORARY_FAILURE or a refusal: try again later if the
+                // rekey is time-driven (§2.25).
+                if self.conn.ike_rekey_after.is_some() {
+                    self.rekey_at = Some(ctx.now + retry_backoff(ctx));
+                }
                 return;
             }
         };
@@ -1632,6 +1682,11 @@ impl IkeSa {
         self.active = None;
         self.queue.clear();
         self.xm.clear_outstanding();
+        if let Some(pool) = &self.conn.pool {
+            for a in self.leases.drain(..) {
+                ctx.pools.release(&pool.name, a);
+            }
+        }
         ctx.out.events.push_back(Event::IkeSaDown { ike_sa: self.handle, reason });
         self.state = IkeState::Closed { until: ctx.now + ctx.config.closed_linger };
     }
@@ -1658,11 +1713,8 @@ impl IkeSa {
             if self.active.is_none() {
                 consider(self.conn.dpd_delay.map(|dd| self.last_inbound + dd));
             }
-            let rekey = self.conn.child.lifetime.rekey_secs;
-            if rekey > 0 {
-                for c in self.children.values().filter(|c| c.state == ChildState::Installed) {
-                    consider(Some(c.installed_at + std::time::Duration::from_secs(rekey)));
-                }
+            for c in self.children.values().filter(|c| c.state == ChildState::Installed) {
+                consider(c.rekey_due);
             }
         }
         d
@@ -1698,20 +1750,17 @@ impl IkeSa {
             if self.active.is_none() && self.conn.dpd_delay.is_some_and(|dd| self.last_inbound + dd <= ctx.now) {
                 self.enqueue(Queued::Dpd);
             }
-            let rekey = self.conn.child.lifetime.rekey_secs;
-            if rekey > 0 {
-                let due: Vec<ChildSaHandle> = self
-                    .children
-                    .values()
-                    .filter(|c| c.state == ChildState::Installed && c.installed_at + std::time::Duration::from_secs(rekey) <= ctx.now)
-                    .map(|c| c.handle)
-                    .collect();
-                for h in due {
-                    if let Some(c) = self.children.get_mut(&h) {
-                        c.state = ChildState::Rekeying;
-                    }
-                    self.enqueue(Queued::RekeyChild(h));
+            let due: Vec<ChildSaHandle> = self
+                .children
+                .values()
+                .filter(|c| c.state == ChildState::Installed && c.rekey_due.is_some_and(|t| t <= ctx.now))
+                .map(|c| c.handle)
+                .collect();
+            for h in due {
+                if let Some(c) = self.children.get_mut(&h) {
+                    c.state = ChildState::Rekeying;
                 }
+                self.enqueue(Queued::RekeyChild(h));
             }
         }
         self.pump(ctx);

@@ -155,3 +155,60 @@ fn disjoint_traffic_selectors_yield_ts_unacceptable() {
     p.connect();
     assert_eq!(p.count(Side::A, |e| matches!(e, Event::ChildSaFailed { notify: NotifyType::TS_UNACCEPTABLE, .. })), 1);
 }
+
+#[test]
+fn transport_mode_is_used_only_when_both_sides_want_it() {
+    for (a_mode, b_mode, want) in [
+        (Mode::Transport, Mode::Transport, Mode::Transport),
+        (Mode::Transport, Mode::Tunnel, Mode::Tunnel),
+        (Mode::Tunnel, Mode::Transport, Mode::Tunnel),
+    ] {
+        let mut ca = psk_conn("site", "a.esprit.test", "b.esprit.test", b"k", true);
+        let mut cb = psk_conn("site", "b.esprit.test", "a.esprit.test", b"k", false);
+        ca.child.mode = a_mode;
+        cb.child.mode = b_mode;
+        let mut p = Pair::new(30, endpoint_config(ca), endpoint_config(cb));
+        p.connect();
+        assert_eq!(p.installs(Side::B)[0].mode, want, "{a_mode:?}/{b_mode:?}");
+        assert_eq!(p.installs(Side::A)[0].mode, want, "{a_mode:?}/{b_mode:?}");
+    }
+}
+
+#[test]
+fn a_higher_major_version_gets_invalid_major_version() {
+    use std::net::SocketAddr;
+    let mut p = Pair::psk(31);
+    let mut d = vec![0u8; 28];
+    d[..8].copy_from_slice(&7u64.to_be_bytes());
+    d[17] = 0x30; // version 3.0
+    d[18] = 34;
+    d[19] = 0x08;
+    d[24..28].copy_from_slice(&28u32.to_be_bytes());
+    let (local, remote) = (SocketAddr::new(IP_B, 500), SocketAddr::new(IP_A, 500));
+    p.b.ep.handle_datagram(T0, local, remote, &d);
+    let t = p.b.ep.poll_transmit().expect("an answer");
+    let m = ike_wire::Message::parse(&t.payload).expect("parses");
+    assert_eq!(m.header.major_version, 2);
+    assert_eq!(m.header.spi_i, 7);
+    assert!(m.header.flags.response());
+    assert!(m.notify(NotifyType::INVALID_MAJOR_VERSION).is_some());
+    // A response of a higher version is dropped.
+    d[19] = 0x20;
+    p.b.ep.handle_datagram(T0, local, remote, &d);
+    assert!(p.b.ep.poll_transmit().is_none());
+}
+
+#[test]
+fn unknown_ike_spis_and_garbage_are_dropped_silently() {
+    use std::net::SocketAddr;
+    let mut p = Pair::psk(32);
+    p.connect();
+    let (local, remote) = (SocketAddr::new(IP_B, 500), SocketAddr::new(IP_A, 500));
+    // A valid-looking INFORMATIONAL for an SA B does not have.
+    let h = ike_wire::Header::new(99, 98, ike_wire::ExchangeType::INFORMATIONAL, ike_wire::Flags::new(true, false), 1);
+    let bytes = ike_wire::Message::new(h, vec![]).emit().expect("emit");
+    p.b.ep.handle_datagram(p.time, local, remote, &bytes);
+    p.b.ep.handle_datagram(p.time, local, remote, b"not IKE at all");
+    assert!(p.b.ep.poll_transmit().is_none());
+    assert!(p.b.ep.poll_event().is_none());
+}

@@ -186,3 +186,52 @@ fn simultaneous_ike_sa_rekeys_leave_one_ike_sa_with_the_child_sas() {
         }
     }
 }
+
+#[test]
+fn ike_sa_lifetime_triggers_an_ike_sa_rekey() {
+    let mut ca = psk_conn("site", "a.esprit.test", "b.esprit.test", b"k", true);
+    ca.ike_rekey_after = Some(Duration::from_secs(3600));
+    let cb = psk_conn("site", "b.esprit.test", "a.esprit.test", b"k", false);
+    let mut p = Pair::new(530, endpoint_config(ca), endpoint_config(cb));
+    p.connect();
+    p.drive_for(Duration::from_secs(3599));
+    assert_eq!(p.count(Side::A, |e| matches!(e, Event::IkeSaRekeyed { .. })), 0);
+    p.drive_for(Duration::from_secs(10));
+    assert_eq!(p.count(Side::A, |e| matches!(e, Event::IkeSaRekeyed { .. })), 1);
+    assert_eq!(p.count(Side::B, |e| matches!(e, Event::ChildSaDelete { .. })), 0);
+}
+
+#[test]
+fn a_rekey_refused_with_temporary_failure_is_retried_later() {
+    // B rekeys the IKE SA while A rekeys a Child SA: each refuses the
+    // other's request with TEMPORARY_FAILURE (§2.25.2). B's rekey is
+    // time-driven, so it comes back 5-15 s later and succeeds.
+    let ca = psk_conn("site", "a.esprit.test", "b.esprit.test", b"k", true);
+    let mut cb = psk_conn("site", "b.esprit.test", "a.esprit.test", b"k", false);
+    cb.ike_rekey_after = Some(Duration::from_secs(3600));
+    let mut p = Pair::new(531, endpoint_config(ca), endpoint_config(cb));
+    let ha = p.connect();
+    let hb = up_handle(&p, Side::B);
+    let child = p.installs(Side::A)[0].child_sa;
+    p.command(Side::A, Command::RekeyChild { ike_sa: ha, child_sa: child });
+    p.command(Side::B, Command::RekeyIke { ike_sa: hb });
+    p.drive_for(Duration::from_secs(1));
+    let refusals = |side| {
+        p.wire
+            .iter()
+            .filter(|(_, s, d)| {
+                *s == side
+                    && d.header().is_some_and(|h| h.exchange_type == ExchangeType::CREATE_CHILD_SA && h.flags.response())
+                    && d.ike_bytes().len() < 100
+            })
+            .count()
+    };
+    assert_eq!((refusals(Side::A), refusals(Side::B)), (1, 1), "both answered with a bare TEMPORARY_FAILURE");
+    assert_eq!(p.count(Side::B, |e| matches!(e, Event::IkeSaRekeyed { .. })), 0);
+    assert_eq!(p.count(Side::A, |e| matches!(e, Event::ChildSaFailed { notify: ike_wire::NotifyType::TEMPORARY_FAILURE, .. })), 1);
+    p.drive_for(Duration::from_secs(4));
+    assert_eq!(p.count(Side::B, |e| matches!(e, Event::IkeSaRekeyed { .. })), 0, "not retried at once");
+    p.drive_for(Duration::from_secs(12));
+    assert_eq!(p.count(Side::B, |e| matches!(e, Event::IkeSaRekeyed { .. })), 1);
+    assert_eq!(p.count(Side::A, |e| matches!(e, Event::IkeSaRekeyed { .. })), 1);
+}

@@ -272,7 +272,7 @@ impl Pair {
         true
     }
 
-    /// Runs until idle, or for at most `d` of virtual time.
+    /// Runs for `d` of virtual time: the clock ends at now + `d`.
     pub fn drive_for(&mut self, d: Duration) {
         let horizon = self.time + d;
         let mut steps = 0;
@@ -280,6 +280,7 @@ impl Pair {
             steps += 1;
             assert!(steps < 100_000, "the pair never settles");
         }
+        self.time = self.time.max(horizon);
     }
 
     /// Runs until `done` holds (checked after every step), idle, or ten
