@@ -730,7 +730,8 @@ const fn fnv_fields(mut h: u64, f: &[FieldDesc]) -> u64 {
 }
 
 const fn layout_hash() -> u64 {
-    let mut h = fnv_bytes(0xcbf2_9ce4_8422_2325, b"esprit-sa-table");
+    // The checksum algorithm is part of the contract too.
+    let mut h = fnv_bytes(0xcbf2_9ce4_8422_2325, b"esprit-sa-table checksum=4-lane-v1");
     h = fnv_bytes(h, &LAYOUT_VERSION.to_le_bytes());
     h = fnv_fields(h, SA_PARAMS_FIELDS);
     let mut i = 0;
@@ -768,17 +769,27 @@ pub const LAYOUT_HASH: u64 = layout_hash();
 
 /// Integrity check over a record's words (the checksum word itself excluded).
 /// Catches a torn copy should the seqlock ever be bypassed, and a slot scribbled
-/// on by anything but the writer.
+/// on by anything but the writer. Four independent lanes, so the multiply chain
+/// does not serialise a reader scanning a million slots at attach.
 pub(crate) fn record_checksum(w: &[u64; RECORD_WORDS]) -> u64 {
-    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+    const K: u64 = 0xff51_afd7_ed55_8ccd;
+    let mut lanes = [
+        0x9e37_79b9_7f4a_7c15u64,
+        0xc2b2_ae3d_27d4_eb4f,
+        0x1656_67b1_9e37_79f9,
+        0x27d4_eb2f_1656_67c5,
+    ];
     for (i, &x) in w.iter().enumerate() {
-        if i == CHECKSUM_WORD {
-            continue;
-        }
-        h = (h ^ x).wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 32;
+        let x = if i == CHECKSUM_WORD { 0 } else { x };
+        let l = &mut lanes[i % 4];
+        *l = (*l ^ x).wrapping_mul(K);
+        *l ^= *l >> 32;
     }
-    h
+    let mut h = lanes[0];
+    for &l in &lanes[1..] {
+        h = (h.rotate_left(23) ^ l).wrapping_mul(K);
+    }
+    h ^ (h >> 29)
 }
 
 /// Byte offsets of the regions of a table of `capacity` slots and `journal_len`
