@@ -439,7 +439,7 @@ impl<'a, 'p> Worker<'a, 'p> {
             Some(q) => q.tx_burst(out),
             None => 0,
         };
-        let left_bytes: u64 = out.as_slice().iter().map(|m| m.pkt_len() as u64).sum();
+        let left_bytes: u64 = if sent < n { out.as_slice().iter().map(|m| m.pkt_len() as u64).sum() } else { 0 };
         self.metrics.local.tx_pkts[port] += sent as u64;
         self.metrics.local.tx_bytes[port] += bytes - left_bytes;
         if sent < n {

@@ -250,6 +250,10 @@ pub(crate) struct TunnelTemplate {
     /// IP + UDP header length.
     pub len: usize,
     pub v6: bool,
+    /// IPv4: one's-complement sum of the template header with total length,
+    /// DSCP/ECN, identification and checksum zero, so each packet's header
+    /// checksum is three additions (RFC 1624 style) instead of a full sum.
+    pub v4_sum: u16,
 }
 
 impl TunnelTemplate {
@@ -301,11 +305,22 @@ impl TunnelTemplate {
             .emit(&mut udp::UdpPacket::new_unchecked(&mut bytes[ip_len..]));
             len += udp::HEADER_LEN;
         }
+        let v4_sum = if src.is_ipv6() {
+            0
+        } else {
+            let mut h = [0u8; ipv4::HEADER_LEN];
+            h.copy_from_slice(&bytes[..ipv4::HEADER_LEN]);
+            h[1] = 0;
+            h[2..6].fill(0);
+            h[10..12].fill(0);
+            esp_wire::checksum::sum(&h)
+        };
         Self {
             bytes,
             ip_len,
             len,
             v6: src.is_ipv6(),
+            v4_sum,
         }
     }
 }
