@@ -138,7 +138,7 @@ impl Endpoint {
                             Some(old) => (std::mem::take(&mut old.children), std::mem::take(&mut old.leases)),
                             None => continue,
                         };
-                        self.with_sa(now, to, |sa, ctx| sa.adopt_children(ctx, children, leases));
+                        self.with_sa(now, to, |sa, _| sa.adopt_children(children, leases));
                     }
                     Effect::DeleteIkeSa(h) => {
                         self.with_sa(now, h, |sa, ctx| {

@@ -29,7 +29,7 @@ use ike_crypto::ke::KeyExchange;
 use ike_crypto::keys::{self, ChildSaKeys};
 use ike_wire::{
     parse_inner, CfgAttrType, CfgAttribute, CfgType, Cp, Delete, ExchangeType, Flags, Header, Ke, KeId, Message,
-    Nonce, Notify, NotifyType, Payload, ProtocolId, HEADER_LEN, NON_ESP_MARKER,
+    Nonce, Notify, NotifyType, Payload, ProtocolId, NON_ESP_MARKER,
 };
 
 use crate::config::{ConnectionConfig, Family, Identity, Mode};
@@ -553,7 +553,8 @@ impl IkeSa {
 
     fn handle_response(&mut self, ctx: &mut Ctx<'_>, header: &Header, bytes: &[u8], local: SocketAddr, remote: SocketAddr) {
         let exchange = header.exchange_type;
-        if self.xm.outstanding(header.message_id).is_none_or(|o| o.exchange != exchange) {
+        // (`is_some_and`, not `is_none_or`: the workspace targets Rust 1.81.)
+        if !self.xm.outstanding(header.message_id).is_some_and(|o| o.exchange == exchange) {
             return;
         }
         let Ok(msg) = Message::parse(bytes) else { return };
@@ -793,7 +794,7 @@ impl IkeSa {
             .connections
             .iter()
             .find(|c| {
-                c.remote_id.as_ref().is_none_or(|r| *r == peer_id) && wanted_local.as_ref().is_none_or(|l| *l == c.local_id)
+                c.remote_id.as_ref().map_or(true, |r| *r == peer_id) && wanted_local.as_ref().map_or(true, |l| *l == c.local_id)
             })
             .cloned()
             .ok_or(ProtoError::AuthenticationFailed)?;
@@ -1767,12 +1768,9 @@ impl IkeSa {
     }
 
     /// Child SAs handed over by a rekeyed IKE SA.
-    pub fn adopt_children(&mut self, ctx: &mut Ctx<'_>, children: BTreeMap<ChildSaHandle, ChildSa>, leases: Vec<IpAddr>) {
-        let _ = ctx;
+    pub fn adopt_children(&mut self, children: BTreeMap<ChildSaHandle, ChildSa>, leases: Vec<IpAddr>) {
         self.children.extend(children);
         self.leases.extend(leases);
     }
 }
 
-/// Length of the IKE header, for callers that slice messages.
-pub const IKE_HEADER_LEN: usize = HEADER_LEN;
