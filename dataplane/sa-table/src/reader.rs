@@ -116,6 +116,7 @@ impl Reader {
         let meta = file.metadata()?;
         let file_id = (meta.dev(), meta.ino());
         let shm = Shm::map_existing(file)?;
+        shm.protect_slots_and_journal()?;
         let registration = register(&shm)?;
         let cap = shm.capacity();
         let seed = (u64::from(std::process::id()) << 32)

@@ -164,6 +164,27 @@ impl Shm {
         })
     }
 
+    /// Readers write only dataplane state and their registry entry: make the slots
+    /// and the journal read-only in this mapping, so a stray write in a worker
+    /// faults at once instead of corrupting the table every process shares.
+    pub(crate) fn protect_slots_and_journal(&self) -> std::io::Result<()> {
+        let regions = [
+            (self.slots_offset, self.states_offset - self.slots_offset),
+            (self.journal_offset, self.len - self.journal_offset),
+        ];
+        for (off, len) in regions {
+            // SAFETY: both regions are page aligned (region_offsets) and inside this
+            // mapping; they are only ever accessed through atomic loads by a
+            // reader, which read-only pages allow (lock-free 64-bit loads).
+            let r =
+                unsafe { libc::mprotect(self.base.as_ptr().add(off).cast(), len, libc::PROT_READ) };
+            if r != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn capacity(&self) -> u32 {
         self.capacity
     }

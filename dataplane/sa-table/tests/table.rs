@@ -720,3 +720,29 @@ fn the_table_file_is_readable_by_its_owner_only_by_default() {
     let mode = std::fs::metadata(t.path()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the table holds ESP keys");
 }
+
+#[test]
+fn a_reader_maps_slots_and_journal_read_only() {
+    let t = TablePath::new("read_only");
+    let _w = Writer::create(t.path(), &cfg(64, 64)).unwrap();
+    let maps_of_table = || -> Vec<String> {
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .filter(|l| l.ends_with(t.path().to_str().unwrap()))
+            .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        !maps_of_table().iter().any(|p| p == "r--s"),
+        "the writer maps it all writable"
+    );
+    let _r = Reader::attach(t.path()).unwrap();
+    let perms = maps_of_table();
+    // Header (registry) and states stay writable; slots and journal do not.
+    assert_eq!(
+        perms.iter().filter(|p| *p == "r--s").count(),
+        2,
+        "{perms:?}"
+    );
+}
