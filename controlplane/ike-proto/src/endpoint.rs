@@ -426,3 +426,44 @@ impl Endpoint {
         self.sas.iter().filter(|(_, sa)| sa.is_established()).map(|(h, _)| *h).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Duration;
+
+    use ike_crypto::rng::DeterministicRng;
+    use ike_crypto::RustCryptoProvider;
+
+    use super::*;
+
+    const IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+
+    #[test]
+    fn cookies_verify_for_the_current_and_previous_secret_only() {
+        let t0 = Time::from_unix_secs(1_800_000_000);
+        let cfg = EndpointConfig { cookie_secret_lifetime: Duration::from_secs(120), ..EndpointConfig::default() };
+        let mut ep = Endpoint::new(cfg, Box::new(RustCryptoProvider), Box::new(DeterministicRng::from_u64(1)), t0);
+        let ni = [7u8; 32];
+        let c0 = ep.cookies.cookie(&ni, IP, 42);
+        assert!(ep.cookies.verify(&c0, &ni, IP, 42));
+        // Bound to Ni, the initiator's address and SPIi (RFC 7296 §2.6).
+        assert!(!ep.cookies.verify(&c0, &[8u8; 32], IP, 42));
+        assert!(!ep.cookies.verify(&c0, &ni, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)), 42));
+        assert!(!ep.cookies.verify(&c0, &ni, IP, 43));
+        // Not yet due: no rotation.
+        ep.rotate_cookie_secret(t0 + Duration::from_secs(119));
+        assert_eq!(ep.cookies.cookie(&ni, IP, 42), c0);
+        // One rotation: the old cookie still passes, new ones differ.
+        ep.rotate_cookie_secret(t0 + Duration::from_secs(120));
+        let c1 = ep.cookies.cookie(&ni, IP, 42);
+        assert_ne!(c0, c1);
+        assert!(ep.cookies.verify(&c0, &ni, IP, 42));
+        assert!(ep.cookies.verify(&c1, &ni, IP, 42));
+        // Two rotations: the first secret is gone.
+        ep.rotate_cookie_secret(t0 + Duration::from_secs(240));
+        assert!(!ep.cookies.verify(&c0, &ni, IP, 42));
+        assert!(ep.cookies.verify(&c1, &ni, IP, 42));
+        assert!(!ep.cookies.verify(&[], &ni, IP, 42));
+    }
+}

@@ -443,6 +443,10 @@ impl IkeSa {
         for n in sa::nat_notifies(spi_i, spi_r, local, remote) {
             out.push(Payload::Notify(n));
         }
+        // §1.2: the responder asks for the initiator's certificate here.
+        if let Some(req) = sa::certreq(&sa.conn.remote_auth) {
+            out.push(Payload::CertReq(req));
+        }
         // RFC 7383 §2.3: announce support only in answer to the initiator's.
         if let (Some(f), Some(_)) = (ctx.config.fragmentation, p.notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED)) {
             out.push(notify_payload(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED));
@@ -750,6 +754,9 @@ impl IkeSa {
         let child = self.child_request(ctx);
         let mut p = vec![Payload::IdI(sa::id_payload(&conn.local_id))];
         p.extend(certs.into_iter().map(Payload::Cert));
+        if let Some(req) = sa::certreq(&conn.remote_auth) {
+            p.push(Payload::CertReq(req));
+        }
         if conn.initial_contact {
             p.push(notify_payload(NotifyType::INITIAL_CONTACT));
         }

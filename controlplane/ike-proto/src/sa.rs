@@ -16,7 +16,7 @@ use ike_crypto::prf::Prf;
 use ike_crypto::sig::{self, Verifier as _};
 use ike_crypto::sk::SkProtection;
 use ike_crypto::{CryptoProvider, Rng, Secret};
-use ike_wire::{Auth, AuthMethod, Cert, CertEncoding, Id, Notify, NotifyType};
+use ike_wire::{Auth, AuthMethod, Cert, CertEncoding, CertReq, Id, Notify, NotifyType};
 use sha1::{Digest, Sha1};
 
 use crate::config::{EndpointConfig, Family, Identity, LocalAuth, PoolConfig, RemoteAuth};
@@ -276,6 +276,56 @@ pub fn make_auth(
             Ok((Auth { method: AuthMethod::DIGITAL_SIGNATURE, data: data.into() }, certs))
         }
     }
+}
+
+/// One DER TLV at the start of `input`: (the whole TLV, its contents, the
+/// rest). Short and long definite lengths only (X.509 is DER).
+fn der_tlv(input: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let first = *input.get(1)?;
+    let (header, len) = if first < 0x80 {
+        (2usize, usize::from(first))
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for i in 0..n {
+            len = (len << 8) | usize::from(*input.get(2 + i)?);
+        }
+        (2 + n, len)
+    };
+    let end = header.checked_add(len)?;
+    let tlv = input.get(..end)?;
+    Some((tlv, &tlv[header..], &input[end..]))
+}
+
+/// The DER SubjectPublicKeyInfo of an X.509 certificate (RFC 5280 §4.1:
+/// the seventh field of TBSCertificate, or the sixth without the optional
+/// `[0] version`).
+pub fn subject_public_key_info(cert_der: &[u8]) -> Option<&[u8]> {
+    let (_, cert, _) = der_tlv(cert_der)?;
+    let (_, tbs, _) = der_tlv(cert)?;
+    let mut rest = tbs;
+    if rest.first() == Some(&0xa0) {
+        rest = der_tlv(rest)?.2;
+    }
+    // serialNumber, signature, issuer, validity, subject.
+    for _ in 0..5 {
+        rest = der_tlv(rest)?.2;
+    }
+    Some(der_tlv(rest)?.0)
+}
+
+/// CERTREQ for our trusted CAs (RFC 7296 §3.7: "a concatenated list of
+/// SHA-1 hashes of the public keys of trusted CAs ... the SHA-1 hash of the
+/// Subject Public Key Info element"); `None` when we do not verify
+/// certificates. strongSwan by default sends its certificate only when
+/// asked this way.
+pub fn certreq(auth: &RemoteAuth) -> Option<CertReq<'static>> {
+    let RemoteAuth::PubKey { cas } = auth else { return None };
+    let hashes: Vec<u8> = cas.iter().filter_map(|c| subject_public_key_info(c.der())).flat_map(|spki| Sha1::digest(spki).to_vec()).collect();
+    Some(CertReq { encoding: CertEncoding::X509_SIGNATURE, authorities: hashes.into() })
 }
 
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {

@@ -126,3 +126,29 @@ fn psk_one_way_and_certificate_the_other_way_works() {
     p.connect();
     assert_eq!(p.installs(Side::A).len(), 1);
 }
+
+#[test]
+fn certreq_names_the_trusted_ca_by_the_sha1_of_its_public_key_info() {
+    // Known answers from OpenSSL: `openssl x509 -in root.pem -pubkey -noout
+    // | openssl pkey -pubin -outform DER | sha1sum` (and intermediate.pem).
+    let root = "870d9aa6d6a76821953756f512d6da32987668b6";
+    let intermediate = "828b4edec73aa6f5e1f644336a2719e6539d8a12";
+    let auth = RemoteAuth::PubKey { cas: vec![cert(crypto_pki("root.pem")), cert(crypto_pki("intermediate.pem"))] };
+    let req = crate::sa::certreq(&auth).expect("a CERTREQ");
+    assert_eq!(hex::encode(&req.authorities), format!("{root}{intermediate}"));
+    assert!(crate::sa::certreq(&RemoteAuth::Psk(Secret::new(b"k".to_vec()))).is_none());
+    // And the responder sends it in its IKE_SA_INIT answer (RFC 7296 §1.2).
+    let mut p = cert_pair(705, "ed25519-client.key", "ed25519-client.pem", "root.pem");
+    p.connect();
+    let init_response = p
+        .wire
+        .iter()
+        .find(|(_, s, d)| *s == Side::B && d.header().is_some_and(|h| h.exchange_type == ExchangeType::IKE_SA_INIT))
+        .expect("IKE_SA_INIT response");
+    let m = ike_wire::Message::parse(init_response.2.ike_bytes()).expect("parses");
+    let certreq = m.payloads.iter().find_map(|p| match p {
+        ike_wire::Payload::CertReq(c) => Some(hex::encode(&c.authorities)),
+        _ => None,
+    });
+    assert_eq!(certreq.as_deref(), Some(root));
+}

@@ -85,6 +85,27 @@ fn child_sa_rekey_installs_the_new_sa_before_deleting_the_old_on_both_sides() {
 }
 
 #[test]
+fn the_responder_of_the_ike_sa_can_create_and_rekey_child_sas_too() {
+    let mut p = Pair::psk(506);
+    p.connect();
+    let hb = up_handle(&p, Side::B);
+    p.command(Side::B, Command::CreateChild { ike_sa: hb });
+    p.drive();
+    let newest = p.installs(Side::B)[1].child_sa;
+    p.command(Side::B, Command::RekeyChild { ike_sa: hb, child_sa: newest });
+    p.drive();
+    for side in [Side::A, Side::B] {
+        assert_eq!(p.installs(side).len(), 3);
+        assert_eq!(live_children(&p, side).len(), 2);
+    }
+    let (mut a, mut b) = (live_children(&p, Side::A), live_children(&p, Side::B));
+    a.sort();
+    b = b.into_iter().map(|(i, o)| (o, i)).collect();
+    b.sort();
+    assert_eq!(a, b);
+}
+
+#[test]
 fn child_sa_rekey_with_pfs_derives_keys_different_from_without() {
     let a = rekey_child(503, true);
     let b = rekey_child(503, false);

@@ -192,3 +192,23 @@ fn half_open_sas_expire_when_ike_auth_never_comes() {
     assert_eq!(p.b.ep.half_open_count(), 0);
     assert_eq!(p.downs(Side::B), vec![DownReason::Timeout]);
 }
+
+#[test]
+fn cookie_and_invalid_ke_together_keep_the_cookie_on_the_group_retry() {
+    let mut ca = psk_conn("site", "a.esprit.test", "b.esprit.test", b"k", true);
+    ca.ike_proposals = vec![ike_proposal(&[KeId::CURVE25519, KeId::ECP_256])];
+    let mut cb = psk_conn("site", "b.esprit.test", "a.esprit.test", b"k", false);
+    cb.ike_proposals = vec![ike_proposal(&[KeId::ECP_256])];
+    let mut cfg_b = endpoint_config(cb);
+    cfg_b.cookie_threshold = 0;
+    let mut p = Pair::new(307, endpoint_config(ca), cfg_b);
+    p.connect();
+    let reqs = init_requests(&p);
+    assert_eq!(reqs.len(), 3, "plain, with cookie, with cookie and the new group");
+    let first_is_cookie = |b: &[u8]| {
+        matches!(&Message::parse(b).expect("parses").payloads[0], Payload::Notify(n) if n.notify_type == NotifyType::COOKIE)
+    };
+    assert!(!first_is_cookie(&reqs[0]));
+    // §2.6.1 short form: the cookie stays on the retry that changes the group.
+    assert!(first_is_cookie(&reqs[1]) && first_is_cookie(&reqs[2]));
+}
