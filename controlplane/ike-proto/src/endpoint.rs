@@ -82,6 +82,10 @@ pub struct Endpoint {
     alloc: Alloc,
     pools: Pools,
     out: Outputs,
+    /// Every SA's next deadline, ordered: `poll_timeout` and
+    /// `handle_timeout` cost O(log n), not a scan of every SA.
+    deadlines: std::collections::BTreeSet<(Time, IkeSaHandle)>,
+    deadline_of: BTreeMap<IkeSaHandle, Time>,
     /// Responder SAs between IKE_SA_INIT and IKE_AUTH (§2.6 load measure).
     half_open: std::collections::BTreeSet<IkeSaHandle>,
     /// (SPIi, Ni) of answered IKE_SA_INIT requests → their SA.
@@ -103,6 +107,8 @@ impl Endpoint {
             alloc: Alloc::default(),
             pools: Pools::default(),
             out: Outputs::default(),
+            deadlines: std::collections::BTreeSet::new(),
+            deadline_of: BTreeMap::new(),
             half_open: std::collections::BTreeSet::new(),
             init_index: BTreeMap::new(),
             cookies: CookieJar { version: 0, secret, previous: None, rotate_at },
@@ -111,6 +117,23 @@ impl Endpoint {
 
     pub fn config(&self) -> &EndpointConfig {
         &self.config
+    }
+
+    /// Re-files SA `h` under its current deadline.
+    fn refile(&mut self, h: IkeSaHandle) {
+        if let Some(old) = self.deadline_of.remove(&h) {
+            self.deadlines.remove(&(old, h));
+        }
+        if let Some(d) = self.sas.get(&h).and_then(IkeSa::deadline) {
+            self.deadlines.insert((d, h));
+            self.deadline_of.insert(h, d);
+        }
+    }
+
+    fn insert_sa(&mut self, sa: IkeSa) {
+        let h = sa.handle;
+        self.sas.insert(h, sa);
+        self.refile(h);
     }
 
     /// Runs `f` on SA `h` with a context, then applies its effects.
@@ -122,6 +145,7 @@ impl Endpoint {
         if !sa.is_half_open() {
             self.half_open.remove(&h);
         }
+        self.refile(h);
         self.apply_effects(now);
     }
 
@@ -130,9 +154,7 @@ impl Endpoint {
             let effects = std::mem::take(&mut self.out.effects);
             for e in effects {
                 match e {
-                    Effect::NewIkeSa(sa) => {
-                        self.sas.insert(sa.handle, *sa);
-                    }
+                    Effect::NewIkeSa(sa) => self.insert_sa(*sa),
                     Effect::MoveChildren { from, to } => {
                         let (children, leases) = match self.sas.get_mut(&from) {
                             Some(old) => (std::mem::take(&mut old.children), std::mem::take(&mut old.leases)),
@@ -244,7 +266,7 @@ impl Endpoint {
                     self.init_index.insert(k, sa.handle);
                 }
                 self.half_open.insert(sa.handle);
-                self.sas.insert(sa.handle, sa);
+                self.insert_sa(sa);
             }
             Err(e) => self.answer_init_error(header, local, remote, &e),
         }
@@ -308,8 +330,7 @@ impl Endpoint {
 
     /// Timers: call when [`Endpoint::poll_timeout`]'s instant has come.
     pub fn handle_timeout(&mut self, now: Time) {
-        let due: Vec<IkeSaHandle> = self.sas.iter().filter(|(_, sa)| sa.deadline().is_some_and(|d| d <= now)).map(|(h, _)| *h).collect();
-        for h in due {
+        for h in self.due(now) {
             self.with_sa(now, h, |sa, ctx| {
                 if sa.closed_until().is_none() {
                     sa.handle_timeout(ctx);
@@ -320,12 +341,19 @@ impl Endpoint {
         self.reap(now);
     }
 
+    /// SAs whose deadline has come, in deadline order.
+    fn due(&self, now: Time) -> Vec<IkeSaHandle> {
+        self.deadlines.range(..=(now, IkeSaHandle(u64::MAX))).map(|(_, h)| *h).collect()
+    }
+
     /// Removes closed SAs whose linger time is over.
     fn reap(&mut self, now: Time) {
-        let dead: Vec<IkeSaHandle> = self.sas.iter().filter(|(_, sa)| sa.closed_until().is_some_and(|u| u <= now)).map(|(h, _)| *h).collect();
+        let dead: Vec<IkeSaHandle> =
+            self.due(now).into_iter().filter(|h| self.sas.get(h).and_then(IkeSa::closed_until).is_some_and(|u| u <= now)).collect();
         for h in dead {
             let Some(sa) = self.sas.remove(&h) else { continue };
             self.half_open.remove(&h);
+            self.refile(h);
             self.alloc.ike_spis.remove(&sa.local_spi());
             if let Some(k) = &sa.init_key {
                 self.init_index.remove(k);
@@ -349,7 +377,7 @@ impl Endpoint {
                 let mut ctx = Ctx { now, crypto: &**crypto, rng: &mut **rng, config, out, alloc, pools };
                 let sa = IkeSa::initiate(&mut ctx, conn, local, remote).map_err(|e| CommandError::Failed(e.to_string()))?;
                 let h = sa.handle;
-                self.sas.insert(h, sa);
+                self.insert_sa(sa);
                 return Ok(h);
             }
             Command::Terminate { ike_sa } => (ike_sa, Queued::DeleteIke),
@@ -397,7 +425,7 @@ impl Endpoint {
 
     /// When [`Endpoint::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Time> {
-        let sa_min = self.sas.values().filter_map(IkeSa::deadline).min();
+        let sa_min = self.deadlines.first().map(|(t, _)| *t);
         // The cookie secret only needs rotating while cookies are handed out.
         let cookie = (self.half_open() >= self.config.cookie_threshold).then_some(self.cookies.rotate_at);
         match (sa_min, cookie) {
