@@ -837,16 +837,19 @@ impl<'a, 'p> Worker<'a, 'p> {
             let Some(m) = slot.as_mut() else { continue };
             m.adj(14);
             let (buf, off, len) = m.buffer_mut();
-            let res = match PktBuf::new(buf, off, len) {
-                Some(mut pb) => sa.prepare(&mut pb, seq).map(|op| (op, pb.into_parts())),
-                None => Err(DropReason::Truncated),
-            };
+            let this_seq = seq;
             seq += 1;
-            match res {
-                Ok((op, (_, start, plen))) => {
-                    if m.set_data(start, plen) {
-                        ops[k] = Some(op);
-                    } else {
+            let Some(mut pb) = PktBuf::new(buf, off, len) else {
+                drops[DropReason::Truncated.index()] += 1;
+                *slot = None;
+                continue;
+            };
+            match sa.prepare(&mut pb, this_seq) {
+                Ok(op) => {
+                    ops[k] = Some(op);
+                    let (_, start, plen) = pb.into_parts();
+                    if !m.set_data(start, plen) {
+                        ops[k] = None;
                         drops[DropReason::NoTailroom.index()] += 1;
                         *slot = None;
                     }

@@ -29,10 +29,12 @@ pub fn run_workers<F>(eal: Eal, count: usize, cpus: &[usize], stop: &AtomicBool,
 where
     F: Fn(WorkerCtx<'_>) -> Result<(), String> + Sync,
 {
-    let available: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
+    // The machine's online CPUs (not this thread's mask: the EAL has pinned
+    // the main thread to its own lcores, and workers may go elsewhere).
+    let available = online_cpus();
     for c in cpus {
         if !available.is_empty() && !available.contains(c) {
-            return Err(format!("dataplane.workers.cpus: CPU {c} is not available to this process (have {available:?})"));
+            return Err(format!("dataplane.workers.cpus: CPU {c} is not online (online: {available:?})"));
         }
     }
     let body = &body;
@@ -75,4 +77,21 @@ where
         }
         first_err.map_or(Ok(()), Err)
     })
+}
+
+/// CPUs listed in /sys/devices/system/cpu/online ("0-3,6"); empty if unreadable.
+fn online_cpus() -> Vec<usize> {
+    let Ok(text) = std::fs::read_to_string("/sys/devices/system/cpu/online") else { return Vec::new() };
+    let mut out = Vec::new();
+    for part in text.trim().split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) {
+                    out.extend(a..=b);
+                }
+            }
+            None => out.extend(part.parse::<usize>().ok()),
+        }
+    }
+    out
 }

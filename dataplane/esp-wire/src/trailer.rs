@@ -127,7 +127,13 @@ impl TrailerRepr {
         next_header: IpProtocol,
     ) -> Self {
         let used = prefix_len + payload_len + TRAILER_LEN;
-        let pad_len = (align - used % align) % align;
+        // ESP alignments are powers of two (4 here): a mask, not a division,
+        // on the packet path.
+        let pad_len = if align.is_power_of_two() {
+            align.wrapping_sub(used) & (align - 1)
+        } else {
+            (align - used % align.max(1)) % align.max(1)
+        };
         Self {
             pad_len: pad_len as u8,
             next_header,
