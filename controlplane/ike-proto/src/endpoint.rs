@@ -160,7 +160,25 @@ impl Endpoint {
                             Some(old) => (std::mem::take(&mut old.children), std::mem::take(&mut old.leases)),
                             None => continue,
                         };
-                        self.with_sa(now, to, |sa, _| sa.adopt_children(children, leases));
+                        if self.sas.get(&to).is_some_and(|sa| sa.closed_until().is_none()) {
+                            self.with_sa(now, to, |sa, _| sa.adopt_children(children, leases));
+                        } else {
+                            // The successor is gone: its Child SAs are too.
+                            for c in children.values() {
+                                self.out.events.push_back(Event::ChildSaDelete { ike_sa: from, child_sa: c.handle, spi_in: c.spi_in, spi_out: c.spi_out });
+                                self.alloc.release_child_spi(c.spi_in);
+                            }
+                            if let Some(pool) = self.sas.get(&from).and_then(|sa| sa.conn.pool.clone()) {
+                                for a in leases {
+                                    self.pools.release(&pool.name, a);
+                                }
+                            }
+                        }
+                    }
+                    Effect::Resolved { successor } => {
+                        if let Some(sa) = self.sas.get_mut(&successor) {
+                            sa.predecessor = None;
+                        }
                     }
                     Effect::DeleteIkeSa(h) => {
                         self.with_sa(now, h, |sa, ctx| {

@@ -59,6 +59,11 @@ pub enum IkeState {
     Rekeyed { successor: IkeSaHandle },
     /// Our Delete is in flight.
     Deleting,
+    /// The peer deleted this SA, its simultaneous rekey having won, while
+    /// our own rekey request is still unanswered: the Child SAs are with
+    /// `successor`; we only wait for that answer (to delete the redundant SA
+    /// it creates, §2.8.1), then close.
+    PeerDeleted { successor: IkeSaHandle },
     /// Gone; kept until `until` only to answer retransmitted requests.
     Closed { until: Time },
 }
@@ -212,6 +217,15 @@ pub struct IkeSa {
     /// (SPIi, Ni) of the IKE_SA_INIT request this responder SA answered, to
     /// spot its retransmits (§2.1: not by SPIi alone).
     pub init_key: Option<(u64, Vec<u8>)>,
+    /// Peer SPIs named in Delete payloads while our CREATE_CHILD_SA was in
+    /// flight, before we knew them: the peer deleted the Child SA it had
+    /// just created for us and our response got lost (it answers our
+    /// retransmit from its cache). Such a Child SA must not be installed.
+    early_deletes: Vec<u32>,
+    /// Set on the SA a peer's simultaneous rekey created while ours is still
+    /// unanswered: the old SA, to which parked Child SAs return if the peer
+    /// deletes this one as redundant.
+    pub predecessor: Option<IkeSaHandle>,
     /// RFC 7383: the fragment size, once both peers announced support.
     pub fragment_len: Option<usize>,
     fragmentation_cfg: Option<crate::config::FragmentationConfig>,
@@ -273,6 +287,8 @@ impl IkeSa {
             half_open_timeout: ctx.config.half_open_timeout,
             rekey_at: None,
             init_key: None,
+            early_deletes: Vec::new(),
+            predecessor: None,
             fragment_len: None,
             fragmentation_cfg: ctx.config.fragmentation,
             reassembly: Reassembly::default(),
@@ -503,7 +519,7 @@ impl IkeSa {
             RequestCheck::Drop => return,
             RequestCheck::New => {}
         }
-        if matches!(self.state, IkeState::Closed { .. } | IkeState::Connecting) {
+        if matches!(self.state, IkeState::Closed { .. } | IkeState::Connecting | IkeState::PeerDeleted { .. }) {
             return;
         }
         let Ok(msg) = Message::parse(bytes) else { return };
@@ -1356,7 +1372,18 @@ impl IkeSa {
             (None, Err(e), ..) => Err(e),
             _ => Err(ProtoError::PayloadCount(ike_wire::PayloadType::SA)),
         };
+        let early_deletes = std::mem::take(&mut self.early_deletes);
         match result {
+            Ok((install, _)) if early_deletes.contains(&install.spi_out) => {
+                // Deleted by the peer before we learnt of it: never install.
+                ctx.alloc.release_child_spi(install.spi_in);
+                if let Some(old) = task.rekey_of.and_then(|h| self.children.get_mut(&h)) {
+                    // The peer took the rekey as done: the old SA goes too.
+                    old.state = ChildState::Rekeyed;
+                    let h = old.handle;
+                    self.queue.push_back(Queued::DeleteChild(h));
+                }
+            }
             Ok((install, nr)) => {
                 let new_handle = install.child_sa;
                 self.install_child(ctx, install);
@@ -1451,8 +1478,11 @@ impl IkeSa {
         if !matches!(self.state, IkeState::Established) {
             return Err(ProtoError::TemporaryFailure);
         }
-        // §2.25.2: a Child SA operation of ours is in flight.
-        if matches!(self.active, Some(Task::CreateChild(_))) {
+        // §2.25.2: a Child SA operation of ours is in flight. Any of our
+        // requests counts: a Delete or a liveness check answered on the old
+        // SA after its Child SAs moved would act on the wrong SA. Our own
+        // IKE rekey is the simultaneous-rekey case, handled below.
+        if self.active.as_ref().is_some_and(|t| !matches!(t, Task::RekeyIke(_))) {
             return Err(ProtoError::TemporaryFailure);
         }
         let ke_i = ke_i.ok_or(ProtoError::PayloadCount(ike_wire::PayloadType::KE))?;
@@ -1488,13 +1518,22 @@ impl IkeSa {
             Payload::Nonce(Nonce { data: nr.clone().into() }),
             Payload::Ke(Ke { ke_method: suite.ke, data: responded.ke_data.into() }),
         ];
-        ctx.out.effects.push(Effect::NewIkeSa(Box::new(new)));
         match &mut self.active {
             Some(Task::RekeyIke(t)) => {
-                // §2.8.1: simultaneous rekey; decided when our response comes.
+                // §2.8.1: simultaneous rekey, decided when our response
+                // comes. Until then the Child SAs live in the peer's new SA
+                // (the peer may use it at once if it never saw our request);
+                // it remembers us in case the peer deletes it as redundant.
                 t.collision = Some((min_nonce(&ni.data, &nr).to_vec(), handle));
+                let mut new = new;
+                new.predecessor = Some(self.handle);
+                ctx.out.effects.push(Effect::NewIkeSa(Box::new(new)));
+                ctx.out.effects.push(Effect::MoveChildren { from: self.handle, to: handle });
             }
-            _ => self.hand_over(ctx, handle),
+            _ => {
+                ctx.out.effects.push(Effect::NewIkeSa(Box::new(new)));
+                self.hand_over(ctx, handle);
+            }
         }
         Ok(Reply::new(out))
     }
@@ -1502,12 +1541,25 @@ impl IkeSa {
     /// Children and leases move to `successor`; this SA waits for deletion.
     fn hand_over(&mut self, ctx: &mut Ctx<'_>, successor: IkeSaHandle) {
         ctx.out.effects.push(Effect::MoveChildren { from: self.handle, to: successor });
-        ctx.out.events.push_back(Event::IkeSaRekeyed { old: self.handle, new: successor });
+        let announced = matches!(self.state, IkeState::Rekeyed { successor: s } | IkeState::PeerDeleted { successor: s } if s == successor);
+        if !announced {
+            ctx.out.events.push_back(Event::IkeSaRekeyed { old: self.handle, new: successor });
+        }
         self.state = IkeState::Rekeyed { successor };
         self.queue.retain(|q| matches!(q, Queued::DeleteIke));
     }
 
     fn process_rekey_ike_response(&mut self, ctx: &mut Ctx<'_>, task: RekeyIkeTask, payloads: &[Payload<'_>]) {
+        let peer_deleted = matches!(self.state, IkeState::PeerDeleted { .. });
+        self.complete_rekey_ike(ctx, task, payloads);
+        if peer_deleted {
+            // The peer already deleted this SA: nothing more to send on it.
+            self.queue.clear();
+            self.close(ctx, DownReason::Rekeyed);
+        }
+    }
+
+    fn complete_rekey_ike(&mut self, ctx: &mut Ctx<'_>, task: RekeyIkeTask, payloads: &[Payload<'_>]) {
         let p = Payloads(payloads);
         let new = (|| {
             message::check(payloads, message::CREATE_CHILD_SA)?;
@@ -1527,9 +1579,14 @@ impl IkeSa {
             Ok(n) => n,
             Err(_) => {
                 ctx.alloc.ike_spis.remove(&task.new_spi_i);
-                // TEMPORARY_FAILURE or a refusal: try again later if the
-                // rekey is time-driven (§2.25).
-                if self.conn.ike_rekey_after.is_some() {
+                if let Some((_, theirs)) = task.collision {
+                    // Ours failed but the peer's simultaneous rekey, which
+                    // we answered, stands: it is the successor.
+                    ctx.out.effects.push(Effect::Resolved { successor: theirs });
+                    self.hand_over(ctx, theirs);
+                } else if self.conn.ike_rekey_after.is_some() {
+                    // TEMPORARY_FAILURE or a refusal: try again later if
+                    // the rekey is time-driven (§2.25).
                     self.rekey_at = Some(ctx.now + retry_backoff(ctx));
                 }
                 return;
@@ -1542,9 +1599,16 @@ impl IkeSa {
             // created is redundant: we delete it; the peer deletes the old.
             Some((peer_min, theirs)) if min_nonce(&task.ni, &nr) < &peer_min[..] => {
                 ctx.out.effects.push(Effect::DeleteIkeSa(ours));
+                ctx.out.effects.push(Effect::Resolved { successor: theirs });
                 self.hand_over(ctx, theirs);
             }
-            _ => {
+            collision => {
+                if let Some((_, theirs)) = collision {
+                    // We won: the peer deletes its redundant SA; the Child
+                    // SAs parked there come to ours.
+                    ctx.out.effects.push(Effect::Resolved { successor: theirs });
+                    ctx.out.effects.push(Effect::MoveChildren { from: theirs, to: ours });
+                }
                 self.hand_over(ctx, ours);
                 // §2.18 step 4: the rekey initiator deletes the old SA.
                 self.queue.push_back(Queued::DeleteIke);
@@ -1563,6 +1627,25 @@ impl IkeSa {
         for d in p.deletes() {
             match d.protocol_id {
                 ProtocolId::IKE => {
+                    // Simultaneous rekey whose own request went unanswered:
+                    // the peer's rekey won and it deletes the old SA, so
+                    // the Child SAs go to the SA its rekey created (§2.8.1).
+                    if let Some(Task::RekeyIke(t)) = &self.active {
+                        if let Some((_, theirs)) = t.collision {
+                            ctx.out.effects.push(Effect::Resolved { successor: theirs });
+                            self.hand_over(ctx, theirs);
+                            self.state = IkeState::PeerDeleted { successor: theirs };
+                            return Ok(Reply::new(Vec::new()));
+                        }
+                    }
+                    // The peer deletes the SA its simultaneous rekey created
+                    // as redundant (it lost, §2.8.1) before our own rekey
+                    // response came: the parked Child SAs go back to the SA
+                    // whose rekey will win.
+                    if let Some(pred) = self.predecessor.take() {
+                        ctx.out.effects.push(Effect::MoveChildren { from: self.handle, to: pred });
+                        self.state = IkeState::Rekeyed { successor: pred };
+                    }
                     // §1.4.1: answer with an empty INFORMATIONAL, then close.
                     let reason = match self.state {
                         IkeState::Rekeyed { .. } => DownReason::Rekeyed,
@@ -1575,7 +1658,12 @@ impl IkeSa {
                     for spi in &d.spis {
                         let Ok(b) = <[u8; 4]>::try_from(&spi[..]) else { continue };
                         let spi = u32::from_be_bytes(b);
-                        let Some(h) = self.children.values().find(|c| c.spi_out == spi).map(|c| c.handle) else { continue };
+                        let Some(h) = self.children.values().find(|c| c.spi_out == spi).map(|c| c.handle) else {
+                            if matches!(self.active, Some(Task::CreateChild(_))) {
+                                self.early_deletes.push(spi);
+                            }
+                            continue;
+                        };
                         if let Some(c) = self.children.get(&h) {
                             // §1.4.1: answer with our inbound SPIs, unless
                             // we are deleting it ourselves (simultaneous).
@@ -1672,9 +1760,14 @@ impl IkeSa {
         if matches!(self.state, IkeState::Closed { .. }) {
             return;
         }
-        let handles: Vec<ChildSaHandle> = self.children.keys().copied().collect();
-        for h in handles {
-            self.remove_child(ctx, h);
+        // A rekeyed SA's Child SAs belong to its successor (the move is
+        // applied by the endpoint right after this call); any other SA's
+        // die with it.
+        if !matches!(self.state, IkeState::Rekeyed { .. } | IkeState::PeerDeleted { .. }) {
+            let handles: Vec<ChildSaHandle> = self.children.keys().copied().collect();
+            for h in handles {
+                self.remove_child(ctx, h);
+            }
         }
         if let Some(Task::CreateChild(t)) = &self.active {
             ctx.alloc.release_child_spi(t.child.spi_in);
@@ -1737,8 +1830,13 @@ impl IkeSa {
                 }
             }
             Timeout::GiveUp => {
-                // §2.4: no answer after retransmissions: the peer is dead.
-                self.close(ctx, DownReason::Timeout);
+                // §2.4: no answer after retransmissions: the peer is dead
+                // (or, having deleted this SA, just never answered).
+                let reason = match self.state {
+                    IkeState::PeerDeleted { .. } => DownReason::Rekeyed,
+                    _ => DownReason::Timeout,
+                };
+                self.close(ctx, reason);
                 return;
             }
         }

@@ -41,6 +41,9 @@ pub enum Effect {
     MoveChildren { from: IkeSaHandle, to: IkeSaHandle },
     /// Delete a redundant IKE SA (simultaneous rekey, §2.8.1).
     DeleteIkeSa(IkeSaHandle),
+    /// A simultaneous rekey is decided: `successor` no longer parks Child
+    /// SAs for its predecessor.
+    Resolved { successor: IkeSaHandle },
     /// INITIAL_CONTACT (§2.4): drop other IKE SAs of this identity.
     InitialContact { keep: IkeSaHandle, remote_id: Identity },
 }

@@ -11,3 +11,4 @@ mod fuzz;
 mod tshark;
 mod certs;
 mod fragments;
+mod consistency;

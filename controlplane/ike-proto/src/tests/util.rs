@@ -88,6 +88,8 @@ pub struct Pair {
     seq: u64,
     /// Every datagram sent, before the link acts on it.
     pub wire: Vec<(Time, Side, Datagram)>,
+    /// Print deliveries and events as they happen (debugging a failure).
+    pub trace: bool,
 }
 
 pub fn ike_proposal(ke: &[KeId]) -> IkeProposal {
@@ -156,6 +158,7 @@ impl Pair {
             in_flight: BTreeMap::new(),
             seq: 0,
             wire: Vec::new(),
+            trace: false,
         }
     }
 
@@ -206,12 +209,20 @@ impl Pair {
                 self.send(side, d);
             }
             while let Some(e) = self.node(side).ep.poll_event() {
+                if self.trace {
+                    eprintln!("{:?} {side:?} event {e:?}", self.time.saturating_since(T0));
+                }
                 self.node(side).events.push(e);
             }
         }
     }
 
     fn send(&mut self, side: Side, mut d: Datagram) {
+        if self.trace {
+            if let Some(h) = d.header() {
+                eprintln!("{:?} send from {side:?} {:?} resp={} mid={} len={}", self.time.saturating_since(T0), h.exchange_type, h.flags.response(), h.message_id, d.payload.len());
+            }
+        }
         self.wire.push((self.time, side, d.clone()));
         if let Some(f) = self.link.filter.as_mut() {
             if f(side, &d) {
@@ -258,6 +269,11 @@ impl Pair {
         for k in due {
             if let Some((to, d)) = self.in_flight.remove(&k) {
                 let time = self.time;
+                if self.trace {
+                    if let Some(h) = d.header() {
+                        eprintln!("{:?} deliver to {to:?} {:?} resp={} mid={} len={}", time.saturating_since(T0), h.exchange_type, h.flags.response(), h.message_id, d.payload.len());
+                    }
+                }
                 self.node(to).ep.handle_datagram(time, d.to, d.from, &d.payload);
             }
             self.collect();
