@@ -56,7 +56,10 @@ start_dataplane() {
   pids+=($!)
   for _ in $(seq 100); do
     grep -q "worker(s), crypto" "$work/dp.log" 2>/dev/null && { sleep 0.5; return 0; }
-    kill -0 "${pids[-1]}" 2>/dev/null || fail "esprit-dataplane exited"
+    if ! kill -0 "${pids[-1]}" 2>/dev/null; then
+      local rc=0; wait "${pids[-1]}" || rc=$?
+      fail "esprit-dataplane exited with status $rc before its workers started ($(wc -c <"$work/dp.log") bytes of log)"
+    fi
     sleep 0.1
   done
   fail "esprit-dataplane did not start"
