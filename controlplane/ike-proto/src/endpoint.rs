@@ -398,7 +398,7 @@ impl Endpoint {
                 self.insert_sa(sa);
                 return Ok(h);
             }
-            Command::Terminate { ike_sa } => (ike_sa, Queued::DeleteIke),
+            Command::Terminate { ike_sa } => (ike_sa, Queued::Terminate),
             Command::CreateChild { ike_sa } => (ike_sa, Queued::CreateChild),
             Command::RekeyChild { ike_sa, child_sa } => {
                 self.child_exists(ike_sa, child_sa)?;

@@ -112,7 +112,11 @@ pub enum Queued {
     RekeyChild(ChildSaHandle),
     DeleteChild(ChildSaHandle),
     RekeyIke,
+    /// Delete this SA after a rekey (§2.18 step 4).
     DeleteIke,
+    /// The owner's Terminate: delete the IKE SA, or its successor if it is
+    /// rekeyed meanwhile.
+    Terminate,
     Dpd,
 }
 
@@ -1546,6 +1550,10 @@ impl IkeSa {
             ctx.out.events.push_back(Event::IkeSaRekeyed { old: self.handle, new: successor });
         }
         self.state = IkeState::Rekeyed { successor };
+        if self.queue.contains(&Queued::Terminate) {
+            // The owner asked to terminate the tunnel, not this generation.
+            ctx.out.effects.push(Effect::DeleteIkeSa(successor));
+        }
         self.queue.retain(|q| matches!(q, Queued::DeleteIke));
     }
 
@@ -1704,7 +1712,12 @@ impl IkeSa {
             let r = match q {
                 // A rekeyed or closing SA only deletes (§2.18: the Delete is
                 // the last request on the old SA).
-                Queued::CreateChild | Queued::RekeyChild(_) | Queued::RekeyIke | Queued::DeleteChild(_) | Queued::Dpd
+                Queued::CreateChild
+                | Queued::RekeyChild(_)
+                | Queued::RekeyIke
+                | Queued::DeleteChild(_)
+                | Queued::Dpd
+                | Queued::Terminate
                     if rekeyed =>
                 {
                     continue
@@ -1723,7 +1736,7 @@ impl IkeSa {
                         .map(|()| self.active = Some(Task::DeleteChildren(vec![h])))
                 }
                 Queued::RekeyIke => self.start_rekey_ike(ctx),
-                Queued::DeleteIke => {
+                Queued::DeleteIke | Queued::Terminate => {
                     let reason = match self.state {
                         IkeState::Rekeyed { .. } => DownReason::Rekeyed,
                         _ => DownReason::Deleted,

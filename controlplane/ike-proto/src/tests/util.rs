@@ -299,6 +299,11 @@ impl Pair {
         self.time = self.time.max(horizon);
     }
 
+    /// No datagram is on the link.
+    pub fn link_is_quiet(&self) -> bool {
+        self.in_flight.is_empty()
+    }
+
     /// Runs until `done` holds (checked after every step), idle, or ten
     /// virtual minutes passed.
     pub fn drive_until(&mut self, done: impl Fn(&Pair) -> bool) {
