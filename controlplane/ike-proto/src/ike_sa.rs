@@ -79,6 +79,7 @@ pub struct InitData {
 }
 
 /// A Child SA.
+#[derive(Clone)]
 pub struct ChildSa {
     pub handle: ChildSaHandle,
     pub spi_in: u32,
@@ -1325,18 +1326,7 @@ impl IkeSa {
         };
         let nr = ctx.nonce();
         let transport = p.notify(NotifyType::USE_TRANSPORT_MODE).is_some();
-        let old = rekey_of.and_then(|h| self.children.get(&h)).map(|c| ChildSa {
-            handle: c.handle,
-            spi_in: c.spi_in,
-            spi_out: c.spi_out,
-            suite: c.suite,
-            mode: c.mode,
-            ts_local: c.ts_local.clone(),
-            ts_remote: c.ts_remote.clone(),
-            state: c.state,
-            installed_at: c.installed_at,
-            rekey_due: c.rekey_due,
-        });
+        let old = rekey_of.and_then(|h| self.children.get(&h)).cloned();
         let (out, install) = self.respond_child(ctx, sa_i, ts_i, ts_r, p.ke(), &ni.data, &nr, old.as_ref(), transport, Via::CreateChildSa)?;
         let new_handle = install.child_sa;
         self.install_child(ctx, *install);

@@ -152,6 +152,16 @@ pub(super) fn run_with(timers: Timers, seed: u64, loss: u32, ops: &[(bool, Op, u
     let mut b_swapped: Vec<(u32, u32)> = b.iter().map(|(i, o)| (*o, *i)).collect();
     b_swapped.sort();
     assert_eq!(a, b_swapped, "A events {:?}\nB events {:?}", p.a.events, p.b.events);
+    // Each live pair carries the same keys on both sides.
+    let keys = |side| {
+        p.installs(side).into_iter().map(|i| (i.spi_in, (i.keys_in.encr.to_vec(), i.keys_out.encr.to_vec()))).collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (ka, kb) = (keys(Side::A), keys(Side::B));
+    for (spi_in, spi_out) in live(&p, Side::A) {
+        let (a_in, a_out) = &ka[&spi_in];
+        let (b_in, b_out) = &kb[&spi_out];
+        assert_eq!((a_in, a_out), (b_out, b_in), "keys of SPIs {spi_in}/{spi_out}");
+    }
     // Every Child SA install was matched by at most one delete, and what is
     // live was installed.
     for side in [Side::A, Side::B] {
