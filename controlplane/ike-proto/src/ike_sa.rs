@@ -1237,7 +1237,13 @@ impl IkeSa {
                 installed_at: ctx.now,
                 rekey_due: match self.conn.child.lifetime.rekey_secs {
                     0 => None,
-                    secs => Some(ctx.now + std::time::Duration::from_secs(secs)),
+                    // Up to 10% earlier, drawn from the injected RNG, so two
+                    // peers with the same lifetime rarely rekey at once.
+                    secs => {
+                        let jitter_ms = (secs * 100).max(1);
+                        let early = std::time::Duration::from_millis(u64::from(ctx.rng.next_u32()) % jitter_ms);
+                        Some(ctx.now + (std::time::Duration::from_secs(secs) - early))
+                    }
                 },
             },
         );
@@ -1820,6 +1826,11 @@ impl IkeSa {
             for c in self.children.values().filter(|c| c.state == ChildState::Installed) {
                 consider(c.rekey_due);
             }
+            if let Some(hard) = self.child_hard_lifetime() {
+                for c in self.children.values().filter(|c| c.state != ChildState::Deleting) {
+                    consider(Some(c.installed_at + hard));
+                }
+            }
         }
         d
     }
@@ -1871,8 +1882,31 @@ impl IkeSa {
                 }
                 self.enqueue(Queued::RekeyChild(h));
             }
+            // The hard lifetime: a Child SA not replaced in time is deleted.
+            if let Some(hard) = self.child_hard_lifetime() {
+                let expired: Vec<ChildSaHandle> = self
+                    .children
+                    .values()
+                    .filter(|c| c.state != ChildState::Deleting && c.installed_at + hard <= ctx.now)
+                    .map(|c| c.handle)
+                    .collect();
+                for h in expired {
+                    if let Some(c) = self.children.get_mut(&h) {
+                        c.state = ChildState::Deleting;
+                    }
+                    self.queue.retain(|q| *q != Queued::RekeyChild(h));
+                    self.enqueue(Queued::DeleteChild(h));
+                }
+            }
         }
         self.pump(ctx);
+    }
+
+    fn child_hard_lifetime(&self) -> Option<std::time::Duration> {
+        match self.conn.child.lifetime.hard_secs {
+            0 => None,
+            secs => Some(std::time::Duration::from_secs(secs)),
+        }
     }
 
     /// Child SAs handed over by a rekeyed IKE SA.

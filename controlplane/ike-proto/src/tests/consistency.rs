@@ -59,6 +59,7 @@ pub(super) fn run(seed: u64, loss: u32, ops: &[(bool, Op, u16)]) {
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Timers {
     child_rekey_secs: [u64; 2],
+    child_hard_secs: [u64; 2],
     ike_rekey_secs: [u64; 2],
     nat: bool,
     fragment_len: Option<usize>,
@@ -72,6 +73,7 @@ pub(super) fn run_with(timers: Timers, seed: u64, loss: u32, ops: &[(bool, Op, u
     ];
     for (i, c) in conns.iter_mut().enumerate() {
         c.child.lifetime.rekey_secs = timers.child_rekey_secs[i];
+        c.child.lifetime.hard_secs = timers.child_hard_secs[i];
         c.ike_rekey_after = (timers.ike_rekey_secs[i] > 0).then(|| Duration::from_secs(timers.ike_rekey_secs[i]));
     }
     let [ca, cb] = conns;
@@ -192,6 +194,7 @@ proptest! {
         seed in 0u64..1_000_000,
         loss in 0u32..200,
         child_rekey_secs in (prop_oneof![Just(0u64), 5u64..40], prop_oneof![Just(0u64), 5u64..40]),
+        child_hard_secs in (prop_oneof![Just(0u64), 20u64..120], prop_oneof![Just(0u64), 20u64..120]),
         ike_rekey_secs in (prop_oneof![Just(0u64), 10u64..60], prop_oneof![Just(0u64), 10u64..60]),
         nat in any::<bool>(),
         fragment_len in prop_oneof![Just(None), Just(Some(300usize))],
@@ -199,6 +202,7 @@ proptest! {
     ) {
         let timers = Timers {
             child_rekey_secs: [child_rekey_secs.0, child_rekey_secs.1],
+            child_hard_secs: [child_hard_secs.0, child_hard_secs.1],
             ike_rekey_secs: [ike_rekey_secs.0, ike_rekey_secs.1],
             nat,
             fragment_len,

@@ -256,3 +256,35 @@ fn a_rekey_refused_with_temporary_failure_is_retried_later() {
     assert_eq!(p.count(Side::B, |e| matches!(e, Event::IkeSaRekeyed { .. })), 1);
     assert_eq!(p.count(Side::A, |e| matches!(e, Event::IkeSaRekeyed { .. })), 1);
 }
+
+#[test]
+fn a_child_sa_past_its_hard_lifetime_is_deleted_on_both_sides() {
+    let mut ca = psk_conn("site", "a.esprit.test", "b.esprit.test", b"k", true);
+    ca.child.lifetime.hard_secs = 30;
+    let cb = psk_conn("site", "b.esprit.test", "a.esprit.test", b"k", false);
+    let mut p = Pair::new(532, endpoint_config(ca), endpoint_config(cb));
+    p.connect();
+    p.drive_for(Duration::from_secs(28));
+    assert_eq!(p.count(Side::B, |e| matches!(e, Event::ChildSaDelete { .. })), 0);
+    p.drive_for(Duration::from_secs(5));
+    for side in [Side::A, Side::B] {
+        assert_eq!(p.count(side, |e| matches!(e, Event::ChildSaDelete { .. })), 1);
+        assert!(p.downs(side).is_empty(), "the IKE SA stays");
+    }
+}
+
+#[test]
+fn equal_lifetimes_on_both_sides_keep_exactly_one_child_sa_for_twenty_minutes() {
+    let mut ca = psk_conn("site", "a.esprit.test", "b.esprit.test", b"k", true);
+    let mut cb = psk_conn("site", "b.esprit.test", "a.esprit.test", b"k", false);
+    ca.child.lifetime.rekey_secs = 100;
+    cb.child.lifetime.rekey_secs = 100;
+    let mut p = Pair::new(533, endpoint_config(ca), endpoint_config(cb));
+    p.connect();
+    p.drive_for(Duration::from_secs(1200));
+    let installs = p.installs(Side::A).len();
+    // At least one rekey per 100 s (jittered up to 10% earlier).
+    assert!((12..=15).contains(&installs), "{installs} Child SAs installed");
+    assert_eq!(live_children(&p, Side::A).len(), 1);
+    assert_eq!(live_children(&p, Side::B).len(), 1);
+}

@@ -120,7 +120,7 @@ pub fn psk_conn(name: &str, local: &str, remote: &str, psk: &[u8], a_side: bool)
             local_ts: vec![prefix(lts)],
             remote_ts: vec![prefix(rts)],
             mode: Mode::Tunnel,
-            lifetime: Lifetimes { rekey_secs: 0, hard_secs: 3600, ..Lifetimes::default() },
+            lifetime: Lifetimes::default(),
         },
         ike_rekey_after: None,
         dpd_delay: None,
