@@ -138,7 +138,9 @@ pub struct Queues<'p> {
 
 /// What a worker keeps per SA (by slot), built when the journal announces it.
 enum SaCtx {
-    Out { sa: OutboundSa, aead: Aead, esn: bool },
+    /// `tunnel_dst`: the outer destination of a tunnel-mode SA (known once,
+    /// not parsed back out of every packet).
+    Out { sa: OutboundSa, aead: Aead, esn: bool, tunnel_dst: Option<IpAddr> },
     In { sa: Box<InboundSa>, aead: Aead, params: Box<SlotParams> },
     /// Inbound SA owned by another worker.
     Foreign,
@@ -289,7 +291,11 @@ impl<'a, 'p> Worker<'a, 'p> {
                 let aead = Aead::new(self.env.backend, self.env.mb, &e, out).map_err(|_| "key rejected")?;
                 if out {
                     let sa = OutboundSa::new(&e).map_err(|_| "SA parameters refused")?;
-                    Ok(SaCtx::Out { sa, aead, esn: e.esn })
+                    let tunnel_dst = match e.mode {
+                        esp::Mode::Tunnel { dst, .. } => Some(dst),
+                        esp::Mode::Transport => None,
+                    };
+                    Ok(SaCtx::Out { sa, aead, esn: e.esn, tunnel_dst })
                 } else {
                     let sa = InboundSa::new(&e).map_err(|_| "SA parameters refused")?;
                     Ok(SaCtx::In { sa: Box::new(sa), aead, params: Box::new(*p) })
@@ -717,16 +723,18 @@ impl<'a, 'p> Worker<'a, 'p> {
             let side = &env.sides[INSIDE];
             match l2::ethertype(m.data()) {
                 Some(ETHERTYPE_ARP) => {
+                    let action = l2::handle_arp(m.data_mut(), side.mac, &side.addrs, env.neigh);
                     let m = slots[k].take().expect("checked above");
-                    self.inside_l2(m, true, &mut back);
+                    self.inside_l2(m, action, false, &mut back);
                     continue;
                 }
                 Some(ETHERTYPE_IPV4) => {}
                 Some(ETHERTYPE_IPV6) => {
                     // Neighbour discovery first: solicitations go to multicast.
-                    if l2::handle_nd(m.data_mut(), side.mac, &side.addrs, env.neigh) != L2Action::NotL2 {
+                    let action = l2::handle_nd(m.data_mut(), side.mac, &side.addrs, env.neigh);
+                    if action != L2Action::NotL2 {
                         let m = slots[k].take().expect("checked above");
-                        self.inside_l2(m, false, &mut back);
+                        self.inside_l2(m, action, true, &mut back);
                         continue;
                     }
                 }
@@ -774,27 +782,17 @@ impl<'a, 'p> Worker<'a, 'p> {
         self.send(OUTSIDE, &mut out);
     }
 
-    /// ARP or ND from the inside. For ND, `handle_nd` already ran on the
-    /// frame (it was needed to tell ND apart): the action is recomputed from
-    /// what it left, a reply being recognisable by its source MAC.
-    fn inside_l2(&mut self, mut m: Mbuf, arp: bool, back: &mut Burst) {
-        let env = self.env;
-        let side = &env.sides[INSIDE];
-        let action = if arp {
-            l2::handle_arp(m.data_mut(), side.mac, &side.addrs, env.neigh)
-        } else if m.data()[6..12] == side.mac {
-            L2Action::Reply
-        } else {
-            L2Action::Consumed
-        };
+    /// What ARP/ND handling decided for a frame from the inside.
+    fn inside_l2(&mut self, mut m: Mbuf, action: L2Action, nd: bool, back: &mut Burst) {
         match action {
             L2Action::Reply => {
-                if !arp {
+                if nd {
                     let len = m.len();
                     m.trim(len.saturating_sub(l2::ND_REPLY_LEN));
                 }
                 let _ = back.push(m);
             }
+            // Learnt; the inside has no kernel to pass it to.
             L2Action::Consumed => {}
             L2Action::NotL2 => self.drop_dp(DpDrop::NotForUs),
             L2Action::Malformed => self.drop_dp(DpDrop::BadL2),
@@ -808,7 +806,7 @@ impl<'a, 'p> Worker<'a, 'p> {
             run.iter_mut().for_each(|m| *m = None);
             return;
         };
-        let Some(Some(SaCtx::Out { sa, aead, esn })) = self.sas.get(id.slot() as usize) else {
+        let Some(Some(SaCtx::Out { sa, aead, esn, tunnel_dst })) = self.sas.get(id.slot() as usize) else {
             self.metrics.local.drops[DpDrop::SaUnusable.index()] += n as u64;
             run.iter_mut().for_each(|m| *m = None);
             return;
@@ -895,9 +893,15 @@ impl<'a, 'p> Worker<'a, 'p> {
                     sa.finish(&mut pb, &op);
                 }
             }
-            let Some((_, dst)) = ip_addrs(m.data()) else {
-                drops[DropReason::BadOuterHeader.index()] += 1;
-                continue;
+            let dst = match tunnel_dst {
+                Some(d) => *d,
+                None => match ip_addrs(m.data()) {
+                    Some((_, d)) => d,
+                    None => {
+                        drops[DropReason::BadOuterHeader.index()] += 1;
+                        continue;
+                    }
+                },
             };
             let hop = outside.gateway.unwrap_or(dst);
             let Some(mac) = hops.lookup(hop) else {

@@ -44,12 +44,14 @@ rt ipv4 dst 192.168.5.0/24 port 0
 neigh port 0 $(ns_mac_of cl cl0)
 neigh port 1 $(mac_of es-out)
 EOT
-"$secgw" -l 0 --no-huge -m 1024 --no-pci --file-prefix "secgw-netns-$$" \
-  --vdev "$(af_packet 0 sg-in)" --vdev "$(af_packet 1 sg-out)" --vdev "$crypto_vdev" \
-  -- -p 0x3 -P -u 0x2 --config '(0,0,0),(1,0,0)' -f "$work/secgw.cfg" -l "${esn_flag[@]}" \
-  >"$work/secgw.log" 2>&1 &
-pids+=($!)
-
+start_secgw() {
+  "$secgw" -l 0 --no-huge -m 1024 --no-pci --file-prefix "secgw-netns-$$" \
+    --vdev "$(af_packet 0 sg-in)" --vdev "$(af_packet 1 sg-out)" --vdev "$crypto_vdev" \
+    -- -p 0x3 -P -u 0x2 --config '(0,0,0),(1,0,0)' -f "$work/secgw.cfg" -l "${esn_flag[@]}" \
+    >"$work/secgw.log" 2>&1 &
+  pids+=($!)
+}
+start_secgw
 start_dataplane <<EOT
 dataplane:
   eal_args: ["-l", "1", "--no-huge", "-m", "512", "--no-pci", "--file-prefix", "esprit-netns-$$", "--log-level", "lib.eal:error"]
@@ -67,7 +69,16 @@ dataplane:
         selectors: ["192.168.5.0/24"] }
 metrics: { listen: "127.0.0.1:${METRICS_PORT:-0}" }
 EOT
-for _ in $(seq 50); do grep -q "IPSEC: entering main loop\|entering main loop" "$work/secgw.log" && break; sleep 0.2; done
+for attempt in 1 2 3; do
+  for _ in $(seq 50); do grep -q "entering main loop" "$work/secgw.log" && break; kill -0 "${pids[0]}" 2>/dev/null || break; sleep 0.2; done
+  kill -0 "${pids[0]}" 2>/dev/null && break
+  # The same af_packet fanout clash as in start_dataplane: retry, out loud.
+  grep -q PACKET_FANOUT "$work/secgw.log" && [[ $attempt -lt 3 ]] || break
+  echo "  (ipsec-secgw: af_packet fanout clash at start, retrying)"
+  pids=("${pids[@]:1}")
+  start_secgw
+  pids=("${pids[-1]}" "${pids[@]:0:${#pids[@]}-1}")
+done
 kill -0 "${pids[0]}" 2>/dev/null || { grep -v "^EAL: \(Detected|Multi|Physical|Selected\)" "$work/secgw.log" | tail -25; fail "ipsec-secgw did not start"; }
 
 ip netns exec cl ping -c 5 -i 0.2 -W 2 192.168.105.2 >"$work/ping.log" 2>&1 \
