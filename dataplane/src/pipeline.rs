@@ -140,7 +140,7 @@ pub struct Queues<'p> {
 enum SaCtx {
     /// `tunnel_dst`: the outer destination of a tunnel-mode SA (known once,
     /// not parsed back out of every packet).
-    Out { sa: OutboundSa, aead: Aead, esn: bool, tunnel_dst: Option<IpAddr> },
+    Out { sa: Box<OutboundSa>, aead: Aead, esn: bool, tunnel_dst: Option<IpAddr> },
     In { sa: Box<InboundSa>, aead: Aead, params: Box<SlotParams> },
     /// Inbound SA owned by another worker.
     Foreign,
@@ -295,7 +295,7 @@ impl<'a, 'p> Worker<'a, 'p> {
                         esp::Mode::Tunnel { dst, .. } => Some(dst),
                         esp::Mode::Transport => None,
                     };
-                    Ok(SaCtx::Out { sa, aead, esn: e.esn, tunnel_dst })
+                    Ok(SaCtx::Out { sa: Box::new(sa), aead, esn: e.esn, tunnel_dst })
                 } else {
                     let sa = InboundSa::new(&e).map_err(|_| "SA parameters refused")?;
                     Ok(SaCtx::In { sa: Box::new(sa), aead, params: Box::new(*p) })
