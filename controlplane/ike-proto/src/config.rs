@@ -72,6 +72,9 @@ pub struct EndpointConfig {
     pub cookie_threshold: usize,
     /// Refuse new IKE_SA_INIT requests outright above this many half-open SAs.
     pub half_open_limit: usize,
+    /// Refuse new IKE_SA_INIT requests from an address that already holds
+    /// this many half-open SAs.
+    pub half_open_per_peer_limit: usize,
     /// A responder IKE SA that sees no IKE_AUTH this long after IKE_SA_INIT
     /// is dropped (strongSwan's half-open timeout is 30 s).
     pub half_open_timeout: Duration,
@@ -98,6 +101,7 @@ impl Default for EndpointConfig {
             retransmit: RetransmitConfig::default(),
             cookie_threshold: 1000,
             half_open_limit: 20_000,
+            half_open_per_peer_limit: 5,
             half_open_timeout: Duration::from_secs(30),
             cookie_secret_lifetime: Duration::from_secs(120),
             closed_linger: Duration::from_secs(60),

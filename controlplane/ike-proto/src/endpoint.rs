@@ -15,7 +15,8 @@
 //!   SAs a request without a valid cookie gets a stateless COOKIE answer
 //!   (`version | HMAC-SHA-256(secret, Ni | IPi | SPIi)`, the secret rotated
 //!   every `cookie_secret_lifetime`, the previous one still accepted); above
-//!   `half_open_limit` requests are dropped.
+//!   `half_open_limit` requests are dropped, and so are requests from an
+//!   address already holding `half_open_per_peer_limit` half-open SAs.
 //! * The endpoint never opens sockets: each [`Transmit`] names the local
 //!   address (port 500, or the NAT-T port after NAT detection, §2.23) to
 //!   send from.
@@ -73,6 +74,27 @@ impl CookieJar {
     }
 }
 
+/// One IKE SA as [`Endpoint::ike_sas`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IkeSaInfo {
+    pub ike_sa: IkeSaHandle,
+    pub connection: String,
+    /// Connecting, HalfOpen, Established, Rekeyed, Deleting, PeerDeleted
+    /// or Closed.
+    pub state: &'static str,
+    /// Whether we hold the I flag (original initiator or last rekeyer).
+    pub initiator: bool,
+    pub spi_i: u64,
+    pub spi_r: u64,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// Set once authenticated.
+    pub remote_id: Option<crate::config::Identity>,
+    pub suite: Option<crate::proposal::IkeSuite>,
+    /// (handle, inbound SPI, outbound SPI) of its Child SAs.
+    pub child_sas: Vec<(ChildSaHandle, u32, u32)>,
+}
+
 /// A sans-IO IKEv2 endpoint owning many IKE SAs.
 pub struct Endpoint {
     config: EndpointConfig,
@@ -87,7 +109,9 @@ pub struct Endpoint {
     deadlines: std::collections::BTreeSet<(Time, IkeSaHandle)>,
     deadline_of: BTreeMap<IkeSaHandle, Time>,
     /// Responder SAs between IKE_SA_INIT and IKE_AUTH (§2.6 load measure).
-    half_open: std::collections::BTreeSet<IkeSaHandle>,
+    half_open: BTreeMap<IkeSaHandle, IpAddr>,
+    /// Half-open SAs per peer address (per-peer limit).
+    half_open_by_peer: BTreeMap<IpAddr, usize>,
     /// (SPIi, Ni) of answered IKE_SA_INIT requests → their SA.
     init_index: BTreeMap<(u64, Vec<u8>), IkeSaHandle>,
     cookies: CookieJar,
@@ -109,7 +133,8 @@ impl Endpoint {
             out: Outputs::default(),
             deadlines: std::collections::BTreeSet::new(),
             deadline_of: BTreeMap::new(),
-            half_open: std::collections::BTreeSet::new(),
+            half_open: BTreeMap::new(),
+            half_open_by_peer: BTreeMap::new(),
             init_index: BTreeMap::new(),
             cookies: CookieJar { version: 0, secret, previous: None, rotate_at },
         }
@@ -143,7 +168,7 @@ impl Endpoint {
         let mut ctx = Ctx { now, crypto: &**crypto, rng: &mut **rng, config, out, alloc, pools };
         f(sa, &mut ctx);
         if !sa.is_half_open() {
-            self.half_open.remove(&h);
+            self.forget_half_open(h);
         }
         self.refile(h);
         self.apply_effects(now);
@@ -240,6 +265,17 @@ impl Endpoint {
         self.half_open.len()
     }
 
+    fn forget_half_open(&mut self, h: IkeSaHandle) {
+        if let Some(ip) = self.half_open.remove(&h) {
+            if let Some(n) = self.half_open_by_peer.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.half_open_by_peer.remove(&ip);
+                }
+            }
+        }
+    }
+
     fn handle_init_request(&mut self, now: Time, header: &Header, bytes: &[u8], local: SocketAddr, remote: SocketAddr) {
         let Ok(msg) = Message::parse(bytes) else { return };
         let ni = msg.payloads.iter().find_map(|p| match p {
@@ -259,6 +295,11 @@ impl Endpoint {
         self.rotate_cookie_secret(now);
         let half_open = self.half_open();
         if half_open >= self.config.half_open_limit {
+            return;
+        }
+        // One address may not hold more half-open SAs than this (strongSwan's
+        // block_threshold); a cookie would not stop it, it can answer them.
+        if self.half_open_by_peer.get(&remote.ip()).is_some_and(|n| *n >= self.config.half_open_per_peer_limit) {
             return;
         }
         if half_open >= self.config.cookie_threshold {
@@ -283,7 +324,8 @@ impl Endpoint {
                 if let Some(k) = sa.init_key.clone() {
                     self.init_index.insert(k, sa.handle);
                 }
-                self.half_open.insert(sa.handle);
+                self.half_open.insert(sa.handle, remote.ip());
+                *self.half_open_by_peer.entry(remote.ip()).or_default() += 1;
                 self.insert_sa(sa);
             }
             Err(e) => self.answer_init_error(header, local, remote, &e),
@@ -370,7 +412,7 @@ impl Endpoint {
             self.due(now).into_iter().filter(|h| self.sas.get(h).and_then(IkeSa::closed_until).is_some_and(|u| u <= now)).collect();
         for h in dead {
             let Some(sa) = self.sas.remove(&h) else { continue };
-            self.half_open.remove(&h);
+            self.forget_half_open(h);
             self.refile(h);
             self.alloc.ike_spis.remove(&sa.local_spi());
             if let Some(k) = &sa.init_key {
@@ -465,6 +507,26 @@ impl Endpoint {
     /// The Child SAs of an IKE SA, with their SPIs (inbound, outbound).
     pub fn child_sas(&self, ike_sa: IkeSaHandle) -> Vec<(ChildSaHandle, u32, u32)> {
         self.sas.get(&ike_sa).map_or_else(Vec::new, |sa| sa.children.values().map(|c| (c.handle, c.spi_in, c.spi_out)).collect())
+    }
+
+    /// A snapshot of every IKE SA, for listings (`esprit-ctl`).
+    pub fn ike_sas(&self) -> Vec<IkeSaInfo> {
+        self.sas
+            .values()
+            .map(|sa| IkeSaInfo {
+                ike_sa: sa.handle,
+                connection: sa.conn.name.clone(),
+                state: sa.state_name(),
+                initiator: sa.role == crate::sa::Role::Initiator,
+                spi_i: sa.spi_i,
+                spi_r: sa.spi_r,
+                local: sa.local,
+                remote: sa.remote,
+                remote_id: sa.remote_id.clone(),
+                suite: sa.keys.as_ref().map(|k| k.suite.clone()),
+                child_sas: sa.children.values().map(|c| (c.handle, c.spi_in, c.spi_out)).collect(),
+            })
+            .collect()
     }
 
     /// Handles of established IKE SAs.

@@ -300,6 +300,19 @@ impl IkeSa {
         }
     }
 
+    /// The state's name, for listings.
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            IkeState::Connecting => "Connecting",
+            IkeState::HalfOpen(_) => "HalfOpen",
+            IkeState::Established => "Established",
+            IkeState::Rekeyed { .. } => "Rekeyed",
+            IkeState::Deleting => "Deleting",
+            IkeState::PeerDeleted { .. } => "PeerDeleted",
+            IkeState::Closed { .. } => "Closed",
+        }
+    }
+
     pub fn is_half_open(&self) -> bool {
         matches!(self.state, IkeState::HalfOpen(_))
     }

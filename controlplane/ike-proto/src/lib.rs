@@ -52,7 +52,7 @@ pub use config::{
     ChildConfig, ConnectionConfig, EndpointConfig, EspProposal, Family, FragmentationConfig, Identity, IkeProposal, Lifetimes, LocalAuth, Mode,
     PoolConfig, RemoteAuth, RetransmitConfig,
 };
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, IkeSaInfo};
 pub use error::ProtoError;
 pub use event::{ChildKeys, ChildSaHandle, ChildSaInstall, Command, CommandError, DownReason, Event, IkeSaHandle, Transmit};
 pub use proposal::{EspSuite, IkeSuite};

@@ -212,3 +212,27 @@ fn cookie_and_invalid_ke_together_keep_the_cookie_on_the_group_retry() {
     // §2.6.1 short form: the cookie stays on the retry that changes the group.
     assert!(first_is_cookie(&reqs[1]) && first_is_cookie(&reqs[2]));
 }
+
+#[test]
+fn one_address_may_hold_only_a_few_half_open_sas() {
+    let mut ca = psk_conn("site", "a.esprit.test", "b.esprit.test", b"k", true);
+    ca.initial_contact = false;
+    let cb = psk_conn("site", "b.esprit.test", "a.esprit.test", b"k", false);
+    let mut cfg_b = endpoint_config(cb);
+    cfg_b.half_open_per_peer_limit = 2;
+    let mut p = Pair::new(308, endpoint_config(ca), cfg_b);
+    p.link.filter = Some(Box::new(|side, d| side == Side::A && d.header().is_some_and(|h| h.exchange_type == ExchangeType::IKE_AUTH)));
+    for _ in 0..3 {
+        p.initiate(Side::A, "site");
+    }
+    p.drive_for(Duration::from_secs(1));
+    assert_eq!(p.b.ep.half_open_count(), 2, "the third IKE_SA_INIT is dropped");
+    assert_eq!(p.b.ep.ike_sa_count(), 2);
+    // Once the first two complete, A's retransmitted third request gets in.
+    p.link.filter = None;
+    p.drive();
+    assert_eq!(p.ups(Side::A), 3);
+    let listed = p.b.ep.ike_sas();
+    assert_eq!(listed.iter().filter(|s| s.state == "Established").count(), 3);
+    assert!(listed.iter().all(|s| !s.initiator && s.child_sas.len() == 1 && s.remote_id.is_some()));
+}
