@@ -160,6 +160,8 @@ pub struct CreateChildTask {
     /// The peer rekeyed the same Child SA meanwhile (§2.8.1): the smaller
     /// nonce of its exchange and the Child SA it created.
     collision: Option<(Vec<u8>, ChildSaHandle)>,
+    /// INVALID_KE_PAYLOAD retries made so far (§1.3).
+    ke_retries: u8,
 }
 
 pub struct RekeyIkeTask {
@@ -170,6 +172,8 @@ pub struct RekeyIkeTask {
     /// The peer rekeyed this IKE SA meanwhile: the smaller nonce of its
     /// exchange and the IKE SA it created.
     collision: Option<(Vec<u8>, IkeSaHandle)>,
+    /// INVALID_KE_PAYLOAD retries made so far (§1.3).
+    ke_retries: u8,
 }
 
 /// Which exchange negotiates a Child SA: only CREATE_CHILD_SA carries its
@@ -1274,6 +1278,19 @@ impl IkeSa {
     // CREATE_CHILD_SA
 
     fn start_create_child(&mut self, ctx: &mut Ctx<'_>, rekey_of: Option<ChildSaHandle>) -> Result<(), ProtoError> {
+        let pfs = self.conn.child.esp_proposals.first().and_then(|e| e.pfs.first()).copied();
+        self.start_create_child_with(ctx, rekey_of, pfs, 0)
+    }
+
+    /// CREATE_CHILD_SA for a new or rekeyed Child SA with the PFS method
+    /// `pfs` in the KE payload (the full proposal list is always offered).
+    fn start_create_child_with(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        rekey_of: Option<ChildSaHandle>,
+        pfs: Option<KeId>,
+        ke_retries: u8,
+    ) -> Result<(), ProtoError> {
         let conn = self.conn.clone();
         let mut child = self.child_request(ctx);
         let mut p = Vec::new();
@@ -1293,7 +1310,6 @@ impl IkeSa {
             child.ts_local = self.leases.iter().map(|a| TrafficSelector::host(*a)).collect();
         }
         let ni = ctx.nonce();
-        let pfs = conn.child.esp_proposals.first().and_then(|e| e.pfs.first()).copied();
         let ke = match pfs {
             Some(m) => Some(ctx.crypto.key_exchange(m.0, ctx.rng)?),
             None => None,
@@ -1309,7 +1325,7 @@ impl IkeSa {
             p.push(notify_payload(NotifyType::USE_TRANSPORT_MODE));
         }
         self.send_request(ctx, ExchangeType::CREATE_CHILD_SA, &p)?;
-        self.active = Some(Task::CreateChild(Box::new(CreateChildTask { child, ni, ke, rekey_of, collision: None })));
+        self.active = Some(Task::CreateChild(Box::new(CreateChildTask { child, ni, ke, rekey_of, collision: None, ke_retries })));
         Ok(())
     }
 
@@ -1421,6 +1437,18 @@ impl IkeSa {
             }
             Err(e) => {
                 ctx.alloc.release_child_spi(task.child.spi_in);
+                // §1.3: the responder wants another PFS group; retry with it
+                // if we offered it.
+                if let Some(group) = p.notify(NotifyType::INVALID_KE_PAYLOAD).and_then(|n| <[u8; 2]>::try_from(&n.data[..]).ok()) {
+                    let group = KeId(u16::from_be_bytes(group));
+                    let offered = self.conn.child.esp_proposals.iter().any(|e| e.pfs.contains(&group));
+                    let current = task.ke.as_ref().map(|k| k.method());
+                    if offered && current != Some(group.0) && task.ke_retries < MAX_INIT_RETRIES
+                        && self.start_create_child_with(ctx, task.rekey_of, Some(group), task.ke_retries + 1).is_ok()
+                    {
+                        return;
+                    }
+                }
                 let backoff = retry_backoff(ctx);
                 if let Some(old) = task.rekey_of.and_then(|h| self.children.get_mut(&h)) {
                     if old.state == ChildState::Rekeying {
@@ -1441,6 +1469,11 @@ impl IkeSa {
     fn start_rekey_ike(&mut self, ctx: &mut Ctx<'_>) -> Result<(), ProtoError> {
         let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
         let method = keys.suite.ke;
+        self.start_rekey_ike_with(ctx, method, 0)
+    }
+
+    /// IKE SA rekey with KE method `method` (§1.3.2: KE is mandatory).
+    fn start_rekey_ike_with(&mut self, ctx: &mut Ctx<'_>, method: KeId, ke_retries: u8) -> Result<(), ProtoError> {
         let new_handle = ctx.alloc.ike_handle();
         let new_spi_i = ctx.alloc.ike_spi(ctx.rng, new_handle);
         let ke = ctx.crypto.key_exchange(method.0, ctx.rng)?;
@@ -1451,7 +1484,7 @@ impl IkeSa {
             Payload::Ke(Ke { ke_method: method, data: ke.public_key().to_vec().into() }),
         ];
         self.send_request(ctx, ExchangeType::CREATE_CHILD_SA, &p)?;
-        self.active = Some(Task::RekeyIke(Box::new(RekeyIkeTask { new_handle, new_spi_i, ni, ke, collision: None })));
+        self.active = Some(Task::RekeyIke(Box::new(RekeyIkeTask { new_handle, new_spi_i, ni, ke, collision: None, ke_retries })));
         Ok(())
     }
 
@@ -1596,6 +1629,20 @@ impl IkeSa {
             Ok(n) => n,
             Err(_) => {
                 ctx.alloc.ike_spis.remove(&task.new_spi_i);
+                // §1.3.2 / §1.2: the responder wants another KE method.
+                if let Some(group) = p.notify(NotifyType::INVALID_KE_PAYLOAD).and_then(|n| <[u8; 2]>::try_from(&n.data[..]).ok()) {
+                    let group = KeId(u16::from_be_bytes(group));
+                    let offered = self.conn.ike_proposals.iter().any(|pr| pr.ke.contains(&group));
+                    if offered
+                        && group.0 != task.ke.method()
+                        && task.ke_retries < MAX_INIT_RETRIES
+                        && task.collision.is_none()
+                        && matches!(self.state, IkeState::Established)
+                        && self.start_rekey_ike_with(ctx, group, task.ke_retries + 1).is_ok()
+                    {
+                        return;
+                    }
+                }
                 if let Some((_, theirs)) = task.collision {
                     // Ours failed but the peer's simultaneous rekey, which
                     // we answered, stands: it is the successor.

@@ -288,3 +288,30 @@ fn equal_lifetimes_on_both_sides_keep_exactly_one_child_sa_for_twenty_minutes() 
     assert_eq!(live_children(&p, Side::A).len(), 1);
     assert_eq!(live_children(&p, Side::B).len(), 1);
 }
+
+#[test]
+fn child_sa_rekey_retries_with_the_pfs_group_the_responder_asks_for() {
+    let mut ca = psk_conn("site", "a.esprit.test", "b.esprit.test", b"k", true);
+    let mut cb = psk_conn("site", "b.esprit.test", "a.esprit.test", b"k", false);
+    ca.child.esp_proposals[0].pfs = vec![KeId::CURVE25519, KeId::ECP_256];
+    cb.child.esp_proposals[0].pfs = vec![KeId::ECP_256];
+    let mut p = Pair::new(534, endpoint_config(ca), endpoint_config(cb));
+    let h = p.connect();
+    let old = p.installs(Side::A)[0].child_sa;
+    p.command(Side::A, Command::RekeyChild { ike_sa: h, child_sa: old });
+    p.drive();
+    // Two requests: KE 31 refused with INVALID_KE_PAYLOAD(19), then KE 19,
+    // whose KE data (x | y, RFC 5903) is 32 octets longer than X25519's.
+    let lens: Vec<usize> = p
+        .wire
+        .iter()
+        .filter(|(_, s, d)| *s == Side::A && d.header().is_some_and(|h| h.exchange_type == ExchangeType::CREATE_CHILD_SA && !h.flags.response()))
+        .map(|(_, _, d)| d.ike_bytes().len())
+        .collect();
+    assert_eq!(lens.len(), 2, "{lens:?}");
+    assert_eq!(lens[1], lens[0] + 32, "{lens:?}");
+    assert_eq!(p.installs(Side::A)[1].suite.ke, Some(KeId::ECP_256));
+    assert_eq!(p.installs(Side::B)[1].suite.ke, Some(KeId::ECP_256));
+    assert_eq!(live_children(&p, Side::A).len(), 1);
+    assert_eq!(p.count(Side::A, |e| matches!(e, Event::ChildSaFailed { .. })), 0);
+}
