@@ -256,6 +256,15 @@ fn retry_backoff(ctx: &mut Ctx<'_>) -> std::time::Duration {
     std::time::Duration::from_millis(5_000 + u64::from(ctx.rng.next_u32() % 10_000))
 }
 
+/// When a new IKE SA of `conn` rekeys: `ike_rekey_after`, up to 10% early
+/// (from the injected RNG) so both peers do not start at once.
+fn ike_rekey_time(conn: &ConnectionConfig, ctx: &mut Ctx<'_>) -> Option<Time> {
+    let after = conn.ike_rekey_after?;
+    let window_ms = u64::try_from(after.as_millis() / 10).unwrap_or(u64::MAX).max(1);
+    let early = std::time::Duration::from_millis(u64::from(ctx.rng.next_u32()) % window_ms);
+    Some(ctx.now + after.saturating_sub(early))
+}
+
 /// The lowest of two nonces (§2.8.1: octet by octet, shorter is lower).
 fn min_nonce<'a>(a: &'a [u8], b: &'a [u8]) -> &'a [u8] {
     a.min(b)
@@ -880,7 +889,7 @@ impl IkeSa {
             (Ok(()), _, _, _) => Err(ProtoError::NoProposalChosen),
         };
         self.state = IkeState::Established;
-        self.rekey_at = conn.ike_rekey_after.map(|d| ctx.now + d);
+        self.rekey_at = ike_rekey_time(&conn, ctx);
         ctx.out.events.push_back(Event::IkeSaUp {
             ike_sa: self.handle,
             connection: conn.name.clone(),
@@ -1036,7 +1045,7 @@ impl IkeSa {
             }
         }
         self.state = IkeState::Established;
-        self.rekey_at = self.conn.ike_rekey_after.map(|d| ctx.now + d);
+        self.rekey_at = ike_rekey_time(&self.conn, ctx);
         ctx.out.events.push_back(Event::IkeSaUp {
             ike_sa: self.handle,
             connection: self.conn.name.clone(),
@@ -1516,7 +1525,7 @@ impl IkeSa {
         sa.remote_id = self.remote_id.clone();
         sa.peer_hashes = self.peer_hashes.clone();
         sa.fragment_len = self.fragment_len;
-        sa.rekey_at = self.conn.ike_rekey_after.map(|d| ctx.now + d);
+        sa.rekey_at = ike_rekey_time(&self.conn, ctx);
         Ok(sa)
     }
 
