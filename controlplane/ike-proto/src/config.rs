@@ -211,8 +211,10 @@ pub enum Mode {
 }
 
 /// Child SA lifetimes; zero means "no limit". Time limits are enforced by
-/// the endpoint's timers (rekey at `rekey_secs`); byte and packet limits
-/// are reported to the dataplane and enforced by the daemon.
+/// the endpoint's timers: a rekey up to 10% before `rekey_secs` (jittered),
+/// a Delete at `hard_secs`. Byte and packet limits are carried in the
+/// install event for the dataplane; the daemon turns them into
+/// `Command::RekeyChild` / `Command::DeleteChild`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Lifetimes {
     pub rekey_secs: u64,
@@ -265,7 +267,8 @@ pub struct ConnectionConfig {
     pub remote_auth: RemoteAuth,
     pub ike_proposals: Vec<IkeProposal>,
     pub child: ChildConfig,
-    /// Rekey the IKE SA this long after it was established.
+    /// Rekey the IKE SA at most this long (up to 10% less, jittered) after
+    /// it was established.
     pub ike_rekey_after: Option<Duration>,
     /// Send a liveness check when nothing arrived for this long.
     pub dpd_delay: Option<Duration>,

@@ -15,10 +15,10 @@
 //!   exchange manager's window has room.
 //! * Responder steps build a response or fail with a [`ProtoError`]; the
 //!   error's Notify is the response (or there is none, and the request is
-//!   dropped), in one place ([`IkeSa::handle_request`]).
+//!   dropped), in one place (`IkeSa::handle_request`).
 //! * Nothing is processed from a message whose SK payload did not verify.
 //! * The initial exchanges run IKE_SA_INIT then IKE_AUTH through
-//!   [`IkeSa::start_next_initial_exchange`]: RFC 9242 IKE_INTERMEDIATE
+//!   `IkeSa::start_next_initial_exchange`: RFC 9242 IKE_INTERMEDIATE
 //!   exchanges (and the RFC 9370 key updates they carry) slot in there
 //!   without changing the states around them.
 use std::collections::{BTreeMap, VecDeque};

@@ -70,11 +70,11 @@ const ALWAYS: [Rule; 2] = [many(PayloadType::NOTIFY), many(PayloadType::VENDOR_I
 
 /// IKE_SA_INIT request: SA, KE, Ni (§1.2).
 pub const IKE_SA_INIT_REQUEST: &[Rule] = &[one(PayloadType::SA), one(PayloadType::KE), one(PayloadType::NONCE), many(PayloadType::CERTREQ)];
-/// IKE_SA_INIT response: SA, KE, Nr, [CERTREQ]. A response carrying only an
+/// IKE_SA_INIT response: `SA, KE, Nr, [CERTREQ]`. A response carrying only an
 /// error or COOKIE notify is handled before this table is consulted.
 pub const IKE_SA_INIT_RESPONSE: &[Rule] = &[one(PayloadType::SA), one(PayloadType::KE), one(PayloadType::NONCE), many(PayloadType::CERTREQ)];
-/// IKE_AUTH request (§1.2): IDi, [CERT+], [CERTREQ+], [IDr], AUTH, [CP],
-/// SAi2, TSi, TSr (the Child SA triple may be absent, RFC 6023).
+/// IKE_AUTH request (§1.2): `IDi, [CERT+], [CERTREQ+], [IDr], AUTH, [CP],
+/// SAi2, TSi, TSr` (the Child SA triple may be absent, RFC 6023).
 pub const IKE_AUTH_REQUEST: &[Rule] = &[
     one(PayloadType::IDI),
     many(PayloadType::CERT),
@@ -86,7 +86,7 @@ pub const IKE_AUTH_REQUEST: &[Rule] = &[
     opt(PayloadType::TSI),
     opt(PayloadType::TSR),
 ];
-/// IKE_AUTH response: IDr, [CERT+], AUTH, [CP], [SAr2, TSi, TSr].
+/// IKE_AUTH response: `IDr, [CERT+], AUTH, [CP], [SAr2, TSi, TSr]`.
 pub const IKE_AUTH_RESPONSE: &[Rule] = &[
     one(PayloadType::IDR),
     many(PayloadType::CERT),
@@ -96,7 +96,7 @@ pub const IKE_AUTH_RESPONSE: &[Rule] = &[
     opt(PayloadType::TSI),
     opt(PayloadType::TSR),
 ];
-/// CREATE_CHILD_SA (§1.3), both directions: SA, Ni/Nr, [KE], [TSi, TSr].
+/// CREATE_CHILD_SA (§1.3), both directions: `SA, Ni/Nr, [KE], [TSi, TSr]`.
 pub const CREATE_CHILD_SA: &[Rule] = &[
     one(PayloadType::SA),
     one(PayloadType::NONCE),
@@ -104,7 +104,7 @@ pub const CREATE_CHILD_SA: &[Rule] = &[
     opt(PayloadType::TSI),
     opt(PayloadType::TSR),
 ];
-/// INFORMATIONAL (§1.4): [N], [D], [CP].
+/// INFORMATIONAL (§1.4): `[N], [D], [CP]`.
 pub const INFORMATIONAL: &[Rule] = &[many(PayloadType::DELETE), opt(PayloadType::CP)];
 
 /// Checks `payloads` against a table. Unknown non-critical payloads were
