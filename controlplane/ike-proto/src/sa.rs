@@ -5,8 +5,9 @@
 //! Guarantees: SPIs are non-zero and unique per endpoint (IKE: §3.1; ESP:
 //! 256 and above, RFC 4303 §2.1); addresses leased from a pool are unique
 //! until released; PSK AUTH values are compared in constant time; a
-//! certificate-authenticated peer's DN identity must be its certificate's
-//! subject.
+//! certificate-authenticated peer's identity must be bound to its
+//! certificate (subject DN, or a subjectAltName of the ID's type, RFC 4945
+//! §3.1).
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
@@ -320,6 +321,69 @@ pub fn subject_public_key_info(cert_der: &[u8]) -> Option<&[u8]> {
     Some(der_tlv(rest)?.0)
 }
 
+/// The subjectAltName entries (RFC 5280 §4.2.1.6) of an X.509
+/// certificate as (GeneralName tag, contents): 0x81 rfc822Name, 0x82
+/// dNSName, 0x87 iPAddress; others are returned as found.
+pub fn subject_alt_names(cert_der: &[u8]) -> Vec<(u8, &[u8])> {
+    const SAN_OID: [u8; 5] = [0x06, 0x03, 0x55, 0x1d, 0x11];
+    let walk = || -> Option<Vec<(u8, &[u8])>> {
+        let (_, cert, _) = der_tlv(cert_der)?;
+        let (_, tbs, _) = der_tlv(cert)?;
+        let mut rest = tbs;
+        // The extensions are the [3] element at the end of TBSCertificate.
+        let mut extensions = None;
+        while !rest.is_empty() {
+            let (tlv, contents, next) = der_tlv(rest)?;
+            if tlv.first() == Some(&0xa3) {
+                extensions = Some(der_tlv(contents)?.1);
+            }
+            rest = next;
+        }
+        let mut exts = extensions?;
+        while !exts.is_empty() {
+            let (_, ext, next) = der_tlv(exts)?;
+            exts = next;
+            if !ext.starts_with(&SAN_OID) {
+                continue;
+            }
+            // extnID, [critical BOOLEAN], extnValue OCTET STRING.
+            let mut fields = &ext[SAN_OID.len()..];
+            if fields.first() == Some(&0x01) {
+                fields = der_tlv(fields)?.2;
+            }
+            let (_, value, _) = der_tlv(fields)?;
+            let (_, mut names, _) = der_tlv(value)?;
+            let mut out = Vec::new();
+            while !names.is_empty() {
+                let (tlv, contents, next) = der_tlv(names)?;
+                out.push((tlv[0], contents));
+                names = next;
+            }
+            return Some(out);
+        }
+        Some(Vec::new())
+    };
+    walk().unwrap_or_default()
+}
+
+/// Whether `id` is bound to the certificate: its subject DN, or one of its
+/// subjectAltNames of the matching type (RFC 4945 §3.1: FQDN to dNSName,
+/// case-insensitively; RFC822 to rfc822Name; IP addresses to iPAddress).
+pub fn identity_in_certificate(id: &Identity, cert: &Certificate) -> bool {
+    let sans = subject_alt_names(cert.der());
+    let has = |tag: u8, want: &[u8], fold: bool| {
+        sans.iter().any(|(t, v)| *t == tag && if fold { v.eq_ignore_ascii_case(want) } else { *v == want })
+    };
+    match id {
+        Identity::Dn(dn) => *dn == cert.subject_der(),
+        Identity::Fqdn(name) => has(0x82, name.as_bytes(), true),
+        Identity::Email(addr) => has(0x81, addr.as_bytes(), true),
+        Identity::Ipv4(a) => has(0x87, &a.octets(), false),
+        Identity::Ipv6(a) => has(0x87, &a.octets(), false),
+        Identity::KeyId(_) => false,
+    }
+}
+
 /// CERTREQ for our trusted CAs (RFC 7296 §3.7: "a concatenated list of
 /// SHA-1 hashes of the public keys of trusted CAs ... the SHA-1 hash of the
 /// Subject Public Key Info element"); `None` when we do not verify
@@ -366,12 +430,9 @@ pub fn verify_auth(
             let leaf = Certificate::from_der(&leaf.data).map_err(|_| ProtoError::AuthenticationFailed)?;
             let intermediates: Vec<Certificate> = x509.filter_map(|c| Certificate::from_der(&c.data).ok()).collect();
             let key = validate_chain(&leaf, &intermediates, cas, now.unix_secs()).map_err(|_| ProtoError::AuthenticationFailed)?;
-            // The identity must be bound to the certificate. Subject DNs are
-            // compared exactly; subjectAltName matching is not implemented,
-            // so other ID types are refused rather than trusted.
-            match peer_id {
-                Identity::Dn(dn) if *dn == leaf.subject_der() => {}
-                _ => return Err(ProtoError::AuthenticationFailed),
+            // The identity must be bound to the certificate (RFC 4945 §3.1).
+            if !identity_in_certificate(peer_id, &leaf) {
+                return Err(ProtoError::AuthenticationFailed);
             }
             let (scheme, signature) = sig::parse_auth_data(&payload.data).map_err(|_| ProtoError::AuthenticationFailed)?;
             key.verify(scheme, octets, signature).map_err(|_| ProtoError::AuthenticationFailed)

@@ -152,3 +152,38 @@ fn certreq_names_the_trusted_ca_by_the_sha1_of_its_public_key_info() {
     });
     assert_eq!(certreq.as_deref(), Some(root));
 }
+
+#[test]
+fn subject_alt_names_are_read_as_openssl_shows_them() {
+    // `openssl x509 -in leaf.pem -noout -ext subjectAltName` prints
+    // "DNS:gw.esprit.test"; the CAs and our client certificates have none.
+    let leaf = cert(crypto_pki("leaf.pem"));
+    assert_eq!(crate::sa::subject_alt_names(leaf.der()), vec![(0x82u8, &b"gw.esprit.test"[..])]);
+    assert!(crate::sa::subject_alt_names(cert(crypto_pki("root.pem")).der()).is_empty());
+    assert!(crate::sa::subject_alt_names(cert(our_pki("ed25519-client.pem")).der()).is_empty());
+    assert!(crate::sa::identity_in_certificate(&Identity::Fqdn("GW.esprit.test".into()), &leaf));
+    assert!(!crate::sa::identity_in_certificate(&Identity::Fqdn("mail.esprit.test".into()), &leaf));
+    assert!(!crate::sa::identity_in_certificate(&Identity::Email("gw.esprit.test".into()), &leaf));
+}
+
+fn fqdn_gateway_pair(seed: u64, gateway_claims: &str) -> Pair {
+    let mut p = cert_pair(seed, "ed25519-client.key", "ed25519-client.pem", "root.pem");
+    let mut ca = (*p.a.ep.config().connections[0]).clone();
+    let mut cb = (*p.b.ep.config().connections[0]).clone();
+    ca.remote_id = Some(Identity::Fqdn(gateway_claims.into()));
+    cb.local_id = Identity::Fqdn(gateway_claims.into());
+    p = Pair::new(seed, endpoint_config(ca), endpoint_config(cb));
+    p
+}
+
+#[test]
+fn a_gateway_identified_by_fqdn_is_bound_through_its_subject_alt_name() {
+    let mut p = fqdn_gateway_pair(706, "gw.esprit.test");
+    p.connect();
+    assert_eq!(p.installs(Side::A).len(), 1);
+    // The same certificate cannot vouch for a name it does not carry.
+    let mut p = fqdn_gateway_pair(707, "mail.esprit.test");
+    p.initiate(Side::A, "site");
+    p.drive();
+    assert_eq!(p.downs(Side::A), vec![DownReason::AuthenticationFailed]);
+}
