@@ -156,6 +156,12 @@ proptest! {
     }
 
     #[test]
+    fn the_certificate_der_walkers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = crate::sa::subject_alt_names(&bytes);
+        let _ = crate::sa::subject_public_key_info(&bytes);
+    }
+
+    #[test]
     fn mutated_session_messages_never_panic_the_responder(target in any::<usize>(), ms in proptest::collection::vec(mutation(), 1..4)) {
         replay(Side::B, target, &ms);
     }
