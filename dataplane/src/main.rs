@@ -140,8 +140,9 @@ fn run(cfg: Config, args: &Args) -> Result<(), String> {
         neigh.learn(n.ip, parse_mac(&n.mac).unwrap_or([0; 6]));
     }
     let workers = d.workers.count as usize;
-    let inboxes: Vec<ArrayQueue<dpdk::Mbuf>> =
-        (0..workers).map(|_| ArrayQueue::new(d.workers.handoff_queue_pkts as usize)).collect();
+    // Batches of up to a burst; the configured depth is in packets.
+    let batches = (d.workers.handoff_queue_pkts as usize / 32).max(2);
+    let inboxes: Vec<ArrayQueue<dpdk::Burst>> = (0..workers).map(|_| ArrayQueue::new(batches)).collect();
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("signal handler: {e}"))?;

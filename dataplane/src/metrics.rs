@@ -68,7 +68,7 @@ impl DataplaneMetrics {
             port_bytes: counter_vec(&r, "esprit_port_bytes_total", "Bytes received or sent per port and worker", &["port", "dir", "worker"]),
             esp_packets: counter_vec(&r, "esprit_esp_packets_total", "Packets ESP-encrypted or decrypted (ICV verified) per worker", &["op", "worker"]),
             drops: counter_vec(&r, "esprit_drops_total", "Packets dropped, by reason and worker", &["reason", "worker"]),
-            handoff_depth: gauge_vec(&r, "esprit_handoff_queue_depth", "Packets waiting in the handoff queue into a worker", &["worker"]),
+            handoff_depth: gauge_vec(&r, "esprit_handoff_queue_depth", "Batches (of up to one receive burst) waiting in the handoff queue into a worker", &["worker"]),
             handoff_drops: counter_vec(&r, "esprit_handoff_drops_total", "Packets dropped because a worker's handoff queue was full", &["worker"]),
             punted: counter_vec(&r, "esprit_punted_packets_total", "Packets passed to (to_kernel) or from (from_kernel) the exception TAP", &["dir", "worker"]),
             active_sas: gauge_vec(&r, "esprit_active_sas", "SAs installed in the SA table, by direction", &["dir"]),

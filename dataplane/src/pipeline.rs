@@ -119,7 +119,10 @@ pub struct Side {
 /// are internally synchronised).
 pub struct Env<'a> {
     pub workers: usize,
-    pub inboxes: &'a [ArrayQueue<Mbuf>],
+    /// One per worker: batches of inbound ESP for the SAs it owns, one
+    /// batch per sending worker and receive burst (one atomic operation
+    /// per batch, not per packet).
+    pub inboxes: &'a [ArrayQueue<Burst>],
     pub neigh: &'a NeighbourTable,
     pub sides: [Side; 2],
     pub has_punt: bool,
@@ -159,6 +162,8 @@ pub struct Worker<'a, 'p> {
     now_secs: u64,
     epoch: Instant,
     last_solicit: Instant,
+    /// Per owner worker, the batch being filled in this receive burst.
+    handoff: Vec<Burst>,
 }
 
 /// Maps a slot's parameters to the ESP engine's.
@@ -268,6 +273,7 @@ impl<'a, 'p> Worker<'a, 'p> {
             now_secs: 0,
             epoch: Instant::now(),
             last_solicit: Instant::now(),
+            handoff: (0..env.workers).map(|_| Burst::new()).collect(),
         };
         let ids: Vec<SaId> = w.reader.known_ids().collect();
         for id in ids {
@@ -399,19 +405,9 @@ impl<'a, 'p> Worker<'a, 'p> {
             }
         }
         // Inbound ESP handed over by other workers.
-        let inbox = &self.env.inboxes[self.id];
-        if !inbox.is_empty() {
+        if let Some(mut batch) = self.env.inboxes[self.id].pop() {
             let mut slots: [Option<Mbuf>; MAX_BURST] = [const { None }; MAX_BURST];
-            let mut n = 0;
-            while n < MAX_BURST {
-                match inbox.pop() {
-                    Some(m) => {
-                        slots[n] = Some(m);
-                        n += 1;
-                    }
-                    None => break,
-                }
-            }
+            let n = batch.drain_into(&mut slots);
             work += n;
             self.inbound_esp(&mut slots[..n]);
         }
@@ -531,10 +527,8 @@ impl<'a, 'p> Worker<'a, 'p> {
                     };
                     let owner = self.owner(id);
                     if owner != self.id {
-                        if self.env.inboxes[owner].push(m).is_err() {
-                            self.drop_dp(DpDrop::HandoffFull);
-                            self.metrics.local.handoff_drops += 1;
-                        }
+                        // Input bursts hold at most MAX_BURST: the batch has room.
+                        let _ = self.handoff[owner].push(m);
                         continue;
                     }
                     mine[nmine] = Some(m);
@@ -555,6 +549,18 @@ impl<'a, 'p> Worker<'a, 'p> {
         }
         self.send(OUTSIDE, &mut back);
         self.send(PUNT, &mut to_kernel);
+        for owner in 0..self.handoff.len() {
+            if self.handoff[owner].is_empty() {
+                continue;
+            }
+            let batch = std::mem::take(&mut self.handoff[owner]);
+            if let Err(full) = self.env.inboxes[owner].push(batch) {
+                // A full inbox is a counted drop, never a wait.
+                let n = full.len() as u64;
+                self.metrics.local.drops[DpDrop::HandoffFull.index()] += n;
+                self.metrics.local.handoff_drops += n;
+            }
+        }
         self.inbound_esp(&mut mine[..nmine]);
     }
 

@@ -76,7 +76,7 @@ dataplane:
     let neigh = NeighbourTable::new(64);
     neigh.learn("172.16.2.5".parse().unwrap(), [2, 0, 0, 0, 0, 2]);
     neigh.learn("192.168.105.1".parse().unwrap(), [2, 0, 0, 0, 0, 3]);
-    let inboxes = vec![ArrayQueue::new(1024)];
+    let inboxes = vec![ArrayQueue::new(32)];
     let stop = AtomicBool::new(false);
     let env = Env {
         workers: 1,
