@@ -236,7 +236,14 @@ impl OutboundSa {
         data[hdr + inner_len..hdr + payload_len]
             .iter_mut()
             .for_each(|b| *b = 0);
-        data[..t.len].copy_from_slice(&t.bytes[..t.len]);
+        // Constant-length copies (inlined moves, not a memmove call).
+        match t.len {
+            20 => data[..20].copy_from_slice(&t.bytes[..20]),
+            28 => data[..28].copy_from_slice(&t.bytes[..28]),
+            40 => data[..40].copy_from_slice(&t.bytes[..40]),
+            48 => data[..48].copy_from_slice(&t.bytes[..48]),
+            n => data[..n].copy_from_slice(&t.bytes[..n]),
+        }
         if t.v6 {
             let mut ip = Ipv6Packet::new_unchecked(&mut data[..]);
             ip.set_payload_len(ip_payload as u16);
