@@ -12,6 +12,8 @@ use crate::{Eal, Error, Mbuf, Result};
 const IV_OFFSET: usize = std::mem::size_of::<rte_crypto_op>() + std::mem::size_of::<rte_crypto_sym_op>();
 /// The IV area holds up to 16 bytes; the AAD follows it.
 const AAD_OFFSET: usize = IV_OFFSET + 16;
+/// Jobs per CPU-crypto vector call (a run of packets is at most a burst).
+const CPU_CHUNK: usize = 32;
 /// Per-op private room: IV (16) and AAD (up to 16).
 const OP_PRIV_SIZE: u16 = 32;
 
@@ -270,12 +272,17 @@ impl CryptoDev {
 }
 
 impl AeadSession {
-    /// Processes up to 64 jobs in one synchronous call on the calling CPU
+    /// Processes the jobs in synchronous calls on the calling CPU, 32 at a time
     /// (`rte_cryptodev_sym_cpu_crypto_process`): no queues, no ops, one
     /// vector per burst, as ipsec-secgw's cpu-crypto mode does. Sets each
     /// job's `ok`; returns how many succeeded.
     pub fn cpu_process(&self, jobs: &mut [CpuAeadJob<'_>]) -> usize {
-        const MAX: usize = 64;
+        jobs.chunks_mut(CPU_CHUNK).map(|c| self.cpu_chunk(c)).sum()
+    }
+
+    /// One vector call for at most `CPU_CHUNK` jobs.
+    fn cpu_chunk(&self, jobs: &mut [CpuAeadJob<'_>]) -> usize {
+        const MAX: usize = CPU_CHUNK;
         let n = jobs.len().min(MAX);
         let zero_vec = dpdk_sys::rte_crypto_vec { base: std::ptr::null_mut(), iova: 0, len: 0, tot_len: 0 };
         let zero_ptr = dpdk_sys::rte_crypto_va_iova_ptr { va: std::ptr::null_mut(), iova: 0 };

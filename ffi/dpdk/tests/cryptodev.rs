@@ -141,3 +141,27 @@ fn aesni_gcm_cpu_crypto_burst_matches_rust_aes_gcm() {
         }
     }
 }
+
+#[test]
+fn cpu_crypto_handles_more_jobs_than_one_vector_call() {
+    let _guard = LOCK.lock().unwrap();
+    let eal = common::eal("esprit-t-crypto");
+    let r = rig(&eal);
+    let key = [3u8; 16];
+    let enc = AeadSession::new(&r.dev, &r.sessions, AeadAlgo::AesGcm, AeadDirection::Encrypt, &key, 12, 8).unwrap();
+    let mut bufs: Vec<Vec<u8>> = (0..70).map(|i| vec![i as u8; 100 + 16]).collect();
+    let mut jobs: Vec<dpdk::CpuAeadJob<'_>> = bufs
+        .iter_mut()
+        .enumerate()
+        .map(|(i, b)| {
+            let mut iv = [0u8; 16];
+            iv[11] = i as u8;
+            dpdk::CpuAeadJob { data: b, iv, aad: [7; 16], ok: false }
+        })
+        .collect();
+    assert_eq!(enc.cpu_process(&mut jobs), 70, "all 70 jobs, over three vector calls");
+    drop(jobs);
+    let mut iv = [0u8; 12];
+    iv[11] = 69;
+    assert_eq!(bufs[69], rust_seal(&key, &iv, &[7; 8], &[69u8; 100]));
+}
