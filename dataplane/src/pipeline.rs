@@ -252,6 +252,32 @@ impl<'t> HopCache<'t> {
     }
 }
 
+/// One batch AEAD call over the packets of a run that have an op: seals
+/// (`seal`) or opens them in place; returns, by index in the run, which
+/// succeeded (sealed, or opened with a valid ICV).
+fn run_aead(aead: &Aead, run: &mut [Option<Mbuf>], ops: &[Option<esp::CryptoOp>; MAX_BURST], seal: bool) -> [bool; MAX_BURST] {
+    let mut jobs: [esp::AeadJob<'_>; MAX_BURST] = core::array::from_fn(|_| esp::AeadJob::default());
+    let mut idx = [0u8; MAX_BURST];
+    let mut nj = 0;
+    for (k, slot) in run.iter_mut().enumerate().take(MAX_BURST) {
+        if let (Some(m), Some(op)) = (slot.as_mut(), ops[k]) {
+            jobs[nj] = esp::AeadJob { op, buf: m.data_mut(), ok: false };
+            idx[nj] = k as u8;
+            nj += 1;
+        }
+    }
+    if seal {
+        aead.seal(&mut jobs[..nj]);
+    } else {
+        aead.open(&mut jobs[..nj]);
+    }
+    let mut ok = [false; MAX_BURST];
+    for (j, job) in jobs[..nj].iter().enumerate() {
+        ok[usize::from(idx[j])] = job.ok;
+    }
+    ok
+}
+
 fn write_eth(m: &mut Mbuf, dst: Mac, src: Mac, ethertype: u16) -> bool {
     let Some(h) = m.prepend(14) else { return false };
     h[0..6].copy_from_slice(&dst);
@@ -613,22 +639,11 @@ impl<'a, 'p> Worker<'a, 'p> {
             let data = m.data();
             verdict[k] = esp::classify(data).and_then(|loc| sa.prepare(data, &loc)).map(|op| ops[k] = Some(op));
         }
-        {
-            let mut jobs: [esp::AeadJob<'_>; MAX_BURST] = core::array::from_fn(|_| esp::AeadJob::default());
-            let mut idx = [0u8; MAX_BURST];
-            let mut nj = 0;
-            for (k, slot) in run.iter_mut().enumerate() {
-                if let (Some(m), Some(op)) = (slot.as_mut(), ops[k]) {
-                    jobs[nj] = esp::AeadJob { op: op.op, buf: m.data_mut(), ok: false };
-                    idx[nj] = k as u8;
-                    nj += 1;
-                }
-            }
-            aead.open(&mut jobs[..nj]);
-            for (j, job) in jobs[..nj].iter().enumerate() {
-                if !job.ok {
-                    verdict[usize::from(idx[j])] = Err(DropReason::IcvMismatch);
-                }
+        let crypto_ops: [Option<esp::CryptoOp>; MAX_BURST] = core::array::from_fn(|k| ops[k].map(|o| o.op));
+        let opened = run_aead(aead, run, &crypto_ops, false);
+        for (k, v) in verdict.iter_mut().enumerate().take(run.len()) {
+            if ops[k].is_some() && !opened[k] {
+                *v = Err(DropReason::IcvMismatch);
             }
         }
         let inside = &self.env.sides[INSIDE];
@@ -864,23 +879,8 @@ impl<'a, 'p> Worker<'a, 'p> {
                 }
             }
         }
-        let mut sealed = [false; MAX_BURST];
-        {
-            let mut jobs: [esp::AeadJob<'_>; MAX_BURST] = core::array::from_fn(|_| esp::AeadJob::default());
-            let mut idx = [0u8; MAX_BURST];
-            let mut nj = 0;
-            for (k, slot) in run.iter_mut().enumerate() {
-                if let (Some(m), Some(op)) = (slot.as_mut(), ops[k]) {
-                    jobs[nj] = esp::AeadJob { op: op.op, buf: m.data_mut(), ok: false };
-                    idx[nj] = k as u8;
-                    nj += 1;
-                }
-            }
-            aead.seal(&mut jobs[..nj]);
-            for (j, job) in jobs[..nj].iter().enumerate() {
-                sealed[usize::from(idx[j])] = job.ok;
-            }
-        }
+        let crypto_ops: [Option<esp::CryptoOp>; MAX_BURST] = core::array::from_fn(|k| ops[k].map(|o| o.op));
+        let sealed = run_aead(aead, run, &crypto_ops, true);
         let outside = &self.env.sides[OUTSIDE];
         let mut hops = HopCache::new(self.env.neigh);
         let mut pkts_ok = 0u64;
