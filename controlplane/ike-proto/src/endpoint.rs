@@ -144,6 +144,13 @@ impl Endpoint {
         &self.config
     }
 
+    /// Replaces the connection policies (a configuration reload). New
+    /// IKE SAs and `Initiate` use the new set; existing IKE SAs keep the
+    /// policy they were set up with until they are rekeyed or closed.
+    pub fn set_connections(&mut self, connections: Vec<std::sync::Arc<crate::config::ConnectionConfig>>) {
+        self.config.connections = connections;
+    }
+
     /// Re-files SA `h` under its current deadline.
     fn refile(&mut self, h: IkeSaHandle) {
         if let Some(old) = self.deadline_of.remove(&h) {
