@@ -1,0 +1,38 @@
+//! `esprit-ike --config FILE`: the IKEv2 daemon (see the library docs).
+#![forbid(unsafe_code)]
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use esprit_controlplane::config::DaemonConfig;
+use esprit_controlplane::daemon::Daemon;
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut config = None;
+    let mut check = false;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--config" | "-c" => config = Some(PathBuf::from(args.next().context("--config needs a file")?)),
+            "--check" => check = true,
+            "--help" | "-h" => {
+                println!("usage: esprit-ike --config FILE [--check]\n  --check  load and verify the configuration, then exit");
+                return Ok(());
+            }
+            other => bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    let path = config.context("--config FILE is required")?;
+    let cfg = DaemonConfig::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if check {
+        println!("{}: ok ({} connection(s))", path.display(), cfg.endpoint.connections.len());
+        return Ok(());
+    }
+    let (mut d, metrics) = Daemon::start(cfg, Some(path)).context("starting esprit-ike")?;
+    eprintln!(
+        "esprit-ike: listening on {:?}, metrics on {}",
+        d.local_addrs(),
+        metrics.as_ref().map_or_else(|| "-".to_string(), |m| m.local_addr().to_string())
+    );
+    d.run();
+    Ok(())
+}

@@ -1,0 +1,765 @@
+//! The `ike:` section of esprit's one YAML file (DESIGN.md §7), turned into
+//! [`ike_proto::EndpointConfig`] plus the daemon's own settings.
+//!
+//! Guarantees: a file that loads is complete: every connection's
+//! credentials were read from disk, every proposal string names algorithms
+//! the endpoint knows, every selector and pool parses, every pool a
+//! connection names exists. A file that does not load yields a
+//! [`ConfigError`] whose `path` names the offending field from the top of
+//! the file (`ike.connections.rw.child.esp_proposals[0]`), through
+//! `serde_path_to_error` for syntax and by hand for the checks after it.
+//!
+//! The `dataplane:` and `metrics:` sections belong to esprit-dataplane; only
+//! `dataplane.sa_table` is read here, so both processes agree on the table.
+//!
+//! Proposal strings follow strongSwan's notation (one proposal per string,
+//! algorithms joined by `-`): `aes256gcm16-prfsha256-x25519-ecp256` for IKE,
+//! `aes256gcm16-esn-noesn` (and a key exchange for PFS) for ESP.
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ike_crypto::cert::Certificate;
+use ike_crypto::sig::PrivateKey;
+use ike_crypto::Secret;
+use ike_proto::{
+    ChildConfig, ConnectionConfig, EndpointConfig, EspProposal, Family, Identity, IkeProposal, Lifetimes, LocalAuth, Mode,
+    PoolConfig, RemoteAuth, TrafficSelector,
+};
+use ike_wire::{EncrId, EsnId, IntegId, KeId, PrfId};
+use serde::Deserialize;
+
+/// A configuration error: the field path from the top of the file and what
+/// is wrong there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {msg}")]
+pub struct ConfigError {
+    pub path: String,
+    pub msg: String,
+}
+
+fn err(path: impl Into<String>, msg: impl Into<String>) -> ConfigError {
+    ConfigError { path: path.into(), msg: msg.into() }
+}
+
+// ---- the YAML as written -------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    ike: IkeYaml,
+    /// esprit-dataplane's section: only `sa_table` is read here.
+    #[serde(default)]
+    dataplane: Option<DataplaneRef>,
+    /// esprit-dataplane's metrics; not ours.
+    #[serde(default)]
+    #[allow(dead_code)]
+    metrics: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DataplaneRef {
+    #[serde(default)]
+    sa_table: Option<TableYaml>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TableYaml {
+    #[serde(default)]
+    path: Option<PathBuf>,
+    #[serde(default)]
+    capacity: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IkeYaml {
+    /// Addresses to bind UDP `port` and `natt_port` on (the punt TAP's).
+    listen: Vec<IpAddr>,
+    #[serde(default = "default_port")]
+    port: u16,
+    #[serde(default = "default_natt_port")]
+    natt_port: u16,
+    #[serde(default = "default_control_socket")]
+    control_socket: PathBuf,
+    /// `/metrics` listener; `null` turns it off.
+    #[serde(default = "default_metrics_listen")]
+    metrics_listen: Option<SocketAddr>,
+    /// Overrides `dataplane.sa_table`.
+    #[serde(default)]
+    sa_table: Option<TableYaml>,
+    #[serde(default = "default_replay_window")]
+    replay_window_pkts: u32,
+    /// How long SAs left in the table by an earlier esprit-ike are kept
+    /// after a restart (their IKE SAs are gone); 0 deletes them at once.
+    #[serde(default = "default_orphan_grace")]
+    orphan_grace_secs: u64,
+    #[serde(default)]
+    limits: LimitsYaml,
+    #[serde(default)]
+    pools: BTreeMap<String, PoolYaml>,
+    connections: BTreeMap<String, ConnYaml>,
+}
+
+fn default_port() -> u16 {
+    500
+}
+fn default_natt_port() -> u16 {
+    4500
+}
+fn default_control_socket() -> PathBuf {
+    PathBuf::from("/run/esprit/ike.sock")
+}
+fn default_metrics_listen() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 9465)))
+}
+fn default_replay_window() -> u32 {
+    1024
+}
+fn default_orphan_grace() -> u64 {
+    30
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsYaml {
+    cookie_threshold: Option<usize>,
+    half_open_limit: Option<usize>,
+    half_open_per_peer_limit: Option<usize>,
+    half_open_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PoolYaml {
+    /// `10.99.0.0/24` (the network and broadcast addresses are skipped) or
+    /// `10.99.0.10-10.99.0.50`.
+    #[serde(default)]
+    v4: Option<String>,
+    #[serde(default)]
+    v6: Option<String>,
+    #[serde(default)]
+    dns: Vec<IpAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnYaml {
+    /// Our address for `initiate` (default: the first `listen` address).
+    #[serde(default)]
+    local: Option<IpAddr>,
+    /// The peer's address for `initiate`; a responder-only connection
+    /// leaves it out.
+    #[serde(default)]
+    remote: Option<IpAddr>,
+    local_id: String,
+    /// `null` or absent: any authenticated identity.
+    #[serde(default)]
+    remote_id: Option<String>,
+    local_auth: AuthYaml,
+    remote_auth: AuthYaml,
+    proposals: Vec<String>,
+    child: ChildYaml,
+    #[serde(default)]
+    ike_rekey_secs: Option<u64>,
+    #[serde(default)]
+    dpd_delay_secs: Option<u64>,
+    /// Responder: the pool virtual IPs come from.
+    #[serde(default)]
+    pool: Option<String>,
+    /// Initiator: virtual IP families to ask for (`v4`, `v6`).
+    #[serde(default)]
+    request_vip: Vec<String>,
+    #[serde(default = "yes")]
+    initial_contact: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthYaml {
+    /// Pre-shared key as text.
+    #[serde(default)]
+    psk: Option<String>,
+    /// Pre-shared key as hex.
+    #[serde(default)]
+    psk_hex: Option<String>,
+    /// Local: our certificate chain (PEM, end entity first).
+    #[serde(default)]
+    cert: Option<PathBuf>,
+    /// Local: our PKCS#8 private key.
+    #[serde(default)]
+    key: Option<PathBuf>,
+    /// Remote: CA certificates the peer's certificate must chain to.
+    #[serde(default)]
+    cas: Vec<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChildYaml {
+    esp_proposals: Vec<String>,
+    #[serde(default)]
+    local_ts: Vec<String>,
+    #[serde(default)]
+    remote_ts: Vec<String>,
+    #[serde(default = "tunnel")]
+    mode: String,
+    #[serde(default)]
+    rekey_secs: u64,
+    #[serde(default)]
+    life_secs: u64,
+    #[serde(default)]
+    rekey_bytes: u64,
+    #[serde(default)]
+    life_bytes: u64,
+    #[serde(default)]
+    rekey_packets: u64,
+    #[serde(default)]
+    life_packets: u64,
+}
+
+fn tunnel() -> String {
+    "tunnel".into()
+}
+
+// ---- the result ----------------------------------------------------------
+
+/// Where `initiate <conn>` sends from and to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitiateAddrs {
+    pub local: IpAddr,
+    pub remote: Option<IpAddr>,
+}
+
+/// The daemon's configuration: the endpoint's plus its own.
+#[derive(Clone)]
+pub struct DaemonConfig {
+    pub endpoint: EndpointConfig,
+    pub listen: Vec<IpAddr>,
+    pub port: u16,
+    pub control_socket: PathBuf,
+    pub metrics_listen: Option<SocketAddr>,
+    pub sa_table_path: PathBuf,
+    pub sa_table_capacity: u32,
+    pub replay_window_pkts: u32,
+    pub orphan_grace: Duration,
+    /// Per connection name.
+    pub initiate: BTreeMap<String, InitiateAddrs>,
+}
+
+impl std::fmt::Debug for DaemonConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Connections hold secrets: only their names are printed.
+        f.debug_struct("DaemonConfig")
+            .field("connections", &self.endpoint.connections.iter().map(|c| c.name.clone()).collect::<Vec<_>>())
+            .field("listen", &self.listen)
+            .field("port", &self.port)
+            .field("natt_port", &self.endpoint.natt_port)
+            .field("control_socket", &self.control_socket)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("sa_table_path", &self.sa_table_path)
+            .finish()
+    }
+}
+
+impl DaemonConfig {
+    /// Reads and checks `path`; relative credential paths are taken from
+    /// the file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| err(path.display().to_string(), e.to_string()))?;
+        Self::from_yaml(&text, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// Parses a whole esprit YAML file; `base` resolves relative file names.
+    pub fn from_yaml(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let de = serde_yaml::Deserializer::from_str(text);
+        let file: File = serde_path_to_error::deserialize(de).map_err(|e| {
+            let p = e.path().to_string();
+            err(if p == "." { String::new() } else { p }, e.inner().to_string())
+        })?;
+        build(file, base)
+    }
+}
+
+fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
+    let ike = file.ike;
+    if ike.listen.is_empty() {
+        return Err(err("ike.listen", "at least one address to bind IKE's UDP sockets on"));
+    }
+    if ike.port == ike.natt_port {
+        return Err(err("ike.natt_port", "must differ from ike.port"));
+    }
+    if ike.replay_window_pkts > sa_table::MAX_REPLAY_WINDOW_PKTS {
+        return Err(err("ike.replay_window_pkts", format!("at most {}", sa_table::MAX_REPLAY_WINDOW_PKTS)));
+    }
+    let dp_table = file.dataplane.and_then(|d| d.sa_table);
+    let table = ike.sa_table.clone().or(dp_table);
+    let sa_table_path = table.as_ref().and_then(|t| t.path.clone()).unwrap_or_else(|| PathBuf::from("/dev/shm/esprit/default"));
+    let sa_table_capacity = table.as_ref().and_then(|t| t.capacity).unwrap_or(65536);
+
+    let mut pools = BTreeMap::new();
+    for (name, p) in &ike.pools {
+        pools.insert(name.clone(), pool(&format!("ike.pools.{name}"), name, p)?);
+    }
+
+    let mut connections = Vec::new();
+    let mut initiate = BTreeMap::new();
+    for (name, c) in &ike.connections {
+        let at = format!("ike.connections.{name}");
+        connections.push(Arc::new(connection(&at, name, c, &pools, base)?));
+        initiate.insert(name.clone(), InitiateAddrs { local: c.local.unwrap_or(ike.listen[0]), remote: c.remote });
+    }
+    let d = EndpointConfig::default();
+    let l = &ike.limits;
+    let endpoint = EndpointConfig {
+        connections,
+        natt_port: ike.natt_port,
+        cookie_threshold: l.cookie_threshold.unwrap_or(d.cookie_threshold),
+        half_open_limit: l.half_open_limit.unwrap_or(d.half_open_limit),
+        half_open_per_peer_limit: l.half_open_per_peer_limit.unwrap_or(d.half_open_per_peer_limit),
+        half_open_timeout: l.half_open_timeout_secs.map_or(d.half_open_timeout, Duration::from_secs),
+        ..d
+    };
+    Ok(DaemonConfig {
+        endpoint,
+        listen: ike.listen,
+        port: ike.port,
+        control_socket: ike.control_socket,
+        metrics_listen: ike.metrics_listen,
+        sa_table_path,
+        sa_table_capacity,
+        replay_window_pkts: ike.replay_window_pkts,
+        orphan_grace: Duration::from_secs(ike.orphan_grace_secs),
+        initiate,
+    })
+}
+
+fn pool(at: &str, name: &str, p: &PoolYaml) -> Result<PoolConfig, ConfigError> {
+    let v4 = match &p.v4 {
+        None => None,
+        Some(s) => match range(s) {
+            Some((IpAddr::V4(a), n)) => Some((a, u32::try_from(n).unwrap_or(u32::MAX))),
+            _ => return Err(err(format!("{at}.v4"), format!("not an IPv4 prefix or range: {s:?}"))),
+        },
+    };
+    let v6 = match &p.v6 {
+        None => None,
+        Some(s) => match range(s) {
+            Some((IpAddr::V6(a), n)) => Some((a, u32::try_from(n).unwrap_or(u32::MAX))),
+            _ => return Err(err(format!("{at}.v6"), format!("not an IPv6 prefix or range: {s:?}"))),
+        },
+    };
+    if v4.is_none() && v6.is_none() {
+        return Err(err(at, "a pool needs v4 or v6 addresses"));
+    }
+    Ok(PoolConfig { name: name.into(), v4, v6, dns: p.dns.clone() })
+}
+
+/// `a.b.c.d/len` (hosts only: network and broadcast skipped for IPv4
+/// prefixes shorter than /31) or `first-last`: first address and count.
+fn range(s: &str) -> Option<(IpAddr, u128)> {
+    if let Some((a, b)) = s.split_once('-') {
+        let (a, b): (IpAddr, IpAddr) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+        let (x, y) = (bits(a), bits(b));
+        return (a.is_ipv4() == b.is_ipv4() && x <= y).then(|| (a, y - x + 1));
+    }
+    let ts = selector(s)?;
+    let (x, y) = (bits(ts.start_addr), bits(ts.end_addr));
+    let n = y - x + 1;
+    match ts.start_addr {
+        IpAddr::V4(_) if n > 2 => Some((from_bits(ts.start_addr, x + 1), n - 2)),
+        a => Some((a, n)),
+    }
+}
+
+fn bits(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+fn from_bits(like: IpAddr, b: u128) -> IpAddr {
+    match like {
+        IpAddr::V4(_) => IpAddr::V4(u32::try_from(b).unwrap_or(u32::MAX).into()),
+        IpAddr::V6(_) => IpAddr::V6(b.into()),
+    }
+}
+
+/// `10.1.0.0/16`, a single address, or `0.0.0.0/0`.
+pub fn selector(s: &str) -> Option<TrafficSelector> {
+    match s.split_once('/') {
+        Some((a, l)) => TrafficSelector::prefix(a.trim().parse().ok()?, l.trim().parse().ok()?),
+        None => Some(TrafficSelector::host(s.trim().parse().ok()?)),
+    }
+}
+
+fn identity(s: &str) -> Identity {
+    if let Ok(IpAddr::V4(a)) = s.parse() {
+        return Identity::Ipv4(a);
+    }
+    if let Ok(IpAddr::V6(a)) = s.parse() {
+        return Identity::Ipv6(a);
+    }
+    if s.contains('@') && !s.starts_with('@') {
+        return Identity::Email(s.into());
+    }
+    Identity::Fqdn(s.trim_start_matches('@').into())
+}
+
+fn psk(at: &str, a: &AuthYaml) -> Result<Option<Secret>, ConfigError> {
+    match (&a.psk, &a.psk_hex) {
+        (Some(_), Some(_)) => Err(err(at, "psk and psk_hex are exclusive")),
+        (Some(t), None) if t.is_empty() => Err(err(format!("{at}.psk"), "empty")),
+        (Some(t), None) => Ok(Some(Secret::new(t.as_bytes().to_vec()))),
+        (None, Some(h)) => hex::decode(h).map(|v| Some(Secret::new(v))).map_err(|e| err(format!("{at}.psk_hex"), e.to_string())),
+        (None, None) => Ok(None),
+    }
+}
+
+fn file(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn local_auth(at: &str, a: &AuthYaml, base: &Path) -> Result<LocalAuth, ConfigError> {
+    if let Some(k) = psk(at, a)? {
+        if a.cert.is_some() || a.key.is_some() {
+            return Err(err(at, "either a PSK or cert + key, not both"));
+        }
+        return Ok(LocalAuth::Psk(k));
+    }
+    let (Some(cert), Some(key)) = (&a.cert, &a.key) else {
+        return Err(err(at, "needs psk, psk_hex, or cert and key"));
+    };
+    let certs = Certificate::load_all(file(base, cert)).map_err(|e| err(format!("{at}.cert"), e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err(format!("{at}.cert"), "no certificate in the file"));
+    }
+    let key = PrivateKey::load(file(base, key)).map_err(|e| err(format!("{at}.key"), e.to_string()))?;
+    Ok(LocalAuth::PubKey { signer: Arc::new(key), certs })
+}
+
+fn remote_auth(at: &str, a: &AuthYaml, base: &Path) -> Result<RemoteAuth, ConfigError> {
+    if let Some(k) = psk(at, a)? {
+        return Ok(RemoteAuth::Psk(k));
+    }
+    if a.cas.is_empty() {
+        return Err(err(at, "needs psk, psk_hex, or cas"));
+    }
+    let mut cas = Vec::new();
+    for (i, p) in a.cas.iter().enumerate() {
+        cas.extend(Certificate::load_all(file(base, p)).map_err(|e| err(format!("{at}.cas[{i}]"), e.to_string()))?);
+    }
+    Ok(RemoteAuth::PubKey { cas })
+}
+
+fn connection(
+    at: &str,
+    name: &str,
+    c: &ConnYaml,
+    pools: &BTreeMap<String, PoolConfig>,
+    base: &Path,
+) -> Result<ConnectionConfig, ConfigError> {
+    let mut ike_proposals = Vec::new();
+    for (i, p) in c.proposals.iter().enumerate() {
+        ike_proposals.push(ike_proposal(p).map_err(|m| err(format!("{at}.proposals[{i}]"), m))?);
+    }
+    if ike_proposals.is_empty() {
+        return Err(err(format!("{at}.proposals"), "at least one proposal"));
+    }
+    let ch = &c.child;
+    let cat = format!("{at}.child");
+    let mut esp_proposals = Vec::new();
+    for (i, p) in ch.esp_proposals.iter().enumerate() {
+        esp_proposals.push(esp_proposal(p).map_err(|m| err(format!("{cat}.esp_proposals[{i}]"), m))?);
+    }
+    if esp_proposals.is_empty() {
+        return Err(err(format!("{cat}.esp_proposals"), "at least one proposal"));
+    }
+    let sels = |field: &str, v: &[String]| -> Result<Vec<TrafficSelector>, ConfigError> {
+        v.iter()
+            .enumerate()
+            .map(|(i, s)| selector(s).ok_or_else(|| err(format!("{cat}.{field}[{i}]"), format!("not an address or prefix: {s:?}"))))
+            .collect()
+    };
+    let mut local_ts = sels("local_ts", &ch.local_ts)?;
+    let mut remote_ts = sels("remote_ts", &ch.remote_ts)?;
+    // Unset selectors mean "anything" (the responder narrows, §2.9).
+    if local_ts.is_empty() {
+        local_ts = vec![TrafficSelector::any_v4()];
+    }
+    if remote_ts.is_empty() {
+        remote_ts = vec![TrafficSelector::any_v4()];
+    }
+    let mode = match ch.mode.as_str() {
+        "tunnel" => Mode::Tunnel,
+        "transport" => Mode::Transport,
+        m => return Err(err(format!("{cat}.mode"), format!("tunnel or transport, not {m:?}"))),
+    };
+    let pool = match &c.pool {
+        None => None,
+        Some(p) => Some(pools.get(p).cloned().ok_or_else(|| err(format!("{at}.pool"), format!("no pool named {p:?} in ike.pools")))?),
+    };
+    let mut request_vip = Vec::new();
+    for (i, f) in c.request_vip.iter().enumerate() {
+        request_vip.push(match f.as_str() {
+            "v4" => Family::V4,
+            "v6" => Family::V6,
+            _ => return Err(err(format!("{at}.request_vip[{i}]"), "v4 or v6")),
+        });
+    }
+    Ok(ConnectionConfig {
+        name: name.into(),
+        local_id: identity(&c.local_id),
+        remote_id: c.remote_id.as_deref().map(identity),
+        local_auth: local_auth(&format!("{at}.local_auth"), &c.local_auth, base)?,
+        remote_auth: remote_auth(&format!("{at}.remote_auth"), &c.remote_auth, base)?,
+        ike_proposals,
+        child: ChildConfig {
+            esp_proposals,
+            local_ts,
+            remote_ts,
+            mode,
+            lifetime: Lifetimes {
+                rekey_secs: ch.rekey_secs,
+                hard_secs: ch.life_secs,
+                rekey_bytes: ch.rekey_bytes,
+                hard_bytes: ch.life_bytes,
+                rekey_packets: ch.rekey_packets,
+                hard_packets: ch.life_packets,
+            },
+        },
+        ike_rekey_after: c.ike_rekey_secs.filter(|s| *s > 0).map(Duration::from_secs),
+        dpd_delay: c.dpd_delay_secs.filter(|s| *s > 0).map(Duration::from_secs),
+        pool,
+        request_vip,
+        initial_contact: c.initial_contact,
+    })
+}
+
+/// An AEAD or cipher keyword: (ID, key bits).
+fn encr(t: &str) -> Option<(EncrId, Option<u16>)> {
+    Some(match t {
+        "aes128gcm16" | "aes128gcm" => (EncrId::ENCR_AES_GCM_16, Some(128)),
+        "aes192gcm16" | "aes192gcm" => (EncrId::ENCR_AES_GCM_16, Some(192)),
+        "aes256gcm16" | "aes256gcm" => (EncrId::ENCR_AES_GCM_16, Some(256)),
+        "chacha20poly1305" => (EncrId::ENCR_CHACHA20_POLY1305, None),
+        "aes128" => (EncrId::ENCR_AES_CBC, Some(128)),
+        "aes256" => (EncrId::ENCR_AES_CBC, Some(256)),
+        _ => return None,
+    })
+}
+
+fn prf(t: &str) -> Option<PrfId> {
+    Some(match t {
+        "prfsha256" => PrfId::PRF_HMAC_SHA2_256,
+        "prfsha384" => PrfId::PRF_HMAC_SHA2_384,
+        "prfsha512" => PrfId::PRF_HMAC_SHA2_512,
+        _ => return None,
+    })
+}
+
+fn integ(t: &str) -> Option<IntegId> {
+    Some(match t {
+        "sha256" => IntegId::AUTH_HMAC_SHA2_256_128,
+        "sha384" => IntegId::AUTH_HMAC_SHA2_384_192,
+        "sha512" => IntegId::AUTH_HMAC_SHA2_512_256,
+        _ => return None,
+    })
+}
+
+fn ke(t: &str) -> Option<KeId> {
+    Some(match t {
+        "x25519" | "curve25519" => KeId::CURVE25519,
+        "ecp256" => KeId::ECP_256,
+        "ecp384" => KeId::ECP_384,
+        "ecp521" => KeId::ECP_521,
+        "modp2048" => KeId::MODP_2048,
+        _ => return None,
+    })
+}
+
+/// `aes256gcm16-prfsha256-x25519[-ecp256...]`; with a non-AEAD cipher an
+/// integrity algorithm (`sha256`) is required, and its PRF is implied
+/// when none is given.
+pub fn ike_proposal(s: &str) -> Result<IkeProposal, String> {
+    let mut enc = None;
+    let mut p = None;
+    let mut i = None;
+    let mut kes = Vec::new();
+    for t in s.split('-') {
+        if let Some(e) = encr(t) {
+            if enc.replace(e).is_some() {
+                return Err(format!("{s:?}: one cipher per proposal"));
+            }
+        } else if let Some(x) = prf(t) {
+            p = Some(x);
+        } else if let Some(x) = integ(t) {
+            i = Some((x, t));
+        } else if let Some(k) = ke(t) {
+            kes.push(k);
+        } else {
+            return Err(format!("{s:?}: unknown algorithm {t:?}"));
+        }
+    }
+    let (encr, key_bits) = enc.ok_or_else(|| format!("{s:?}: no cipher"))?;
+    let aead = encr != EncrId::ENCR_AES_CBC;
+    let integ = match (aead, i) {
+        (true, None) => IntegId::NONE,
+        (true, Some(_)) => return Err(format!("{s:?}: an AEAD takes no integrity algorithm")),
+        (false, None) => return Err(format!("{s:?}: a non-AEAD cipher needs an integrity algorithm")),
+        (false, Some((x, _))) => x,
+    };
+    let prf = match (p, i) {
+        (Some(p), _) => p,
+        (None, Some((_, t))) => prf(&format!("prf{t}")).ok_or_else(|| format!("{s:?}: no PRF"))?,
+        (None, None) => return Err(format!("{s:?}: no PRF (e.g. prfsha256)")),
+    };
+    if kes.is_empty() {
+        return Err(format!("{s:?}: no key exchange (e.g. x25519)"));
+    }
+    Ok(IkeProposal { encr, key_bits, prf, integ, ke: kes })
+}
+
+/// `aes256gcm16[-esn|-noesn...][-x25519...]` (an AEAD: the dataplane has
+/// no other ESP transform). Without `esn`/`noesn`, no ESN.
+pub fn esp_proposal(s: &str) -> Result<EspProposal, String> {
+    let mut enc = None;
+    let mut esn = Vec::new();
+    let mut pfs = Vec::new();
+    for t in s.split('-') {
+        if let Some(e) = encr(t) {
+            if enc.replace(e).is_some() {
+                return Err(format!("{s:?}: one cipher per proposal"));
+            }
+        } else if t == "esn" {
+            esn.push(EsnId::ESN);
+        } else if t == "noesn" {
+            esn.push(EsnId::NO_ESN);
+        } else if let Some(k) = ke(t) {
+            pfs.push(k);
+        } else {
+            return Err(format!("{s:?}: unknown algorithm {t:?}"));
+        }
+    }
+    let (encr, key_bits) = enc.ok_or_else(|| format!("{s:?}: no cipher"))?;
+    if encr == EncrId::ENCR_AES_CBC {
+        return Err(format!("{s:?}: the dataplane carries AEADs only (AES-GCM-16, ChaCha20-Poly1305)"));
+    }
+    if esn.is_empty() {
+        esn.push(EsnId::NO_ESN);
+    }
+    Ok(EspProposal { encr, key_bits, integ: IntegId::NONE, esn, pfs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const YAML: &str = r#"
+dataplane:
+  sa_table: { path: /dev/shm/esprit/test, capacity: 128 }
+  ports: { outside: { device: x } }
+metrics: { listen: null }
+ike:
+  listen: [172.16.9.1]
+  control_socket: /tmp/ike.sock
+  pools:
+    rw: { v4: 10.99.0.0/24, dns: [192.168.109.53] }
+  connections:
+    rw:
+      local_id: gw.esprit
+      remote_id: client@esprit
+      local_auth: { psk: "s3cret" }
+      remote_auth: { psk: "s3cret" }
+      proposals: [aes256gcm16-prfsha256-x25519-ecp256]
+      pool: rw
+      child:
+        esp_proposals: [aes256gcm16, chacha20poly1305-esn-noesn]
+        local_ts: [192.168.109.0/24]
+"#;
+
+    #[test]
+    fn loads_a_road_warrior_responder() {
+        let c = DaemonConfig::from_yaml(YAML, Path::new(".")).unwrap();
+        assert_eq!(c.sa_table_path, PathBuf::from("/dev/shm/esprit/test"));
+        assert_eq!(c.sa_table_capacity, 128);
+        assert_eq!(c.port, 500);
+        assert_eq!(c.endpoint.natt_port, 4500);
+        let conn = &c.endpoint.connections[0];
+        assert_eq!(conn.name, "rw");
+        assert_eq!(conn.remote_id, Some(Identity::Email("client@esprit".into())));
+        assert_eq!(conn.ike_proposals[0].ke, vec![KeId::CURVE25519, KeId::ECP_256]);
+        assert_eq!(conn.child.esp_proposals[1].esn, vec![EsnId::ESN, EsnId::NO_ESN]);
+        let pool = conn.pool.as_ref().unwrap();
+        assert_eq!(pool.v4, Some(("10.99.0.1".parse().unwrap(), 254)));
+        assert_eq!(conn.child.remote_ts, vec![TrafficSelector::any_v4()]);
+        assert_eq!(c.initiate["rw"], InitiateAddrs { local: "172.16.9.1".parse().unwrap(), remote: None });
+    }
+
+    #[test]
+    fn names_the_field_path_of_a_type_error() {
+        let bad = YAML.replace("control_socket: /tmp/ike.sock", "control_socket: /tmp/ike.sock\n  natt_port: many");
+        let e = DaemonConfig::from_yaml(&bad, Path::new(".")).err().unwrap();
+        assert_eq!(e.path, "ike.natt_port");
+    }
+
+    #[test]
+    fn names_the_field_path_of_an_unknown_field() {
+        let bad = YAML.replace("pool: rw", "pool: rw\n      poool: rw");
+        let e = DaemonConfig::from_yaml(&bad, Path::new(".")).err().unwrap();
+        assert_eq!(e.path, "ike.connections.rw.poool");
+        assert!(e.msg.contains("unknown field"), "{}", e.msg);
+    }
+
+    #[test]
+    fn names_the_field_path_of_a_bad_proposal() {
+        let bad = YAML.replace("chacha20poly1305-esn-noesn", "chacha20poly1305-md5");
+        let e = DaemonConfig::from_yaml(&bad, Path::new(".")).err().unwrap();
+        assert_eq!(e.path, "ike.connections.rw.child.esp_proposals[1]");
+        assert!(e.msg.contains("md5"), "{}", e.msg);
+    }
+
+    #[test]
+    fn refuses_a_connection_naming_a_missing_pool() {
+        let bad = YAML.replace("pool: rw", "pool: nope");
+        let e = DaemonConfig::from_yaml(&bad, Path::new(".")).err().unwrap();
+        assert_eq!(e.path, "ike.connections.rw.pool");
+    }
+
+    #[test]
+    fn refuses_a_missing_credential_file_naming_the_field() {
+        let bad = YAML.replace("local_auth: { psk: \"s3cret\" }", "local_auth: { cert: /nonexistent.pem, key: /nonexistent.key }");
+        let e = DaemonConfig::from_yaml(&bad, Path::new(".")).err().unwrap();
+        assert_eq!(e.path, "ike.connections.rw.local_auth.cert");
+    }
+
+    #[test]
+    fn parses_strongswan_style_proposals() {
+        let p = ike_proposal("aes128-sha256-modp2048").unwrap();
+        assert_eq!((p.encr, p.integ, p.prf), (EncrId::ENCR_AES_CBC, IntegId::AUTH_HMAC_SHA2_256_128, PrfId::PRF_HMAC_SHA2_256));
+        assert!(ike_proposal("aes256gcm16-prfsha256").is_err());
+        assert!(ike_proposal("aes256gcm16-sha256-prfsha256-x25519").is_err());
+        assert!(esp_proposal("aes128-sha256").is_err());
+        assert_eq!(esp_proposal("aes128gcm16-x25519").unwrap().pfs, vec![KeId::CURVE25519]);
+    }
+
+    #[test]
+    fn pools_take_prefixes_and_ranges() {
+        assert_eq!(range("10.0.0.0/30"), Some(("10.0.0.1".parse().unwrap(), 2)));
+        assert_eq!(range("10.0.0.5-10.0.0.9"), Some(("10.0.0.5".parse().unwrap(), 5)));
+        assert_eq!(range("10.0.0.9-10.0.0.5"), None);
+        assert_eq!(range("fd00::/126"), Some(("fd00::".parse().unwrap(), 4)));
+    }
+}

@@ -1,0 +1,22 @@
+//! esprit's control-plane daemon as a library: `esprit-ike` (the IKEv2
+//! daemon that programs the dataplane's SA table) and `esprit-ctl` (its
+//! control client) are thin `main`s over it, so tests drive the same code.
+//!
+//! * [`config`]: the `ike:` section of the YAML file, errors naming the
+//!   field path.
+//! * [`daemon`]: the event loop: UDP 500/4500, timers, control requests,
+//!   events into the SA table.
+//! * [`table`]: Child SAs into the shared-memory SA table (DESIGN.md §3),
+//!   make-before-break rekeys, counters and lifetimes, restart
+//!   reconciliation.
+//! * [`control`]: the line-based JSON protocol of the Unix control socket.
+//! * [`metrics`]: `esprit_ike_*` Prometheus series and `/metrics`.
+//! * [`show`]: the human-readable views esprit-ctl prints.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod metrics;
+pub mod show;
+pub mod table;

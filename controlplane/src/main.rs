@@ -1,3 +1,0 @@
-//! Placeholder.
-#![forbid(unsafe_code)]
-fn main() {}

@@ -1,0 +1,168 @@
+//! Prometheus metrics of the control plane and its `/metrics` listener (the
+//! dataplane's pattern: one registry, a small HTTP/1.1 server thread).
+//!
+//! Series (all `esprit_ike_*`):
+//! * `esprit_ike_handshakes_total{role}`: IKE SAs established (role =
+//!   initiator | responder).
+//! * `esprit_ike_handshake_failures_total{reason}`: IKE SAs that went down
+//!   before they were established (reason = timeout | auth_failed | the
+//!   refusing Notify's name | deleted).
+//! * `esprit_ike_child_sa_failures_total{reason}`: Child SAs refused (the
+//!   Notify) or not programmable into the SA table (reason = table).
+//! * `esprit_ike_rekeys_total{kind}`: kind = child | ike.
+//! * `esprit_ike_sas{state}`: IKE SAs held, by the endpoint's state name.
+//! * `esprit_ike_child_sas`: Child SAs programmed in the table.
+//! * `esprit_ike_half_open`: responder IKE SAs waiting for IKE_AUTH.
+//! * `esprit_ike_retransmits_total`: datagrams sent bit-identical to the
+//!   previous one to the same peer (retransmitted requests and cached
+//!   responses to retransmitted requests; RFC 7296 §2.1).
+//! * `esprit_ike_datagrams_total{dir}`: IKE datagrams received / sent.
+//! * `esprit_ike_orphan_sas`: SAs of an earlier esprit-ike awaiting deletion.
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+/// The control plane's metric families.
+#[derive(Clone)]
+pub struct IkeMetrics {
+    pub registry: Registry,
+    pub handshakes: IntCounterVec,
+    pub handshake_failures: IntCounterVec,
+    pub child_failures: IntCounterVec,
+    pub rekeys: IntCounterVec,
+    pub ike_sas: IntGaugeVec,
+    pub child_sas: IntGauge,
+    pub half_open: IntGauge,
+    pub retransmits: IntCounter,
+    pub datagrams: IntCounterVec,
+    pub orphans: IntGauge,
+}
+
+/// Registration of a fixed, valid definition cannot fail.
+#[derive(Debug, thiserror::Error)]
+#[error("metric registration: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+impl IkeMetrics {
+    pub fn new() -> Result<Self, MetricsError> {
+        let r = Registry::new();
+        let cv = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, MetricsError> {
+            let v = IntCounterVec::new(Opts::new(name, help), labels)?;
+            r.register(Box::new(v.clone()))?;
+            Ok(v)
+        };
+        let handshakes = cv("esprit_ike_handshakes_total", "IKE SAs established, by our role", &["role"])?;
+        let handshake_failures =
+            cv("esprit_ike_handshake_failures_total", "IKE SAs that went down before they were established, by reason", &["reason"])?;
+        let child_failures = cv("esprit_ike_child_sa_failures_total", "Child SAs refused or not programmable, by reason", &["reason"])?;
+        let rekeys = cv("esprit_ike_rekeys_total", "Completed rekeys, by kind (child, ike)", &["kind"])?;
+        let datagrams = cv("esprit_ike_datagrams_total", "IKE datagrams received (dir=rx) and sent (dir=tx)", &["dir"])?;
+        let ike_sas = IntGaugeVec::new(Opts::new("esprit_ike_sas", "IKE SAs held, by state"), &["state"])?;
+        r.register(Box::new(ike_sas.clone()))?;
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, MetricsError> {
+            let g = IntGauge::new(name, help)?;
+            r.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let child_sas = gauge("esprit_ike_child_sas", "Child SAs programmed into the SA table")?;
+        let half_open = gauge("esprit_ike_half_open", "Responder IKE SAs waiting for IKE_AUTH")?;
+        let orphans = gauge("esprit_ike_orphan_sas", "SA table slots of an earlier esprit-ike awaiting deletion")?;
+        let retransmits = IntCounter::new("esprit_ike_retransmits_total", "IKE datagrams sent again, bit-identical")?;
+        r.register(Box::new(retransmits.clone()))?;
+        Ok(Self {
+            registry: r,
+            handshakes,
+            handshake_failures,
+            child_failures,
+            rekeys,
+            ike_sas,
+            child_sas,
+            half_open,
+            retransmits,
+            datagrams,
+            orphans,
+        })
+    }
+
+    /// The text exposition of every series.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding gathered families into a Vec cannot fail; an empty
+        // answer would show it.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+/// `GET /metrics` on its own thread; stops when dropped.
+pub struct MetricsServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    /// Binds `addr` (port 0 picks a free one) and starts serving.
+    pub fn start(metrics: IkeMetrics, addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new().name("ike-metrics".into()).spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        let _ = serve_one(s, &metrics);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        })?;
+        Ok(Self { addr, stop, thread: Some(thread) })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_one(mut s: TcpStream, metrics: &IkeMetrics) -> std::io::Result<()> {
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut req = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        req.extend_from_slice(&buf[..n]);
+    }
+    let line = req.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or(&[]);
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, path) = (parts.next().unwrap_or(&[]), parts.next().unwrap_or(&[]));
+    let (status, ctype, body) = if method == b"GET" && (path == b"/metrics" || path.starts_with(b"/metrics?")) {
+        ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render())
+    } else {
+        ("404 Not Found", "text/plain; charset=utf-8", "esprit-ike: try GET /metrics\n".to_string())
+    };
+    write!(s, "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
+    s.write_all(body.as_bytes())?;
+    s.flush()
+}

@@ -1,0 +1,118 @@
+//! Text views of the daemon's JSON answers, in the spirit of
+//! `swanctl --list-sas`: one block per IKE SA, indented Child SAs with
+//! SPIs, algorithms, selectors and the dataplane's counters.
+use std::fmt::Write;
+
+use serde_json::Value;
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(x) => x.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn list(v: &Value) -> String {
+    v.as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+}
+
+/// `list-sas` as text.
+pub fn list_sas(data: &Value) -> String {
+    let mut o = String::new();
+    let empty = Vec::new();
+    let sas = data["ike_sas"].as_array().unwrap_or(&empty);
+    if sas.is_empty() {
+        o.push_str("no IKE SAs\n");
+    }
+    for i in sas {
+        let role = if i["initiator"].as_bool() == Some(true) { "initiator" } else { "responder" };
+        let _ = writeln!(
+            o,
+            "{}: #{}, {}, IKEv2, {}_i {}_r ({role})",
+            s(&i["connection"]),
+            s(&i["ike_sa"]),
+            s(&i["state"]).to_uppercase(),
+            s(&i["spi_i"]),
+            s(&i["spi_r"])
+        );
+        let _ = writeln!(o, "  local  '{}' @ {}", s(&i["local_id"]), s(&i["local"]));
+        let vips = list(&i["virtual_ips"]);
+        let _ = writeln!(o, "  remote '{}' @ {}{}", s(&i["remote_id"]), s(&i["remote"]), if vips.is_empty() { String::new() } else { format!(" [{vips}]") });
+        if !i["suite"].is_null() {
+            let _ = writeln!(o, "  {}", s(&i["suite"]));
+        }
+        if !i["established_secs"].is_null() {
+            let nat = match (i["nat_local"].as_bool(), i["nat_remote"].as_bool()) {
+                (Some(true), _) => ", NAT: local behind NAT",
+                (_, Some(true)) => ", NAT: remote behind NAT",
+                _ => "",
+            };
+            let _ = writeln!(o, "  established {}s ago{nat}", s(&i["established_secs"]));
+        }
+        for c in i["child_sas"].as_array().unwrap_or(&empty) {
+            let mode = s(&c["mode"]);
+            let encap = if c["udp_encap"].as_bool() == Some(true) { "-in-UDP" } else { "" };
+            let _ = writeln!(
+                o,
+                "  {}: #{}, {}, {mode}{encap}, ESP SPIs: {}_i {}_o",
+                s(&i["connection"]),
+                s(&c["child_sa"]),
+                s(&c["state"]),
+                s(&c["spi_in"]),
+                s(&c["spi_out"])
+            );
+            if c["encr"].is_null() {
+                continue;
+            }
+            let esn = if c["esn"].as_bool() == Some(true) { "ESN" } else { "no ESN" };
+            let pfs = if c["pfs"].is_null() { String::new() } else { format!(", PFS {}", s(&c["pfs"])) };
+            let _ = writeln!(o, "    {}, {esn}{pfs}", s(&c["encr"]));
+            let rekey = c["rekey_secs"].as_u64().filter(|r| *r > 0).map(|r| format!(", rekey at {r}s")).unwrap_or_default();
+            let _ = writeln!(o, "    installed {}s ago{rekey}", s(&c["installed_secs"]));
+            let last = if c["last_use_secs"].is_null() { "never used".to_string() } else { format!("last use {}s ago", s(&c["last_use_secs"])) };
+            let _ = writeln!(o, "    in  {}, {:>10} bytes, {:>8} packets, {last}", s(&c["spi_in"]), s(&c["in_bytes"]), s(&c["in_pkts"]));
+            let _ = writeln!(
+                o,
+                "    out {}, {:>10} bytes, {:>8} packets, next seq {}",
+                s(&c["spi_out"]),
+                s(&c["out_bytes"]),
+                s(&c["out_pkts"]),
+                s(&c["seq_next"])
+            );
+            let _ = writeln!(o, "    local  {}", list(&c["ts_local"]));
+            let _ = writeln!(o, "    remote {}", list(&c["ts_remote"]));
+        }
+    }
+    let orphans = data["orphans"].as_array().map(Vec::len).unwrap_or(0);
+    if orphans > 0 {
+        let _ = writeln!(o, "{orphans} SA slot(s) of an earlier esprit-ike awaiting deletion: {}", data["orphans"].as_array().map(|a| a.iter().map(|x| s(&x["spi"])).collect::<Vec<_>>().join(" ")).unwrap_or_default());
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_an_ike_sa_with_its_child_sa_and_counters() {
+        let v = serde_json::json!({ "ike_sas": [{
+            "ike_sa": 1, "connection": "rw", "state": "Established", "initiator": false,
+            "spi_i": "0011223344556677", "spi_r": "8899aabbccddeeff",
+            "local": "172.16.9.1:4500", "remote": "172.16.9.2:4500", "local_id": "gw.esprit",
+            "remote_id": "client@esprit", "suite": "ENCR_AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE25519",
+            "established_secs": 3, "virtual_ips": ["10.99.0.1"], "nat_local": false, "nat_remote": true,
+            "child_sas": [{ "child_sa": 2, "state": "INSTALLED", "spi_in": "c0000001", "spi_out": "c0000002",
+              "encr": "ENCR_AES_GCM_16-256", "esn": false, "pfs": null, "mode": "TUNNEL", "udp_encap": true,
+              "installed_secs": 3, "rekey_secs": 0, "ts_local": ["192.168.109.0/24"], "ts_remote": ["10.99.0.1/32"],
+              "in_bytes": 840, "in_pkts": 10, "out_bytes": 840, "out_pkts": 10, "seq_next": 11, "last_use_secs": 1 }]
+        }], "orphans": [] });
+        let t = list_sas(&v);
+        assert!(t.contains("rw: #1, ESTABLISHED, IKEv2, 0011223344556677_i 8899aabbccddeeff_r (responder)"), "{t}");
+        assert!(t.contains("remote 'client@esprit' @ 172.16.9.2:4500 [10.99.0.1]"), "{t}");
+        assert!(t.contains("rw: #2, INSTALLED, TUNNEL-in-UDP, ESP SPIs: c0000001_i c0000002_o"), "{t}");
+        assert!(t.contains("840 bytes"), "{t}");
+        assert!(t.contains("remote 10.99.0.1/32"), "{t}");
+    }
+}

@@ -1,0 +1,454 @@
+//! Programming the shared-memory SA table (DESIGN.md §3) from the endpoint's
+//! Child SA events: the daemon is the table's single [`Writer`].
+//!
+//! Guarantees:
+//! * Each Child SA becomes two slots: inbound (our SPI, `keys_in`, outer
+//!   source = the peer) and outbound (the peer's SPI, `keys_out`, outer
+//!   source = us, served prefixes = the remote selectors that are exact
+//!   prefixes; otherwise the reader derives covering prefixes from the
+//!   selectors). Both carry the cookie [`cookie`] (`"IK"` tag + Child SA
+//!   handle) so a restarted daemon recognises them.
+//! * UDP encapsulation (RFC 3948) is set when NAT was detected or IKE runs
+//!   on the NAT-T port: strongSwan's kernel-libipsec sends ESP in UDP 4500
+//!   whenever IKE floated there.
+//! * Make before break (RFC 7296 §2.8): a rekeyed Child SA goes in with
+//!   [`Writer::rekey`] (new inbound live, then new outbound, then the old
+//!   outbound gone); the old inbound slot stays until the endpoint's
+//!   `ChildSaDelete` for the old SA, so packets in flight still decrypt.
+//! * Lifetimes by volume (RFC 4301 §4.4.2.1) and the sequence number about
+//!   to run out (RFC 4303 §3.3.3) are read from the dataplane's counters by
+//!   [`SaProgrammer::check_lifetimes`], which asks for one rekey at the soft
+//!   limit and one delete at the hard limit. Time lifetimes are the
+//!   endpoint's own timers.
+//! * Restart (DESIGN.md §1): the endpoint's IKE SAs live only in memory, so
+//!   after a restart every slot tagged `"IK"` is an orphan. Orphans are kept
+//!   for `orphan_grace` (traffic keeps flowing while peers notice, by DPD or
+//!   retransmission timeouts, and set up new SAs, whose outbound install then
+//!   wins the prefixes), then deleted. Deleting at once (`grace = 0`) is the
+//!   strict choice; keeping them forever would leave keys no IKE SA can ever
+//!   rekey or delete.
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use ike_proto::{ChildSaHandle, ChildSaInstall, EspSuite, IkeSaHandle, Lifetimes, Mode, Time, TrafficSelector};
+use ike_wire::{EncrId, IntegId};
+use sa_table::{
+    Direction, IpPrefix, Mode as TMode, RepairReport, SaFlags, SaId, SaParams, TableConfig, TrafficSelector as TTs, TransformId,
+    WriteError, Writer, MAX_SERVED_PREFIXES, MAX_TS_PER_SIDE,
+};
+
+/// High 16 bits of the cookie of every slot esprit-ike installs: `"IK"`.
+pub const COOKIE_TAG: u64 = 0x494b << 48;
+
+/// The cookie of a Child SA's two slots.
+pub fn cookie(child: ChildSaHandle) -> u64 {
+    COOKIE_TAG | (child.0 & 0xffff_ffff_ffff)
+}
+
+/// Why a Child SA could not be programmed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProgramError {
+    #[error("the dataplane has no ESP transform for {0:?} with integrity {1:?}")]
+    UnsupportedSuite(EncrId, IntegId),
+    #[error("key material of {0} octets does not fit the suite")]
+    BadKey(usize),
+    #[error("outer addresses of different families ({0} / {1})")]
+    MixedFamilies(IpAddr, IpAddr),
+    #[error("SA table: {0}")]
+    Table(#[from] WriteError),
+    #[error("SA table: {0}")]
+    Attach(#[from] sa_table::AttachError),
+}
+
+/// One Child SA as programmed.
+#[derive(Clone, Debug)]
+pub struct ChildEntry {
+    pub ike_sa: IkeSaHandle,
+    pub child_sa: ChildSaHandle,
+    pub spi_in: u32,
+    pub spi_out: u32,
+    pub inbound: SaId,
+    /// `None` once a rekey replaced it (the successor owns the prefixes).
+    pub outbound: Option<SaId>,
+    pub suite: EspSuite,
+    pub mode: Mode,
+    pub udp_encap: bool,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub ts_local: Vec<TrafficSelector>,
+    pub ts_remote: Vec<TrafficSelector>,
+    pub lifetime: Lifetimes,
+    pub installed_at: Time,
+    rekey_asked: bool,
+    delete_asked: bool,
+}
+
+/// Counters of one Child SA, from the dataplane's per-SA state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChildCounters {
+    pub in_pkts: u64,
+    pub in_bytes: u64,
+    pub out_pkts: u64,
+    pub out_bytes: u64,
+    /// Next outbound sequence number.
+    pub seq_next: u64,
+    pub seq_exhausted: u64,
+    /// Last use in either direction (UNIX seconds; 0 = never).
+    pub last_use_secs: u64,
+}
+
+/// What [`SaProgrammer::check_lifetimes`] asks of the endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LifetimeAction {
+    Rekey { ike_sa: IkeSaHandle, child_sa: ChildSaHandle },
+    Delete { ike_sa: IkeSaHandle, child_sa: ChildSaHandle },
+}
+
+/// A slot left by an earlier esprit-ike, deleted at `until`.
+#[derive(Clone, Copy, Debug)]
+pub struct Orphan {
+    pub id: SaId,
+    pub spi: u32,
+    pub until: Time,
+}
+
+/// The table writer and what esprit-ike put into it.
+pub struct SaProgrammer {
+    writer: Writer,
+    children: BTreeMap<ChildSaHandle, ChildEntry>,
+    orphans: Vec<Orphan>,
+    replay_window_pkts: u32,
+    natt_port: u16,
+}
+
+impl SaProgrammer {
+    /// Creates or takes over the table at `path` and files every live
+    /// `"IK"` slot as an orphan kept until `now + orphan_grace`. Static
+    /// SAs (the dataplane's) are left alone.
+    pub fn open(
+        path: &Path,
+        capacity: u32,
+        replay_window_pkts: u32,
+        natt_port: u16,
+        now: Time,
+        orphan_grace: Duration,
+    ) -> Result<(Self, RepairReport), ProgramError> {
+        let (writer, report) = Writer::open(path, &TableConfig { capacity, ..TableConfig::default() })?;
+        let until = now + orphan_grace;
+        let orphans = writer
+            .live()
+            .filter(|(_, p)| p.cookie & (0xffff << 48) == COOKIE_TAG)
+            .map(|(id, p)| Orphan { id, spi: p.spi, until })
+            .collect();
+        let mut s = Self { writer, children: BTreeMap::new(), orphans, replay_window_pkts, natt_port };
+        if orphan_grace.is_zero() {
+            s.expire_orphans(now);
+        }
+        Ok((s, report))
+    }
+
+    pub fn orphans(&self) -> &[Orphan] {
+        &self.orphans
+    }
+
+    /// Deletes orphans whose grace is over; returns how many.
+    pub fn expire_orphans(&mut self, now: Time) -> usize {
+        let (due, keep): (Vec<Orphan>, Vec<Orphan>) = self.orphans.iter().partition(|o| o.until <= now);
+        self.orphans = keep;
+        for o in &due {
+            // Stale means someone else already removed it: nothing to do.
+            let _ = self.writer.delete(o.id);
+        }
+        due.len()
+    }
+
+    /// Programs a new or rekeyed Child SA.
+    pub fn install(&mut self, now: Time, i: &ChildSaInstall) -> Result<&ChildEntry, ProgramError> {
+        let inbound = self.slot(i, Direction::INBOUND)?;
+        let outbound = self.slot(i, Direction::OUTBOUND)?;
+        let old_out = i.rekey_of.and_then(|h| self.children.get(&h)).and_then(|e| e.outbound);
+        let (in_id, out_id) = match old_out {
+            Some(old) if self.writer.get(old).is_ok() => {
+                let r = self.writer.rekey(old, &inbound, &outbound)?;
+                if let Some(e) = i.rekey_of.and_then(|h| self.children.get_mut(&h)) {
+                    e.outbound = None;
+                }
+                (r.inbound, r.outbound)
+            }
+            _ => {
+                let a = self.writer.install(&inbound)?;
+                match self.writer.install(&outbound) {
+                    Ok(b) => (a, b),
+                    Err(e) => {
+                        let _ = self.writer.delete(a);
+                        return Err(e.into());
+                    }
+                }
+            }
+        };
+        let e = ChildEntry {
+            ike_sa: i.ike_sa,
+            child_sa: i.child_sa,
+            spi_in: i.spi_in,
+            spi_out: i.spi_out,
+            inbound: in_id,
+            outbound: Some(out_id),
+            suite: i.suite,
+            mode: i.mode,
+            udp_encap: self.udp_encap(i),
+            local: i.local,
+            remote: i.remote,
+            ts_local: i.ts_local.clone(),
+            ts_remote: i.ts_remote.clone(),
+            lifetime: i.lifetime,
+            installed_at: now,
+            rekey_asked: false,
+            delete_asked: false,
+        };
+        let h = i.child_sa;
+        self.children.insert(h, e);
+        Ok(&self.children[&h])
+    }
+
+    /// Removes both slots of a Child SA (those still there).
+    pub fn delete(&mut self, child: ChildSaHandle) -> Option<ChildEntry> {
+        let e = self.children.remove(&child)?;
+        let _ = self.writer.delete(e.inbound);
+        if let Some(o) = e.outbound {
+            let _ = self.writer.delete(o);
+        }
+        Some(e)
+    }
+
+    /// A Child SA moved to another IKE SA (IKE SA rekey, RFC 7296 §2.18).
+    pub fn reparent(&mut self, from: IkeSaHandle, to: IkeSaHandle) {
+        for e in self.children.values_mut().filter(|e| e.ike_sa == from) {
+            e.ike_sa = to;
+        }
+    }
+
+    /// Deletes every Child SA of an IKE SA that is gone (a safety net: the
+    /// endpoint deletes them by event first).
+    pub fn delete_ike_sa(&mut self, ike: IkeSaHandle) -> usize {
+        let gone: Vec<ChildSaHandle> = self.children.values().filter(|e| e.ike_sa == ike).map(|e| e.child_sa).collect();
+        for c in &gone {
+            self.delete(*c);
+        }
+        gone.len()
+    }
+
+    pub fn children(&self) -> impl Iterator<Item = &ChildEntry> {
+        self.children.values()
+    }
+
+    pub fn child(&self, h: ChildSaHandle) -> Option<&ChildEntry> {
+        self.children.get(&h)
+    }
+
+    /// The dataplane's counters for a Child SA.
+    pub fn counters(&self, e: &ChildEntry) -> ChildCounters {
+        let mut c = ChildCounters::default();
+        if let Ok(s) = self.writer.state(e.inbound) {
+            c.in_pkts = s.pkts();
+            c.in_bytes = s.bytes();
+            c.last_use_secs = s.last_use_secs();
+        }
+        if let Some(Ok(s)) = e.outbound.map(|o| self.writer.state(o)) {
+            c.out_pkts = s.pkts();
+            c.out_bytes = s.bytes();
+            c.seq_next = s.seq_next();
+            c.seq_exhausted = s.seq_exhausted();
+            c.last_use_secs = c.last_use_secs.max(s.last_use_secs());
+        }
+        c
+    }
+
+    /// Volume and sequence-number lifetimes: at most one rekey and one
+    /// delete asked per Child SA.
+    pub fn check_lifetimes(&mut self) -> Vec<LifetimeAction> {
+        let mut out = Vec::new();
+        let handles: Vec<ChildSaHandle> = self.children.keys().copied().collect();
+        for h in handles {
+            let Some(e) = self.children.get(&h) else { continue };
+            let c = self.counters(e);
+            let l = e.lifetime;
+            let bytes = c.in_bytes.max(c.out_bytes);
+            let pkts = c.in_pkts.max(c.out_pkts);
+            let over = |limit: u64, v: u64| limit != 0 && v >= limit;
+            // RFC 4303 §3.3.3: a sender must rekey before the counter
+            // cycles; ask at 7/8 of the space (the hard stop is the
+            // dataplane's, counted in seq_exhausted).
+            let space: u64 = if e.suite.esn { u64::MAX } else { 1 << 32 };
+            let seq_soft = c.seq_next >= space - space / 8 || c.seq_exhausted > 0;
+            let hard = over(l.hard_bytes, bytes) || over(l.hard_packets, pkts);
+            let soft = over(l.rekey_bytes, bytes) || over(l.rekey_packets, pkts) || seq_soft;
+            let (ike_sa, child_sa) = (e.ike_sa, e.child_sa);
+            let Some(e) = self.children.get_mut(&h) else { continue };
+            if hard && !e.delete_asked {
+                e.delete_asked = true;
+                out.push(LifetimeAction::Delete { ike_sa, child_sa });
+            } else if soft && !e.rekey_asked && !e.delete_asked {
+                e.rekey_asked = true;
+                out.push(LifetimeAction::Rekey { ike_sa, child_sa });
+            }
+        }
+        out
+    }
+
+    pub fn live_slots(&self) -> usize {
+        self.writer.live_count()
+    }
+
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    fn udp_encap(&self, i: &ChildSaInstall) -> bool {
+        i.udp_encap || i.local.port() == self.natt_port
+    }
+
+    /// The slot record of one direction.
+    fn slot(&self, i: &ChildSaInstall, dir: Direction) -> Result<SaParams, ProgramError> {
+        let mut p = SaParams::zeroed();
+        p.cookie = cookie(i.child_sa);
+        p.direction = dir;
+        p.transform = transform(&i.suite)?;
+        let inbound = dir == Direction::INBOUND;
+        let (spi, keys) = if inbound { (i.spi_in, &i.keys_in) } else { (i.spi_out, &i.keys_out) };
+        p.spi = spi;
+        let km: &[u8] = &keys.encr;
+        if km.len() < 4 + 16 || !p.transform.key_lens().contains(&((km.len() - 4) as u8)) {
+            return Err(ProgramError::BadKey(km.len()));
+        }
+        let (key, salt) = km.split_at(km.len() - 4);
+        p.set_key(key, [salt[0], salt[1], salt[2], salt[3]]);
+        let mut flags = SaFlags(0);
+        if i.suite.esn {
+            flags = flags | SaFlags::ESN;
+        }
+        if self.udp_encap(i) {
+            flags = flags | SaFlags::UDP_ENCAP;
+            // Outbound: from our NAT-T port to the peer's; inbound as received.
+            (p.udp_src_port, p.udp_dst_port) =
+                if inbound { (i.remote.port(), i.local.port()) } else { (i.local.port(), i.remote.port()) };
+        }
+        p.flags = flags;
+        p.mode = match i.mode {
+            Mode::Tunnel => TMode::TUNNEL,
+            Mode::Transport => TMode::TRANSPORT,
+        };
+        let (l, r) = (i.local.ip(), i.remote.ip());
+        if l.is_ipv4() != r.is_ipv4() {
+            return Err(ProgramError::MixedFamilies(l, r));
+        }
+        if inbound {
+            p.set_outer(r, l);
+        } else {
+            p.set_outer(l, r);
+        }
+        p.replay_window_pkts = if inbound { self.replay_window_pkts } else { 0 };
+        // RFC 4303 §3.3.3: the first packet sent carries 1.
+        p.initial_seq = 1;
+        p.lifetime = sa_table::Lifetimes {
+            soft_bytes: i.lifetime.rekey_bytes,
+            hard_bytes: i.lifetime.hard_bytes,
+            soft_pkts: i.lifetime.rekey_packets,
+            hard_pkts: i.lifetime.hard_packets,
+            soft_secs: i.lifetime.rekey_secs,
+            hard_secs: i.lifetime.hard_secs,
+        };
+        let n = i.ts_local.len().min(MAX_TS_PER_SIDE);
+        for (k, t) in i.ts_local.iter().take(n).enumerate() {
+            p.ts_local[k] = table_ts(t);
+        }
+        p.ts_local_count = n as u8;
+        let n = i.ts_remote.len().min(MAX_TS_PER_SIDE);
+        for (k, t) in i.ts_remote.iter().take(n).enumerate() {
+            p.ts_remote[k] = table_ts(t);
+        }
+        p.ts_remote_count = n as u8;
+        if !inbound {
+            // Served prefixes = the remote selectors, when each is an exact
+            // prefix; otherwise left to the reader, which covers the
+            // selectors' ranges itself.
+            let prefixes: Option<Vec<IpPrefix>> = i.ts_remote.iter().map(as_prefix).collect();
+            if let Some(ps) = prefixes.filter(|v| v.len() <= MAX_SERVED_PREFIXES) {
+                for (k, q) in ps.iter().enumerate() {
+                    p.served[k] = *q;
+                }
+                p.served_count = ps.len() as u8;
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// ESP transform as the dataplane names it (IANA ENCR IDs: 20, 28, and the
+/// RFC 8750 implicit-IV 30 and 31).
+pub fn transform(s: &EspSuite) -> Result<TransformId, ProgramError> {
+    if s.integ != IntegId::NONE {
+        return Err(ProgramError::UnsupportedSuite(s.encr, s.integ));
+    }
+    match s.encr.0 {
+        20 => Ok(TransformId::AES_GCM_16),
+        28 => Ok(TransformId::CHACHA20_POLY1305),
+        30 => Ok(TransformId::AES_GCM_16_IIV),
+        31 => Ok(TransformId::CHACHA20_POLY1305_IIV),
+        _ => Err(ProgramError::UnsupportedSuite(s.encr, s.integ)),
+    }
+}
+
+fn table_ts(t: &TrafficSelector) -> TTs {
+    let mut x = TTs::range(t.start_addr, t.end_addr);
+    x.ip_proto = t.ip_protocol;
+    x.start_port = t.start_port;
+    x.end_port = t.end_port;
+    x
+}
+
+/// The prefix length of the selector's address range, if it is exactly
+/// one prefix.
+pub fn prefix_len(t: &TrafficSelector) -> Option<u8> {
+    as_prefix(t).map(|p| p.len)
+}
+
+/// The selector as one prefix, if its address range is exactly one.
+fn as_prefix(t: &TrafficSelector) -> Option<IpPrefix> {
+    let (s, e, width) = match (t.start_addr, t.end_addr) {
+        (IpAddr::V4(s), IpAddr::V4(e)) => (u128::from(u32::from(s)), u128::from(u32::from(e)), 32u32),
+        (IpAddr::V6(s), IpAddr::V6(e)) => (u128::from(s), u128::from(e), 128u32),
+        _ => return None,
+    };
+    let span = e.checked_sub(s)?.checked_add(1);
+    let host_bits = match span {
+        None => 128, // the whole IPv6 space
+        Some(n) if n.is_power_of_two() && s % n == 0 => n.trailing_zeros(),
+        Some(_) => return None,
+    };
+    Some(IpPrefix::new(t.start_addr, (width - host_bits) as u8))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_prefixes_are_recognised_and_ranges_are_not() {
+        let p = |s: &str| crate::config::selector(s).unwrap();
+        assert_eq!(as_prefix(&p("10.99.0.7/32")), Some(IpPrefix::new("10.99.0.7".parse().unwrap(), 32)));
+        assert_eq!(as_prefix(&p("192.168.0.0/16")), Some(IpPrefix::new("192.168.0.0".parse().unwrap(), 16)));
+        assert_eq!(as_prefix(&TrafficSelector::any_v4()), Some(IpPrefix::new("0.0.0.0".parse().unwrap(), 0)));
+        assert_eq!(as_prefix(&TrafficSelector::any_v6()), Some(IpPrefix::new("::".parse().unwrap(), 0)));
+        let r = TrafficSelector::range("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        assert_eq!(as_prefix(&r), None);
+    }
+
+    #[test]
+    fn cookies_carry_the_tag_and_the_child_handle() {
+        let c = cookie(ChildSaHandle(0x1234));
+        assert_eq!(c & (0xffff << 48), COOKIE_TAG);
+        assert_eq!(c & 0xffff_ffff_ffff, 0x1234);
+    }
+}

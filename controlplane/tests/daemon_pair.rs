@@ -1,0 +1,301 @@
+//! Two esprit-ike daemons over loopback UDP, each with its own SA table in
+//! /dev/shm: an initiator (127.0.0.1, asks for a virtual IP) and a
+//! responder (127.0.0.2, hands one out of a pool). Driven through the
+//! control socket, checked through the tables, the listings and /metrics.
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use esprit_controlplane::config::DaemonConfig;
+use esprit_controlplane::control::{call, Request, Response};
+use esprit_controlplane::daemon::Daemon;
+use esprit_controlplane::table::COOKIE_TAG;
+use sa_table::{Direction, Reader, SaParams};
+use serde_json::Value;
+
+struct Running {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    socket: PathBuf,
+    table: PathBuf,
+    metrics: Option<SocketAddr>,
+}
+
+impl Running {
+    fn call(&self, r: Request) -> Response {
+        call(&self.socket, &r).expect("control socket answers")
+    }
+
+    fn ok(&self, r: Request) -> Value {
+        let resp = self.call(r.clone());
+        assert!(resp.ok, "{r:?} failed: {:?}", resp.error);
+        resp.data.unwrap_or_default()
+    }
+
+    /// Our slots in the table, read as a dataplane worker would.
+    fn slots(&self) -> Vec<SaParams> {
+        let mut r = Reader::attach(&self.table).expect("reader attaches");
+        r.poll_changes(|_| {});
+        let ids: Vec<_> = r.known_ids().collect();
+        ids.into_iter().filter_map(|id| r.read(id).ok()).filter(|p| p.cookie & (0xffff << 48) == COOKIE_TAG).collect()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.table);
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+fn start(dir: &Path, name: &str, yaml: &str) -> Running {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    let cfg = DaemonConfig::load(&path).expect("config loads");
+    let socket = cfg.control_socket.clone();
+    let table = cfg.sa_table_path.clone();
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let (mut d, m) = Daemon::start(cfg, Some(path)).expect("daemon starts");
+        tx.send((d.stop_flag(), m.as_ref().map(|m| m.local_addr()))).unwrap();
+        d.run();
+        drop(m);
+    });
+    let (stop, metrics) = rx.recv_timeout(Duration::from_secs(10)).expect("daemon reports its start");
+    Running { stop, thread: Some(thread), socket, table, metrics }
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(15), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn scrape(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn established_children(r: &Running) -> Vec<Value> {
+    let v = r.ok(Request::ListSas);
+    v["ike_sas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["state"] == "Established")
+        .flat_map(|i| i["child_sas"].as_array().cloned().unwrap_or_default())
+        .filter(|c| c["state"] == "INSTALLED")
+        .collect()
+}
+
+struct Setup {
+    dir: PathBuf,
+    tag: &'static str,
+    port: u16,
+}
+
+impl Setup {
+    fn new(tag: &'static str) -> Self {
+        let dir = std::env::temp_dir().join(format!("esprit-ike-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Distinct per process and test so parallel runs do not collide.
+        let base = 20000 + (std::process::id() % 2000) as u16 * 10;
+        let port = base + if tag == "pair" { 0 } else { 4 };
+        Self { dir, tag, port }
+    }
+
+    fn table(&self, name: &str) -> PathBuf {
+        PathBuf::from(format!("/dev/shm/esprit-ike-test-{}-{}-{name}", std::process::id(), self.tag))
+    }
+
+    fn responder(&self, grace: u64) -> String {
+        format!(
+            r#"
+ike:
+  listen: [127.0.0.2]
+  port: {p}
+  natt_port: {n}
+  control_socket: {dir}/resp.sock
+  metrics_listen: 127.0.0.1:0
+  sa_table: {{ path: {table}, capacity: 64 }}
+  orphan_grace_secs: {grace}
+  pools:
+    rw: {{ v4: 10.99.0.0/24, dns: [192.168.109.53] }}
+  connections:
+    rw:
+      local_id: gw.esprit
+      remote_id: client@esprit
+      local_auth: {{ psk: "interop-psk-0123456789" }}
+      remote_auth: {{ psk: "interop-psk-0123456789" }}
+      proposals: [aes256gcm16-prfsha256-x25519]
+      pool: rw
+      child:
+        esp_proposals: [aes256gcm16]
+        local_ts: [192.168.109.0/24]
+"#,
+            p = self.port,
+            n = self.port + 1,
+            dir = self.dir.display(),
+            table = self.table("resp").display(),
+        )
+    }
+
+    fn initiator(&self) -> String {
+        format!(
+            r#"
+ike:
+  listen: [127.0.0.1]
+  port: {p}
+  natt_port: {n}
+  control_socket: {dir}/init.sock
+  metrics_listen: null
+  sa_table: {{ path: {table}, capacity: 64 }}
+  connections:
+    home:
+      remote: 127.0.0.2
+      local_id: client@esprit
+      remote_id: gw.esprit
+      local_auth: {{ psk: "interop-psk-0123456789" }}
+      remote_auth: {{ psk: "interop-psk-0123456789" }}
+      proposals: [aes256gcm16-prfsha256-x25519]
+      request_vip: [v4]
+      child:
+        esp_proposals: [aes256gcm16]
+        remote_ts: [192.168.109.0/24]
+"#,
+            p = self.port,
+            n = self.port + 1,
+            dir = self.dir.display(),
+            table = self.table("init").display(),
+        )
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn two_daemons_establish_program_the_tables_rekey_and_terminate() {
+    let s = Setup::new("pair");
+    let resp = start(&s.dir, "resp", &s.responder(30));
+    let init = start(&s.dir, "init", &s.initiator());
+
+    let data = init.ok(Request::Initiate { conn: "home".into() });
+    assert!(data["ike_sa"].is_u64());
+    wait_for("a Child SA on both sides", || established_children(&init).len() == 1 && established_children(&resp).len() == 1);
+
+    // The responder's listing: virtual IP handed out, selectors narrowed.
+    let list = resp.ok(Request::ListSas);
+    let ike = &list["ike_sas"][0];
+    assert_eq!(ike["remote_id"], "client@esprit");
+    assert_eq!(ike["virtual_ips"][0], "10.99.0.1");
+    let child = &ike["child_sas"][0];
+    assert_eq!(child["ts_remote"][0], "10.99.0.1/32");
+    assert_eq!(child["ts_local"][0], "192.168.109.0/24");
+    assert_eq!(child["encr"], "ENCR_AES_GCM_16-256");
+    let text = esprit_controlplane::show::list_sas(&list);
+    assert!(text.contains("rw: #"), "{text}");
+
+    // The tables: each side one inbound and one outbound slot; the
+    // initiator's outbound is the responder's inbound, same SPI, same key.
+    let (a, b) = (init.slots(), resp.slots());
+    assert_eq!(a.len(), 2, "{a:?}");
+    assert_eq!(b.len(), 2, "{b:?}");
+    let a_out = a.iter().find(|p| p.direction == Direction::OUTBOUND).unwrap();
+    let b_in = b.iter().find(|p| p.direction == Direction::INBOUND && p.spi == a_out.spi).expect("matching inbound SA");
+    assert_eq!(a_out.key(), b_in.key());
+    assert_eq!(a_out.salt, b_in.salt);
+    assert_eq!(a_out.key().len(), 32);
+    assert_eq!(a_out.initial_seq, 1);
+    assert!(b_in.replay_window_pkts > 0);
+    let b_out = b.iter().find(|p| p.direction == Direction::OUTBOUND).unwrap();
+    assert_eq!(b_out.served().len(), 1);
+    assert_eq!(b_out.served()[0].len, 32);
+    assert_eq!(b_out.outer_src_addr(), Some("127.0.0.2".parse().unwrap()));
+    assert_eq!(b_out.outer_dst_addr(), Some("127.0.0.1".parse().unwrap()));
+    assert_eq!(b_in.outer_src_addr(), Some("127.0.0.1".parse().unwrap()));
+    // Without a NAT and on port 500, ESP is not UDP-encapsulated.
+    assert!(!b_out.flags.contains(sa_table::SaFlags::UDP_ENCAP));
+    assert!(b_in.selectors_match("192.168.109.7".parse().unwrap(), "10.99.0.1".parse().unwrap(), 1, 0, 0));
+
+    // Rekey the Child SA from the initiator: new SPIs, the old slots gone
+    // once the old Child SA is deleted.
+    let old_spi = a_out.spi;
+    let child_id = established_children(&init)[0]["child_sa"].as_u64().unwrap();
+    init.ok(Request::RekeyChild { child_sa: child_id });
+    wait_for("the rekeyed Child SA", || {
+        let a = init.slots();
+        a.len() == 2 && a.iter().all(|p| p.spi != old_spi) && resp.slots().len() == 2
+    });
+    let a = init.slots();
+    let a_out = a.iter().find(|p| p.direction == Direction::OUTBOUND).unwrap();
+    let b = resp.slots();
+    let b_in = b.iter().find(|p| p.direction == Direction::INBOUND && p.spi == a_out.spi).expect("rekeyed inbound SA");
+    assert_eq!(a_out.key(), b_in.key());
+
+    let addr = resp.metrics.expect("responder serves metrics");
+    // Gauges follow the one-second housekeeping tick.
+    wait_for("the gauges", || scrape(addr).contains("esprit_ike_child_sas 1"));
+    let m = scrape(addr);
+    assert!(m.contains("esprit_ike_handshakes_total{role=\"responder\"} 1"), "{m}");
+    assert!(m.contains("esprit_ike_rekeys_total{kind=\"child\"} 1"), "{m}");
+    assert!(m.contains("esprit_ike_sas{state=\"Established\"} 1"), "{m}");
+
+    let stats = init.ok(Request::Stats);
+    assert_eq!(stats["ike_sas_established"], 1);
+    assert_eq!(stats["counters"]["esprit_ike_handshakes_total{role=initiator}"], 1);
+
+    // Terminate from the initiator: both tables empty again.
+    let ike_id = init.ok(Request::ListSas)["ike_sas"][0]["ike_sa"].as_u64().unwrap();
+    init.ok(Request::Terminate { ike_sa: ike_id });
+    wait_for("both tables empty", || init.slots().is_empty() && resp.slots().is_empty());
+
+    // Errors come back as errors, the socket stays usable.
+    assert!(!init.call(Request::Initiate { conn: "nope".into() }).ok);
+    assert!(!resp.call(Request::Initiate { conn: "rw".into() }).ok, "a responder-only connection cannot initiate");
+    assert!(!init.call(Request::Terminate { ike_sa: 999 }).ok);
+    assert!(init.ok(Request::Reload)["connections"][0] == "home");
+}
+
+#[test]
+fn a_restarted_daemon_keeps_orphaned_sas_for_the_grace_period_then_deletes_them() {
+    let s = Setup::new("restart");
+    let resp = start(&s.dir, "resp", &s.responder(1));
+    let init = start(&s.dir, "init", &s.initiator());
+    init.ok(Request::Initiate { conn: "home".into() });
+    wait_for("a Child SA on the responder", || established_children(&resp).len() == 1);
+    let before = resp.slots();
+    assert_eq!(before.len(), 2);
+
+    // The responder dies (its table stays) and comes back.
+    let table = resp.table.clone();
+    let mut resp = resp;
+    resp.stop.store(true, Ordering::Relaxed);
+    if let Some(t) = resp.thread.take() {
+        t.join().unwrap();
+    }
+    std::mem::forget(resp); // keep the table file for the restart
+    let again = start(&s.dir, "resp", &s.responder(1));
+    assert_eq!(again.table, table);
+    let list = again.ok(Request::ListSas);
+    assert_eq!(list["ike_sas"].as_array().unwrap().len(), 0, "IKE SAs are not persisted");
+    assert_eq!(list["orphans"].as_array().unwrap().len(), 2, "{list}");
+    assert_eq!(again.slots().len(), 2, "kept during the grace period");
+    wait_for("orphans deleted after the grace period", || again.slots().is_empty());
+    assert_eq!(again.ok(Request::Stats)["orphan_slots"], 0);
+}
