@@ -362,6 +362,11 @@ impl Writer {
                     report.torn_slots.push(i);
                     w.free_slot_now(i);
                 }
+                // Never written since the table was created: free, not corrupt
+                // (a fresh table's slots are all zero, checksum word included).
+                Some(r) if r == SaParams::zeroed() && w.shm.slot_seq(i) == 0 => {
+                    w.free.push_back((i, 0));
+                }
                 Some(r) if !r.checksum_ok() => {
                     report.corrupt_slots.push(i);
                     w.free_slot_now(i);

@@ -746,3 +746,19 @@ fn a_reader_maps_slots_and_journal_read_only() {
         "{perms:?}"
     );
 }
+
+#[test]
+fn a_writer_taking_over_a_fresh_table_finds_no_corrupt_slots_and_can_fill_it() {
+    // The dataplane creates the table (static SAs) and lets go; esprit-ike
+    // then reattaches. Never-written slots are free, not corrupt, so they
+    // are usable at once even while a reader that has not polled is attached.
+    let t = TablePath::new("fresh_takeover");
+    drop(Writer::create(t.path(), &cfg(8, 64)).unwrap());
+    let _idle_reader = Reader::attach(t.path()).unwrap();
+    let (mut w, report) = Writer::reattach(t.path()).unwrap();
+    assert!(report.corrupt_slots.is_empty(), "{report:?}");
+    assert!(report.torn_slots.is_empty(), "{report:?}");
+    for spi in 0..8u32 {
+        w.install(&inbound(0x100 + spi, u64::from(spi))).unwrap();
+    }
+}
