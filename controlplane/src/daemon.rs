@@ -145,7 +145,12 @@ impl Daemon {
         let t = now();
         let (table, report) = open_table(&cfg, t)?;
         if !report.torn_slots.is_empty() || !report.corrupt_slots.is_empty() {
-            log(format_args!("SA table repaired: torn {:?}, corrupt {:?}", report.torn_slots, report.corrupt_slots));
+            log(format_args!(
+                "SA table reattached: {} torn and {} checksum-failing slot(s) freed, {} live",
+                report.torn_slots.len(),
+                report.corrupt_slots.len(),
+                report.live
+            ));
         }
         if !table.orphans().is_empty() {
             log(format_args!(
@@ -284,7 +289,7 @@ impl Daemon {
     }
 
     fn housekeeping(&mut self, t: Time) {
-        for a in self.table.check_lifetimes() {
+        for a in self.table.check_lifetimes(t) {
             let (cmd, what) = match a {
                 crate::table::LifetimeAction::Rekey { ike_sa, child_sa } => (Command::RekeyChild { ike_sa, child_sa }, "rekey"),
                 crate::table::LifetimeAction::Delete { ike_sa, child_sa } => (Command::DeleteChild { ike_sa, child_sa }, "delete"),
@@ -540,7 +545,7 @@ impl Daemon {
                     c["out_bytes"] = json!(k.out_bytes);
                     c["out_pkts"] = json!(k.out_pkts);
                     c["seq_next"] = json!(k.seq_next);
-                    c["last_use_secs"] = json!(if k.last_use_secs == 0 { None } else { Some(t.unix_secs().saturating_sub(k.last_use_secs)) });
+                    c["idle_secs"] = json!(e.last_active.map(|a| t.saturating_since(a).as_secs()));
                 } else {
                     c["state"] = json!("NOT-IN-TABLE");
                 }

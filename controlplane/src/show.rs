@@ -70,7 +70,7 @@ pub fn list_sas(data: &Value) -> String {
             let _ = writeln!(o, "    {}, {esn}{pfs}", s(&c["encr"]));
             let rekey = c["rekey_secs"].as_u64().filter(|r| *r > 0).map(|r| format!(", rekey at {r}s")).unwrap_or_default();
             let _ = writeln!(o, "    installed {}s ago{rekey}", s(&c["installed_secs"]));
-            let last = if c["last_use_secs"].is_null() { "never used".to_string() } else { format!("last use {}s ago", s(&c["last_use_secs"])) };
+            let last = if c["idle_secs"].is_null() { "no traffic seen".to_string() } else { format!("traffic {}s ago", s(&c["idle_secs"])) };
             let _ = writeln!(o, "    in  {}, {:>10} bytes, {:>8} packets, {last}", s(&c["spi_in"]), s(&c["in_bytes"]), s(&c["in_pkts"]));
             let _ = writeln!(
                 o,
@@ -106,13 +106,14 @@ mod tests {
             "child_sas": [{ "child_sa": 2, "state": "INSTALLED", "spi_in": "c0000001", "spi_out": "c0000002",
               "encr": "ENCR_AES_GCM_16-256", "esn": false, "pfs": null, "mode": "TUNNEL", "udp_encap": true,
               "installed_secs": 3, "rekey_secs": 0, "ts_local": ["192.168.109.0/24"], "ts_remote": ["10.99.0.1/32"],
-              "in_bytes": 840, "in_pkts": 10, "out_bytes": 840, "out_pkts": 10, "seq_next": 11, "last_use_secs": 1 }]
+              "in_bytes": 840, "in_pkts": 10, "out_bytes": 840, "out_pkts": 10, "seq_next": 11, "idle_secs": 1 }]
         }], "orphans": [] });
         let t = list_sas(&v);
         assert!(t.contains("rw: #1, ESTABLISHED, IKEv2, 0011223344556677_i 8899aabbccddeeff_r (responder)"), "{t}");
         assert!(t.contains("remote 'client@esprit' @ 172.16.9.2:4500 [10.99.0.1]"), "{t}");
         assert!(t.contains("rw: #2, INSTALLED, TUNNEL-in-UDP, ESP SPIs: c0000001_i c0000002_o"), "{t}");
         assert!(t.contains("840 bytes"), "{t}");
+        assert!(t.contains("traffic 1s ago"), "{t}");
         assert!(t.contains("remote 10.99.0.1/32"), "{t}");
     }
 }

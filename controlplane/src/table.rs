@@ -81,6 +81,10 @@ pub struct ChildEntry {
     pub ts_remote: Vec<TrafficSelector>,
     pub lifetime: Lifetimes,
     pub installed_at: Time,
+    /// When the housekeeping tick last saw the packet counters move (the
+    /// dataplane's own last-use stamp counts from its start, not the epoch).
+    pub last_active: Option<Time>,
+    last_pkts: u64,
     rekey_asked: bool,
     delete_asked: bool,
 }
@@ -95,7 +99,7 @@ pub struct ChildCounters {
     /// Next outbound sequence number.
     pub seq_next: u64,
     pub seq_exhausted: u64,
-    /// Last use in either direction (UNIX seconds; 0 = never).
+    /// The dataplane's last-use stamp (seconds on its own clock).
     pub last_use_secs: u64,
 }
 
@@ -204,6 +208,8 @@ impl SaProgrammer {
             ts_remote: i.ts_remote.clone(),
             lifetime: i.lifetime,
             installed_at: now,
+            last_active: None,
+            last_pkts: 0,
             rekey_asked: false,
             delete_asked: false,
         };
@@ -266,8 +272,8 @@ impl SaProgrammer {
     }
 
     /// Volume and sequence-number lifetimes: at most one rekey and one
-    /// delete asked per Child SA.
-    pub fn check_lifetimes(&mut self) -> Vec<LifetimeAction> {
+    /// delete asked per Child SA. Also notes when traffic last moved.
+    pub fn check_lifetimes(&mut self, now: Time) -> Vec<LifetimeAction> {
         let mut out = Vec::new();
         let handles: Vec<ChildSaHandle> = self.children.keys().copied().collect();
         for h in handles {
@@ -286,6 +292,11 @@ impl SaProgrammer {
             let soft = over(l.rekey_bytes, bytes) || over(l.rekey_packets, pkts) || seq_soft;
             let (ike_sa, child_sa) = (e.ike_sa, e.child_sa);
             let Some(e) = self.children.get_mut(&h) else { continue };
+            let moved = c.in_pkts + c.out_pkts;
+            if moved != e.last_pkts {
+                e.last_pkts = moved;
+                e.last_active = Some(now);
+            }
             if hard && !e.delete_asked {
                 e.delete_asked = true;
                 out.push(LifetimeAction::Delete { ike_sa, child_sa });

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# esprit as an IKEv2 responder for a strongSwan 5.9.8 road warrior (Debian's
+# charon with its userspace ESP, kernel-libipsec, which always sends ESP in
+# UDP 4500), with esprit's own dataplane carrying the traffic:
+#
+#   ns ike-rw: charon, 172.16.9.2, virtual IP from esprit's pool
+#        │ veth
+#   ik-out [esprit-dataplane af_packet] ik-in ── ns ike-srv: 192.168.109.2
+#        punt: net_tap iketap<pid> = 172.16.9.1 in the root namespace,
+#              esprit-ike bound there on UDP 500/4500
+#
+# PSK authentication, AES-256-GCM for IKE and ESP, X25519. Passes when the
+# tunnel comes up, the client got 10.99.0.1, ping and a bulk TCP transfer
+# from the virtual IP to the server go through esprit's dataplane (its SA
+# counters, read by esprit-ctl list-sas, count them), and a terminate from
+# esprit-ctl takes the SAs down on both sides and out of the table.
+# DEMO=1 prints esprit-ctl's views and both processes' metrics.
+name=ike-strongswan
+. "$(dirname "$0")/lib.sh"
+ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
+ctl=${ESPRIT_CTL:-$top/target/debug/esprit-ctl}
+peer=${STRONGSWAN_PEER:-$top/../shared/interop/strongswan-peer}
+[[ -x $ike && -x $ctl ]] || fail "$ike or $ctl not built (cargo build -p esprit-controlplane)"
+[[ -x $peer ]] || fail "no strongswan-peer script at $peer"
+[[ -x /usr/lib/ipsec/charon ]] && command -v swanctl >/dev/null \
+  || fail "strongSwan is not installed (scripts/setup installs strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins)"
+[[ -f /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so ]] || fail "strongSwan's kernel-libipsec plugin is missing (libcharon-extra-plugins)"
+demo=${DEMO:-0}
+say() { [[ $demo == 1 ]] && echo "$@" || true; }
+
+add_host ike-rw rw0 ik-out 172.16.9.2/24
+add_host ike-srv srv0 ik-in 192.168.109.2/24 192.168.109.1
+# ESP adds up to 73 bytes and the dataplane does not fragment: leave room
+# on the server side (the client's TUN device has its own smaller MTU).
+ip -n ike-srv link set srv0 mtu 1400
+# The root namespace's kernel sees the frames on ik-out too (af_packet does
+# not steal them), and 172.16.9.1 is local to it (on the TAP): strict
+# reverse-path filtering makes it drop what arrives there instead of
+# delivering every IKE and ESP datagram a second time, beside the punt path.
+for l in ik-out ik-in; do sysctl -qw "net.ipv4.conf.$l.rp_filter=1"; done
+tap=iketap$$
+psk=esprit-interop-psk-$$
+metrics_port=${METRICS_PORT:-0}
+ike_metrics_port=${IKE_METRICS_PORT:-0}
+
+start_dataplane <<EOT
+dataplane:
+  eal_args: ["-l", "1", "--no-huge", "-m", "512", "--no-pci", "--file-prefix", "esprit-netns-$$", "--log-level", "lib.eal:error"]
+  ports:
+    outside: { device: "$(af_packet 0 ik-out)", rx_desc: 512, tx_desc: 512 }
+    inside: { device: "$(af_packet 1 ik-in)", rx_desc: 512, tx_desc: 512 }
+    punt: { device: "net_tap0,iface=$tap" }
+  workers: { count: 1, cpus: [1] }
+  addresses: { outside: [172.16.9.1], inside: [192.168.109.1] }
+  neighbours:
+    - { ip: 172.16.9.2, mac: "$(ns_mac_of ike-rw rw0)" }
+    - { ip: 192.168.109.2, mac: "$(ns_mac_of ike-srv srv0)" }
+  sa_table: { path: /dev/shm/esprit-netns-$$, capacity: 64 }
+metrics: { listen: "127.0.0.1:$metrics_port" }
+ike:
+  listen: [172.16.9.1]
+  control_socket: $work/ike.sock
+  metrics_listen: "127.0.0.1:$ike_metrics_port"
+  orphan_grace_secs: 0
+  pools:
+    rw: { v4: 10.99.0.0/24, dns: [192.168.109.53] }
+  connections:
+    rw:
+      local_id: gw.esprit
+      remote_id: client@esprit
+      local_auth: { psk: "$psk" }
+      remote_auth: { psk: "$psk" }
+      proposals: [aes256gcm16-prfsha256-x25519, aes128gcm16-prfsha256-ecp256]
+      pool: rw
+      child:
+        esp_proposals: [aes256gcm16, aes128gcm16]
+        local_ts: [192.168.109.0/24]
+EOT
+ip link set "$tap" up
+ip addr add 172.16.9.1/24 dev "$tap"
+
+"$ike" --config "$work/dp.yaml" >"$work/ike.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do grep -q "listening on" "$work/ike.log" && break; kill -0 "${pids[-1]}" 2>/dev/null || break; sleep 0.1; done
+grep -q "listening on" "$work/ike.log" || { sed 's/^/  ike| /' "$work/ike.log"; fail "esprit-ike did not start"; }
+ike_metrics=$(grep -o 'metrics on [0-9.:]*' "$work/ike.log" | cut -d' ' -f3)
+ectl() { "$ctl" --socket "$work/ike.sock" "$@"; }
+ike_fail() {
+  sed 's/^/  ike| /' "$work/ike.log" | tail -30
+  [[ -f $work/sw/charon.log ]] && sed 's/^/  charon| /' "$work/sw/charon.log" | grep -v "^  charon| .*\(sending packet\|received packet\)" | tail -40
+  fail "$@"
+}
+
+cat >"$work/swanctl.conf" <<EOT
+connections {
+  esprit {
+    local_addrs = 172.16.9.2
+    remote_addrs = 172.16.9.1
+    vips = 0.0.0.0
+    proposals = aes256gcm16-prfsha256-x25519
+    local { auth = psk
+            id = client@esprit }
+    remote { auth = psk
+             id = gw.esprit }
+    children {
+      net { remote_ts = 192.168.109.0/24
+            esp_proposals = aes256gcm16 }
+    }
+  }
+}
+secrets {
+  ike-esprit { id-1 = client@esprit
+               id-2 = gw.esprit
+               secret = "$psk" }
+}
+EOT
+"$peer" start ike-rw "$work/sw" "$work/swanctl.conf" >"$work/sw-load.log" 2>&1 || { cat "$work/sw-load.log"; ike_fail "strongSwan did not start"; }
+[[ -f $work/sw/pid ]] && pids+=("$(cat "$work/sw/pid")")
+"$peer" swanctl ike-rw "$work/sw" --initiate --child net --timeout 30 >"$work/initiate.log" 2>&1 \
+  || { sed 's/^/  swanctl| /' "$work/initiate.log" | tail -15; ike_fail "strongSwan could not bring the tunnel up"; }
+say "--- strongSwan: swanctl --list-sas"
+"$peer" swanctl ike-rw "$work/sw" --list-sas >"$work/sw-sas.log" 2>&1
+[[ $demo == 1 ]] && cat "$work/sw-sas.log"
+grep -q "ESTABLISHED" "$work/sw-sas.log" || ike_fail "strongSwan lists no established IKE SA"
+grep -q "INSTALLED" "$work/sw-sas.log" || ike_fail "strongSwan lists no installed Child SA"
+grep -q "10.99.0.1" "$work/sw-sas.log" || ike_fail "the client did not get 10.99.0.1 from esprit's pool"
+
+ectl list-sas >"$work/sas.txt" || ike_fail "esprit-ctl list-sas failed"
+say "--- esprit-ctl list-sas"; [[ $demo == 1 ]] && cat "$work/sas.txt"
+grep -q "ESTABLISHED" "$work/sas.txt" || ike_fail "esprit-ctl lists no established IKE SA: $(cat "$work/sas.txt")"
+grep -q "INSTALLED, TUNNEL-in-UDP" "$work/sas.txt" || ike_fail "esprit-ctl lists no installed UDP-encapsulated Child SA: $(cat "$work/sas.txt")"
+
+ip netns exec ike-rw ping -c 5 -i 0.2 -W 2 192.168.109.2 >"$work/ping.log" 2>&1 \
+  || { cat "$work/ping.log"; ike_fail "no ping from the road warrior's virtual IP to the server through esprit"; }
+say "--- ping from the road warrior (10.99.0.1) to 192.168.109.2"; [[ $demo == 1 ]] && cat "$work/ping.log"
+
+ip netns exec ike-srv iperf3 -s -1 -B 192.168.109.2 >"$work/iperf-s.log" 2>&1 &
+iperf_srv=$!
+sleep 0.5
+ip netns exec ike-rw timeout 30 iperf3 -c 192.168.109.2 -t 3 -f m >"$work/iperf.log" 2>&1 \
+  || { cat "$work/iperf.log"; ike_fail "bulk TCP transfer (iperf3) through the tunnel failed"; }
+wait $iperf_srv 2>/dev/null || true
+mbits=$(awk '/receiver/ {print $7}' "$work/iperf.log")
+say "--- iperf3, road warrior to server through esprit: ${mbits} Mbit/s"
+
+ectl --json list-sas >"$work/sas.json" || ike_fail "esprit-ctl --json list-sas failed"
+/usr/bin/python3 - "$work/sas.json" <<'PY' || ike_fail "esprit's SA counters do not show the traffic: $(cat "$work/sas.json")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+c = d["ike_sas"][0]["child_sas"][0]
+assert c["in_pkts"] >= 1000 and c["out_pkts"] >= 5, c
+assert c["ts_remote"] == ["10.99.0.1/32"], c
+PY
+ectl list-sas >"$work/sas.txt"
+say "--- esprit-ctl list-sas after the traffic"; [[ $demo == 1 ]] && cat "$work/sas.txt"
+if [[ $demo == 1 ]]; then
+  echo "--- esprit-ctl stats"; ectl stats
+  echo "--- esprit-ike metrics (http://$ike_metrics/metrics)"
+  curl -sf "http://$ike_metrics/metrics" | grep -v '^#' || echo "(esprit-ike /metrics did not answer)"
+  if [[ $metrics_port != 0 ]]; then
+    echo "--- esprit-dataplane metrics (http://127.0.0.1:$metrics_port/metrics), nonzero series"
+    curl -sf "http://127.0.0.1:$metrics_port/metrics" | grep -v '^#' | grep -v ' 0$' || echo "(esprit-dataplane /metrics did not answer)"
+  fi
+fi
+
+ike_sa=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ike_sas"][0]["ike_sa"])' "$work/sas.json")
+ectl terminate "$ike_sa" >/dev/null || ike_fail "esprit-ctl terminate failed"
+for _ in $(seq 50); do
+  "$peer" swanctl ike-rw "$work/sw" --list-sas 2>/dev/null | grep -q ESTABLISHED || break; sleep 0.1
+done
+"$peer" swanctl ike-rw "$work/sw" --list-sas 2>/dev/null | grep -q ESTABLISHED && ike_fail "strongSwan still has the IKE SA after esprit terminated it"
+ectl --json stats >"$work/stats.json"
+grep -q '"child_sas": 0' "$work/stats.json" || ike_fail "Child SAs left after terminate: $(cat "$work/stats.json")"
+grep -q '"sa_table_slots": 0' "$work/stats.json" || ike_fail "SA table slots left after terminate: $(cat "$work/stats.json")"
+"$peer" stop ike-rw "$work/sw"
+pass
