@@ -165,10 +165,11 @@ fi
 
 ike_sa=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ike_sas"][0]["ike_sa"])' "$work/sas.json")
 ectl terminate "$ike_sa" >/dev/null || ike_fail "esprit-ctl terminate failed"
-for _ in $(seq 50); do
-  "$peer" swanctl ike-rw "$work/sw" --list-sas 2>/dev/null | grep -q ESTABLISHED || break; sleep 0.1
-done
-"$peer" swanctl ike-rw "$work/sw" --list-sas 2>/dev/null | grep -q ESTABLISHED && ike_fail "strongSwan still has the IKE SA after esprit terminated it"
+# (Through files, not pipes: grep -q closing a pipe early fails the
+# pipeline under pipefail.)
+sw_established() { "$peer" swanctl ike-rw "$work/sw" --list-sas >"$work/sw-now.log" 2>&1; grep -q ESTABLISHED "$work/sw-now.log"; }
+for _ in $(seq 50); do sw_established || break; sleep 0.1; done
+sw_established && ike_fail "strongSwan still has the IKE SA after esprit terminated it"
 ectl --json stats >"$work/stats.json"
 grep -q '"child_sas": 0' "$work/stats.json" || ike_fail "Child SAs left after terminate: $(cat "$work/stats.json")"
 grep -q '"sa_table_slots": 0' "$work/stats.json" || ike_fail "SA table slots left after terminate: $(cat "$work/stats.json")"

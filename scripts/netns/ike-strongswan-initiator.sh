@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# esprit as the IKEv2 initiator, site to site, toward a strongSwan 5.9.8
+# gateway (Debian's charon, userspace ESP through kernel-libipsec, which
+# always sends ESP in UDP 4500), with esprit's own dataplane on our side:
+#
+#   ns ike-sw: charon at 172.16.9.2 protecting 10.50.0.1 (on its loopback)
+#        │ veth
+#   ik-out [esprit-dataplane af_packet] ik-in ── ns ike-srv: 192.168.109.2
+#        punt: net_tap iketap<pid> = 172.16.9.1, esprit-ike bound there
+#
+# `esprit-ctl initiate site` starts it (PSK, AES-128-GCM, ECP-256 for IKE).
+# Passes when both ends list the SAs, ping from 192.168.109.2 to 10.50.0.1
+# goes through esprit's dataplane both ways (the table's SA counters count
+# it), a Child SA rekey started by esprit-ctl keeps traffic flowing on new
+# SPIs, and esprit-ctl terminate clears both sides and the table.
+name=ike-strongswan-initiator
+. "$(dirname "$0")/lib.sh"
+ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
+ctl=${ESPRIT_CTL:-$top/target/debug/esprit-ctl}
+peer=${STRONGSWAN_PEER:-$top/../shared/interop/strongswan-peer}
+[[ -x $ike && -x $ctl ]] || fail "$ike or $ctl not built (cargo build -p esprit-controlplane)"
+[[ -x $peer ]] || fail "no strongswan-peer script at $peer"
+[[ -x /usr/lib/ipsec/charon ]] && command -v swanctl >/dev/null \
+  || fail "strongSwan is not installed (scripts/setup installs it)"
+[[ -f /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so ]] || fail "strongSwan's kernel-libipsec plugin is missing (libcharon-extra-plugins)"
+
+add_host ike-sw sw0 ik-out 172.16.9.2/24
+add_host ike-srv srv0 ik-in 192.168.109.2/24 192.168.109.1
+ip -n ike-srv link set srv0 mtu 1400
+# The protected address lives on the namespace's loopback (no dummy
+# interfaces on this kernel).
+ip -n ike-sw addr add 10.50.0.1/32 dev lo
+# See ike-strongswan.sh: keep the root kernel off the af_packet veths.
+for l in ik-out ik-in; do sysctl -qw "net.ipv4.conf.$l.rp_filter=1"; done
+tap=iketap$$
+psk=esprit-site-psk-$$
+
+start_dataplane <<EOT
+dataplane:
+  eal_args: ["-l", "1", "--no-huge", "-m", "512", "--no-pci", "--file-prefix", "esprit-netns-$$", "--log-level", "lib.eal:error"]
+  ports:
+    outside: { device: "$(af_packet 0 ik-out)", rx_desc: 512, tx_desc: 512 }
+    inside: { device: "$(af_packet 1 ik-in)", rx_desc: 512, tx_desc: 512 }
+    punt: { device: "net_tap0,iface=$tap" }
+  workers: { count: 1, cpus: [1] }
+  addresses: { outside: [172.16.9.1], inside: [192.168.109.1] }
+  neighbours:
+    - { ip: 172.16.9.2, mac: "$(ns_mac_of ike-sw sw0)" }
+    - { ip: 192.168.109.2, mac: "$(ns_mac_of ike-srv srv0)" }
+  sa_table: { path: /dev/shm/esprit-netns-$$, capacity: 64 }
+metrics: { listen: null }
+ike:
+  listen: [172.16.9.1]
+  control_socket: $work/ike.sock
+  metrics_listen: null
+  orphan_grace_secs: 0
+  connections:
+    site:
+      remote: 172.16.9.2
+      local_id: esprit.site
+      remote_id: strongswan.site
+      local_auth: { psk: "$psk" }
+      remote_auth: { psk: "$psk" }
+      proposals: [aes128gcm16-prfsha256-ecp256]
+      child:
+        esp_proposals: [aes128gcm16]
+        local_ts: [192.168.109.0/24]
+        remote_ts: [10.50.0.1/32]
+EOT
+ip link set "$tap" up
+ip addr add 172.16.9.1/24 dev "$tap"
+"$ike" --config "$work/dp.yaml" >"$work/ike.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do grep -q "listening on" "$work/ike.log" && break; kill -0 "${pids[-1]}" 2>/dev/null || break; sleep 0.1; done
+grep -q "listening on" "$work/ike.log" || { sed 's/^/  ike| /' "$work/ike.log"; fail "esprit-ike did not start"; }
+ectl() { "$ctl" --socket "$work/ike.sock" "$@"; }
+ike_fail() {
+  sed 's/^/  ike| /' "$work/ike.log" | tail -30
+  [[ -f $work/sw/charon.log ]] && sed 's/^/  charon| /' "$work/sw/charon.log" | grep -v "activating\|queueing" | tail -30
+  fail "$@"
+}
+
+cat >"$work/swanctl.conf" <<EOT
+connections {
+  esprit {
+    local_addrs = 172.16.9.2
+    remote_addrs = 172.16.9.1
+    proposals = aes128gcm16-prfsha256-ecp256
+    local { auth = psk
+            id = strongswan.site }
+    remote { auth = psk
+             id = esprit.site }
+    children {
+      site { local_ts = 10.50.0.1/32
+             remote_ts = 192.168.109.0/24
+             esp_proposals = aes128gcm16 }
+    }
+  }
+}
+secrets {
+  ike-esprit { id-1 = strongswan.site
+               id-2 = esprit.site
+               secret = "$psk" }
+}
+EOT
+"$peer" start ike-sw "$work/sw" "$work/swanctl.conf" >"$work/sw-load.log" 2>&1 || { cat "$work/sw-load.log"; ike_fail "strongSwan did not start"; }
+[[ -f $work/sw/pid ]] && pids+=("$(cat "$work/sw/pid")")
+
+ectl initiate site >/dev/null || ike_fail "esprit-ctl initiate site was refused"
+for _ in $(seq 100); do ectl list-sas >"$work/sas.txt" 2>&1; grep -q "INSTALLED" "$work/sas.txt" && break; sleep 0.1; done
+ectl list-sas >"$work/sas.txt"
+grep -q "ESTABLISHED" "$work/sas.txt" && grep -q "INSTALLED" "$work/sas.txt" || ike_fail "no tunnel after 10 s: $(cat "$work/sas.txt")"
+grep -q "(initiator)" "$work/sas.txt" || ike_fail "esprit is not listed as the initiator: $(cat "$work/sas.txt")"
+"$peer" swanctl ike-sw "$work/sw" --list-sas >"$work/sw-sas.log" 2>&1
+grep -q "ESTABLISHED" "$work/sw-sas.log" && grep -q "INSTALLED" "$work/sw-sas.log" || ike_fail "strongSwan lists no tunnel: $(cat "$work/sw-sas.log")"
+
+ip netns exec ike-srv ping -c 5 -i 0.2 -W 2 10.50.0.1 >"$work/ping.log" 2>&1 \
+  || { cat "$work/ping.log"; ike_fail "no ping from 192.168.109.2 to strongSwan's 10.50.0.1 through esprit"; }
+spis() { ectl --json list-sas | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); print(" ".join(c["spi_in"]+"/"+c["spi_out"]+"/"+str(c.get("in_pkts",0))+"/"+str(c.get("out_pkts",0))+"/"+str(c["child_sa"]) for i in d["ike_sas"] for c in i["child_sas"] if c["state"]=="INSTALLED"))'; }
+read -r before <<<"$(spis)"
+IFS=/ read -r in1 out1 inp1 outp1 child1 <<<"$before"
+[[ ${inp1:-0} -ge 5 && ${outp1:-0} -ge 5 ]] || ike_fail "esprit's SA counters do not show the ping (in $inp1, out $outp1)"
+
+# Rekey the Child SA from esprit while traffic flows; the ping must not stop.
+ip netns exec ike-srv ping -c 30 -i 0.1 -W 2 10.50.0.1 >"$work/ping-rekey.log" 2>&1 &
+pinger=$!
+sleep 0.5
+ectl rekey child "$child1" >/dev/null || ike_fail "esprit-ctl rekey child $child1 was refused"
+# iputils ping exits 0 on partial loss (without -w): read its summary.
+wait $pinger || true; grep -q " 0% packet loss" "$work/ping-rekey.log" \
+  || { tail -3 "$work/ping-rekey.log"; ike_fail "ping lost packets across the Child SA rekey"; }
+after=$(spis)
+IFS=/ read -r in2 out2 inp2 outp2 child2 <<<"$after"
+[[ -n $in2 && $in2 != "$in1" && $out2 != "$out1" ]] || ike_fail "no new SPIs after the rekey: before $before, after $after"
+[[ ${inp2:-0} -ge 1 && ${outp2:-0} -ge 1 ]] || ike_fail "no traffic on the rekeyed SAs: $after"
+
+ike_sa=$(ectl --json list-sas | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["ike_sas"][0]["ike_sa"])')
+ectl terminate "$ike_sa" >/dev/null || ike_fail "esprit-ctl terminate failed"
+# (Through files, not pipes: grep -q closing a pipe early fails the
+# pipeline under pipefail.)
+sw_established() { "$peer" swanctl ike-sw "$work/sw" --list-sas >"$work/sw-now.log" 2>&1; grep -q ESTABLISHED "$work/sw-now.log"; }
+for _ in $(seq 50); do sw_established || break; sleep 0.1; done
+sw_established && ike_fail "strongSwan still has the IKE SA after esprit terminated it"
+ectl --json stats >"$work/stats.json"
+grep -q '"sa_table_slots": 0' "$work/stats.json" || ike_fail "SA table slots left after terminate: $(cat "$work/stats.json")"
+"$peer" stop ike-sw "$work/sw"
+pass
