@@ -12,7 +12,8 @@
 # Passes when both ends list the SAs, ping from 192.168.109.2 to 10.50.0.1
 # goes through esprit's dataplane both ways (the table's SA counters count
 # it), a Child SA rekey started by esprit-ctl keeps traffic flowing on new
-# SPIs, and esprit-ctl terminate clears both sides and the table.
+# SPIs, an IKE SA rekey moves the Child SA to the new IKE SA without loss,
+# and esprit-ctl terminate clears both sides and the table.
 name=ike-strongswan-initiator
 . "$(dirname "$0")/lib.sh"
 ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
@@ -134,7 +135,22 @@ IFS=/ read -r in2 out2 inp2 outp2 child2 <<<"$after"
 [[ -n $in2 && $in2 != "$in1" && $out2 != "$out1" ]] || ike_fail "no new SPIs after the rekey: before $before, after $after"
 [[ ${inp2:-0} -ge 1 && ${outp2:-0} -ge 1 ]] || ike_fail "no traffic on the rekeyed SAs: $after"
 
-ike_sa=$(ectl --json list-sas | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["ike_sas"][0]["ike_sa"])')
+# Rekey the IKE SA from esprit during traffic: a new IKE SA carries on,
+# the Child SA moves to it and keeps its SPIs and its slots.
+established_ike() { ectl --json list-sas | /usr/bin/python3 -c 'import json,sys; print(" ".join(str(i["ike_sa"]) for i in json.load(sys.stdin)["ike_sas"] if i["state"]=="Established"))'; }
+old_ike=$(established_ike)
+ip netns exec ike-srv ping -c 20 -i 0.1 -W 2 10.50.0.1 >"$work/ping-ike-rekey.log" 2>&1 &
+pinger=$!
+sleep 0.3
+ectl rekey ike "$old_ike" >/dev/null || ike_fail "esprit-ctl rekey ike $old_ike was refused"
+wait $pinger || true
+grep -q " 0% packet loss" "$work/ping-ike-rekey.log" || { tail -3 "$work/ping-ike-rekey.log"; ike_fail "ping lost packets across the IKE SA rekey"; }
+for _ in $(seq 50); do new_ike=$(established_ike); [[ -n $new_ike && $new_ike != "$old_ike" ]] && break; sleep 0.1; done
+[[ -n $new_ike && $new_ike != "$old_ike" ]] || ike_fail "no new IKE SA after the IKE SA rekey (was $old_ike, now '$new_ike')"
+[[ $(spis) == "$in2/$out2/"* ]] || ike_fail "the Child SA did not move to the new IKE SA unchanged: $(spis), was $after"
+ectl --json stats >"$work/stats.json"
+grep -q '"esprit_ike_rekeys_total{kind=ike}": 1' "$work/stats.json" || ike_fail "the IKE SA rekey is not counted: $(cat "$work/stats.json")"
+ike_sa=$new_ike
 ectl terminate "$ike_sa" >/dev/null || ike_fail "esprit-ctl terminate failed"
 # (Through files, not pipes: grep -q closing a pipe early fails the
 # pipeline under pipefail.)

@@ -1,0 +1,154 @@
+//! The SA table as esprit-ike programs it, checked slot by slot: both
+//! directions, UDP encapsulation, make-before-break rekeys, volume
+//! lifetimes from the dataplane's counters (simulated here through the
+//! same per-SA state the workers write), and the refusal of suites the
+//! dataplane cannot run.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use esprit_controlplane::table::{LifetimeAction, ProgramError, SaProgrammer};
+use ike_crypto::Secret;
+use ike_proto::{ChildKeys, ChildSaHandle, ChildSaInstall, EspSuite, IkeSaHandle, Lifetimes, Mode, Time, TrafficSelector};
+use ike_wire::{EncrId, IntegId};
+use sa_table::{Direction, SaFlags, TransformId};
+
+const T0: Time = Time::from_unix_secs(1_800_000_000);
+
+struct Table(PathBuf);
+
+impl Table {
+    fn new(name: &str) -> Self {
+        let p = PathBuf::from(format!("/dev/shm/esprit-ike-table-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        Self(p)
+    }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn keys(b: u8) -> ChildKeys {
+    ChildKeys { encr: Secret::new(vec![b; 36]), integ: Secret::new(Vec::new()) }
+}
+
+fn install(child: u64, spi: u32, rekey_of: Option<u64>, local: &str) -> ChildSaInstall {
+    let p = |s: &str| {
+        let (a, l) = s.split_once('/').unwrap();
+        TrafficSelector::prefix(a.parse().unwrap(), l.parse().unwrap()).unwrap()
+    };
+    ChildSaInstall {
+        ike_sa: IkeSaHandle(1),
+        child_sa: ChildSaHandle(child),
+        spi_in: spi,
+        spi_out: spi + 1,
+        keys_in: keys(1),
+        keys_out: keys(2),
+        suite: EspSuite { encr: EncrId::ENCR_AES_GCM_16, key_bits: Some(256), integ: IntegId::NONE, esn: false, ke: None },
+        mode: Mode::Tunnel,
+        ts_local: vec![p("192.168.109.0/24")],
+        ts_remote: vec![p("10.99.0.1/32")],
+        lifetime: Lifetimes { rekey_bytes: 1000, hard_bytes: 2000, ..Lifetimes::default() },
+        local: local.parse::<SocketAddr>().unwrap(),
+        remote: "172.16.9.2:4500".parse().unwrap(),
+        udp_encap: false,
+        rekey_of: rekey_of.map(ChildSaHandle),
+    }
+}
+
+fn open(t: &Table) -> SaProgrammer {
+    SaProgrammer::open(&t.0, 16, 1024, 4500, T0, Duration::from_secs(30)).unwrap().0
+}
+
+#[test]
+fn a_child_sa_becomes_an_inbound_and_an_outbound_slot_with_udp_encapsulation_on_port_4500() {
+    let t = Table::new("slots");
+    let mut p = open(&t);
+    let e = p.install(T0, &install(7, 0x100, None, "172.16.9.1:4500")).unwrap().clone();
+    assert!(e.udp_encap);
+    let w = p.writer();
+    let inb = w.get(e.inbound).unwrap();
+    let out = w.get(e.outbound.unwrap()).unwrap();
+    assert_eq!((inb.direction, inb.spi, out.direction, out.spi), (Direction::INBOUND, 0x100, Direction::OUTBOUND, 0x101));
+    assert_eq!(inb.transform, TransformId::AES_GCM_16);
+    assert_eq!((inb.key(), inb.salt), (&[1u8; 32][..], [1; 4]));
+    assert_eq!((out.key(), out.salt), (&[2u8; 32][..], [2; 4]));
+    assert!(out.flags.contains(SaFlags::UDP_ENCAP) && inb.flags.contains(SaFlags::UDP_ENCAP));
+    assert_eq!((out.udp_src_port, out.udp_dst_port), (4500, 4500));
+    assert_eq!(out.outer_src_addr(), Some("172.16.9.1".parse().unwrap()));
+    assert_eq!(inb.outer_src_addr(), Some("172.16.9.2".parse().unwrap()));
+    assert_eq!(out.served().len(), 1);
+    assert_eq!(inb.served().len(), 0);
+    assert_eq!((inb.replay_window_pkts, out.initial_seq), (1024, 1));
+    assert_eq!(out.lifetime.soft_bytes, 1000);
+    assert_eq!(inb.cookie, esprit_controlplane::table::cookie(ChildSaHandle(7)));
+    // On port 500 without a NAT: raw ESP.
+    let e2 = p.install(T0, &install(8, 0x200, None, "172.16.9.1:500")).unwrap().clone();
+    assert!(!e2.udp_encap);
+    assert!(!p.writer().get(e2.outbound.unwrap()).unwrap().flags.contains(SaFlags::UDP_ENCAP));
+}
+
+#[test]
+fn a_rekey_replaces_the_outbound_slot_at_once_and_keeps_the_old_inbound_until_its_delete() {
+    let t = Table::new("rekey");
+    let mut p = open(&t);
+    let old = p.install(T0, &install(7, 0x100, None, "172.16.9.1:4500")).unwrap().clone();
+    let new = p.install(T0, &install(9, 0x300, Some(7), "172.16.9.1:4500")).unwrap().clone();
+    // Old inbound, new inbound, new outbound.
+    assert_eq!(p.live_slots(), 3);
+    assert!(p.writer().get(old.outbound.unwrap()).is_err(), "the old outbound SA is gone");
+    assert!(p.writer().get(old.inbound).is_ok(), "the old inbound SA still decrypts packets in flight");
+    assert_eq!(p.child(ChildSaHandle(7)).unwrap().outbound, None);
+    assert!(p.delete(ChildSaHandle(7)).is_some());
+    assert_eq!(p.live_slots(), 2);
+    assert!(p.writer().get(new.inbound).is_ok() && p.writer().get(new.outbound.unwrap()).is_ok());
+    assert_eq!(p.delete_ike_sa(IkeSaHandle(1)), 1);
+    assert_eq!(p.live_slots(), 0);
+}
+
+#[test]
+fn volume_lifetimes_from_the_counters_ask_for_one_rekey_then_one_delete() {
+    let t = Table::new("lifetimes");
+    let mut p = open(&t);
+    let e = p.install(T0, &install(7, 0x100, None, "172.16.9.1:4500")).unwrap().clone();
+    assert_eq!(p.check_lifetimes(T0), vec![]);
+    p.writer().state(e.inbound).unwrap().add_traffic(10, 999);
+    assert_eq!(p.check_lifetimes(T0), vec![]);
+    assert!(p.child(ChildSaHandle(7)).unwrap().last_active.is_some());
+    p.writer().state(e.inbound).unwrap().add_traffic(1, 1);
+    let want = LifetimeAction::Rekey { ike_sa: IkeSaHandle(1), child_sa: ChildSaHandle(7) };
+    assert_eq!(p.check_lifetimes(T0), vec![want]);
+    assert_eq!(p.check_lifetimes(T0), vec![], "asked once");
+    p.writer().state(e.outbound.unwrap()).unwrap().add_traffic(10, 2000);
+    let want = LifetimeAction::Delete { ike_sa: IkeSaHandle(1), child_sa: ChildSaHandle(7) };
+    assert_eq!(p.check_lifetimes(T0), vec![want]);
+    assert_eq!(p.check_lifetimes(T0), vec![]);
+}
+
+#[test]
+fn an_outbound_sequence_number_near_exhaustion_asks_for_a_rekey() {
+    let t = Table::new("seq");
+    let mut p = open(&t);
+    let e = p.install(T0, &install(7, 0x100, None, "172.16.9.1:4500")).unwrap().clone();
+    let st = p.writer().state(e.outbound.unwrap()).unwrap();
+    // Without ESN, 7/8 of the 32-bit space.
+    st.reserve_seq(u32::MAX - u32::MAX / 8, false).unwrap();
+    assert_eq!(p.check_lifetimes(T0), vec![LifetimeAction::Rekey { ike_sa: IkeSaHandle(1), child_sa: ChildSaHandle(7) }]);
+}
+
+#[test]
+fn suites_the_dataplane_cannot_run_are_refused_and_leave_the_table_unchanged() {
+    let t = Table::new("refuse");
+    let mut p = open(&t);
+    let mut i = install(7, 0x100, None, "172.16.9.1:4500");
+    i.suite.encr = EncrId::ENCR_AES_CBC;
+    i.suite.integ = IntegId::AUTH_HMAC_SHA2_256_128;
+    assert!(matches!(p.install(T0, &i), Err(ProgramError::UnsupportedSuite(..))));
+    let mut i = install(7, 0x100, None, "172.16.9.1:4500");
+    i.keys_in = ChildKeys { encr: Secret::new(vec![0; 10]), integ: Secret::new(Vec::new()) };
+    assert!(matches!(p.install(T0, &i), Err(ProgramError::BadKey(10))));
+    assert_eq!(p.live_slots(), 0);
+}
