@@ -9,13 +9,17 @@
 #        punt: net_tap iketap<pid> = 172.16.9.1 in the root namespace,
 #              esprit-ike bound there on UDP 500/4500
 #
-# PSK authentication, AES-256-GCM for IKE and ESP, X25519. Passes when the
+# AES-256-GCM for IKE and ESP, X25519; PSK authentication, or with AUTH=cert
+# certificates from a throwaway CA made here with openssl (KEY=ecdsa, ed25519
+# or rsa: RFC 7427 signatures both ways). Passes when the
 # tunnel comes up, the client got 10.99.0.1, ping and a bulk TCP transfer
 # from the virtual IP to the server go through esprit's dataplane (its SA
 # counters, read by esprit-ctl list-sas, count them), and a terminate from
 # esprit-ctl takes the SAs down on both sides and out of the table.
 # DEMO=1 prints esprit-ctl's views and both processes' metrics.
-name=ike-strongswan
+auth=${AUTH:-psk} key=${KEY:-ecdsa}
+name="ike-strongswan auth=$auth${AUTH:+ key=$key}"
+[[ $auth == psk ]] && name=ike-strongswan
 . "$(dirname "$0")/lib.sh"
 ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
 ctl=${ESPRIT_CTL:-$top/target/debug/esprit-ctl}
@@ -40,6 +44,44 @@ ip -n ike-srv link set srv0 mtu 1400
 for l in ik-out ik-in; do sysctl -qw "net.ipv4.conf.$l.rp_filter=1"; done
 tap=iketap$$
 psk=esprit-interop-psk-$$
+client_id=client@esprit
+if [[ $auth == psk ]]; then
+  ike_local_auth="{ psk: \"$psk\" }" ike_remote_auth="{ psk: \"$psk\" }"
+  sw_local="auth = psk" sw_remote="auth = psk"
+  sw_secrets="ike-esprit { id-1 = $client_id
+               id-2 = gw.esprit
+               secret = \"$psk\" }"
+elif [[ $auth == cert ]]; then
+  client_id=client.esprit
+  case $key in
+    ecdsa) newkey=(-newkey ec -pkeyopt ec_paramgen_curve:P-256) ;;
+    ed25519) newkey=(-newkey ed25519) ;;
+    rsa) newkey=(-newkey rsa:2048) ;;
+    *) fail "KEY must be ecdsa, ed25519 or rsa" ;;
+  esac
+  mkdir -p "$work/pki"
+  (
+    cd "$work/pki"
+    openssl req -x509 "${newkey[@]}" -nodes -keyout ca.key -out ca.pem -days 2 -subj "/CN=esprit interop CA" \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+    for h in gw client; do
+      openssl req "${newkey[@]}" -nodes -keyout $h.key -out $h.csr -subj "/CN=$h.esprit"
+      printf "subjectAltName=DNS:$h.esprit\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n" >$h.ext
+      openssl x509 -req -in $h.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $h.pem -days 2 -extfile $h.ext
+    done
+  ) >"$work/pki.log" 2>&1 || { cat "$work/pki.log"; fail "openssl could not make the test PKI"; }
+  ike_local_auth="{ cert: $work/pki/gw.pem, key: $work/pki/gw.key }" ike_remote_auth="{ cas: [$work/pki/ca.pem] }"
+  # swanctl loads private keys only from its credential directories, which
+  # sit beside the swanctl.conf it is given ($work).
+  mkdir -p "$work/x509" "$work/x509ca" "$work/pkcs8"
+  cp "$work/pki/client.pem" "$work/x509/"; cp "$work/pki/ca.pem" "$work/x509ca/"
+  cp "$work/pki/client.key" "$work/pkcs8/"
+  sw_local="auth = pubkey
+            certs = client.pem" sw_remote="auth = pubkey"
+  sw_secrets=""
+else
+  fail "AUTH must be psk or cert"
+fi
 metrics_port=${METRICS_PORT:-0}
 ike_metrics_port=${IKE_METRICS_PORT:-0}
 
@@ -67,9 +109,9 @@ ike:
   connections:
     rw:
       local_id: gw.esprit
-      remote_id: client@esprit
-      local_auth: { psk: "$psk" }
-      remote_auth: { psk: "$psk" }
+      remote_id: $client_id
+      local_auth: $ike_local_auth
+      remote_auth: $ike_remote_auth
       proposals: [aes256gcm16-prfsha256-x25519, aes128gcm16-prfsha256-ecp256]
       pool: rw
       child:
@@ -87,6 +129,7 @@ ike_metrics=$(grep -o 'metrics on [0-9.:]*' "$work/ike.log" | cut -d' ' -f3)
 ectl() { "$ctl" --socket "$work/ike.sock" "$@"; }
 ike_fail() {
   sed 's/^/  ike| /' "$work/ike.log" | tail -30
+  [[ -f $work/sw-load.log ]] && grep -v "plugin '" "$work/sw-load.log" | sed 's/^/  swanctl-load| /' | tail -15
   [[ -f $work/sw/charon.log ]] && sed 's/^/  charon| /' "$work/sw/charon.log" | grep -v "^  charon| .*\(sending packet\|received packet\)" | tail -40
   fail "$@"
 }
@@ -98,9 +141,9 @@ connections {
     remote_addrs = 172.16.9.1
     vips = 0.0.0.0
     proposals = aes256gcm16-prfsha256-x25519
-    local { auth = psk
-            id = client@esprit }
-    remote { auth = psk
+    local { $sw_local
+            id = $client_id }
+    remote { $sw_remote
              id = gw.esprit }
     children {
       net { remote_ts = 192.168.109.0/24
@@ -109,9 +152,7 @@ connections {
   }
 }
 secrets {
-  ike-esprit { id-1 = client@esprit
-               id-2 = gw.esprit
-               secret = "$psk" }
+  $sw_secrets
 }
 EOT
 "$peer" start ike-rw "$work/sw" "$work/swanctl.conf" >"$work/sw-load.log" 2>&1 || { cat "$work/sw-load.log"; ike_fail "strongSwan did not start"; }
