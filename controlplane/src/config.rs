@@ -26,7 +26,7 @@ use ike_crypto::sig::PrivateKey;
 use ike_crypto::Secret;
 use ike_proto::{
     ChildConfig, ConnectionConfig, EndpointConfig, EspProposal, Family, Identity, IkeProposal, Lifetimes, LocalAuth, Mode,
-    PoolConfig, RemoteAuth, TrafficSelector,
+    PoolConfig, RemoteAuth, RetransmitConfig, TrafficSelector,
 };
 use ike_wire::{EncrId, EsnId, IntegId, KeId, PrfId};
 use serde::Deserialize;
@@ -130,6 +130,10 @@ struct LimitsYaml {
     half_open_limit: Option<usize>,
     half_open_per_peer_limit: Option<usize>,
     half_open_timeout_secs: Option<u64>,
+    /// RFC 7296 §2.1 retransmission: first timeout, backoff base, tries.
+    retransmit_timeout_ms: Option<u64>,
+    retransmit_base: Option<f64>,
+    retransmit_tries: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -296,6 +300,12 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
     if ike.port == ike.natt_port {
         return Err(err("ike.natt_port", "must differ from ike.port"));
     }
+    if ike.limits.retransmit_base.is_some_and(|b| !(1.0..=10.0).contains(&b)) {
+        return Err(err("ike.limits.retransmit_base", "between 1.0 and 10.0"));
+    }
+    if ike.limits.retransmit_timeout_ms == Some(0) {
+        return Err(err("ike.limits.retransmit_timeout_ms", "must be positive"));
+    }
     if ike.replay_window_pkts > sa_table::MAX_REPLAY_WINDOW_PKTS {
         return Err(err("ike.replay_window_pkts", format!("at most {}", sa_table::MAX_REPLAY_WINDOW_PKTS)));
     }
@@ -325,6 +335,11 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
         half_open_limit: l.half_open_limit.unwrap_or(d.half_open_limit),
         half_open_per_peer_limit: l.half_open_per_peer_limit.unwrap_or(d.half_open_per_peer_limit),
         half_open_timeout: l.half_open_timeout_secs.map_or(d.half_open_timeout, Duration::from_secs),
+        retransmit: RetransmitConfig {
+            timeout: l.retransmit_timeout_ms.map_or(d.retransmit.timeout, Duration::from_millis),
+            base: l.retransmit_base.unwrap_or(d.retransmit.base),
+            tries: l.retransmit_tries.unwrap_or(d.retransmit.tries),
+        },
         ..d
     };
     Ok(DaemonConfig {
@@ -729,6 +744,16 @@ ike:
         let e = DaemonConfig::from_yaml(&bad, Path::new(".")).err().unwrap();
         assert_eq!(e.path, "ike.connections.rw.child.esp_proposals[1]");
         assert!(e.msg.contains("md5"), "{}", e.msg);
+    }
+
+    #[test]
+    fn takes_retransmission_limits_and_refuses_a_shrinking_backoff() {
+        let y = YAML.replace("  control_socket: /tmp/ike.sock", "  control_socket: /tmp/ike.sock\n  limits: { retransmit_timeout_ms: 500, retransmit_tries: 2 }");
+        let c = DaemonConfig::from_yaml(&y, Path::new(".")).unwrap();
+        assert_eq!(c.endpoint.retransmit.timeout, Duration::from_millis(500));
+        assert_eq!(c.endpoint.retransmit.tries, 2);
+        let y = YAML.replace("  control_socket: /tmp/ike.sock", "  control_socket: /tmp/ike.sock\n  limits: { retransmit_base: 0.5 }");
+        assert_eq!(DaemonConfig::from_yaml(&y, Path::new(".")).err().unwrap().path, "ike.limits.retransmit_base");
     }
 
     #[test]

@@ -104,6 +104,12 @@ secrets {
                secret = "$psk" }
 }
 EOT
+# charon's plugin settings, but with the resolve plugin writing DNS servers
+# from the CP payload to a file of ours, never the host's /etc/resolv.conf.
+mkdir -p "$work/swplugins"; cp /etc/strongswan.d/charon/*.conf "$work/swplugins/"
+: >"$work/resolv.conf"
+printf 'resolve {\n  load = yes\n  file = %s\n}\n' "$work/resolv.conf" >"$work/swplugins/resolve.conf"
+export SWAN_PLUGIN_CONFS="$work/swplugins/*.conf"
 "$peer" start ike-sw "$work/sw" "$work/swanctl.conf" >"$work/sw-load.log" 2>&1 || { cat "$work/sw-load.log"; ike_fail "strongSwan did not start"; }
 [[ -f $work/sw/pid ]] && pids+=("$(cat "$work/sw/pid")")
 

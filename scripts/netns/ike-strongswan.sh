@@ -14,8 +14,11 @@
 # or rsa: RFC 7427 signatures both ways). Passes when the
 # tunnel comes up, the client got 10.99.0.1, ping and a bulk TCP transfer
 # from the virtual IP to the server go through esprit's dataplane (its SA
-# counters, read by esprit-ctl list-sas, count them), and a terminate from
-# esprit-ctl takes the SAs down on both sides and out of the table.
+# counters, read by esprit-ctl list-sas, count them), a terminate from
+# esprit-ctl takes the SAs down on both sides and out of the table, and so
+# does a delete from strongSwan; esprit-ike restarted under a running
+# dataplane leaves traffic flowing and then clears the orphaned SAs after
+# its grace period; a vanished peer is found by DPD and its SAs removed.
 # DEMO=1 prints esprit-ctl's views and both processes' metrics.
 auth=${AUTH:-psk} key=${KEY:-ecdsa}
 name="ike-strongswan auth=$auth${AUTH:+ key=$key}"
@@ -103,7 +106,8 @@ ike:
   listen: [172.16.9.1]
   control_socket: $work/ike.sock
   metrics_listen: "127.0.0.1:$ike_metrics_port"
-  orphan_grace_secs: 0
+  orphan_grace_secs: 3
+  limits: { retransmit_timeout_ms: 500, retransmit_base: 1.5, retransmit_tries: 2 }
   pools:
     rw: { v4: 10.99.0.0/24, dns: [192.168.109.53] }
   connections:
@@ -114,6 +118,7 @@ ike:
       remote_auth: $ike_remote_auth
       proposals: [aes256gcm16-prfsha256-x25519, aes128gcm16-prfsha256-ecp256]
       pool: rw
+      dpd_delay_secs: 2
       child:
         esp_proposals: [aes256gcm16, aes128gcm16]
         local_ts: [192.168.109.0/24]
@@ -155,8 +160,15 @@ secrets {
   $sw_secrets
 }
 EOT
+# charon's plugin settings, but with the resolve plugin writing DNS servers
+# from the CP payload to a file of ours, never the host's /etc/resolv.conf.
+mkdir -p "$work/swplugins"; cp /etc/strongswan.d/charon/*.conf "$work/swplugins/"
+: >"$work/resolv.conf"
+printf 'resolve {\n  load = yes\n  file = %s\n}\n' "$work/resolv.conf" >"$work/swplugins/resolve.conf"
+export SWAN_PLUGIN_CONFS="$work/swplugins/*.conf"
 "$peer" start ike-rw "$work/sw" "$work/swanctl.conf" >"$work/sw-load.log" 2>&1 || { cat "$work/sw-load.log"; ike_fail "strongSwan did not start"; }
 [[ -f $work/sw/pid ]] && pids+=("$(cat "$work/sw/pid")")
+# pids: dataplane, esprit-ike, charon (the restart below replaces pids[1]).
 "$peer" swanctl ike-rw "$work/sw" --initiate --child net --timeout 30 >"$work/initiate.log" 2>&1 \
   || { sed 's/^/  swanctl| /' "$work/initiate.log" | tail -15; ike_fail "strongSwan could not bring the tunnel up"; }
 say "--- strongSwan: swanctl --list-sas"
@@ -165,6 +177,7 @@ say "--- strongSwan: swanctl --list-sas"
 grep -q "ESTABLISHED" "$work/sw-sas.log" || ike_fail "strongSwan lists no established IKE SA"
 grep -q "INSTALLED" "$work/sw-sas.log" || ike_fail "strongSwan lists no installed Child SA"
 grep -q "10.99.0.1" "$work/sw-sas.log" || ike_fail "the client did not get 10.99.0.1 from esprit's pool"
+grep -q "nameserver 192.168.109.53" "$work/resolv.conf" || ike_fail "the client did not get the pool's DNS server (INTERNAL_IP4_DNS): $(cat "$work/resolv.conf")"
 
 ectl list-sas >"$work/sas.txt" || ike_fail "esprit-ctl list-sas failed"
 say "--- esprit-ctl list-sas"; [[ $demo == 1 ]] && cat "$work/sas.txt"
@@ -214,5 +227,44 @@ sw_established && ike_fail "strongSwan still has the IKE SA after esprit termina
 ectl --json stats >"$work/stats.json"
 grep -q '"child_sas": 0' "$work/stats.json" || ike_fail "Child SAs left after terminate: $(cat "$work/stats.json")"
 grep -q '"sa_table_slots": 0' "$work/stats.json" || ike_fail "SA table slots left after terminate: $(cat "$work/stats.json")"
-"$peer" stop ike-rw "$work/sw"
+
+table_slots() { ectl --json stats >"$work/stats.json" && /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["sa_table_slots"])' "$work/stats.json"; }
+up_again() {
+  "$peer" swanctl ike-rw "$work/sw" --initiate --child net --timeout 30 >"$work/initiate.log" 2>&1 \
+    || { sed 's/^/  swanctl| /' "$work/initiate.log" | tail -15; ike_fail "strongSwan could not bring the tunnel up again ($1)"; }
+  [[ $(table_slots) == 2 ]] || ike_fail "no SAs in the table after the tunnel came up again ($1)"
+}
+
+# A delete from the peer (swanctl --terminate) empties esprit's table.
+up_again "before the peer's delete"
+"$peer" swanctl ike-rw "$work/sw" --terminate --ike esprit --timeout 10 >"$work/terminate.log" 2>&1 \
+  || { cat "$work/terminate.log"; ike_fail "swanctl --terminate failed"; }
+for _ in $(seq 50); do [[ $(table_slots) == 0 ]] && break; sleep 0.1; done
+[[ $(table_slots) == 0 ]] || ike_fail "SAs left in esprit's table after the peer deleted the IKE SA"
+
+# esprit-ike restarts while the dataplane runs (DESIGN.md §1): traffic goes
+# on over the SAs in the table; the new esprit-ike finds them orphaned (it
+# keeps no IKE state across restarts), keeps them orphan_grace_secs (3),
+# then deletes them.
+up_again "before the restart"
+kill -TERM "${pids[1]}"; wait "${pids[1]}" 2>/dev/null || true
+ip netns exec ike-rw ping -c 3 -i 0.2 -W 2 192.168.109.2 >"$work/ping-norestart.log" 2>&1 \
+  || { cat "$work/ping-norestart.log"; ike_fail "traffic stopped while esprit-ike was down (the table's SAs should carry it)"; }
+"$ike" --config "$work/dp.yaml" >>"$work/ike.log" 2>&1 &
+pids[1]=$!
+for _ in $(seq 50); do [[ -S $work/ike.sock ]] && ectl stats >/dev/null 2>&1 && break; sleep 0.1; done
+ectl --json list-sas >"$work/sas.json" || ike_fail "the restarted esprit-ike does not answer"
+/usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert len(d["orphans"]) == 2 and not d["ike_sas"], d' "$work/sas.json" \
+  || ike_fail "the restarted esprit-ike does not list the 2 orphaned SAs: $(cat "$work/sas.json")"
+for _ in $(seq 60); do [[ $(table_slots) == 0 ]] && break; sleep 0.1; done
+[[ $(table_slots) == 0 ]] || ike_fail "orphaned SAs still in the table after the grace period"
+"$peer" swanctl ike-rw "$work/sw" --terminate --ike esprit --force --timeout 5 >/dev/null 2>&1 || true
+
+# Dead peer detection (dpd_delay_secs 2, retransmits 0.5 s x1.5, 2 tries):
+# strongSwan vanishes, esprit-ike notices and removes the SAs.
+up_again "before DPD"
+kill -KILL "$(cat "$work/sw/pid")"  # no DELETE: the peer just vanishes
+for _ in $(seq 150); do [[ $(table_slots) == 0 ]] && break; sleep 0.1; done
+[[ $(table_slots) == 0 ]] || ike_fail "esprit-ike did not notice the dead peer within 15 s"
+grep -q "down: Timeout" "$work/ike.log" || ike_fail "the IKE SA did not go down by timeout after the peer died"
 pass
