@@ -14,7 +14,9 @@
 # or rsa: RFC 7427 signatures both ways). Passes when the
 # tunnel comes up, the client got 10.99.0.1, ping and a bulk TCP transfer
 # from the virtual IP to the server go through esprit's dataplane (its SA
-# counters, read by esprit-ctl list-sas, count them), a terminate from
+# counters, read by esprit-ctl list-sas, count them; 200 MB cross the Child
+# SA's rekey_bytes, so esprit rekeys it from those counters), strongSwan's
+# own Child SA and IKE SA rekeys lose no ping, a terminate from
 # esprit-ctl takes the SAs down on both sides and out of the table, and so
 # does a delete from strongSwan; esprit-ike restarted under a running
 # dataplane leaves traffic flowing and then clears the orphaned SAs after
@@ -122,6 +124,9 @@ ike:
       child:
         esp_proposals: [aes256gcm16, aes128gcm16]
         local_ts: [192.168.109.0/24]
+        # Volume lifetime, read from the dataplane's counters: the 200 MB
+        # transfer below crosses it.
+        rekey_bytes: 50000000
 EOT
 ip link set "$tap" up
 ip addr add 172.16.9.1/24 dev "$tap"
@@ -191,7 +196,7 @@ say "--- ping from the road warrior (10.99.0.1) to 192.168.109.2"; [[ $demo == 1
 ip netns exec ike-srv iperf3 -s -1 -B 192.168.109.2 >"$work/iperf-s.log" 2>&1 &
 iperf_srv=$!
 sleep 0.5
-ip netns exec ike-rw timeout 30 iperf3 -c 192.168.109.2 -t 3 -f m >"$work/iperf.log" 2>&1 \
+ip netns exec ike-rw timeout 90 iperf3 -c 192.168.109.2 -n 200M -f m >"$work/iperf.log" 2>&1 \
   || { cat "$work/iperf.log"; ike_fail "bulk TCP transfer (iperf3) through the tunnel failed"; }
 wait $iperf_srv 2>/dev/null || true
 mbits=$(awk '/receiver/ {print $7}' "$work/iperf.log")
@@ -201,10 +206,32 @@ ectl --json list-sas >"$work/sas.json" || ike_fail "esprit-ctl --json list-sas f
 /usr/bin/python3 - "$work/sas.json" <<'PY' || ike_fail "esprit's SA counters do not show the traffic: $(cat "$work/sas.json")"
 import json, sys
 d = json.load(open(sys.argv[1]))
-c = d["ike_sas"][0]["child_sas"][0]
+c = [c for c in d["ike_sas"][0]["child_sas"] if c["state"] == "INSTALLED"][-1]
 assert c["in_pkts"] >= 1000 and c["out_pkts"] >= 5, c
 assert c["ts_remote"] == ["10.99.0.1/32"], c
 PY
+ectl --json stats >"$work/stats.json"
+grep -q '"esprit_ike_rekeys_total{kind=child}": [1-9]' "$work/stats.json" \
+  || ike_fail "200 MB through a Child SA with rekey_bytes 50 MB did not rekey it: $(cat "$work/stats.json")"
+
+# Rekeys started by the peer, during traffic: Child SA, then IKE SA.
+for what in "--child net" "--ike esprit"; do
+  ip netns exec ike-rw ping -c 20 -i 0.1 -W 2 192.168.109.2 >"$work/ping-rekey.log" 2>&1 &
+  pinger=$!
+  sleep 0.3
+  "$peer" swanctl ike-rw "$work/sw" --rekey $what >"$work/rekey.log" 2>&1 || { cat "$work/rekey.log"; ike_fail "swanctl --rekey $what failed"; }
+  wait $pinger || true
+  grep -q " 0% packet loss" "$work/ping-rekey.log" || { tail -3 "$work/ping-rekey.log"; ike_fail "ping lost packets across the peer's rekey ($what)"; }
+done
+ectl --json stats >"$work/stats.json"
+grep -q '"esprit_ike_rekeys_total{kind=ike}": 1' "$work/stats.json" || ike_fail "the peer's IKE SA rekey is not counted: $(cat "$work/stats.json")"
+ectl --json list-sas >"$work/sas.json"
+/usr/bin/python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+up = [i for i in d["ike_sas"] if i["state"] == "Established"]
+assert len(up) == 1 and [c["state"] for c in up[0]["child_sas"]] == ["INSTALLED"], d' "$work/sas.json" \
+  || ike_fail "not exactly one IKE SA with one installed Child SA after the rekeys: $(cat "$work/sas.json")"
 ectl list-sas >"$work/sas.txt"
 say "--- esprit-ctl list-sas after the traffic"; [[ $demo == 1 ]] && cat "$work/sas.txt"
 if [[ $demo == 1 ]]; then
@@ -217,7 +244,7 @@ if [[ $demo == 1 ]]; then
   fi
 fi
 
-ike_sa=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ike_sas"][0]["ike_sa"])' "$work/sas.json")
+ike_sa=$(/usr/bin/python3 -c 'import json,sys; print([i for i in json.load(open(sys.argv[1]))["ike_sas"] if i["state"] == "Established"][0]["ike_sa"])' "$work/sas.json")
 ectl terminate "$ike_sa" >/dev/null || ike_fail "esprit-ctl terminate failed"
 # (Through files, not pipes: grep -q closing a pipe early fails the
 # pipeline under pipefail.)
