@@ -21,10 +21,13 @@
 # does a delete from strongSwan; esprit-ike restarted under a running
 # dataplane leaves traffic flowing and then clears the orphaned SAs after
 # its grace period; a vanished peer is found by DPD and its SAs removed.
+# NAT=1 puts the client behind a port-rewriting NAT namespace.
 # DEMO=1 prints esprit-ctl's views and both processes' metrics.
 auth=${AUTH:-psk} key=${KEY:-ecdsa}
 name="ike-strongswan auth=$auth${AUTH:+ key=$key}"
 [[ $auth == psk ]] && name=ike-strongswan
+nat=${NAT:-0}
+[[ $nat == 1 ]] && name="$name nat"
 . "$(dirname "$0")/lib.sh"
 ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
 ctl=${ESPRIT_CTL:-$top/target/debug/esprit-ctl}
@@ -37,7 +40,24 @@ peer=${STRONGSWAN_PEER:-$top/../shared/interop/strongswan-peer}
 demo=${DEMO:-0}
 say() { [[ $demo == 1 ]] && echo "$@" || true; }
 
-add_host ike-rw rw0 ik-out 172.16.9.2/24
+if [[ $nat == 1 ]]; then
+  # NAT=1: the client sits behind a masquerading router namespace that also
+  # rewrites UDP source ports, so esprit must detect the NAT (RFC 7296
+  # §2.23), follow the peer to 4500 and send ESP to the mapped port.
+  add_host ike-nat nat0 ik-out 172.16.9.2/24
+  ip netns add ike-rw; netns+=(ike-rw)
+  ip -n ike-nat link add natin type veth peer name rw0 netns ike-rw
+  ip -n ike-nat addr add 10.0.5.1/24 dev natin; ip -n ike-nat link set natin up
+  ip -n ike-rw link set lo up; ip -n ike-rw addr add 10.0.5.2/24 dev rw0; ip -n ike-rw link set rw0 up
+  ip -n ike-rw route add default via 10.0.5.1
+  ip netns exec ike-nat sysctl -qw net.ipv4.ip_forward=1
+  ip netns exec ike-nat iptables -t nat -A POSTROUTING -o nat0 -p udp -j MASQUERADE --to-ports 20000-29999
+  ip netns exec ike-nat iptables -t nat -A POSTROUTING -o nat0 -j MASQUERADE
+  client_ns=ike-nat client_if=nat0 client_addr=10.0.5.2
+else
+  add_host ike-rw rw0 ik-out 172.16.9.2/24
+  client_ns=ike-rw client_if=rw0 client_addr=172.16.9.2
+fi
 add_host ike-srv srv0 ik-in 192.168.109.2/24 192.168.109.1
 # ESP adds up to 73 bytes and the dataplane does not fragment: leave room
 # on the server side (the client's TUN device has its own smaller MTU).
@@ -100,7 +120,7 @@ dataplane:
   workers: { count: 1, cpus: [1] }
   addresses: { outside: [172.16.9.1], inside: [192.168.109.1] }
   neighbours:
-    - { ip: 172.16.9.2, mac: "$(ns_mac_of ike-rw rw0)" }
+    - { ip: 172.16.9.2, mac: "$(ns_mac_of $client_ns $client_if)" }
     - { ip: 192.168.109.2, mac: "$(ns_mac_of ike-srv srv0)" }
   sa_table: { path: /dev/shm/esprit-netns-$$, capacity: 64 }
 metrics: { listen: "127.0.0.1:$metrics_port" }
@@ -147,7 +167,7 @@ ike_fail() {
 cat >"$work/swanctl.conf" <<EOT
 connections {
   esprit {
-    local_addrs = 172.16.9.2
+    local_addrs = $client_addr
     remote_addrs = 172.16.9.1
     vips = 0.0.0.0
     proposals = aes256gcm16-prfsha256-x25519
@@ -188,6 +208,11 @@ ectl list-sas >"$work/sas.txt" || ike_fail "esprit-ctl list-sas failed"
 say "--- esprit-ctl list-sas"; [[ $demo == 1 ]] && cat "$work/sas.txt"
 grep -q "ESTABLISHED" "$work/sas.txt" || ike_fail "esprit-ctl lists no established IKE SA: $(cat "$work/sas.txt")"
 grep -q "INSTALLED, TUNNEL-in-UDP" "$work/sas.txt" || ike_fail "esprit-ctl lists no installed UDP-encapsulated Child SA: $(cat "$work/sas.txt")"
+if [[ $nat == 1 ]]; then
+  grep -q "NAT: remote behind NAT" "$work/sas.txt" || ike_fail "esprit did not detect the NAT: $(cat "$work/sas.txt")"
+  grep -Eq "remote 'client@esprit' @ 172\.16\.9\.2:2[0-9]{4}" "$work/sas.txt" \
+    || ike_fail "esprit does not follow the NAT-mapped port of the peer's 4500: $(cat "$work/sas.txt")"
+fi
 
 ip netns exec ike-rw ping -c 5 -i 0.2 -W 2 192.168.109.2 >"$work/ping.log" 2>&1 \
   || { cat "$work/ping.log"; ike_fail "no ping from the road warrior's virtual IP to the server through esprit"; }
