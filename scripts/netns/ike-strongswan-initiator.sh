@@ -8,7 +8,8 @@
 #   ik-out [esprit-dataplane af_packet] ik-in ── ns ike-srv: 192.168.109.2
 #        punt: net_tap iketap<pid> = 172.16.9.1, esprit-ike bound there
 #
-# `esprit-ctl initiate site` starts it (PSK, AES-128-GCM, ECP-256 for IKE).
+# `esprit-ctl initiate site` starts it (PSK, AES-128-GCM, ECP-256 for IKE),
+# after a connection with the wrong PSK failed and was counted by reason.
 # Passes when both ends list the SAs, ping from 192.168.109.2 to 10.50.0.1
 # goes through esprit's dataplane both ways (the table's SA counters count
 # it), a Child SA rekey started by esprit-ctl keeps traffic flowing on new
@@ -67,6 +68,17 @@ ike:
         esp_proposals: [aes128gcm16]
         local_ts: [192.168.109.0/24]
         remote_ts: [10.50.0.1/32]
+    wrong-key:
+      remote: 172.16.9.2
+      local_id: esprit.site
+      remote_id: strongswan.site
+      local_auth: { psk: "not-$psk" }
+      remote_auth: { psk: "not-$psk" }
+      proposals: [aes128gcm16-prfsha256-ecp256]
+      child:
+        esp_proposals: [aes128gcm16]
+        local_ts: [192.168.109.0/24]
+        remote_ts: [10.50.0.1/32]
 EOT
 ip link set "$tap" up
 ip addr add 172.16.9.1/24 dev "$tap"
@@ -113,6 +125,13 @@ export SWAN_PLUGIN_CONFS="$work/swplugins/*.conf"
 "$peer" start ike-sw "$work/sw" "$work/swanctl.conf" >"$work/sw-load.log" 2>&1 || { cat "$work/sw-load.log"; ike_fail "strongSwan did not start"; }
 [[ -f $work/sw/pid ]] && pids+=("$(cat "$work/sw/pid")")
 
+# A wrong PSK first: strongSwan refuses it, esprit counts the failure.
+ectl initiate wrong-key >/dev/null || ike_fail "esprit-ctl initiate wrong-key was refused"
+for _ in $(seq 100); do
+  ectl --json stats >"$work/stats.json"; grep -q 'handshake_failures_total{reason=auth_failed}": 1' "$work/stats.json" && break; sleep 0.1
+done
+grep -q 'handshake_failures_total{reason=auth_failed}": 1' "$work/stats.json" \
+  || ike_fail "a refused PSK is not counted as an authentication failure: $(cat "$work/stats.json")"
 ectl initiate site >/dev/null || ike_fail "esprit-ctl initiate site was refused"
 for _ in $(seq 100); do ectl list-sas >"$work/sas.txt" 2>&1; grep -q "INSTALLED" "$work/sas.txt" && break; sleep 0.1; done
 ectl list-sas >"$work/sas.txt"
