@@ -607,22 +607,18 @@ fn counters(m: &IkeMetrics) -> Value {
 
 fn open_table(cfg: &DaemonConfig, t: Time) -> Result<(SaProgrammer, sa_table::RepairReport), StartError> {
     // The dataplane holds the writer role for a moment at its start (static
-    // SAs): wait for it rather than fail.
-    let mut last = None;
-    for _ in 0..50 {
-        match SaProgrammer::open(&cfg.sa_table_path, cfg.sa_table_capacity, cfg.replay_window_pkts, cfg.endpoint.natt_port, t, cfg.orphan_grace) {
-            Ok(r) => return Ok(r),
-            Err(ProgramError::Attach(sa_table::AttachError::WriterBusy { pid })) => {
-                last = Some(ProgramError::Attach(sa_table::AttachError::WriterBusy { pid }));
+    // SAs): wait up to 5 s for it rather than fail.
+    let open = || SaProgrammer::open(&cfg.sa_table_path, cfg.sa_table_capacity, cfg.replay_window_pkts, cfg.endpoint.natt_port, t, cfg.orphan_grace);
+    let mut tries = 0;
+    loop {
+        match open() {
+            Err(ProgramError::Attach(sa_table::AttachError::WriterBusy { .. })) if tries < 50 => {
+                tries += 1;
                 std::thread::sleep(Duration::from_millis(100));
             }
-            Err(err) => return Err(StartError::Table { path: cfg.sa_table_path.clone(), err }),
+            r => return r.map_err(|err| StartError::Table { path: cfg.sa_table_path.clone(), err }),
         }
     }
-    Err(StartError::Table {
-        path: cfg.sa_table_path.clone(),
-        err: last.unwrap_or(ProgramError::BadKey(0)),
-    })
 }
 
 fn read_socket(s: UdpSocket, local: SocketAddr, tx: Sender<Input>, stop: Arc<AtomicBool>) {
