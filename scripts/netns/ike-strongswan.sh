@@ -235,6 +235,7 @@ c = [c for c in d["ike_sas"][0]["child_sas"] if c["state"] == "INSTALLED"][-1]
 assert c["in_pkts"] >= 1000 and c["out_pkts"] >= 5, c
 assert c["ts_remote"] == ["10.99.0.1/32"], c
 PY
+if [[ $demo == 1 ]]; then echo "--- esprit-ctl list-sas after the transfer (200 MB, rekey_bytes 50 MB)"; ectl list-sas; fi
 ectl --json stats >"$work/stats.json"
 grep -q '"esprit_ike_rekeys_total{kind=child}": [1-9]' "$work/stats.json" \
   || ike_fail "200 MB through a Child SA with rekey_bytes 50 MB did not rekey it: $(cat "$work/stats.json")"
@@ -258,7 +259,7 @@ up = [i for i in d["ike_sas"] if i["state"] == "Established"]
 assert len(up) == 1 and [c["state"] for c in up[0]["child_sas"]] == ["INSTALLED"], d' "$work/sas.json" \
   || ike_fail "not exactly one IKE SA with one installed Child SA after the rekeys: $(cat "$work/sas.json")"
 ectl list-sas >"$work/sas.txt"
-say "--- esprit-ctl list-sas after the traffic"; [[ $demo == 1 ]] && cat "$work/sas.txt"
+say "--- esprit-ctl list-sas after strongSwan rekeyed the Child SA and the IKE SA"; [[ $demo == 1 ]] && cat "$work/sas.txt"
 if [[ $demo == 1 ]]; then
   echo "--- esprit-ctl stats"; ectl stats
   echo "--- esprit-ike metrics (http://$ike_metrics/metrics)"
