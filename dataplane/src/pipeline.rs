@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use crossbeam::queue::ArrayQueue;
 use dpdk::{Burst, Mbuf, Mempool, RxQueue, TxQueue, MAX_BURST};
-use esp::{BatchAead, DropReason, InboundOp, InboundSa, OutboundOp, OutboundSa, PktBuf, Suite};
+use esp::{DropReason, InboundOp, InboundSa, OutboundOp, OutboundSa, PktBuf, Suite};
 use esp_wire::{Ipv4Packet, Ipv6Packet};
 use sa_table::{Change, Reader, SaFlags, SaId, SaParams as SlotParams};
 
@@ -252,30 +252,9 @@ impl<'t> HopCache<'t> {
     }
 }
 
-/// One batch AEAD call over the packets of a run that have an op: seals
-/// (`seal`) or opens them in place; returns, by index in the run, which
-/// succeeded (sealed, or opened with a valid ICV).
+/// One batch AEAD call over the packets of a run that have an op.
 fn run_aead(aead: &Aead, run: &mut [Option<Mbuf>], ops: &[Option<esp::CryptoOp>; MAX_BURST], seal: bool) -> [bool; MAX_BURST] {
-    let mut jobs: [esp::AeadJob<'_>; MAX_BURST] = core::array::from_fn(|_| esp::AeadJob::default());
-    let mut idx = [0u8; MAX_BURST];
-    let mut nj = 0;
-    for (k, slot) in run.iter_mut().enumerate().take(MAX_BURST) {
-        if let (Some(m), Some(op)) = (slot.as_mut(), ops[k]) {
-            jobs[nj] = esp::AeadJob { op, buf: m.data_mut(), ok: false };
-            idx[nj] = k as u8;
-            nj += 1;
-        }
-    }
-    if seal {
-        aead.seal(&mut jobs[..nj]);
-    } else {
-        aead.open(&mut jobs[..nj]);
-    }
-    let mut ok = [false; MAX_BURST];
-    for (j, job) in jobs[..nj].iter().enumerate() {
-        ok[usize::from(idx[j])] = job.ok;
-    }
-    ok
+    esp::aead_burst(aead, run.iter_mut().map(|m| m.as_mut().map(|m| m.data_mut())), ops, seal)
 }
 
 fn write_eth(m: &mut Mbuf, dst: Mac, src: Mac, ethertype: u16) -> bool {

@@ -100,6 +100,41 @@ pub trait BatchAead: Send + Sync {
     fn open(&self, jobs: &mut [AeadJob<'_>]);
 }
 
+/// One batch AEAD call over up to [`crate::MAX_BURST`] packets: `bufs[i]`
+/// (the packet data `ops[i]`'s offsets refer to) is sealed (`seal`) or
+/// opened in place when both are present. Returns, by index, which
+/// succeeded (sealed, or opened with a valid ICV). Shared by the burst
+/// functions of this crate and by callers that hold packets in their own
+/// buffers (the dataplane's mbufs).
+pub fn aead_burst<'a, A: BatchAead + ?Sized>(
+    aead: &A,
+    bufs: impl IntoIterator<Item = Option<&'a mut [u8]>>,
+    ops: &[Option<CryptoOp>],
+    seal: bool,
+) -> [bool; crate::MAX_BURST] {
+    const N: usize = crate::MAX_BURST;
+    let mut jobs: [AeadJob<'a>; N] = core::array::from_fn(|_| AeadJob::default());
+    let mut idx = [0u8; N];
+    let mut n = 0;
+    for (i, buf) in bufs.into_iter().enumerate().take(N) {
+        if let (Some(buf), Some(Some(op))) = (buf, ops.get(i)) {
+            jobs[n] = AeadJob { op: *op, buf, ok: false };
+            idx[n] = i as u8;
+            n += 1;
+        }
+    }
+    if seal {
+        aead.seal(&mut jobs[..n]);
+    } else {
+        aead.open(&mut jobs[..n]);
+    }
+    let mut ok = [false; N];
+    for (j, job) in jobs[..n].iter().enumerate() {
+        ok[usize::from(idx[j])] = job.ok;
+    }
+    ok
+}
+
 /// The software backends available in this crate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {

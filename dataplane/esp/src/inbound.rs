@@ -14,7 +14,7 @@ use esp_wire::{
     EspPacket, EspTrailer, IpProtocol, UdpEncapKind, UdpPacket, NAT_T_PORT,
 };
 
-use crate::aead::{AeadJob, BatchAead, CryptoOp};
+use crate::aead::{aead_burst, BatchAead, CryptoOp};
 use crate::buf::PktBuf;
 use crate::replay::ReplayWindow;
 use crate::sa::{Mode, SaConsts, SaError, SaParams};
@@ -275,25 +275,8 @@ pub fn open_burst<B, A>(
                 Err(r) => *v = Err(r),
             }
         }
-        let mut jobs: [AeadJob<'_>; MAX_BURST] = core::array::from_fn(|_| AeadJob::default());
-        let mut idx = [0u8; MAX_BURST];
-        let mut n = 0;
-        for (i, pkt) in pkts.iter_mut().enumerate() {
-            if let Some(op) = ops[i] {
-                jobs[n] = AeadJob {
-                    op: op.op,
-                    buf: pkt.data_mut(),
-                    ok: false,
-                };
-                idx[n] = i as u8;
-                n += 1;
-            }
-        }
-        aead.open(&mut jobs[..n]);
-        let mut ok = [false; MAX_BURST];
-        for (j, job) in jobs[..n].iter().enumerate() {
-            ok[usize::from(idx[j])] = job.ok;
-        }
+        let crypto: [Option<CryptoOp>; MAX_BURST] = core::array::from_fn(|k| ops[k].map(|o| o.op));
+        let ok = aead_burst(aead, pkts.iter_mut().map(|p| Some(p.data_mut())), &crypto, false);
         for (i, pkt) in pkts.iter_mut().enumerate() {
             if let Some(op) = &ops[i] {
                 verdicts[i] = sa.finish(pkt, op, ok[i]);

@@ -29,7 +29,7 @@ pub mod sa;
 pub mod seq;
 pub mod suite;
 
-pub use aead::{AeadJob, Backend, BatchAead, CryptoOp, KeyError, SoftAead};
+pub use aead::{aead_burst, AeadJob, Backend, BatchAead, CryptoOp, KeyError, SoftAead};
 pub use buf::PktBuf;
 pub use drop::{DropCounters, DropReason};
 pub use inbound::{

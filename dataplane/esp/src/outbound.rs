@@ -19,7 +19,7 @@ use std::net::IpAddr;
 
 use esp_wire::{ipv4::Ipv4Packet, ipv6::Ipv6Packet, udp, IpProtocol, TrailerRepr, UdpPacket};
 
-use crate::aead::{AeadJob, BatchAead, CryptoOp};
+use crate::aead::{aead_burst, BatchAead, CryptoOp};
 use crate::buf::PktBuf;
 use crate::sa::{
     IvPolicy, Mode, SaConsts, SaError, SaParams, TfcPadding, TunnelTemplate, UdpEncap,
@@ -415,25 +415,8 @@ where
                 Err(DropReason::SeqExhausted)
             };
         }
-        let mut jobs: [AeadJob<'_>; MAX_BURST] = core::array::from_fn(|_| AeadJob::default());
-        let mut idx = [0u8; MAX_BURST];
-        let mut n = 0;
-        for (i, pkt) in pkts.iter_mut().enumerate() {
-            if let Some(op) = ops[i] {
-                jobs[n] = AeadJob {
-                    op: op.op,
-                    buf: pkt.data_mut(),
-                    ok: false,
-                };
-                idx[n] = i as u8;
-                n += 1;
-            }
-        }
-        aead.seal(&mut jobs[..n]);
-        let mut ok = [false; MAX_BURST];
-        for (j, job) in jobs[..n].iter().enumerate() {
-            ok[usize::from(idx[j])] = job.ok;
-        }
+        let crypto: [Option<CryptoOp>; MAX_BURST] = core::array::from_fn(|k| ops[k].map(|o| o.op));
+        let ok = aead_burst(aead, pkts.iter_mut().map(|p| Some(p.data_mut())), &crypto, true);
         for (i, pkt) in pkts.iter_mut().enumerate() {
             if let Some(op) = &ops[i] {
                 if ok[i] {
