@@ -25,7 +25,7 @@
 
 use std::path::Path;
 
-use der::{Decode, Encode};
+use der::{Decode, Encode, Tagged};
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
 
 use crate::sig::{pem_or_der, read_file, PublicKey, SignatureScheme, Verifier};
@@ -127,6 +127,27 @@ impl Certificate {
     /// The subject as text, for logs and errors.
     pub fn subject(&self) -> String {
         self.cert.tbs_certificate.subject.to_string()
+    }
+
+    /// The DER SubjectPublicKeyInfo (RFC 5280 §4.1): what a CERTREQ's
+    /// authority hash covers (RFC 7296 §3.7).
+    pub fn spki_der(&self) -> Vec<u8> {
+        self.cert.tbs_certificate.subject_public_key_info.to_der().unwrap_or_default()
+    }
+
+    /// The subjectAltName entries (RFC 5280 §4.2.1.6) as (GeneralName
+    /// context tag, contents): 0x81 rfc822Name, 0x82 dNSName, 0x87
+    /// iPAddress; other forms are returned with their own tag. Empty when
+    /// the certificate has none (or an undecodable one).
+    pub fn subject_alt_names(&self) -> Vec<(u8, Vec<u8>)> {
+        let Some(exts) = &self.cert.tbs_certificate.extensions else { return Vec::new() };
+        let Some(san) = exts.iter().find(|e| e.extn_id == <x509_cert::ext::pkix::SubjectAltName as der::oid::AssociatedOid>::OID) else {
+            return Vec::new();
+        };
+        // GeneralNames ::= SEQUENCE OF GeneralName (each implicitly tagged).
+        Vec::<der::Any>::from_der(san.extn_value.as_bytes())
+            .map(|names| names.iter().map(|n| (n.tag().octet(), n.value().to_vec())).collect())
+            .unwrap_or_default()
     }
 
     /// The subject public key.

@@ -282,97 +282,13 @@ pub fn make_auth(
     }
 }
 
-/// One DER TLV at the start of `input`: (the whole TLV, its contents, the
-/// rest). Short and long definite lengths only (X.509 is DER).
-fn der_tlv(input: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
-    let first = *input.get(1)?;
-    let (header, len) = if first < 0x80 {
-        (2usize, usize::from(first))
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let mut len = 0usize;
-        for i in 0..n {
-            len = (len << 8) | usize::from(*input.get(2 + i)?);
-        }
-        (2 + n, len)
-    };
-    let end = header.checked_add(len)?;
-    let tlv = input.get(..end)?;
-    Some((tlv, &tlv[header..], &input[end..]))
-}
-
-/// The DER SubjectPublicKeyInfo of an X.509 certificate (RFC 5280 §4.1:
-/// the seventh field of TBSCertificate, or the sixth without the optional
-/// `[0] version`).
-pub fn subject_public_key_info(cert_der: &[u8]) -> Option<&[u8]> {
-    let (_, cert, _) = der_tlv(cert_der)?;
-    let (_, tbs, _) = der_tlv(cert)?;
-    let mut rest = tbs;
-    if rest.first() == Some(&0xa0) {
-        rest = der_tlv(rest)?.2;
-    }
-    // serialNumber, signature, issuer, validity, subject.
-    for _ in 0..5 {
-        rest = der_tlv(rest)?.2;
-    }
-    Some(der_tlv(rest)?.0)
-}
-
-/// The subjectAltName entries (RFC 5280 §4.2.1.6) of an X.509
-/// certificate as (GeneralName tag, contents): 0x81 rfc822Name, 0x82
-/// dNSName, 0x87 iPAddress; others are returned as found.
-pub fn subject_alt_names(cert_der: &[u8]) -> Vec<(u8, &[u8])> {
-    const SAN_OID: [u8; 5] = [0x06, 0x03, 0x55, 0x1d, 0x11];
-    let walk = || -> Option<Vec<(u8, &[u8])>> {
-        let (_, cert, _) = der_tlv(cert_der)?;
-        let (_, tbs, _) = der_tlv(cert)?;
-        let mut rest = tbs;
-        // The extensions are the [3] element at the end of TBSCertificate.
-        let mut extensions = None;
-        while !rest.is_empty() {
-            let (tlv, contents, next) = der_tlv(rest)?;
-            if tlv.first() == Some(&0xa3) {
-                extensions = Some(der_tlv(contents)?.1);
-            }
-            rest = next;
-        }
-        let mut exts = extensions?;
-        while !exts.is_empty() {
-            let (_, ext, next) = der_tlv(exts)?;
-            exts = next;
-            if !ext.starts_with(&SAN_OID) {
-                continue;
-            }
-            // extnID, [critical BOOLEAN], extnValue OCTET STRING.
-            let mut fields = &ext[SAN_OID.len()..];
-            if fields.first() == Some(&0x01) {
-                fields = der_tlv(fields)?.2;
-            }
-            let (_, value, _) = der_tlv(fields)?;
-            let (_, mut names, _) = der_tlv(value)?;
-            let mut out = Vec::new();
-            while !names.is_empty() {
-                let (tlv, contents, next) = der_tlv(names)?;
-                out.push((tlv[0], contents));
-                names = next;
-            }
-            return Some(out);
-        }
-        Some(Vec::new())
-    };
-    walk().unwrap_or_default()
-}
-
 /// Whether `id` is bound to the certificate: its subject DN, or one of its
 /// subjectAltNames of the matching type (RFC 4945 §3.1: FQDN to dNSName,
 /// case-insensitively; RFC822 to rfc822Name; IP addresses to iPAddress).
 pub fn identity_in_certificate(id: &Identity, cert: &Certificate) -> bool {
-    let sans = subject_alt_names(cert.der());
+    let sans = cert.subject_alt_names();
     let has = |tag: u8, want: &[u8], fold: bool| {
-        sans.iter().any(|(t, v)| *t == tag && if fold { v.eq_ignore_ascii_case(want) } else { *v == want })
+        sans.iter().any(|(t, v)| *t == tag && if fold { v.eq_ignore_ascii_case(want) } else { v.as_slice() == want })
     };
     match id {
         Identity::Dn(dn) => *dn == cert.subject_der(),
@@ -391,7 +307,7 @@ pub fn identity_in_certificate(id: &Identity, cert: &Certificate) -> bool {
 /// asked this way.
 pub fn certreq(auth: &RemoteAuth) -> Option<CertReq<'static>> {
     let RemoteAuth::PubKey { cas } = auth else { return None };
-    let hashes: Vec<u8> = cas.iter().filter_map(|c| subject_public_key_info(c.der())).flat_map(|spki| Sha1::digest(spki).to_vec()).collect();
+    let hashes: Vec<u8> = cas.iter().flat_map(|c| Sha1::digest(c.spki_der()).to_vec()).collect();
     Some(CertReq { encoding: CertEncoding::X509_SIGNATURE, authorities: hashes.into() })
 }
 
