@@ -299,6 +299,9 @@ impl Daemon {
                 log(format_args!("lifetime {what} refused: {e}"));
             }
         }
+        for ike_sa in self.table.inbound_moved() {
+            self.ep.note_inbound_esp(t, ike_sa);
+        }
         let n = self.table.expire_orphans(t);
         if n > 0 {
             log(format_args!("deleted {n} SA slot(s) left by an earlier esprit-ike"));

@@ -85,6 +85,7 @@ pub struct ChildEntry {
     /// dataplane's own last-use stamp counts from its start, not the epoch).
     pub last_active: Option<Time>,
     last_pkts: u64,
+    last_in_pkts: u64,
     rekey_asked: bool,
     delete_asked: bool,
 }
@@ -210,6 +211,7 @@ impl SaProgrammer {
             installed_at: now,
             last_active: None,
             last_pkts: 0,
+            last_in_pkts: 0,
             rekey_asked: false,
             delete_asked: false,
         };
@@ -305,6 +307,23 @@ impl SaProgrammer {
                 out.push(LifetimeAction::Rekey { ike_sa, child_sa });
             }
         }
+        out
+    }
+
+    /// The IKE SAs whose Child SAs received ESP since the last call: the
+    /// peer is alive (RFC 7296 §2.4), so their liveness checks can wait.
+    pub fn inbound_moved(&mut self) -> Vec<IkeSaHandle> {
+        let mut out = Vec::new();
+        for e in self.children.values_mut() {
+            let Ok(s) = self.writer.state(e.inbound) else { continue };
+            let pkts = s.pkts();
+            if pkts != e.last_in_pkts {
+                e.last_in_pkts = pkts;
+                out.push(e.ike_sa);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
         out
     }
 

@@ -129,6 +129,20 @@ fn volume_lifetimes_from_the_counters_ask_for_one_rekey_then_one_delete() {
 }
 
 #[test]
+fn only_inbound_esp_counts_as_a_sign_of_life_for_the_liveness_check() {
+    let t = Table::new("alive");
+    let mut p = open(&t);
+    let e = p.install(T0, &install(7, 0x100, None, "172.16.9.1:4500")).unwrap().clone();
+    assert_eq!(p.inbound_moved(), vec![]);
+    // Our own outbound traffic says nothing about the peer.
+    p.writer().state(e.outbound.unwrap()).unwrap().add_traffic(5, 500);
+    assert_eq!(p.inbound_moved(), vec![]);
+    p.writer().state(e.inbound).unwrap().add_traffic(1, 100);
+    assert_eq!(p.inbound_moved(), vec![IkeSaHandle(1)]);
+    assert_eq!(p.inbound_moved(), vec![], "reported once per movement");
+}
+
+#[test]
 fn an_outbound_sequence_number_near_exhaustion_asks_for_a_rekey() {
     let t = Table::new("seq");
     let mut p = open(&t);

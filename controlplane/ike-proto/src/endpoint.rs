@@ -471,6 +471,18 @@ impl Endpoint {
         Ok(h)
     }
 
+    /// Tells the endpoint that ESP traffic protected by `ike_sa`'s Child
+    /// SAs arrived (the daemon learns it from the dataplane's counters).
+    /// RFC 7296 §2.4: a liveness check is only due when nothing
+    /// cryptographically protected, IKE or ESP, came from the peer for the
+    /// DPD delay, so this postpones it. Unknown or not established SAs are
+    /// ignored.
+    pub fn note_inbound_esp(&mut self, now: Time, ike_sa: IkeSaHandle) {
+        if self.sas.get(&ike_sa).is_some_and(IkeSa::is_established) {
+            self.with_sa(now, ike_sa, |sa, ctx| sa.note_inbound_esp(ctx.now));
+        }
+    }
+
     fn child_exists(&self, ike_sa: IkeSaHandle, child_sa: ChildSaHandle) -> Result<(), CommandError> {
         let sa = self.sas.get(&ike_sa).ok_or(CommandError::UnknownIkeSa)?;
         if sa.children.contains_key(&child_sa) {

@@ -1904,6 +1904,11 @@ impl IkeSa {
         d
     }
 
+    /// ESP from the peer arrived by `now`: it is alive (§2.4).
+    pub fn note_inbound_esp(&mut self, now: Time) {
+        self.last_inbound = self.last_inbound.max(now);
+    }
+
     pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
         match self.xm.on_timeout(ctx.now) {
             Timeout::Nothing => {}

@@ -89,3 +89,29 @@ fn idle_sa_sends_periodic_liveness_checks() {
     assert_eq!(p.sent(Side::A, ExchangeType::INFORMATIONAL, false), 3);
     assert!(p.downs(Side::A).is_empty());
 }
+
+#[test]
+fn inbound_esp_postpones_liveness_checks_until_it_stops() {
+    // §2.4: ESP from the peer proves it alive as well as IKE does.
+    let mut ca = psk_conn("site", "a.esprit.test", "b.esprit.test", b"k", true);
+    ca.dpd_delay = Some(Duration::from_secs(30));
+    let cb = psk_conn("site", "b.esprit.test", "a.esprit.test", b"k", false);
+    let mut p = Pair::new(406, endpoint_config(ca), endpoint_config(cb));
+    let h = p.connect();
+    // ESP arrives every 10 s for 100 s: no liveness check.
+    for _ in 0..10 {
+        p.drive_for(Duration::from_secs(10));
+        let now = p.time;
+        p.a.ep.note_inbound_esp(now, h);
+    }
+    assert_eq!(p.sent(Side::A, ExchangeType::INFORMATIONAL, false), 0);
+    // Traffic stops: the check is due 30 s after the last ESP, not before.
+    p.drive_for(Duration::from_secs(29));
+    assert_eq!(p.sent(Side::A, ExchangeType::INFORMATIONAL, false), 0);
+    p.drive_for(Duration::from_secs(2));
+    assert_eq!(p.sent(Side::A, ExchangeType::INFORMATIONAL, false), 1);
+    // Unknown handles are ignored.
+    let now = p.time;
+    p.a.ep.note_inbound_esp(now, crate::IkeSaHandle(u64::MAX));
+    assert!(p.downs(Side::A).is_empty());
+}
