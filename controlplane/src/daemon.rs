@@ -31,13 +31,13 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ike_crypto::RustCryptoProvider;
 use ike_proto::{ChildSaHandle, Command, DownReason, Endpoint, Event, Identity, IkeSaHandle, Time, TrafficSelector};
 use serde_json::{json, Value};
 
 use crate::config::DaemonConfig;
 use crate::control::{self, ControlRequest, Request, Response};
 use crate::metrics::IkeMetrics;
+use crate::precompute::{self, Precomputing};
 use crate::table::{ProgramError, SaProgrammer};
 
 /// What the loop waits for.
@@ -76,10 +76,15 @@ pub fn now() -> Time {
 }
 
 /// The daemon: endpoint, sockets, table, metrics.
+/// At most this many inputs are taken from the queue as one burst.
+const MAX_BURST: usize = 256;
+
 pub struct Daemon {
     cfg: DaemonConfig,
     config_path: Option<PathBuf>,
     ep: Endpoint,
+    /// The endpoint's crypto provider, filled per burst (rayon).
+    precompute: Precomputing,
     sockets: BTreeMap<SocketAddr, UdpSocket>,
     table: SaProgrammer,
     pub metrics: IkeMetrics,
@@ -193,11 +198,13 @@ impl Daemon {
             ),
             None => None,
         };
-        let ep = Endpoint::new(cfg.endpoint.clone(), Box::new(RustCryptoProvider), Box::new(rand_core::OsRng), t);
+        let precompute = Precomputing::new();
+        let ep = Endpoint::new(cfg.endpoint.clone(), Box::new(precompute.clone()), Box::new(rand_core::OsRng), t);
         let d = Self {
             cfg,
             config_path,
             ep,
+            precompute,
             sockets,
             table,
             metrics,
@@ -254,10 +261,25 @@ impl Daemon {
         }
         match self.rx.recv_timeout(wait) {
             Ok(input) => {
-                self.handle(input);
-                // Take whatever else is already queued before the timers.
-                while let Ok(input) = self.rx.try_recv() {
-                    self.handle(input);
+                // Take whatever else is already queued before the timers, in
+                // bursts whose IKE_SA_INIT key exchanges run in parallel.
+                let mut first = Some(input);
+                loop {
+                    let mut burst: Vec<Input> = first.take().into_iter().collect();
+                    while burst.len() < MAX_BURST {
+                        match self.rx.try_recv() {
+                            Ok(i) => burst.push(i),
+                            Err(_) => break,
+                        }
+                    }
+                    if burst.is_empty() {
+                        break;
+                    }
+                    self.precompute_burst(&burst);
+                    for input in burst {
+                        self.handle(input);
+                    }
+                    self.finish_burst();
                 }
             }
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
@@ -271,6 +293,38 @@ impl Daemon {
             self.housekeeping(t);
         }
         self.drain(t);
+    }
+
+    /// Has rayon compute the responder key exchanges of the IKE_SA_INIT
+    /// requests in `burst` (see [`crate::precompute`]). While cookies are
+    /// required only requests that carry one can be answered with a key
+    /// exchange, so only those count.
+    fn precompute_burst(&mut self, burst: &[Input]) {
+        let natt = self.cfg.endpoint.natt_port;
+        let cookies = self.ep.cookies_required();
+        let kes: Vec<(u16, Vec<u8>)> = burst
+            .iter()
+            .filter_map(|i| match i {
+                Input::Datagram { local, payload, .. } => precompute::init_request_ke(payload, local.port() == natt),
+                Input::Control(_) => None,
+            })
+            .filter(|k| !cookies || k.has_cookie)
+            .map(|k| (k.method, k.data))
+            .collect();
+        if kes.len() >= precompute::MIN_BURST {
+            let refs: Vec<(u16, &[u8])> = kes.iter().map(|(m, d)| (*m, d.as_slice())).collect();
+            self.precompute.precompute(&refs);
+        }
+    }
+
+    /// Drops what the endpoint did not claim and counts both.
+    fn finish_burst(&mut self) {
+        self.precompute.clear();
+        let (computed, used) = self.precompute.counts();
+        let m = &self.metrics.parallel_ke;
+        let (u, d) = (m.with_label_values(&["used"]), m.with_label_values(&["discarded"]));
+        u.inc_by(used.saturating_sub(u.get()));
+        d.inc_by(computed.saturating_sub(used).saturating_sub(d.get()));
     }
 
     fn handle(&mut self, input: Input) {

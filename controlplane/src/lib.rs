@@ -18,5 +18,6 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod metrics;
+pub mod precompute;
 pub mod show;
 pub mod table;

@@ -18,6 +18,9 @@
 //!   responses to retransmitted requests; RFC 7296 §2.1).
 //! * `esprit_ike_datagrams_total{dir}`: IKE datagrams received / sent.
 //! * `esprit_ike_orphan_sas`: SAs of an earlier esprit-ike awaiting deletion.
+//! * `esprit_ike_parallel_key_exchanges_total{result}`: responder key
+//!   exchanges of IKE_SA_INIT bursts computed on the rayon pool (result =
+//!   used | discarded: the request was refused or answered with a cookie).
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +44,7 @@ pub struct IkeMetrics {
     pub retransmits: IntCounter,
     pub datagrams: IntCounterVec,
     pub orphans: IntGauge,
+    pub parallel_ke: IntCounterVec,
 }
 
 /// Registration of a fixed, valid definition cannot fail.
@@ -62,6 +66,11 @@ impl IkeMetrics {
         let child_failures = cv("esprit_ike_child_sa_failures_total", "Child SAs refused or not programmable, by reason", &["reason"])?;
         let rekeys = cv("esprit_ike_rekeys_total", "Completed rekeys, by kind (child, ike)", &["kind"])?;
         let datagrams = cv("esprit_ike_datagrams_total", "IKE datagrams received (dir=rx) and sent (dir=tx)", &["dir"])?;
+        let parallel_ke = cv(
+            "esprit_ike_parallel_key_exchanges_total",
+            "Responder key exchanges of IKE_SA_INIT bursts computed in parallel, by result (used, discarded)",
+            &["result"],
+        )?;
         let ike_sas = IntGaugeVec::new(Opts::new("esprit_ike_sas", "IKE SAs held, by state"), &["state"])?;
         r.register(Box::new(ike_sas.clone()))?;
         let gauge = |name: &str, help: &str| -> Result<IntGauge, MetricsError> {
@@ -78,6 +87,7 @@ impl IkeMetrics {
             registry: r,
             handshakes,
             handshake_failures,
+            parallel_ke,
             child_failures,
             rekeys,
             ike_sas,

@@ -268,6 +268,12 @@ impl Endpoint {
         self.reap(now);
     }
 
+    /// Whether IKE_SA_INIT requests without a valid cookie are answered
+    /// with one now (too many half-open SAs, RFC 7296 §2.6).
+    pub fn cookies_required(&self) -> bool {
+        self.half_open() >= self.config.cookie_threshold
+    }
+
     fn half_open(&self) -> usize {
         self.half_open.len()
     }
