@@ -1,5 +1,7 @@
 //! esprit's benchmark tools: a pcap traffic generator (sizes, flows, IPv4 and
-//! IPv6) for the testpmd-style runs on `net_pcap`, shared with the tests.
+//! IPv6) for the testpmd-style runs on `net_pcap`, shared with the tests, and
+//! an IKEv2 handshake load generator (`ike_load`).
 #![forbid(unsafe_code)]
 
+pub mod ike_load;
 pub mod pcapgen;

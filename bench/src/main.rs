@@ -2,6 +2,9 @@
 //!
 //! * `gen-pcap OUT.pcap [--size N] [--packets N] [--flows N] [--src IP] [--dst IP]`
 //!   writes plaintext UDP traffic (IPv4 or IPv6 by the addresses given).
+//! * `ike-load LOCAL_IP REMOTE_IP [--count N] [--window N] [--proposal P] [--psk S] [--timeout-secs N]`
+//!   runs IKEv2 handshakes (PSK, virtual IP, one Child SA) against a
+//!   responder and prints `established N children N failed N secs S`.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -10,6 +13,7 @@ use esprit_bench::pcapgen::Traffic;
 
 fn usage() -> ExitCode {
     eprintln!("usage: esprit-bench gen-pcap OUT.pcap [--size N] [--packets N] [--flows N] [--src IP] [--dst IP]");
+    eprintln!("       esprit-bench ike-load LOCAL_IP REMOTE_IP [--count N] [--window N] [--proposal P] [--psk S] [--timeout-secs N]");
     ExitCode::from(2)
 }
 
@@ -17,6 +21,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("gen-pcap") => gen_pcap(&args[1..]),
+        Some("ike-load") => ike_load(&args[1..]),
         _ => usage(),
     }
 }
@@ -51,4 +56,59 @@ fn gen_pcap(args: &[String]) -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+fn ike_load(args: &[String]) -> ExitCode {
+    let (Some(Ok(lip)), Some(Ok(ip))) = (args.first().map(|a| a.parse::<std::net::IpAddr>()), args.get(1).map(|a| a.parse::<std::net::IpAddr>())) else {
+        return usage();
+    };
+    let (mut count, mut window, mut timeout) = (1000usize, 64usize, 600u64);
+    let mut proposal = "aes256gcm16-prfsha256-x25519".to_string();
+    let mut psk = "bench-psk-0123456789abcdef".to_string();
+    let mut it = args[2..].iter();
+    while let Some(flag) = it.next() {
+        let Some(v) = it.next() else { return usage() };
+        let ok = match flag.as_str() {
+            "--count" => v.parse().map(|x| count = x).is_ok(),
+            "--window" => v.parse().map(|x| window = x).is_ok(),
+            "--timeout-secs" => v.parse().map(|x| timeout = x).is_ok(),
+            "--proposal" => {
+                proposal = v.clone();
+                true
+            }
+            "--psk" => {
+                psk = v.clone();
+                true
+            }
+            _ => false,
+        };
+        if !ok {
+            eprintln!("esprit-bench ike-load: bad {flag} {v}");
+            return usage();
+        }
+    }
+    let remote = std::net::SocketAddr::new(ip, 500);
+    // Port 500 on a real address: no NAT is detected, IKE stays on 500.
+    let local = std::net::SocketAddr::new(lip, 500);
+    let cfg = match esprit_bench::ike_load::initiator_config(local, remote, &psk, &proposal) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("esprit-bench ike-load: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match esprit_bench::ike_load::run_load(cfg, local, remote, count, window, std::time::Duration::from_secs(timeout)) {
+        Ok(r) => {
+            println!("established {} children {} failed {} secs {:.3}", r.established, r.children, r.failed, r.elapsed.as_secs_f64());
+            if r.established == count {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("esprit-bench ike-load: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
