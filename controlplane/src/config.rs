@@ -560,6 +560,7 @@ fn connection(
         pool,
         request_vip,
         initial_contact: c.initial_contact,
+        ppk: None,
     })
 }
 
