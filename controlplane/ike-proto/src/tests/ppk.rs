@@ -261,3 +261,37 @@ fn an_ike_sa_rekeyed_from_a_ppk_sa_keeps_the_ppk_flag() {
     assert_eq!(listed, vec![true]);
     assert!(p.a.ep.ike_sas().iter().all(|s| s.ike_sa != h), "the old SA is gone");
 }
+
+#[test]
+fn use_ppk_stays_on_the_cookie_retry() {
+    // RFC 8784 §3: the initiator keeps N(USE_PPK) when it resends
+    // IKE_SA_INIT with a COOKIE.
+    let both = || policy(vec![ppk("pqc-1", PPK_A)], true);
+    let (ca, cb) = conns(both(), both());
+    let mut cfg_b = endpoint_config(cb);
+    cfg_b.cookie_threshold = 0;
+    let mut p = Pair::new(901, endpoint_config(ca), cfg_b);
+    p.connect();
+    let requests: Vec<Message<'_>> = p
+        .wire
+        .iter()
+        .filter(|(_, s, d)| *s == Side::A && d.header().is_some_and(|h| h.exchange_type == ExchangeType::IKE_SA_INIT))
+        .map(|(_, _, d)| Message::parse(d.ike_bytes()).expect("parses"))
+        .collect();
+    assert_eq!(requests.len(), 2, "plain, then with the cookie");
+    for m in &requests {
+        assert!(Payloads(&m.payloads).notify(NotifyType::USE_PPK).is_some());
+    }
+    assert!(Payloads(&requests[1].payloads).notify(NotifyType::COOKIE).is_some());
+    assert_eq!(ppk_flags(&p), (true, true));
+}
+
+#[test]
+fn ppk_ids_match_exactly_and_only_with_a_defined_type() {
+    let c = PpkConfig { keys: vec![ppk("pqc-1", PPK_A)], required: true };
+    assert!(c.find(b"\x02pqc-1").is_some());
+    assert!(c.find(b"\x01pqc-1").is_some(), "PPK_ID_OPAQUE names the same key");
+    for bad in [&b""[..], b"\x02", b"\x00pqc-1", b"\x03pqc-1", b"\x80pqc-1", b"\x02pqc-", b"\x02pqc-11", b"\x02PQC-1"] {
+        assert!(c.find(bad).is_none(), "{bad:?}");
+    }
+}
