@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# RFC 8784 PPKs with libreswan 4.10 (pluto) as the initiator and esprit-ike
-# as the responder, at the IKE level: this kernel has no ESP, so pluto's
+# RFC 8784 PPKs with libreswan 4.10 (pluto) and esprit-ike, both roles, at
+# the IKE level: this kernel has no ESP, so pluto's
 # Child SA cannot be installed on its side (the IKE SA and the PPK are
 # what is tested; esprit's dataplane is not involved).
 #
@@ -18,6 +18,9 @@
 #                                     to continue without PPK - switching to
 #                                     NO_PPK")
 #   ppk=insist with a different PPK secret -> AUTHENTICATION_FAILED
+# and the other way round, esprit initiating to pluto (ppk=insist: "PPK AUTH
+# calculated as responder"; ppk=permit without esprit's PPK_ID: "ignored
+# received PPK_IDENTITY", so NO_PPK_AUTH).
 # pluto revives a connection whose Child SA failed, so each case ends with
 # whack --delete.
 name=ike-libreswan-ppk
@@ -49,11 +52,14 @@ ike:
     - { id: pqc-1, secret_hex: "$ppk" }
     - { id: pqc-esprit-only, secret_hex: "$other" }
   connections:
-$(for c in must:lsw-must.ppk:"{ id: pqc-1, required: true }" opt:lsw-opt.ppk:"{ id: pqc-esprit-only }" wrong:lsw-wrong.ppk:"{ id: pqc-1, required: true }"; do
-  IFS=: read -r cn rid p <<<"$c"
+$(for c in "must esprit.ppk lsw-must.ppk { id: pqc-1, required: true }" "opt esprit.ppk lsw-opt.ppk { id: pqc-esprit-only }" \
+         "wrong esprit.ppk lsw-wrong.ppk { id: pqc-1, required: true }" \
+         "to-must esprit-i.ppk lsw-r.ppk { id: pqc-1, required: true }" "to-opt esprit-o.ppk lsw-r2.ppk { id: pqc-esprit-only }"; do
+  read -r cn lid rid p <<<"$c"
   cat <<EOC
     $cn:
-      local_id: esprit.ppk
+$([[ $cn == to-* ]] && echo "      remote: 10.77.0.2")
+      local_id: $lid
       remote_id: $rid
       local_auth: { psk: "$psk" }
       remote_auth: { psk: "$psk" }
@@ -75,7 +81,7 @@ ectl() { "$ctl" --socket "$work/ike.sock" "$@"; }
 l=$work/lsw
 mkdir -p "$l/nss" "$l/run" "$l/ipsec.d"
 certutil -N -d "sql:$l/nss" --empty-password </dev/null >/dev/null
-lconn() { # name id ppk-mode
+lconn() { # name id ppk-mode [peer id]
   cat <<EOC
 conn $1
 	ikev2=insist
@@ -84,7 +90,7 @@ conn $1
 	leftid=@$2
 	leftsubnet=10.61.0.1/32
 	right=10.77.0.1
-	rightid=@esprit.ppk
+	rightid=@${4:-esprit.ppk}
 	rightsubnet=192.168.139.0/24
 	ike=aes_gcm256-sha2_256-dh31
 	esp=aes_gcm256
@@ -101,6 +107,8 @@ config setup
 $(lconn must lsw-must.ppk insist)
 $(lconn opt lsw-opt.ppk propose)
 $(lconn wrong lsw-wrong.ppk insist)
+$(lconn from-must lsw-r.ppk insist esprit-i.ppk)
+$(lconn from-opt lsw-r2.ppk permit esprit-o.ppk)
 EOC
 cat >"$l/ipsec.secrets" <<EOC
 @lsw-must.ppk @esprit.ppk : PSK "$psk"
@@ -109,6 +117,10 @@ cat >"$l/ipsec.secrets" <<EOC
 @lsw-must.ppk : PPKS "pqc-1" 0x$ppk
 @lsw-opt.ppk : PPKS "pqc-1" 0x$ppk
 @lsw-wrong.ppk : PPKS "pqc-1" 0x$other
+@lsw-r.ppk @esprit-i.ppk : PSK "$psk"
+@lsw-r2.ppk @esprit-o.ppk : PSK "$psk"
+@lsw-r.ppk : PPKS "pqc-1" 0x$ppk
+@lsw-r2.ppk : PPKS "pqc-1" 0x$ppk
 EOC
 chmod 600 "$l/ipsec.secrets"
 ip netns exec lsp-l unshare -m --propagation private sh -c \
@@ -122,7 +134,8 @@ ip netns exec lsp-l "$lx/addconn" --config "$l/ipsec.conf" --ctlsocket "$l/run/p
 whack() { ip netns exec lsp-l "$lx/whack" --ctlsocket "$l/run/pluto.ctl" "$@"; }
 lsw_fail() {
   sed 's/^/  ike| /' "$work/ike.log" | tail -20
-  sed 's/^/  pluto| /' "$l/pluto.log" | grep -iv "^  pluto| *|" | tail -30
+  grep -v ": | " "$l/pluto.log" | sed 's/^/  pluto| /' | tail -30
+  [[ -z ${SAVE_LOG:-} ]] || cp "$l/pluto.log" "$SAVE_LOG"
   fail "$@"
 }
 
@@ -158,6 +171,24 @@ grep -q '"wrong" #[0-9]*: IKE SA authentication request rejected by peer: AUTHEN
   || lsw_fail "wrong PPK: pluto was not told AUTHENTICATION_FAILED"
 grep -q "wrong up" "$work/ike.log" && lsw_fail "wrong PPK: esprit brought the IKE SA up"
 echo "  libreswan with a different PPK secret -> esprit: refused; pluto: $(grep -o "IKE SA authentication request rejected by peer: AUTHENTICATION_FAILED" "$work/case.log" | head -1)"
+
+# esprit initiating, pluto responding. ppk=insist: pluto must use the PPK.
+# ppk=permit, and esprit names a PPK_ID pluto does not have: NO_PPK_AUTH.
+case_i() { # $1 esprit connection, $2 PPK expected, $3 regex pluto must log
+  local conn=$1 expect=$2 proof=$3 mark
+  mark=$(wc -l <"$l/pluto.log")
+  ectl initiate "$conn" >/dev/null || lsw_fail "esprit-ctl initiate $conn was refused"
+  for _ in $(seq 100); do grep -q "IKE SA #[0-9]* $conn up" "$work/ike.log" && break; sleep 0.1; done
+  grep -q "IKE SA #[0-9]* $conn up (initiator).* ppk=$expect" "$work/ike.log" || lsw_fail "$conn: esprit did not bring up $conn with ppk=$expect"
+  tail -n +"$((mark + 1))" "$l/pluto.log" >"$work/case.log"
+  grep -Eq "$proof" "$work/case.log" || lsw_fail "$conn: pluto did not log /$proof/"
+  grep -q "responder established IKE SA" "$work/case.log" || lsw_fail "$conn: pluto did not establish the IKE SA"
+  echo "  esprit $conn -> libreswan: IKE SA up, PPK=$expect; pluto: $(grep -Eo "$proof" "$work/case.log" | head -1)"
+}
+case_i to-must true '"from-must"[^:]*: PPK AUTH calculated as responder'
+# (pluto then takes the initiator's NO_PPK_AUTH: esprit's AUTH was made
+# with the PPK-mixed SK_pi.)
+case_i to-opt false '"from-opt"[^:]*: ignored received PPK_IDENTITY - connection does not require PPK or PPKID not found'
 grep -q "$ppk" "$work/ike.log" && fail "esprit-ike logged a PPK"
 # SAVE_LOG=FILE keeps pluto's log for a look afterwards.
 [[ -z ${SAVE_LOG:-} ]] || cp "$l/pluto.log" "$SAVE_LOG"
