@@ -26,7 +26,7 @@ use ike_crypto::sig::PrivateKey;
 use ike_crypto::Secret;
 use ike_proto::{
     ChildConfig, ConnectionConfig, EndpointConfig, EspProposal, Family, Identity, IkeProposal, Lifetimes, LocalAuth, Mode,
-    PoolConfig, RemoteAuth, RetransmitConfig, TrafficSelector,
+    PoolConfig, Ppk, PpkConfig, RemoteAuth, RetransmitConfig, TrafficSelector, PPK_ID_FIXED, PPK_ID_OPAQUE,
 };
 use ike_wire::{EncrId, EsnId, IntegId, KeId, PrfId};
 use serde::Deserialize;
@@ -101,7 +101,52 @@ struct IkeYaml {
     limits: LimitsYaml,
     #[serde(default)]
     pools: BTreeMap<String, PoolYaml>,
+    /// RFC 8784 post-quantum preshared keys that connections name by ID.
+    #[serde(default)]
+    ppks: Vec<PpkYaml>,
     connections: BTreeMap<String, ConnYaml>,
+}
+
+/// One PPK: its PPK_ID and the secret, from a file or as hex.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PpkYaml {
+    id: String,
+    /// `fixed` (PPK_ID_FIXED, what strongSwan sends and accepts; the
+    /// default) or `opaque` (PPK_ID_OPAQUE).
+    #[serde(default)]
+    id_type: Option<String>,
+    /// A file holding the key's raw octets (e.g. `head -c 64 /dev/urandom`).
+    #[serde(default)]
+    secret_file: Option<PathBuf>,
+    #[serde(default)]
+    secret_hex: Option<String>,
+}
+
+impl std::fmt::Debug for PpkYaml {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        f.debug_struct("PpkYaml").field("id", &self.id).field("secret_file", &self.secret_file).finish_non_exhaustive()
+    }
+}
+
+/// RFC 8784 §6: a PPK needs at least 256 bits of entropy.
+pub const MIN_PPK_LEN: usize = 32;
+
+/// A connection's use of the PPKs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnPpkYaml {
+    /// The PPK_ID to send (initiator) and accept (responder).
+    #[serde(default)]
+    id: Option<String>,
+    /// More PPK_IDs a responder accepts (the initiator sends `id`, or the
+    /// first of these).
+    #[serde(default)]
+    ids: Vec<String>,
+    /// Refuse IKE SAs without this PPK (default: fall back to plain IKEv2).
+    #[serde(default)]
+    required: bool,
 }
 
 fn default_port() -> u16 {
@@ -179,6 +224,9 @@ struct ConnYaml {
     request_vip: Vec<String>,
     #[serde(default = "yes")]
     initial_contact: bool,
+    /// RFC 8784 PPK for this connection.
+    #[serde(default)]
+    ppk: Option<ConnPpkYaml>,
 }
 
 fn yes() -> bool {
@@ -319,11 +367,18 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
         pools.insert(name.clone(), pool(&format!("ike.pools.{name}"), name, p)?);
     }
 
+    let ppks = ppks(&ike.ppks, base)?;
+
     let mut connections = Vec::new();
     let mut initiate = BTreeMap::new();
     for (name, c) in &ike.connections {
         let at = format!("ike.connections.{name}");
-        connections.push(Arc::new(connection(&at, name, c, &pools, base)?));
+        let mut conn = connection(&at, name, c, &pools, base)?;
+        conn.ppk = match &c.ppk {
+            None => None,
+            Some(p) => Some(conn_ppk(&format!("{at}.ppk"), p, &ppks)?),
+        };
+        connections.push(Arc::new(conn));
         initiate.insert(name.clone(), InitiateAddrs { local: c.local.unwrap_or(ike.listen[0]), remote: c.remote });
     }
     let d = EndpointConfig::default();
@@ -354,6 +409,59 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
         orphan_grace: Duration::from_secs(ike.orphan_grace_secs),
         initiate,
     })
+}
+
+/// `ike.ppks`, by ID. Secrets never appear in errors.
+fn ppks(list: &[PpkYaml], base: &Path) -> Result<BTreeMap<String, Ppk>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (i, p) in list.iter().enumerate() {
+        let at = format!("ike.ppks[{i}]");
+        if p.id.is_empty() {
+            return Err(err(format!("{at}.id"), "empty"));
+        }
+        let id_type = match p.id_type.as_deref() {
+            None | Some("fixed") => PPK_ID_FIXED,
+            Some("opaque") => PPK_ID_OPAQUE,
+            Some(t) => return Err(err(format!("{at}.id_type"), format!("fixed or opaque, not {t:?}"))),
+        };
+        let (secret, field) = match (&p.secret_file, &p.secret_hex) {
+            (Some(_), Some(_)) | (None, None) => return Err(err(&at, "needs exactly one of secret_file and secret_hex")),
+            (Some(f), None) => {
+                let v = std::fs::read(file(base, f)).map_err(|e| err(format!("{at}.secret_file"), format!("{}: {e}", f.display())))?;
+                (Secret::new(v), "secret_file")
+            }
+            (None, Some(h)) => {
+                // The decoder's message would quote the offending digit.
+                let v = hex::decode(h.trim()).map_err(|_| err(format!("{at}.secret_hex"), "not an even number of hex digits"))?;
+                (Secret::new(v), "secret_hex")
+            }
+        };
+        if secret.len() < MIN_PPK_LEN {
+            return Err(err(
+                format!("{at}.{field}"),
+                format!("a PPK needs at least {MIN_PPK_LEN} octets (256 bits, RFC 8784 §6); this one has {}", secret.len()),
+            ));
+        }
+        if out.insert(p.id.clone(), Ppk { id_type, id: p.id.as_bytes().to_vec(), secret }).is_some() {
+            return Err(err(format!("{at}.id"), format!("PPK_ID {:?} appears twice", p.id)));
+        }
+    }
+    Ok(out)
+}
+
+fn conn_ppk(at: &str, c: &ConnPpkYaml, ppks: &BTreeMap<String, Ppk>) -> Result<PpkConfig, ConfigError> {
+    let mut keys = Vec::new();
+    let named = c.id.iter().map(|id| (format!("{at}.id"), id)).chain(c.ids.iter().enumerate().map(|(i, id)| (format!("{at}.ids[{i}]"), id)));
+    for (field, id) in named {
+        let k = ppks.get(id).ok_or_else(|| err(&field, format!("no PPK with id {id:?} in ike.ppks")))?;
+        if !keys.iter().any(|x: &Ppk| x.id == k.id) {
+            keys.push(k.clone());
+        }
+    }
+    if keys.is_empty() {
+        return Err(err(at, "needs id (or ids) naming a PPK of ike.ppks"));
+    }
+    Ok(PpkConfig { keys, required: c.required })
 }
 
 fn pool(at: &str, name: &str, p: &PoolYaml) -> Result<PoolConfig, ConfigError> {
@@ -560,6 +668,7 @@ fn connection(
         pool,
         request_vip,
         initial_contact: c.initial_contact,
+        ppk: None,
     })
 }
 
@@ -778,6 +887,58 @@ ike:
         assert!(ike_proposal("aes256gcm16-sha256-prfsha256-x25519").is_err());
         assert!(esp_proposal("aes128-sha256").is_err());
         assert_eq!(esp_proposal("aes128gcm16-x25519").unwrap().pfs, vec![KeId::CURVE25519]);
+    }
+
+    const PPK_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    fn with_ppks(ppks: &str, conn_ppk: &str) -> String {
+        YAML.replace("  connections:\n", &format!("  ppks:\n{ppks}  connections:\n")).replace("      pool: rw\n", &format!("      pool: rw\n{conn_ppk}"))
+    }
+
+    #[test]
+    fn loads_ppks_from_hex_and_files_and_binds_them_to_connections() {
+        let dir = std::env::temp_dir().join(format!("esprit-ppk-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("p2.bin"), [7u8; 48]).unwrap();
+        let y = with_ppks(
+            &format!("    - {{ id: one, secret_hex: \"{PPK_HEX}\" }}\n    - {{ id: two, id_type: opaque, secret_file: p2.bin }}\n"),
+            "      ppk: { id: two, ids: [one, two], required: true }\n",
+        );
+        let c = DaemonConfig::from_yaml(&y, &dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let p = c.endpoint.connections[0].ppk.as_ref().unwrap();
+        assert!(p.required);
+        assert_eq!(p.keys.len(), 2, "two listed twice counts once");
+        assert_eq!((p.keys[0].id.as_slice(), p.keys[0].id_type, p.keys[0].secret.to_vec()), (&b"two"[..], PPK_ID_OPAQUE, vec![7u8; 48]));
+        assert_eq!((p.keys[1].id_type, hex::encode(&p.keys[1].secret[..])), (PPK_ID_FIXED, PPK_HEX.to_string()));
+        // The Debug output of the whole config carries no key material.
+        assert!(!format!("{c:?} {p:?}").contains("0011223344"));
+    }
+
+    #[test]
+    fn refuses_bad_ppks_naming_the_field_without_the_secret() {
+        let conn = "      ppk: { id: one }\n";
+        let short = with_ppks("    - { id: one, secret_hex: \"00112233\" }\n", conn);
+        let e = DaemonConfig::from_yaml(&short, Path::new(".")).err().unwrap();
+        assert_eq!(e.path, "ike.ppks[0].secret_hex");
+        assert!(e.msg.contains("at least 32 octets"), "{}", e.msg);
+        let bad = with_ppks("    - { id: one, secret_hex: \"zz112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\" }\n", conn);
+        let e = DaemonConfig::from_yaml(&bad, Path::new(".")).err().unwrap();
+        assert_eq!(e.path, "ike.ppks[0].secret_hex");
+        assert!(!e.msg.contains("zz") && !e.msg.contains('z'), "{}", e.msg);
+        let both = with_ppks(&format!("    - {{ id: one, secret_hex: \"{PPK_HEX}\", secret_file: x }}\n"), conn);
+        assert_eq!(DaemonConfig::from_yaml(&both, Path::new(".")).err().unwrap().path, "ike.ppks[0]");
+        let missing = with_ppks("    - { id: one, secret_file: /nonexistent/ppk }\n", conn);
+        assert_eq!(DaemonConfig::from_yaml(&missing, Path::new(".")).err().unwrap().path, "ike.ppks[0].secret_file");
+        let dup = with_ppks(&format!("    - {{ id: one, secret_hex: \"{PPK_HEX}\" }}\n    - {{ id: one, secret_hex: \"{PPK_HEX}\" }}\n"), conn);
+        assert_eq!(DaemonConfig::from_yaml(&dup, Path::new(".")).err().unwrap().path, "ike.ppks[1].id");
+        let unknown = with_ppks(&format!("    - {{ id: one, secret_hex: \"{PPK_HEX}\" }}\n"), "      ppk: { ids: [one, three] }\n");
+        let e = DaemonConfig::from_yaml(&unknown, Path::new(".")).err().unwrap();
+        assert_eq!(e.path, "ike.connections.rw.ppk.ids[1]");
+        let none = with_ppks(&format!("    - {{ id: one, secret_hex: \"{PPK_HEX}\" }}\n"), "      ppk: { required: true }\n");
+        assert_eq!(DaemonConfig::from_yaml(&none, Path::new(".")).err().unwrap().path, "ike.connections.rw.ppk");
+        let typo = with_ppks(&format!("    - {{ id: one, secret_hex: \"{PPK_HEX}\" }}\n"), "      ppk: { id: one, mandatory: true }\n");
+        assert_eq!(DaemonConfig::from_yaml(&typo, Path::new(".")).err().unwrap().path, "ike.connections.rw.ppk.mandatory");
     }
 
     #[test]

@@ -404,11 +404,14 @@ impl Daemon {
 
     fn event(&mut self, t: Time, ev: Event) {
         match ev {
-            Event::IkeSaUp { ike_sa, connection, local, remote, local_id, remote_id, virtual_ips, dns, nat_local, nat_remote } => {
+            Event::IkeSaUp { ike_sa, connection, local, remote, local_id, remote_id, virtual_ips, dns, nat_local, nat_remote, ppk } => {
                 let role = if self.initiated.contains(&ike_sa) { "initiator" } else { "responder" };
                 self.metrics.handshakes.with_label_values(&[role]).inc();
+                if ppk {
+                    self.metrics.ppk_handshakes.with_label_values(&[role]).inc();
+                }
                 log(format_args!(
-                    "IKE SA #{} {connection} up ({role}): {local} '{}' <-> {remote} '{}' vips {virtual_ips:?} nat local={nat_local} remote={nat_remote}",
+                    "IKE SA #{} {connection} up ({role}): {local} '{}' <-> {remote} '{}' vips {virtual_ips:?} nat local={nat_local} remote={nat_remote} ppk={ppk}",
                     ike_sa.0,
                     id_str(&local_id),
                     id_str(&remote_id)
@@ -632,6 +635,7 @@ impl Daemon {
                 "dns": up.map(|u| u.dns.iter().map(|a| a.to_string()).collect::<Vec<_>>()).unwrap_or_default(),
                 "nat_local": up.map(|u| u.nat_local),
                 "nat_remote": up.map(|u| u.nat_remote),
+                "ppk": i.ppk,
                 "child_sas": children,
             }));
         }

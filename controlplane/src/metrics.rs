@@ -4,6 +4,8 @@
 //! Series (all `esprit_ike_*`):
 //! * `esprit_ike_handshakes_total{role}`: IKE SAs established (role =
 //!   initiator | responder).
+//! * `esprit_ike_ppk_handshakes_total{role}`: of those, IKE SAs whose keys
+//!   have an RFC 8784 post-quantum preshared key mixed in.
 //! * `esprit_ike_handshake_failures_total{reason}`: IKE SAs that went down
 //!   before they were established (reason = timeout | auth_failed | the
 //!   refusing Notify's name | deleted).
@@ -35,6 +37,7 @@ use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts
 pub struct IkeMetrics {
     pub registry: Registry,
     pub handshakes: IntCounterVec,
+    pub ppk_handshakes: IntCounterVec,
     pub handshake_failures: IntCounterVec,
     pub child_failures: IntCounterVec,
     pub rekeys: IntCounterVec,
@@ -61,6 +64,7 @@ impl IkeMetrics {
             Ok(v)
         };
         let handshakes = cv("esprit_ike_handshakes_total", "IKE SAs established, by our role", &["role"])?;
+        let ppk_handshakes = cv("esprit_ike_ppk_handshakes_total", "IKE SAs established with an RFC 8784 PPK, by our role", &["role"])?;
         let handshake_failures =
             cv("esprit_ike_handshake_failures_total", "IKE SAs that went down before they were established, by reason", &["reason"])?;
         let child_failures = cv("esprit_ike_child_sa_failures_total", "Child SAs refused or not programmable, by reason", &["reason"])?;
@@ -86,6 +90,7 @@ impl IkeMetrics {
         Ok(Self {
             registry: r,
             handshakes,
+            ppk_handshakes,
             handshake_failures,
             parallel_ke,
             child_failures,

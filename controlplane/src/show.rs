@@ -48,7 +48,8 @@ pub fn list_sas(data: &Value) -> String {
                 (_, Some(true)) => ", NAT: remote behind NAT",
                 _ => "",
             };
-            let _ = writeln!(o, "  established {}s ago{nat}", s(&i["established_secs"]));
+            let ppk = if i["ppk"].as_bool() == Some(true) { ", PPK" } else { "" };
+            let _ = writeln!(o, "  established {}s ago{nat}{ppk}", s(&i["established_secs"]));
         }
         for c in i["child_sas"].as_array().unwrap_or(&empty) {
             let mode = s(&c["mode"]);
@@ -102,7 +103,7 @@ mod tests {
             "spi_i": "0011223344556677", "spi_r": "8899aabbccddeeff",
             "local": "172.16.9.1:4500", "remote": "172.16.9.2:4500", "local_id": "gw.esprit",
             "remote_id": "client@esprit", "suite": "ENCR_AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE25519",
-            "established_secs": 3, "virtual_ips": ["10.99.0.1"], "nat_local": false, "nat_remote": true,
+            "established_secs": 3, "virtual_ips": ["10.99.0.1"], "nat_local": false, "nat_remote": true, "ppk": true,
             "child_sas": [{ "child_sa": 2, "state": "INSTALLED", "spi_in": "c0000001", "spi_out": "c0000002",
               "encr": "ENCR_AES_GCM_16-256", "esn": false, "pfs": null, "mode": "TUNNEL", "udp_encap": true,
               "installed_secs": 3, "rekey_secs": 0, "ts_local": ["192.168.109.0/24"], "ts_remote": ["10.99.0.1/32"],
@@ -115,5 +116,6 @@ mod tests {
         assert!(t.contains("840 bytes"), "{t}");
         assert!(t.contains("traffic 1s ago"), "{t}");
         assert!(t.contains("remote 10.99.0.1/32"), "{t}");
+        assert!(t.contains("established 3s ago, NAT: remote behind NAT, PPK"), "{t}");
     }
 }

@@ -112,7 +112,12 @@ impl Setup {
         std::fs::create_dir_all(&dir).unwrap();
         // Distinct per process and test so parallel runs do not collide.
         let base = 20000 + (std::process::id() % 2000) as u16 * 10;
-        let port = base + if tag == "pair" { 0 } else { 4 };
+        let port = base
+            + match tag {
+                "pair" => 0,
+                "ppk" => 8,
+                _ => 4,
+            };
         Self { dir, tag, port }
     }
 
@@ -298,4 +303,31 @@ fn a_restarted_daemon_keeps_orphaned_sas_for_the_grace_period_then_deletes_them(
     assert_eq!(again.slots().len(), 2, "kept during the grace period");
     wait_for("orphans deleted after the grace period", || again.slots().is_empty());
     assert_eq!(again.ok(Request::Stats)["orphan_slots"], 0);
+}
+
+/// Adds `ike.ppks` and a connection `ppk:` to a YAML of [`Setup`].
+fn with_ppk(yaml: &str, conn: &str, required: bool) -> String {
+    const PPK: &str = "8f3c6a0e2b7d41c59a1e0f6b3d2c7a48e5b9061f2d3c4b5a69788796a5b4c3d2";
+    yaml.replace("  connections:\n", &format!("  ppks:\n    - {{ id: pqc-1, secret_hex: \"{PPK}\" }}\n  connections:\n"))
+        .replace(&format!("    {conn}:\n"), &format!("    {conn}:\n      ppk: {{ id: pqc-1, required: {required} }}\n"))
+}
+
+#[test]
+fn two_daemons_with_a_ppk_show_and_count_it() {
+    let s = Setup::new("ppk");
+    let resp = start(&s.dir, "resp", &with_ppk(&s.responder(30), "rw", true));
+    let init = start(&s.dir, "init", &with_ppk(&s.initiator(), "home", false));
+    init.ok(Request::Initiate { conn: "home".into() });
+    wait_for("a Child SA on both sides", || established_children(&init).len() == 1 && established_children(&resp).len() == 1);
+    for r in [&init, &resp] {
+        let list = r.ok(Request::ListSas);
+        assert_eq!(list["ike_sas"][0]["ppk"], true, "{list}");
+        let text = esprit_controlplane::show::list_sas(&list);
+        assert!(text.contains(", PPK"), "{text}");
+    }
+    let stats = init.ok(Request::Stats);
+    assert_eq!(stats["counters"]["esprit_ike_ppk_handshakes_total{role=initiator}"], 1, "{stats}");
+    let addr = resp.metrics.expect("responder serves metrics");
+    let m = scrape(addr);
+    assert!(m.contains("esprit_ike_ppk_handshakes_total{role=\"responder\"} 1"), "{m}");
 }

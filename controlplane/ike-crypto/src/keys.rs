@@ -143,11 +143,16 @@ impl IkeSaKeys {
     /// SK_a are unchanged. Only for the initial IKE SA.
     pub fn mix_ppk(&mut self, prf: &dyn Prf, ppk: &[u8]) -> Result<(), Error> {
         for k in [&mut self.sk_d, &mut self.sk_pi, &mut self.sk_pr] {
-            let mixed = prf_plus(prf, ppk, &[k], k.len())?;
-            *k = mixed;
+            *k = mix_ppk_key(prf, ppk, k)?;
         }
         Ok(())
     }
+}
+
+/// RFC 8784 §3 for one key: `SK_x = prf+ (PPK, SK_x')`, as long as `sk_x`.
+/// For callers that must keep SK_pi' and SK_pr' too (NO_PPK_AUTH).
+pub fn mix_ppk_key(prf: &dyn Prf, ppk: &[u8], sk_x: &[u8]) -> Result<Secret, Error> {
+    prf_plus(prf, ppk, &[sk_x], sk_x.len())
 }
 
 /// Child SA KEYMAT (RFC 7296 §2.17, RFC 9370 §2.2.4):

@@ -278,4 +278,63 @@ pub struct ConnectionConfig {
     pub request_vip: Vec<Family>,
     /// Initiator: send INITIAL_CONTACT in the first IKE_AUTH (RFC 7296 §2.4).
     pub initial_contact: bool,
+    /// RFC 8784 post-quantum preshared keys; `None` neither offers nor
+    /// accepts them.
+    pub ppk: Option<PpkConfig>,
+}
+
+/// RFC 8784 §3 PPK_ID types (the first octet of a PPK_ID).
+pub const PPK_ID_OPAQUE: u8 = 1;
+pub const PPK_ID_FIXED: u8 = 2;
+
+/// One post-quantum preshared key and its PPK_ID.
+#[derive(Clone)]
+pub struct Ppk {
+    /// [`PPK_ID_FIXED`] (what strongSwan sends and accepts) or
+    /// [`PPK_ID_OPAQUE`].
+    pub id_type: u8,
+    /// The PPK_ID without its type octet.
+    pub id: Vec<u8>,
+    pub secret: Secret,
+}
+
+impl Ppk {
+    /// The PPK_ID as carried in N(PPK_IDENTITY): type octet, then the ID.
+    pub fn wire_id(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(1 + self.id.len());
+        v.push(self.id_type);
+        v.extend_from_slice(&self.id);
+        v
+    }
+}
+
+impl std::fmt::Debug for Ppk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("Ppk").field("id_type", &self.id_type).field("id", &String::from_utf8_lossy(&self.id)).finish_non_exhaustive()
+    }
+}
+
+/// RFC 8784 PPK policy of a connection.
+#[derive(Clone, Debug)]
+pub struct PpkConfig {
+    /// Initiator: the first is used. Responder: the initiator's PPK_ID
+    /// picks one of these; a PPK_ID not listed is unknown (§3: a PPK not
+    /// bound to this peer).
+    pub keys: Vec<Ppk>,
+    /// Mandatory: refuse IKE SAs without a PPK. Optional: fall back to
+    /// plain IKEv2 (as initiator, NO_PPK_AUTH is sent for that).
+    pub required: bool,
+}
+
+impl PpkConfig {
+    /// The key the initiator's PPK_IDENTITY data (type octet and ID) names.
+    /// Both defined ID types are accepted; the ID must match exactly.
+    pub fn find(&self, wire_id: &[u8]) -> Option<&Ppk> {
+        let (&t, id) = wire_id.split_first()?;
+        if !(t == PPK_ID_OPAQUE || t == PPK_ID_FIXED) || id.is_empty() {
+            return None;
+        }
+        self.keys.iter().find(|k| k.id == id)
+    }
 }

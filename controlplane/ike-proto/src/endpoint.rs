@@ -93,6 +93,9 @@ pub struct IkeSaInfo {
     pub suite: Option<crate::proposal::IkeSuite>,
     /// (handle, inbound SPI, outbound SPI) of its Child SAs.
     pub child_sas: Vec<(ChildSaHandle, u32, u32)>,
+    /// An RFC 8784 PPK was mixed into this SA's keys (or, after a rekey,
+    /// into those of the SA it descends from).
+    pub ppk: bool,
 }
 
 /// A sans-IO IKEv2 endpoint owning many IKE SAs.
@@ -550,8 +553,15 @@ impl Endpoint {
                 remote_id: sa.remote_id.clone(),
                 suite: sa.keys.as_ref().map(|k| k.suite.clone()),
                 child_sas: sa.children.values().map(|c| (c.handle, c.spi_in, c.spi_out)).collect(),
+                ppk: sa.ppk_used,
             })
             .collect()
+    }
+
+    /// SK_d of an IKE SA, for known-answer tests of the key schedule.
+    #[cfg(test)]
+    pub(crate) fn sk_d(&self, h: IkeSaHandle) -> Option<Vec<u8>> {
+        self.sas.get(&h)?.keys.as_ref().map(|k| k.sk_d.to_vec())
     }
 
     /// Handles of established IKE SAs.

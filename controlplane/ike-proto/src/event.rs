@@ -112,6 +112,8 @@ pub enum Event {
         /// a NAT.
         nat_local: bool,
         nat_remote: bool,
+        /// An RFC 8784 PPK was mixed into SK_d, SK_pi and SK_pr.
+        ppk: bool,
     },
     IkeSaDown { ike_sa: IkeSaHandle, reason: DownReason },
     /// An IKE SA rekey completed (§2.18): `new` carries on.

@@ -143,6 +143,44 @@ pub struct IkeSaInitTask {
 pub struct IkeAuthTask {
     init: InitData,
     child: Option<ChildRequest>,
+    /// RFC 8784: the PPK-mixed keys, taken on when the response carries
+    /// N(PPK_IDENTITY); `None` when no PPK was offered.
+    ppk: Option<PpkKeys>,
+}
+
+/// SK_d, SK_pi and SK_pr with a PPK mixed in (RFC 8784 §3).
+pub struct PpkKeys {
+    sk_d: ike_crypto::Secret,
+    sk_pi: ike_crypto::Secret,
+    sk_pr: ike_crypto::Secret,
+}
+
+impl PpkKeys {
+    fn mix(keys: &IkeKeys, ppk: &[u8]) -> Result<Self, ProtoError> {
+        let prf = &*keys.prf;
+        Ok(Self {
+            sk_d: keys::mix_ppk_key(prf, ppk, &keys.sk_d)?,
+            sk_pi: keys::mix_ppk_key(prf, ppk, &keys.sk_pi)?,
+            sk_pr: keys::mix_ppk_key(prf, ppk, &keys.sk_pr)?,
+        })
+    }
+
+    /// From now on the SA uses the mixed keys; SK_e and SK_a stay.
+    fn apply(self, keys: &mut IkeKeys) {
+        keys.sk_d = self.sk_d;
+        keys.sk_pi = self.sk_pi;
+        keys.sk_pr = self.sk_pr;
+    }
+}
+
+/// How a responder authenticates the initiator (RFC 8784 §3, Table 1).
+enum PpkDecision<'a> {
+    /// Plain IKEv2.
+    None,
+    /// Mix this PPK in; AUTH is computed with the mixed keys.
+    Use(&'a crate::config::Ppk),
+    /// Plain IKEv2 with the NO_PPK_AUTH data as the initiator's AUTH.
+    NoPpkAuth(Vec<u8>),
 }
 
 /// What we proposed for a Child SA.
@@ -239,6 +277,10 @@ pub struct IkeSa {
     pub fragment_len: Option<usize>,
     fragmentation_cfg: Option<crate::config::FragmentationConfig>,
     reassembly: Reassembly,
+    /// RFC 8784: both ends sent N(USE_PPK) in IKE_SA_INIT.
+    ppk_negotiated: bool,
+    /// RFC 8784: a PPK was mixed into the keys (inherited by rekeyed SAs).
+    pub ppk_used: bool,
 }
 
 fn notify_payload(t: NotifyType) -> Payload<'static> {
@@ -263,6 +305,29 @@ fn ike_rekey_time(conn: &ConnectionConfig, ctx: &mut Ctx<'_>) -> Option<Time> {
     let window_ms = u64::try_from(after.as_millis() / 10).unwrap_or(u64::MAX).max(1);
     let early = std::time::Duration::from_millis(u64::from(ctx.rng.next_u32()) % window_ms);
     Some(ctx.now + after.saturating_sub(early))
+}
+
+/// RFC 8784 §3 responder rules (Table 1 and the PPK_ID checks) for the
+/// connection chosen by the initiator's identity. Errors are
+/// AUTHENTICATION_FAILED.
+fn ppk_decision<'a>(conn: &'a ConnectionConfig, negotiated: bool, p: &Payloads<'_, '_>) -> Result<PpkDecision<'a>, ProtoError> {
+    let required = conn.ppk.as_ref().is_some_and(|c| c.required);
+    if !negotiated {
+        // No USE_PPK from the initiator (or none of our connections has
+        // PPKs): plain IKEv2, unless this one demands a PPK.
+        return if required { Err(ProtoError::AuthenticationFailed) } else { Ok(PpkDecision::None) };
+    }
+    // USE_PPK was exchanged: the initiator must name its PPK.
+    let id = p.notify(NotifyType::PPK_IDENTITY).ok_or(ProtoError::AuthenticationFailed)?;
+    if let Some(k) = conn.ppk.as_ref().and_then(|c| c.find(&id.data)) {
+        return Ok(PpkDecision::Use(k));
+    }
+    // No PPK for this PPK_ID (or this peer): continue without one only if
+    // it is optional and the initiator gave NO_PPK_AUTH.
+    match p.notify(NotifyType::NO_PPK_AUTH) {
+        Some(n) if !required && !n.data.is_empty() => Ok(PpkDecision::NoPpkAuth(n.data.to_vec())),
+        _ => Err(ProtoError::AuthenticationFailed),
+    }
 }
 
 /// The lowest of two nonces (§2.8.1: octet by octet, shorter is lower).
@@ -310,6 +375,8 @@ impl IkeSa {
             fragment_len: None,
             fragmentation_cfg: ctx.config.fragmentation,
             reassembly: Reassembly::default(),
+            ppk_negotiated: false,
+            ppk_used: false,
         }
     }
 
@@ -434,6 +501,10 @@ impl IkeSa {
             p.push(notify_payload(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED));
         }
         p.push(Payload::Notify(sa::signature_hashes_notify()));
+        // RFC 8784 §3: also on COOKIE / INVALID_KE retries (rebuilt here).
+        if self.conn.ppk.is_some() {
+            p.push(notify_payload(NotifyType::USE_PPK));
+        }
         message::plain(self.header(ExchangeType::IKE_SA_INIT, false, 0), p)
     }
 
@@ -500,6 +571,12 @@ impl IkeSa {
             sa.fragment_len = Some(f.max_message_len);
         }
         out.push(Payload::Notify(sa::signature_hashes_notify()));
+        // RFC 8784 §3: answer USE_PPK when a connection that could be
+        // chosen in IKE_AUTH has PPKs.
+        if p.notify(NotifyType::USE_PPK).is_some() && conns.iter().any(|c| c.ppk.is_some()) {
+            out.push(notify_payload(NotifyType::USE_PPK));
+            sa.ppk_negotiated = true;
+        }
         let response = match message::plain(sa.header(ExchangeType::IKE_SA_INIT, true, 0), out) {
             Ok(r) => r,
             Err(e) => {
@@ -701,6 +778,13 @@ impl IkeSa {
             self.close(ctx, DownReason::Refused(t));
             return;
         }
+        self.ppk_negotiated = self.conn.ppk.is_some() && p.notify(NotifyType::USE_PPK).is_some();
+        if self.conn.ppk.as_ref().is_some_and(|c| c.required) && !self.ppk_negotiated {
+            // RFC 8784 §3: a mandatory PPK and a responder without USE_PPK:
+            // abort (the peer can never authenticate as this policy needs).
+            self.close(ctx, DownReason::AuthenticationFailed);
+            return;
+        }
         match self.complete_ike_sa_init(ctx, task, msg, bytes, local, remote) {
             Ok(init) => self.start_next_initial_exchange(ctx, init),
             Err(_) => self.close(ctx, DownReason::Refused(NotifyType::INVALID_SYNTAX)),
@@ -797,7 +881,27 @@ impl IkeSa {
         let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
         let id_i = sa::id_body(&conn.local_id);
         let octets = sa::signed_octets(&*keys.prf, &keys.sk_pi, &init.message1, &init.nr, &id_i)?;
-        let (auth, certs) = sa::make_auth(&conn.local_auth, &*keys.prf, &octets, &self.peer_hashes, ctx.rng)?;
+        // RFC 8784 §3: with a PPK, AUTH uses the mixed SK_pi; NO_PPK_AUTH
+        // carries the AUTH data with the original SK_pi' (same method),
+        // only when the PPK is optional.
+        let mut ppk_notifies = Vec::new();
+        let mut ppk_keys = None;
+        let ppk = conn.ppk.as_ref().filter(|_| self.ppk_negotiated).and_then(|c| c.keys.first().map(|k| (k, c.required)));
+        let (auth, certs) = match ppk {
+            Some((k, required)) => {
+                let mixed = PpkKeys::mix(keys, &k.secret)?;
+                let octets_ppk = sa::signed_octets(&*keys.prf, &mixed.sk_pi, &init.message1, &init.nr, &id_i)?;
+                let with_ppk = sa::make_auth(&conn.local_auth, &*keys.prf, &octets_ppk, &self.peer_hashes, ctx.rng)?;
+                ppk_notifies.push(Payload::Notify(Notify::new(NotifyType::PPK_IDENTITY, k.wire_id())));
+                if !required {
+                    let (no_ppk, _) = sa::make_auth(&conn.local_auth, &*keys.prf, &octets, &self.peer_hashes, ctx.rng)?;
+                    ppk_notifies.push(Payload::Notify(Notify::new(NotifyType::NO_PPK_AUTH, no_ppk.data.to_vec())));
+                }
+                ppk_keys = Some(mixed);
+                with_ppk
+            }
+            None => sa::make_auth(&conn.local_auth, &*keys.prf, &octets, &self.peer_hashes, ctx.rng)?,
+        };
         let child = self.child_request(ctx);
         let mut p = vec![Payload::IdI(sa::id_payload(&conn.local_id))];
         p.extend(certs.into_iter().map(Payload::Cert));
@@ -811,6 +915,7 @@ impl IkeSa {
             p.push(Payload::IdR(sa::id_payload(r)));
         }
         p.push(Payload::Auth(auth));
+        p.extend(ppk_notifies);
         if !conn.request_vip.is_empty() {
             let mut attributes = Vec::new();
             for f in &conn.request_vip {
@@ -830,7 +935,7 @@ impl IkeSa {
         p.push(Payload::TsI(ts::to_wire_list(&child.ts_local)));
         p.push(Payload::TsR(ts::to_wire_list(&child.ts_remote)));
         self.send_request(ctx, ExchangeType::IKE_AUTH, &p)?;
-        self.active = Some(Task::IkeAuth(Box::new(IkeAuthTask { init, child: Some(child) })));
+        self.active = Some(Task::IkeAuth(Box::new(IkeAuthTask { init, child: Some(child), ppk: ppk_keys })));
         Ok(())
     }
 
@@ -854,15 +959,37 @@ impl IkeSa {
             .ok_or(ProtoError::AuthenticationFailed)?;
         let IkeState::HalfOpen(init) = &self.state else { return Err(ProtoError::MessageId) };
         let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
+        let decision = ppk_decision(&conn, self.ppk_negotiated, &p)?;
+        let mixed = match &decision {
+            PpkDecision::Use(k) => Some(PpkKeys::mix(keys, &k.secret)?),
+            _ => None,
+        };
+        let (sk_pi, sk_pr) = mixed.as_ref().map_or((&keys.sk_pi, &keys.sk_pr), |m| (&m.sk_pi, &m.sk_pr));
         let mut id_i_body = vec![id_i.id_type.0, 0, 0, 0];
         id_i_body.extend_from_slice(&id_i.data);
-        let octets_i = sa::signed_octets(&*keys.prf, &keys.sk_pi, &init.message1, &init.nr, &id_i_body)?;
+        let octets_i = sa::signed_octets(&*keys.prf, sk_pi, &init.message1, &init.nr, &id_i_body)?;
         let certs: Vec<&ike_wire::Cert<'_>> = p.certs().collect();
+        let no_ppk_auth;
+        let auth = match &decision {
+            // §3: "the same method as in the AUTH payload".
+            PpkDecision::NoPpkAuth(data) => {
+                no_ppk_auth = ike_wire::Auth { method: auth.method, data: data.as_slice().into() };
+                &no_ppk_auth
+            }
+            _ => auth,
+        };
         sa::verify_auth(&conn.remote_auth, &*keys.prf, &octets_i, auth, &certs, &peer_id, ctx.now)?;
         let id_r = sa::id_body(&conn.local_id);
-        let octets_r = sa::signed_octets(&*keys.prf, &keys.sk_pr, &init.message2, &init.ni, &id_r)?;
+        let octets_r = sa::signed_octets(&*keys.prf, sk_pr, &init.message2, &init.ni, &id_r)?;
         let (auth_r, certs_r) = sa::make_auth(&conn.local_auth, &*keys.prf, &octets_r, &self.peer_hashes, ctx.rng)?;
         let (ni, nr) = (init.ni.clone(), init.nr.clone());
+        if let Some(m) = mixed {
+            // Before the Child SA's KEYMAT: it comes from the mixed SK_d.
+            if let Some(k) = self.keys.as_mut() {
+                m.apply(k);
+            }
+            self.ppk_used = true;
+        }
         self.conn = conn.clone();
         self.remote_id = Some(peer_id.clone());
         if p.notify(NotifyType::INITIAL_CONTACT).is_some() {
@@ -871,6 +998,10 @@ impl IkeSa {
         let mut out = vec![Payload::IdR(sa::id_payload(&conn.local_id))];
         out.extend(certs_r.into_iter().map(Payload::Cert));
         out.push(Payload::Auth(auth_r));
+        if self.ppk_used {
+            // §3: the responder's PPK_IDENTITY carries no PPK_ID.
+            out.push(notify_payload(NotifyType::PPK_IDENTITY));
+        }
         // §3.15: CFG_REPLY only in answer to CFG_REQUEST.
         let mut dns = Vec::new();
         let cp_result = match p.cp().filter(|c| c.cfg_type == CfgType::CFG_REQUEST) {
@@ -901,6 +1032,7 @@ impl IkeSa {
             dns,
             nat_local: self.nat_local,
             nat_remote: self.nat_remote,
+            ppk: self.ppk_used,
         });
         match child {
             Ok((payloads, install)) => {
@@ -1008,6 +1140,19 @@ impl IkeSa {
         if self.conn.remote_id.as_ref().is_some_and(|r| *r != peer_id) {
             return Err(ProtoError::AuthenticationFailed);
         }
+        // RFC 8784 §3: N(PPK_IDENTITY) in the response says the responder
+        // used the PPK (its content is ignored); without it, a mandatory
+        // PPK fails, an optional one was dropped via NO_PPK_AUTH.
+        match (task.ppk, p.notify(NotifyType::PPK_IDENTITY).is_some()) {
+            (Some(m), true) => {
+                if let Some(k) = self.keys.as_mut() {
+                    m.apply(k);
+                }
+                self.ppk_used = true;
+            }
+            (Some(_), false) if self.conn.ppk.as_ref().is_some_and(|c| c.required) => return Err(ProtoError::AuthenticationFailed),
+            _ => {}
+        }
         let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
         let mut id_r_body = vec![id_r.id_type.0, 0, 0, 0];
         id_r_body.extend_from_slice(&id_r.data);
@@ -1057,6 +1202,7 @@ impl IkeSa {
             dns,
             nat_local: self.nat_local,
             nat_remote: self.nat_remote,
+            ppk: self.ppk_used,
         });
         let Some(mut child) = task.child else { return Ok(()) };
         if !vips.is_empty() {
@@ -1525,6 +1671,8 @@ impl IkeSa {
         sa.remote_id = self.remote_id.clone();
         sa.peer_hashes = self.peer_hashes.clone();
         sa.fragment_len = self.fragment_len;
+        // RFC 8784 §3: no new PPK mix, but SK_d descends from the mixed one.
+        sa.ppk_used = self.ppk_used;
         sa.rekey_at = ike_rekey_time(&self.conn, ctx);
         Ok(sa)
     }

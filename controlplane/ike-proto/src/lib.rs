@@ -59,7 +59,7 @@ mod tests;
 
 pub use config::{
     ChildConfig, ConnectionConfig, EndpointConfig, EspProposal, Family, FragmentationConfig, Identity, IkeProposal, Lifetimes, LocalAuth, Mode,
-    PoolConfig, RemoteAuth, RetransmitConfig,
+    PoolConfig, Ppk, PpkConfig, RemoteAuth, RetransmitConfig, PPK_ID_FIXED, PPK_ID_OPAQUE,
 };
 pub use endpoint::{Endpoint, IkeSaInfo};
 pub use error::ProtoError;

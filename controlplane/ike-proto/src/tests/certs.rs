@@ -37,6 +37,11 @@ fn trust(ca: &str) -> RemoteAuth {
 }
 
 fn cert_pair(seed: u64, client_key: &str, client_cert: &str, client_trusts: &str) -> Pair {
+    let (ca, cb) = cert_conns(client_key, client_cert, client_trusts);
+    Pair::new(seed, endpoint_config(ca), endpoint_config(cb))
+}
+
+fn cert_conns(client_key: &str, client_cert: &str, client_trusts: &str) -> (crate::ConnectionConfig, crate::ConnectionConfig) {
     let (gw_auth, gw_id) = signer(crypto_pki("leaf.key"), crypto_pki("leaf.pem"));
     let (cl_auth, cl_id) = signer(our_pki(client_key), our_pki(client_cert));
     let mut ca = psk_conn("site", "unused", "unused", b"unused", true);
@@ -49,7 +54,7 @@ fn cert_pair(seed: u64, client_key: &str, client_cert: &str, client_trusts: &str
     cb.remote_id = Some(cl_id);
     cb.local_auth = gw_auth;
     cb.remote_auth = trust("root.pem");
-    Pair::new(seed, endpoint_config(ca), endpoint_config(cb))
+    (ca, cb)
 }
 
 /// IKE_AUTH datagrams on the wire and the longest of them.
@@ -186,4 +191,37 @@ fn a_gateway_identified_by_fqdn_is_bound_through_its_subject_alt_name() {
     p.initiate(Side::A, "site");
     p.drive();
     assert_eq!(p.downs(Side::A), vec![DownReason::AuthenticationFailed]);
+}
+
+/// RFC 8784 with signatures: the mixed SK_pi/SK_pr go into the signed
+/// octets, and NO_PPK_AUTH carries a second signature (RFC 7427 data, same
+/// method as the AUTH payload) over the unmixed ones.
+#[test]
+fn ppks_work_with_signature_authentication_including_no_ppk_auth() {
+    let ppk = |id: &str, required: bool| {
+        Some(crate::PpkConfig {
+            keys: vec![crate::Ppk { id_type: crate::PPK_ID_FIXED, id: id.as_bytes().to_vec(), secret: Secret::new(vec![0x5a; 32]) }],
+            required,
+        })
+    };
+    let up_with_ppk = |p: &Pair, side: Side| {
+        p.events(side).iter().find_map(|e| match e {
+            Event::IkeSaUp { ppk, .. } => Some(*ppk),
+            _ => None,
+        })
+    };
+    // Mandatory on both: the PPK is used.
+    let (mut ca, mut cb) = cert_conns("ed25519-client.key", "ed25519-client.pem", "root.pem");
+    (ca.ppk, cb.ppk) = (ppk("pqc", true), ppk("pqc", true));
+    let mut p = Pair::new(741, endpoint_config(ca), endpoint_config(cb));
+    p.connect();
+    assert_eq!((up_with_ppk(&p, Side::A), up_with_ppk(&p, Side::B)), (Some(true), Some(true)));
+    // Optional, and the gateway has no PPK for that PPK_ID: it verifies the
+    // client's NO_PPK_AUTH signature instead.
+    let (mut ca, mut cb) = cert_conns("ed25519-client.key", "ed25519-client.pem", "root.pem");
+    (ca.ppk, cb.ppk) = (ppk("pqc", false), ppk("other", false));
+    let mut p = Pair::new(742, endpoint_config(ca), endpoint_config(cb));
+    p.connect();
+    assert_eq!((up_with_ppk(&p, Side::A), up_with_ppk(&p, Side::B)), (Some(false), Some(false)));
+    assert_eq!((p.installs(Side::A).len(), p.installs(Side::B).len()), (1, 1));
 }

@@ -21,6 +21,15 @@ fn configs() -> (crate::EndpointConfig, crate::EndpointConfig) {
     let mut cb = psk_conn("site", "b.esprit.test", "a.esprit.test", b"k", false);
     ca.child.esp_proposals[0].pfs = vec![ike_wire::KeId::CURVE25519];
     cb.child.esp_proposals[0].pfs = vec![ike_wire::KeId::CURVE25519];
+    // An optional RFC 8784 PPK on both: the session carries USE_PPK,
+    // PPK_IDENTITY and NO_PPK_AUTH for the mutations to hit, and mutated
+    // ones lead into the fallback paths.
+    let ppk = crate::PpkConfig {
+        keys: vec![crate::Ppk { id_type: crate::PPK_ID_FIXED, id: b"fuzz".to_vec(), secret: ike_crypto::Secret::new(vec![7; 32]) }],
+        required: false,
+    };
+    ca.ppk = Some(ppk.clone());
+    cb.ppk = Some(ppk);
     let mut cfg_b = endpoint_config(cb);
     cfg_b.cookie_threshold = 1;
     (endpoint_config(ca), cfg_b)
@@ -181,4 +190,16 @@ fn the_recorded_insecure_session_reaches_every_exchange() {
     for x in [34u8, 35, 36, 37] {
         assert!(s.iter().any(|(_, _, d)| d.header().is_some_and(|h| h.exchange_type.0 == x)), "exchange {x}");
     }
+    // The PPK notifies, in the clear under the insecure provider: Protocol
+    // ID 0, SPI Size 0 and the Notify type of USE_PPK (IKE_SA_INIT),
+    // PPK_IDENTITY and NO_PPK_AUTH (IKE_AUTH request).
+    let has = |x: u8, t: ike_wire::NotifyType| {
+        let [hi, lo] = t.0.to_be_bytes();
+        s.iter().any(|(_, _, d)| {
+            d.header().is_some_and(|h| h.exchange_type.0 == x) && d.ike_bytes().windows(4).any(|w| w == [0, 0, hi, lo])
+        })
+    };
+    assert!(has(34, ike_wire::NotifyType::USE_PPK));
+    assert!(has(35, ike_wire::NotifyType::PPK_IDENTITY));
+    assert!(has(35, ike_wire::NotifyType::NO_PPK_AUTH));
 }

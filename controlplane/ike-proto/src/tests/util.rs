@@ -127,6 +127,7 @@ pub fn psk_conn(name: &str, local: &str, remote: &str, psk: &[u8], a_side: bool)
         pool: None,
         request_vip: Vec::new(),
         initial_contact: true,
+        ppk: None,
     }
 }
 
