@@ -103,35 +103,86 @@ impl Alloc {
     }
 }
 
-/// Address pools for CP (RFC 7296 §3.15).
+/// Address pools for CP (RFC 7296 §3.15). Each lease is the lowest free
+/// address, in O(log n): below a cursor every address is leased or in the
+/// `free` set; from the cursor on none has been handed out.
 #[derive(Default)]
 pub struct Pools {
-    leased: BTreeMap<String, BTreeSet<IpAddr>>,
+    /// Per pool name and family (false = IPv4).
+    pools: BTreeMap<(String, bool), PoolState>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    start: u128,
+    count: u128,
+    /// Leased offsets from `start`.
+    used: BTreeSet<u128>,
+    /// Released offsets below `cursor`.
+    free: BTreeSet<u128>,
+    cursor: u128,
+}
+
+impl PoolState {
+    fn new(start: u128, count: u128, old: Option<PoolState>) -> Self {
+        // A reload may move or resize the pool: leases inside the new range
+        // stay leased, the cursor starts over and skips them.
+        let used = old
+            .map(|o| o.used.into_iter().map(|u| o.start + u).filter(|a| (start..start + count).contains(a)).map(|a| a - start).collect())
+            .unwrap_or_default();
+        Self { start, count, used, free: BTreeSet::new(), cursor: 0 }
+    }
+
+    fn lease(&mut self) -> Option<u128> {
+        let off = match self.free.pop_first() {
+            Some(o) => o,
+            None => {
+                while self.cursor < self.count && self.used.contains(&self.cursor) {
+                    self.cursor += 1;
+                }
+                if self.cursor >= self.count {
+                    return None;
+                }
+                self.cursor += 1;
+                self.cursor - 1
+            }
+        };
+        self.used.insert(off);
+        Some(off)
+    }
+
+    fn release(&mut self, addr: u128) {
+        let Some(off) = addr.checked_sub(self.start) else { return };
+        if self.used.remove(&off) && off < self.cursor {
+            self.free.insert(off);
+        }
+    }
 }
 
 impl Pools {
     /// The lowest free address of `family` in `pool`.
     pub fn lease(&mut self, pool: &PoolConfig, family: Family) -> Option<IpAddr> {
-        let used = self.leased.entry(pool.name.clone()).or_default();
-        let addr = match family {
-            Family::V4 => {
-                let (start, count) = pool.v4?;
-                (0..count).map(|i| IpAddr::V4(u32::from(start).wrapping_add(i).into())).find(|a| !used.contains(a))?
-            }
-            Family::V6 => {
-                let (start, count) = pool.v6?;
-                (0..count)
-                    .map(|i| IpAddr::V6(u128::from(start).wrapping_add(u128::from(i)).into()))
-                    .find(|a| !used.contains(a))?
-            }
+        let (start, count, v6) = match family {
+            Family::V4 => pool.v4.map(|(s, n)| (u128::from(u32::from(s)), u128::from(n), false))?,
+            Family::V6 => pool.v6.map(|(s, n)| (u128::from(s), u128::from(n), true))?,
         };
-        used.insert(addr);
-        Some(addr)
+        let key = (pool.name.clone(), v6);
+        let state = match self.pools.remove(&key) {
+            Some(st) if st.start == start && st.count == count => st,
+            old => PoolState::new(start, count, old),
+        };
+        let st = self.pools.entry(key).or_insert(state);
+        let a = st.start + st.lease()?;
+        Some(if v6 { IpAddr::V6(a.into()) } else { IpAddr::V4(u32::try_from(a).ok()?.into()) })
     }
 
     pub fn release(&mut self, pool: &str, addr: IpAddr) {
-        if let Some(s) = self.leased.get_mut(pool) {
-            s.remove(&addr);
+        let (a, v6) = match addr {
+            IpAddr::V4(a) => (u128::from(u32::from(a)), false),
+            IpAddr::V6(a) => (u128::from(a), true),
+        };
+        if let Some(st) = self.pools.get_mut(&(pool.to_string(), v6)) {
+            st.release(a);
         }
     }
 }
@@ -391,4 +442,62 @@ pub fn detect_nat(notifies: &[&Notify<'_>], spi_i: u64, spi_r: u64, local: Socke
     let peer_behind = !of(NotifyType::NAT_DETECTION_SOURCE_IP).any(|n| n.data[..] == remote_hash[..]);
     let we_behind = !of(NotifyType::NAT_DETECTION_DESTINATION_IP).any(|n| n.data[..] == local_hash[..]);
     (we_behind, peer_behind)
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use super::*;
+
+    fn pool(n: u32) -> PoolConfig {
+        PoolConfig { name: "p".into(), v4: Some(("10.0.0.1".parse().unwrap(), n)), v6: None, dns: vec![] }
+    }
+
+    /// The reference: the lowest address not leased, by a linear scan.
+    fn lowest_free(leased: &BTreeSet<u32>, n: u32) -> Option<u32> {
+        (0..n).find(|i| !leased.contains(i))
+    }
+
+    #[test]
+    fn leases_are_always_the_lowest_free_address_like_a_linear_scan() {
+        let p = pool(64);
+        let mut pools = Pools::default();
+        let mut leased = BTreeSet::new();
+        let base = u32::from("10.0.0.1".parse::<std::net::Ipv4Addr>().unwrap());
+        // A fixed pseudo-random sequence of leases and releases.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..5000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if x % 3 != 0 || leased.is_empty() {
+                let want = lowest_free(&leased, 64);
+                let got = pools.lease(&p, Family::V4).map(|a| match a {
+                    IpAddr::V4(a) => u32::from(a) - base,
+                    IpAddr::V6(_) => unreachable!(),
+                });
+                assert_eq!(got, want);
+                if let Some(g) = got {
+                    leased.insert(g);
+                }
+            } else {
+                let victim = *leased.iter().nth((x as usize / 3) % leased.len()).unwrap();
+                leased.remove(&victim);
+                pools.release("p", IpAddr::V4((base + victim).into()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_moved_pool_keeps_the_leases_inside_its_new_range() {
+        let mut pools = Pools::default();
+        let a = pools.lease(&pool(4), Family::V4).unwrap();
+        let b = pools.lease(&pool(4), Family::V4).unwrap();
+        assert_eq!((a.to_string().as_str(), b.to_string().as_str()), ("10.0.0.1", "10.0.0.2"));
+        // Resized: .1 and .2 stay leased, the next is .3; then it is full.
+        let bigger = pool(3);
+        assert_eq!(pools.lease(&bigger, Family::V4).unwrap().to_string(), "10.0.0.3");
+        assert_eq!(pools.lease(&bigger, Family::V4), None);
+        pools.release("p", a);
+        assert_eq!(pools.lease(&bigger, Family::V4), Some(a));
+    }
 }
