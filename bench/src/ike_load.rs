@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use esprit_controlplane::config::DaemonConfig;
 use ike_crypto::RustCryptoProvider;
-use ike_proto::{Command, Endpoint, Event, EndpointConfig, IkeSaHandle, Time};
+use std::sync::Arc;
+
+use ike_proto::{Command, Endpoint, Event, EndpointConfig, Identity, IkeSaHandle, Time};
 
 /// What a load run saw.
 #[derive(Debug, Default)]
@@ -29,9 +31,11 @@ fn now() -> Time {
 }
 
 /// The initiator's configuration: PSK, X25519, AES-256-GCM, a virtual IP
-/// (so each Child SA has its own traffic selector), no INITIAL_CONTACT (the
-/// load is many SAs of one identity).
-pub fn initiator_config(local: SocketAddr, remote: SocketAddr, psk: &str, proposal: &str) -> Result<EndpointConfig, String> {
+/// (so each Child SA has its own traffic selector), no INITIAL_CONTACT;
+/// `identities` connections `load-N` with identities `load-N@esprit.bench`
+/// (a pool gives one identity one address: distinct identities keep the
+/// responder's Child SAs distinct, as real clients are).
+pub fn initiator_config(local: SocketAddr, remote: SocketAddr, psk: &str, proposal: &str, identities: usize) -> Result<EndpointConfig, String> {
     let yaml = format!(
         r#"
 ike:
@@ -56,7 +60,17 @@ ike:
         local = local.ip(),
         ip = remote.ip(),
     );
-    DaemonConfig::from_yaml(&yaml, Path::new(".")).map(|c| c.endpoint).map_err(|e| e.to_string())
+    let mut cfg = DaemonConfig::from_yaml(&yaml, Path::new(".")).map(|c| c.endpoint).map_err(|e| e.to_string())?;
+    let base = cfg.connections.first().cloned().ok_or("no connection")?;
+    cfg.connections = (0..identities.max(1))
+        .map(|i| {
+            let mut c = (*base).clone();
+            c.name = format!("load-{i}");
+            c.local_id = Identity::Email(format!("load-{i}@esprit.bench"));
+            Arc::new(c)
+        })
+        .collect();
+    Ok(cfg)
 }
 
 /// Runs `count` handshakes against `remote` from `local`, `window` at a
@@ -70,6 +84,7 @@ pub fn run_load(cfg: EndpointConfig, local: SocketAddr, remote: SocketAddr, coun
     for s in &socks {
         s.set_nonblocking(true)?;
     }
+    let identities = cfg.connections.len();
     let mut ep = Endpoint::new(cfg, Box::new(RustCryptoProvider), Box::new(rand_core::OsRng), now());
     let start = Instant::now();
     let mut r = LoadReport::default();
@@ -78,8 +93,9 @@ pub fn run_load(cfg: EndpointConfig, local: SocketAddr, remote: SocketAddr, coun
     let mut buf = vec![0u8; 65536];
     while r.established + r.failed < count && start.elapsed() < timeout {
         while pending.len() < window && initiated < count {
+            let connection = format!("load-{}", initiated % identities.max(1));
             let h = ep
-                .handle_command(now(), Command::Initiate { connection: "load".into(), local, remote })
+                .handle_command(now(), Command::Initiate { connection, local, remote })
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
             pending.insert(h);
             initiated += 1;

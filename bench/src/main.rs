@@ -90,7 +90,8 @@ fn ike_load(args: &[String]) -> ExitCode {
     let remote = std::net::SocketAddr::new(ip, 500);
     // Port 500 on a real address: no NAT is detected, IKE stays on 500.
     let local = std::net::SocketAddr::new(lip, 500);
-    let cfg = match esprit_bench::ike_load::initiator_config(local, remote, &psk, &proposal) {
+    // At most 20000 identities: the endpoint finds connections by a scan.
+    let cfg = match esprit_bench::ike_load::initiator_config(local, remote, &psk, &proposal, count.min(20_000)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("esprit-bench ike-load: {e}");
