@@ -570,6 +570,11 @@ fn encr(t: &str) -> Option<(EncrId, Option<u16>)> {
         "aes192gcm16" | "aes192gcm" => (EncrId::ENCR_AES_GCM_16, Some(192)),
         "aes256gcm16" | "aes256gcm" => (EncrId::ENCR_AES_GCM_16, Some(256)),
         "chacha20poly1305" => (EncrId::ENCR_CHACHA20_POLY1305, None),
+        // RFC 8750 implicit IV (ESP only).
+        "aes128gcm16iiv" => (EncrId::ENCR_AES_GCM_16_IIV, Some(128)),
+        "aes192gcm16iiv" => (EncrId::ENCR_AES_GCM_16_IIV, Some(192)),
+        "aes256gcm16iiv" => (EncrId::ENCR_AES_GCM_16_IIV, Some(256)),
+        "chacha20poly1305iiv" => (EncrId::ENCR_CHACHA20_POLY1305_IIV, None),
         "aes128" => (EncrId::ENCR_AES_CBC, Some(128)),
         "aes256" => (EncrId::ENCR_AES_CBC, Some(256)),
         _ => return None,
@@ -629,6 +634,9 @@ pub fn ike_proposal(s: &str) -> Result<IkeProposal, String> {
         }
     }
     let (encr, key_bits) = enc.ok_or_else(|| format!("{s:?}: no cipher"))?;
+    if ike_crypto::sk::is_implicit_iv(encr.0) {
+        return Err(format!("{s:?}: implicit-IV ciphers are for ESP only (RFC 8750 §4: not allowed for IKEv2)"));
+    }
     let aead = encr != EncrId::ENCR_AES_CBC;
     let integ = match (aead, i) {
         (true, None) => IntegId::NONE,
@@ -775,6 +783,10 @@ ike:
         let p = ike_proposal("aes128-sha256-modp2048").unwrap();
         assert_eq!((p.encr, p.integ, p.prf), (EncrId::ENCR_AES_CBC, IntegId::AUTH_HMAC_SHA2_256_128, PrfId::PRF_HMAC_SHA2_256));
         assert!(ike_proposal("aes256gcm16-prfsha256").is_err());
+        assert!(ike_proposal("aes256gcm16iiv-prfsha256-x25519").unwrap_err().contains("RFC 8750"));
+        let iiv = esp_proposal("aes256gcm16iiv-esn-noesn").unwrap();
+        assert_eq!((iiv.encr, iiv.key_bits), (EncrId::ENCR_AES_GCM_16_IIV, Some(256)));
+        assert_eq!(esp_proposal("chacha20poly1305iiv").unwrap().encr.0, 31);
         assert!(ike_proposal("aes256gcm16-sha256-prfsha256-x25519").is_err());
         assert!(esp_proposal("aes128-sha256").is_err());
         assert_eq!(esp_proposal("aes128gcm16-x25519").unwrap().pfs, vec![KeId::CURVE25519]);
