@@ -24,8 +24,9 @@ use std::time::Duration;
 use ike_crypto::cert::Certificate;
 use ike_crypto::sig::PrivateKey;
 use ike_crypto::Secret;
+use ike_proto::split_dns::{DnsDomain, DnssecTa, SplitDnsPolicy};
 use ike_proto::{
-    ChildConfig, ConnectionConfig, EndpointConfig, EspProposal, Family, Identity, IkeProposal, Lifetimes, LocalAuth, Mode,
+    ChildConfig, ConnectionConfig, EndpointConfig, EspProposal, Extensions, Family, Identity, IkeProposal, Lifetimes, LocalAuth, Mode,
     PoolConfig, RemoteAuth, RetransmitConfig, TrafficSelector,
 };
 use ike_wire::{EncrId, EsnId, IntegId, KeId, PrfId};
@@ -147,6 +148,40 @@ struct PoolYaml {
     v6: Option<String>,
     #[serde(default)]
     dns: Vec<IpAddr>,
+    /// RFC 8598 split-DNS domains pushed to clients that ask: a name, or
+    /// `{ name, trust_anchors: ["<key tag> <alg> <digest type> <hex>"] }`
+    /// (DS presentation form).
+    #[serde(default)]
+    dns_domains: Vec<DomainYaml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum DomainYaml {
+    Name(String),
+    WithTa {
+        name: String,
+        #[serde(default)]
+        trust_anchors: Vec<String>,
+    },
+}
+
+/// Initiator side of RFC 8598 split DNS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SplitDnsYaml {
+    #[serde(default = "yes")]
+    request: bool,
+    /// Accept only these domains (and their subdomains).
+    #[serde(default)]
+    allowed_domains: Option<Vec<String>>,
+    /// Domains whose DNSSEC trust anchors may be installed.
+    #[serde(default)]
+    dnssec_ta_domains: Vec<String>,
+    /// Run with the accepted domains in the environment when the IKE SA
+    /// comes up and goes down.
+    #[serde(default)]
+    hook: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +214,14 @@ struct ConnYaml {
     request_vip: Vec<String>,
     #[serde(default = "yes")]
     initial_contact: bool,
+    #[serde(default)]
+    split_dns: Option<SplitDnsYaml>,
+    /// RFC 8983 §5: follow IPx_ALLOWED to the other address family.
+    #[serde(default)]
+    dual_stack: bool,
+    /// RFC 9593 SUPPORTED_AUTH_METHODS.
+    #[serde(default = "yes")]
+    announce_auth_methods: bool,
 }
 
 fn yes() -> bool {
@@ -227,6 +270,9 @@ struct ChildYaml {
     rekey_packets: u64,
     #[serde(default)]
     life_packets: u64,
+    /// RFC 9478 security label, e.g. `system_u:object_r:ipsec_spd_t:s0`.
+    #[serde(default)]
+    sec_label: Option<String>,
 }
 
 fn tunnel() -> String {
@@ -256,6 +302,8 @@ pub struct DaemonConfig {
     pub orphan_grace: Duration,
     /// Per connection name.
     pub initiate: BTreeMap<String, InitiateAddrs>,
+    /// RFC 8598 resolver hook script per connection name.
+    pub split_dns_hooks: BTreeMap<String, PathBuf>,
 }
 
 impl std::fmt::Debug for DaemonConfig {
@@ -321,9 +369,13 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
 
     let mut connections = Vec::new();
     let mut initiate = BTreeMap::new();
+    let mut split_dns_hooks = BTreeMap::new();
     for (name, c) in &ike.connections {
         let at = format!("ike.connections.{name}");
         connections.push(Arc::new(connection(&at, name, c, &pools, base)?));
+        if let Some(h) = c.split_dns.as_ref().and_then(|s| s.hook.as_ref()) {
+            split_dns_hooks.insert(name.clone(), self::file(base, h));
+        }
         initiate.insert(name.clone(), InitiateAddrs { local: c.local.unwrap_or(ike.listen[0]), remote: c.remote });
     }
     let d = EndpointConfig::default();
@@ -353,6 +405,7 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
         replay_window_pkts: ike.replay_window_pkts,
         orphan_grace: Duration::from_secs(ike.orphan_grace_secs),
         initiate,
+        split_dns_hooks,
     })
 }
 
@@ -374,7 +427,39 @@ fn pool(at: &str, name: &str, p: &PoolYaml) -> Result<PoolConfig, ConfigError> {
     if v4.is_none() && v6.is_none() {
         return Err(err(at, "a pool needs v4 or v6 addresses"));
     }
-    Ok(PoolConfig { name: name.into(), v4, v6, dns: p.dns.clone() })
+    let mut dns_domains = Vec::new();
+    for (i, d) in p.dns_domains.iter().enumerate() {
+        let dat = format!("{at}.dns_domains[{i}]");
+        let (n, tas) = match d {
+            DomainYaml::Name(n) => (n, &[][..]),
+            DomainYaml::WithTa { name, trust_anchors } => (name, &trust_anchors[..]),
+        };
+        let mut dom = match DnsDomain::new(n) {
+            Some(d) if !d.name.is_empty() => d,
+            _ => return Err(err(dat, format!("not a DNS name (A-labels only): {n:?}"))),
+        };
+        for (k, t) in tas.iter().enumerate() {
+            dom.trust_anchors.push(trust_anchor(t).ok_or_else(|| {
+                err(format!("{dat}.trust_anchors[{k}]"), format!("not \"<key tag> <algorithm> <digest type> <hex digest>\" of a valid length: {t:?}"))
+            })?);
+        }
+        dns_domains.push(dom);
+    }
+    if !dns_domains.is_empty() && p.dns.is_empty() {
+        return Err(err(format!("{at}.dns_domains"), "RFC 8598 §3.3: split-DNS domains need at least one dns server"));
+    }
+    Ok(PoolConfig { name: name.into(), v4, v6, dns: p.dns.clone(), dns_domains })
+}
+
+/// `20326 8 2 E06D44B8...` (DS presentation form, RFC 4034 §5.3).
+fn trust_anchor(s: &str) -> Option<DnssecTa> {
+    let mut it = s.split_whitespace();
+    let key_tag = it.next()?.parse().ok()?;
+    let algorithm = it.next()?.parse().ok()?;
+    let digest_type = it.next()?.parse().ok()?;
+    let digest = hex::decode(it.collect::<String>()).ok()?;
+    let ta = DnssecTa { key_tag, algorithm, digest_type, digest };
+    ta.is_valid().then_some(ta)
 }
 
 /// `a.b.c.d/len` (hosts only: network and broadcast skipped for IPv4
@@ -526,6 +611,20 @@ fn connection(
         None => None,
         Some(p) => Some(pools.get(p).cloned().ok_or_else(|| err(format!("{at}.pool"), format!("no pool named {p:?} in ike.pools")))?),
     };
+    let sec_label = match &ch.sec_label {
+        Some(l) if l.is_empty() || l.len() > sa_table::MAX_SEC_LABEL_BYTES => {
+            return Err(err(format!("{cat}.sec_label"), format!("1 to {} octets", sa_table::MAX_SEC_LABEL_BYTES)));
+        }
+        Some(l) => Some(l.as_bytes().to_vec()),
+        None => None,
+    };
+    if let Some(sd) = &c.split_dns {
+        for (i, d) in sd.allowed_domains.iter().flatten().chain(&sd.dnssec_ta_domains).enumerate() {
+            if ike_proto::split_dns::normalize(d).filter(|n| !n.is_empty()).is_none() {
+                return Err(err(format!("{at}.split_dns"), format!("entry {i}: not a DNS name: {d:?}")));
+            }
+        }
+    }
     let mut request_vip = Vec::new();
     for (i, f) in c.request_vip.iter().enumerate() {
         request_vip.push(match f.as_str() {
@@ -554,12 +653,25 @@ fn connection(
                 rekey_packets: ch.rekey_packets,
                 hard_packets: ch.life_packets,
             },
+            sec_label,
         },
         ike_rekey_after: c.ike_rekey_secs.filter(|s| *s > 0).map(Duration::from_secs),
         dpd_delay: c.dpd_delay_secs.filter(|s| *s > 0).map(Duration::from_secs),
         pool,
         request_vip,
         initial_contact: c.initial_contact,
+        ext: Extensions {
+            split_dns: match &c.split_dns {
+                None => SplitDnsPolicy::default(),
+                Some(s) => SplitDnsPolicy {
+                    request: s.request,
+                    allowed_domains: s.allowed_domains.clone(),
+                    dnssec_ta_domains: s.dnssec_ta_domains.clone(),
+                },
+            },
+            dual_stack: c.dual_stack,
+            announce_auth_methods: c.announce_auth_methods,
+        },
     })
 }
 
@@ -729,6 +841,35 @@ ike:
         assert_eq!(pool.v4, Some(("10.99.0.1".parse().unwrap(), 254)));
         assert_eq!(conn.child.remote_ts, vec![TrafficSelector::any_v4()]);
         assert_eq!(c.initiate["rw"], InitiateAddrs { local: "172.16.9.1".parse().unwrap(), remote: None });
+    }
+
+    #[test]
+    fn loads_split_dns_domains_trust_anchors_labels_and_their_errors() {
+        let ta = format!("20326 8 2 {}", "E0".repeat(32));
+        let y = YAML
+            .replace(
+                "dns: [192.168.109.53] }",
+                &format!("dns: [192.168.109.53], dns_domains: [corp.example, {{ name: Lab.Example., trust_anchors: [\"{ta}\"] }}] }}"),
+            )
+            .replace("pool: rw", "pool: rw\n      dual_stack: true\n      split_dns: { allowed_domains: [example], dnssec_ta_domains: [lab.example], hook: hook.sh }")
+            .replace("local_ts: [192.168.109.0/24]", "local_ts: [192.168.109.0/24]\n        sec_label: \"system_u:object_r:ipsec_spd_t:s0\"");
+        let c = DaemonConfig::from_yaml(&y, Path::new("/etc/esprit")).unwrap();
+        let conn = &c.endpoint.connections[0];
+        let pool = conn.pool.as_ref().unwrap();
+        assert_eq!(pool.dns_domains[0].name, "corp.example");
+        assert_eq!(pool.dns_domains[1].name, "lab.example");
+        assert_eq!(pool.dns_domains[1].trust_anchors[0].key_tag, 20326);
+        assert!(conn.ext.dual_stack);
+        assert_eq!(conn.ext.split_dns.allowed_domains, Some(vec!["example".to_string()]));
+        assert_eq!(c.split_dns_hooks["rw"], PathBuf::from("/etc/esprit/hook.sh"));
+        assert_eq!(conn.child.sec_label.as_deref(), Some(&b"system_u:object_r:ipsec_spd_t:s0"[..]));
+        let bad = y.replace(&ta, "20326 8 2 E0E0");
+        let e = DaemonConfig::from_yaml(&bad, Path::new(".")).err().unwrap();
+        assert_eq!(e.path, "ike.pools.rw.dns_domains[1].trust_anchors[0]");
+        let bad = y.replace("corp.example,", "\"bad name\",");
+        assert_eq!(DaemonConfig::from_yaml(&bad, Path::new(".")).err().unwrap().path, "ike.pools.rw.dns_domains[0]");
+        let bad = y.replace("dns: [192.168.109.53],", "");
+        assert_eq!(DaemonConfig::from_yaml(&bad, Path::new(".")).err().unwrap().path, "ike.pools.rw.dns_domains");
     }
 
     #[test]

@@ -68,6 +68,9 @@ struct UpInfo {
     nat_local: bool,
     nat_remote: bool,
     established_at: Time,
+    connection: String,
+    /// RFC 8598 domains in force for this IKE SA.
+    dns_domains: Vec<ike_proto::split_dns::DnsDomain>,
 }
 
 /// Wall-clock time as the endpoint takes it.
@@ -356,10 +359,18 @@ impl Daemon {
                     id_str(&local_id),
                     id_str(&remote_id)
                 ));
-                self.up.insert(ike_sa, UpInfo { local_id, virtual_ips, dns, nat_local, nat_remote, established_at: t });
+                self.up.insert(
+                    ike_sa,
+                    UpInfo { local_id, virtual_ips, dns, nat_local, nat_remote, established_at: t, connection, dns_domains: Vec::new() },
+                );
             }
             Event::IkeSaDown { ike_sa, reason } => {
-                let was_up = self.up.remove(&ike_sa).is_some();
+                let gone = self.up.remove(&ike_sa);
+                let was_up = gone.is_some();
+                if let Some(u) = gone.filter(|u| !u.dns_domains.is_empty() && self.initiated.contains(&ike_sa)) {
+                    // RFC 8598 §4: the forwarding rules go with the IKE SA.
+                    self.split_dns_hook("down", ike_sa, &u);
+                }
                 self.initiated.remove(&ike_sa);
                 if !was_up {
                     let r = match &reason {
@@ -390,6 +401,9 @@ impl Daemon {
                 if i.rekey_of.is_some() {
                     self.metrics.rekeys.with_label_values(&["child"]).inc();
                 }
+                if i.suite.implicit_iv() {
+                    self.metrics.child_features.with_label_values(&["iiv"]).inc();
+                }
                 match self.table.install(t, &i) {
                     Ok(e) => log(format_args!(
                         "Child SA #{} of IKE SA #{} installed: SPIs in {:08x} out {:08x}, {:?}{}, {} <-> {}{}",
@@ -414,11 +428,64 @@ impl Daemon {
                 self.table.delete(child_sa);
                 log(format_args!("Child SA #{} of IKE SA #{} deleted (SPIs {spi_in:08x}/{spi_out:08x})", child_sa.0, ike_sa.0));
             }
+            Event::SplitDns { ike_sa, domains, refused } => {
+                let initiator = self.initiated.contains(&ike_sa) || self.ep.ike_sas().iter().any(|i| i.ike_sa == ike_sa && i.initiator);
+                let (ok, what) = if initiator { ("accepted", "accepted") } else { ("pushed", "pushed") };
+                self.metrics.split_dns.with_label_values(&[ok]).inc_by(domains.len() as u64);
+                self.metrics.split_dns.with_label_values(&["refused"]).inc_by(refused.len() as u64);
+                for (name, why) in &refused {
+                    log(format_args!("IKE SA #{}: split-DNS {name:?} refused ({why:?})", ike_sa.0));
+                }
+                let names: Vec<&str> = domains.iter().map(|d| d.name.as_str()).collect();
+                log(format_args!("IKE SA #{}: split-DNS domains {what}: {names:?}", ike_sa.0));
+                if let Some(u) = self.up.get_mut(&ike_sa) {
+                    u.dns_domains = domains;
+                    if initiator {
+                        self.initiated.insert(ike_sa);
+                        let u = u.clone();
+                        self.split_dns_hook("up", ike_sa, &u);
+                    }
+                }
+            }
             Event::ChildSaFailed { ike_sa, notify } => {
                 let r = notify.name().map_or_else(|| format!("notify_{}", notify.0), |s| s.to_lowercase());
                 self.metrics.child_failures.with_label_values(&[&r]).inc();
                 log(format_args!("Child SA of IKE SA #{} failed: {notify:?}", ike_sa.0));
             }
+        }
+    }
+
+    /// Runs the connection's RFC 8598 resolver hook, if any, without
+    /// waiting for it (a reaper thread collects it). Environment:
+    /// ESPRIT_EVENT (up/down), ESPRIT_CONNECTION, ESPRIT_IKE_SA,
+    /// ESPRIT_DNS_DOMAINS (space separated), ESPRIT_DNS_SERVERS,
+    /// ESPRIT_DNSSEC_TAS (`domain keytag alg digesttype HEX` joined by ';').
+    fn split_dns_hook(&self, what: &str, ike_sa: IkeSaHandle, u: &UpInfo) {
+        let Some(hook) = self.cfg.split_dns_hooks.get(&u.connection) else { return };
+        let domains: Vec<&str> = u.dns_domains.iter().map(|d| d.name.as_str()).collect();
+        let servers: Vec<String> = u.dns.iter().map(|a| a.to_string()).collect();
+        let tas: Vec<String> =
+            u.dns_domains.iter().flat_map(|d| d.trust_anchors.iter().map(move |t| format!("{} {}", d.name, t.presentation()))).collect();
+        let child = std::process::Command::new(hook)
+            .env("ESPRIT_EVENT", what)
+            .env("ESPRIT_CONNECTION", &u.connection)
+            .env("ESPRIT_IKE_SA", ike_sa.0.to_string())
+            .env("ESPRIT_DNS_DOMAINS", domains.join(" "))
+            .env("ESPRIT_DNS_SERVERS", servers.join(" "))
+            .env("ESPRIT_DNSSEC_TAS", tas.join(";"))
+            .stdin(std::process::Stdio::null())
+            .spawn();
+        match child {
+            Ok(mut c) => {
+                std::thread::spawn(move || {
+                    if let Ok(st) = c.wait() {
+                        if !st.success() {
+                            log(format_args!("split-DNS hook exited with {st}"));
+                        }
+                    }
+                });
+            }
+            Err(e) => log(format_args!("split-DNS hook {}: {e}", hook.display())),
         }
     }
 
@@ -531,6 +598,7 @@ impl Daemon {
                     c["encr"] = json!(format!("{:?}{}", e.suite.encr, e.suite.key_bits.map(|b| format!("-{b}")).unwrap_or_default()));
                     c["esn"] = json!(e.suite.esn);
                     c["pfs"] = json!(e.suite.ke.map(name_of));
+                    c["iiv"] = json!(e.suite.implicit_iv());
                     c["mode"] = json!(match e.mode {
                         ike_proto::Mode::Tunnel => "TUNNEL",
                         ike_proto::Mode::Transport => "TRANSPORT",
@@ -575,6 +643,9 @@ impl Daemon {
                 "dns": up.map(|u| u.dns.iter().map(|a| a.to_string()).collect::<Vec<_>>()).unwrap_or_default(),
                 "nat_local": up.map(|u| u.nat_local),
                 "nat_remote": up.map(|u| u.nat_remote),
+                "dns_domains": up.map(|u| u.dns_domains.iter().map(|d| d.name.clone()).collect::<Vec<_>>()).unwrap_or_default(),
+                "dnssec_tas": up.map(|u| u.dns_domains.iter().flat_map(|d| d.trust_anchors.iter().map(move |t| format!("{} {}", d.name, t.presentation()))).collect::<Vec<_>>()).unwrap_or_default(),
+                "peer_allowed_families": i.ext.peer_allowed.iter().map(|f| match f { ike_proto::Family::V4 => "v4", ike_proto::Family::V6 => "v6" }).collect::<Vec<_>>(),
                 "child_sas": children,
             }));
         }

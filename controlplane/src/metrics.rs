@@ -41,6 +41,10 @@ pub struct IkeMetrics {
     pub retransmits: IntCounter,
     pub datagrams: IntCounterVec,
     pub orphans: IntGauge,
+    /// RFC 8598 domains accepted / refused (initiator) or pushed (responder).
+    pub split_dns: IntCounterVec,
+    /// Child SAs installed with an ipsecme feature (iiv, label).
+    pub child_features: IntCounterVec,
 }
 
 /// Registration of a fixed, valid definition cannot fail.
@@ -61,6 +65,8 @@ impl IkeMetrics {
             cv("esprit_ike_handshake_failures_total", "IKE SAs that went down before they were established, by reason", &["reason"])?;
         let child_failures = cv("esprit_ike_child_sa_failures_total", "Child SAs refused or not programmable, by reason", &["reason"])?;
         let rekeys = cv("esprit_ike_rekeys_total", "Completed rekeys, by kind (child, ike)", &["kind"])?;
+        let split_dns = cv("esprit_ike_split_dns_domains_total", "RFC 8598 domains: accepted, refused (initiator) or pushed (responder)", &["result"])?;
+        let child_features = cv("esprit_ike_child_sa_features_total", "Child SAs installed with an extension: iiv (RFC 8750), label (RFC 9478)", &["feature"])?;
         let datagrams = cv("esprit_ike_datagrams_total", "IKE datagrams received (dir=rx) and sent (dir=tx)", &["dir"])?;
         let ike_sas = IntGaugeVec::new(Opts::new("esprit_ike_sas", "IKE SAs held, by state"), &["state"])?;
         r.register(Box::new(ike_sas.clone()))?;
@@ -86,6 +92,8 @@ impl IkeMetrics {
             retransmits,
             datagrams,
             orphans,
+            split_dns,
+            child_features,
         })
     }
 

@@ -93,6 +93,8 @@ pub struct IkeSaInfo {
     pub suite: Option<crate::proposal::IkeSuite>,
     /// (handle, inbound SPI, outbound SPI) of its Child SAs.
     pub child_sas: Vec<(ChildSaHandle, u32, u32)>,
+    /// What the ipsecme extensions negotiated (split DNS, RFC 8983, ...).
+    pub ext: crate::ike_sa::ExtState,
 }
 
 /// A sans-IO IKEv2 endpoint owning many IKE SAs.
@@ -217,6 +219,13 @@ impl Endpoint {
                             sa.enqueue(Queued::DeleteIke);
                             sa.pump(ctx);
                         });
+                    }
+                    Effect::Reinitiate { conn, local, remote } => {
+                        let Self { config, crypto, rng, alloc, pools, out, .. } = self;
+                        let mut ctx = Ctx { now, crypto: &**crypto, rng: &mut **rng, config, out, alloc, pools };
+                        if let Ok(sa) = IkeSa::initiate(&mut ctx, conn, local, remote) {
+                            self.insert_sa(sa);
+                        }
                     }
                     Effect::InitialContact { keep, remote_id } => {
                         let others: Vec<IkeSaHandle> = self
@@ -532,6 +541,7 @@ impl Endpoint {
                 remote_id: sa.remote_id.clone(),
                 suite: sa.keys.as_ref().map(|k| k.suite.clone()),
                 child_sas: sa.children.values().map(|c| (c.handle, c.spi_in, c.spi_out)).collect(),
+                ext: sa.ext.clone(),
             })
             .collect()
     }

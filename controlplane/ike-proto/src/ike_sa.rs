@@ -239,6 +239,17 @@ pub struct IkeSa {
     pub fragment_len: Option<usize>,
     fragmentation_cfg: Option<crate::config::FragmentationConfig>,
     reassembly: Reassembly,
+    /// What the ipsecme extensions negotiated on this SA.
+    pub ext: ExtState,
+}
+
+/// Per-SA state of the ipsecme extensions (split DNS, RFC 8983, RFC 9593).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExtState {
+    /// RFC 8598 domains: accepted (initiator) or pushed (responder).
+    pub dns_domains: Vec<crate::split_dns::DnsDomain>,
+    /// RFC 8983: the address families the responder says it assigns.
+    pub peer_allowed: Vec<Family>,
 }
 
 fn notify_payload(t: NotifyType) -> Payload<'static> {
@@ -310,6 +321,7 @@ impl IkeSa {
             fragment_len: None,
             fragmentation_cfg: ctx.config.fragmentation,
             reassembly: Reassembly::default(),
+            ext: ExtState::default(),
         }
     }
 
@@ -821,6 +833,8 @@ impl IkeSa {
                 attributes.push(CfgAttribute::new(addr, Vec::new()));
                 attributes.push(CfgAttribute::new(dns, Vec::new()));
             }
+            // RFC 8598 §3.1: with the DNS server requests above.
+            attributes.extend(crate::split_dns::request_attributes(&conn.ext.split_dns));
             p.push(Payload::Cp(Cp { cfg_type: CfgType::CFG_REQUEST, attributes }));
         }
         if conn.child.mode == Mode::Transport {
@@ -874,9 +888,17 @@ impl IkeSa {
         // §3.15: CFG_REPLY only in answer to CFG_REQUEST.
         let mut dns = Vec::new();
         let cp_result = match p.cp().filter(|c| c.cfg_type == CfgType::CFG_REQUEST) {
-            Some(cp) => self.assign_config(ctx, cp, &mut dns).map(|c| {
-                out.push(Payload::Cp(c));
-            }),
+            Some(cp) => {
+                let r = self.assign_config(ctx, cp, &mut dns).map(|c| {
+                    out.push(Payload::Cp(c));
+                });
+                // RFC 8983 §5 Table 1: the families we assign, whenever an
+                // address was asked for (the error case carries its own).
+                if !matches!(r, Err(ProtoError::AddressFamilyNotAllowed(_))) {
+                    out.extend(self.allowed_notifies(cp).into_iter().map(notify_payload));
+                }
+                r
+            }
             None => Ok(()),
         };
         let child = match (cp_result, p.sa(), p.ts_i(), p.ts_r()) {
@@ -902,6 +924,9 @@ impl IkeSa {
             nat_local: self.nat_local,
             nat_remote: self.nat_remote,
         });
+        if !self.ext.dns_domains.is_empty() {
+            ctx.out.events.push_back(Event::SplitDns { ike_sa: self.handle, domains: self.ext.dns_domains.clone(), refused: Vec::new() });
+        }
         match child {
             Ok((payloads, install)) => {
                 out.extend(payloads);
@@ -919,6 +944,21 @@ impl IkeSa {
 
     /// CFG_REPLY for a CFG_REQUEST: one address per requested family from
     /// the pool, and the pool's DNS servers of those families.
+    /// RFC 8983 §5: IP4_ALLOWED / IP6_ALLOWED for the families our pool
+    /// assigns, in answer to a request for addresses.
+    fn allowed_notifies(&self, cp: &Cp<'_>) -> Vec<NotifyType> {
+        let asked = cp.attributes.iter().any(|a| matches!(a.attr_type, CfgAttrType::INTERNAL_IP4_ADDRESS | CfgAttrType::INTERNAL_IP6_ADDRESS));
+        let Some(pool) = self.conn.pool.as_ref().filter(|_| asked) else { return Vec::new() };
+        let mut v = Vec::new();
+        if pool.v4.is_some() {
+            v.push(NotifyType::IP4_ALLOWED);
+        }
+        if pool.v6.is_some() {
+            v.push(NotifyType::IP6_ALLOWED);
+        }
+        v
+    }
+
     fn assign_config(&mut self, ctx: &mut Ctx<'_>, cp: &Cp<'_>, dns_out: &mut Vec<IpAddr>) -> Result<Cp<'static>, ProtoError> {
         let pool = self.conn.pool.clone().ok_or(ProtoError::InternalAddressFailure)?;
         let mut attributes = Vec::new();
@@ -952,8 +992,21 @@ impl IkeSa {
                 }
             }
         }
-        // §3.15.3: INTERNAL_ADDRESS_FAILURE only if no address at all.
+        // §3.15.3: INTERNAL_ADDRESS_FAILURE only if no address at all;
+        // RFC 8983: if none of the requested families is one we assign,
+        // say which one we do instead.
         if attributes.is_empty() && !families.is_empty() {
+            let supported = |f: &Family| match f {
+                Family::V4 => pool.v4.is_some(),
+                Family::V6 => pool.v6.is_some(),
+            };
+            if !families.iter().any(supported) {
+                match (pool.v4.is_some(), pool.v6.is_some()) {
+                    (true, false) => return Err(ProtoError::AddressFamilyNotAllowed(NotifyType::IP4_ALLOWED)),
+                    (false, true) => return Err(ProtoError::AddressFamilyNotAllowed(NotifyType::IP6_ALLOWED)),
+                    _ => {}
+                }
+            }
             return Err(ProtoError::InternalAddressFailure);
         }
         let asked_dns4 = cp.attributes.iter().any(|a| a.attr_type == CfgAttrType::INTERNAL_IP4_DNS);
@@ -970,6 +1023,12 @@ impl IkeSa {
                 }
                 _ => {}
             }
+        }
+        // RFC 8598 §3.3: domains only to a client that asked, and only
+        // with a DNS server that resolves them.
+        if crate::split_dns::requested(&cp.attributes) && !dns_out.is_empty() && !pool.dns_domains.is_empty() {
+            attributes.extend(crate::split_dns::reply_attributes(&pool.dns_domains));
+            self.ext.dns_domains = pool.dns_domains.clone();
         }
         Ok(Cp { cfg_type: CfgType::CFG_REPLY, attributes })
     }
@@ -1017,6 +1076,12 @@ impl IkeSa {
         self.remote_id = Some(peer_id.clone());
         let mut dns = Vec::new();
         let mut vips = Vec::new();
+        let mut split_dns = crate::split_dns::SplitDnsOutcome::default();
+        for (t, f) in [(NotifyType::IP4_ALLOWED, Family::V4), (NotifyType::IP6_ALLOWED, Family::V6)] {
+            if p.notify(t).is_some() {
+                self.ext.peer_allowed.push(f);
+            }
+        }
         if let Some(cp) = p.cp().filter(|c| c.cfg_type == CfgType::CFG_REPLY) {
             for a in &cp.attributes {
                 match a.attr_type {
@@ -1043,6 +1108,12 @@ impl IkeSa {
                     _ => {}
                 }
             }
+            // RFC 8598 §3.3: domains need a DNS server to go to.
+            if !dns.is_empty() {
+                let full_tunnel = self.conn.child.remote_ts.iter().any(|t| *t == TrafficSelector::any_v4() || *t == TrafficSelector::any_v6());
+                split_dns = crate::split_dns::accept_reply(&self.conn.ext.split_dns, &cp.attributes, full_tunnel);
+                self.ext.dns_domains = split_dns.accepted.clone();
+            }
         }
         self.state = IkeState::Established;
         self.rekey_at = ike_rekey_time(&self.conn, ctx);
@@ -1058,6 +1129,9 @@ impl IkeSa {
             nat_local: self.nat_local,
             nat_remote: self.nat_remote,
         });
+        if !split_dns.accepted.is_empty() || !split_dns.refused.is_empty() {
+            ctx.out.events.push_back(Event::SplitDns { ike_sa: self.handle, domains: split_dns.accepted, refused: split_dns.refused });
+        }
         let Some(mut child) = task.child else { return Ok(()) };
         if !vips.is_empty() {
             // Our side of the tunnel is the assigned address.
@@ -1074,11 +1148,43 @@ impl IkeSa {
             Ok(install) => self.install_child(ctx, install),
             Err(e) => {
                 ctx.alloc.release_child_spi(child.spi_in);
-                let notify = p.error_notify().or_else(|| e.notify().map(|n| n.notify_type)).unwrap_or(NotifyType::NO_PROPOSAL_CHOSEN);
+                let mut notify = p.error_notify().or_else(|| e.notify().map(|n| n.notify_type)).unwrap_or(NotifyType::NO_PROPOSAL_CHOSEN);
+                if let Some(t) = self.address_family_refused(vips.is_empty()) {
+                    notify = t;
+                    self.follow_allowed_family(ctx);
+                }
                 ctx.out.events.push_back(Event::ChildSaFailed { ike_sa: self.handle, notify });
             }
         }
         Ok(())
+    }
+
+    /// RFC 8983: we asked for addresses, got none, and the responder's
+    /// IPx_ALLOWED names only families we did not ask for: the status to
+    /// report (IP4_ALLOWED or IP6_ALLOWED).
+    fn address_family_refused(&self, no_vips: bool) -> Option<NotifyType> {
+        let asked = &self.conn.request_vip;
+        let allowed = &self.ext.peer_allowed;
+        if !no_vips || asked.is_empty() || allowed.is_empty() || allowed.iter().any(|f| asked.contains(f)) {
+            return None;
+        }
+        Some(if allowed.contains(&Family::V4) { NotifyType::IP4_ALLOWED } else { NotifyType::IP6_ALLOWED })
+    }
+
+    /// RFC 8983 §5: a dual-stack initiator that asked for one family and
+    /// was told only the other is assigned "MUST send a request for" it; the
+    /// configuration payload only goes in IKE_AUTH, so on a new IKE SA.
+    /// This one has no Child SA and is deleted. The new SA asks only for
+    /// the allowed families and does not fall back again.
+    fn follow_allowed_family(&mut self, ctx: &mut Ctx<'_>) {
+        if !self.conn.ext.dual_stack || !self.children.is_empty() {
+            return;
+        }
+        let mut conn = (*self.conn).clone();
+        conn.request_vip = self.ext.peer_allowed.clone();
+        conn.ext.dual_stack = false;
+        ctx.out.effects.push(Effect::Reinitiate { conn: Arc::new(conn), local: self.local, remote: self.remote });
+        self.enqueue(Queued::Terminate);
     }
 
     // ------------------------------------------------------------------

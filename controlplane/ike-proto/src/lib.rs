@@ -51,6 +51,7 @@ pub mod ike_sa;
 pub mod message;
 pub mod proposal;
 pub mod sa;
+pub mod split_dns;
 pub mod time;
 pub mod ts;
 
@@ -58,7 +59,7 @@ pub mod ts;
 mod tests;
 
 pub use config::{
-    ChildConfig, ConnectionConfig, EndpointConfig, EspProposal, Family, FragmentationConfig, Identity, IkeProposal, Lifetimes, LocalAuth, Mode,
+    ChildConfig, ConnectionConfig, EndpointConfig, EspProposal, Extensions, Family, FragmentationConfig, Identity, IkeProposal, Lifetimes, LocalAuth, Mode,
     PoolConfig, RemoteAuth, RetransmitConfig,
 };
 pub use endpoint::{Endpoint, IkeSaInfo};

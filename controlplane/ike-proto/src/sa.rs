@@ -47,6 +47,9 @@ pub enum Effect {
     Resolved { successor: IkeSaHandle },
     /// INITIAL_CONTACT (§2.4): drop other IKE SAs of this identity.
     InitialContact { keep: IkeSaHandle, remote_id: Identity },
+    /// Start a new IKE SA with an adjusted copy of a connection (RFC 8983
+    /// §5: ask for the address family the responder allows).
+    Reinitiate { conn: std::sync::Arc<crate::config::ConnectionConfig>, local: SocketAddr, remote: SocketAddr },
 }
 
 /// What a call produced.

@@ -13,3 +13,4 @@ mod certs;
 mod fragments;
 mod consistency;
 mod iiv;
+mod cfg_ext;

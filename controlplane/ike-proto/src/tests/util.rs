@@ -121,12 +121,14 @@ pub fn psk_conn(name: &str, local: &str, remote: &str, psk: &[u8], a_side: bool)
             remote_ts: vec![prefix(rts)],
             mode: Mode::Tunnel,
             lifetime: Lifetimes::default(),
+            sec_label: None,
         },
         ike_rekey_after: None,
         dpd_delay: None,
         pool: None,
         request_vip: Vec::new(),
         initial_contact: true,
+        ext: crate::Extensions::default(),
     }
 }
 
