@@ -612,8 +612,10 @@ fn connection(
         Some(p) => Some(pools.get(p).cloned().ok_or_else(|| err(format!("{at}.pool"), format!("no pool named {p:?} in ike.pools")))?),
     };
     let sec_label = match &ch.sec_label {
-        Some(l) if l.is_empty() || l.len() > sa_table::MAX_SEC_LABEL_BYTES => {
-            return Err(err(format!("{cat}.sec_label"), format!("1 to {} octets", sa_table::MAX_SEC_LABEL_BYTES)));
+        // The table keeps the label with its terminating NUL (RFC 9478 as
+        // strongSwan and libreswan encode SELinux contexts).
+        Some(l) if l.is_empty() || l.len() >= sa_table::MAX_SEC_LABEL_BYTES || l.contains('\0') => {
+            return Err(err(format!("{cat}.sec_label"), format!("1 to {} octets, no NUL", sa_table::MAX_SEC_LABEL_BYTES - 1)));
         }
         Some(l) => Some(l.as_bytes().to_vec()),
         None => None,

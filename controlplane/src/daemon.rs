@@ -404,6 +404,9 @@ impl Daemon {
                 if i.suite.implicit_iv() {
                     self.metrics.child_features.with_label_values(&["iiv"]).inc();
                 }
+                if i.sec_label.is_some() {
+                    self.metrics.child_features.with_label_values(&["label"]).inc();
+                }
                 match self.table.install(t, &i) {
                     Ok(e) => log(format_args!(
                         "Child SA #{} of IKE SA #{} installed: SPIs in {:08x} out {:08x}, {:?}{}, {} <-> {}{}",
@@ -599,6 +602,7 @@ impl Daemon {
                     c["esn"] = json!(e.suite.esn);
                     c["pfs"] = json!(e.suite.ke.map(name_of));
                     c["iiv"] = json!(e.suite.implicit_iv());
+                    c["label"] = json!(e.sec_label.as_ref().map(|l| String::from_utf8_lossy(l.strip_suffix(&[0]).unwrap_or(l)).into_owned()));
                     c["mode"] = json!(match e.mode {
                         ike_proto::Mode::Tunnel => "TUNNEL",
                         ike_proto::Mode::Transport => "TRANSPORT",

@@ -56,6 +56,7 @@ fn install(child: u64, spi: u32, rekey_of: Option<u64>, local: &str) -> ChildSaI
         remote: "172.16.9.2:4500".parse().unwrap(),
         udp_encap: false,
         rekey_of: rekey_of.map(ChildSaHandle),
+        sec_label: None,
     }
 }
 
@@ -174,4 +175,22 @@ fn an_implicit_iv_child_sa_is_installed_as_an_iiv_suite_and_rekeyed_before_its_s
     i.suite.key_bits = None;
     let e = p.install(T0, &i).unwrap().clone();
     assert_eq!(p.writer().get(e.inbound).unwrap().transform, TransformId::CHACHA20_POLY1305_IIV);
+}
+
+#[test]
+fn a_labeled_child_sa_carries_its_label_in_both_slots() {
+    let t = Table::new("label");
+    let mut p = open(&t);
+    let mut i = install(7, 0x100, None, "172.16.9.1:4500");
+    i.sec_label = Some(b"system_u:object_r:ipsec_spd_t:s0\0".to_vec());
+    let e = p.install(T0, &i).unwrap().clone();
+    let w = p.writer();
+    for id in [e.inbound, e.outbound.unwrap()] {
+        assert_eq!(w.get(id).unwrap().sec_label(), b"system_u:object_r:ipsec_spd_t:s0\0");
+    }
+    let mut i = install(8, 0x200, None, "172.16.9.1:4500");
+    i.sec_label = Some(vec![b'x'; sa_table::MAX_SEC_LABEL_BYTES + 1]);
+    assert!(matches!(p.install(T0, &i), Err(ProgramError::LabelTooLong(_))));
+    let unlabeled = p.install(T0, &install(9, 0x300, None, "172.16.9.1:4500")).unwrap().clone();
+    assert!(p.writer().get(unlabeled.inbound).unwrap().sec_label().is_empty());
 }

@@ -73,6 +73,9 @@ pub struct ChildSaInstall {
     /// The Child SA this one replaces (rekey); delete it only after this
     /// one is installed.
     pub rekey_of: Option<ChildSaHandle>,
+    /// RFC 9478 security label of both directions (NUL-terminated, as on
+    /// the wire), if one was negotiated.
+    pub sec_label: Option<Vec<u8>>,
 }
 
 /// Why an IKE SA went down.

@@ -88,6 +88,8 @@ pub struct ChildSa {
     pub mode: Mode,
     pub ts_local: Vec<TrafficSelector>,
     pub ts_remote: Vec<TrafficSelector>,
+    /// RFC 9478 label (normalized, NUL-terminated) if negotiated.
+    pub sec_label: Option<Vec<u8>>,
     pub state: ChildState,
     pub installed_at: Time,
     /// When our lifetime-driven rekey starts (none without `rekey_secs`);
@@ -841,8 +843,9 @@ impl IkeSa {
             p.push(notify_payload(NotifyType::USE_TRANSPORT_MODE));
         }
         p.push(Payload::Sa(proposal::esp_sa_payload(&conn.child.esp_proposals, child.spi_in, false)));
-        p.push(Payload::TsI(ts::to_wire_list(&child.ts_local)));
-        p.push(Payload::TsR(ts::to_wire_list(&child.ts_remote)));
+        let label = self.conn.child.sec_label.as_deref();
+        p.push(Payload::TsI(ts::to_wire_list_labeled(&child.ts_local, label)));
+        p.push(Payload::TsR(ts::to_wire_list_labeled(&child.ts_remote, label)));
         self.send_request(ctx, ExchangeType::IKE_AUTH, &p)?;
         self.active = Some(Task::IkeAuth(Box::new(IkeAuthTask { init, child: Some(child) })));
         Ok(())
@@ -1220,6 +1223,12 @@ impl IkeSa {
         if ts_remote.is_empty() || ts_local.is_empty() {
             return Err(ProtoError::TsUnacceptable);
         }
+        // RFC 9478: a rekey keeps the label of the SA it replaces.
+        let our_label = match rekey_of {
+            Some(old) => old.sec_label.clone(),
+            None => conn.child.sec_label.clone(),
+        };
+        let label = ts::choose_label(our_label.as_deref(), &ts_i.selectors, &ts_r.selectors)?;
         let spi_in = ctx.alloc.child_spi(ctx.rng);
         let selected = proposal::select_esp(&conn.child.esp_proposals, sa_i, spi_in, pfs);
         let (suite, spi_out, answer) = match selected {
@@ -1251,7 +1260,8 @@ impl IkeSa {
             (None, _) => None,
         };
         let mode = if transport && conn.child.mode == Mode::Transport { Mode::Transport } else { Mode::Tunnel };
-        let install = self.child_install(ctx, suite, spi_in, spi_out, g_ir.as_ref().map(|g| g.as_slice()), ni, nr, Role::Responder, mode, ts_local.clone(), ts_remote.clone(), rekey_of.map(|c| c.handle))?;
+        let mut install = self.child_install(ctx, suite, spi_in, spi_out, g_ir.as_ref().map(|g| g.as_slice()), ni, nr, Role::Responder, mode, ts_local.clone(), ts_remote.clone(), rekey_of.map(|c| c.handle))?;
+        install.sec_label = label.clone();
         let mut out = vec![Payload::Sa(answer)];
         if pfs {
             out.push(Payload::Nonce(Nonce { data: nr.to_vec().into() }));
@@ -1259,8 +1269,8 @@ impl IkeSa {
                 out.push(Payload::Ke(k));
             }
         }
-        out.push(Payload::TsI(ts::to_wire_list(&ts_remote)));
-        out.push(Payload::TsR(ts::to_wire_list(&ts_local)));
+        out.push(Payload::TsI(ts::to_wire_list_labeled(&ts_remote, label.as_deref())));
+        out.push(Payload::TsR(ts::to_wire_list_labeled(&ts_local, label.as_deref())));
         if mode == Mode::Transport {
             out.push(notify_payload(NotifyType::USE_TRANSPORT_MODE));
         }
@@ -1293,6 +1303,7 @@ impl IkeSa {
         if !local_ok || !ts::is_narrowing_of(&ts_remote, &req.ts_remote) {
             return Err(ProtoError::TsUnacceptable);
         }
+        let label = ts::check_label(conn.child.sec_label.as_deref(), &ts_i.selectors, &ts_r.selectors)?;
         let g_ir = match (suite.ke, ke) {
             (Some(method), Some((ours, Some(ke_r)))) if ours.method() == method.0 && ke_r.ke_method == method => {
                 Some(ours.compute_shared(&ke_r.data)?)
@@ -1301,7 +1312,8 @@ impl IkeSa {
             _ => return Err(ProtoError::Invalid("KE of the Child SA")),
         };
         let mode = if transport && conn.child.mode == Mode::Transport { Mode::Transport } else { Mode::Tunnel };
-        let install = self.child_install(ctx, suite, req.spi_in, spi_out, g_ir.as_ref().map(|g| g.as_slice()), ni, nr, Role::Initiator, mode, ts_local, ts_remote, rekey_of)?;
+        let mut install = self.child_install(ctx, suite, req.spi_in, spi_out, g_ir.as_ref().map(|g| g.as_slice()), ni, nr, Role::Initiator, mode, ts_local, ts_remote, rekey_of)?;
+        install.sec_label = label;
         Ok(*install)
     }
 
@@ -1351,6 +1363,7 @@ impl IkeSa {
             remote: self.remote,
             udp_encap: self.nat_local || self.nat_remote,
             rekey_of,
+            sec_label: None,
         }))
     }
 
@@ -1365,6 +1378,7 @@ impl IkeSa {
                 mode: install.mode,
                 ts_local: install.ts_local.clone(),
                 ts_remote: install.ts_remote.clone(),
+                sec_label: install.sec_label.clone(),
                 state: ChildState::Installed,
                 installed_at: ctx.now,
                 rekey_due: match self.conn.child.lifetime.rekey_secs {
@@ -1434,8 +1448,9 @@ impl IkeSa {
         if let Some(k) = &ke {
             p.push(Payload::Ke(Ke { ke_method: KeId(k.method()), data: k.public_key().to_vec().into() }));
         }
-        p.push(Payload::TsI(ts::to_wire_list(&child.ts_local)));
-        p.push(Payload::TsR(ts::to_wire_list(&child.ts_remote)));
+        let label = self.conn.child.sec_label.as_deref();
+        p.push(Payload::TsI(ts::to_wire_list_labeled(&child.ts_local, label)));
+        p.push(Payload::TsR(ts::to_wire_list_labeled(&child.ts_remote, label)));
         if conn.child.mode == Mode::Transport {
             p.push(notify_payload(NotifyType::USE_TRANSPORT_MODE));
         }

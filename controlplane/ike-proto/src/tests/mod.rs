@@ -14,3 +14,4 @@ mod fragments;
 mod consistency;
 mod iiv;
 mod cfg_ext;
+mod labels;
