@@ -222,6 +222,11 @@ struct ConnYaml {
     /// RFC 9593 SUPPORTED_AUTH_METHODS.
     #[serde(default = "yes")]
     announce_auth_methods: bool,
+    /// The peer's signature schemes accepted (and announced): ed25519,
+    /// ecdsa-sha256, ecdsa-sha384, rsa-pkcs1-sha256/384/512,
+    /// rsa-pss-sha256/384/512. Empty: all.
+    #[serde(default)]
+    signature_schemes: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -451,6 +456,23 @@ fn pool(at: &str, name: &str, p: &PoolYaml) -> Result<PoolConfig, ConfigError> {
     Ok(PoolConfig { name: name.into(), v4, v6, dns: p.dns.clone(), dns_domains })
 }
 
+/// A signature scheme by its configuration name.
+pub fn signature_scheme(n: &str) -> Option<ike_crypto::sig::SignatureScheme> {
+    use ike_crypto::sig::SignatureScheme as S;
+    Some(match n {
+        "ed25519" => S::Ed25519,
+        "ecdsa-sha256" => S::EcdsaP256Sha256,
+        "ecdsa-sha384" => S::EcdsaP384Sha384,
+        "rsa-pkcs1-sha256" => S::RsaPkcs1Sha256,
+        "rsa-pkcs1-sha384" => S::RsaPkcs1Sha384,
+        "rsa-pkcs1-sha512" => S::RsaPkcs1Sha512,
+        "rsa-pss-sha256" => S::RsaPssSha256,
+        "rsa-pss-sha384" => S::RsaPssSha384,
+        "rsa-pss-sha512" => S::RsaPssSha512,
+        _ => return None,
+    })
+}
+
 /// `20326 8 2 E06D44B8...` (DS presentation form, RFC 4034 §5.3).
 fn trust_anchor(s: &str) -> Option<DnssecTa> {
     let mut it = s.split_whitespace();
@@ -627,6 +649,10 @@ fn connection(
             }
         }
     }
+    let mut signature_schemes = Vec::new();
+    for (i, n) in c.signature_schemes.iter().enumerate() {
+        signature_schemes.push(signature_scheme(n).ok_or_else(|| err(format!("{at}.signature_schemes[{i}]"), format!("unknown scheme {n:?}")))?);
+    }
     let mut request_vip = Vec::new();
     for (i, f) in c.request_vip.iter().enumerate() {
         request_vip.push(match f.as_str() {
@@ -673,6 +699,7 @@ fn connection(
             },
             dual_stack: c.dual_stack,
             announce_auth_methods: c.announce_auth_methods,
+            signature_schemes,
         },
     })
 }
@@ -853,7 +880,7 @@ ike:
                 "dns: [192.168.109.53] }",
                 &format!("dns: [192.168.109.53], dns_domains: [corp.example, {{ name: Lab.Example., trust_anchors: [\"{ta}\"] }}] }}"),
             )
-            .replace("pool: rw", "pool: rw\n      dual_stack: true\n      split_dns: { allowed_domains: [example], dnssec_ta_domains: [lab.example], hook: hook.sh }")
+            .replace("pool: rw", "pool: rw\n      signature_schemes: [rsa-pkcs1-sha256, ed25519]\n      dual_stack: true\n      split_dns: { allowed_domains: [example], dnssec_ta_domains: [lab.example], hook: hook.sh }")
             .replace("local_ts: [192.168.109.0/24]", "local_ts: [192.168.109.0/24]\n        sec_label: \"system_u:object_r:ipsec_spd_t:s0\"");
         let c = DaemonConfig::from_yaml(&y, Path::new("/etc/esprit")).unwrap();
         let conn = &c.endpoint.connections[0];
@@ -862,6 +889,9 @@ ike:
         assert_eq!(pool.dns_domains[1].name, "lab.example");
         assert_eq!(pool.dns_domains[1].trust_anchors[0].key_tag, 20326);
         assert!(conn.ext.dual_stack);
+        assert_eq!(conn.ext.signature_schemes.len(), 2);
+        let bad = y.replace("rsa-pkcs1-sha256, ed25519", "rsa-pkcs1-sha256, dsa");
+        assert_eq!(DaemonConfig::from_yaml(&bad, Path::new(".")).err().unwrap().path, "ike.connections.rw.signature_schemes[1]");
         assert_eq!(conn.ext.split_dns.allowed_domains, Some(vec!["example".to_string()]));
         assert_eq!(c.split_dns_hooks["rw"], PathBuf::from("/etc/esprit/hook.sh"));
         assert_eq!(conn.child.sec_label.as_deref(), Some(&b"system_u:object_r:ipsec_spd_t:s0"[..]));

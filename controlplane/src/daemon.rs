@@ -649,6 +649,13 @@ impl Daemon {
                 "nat_remote": up.map(|u| u.nat_remote),
                 "dns_domains": up.map(|u| u.dns_domains.iter().map(|d| d.name.clone()).collect::<Vec<_>>()).unwrap_or_default(),
                 "dnssec_tas": up.map(|u| u.dns_domains.iter().flat_map(|d| d.trust_anchors.iter().map(move |t| format!("{} {}", d.name, t.presentation()))).collect::<Vec<_>>()).unwrap_or_default(),
+                "auth_scheme": i.ext.auth_scheme.map(|s| format!("{s:?}")),
+                "peer_auth_methods": i.ext.peer_auth_methods.as_ref().map(|a| a.iter().map(|x| match x {
+                    ike_proto::auth_methods::Announcement::Method(m) => format!("method {m}"),
+                    ike_proto::auth_methods::Announcement::WithCertLink { method, .. } => format!("method {method}"),
+                    ike_proto::auth_methods::Announcement::Signature { scheme: Some(s), .. } => format!("{s:?}"),
+                    ike_proto::auth_methods::Announcement::Signature { scheme: None, .. } => "unknown signature".to_string(),
+                }).collect::<Vec<_>>()),
                 "peer_allowed_families": i.ext.peer_allowed.iter().map(|f| match f { ike_proto::Family::V4 => "v4", ike_proto::Family::V6 => "v6" }).collect::<Vec<_>>(),
                 "child_sas": children,
             }));

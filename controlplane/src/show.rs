@@ -57,6 +57,12 @@ pub fn list_sas(data: &Value) -> String {
         for ta in i["dnssec_tas"].as_array().unwrap_or(&empty) {
             let _ = writeln!(o, "  DNSSEC TA: {}", s(ta));
         }
+        if !i["auth_scheme"].is_null() {
+            let _ = writeln!(o, "  signed with {}", s(&i["auth_scheme"]));
+        }
+        if !i["peer_auth_methods"].is_null() {
+            let _ = writeln!(o, "  peer accepts: {}", list(&i["peer_auth_methods"]));
+        }
         let fams = list(&i["peer_allowed_families"]);
         if !fams.is_empty() {
             let _ = writeln!(o, "  peer assigns: {fams}");
@@ -119,7 +125,7 @@ mod tests {
             "remote_id": "client@esprit", "suite": "ENCR_AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE25519",
             "established_secs": 3, "virtual_ips": ["10.99.0.1"], "nat_local": false, "nat_remote": true,
             "dns_domains": ["corp.example.test"], "dnssec_tas": ["corp.example.test 20326 8 2 E0"],
-            "peer_allowed_families": ["v4"],
+            "peer_allowed_families": ["v4"], "auth_scheme": "RsaPkcs1Sha256", "peer_auth_methods": ["RsaPkcs1Sha256", "method 2"],
             "child_sas": [{ "child_sa": 2, "state": "INSTALLED", "spi_in": "c0000001", "spi_out": "c0000002",
               "encr": "ENCR_AES_GCM_16_IIV-256", "esn": false, "pfs": null, "iiv": true,
               "label": "system_u:object_r:ipsec_spd_t:s0", "mode": "TUNNEL", "udp_encap": true,
@@ -134,6 +140,8 @@ mod tests {
         assert!(t.contains("traffic 1s ago"), "{t}");
         assert!(t.contains("remote 10.99.0.1/32"), "{t}");
         assert!(t.contains("split DNS: corp.example.test"), "{t}");
+        assert!(t.contains("signed with RsaPkcs1Sha256"), "{t}");
+        assert!(t.contains("peer accepts: RsaPkcs1Sha256 method 2"), "{t}");
         assert!(t.contains("DNSSEC TA: corp.example.test 20326 8 2 E0"), "{t}");
         assert!(t.contains("ENCR_AES_GCM_16_IIV-256, no ESN, implicit IV"), "{t}");
         assert!(t.contains("label system_u:object_r:ipsec_spd_t:s0"), "{t}");

@@ -302,10 +302,13 @@ pub struct Extensions {
     /// RFC 9593: announce our authentication methods and use the peer's
     /// announcement to choose our signature scheme.
     pub announce_auth_methods: bool,
+    /// The peer's signature schemes we accept (and announce); empty
+    /// accepts every scheme we can verify.
+    pub signature_schemes: Vec<ike_crypto::sig::SignatureScheme>,
 }
 
 impl Default for Extensions {
     fn default() -> Self {
-        Self { split_dns: crate::split_dns::SplitDnsPolicy::default(), dual_stack: false, announce_auth_methods: true }
+        Self { split_dns: crate::split_dns::SplitDnsPolicy::default(), dual_stack: false, announce_auth_methods: true, signature_schemes: Vec::new() }
     }
 }

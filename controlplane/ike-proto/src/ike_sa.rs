@@ -252,6 +252,19 @@ pub struct ExtState {
     pub dns_domains: Vec<crate::split_dns::DnsDomain>,
     /// RFC 8983: the address families the responder says it assigns.
     pub peer_allowed: Vec<Family>,
+    /// RFC 9593: the peer's SUPPORTED_AUTH_METHODS, if it sent them.
+    pub peer_auth_methods: Option<Vec<crate::auth_methods::Announcement>>,
+    /// The scheme our AUTH was signed with (certificates only).
+    pub auth_scheme: Option<ike_crypto::sig::SignatureScheme>,
+}
+
+fn supported_auth_methods(conn: &ConnectionConfig) -> Payload<'static> {
+    let anns = crate::auth_methods::ours(&conn.remote_auth, &conn.ext.signature_schemes);
+    Payload::Notify(Notify::new(NotifyType::SUPPORTED_AUTH_METHODS, crate::auth_methods::encode(&anns)))
+}
+
+fn peer_auth_methods(n: Option<&Notify<'_>>) -> Option<Vec<crate::auth_methods::Announcement>> {
+    n.and_then(|n| crate::auth_methods::parse(&n.data))
 }
 
 fn notify_payload(t: NotifyType) -> Payload<'static> {
@@ -514,6 +527,10 @@ impl IkeSa {
             sa.fragment_len = Some(f.max_message_len);
         }
         out.push(Payload::Notify(sa::signature_hashes_notify()));
+        // RFC 9593 §3.1: the responder announces in IKE_SA_INIT.
+        if sa.conn.ext.announce_auth_methods {
+            out.push(supported_auth_methods(&sa.conn));
+        }
         let response = match message::plain(sa.header(ExchangeType::IKE_SA_INIT, true, 0), out) {
             Ok(r) => r,
             Err(e) => {
@@ -765,6 +782,7 @@ impl IkeSa {
         if let (Some(f), Some(_)) = (ctx.config.fragmentation, p.notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED)) {
             self.fragment_len = Some(f.max_message_len);
         }
+        self.ext.peer_auth_methods = peer_auth_methods(p.notify(NotifyType::SUPPORTED_AUTH_METHODS));
         self.keys = Some(IkeKeys::initial(ctx.crypto, &suite, &g_ir, &task.ni, &nr.data, self.spi_i, self.spi_r, Role::Initiator)?);
         if self.nat_local || self.nat_remote {
             // §2.23: after a NAT is detected, IKE moves to port 4500.
@@ -811,7 +829,9 @@ impl IkeSa {
         let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
         let id_i = sa::id_body(&conn.local_id);
         let octets = sa::signed_octets(&*keys.prf, &keys.sk_pi, &init.message1, &init.nr, &id_i)?;
-        let (auth, certs) = sa::make_auth(&conn.local_auth, &*keys.prf, &octets, &self.peer_hashes, ctx.rng)?;
+        let peer_schemes = self.ext.peer_auth_methods.as_deref().map(crate::auth_methods::schemes).unwrap_or_default();
+        let (auth, certs, scheme) = sa::make_auth_with(&conn.local_auth, &*keys.prf, &octets, &self.peer_hashes, &peer_schemes, ctx.rng)?;
+        self.ext.auth_scheme = scheme;
         let child = self.child_request(ctx);
         let mut p = vec![Payload::IdI(sa::id_payload(&conn.local_id))];
         p.extend(certs.into_iter().map(Payload::Cert));
@@ -825,6 +845,10 @@ impl IkeSa {
             p.push(Payload::IdR(sa::id_payload(r)));
         }
         p.push(Payload::Auth(auth));
+        // RFC 9593 §3.1: the initiator's list, once the responder sent one.
+        if conn.ext.announce_auth_methods && self.ext.peer_auth_methods.is_some() {
+            p.push(supported_auth_methods(&conn));
+        }
         if !conn.request_vip.is_empty() {
             let mut attributes = Vec::new();
             for f in &conn.request_vip {
@@ -876,9 +900,14 @@ impl IkeSa {
         let octets_i = sa::signed_octets(&*keys.prf, &keys.sk_pi, &init.message1, &init.nr, &id_i_body)?;
         let certs: Vec<&ike_wire::Cert<'_>> = p.certs().collect();
         sa::verify_auth(&conn.remote_auth, &*keys.prf, &octets_i, auth, &certs, &peer_id, ctx.now)?;
+        sa::check_scheme_allowed(auth, &conn.ext.signature_schemes)?;
+        let peer_methods = peer_auth_methods(p.notify(NotifyType::SUPPORTED_AUTH_METHODS));
+        let peer_schemes = peer_methods.as_deref().map(crate::auth_methods::schemes).unwrap_or_default();
         let id_r = sa::id_body(&conn.local_id);
         let octets_r = sa::signed_octets(&*keys.prf, &keys.sk_pr, &init.message2, &init.ni, &id_r)?;
-        let (auth_r, certs_r) = sa::make_auth(&conn.local_auth, &*keys.prf, &octets_r, &self.peer_hashes, ctx.rng)?;
+        let (auth_r, certs_r, scheme) = sa::make_auth_with(&conn.local_auth, &*keys.prf, &octets_r, &self.peer_hashes, &peer_schemes, ctx.rng)?;
+        self.ext.peer_auth_methods = peer_methods;
+        self.ext.auth_scheme = scheme;
         let (ni, nr) = (init.ni.clone(), init.nr.clone());
         self.conn = conn.clone();
         self.remote_id = Some(peer_id.clone());
@@ -1076,6 +1105,7 @@ impl IkeSa {
         let octets = sa::signed_octets(&*keys.prf, &keys.sk_pr, &task.init.message2, &task.init.ni, &id_r_body)?;
         let certs: Vec<&ike_wire::Cert<'_>> = p.certs().collect();
         sa::verify_auth(&self.conn.remote_auth, &*keys.prf, &octets, auth, &certs, &peer_id, ctx.now)?;
+        sa::check_scheme_allowed(auth, &self.conn.ext.signature_schemes)?;
         self.remote_id = Some(peer_id.clone());
         let mut dns = Vec::new();
         let mut vips = Vec::new();

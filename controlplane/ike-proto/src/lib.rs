@@ -41,6 +41,7 @@
 //! every SA after any sequence of operations.
 #![forbid(unsafe_code)]
 
+pub mod auth_methods;
 pub mod config;
 pub mod endpoint;
 pub mod error;
