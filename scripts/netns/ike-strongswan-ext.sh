@@ -89,7 +89,7 @@ ike:
 EOT
 ip netns exec ext-es "$ike" --config "$work/ike.yaml" >"$work/ike.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 50); do grep -q "listening on" "$work/ike.log" && break; kill -0 "${pids[-1]}" 2>/dev/null || break; sleep 0.1; done
+for _ in $(seq 50); do grep -qs "listening on" "$work/ike.log" && break; kill -0 "${pids[-1]}" 2>/dev/null || break; sleep 0.1; done
 ike_fail() {
   sed 's/^/  ike| /' "$work/ike.log" | tail -30
   [[ -f $work/sw/charon.log ]] && sed 's/^/  charon| /' "$work/sw/charon.log" | grep -v "activating\|queueing" | tail -40
