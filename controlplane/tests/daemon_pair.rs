@@ -112,7 +112,11 @@ impl Setup {
         std::fs::create_dir_all(&dir).unwrap();
         // Distinct per process and test so parallel runs do not collide.
         let base = 20000 + (std::process::id() % 2000) as u16 * 10;
-        let port = base + if tag == "pair" { 0 } else { 4 };
+        let port = base + match tag {
+            "pair" => 0,
+            "restart" => 4,
+            _ => 8,
+        };
         Self { dir, tag, port }
     }
 
@@ -298,4 +302,105 @@ fn a_restarted_daemon_keeps_orphaned_sas_for_the_grace_period_then_deletes_them(
     assert_eq!(again.slots().len(), 2, "kept during the grace period");
     wait_for("orphans deleted after the grace period", || again.slots().is_empty());
     assert_eq!(again.ok(Request::Stats)["orphan_slots"], 0);
+}
+
+/// The ipsecme extensions between two daemons: an implicit-IV Child SA
+/// with a security label in both tables, split-DNS domains pushed and
+/// accepted, RFC 8983 and RFC 9593 state, all in the listings and metrics.
+#[test]
+fn two_daemons_negotiate_iiv_labels_and_split_dns_into_the_tables() {
+    let s = Setup::new("ext");
+    let resp_yaml = format!(
+        r#"
+ike:
+  listen: [127.0.0.2]
+  port: {p}
+  natt_port: {n}
+  control_socket: {dir}/xresp.sock
+  metrics_listen: 127.0.0.1:0
+  sa_table: {{ path: {table}, capacity: 64 }}
+  pools:
+    rw: {{ v4: 10.99.0.0/24, dns: [192.168.109.53], dns_domains: [corp.example.test, com] }}
+  connections:
+    rw:
+      local_id: gw.esprit
+      remote_id: client@esprit
+      local_auth: {{ psk: "interop-psk-0123456789" }}
+      remote_auth: {{ psk: "interop-psk-0123456789" }}
+      proposals: [aes256gcm16-prfsha256-x25519]
+      pool: rw
+      child:
+        esp_proposals: [aes256gcm16iiv, aes256gcm16]
+        local_ts: [192.168.109.0/24]
+        sec_label: "system_u:object_r:ipsec_spd_t:s0"
+"#,
+        p = s.port,
+        n = s.port + 1,
+        dir = s.dir.display(),
+        table = s.table("xresp").display(),
+    );
+    let init_yaml = format!(
+        r#"
+ike:
+  listen: [127.0.0.1]
+  port: {p}
+  natt_port: {n}
+  control_socket: {dir}/xinit.sock
+  metrics_listen: null
+  sa_table: {{ path: {table}, capacity: 64 }}
+  connections:
+    home:
+      remote: 127.0.0.2
+      local_id: client@esprit
+      remote_id: gw.esprit
+      local_auth: {{ psk: "interop-psk-0123456789" }}
+      remote_auth: {{ psk: "interop-psk-0123456789" }}
+      proposals: [aes256gcm16-prfsha256-x25519]
+      request_vip: [v4]
+      child:
+        esp_proposals: [aes256gcm16iiv, aes256gcm16]
+        remote_ts: [192.168.109.0/24]
+        sec_label: "system_u:object_r:ipsec_spd_t:s0"
+"#,
+        p = s.port,
+        n = s.port + 1,
+        dir = s.dir.display(),
+        table = s.table("xinit").display(),
+    );
+    let resp = start(&s.dir, "xresp", &resp_yaml);
+    let init = start(&s.dir, "xinit", &init_yaml);
+    init.ok(Request::Initiate { conn: "home".into() });
+    wait_for("a Child SA on both sides", || established_children(&init).len() == 1 && established_children(&resp).len() == 1);
+
+    // Both tables: IIV transform and the label (with its NUL) in every slot.
+    for r in [&init, &resp] {
+        let slots = r.slots();
+        assert_eq!(slots.len(), 2);
+        for p in &slots {
+            assert_eq!(p.transform, sa_table::TransformId::AES_GCM_16_IIV);
+            assert_eq!(p.sec_label(), b"system_u:object_r:ipsec_spd_t:s0\0");
+        }
+    }
+    let list = init.ok(Request::ListSas);
+    let ike = &list["ike_sas"][0];
+    assert_eq!(ike["dns_domains"], serde_json::json!(["corp.example.test"]), "com is a public suffix");
+    assert_eq!(ike["peer_allowed_families"], serde_json::json!(["v4"]));
+    assert_eq!(ike["peer_auth_methods"], serde_json::json!(["method 2"]));
+    let child = &ike["child_sas"][0];
+    assert_eq!(child["iiv"], true);
+    assert_eq!(child["label"], "system_u:object_r:ipsec_spd_t:s0");
+    let text = esprit_controlplane::show::list_sas(&list);
+    assert!(text.contains("split DNS: corp.example.test"), "{text}");
+    assert!(text.contains("implicit IV"), "{text}");
+    assert!(text.contains("label system_u:object_r:ipsec_spd_t:s0"), "{text}");
+    let rlist = resp.ok(Request::ListSas);
+    assert_eq!(rlist["ike_sas"][0]["dns_domains"], serde_json::json!(["corp.example.test", "com"]), "what the gateway pushed");
+
+    let stats = init.ok(Request::Stats);
+    assert_eq!(stats["counters"]["esprit_ike_child_sa_features_total{feature=iiv}"], 1, "{stats}");
+    assert_eq!(stats["counters"]["esprit_ike_child_sa_features_total{feature=label}"], 1);
+    assert_eq!(stats["counters"]["esprit_ike_split_dns_domains_total{result=accepted}"], 1);
+    assert_eq!(stats["counters"]["esprit_ike_split_dns_domains_total{result=refused}"], 1);
+    let m = scrape(resp.metrics.expect("responder serves metrics"));
+    assert!(m.contains("esprit_ike_split_dns_domains_total{result=\"pushed\"} 2"), "{m}");
 }
