@@ -153,4 +153,17 @@ mod tests {
         // A long announcement of another method is skipped.
         assert_eq!(parse(&[5, 99, 0, 1, 2, 2, 2]), Some(vec![Announcement::Method(2)]));
     }
+
+    proptest::proptest! {
+        /// Any notify data parses or is refused without panicking, and what
+        /// parses re-encodes to the same octets (skipped unknown long
+        /// announcements aside).
+        #[test]
+        fn arbitrary_notify_data(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80)) {
+            if let Some(anns) = parse(&data) {
+                let again = parse(&encode(&anns)).expect("re-encoded data parses");
+                proptest::prop_assert_eq!(again, anns);
+            }
+        }
+    }
 }

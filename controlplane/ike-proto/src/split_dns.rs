@@ -402,4 +402,23 @@ mod tests {
         assert_eq!(DnssecTa::parse(&[0x30, 0x39, 13, 2, 1, 2]), None, "SHA-256 digest of 2 octets");
         assert_eq!(DnssecTa::parse(&[0x30, 0x39, 13, 9, 1, 2]).map(|t| t.digest.len()), Some(2), "unknown digest type: any length");
     }
+
+    proptest::proptest! {
+        /// Hostile CFG_REPLY contents never panic, and whatever is
+        /// accepted obeys the policy (no root, no public suffix, TAs only
+        /// under the TA list and well formed).
+        #[test]
+        fn arbitrary_replies_never_break_the_rules(attrs in proptest::collection::vec((24u16..28, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)), 0..12)) {
+            let attrs: Vec<CfgAttribute<'static>> = attrs.into_iter().map(|(t, v)| CfgAttribute::new(CfgAttrType(t), v)).collect();
+            let p = SplitDnsPolicy { dnssec_ta_domains: vec!["example.test".into()], ..SplitDnsPolicy::default() };
+            let o = accept_reply(&p, &attrs, false);
+            for d in &o.accepted {
+                proptest::prop_assert!(!d.name.is_empty() && d.name.contains('.'));
+                proptest::prop_assert_eq!(normalize(&d.name), Some(d.name.clone()));
+                for t in &d.trust_anchors {
+                    proptest::prop_assert!(t.is_valid() && within(&d.name, "example.test"));
+                }
+            }
+        }
+    }
 }
