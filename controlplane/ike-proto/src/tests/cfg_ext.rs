@@ -42,7 +42,9 @@ fn other(s: Side) -> Side {
     if s == Side::A { Side::B } else { Side::A }
 }
 
-fn split_dns(p: &Pair, side: Side) -> Option<(Vec<DnsDomain>, Vec<(String, Refusal)>)> {
+type SplitDnsSeen = (Vec<DnsDomain>, Vec<(String, Refusal)>);
+
+fn split_dns(p: &Pair, side: Side) -> Option<SplitDnsSeen> {
     p.events(side).iter().find_map(|e| match e {
         Event::SplitDns { domains, refused, .. } => Some((domains.clone(), refused.clone())),
         _ => None,
