@@ -381,6 +381,17 @@ ike:
             assert_eq!(p.sec_label(), b"system_u:object_r:ipsec_spd_t:s0\0");
         }
     }
+    // Traffic over the installed IIV SA through the dataplane's ESP engine
+    // (the code its workers run): sealed with the initiator's outbound slot,
+    // opened with the responder's inbound slot.
+    let a_out = init.slots().into_iter().find(|p| p.direction == Direction::OUTBOUND).unwrap();
+    let b_in = resp.slots().into_iter().find(|p| p.direction == Direction::INBOUND && p.spi == a_out.spi).unwrap();
+    let (inner, wire) = seal_one(&a_out);
+    // RFC 8750: no IV on the wire. Outer IPv4 20 + SPI/SN 8 + payload and
+    // trailer padded to 4 + ICV 16 (an explicit IV would add 8).
+    assert_eq!(wire.len(), 20 + 8 + (inner.len() + 2).div_ceil(4) * 4 + 16);
+    assert_eq!(open_one(&b_in, wire), inner);
+
     let list = init.ok(Request::ListSas);
     let ike = &list["ike_sas"][0];
     assert_eq!(ike["dns_domains"], serde_json::json!(["corp.example.test"]), "com is a public suffix");
@@ -403,4 +414,52 @@ ike:
     assert_eq!(stats["counters"]["esprit_ike_split_dns_domains_total{result=refused}"], 1);
     let m = scrape(resp.metrics.expect("responder serves metrics"));
     assert!(m.contains("esprit_ike_split_dns_domains_total{result=\"pushed\"} 2"), "{m}");
+}
+
+/// The ESP engine's parameters for a table slot, as the dataplane maps them.
+fn esp_params(p: &SaParams) -> esp::SaParams {
+    let suite = esp::Suite::from_transform(esp::TransformId(p.transform.0), Some(u16::from(p.key_len) * 8)).expect("suite");
+    let mut keymat = p.key().to_vec();
+    keymat.extend_from_slice(&p.salt);
+    let mut e = esp::SaParams::new(p.spi, suite, &keymat).expect("keymat");
+    e.mode = esp::Mode::Tunnel { src: p.outer_src_addr().unwrap(), dst: p.outer_dst_addr().unwrap() };
+    e.replay_window = p.replay_window_pkts;
+    e
+}
+
+/// An IPv4/UDP packet from the virtual IP to the protected network, and
+/// its ESP form sealed with `out`.
+fn seal_one(out: &SaParams) -> (Vec<u8>, Vec<u8>) {
+    use esp_wire::{IpProtocol, Ipv4Packet, Ipv4Repr};
+    let mut inner = vec![0u8; 20 + 37];
+    Ipv4Repr {
+        src_addr: "10.99.0.1".parse().unwrap(),
+        dst_addr: "192.168.109.7".parse().unwrap(),
+        protocol: IpProtocol::UDP,
+        payload_len: 37,
+        ttl: 64,
+        dscp_ecn: 0,
+        ident: 1,
+        dont_frag: true,
+    }
+    .emit(&mut Ipv4Packet::new_unchecked(&mut inner[..]));
+    let params = esp_params(out);
+    let sa = esp::OutboundSa::new(&params).unwrap();
+    let aead = esp::soft_aead(esp::Backend::FASTEST, &params).unwrap();
+    let mut pkts = [esp::PktBuf::from_data(&inner, 128, 1024)];
+    let mut v = [Err(esp::DropReason::NotEsp)];
+    esp::seal_burst(&sa, &aead, &mut pkts, &mut v);
+    v[0].clone().expect("sealed");
+    (inner, pkts[0].data().to_vec())
+}
+
+fn open_one(inb: &SaParams, wire: Vec<u8>) -> Vec<u8> {
+    let params = esp_params(inb);
+    let mut sa = esp::InboundSa::new(&params).unwrap();
+    let aead = esp::soft_aead(esp::Backend::FASTEST, &params).unwrap();
+    let mut pkts = [esp::PktBuf::from_data(&wire, 0, 0)];
+    let mut v = [Err(esp::DropReason::NotEsp)];
+    esp::open_burst(&mut sa, &aead, &mut pkts, &mut v);
+    v[0].clone().expect("opened");
+    pkts[0].data().to_vec()
 }
