@@ -449,7 +449,7 @@ fn seal_one(out: &SaParams) -> (Vec<u8>, Vec<u8>) {
     let mut pkts = [esp::PktBuf::from_data(&inner, 128, 1024)];
     let mut v = [Err(esp::DropReason::NotEsp)];
     esp::seal_burst(&sa, &aead, &mut pkts, &mut v);
-    v[0].clone().expect("sealed");
+    v[0].expect("sealed");
     (inner, pkts[0].data().to_vec())
 }
 
@@ -460,6 +460,6 @@ fn open_one(inb: &SaParams, wire: Vec<u8>) -> Vec<u8> {
     let mut pkts = [esp::PktBuf::from_data(&wire, 0, 0)];
     let mut v = [Err(esp::DropReason::NotEsp)];
     esp::open_burst(&mut sa, &aead, &mut pkts, &mut v);
-    v[0].clone().expect("opened");
+    v[0].expect("opened");
     pkts[0].data().to_vec()
 }
