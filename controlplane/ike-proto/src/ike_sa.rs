@@ -1676,6 +1676,8 @@ impl IkeSa {
         sa.remote_id = self.remote_id.clone();
         sa.peer_hashes = self.peer_hashes.clone();
         sa.fragment_len = self.fragment_len;
+        // Split-DNS domains, RFC 8983 and RFC 9593 state carry over.
+        sa.ext = self.ext.clone();
         sa.rekey_at = ike_rekey_time(&self.conn, ctx);
         Ok(sa)
     }

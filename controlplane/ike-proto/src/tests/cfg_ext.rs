@@ -180,3 +180,17 @@ fn the_allowed_notifies_are_data_less_status_notifies() {
         assert_eq!(&b[28..], &[0, 0, 0, 8, 0, 0, c[0], c[1]]);
     }
 }
+
+#[test]
+fn split_dns_and_allowed_families_survive_an_ike_sa_rekey() {
+    let mut p = ra_pair(916, Side::A, |_| {}, pool(true, false, vec![corp()]));
+    let ike = p.initiate(Side::A, "ra");
+    p.drive();
+    let before = p.a.ep.ike_sas()[0].ext.clone();
+    assert_eq!(before.dns_domains.len(), 1);
+    p.command(Side::A, crate::Command::RekeyIke { ike_sa: ike });
+    p.drive();
+    let sas = p.a.ep.ike_sas();
+    let new = sas.iter().find(|i| i.ike_sa != ike && i.state == "Established").expect("the rekeyed IKE SA");
+    assert_eq!(new.ext, before);
+}
