@@ -431,8 +431,17 @@ impl Daemon {
                 self.table.delete(child_sa);
                 log(format_args!("Child SA #{} of IKE SA #{} deleted (SPIs {spi_in:08x}/{spi_out:08x})", child_sa.0, ike_sa.0));
             }
-            Event::SplitDns { ike_sa, domains, refused } => {
+            Event::SplitDns { ike_sa, mut domains, refused } => {
                 let initiator = self.initiated.contains(&ike_sa) || self.ep.ike_sas().iter().any(|i| i.ike_sa == ike_sa && i.initiator);
+                if initiator {
+                    // RFC 8598 §5: no two connections resolve the same domain.
+                    let conn = self.up.get(&ike_sa).map(|u| u.connection.clone()).unwrap_or_default();
+                    let active = self.up.iter().filter(|(h, _)| **h != ike_sa).map(|(_, u)| (u.connection.as_str(), &u.dns_domains[..]));
+                    for name in ike_proto::split_dns::drop_conflicts(&conn, &mut domains, active) {
+                        self.metrics.split_dns.with_label_values(&["refused"]).inc();
+                        log(format_args!("IKE SA #{}: split-DNS {name:?} refused (another connection holds it)", ike_sa.0));
+                    }
+                }
                 let (ok, what) = if initiator { ("accepted", "accepted") } else { ("pushed", "pushed") };
                 self.metrics.split_dns.with_label_values(&[ok]).inc_by(domains.len() as u64);
                 self.metrics.split_dns.with_label_values(&["refused"]).inc_by(refused.len() as u64);

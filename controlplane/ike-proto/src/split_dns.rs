@@ -290,6 +290,24 @@ pub fn accept_reply(policy: &SplitDnsPolicy, attrs: &[CfgAttribute<'_>], full_tu
     out
 }
 
+/// RFC 8598 §5: two unrelated VPN profiles claiming the same domain "MUST
+/// NOT" be active at once. Removes from `domains` (accepted for connection
+/// `conn`) every domain that equals, contains or lies within a domain
+/// already in force for another connection; returns the removed names.
+pub fn drop_conflicts<'a>(conn: &str, domains: &mut Vec<DnsDomain>, active: impl IntoIterator<Item = (&'a str, &'a [DnsDomain])>) -> Vec<String> {
+    let taken: Vec<&str> =
+        active.into_iter().filter(|(c, _)| *c != conn).flat_map(|(_, ds)| ds.iter().map(|d| d.name.as_str())).collect();
+    let mut dropped = Vec::new();
+    domains.retain(|d| {
+        let clash = taken.iter().any(|t| within(&d.name, t) || within(t, &d.name));
+        if clash {
+            dropped.push(d.name.clone());
+        }
+        !clash
+    });
+    dropped
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +322,18 @@ mod tests {
 
     fn ta_attr(t: &DnssecTa) -> CfgAttribute<'static> {
         CfgAttribute::new(CfgAttrType::INTERNAL_DNSSEC_TA, t.to_bytes())
+    }
+
+    #[test]
+    fn a_domain_another_connection_holds_is_dropped() {
+        let held = vec![DnsDomain::new("corp.example").unwrap()];
+        let mut mine = vec![DnsDomain::new("eng.corp.example").unwrap(), DnsDomain::new("lab.example").unwrap(), DnsDomain::new("example").unwrap()];
+        let dropped = drop_conflicts("b", &mut mine, [("a", &held[..])]);
+        assert_eq!(dropped, ["eng.corp.example", "example"]);
+        assert_eq!(mine, vec![DnsDomain::new("lab.example").unwrap()]);
+        // The same connection (a rekey, a second SA of it) is no conflict.
+        let mut again = held.clone();
+        assert!(drop_conflicts("a", &mut again, [("a", &held[..])]).is_empty());
     }
 
     #[test]
