@@ -228,6 +228,11 @@ pub struct SplitDnsOutcome {
 /// `full_tunnel` ignores all domains (§4).
 pub fn accept_reply(policy: &SplitDnsPolicy, attrs: &[CfgAttribute<'_>], full_tunnel: bool) -> SplitDnsOutcome {
     let mut out = SplitDnsOutcome::default();
+    if !policy.request {
+        // Split DNS is off here: whatever a gateway pushes unasked
+        // (strongSwan sends pool attributes to everyone) is ignored.
+        return out;
+    }
     // The domain the next TA may belong to: Some(Some(i)) accepted as
     // out.accepted[i], Some(None) refused, None: no domain just before.
     let mut current: Option<Option<usize>> = None;
@@ -371,6 +376,12 @@ mod tests {
         let o = accept_reply(&p, &[dom("eng.example.test"), dom("example.org"), dom("internal"), dom(".")], false);
         assert_eq!(o.accepted.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["eng.example.test", "internal"]);
         assert_eq!(o.refused.iter().map(|r| r.1).collect::<Vec<_>>(), [Refusal::NotAllowed, Refusal::Root]);
+    }
+
+    #[test]
+    fn domains_pushed_to_a_client_that_did_not_ask_are_ignored() {
+        let p = SplitDnsPolicy { request: false, ..SplitDnsPolicy::default() };
+        assert_eq!(accept_reply(&p, &[dom("corp.example")], false), SplitDnsOutcome::default());
     }
 
     #[test]
