@@ -19,7 +19,11 @@
 //!   to run out (RFC 4303 §3.3.3) are read from the dataplane's counters by
 //!   [`SaProgrammer::check_lifetimes`], which asks for one rekey at the soft
 //!   limit and one delete at the hard limit. Time lifetimes are the
-//!   endpoint's own timers.
+//!   endpoint's own timers. For RFC 8750 implicit-IV suites the IV is the
+//!   sequence number, so the same rekey (at 7/8 of the 2^32 or 2^64
+//!   space) and the dataplane's refusal to wrap keep every IV unique
+//!   (RFC 8750 §2: rekey before the counter could repeat).
+//! * RFC 9478 security labels go into both slots of a Child SA.
 //! * Restart (DESIGN.md §1): the endpoint's IKE SAs live only in memory, so
 //!   after a restart every slot tagged `"IK"` is an orphan. Orphans are kept
 //!   for `orphan_grace` (traffic keeps flowing while peers notice, by DPD or
