@@ -24,8 +24,9 @@ use std::time::Duration;
 use ike_crypto::cert::Certificate;
 use ike_crypto::sig::PrivateKey;
 use ike_crypto::Secret;
+use ike_proto::split_dns::{DnsDomain, DnssecTa, SplitDnsPolicy};
 use ike_proto::{
-    ChildConfig, ConnectionConfig, EndpointConfig, EspProposal, Family, Identity, IkeProposal, Lifetimes, LocalAuth, Mode,
+    ChildConfig, ConnectionConfig, EndpointConfig, EspProposal, Extensions, Family, Identity, IkeProposal, Lifetimes, LocalAuth, Mode,
     PoolConfig, Ppk, PpkConfig, RemoteAuth, RetransmitConfig, TrafficSelector, PPK_ID_FIXED, PPK_ID_OPAQUE,
 };
 use ike_wire::{EncrId, EsnId, IntegId, KeId, PrfId};
@@ -192,6 +193,40 @@ struct PoolYaml {
     v6: Option<String>,
     #[serde(default)]
     dns: Vec<IpAddr>,
+    /// RFC 8598 split-DNS domains pushed to clients that ask: a name, or
+    /// `{ name, trust_anchors: ["<key tag> <alg> <digest type> <hex>"] }`
+    /// (DS presentation form).
+    #[serde(default)]
+    dns_domains: Vec<DomainYaml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum DomainYaml {
+    Name(String),
+    WithTa {
+        name: String,
+        #[serde(default)]
+        trust_anchors: Vec<String>,
+    },
+}
+
+/// Initiator side of RFC 8598 split DNS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SplitDnsYaml {
+    #[serde(default = "yes")]
+    request: bool,
+    /// Accept only these domains (and their subdomains).
+    #[serde(default)]
+    allowed_domains: Option<Vec<String>>,
+    /// Domains whose DNSSEC trust anchors may be installed.
+    #[serde(default)]
+    dnssec_ta_domains: Vec<String>,
+    /// Run with the accepted domains in the environment when the IKE SA
+    /// comes up and goes down.
+    #[serde(default)]
+    hook: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -227,6 +262,19 @@ struct ConnYaml {
     /// RFC 8784 PPK for this connection.
     #[serde(default)]
     ppk: Option<ConnPpkYaml>,
+    #[serde(default)]
+    split_dns: Option<SplitDnsYaml>,
+    /// RFC 8983 §5: follow IPx_ALLOWED to the other address family.
+    #[serde(default)]
+    dual_stack: bool,
+    /// RFC 9593 SUPPORTED_AUTH_METHODS.
+    #[serde(default = "yes")]
+    announce_auth_methods: bool,
+    /// The peer's signature schemes accepted (and announced): ed25519,
+    /// ecdsa-sha256, ecdsa-sha384, rsa-pkcs1-sha256/384/512,
+    /// rsa-pss-sha256/384/512. Empty: all.
+    #[serde(default)]
+    signature_schemes: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -275,6 +323,9 @@ struct ChildYaml {
     rekey_packets: u64,
     #[serde(default)]
     life_packets: u64,
+    /// RFC 9478 security label, e.g. `system_u:object_r:ipsec_spd_t:s0`.
+    #[serde(default)]
+    sec_label: Option<String>,
 }
 
 fn tunnel() -> String {
@@ -304,6 +355,8 @@ pub struct DaemonConfig {
     pub orphan_grace: Duration,
     /// Per connection name.
     pub initiate: BTreeMap<String, InitiateAddrs>,
+    /// RFC 8598 resolver hook script per connection name.
+    pub split_dns_hooks: BTreeMap<String, PathBuf>,
 }
 
 impl std::fmt::Debug for DaemonConfig {
@@ -371,6 +424,7 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
 
     let mut connections = Vec::new();
     let mut initiate = BTreeMap::new();
+    let mut split_dns_hooks = BTreeMap::new();
     for (name, c) in &ike.connections {
         let at = format!("ike.connections.{name}");
         let mut conn = connection(&at, name, c, &pools, base)?;
@@ -379,6 +433,9 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
             Some(p) => Some(conn_ppk(&format!("{at}.ppk"), p, &ppks)?),
         };
         connections.push(Arc::new(conn));
+        if let Some(h) = c.split_dns.as_ref().and_then(|s| s.hook.as_ref()) {
+            split_dns_hooks.insert(name.clone(), self::file(base, h));
+        }
         initiate.insert(name.clone(), InitiateAddrs { local: c.local.unwrap_or(ike.listen[0]), remote: c.remote });
     }
     let d = EndpointConfig::default();
@@ -408,6 +465,7 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
         replay_window_pkts: ike.replay_window_pkts,
         orphan_grace: Duration::from_secs(ike.orphan_grace_secs),
         initiate,
+        split_dns_hooks,
     })
 }
 
@@ -482,7 +540,56 @@ fn pool(at: &str, name: &str, p: &PoolYaml) -> Result<PoolConfig, ConfigError> {
     if v4.is_none() && v6.is_none() {
         return Err(err(at, "a pool needs v4 or v6 addresses"));
     }
-    Ok(PoolConfig { name: name.into(), v4, v6, dns: p.dns.clone() })
+    let mut dns_domains = Vec::new();
+    for (i, d) in p.dns_domains.iter().enumerate() {
+        let dat = format!("{at}.dns_domains[{i}]");
+        let (n, tas) = match d {
+            DomainYaml::Name(n) => (n, &[][..]),
+            DomainYaml::WithTa { name, trust_anchors } => (name, &trust_anchors[..]),
+        };
+        let mut dom = match DnsDomain::new(n) {
+            Some(d) if !d.name.is_empty() => d,
+            _ => return Err(err(dat, format!("not a DNS name (A-labels only): {n:?}"))),
+        };
+        for (k, t) in tas.iter().enumerate() {
+            dom.trust_anchors.push(trust_anchor(t).ok_or_else(|| {
+                err(format!("{dat}.trust_anchors[{k}]"), format!("not \"<key tag> <algorithm> <digest type> <hex digest>\" of a valid length: {t:?}"))
+            })?);
+        }
+        dns_domains.push(dom);
+    }
+    if !dns_domains.is_empty() && p.dns.is_empty() {
+        return Err(err(format!("{at}.dns_domains"), "RFC 8598 §3.3: split-DNS domains need at least one dns server"));
+    }
+    Ok(PoolConfig { name: name.into(), v4, v6, dns: p.dns.clone(), dns_domains })
+}
+
+/// A signature scheme by its configuration name.
+pub fn signature_scheme(n: &str) -> Option<ike_crypto::sig::SignatureScheme> {
+    use ike_crypto::sig::SignatureScheme as S;
+    Some(match n {
+        "ed25519" => S::Ed25519,
+        "ecdsa-sha256" => S::EcdsaP256Sha256,
+        "ecdsa-sha384" => S::EcdsaP384Sha384,
+        "rsa-pkcs1-sha256" => S::RsaPkcs1Sha256,
+        "rsa-pkcs1-sha384" => S::RsaPkcs1Sha384,
+        "rsa-pkcs1-sha512" => S::RsaPkcs1Sha512,
+        "rsa-pss-sha256" => S::RsaPssSha256,
+        "rsa-pss-sha384" => S::RsaPssSha384,
+        "rsa-pss-sha512" => S::RsaPssSha512,
+        _ => return None,
+    })
+}
+
+/// `20326 8 2 E06D44B8...` (DS presentation form, RFC 4034 §5.3).
+fn trust_anchor(s: &str) -> Option<DnssecTa> {
+    let mut it = s.split_whitespace();
+    let key_tag = it.next()?.parse().ok()?;
+    let algorithm = it.next()?.parse().ok()?;
+    let digest_type = it.next()?.parse().ok()?;
+    let digest = hex::decode(it.collect::<String>()).ok()?;
+    let ta = DnssecTa { key_tag, algorithm, digest_type, digest };
+    ta.is_valid().then_some(ta)
 }
 
 /// `a.b.c.d/len` (hosts only: network and broadcast skipped for IPv4
@@ -634,6 +741,26 @@ fn connection(
         None => None,
         Some(p) => Some(pools.get(p).cloned().ok_or_else(|| err(format!("{at}.pool"), format!("no pool named {p:?} in ike.pools")))?),
     };
+    let sec_label = match &ch.sec_label {
+        // The table keeps the label with its terminating NUL (RFC 9478 as
+        // strongSwan and libreswan encode SELinux contexts).
+        Some(l) if l.is_empty() || l.len() >= sa_table::MAX_SEC_LABEL_BYTES || l.contains('\0') => {
+            return Err(err(format!("{cat}.sec_label"), format!("1 to {} octets, no NUL", sa_table::MAX_SEC_LABEL_BYTES - 1)));
+        }
+        Some(l) => Some(l.as_bytes().to_vec()),
+        None => None,
+    };
+    if let Some(sd) = &c.split_dns {
+        for (i, d) in sd.allowed_domains.iter().flatten().chain(&sd.dnssec_ta_domains).enumerate() {
+            if ike_proto::split_dns::normalize(d).filter(|n| !n.is_empty()).is_none() {
+                return Err(err(format!("{at}.split_dns"), format!("entry {i}: not a DNS name: {d:?}")));
+            }
+        }
+    }
+    let mut signature_schemes = Vec::new();
+    for (i, n) in c.signature_schemes.iter().enumerate() {
+        signature_schemes.push(signature_scheme(n).ok_or_else(|| err(format!("{at}.signature_schemes[{i}]"), format!("unknown scheme {n:?}")))?);
+    }
     let mut request_vip = Vec::new();
     for (i, f) in c.request_vip.iter().enumerate() {
         request_vip.push(match f.as_str() {
@@ -662,6 +789,7 @@ fn connection(
                 rekey_packets: ch.rekey_packets,
                 hard_packets: ch.life_packets,
             },
+            sec_label,
         },
         ike_rekey_after: c.ike_rekey_secs.filter(|s| *s > 0).map(Duration::from_secs),
         dpd_delay: c.dpd_delay_secs.filter(|s| *s > 0).map(Duration::from_secs),
@@ -669,6 +797,19 @@ fn connection(
         request_vip,
         initial_contact: c.initial_contact,
         ppk: None,
+        ext: Extensions {
+            split_dns: match &c.split_dns {
+                None => SplitDnsPolicy::default(),
+                Some(s) => SplitDnsPolicy {
+                    request: s.request,
+                    allowed_domains: s.allowed_domains.clone(),
+                    dnssec_ta_domains: s.dnssec_ta_domains.clone(),
+                },
+            },
+            dual_stack: c.dual_stack,
+            announce_auth_methods: c.announce_auth_methods,
+            signature_schemes,
+        },
     })
 }
 
@@ -679,6 +820,11 @@ fn encr(t: &str) -> Option<(EncrId, Option<u16>)> {
         "aes192gcm16" | "aes192gcm" => (EncrId::ENCR_AES_GCM_16, Some(192)),
         "aes256gcm16" | "aes256gcm" => (EncrId::ENCR_AES_GCM_16, Some(256)),
         "chacha20poly1305" => (EncrId::ENCR_CHACHA20_POLY1305, None),
+        // RFC 8750 implicit IV (ESP only).
+        "aes128gcm16iiv" => (EncrId::ENCR_AES_GCM_16_IIV, Some(128)),
+        "aes192gcm16iiv" => (EncrId::ENCR_AES_GCM_16_IIV, Some(192)),
+        "aes256gcm16iiv" => (EncrId::ENCR_AES_GCM_16_IIV, Some(256)),
+        "chacha20poly1305iiv" => (EncrId::ENCR_CHACHA20_POLY1305_IIV, None),
         "aes128" => (EncrId::ENCR_AES_CBC, Some(128)),
         "aes256" => (EncrId::ENCR_AES_CBC, Some(256)),
         _ => return None,
@@ -738,6 +884,9 @@ pub fn ike_proposal(s: &str) -> Result<IkeProposal, String> {
         }
     }
     let (encr, key_bits) = enc.ok_or_else(|| format!("{s:?}: no cipher"))?;
+    if ike_crypto::sk::is_implicit_iv(encr.0) {
+        return Err(format!("{s:?}: implicit-IV ciphers are for ESP only (RFC 8750 §4: not allowed for IKEv2)"));
+    }
     let aead = encr != EncrId::ENCR_AES_CBC;
     let integ = match (aead, i) {
         (true, None) => IntegId::NONE,
@@ -833,6 +982,38 @@ ike:
     }
 
     #[test]
+    fn loads_split_dns_domains_trust_anchors_labels_and_their_errors() {
+        let ta = format!("20326 8 2 {}", "E0".repeat(32));
+        let y = YAML
+            .replace(
+                "dns: [192.168.109.53] }",
+                &format!("dns: [192.168.109.53], dns_domains: [corp.example, {{ name: Lab.Example., trust_anchors: [\"{ta}\"] }}] }}"),
+            )
+            .replace("pool: rw", "pool: rw\n      signature_schemes: [rsa-pkcs1-sha256, ed25519]\n      dual_stack: true\n      split_dns: { allowed_domains: [example], dnssec_ta_domains: [lab.example], hook: hook.sh }")
+            .replace("local_ts: [192.168.109.0/24]", "local_ts: [192.168.109.0/24]\n        sec_label: \"system_u:object_r:ipsec_spd_t:s0\"");
+        let c = DaemonConfig::from_yaml(&y, Path::new("/etc/esprit")).unwrap();
+        let conn = &c.endpoint.connections[0];
+        let pool = conn.pool.as_ref().unwrap();
+        assert_eq!(pool.dns_domains[0].name, "corp.example");
+        assert_eq!(pool.dns_domains[1].name, "lab.example");
+        assert_eq!(pool.dns_domains[1].trust_anchors[0].key_tag, 20326);
+        assert!(conn.ext.dual_stack);
+        assert_eq!(conn.ext.signature_schemes.len(), 2);
+        let bad = y.replace("rsa-pkcs1-sha256, ed25519", "rsa-pkcs1-sha256, dsa");
+        assert_eq!(DaemonConfig::from_yaml(&bad, Path::new(".")).err().unwrap().path, "ike.connections.rw.signature_schemes[1]");
+        assert_eq!(conn.ext.split_dns.allowed_domains, Some(vec!["example".to_string()]));
+        assert_eq!(c.split_dns_hooks["rw"], PathBuf::from("/etc/esprit/hook.sh"));
+        assert_eq!(conn.child.sec_label.as_deref(), Some(&b"system_u:object_r:ipsec_spd_t:s0"[..]));
+        let bad = y.replace(&ta, "20326 8 2 E0E0");
+        let e = DaemonConfig::from_yaml(&bad, Path::new(".")).err().unwrap();
+        assert_eq!(e.path, "ike.pools.rw.dns_domains[1].trust_anchors[0]");
+        let bad = y.replace("corp.example,", "\"bad name\",");
+        assert_eq!(DaemonConfig::from_yaml(&bad, Path::new(".")).err().unwrap().path, "ike.pools.rw.dns_domains[0]");
+        let bad = y.replace("dns: [192.168.109.53],", "");
+        assert_eq!(DaemonConfig::from_yaml(&bad, Path::new(".")).err().unwrap().path, "ike.pools.rw.dns_domains");
+    }
+
+    #[test]
     fn names_the_field_path_of_a_type_error() {
         let bad = YAML.replace("control_socket: /tmp/ike.sock", "control_socket: /tmp/ike.sock\n  natt_port: many");
         let e = DaemonConfig::from_yaml(&bad, Path::new(".")).err().unwrap();
@@ -884,6 +1065,10 @@ ike:
         let p = ike_proposal("aes128-sha256-modp2048").unwrap();
         assert_eq!((p.encr, p.integ, p.prf), (EncrId::ENCR_AES_CBC, IntegId::AUTH_HMAC_SHA2_256_128, PrfId::PRF_HMAC_SHA2_256));
         assert!(ike_proposal("aes256gcm16-prfsha256").is_err());
+        assert!(ike_proposal("aes256gcm16iiv-prfsha256-x25519").unwrap_err().contains("RFC 8750"));
+        let iiv = esp_proposal("aes256gcm16iiv-esn-noesn").unwrap();
+        assert_eq!((iiv.encr, iiv.key_bits), (EncrId::ENCR_AES_GCM_16_IIV, Some(256)));
+        assert_eq!(esp_proposal("chacha20poly1305iiv").unwrap().encr.0, 31);
         assert!(ike_proposal("aes256gcm16-sha256-prfsha256-x25519").is_err());
         assert!(esp_proposal("aes128-sha256").is_err());
         assert_eq!(esp_proposal("aes128gcm16-x25519").unwrap().pfs, vec![KeId::CURVE25519]);

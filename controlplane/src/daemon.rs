@@ -68,6 +68,9 @@ struct UpInfo {
     nat_local: bool,
     nat_remote: bool,
     established_at: Time,
+    connection: String,
+    /// RFC 8598 domains in force for this IKE SA.
+    dns_domains: Vec<ike_proto::split_dns::DnsDomain>,
 }
 
 /// Wall-clock time as the endpoint takes it.
@@ -416,10 +419,18 @@ impl Daemon {
                     id_str(&local_id),
                     id_str(&remote_id)
                 ));
-                self.up.insert(ike_sa, UpInfo { local_id, virtual_ips, dns, nat_local, nat_remote, established_at: t });
+                self.up.insert(
+                    ike_sa,
+                    UpInfo { local_id, virtual_ips, dns, nat_local, nat_remote, established_at: t, connection, dns_domains: Vec::new() },
+                );
             }
             Event::IkeSaDown { ike_sa, reason } => {
-                let was_up = self.up.remove(&ike_sa).is_some();
+                let gone = self.up.remove(&ike_sa);
+                let was_up = gone.is_some();
+                if let Some(u) = gone.filter(|u| !u.dns_domains.is_empty() && self.initiated.contains(&ike_sa)) {
+                    // RFC 8598 §4: the forwarding rules go with the IKE SA.
+                    self.split_dns_hook("down", ike_sa, &u);
+                }
                 self.initiated.remove(&ike_sa);
                 if !was_up {
                     let r = match &reason {
@@ -450,6 +461,12 @@ impl Daemon {
                 if i.rekey_of.is_some() {
                     self.metrics.rekeys.with_label_values(&["child"]).inc();
                 }
+                if i.suite.implicit_iv() {
+                    self.metrics.child_features.with_label_values(&["iiv"]).inc();
+                }
+                if i.sec_label.is_some() {
+                    self.metrics.child_features.with_label_values(&["label"]).inc();
+                }
                 match self.table.install(t, &i) {
                     Ok(e) => log(format_args!(
                         "Child SA #{} of IKE SA #{} installed: SPIs in {:08x} out {:08x}, {:?}{}, {} <-> {}{}",
@@ -474,11 +491,73 @@ impl Daemon {
                 self.table.delete(child_sa);
                 log(format_args!("Child SA #{} of IKE SA #{} deleted (SPIs {spi_in:08x}/{spi_out:08x})", child_sa.0, ike_sa.0));
             }
+            Event::SplitDns { ike_sa, mut domains, refused } => {
+                let initiator = self.initiated.contains(&ike_sa) || self.ep.ike_sas().iter().any(|i| i.ike_sa == ike_sa && i.initiator);
+                if initiator {
+                    // RFC 8598 §5: no two connections resolve the same domain.
+                    let conn = self.up.get(&ike_sa).map(|u| u.connection.clone()).unwrap_or_default();
+                    let active = self.up.iter().filter(|(h, _)| **h != ike_sa).map(|(_, u)| (u.connection.as_str(), &u.dns_domains[..]));
+                    for name in ike_proto::split_dns::drop_conflicts(&conn, &mut domains, active) {
+                        self.metrics.split_dns.with_label_values(&["refused"]).inc();
+                        log(format_args!("IKE SA #{}: split-DNS {name:?} refused (another connection holds it)", ike_sa.0));
+                    }
+                }
+                let (ok, what) = if initiator { ("accepted", "accepted") } else { ("pushed", "pushed") };
+                self.metrics.split_dns.with_label_values(&[ok]).inc_by(domains.len() as u64);
+                self.metrics.split_dns.with_label_values(&["refused"]).inc_by(refused.len() as u64);
+                for (name, why) in &refused {
+                    log(format_args!("IKE SA #{}: split-DNS {name:?} refused ({why:?})", ike_sa.0));
+                }
+                let names: Vec<&str> = domains.iter().map(|d| d.name.as_str()).collect();
+                log(format_args!("IKE SA #{}: split-DNS domains {what}: {names:?}", ike_sa.0));
+                if let Some(u) = self.up.get_mut(&ike_sa) {
+                    u.dns_domains = domains;
+                    if initiator {
+                        self.initiated.insert(ike_sa);
+                        let u = u.clone();
+                        self.split_dns_hook("up", ike_sa, &u);
+                    }
+                }
+            }
             Event::ChildSaFailed { ike_sa, notify } => {
                 let r = notify.name().map_or_else(|| format!("notify_{}", notify.0), |s| s.to_lowercase());
                 self.metrics.child_failures.with_label_values(&[&r]).inc();
                 log(format_args!("Child SA of IKE SA #{} failed: {notify:?}", ike_sa.0));
             }
+        }
+    }
+
+    /// Runs the connection's RFC 8598 resolver hook, if any, without
+    /// waiting for it (a reaper thread collects it). Environment:
+    /// ESPRIT_EVENT (up/down), ESPRIT_CONNECTION, ESPRIT_IKE_SA,
+    /// ESPRIT_DNS_DOMAINS (space separated), ESPRIT_DNS_SERVERS,
+    /// ESPRIT_DNSSEC_TAS (`domain keytag alg digesttype HEX` joined by ';').
+    fn split_dns_hook(&self, what: &str, ike_sa: IkeSaHandle, u: &UpInfo) {
+        let Some(hook) = self.cfg.split_dns_hooks.get(&u.connection) else { return };
+        let domains: Vec<&str> = u.dns_domains.iter().map(|d| d.name.as_str()).collect();
+        let servers: Vec<String> = u.dns.iter().map(|a| a.to_string()).collect();
+        let tas: Vec<String> =
+            u.dns_domains.iter().flat_map(|d| d.trust_anchors.iter().map(move |t| format!("{} {}", d.name, t.presentation()))).collect();
+        let child = std::process::Command::new(hook)
+            .env("ESPRIT_EVENT", what)
+            .env("ESPRIT_CONNECTION", &u.connection)
+            .env("ESPRIT_IKE_SA", ike_sa.0.to_string())
+            .env("ESPRIT_DNS_DOMAINS", domains.join(" "))
+            .env("ESPRIT_DNS_SERVERS", servers.join(" "))
+            .env("ESPRIT_DNSSEC_TAS", tas.join(";"))
+            .stdin(std::process::Stdio::null())
+            .spawn();
+        match child {
+            Ok(mut c) => {
+                std::thread::spawn(move || {
+                    if let Ok(st) = c.wait() {
+                        if !st.success() {
+                            log(format_args!("split-DNS hook exited with {st}"));
+                        }
+                    }
+                });
+            }
+            Err(e) => log(format_args!("split-DNS hook {}: {e}", hook.display())),
         }
     }
 
@@ -591,6 +670,8 @@ impl Daemon {
                     c["encr"] = json!(format!("{:?}{}", e.suite.encr, e.suite.key_bits.map(|b| format!("-{b}")).unwrap_or_default()));
                     c["esn"] = json!(e.suite.esn);
                     c["pfs"] = json!(e.suite.ke.map(name_of));
+                    c["iiv"] = json!(e.suite.implicit_iv());
+                    c["label"] = json!(e.sec_label.as_ref().map(|l| String::from_utf8_lossy(l.strip_suffix(&[0]).unwrap_or(l)).into_owned()));
                     c["mode"] = json!(match e.mode {
                         ike_proto::Mode::Tunnel => "TUNNEL",
                         ike_proto::Mode::Transport => "TRANSPORT",
@@ -636,6 +717,16 @@ impl Daemon {
                 "nat_local": up.map(|u| u.nat_local),
                 "nat_remote": up.map(|u| u.nat_remote),
                 "ppk": i.ppk,
+                "dns_domains": up.map(|u| u.dns_domains.iter().map(|d| d.name.clone()).collect::<Vec<_>>()).unwrap_or_default(),
+                "dnssec_tas": up.map(|u| u.dns_domains.iter().flat_map(|d| d.trust_anchors.iter().map(move |t| format!("{} {}", d.name, t.presentation()))).collect::<Vec<_>>()).unwrap_or_default(),
+                "auth_scheme": i.ext.auth_scheme.map(|s| format!("{s:?}")),
+                "peer_auth_methods": i.ext.peer_auth_methods.as_ref().map(|a| a.iter().map(|x| match x {
+                    ike_proto::auth_methods::Announcement::Method(m) => format!("method {m}"),
+                    ike_proto::auth_methods::Announcement::WithCertLink { method, .. } => format!("method {method}"),
+                    ike_proto::auth_methods::Announcement::Signature { scheme: Some(s), .. } => format!("{s:?}"),
+                    ike_proto::auth_methods::Announcement::Signature { scheme: None, .. } => "unknown signature".to_string(),
+                }).collect::<Vec<_>>()),
+                "peer_allowed_families": i.ext.peer_allowed.iter().map(|f| match f { ike_proto::Family::V4 => "v4", ike_proto::Family::V6 => "v6" }).collect::<Vec<_>>(),
                 "child_sas": children,
             }));
         }

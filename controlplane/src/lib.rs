@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! esprit's control-plane daemon as a library: `esprit-ike` (the IKEv2
 //! daemon that programs the dataplane's SA table) and `esprit-ctl` (its
 //! control client) are thin `main`s over it, so tests drive the same code.

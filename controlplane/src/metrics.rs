@@ -48,6 +48,10 @@ pub struct IkeMetrics {
     pub datagrams: IntCounterVec,
     pub orphans: IntGauge,
     pub parallel_ke: IntCounterVec,
+    /// RFC 8598 domains accepted / refused (initiator) or pushed (responder).
+    pub split_dns: IntCounterVec,
+    /// Child SAs installed with an ipsecme feature (iiv, label).
+    pub child_features: IntCounterVec,
 }
 
 /// Registration of a fixed, valid definition cannot fail.
@@ -69,6 +73,8 @@ impl IkeMetrics {
             cv("esprit_ike_handshake_failures_total", "IKE SAs that went down before they were established, by reason", &["reason"])?;
         let child_failures = cv("esprit_ike_child_sa_failures_total", "Child SAs refused or not programmable, by reason", &["reason"])?;
         let rekeys = cv("esprit_ike_rekeys_total", "Completed rekeys, by kind (child, ike)", &["kind"])?;
+        let split_dns = cv("esprit_ike_split_dns_domains_total", "RFC 8598 domains: accepted, refused (initiator) or pushed (responder)", &["result"])?;
+        let child_features = cv("esprit_ike_child_sa_features_total", "Child SAs installed with an extension: iiv (RFC 8750), label (RFC 9478)", &["feature"])?;
         let datagrams = cv("esprit_ike_datagrams_total", "IKE datagrams received (dir=rx) and sent (dir=tx)", &["dir"])?;
         let parallel_ke = cv(
             "esprit_ike_parallel_key_exchanges_total",
@@ -101,6 +107,8 @@ impl IkeMetrics {
             retransmits,
             datagrams,
             orphans,
+            split_dns,
+            child_features,
         })
     }
 

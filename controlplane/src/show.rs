@@ -51,6 +51,23 @@ pub fn list_sas(data: &Value) -> String {
             let ppk = if i["ppk"].as_bool() == Some(true) { ", PPK" } else { "" };
             let _ = writeln!(o, "  established {}s ago{nat}{ppk}", s(&i["established_secs"]));
         }
+        let domains = list(&i["dns_domains"]);
+        if !domains.is_empty() {
+            let _ = writeln!(o, "  split DNS: {domains}");
+        }
+        for ta in i["dnssec_tas"].as_array().unwrap_or(&empty) {
+            let _ = writeln!(o, "  DNSSEC TA: {}", s(ta));
+        }
+        if !i["auth_scheme"].is_null() {
+            let _ = writeln!(o, "  signed with {}", s(&i["auth_scheme"]));
+        }
+        if !i["peer_auth_methods"].is_null() {
+            let _ = writeln!(o, "  peer accepts: {}", list(&i["peer_auth_methods"]));
+        }
+        let fams = list(&i["peer_allowed_families"]);
+        if !fams.is_empty() {
+            let _ = writeln!(o, "  peer assigns: {fams}");
+        }
         for c in i["child_sas"].as_array().unwrap_or(&empty) {
             let mode = s(&c["mode"]);
             let encap = if c["udp_encap"].as_bool() == Some(true) { "-in-UDP" } else { "" };
@@ -68,7 +85,11 @@ pub fn list_sas(data: &Value) -> String {
             }
             let esn = if c["esn"].as_bool() == Some(true) { "ESN" } else { "no ESN" };
             let pfs = if c["pfs"].is_null() { String::new() } else { format!(", PFS {}", s(&c["pfs"])) };
-            let _ = writeln!(o, "    {}, {esn}{pfs}", s(&c["encr"]));
+            let iiv = if c["iiv"].as_bool() == Some(true) { ", implicit IV" } else { "" };
+            let _ = writeln!(o, "    {}, {esn}{pfs}{iiv}", s(&c["encr"]));
+            if !c["label"].is_null() {
+                let _ = writeln!(o, "    label {}", s(&c["label"]));
+            }
             let rekey = c["rekey_secs"].as_u64().filter(|r| *r > 0).map(|r| format!(", rekey at {r}s")).unwrap_or_default();
             let _ = writeln!(o, "    installed {}s ago{rekey}", s(&c["installed_secs"]));
             let last = if c["idle_secs"].is_null() { "no traffic seen".to_string() } else { format!("traffic {}s ago", s(&c["idle_secs"])) };
@@ -104,8 +125,11 @@ mod tests {
             "local": "172.16.9.1:4500", "remote": "172.16.9.2:4500", "local_id": "gw.esprit",
             "remote_id": "client@esprit", "suite": "ENCR_AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE25519",
             "established_secs": 3, "virtual_ips": ["10.99.0.1"], "nat_local": false, "nat_remote": true, "ppk": true,
+            "dns_domains": ["corp.example.test"], "dnssec_tas": ["corp.example.test 20326 8 2 E0"],
+            "peer_allowed_families": ["v4"], "auth_scheme": "RsaPkcs1Sha256", "peer_auth_methods": ["RsaPkcs1Sha256", "method 2"],
             "child_sas": [{ "child_sa": 2, "state": "INSTALLED", "spi_in": "c0000001", "spi_out": "c0000002",
-              "encr": "ENCR_AES_GCM_16-256", "esn": false, "pfs": null, "mode": "TUNNEL", "udp_encap": true,
+              "encr": "ENCR_AES_GCM_16_IIV-256", "esn": false, "pfs": null, "iiv": true,
+              "label": "system_u:object_r:ipsec_spd_t:s0", "mode": "TUNNEL", "udp_encap": true,
               "installed_secs": 3, "rekey_secs": 0, "ts_local": ["192.168.109.0/24"], "ts_remote": ["10.99.0.1/32"],
               "in_bytes": 840, "in_pkts": 10, "out_bytes": 840, "out_pkts": 10, "seq_next": 11, "idle_secs": 1 }]
         }], "orphans": [] });
@@ -117,5 +141,11 @@ mod tests {
         assert!(t.contains("traffic 1s ago"), "{t}");
         assert!(t.contains("remote 10.99.0.1/32"), "{t}");
         assert!(t.contains("established 3s ago, NAT: remote behind NAT, PPK"), "{t}");
+        assert!(t.contains("split DNS: corp.example.test"), "{t}");
+        assert!(t.contains("signed with RsaPkcs1Sha256"), "{t}");
+        assert!(t.contains("peer accepts: RsaPkcs1Sha256 method 2"), "{t}");
+        assert!(t.contains("DNSSEC TA: corp.example.test 20326 8 2 E0"), "{t}");
+        assert!(t.contains("ENCR_AES_GCM_16_IIV-256, no ESN, implicit IV"), "{t}");
+        assert!(t.contains("label system_u:object_r:ipsec_spd_t:s0"), "{t}");
     }
 }

@@ -19,7 +19,11 @@
 //!   to run out (RFC 4303 §3.3.3) are read from the dataplane's counters by
 //!   [`SaProgrammer::check_lifetimes`], which asks for one rekey at the soft
 //!   limit and one delete at the hard limit. Time lifetimes are the
-//!   endpoint's own timers.
+//!   endpoint's own timers. For RFC 8750 implicit-IV suites the IV is the
+//!   sequence number, so the same rekey (at 7/8 of the 2^32 or 2^64
+//!   space) and the dataplane's refusal to wrap keep every IV unique
+//!   (RFC 8750 §2: rekey before the counter could repeat).
+//! * RFC 9478 security labels go into both slots of a Child SA.
 //! * Restart (DESIGN.md §1): the endpoint's IKE SAs live only in memory, so
 //!   after a restart every slot tagged `"IK"` is an orphan. Orphans are kept
 //!   for `orphan_grace` (traffic keeps flowing while peers notice, by DPD or
@@ -56,6 +60,8 @@ pub enum ProgramError {
     BadKey(usize),
     #[error("outer addresses of different families ({0} / {1})")]
     MixedFamilies(IpAddr, IpAddr),
+    #[error("security label of {0} octets does not fit the table")]
+    LabelTooLong(usize),
     #[error("SA table: {0}")]
     Table(#[from] WriteError),
     #[error("SA table: {0}")]
@@ -80,6 +86,8 @@ pub struct ChildEntry {
     pub ts_local: Vec<TrafficSelector>,
     pub ts_remote: Vec<TrafficSelector>,
     pub lifetime: Lifetimes,
+    /// RFC 9478 label (NUL-terminated) of both slots.
+    pub sec_label: Option<Vec<u8>>,
     pub installed_at: Time,
     /// When the housekeeping tick last saw the packet counters move (the
     /// dataplane's own last-use stamp counts from its start, not the epoch).
@@ -208,6 +216,7 @@ impl SaProgrammer {
             ts_local: i.ts_local.clone(),
             ts_remote: i.ts_remote.clone(),
             lifetime: i.lifetime,
+            sec_label: i.sec_label.clone(),
             installed_at: now,
             last_active: None,
             last_pkts: 0,
@@ -399,6 +408,14 @@ impl SaProgrammer {
             p.ts_remote[k] = table_ts(t);
         }
         p.ts_remote_count = n as u8;
+        if let Some(l) = &i.sec_label {
+            // RFC 9478: the label is one more selector of both directions.
+            if l.len() > sa_table::MAX_SEC_LABEL_BYTES {
+                return Err(ProgramError::LabelTooLong(l.len()));
+            }
+            p.sec_label[..l.len()].copy_from_slice(l);
+            p.sec_label_len = l.len() as u8;
+        }
         if !inbound {
             // Served prefixes = the remote selectors, when each is an exact
             // prefix; otherwise left to the reader, which covers the

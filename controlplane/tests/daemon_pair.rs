@@ -111,12 +111,13 @@ impl Setup {
         let dir = std::env::temp_dir().join(format!("esprit-ike-test-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         // Distinct per process and test so parallel runs do not collide.
-        let base = 20000 + (std::process::id() % 2000) as u16 * 10;
+        let base = 20000 + (std::process::id() % 2000) as u16 * 16;
         let port = base
             + match tag {
                 "pair" => 0,
+                "restart" => 4,
                 "ppk" => 8,
-                _ => 4,
+                _ => 12,
             };
         Self { dir, tag, port }
     }
@@ -330,4 +331,164 @@ fn two_daemons_with_a_ppk_show_and_count_it() {
     let addr = resp.metrics.expect("responder serves metrics");
     let m = scrape(addr);
     assert!(m.contains("esprit_ike_ppk_handshakes_total{role=\"responder\"} 1"), "{m}");
+}
+
+/// The ipsecme extensions between two daemons: an implicit-IV Child SA
+/// with a security label in both tables, split-DNS domains pushed and
+/// accepted, RFC 8983 and RFC 9593 state, all in the listings and metrics.
+#[test]
+fn two_daemons_negotiate_iiv_labels_and_split_dns_into_the_tables() {
+    let s = Setup::new("ext");
+    let resp_yaml = format!(
+        r#"
+ike:
+  listen: [127.0.0.2]
+  port: {p}
+  natt_port: {n}
+  control_socket: {dir}/xresp.sock
+  metrics_listen: 127.0.0.1:0
+  sa_table: {{ path: {table}, capacity: 64 }}
+  pools:
+    rw: {{ v4: 10.99.0.0/24, dns: [192.168.109.53], dns_domains: [corp.example.test, com] }}
+  connections:
+    rw:
+      local_id: gw.esprit
+      remote_id: client@esprit
+      local_auth: {{ psk: "interop-psk-0123456789" }}
+      remote_auth: {{ psk: "interop-psk-0123456789" }}
+      proposals: [aes256gcm16-prfsha256-x25519]
+      pool: rw
+      child:
+        esp_proposals: [aes256gcm16iiv, aes256gcm16]
+        local_ts: [192.168.109.0/24]
+        sec_label: "system_u:object_r:ipsec_spd_t:s0"
+"#,
+        p = s.port,
+        n = s.port + 1,
+        dir = s.dir.display(),
+        table = s.table("xresp").display(),
+    );
+    let init_yaml = format!(
+        r#"
+ike:
+  listen: [127.0.0.1]
+  port: {p}
+  natt_port: {n}
+  control_socket: {dir}/xinit.sock
+  metrics_listen: null
+  sa_table: {{ path: {table}, capacity: 64 }}
+  connections:
+    home:
+      remote: 127.0.0.2
+      local_id: client@esprit
+      remote_id: gw.esprit
+      local_auth: {{ psk: "interop-psk-0123456789" }}
+      remote_auth: {{ psk: "interop-psk-0123456789" }}
+      proposals: [aes256gcm16-prfsha256-x25519]
+      request_vip: [v4]
+      child:
+        esp_proposals: [aes256gcm16iiv, aes256gcm16]
+        remote_ts: [192.168.109.0/24]
+        sec_label: "system_u:object_r:ipsec_spd_t:s0"
+"#,
+        p = s.port,
+        n = s.port + 1,
+        dir = s.dir.display(),
+        table = s.table("xinit").display(),
+    );
+    let resp = start(&s.dir, "xresp", &resp_yaml);
+    let init = start(&s.dir, "xinit", &init_yaml);
+    init.ok(Request::Initiate { conn: "home".into() });
+    wait_for("a Child SA on both sides", || established_children(&init).len() == 1 && established_children(&resp).len() == 1);
+
+    // Both tables: IIV transform and the label (with its NUL) in every slot.
+    for r in [&init, &resp] {
+        let slots = r.slots();
+        assert_eq!(slots.len(), 2);
+        for p in &slots {
+            assert_eq!(p.transform, sa_table::TransformId::AES_GCM_16_IIV);
+            assert_eq!(p.sec_label(), b"system_u:object_r:ipsec_spd_t:s0\0");
+        }
+    }
+    // Traffic over the installed IIV SA through the dataplane's ESP engine
+    // (the code its workers run): sealed with the initiator's outbound slot,
+    // opened with the responder's inbound slot.
+    let a_out = init.slots().into_iter().find(|p| p.direction == Direction::OUTBOUND).unwrap();
+    let b_in = resp.slots().into_iter().find(|p| p.direction == Direction::INBOUND && p.spi == a_out.spi).unwrap();
+    let (inner, wire) = seal_one(&a_out);
+    // RFC 8750: no IV on the wire. Outer IPv4 20 + SPI/SN 8 + payload and
+    // trailer padded to 4 + ICV 16 (an explicit IV would add 8).
+    assert_eq!(wire.len(), 20 + 8 + (inner.len() + 2).div_ceil(4) * 4 + 16);
+    assert_eq!(open_one(&b_in, wire), inner);
+
+    let list = init.ok(Request::ListSas);
+    let ike = &list["ike_sas"][0];
+    assert_eq!(ike["dns_domains"], serde_json::json!(["corp.example.test"]), "com is a public suffix");
+    assert_eq!(ike["peer_allowed_families"], serde_json::json!(["v4"]));
+    assert_eq!(ike["peer_auth_methods"], serde_json::json!(["method 2"]));
+    let child = &ike["child_sas"][0];
+    assert_eq!(child["iiv"], true);
+    assert_eq!(child["label"], "system_u:object_r:ipsec_spd_t:s0");
+    let text = esprit_controlplane::show::list_sas(&list);
+    assert!(text.contains("split DNS: corp.example.test"), "{text}");
+    assert!(text.contains("implicit IV"), "{text}");
+    assert!(text.contains("label system_u:object_r:ipsec_spd_t:s0"), "{text}");
+    let rlist = resp.ok(Request::ListSas);
+    assert_eq!(rlist["ike_sas"][0]["dns_domains"], serde_json::json!(["corp.example.test", "com"]), "what the gateway pushed");
+
+    let stats = init.ok(Request::Stats);
+    assert_eq!(stats["counters"]["esprit_ike_child_sa_features_total{feature=iiv}"], 1, "{stats}");
+    assert_eq!(stats["counters"]["esprit_ike_child_sa_features_total{feature=label}"], 1);
+    assert_eq!(stats["counters"]["esprit_ike_split_dns_domains_total{result=accepted}"], 1);
+    assert_eq!(stats["counters"]["esprit_ike_split_dns_domains_total{result=refused}"], 1);
+    let m = scrape(resp.metrics.expect("responder serves metrics"));
+    assert!(m.contains("esprit_ike_split_dns_domains_total{result=\"pushed\"} 2"), "{m}");
+}
+
+/// The ESP engine's parameters for a table slot, as the dataplane maps them.
+fn esp_params(p: &SaParams) -> esp::SaParams {
+    let suite = esp::Suite::from_transform(esp::TransformId(p.transform.0), Some(u16::from(p.key_len) * 8)).expect("suite");
+    let mut keymat = p.key().to_vec();
+    keymat.extend_from_slice(&p.salt);
+    let mut e = esp::SaParams::new(p.spi, suite, &keymat).expect("keymat");
+    e.mode = esp::Mode::Tunnel { src: p.outer_src_addr().unwrap(), dst: p.outer_dst_addr().unwrap() };
+    e.replay_window = p.replay_window_pkts;
+    e
+}
+
+/// An IPv4/UDP packet from the virtual IP to the protected network, and
+/// its ESP form sealed with `out`.
+fn seal_one(out: &SaParams) -> (Vec<u8>, Vec<u8>) {
+    use esp_wire::{IpProtocol, Ipv4Packet, Ipv4Repr};
+    let mut inner = vec![0u8; 20 + 37];
+    Ipv4Repr {
+        src_addr: "10.99.0.1".parse().unwrap(),
+        dst_addr: "192.168.109.7".parse().unwrap(),
+        protocol: IpProtocol::UDP,
+        payload_len: 37,
+        ttl: 64,
+        dscp_ecn: 0,
+        ident: 1,
+        dont_frag: true,
+    }
+    .emit(&mut Ipv4Packet::new_unchecked(&mut inner[..]));
+    let params = esp_params(out);
+    let sa = esp::OutboundSa::new(&params).unwrap();
+    let aead = esp::soft_aead(esp::Backend::FASTEST, &params).unwrap();
+    let mut pkts = [esp::PktBuf::from_data(&inner, 128, 1024)];
+    let mut v = [Err(esp::DropReason::NotEsp)];
+    esp::seal_burst(&sa, &aead, &mut pkts, &mut v);
+    v[0].expect("sealed");
+    (inner, pkts[0].data().to_vec())
+}
+
+fn open_one(inb: &SaParams, wire: Vec<u8>) -> Vec<u8> {
+    let params = esp_params(inb);
+    let mut sa = esp::InboundSa::new(&params).unwrap();
+    let aead = esp::soft_aead(esp::Backend::FASTEST, &params).unwrap();
+    let mut pkts = [esp::PktBuf::from_data(&wire, 0, 0)];
+    let mut v = [Err(esp::DropReason::NotEsp)];
+    esp::open_burst(&mut sa, &aead, &mut pkts, &mut v);
+    v[0].expect("opened");
+    pkts[0].data().to_vec()
 }

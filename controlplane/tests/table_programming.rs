@@ -56,6 +56,7 @@ fn install(child: u64, spi: u32, rekey_of: Option<u64>, local: &str) -> ChildSaI
         remote: "172.16.9.2:4500".parse().unwrap(),
         udp_encap: false,
         rekey_of: rekey_of.map(ChildSaHandle),
+        sec_label: None,
     }
 }
 
@@ -165,4 +166,45 @@ fn suites_the_dataplane_cannot_run_are_refused_and_leave_the_table_unchanged() {
     i.keys_in = ChildKeys { encr: Secret::new(vec![0; 10]), integ: Secret::new(Vec::new()) };
     assert!(matches!(p.install(T0, &i), Err(ProgramError::BadKey(10))));
     assert_eq!(p.live_slots(), 0);
+}
+
+#[test]
+fn an_implicit_iv_child_sa_is_installed_as_an_iiv_suite_and_rekeyed_before_its_sequence_number_wraps() {
+    let t = Table::new("iiv");
+    let mut p = open(&t);
+    let mut i = install(7, 0x100, None, "172.16.9.1:4500");
+    i.suite.encr = EncrId::ENCR_AES_GCM_16_IIV;
+    let e = p.install(T0, &i).unwrap().clone();
+    let w = p.writer();
+    assert_eq!(w.get(e.inbound).unwrap().transform, TransformId::AES_GCM_16_IIV);
+    assert_eq!(w.get(e.outbound.unwrap()).unwrap().transform, TransformId::AES_GCM_16_IIV);
+    // The IV is the sequence number (RFC 8750 §2): it must never repeat,
+    // so the rekey comes well before 2^32.
+    assert_eq!(p.check_lifetimes(T0), vec![]);
+    let st = p.writer().state(e.outbound.unwrap()).unwrap();
+    st.reserve_seq(u32::MAX - u32::MAX / 8, false).unwrap();
+    assert_eq!(p.check_lifetimes(T0), vec![LifetimeAction::Rekey { ike_sa: IkeSaHandle(1), child_sa: ChildSaHandle(7) }]);
+    let mut i = install(8, 0x200, None, "172.16.9.1:4500");
+    i.suite.encr = EncrId::ENCR_CHACHA20_POLY1305_IIV;
+    i.suite.key_bits = None;
+    let e = p.install(T0, &i).unwrap().clone();
+    assert_eq!(p.writer().get(e.inbound).unwrap().transform, TransformId::CHACHA20_POLY1305_IIV);
+}
+
+#[test]
+fn a_labeled_child_sa_carries_its_label_in_both_slots() {
+    let t = Table::new("label");
+    let mut p = open(&t);
+    let mut i = install(7, 0x100, None, "172.16.9.1:4500");
+    i.sec_label = Some(b"system_u:object_r:ipsec_spd_t:s0\0".to_vec());
+    let e = p.install(T0, &i).unwrap().clone();
+    let w = p.writer();
+    for id in [e.inbound, e.outbound.unwrap()] {
+        assert_eq!(w.get(id).unwrap().sec_label(), b"system_u:object_r:ipsec_spd_t:s0\0");
+    }
+    let mut i = install(8, 0x200, None, "172.16.9.1:4500");
+    i.sec_label = Some(vec![b'x'; sa_table::MAX_SEC_LABEL_BYTES + 1]);
+    assert!(matches!(p.install(T0, &i), Err(ProgramError::LabelTooLong(_))));
+    let unlabeled = p.install(T0, &install(9, 0x300, None, "172.16.9.1:4500")).unwrap().clone();
+    assert!(p.writer().get(unlabeled.inbound).unwrap().sec_label().is_empty());
 }

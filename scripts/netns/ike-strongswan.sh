@@ -22,12 +22,17 @@
 # dataplane leaves traffic flowing and then clears the orphaned SAs after
 # its grace period; a vanished peer is found by DPD and its SAs removed.
 # NAT=1 puts the client behind a port-rewriting NAT namespace.
+# LABEL=<context> gives the Child SA an RFC 9478 security label on both
+# sides (strongSwan label_mode=simple): negotiated as TS_SECLABEL, listed
+# by esprit-ctl, and the traffic above runs over the labeled SAs.
 # DEMO=1 prints esprit-ctl's views and both processes' metrics.
 auth=${AUTH:-psk} key=${KEY:-ecdsa}
 name="ike-strongswan auth=$auth${AUTH:+ key=$key}"
 [[ $auth == psk ]] && name=ike-strongswan
 nat=${NAT:-0}
 [[ $nat == 1 ]] && name="$name nat"
+label=${LABEL:-}
+[[ -n $label ]] && name="$name label"
 . "$(dirname "$0")/lib.sh"
 ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
 ctl=${ESPRIT_CTL:-$top/target/debug/esprit-ctl}
@@ -144,6 +149,7 @@ ike:
       child:
         esp_proposals: [aes256gcm16, aes128gcm16]
         local_ts: [192.168.109.0/24]
+$( [[ -n $label ]] && printf '        sec_label: "%s"\n' "$label" )
         # Volume lifetime, read from the dataplane's counters: the 200 MB
         # transfer below crosses it.
         rekey_bytes: 50000000
@@ -177,6 +183,7 @@ connections {
              id = gw.esprit }
     children {
       net { remote_ts = 192.168.109.0/24
+$( [[ -n $label ]] && printf '            label = %s\n            label_mode = simple\n' "$label" )
             esp_proposals = aes256gcm16 }
     }
   }
@@ -208,6 +215,10 @@ ectl list-sas >"$work/sas.txt" || ike_fail "esprit-ctl list-sas failed"
 say "--- esprit-ctl list-sas"; [[ $demo == 1 ]] && cat "$work/sas.txt"
 grep -q "ESTABLISHED" "$work/sas.txt" || ike_fail "esprit-ctl lists no established IKE SA: $(cat "$work/sas.txt")"
 grep -q "INSTALLED, TUNNEL-in-UDP" "$work/sas.txt" || ike_fail "esprit-ctl lists no installed UDP-encapsulated Child SA: $(cat "$work/sas.txt")"
+if [[ -n $label ]]; then
+  grep -q "label $label" "$work/sas.txt" || ike_fail "esprit-ctl lists no security label: $(cat "$work/sas.txt")"
+  grep -q "selected security label: $label" "$work/sw/charon.log" || ike_fail "strongSwan did not select the label"
+fi
 if [[ $nat == 1 ]]; then
   grep -q "NAT: remote behind NAT" "$work/sas.txt" || ike_fail "esprit did not detect the NAT: $(cat "$work/sas.txt")"
   grep -Eq "remote 'client@esprit' @ 172\.16\.9\.2:2[0-9]{4}" "$work/sas.txt" \

@@ -12,6 +12,9 @@ pub mod encr {
     pub const AES_CBC: u16 = 12;
     pub const AES_GCM_16: u16 = 20;
     pub const CHACHA20_POLY1305: u16 = 28;
+    /// RFC 8750 implicit-IV variants: ESP only, never IKE SK payloads.
+    pub const AES_GCM_16_IIV: u16 = 30;
+    pub const CHACHA20_POLY1305_IIV: u16 = 31;
 }
 
 /// Transform Type 2 (PRF).

@@ -82,6 +82,13 @@ const CBC_BLOCK: usize = 16;
 /// ChaCha20-Poly1305 32 + 4 (RFC 7634 §2, no Key Length attribute), AES-CBC
 /// the key (Key Length attribute required).
 pub fn encr_key_len(encr: u16, key_bits: Option<u16>) -> Result<usize, Error> {
+    // RFC 8750 §3: the IIV variants take the KEYMAT of their explicit-IV
+    // counterparts (key and 4-octet salt).
+    let encr = match encr {
+        ids::encr::AES_GCM_16_IIV => ids::encr::AES_GCM_16,
+        ids::encr::CHACHA20_POLY1305_IIV => ids::encr::CHACHA20_POLY1305,
+        e => e,
+    };
     match (encr, key_bits) {
         (ids::encr::AES_GCM_16, Some(bits @ (128 | 192 | 256))) => Ok(usize::from(bits) / 8 + 4),
         (ids::encr::AES_CBC, Some(bits @ (128 | 192 | 256))) => Ok(usize::from(bits) / 8),
@@ -92,6 +99,11 @@ pub fn encr_key_len(encr: u16, key_bits: Option<u16>) -> Result<usize, Error> {
         (ids::encr::AES_GCM_16 | ids::encr::AES_CBC, None) => Err(Error::KeyLengthAttribute { id: encr, bits: 0 }),
         _ => Err(Error::Unsupported { kind: "ENCR", id: encr }),
     }
+}
+
+/// Whether an ENCR transform is an RFC 8750 implicit-IV one (ESP only).
+pub fn is_implicit_iv(encr: u16) -> bool {
+    matches!(encr, 29 | ids::encr::AES_GCM_16_IIV | ids::encr::CHACHA20_POLY1305_IIV)
 }
 
 /// Whether an ENCR transform is an AEAD (and so takes INTEG NONE).
@@ -105,6 +117,10 @@ impl SkCipher {
     /// `integ` must be 0 (NONE) for AEADs and 12/13/14 for AES-CBC; `sk_a`
     /// is empty for AEADs.
     pub fn new(encr: u16, key_bits: Option<u16>, integ: u16, sk_e: &[u8], sk_a: &[u8]) -> Result<Self, Error> {
+        if is_implicit_iv(encr) {
+            // RFC 8750 §4: IKEv2 Message IDs may repeat; never for IKE.
+            return Err(Error::Unsupported { kind: "ENCR (implicit IV is not allowed for IKE)", id: encr });
+        }
         let key_len = encr_key_len(encr, key_bits)?;
         if sk_e.len() != key_len {
             return Err(Error::InvalidKey("SK_e length for the negotiated ENCR"));

@@ -185,3 +185,18 @@ proptest! {
         prop_assert!(c.open(&[0u8; 32], &body).is_err());
     }
 }
+
+#[test]
+fn implicit_iv_transforms_have_child_sa_keymat_but_never_protect_ike() {
+    // RFC 8750 §3: KEYMAT as RFC 4106 / RFC 7634 (key + 4-octet salt).
+    assert_eq!(sk::encr_key_len(ids::encr::AES_GCM_16_IIV, Some(128)).unwrap(), 20);
+    assert_eq!(sk::encr_key_len(ids::encr::AES_GCM_16_IIV, Some(256)).unwrap(), 36);
+    assert_eq!(sk::encr_key_len(ids::encr::CHACHA20_POLY1305_IIV, None).unwrap(), 36);
+    assert!(sk::encr_key_len(ids::encr::AES_GCM_16_IIV, None).is_err());
+    // RFC 8750 §4: "Not Allowed" for IKEv2.
+    for (id, bits) in [(ids::encr::AES_GCM_16_IIV, Some(256)), (ids::encr::CHACHA20_POLY1305_IIV, None)] {
+        assert!(sk::is_implicit_iv(id));
+        assert!(matches!(SkCipher::new(id, bits, ids::integ::NONE, &[7u8; 36], &[]), Err(Error::Unsupported { .. })));
+    }
+    assert!(!sk::is_implicit_iv(ids::encr::AES_GCM_16));
+}

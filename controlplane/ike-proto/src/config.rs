@@ -236,6 +236,10 @@ pub struct ChildConfig {
     pub remote_ts: Vec<TrafficSelector>,
     pub mode: Mode,
     pub lifetime: Lifetimes,
+    /// RFC 9478 security label (e.g. an SELinux context) sent as a
+    /// TS_SECLABEL selector in TSi and TSr; the peer must return it
+    /// unchanged. `None`: no label, as for peers without RFC 9478.
+    pub sec_label: Option<Vec<u8>>,
 }
 
 /// Address families a remote-access client asks for (RFC 7296 §3.15).
@@ -254,6 +258,9 @@ pub struct PoolConfig {
     pub v6: Option<(Ipv6Addr, u32)>,
     /// INTERNAL_IP4_DNS / INTERNAL_IP6_DNS servers.
     pub dns: Vec<IpAddr>,
+    /// RFC 8598 split-DNS domains (with DNSSEC trust anchors) pushed to
+    /// clients that ask for them; every server in `dns` must resolve them.
+    pub dns_domains: Vec<crate::split_dns::DnsDomain>,
 }
 
 /// One tunnel policy.
@@ -281,6 +288,8 @@ pub struct ConnectionConfig {
     /// RFC 8784 post-quantum preshared keys; `None` neither offers nor
     /// accepts them.
     pub ppk: Option<PpkConfig>,
+    /// The ipsecme extensions of this connection.
+    pub ext: Extensions,
 }
 
 /// RFC 8784 §3 PPK_ID types (the first octet of a PPK_ID).
@@ -336,5 +345,29 @@ impl PpkConfig {
             return None;
         }
         self.keys.iter().find(|k| k.id == id)
+    }
+}
+
+/// Per-connection settings of the ipsecme extensions, on by default where
+/// that is safe for peers that do not implement them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Extensions {
+    /// Initiator: RFC 8598 split-DNS request and acceptance policy.
+    pub split_dns: crate::split_dns::SplitDnsPolicy,
+    /// Initiator: RFC 8983 §5 "dual stack": when the responder answers a
+    /// request for one address family with only the other family's
+    /// IPx_ALLOWED, set up a new IKE SA asking for that family.
+    pub dual_stack: bool,
+    /// RFC 9593: announce our authentication methods and use the peer's
+    /// announcement to choose our signature scheme.
+    pub announce_auth_methods: bool,
+    /// The peer's signature schemes we accept (and announce); empty
+    /// accepts every scheme we can verify.
+    pub signature_schemes: Vec<ike_crypto::sig::SignatureScheme>,
+}
+
+impl Default for Extensions {
+    fn default() -> Self {
+        Self { split_dns: crate::split_dns::SplitDnsPolicy::default(), dual_stack: false, announce_auth_methods: true, signature_schemes: Vec::new() }
     }
 }

@@ -96,6 +96,8 @@ pub struct IkeSaInfo {
     /// An RFC 8784 PPK was mixed into this SA's keys (or, after a rekey,
     /// into those of the SA it descends from).
     pub ppk: bool,
+    /// What the ipsecme extensions negotiated (split DNS, RFC 8983, ...).
+    pub ext: crate::ike_sa::ExtState,
 }
 
 /// A sans-IO IKEv2 endpoint owning many IKE SAs.
@@ -220,6 +222,13 @@ impl Endpoint {
                             sa.enqueue(Queued::DeleteIke);
                             sa.pump(ctx);
                         });
+                    }
+                    Effect::Reinitiate { conn, local, remote } => {
+                        let Self { config, crypto, rng, alloc, pools, out, .. } = self;
+                        let mut ctx = Ctx { now, crypto: &**crypto, rng: &mut **rng, config, out, alloc, pools };
+                        if let Ok(sa) = IkeSa::initiate(&mut ctx, conn, local, remote) {
+                            self.insert_sa(sa);
+                        }
                     }
                     Effect::InitialContact { keep, remote_id } => {
                         let others: Vec<IkeSaHandle> = self
@@ -554,6 +563,7 @@ impl Endpoint {
                 suite: sa.keys.as_ref().map(|k| k.suite.clone()),
                 child_sas: sa.children.values().map(|c| (c.handle, c.spi_in, c.spi_out)).collect(),
                 ppk: sa.ppk_used,
+                ext: sa.ext.clone(),
             })
             .collect()
     }

@@ -38,6 +38,10 @@ pub enum ProtoError {
     TsUnacceptable,
     #[error("no internal address available")]
     InternalAddressFailure,
+    /// RFC 8983: none of the requested address families is supported; the
+    /// IP4_ALLOWED or IP6_ALLOWED status names the one that is.
+    #[error("address family not supported; {0:?}")]
+    AddressFamilyNotAllowed(NotifyType),
     /// The responder demands a cookie (RFC 7296 §2.6); carries it.
     #[error("cookie required")]
     CookieRequired(Vec<u8>),
@@ -78,6 +82,9 @@ impl ProtoError {
             ProtoError::AuthenticationFailed => (NotifyType::AUTHENTICATION_FAILED, Vec::new()),
             ProtoError::TsUnacceptable => (NotifyType::TS_UNACCEPTABLE, Vec::new()),
             ProtoError::InternalAddressFailure => (NotifyType::INTERNAL_ADDRESS_FAILURE, Vec::new()),
+            // RFC 8983 §5: the status type says which family to ask for,
+            // instead of the catch-all INTERNAL_ADDRESS_FAILURE.
+            ProtoError::AddressFamilyNotAllowed(t) => (*t, Vec::new()),
             ProtoError::CookieRequired(c) => (NotifyType::COOKIE, c.clone()),
             ProtoError::TemporaryFailure => (NotifyType::TEMPORARY_FAILURE, Vec::new()),
             ProtoError::ChildSaNotFound => (NotifyType::CHILD_SA_NOT_FOUND, Vec::new()),
@@ -95,7 +102,10 @@ impl ProtoError {
     pub fn is_child_only(&self) -> bool {
         matches!(
             self,
-            ProtoError::NoProposalChosen | ProtoError::TsUnacceptable | ProtoError::InternalAddressFailure
+            ProtoError::NoProposalChosen
+                | ProtoError::TsUnacceptable
+                | ProtoError::InternalAddressFailure
+                | ProtoError::AddressFamilyNotAllowed(_)
         )
     }
 }

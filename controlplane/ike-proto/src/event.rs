@@ -73,6 +73,9 @@ pub struct ChildSaInstall {
     /// The Child SA this one replaces (rekey); delete it only after this
     /// one is installed.
     pub rekey_of: Option<ChildSaHandle>,
+    /// RFC 9478 security label of both directions (NUL-terminated, as on
+    /// the wire), if one was negotiated.
+    pub sec_label: Option<Vec<u8>>,
 }
 
 /// Why an IKE SA went down.
@@ -123,6 +126,15 @@ pub enum Event {
     ChildSaDelete { ike_sa: IkeSaHandle, child_sa: ChildSaHandle, spi_in: u32, spi_out: u32 },
     /// A Child SA could not be created; the IKE SA stays.
     ChildSaFailed { ike_sa: IkeSaHandle, notify: NotifyType },
+    /// RFC 8598 split DNS, right after `IkeSaUp`: initiator, the domains
+    /// (and trust anchors) accepted under the connection's policy and
+    /// what was refused; responder, what it pushed. Only sent when there
+    /// is something to report. The domains apply until `IkeSaDown`.
+    SplitDns {
+        ike_sa: IkeSaHandle,
+        domains: Vec<crate::split_dns::DnsDomain>,
+        refused: Vec<(String, crate::split_dns::Refusal)>,
+    },
 }
 
 /// What the owner asks for.

@@ -88,6 +88,8 @@ pub struct ChildSa {
     pub mode: Mode,
     pub ts_local: Vec<TrafficSelector>,
     pub ts_remote: Vec<TrafficSelector>,
+    /// RFC 9478 label (normalized, NUL-terminated) if negotiated.
+    pub sec_label: Option<Vec<u8>>,
     pub state: ChildState,
     pub installed_at: Time,
     /// When our lifetime-driven rekey starts (none without `rekey_secs`);
@@ -281,6 +283,30 @@ pub struct IkeSa {
     ppk_negotiated: bool,
     /// RFC 8784: a PPK was mixed into the keys (inherited by rekeyed SAs).
     pub ppk_used: bool,
+    /// What the ipsecme extensions negotiated on this SA.
+    pub ext: ExtState,
+}
+
+/// Per-SA state of the ipsecme extensions (split DNS, RFC 8983, RFC 9593).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExtState {
+    /// RFC 8598 domains: accepted (initiator) or pushed (responder).
+    pub dns_domains: Vec<crate::split_dns::DnsDomain>,
+    /// RFC 8983: the address families the responder says it assigns.
+    pub peer_allowed: Vec<Family>,
+    /// RFC 9593: the peer's SUPPORTED_AUTH_METHODS, if it sent them.
+    pub peer_auth_methods: Option<Vec<crate::auth_methods::Announcement>>,
+    /// The scheme our AUTH was signed with (certificates only).
+    pub auth_scheme: Option<ike_crypto::sig::SignatureScheme>,
+}
+
+fn supported_auth_methods(conn: &ConnectionConfig) -> Payload<'static> {
+    let anns = crate::auth_methods::ours(&conn.remote_auth, &conn.ext.signature_schemes);
+    Payload::Notify(Notify::new(NotifyType::SUPPORTED_AUTH_METHODS, crate::auth_methods::encode(&anns)))
+}
+
+fn peer_auth_methods(n: Option<&Notify<'_>>) -> Option<Vec<crate::auth_methods::Announcement>> {
+    n.and_then(|n| crate::auth_methods::parse(&n.data))
 }
 
 fn notify_payload(t: NotifyType) -> Payload<'static> {
@@ -377,6 +403,7 @@ impl IkeSa {
             reassembly: Reassembly::default(),
             ppk_negotiated: false,
             ppk_used: false,
+            ext: ExtState::default(),
         }
     }
 
@@ -576,6 +603,10 @@ impl IkeSa {
         if p.notify(NotifyType::USE_PPK).is_some() && conns.iter().any(|c| c.ppk.is_some()) {
             out.push(notify_payload(NotifyType::USE_PPK));
             sa.ppk_negotiated = true;
+        }
+        // RFC 9593 §3.1: the responder announces in IKE_SA_INIT.
+        if sa.conn.ext.announce_auth_methods {
+            out.push(supported_auth_methods(&sa.conn));
         }
         let response = match message::plain(sa.header(ExchangeType::IKE_SA_INIT, true, 0), out) {
             Ok(r) => r,
@@ -835,6 +866,7 @@ impl IkeSa {
         if let (Some(f), Some(_)) = (ctx.config.fragmentation, p.notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED)) {
             self.fragment_len = Some(f.max_message_len);
         }
+        self.ext.peer_auth_methods = peer_auth_methods(p.notify(NotifyType::SUPPORTED_AUTH_METHODS));
         self.keys = Some(IkeKeys::initial(ctx.crypto, &suite, &g_ir, &task.ni, &nr.data, self.spi_i, self.spi_r, Role::Initiator)?);
         if self.nat_local || self.nat_remote {
             // §2.23: after a NAT is detected, IKE moves to port 4500.
@@ -881,27 +913,29 @@ impl IkeSa {
         let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
         let id_i = sa::id_body(&conn.local_id);
         let octets = sa::signed_octets(&*keys.prf, &keys.sk_pi, &init.message1, &init.nr, &id_i)?;
+        let peer_schemes = self.ext.peer_auth_methods.as_deref().map(crate::auth_methods::schemes).unwrap_or_default();
         // RFC 8784 §3: with a PPK, AUTH uses the mixed SK_pi; NO_PPK_AUTH
         // carries the AUTH data with the original SK_pi' (same method),
         // only when the PPK is optional.
         let mut ppk_notifies = Vec::new();
         let mut ppk_keys = None;
         let ppk = conn.ppk.as_ref().filter(|_| self.ppk_negotiated).and_then(|c| c.keys.first().map(|k| (k, c.required)));
-        let (auth, certs) = match ppk {
+        let (auth, certs, scheme) = match ppk {
             Some((k, required)) => {
                 let mixed = PpkKeys::mix(keys, &k.secret)?;
                 let octets_ppk = sa::signed_octets(&*keys.prf, &mixed.sk_pi, &init.message1, &init.nr, &id_i)?;
-                let with_ppk = sa::make_auth(&conn.local_auth, &*keys.prf, &octets_ppk, &self.peer_hashes, ctx.rng)?;
+                let with_ppk = sa::make_auth_with(&conn.local_auth, &*keys.prf, &octets_ppk, &self.peer_hashes, &peer_schemes, ctx.rng)?;
                 ppk_notifies.push(Payload::Notify(Notify::new(NotifyType::PPK_IDENTITY, k.wire_id())));
                 if !required {
-                    let (no_ppk, _) = sa::make_auth(&conn.local_auth, &*keys.prf, &octets, &self.peer_hashes, ctx.rng)?;
+                    let (no_ppk, _, _) = sa::make_auth_with(&conn.local_auth, &*keys.prf, &octets, &self.peer_hashes, &peer_schemes, ctx.rng)?;
                     ppk_notifies.push(Payload::Notify(Notify::new(NotifyType::NO_PPK_AUTH, no_ppk.data.to_vec())));
                 }
                 ppk_keys = Some(mixed);
                 with_ppk
             }
-            None => sa::make_auth(&conn.local_auth, &*keys.prf, &octets, &self.peer_hashes, ctx.rng)?,
+            None => sa::make_auth_with(&conn.local_auth, &*keys.prf, &octets, &self.peer_hashes, &peer_schemes, ctx.rng)?,
         };
+        self.ext.auth_scheme = scheme;
         let child = self.child_request(ctx);
         let mut p = vec![Payload::IdI(sa::id_payload(&conn.local_id))];
         p.extend(certs.into_iter().map(Payload::Cert));
@@ -916,6 +950,10 @@ impl IkeSa {
         }
         p.push(Payload::Auth(auth));
         p.extend(ppk_notifies);
+        // RFC 9593 §3.1: the initiator's list, once the responder sent one.
+        if conn.ext.announce_auth_methods && self.ext.peer_auth_methods.is_some() {
+            p.push(supported_auth_methods(&conn));
+        }
         if !conn.request_vip.is_empty() {
             let mut attributes = Vec::new();
             for f in &conn.request_vip {
@@ -926,14 +964,17 @@ impl IkeSa {
                 attributes.push(CfgAttribute::new(addr, Vec::new()));
                 attributes.push(CfgAttribute::new(dns, Vec::new()));
             }
+            // RFC 8598 §3.1: with the DNS server requests above.
+            attributes.extend(crate::split_dns::request_attributes(&conn.ext.split_dns));
             p.push(Payload::Cp(Cp { cfg_type: CfgType::CFG_REQUEST, attributes }));
         }
         if conn.child.mode == Mode::Transport {
             p.push(notify_payload(NotifyType::USE_TRANSPORT_MODE));
         }
         p.push(Payload::Sa(proposal::esp_sa_payload(&conn.child.esp_proposals, child.spi_in, false)));
-        p.push(Payload::TsI(ts::to_wire_list(&child.ts_local)));
-        p.push(Payload::TsR(ts::to_wire_list(&child.ts_remote)));
+        let label = self.conn.child.sec_label.as_deref();
+        p.push(Payload::TsI(ts::to_wire_list_labeled(&child.ts_local, label)));
+        p.push(Payload::TsR(ts::to_wire_list_labeled(&child.ts_remote, label)));
         self.send_request(ctx, ExchangeType::IKE_AUTH, &p)?;
         self.active = Some(Task::IkeAuth(Box::new(IkeAuthTask { init, child: Some(child), ppk: ppk_keys })));
         Ok(())
@@ -979,9 +1020,14 @@ impl IkeSa {
             _ => auth,
         };
         sa::verify_auth(&conn.remote_auth, &*keys.prf, &octets_i, auth, &certs, &peer_id, ctx.now)?;
+        sa::check_scheme_allowed(auth, &conn.ext.signature_schemes)?;
+        let peer_methods = peer_auth_methods(p.notify(NotifyType::SUPPORTED_AUTH_METHODS));
+        let peer_schemes = peer_methods.as_deref().map(crate::auth_methods::schemes).unwrap_or_default();
         let id_r = sa::id_body(&conn.local_id);
         let octets_r = sa::signed_octets(&*keys.prf, sk_pr, &init.message2, &init.ni, &id_r)?;
-        let (auth_r, certs_r) = sa::make_auth(&conn.local_auth, &*keys.prf, &octets_r, &self.peer_hashes, ctx.rng)?;
+        let (auth_r, certs_r, scheme) = sa::make_auth_with(&conn.local_auth, &*keys.prf, &octets_r, &self.peer_hashes, &peer_schemes, ctx.rng)?;
+        self.ext.peer_auth_methods = peer_methods;
+        self.ext.auth_scheme = scheme;
         let (ni, nr) = (init.ni.clone(), init.nr.clone());
         if let Some(m) = mixed {
             // Before the Child SA's KEYMAT: it comes from the mixed SK_d.
@@ -1005,9 +1051,17 @@ impl IkeSa {
         // §3.15: CFG_REPLY only in answer to CFG_REQUEST.
         let mut dns = Vec::new();
         let cp_result = match p.cp().filter(|c| c.cfg_type == CfgType::CFG_REQUEST) {
-            Some(cp) => self.assign_config(ctx, cp, &mut dns).map(|c| {
-                out.push(Payload::Cp(c));
-            }),
+            Some(cp) => {
+                let r = self.assign_config(ctx, cp, &mut dns).map(|c| {
+                    out.push(Payload::Cp(c));
+                });
+                // RFC 8983 §5 Table 1: the families we assign, whenever an
+                // address was asked for (the error case carries its own).
+                if !matches!(r, Err(ProtoError::AddressFamilyNotAllowed(_))) {
+                    out.extend(self.allowed_notifies(cp).into_iter().map(notify_payload));
+                }
+                r
+            }
             None => Ok(()),
         };
         let child = match (cp_result, p.sa(), p.ts_i(), p.ts_r()) {
@@ -1034,6 +1088,9 @@ impl IkeSa {
             nat_remote: self.nat_remote,
             ppk: self.ppk_used,
         });
+        if !self.ext.dns_domains.is_empty() {
+            ctx.out.events.push_back(Event::SplitDns { ike_sa: self.handle, domains: self.ext.dns_domains.clone(), refused: Vec::new() });
+        }
         match child {
             Ok((payloads, install)) => {
                 out.extend(payloads);
@@ -1051,6 +1108,21 @@ impl IkeSa {
 
     /// CFG_REPLY for a CFG_REQUEST: one address per requested family from
     /// the pool, and the pool's DNS servers of those families.
+    /// RFC 8983 §5: IP4_ALLOWED / IP6_ALLOWED for the families our pool
+    /// assigns, in answer to a request for addresses.
+    fn allowed_notifies(&self, cp: &Cp<'_>) -> Vec<NotifyType> {
+        let asked = cp.attributes.iter().any(|a| matches!(a.attr_type, CfgAttrType::INTERNAL_IP4_ADDRESS | CfgAttrType::INTERNAL_IP6_ADDRESS));
+        let Some(pool) = self.conn.pool.as_ref().filter(|_| asked) else { return Vec::new() };
+        let mut v = Vec::new();
+        if pool.v4.is_some() {
+            v.push(NotifyType::IP4_ALLOWED);
+        }
+        if pool.v6.is_some() {
+            v.push(NotifyType::IP6_ALLOWED);
+        }
+        v
+    }
+
     fn assign_config(&mut self, ctx: &mut Ctx<'_>, cp: &Cp<'_>, dns_out: &mut Vec<IpAddr>) -> Result<Cp<'static>, ProtoError> {
         let pool = self.conn.pool.clone().ok_or(ProtoError::InternalAddressFailure)?;
         let mut attributes = Vec::new();
@@ -1084,8 +1156,21 @@ impl IkeSa {
                 }
             }
         }
-        // §3.15.3: INTERNAL_ADDRESS_FAILURE only if no address at all.
+        // §3.15.3: INTERNAL_ADDRESS_FAILURE only if no address at all;
+        // RFC 8983: if none of the requested families is one we assign,
+        // say which one we do instead.
         if attributes.is_empty() && !families.is_empty() {
+            let supported = |f: &Family| match f {
+                Family::V4 => pool.v4.is_some(),
+                Family::V6 => pool.v6.is_some(),
+            };
+            if !families.iter().any(supported) {
+                match (pool.v4.is_some(), pool.v6.is_some()) {
+                    (true, false) => return Err(ProtoError::AddressFamilyNotAllowed(NotifyType::IP4_ALLOWED)),
+                    (false, true) => return Err(ProtoError::AddressFamilyNotAllowed(NotifyType::IP6_ALLOWED)),
+                    _ => {}
+                }
+            }
             return Err(ProtoError::InternalAddressFailure);
         }
         let asked_dns4 = cp.attributes.iter().any(|a| a.attr_type == CfgAttrType::INTERNAL_IP4_DNS);
@@ -1102,6 +1187,12 @@ impl IkeSa {
                 }
                 _ => {}
             }
+        }
+        // RFC 8598 §3.3: domains only to a client that asked, and only
+        // with a DNS server that resolves them.
+        if crate::split_dns::requested(&cp.attributes) && !dns_out.is_empty() && !pool.dns_domains.is_empty() {
+            attributes.extend(crate::split_dns::reply_attributes(&pool.dns_domains));
+            self.ext.dns_domains = pool.dns_domains.clone();
         }
         Ok(Cp { cfg_type: CfgType::CFG_REPLY, attributes })
     }
@@ -1159,9 +1250,16 @@ impl IkeSa {
         let octets = sa::signed_octets(&*keys.prf, &keys.sk_pr, &task.init.message2, &task.init.ni, &id_r_body)?;
         let certs: Vec<&ike_wire::Cert<'_>> = p.certs().collect();
         sa::verify_auth(&self.conn.remote_auth, &*keys.prf, &octets, auth, &certs, &peer_id, ctx.now)?;
+        sa::check_scheme_allowed(auth, &self.conn.ext.signature_schemes)?;
         self.remote_id = Some(peer_id.clone());
         let mut dns = Vec::new();
         let mut vips = Vec::new();
+        let mut split_dns = crate::split_dns::SplitDnsOutcome::default();
+        for (t, f) in [(NotifyType::IP4_ALLOWED, Family::V4), (NotifyType::IP6_ALLOWED, Family::V6)] {
+            if p.notify(t).is_some() {
+                self.ext.peer_allowed.push(f);
+            }
+        }
         if let Some(cp) = p.cp().filter(|c| c.cfg_type == CfgType::CFG_REPLY) {
             for a in &cp.attributes {
                 match a.attr_type {
@@ -1188,6 +1286,12 @@ impl IkeSa {
                     _ => {}
                 }
             }
+            // RFC 8598 §3.3: domains need a DNS server to go to.
+            if !dns.is_empty() {
+                let full_tunnel = self.conn.child.remote_ts.iter().any(|t| *t == TrafficSelector::any_v4() || *t == TrafficSelector::any_v6());
+                split_dns = crate::split_dns::accept_reply(&self.conn.ext.split_dns, &cp.attributes, full_tunnel);
+                self.ext.dns_domains = split_dns.accepted.clone();
+            }
         }
         self.state = IkeState::Established;
         self.rekey_at = ike_rekey_time(&self.conn, ctx);
@@ -1204,6 +1308,9 @@ impl IkeSa {
             nat_remote: self.nat_remote,
             ppk: self.ppk_used,
         });
+        if !split_dns.accepted.is_empty() || !split_dns.refused.is_empty() {
+            ctx.out.events.push_back(Event::SplitDns { ike_sa: self.handle, domains: split_dns.accepted, refused: split_dns.refused });
+        }
         let Some(mut child) = task.child else { return Ok(()) };
         if !vips.is_empty() {
             // Our side of the tunnel is the assigned address.
@@ -1220,11 +1327,43 @@ impl IkeSa {
             Ok(install) => self.install_child(ctx, install),
             Err(e) => {
                 ctx.alloc.release_child_spi(child.spi_in);
-                let notify = p.error_notify().or_else(|| e.notify().map(|n| n.notify_type)).unwrap_or(NotifyType::NO_PROPOSAL_CHOSEN);
+                let mut notify = p.error_notify().or_else(|| e.notify().map(|n| n.notify_type)).unwrap_or(NotifyType::NO_PROPOSAL_CHOSEN);
+                if let Some(t) = self.address_family_refused(vips.is_empty()) {
+                    notify = t;
+                    self.follow_allowed_family(ctx);
+                }
                 ctx.out.events.push_back(Event::ChildSaFailed { ike_sa: self.handle, notify });
             }
         }
         Ok(())
+    }
+
+    /// RFC 8983: we asked for addresses, got none, and the responder's
+    /// IPx_ALLOWED names only families we did not ask for: the status to
+    /// report (IP4_ALLOWED or IP6_ALLOWED).
+    fn address_family_refused(&self, no_vips: bool) -> Option<NotifyType> {
+        let asked = &self.conn.request_vip;
+        let allowed = &self.ext.peer_allowed;
+        if !no_vips || asked.is_empty() || allowed.is_empty() || allowed.iter().any(|f| asked.contains(f)) {
+            return None;
+        }
+        Some(if allowed.contains(&Family::V4) { NotifyType::IP4_ALLOWED } else { NotifyType::IP6_ALLOWED })
+    }
+
+    /// RFC 8983 §5: a dual-stack initiator that asked for one family and
+    /// was told only the other is assigned "MUST send a request for" it; the
+    /// configuration payload only goes in IKE_AUTH, so on a new IKE SA.
+    /// This one has no Child SA and is deleted. The new SA asks only for
+    /// the allowed families and does not fall back again.
+    fn follow_allowed_family(&mut self, ctx: &mut Ctx<'_>) {
+        if !self.conn.ext.dual_stack || !self.children.is_empty() {
+            return;
+        }
+        let mut conn = (*self.conn).clone();
+        conn.request_vip = self.ext.peer_allowed.clone();
+        conn.ext.dual_stack = false;
+        ctx.out.effects.push(Effect::Reinitiate { conn: Arc::new(conn), local: self.local, remote: self.remote });
+        self.enqueue(Queued::Terminate);
     }
 
     // ------------------------------------------------------------------
@@ -1260,6 +1399,12 @@ impl IkeSa {
         if ts_remote.is_empty() || ts_local.is_empty() {
             return Err(ProtoError::TsUnacceptable);
         }
+        // RFC 9478: a rekey keeps the label of the SA it replaces.
+        let our_label = match rekey_of {
+            Some(old) => old.sec_label.clone(),
+            None => conn.child.sec_label.clone(),
+        };
+        let label = ts::choose_label(our_label.as_deref(), &ts_i.selectors, &ts_r.selectors)?;
         let spi_in = ctx.alloc.child_spi(ctx.rng);
         let selected = proposal::select_esp(&conn.child.esp_proposals, sa_i, spi_in, pfs);
         let (suite, spi_out, answer) = match selected {
@@ -1291,7 +1436,8 @@ impl IkeSa {
             (None, _) => None,
         };
         let mode = if transport && conn.child.mode == Mode::Transport { Mode::Transport } else { Mode::Tunnel };
-        let install = self.child_install(ctx, suite, spi_in, spi_out, g_ir.as_ref().map(|g| g.as_slice()), ni, nr, Role::Responder, mode, ts_local.clone(), ts_remote.clone(), rekey_of.map(|c| c.handle))?;
+        let mut install = self.child_install(ctx, suite, spi_in, spi_out, g_ir.as_ref().map(|g| g.as_slice()), ni, nr, Role::Responder, mode, ts_local.clone(), ts_remote.clone(), rekey_of.map(|c| c.handle))?;
+        install.sec_label = label.clone();
         let mut out = vec![Payload::Sa(answer)];
         if pfs {
             out.push(Payload::Nonce(Nonce { data: nr.to_vec().into() }));
@@ -1299,8 +1445,8 @@ impl IkeSa {
                 out.push(Payload::Ke(k));
             }
         }
-        out.push(Payload::TsI(ts::to_wire_list(&ts_remote)));
-        out.push(Payload::TsR(ts::to_wire_list(&ts_local)));
+        out.push(Payload::TsI(ts::to_wire_list_labeled(&ts_remote, label.as_deref())));
+        out.push(Payload::TsR(ts::to_wire_list_labeled(&ts_local, label.as_deref())));
         if mode == Mode::Transport {
             out.push(notify_payload(NotifyType::USE_TRANSPORT_MODE));
         }
@@ -1333,6 +1479,7 @@ impl IkeSa {
         if !local_ok || !ts::is_narrowing_of(&ts_remote, &req.ts_remote) {
             return Err(ProtoError::TsUnacceptable);
         }
+        let label = ts::check_label(conn.child.sec_label.as_deref(), &ts_i.selectors, &ts_r.selectors)?;
         let g_ir = match (suite.ke, ke) {
             (Some(method), Some((ours, Some(ke_r)))) if ours.method() == method.0 && ke_r.ke_method == method => {
                 Some(ours.compute_shared(&ke_r.data)?)
@@ -1341,7 +1488,8 @@ impl IkeSa {
             _ => return Err(ProtoError::Invalid("KE of the Child SA")),
         };
         let mode = if transport && conn.child.mode == Mode::Transport { Mode::Transport } else { Mode::Tunnel };
-        let install = self.child_install(ctx, suite, req.spi_in, spi_out, g_ir.as_ref().map(|g| g.as_slice()), ni, nr, Role::Initiator, mode, ts_local, ts_remote, rekey_of)?;
+        let mut install = self.child_install(ctx, suite, req.spi_in, spi_out, g_ir.as_ref().map(|g| g.as_slice()), ni, nr, Role::Initiator, mode, ts_local, ts_remote, rekey_of)?;
+        install.sec_label = label;
         Ok(*install)
     }
 
@@ -1391,6 +1539,7 @@ impl IkeSa {
             remote: self.remote,
             udp_encap: self.nat_local || self.nat_remote,
             rekey_of,
+            sec_label: None,
         }))
     }
 
@@ -1405,6 +1554,7 @@ impl IkeSa {
                 mode: install.mode,
                 ts_local: install.ts_local.clone(),
                 ts_remote: install.ts_remote.clone(),
+                sec_label: install.sec_label.clone(),
                 state: ChildState::Installed,
                 installed_at: ctx.now,
                 rekey_due: match self.conn.child.lifetime.rekey_secs {
@@ -1474,8 +1624,9 @@ impl IkeSa {
         if let Some(k) = &ke {
             p.push(Payload::Ke(Ke { ke_method: KeId(k.method()), data: k.public_key().to_vec().into() }));
         }
-        p.push(Payload::TsI(ts::to_wire_list(&child.ts_local)));
-        p.push(Payload::TsR(ts::to_wire_list(&child.ts_remote)));
+        let label = self.conn.child.sec_label.as_deref();
+        p.push(Payload::TsI(ts::to_wire_list_labeled(&child.ts_local, label)));
+        p.push(Payload::TsR(ts::to_wire_list_labeled(&child.ts_remote, label)));
         if conn.child.mode == Mode::Transport {
             p.push(notify_payload(NotifyType::USE_TRANSPORT_MODE));
         }
@@ -1673,6 +1824,8 @@ impl IkeSa {
         sa.fragment_len = self.fragment_len;
         // RFC 8784 §3: no new PPK mix, but SK_d descends from the mixed one.
         sa.ppk_used = self.ppk_used;
+        // Split-DNS domains, RFC 8983 and RFC 9593 state carry over.
+        sa.ext = self.ext.clone();
         sa.rekey_at = ike_rekey_time(&self.conn, ctx);
         Ok(sa)
     }

@@ -41,6 +41,7 @@
 //! every SA after any sequence of operations.
 #![forbid(unsafe_code)]
 
+pub mod auth_methods;
 pub mod config;
 pub mod endpoint;
 pub mod error;
@@ -51,6 +52,7 @@ pub mod ike_sa;
 pub mod message;
 pub mod proposal;
 pub mod sa;
+pub mod split_dns;
 pub mod time;
 pub mod ts;
 
@@ -58,7 +60,7 @@ pub mod ts;
 mod tests;
 
 pub use config::{
-    ChildConfig, ConnectionConfig, EndpointConfig, EspProposal, Family, FragmentationConfig, Identity, IkeProposal, Lifetimes, LocalAuth, Mode,
+    ChildConfig, ConnectionConfig, EndpointConfig, EspProposal, Extensions, Family, FragmentationConfig, Identity, IkeProposal, Lifetimes, LocalAuth, Mode,
     PoolConfig, Ppk, PpkConfig, RemoteAuth, RetransmitConfig, PPK_ID_FIXED, PPK_ID_OPAQUE,
 };
 pub use endpoint::{Endpoint, IkeSaInfo};

@@ -146,8 +146,21 @@ pub struct EspSuite {
     pub ke: Option<KeId>,
 }
 
+impl EspSuite {
+    /// RFC 8750 implicit IV: the 8-octet IV is the sequence number and is
+    /// not sent, so the SA must be rekeyed before the sequence number
+    /// could repeat (the SA table's exhaustion-driven rekey does that).
+    pub fn implicit_iv(&self) -> bool {
+        ike_crypto::sk::is_implicit_iv(self.encr.0)
+    }
+}
+
 fn ike_suite(c: &BTreeMap<TransformType, Value>) -> Option<IkeSuite> {
     let (encr, key_bits) = *c.get(&TransformType::ENCR)?;
+    if ike_crypto::sk::is_implicit_iv(encr) {
+        // RFC 8750 §4: "Not Allowed" for IKEv2, whatever a peer offers.
+        return None;
+    }
     let mut additional_ke = Vec::new();
     for n in 1..=7 {
         if let Some(v) = TransformType::addke(n).and_then(|t| c.get(&t)) {

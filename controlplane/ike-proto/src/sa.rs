@@ -47,6 +47,9 @@ pub enum Effect {
     Resolved { successor: IkeSaHandle },
     /// INITIAL_CONTACT (§2.4): drop other IKE SAs of this identity.
     InitialContact { keep: IkeSaHandle, remote_id: Identity },
+    /// Start a new IKE SA with an adjusted copy of a connection (RFC 8983
+    /// §5: ask for the address family the responder allows).
+    Reinitiate { conn: std::sync::Arc<crate::config::ConnectionConfig>, local: SocketAddr, remote: SocketAddr },
 }
 
 /// What a call produced.
@@ -308,18 +311,36 @@ pub fn make_auth(
     peer_hashes: &[u16],
     rng: &mut dyn Rng,
 ) -> Result<(Auth<'static>, Vec<Cert<'static>>), ProtoError> {
+    make_auth_with(auth, prf, octets, peer_hashes, &[], rng).map(|(a, c, _)| (a, c))
+}
+
+/// [`make_auth`] that also honours the schemes the peer announced in RFC
+/// 9593 SUPPORTED_AUTH_METHODS (our first signer scheme among them wins;
+/// this is what picks RSASSA-PSS or PKCS#1 v1.5, ECDSA or EdDSA); without
+/// a match, the RFC 7427 hash announcement decides. Returns the scheme
+/// signed with.
+pub fn make_auth_with(
+    auth: &LocalAuth,
+    prf: &dyn Prf,
+    octets: &[u8],
+    peer_hashes: &[u16],
+    peer_schemes: &[sig::SignatureScheme],
+    rng: &mut dyn Rng,
+) -> Result<(Auth<'static>, Vec<Cert<'static>>, Option<sig::SignatureScheme>), ProtoError> {
     match auth {
         LocalAuth::Psk(psk) => {
             let v = keys::psk_auth(prf, psk, octets)?;
-            Ok((Auth { method: AuthMethod::SHARED_KEY_MESSAGE_INTEGRITY_CODE, data: v.to_vec().into() }, Vec::new()))
+            Ok((Auth { method: AuthMethod::SHARED_KEY_MESSAGE_INTEGRITY_CODE, data: v.to_vec().into() }, Vec::new(), None))
         }
         LocalAuth::PubKey { signer, certs } => {
             let schemes = signer.schemes();
-            // RFC 7427 §4: pick a hash the peer announced.
+            // RFC 9593: a scheme the peer announced; else RFC 7427 §4: a
+            // hash the peer announced.
             let scheme = schemes
                 .iter()
                 .copied()
-                .find(|s| peer_hashes.contains(&s.hash_algorithm_id()))
+                .find(|s| peer_schemes.contains(s))
+                .or_else(|| schemes.iter().copied().find(|s| peer_hashes.contains(&s.hash_algorithm_id())))
                 .or_else(|| schemes.first().copied())
                 .ok_or(ProtoError::AuthenticationFailed)?;
             let signature = signer.sign(scheme, octets, rng)?;
@@ -328,8 +349,20 @@ pub fn make_auth(
                 .iter()
                 .map(|c| Cert { encoding: CertEncoding::X509_SIGNATURE, data: c.der().to_vec().into() })
                 .collect();
-            Ok((Auth { method: AuthMethod::DIGITAL_SIGNATURE, data: data.into() }, certs))
+            Ok((Auth { method: AuthMethod::DIGITAL_SIGNATURE, data: data.into() }, certs, Some(scheme)))
         }
+    }
+}
+
+/// Local policy on the peer's signature scheme (the list we announce in
+/// RFC 9593): an AUTH signed otherwise is refused. Empty allows all.
+pub fn check_scheme_allowed(payload: &Auth<'_>, allowed: &[sig::SignatureScheme]) -> Result<(), ProtoError> {
+    if allowed.is_empty() || payload.method != AuthMethod::DIGITAL_SIGNATURE {
+        return Ok(());
+    }
+    match sig::parse_auth_data(&payload.data) {
+        Ok((scheme, _)) if allowed.contains(&scheme) => Ok(()),
+        _ => Err(ProtoError::AuthenticationFailed),
     }
 }
 
@@ -449,7 +482,7 @@ mod pool_tests {
     use super::*;
 
     fn pool(n: u32) -> PoolConfig {
-        PoolConfig { name: "p".into(), v4: Some(("10.0.0.1".parse().unwrap(), n)), v6: None, dns: vec![] }
+        PoolConfig { name: "p".into(), v4: Some(("10.0.0.1".parse().unwrap(), n)), v6: None, dns: vec![], dns_domains: vec![] }
     }
 
     /// The reference: the lowest address not leased, by a linear scan.

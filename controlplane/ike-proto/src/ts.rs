@@ -6,8 +6,9 @@
 //! responder never grants more than its policy or more than was asked;
 //! [`is_narrowing_of`] lets the initiator check that the responder did the
 //! same (§2.9: the responder may narrow, never widen). Selectors of types
-//! this crate does not negotiate (TS_SECLABEL, unknown) are skipped here;
-//! RFC 9478 labels are a later extension.
+//! this crate does not narrow (TS_SECLABEL, unknown) are skipped by
+//! [`narrow`]; RFC 9478 labels are matched exactly by [`choose_label`] and
+//! [`check_label`].
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ike_wire::TrafficSelector as WireTs;
@@ -168,4 +169,68 @@ pub fn from_wire_list(selectors: &[WireTs<'_>]) -> Vec<TrafficSelector> {
 /// A TS payload body.
 pub fn to_wire_list(selectors: &[TrafficSelector]) -> ike_wire::Ts<'static> {
     ike_wire::Ts { selectors: selectors.iter().map(TrafficSelector::to_wire).collect() }
+}
+
+/// RFC 9478 security labels as compared and sent: with the terminating
+/// NUL that SELinux contexts carry (strongSwan's `sec_label_from_encoding`
+/// and libreswan both send it and add it when missing), so "ctx" and
+/// "ctx\0" are the same label.
+pub fn normalize_label(label: &[u8]) -> Vec<u8> {
+    let mut v = label.to_vec();
+    if v.last() != Some(&0) {
+        v.push(0);
+    }
+    v
+}
+
+/// The TS_SECLABEL selectors of a TS payload, normalized, without
+/// duplicates; empty labels are ignored (RFC 9478 forbids them).
+pub fn labels_of(selectors: &[WireTs<'_>]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for s in selectors {
+        if let WireTs::SecLabel { label } = s {
+            if !label.is_empty() {
+                let l = normalize_label(label);
+                if !out.contains(&l) {
+                    out.push(l);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A TS payload body with an optional TS_SECLABEL after the address
+/// selectors (RFC 9478: one more substructure in TSi and TSr).
+pub fn to_wire_list_labeled(selectors: &[TrafficSelector], label: Option<&[u8]>) -> ike_wire::Ts<'static> {
+    let mut ts = to_wire_list(selectors);
+    if let Some(l) = label {
+        ts.selectors.push(WireTs::SecLabel { label: normalize_label(l).into() });
+    }
+    ts
+}
+
+/// RFC 9478 negotiation as responder: with a configured label the
+/// initiator must offer exactly it in both TSi and TSr; without one, a
+/// labeled request is refused rather than answered with an unlabeled SA
+/// the initiator would not match. `Ok(label)` is what to answer with.
+pub fn choose_label(ours: Option<&[u8]>, tsi: &[WireTs<'_>], tsr: &[WireTs<'_>]) -> Result<Option<Vec<u8>>, crate::ProtoError> {
+    let (li, lr) = (labels_of(tsi), labels_of(tsr));
+    match ours.map(normalize_label) {
+        None if li.is_empty() && lr.is_empty() => Ok(None),
+        None => Err(crate::ProtoError::TsUnacceptable),
+        Some(l) if li.contains(&l) && lr.contains(&l) => Ok(Some(l)),
+        Some(_) => Err(crate::ProtoError::TsUnacceptable),
+    }
+}
+
+/// RFC 9478 as initiator: the responder must return our label (and only
+/// it) in both TSi and TSr, and no label if we sent none.
+pub fn check_label(ours: Option<&[u8]>, tsi: &[WireTs<'_>], tsr: &[WireTs<'_>]) -> Result<Option<Vec<u8>>, crate::ProtoError> {
+    let (li, lr) = (labels_of(tsi), labels_of(tsr));
+    match ours.map(normalize_label) {
+        None if li.is_empty() && lr.is_empty() => Ok(None),
+        Some(l) if li == [l.clone()] && lr == [l.clone()] => Ok(Some(l)),
+        _ => Err(crate::ProtoError::TsUnacceptable),
+    }
 }

@@ -182,6 +182,10 @@ registry! {
         ENCR_AES_GCM_16 = 20,
         /// RFC 7634.
         ENCR_CHACHA20_POLY1305 = 28,
+        /// RFC 8750 implicit IV (ESP only; "Not Allowed" for IKEv2).
+        ENCR_AES_CCM_8_IIV = 29,
+        ENCR_AES_GCM_16_IIV = 30,
+        ENCR_CHACHA20_POLY1305_IIV = 31,
     }
 }
 

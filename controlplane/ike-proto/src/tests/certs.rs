@@ -225,3 +225,97 @@ fn ppks_work_with_signature_authentication_including_no_ppk_auth() {
     assert_eq!((up_with_ppk(&p, Side::A), up_with_ppk(&p, Side::B)), (Some(false), Some(false)));
     assert_eq!((p.installs(Side::A).len(), p.installs(Side::B).len()), (1, 1));
 }
+
+// ---- RFC 9593 SUPPORTED_AUTH_METHODS ------------------------------------
+
+use ike_crypto::sig::SignatureScheme;
+
+fn info(p: &Pair, side: Side) -> crate::ike_sa::ExtState {
+    let ep = if side == Side::A { &p.a.ep } else { &p.b.ep };
+    ep.ike_sas().into_iter().next().expect("an IKE SA").ext
+}
+
+/// A pair where each side signs with its own key/cert and trusts root.pem.
+fn signed_pair(seed: u64, a: (PathBuf, PathBuf), b: (PathBuf, PathBuf)) -> Pair {
+    let (a_auth, a_id) = signer(a.0, a.1);
+    let (b_auth, b_id) = signer(b.0, b.1);
+    let mut ca = psk_conn("site", "unused", "unused", b"unused", true);
+    (ca.local_id, ca.remote_id, ca.local_auth, ca.remote_auth) = (a_id.clone(), Some(b_id.clone()), a_auth, trust("root.pem"));
+    let mut cb = psk_conn("site", "unused", "unused", b"unused", false);
+    (cb.local_id, cb.remote_id, cb.local_auth, cb.remote_auth) = (b_id, Some(a_id), b_auth, trust("root.pem"));
+    Pair::new(seed, endpoint_config(ca), endpoint_config(cb))
+}
+
+fn rsa() -> (PathBuf, PathBuf) {
+    (our_pki("rsa-client.key"), our_pki("rsa-client.pem"))
+}
+
+fn gw() -> (PathBuf, PathBuf) {
+    (crypto_pki("leaf.key"), crypto_pki("leaf.pem"))
+}
+
+fn set_schemes(p: &mut Pair, side: Side, schemes: Vec<SignatureScheme>, announce: bool) {
+    let node = p.node(side);
+    let mut c = (*node.ep.config().connections[0]).clone();
+    c.ext.signature_schemes = schemes;
+    c.ext.announce_auth_methods = announce;
+    node.ep.set_connections(vec![Arc::new(c)]);
+}
+
+#[test]
+fn an_rsa_initiator_signs_with_what_the_responder_announced() {
+    // Default: the responder accepts every scheme; RSA-PSS is our first.
+    let mut p = signed_pair(720, rsa(), gw());
+    p.connect();
+    assert_eq!(info(&p, Side::A).auth_scheme, Some(SignatureScheme::RsaPssSha256));
+    assert!(info(&p, Side::A).peer_auth_methods.is_some());
+    let b_heard = info(&p, Side::B).peer_auth_methods.expect("the initiator announced in IKE_AUTH");
+    assert_eq!(crate::auth_methods::schemes(&b_heard), SignatureScheme::ALL.to_vec());
+    // The responder takes PKCS#1 v1.5 only and says so: the initiator signs
+    // with it and gets through.
+    let mut p = signed_pair(721, rsa(), gw());
+    set_schemes(&mut p, Side::B, vec![SignatureScheme::RsaPkcs1Sha256], true);
+    p.connect();
+    assert_eq!(info(&p, Side::A).auth_scheme, Some(SignatureScheme::RsaPkcs1Sha256));
+    assert_eq!(p.installs(Side::B).len(), 1);
+    // Without the announcement the initiator guesses RSA-PSS from the
+    // RFC 7427 hashes and the same responder refuses it.
+    let mut p = signed_pair(722, rsa(), gw());
+    set_schemes(&mut p, Side::B, vec![SignatureScheme::RsaPkcs1Sha256], false);
+    p.initiate(Side::A, "site");
+    p.drive();
+    assert_eq!(p.downs(Side::A), vec![DownReason::AuthenticationFailed]);
+    assert_eq!(p.ups(Side::B), 0);
+}
+
+#[test]
+fn an_rsa_responder_signs_with_what_the_initiator_announced() {
+    let mut p = signed_pair(723, gw(), rsa());
+    set_schemes(&mut p, Side::A, vec![SignatureScheme::RsaPkcs1Sha384, SignatureScheme::EcdsaP256Sha256], true);
+    p.connect();
+    assert_eq!(info(&p, Side::B).auth_scheme, Some(SignatureScheme::RsaPkcs1Sha384));
+    assert_eq!(p.installs(Side::A).len(), 1);
+}
+
+#[test]
+fn a_psk_responder_announces_psk_in_ike_sa_init_and_a_silent_one_gets_no_list() {
+    let mut p = Pair::psk(724);
+    p.connect();
+    let notify = p
+        .wire
+        .iter()
+        .filter(|(_, s, d)| *s == Side::B && d.header().is_some_and(|h| h.exchange_type == ExchangeType::IKE_SA_INIT))
+        .find_map(|(_, _, d)| {
+            let m = ike_wire::Message::parse(d.ike_bytes()).ok()?;
+            m.notify(ike_wire::NotifyType::SUPPORTED_AUTH_METHODS).map(|n| n.data.to_vec())
+        })
+        .expect("N(SUPPORTED_AUTH_METHODS) in the IKE_SA_INIT response");
+    assert_eq!(notify, [2, 2], "RFC 9593 2-octet announcement: Length 2, Auth Method 2 (PSK)");
+    assert_eq!(info(&p, Side::B).peer_auth_methods, Some(vec![crate::auth_methods::Announcement::Method(2)]));
+    // A responder that does not announce: the initiator sends no list.
+    let mut p = Pair::psk(725);
+    set_schemes(&mut p, Side::B, Vec::new(), false);
+    p.connect();
+    assert_eq!(info(&p, Side::A).peer_auth_methods, None);
+    assert_eq!(info(&p, Side::B).peer_auth_methods, None);
+}

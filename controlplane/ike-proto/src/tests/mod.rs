@@ -13,3 +13,6 @@ mod certs;
 mod fragments;
 mod consistency;
 mod ppk;
+mod iiv;
+mod cfg_ext;
+mod labels;

@@ -124,6 +124,7 @@ fn remote_access_pair(seed: u64, initial_contact: bool) -> Pair {
         v4: Some((Ipv4Addr::new(10, 99, 0, 1), 10)),
         v6: Some(("fd00::1".parse().expect("v6"), 10)),
         dns: vec![IpAddr::V4(Ipv4Addr::new(10, 99, 0, 53)), IpAddr::V6("fd00::53".parse().expect("v6"))],
+        dns_domains: Vec::new(),
     });
     cb.child.remote_ts = vec![TrafficSelector::any_v4(), TrafficSelector::any_v6()];
     Pair::new(seed, endpoint_config(ca), endpoint_config(cb))

@@ -121,6 +121,7 @@ pub fn psk_conn(name: &str, local: &str, remote: &str, psk: &[u8], a_side: bool)
             remote_ts: vec![prefix(rts)],
             mode: Mode::Tunnel,
             lifetime: Lifetimes::default(),
+            sec_label: None,
         },
         ike_rekey_after: None,
         dpd_delay: None,
@@ -128,6 +129,7 @@ pub fn psk_conn(name: &str, local: &str, remote: &str, psk: &[u8], a_side: bool)
         request_vip: Vec::new(),
         initial_contact: true,
         ppk: None,
+        ext: crate::Extensions::default(),
     }
 }
 
