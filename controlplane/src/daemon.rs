@@ -372,7 +372,8 @@ impl Daemon {
             Event::IkeSaDown { ike_sa, reason } => {
                 let was_up = self.up.remove(&ike_sa).is_some();
                 self.initiated.remove(&ike_sa);
-                if !was_up {
+                // A rekeyed SA's entry moved to its successor: not a failure.
+                if !was_up && reason != DownReason::Rekeyed {
                     let r = match &reason {
                         DownReason::Timeout => "timeout".to_string(),
                         DownReason::AuthenticationFailed => "auth_failed".into(),
