@@ -21,7 +21,11 @@
 #             (protects 192.168.141.0/24)       (protects 10.141.0.1/32)
 #
 # No dataplane: esprit-ike programs its own SA table in /dev/shm.
+# CERT=1: ECDSA P-256 certificates from a throwaway CA both ways (RFC 7427
+# signatures) instead of the PSK; runs steps 1, 2, 6 and 7 below.
+cert=${CERT:-0}
 name=ike-libreswan
+[[ $cert == 1 ]] && name="ike-libreswan auth=cert"
 . "$(dirname "$0")/lib.sh"
 ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
 ctl=${ESPRIT_CTL:-$top/target/debug/esprit-ctl}
@@ -50,6 +54,26 @@ psk=esprit-libreswan-psk-$$
 # --- pluto ------------------------------------------------------------------
 L=$work/pluto; mkdir -p $L/nss $L/run $L/ipsec.d
 certutil -N -d sql:$L/nss --empty-password </dev/null
+lsw_auth="authby=secret" ike_local_auth="{ psk: \"$psk\" }" ike_remote_auth="{ psk: \"$psk\" }"
+if [[ $cert == 1 ]]; then
+  mkdir -p "$work/pki"
+  (
+    cd "$work/pki"
+    ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256)
+    openssl req -x509 "${ec[@]}" -nodes -keyout ca.key -out ca.pem -days 2 -subj "/CN=esprit libreswan CA" \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+    for h in esprit libreswan; do
+      openssl req "${ec[@]}" -nodes -keyout $h.key -out $h.csr -subj "/CN=$h.test"
+      printf "subjectAltName=DNS:$h.test\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n" >$h.ext
+      openssl x509 -req -in $h.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $h.pem -days 2 -extfile $h.ext
+    done
+    openssl pkcs12 -export -inkey libreswan.key -in libreswan.pem -name libreswan -out libreswan.p12 -passout pass:p12
+  ) >"$work/pki.log" 2>&1 || { cat "$work/pki.log"; fail "openssl could not make the test PKI"; }
+  certutil -A -d sql:$L/nss -n esprit-ca -t "CT,," -a -i "$work/pki/ca.pem" || fail "certutil could not add the CA"
+  pk12util -i "$work/pki/libreswan.p12" -d sql:$L/nss -W p12 >/dev/null || fail "pk12util could not import pluto's key"
+  lsw_auth=$'authby=ecdsa\n\tleftcert=libreswan\n\tleftsendcert=always'
+  ike_local_auth="{ cert: $work/pki/esprit.pem, key: $work/pki/esprit.key }" ike_remote_auth="{ cas: [$work/pki/ca.pem] }"
+fi
 cat >$L/ipsec.conf <<EOC
 config setup
 	logfile=$L/pluto.log
@@ -58,7 +82,7 @@ config setup
 	dumpdir=$L/run
 conn esprit
 	ikev2=insist
-	authby=secret
+	$lsw_auth
 	left=172.16.41.2
 	leftid=@libreswan.test
 	leftsubnet=10.141.0.1/32
@@ -98,8 +122,8 @@ ike:
       remote: 172.16.41.2
       local_id: esprit.test
       remote_id: libreswan.test
-      local_auth: { psk: "$psk" }
-      remote_auth: { psk: "$psk" }
+      local_auth: $ike_local_auth
+      remote_auth: $ike_remote_auth
       proposals: [aes128gcm16-prfsha256-x25519]
       dpd_delay_secs: 3
       child:
@@ -142,6 +166,7 @@ e2=$(esprit_ike) p2=$(pluto_ike)
 [[ $e2 != *" "* && $p2 != *" "* ]] || lfail "more than one IKE SA after the rekey: esprit '$e2', pluto '$p2'"
 [[ $(stat 'esprit_ike_rekeys_total{kind=ike}') == 1 ]] || lfail "esprit's IKE SA rekey is not counted"
 
+if [[ $cert == 0 ]]; then
 # 3. IKE SA rekey started by pluto.
 whack --rekey-ike --name esprit >"$work/whack-rekey.log" 2>&1 || true
 wait_for "the IKE SA rekey started by pluto" eval '[[ -n $(esprit_ike) && $(esprit_ike) != "$e2" && -n $(pluto_ike) && $(pluto_ike) != "$p2" ]]'
@@ -190,6 +215,28 @@ ectl list-sas >"$work/sas.txt"
 grep -q INSTALLED "$work/sas.txt" && lfail "Child SAs left after the IKE SAs timed out: $(cat "$work/sas.txt")"
 [[ $(stat esprit_ike_retransmits_total) -ge 3 ]] || lfail "esprit's DPD against the gone peer did not retransmit"
 addconn || lfail "pluto did not load the connection again"
+
+fi
+if [[ $cert == 1 ]]; then
+  # Certificates: pluto verified esprit's ECDSA signature and chain.
+  plog | grep -q "responder established IKE SA; authenticated peer 'P-256 ECDSA with SHA2_256' digital signature using peer certificate '@esprit.test' issued by CA 'CN=esprit libreswan CA'" \
+    || lfail "pluto does not report esprit's certificate and ECDSA signature as verified"
+  ectl terminate "$e2" >/dev/null || lfail "esprit-ctl terminate $e2 failed"
+  wait_for "pluto to take esprit's Delete" eval '[[ -z $(pluto_ike) && -z $(esprit_ike) ]]'
+  # pluto initiates with its certificate; esprit verifies it (and installs
+  # the Child SA, which pluto then cannot).
+  timeout 20 ip netns exec $np "$LX/whack" --ctlsocket "$L/run/pluto.ctl" --initiate --name esprit >"$work/whack-init.log" 2>&1 || true
+  whack --delete --name esprit >/dev/null 2>&1 || true
+  grep -q "initiator established IKE SA; authenticated peer" "$work/whack-init.log" \
+    || lfail "pluto did not establish the IKE SA as initiator: $(cat "$work/whack-init.log")"
+  wait_for "esprit as responder" grep -q "lsw up (responder)" "$work/ike.log"
+  grep -q "'libreswan.test'" "$work/ike.log" || lfail "esprit does not name pluto's certificate identity"
+  # (pluto signs its P-256 key with the strongest hash esprit announced.)
+  grep -q "digsig:   selected hash algorithm SHA2_512" "$L/pluto.log" || lfail "pluto did not sign with SHA-512 as expected"
+  echo "  ECDSA certificates both ways: esprit initiator (IKE SA rekey, delete) and responder; pluto: $(grep -o "authenticated peer '[^']*'" "$work/whack-init.log" | head -1), esprit took pluto's P-256 signature with SHA-512"
+  pass
+  exit 0
+fi
 
 # 6. Deletes: by pluto (whack --deletestate), then by esprit (terminate).
 ectl initiate lsw >/dev/null || lfail "second initiate refused"
