@@ -5,7 +5,7 @@
 # installs real XFRM SAs; esprit-ike + esprit's dataplane are the host side.
 # No NAT, so IKE stays on UDP 500 and ESP travels raw (IP protocol 50).
 #
-#   guest: pluto 172.16.52.2, protects 10.152.0.1 (lo), kernel ESP
+#   guest: pluto 172.16.52.2, protects 10.152.0.1 (lo), kernel ESP (V6=1: see below)
 #     │ qtap<pid> (root namespace)
 #   [esprit-dataplane af_packet] es5-in ── ns lsk-srv: 192.168.152.2
 #     punt: net_tap lsktap<pid> = 172.16.52.1, esprit-ike bound there
@@ -18,8 +18,20 @@
 # flowing on the SAs both sides list; pluto's delete clears esprit and its
 # SA table. Phase 2, esprit initiates (esprit-ctl): ping again, then
 # esprit-ctl terminate clears pluto's states and the kernel's SAs.
+# V6=1: the same over IPv6 (outer fd00:52::/64, guest fd00:a152::1, server
+# net fd00:b152::/64): IKE and raw ESP over IPv6 to the kernel's XFRM.
+v6=${V6:-0}
 name=ike-libreswan-kernel
+[[ $v6 == 1 ]] && name="ike-libreswan-kernel v6"
 . "$(dirname "$0")/lib.sh"
+if [[ $v6 == 1 ]]; then
+  OG=fd00:52::2 OE=fd00:52::1 OL=64 PG=fd00:a152::1 PGL=128 SN=fd00:b152:: SNL=64 SRV=fd00:b152::2 SGW=fd00:b152::1
+  ip_=(ip -6) nodad=nodad ping6=-6 pyfam=AF_INET6
+else
+  OG=172.16.52.2 OE=172.16.52.1 OL=24 PG=10.152.0.1 PGL=32 SN=192.168.152.0 SNL=24 SRV=192.168.152.2 SGW=192.168.152.1
+  ip_=(ip) nodad= ping6= pyfam=AF_INET
+fi
+q() { [[ $v6 == 1 ]] && echo "\"$1\"" || echo "$1"; }
 ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
 ctl=${ESPRIT_CTL:-$top/target/debug/esprit-ctl}
 recipes=${RECIPES:-$top/../shared/interop/recipes}
@@ -36,9 +48,9 @@ psk=esprit-libreswan5-psk-$$
 S=$work/scratch; mkdir -p "$S"
 cat >"$S/run.sh" <<EOG
 ip link set eth0 up
-ip addr add 172.16.52.2/24 dev eth0
-ip addr add 10.152.0.1/32 dev lo
-ip route add 192.168.152.0/24 via 172.16.52.1 dev eth0 src 10.152.0.1
+ip addr add $OG/$OL dev eth0 $nodad
+ip addr add $PG/$PGL dev lo $nodad
+${ip_[*]} route add $SN/$SNL via $OE dev eth0 src $PG
 mount -t overlay overlay -o lowerdir=/opt/libreswan5/usr/libexec:/usr/libexec /usr/libexec
 mkdir -p /tmp/nss /tmp/ipsec.d /run/pluto; certutil -N -d sql:/tmp/nss --empty-password
 cat > /tmp/ipsec.conf <<EOC
@@ -48,12 +60,12 @@ config setup
 conn esprit
 	keyexchange=ikev2
 	authby=secret
-	left=172.16.52.2
+	left=$OG
 	leftid=@libreswan.test
-	leftsubnet=10.152.0.1/32
-	right=172.16.52.1
+	leftsubnet=$PG/$PGL
+	right=$OE
 	rightid=@esprit.test
-	rightsubnet=192.168.152.0/24
+	rightsubnet=$SN/$SNL
 	ike=aes_gcm256-sha2_256-dh31
 	esp=aes_gcm256
 	pfs=yes
@@ -79,7 +91,7 @@ while [ ! -f /scratch/stop ]; do
 done
 EOG
 
-add_host lsk-srv srv0 es5-in 192.168.152.2/24 192.168.152.1
+add_host lsk-srv srv0 es5-in $SRV/$SNL $SGW
 ip -n lsk-srv link set srv0 mtu 1400
 qtap=qtap$$ tap=lsktap$$
 ip tuntap add dev $qtap mode tap; links+=($qtap)
@@ -89,6 +101,8 @@ ethtool -K $qtap tx off rx off >/dev/null 2>&1 || true
 # local to it (on the punt TAP): no ARP answers from it there, and strict
 # reverse-path filtering drops what it would otherwise deliver a second time.
 sysctl -qw "net.ipv4.conf.$qtap.rp_filter=1" "net.ipv4.conf.$qtap.arp_ignore=1"
+# (IPv6 has no reverse-path filter: no IPv6 on the TAP at all.)
+sysctl -qw "net.ipv6.conf.$qtap.disable_ipv6=1" "net.ipv6.conf.es5-in.disable_ipv6=1"
 sysctl -qw "net.ipv4.conf.es5-in.rp_filter=1"
 
 qemu-system-x86_64 -accel tcg -m 768 -smp 1 -nographic -no-reboot \
@@ -108,20 +122,20 @@ dataplane:
     inside: { device: "$(af_packet 1 es5-in)", rx_desc: 512, tx_desc: 512 }
     punt: { device: "net_tap0,iface=$tap" }
   workers: { count: 1, cpus: [1] }
-  addresses: { outside: [172.16.52.1], inside: [192.168.152.1] }
+  addresses: { outside: [$(q $OE)], inside: [$(q $SGW)] }
   neighbours:
-    - { ip: 172.16.52.2, mac: "02:00:00:00:52:02" }
-    - { ip: 192.168.152.2, mac: "$(ns_mac_of lsk-srv srv0)" }
+    - { ip: $(q $OG), mac: "02:00:00:00:52:02" }
+    - { ip: $(q $SRV), mac: "$(ns_mac_of lsk-srv srv0)" }
   sa_table: { path: /dev/shm/esprit-netns-$$, capacity: 64 }
 metrics: { listen: null }
 ike:
-  listen: [172.16.52.1]
+  listen: [$(q $OE)]
   control_socket: $work/ike.sock
   metrics_listen: null
   orphan_grace_secs: 0
   connections:
     lsw:
-      remote: 172.16.52.2
+      remote: $(q $OG)
       local_id: esprit.test
       remote_id: libreswan.test
       local_auth: { psk: "$psk" }
@@ -129,11 +143,11 @@ ike:
       proposals: [aes256gcm16-prfsha256-x25519]
       child:
         esp_proposals: [aes256gcm16-x25519]
-        local_ts: [192.168.152.0/24]
-        remote_ts: [10.152.0.1/32]
+        local_ts: [$(q $SN/$SNL)]
+        remote_ts: [$(q $PG/$PGL)]
 EOT
 ip link set "$tap" up
-ip addr add 172.16.52.1/24 dev "$tap"
+ip addr add $OE/$OL dev "$tap" $nodad
 "$ike" --config "$work/dp.yaml" >"$work/ike.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 50); do grep -q "listening on" "$work/ike.log" && break; kill -0 "${pids[-1]}" 2>/dev/null || break; sleep 0.1; done
@@ -175,7 +189,7 @@ esprit_ike() { ectl --json list-sas | /usr/bin/python3 -c 'import json,sys; prin
 kernel_spis() { guest "ip xfrm state" | sed -n 's/.*proto esp spi 0x\([0-9a-f]*\).*/\1/p' | sort | tr '\n' ' '; }
 wait_for() { local what=$1; shift; for _ in $(seq 150); do "$@" && return 0; sleep 0.2; done; kfail "timed out: $what"; }
 ping_through() {
-  guest "ping -c ${1:-5} -i 0.3 -W 3 -I 10.152.0.1 192.168.152.2" >"$work/ping.log" 2>&1 || true
+  guest "ping $ping6 -c ${1:-5} -i 0.3 -W 3 -I $PG $SRV" >"$work/ping.log" 2>&1 || true
   grep -q " 0% packet loss" "$work/ping.log" || { cat "$work/ping.log"; kfail "${2:-ping} from the guest through esprit lost packets"; }
 }
 # The kernel's SAs are the ones esprit lists (its inbound = the kernel's
@@ -204,17 +218,17 @@ IFS=/ read -r in1 out1 inp1 outp1 child1 <<<"$(children)"
 # Bulk: 4 MB over TCP from the guest to the server behind esprit.
 ip netns exec lsk-srv /usr/bin/python3 -c '
 import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("192.168.152.2", 5201)); s.listen(1); s.settimeout(120)
+s = socket.socket(getattr(socket, sys.argv[2])); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[3], 5201)); s.listen(1); s.settimeout(120)
 c, _ = s.accept(); c.settimeout(60); n = 0
 while True:
     b = c.recv(65536)
     if not b: break
     n += len(b)
-open(sys.argv[1], "w").write(str(n))' "$work/received" &
+open(sys.argv[1], "w").write(str(n))' "$work/received" $pyfam $SRV &
 pids+=($!)
 sleep 0.3
-guest "head -c 4000000 /dev/zero | bash -c 'cat > /dev/tcp/192.168.152.2/5201'" 120 >"$work/tcp.log" 2>&1 || { cat "$work/tcp.log"; kfail "the TCP stream from the guest failed"; }
+guest "head -c 4000000 /dev/zero | bash -c 'cat > /dev/tcp/$SRV/5201'" 120 >"$work/tcp.log" 2>&1 || { cat "$work/tcp.log"; kfail "the TCP stream from the guest failed"; }
 wait_for "the server to count the stream" test -s "$work/received"
 [[ $(cat "$work/received") == 4000000 ]] || kfail "TCP stream: $(cat "$work/received") of 4000000 bytes arrived"
 guest "ip -s xfrm state" >"$work/xfrm-s.txt"
@@ -274,5 +288,5 @@ wait_for "the guest kernel's SAs to go" eval '[[ -z $(kernel_spis | tr -d " ") ]
 guest "$W --ctlsocket /run/pluto/pluto.ctl --showstates" >"$work/states.txt" 2>&1 || true
 grep -q "ESTABLISHED" "$work/states.txt" && kfail "pluto still has states after esprit's delete: $(cat "$work/states.txt")"
 touch "$S/stop"
-echo "  pluto 5.2 + kernel XFRM: ping, 4000000 TCP bytes, Child SA rekeys both ways, IKE SA rekey, deletes both ways; esprit responder and initiator, raw ESP"
+echo "  pluto 5.2 + kernel XFRM over IPv$([[ $v6 == 1 ]] && echo 6 || echo 4): ping, 4000000 TCP bytes, Child SA rekeys both ways, IKE SA rekey, deletes both ways; esprit responder and initiator, raw ESP"
 pass
