@@ -95,8 +95,10 @@ pub struct Daemon {
     tx: Sender<Input>,
     initiated: BTreeSet<IkeSaHandle>,
     up: BTreeMap<IkeSaHandle, UpInfo>,
-    /// Hash of the last datagram sent to each peer (retransmit counting).
-    last_sent: HashMap<SocketAddr, u64>,
+    /// Hash of the last datagram sent to each peer per IKE SA (its SPI
+    /// pair) for retransmit counting: several IKE SAs with one peer (a
+    /// rekey, a dead peer's leftovers) interleave their sends.
+    last_sent: HashMap<(SocketAddr, [u8; 16]), u64>,
     next_tick: Time,
     started: Time,
     stop: Arc<AtomicBool>,
@@ -388,7 +390,16 @@ impl Daemon {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             tr.payload.hash(&mut h);
             let digest = h.finish();
-            if self.last_sent.insert(tr.remote, digest) == Some(digest) {
+            // The IKE header's SPI pair, after the non-ESP marker on 4500.
+            let off = if tr.payload.starts_with(&[0; 4]) { 4 } else { 0 };
+            let mut spis = [0u8; 16];
+            if let Some(b) = tr.payload.get(off..off + 16) {
+                spis.copy_from_slice(b);
+            }
+            if self.last_sent.len() >= 65536 {
+                self.last_sent.clear();
+            }
+            if self.last_sent.insert((tr.remote, spis), digest) == Some(digest) {
                 self.metrics.retransmits.inc();
             }
             let sock = self.sockets.get(&tr.local).or_else(|| self.sockets.iter().find(|(a, _)| a.port() == tr.local.port()).map(|(_, s)| s));
@@ -432,7 +443,8 @@ impl Daemon {
                     self.split_dns_hook("down", ike_sa, &u);
                 }
                 self.initiated.remove(&ike_sa);
-                if !was_up {
+                // A rekeyed SA's entry moved to its successor: not a failure.
+                if !was_up && reason != DownReason::Rekeyed {
                     let r = match &reason {
                         DownReason::Timeout => "timeout".to_string(),
                         DownReason::AuthenticationFailed => "auth_failed".into(),

@@ -24,6 +24,7 @@ use std::path::Path;
 
 use pkcs8::{DecodePrivateKey, DecodePublicKey};
 use rand_core::CryptoRngCore;
+use rsa::signature::hazmat::PrehashVerifier as _;
 use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer as _, Verifier as _};
 use sha2::{Sha256, Sha384, Sha512};
 
@@ -47,6 +48,11 @@ pub enum SignatureScheme {
     RsaPssSha256,
     RsaPssSha384,
     RsaPssSha512,
+    /// ECDSA with SHA-512 (ecdsa-with-SHA512) on either curve. RFC 7427's
+    /// AlgorithmIdentifier names the hash only, the curve is the key's:
+    /// libreswan signs P-256 with SHA-512 when SHA2_512 was announced. Only
+    /// verified; we sign with the curve's own hash.
+    EcdsaSha512,
 }
 
 /// RFC 7427 Appendix A.1.2-A.1.4: sha{256,384,512}WithRSAEncryption.
@@ -56,6 +62,9 @@ const RSA_PKCS1_SHA512: &[u8] = &[0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86
 /// RFC 7427 Appendix A.3.2-A.3.3: ecdsa-with-SHA256/384.
 const ECDSA_SHA256: &[u8] = &[0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
 const ECDSA_SHA384: &[u8] = &[0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03];
+/// ecdsa-with-SHA512 (OID 1.2.840.10045.4.3.4, RFC 5758 §3.2) in the form of
+/// RFC 7427 Appendix A.3.
+const ECDSA_SHA512: &[u8] = &[0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04];
 /// RFC 8420 §2 (RFC 8410 id-Ed25519, no parameters).
 const ED25519: &[u8] = &[0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70];
 
@@ -78,7 +87,7 @@ const RSA_PSS_SHA512: [u8; 67] = pss(0x03, 64);
 
 impl SignatureScheme {
     /// Every scheme, in a stable order.
-    pub const ALL: [SignatureScheme; 9] = [
+    pub const ALL: [SignatureScheme; 10] = [
         SignatureScheme::Ed25519,
         SignatureScheme::EcdsaP256Sha256,
         SignatureScheme::EcdsaP384Sha384,
@@ -88,6 +97,7 @@ impl SignatureScheme {
         SignatureScheme::RsaPssSha256,
         SignatureScheme::RsaPssSha384,
         SignatureScheme::RsaPssSha512,
+        SignatureScheme::EcdsaSha512,
     ];
 
     /// The DER AlgorithmIdentifier (RFC 7427 Appendix A, RFC 8420), without
@@ -103,6 +113,7 @@ impl SignatureScheme {
             SignatureScheme::RsaPssSha256 => &RSA_PSS_SHA256,
             SignatureScheme::RsaPssSha384 => &RSA_PSS_SHA384,
             SignatureScheme::RsaPssSha512 => &RSA_PSS_SHA512,
+            SignatureScheme::EcdsaSha512 => ECDSA_SHA512,
         }
     }
 
@@ -118,7 +129,7 @@ impl SignatureScheme {
             SignatureScheme::Ed25519 => ids::hash::IDENTITY,
             SignatureScheme::EcdsaP256Sha256 | SignatureScheme::RsaPkcs1Sha256 | SignatureScheme::RsaPssSha256 => ids::hash::SHA2_256,
             SignatureScheme::EcdsaP384Sha384 | SignatureScheme::RsaPkcs1Sha384 | SignatureScheme::RsaPssSha384 => ids::hash::SHA2_384,
-            SignatureScheme::RsaPkcs1Sha512 | SignatureScheme::RsaPssSha512 => ids::hash::SHA2_512,
+            SignatureScheme::RsaPkcs1Sha512 | SignatureScheme::RsaPssSha512 | SignatureScheme::EcdsaSha512 => ids::hash::SHA2_512,
         }
     }
 }
@@ -349,13 +360,16 @@ impl Verifier for PublicKey {
                 // verify_strict: reject small-order keys and malleable encodings.
                 k.verify_strict(message, &sig).map_err(bad)
             }
-            (PublicKey::EcdsaP256(k), S::EcdsaP256Sha256) => {
+            // ECDSA: the hash is the AlgorithmIdentifier's, the curve the
+            // key's, in any combination (RFC 7427 §3; a digest longer than
+            // the curve order is truncated, FIPS 186-5 §6.4.2).
+            (PublicKey::EcdsaP256(k), S::EcdsaP256Sha256 | S::EcdsaP384Sha384 | S::EcdsaSha512) => {
                 let sig = p256::ecdsa::Signature::from_der(signature).map_err(bad)?;
-                k.verify(message, &sig).map_err(bad)
+                k.verify_prehash(&ecdsa_digest(scheme, message), &sig).map_err(bad)
             }
-            (PublicKey::EcdsaP384(k), S::EcdsaP384Sha384) => {
+            (PublicKey::EcdsaP384(k), S::EcdsaP256Sha256 | S::EcdsaP384Sha384 | S::EcdsaSha512) => {
                 let sig = p384::ecdsa::Signature::from_der(signature).map_err(bad)?;
-                k.verify(message, &sig).map_err(bad)
+                k.verify_prehash(&ecdsa_digest(scheme, message), &sig).map_err(bad)
             }
             (PublicKey::Rsa(k), S::RsaPkcs1Sha256) => {
                 rsa::pkcs1v15::VerifyingKey::<Sha256>::new((**k).clone()).verify(message, &rsa_pkcs1_sig(signature)?).map_err(bad)
@@ -377,6 +391,16 @@ impl Verifier for PublicKey {
             }
             _ => Err(Error::SchemeKeyMismatch),
         }
+    }
+}
+
+/// The digest an ECDSA scheme signs.
+fn ecdsa_digest(scheme: SignatureScheme, message: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    match scheme {
+        SignatureScheme::EcdsaP384Sha384 => Sha384::digest(message).to_vec(),
+        SignatureScheme::EcdsaSha512 => Sha512::digest(message).to_vec(),
+        _ => Sha256::digest(message).to_vec(),
     }
 }
 

@@ -46,6 +46,7 @@ fn rfc7427_algorithm_identifiers_match_the_appendix_and_round_trip() {
             SignatureScheme::Ed25519 => "1.3.101.112",
             SignatureScheme::EcdsaP256Sha256 => "1.2.840.10045.4.3.2",
             SignatureScheme::EcdsaP384Sha384 => "1.2.840.10045.4.3.3",
+            SignatureScheme::EcdsaSha512 => "1.2.840.10045.4.3.4",
             SignatureScheme::RsaPkcs1Sha256 => "1.2.840.113549.1.1.11",
             SignatureScheme::RsaPkcs1Sha384 => "1.2.840.113549.1.1.12",
             SignatureScheme::RsaPkcs1Sha512 => "1.2.840.113549.1.1.13",
@@ -93,6 +94,11 @@ fn verifies_signatures_made_by_openssl_dgst() {
     openssl_signed("ecdsa-p256-sha256.sig", SignatureScheme::EcdsaP256Sha256, &leaf);
     let inter = ike_crypto::cert::Certificate::load(pki("intermediate.pem")).unwrap().public_key().unwrap();
     openssl_signed("ecdsa-p384-sha384.sig", SignatureScheme::EcdsaP384Sha384, &inter);
+    // The AlgorithmIdentifier names the hash, the key the curve.
+    openssl_signed("ecdsa-p256-sha512.sig", SignatureScheme::EcdsaSha512, &leaf);
+    openssl_signed("ecdsa-p256-sha384.sig", SignatureScheme::EcdsaP384Sha384, &leaf);
+    let p512 = std::fs::read(pki("ecdsa-p256-sha512.sig")).unwrap();
+    assert_eq!(leaf.verify(SignatureScheme::EcdsaP256Sha256, &message(), &p512), Err(Error::BadSignature), "hash must match");
     let ed = PrivateKey::load(pki("ed25519.key")).unwrap().public_key();
     openssl_signed("ed25519.sig", SignatureScheme::Ed25519, &ed);
 }
@@ -128,7 +134,10 @@ fn sign_then_verify_with_openssl_generated_keys() {
         }
         for scheme in SignatureScheme::ALL.into_iter().filter(|s| !key.schemes().contains(s)) {
             assert_eq!(key.sign(scheme, b"m", &mut rng), Err(Error::SchemeKeyMismatch));
-            assert_eq!(public.verify(scheme, b"m", &[0; 64]), Err(Error::SchemeKeyMismatch));
+            // ECDSA keys take every ECDSA hash (the curve is the key's).
+            let ecdsa = |s: SignatureScheme| matches!(s, SignatureScheme::EcdsaP256Sha256 | SignatureScheme::EcdsaP384Sha384 | SignatureScheme::EcdsaSha512);
+            let want = if ecdsa(scheme) && key.schemes().iter().copied().any(ecdsa) { Error::BadSignature } else { Error::SchemeKeyMismatch };
+            assert_eq!(public.verify(scheme, b"m", &[0; 64]), Err(want), "{scheme:?}");
         }
     }
     assert_eq!(n, 9);
@@ -161,7 +170,7 @@ fn key_loading_rejects_garbage_and_reports_missing_files() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
     #[test]
-    fn arbitrary_signatures_and_auth_data_never_panic(data in proptest::collection::vec(any::<u8>(), 0..600), idx in 0usize..9) {
+    fn arbitrary_signatures_and_auth_data_never_panic(data in proptest::collection::vec(any::<u8>(), 0..600), idx in 0usize..SignatureScheme::ALL.len()) {
         let scheme = SignatureScheme::ALL[idx];
         let ed = PublicKey::ed25519_from_bytes(&hx(&json("rfc8032_ed25519.json")["public_key"])).unwrap();
         let _ = ed.verify(scheme, b"m", &data);

@@ -46,6 +46,11 @@ use crate::ts::{self, TrafficSelector};
 /// How many COOKIE or INVALID_KE_PAYLOAD retries of IKE_SA_INIT we make.
 const MAX_INIT_RETRIES: u8 = 3;
 
+/// How long an IKE SA the peer rekeyed waits for the peer's Delete before
+/// deleting it itself: the peer's retransmissions of a lost Delete fit in
+/// (strongSwan's five tries take about 2.5 minutes).
+const REKEYED_DELETE_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
+
 /// Lifecycle of an IKE SA.
 pub enum IkeState {
     /// Initiator: the initial exchanges are in flight (their data lives in
@@ -728,14 +733,16 @@ impl IkeSa {
         drop(outstanding);
         let payloads = match parse_inner(first, &plain) {
             Ok(p) => p,
-            Err(_) => {
-                // A response we cannot read ends its exchange; in the
-                // initial exchanges that ends the IKE SA (§2.21.2).
-                if matches!(task, Task::IkeAuth(_)) {
-                    self.close(ctx, DownReason::Refused(NotifyType::INVALID_SYNTAX));
-                }
+            // A response we cannot read ends its exchange; in the initial
+            // exchanges that ends the IKE SA (§2.21.2).
+            Err(_) if matches!(task, Task::IkeAuth(_)) => {
+                self.close(ctx, DownReason::Refused(NotifyType::INVALID_SYNTAX));
                 return;
             }
+            // Any other exchange ends as one answered with nothing useful:
+            // its task cleans up as for a refusal (a Delete still deletes),
+            // instead of leaving SPIs reserved and states half-changed.
+            Err(_) => Vec::new(),
         };
         match task {
             Task::IkeSaInit(_) => {}
@@ -2185,6 +2192,9 @@ impl IkeSa {
         if matches!(self.state, IkeState::HalfOpen(_)) {
             consider(Some(self.last_inbound + self.half_open_timeout));
         }
+        if self.awaits_peer_delete() {
+            consider(Some(self.last_inbound + REKEYED_DELETE_WAIT));
+        }
         if let Some(cfg) = &self.fragmentation_cfg {
             consider(self.reassembly.deadline(cfg));
         }
@@ -2222,7 +2232,7 @@ impl IkeSa {
                 // §2.4: no answer after retransmissions: the peer is dead
                 // (or, having deleted this SA, just never answered).
                 let reason = match self.state {
-                    IkeState::PeerDeleted { .. } => DownReason::Rekeyed,
+                    IkeState::PeerDeleted { .. } | IkeState::Rekeyed { .. } => DownReason::Rekeyed,
                     _ => DownReason::Timeout,
                 };
                 self.close(ctx, reason);
@@ -2236,6 +2246,11 @@ impl IkeSa {
             // The initiator never sent IKE_AUTH: free the half-open slot.
             self.close(ctx, DownReason::Timeout);
             return;
+        }
+        if self.awaits_peer_delete() && self.last_inbound + REKEYED_DELETE_WAIT <= ctx.now {
+            // §2.18: the rekey's initiator deletes the old SA. One that
+            // never does must not make us keep it forever: delete it here.
+            self.enqueue(Queued::DeleteIke);
         }
         if matches!(self.state, IkeState::Established) {
             if self.rekey_at.is_some_and(|t| t <= ctx.now) {
@@ -2275,6 +2290,11 @@ impl IkeSa {
             }
         }
         self.pump(ctx);
+    }
+
+    /// Rekeyed by the peer and idle: only the peer's Delete is expected.
+    fn awaits_peer_delete(&self) -> bool {
+        matches!(self.state, IkeState::Rekeyed { .. }) && self.active.is_none() && self.queue.is_empty()
     }
 
     fn child_hard_lifetime(&self) -> Option<std::time::Duration> {

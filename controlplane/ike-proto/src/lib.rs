@@ -48,6 +48,8 @@ pub mod error;
 pub mod event;
 pub mod exchange;
 pub mod fragment;
+/// INSECURE harness of the endpoint fuzz target (seed corpus, properties).
+pub mod fuzzing;
 pub mod ike_sa;
 pub mod message;
 pub mod proposal;

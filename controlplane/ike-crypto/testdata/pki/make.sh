@@ -83,6 +83,10 @@ openssl dgst -sha512 -sign rsa.key -sigopt rsa_padding_mode:pss -sigopt rsa_pss_
   -sigopt rsa_mgf1_md:sha512 -out rsa-pss-sha512.sig message.bin
 openssl dgst -sha256 -sign leaf.key -out ecdsa-p256-sha256.sig message.bin
 openssl dgst -sha384 -sign intermediate.key -out ecdsa-p384-sha384.sig message.bin
+# RFC 7427 names the hash, not the curve: P-256 signed with SHA-512 (as
+# libreswan does) and with SHA-384.
+openssl dgst -sha512 -sign leaf.key -out ecdsa-p256-sha512.sig message.bin
+openssl dgst -sha384 -sign leaf.key -out ecdsa-p256-sha384.sig message.bin
 openssl pkeyutl -sign -rawin -inkey ed25519.key -in message.bin -out ed25519.sig
 openssl version > openssl-version.txt
 echo "notBefore of leaf.pem: $(openssl x509 -in leaf.pem -noout -startdate)" >> openssl-version.txt

@@ -316,3 +316,19 @@ fn child_sa_rekey_retries_with_the_pfs_group_the_responder_asks_for() {
     assert_eq!(live_children(&p, Side::A).len(), 1);
     assert_eq!(p.count(Side::A, |e| matches!(e, Event::ChildSaFailed { .. })), 0);
 }
+
+#[test]
+fn the_old_ike_sa_goes_even_if_the_rekeying_peer_never_deletes_it() {
+    // Found by the endpoint fuzz target: B answered A's IKE SA rekey, then
+    // A's Delete of the old SA never came, and B kept the old SA (state
+    // Rekeyed) forever. B now deletes it itself after a while.
+    let mut p = Pair::psk(506);
+    let h = p.connect();
+    p.link.filter = Some(Box::new(|s, d| s == Side::A && d.header().is_some_and(|h| h.exchange_type == ExchangeType::INFORMATIONAL)));
+    p.command(Side::A, Command::RekeyIke { ike_sa: h });
+    p.drive_for(Duration::from_secs(15 * 60));
+    let states: Vec<&str> = p.b.ep.ike_sas().iter().map(|i| i.state).collect();
+    assert_eq!(states, vec!["Established"], "B's IKE SAs 15 minutes after the rekey");
+    assert_eq!(p.downs(Side::B), vec![DownReason::Rekeyed]);
+    assert_eq!(p.b.ep.child_sas(up_handle(&p, Side::B)).len(), 1, "the Child SA lives on with the new IKE SA");
+}
