@@ -644,7 +644,7 @@ pub fn ike_proposal(s: &str) -> Result<IkeProposal, String> {
     if kes.is_empty() {
         return Err(format!("{s:?}: no key exchange (e.g. x25519)"));
     }
-    Ok(IkeProposal { encr, key_bits, prf, integ, ke: kes })
+    Ok(IkeProposal { encr, key_bits, prf, integ, ke: kes, additional_ke: Vec::new() })
 }
 
 /// `aes256gcm16[-esn|-noesn...][-x25519...]` (an AEAD: the dataplane has

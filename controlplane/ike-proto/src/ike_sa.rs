@@ -76,6 +76,42 @@ pub struct InitData {
     /// IKE header on.
     pub message1: Vec<u8>,
     pub message2: Vec<u8>,
+    /// RFC 9370 additional key exchanges still to run, one IKE_INTERMEDIATE
+    /// exchange each, in ADDKE order.
+    pub pending_ke: VecDeque<KeId>,
+    /// RFC 9242 §3.3.1: `(IntAuth_iN, IntAuth_rN)` after the last
+    /// IKE_INTERMEDIATE exchange; `None` if there was none.
+    pub int_auth: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl InitData {
+    fn new(ni: Vec<u8>, nr: Vec<u8>, message1: Vec<u8>, message2: Vec<u8>, pending_ke: Vec<KeId>) -> Self {
+        Self { ni, nr, message1, message2, pending_ke: pending_ke.into(), int_auth: None }
+    }
+
+    /// RFC 9242 §3.3.2: `IntAuth = IntAuth_iN | IntAuth_rN | IKE_AUTH_MID`,
+    /// appended to both AUTH payloads' signed octets.
+    fn int_auth_for(&self, ike_auth_mid: u32) -> Option<Vec<u8>> {
+        self.int_auth.as_ref().map(|(i, r)| [&i[..], &r[..], &ike_auth_mid.to_be_bytes()[..]].concat())
+    }
+}
+
+/// One link of the RFC 9242 §3.3.1 chain: `prf(SK_p, [previous |] A | P)`
+/// with the SK_p of the keys that protected the message.
+fn int_auth_link(prf: &dyn ike_crypto::prf::Prf, sk_p: &[u8], previous: Option<&[u8]>, octets: &[u8]) -> Result<Vec<u8>, ProtoError> {
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(2);
+    if let Some(p) = previous {
+        parts.push(p);
+    }
+    parts.push(octets);
+    Ok(prf.prf(sk_p, &parts)?.to_vec())
+}
+
+/// RFC 9242 §3.3.2 `A | P` of an IKE_INTERMEDIATE message: `message` is it
+/// (or its fragment 1, from the IKE header on), `plain` its inner payloads;
+/// IV and ICV lengths from the SK protection that sealed it.
+fn int_auth_octets(message: &[u8], sk: &dyn ike_crypto::sk::SkProtection, plain: &[u8]) -> Result<Vec<u8>, ProtoError> {
+    Ok(ike_wire::int_auth_octets(message, sk.iv_len(), sk.icv_len(), plain)?)
 }
 
 /// A Child SA.
@@ -125,6 +161,8 @@ pub enum Queued {
 pub enum Task {
     IkeSaInit(IkeSaInitTask),
     IkeAuth(Box<IkeAuthTask>),
+    /// RFC 9242/9370: an IKE_INTERMEDIATE exchange with one additional KE.
+    Intermediate(Box<IntermediateTask>),
     CreateChild(Box<CreateChildTask>),
     RekeyIke(Box<RekeyIkeTask>),
     DeleteChildren(Vec<ChildSaHandle>),
@@ -143,6 +181,16 @@ pub struct IkeSaInitTask {
 pub struct IkeAuthTask {
     init: InitData,
     child: Option<ChildRequest>,
+    /// The IKE_AUTH request's Message ID (RFC 9242 IKE_AUTH_MID).
+    message_id: u32,
+}
+
+pub struct IntermediateTask {
+    init: InitData,
+    ke: Box<dyn KeyExchange>,
+    /// IntAuth_i including our request (computed with the keys that
+    /// protected it).
+    int_auth_i: Vec<u8>,
 }
 
 /// What we proposed for a Child SA.
@@ -193,6 +241,14 @@ struct Reply {
 enum Then {
     Continue,
     Close(DownReason),
+    /// After an IKE_INTERMEDIATE response is sent: extend IntAuth_r with it
+    /// and switch to the keys of the additional key exchange.
+    KeyUpdate(Box<KeyUpdate>),
+}
+
+struct KeyUpdate {
+    keys: IkeKeys,
+    int_auth_i: Vec<u8>,
 }
 
 impl Reply {
@@ -379,17 +435,23 @@ impl IkeSa {
         Ok(())
     }
 
-    fn send_response(&mut self, ctx: &mut Ctx<'_>, request: &Header, request_bytes: &[u8], inner: &[Payload<'_>]) {
+    /// Seals, sends and caches a response; returns its first datagram.
+    fn send_response(&mut self, ctx: &mut Ctx<'_>, request: &Header, request_bytes: &[u8], inner: &[Payload<'_>]) -> Option<Vec<u8>> {
         let header = self.header(request.exchange_type, true, request.message_id);
-        let Some(keys) = self.keys.as_mut() else { return };
+        let keys = self.keys.as_mut()?;
         match fragment::seal(header, inner, &mut *keys.outbound, ctx.rng, self.fragment_len) {
             Ok(packets) => {
                 for p in &packets {
                     self.transmit(ctx, p);
                 }
+                let first = packets.first().cloned();
                 self.xm.record_response(request.message_id, request_bytes, packets);
+                first
             }
-            Err(_) => self.xm.skip_request(request.message_id),
+            Err(_) => {
+                self.xm.skip_request(request.message_id);
+                None
+            }
         }
     }
 
@@ -410,7 +472,7 @@ impl IkeSa {
         let ni = ctx.nonce();
         let mut sa = Self::new(handle, conn, Role::Initiator, spi_i, 0, local, remote, ctx);
         let task = IkeSaInitTask { ke, ni, cookie: None, retries: 0 };
-        let bytes = sa.ike_sa_init_request(&task, ctx.config.fragmentation.is_some())?;
+        let bytes = sa.ike_sa_init_request(&task, ctx.config.fragmentation.is_some(), ctx.config.intermediate)?;
         sa.xm.start_request(ctx.now, ExchangeType::IKE_SA_INIT, vec![bytes.clone()]);
         sa.transmit(ctx, &bytes);
         sa.active = Some(Task::IkeSaInit(task));
@@ -418,7 +480,7 @@ impl IkeSa {
     }
 
     /// HDR, [N(COOKIE)], SAi1, KEi, Ni, N(NAT_D)x2, N(SIGNATURE_HASH_ALGORITHMS).
-    fn ike_sa_init_request(&self, task: &IkeSaInitTask, fragmentation: bool) -> Result<Vec<u8>, ProtoError> {
+    fn ike_sa_init_request(&self, task: &IkeSaInitTask, fragmentation: bool, intermediate: bool) -> Result<Vec<u8>, ProtoError> {
         let mut p = Vec::new();
         if let Some(c) = &task.cookie {
             // §2.6: the COOKIE notify goes first.
@@ -432,6 +494,10 @@ impl IkeSa {
         }
         if fragmentation {
             p.push(notify_payload(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED));
+        }
+        // RFC 9242 §3.1, RFC 9370 §2.2.1: announced when we offer ADDKE.
+        if intermediate && self.conn.ike_proposals.iter().any(|p| p.has_additional_ke()) {
+            p.push(notify_payload(NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED));
         }
         p.push(Payload::Notify(sa::signature_hashes_notify()));
         message::plain(self.header(ExchangeType::IKE_SA_INIT, false, 0), p)
@@ -452,9 +518,11 @@ impl IkeSa {
         let (Some(sa_i), Some(ke_i), Some(ni)) = (p.sa(), p.ke(), p.nonce()) else {
             return Err(ProtoError::Invalid("IKE_SA_INIT"));
         };
+        // RFC 9370 §2.2.1: additional key exchanges only over IKE_INTERMEDIATE.
+        let intermediate = ctx.config.intermediate && p.notify(NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED).is_some();
         let mut chosen = None;
         for conn in conns {
-            if let Ok((suite, answer)) = proposal::select_ike_for_ke(&conn.ike_proposals, sa_i, &[], ke_i.ke_method) {
+            if let Ok((suite, answer)) = proposal::select_ike_for_ke(&conn.ike_proposals, sa_i, &[], ke_i.ke_method, intermediate) {
                 chosen = Some((conn.clone(), suite, answer));
                 break;
             }
@@ -499,6 +567,9 @@ impl IkeSa {
             out.push(notify_payload(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED));
             sa.fragment_len = Some(f.max_message_len);
         }
+        if intermediate {
+            out.push(notify_payload(NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED));
+        }
         out.push(Payload::Notify(sa::signature_hashes_notify()));
         let response = match message::plain(sa.header(ExchangeType::IKE_SA_INIT, true, 0), out) {
             Ok(r) => r,
@@ -510,12 +581,7 @@ impl IkeSa {
         sa.xm.record_response(0, request, vec![response.clone()]);
         sa.transmit(ctx, &response);
         sa.init_key = Some((spi_i, ni.data.to_vec()));
-        sa.state = IkeState::HalfOpen(Box::new(InitData {
-            ni: ni.data.to_vec(),
-            nr,
-            message1: request.to_vec(),
-            message2: response.clone(),
-        }));
+        sa.state = IkeState::HalfOpen(Box::new(InitData::new(ni.data.to_vec(), nr, request.to_vec(), response.clone(), suite.additional_ke.clone())));
         Ok((sa, response))
     }
 
@@ -566,7 +632,8 @@ impl IkeSa {
         let result = match parse_inner(first, &plain) {
             Err(e) => Err(ProtoError::from(e)),
             Ok(payloads) => match (exchange, &self.state) {
-                (ExchangeType::IKE_AUTH, IkeState::HalfOpen(_)) => self.respond_ike_auth(ctx, &payloads),
+                (ExchangeType::IKE_AUTH, IkeState::HalfOpen(_)) => self.respond_ike_auth(ctx, &payloads, header.message_id),
+                (ExchangeType::IKE_INTERMEDIATE, IkeState::HalfOpen(_)) => self.respond_intermediate(ctx, &payloads, &request_bytes, &plain),
                 (ExchangeType::CREATE_CHILD_SA, IkeState::Established | IkeState::Rekeyed { .. } | IkeState::Deleting) => {
                     self.respond_create_child(ctx, &payloads)
                 }
@@ -578,7 +645,7 @@ impl IkeSa {
         let reply = match result {
             Ok(r) => r,
             Err(e) => {
-                let then = if exchange == ExchangeType::IKE_AUTH {
+                let then = if exchange == ExchangeType::IKE_AUTH || exchange == ExchangeType::IKE_INTERMEDIATE {
                     // §2.21.2: a failed IKE_AUTH leaves no IKE SA.
                     Then::Close(match e {
                         ProtoError::AuthenticationFailed => DownReason::AuthenticationFailed,
@@ -596,9 +663,16 @@ impl IkeSa {
                 }
             }
         };
-        self.send_response(ctx, header, &request_bytes, &reply.payloads);
-        if let Then::Close(reason) = reply.then {
-            self.close(ctx, reason);
+        let sent = self.send_response(ctx, header, &request_bytes, &reply.payloads);
+        match reply.then {
+            Then::Continue => {}
+            Then::Close(reason) => self.close(ctx, reason),
+            Then::KeyUpdate(u) => {
+                let done = sent.ok_or(ProtoError::Invalid("IKE_INTERMEDIATE response")).and_then(|first| self.finish_intermediate(*u, &first, &reply.payloads));
+                if done.is_err() {
+                    self.close(ctx, DownReason::Refused(NotifyType::INVALID_SYNTAX));
+                }
+            }
         }
     }
 
@@ -613,7 +687,7 @@ impl IkeSa {
             self.process_ike_sa_init_response(ctx, &msg, bytes, local, remote);
             return;
         }
-        let Some((first, plain, _)) = self.decrypt(ctx, header, bytes, &msg) else { return };
+        let Some((first, plain, first_bytes)) = self.decrypt(ctx, header, bytes, &msg) else { return };
         self.last_inbound = ctx.now;
         let Some(outstanding) = self.xm.take_response(header.message_id, exchange) else { return };
         let Some(task) = self.active.take() else { return };
@@ -623,7 +697,7 @@ impl IkeSa {
             Err(_) => {
                 // A response we cannot read ends its exchange; in the
                 // initial exchanges that ends the IKE SA (§2.21.2).
-                if matches!(task, Task::IkeAuth(_)) {
+                if matches!(task, Task::IkeAuth(_) | Task::Intermediate(_)) {
                     self.close(ctx, DownReason::Refused(NotifyType::INVALID_SYNTAX));
                 }
                 return;
@@ -632,6 +706,7 @@ impl IkeSa {
         match task {
             Task::IkeSaInit(_) => {}
             Task::IkeAuth(t) => self.process_ike_auth_response(ctx, *t, &payloads),
+            Task::Intermediate(t) => self.process_intermediate_response(ctx, *t, &payloads, &first_bytes, &plain),
             Task::CreateChild(t) => self.process_create_child_response(ctx, *t, &payloads),
             Task::RekeyIke(t) => self.process_rekey_ike_response(ctx, *t, &payloads),
             Task::DeleteChildren(handles) => {
@@ -708,7 +783,7 @@ impl IkeSa {
     }
 
     fn retry_init(&mut self, ctx: &mut Ctx<'_>, task: IkeSaInitTask) {
-        match self.ike_sa_init_request(&task, ctx.config.fragmentation.is_some()) {
+        match self.ike_sa_init_request(&task, ctx.config.fragmentation.is_some(), ctx.config.intermediate) {
             Ok(bytes) => {
                 self.xm.restart_request(ctx.now, 0, vec![bytes.clone()]);
                 self.transmit(ctx, &bytes);
@@ -739,6 +814,11 @@ impl IkeSa {
         if suite.ke.0 != task.ke.method() || ke_r.ke_method != suite.ke {
             return Err(ProtoError::Invalid("KE method of the response"));
         }
+        // RFC 9370 §2.2.1: ADDKE needs both sides' IKE_INTERMEDIATE support.
+        let intermediate = ctx.config.intermediate && p.notify(NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED).is_some();
+        if !suite.additional_ke.is_empty() && !intermediate {
+            return Err(ProtoError::Invalid("ADDKE chosen without IKE_INTERMEDIATE"));
+        }
         let g_ir = task.ke.compute_shared(&ke_r.data)?;
         let outstanding = self.xm.take_response(0, ExchangeType::IKE_SA_INIT).ok_or(ProtoError::MessageId)?;
         let message1 = outstanding.packets.into_iter().next().ok_or(ProtoError::MessageId)?;
@@ -757,18 +837,115 @@ impl IkeSa {
             self.local.set_port(ctx.config.natt_port);
             self.remote.set_port(ctx.config.natt_port);
         }
-        Ok(InitData { ni: task.ni, nr: nr.data.to_vec(), message1, message2: bytes.to_vec() })
+        Ok(InitData::new(task.ni, nr.data.to_vec(), message1, bytes.to_vec(), suite.additional_ke))
     }
 
-    /// After IKE_SA_INIT: the next exchange of the initial sequence. Today
-    /// that is IKE_AUTH; RFC 9242 IKE_INTERMEDIATE exchanges (one per RFC
-    /// 9370 additional key exchange, then any others) go here, each updating
-    /// the keys and appending to the IntAuth chain kept with `init`.
-    fn start_next_initial_exchange(&mut self, ctx: &mut Ctx<'_>, init: InitData) {
-        if let Err(e) = self.start_ike_auth(ctx, init) {
+    /// After IKE_SA_INIT and after each IKE_INTERMEDIATE: the next exchange
+    /// of the initial sequence. One RFC 9242 IKE_INTERMEDIATE exchange per
+    /// RFC 9370 additional key exchange, each updating the keys and the
+    /// IntAuth chain kept with `init`, then IKE_AUTH (whose Message ID
+    /// follows the last IKE_INTERMEDIATE's).
+    fn start_next_initial_exchange(&mut self, ctx: &mut Ctx<'_>, mut init: InitData) {
+        let r = match init.pending_ke.pop_front() {
+            Some(method) => self.start_intermediate(ctx, init, method),
+            None => self.start_ike_auth(ctx, init),
+        };
+        if let Err(e) = r {
             let reason = DownReason::Refused(e.notify().map_or(NotifyType::INVALID_SYNTAX, |n| n.notify_type));
             self.close(ctx, reason);
         }
+    }
+
+    // ------------------------------------------------------------------
+    // IKE_INTERMEDIATE (RFC 9242) with RFC 9370 additional key exchanges
+
+    /// `HDR, SK {KEi(n)}`, protected with the current keys.
+    fn start_intermediate(&mut self, ctx: &mut Ctx<'_>, init: InitData, method: KeId) -> Result<(), ProtoError> {
+        let ke = ctx.crypto.key_exchange(method.0, ctx.rng)?;
+        let p = [Payload::Ke(Ke { ke_method: method, data: ke.public_key().to_vec().into() })];
+        let id = self.xm.next_request_id();
+        self.send_request(ctx, ExchangeType::IKE_INTERMEDIATE, &p)?;
+        let first = self.xm.outstanding(id).and_then(|o| o.packets.first()).ok_or(ProtoError::MessageId)?;
+        let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
+        let (_, plain) = ike_wire::emit_inner(&p)?;
+        let octets = int_auth_octets(first, &*keys.outbound, &plain)?;
+        let int_auth_i = int_auth_link(&*keys.prf, &keys.sk_pi, init.int_auth.as_ref().map(|a| &a.0[..]), &octets)?;
+        self.active = Some(Task::Intermediate(Box::new(IntermediateTask { init, ke, int_auth_i })));
+        Ok(())
+    }
+
+    fn process_intermediate_response(&mut self, ctx: &mut Ctx<'_>, task: IntermediateTask, payloads: &[Payload<'_>], first_bytes: &[u8], plain: &[u8]) {
+        let IntermediateTask { mut init, ke, int_auth_i } = task;
+        let p = Payloads(payloads);
+        if let Some(t) = p.error_notify() {
+            self.close(ctx, DownReason::Refused(t));
+            return;
+        }
+        let updated = (|| {
+            message::check(payloads, message::IKE_INTERMEDIATE)?;
+            let ke_r = p.ke().ok_or(ProtoError::PayloadCount(ike_wire::PayloadType::KE))?;
+            if ke_r.ke_method.0 != ke.method() {
+                return Err(ProtoError::Invalid("KE method of the IKE_INTERMEDIATE response"));
+            }
+            // ML-KEM: the FIPS 203 §7.3 ciphertext check; a failure ends
+            // the IKE SA here, before any IKE_AUTH (draft-ietf-ipsecme-
+            // ikev2-mlkem §4).
+            let shared = ke.compute_shared(&ke_r.data)?;
+            let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
+            let octets = int_auth_octets(first_bytes, &*keys.inbound, plain)?;
+            let int_auth_r = int_auth_link(&*keys.prf, &keys.sk_pr, init.int_auth.as_ref().map(|a| &a.1[..]), &octets)?;
+            let new = keys.additional_ke(ctx.crypto, &shared, &init.ni, &init.nr, self.spi_i, self.spi_r, self.role)?;
+            Ok((new, int_auth_r))
+        })();
+        match updated {
+            Ok((keys, int_auth_r)) => {
+                self.keys = Some(keys);
+                init.int_auth = Some((int_auth_i, int_auth_r));
+                self.start_next_initial_exchange(ctx, init);
+            }
+            Err(e) => self.close(ctx, DownReason::Refused(e.notify().map_or(NotifyType::INVALID_SYNTAX, |n| n.notify_type))),
+        }
+    }
+
+    /// Responder: `HDR, SK {KEr(n)}` for the next pending additional key
+    /// exchange. The keys change once the response is out
+    /// ([`Self::finish_intermediate`]): the response itself is protected
+    /// with the keys the request came with.
+    fn respond_intermediate(&mut self, ctx: &mut Ctx<'_>, payloads: &[Payload<'_>], request_bytes: &[u8], plain: &[u8]) -> Result<Reply, ProtoError> {
+        let IkeState::HalfOpen(init) = &self.state else { return Err(ProtoError::MessageId) };
+        // RFC 9242 §3: no unbounded number of exchanges; we only run
+        // those the ADDKE transforms call for.
+        let method = *init.pending_ke.front().ok_or(ProtoError::Invalid("IKE_INTERMEDIATE without a pending key exchange"))?;
+        message::check(payloads, message::IKE_INTERMEDIATE)?;
+        let ke_i = Payloads(payloads).ke().ok_or(ProtoError::PayloadCount(ike_wire::PayloadType::KE))?;
+        if ke_i.ke_method != method {
+            return Err(ProtoError::Invalid("KE method of IKE_INTERMEDIATE"));
+        }
+        // ML-KEM: the FIPS 203 §7.2 checks of ek; a failure answers
+        // INVALID_SYNTAX (draft-ietf-ipsecme-ikev2-mlkem §4).
+        let responded = ctx.crypto.key_exchange_respond(method.0, &ke_i.data, ctx.rng)?;
+        let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
+        let octets = int_auth_octets(request_bytes, &*keys.inbound, plain)?;
+        let int_auth_i = int_auth_link(&*keys.prf, &keys.sk_pi, init.int_auth.as_ref().map(|a| &a.0[..]), &octets)?;
+        let new = keys.additional_ke(ctx.crypto, &responded.shared, &init.ni, &init.nr, self.spi_i, self.spi_r, self.role)?;
+        Ok(Reply {
+            payloads: vec![Payload::Ke(Ke { ke_method: method, data: responded.ke_data.into() })],
+            then: Then::KeyUpdate(Box::new(KeyUpdate { keys: new, int_auth_i })),
+        })
+    }
+
+    /// Responder, after the IKE_INTERMEDIATE response went out: IntAuth_r
+    /// over it (old keys), then the new keys.
+    fn finish_intermediate(&mut self, u: KeyUpdate, first: &[u8], payloads: &[Payload<'_>]) -> Result<(), ProtoError> {
+        let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
+        let IkeState::HalfOpen(init) = &mut self.state else { return Err(ProtoError::MessageId) };
+        let (_, plain) = ike_wire::emit_inner(payloads)?;
+        let octets = int_auth_octets(first, &*keys.outbound, &plain)?;
+        let int_auth_r = int_auth_link(&*keys.prf, &keys.sk_pr, init.int_auth.as_ref().map(|a| &a.1[..]), &octets)?;
+        init.int_auth = Some((u.int_auth_i, int_auth_r));
+        init.pending_ke.pop_front();
+        self.keys = Some(u.keys);
+        Ok(())
     }
 
     // ------------------------------------------------------------------
@@ -796,7 +973,9 @@ impl IkeSa {
         let conn = self.conn.clone();
         let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
         let id_i = sa::id_body(&conn.local_id);
-        let octets = sa::signed_octets(&*keys.prf, &keys.sk_pi, &init.message1, &init.nr, &id_i)?;
+        let message_id = self.xm.next_request_id();
+        let int_auth = init.int_auth_for(message_id);
+        let octets = sa::signed_octets_int(&*keys.prf, &keys.sk_pi, &init.message1, &init.nr, &id_i, int_auth.as_deref())?;
         let (auth, certs) = sa::make_auth(&conn.local_auth, &*keys.prf, &octets, &self.peer_hashes, ctx.rng)?;
         let child = self.child_request(ctx);
         let mut p = vec![Payload::IdI(sa::id_payload(&conn.local_id))];
@@ -830,11 +1009,11 @@ impl IkeSa {
         p.push(Payload::TsI(ts::to_wire_list(&child.ts_local)));
         p.push(Payload::TsR(ts::to_wire_list(&child.ts_remote)));
         self.send_request(ctx, ExchangeType::IKE_AUTH, &p)?;
-        self.active = Some(Task::IkeAuth(Box::new(IkeAuthTask { init, child: Some(child) })));
+        self.active = Some(Task::IkeAuth(Box::new(IkeAuthTask { init, child: Some(child), message_id })));
         Ok(())
     }
 
-    fn respond_ike_auth(&mut self, ctx: &mut Ctx<'_>, payloads: &[Payload<'_>]) -> Result<Reply, ProtoError> {
+    fn respond_ike_auth(&mut self, ctx: &mut Ctx<'_>, payloads: &[Payload<'_>], message_id: u32) -> Result<Reply, ProtoError> {
         message::check(payloads, message::IKE_AUTH_REQUEST)?;
         let p = Payloads(payloads);
         let id_i = p.id_i().ok_or(ProtoError::PayloadCount(ike_wire::PayloadType::IDI))?;
@@ -853,14 +1032,20 @@ impl IkeSa {
             .cloned()
             .ok_or(ProtoError::AuthenticationFailed)?;
         let IkeState::HalfOpen(init) = &self.state else { return Err(ProtoError::MessageId) };
+        if !init.pending_ke.is_empty() {
+            // RFC 9370 §2.2.2: every negotiated additional key exchange
+            // completes before IKE_AUTH.
+            return Err(ProtoError::Invalid("IKE_AUTH before the additional key exchanges"));
+        }
+        let int_auth = init.int_auth_for(message_id);
         let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
         let mut id_i_body = vec![id_i.id_type.0, 0, 0, 0];
         id_i_body.extend_from_slice(&id_i.data);
-        let octets_i = sa::signed_octets(&*keys.prf, &keys.sk_pi, &init.message1, &init.nr, &id_i_body)?;
+        let octets_i = sa::signed_octets_int(&*keys.prf, &keys.sk_pi, &init.message1, &init.nr, &id_i_body, int_auth.as_deref())?;
         let certs: Vec<&ike_wire::Cert<'_>> = p.certs().collect();
         sa::verify_auth(&conn.remote_auth, &*keys.prf, &octets_i, auth, &certs, &peer_id, ctx.now)?;
         let id_r = sa::id_body(&conn.local_id);
-        let octets_r = sa::signed_octets(&*keys.prf, &keys.sk_pr, &init.message2, &init.ni, &id_r)?;
+        let octets_r = sa::signed_octets_int(&*keys.prf, &keys.sk_pr, &init.message2, &init.ni, &id_r, int_auth.as_deref())?;
         let (auth_r, certs_r) = sa::make_auth(&conn.local_auth, &*keys.prf, &octets_r, &self.peer_hashes, ctx.rng)?;
         let (ni, nr) = (init.ni.clone(), init.nr.clone());
         self.conn = conn.clone();
@@ -1011,7 +1196,8 @@ impl IkeSa {
         let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
         let mut id_r_body = vec![id_r.id_type.0, 0, 0, 0];
         id_r_body.extend_from_slice(&id_r.data);
-        let octets = sa::signed_octets(&*keys.prf, &keys.sk_pr, &task.init.message2, &task.init.ni, &id_r_body)?;
+        let int_auth = task.init.int_auth_for(task.message_id);
+        let octets = sa::signed_octets_int(&*keys.prf, &keys.sk_pr, &task.init.message2, &task.init.ni, &id_r_body, int_auth.as_deref())?;
         let certs: Vec<&ike_wire::Cert<'_>> = p.certs().collect();
         sa::verify_auth(&self.conn.remote_auth, &*keys.prf, &octets, auth, &certs, &peer_id, ctx.now)?;
         self.remote_id = Some(peer_id.clone());
@@ -1488,7 +1674,7 @@ impl IkeSa {
         let ke = ctx.crypto.key_exchange(method.0, ctx.rng)?;
         let ni = ctx.nonce();
         let p = vec![
-            Payload::Sa(proposal::ike_sa_payload(&self.conn.ike_proposals, &new_spi_i.to_be_bytes())),
+            Payload::Sa(proposal::ike_sa_payload(&proposal::without_addke(&self.conn.ike_proposals), &new_spi_i.to_be_bytes())),
             Payload::Nonce(Nonce { data: ni.clone().into() }),
             Payload::Ke(Ke { ke_method: method, data: ke.public_key().to_vec().into() }),
         ];
@@ -1551,7 +1737,7 @@ impl IkeSa {
         let handle = ctx.alloc.ike_handle();
         let spi_r = ctx.alloc.ike_spi(ctx.rng, handle);
         let built = (|| {
-            let (suite, answer) = proposal::select_ike_for_ke(&self.conn.ike_proposals, sa_i, &spi_r.to_be_bytes(), ke_i.ke_method)?;
+            let (suite, answer) = proposal::select_ike_for_ke(&self.conn.ike_proposals, sa_i, &spi_r.to_be_bytes(), ke_i.ke_method, false)?;
             if suite.ke != ke_i.ke_method {
                 return Err(ProtoError::InvalidKePayload(suite.ke));
             }
@@ -1625,7 +1811,7 @@ impl IkeSa {
             let (Some(sa_r), Some(nr), Some(ke_r)) = (p.sa(), p.nonce(), p.ke()) else {
                 return Err(ProtoError::PayloadCount(ike_wire::PayloadType::SA));
             };
-            let (suite, spi) = proposal::accept_ike(&self.conn.ike_proposals, sa_r)?;
+            let (suite, spi) = proposal::accept_ike(&proposal::without_addke(&self.conn.ike_proposals), sa_r)?;
             let spi_r = <[u8; 8]>::try_from(&spi[..]).map(u64::from_be_bytes).map_err(|_| ProtoError::Invalid("IKE rekey SPI"))?;
             if spi_r == 0 || suite.ke.0 != task.ke.method() || ke_r.ke_method != suite.ke {
                 return Err(ProtoError::Invalid("IKE rekey response"));

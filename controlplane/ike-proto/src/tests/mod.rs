@@ -12,3 +12,4 @@ mod tshark;
 mod certs;
 mod fragments;
 mod consistency;
+mod pq;
