@@ -18,6 +18,8 @@
 //!   responses to retransmitted requests; RFC 7296 §2.1).
 //! * `esprit_ike_datagrams_total{dir}`: IKE datagrams received / sent.
 //! * `esprit_ike_orphan_sas`: SAs of an earlier esprit-ike awaiting deletion.
+//! * `esprit_ike_pq_sas`: established IKE SAs whose keys include ML-KEM (in
+//!   IKE_SA_INIT or as an RFC 9370 additional key exchange).
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +43,7 @@ pub struct IkeMetrics {
     pub retransmits: IntCounter,
     pub datagrams: IntCounterVec,
     pub orphans: IntGauge,
+    pub pq_ike_sas: IntGauge,
 }
 
 /// Registration of a fixed, valid definition cannot fail.
@@ -72,6 +75,7 @@ impl IkeMetrics {
         let child_sas = gauge("esprit_ike_child_sas", "Child SAs programmed into the SA table")?;
         let half_open = gauge("esprit_ike_half_open", "Responder IKE SAs waiting for IKE_AUTH")?;
         let orphans = gauge("esprit_ike_orphan_sas", "SA table slots of an earlier esprit-ike awaiting deletion")?;
+        let pq_ike_sas = gauge("esprit_ike_pq_sas", "Established IKE SAs with an ML-KEM key exchange")?;
         let retransmits = IntCounter::new("esprit_ike_retransmits_total", "IKE datagrams sent again, bit-identical")?;
         r.register(Box::new(retransmits.clone()))?;
         Ok(Self {
@@ -86,6 +90,7 @@ impl IkeMetrics {
             retransmits,
             datagrams,
             orphans,
+            pq_ike_sas,
         })
     }
 

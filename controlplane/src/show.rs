@@ -40,7 +40,9 @@ pub fn list_sas(data: &Value) -> String {
         let vips = list(&i["virtual_ips"]);
         let _ = writeln!(o, "  remote '{}' @ {}{}", s(&i["remote_id"]), s(&i["remote"]), if vips.is_empty() { String::new() } else { format!(" [{vips}]") });
         if !i["suite"].is_null() {
-            let _ = writeln!(o, "  {}", s(&i["suite"]));
+            // KE methods joined by `+`: IKE_SA_INIT's, then RFC 9370's.
+            let pq = if i["pq"].as_bool() == Some(true) { " (post-quantum)" } else { "" };
+            let _ = writeln!(o, "  {}{pq}", s(&i["suite"]));
         }
         if !i["established_secs"].is_null() {
             let nat = match (i["nat_local"].as_bool(), i["nat_remote"].as_bool()) {
