@@ -43,6 +43,8 @@ use crate::sa::{self, Ctx, Effect, IkeKeys, Role};
 use crate::time::Time;
 use crate::ts::{self, TrafficSelector};
 
+mod followup;
+
 /// How many COOKIE or INVALID_KE_PAYLOAD retries of IKE_SA_INIT we make.
 const MAX_INIT_RETRIES: u8 = 3;
 
@@ -163,6 +165,8 @@ pub enum Task {
     IkeAuth(Box<IkeAuthTask>),
     /// RFC 9242/9370: an IKE_INTERMEDIATE exchange with one additional KE.
     Intermediate(Box<IntermediateTask>),
+    /// RFC 9370 §2.2.4: an IKE SA rekey's additional key exchanges.
+    FollowupKe(Box<followup::FollowupTask>),
     CreateChild(Box<CreateChildTask>),
     RekeyIke(Box<RekeyIkeTask>),
     DeleteChildren(Vec<ChildSaHandle>),
@@ -295,6 +299,8 @@ pub struct IkeSa {
     pub fragment_len: Option<usize>,
     fragmentation_cfg: Option<crate::config::FragmentationConfig>,
     reassembly: Reassembly,
+    /// Responder: an IKE SA rekey waiting for its IKE_FOLLOWUP_KE.
+    followup: Option<followup::PendingFollowup>,
 }
 
 fn notify_payload(t: NotifyType) -> Payload<'static> {
@@ -366,6 +372,7 @@ impl IkeSa {
             fragment_len: None,
             fragmentation_cfg: ctx.config.fragmentation,
             reassembly: Reassembly::default(),
+            followup: None,
         }
     }
 
@@ -637,6 +644,9 @@ impl IkeSa {
                 (ExchangeType::CREATE_CHILD_SA, IkeState::Established | IkeState::Rekeyed { .. } | IkeState::Deleting) => {
                     self.respond_create_child(ctx, &payloads)
                 }
+                (ExchangeType::IKE_FOLLOWUP_KE, IkeState::Established | IkeState::Rekeyed { .. } | IkeState::Deleting) => {
+                    self.respond_followup(ctx, &payloads)
+                }
                 (ExchangeType::INFORMATIONAL, IkeState::HalfOpen(_)) => Err(ProtoError::Invalid("INFORMATIONAL before IKE_AUTH")),
                 (ExchangeType::INFORMATIONAL, _) => self.respond_informational(ctx, &payloads),
                 _ => Err(ProtoError::MessageId),
@@ -709,6 +719,7 @@ impl IkeSa {
             Task::Intermediate(t) => self.process_intermediate_response(ctx, *t, &payloads, &first_bytes, &plain),
             Task::CreateChild(t) => self.process_create_child_response(ctx, *t, &payloads),
             Task::RekeyIke(t) => self.process_rekey_ike_response(ctx, *t, &payloads),
+            Task::FollowupKe(t) => self.process_followup_response(ctx, *t, &payloads),
             Task::DeleteChildren(handles) => {
                 for h in handles {
                     self.remove_child(ctx, h);
@@ -1674,7 +1685,7 @@ impl IkeSa {
         let ke = ctx.crypto.key_exchange(method.0, ctx.rng)?;
         let ni = ctx.nonce();
         let p = vec![
-            Payload::Sa(proposal::ike_sa_payload(&proposal::without_addke(&self.conn.ike_proposals), &new_spi_i.to_be_bytes())),
+            Payload::Sa(proposal::ike_sa_payload(&self.conn.ike_proposals, &new_spi_i.to_be_bytes())),
             Payload::Nonce(Nonce { data: ni.clone().into() }),
             Payload::Ke(Ke { ke_method: method, data: ke.public_key().to_vec().into() }),
         ];
@@ -1698,10 +1709,12 @@ impl IkeSa {
         g_ir: &[u8],
         ni: &[u8],
         nr: &[u8],
+        additional: &[&[u8]],
     ) -> Result<IkeSa, ProtoError> {
         let old = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
-        // §2.18: SKEYSEED with the old PRF and SK_d, keys with the new PRF.
-        let skeyseed = keys::skeyseed_rekey(&*old.prf, &old.sk_d, g_ir, ni, nr, &[])?;
+        // §2.18: SKEYSEED with the old PRF and SK_d, keys with the new PRF;
+        // RFC 9370 §2.2.4 appends the IKE_FOLLOWUP_KE secrets.
+        let skeyseed = keys::skeyseed_rekey(&*old.prf, &old.sk_d, g_ir, ni, nr, additional)?;
         let keys = IkeKeys::derive(ctx.crypto, suite, &skeyseed, ni, nr, spi_i, spi_r, role)?;
         let mut sa = IkeSa::new(handle, self.conn.clone(), role, spi_i, spi_r, self.local, self.remote, ctx);
         sa.keys = Some(keys);
@@ -1727,6 +1740,9 @@ impl IkeSa {
             return Err(ProtoError::TemporaryFailure);
         }
         let ke_i = ke_i.ok_or(ProtoError::PayloadCount(ike_wire::PayloadType::KE))?;
+        // RFC 9370 §2.2.4: a rekey with additional key exchanges only when
+        // no simultaneous rekey of ours needs the §2.8.1 tie-break.
+        let addke = self.active.is_none();
         let spi_i = sa_i
             .proposals
             .iter()
@@ -1737,14 +1753,17 @@ impl IkeSa {
         let handle = ctx.alloc.ike_handle();
         let spi_r = ctx.alloc.ike_spi(ctx.rng, handle);
         let built = (|| {
-            let (suite, answer) = proposal::select_ike_for_ke(&self.conn.ike_proposals, sa_i, &spi_r.to_be_bytes(), ke_i.ke_method, false)?;
+            let (suite, answer) = proposal::select_ike_for_ke(&self.conn.ike_proposals, sa_i, &spi_r.to_be_bytes(), ke_i.ke_method, addke)?;
             if suite.ke != ke_i.ke_method {
                 return Err(ProtoError::InvalidKePayload(suite.ke));
             }
             let responded = ctx.crypto.key_exchange_respond(suite.ke.0, &ke_i.data, ctx.rng)?;
             let nr = ctx.nonce();
-            let new = self.rekeyed_sa(ctx, handle, Role::Responder, spi_i, spi_r, &suite, &responded.shared, &ni.data, &nr)?;
-            Ok((suite, answer, responded, nr, new))
+            if !suite.additional_ke.is_empty() {
+                return Ok((suite, answer, responded, nr, None));
+            }
+            let new = self.rekeyed_sa(ctx, handle, Role::Responder, spi_i, spi_r, &suite, &responded.shared, &ni.data, &nr, &[])?;
+            Ok((suite, answer, responded, nr, Some(new)))
         })();
         let (suite, answer, responded, nr, new) = match built {
             Ok(b) => b,
@@ -1754,11 +1773,18 @@ impl IkeSa {
                 return Err(e);
             }
         };
-        let out = vec![
+        let mut out = vec![
             Payload::Sa(answer),
             Payload::Nonce(Nonce { data: nr.clone().into() }),
             Payload::Ke(Ke { ke_method: suite.ke, data: responded.ke_data.into() }),
         ];
+        let Some(new) = new else {
+            // RFC 9370 §2.2.4: the new SA waits for the IKE_FOLLOWUP_KE
+            // exchanges; the link names this rekey in the first one.
+            let state = followup::RekeyIkeState { handle, spi_i, spi_r, suite, ni: ni.data.to_vec(), nr };
+            out.push(self.defer_rekey_ike(ctx, state, responded.shared));
+            return Ok(Reply::new(out));
+        };
         match &mut self.active {
             Some(Task::RekeyIke(t)) => {
                 // §2.8.1: simultaneous rekey, decided when our response
@@ -1811,15 +1837,32 @@ impl IkeSa {
             let (Some(sa_r), Some(nr), Some(ke_r)) = (p.sa(), p.nonce(), p.ke()) else {
                 return Err(ProtoError::PayloadCount(ike_wire::PayloadType::SA));
             };
-            let (suite, spi) = proposal::accept_ike(&proposal::without_addke(&self.conn.ike_proposals), sa_r)?;
+            let (suite, spi) = proposal::accept_ike(&self.conn.ike_proposals, sa_r)?;
             let spi_r = <[u8; 8]>::try_from(&spi[..]).map(u64::from_be_bytes).map_err(|_| ProtoError::Invalid("IKE rekey SPI"))?;
             if spi_r == 0 || suite.ke.0 != task.ke.method() || ke_r.ke_method != suite.ke {
                 return Err(ProtoError::Invalid("IKE rekey response"));
             }
             let g_ir = task.ke.compute_shared(&ke_r.data)?;
-            let new = self.rekeyed_sa(ctx, task.new_handle, Role::Initiator, task.new_spi_i, spi_r, &suite, &g_ir, &task.ni, &nr.data)?;
-            Ok((new, nr.data.to_vec()))
+            if !suite.additional_ke.is_empty() {
+                // RFC 9370 §2.2.4: IKE_FOLLOWUP_KE exchanges follow.
+                let link = p.notify(NotifyType::ADDITIONAL_KEY_EXCHANGE).map(|n| n.data.to_vec()).ok_or(ProtoError::Invalid("ADDKE without a link"))?;
+                let state = followup::RekeyIkeState { handle: task.new_handle, spi_i: task.new_spi_i, spi_r, suite, ni: task.ni.clone(), nr: nr.data.to_vec() };
+                return Ok(Err((state, g_ir, link)));
+            }
+            let new = self.rekeyed_sa(ctx, task.new_handle, Role::Initiator, task.new_spi_i, spi_r, &suite, &g_ir, &task.ni, &nr.data, &[])?;
+            Ok(Ok((new, nr.data.to_vec())))
         })();
+        let new = match new {
+            Ok(Err((state, g_ir, link))) if task.collision.is_none() && matches!(self.state, IkeState::Established) => {
+                self.start_followup(ctx, task, state, g_ir, &link);
+                return;
+            }
+            // A simultaneous rekey (or a peer Delete) meanwhile: no
+            // follow-up exchanges on this SA; the attempt is given up.
+            Ok(Err(_)) => Err(ProtoError::TemporaryFailure),
+            Ok(Ok(n)) => Ok(n),
+            Err(e) => Err(e),
+        };
         let (new, nr) = match new {
             Ok(n) => n,
             Err(_) => {
@@ -1851,6 +1894,12 @@ impl IkeSa {
                 return;
             }
         };
+        self.finish_rekey_ike(ctx, task, new, nr);
+    }
+
+    /// Our IKE SA rekey produced `new` (with the responder's nonce `nr`):
+    /// the §2.8.1 tie-break, then the hand-over.
+    fn finish_rekey_ike(&mut self, ctx: &mut Ctx<'_>, task: RekeyIkeTask, new: IkeSa, nr: Vec<u8>) {
         let ours = task.new_handle;
         ctx.out.effects.push(Effect::NewIkeSa(Box::new(new)));
         match task.collision {
@@ -2044,6 +2093,10 @@ impl IkeSa {
         if let Some(Task::RekeyIke(t)) = &self.active {
             ctx.alloc.ike_spis.remove(&t.new_spi_i);
         }
+        if let Some(Task::FollowupKe(t)) = &self.active {
+            ctx.alloc.ike_spis.remove(&t.rekey.new_spi_i);
+        }
+        self.drop_pending_followup(ctx);
         self.active = None;
         self.queue.clear();
         self.xm.clear_outstanding();
@@ -2070,6 +2123,7 @@ impl IkeSa {
         if matches!(self.state, IkeState::HalfOpen(_)) {
             consider(Some(self.last_inbound + self.half_open_timeout));
         }
+        consider(self.followup_deadline());
         if let Some(cfg) = &self.fragmentation_cfg {
             consider(self.reassembly.deadline(cfg));
         }
@@ -2112,6 +2166,7 @@ impl IkeSa {
         if let Some(cfg) = ctx.config.fragmentation {
             self.reassembly.expire(&cfg, ctx.now);
         }
+        self.expire_followup(ctx);
         if matches!(self.state, IkeState::HalfOpen(_)) && self.last_inbound + self.half_open_timeout <= ctx.now {
             // The initiator never sent IKE_AUTH: free the half-open slot.
             self.close(ctx, DownReason::Timeout);

@@ -367,3 +367,142 @@ fn a_bad_ciphertext_stops_the_initiator_before_ike_auth() {
     assert_eq!(p.sent(Side::A, ExchangeType::IKE_AUTH, false), 0, "no IKE_AUTH after a failed decapsulation");
     assert_eq!(p.ups(Side::B), 0);
 }
+
+// ----------------------------------------------------------------------
+// IKE SA rekeys with IKE_FOLLOWUP_KE (RFC 9370 §2.2.4)
+
+fn rekey_ike(p: &mut Pair, side: Side) -> crate::IkeSaHandle {
+    let h = up_handle(p, side);
+    p.command(side, crate::Command::RekeyIke { ike_sa: h });
+    p.drive();
+    h
+}
+
+/// The new IKE SA works both ways: a liveness check from each side, and a
+/// new Child SA whose keys match.
+fn assert_new_sa_works(p: &mut Pair) {
+    for side in [Side::A, Side::B] {
+        let h = up_handle(p, side);
+        p.command(side, crate::Command::Dpd { ike_sa: h });
+        p.drive();
+    }
+    let h = up_handle(p, Side::A);
+    p.command(Side::A, crate::Command::CreateChild { ike_sa: h });
+    p.drive();
+    let (a, b) = (p.installs(Side::A), p.installs(Side::B));
+    let (la, lb) = (a.last().expect("A child"), b.last().expect("B child"));
+    assert_eq!(la.spi_out, lb.spi_in);
+    assert_eq!(la.keys_out.encr[..], lb.keys_in.encr[..]);
+    assert!(p.downs(Side::A).iter().all(|d| *d == DownReason::Rekeyed), "{:?}", p.downs(Side::A));
+}
+
+#[test]
+fn ike_sa_rekey_with_mlkem768_runs_ike_followup_ke_in_both_directions() {
+    let mut p = pq_pair(930, &[&[KeId::ML_KEM_768]], &[&[KeId::ML_KEM_768]]);
+    p.connect();
+    let old = rekey_ike(&mut p, Side::A);
+    // After IKE_INTERMEDIATE (1) and IKE_AUTH (2): CREATE_CHILD_SA 3, then
+    // IKE_FOLLOWUP_KE 4, both on the old SA.
+    assert_eq!(mids(&p, Side::A, ExchangeType::CREATE_CHILD_SA), vec![(3, false)]);
+    assert_eq!(mids(&p, Side::A, ExchangeType::IKE_FOLLOWUP_KE), vec![(4, false)]);
+    assert_eq!(mids(&p, Side::B, ExchangeType::IKE_FOLLOWUP_KE), vec![(4, true)]);
+    for side in [Side::A, Side::B] {
+        assert_eq!(p.count(side, |e| matches!(e, crate::Event::IkeSaRekeyed { .. })), 1, "{side:?}");
+        assert_eq!(suite_of(&p, side).additional_ke, vec![KeId::ML_KEM_768]);
+    }
+    assert_ne!(up_handle(&p, Side::A), old);
+    assert_new_sa_works(&mut p);
+    // B rekeys the new SA back (B holds the ML-KEM key pair this time).
+    rekey_ike(&mut p, Side::B);
+    assert_eq!(p.count(Side::A, |e| matches!(e, crate::Event::IkeSaRekeyed { .. })), 2);
+    // (B's new SA sent a liveness check, 0, then CREATE_CHILD_SA 1.)
+    assert_eq!(mids(&p, Side::B, ExchangeType::IKE_FOLLOWUP_KE), vec![(4, true), (2, false)]);
+    assert_new_sa_works(&mut p);
+}
+
+#[test]
+fn ike_sa_rekey_with_two_additional_key_exchanges_chains_the_links() {
+    let slots: &[&[KeId]] = &[&[KeId::ECP_256], &[KeId::ML_KEM_1024]];
+    let ca = with_addke(psk_conn("site", "a.esprit.test", "b.esprit.test", b"k", true), slots);
+    let cb = with_addke(psk_conn("site", "b.esprit.test", "a.esprit.test", b"k", false), slots);
+    let mut p = Pair::new(931, frag(ca, 600), frag(cb, 600));
+    p.connect();
+    rekey_ike(&mut p, Side::A);
+    // IKE_INTERMEDIATE 1 and 2, IKE_AUTH 3, CREATE_CHILD_SA 4.
+    assert_eq!(mids(&p, Side::A, ExchangeType::IKE_FOLLOWUP_KE), vec![(5, false), (6, false)]);
+    // Each IKE_FOLLOWUP_KE request but the first carries a link the
+    // responder made in its previous answer; the ML-KEM-1024 one is
+    // fragmented at 600 octets.
+    assert!(skf(&p, Side::A, ExchangeType::IKE_FOLLOWUP_KE).len() >= 3);
+    assert_eq!(suite_of(&p, Side::B).additional_ke, vec![KeId::ECP_256, KeId::ML_KEM_1024]);
+    assert_new_sa_works(&mut p);
+}
+
+#[test]
+fn ike_sa_rekey_survives_loss_of_an_ike_followup_ke_response() {
+    let mut p = pq_pair(932, &[&[KeId::ML_KEM_768]], &[&[KeId::ML_KEM_768]]);
+    p.connect();
+    p.link.filter = Some(drop_nth(Side::B, ExchangeType::IKE_FOLLOWUP_KE, true, 1));
+    rekey_ike(&mut p, Side::A);
+    assert_eq!(p.sent(Side::B, ExchangeType::IKE_FOLLOWUP_KE, true), 2, "the cached response, resent");
+    for side in [Side::A, Side::B] {
+        assert_eq!(p.count(side, |e| matches!(e, crate::Event::IkeSaRekeyed { .. })), 1);
+    }
+    assert_new_sa_works(&mut p);
+}
+
+#[test]
+fn an_abandoned_followup_is_forgotten_and_answered_with_state_not_found() {
+    let mut p = pq_pair(933, &[&[KeId::ML_KEM_768]], &[&[KeId::ML_KEM_768]]);
+    p.connect();
+    let old_b = up_handle(&p, Side::B);
+    // A's IKE_FOLLOWUP_KE requests are lost until B gave up on the rekey.
+    let until = p.time + Duration::from_secs(35);
+    let clock = std::rc::Rc::new(std::cell::Cell::new(p.time));
+    let c2 = clock.clone();
+    p.link.filter = Some(Box::new(move |side, d| {
+        side == Side::A && c2.get() < until && d.header().is_some_and(|h| h.exchange_type == ExchangeType::IKE_FOLLOWUP_KE)
+    }));
+    let h = up_handle(&p, Side::A);
+    p.command(Side::A, crate::Command::RekeyIke { ike_sa: h });
+    while p.time < until + Duration::from_secs(60) {
+        p.drive_for(Duration::from_secs(1));
+        clock.set(p.time);
+    }
+    // B answered a late retransmit (it had forgotten the link): STATE_NOT_FOUND.
+    let answers = p.sent(Side::B, ExchangeType::IKE_FOLLOWUP_KE, true);
+    assert_eq!(answers, 1, "one answer, the error");
+    for side in [Side::A, Side::B] {
+        assert_eq!(p.count(side, |e| matches!(e, crate::Event::IkeSaRekeyed { .. })), 0, "{side:?}: no rekey happened");
+        assert!(p.downs(side).is_empty(), "{side:?}: {:?}", p.downs(side));
+    }
+    assert_eq!(up_handle(&p, Side::B), old_b);
+    // The SPIs set aside for the new SA were given back: one IKE SA each.
+    assert_eq!((p.a.ep.ike_sa_count(), p.b.ep.ike_sa_count()), (1, 1));
+    // The old SA still works and can be rekeyed now.
+    rekey_ike(&mut p, Side::A);
+    assert_eq!(p.count(Side::B, |e| matches!(e, crate::Event::IkeSaRekeyed { .. })), 1);
+    assert_new_sa_works(&mut p);
+}
+
+#[test]
+fn followup_code_points_match_rfc_9370() {
+    // RFC 9370 §5 / IANA: IKE_FOLLOWUP_KE 44, ADDITIONAL_KEY_EXCHANGE 16441,
+    // STATE_NOT_FOUND 47; ADDKE1..7 are transform types 6..12.
+    assert_eq!(ExchangeType::IKE_FOLLOWUP_KE.0, 44);
+    assert_eq!(NotifyType::ADDITIONAL_KEY_EXCHANGE.0, 16441);
+    assert_eq!(NotifyType::STATE_NOT_FOUND.0, 47);
+    assert_eq!((TransformType::ADDKE1.0, TransformType::ADDKE7.0), (6, 12));
+    let n = crate::error::ProtoError::StateNotFound.notify().expect("a notify");
+    assert_eq!(n.notify_type, NotifyType::STATE_NOT_FOUND);
+}
+
+#[test]
+fn ike_sa_rekey_against_a_peer_without_addke_stays_classic() {
+    let mut p = pq_pair(935, &[&[KeId::ML_KEM_768]], &[]);
+    p.connect();
+    rekey_ike(&mut p, Side::A);
+    assert_eq!(mids(&p, Side::A, ExchangeType::IKE_FOLLOWUP_KE), vec![]);
+    assert_eq!(p.count(Side::B, |e| matches!(e, crate::Event::IkeSaRekeyed { .. })), 1);
+    assert_new_sa_works(&mut p);
+}
