@@ -12,6 +12,8 @@
 # strongSwan; both must list one established IKE SA with the same KE
 # methods (swanctl --list-sas against esprit-ctl --json list-sas) and an
 # installed Child SA. With a PQ method esprit_ike_pq_sas must count it.
+# The IKE SA is then rekeyed by strongSwan and by esprit, each with
+# IKE_FOLLOWUP_KE for the additional key exchange (RFC 9370 §2.2.4).
 # Then a strongSwan without ADDKE (classic proposal only) against esprit's
 # ADDKE proposal: esprit falls back to its classic proposal.
 peer=${PEER:-sid}
@@ -131,8 +133,10 @@ start_ike() {
   ip netns exec pqsw-e "$ike" --config "$work/ike.yaml" >"$work/ike.log" 2>&1 &
   ike_pid=$!
   pids+=($ike_pid)
-  for _ in $(seq 50); do grep -q "listening on" "$work/ike.log" && break; kill -0 $ike_pid 2>/dev/null || break; sleep 0.1; done
-  grep -q "listening on" "$work/ike.log" || sw_fail "esprit-ike did not start"
+  # (Generous: the machine is shared with parallel builds.)
+  for _ in $(seq 200); do grep -q "listening on" "$work/ike.log" && break; kill -0 $ike_pid 2>/dev/null || break; sleep 0.1; done
+  grep -q "listening on" "$work/ike.log" \
+    || sw_fail "esprit-ike did not start ($(kill -0 $ike_pid 2>/dev/null && echo running || echo exited); log: $(cat "$work/ike.log"))"
 }
 
 stop_ike() {
@@ -172,6 +176,28 @@ PY
   fi
 }
 
+# IKE SA rekeys with RFC 9370 §2.2.4 IKE_FOLLOWUP_KE, first by strongSwan,
+# then by esprit; after each both sides keep one IKE SA with the same KE
+# methods, and the follow-up exchange is in strongSwan's log.
+rekey_both() {
+  local want=$1 what=$2 n_before n_after id
+  n_before=$(grep -c "IKE_FOLLOWUP_KE" "$sw_host/charon.log" || true)
+  sw --rekey --ike esprit >"$work/rekey.log" 2>&1 || { cat "$work/rekey.log"; sw_fail "$what: swanctl --rekey --ike failed"; }
+  for _ in $(seq 50); do ectl --json stats 2>/dev/null | grep -q '"esprit_ike_rekeys_total{kind=ike}": 1' && break; sleep 0.1; done
+  ectl --json stats | grep -q '"esprit_ike_rekeys_total{kind=ike}": 1' || sw_fail "$what: esprit did not complete strongSwan's IKE SA rekey"
+  sleep 0.5
+  check_sas "$want" "$what, rekeyed by strongSwan"
+  id=$(ectl --json list-sas | /usr/bin/python3 -c 'import json,sys; print([i for i in json.load(sys.stdin)["ike_sas"] if i["state"] == "Established"][0]["ike_sa"])')
+  ectl rekey ike "$id" >/dev/null || sw_fail "$what: esprit-ctl rekey ike refused"
+  for _ in $(seq 50); do ectl --json stats 2>/dev/null | grep -q '"esprit_ike_rekeys_total{kind=ike}": 2' && break; sleep 0.1; done
+  ectl --json stats | grep -q '"esprit_ike_rekeys_total{kind=ike}": 2' || sw_fail "$what: esprit's own IKE SA rekey did not complete"
+  sleep 0.5
+  check_sas "$want" "$what, rekeyed by esprit"
+  n_after=$(grep -c "IKE_FOLLOWUP_KE" "$sw_host/charon.log" || true)
+  # Two rekeys, each at least one follow-up request and response.
+  (( n_after - n_before >= 4 )) || sw_fail "$what: strongSwan logged no IKE_FOLLOWUP_KE exchanges ($n_before -> $n_after)"
+}
+
 for prop in "${proposals[@]}"; do
   esprit_names=$(/usr/bin/python3 -c '
 import sys
@@ -184,6 +210,7 @@ print("+".join([n[p[2]]] + [n[t.split("_", 1)[1]] for t in p[3:]]))' "$prop")
   sw --initiate --child net --timeout 20 >"$work/initiate.log" 2>&1 \
     || { sed 's/^/  swanctl| /' "$work/initiate.log" | tail -10; sw_fail "$prop: strongSwan could not bring the tunnel up to esprit"; }
   check_sas "$esprit_names" "$prop, esprit responder"
+  rekey_both "$esprit_names" "$prop"
   if [[ $prop == *mlkem1024* ]]; then
     # 1568-octet keys and ciphertexts cannot fit 1280-octet datagrams: both
     # sides must have fragmented their IKE_INTERMEDIATE message.
