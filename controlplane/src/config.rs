@@ -692,6 +692,7 @@ pub fn esp_proposal(s: &str) -> Result<EspProposal, String> {
     let mut enc = None;
     let mut esn = Vec::new();
     let mut pfs = Vec::new();
+    let mut additional_ke: Vec<Vec<KeId>> = Vec::new();
     for t in s.split('-') {
         if let Some(e) = encr(t) {
             if enc.replace(e).is_some() {
@@ -703,6 +704,14 @@ pub fn esp_proposal(s: &str) -> Result<EspProposal, String> {
             esn.push(EsnId::NO_ESN);
         } else if let Some(k) = ke(t) {
             pfs.push(k);
+        } else if let Some((n, k)) = addke(t) {
+            // RFC 9370 additional key exchanges of CREATE_CHILD_SA.
+            if additional_ke.len() < n {
+                additional_ke.resize(n, Vec::new());
+            }
+            if !additional_ke[n - 1].contains(&k) {
+                additional_ke[n - 1].push(k);
+            }
         } else {
             return Err(format!("{s:?}: unknown algorithm {t:?}"));
         }
@@ -714,7 +723,7 @@ pub fn esp_proposal(s: &str) -> Result<EspProposal, String> {
     if esn.is_empty() {
         esn.push(EsnId::NO_ESN);
     }
-    Ok(EspProposal { encr, key_bits, integ: IntegId::NONE, esn, pfs })
+    Ok(EspProposal { encr, key_bits, integ: IntegId::NONE, esn, pfs, additional_ke })
 }
 
 #[cfg(test)]
@@ -779,6 +788,8 @@ ike:
 
     #[test]
     fn parses_additional_key_exchanges_and_defaults_to_x25519_then_mlkem768() {
+        let e = esp_proposal("aes256gcm16-x25519-ke1_mlkem768").unwrap();
+        assert_eq!((e.pfs, e.additional_ke), (vec![KeId::CURVE25519], vec![vec![KeId::ML_KEM_768]]));
         let p = ike_proposal("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none-ke3_ecp256").unwrap();
         assert_eq!(p.ke, vec![KeId::CURVE25519]);
         assert_eq!(p.additional_ke, vec![vec![KeId::ML_KEM_768, KeId::NONE], vec![], vec![KeId::ECP_256]]);

@@ -547,6 +547,7 @@ impl Daemon {
                     c["encr"] = json!(format!("{:?}{}", e.suite.encr, e.suite.key_bits.map(|b| format!("-{b}")).unwrap_or_default()));
                     c["esn"] = json!(e.suite.esn);
                     c["pfs"] = json!(e.suite.ke.map(name_of));
+                    c["additional_ke"] = json!(e.suite.additional().map(name_of).collect::<Vec<_>>());
                     c["mode"] = json!(match e.mode {
                         ike_proto::Mode::Tunnel => "TUNNEL",
                         ike_proto::Mode::Transport => "TRANSPORT",

@@ -221,6 +221,16 @@ pub struct EspProposal {
     /// Key exchange methods for PFS in CREATE_CHILD_SA, preferred first;
     /// empty means no PFS (the KE transform is left out, RFC 7296 §3.3.3).
     pub pfs: Vec<KeId>,
+    /// RFC 9370 additional key exchanges of CREATE_CHILD_SA (run over
+    /// IKE_FOLLOWUP_KE), per ADDKE slot like [`IkeProposal::additional_ke`];
+    /// never in IKE_AUTH. Offered with a fallback proposal without them.
+    pub additional_ke: Vec<Vec<KeId>>,
+}
+
+impl EspProposal {
+    pub fn has_additional_ke(&self) -> bool {
+        self.additional_ke.iter().any(|s| !s.is_empty())
+    }
 }
 
 /// ESP encapsulation mode (RFC 7296 §1.3.1 USE_TRANSPORT_MODE).

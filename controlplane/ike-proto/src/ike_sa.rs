@@ -299,8 +299,12 @@ pub struct IkeSa {
     pub fragment_len: Option<usize>,
     fragmentation_cfg: Option<crate::config::FragmentationConfig>,
     reassembly: Reassembly,
-    /// Responder: an IKE SA rekey waiting for its IKE_FOLLOWUP_KE.
+    /// Responder: an IKE SA rekey or Child SA waiting for IKE_FOLLOWUP_KE.
     followup: Option<followup::PendingFollowup>,
+    /// What [`Self::child_install`] needs to derive KEYMAT again once the
+    /// RFC 9370 additional key exchanges of a Child SA are done (its
+    /// install is held back until then).
+    pending_keymat: Option<followup::ChildKeymat>,
 }
 
 fn notify_payload(t: NotifyType) -> Payload<'static> {
@@ -373,6 +377,7 @@ impl IkeSa {
             fragmentation_cfg: ctx.config.fragmentation,
             reassembly: Reassembly::default(),
             followup: None,
+            pending_keymat: None,
         }
     }
 
@@ -1263,7 +1268,7 @@ impl IkeSa {
         let result = match (p.sa(), p.ts_i(), p.ts_r()) {
             (Some(sa_r), Some(ts_i), Some(ts_r)) => {
                 let transport = p.notify(NotifyType::USE_TRANSPORT_MODE).is_some();
-                self.accept_child(ctx, &child, sa_r, ts_i, ts_r, None, &task.init.ni, &task.init.nr, None, transport, vips.is_empty())
+                self.accept_child(ctx, &child, sa_r, ts_i, ts_r, None, &task.init.ni, &task.init.nr, None, transport, vips.is_empty(), Via::IkeAuth)
             }
             _ => Err(ProtoError::NoProposalChosen),
         };
@@ -1373,9 +1378,10 @@ impl IkeSa {
         rekey_of: Option<ChildSaHandle>,
         transport: bool,
         check_ts_local: bool,
+        via: Via,
     ) -> Result<ChildSaInstall, ProtoError> {
         let conn = self.conn.clone();
-        let (suite, spi_out) = proposal::accept_esp(&conn.child.esp_proposals, sa_r, ke.is_some())?;
+        let (suite, spi_out) = proposal::accept_esp(&conn.child.esp_proposals, sa_r, via == Via::CreateChildSa)?;
         let ts_local = ts::from_wire_list(&ts_i.selectors);
         let ts_remote = ts::from_wire_list(&ts_r.selectors);
         // §2.9: the responder may only narrow. A virtual-IP client proposed
@@ -1415,16 +1421,14 @@ impl IkeSa {
         ts_remote: Vec<TrafficSelector>,
         rekey_of: Option<ChildSaHandle>,
     ) -> Result<Box<ChildSaInstall>, ProtoError> {
-        let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
-        let encr_len = ctx.crypto.encr_key_len(suite.encr.0, suite.key_bits)?;
-        let integ_len = ctx.crypto.integ_key_len(suite.integ.0)?;
-        let keymat = keys::child_sa_keymat(&*keys.prf, &keys.sk_d, g_ir, ni, nr, &[], ChildSaKeys::keymat_len(encr_len, integ_len))?;
-        let k = ChildSaKeys::split(&keymat, encr_len, integ_len)?;
-        let i = ChildKeys { encr: k.encr_i, integ: k.integ_i };
-        let r = ChildKeys { encr: k.encr_r, integ: k.integ_r };
-        let (keys_out, keys_in) = match role {
-            Role::Initiator => (i, r),
-            Role::Responder => (r, i),
+        // RFC 9370 §2.2.4: with additional key exchanges KEYMAT waits for
+        // them (the caller holds the install back; see `followup`).
+        let (keys_out, keys_in) = if suite.additional().next().is_some() {
+            self.pending_keymat = Some(followup::ChildKeymat { g_ir: g_ir.map(|g| ike_crypto::Secret::new(g.to_vec())), ni: ni.to_vec(), nr: nr.to_vec(), role });
+            let none = || ChildKeys { encr: ike_crypto::Secret::new(Vec::new()), integ: ike_crypto::Secret::new(Vec::new()) };
+            (none(), none())
+        } else {
+            self.child_keys(ctx, &suite, g_ir, ni, nr, &[], role)?
         };
         Ok(Box::new(ChildSaInstall {
             ike_sa: self.handle,
@@ -1443,6 +1447,31 @@ impl IkeSa {
             udp_encap: self.nat_local || self.nat_remote,
             rekey_of,
         }))
+    }
+
+    /// KEYMAT split into (outbound, inbound) keys for `role`.
+    #[allow(clippy::too_many_arguments)]
+    fn child_keys(
+        &self,
+        ctx: &Ctx<'_>,
+        suite: &EspSuite,
+        g_ir: Option<&[u8]>,
+        ni: &[u8],
+        nr: &[u8],
+        additional: &[&[u8]],
+        role: Role,
+    ) -> Result<(ChildKeys, ChildKeys), ProtoError> {
+        let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
+        let encr_len = ctx.crypto.encr_key_len(suite.encr.0, suite.key_bits)?;
+        let integ_len = ctx.crypto.integ_key_len(suite.integ.0)?;
+        let keymat = keys::child_sa_keymat(&*keys.prf, &keys.sk_d, g_ir, ni, nr, additional, ChildSaKeys::keymat_len(encr_len, integ_len))?;
+        let k = ChildSaKeys::split(&keymat, encr_len, integ_len)?;
+        let i = ChildKeys { encr: k.encr_i, integ: k.integ_i };
+        let r = ChildKeys { encr: k.encr_r, integ: k.integ_r };
+        Ok(match role {
+            Role::Initiator => (i, r),
+            Role::Responder => (r, i),
+        })
     }
 
     fn install_child(&mut self, ctx: &mut Ctx<'_>, install: ChildSaInstall) {
@@ -1568,7 +1597,13 @@ impl IkeSa {
         let nr = ctx.nonce();
         let transport = p.notify(NotifyType::USE_TRANSPORT_MODE).is_some();
         let old = rekey_of.and_then(|h| self.children.get(&h)).cloned();
-        let (out, install) = self.respond_child(ctx, sa_i, ts_i, ts_r, p.ke(), &ni.data, &nr, old.as_ref(), transport, Via::CreateChildSa)?;
+        let (mut out, install) = self.respond_child(ctx, sa_i, ts_i, ts_r, p.ke(), &ni.data, &nr, old.as_ref(), transport, Via::CreateChildSa)?;
+        if install.suite.additional().next().is_some() {
+            // RFC 9370 §2.2.4: installed after the IKE_FOLLOWUP_KE exchanges.
+            let keymat = self.pending_keymat.take();
+            out.push(self.defer_child(ctx, *install, keymat, rekey_of)?);
+            return Ok(Reply::new(out));
+        }
         let new_handle = install.child_sa;
         self.install_child(ctx, *install);
         if let Some(h) = rekey_of {
@@ -1601,72 +1636,95 @@ impl IkeSa {
             (None, Ok(()), Some(sa_r), Some(nr), Some(ts_i), Some(ts_r)) => {
                 let transport = p.notify(NotifyType::USE_TRANSPORT_MODE).is_some();
                 let ke = task.ke.as_deref().map(|k| (k, p.ke()));
-                self.accept_child(ctx, &task.child, sa_r, ts_i, ts_r, ke, &task.ni, &nr.data, task.rekey_of, transport, true)
+                self.accept_child(ctx, &task.child, sa_r, ts_i, ts_r, ke, &task.ni, &nr.data, task.rekey_of, transport, true, Via::CreateChildSa)
                     .map(|i| (i, nr.data.to_vec()))
             }
             (None, Err(e), ..) => Err(e),
             _ => Err(ProtoError::PayloadCount(ike_wire::PayloadType::SA)),
         };
-        let early_deletes = std::mem::take(&mut self.early_deletes);
-        match result {
-            Ok((install, _)) if early_deletes.contains(&install.spi_out) => {
-                // Deleted by the peer before we learnt of it: never install.
-                ctx.alloc.release_child_spi(install.spi_in);
-                if let Some(old) = task.rekey_of.and_then(|h| self.children.get_mut(&h)) {
-                    // The peer took the rekey as done: the old SA goes too.
-                    old.state = ChildState::Rekeyed;
-                    let h = old.handle;
-                    self.queue.push_back(Queued::DeleteChild(h));
-                }
-            }
-            Ok((install, nr)) => {
-                let new_handle = install.child_sa;
-                self.install_child(ctx, install);
-                let Some(old) = task.rekey_of else { return };
-                match task.collision {
-                    // §2.8.1: the exchange with the lowest nonce made the
-                    // redundant SA; its initiator (we) deletes it, and the
-                    // peer deletes the old one.
-                    Some((peer_min, _)) if min_nonce(&task.ni, &nr) < &peer_min[..] => {
-                        if let Some(c) = self.children.get_mut(&new_handle) {
-                            c.state = ChildState::Deleting;
-                        }
-                        self.queue.push_back(Queued::DeleteChild(new_handle));
-                    }
-                    _ => {
-                        if let Some(c) = self.children.get_mut(&old) {
-                            c.state = ChildState::Rekeyed;
-                        }
-                        self.queue.push_back(Queued::DeleteChild(old));
-                    }
-                }
-            }
-            Err(e) => {
-                ctx.alloc.release_child_spi(task.child.spi_in);
-                // §1.3: the responder wants another PFS group; retry with it
-                // if we offered it.
-                if let Some(group) = p.notify(NotifyType::INVALID_KE_PAYLOAD).and_then(|n| <[u8; 2]>::try_from(&n.data[..]).ok()) {
-                    let group = KeId(u16::from_be_bytes(group));
-                    let offered = self.conn.child.esp_proposals.iter().any(|e| e.pfs.contains(&group));
-                    let current = task.ke.as_ref().map(|k| k.method());
-                    if offered && current != Some(group.0) && task.ke_retries < MAX_INIT_RETRIES
-                        && self.start_create_child_with(ctx, task.rekey_of, Some(group), task.ke_retries + 1).is_ok()
-                    {
+        let result = match result {
+            // RFC 9370 §2.2.4: installed after the IKE_FOLLOWUP_KE exchanges.
+            Ok((install, _)) if install.suite.additional().next().is_some() => {
+                let link = p.notify(NotifyType::ADDITIONAL_KEY_EXCHANGE).map(|n| n.data.to_vec());
+                match (link, self.pending_keymat.take()) {
+                    (Some(link), Some(keymat)) => {
+                        self.start_child_followup(ctx, task, install, keymat, &link);
                         return;
                     }
+                    _ => Err(ProtoError::Invalid("ADDKE without a link")),
                 }
-                let backoff = retry_backoff(ctx);
-                if let Some(old) = task.rekey_of.and_then(|h| self.children.get_mut(&h)) {
-                    if old.state == ChildState::Rekeying {
-                        old.state = ChildState::Installed;
-                        // §2.25: retry later, not at once.
-                        old.rekey_due = old.rekey_due.map(|_| ctx.now + backoff);
-                    }
+            }
+            r => r,
+        };
+        match result {
+            Ok((install, nr)) => self.child_created(ctx, task, install, nr),
+            Err(e) => self.child_failed(ctx, task, &p, e),
+        }
+    }
+
+    /// Our CREATE_CHILD_SA made `install`: install it, unless the peer
+    /// deleted it meanwhile, and settle a rekey (§2.8.1 collisions).
+    fn child_created(&mut self, ctx: &mut Ctx<'_>, task: CreateChildTask, install: ChildSaInstall, nr: Vec<u8>) {
+        let early_deletes = std::mem::take(&mut self.early_deletes);
+        if early_deletes.contains(&install.spi_out) {
+            // Deleted by the peer before we learnt of it: never install.
+            ctx.alloc.release_child_spi(install.spi_in);
+            if let Some(old) = task.rekey_of.and_then(|h| self.children.get_mut(&h)) {
+                // The peer took the rekey as done: the old SA goes too.
+                old.state = ChildState::Rekeyed;
+                let h = old.handle;
+                self.queue.push_back(Queued::DeleteChild(h));
+            }
+            return;
+        }
+        let new_handle = install.child_sa;
+        self.install_child(ctx, install);
+        let Some(old) = task.rekey_of else { return };
+        match task.collision {
+            // §2.8.1: the exchange with the lowest nonce made the
+            // redundant SA; its initiator (we) deletes it, and the
+            // peer deletes the old one.
+            Some((peer_min, _)) if min_nonce(&task.ni, &nr) < &peer_min[..] => {
+                if let Some(c) = self.children.get_mut(&new_handle) {
+                    c.state = ChildState::Deleting;
                 }
-                let notify = e.notify().map_or(NotifyType::NO_PROPOSAL_CHOSEN, |n| n.notify_type);
-                ctx.out.events.push_back(Event::ChildSaFailed { ike_sa: self.handle, notify });
+                self.queue.push_back(Queued::DeleteChild(new_handle));
+            }
+            _ => {
+                if let Some(c) = self.children.get_mut(&old) {
+                    c.state = ChildState::Rekeyed;
+                }
+                self.queue.push_back(Queued::DeleteChild(old));
             }
         }
+    }
+
+    /// Our CREATE_CHILD_SA failed: give the SPI back, retry with another
+    /// PFS group if asked, or later.
+    fn child_failed(&mut self, ctx: &mut Ctx<'_>, task: CreateChildTask, p: &Payloads<'_, '_>, e: ProtoError) {
+        ctx.alloc.release_child_spi(task.child.spi_in);
+        // §1.3: the responder wants another PFS group; retry with it if we
+        // offered it.
+        if let Some(group) = p.notify(NotifyType::INVALID_KE_PAYLOAD).and_then(|n| <[u8; 2]>::try_from(&n.data[..]).ok()) {
+            let group = KeId(u16::from_be_bytes(group));
+            let offered = self.conn.child.esp_proposals.iter().any(|e| e.pfs.contains(&group));
+            let current = task.ke.as_ref().map(|k| k.method());
+            if offered && current != Some(group.0) && task.ke_retries < MAX_INIT_RETRIES
+                && self.start_create_child_with(ctx, task.rekey_of, Some(group), task.ke_retries + 1).is_ok()
+            {
+                return;
+            }
+        }
+        let backoff = retry_backoff(ctx);
+        if let Some(old) = task.rekey_of.and_then(|h| self.children.get_mut(&h)) {
+            if old.state == ChildState::Rekeying {
+                old.state = ChildState::Installed;
+                // §2.25: retry later, not at once.
+                old.rekey_due = old.rekey_due.map(|_| ctx.now + backoff);
+            }
+        }
+        let notify = e.notify().map_or(NotifyType::NO_PROPOSAL_CHOSEN, |n| n.notify_type);
+        ctx.out.events.push_back(Event::ChildSaFailed { ike_sa: self.handle, notify });
     }
 
     // ------------------------------------------------------------------
@@ -2094,7 +2152,7 @@ impl IkeSa {
             ctx.alloc.ike_spis.remove(&t.new_spi_i);
         }
         if let Some(Task::FollowupKe(t)) = &self.active {
-            ctx.alloc.ike_spis.remove(&t.rekey.new_spi_i);
+            self.release_followup_task(ctx, t);
         }
         self.drop_pending_followup(ctx);
         self.active = None;

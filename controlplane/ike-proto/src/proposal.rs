@@ -72,6 +72,12 @@ impl Offer {
         if with_ke && !p.pfs.is_empty() {
             by_type.insert(TransformType::KE, p.pfs.iter().map(|k| (k.0, None)).collect());
         }
+        if with_ke {
+            for (i, slot) in p.additional_ke.iter().enumerate().filter(|(_, s)| !s.is_empty()) {
+                let Some(t) = u8::try_from(i + 1).ok().and_then(TransformType::addke) else { continue };
+                by_type.insert(t, slot.iter().map(|k| (k.0, None)).collect());
+            }
+        }
         Self { by_type }
     }
 
@@ -189,6 +195,16 @@ pub struct EspSuite {
     pub esn: bool,
     /// The PFS key exchange of a CREATE_CHILD_SA, if any.
     pub ke: Option<KeId>,
+    /// RFC 9370 ADDKE1..7 of a CREATE_CHILD_SA, in slot order; `KeId::NONE`
+    /// where none was chosen.
+    pub additional_ke: [KeId; 7],
+}
+
+impl EspSuite {
+    /// The additional key exchanges to run, in order.
+    pub fn additional(&self) -> impl Iterator<Item = KeId> + '_ {
+        self.additional_ke.iter().copied().filter(|k| *k != KeId::NONE)
+    }
 }
 
 fn ike_suite(c: &BTreeMap<TransformType, Value>) -> Option<IkeSuite> {
@@ -219,6 +235,9 @@ fn esp_suite(c: &BTreeMap<TransformType, Value>) -> Option<EspSuite> {
         integ: IntegId(c.get(&TransformType::INTEG).map_or(NONE, |v| v.0)),
         esn: c.get(&TransformType::ESN).map_or(0, |v| v.0) == EsnId::ESN.0,
         ke: c.get(&TransformType::KE).filter(|v| v.0 != NONE).map(|v| KeId(v.0)),
+        additional_ke: std::array::from_fn(|i| {
+            u8::try_from(i + 1).ok().and_then(TransformType::addke).and_then(|t| c.get(&t)).map_or(KeId::NONE, |v| KeId(v.0))
+        }),
     })
 }
 
@@ -260,6 +279,27 @@ pub fn with_fallbacks(proposals: &[IkeProposal]) -> Vec<IkeProposal> {
     out
 }
 
+/// Our ESP proposals as offered in CREATE_CHILD_SA (`with_pfs`): each one
+/// with ADDKE followed by its fallback without (like [`with_fallbacks`]).
+fn esp_with_fallbacks(proposals: &[EspProposal], with_pfs: bool) -> Vec<EspProposal> {
+    let mut out: Vec<EspProposal> = Vec::with_capacity(proposals.len());
+    for p in proposals {
+        if !with_pfs || !p.has_additional_ke() {
+            let plain = EspProposal { additional_ke: Vec::new(), ..p.clone() };
+            if !out.contains(&plain) {
+                out.push(plain);
+            }
+            continue;
+        }
+        out.push(p.clone());
+        let classic = EspProposal { additional_ke: Vec::new(), ..p.clone() };
+        if !proposals.contains(&classic) && !out.contains(&classic) {
+            out.push(classic);
+        }
+    }
+    out
+}
+
 /// Our IKE proposals with their ADDKE transforms left out (deduplicated):
 /// for the exchanges that cannot run additional key exchanges.
 pub fn without_addke(proposals: &[IkeProposal]) -> Vec<IkeProposal> {
@@ -278,7 +318,7 @@ pub fn without_addke(proposals: &[IkeProposal]) -> Vec<IkeProposal> {
 /// IKE_AUTH never has its own key exchange, §1.2).
 pub fn esp_sa_payload(proposals: &[EspProposal], spi_in: u32, with_pfs: bool) -> Sa<'static> {
     Sa {
-        proposals: proposals
+        proposals: esp_with_fallbacks(proposals, with_pfs)
             .iter()
             .enumerate()
             .map(|(i, p)| Proposal {
@@ -320,7 +360,7 @@ pub fn select_esp(
     spi_in: u32,
     with_pfs: bool,
 ) -> Result<(EspSuite, u32, Sa<'static>), ProtoError> {
-    for o in ours {
+    for o in &esp_with_fallbacks(ours, with_pfs) {
         let our_offer = Offer::esp(o, with_pfs);
         for p in theirs.proposals.iter().filter(|p| p.protocol_id == ProtocolId::ESP) {
             let Ok(spi) = <[u8; 4]>::try_from(&p.spi[..]) else { continue };
@@ -378,9 +418,9 @@ pub fn accept_ike(ours: &[IkeProposal], sa: &Sa<'_>) -> Result<(IkeSuite, Vec<u8
 pub fn accept_esp(ours: &[EspProposal], sa: &Sa<'_>, with_pfs: bool) -> Result<(EspSuite, u32), ProtoError> {
     let (p, theirs) = single(sa, ProtocolId::ESP)?;
     let spi = <[u8; 4]>::try_from(&p.spi[..]).map_err(|_| ProtoError::NoProposalChosen)?;
-    for o in ours {
+    for o in &esp_with_fallbacks(ours, with_pfs) {
         if let Some(c) = choose(&Offer::esp(o, with_pfs), &theirs) {
-            if c.len() == theirs.by_type.len() {
+            if covers(&c, &theirs) {
                 if let Some(s) = esp_suite(&c) {
                     return Ok((s, u32::from_be_bytes(spi)));
                 }

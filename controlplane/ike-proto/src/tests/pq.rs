@@ -506,3 +506,90 @@ fn ike_sa_rekey_against_a_peer_without_addke_stays_classic() {
     assert_eq!(p.count(Side::B, |e| matches!(e, crate::Event::IkeSaRekeyed { .. })), 1);
     assert_new_sa_works(&mut p);
 }
+
+// ----------------------------------------------------------------------
+// Child SAs with additional key exchanges (CREATE_CHILD_SA + IKE_FOLLOWUP_KE)
+
+fn child_addke_pair(seed: u64, pfs: &[KeId], a_slots: &[&[KeId]], b_slots: &[&[KeId]]) -> Pair {
+    let mut ca = psk_conn("site", "a.esprit.test", "b.esprit.test", b"k", true);
+    let mut cb = psk_conn("site", "b.esprit.test", "a.esprit.test", b"k", false);
+    for (c, slots) in [(&mut ca, a_slots), (&mut cb, b_slots)] {
+        c.child.esp_proposals[0].pfs = pfs.to_vec();
+        c.child.esp_proposals[0].additional_ke = slots.iter().map(|s| s.to_vec()).collect();
+    }
+    Pair::new(seed, endpoint_config(ca), endpoint_config(cb))
+}
+
+fn last_installs_match(p: &Pair) -> (crate::EspSuite, crate::EspSuite) {
+    let (a, b) = (p.installs(Side::A), p.installs(Side::B));
+    let (la, lb) = (a.last().expect("A child"), b.last().expect("B child"));
+    assert_eq!(la.spi_out, lb.spi_in);
+    assert_eq!(la.spi_in, lb.spi_out);
+    assert_eq!(la.keys_out.encr[..], lb.keys_in.encr[..]);
+    assert_eq!(la.keys_in.encr[..], lb.keys_out.encr[..]);
+    assert_eq!(la.keys_out.encr.len(), 36, "real keys, not placeholders");
+    (la.suite, lb.suite)
+}
+
+#[test]
+fn a_new_child_sa_with_pfs_and_mlkem768_runs_one_ike_followup_ke() {
+    let mut p = child_addke_pair(940, &[KeId::CURVE25519], &[&[KeId::ML_KEM_768]], &[&[KeId::ML_KEM_768]]);
+    let h = p.connect();
+    p.command(Side::A, crate::Command::CreateChild { ike_sa: h });
+    p.drive();
+    assert_eq!(mids(&p, Side::A, ExchangeType::CREATE_CHILD_SA), vec![(2, false)]);
+    assert_eq!(mids(&p, Side::A, ExchangeType::IKE_FOLLOWUP_KE), vec![(3, false)]);
+    assert_eq!(p.installs(Side::A).len(), 2);
+    let (sa, sb) = last_installs_match(&p);
+    assert_eq!((sa.ke, sa.additional().collect::<Vec<_>>()), (Some(KeId::CURVE25519), vec![KeId::ML_KEM_768]));
+    assert_eq!(sa, sb);
+    // The IKE_AUTH Child SA never has additional key exchanges.
+    assert_eq!(p.installs(Side::A)[0].suite.additional().count(), 0);
+}
+
+#[test]
+fn a_child_sa_rekey_with_only_additional_key_exchanges_both_directions() {
+    // No PFS KE (SK(0) absent), ADDKE1 ECP-256 and ADDKE2 ML-KEM-768.
+    let slots: &[&[KeId]] = &[&[KeId::ECP_256], &[KeId::ML_KEM_768]];
+    let mut p = child_addke_pair(941, &[], slots, slots);
+    let h = p.connect();
+    let old = p.installs(Side::A)[0].child_sa;
+    p.command(Side::A, crate::Command::RekeyChild { ike_sa: h, child_sa: old });
+    p.drive();
+    assert_eq!(mids(&p, Side::A, ExchangeType::IKE_FOLLOWUP_KE), vec![(3, false), (4, false)], "{:?}", p.a.events);
+    let (sa, _) = last_installs_match(&p);
+    assert_eq!((sa.ke, sa.additional().collect::<Vec<_>>()), (None, vec![KeId::ECP_256, KeId::ML_KEM_768]));
+    // The old Child SA is gone on both sides, one new one remains.
+    for side in [Side::A, Side::B] {
+        assert_eq!(p.count(side, |e| matches!(e, crate::Event::ChildSaDelete { .. })), 1, "{side:?}");
+    }
+    // B rekeys it back.
+    let hb = up_handle(&p, Side::B);
+    let child_b = p.installs(Side::B).last().expect("child").child_sa;
+    p.command(Side::B, crate::Command::RekeyChild { ike_sa: hb, child_sa: child_b });
+    p.drive();
+    last_installs_match(&p);
+    assert_eq!(p.count(Side::A, |e| matches!(e, crate::Event::ChildSaDelete { .. })), 2);
+}
+
+#[test]
+fn a_child_sa_against_a_peer_without_esp_addke_falls_back() {
+    let mut p = child_addke_pair(942, &[KeId::CURVE25519], &[&[KeId::ML_KEM_768]], &[]);
+    let h = p.connect();
+    p.command(Side::A, crate::Command::CreateChild { ike_sa: h });
+    p.drive();
+    assert_eq!(mids(&p, Side::A, ExchangeType::IKE_FOLLOWUP_KE), vec![]);
+    let (sa, _) = last_installs_match(&p);
+    assert_eq!((sa.ke, sa.additional().count()), (Some(KeId::CURVE25519), 0));
+}
+
+#[test]
+fn a_lost_child_followup_request_is_retransmitted() {
+    let mut p = child_addke_pair(943, &[KeId::CURVE25519], &[&[KeId::ML_KEM_768]], &[&[KeId::ML_KEM_768]]);
+    let h = p.connect();
+    p.link.filter = Some(drop_nth(Side::A, ExchangeType::IKE_FOLLOWUP_KE, false, 1));
+    p.command(Side::A, crate::Command::CreateChild { ike_sa: h });
+    p.drive();
+    last_installs_match(&p);
+    assert_eq!(p.installs(Side::B).len(), 2);
+}

@@ -97,7 +97,7 @@ pub fn ike_proposal(ke: &[KeId]) -> IkeProposal {
 }
 
 pub fn esp_proposal(encr: EncrId, key_bits: Option<u16>) -> EspProposal {
-    EspProposal { encr, key_bits, integ: IntegId::NONE, esn: vec![EsnId::NO_ESN], pfs: Vec::new() }
+    EspProposal { encr, key_bits, integ: IntegId::NONE, esn: vec![EsnId::NO_ESN], pfs: Vec::new(), additional_ke: Vec::new() }
 }
 
 pub fn prefix(s: &str) -> TrafficSelector {
