@@ -13,7 +13,9 @@
 # methods (swanctl --list-sas against esprit-ctl --json list-sas) and an
 # installed Child SA. With a PQ method esprit_ike_pq_sas must count it.
 # The IKE SA is then rekeyed by strongSwan and by esprit, each with
-# IKE_FOLLOWUP_KE for the additional key exchange (RFC 9370 §2.2.4).
+# IKE_FOLLOWUP_KE for the additional key exchange (RFC 9370 §2.2.4), and
+# so is the Child SA (ESP proposal with the same KE and ADDKE methods).
+# No traffic: esprit runs without its dataplane here (IKE level only).
 # Then a strongSwan without ADDKE (classic proposal only) against esprit's
 # ADDKE proposal: esprit falls back to its classic proposal.
 peer=${PEER:-sid}
@@ -80,7 +82,8 @@ for _ in $(seq 100); do [[ -S $sw_host/charon.vici ]] && break; sleep 0.1; done
 version=$(grep -o 'strongSwan [0-9][0-9.]*' "$sw_host/charon.log" | head -1)
 [[ $version == "strongSwan $want_version"* ]] || sw_fail "expected strongSwan $want_version, got '$version'"
 
-# $1: strongSwan's IKE proposal; $2: esprit's proposal list (YAML flow list)
+# $1: strongSwan's IKE proposal; $2: esprit's proposal list (YAML flow
+# list); $3: the ESP proposal of both (default aes256gcm16)
 configure() {
   mkdir -p "$sw_host/swanctl"
   cat >"$sw_host/swanctl/swanctl.conf" <<EOT
@@ -96,7 +99,7 @@ connections {
     children {
       net { local_ts = 10.2.0.0/16
             remote_ts = 10.1.0.0/16
-            esp_proposals = aes256gcm16 }
+            esp_proposals = ${3:-aes256gcm16} }
     }
   }
 }
@@ -123,7 +126,7 @@ ike:
       remote_auth: { psk: "$psk" }
       proposals: $2
       child:
-        esp_proposals: [aes256gcm16]
+        esp_proposals: [${3:-aes256gcm16}]
         local_ts: [10.1.0.0/16]
         remote_ts: [10.2.0.0/16]
 EOT
@@ -198,19 +201,62 @@ rekey_both() {
   (( n_after - n_before >= 4 )) || sw_fail "$what: strongSwan logged no IKE_FOLLOWUP_KE exchanges ($n_before -> $n_after)"
 }
 
+# Child SA rekeys with PFS and RFC 9370 additional key exchanges
+# (CREATE_CHILD_SA + IKE_FOLLOWUP_KE), by strongSwan then by esprit; the new
+# Child SA must carry the same methods on both sides (strongSwan's child
+# algorithm line, e.g. AES_GCM_16-256/CURVE_25519/KE1_ML_KEM_768).
+rekey_child_both() {
+  local esp=$1 want=$2 what=$3 id child
+  for who in strongswan esprit; do
+    if [[ $who == strongswan ]]; then
+      sw --rekey --child net >"$work/rekey.log" 2>&1 || { cat "$work/rekey.log"; sw_fail "$what: swanctl --rekey --child failed"; }
+    else
+      read -r id child < <(ectl --json list-sas | /usr/bin/python3 -c '
+import json, sys
+i = [i for i in json.load(sys.stdin)["ike_sas"] if i["state"] == "Established"][0]
+print(i["ike_sa"], [c for c in i["child_sas"] if c["state"] == "INSTALLED"][0]["child_sa"])')
+      ectl rekey child "$child" >/dev/null || sw_fail "$what: esprit-ctl rekey child refused"
+    fi
+    sleep 1.5
+    sw --list-sas >"$work/sw-sas.log" 2>&1
+    ectl --json list-sas >"$work/sas.json"
+    /usr/bin/python3 - "$work/sas.json" "$want" "$work/sw-sas.log" <<'PY' || sw_fail "$what: Child SA rekeyed by $who: the sides disagree: $(cat "$work/sas.json") / $(grep -A3 INSTALLED "$work/sw-sas.log")"
+import json, re, sys
+d = json.load(open(sys.argv[1])); want = sys.argv[2].split("+"); sw = open(sys.argv[3]).read()
+up = [i for i in d["ike_sas"] if i["state"] == "Established"]
+assert len(up) == 1, d
+kids = [c for c in up[0]["child_sas"] if c["state"] == "INSTALLED"]
+assert len(kids) == 1, up[0]["child_sas"]
+c = kids[0]
+assert [c["pfs"]] + c["additional_ke"] == want, (c, want)
+names = {"CURVE25519": "CURVE_25519", "ECP_256": "ECP_256", "ML_KEM_768": "ML_KEM_768", "ML_KEM_1024": "ML_KEM_1024"}
+expect = "/".join([names[want[0]]] + ["KE%d_%s" % (i + 1, names[k]) for i, k in enumerate(want[1:])])
+algs = re.findall(r"AES_GCM_16-256/([A-Z0-9_/]+)", sw)
+assert any(a == expect for a in algs), (algs, expect)
+ins = re.findall(r"INSTALLED", sw)
+assert len(ins) == 1, sw
+PY
+  done
+  n=$(grep -c "IKE_FOLLOWUP_KE" "$sw_host/charon.log" || true)
+  (( n > 0 )) || sw_fail "$what: no IKE_FOLLOWUP_KE in strongSwan's log"
+}
+
 for prop in "${proposals[@]}"; do
   esprit_names=$(/usr/bin/python3 -c '
 import sys
 n = {"x25519": "CURVE25519", "ecp256": "ECP_256", "mlkem768": "ML_KEM_768", "mlkem1024": "ML_KEM_1024"}
 p = sys.argv[1].split("-")
 print("+".join([n[p[2]]] + [n[t.split("_", 1)[1]] for t in p[3:]]))' "$prop")
-  configure "$prop" "[$prop]"
+  # The Child SA's PFS and additional key exchanges: the IKE SA's methods.
+  esp=aes256gcm16-${prop#*-*-}
+  configure "$prop" "[$prop]" "$esp"
   # strongSwan initiates, esprit responds.
   start_ike
   sw --initiate --child net --timeout 20 >"$work/initiate.log" 2>&1 \
     || { sed 's/^/  swanctl| /' "$work/initiate.log" | tail -10; sw_fail "$prop: strongSwan could not bring the tunnel up to esprit"; }
   check_sas "$esprit_names" "$prop, esprit responder"
   rekey_both "$esprit_names" "$prop"
+  rekey_child_both "$esp" "$esprit_names" "$prop"
   if [[ $prop == *mlkem1024* ]]; then
     # 1568-octet keys and ciphertexts cannot fit 1280-octet datagrams: both
     # sides must have fragmented their IKE_INTERMEDIATE message.
