@@ -17,10 +17,18 @@
 //!   error's Notify is the response (or there is none, and the request is
 //!   dropped), in one place (`IkeSa::handle_request`).
 //! * Nothing is processed from a message whose SK payload did not verify.
-//! * The initial exchanges run IKE_SA_INIT then IKE_AUTH through
-//!   `IkeSa::start_next_initial_exchange`: RFC 9242 IKE_INTERMEDIATE
-//!   exchanges (and the RFC 9370 key updates they carry) slot in there
-//!   without changing the states around them.
+//! * The initial exchanges run IKE_SA_INIT, one RFC 9242 IKE_INTERMEDIATE
+//!   per negotiated RFC 9370 additional key exchange, then IKE_AUTH through
+//!   `IkeSa::start_next_initial_exchange`. Each IKE_INTERMEDIATE is protected
+//!   with the keys of the previous generation, extends IntAuth_i/IntAuth_r
+//!   with those keys' SK_pi/SK_pr over its unfragmented `A | P` (RFC 9242
+//!   §3.3), then the keys are derived again (`SKEYSEED(n) = prf(SK_d(n-1),
+//!   SK(n) | Ni | Nr)`); both AUTH payloads sign `IntAuth_iN | IntAuth_rN |
+//!   IKE_AUTH_MID`. A responder refuses IKE_AUTH before every negotiated
+//!   exchange ran and any IKE_INTERMEDIATE beyond them.
+//! * CREATE_CHILD_SA exchanges that negotiate additional key exchanges
+//!   continue over IKE_FOLLOWUP_KE (module `followup`); the new SA exists
+//!   only after the last one.
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
