@@ -580,7 +580,7 @@ impl Daemon {
                 "local_id": up.map(|u| id_str(&u.local_id)),
                 "remote_id": i.remote_id.as_ref().map(id_str),
                 "suite": i.suite.as_ref().map(|s| format!(
-                    "{:?}{}/{:?}{}/{:?}",
+                    "{:?}{}/{:?}{}/{}",
                     s.encr,
                     s.key_bits.map(|b| format!("-{b}")).unwrap_or_default(),
                     s.prf,
