@@ -593,3 +593,18 @@ fn a_lost_child_followup_request_is_retransmitted() {
     last_installs_match(&p);
     assert_eq!(p.installs(Side::B).len(), 2);
 }
+
+#[test]
+fn behind_a_nat_the_first_ike_intermediate_already_uses_port_4500() {
+    let mut p = pq_pair(950, &[&[KeId::ML_KEM_768]], &[&[KeId::ML_KEM_768]]);
+    p.link.nat = true;
+    p.connect();
+    // RFC 9242 §3.2 / RFC 7296 §2.23: after NAT detection in IKE_SA_INIT.
+    for (_, side, d) in p.wire.iter().filter(|(_, _, d)| d.header().is_some_and(|h| h.exchange_type == ExchangeType::IKE_INTERMEDIATE)) {
+        let port = if *side == Side::A { d.to.port() } else { d.from.port() };
+        assert_eq!(port, 4500, "{side:?}");
+        assert_eq!(d.payload[..4], [0, 0, 0, 0], "non-ESP marker");
+    }
+    assert_child_keys_match(&p);
+    assert!(p.installs(Side::A)[0].udp_encap);
+}
