@@ -15,7 +15,14 @@
 # it), a Child SA rekey started by esprit-ctl keeps traffic flowing on new
 # SPIs, an IKE SA rekey moves the Child SA to the new IKE SA without loss,
 # and esprit-ctl terminate clears both sides and the table.
+# PQ=1: esprit's proposal adds ML-KEM-768 as RFC 9370 ADDKE1; strongSwan
+# 5.9.8 predates RFC 9370, so everything must run on the classic fallback
+# proposal esprit sends after it (and the IKE SA rekey too).
+pq=${PQ:-0}
 name=ike-strongswan-initiator
+[[ $pq == 1 ]] && name="$name pq-fallback"
+site_proposal=aes128gcm16-prfsha256-ecp256
+[[ $pq == 1 ]] && site_proposal=aes128gcm16-prfsha256-ecp256-ke1_mlkem768
 . "$(dirname "$0")/lib.sh"
 ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
 ctl=${ESPRIT_CTL:-$top/target/debug/esprit-ctl}
@@ -63,7 +70,7 @@ ike:
       remote_id: strongswan.site
       local_auth: { psk: "$psk" }
       remote_auth: { psk: "$psk" }
-      proposals: [aes128gcm16-prfsha256-ecp256]
+      proposals: [$site_proposal]
       child:
         esp_proposals: [aes128gcm16]
         local_ts: [192.168.109.0/24]
@@ -139,6 +146,12 @@ grep -q "ESTABLISHED" "$work/sas.txt" && grep -q "INSTALLED" "$work/sas.txt" || 
 grep -q "(initiator)" "$work/sas.txt" || ike_fail "esprit is not listed as the initiator: $(cat "$work/sas.txt")"
 "$peer" swanctl ike-sw "$work/sw" --list-sas >"$work/sw-sas.log" 2>&1
 grep -q "ESTABLISHED" "$work/sw-sas.log" && grep -q "INSTALLED" "$work/sw-sas.log" || ike_fail "strongSwan lists no tunnel: $(cat "$work/sw-sas.log")"
+if [[ $pq == 1 ]]; then
+  grep -q "ENCR_AES_GCM_16-128/PRF_HMAC_SHA2_256/ECP_256$" "$work/sas.txt" \
+    || ike_fail "esprit did not fall back to its classic proposal: $(cat "$work/sas.txt")"
+  grep -q "AES_GCM_16-128/PRF_HMAC_SHA2_256/ECP_256$" "$work/sw-sas.log" \
+    || ike_fail "strongSwan does not list the classic proposal: $(cat "$work/sw-sas.log")"
+fi
 
 ip netns exec ike-srv ping -c 5 -i 0.2 -W 2 10.50.0.1 >"$work/ping.log" 2>&1 \
   || { cat "$work/ping.log"; ike_fail "no ping from 192.168.109.2 to strongSwan's 10.50.0.1 through esprit"; }
