@@ -2033,7 +2033,7 @@ impl IkeSa {
                         let Ok(b) = <[u8; 4]>::try_from(&spi[..]) else { continue };
                         let spi = u32::from_be_bytes(b);
                         let Some(h) = self.children.values().find(|c| c.spi_out == spi).map(|c| c.handle) else {
-                            if matches!(self.active, Some(Task::CreateChild(_))) {
+                            if matches!(self.active, Some(Task::CreateChild(_))) || self.child_in_followup() {
                                 self.early_deletes.push(spi);
                             }
                             continue;
@@ -2071,6 +2071,11 @@ impl IkeSa {
         while self.active.is_none() && self.xm.can_send() {
             let usable = matches!(self.state, IkeState::Established | IkeState::Rekeyed { .. } | IkeState::Deleting);
             if !usable {
+                return;
+            }
+            // §2.25.2 as for a plain rekey: nothing of ours may be in flight
+            // when a peer's IKE SA rekey completes its IKE_FOLLOWUP_KE.
+            if self.ike_rekey_pending_followup() {
                 return;
             }
             let Some(q) = self.queue.pop_front() else { return };

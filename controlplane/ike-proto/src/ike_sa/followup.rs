@@ -341,6 +341,18 @@ impl IkeSa {
         }
     }
 
+    /// Whether our outstanding work is a Child SA in its follow-ups (a
+    /// Delete for a SPI we do not know yet may name it: the peer installed
+    /// it and our last response got lost).
+    pub(super) fn child_in_followup(&self) -> bool {
+        matches!(&self.active, Some(Task::FollowupKe(t)) if matches!(t.origin, Origin::Child(_)))
+    }
+
+    /// Responder: a peer's IKE SA rekey waits for its IKE_FOLLOWUP_KE.
+    pub(super) fn ike_rekey_pending_followup(&self) -> bool {
+        matches!(&self.followup, Some(PendingFollowup { kind: Kind::RekeyIke { .. }, .. }))
+    }
+
     /// SPIs held by our follow-up task, for `close`.
     pub(super) fn release_followup_task(&self, ctx: &mut Ctx<'_>, t: &FollowupTask) {
         match &t.origin {
