@@ -608,3 +608,30 @@ fn behind_a_nat_the_first_ike_intermediate_already_uses_port_4500() {
     assert_child_keys_match(&p);
     assert!(p.installs(Side::A)[0].udp_encap);
 }
+
+#[test]
+fn mlkem512_alone_in_ike_sa_init_both_roles() {
+    // draft-ietf-ipsecme-ikev2-mlkem §3: ML-KEM-512 MAY be the only key
+    // exchange of IKE_SA_INIT (its 800-octet key fits one datagram); the
+    // initiator sends ek, the responder the 768-octet ciphertext.
+    for (seed, side) in [(960, Side::A), (961, Side::B)] {
+        let mut ca = psk_conn("site", "a.esprit.test", "b.esprit.test", b"k", true);
+        let mut cb = psk_conn("site", "b.esprit.test", "a.esprit.test", b"k", false);
+        ca.ike_proposals = vec![ike_proposal(&[KeId::ML_KEM_512])];
+        cb.ike_proposals = vec![ike_proposal(&[KeId::ML_KEM_512])];
+        let mut p = Pair::new(seed, endpoint_config(ca), endpoint_config(cb));
+        p.initiate(side, "site");
+        p.drive_until(|p| p.ups(Side::A) == 1 && p.ups(Side::B) == 1);
+        p.drive_for(Duration::from_secs(1));
+        assert_eq!(suite_of(&p, Side::A).ke, KeId::ML_KEM_512);
+        assert_eq!(mids(&p, side, ExchangeType::IKE_INTERMEDIATE), vec![]);
+        let init_len = |s: Side| p.wire.iter().find(|(_, x, d)| *x == s && d.header().is_some_and(|h| h.exchange_type == ExchangeType::IKE_SA_INIT)).map(|(_, _, d)| d.payload.len()).expect("sent");
+        let other = if side == Side::A { Side::B } else { Side::A };
+        assert!(init_len(side) > 800 && init_len(other) > 768 && init_len(side) < 1228, "{} {}", init_len(side), init_len(other));
+        assert_child_keys_match(&p);
+        // And an IKE SA rekey with ML-KEM-512, started by the other side:
+        // it holds the ML-KEM key pair as the rekey's initiator.
+        rekey_ike(&mut p, other);
+        assert_new_sa_works(&mut p);
+    }
+}
