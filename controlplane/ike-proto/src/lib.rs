@@ -18,7 +18,8 @@
 //!   IKE_AUTH, CREATE_CHILD_SA, INFORMATIONAL (§1.2-§1.4, §2.8, §2.9, §2.15,
 //!   §2.17, §2.18, §2.23, §3.15); RFC 9242 IKE_INTERMEDIATE with the IntAuth
 //!   chain, RFC 9370 additional key exchanges in the initial exchanges and,
-//!   over IKE_FOLLOWUP_KE, in IKE and Child SA rekeys (`ike_sa::followup`);
+//!   over IKE_FOLLOWUP_KE, in IKE and Child SA rekeys (`ike_sa::intermediate`,
+//!   `ike_sa::followup`);
 //!   ML-KEM per draft-ietf-ipsecme-ikev2-mlkem.
 //! * [`proposal`]: SA payloads and proposal selection (§2.7, §3.3).
 //! * [`ts`]: traffic selectors and narrowing (§2.9).
