@@ -28,6 +28,15 @@ name="ike-strongswan auth=$auth${AUTH:+ key=$key}"
 [[ $auth == psk ]] && name=ike-strongswan
 nat=${NAT:-0}
 [[ $nat == 1 ]] && name="$name nat"
+# PQ=1: strongSwan 6.1.0 from the sid chroot (scripts/netns/strongswan-chroot-peer)
+# with X25519 + ML-KEM-768 (RFC 9370 ADDKE1, IKE_INTERMEDIATE, IKE_FOLLOWUP_KE
+# in its IKE SA rekey), esprit on its default proposal.
+pq=${PQ:-0}
+if [[ $pq == 1 ]]; then
+  name="$name pq"
+  export STRONGSWAN_ROOT=${STRONGSWAN_ROOT:-${INTEROP_DIR:-/var/tmp/esprit-interop}/chroots/sid-root}
+  STRONGSWAN_PEER=${STRONGSWAN_PEER:-$(cd "$(dirname "$0")" && pwd)/strongswan-chroot-peer}
+fi
 . "$(dirname "$0")/lib.sh"
 ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
 ctl=${ESPRIT_CTL:-$top/target/debug/esprit-ctl}
@@ -138,7 +147,7 @@ ike:
       remote_id: $client_id
       local_auth: $ike_local_auth
       remote_auth: $ike_remote_auth
-      proposals: [aes256gcm16-prfsha256-x25519, aes128gcm16-prfsha256-ecp256]
+      proposals: $( [[ $pq == 1 ]] && echo "[aes256gcm16-prfsha384-x25519-ke1_mlkem768]" || echo "[aes256gcm16-prfsha256-x25519, aes128gcm16-prfsha256-ecp256]" )
       pool: rw
       dpd_delay_secs: 2
       child:
@@ -170,7 +179,7 @@ connections {
     local_addrs = $client_addr
     remote_addrs = 172.16.9.1
     vips = 0.0.0.0
-    proposals = aes256gcm16-prfsha256-x25519
+    proposals = $( [[ $pq == 1 ]] && echo aes256gcm16-prfsha384-x25519-ke1_mlkem768 || echo aes256gcm16-prfsha256-x25519 )
     local { $sw_local
             id = $client_id }
     remote { $sw_remote
@@ -208,6 +217,11 @@ ectl list-sas >"$work/sas.txt" || ike_fail "esprit-ctl list-sas failed"
 say "--- esprit-ctl list-sas"; [[ $demo == 1 ]] && cat "$work/sas.txt"
 grep -q "ESTABLISHED" "$work/sas.txt" || ike_fail "esprit-ctl lists no established IKE SA: $(cat "$work/sas.txt")"
 grep -q "INSTALLED, TUNNEL-in-UDP" "$work/sas.txt" || ike_fail "esprit-ctl lists no installed UDP-encapsulated Child SA: $(cat "$work/sas.txt")"
+if [[ $pq == 1 ]]; then
+  grep -q "CURVE25519+ML_KEM_768 (post-quantum)" "$work/sas.txt" || ike_fail "esprit-ctl does not list X25519+ML-KEM-768: $(cat "$work/sas.txt")"
+  grep -q "/CURVE_25519/KE1_ML_KEM_768" "$work/sw-sas.log" || ike_fail "strongSwan does not list X25519+ML-KEM-768: $(cat "$work/sw-sas.log")"
+  grep -q "strongSwan 6\.1" "$work/sw/charon.log" || ike_fail "not strongSwan 6.1 from the chroot: $(head -3 "$work/sw/charon.log")"
+fi
 if [[ $nat == 1 ]]; then
   grep -q "NAT: remote behind NAT" "$work/sas.txt" || ike_fail "esprit did not detect the NAT: $(cat "$work/sas.txt")"
   grep -Eq "remote 'client@esprit' @ 172\.16\.9\.2:2[0-9]{4}" "$work/sas.txt" \
