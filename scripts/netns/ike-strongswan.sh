@@ -265,6 +265,9 @@ for what in "--child net" "--ike esprit"; do
 done
 ectl --json stats >"$work/stats.json"
 grep -q '"esprit_ike_rekeys_total{kind=ike}": 1' "$work/stats.json" || ike_fail "the peer's IKE SA rekey is not counted: $(cat "$work/stats.json")"
+if [[ $pq == 1 ]]; then
+  grep -q "IKE_FOLLOWUP_KE response" "$work/sw/charon.log" || ike_fail "strongSwan's IKE SA rekey ran no IKE_FOLLOWUP_KE"
+fi
 ectl --json list-sas >"$work/sas.json"
 /usr/bin/python3 -c '
 import json, sys
