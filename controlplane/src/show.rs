@@ -69,7 +69,10 @@ pub fn list_sas(data: &Value) -> String {
             }
             let esn = if c["esn"].as_bool() == Some(true) { "ESN" } else { "no ESN" };
             let pfs = if c["pfs"].is_null() { String::new() } else { format!(", PFS {}", s(&c["pfs"])) };
-            let _ = writeln!(o, "    {}, {esn}{pfs}", s(&c["encr"]));
+            // RFC 9370 additional key exchanges of its CREATE_CHILD_SA.
+            let addke = list(&c["additional_ke"]);
+            let addke = if addke.is_empty() { String::new() } else { format!(", ADDKE {}", addke.replace(' ', "+")) };
+            let _ = writeln!(o, "    {}, {esn}{pfs}{addke}", s(&c["encr"]));
             let rekey = c["rekey_secs"].as_u64().filter(|r| *r > 0).map(|r| format!(", rekey at {r}s")).unwrap_or_default();
             let _ = writeln!(o, "    installed {}s ago{rekey}", s(&c["installed_secs"]));
             let last = if c["idle_secs"].is_null() { "no traffic seen".to_string() } else { format!("traffic {}s ago", s(&c["idle_secs"])) };
@@ -117,5 +120,23 @@ mod tests {
         assert!(t.contains("840 bytes"), "{t}");
         assert!(t.contains("traffic 1s ago"), "{t}");
         assert!(t.contains("remote 10.99.0.1/32"), "{t}");
+        assert!(t.contains("ENCR_AES_GCM_16-256, no ESN\n"), "{t}");
+    }
+
+    #[test]
+    fn shows_post_quantum_key_exchanges_of_ike_and_child_sas() {
+        let v = serde_json::json!({ "ike_sas": [{
+            "ike_sa": 1, "connection": "rw", "state": "Established", "initiator": true,
+            "spi_i": "0011223344556677", "spi_r": "8899aabbccddeeff",
+            "local": "172.16.9.1:4500", "remote": "172.16.9.2:4500", "local_id": "gw.esprit",
+            "remote_id": "sw.esprit", "suite": "ENCR_AES_GCM_16-256/PRF_HMAC_SHA2_384/CURVE25519+ML_KEM_768",
+            "key_exchanges": ["CURVE25519", "ML_KEM_768"], "pq": true,
+            "child_sas": [{ "child_sa": 2, "state": "INSTALLED", "spi_in": "c0000001", "spi_out": "c0000002",
+              "encr": "ENCR_AES_GCM_16-256", "esn": false, "pfs": "CURVE25519", "additional_ke": ["ECP_256", "ML_KEM_768"],
+              "mode": "TUNNEL", "udp_encap": false, "ts_local": [], "ts_remote": [] }]
+        }], "orphans": [] });
+        let t = list_sas(&v);
+        assert!(t.contains("PRF_HMAC_SHA2_384/CURVE25519+ML_KEM_768 (post-quantum)"), "{t}");
+        assert!(t.contains("ENCR_AES_GCM_16-256, no ESN, PFS CURVE25519, ADDKE ECP_256+ML_KEM_768"), "{t}");
     }
 }
