@@ -167,9 +167,11 @@ impl IkeSa {
         let FollowupTask { origin, kind, mut shared, mut pending, ke } = task;
         let p = Payloads(payloads);
         let step = (|| {
-            if p.error_notify().is_some() {
-                // STATE_NOT_FOUND: the peer lost (or never had) the exchange.
-                return Err(ProtoError::Invalid("IKE_FOLLOWUP_KE refused"));
+            match p.error_notify() {
+                // The peer lost (or never had) the exchange.
+                Some(NotifyType::STATE_NOT_FOUND) => return Err(ProtoError::StateNotFound),
+                Some(_) => return Err(ProtoError::Invalid("IKE_FOLLOWUP_KE refused")),
+                None => {}
             }
             message::check(payloads, message::IKE_FOLLOWUP_KE)?;
             let ke_r = p.ke().ok_or(ProtoError::PayloadCount(ike_wire::PayloadType::KE))?;

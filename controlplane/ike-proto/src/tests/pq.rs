@@ -635,3 +635,37 @@ fn mlkem512_alone_in_ike_sa_init_both_roles() {
         assert_new_sa_works(&mut p);
     }
 }
+
+#[test]
+fn a_child_sa_whose_followup_the_responder_forgot_fails_with_state_not_found() {
+    let mut p = child_addke_pair(944, &[KeId::CURVE25519], &[&[KeId::ML_KEM_768]], &[&[KeId::ML_KEM_768]]);
+    let h = p.connect();
+    // A's IKE_FOLLOWUP_KE requests are lost until B dropped the pending
+    // Child SA (30 s); the retransmit after that gets STATE_NOT_FOUND.
+    let until = p.time + Duration::from_secs(35);
+    let clock = std::rc::Rc::new(std::cell::Cell::new(p.time));
+    let c2 = clock.clone();
+    p.link.filter = Some(Box::new(move |side, d| {
+        side == Side::A && c2.get() < until && d.header().is_some_and(|h| h.exchange_type == ExchangeType::IKE_FOLLOWUP_KE)
+    }));
+    p.command(Side::A, crate::Command::CreateChild { ike_sa: h });
+    while p.time < until + Duration::from_secs(60) {
+        p.drive_for(Duration::from_secs(1));
+        clock.set(p.time);
+    }
+    let failed: Vec<NotifyType> = p
+        .events(Side::A)
+        .iter()
+        .filter_map(|e| match e {
+            crate::Event::ChildSaFailed { notify, .. } => Some(*notify),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, vec![NotifyType::STATE_NOT_FOUND]);
+    // Nothing was installed for it on either side; the IKE SA lives on.
+    assert_eq!((p.installs(Side::A).len(), p.installs(Side::B).len()), (1, 1));
+    assert!(p.downs(Side::A).is_empty() && p.downs(Side::B).is_empty());
+    p.command(Side::A, crate::Command::CreateChild { ike_sa: h });
+    p.drive();
+    last_installs_match(&p);
+}
