@@ -50,6 +50,9 @@ ip -n pqsw-e link set pqsw-e0 up; ip -n pqsw-s link set pqsw-s0 up
 
 psk=esprit-pq-interop-$$
 ectl() { "$ctl" --socket "$work/ike.sock" "$@"; }
+# Whether esprit-ctl's output ($1: command words) contains $2. Through a
+# file: grep -q closing a pipe early would fail the pipeline (pipefail).
+ectl_has() { ectl $1 >"$work/ectl.out" 2>/dev/null && grep -q "$2" "$work/ectl.out"; }
 sw() { chroot "$root" env STRONGSWAN_CONF=$swdir/strongswan.conf /usr/sbin/swanctl "$@" --uri "unix://$swdir/charon.vici"; }
 sw_fail() {
   [[ -f $work/ike.log ]] && sed 's/^/  ike| /' "$work/ike.log" | tail -20
@@ -186,14 +189,14 @@ rekey_both() {
   local want=$1 what=$2 n_before n_after id
   n_before=$(grep -c "IKE_FOLLOWUP_KE" "$sw_host/charon.log" || true)
   sw --rekey --ike esprit >"$work/rekey.log" 2>&1 || { cat "$work/rekey.log"; sw_fail "$what: swanctl --rekey --ike failed"; }
-  for _ in $(seq 50); do ectl --json stats 2>/dev/null | grep -q '"esprit_ike_rekeys_total{kind=ike}": 1' && break; sleep 0.1; done
-  ectl --json stats | grep -q '"esprit_ike_rekeys_total{kind=ike}": 1' || sw_fail "$what: esprit did not complete strongSwan's IKE SA rekey"
+  for _ in $(seq 50); do ectl_has "--json stats" '"esprit_ike_rekeys_total{kind=ike}": 1' && break; sleep 0.1; done
+  ectl_has "--json stats" '"esprit_ike_rekeys_total{kind=ike}": 1' || sw_fail "$what: esprit did not complete strongSwan's IKE SA rekey"
   sleep 0.5
   check_sas "$want" "$what, rekeyed by strongSwan"
   id=$(ectl --json list-sas | /usr/bin/python3 -c 'import json,sys; print([i for i in json.load(sys.stdin)["ike_sas"] if i["state"] == "Established"][0]["ike_sa"])')
   ectl rekey ike "$id" >/dev/null || sw_fail "$what: esprit-ctl rekey ike refused"
-  for _ in $(seq 50); do ectl --json stats 2>/dev/null | grep -q '"esprit_ike_rekeys_total{kind=ike}": 2' && break; sleep 0.1; done
-  ectl --json stats | grep -q '"esprit_ike_rekeys_total{kind=ike}": 2' || sw_fail "$what: esprit's own IKE SA rekey did not complete"
+  for _ in $(seq 50); do ectl_has "--json stats" '"esprit_ike_rekeys_total{kind=ike}": 2' && break; sleep 0.1; done
+  ectl_has "--json stats" '"esprit_ike_rekeys_total{kind=ike}": 2' || sw_fail "$what: esprit's own IKE SA rekey did not complete"
   sleep 0.5
   check_sas "$want" "$what, rekeyed by esprit"
   n_after=$(grep -c "IKE_FOLLOWUP_KE" "$sw_host/charon.log" || true)
@@ -269,7 +272,7 @@ print("+".join([n[p[2]]] + [n[t.split("_", 1)[1]] for t in p[3:]]))' "$prop")
   # esprit initiates, strongSwan responds.
   start_ike
   ectl initiate site >/dev/null || sw_fail "$prop: esprit-ctl initiate site was refused"
-  for _ in $(seq 100); do ectl --json list-sas 2>/dev/null | grep -q '"Established"' && break; sleep 0.1; done
+  for _ in $(seq 100); do ectl_has "--json list-sas" '"Established"' && break; sleep 0.1; done
   check_sas "$esprit_names" "$prop, esprit initiator"
   stop_ike
 done
@@ -285,7 +288,7 @@ check_sas CURVE25519 "fallback, esprit responder"
 stop_ike
 start_ike
 ectl initiate site >/dev/null || sw_fail "fallback: esprit-ctl initiate site was refused"
-for _ in $(seq 100); do ectl --json list-sas 2>/dev/null | grep -q '"Established"' && break; sleep 0.1; done
+for _ in $(seq 100); do ectl_has "--json list-sas" '"Established"' && break; sleep 0.1; done
 check_sas CURVE25519 "fallback, esprit initiator"
 stop_ike
 pass
