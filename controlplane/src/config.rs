@@ -245,7 +245,9 @@ struct ConnYaml {
     remote_id: Option<String>,
     local_auth: AuthYaml,
     remote_auth: AuthYaml,
-    proposals: Vec<String>,
+    /// Absent: [`DEFAULT_IKE_PROPOSALS`].
+    #[serde(default)]
+    proposals: Option<Vec<String>>,
     child: ChildYaml,
     #[serde(default)]
     ike_rekey_secs: Option<u64>,
@@ -702,7 +704,8 @@ fn connection(
     base: &Path,
 ) -> Result<ConnectionConfig, ConfigError> {
     let mut ike_proposals = Vec::new();
-    for (i, p) in c.proposals.iter().enumerate() {
+    let defaults: Vec<String> = DEFAULT_IKE_PROPOSALS.iter().map(|s| s.to_string()).collect();
+    for (i, p) in c.proposals.as_ref().unwrap_or(&defaults).iter().enumerate() {
         ike_proposals.push(ike_proposal(p).map_err(|m| err(format!("{at}.proposals[{i}]"), m))?);
     }
     if ike_proposals.is_empty() {
@@ -856,18 +859,41 @@ fn ke(t: &str) -> Option<KeId> {
         "ecp384" => KeId::ECP_384,
         "ecp521" => KeId::ECP_521,
         "modp2048" => KeId::MODP_2048,
+        "mlkem512" => KeId::ML_KEM_512,
+        "mlkem768" => KeId::ML_KEM_768,
+        "mlkem1024" => KeId::ML_KEM_1024,
+        "none" => KeId::NONE,
         _ => return None,
     })
 }
 
-/// `aes256gcm16-prfsha256-x25519[-ecp256...]`; with a non-AEAD cipher an
-/// integrity algorithm (`sha256`) is required, and its PRF is implied
-/// when none is given.
+/// The IKE proposals of a connection that names none: X25519 in
+/// IKE_SA_INIT, then ML-KEM-768 as RFC 9370 ADDKE1 (draft-ietf-ipsecme-
+/// ikev2-mlkem's hybrid), offered with its classic fallback (ike-proto adds
+/// it) for peers without RFC 9370.
+pub const DEFAULT_IKE_PROPOSALS: &[&str] = &["aes256gcm16-prfsha384-x25519-ke1_mlkem768"];
+
+/// `keN_<method>` (strongSwan's notation for RFC 9370 ADDKE`N`, N = 1..7).
+fn addke(t: &str) -> Option<(usize, KeId)> {
+    let rest = t.strip_prefix("ke")?;
+    let (n, m) = rest.split_once('_')?;
+    let n: usize = n.parse().ok().filter(|n| (1..=7).contains(n))?;
+    Some((n, ke(m)?))
+}
+
+/// `aes256gcm16-prfsha256-x25519[-ecp256...][-ke1_mlkem768[-ke1_none]...]`;
+/// with a non-AEAD cipher an integrity algorithm (`sha256`) is required,
+/// and its PRF is implied when none is given. `keN_x` adds method x to RFC
+/// 9370 slot ADDKE`N` (`keN_none` makes it optional). ML-KEM-768/1024 go
+/// in an ADDKE slot only: IKE_SA_INIT cannot be fragmented
+/// (draft-ietf-ipsecme-ikev2-mlkem §3 allows only ML-KEM-512 there over
+/// UDP).
 pub fn ike_proposal(s: &str) -> Result<IkeProposal, String> {
     let mut enc = None;
     let mut p = None;
     let mut i = None;
     let mut kes = Vec::new();
+    let mut additional_ke: Vec<Vec<KeId>> = Vec::new();
     for t in s.split('-') {
         if let Some(e) = encr(t) {
             if enc.replace(e).is_some() {
@@ -877,8 +903,18 @@ pub fn ike_proposal(s: &str) -> Result<IkeProposal, String> {
             p = Some(x);
         } else if let Some(x) = integ(t) {
             i = Some((x, t));
-        } else if let Some(k) = ke(t) {
+        } else if let Some(k) = ke(t).filter(|k| *k != KeId::NONE) {
+            if matches!(k, KeId::ML_KEM_768 | KeId::ML_KEM_1024) {
+                return Err(format!("{s:?}: {t} cannot go in IKE_SA_INIT (not fragmentable); use it as an additional key exchange, e.g. ke1_{t}"));
+            }
             kes.push(k);
+        } else if let Some((n, k)) = addke(t) {
+            if additional_ke.len() < n {
+                additional_ke.resize(n, Vec::new());
+            }
+            if !additional_ke[n - 1].contains(&k) {
+                additional_ke[n - 1].push(k);
+            }
         } else {
             return Err(format!("{s:?}: unknown algorithm {t:?}"));
         }
@@ -902,7 +938,10 @@ pub fn ike_proposal(s: &str) -> Result<IkeProposal, String> {
     if kes.is_empty() {
         return Err(format!("{s:?}: no key exchange (e.g. x25519)"));
     }
-    Ok(IkeProposal { encr, key_bits, prf, integ, ke: kes })
+    if additional_ke.iter().any(|slot| !slot.is_empty() && slot.iter().all(|k| *k == KeId::NONE)) {
+        return Err(format!("{s:?}: an ADDKE slot with only `none`"));
+    }
+    Ok(IkeProposal { encr, key_bits, prf, integ, ke: kes, additional_ke })
 }
 
 /// `aes256gcm16[-esn|-noesn...][-x25519...]` (an AEAD: the dataplane has
@@ -911,6 +950,7 @@ pub fn esp_proposal(s: &str) -> Result<EspProposal, String> {
     let mut enc = None;
     let mut esn = Vec::new();
     let mut pfs = Vec::new();
+    let mut additional_ke: Vec<Vec<KeId>> = Vec::new();
     for t in s.split('-') {
         if let Some(e) = encr(t) {
             if enc.replace(e).is_some() {
@@ -922,6 +962,14 @@ pub fn esp_proposal(s: &str) -> Result<EspProposal, String> {
             esn.push(EsnId::NO_ESN);
         } else if let Some(k) = ke(t) {
             pfs.push(k);
+        } else if let Some((n, k)) = addke(t) {
+            // RFC 9370 additional key exchanges of CREATE_CHILD_SA.
+            if additional_ke.len() < n {
+                additional_ke.resize(n, Vec::new());
+            }
+            if !additional_ke[n - 1].contains(&k) {
+                additional_ke[n - 1].push(k);
+            }
         } else {
             return Err(format!("{s:?}: unknown algorithm {t:?}"));
         }
@@ -933,7 +981,7 @@ pub fn esp_proposal(s: &str) -> Result<EspProposal, String> {
     if esn.is_empty() {
         esn.push(EsnId::NO_ESN);
     }
-    Ok(EspProposal { encr, key_bits, integ: IntegId::NONE, esn, pfs })
+    Ok(EspProposal { encr, key_bits, integ: IntegId::NONE, esn, pfs, additional_ke })
 }
 
 #[cfg(test)]
@@ -1026,6 +1074,32 @@ ike:
         let e = DaemonConfig::from_yaml(&bad, Path::new(".")).err().unwrap();
         assert_eq!(e.path, "ike.connections.rw.poool");
         assert!(e.msg.contains("unknown field"), "{}", e.msg);
+    }
+
+    #[test]
+    fn parses_additional_key_exchanges_and_defaults_to_x25519_then_mlkem768() {
+        let e = esp_proposal("aes256gcm16-x25519-ke1_mlkem768").unwrap();
+        assert_eq!((e.pfs, e.additional_ke), (vec![KeId::CURVE25519], vec![vec![KeId::ML_KEM_768]]));
+        let p = ike_proposal("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none-ke3_ecp256").unwrap();
+        assert_eq!(p.ke, vec![KeId::CURVE25519]);
+        assert_eq!(p.additional_ke, vec![vec![KeId::ML_KEM_768, KeId::NONE], vec![], vec![KeId::ECP_256]]);
+        assert_eq!(ike_proposal("aes256gcm16-prfsha256-mlkem512").unwrap().ke, vec![KeId::ML_KEM_512]);
+        let y = YAML.replace("      proposals: [aes256gcm16-prfsha256-x25519-ecp256]\n", "");
+        let c = DaemonConfig::from_yaml(&y, Path::new(".")).unwrap();
+        let p = &c.endpoint.connections[0].ike_proposals[0];
+        assert_eq!((p.ke.clone(), p.additional_ke.clone()), (vec![KeId::CURVE25519], vec![vec![KeId::ML_KEM_768]]));
+    }
+
+    #[test]
+    fn refuses_mlkem768_in_ike_sa_init_naming_the_field() {
+        let bad = YAML.replace("aes256gcm16-prfsha256-x25519-ecp256", "aes256gcm16-prfsha256-mlkem768");
+        let e = DaemonConfig::from_yaml(&bad, Path::new(".")).err().unwrap();
+        assert_eq!(e.path, "ike.connections.rw.proposals[0]");
+        assert!(e.msg.contains("ke1_mlkem768"), "{}", e.msg);
+        let bad = YAML.replace("aes256gcm16-prfsha256-x25519-ecp256", "aes256gcm16-prfsha256-x25519-ke8_mlkem768");
+        assert_eq!(DaemonConfig::from_yaml(&bad, Path::new(".")).err().unwrap().path, "ike.connections.rw.proposals[0]");
+        let bad = YAML.replace("aes256gcm16-prfsha256-x25519-ecp256", "aes256gcm16-prfsha256-x25519-ke2_none");
+        assert_eq!(DaemonConfig::from_yaml(&bad, Path::new(".")).err().unwrap().path, "ike.connections.rw.proposals[0]");
     }
 
     #[test]

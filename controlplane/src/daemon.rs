@@ -147,6 +147,17 @@ fn name_of<T: std::fmt::Debug>(v: T) -> String {
     format!("{v:?}")
 }
 
+/// Whether an IKE SA's keys include a post-quantum key exchange (ML-KEM,
+/// in IKE_SA_INIT or as an RFC 9370 additional key exchange).
+fn has_pq_ke(s: &ike_proto::IkeSuite) -> bool {
+    std::iter::once(&s.ke).chain(&s.additional_ke).any(|k| matches!(*k, ike_wire::KeId::ML_KEM_512 | ike_wire::KeId::ML_KEM_768 | ike_wire::KeId::ML_KEM_1024))
+}
+
+/// The KE method of IKE_SA_INIT, then the RFC 9370 additional ones.
+fn key_exchanges(s: &ike_proto::IkeSuite) -> Vec<String> {
+    std::iter::once(&s.ke).chain(&s.additional_ke).map(|k| name_of(*k)).collect()
+}
+
 impl Daemon {
     /// Opens the table (reconciling with what an earlier run left), binds
     /// the sockets and the control socket, and starts the metrics listener.
@@ -373,9 +384,14 @@ impl Daemon {
         for s in ["Connecting", "HalfOpen", "Established", "Rekeyed", "Deleting", "PeerDeleted", "Closed"] {
             by_state.insert(s, 0);
         }
+        let mut pq = 0;
         for i in self.ep.ike_sas() {
             *by_state.entry(i.state).or_default() += 1;
+            if i.state == "Established" && i.suite.as_ref().is_some_and(has_pq_ke) {
+                pq += 1;
+            }
         }
+        self.metrics.pq_ike_sas.set(pq);
         for (s, n) in by_state {
             self.metrics.ike_sas.with_label_values(&[s]).set(n);
         }
@@ -684,6 +700,7 @@ impl Daemon {
                     c["pfs"] = json!(e.suite.ke.map(name_of));
                     c["iiv"] = json!(e.suite.implicit_iv());
                     c["label"] = json!(e.sec_label.as_ref().map(|l| String::from_utf8_lossy(l.strip_suffix(&[0]).unwrap_or(l)).into_owned()));
+                    c["additional_ke"] = json!(e.suite.additional().map(name_of).collect::<Vec<_>>());
                     c["mode"] = json!(match e.mode {
                         ike_proto::Mode::Tunnel => "TUNNEL",
                         ike_proto::Mode::Transport => "TRANSPORT",
@@ -716,13 +733,15 @@ impl Daemon {
                 "local_id": up.map(|u| id_str(&u.local_id)),
                 "remote_id": i.remote_id.as_ref().map(id_str),
                 "suite": i.suite.as_ref().map(|s| format!(
-                    "{:?}{}/{:?}{}/{:?}",
+                    "{:?}{}/{:?}{}/{}",
                     s.encr,
                     s.key_bits.map(|b| format!("-{b}")).unwrap_or_default(),
                     s.prf,
                     if s.integ == ike_wire::IntegId::NONE { String::new() } else { format!("/{:?}", s.integ) },
-                    s.ke
+                    key_exchanges(s).join("+")
                 )),
+                "key_exchanges": i.suite.as_ref().map(key_exchanges),
+                "pq": i.suite.as_ref().map(has_pq_ke),
                 "established_secs": up.map(|u| t.saturating_since(u.established_at).as_secs()),
                 "virtual_ips": up.map(|u| u.virtual_ips.iter().map(|a| a.to_string()).collect::<Vec<_>>()).unwrap_or_default(),
                 "dns": up.map(|u| u.dns.iter().map(|a| a.to_string()).collect::<Vec<_>>()).unwrap_or_default(),

@@ -23,6 +23,8 @@
 //! * `esprit_ike_parallel_key_exchanges_total{result}`: responder key
 //!   exchanges of IKE_SA_INIT bursts computed on the rayon pool (result =
 //!   used | discarded: the request was refused or answered with a cookie).
+//! * `esprit_ike_pq_sas`: established IKE SAs whose keys include ML-KEM (in
+//!   IKE_SA_INIT or as an RFC 9370 additional key exchange).
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +54,7 @@ pub struct IkeMetrics {
     pub split_dns: IntCounterVec,
     /// Child SAs installed with an ipsecme feature (iiv, label).
     pub child_features: IntCounterVec,
+    pub pq_ike_sas: IntGauge,
 }
 
 /// Registration of a fixed, valid definition cannot fail.
@@ -91,6 +94,7 @@ impl IkeMetrics {
         let child_sas = gauge("esprit_ike_child_sas", "Child SAs programmed into the SA table")?;
         let half_open = gauge("esprit_ike_half_open", "Responder IKE SAs waiting for IKE_AUTH")?;
         let orphans = gauge("esprit_ike_orphan_sas", "SA table slots of an earlier esprit-ike awaiting deletion")?;
+        let pq_ike_sas = gauge("esprit_ike_pq_sas", "Established IKE SAs with an ML-KEM key exchange")?;
         let retransmits = IntCounter::new("esprit_ike_retransmits_total", "IKE datagrams sent again, bit-identical")?;
         r.register(Box::new(retransmits.clone()))?;
         Ok(Self {
@@ -109,6 +113,7 @@ impl IkeMetrics {
             orphans,
             split_dns,
             child_features,
+            pq_ike_sas,
         })
     }
 

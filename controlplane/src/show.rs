@@ -40,7 +40,9 @@ pub fn list_sas(data: &Value) -> String {
         let vips = list(&i["virtual_ips"]);
         let _ = writeln!(o, "  remote '{}' @ {}{}", s(&i["remote_id"]), s(&i["remote"]), if vips.is_empty() { String::new() } else { format!(" [{vips}]") });
         if !i["suite"].is_null() {
-            let _ = writeln!(o, "  {}", s(&i["suite"]));
+            // KE methods joined by `+`: IKE_SA_INIT's, then RFC 9370's.
+            let pq = if i["pq"].as_bool() == Some(true) { " (post-quantum)" } else { "" };
+            let _ = writeln!(o, "  {}{pq}", s(&i["suite"]));
         }
         if !i["established_secs"].is_null() {
             let nat = match (i["nat_local"].as_bool(), i["nat_remote"].as_bool()) {
@@ -86,7 +88,9 @@ pub fn list_sas(data: &Value) -> String {
             let esn = if c["esn"].as_bool() == Some(true) { "ESN" } else { "no ESN" };
             let pfs = if c["pfs"].is_null() { String::new() } else { format!(", PFS {}", s(&c["pfs"])) };
             let iiv = if c["iiv"].as_bool() == Some(true) { ", implicit IV" } else { "" };
-            let _ = writeln!(o, "    {}, {esn}{pfs}{iiv}", s(&c["encr"]));
+            let addke = list(&c["additional_ke"]);
+            let addke = if addke.is_empty() { String::new() } else { format!(", ADDKE {}", addke.replace(' ', "+")) };
+            let _ = writeln!(o, "    {}, {esn}{pfs}{addke}{iiv}", s(&c["encr"]));
             if !c["label"].is_null() {
                 let _ = writeln!(o, "    label {}", s(&c["label"]));
             }
@@ -147,5 +151,22 @@ mod tests {
         assert!(t.contains("DNSSEC TA: corp.example.test 20326 8 2 E0"), "{t}");
         assert!(t.contains("ENCR_AES_GCM_16_IIV-256, no ESN, implicit IV"), "{t}");
         assert!(t.contains("label system_u:object_r:ipsec_spd_t:s0"), "{t}");
+    }
+
+    #[test]
+    fn shows_post_quantum_key_exchanges_of_ike_and_child_sas() {
+        let v = serde_json::json!({ "ike_sas": [{
+            "ike_sa": 1, "connection": "rw", "state": "Established", "initiator": true,
+            "spi_i": "0011223344556677", "spi_r": "8899aabbccddeeff",
+            "local": "172.16.9.1:4500", "remote": "172.16.9.2:4500", "local_id": "gw.esprit",
+            "remote_id": "sw.esprit", "suite": "ENCR_AES_GCM_16-256/PRF_HMAC_SHA2_384/CURVE25519+ML_KEM_768",
+            "key_exchanges": ["CURVE25519", "ML_KEM_768"], "pq": true,
+            "child_sas": [{ "child_sa": 2, "state": "INSTALLED", "spi_in": "c0000001", "spi_out": "c0000002",
+              "encr": "ENCR_AES_GCM_16-256", "esn": false, "pfs": "CURVE25519", "additional_ke": ["ECP_256", "ML_KEM_768"],
+              "mode": "TUNNEL", "udp_encap": false, "ts_local": [], "ts_remote": [] }]
+        }], "orphans": [] });
+        let t = list_sas(&v);
+        assert!(t.contains("PRF_HMAC_SHA2_384/CURVE25519+ML_KEM_768 (post-quantum)"), "{t}");
+        assert!(t.contains("ENCR_AES_GCM_16-256, no ESN, PFS CURVE25519, ADDKE ECP_256+ML_KEM_768"), "{t}");
     }
 }

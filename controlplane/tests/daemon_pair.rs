@@ -145,7 +145,6 @@ ike:
       remote_id: client@esprit
       local_auth: {{ psk: "interop-psk-0123456789" }}
       remote_auth: {{ psk: "interop-psk-0123456789" }}
-      proposals: [aes256gcm16-prfsha256-x25519]
       pool: rw
       child:
         esp_proposals: [aes256gcm16]
@@ -175,7 +174,6 @@ ike:
       remote_id: gw.esprit
       local_auth: {{ psk: "interop-psk-0123456789" }}
       remote_auth: {{ psk: "interop-psk-0123456789" }}
-      proposals: [aes256gcm16-prfsha256-x25519]
       request_vip: [v4]
       child:
         esp_proposals: [aes256gcm16]
@@ -216,6 +214,11 @@ fn two_daemons_establish_program_the_tables_rekey_and_terminate() {
     assert_eq!(child["encr"], "ENCR_AES_GCM_16-256");
     let text = esprit_controlplane::show::list_sas(&list);
     assert!(text.contains("rw: #"), "{text}");
+    // No `proposals`: the default, X25519 then ML-KEM-768 (RFC 9370 ADDKE1
+    // over IKE_INTERMEDIATE), shown and counted as post-quantum.
+    assert_eq!(ike["key_exchanges"], serde_json::json!(["CURVE25519", "ML_KEM_768"]));
+    assert!(text.contains("CURVE25519+ML_KEM_768 (post-quantum)"), "{text}");
+    wait_for("esprit_ike_pq_sas 1", || resp.ok(Request::Stats)["counters"]["esprit_ike_pq_sas"] == 1);
 
     // The tables: each side one inbound and one outbound slot; the
     // initiator's outbound is the responder's inbound, same SPI, same key.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use esprit_controlplane::table::{LifetimeAction, ProgramError, SaProgrammer};
 use ike_crypto::Secret;
 use ike_proto::{ChildKeys, ChildSaHandle, ChildSaInstall, EspSuite, IkeSaHandle, Lifetimes, Mode, Time, TrafficSelector};
-use ike_wire::{EncrId, IntegId};
+use ike_wire::{EncrId, IntegId, KeId};
 use sa_table::{Direction, SaFlags, TransformId};
 
 const T0: Time = Time::from_unix_secs(1_800_000_000);
@@ -47,7 +47,7 @@ fn install(child: u64, spi: u32, rekey_of: Option<u64>, local: &str) -> ChildSaI
         spi_out: spi + 1,
         keys_in: keys(1),
         keys_out: keys(2),
-        suite: EspSuite { encr: EncrId::ENCR_AES_GCM_16, key_bits: Some(256), integ: IntegId::NONE, esn: false, ke: None },
+        suite: EspSuite { encr: EncrId::ENCR_AES_GCM_16, key_bits: Some(256), integ: IntegId::NONE, esn: false, ke: None, additional_ke: [KeId::NONE; 7] },
         mode: Mode::Tunnel,
         ts_local: vec![p("192.168.109.0/24")],
         ts_remote: vec![p("10.99.0.1/32")],

@@ -15,7 +15,26 @@
 # it), a Child SA rekey started by esprit-ctl keeps traffic flowing on new
 # SPIs, an IKE SA rekey moves the Child SA to the new IKE SA without loss,
 # and esprit-ctl terminate clears both sides and the table.
+# PQ=1: esprit's proposal adds ML-KEM-768 as RFC 9370 ADDKE1; strongSwan
+# 5.9.8 predates RFC 9370, so everything must run on the classic fallback
+# proposal esprit sends after it (and the IKE SA rekey too).
+pq=${PQ:-0}
 name=ike-strongswan-initiator
+[[ $pq == 1 ]] && name="$name pq-fallback"
+site_proposal=aes128gcm16-prfsha256-ecp256
+[[ $pq == 1 ]] && site_proposal=aes128gcm16-prfsha256-ecp256-ke1_mlkem768
+# PQ=2: the gateway is strongSwan 6.1.0 from the sid chroot
+# (strongswan-chroot-peer) and both sides run ECP-256 + ML-KEM-768 (RFC
+# 9370 ADDKE1 over IKE_INTERMEDIATE; esprit's IKE SA rekey with
+# IKE_FOLLOWUP_KE).
+sw_proposal=aes128gcm16-prfsha256-ecp256
+if [[ $pq == 2 ]]; then
+  name="$name pq-mlkem"
+  site_proposal=aes128gcm16-prfsha256-ecp256-ke1_mlkem768
+  sw_proposal=$site_proposal
+  export STRONGSWAN_ROOT=${STRONGSWAN_ROOT:-${INTEROP_DIR:-/var/tmp/esprit-interop}/chroots/sid-root}
+  STRONGSWAN_PEER=${STRONGSWAN_PEER:-$(cd "$(dirname "$0")" && pwd)/strongswan-chroot-peer}
+fi
 . "$(dirname "$0")/lib.sh"
 ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
 ctl=${ESPRIT_CTL:-$top/target/debug/esprit-ctl}
@@ -63,7 +82,7 @@ ike:
       remote_id: strongswan.site
       local_auth: { psk: "$psk" }
       remote_auth: { psk: "$psk" }
-      proposals: [aes128gcm16-prfsha256-ecp256]
+      proposals: [$site_proposal]
       child:
         esp_proposals: [aes128gcm16]
         local_ts: [192.168.109.0/24]
@@ -74,7 +93,7 @@ ike:
       remote_id: strongswan.site
       local_auth: { psk: "not-$psk" }
       remote_auth: { psk: "not-$psk" }
-      proposals: [aes128gcm16-prfsha256-ecp256]
+      proposals: [$site_proposal]
       child:
         esp_proposals: [aes128gcm16]
         local_ts: [192.168.109.0/24]
@@ -98,7 +117,7 @@ connections {
   esprit {
     local_addrs = 172.16.9.2
     remote_addrs = 172.16.9.1
-    proposals = aes128gcm16-prfsha256-ecp256
+    proposals = $sw_proposal
     local { auth = psk
             id = strongswan.site }
     remote { auth = psk
@@ -139,6 +158,16 @@ grep -q "ESTABLISHED" "$work/sas.txt" && grep -q "INSTALLED" "$work/sas.txt" || 
 grep -q "(initiator)" "$work/sas.txt" || ike_fail "esprit is not listed as the initiator: $(cat "$work/sas.txt")"
 "$peer" swanctl ike-sw "$work/sw" --list-sas >"$work/sw-sas.log" 2>&1
 grep -q "ESTABLISHED" "$work/sw-sas.log" && grep -q "INSTALLED" "$work/sw-sas.log" || ike_fail "strongSwan lists no tunnel: $(cat "$work/sw-sas.log")"
+if [[ $pq == 1 ]]; then
+  grep -q "ENCR_AES_GCM_16-128/PRF_HMAC_SHA2_256/ECP_256$" "$work/sas.txt" \
+    || ike_fail "esprit did not fall back to its classic proposal: $(cat "$work/sas.txt")"
+  grep -q "AES_GCM_16-128/PRF_HMAC_SHA2_256/ECP_256$" "$work/sw-sas.log" \
+    || ike_fail "strongSwan does not list the classic proposal: $(cat "$work/sw-sas.log")"
+fi
+if [[ $pq == 2 ]]; then
+  grep -q "ECP_256+ML_KEM_768 (post-quantum)" "$work/sas.txt" || ike_fail "esprit does not list ECP-256+ML-KEM-768: $(cat "$work/sas.txt")"
+  grep -q "/ECP_256/KE1_ML_KEM_768" "$work/sw-sas.log" || ike_fail "strongSwan does not list ECP-256+ML-KEM-768: $(cat "$work/sw-sas.log")"
+fi
 
 ip netns exec ike-srv ping -c 5 -i 0.2 -W 2 10.50.0.1 >"$work/ping.log" 2>&1 \
   || { cat "$work/ping.log"; ike_fail "no ping from 192.168.109.2 to strongSwan's 10.50.0.1 through esprit"; }
@@ -175,6 +204,9 @@ for _ in $(seq 50); do new_ike=$(established_ike); [[ -n $new_ike && $new_ike !=
 [[ $(spis) == "$in2/$out2/"* ]] || ike_fail "the Child SA did not move to the new IKE SA unchanged: $(spis), was $after"
 ectl --json stats >"$work/stats.json"
 grep -q '"esprit_ike_rekeys_total{kind=ike}": 1' "$work/stats.json" || ike_fail "the IKE SA rekey is not counted: $(cat "$work/stats.json")"
+if [[ $pq == 2 ]]; then
+  grep -q "IKE_FOLLOWUP_KE request" "$work/sw/charon.log" || ike_fail "esprit's IKE SA rekey ran no IKE_FOLLOWUP_KE"
+fi
 ike_sa=$new_ike
 ectl terminate "$ike_sa" >/dev/null || ike_fail "esprit-ctl terminate failed"
 # (Through files, not pipes: grep -q closing a pipe early fails the

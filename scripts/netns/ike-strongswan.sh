@@ -33,6 +33,15 @@ nat=${NAT:-0}
 [[ $nat == 1 ]] && name="$name nat"
 label=${LABEL:-}
 [[ -n $label ]] && name="$name label"
+# PQ=1: strongSwan 6.1.0 from the sid chroot (scripts/netns/strongswan-chroot-peer)
+# with X25519 + ML-KEM-768 (RFC 9370 ADDKE1, IKE_INTERMEDIATE, IKE_FOLLOWUP_KE
+# in its IKE SA rekey), esprit on its default proposal.
+pq=${PQ:-0}
+if [[ $pq == 1 ]]; then
+  name="$name pq"
+  export STRONGSWAN_ROOT=${STRONGSWAN_ROOT:-${INTEROP_DIR:-/var/tmp/esprit-interop}/chroots/sid-root}
+  STRONGSWAN_PEER=${STRONGSWAN_PEER:-$(cd "$(dirname "$0")" && pwd)/strongswan-chroot-peer}
+fi
 . "$(dirname "$0")/lib.sh"
 ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
 ctl=${ESPRIT_CTL:-$top/target/debug/esprit-ctl}
@@ -143,7 +152,7 @@ ike:
       remote_id: $client_id
       local_auth: $ike_local_auth
       remote_auth: $ike_remote_auth
-      proposals: [aes256gcm16-prfsha256-x25519, aes128gcm16-prfsha256-ecp256]
+      proposals: $( [[ $pq == 1 ]] && echo "[aes256gcm16-prfsha384-x25519-ke1_mlkem768]" || echo "[aes256gcm16-prfsha256-x25519, aes128gcm16-prfsha256-ecp256]" )
       pool: rw
       dpd_delay_secs: 2
       child:
@@ -176,7 +185,7 @@ connections {
     local_addrs = $client_addr
     remote_addrs = 172.16.9.1
     vips = 0.0.0.0
-    proposals = aes256gcm16-prfsha256-x25519
+    proposals = $( [[ $pq == 1 ]] && echo aes256gcm16-prfsha384-x25519-ke1_mlkem768 || echo aes256gcm16-prfsha256-x25519 )
     local { $sw_local
             id = $client_id }
     remote { $sw_remote
@@ -218,6 +227,11 @@ grep -q "INSTALLED, TUNNEL-in-UDP" "$work/sas.txt" || ike_fail "esprit-ctl lists
 if [[ -n $label ]]; then
   grep -q "label $label" "$work/sas.txt" || ike_fail "esprit-ctl lists no security label: $(cat "$work/sas.txt")"
   grep -q "selected security label: $label" "$work/sw/charon.log" || ike_fail "strongSwan did not select the label"
+fi
+if [[ $pq == 1 ]]; then
+  grep -q "CURVE25519+ML_KEM_768 (post-quantum)" "$work/sas.txt" || ike_fail "esprit-ctl does not list X25519+ML-KEM-768: $(cat "$work/sas.txt")"
+  grep -q "/CURVE_25519/KE1_ML_KEM_768" "$work/sw-sas.log" || ike_fail "strongSwan does not list X25519+ML-KEM-768: $(cat "$work/sw-sas.log")"
+  grep -q "strongSwan 6\.1" "$work/sw/charon.log" || ike_fail "not strongSwan 6.1 from the chroot: $(head -3 "$work/sw/charon.log")"
 fi
 if [[ $nat == 1 ]]; then
   grep -q "NAT: remote behind NAT" "$work/sas.txt" || ike_fail "esprit did not detect the NAT: $(cat "$work/sas.txt")"
@@ -262,6 +276,9 @@ for what in "--child net" "--ike esprit"; do
 done
 ectl --json stats >"$work/stats.json"
 grep -q '"esprit_ike_rekeys_total{kind=ike}": 1' "$work/stats.json" || ike_fail "the peer's IKE SA rekey is not counted: $(cat "$work/stats.json")"
+if [[ $pq == 1 ]]; then
+  grep -q "IKE_FOLLOWUP_KE response" "$work/sw/charon.log" || ike_fail "strongSwan's IKE SA rekey ran no IKE_FOLLOWUP_KE"
+fi
 ectl --json list-sas >"$work/sas.json"
 /usr/bin/python3 -c '
 import json, sys

@@ -92,6 +92,9 @@ pub struct EndpointConfig {
     /// Nonce length in octets (RFC 7296 §2.10: at least 16 and at least half
     /// the PRF key size; 32 covers PRF_HMAC_SHA2_512).
     pub nonce_len: usize,
+    /// RFC 9242: announce and accept IKE_INTERMEDIATE (needed for RFC 9370
+    /// additional key exchanges). Off only to emulate an older peer.
+    pub intermediate: bool,
 }
 
 impl Default for EndpointConfig {
@@ -108,6 +111,7 @@ impl Default for EndpointConfig {
             natt_port: 4500,
             fragmentation: Some(FragmentationConfig::default()),
             nonce_len: 32,
+            intermediate: true,
         }
     }
 }
@@ -188,6 +192,22 @@ pub struct IkeProposal {
     pub prf: PrfId,
     pub integ: IntegId,
     pub ke: Vec<KeId>,
+    /// RFC 9370 additional key exchanges: entry `n - 1` lists the methods
+    /// acceptable in transform type ADDKE`n` (n = 1..=7), preferred first;
+    /// [`KeId::NONE`] in a slot makes it optional. Empty (or all slots
+    /// empty) means a classic proposal. A proposal with ADDKE transforms is
+    /// always followed on the wire by the same proposal without them, for
+    /// peers that predate RFC 9370 (they reject unknown transform types,
+    /// RFC 7296 §3.3.6). ML-KEM-768/1024 belong here rather than in `ke`:
+    /// IKE_SA_INIT cannot be fragmented (draft-ietf-ipsecme-ikev2-mlkem §3).
+    pub additional_ke: Vec<Vec<KeId>>,
+}
+
+impl IkeProposal {
+    /// Whether this proposal carries ADDKE transforms.
+    pub fn has_additional_ke(&self) -> bool {
+        self.additional_ke.iter().any(|s| !s.is_empty())
+    }
 }
 
 /// One ESP proposal for Child SAs.
@@ -201,6 +221,16 @@ pub struct EspProposal {
     /// Key exchange methods for PFS in CREATE_CHILD_SA, preferred first;
     /// empty means no PFS (the KE transform is left out, RFC 7296 §3.3.3).
     pub pfs: Vec<KeId>,
+    /// RFC 9370 additional key exchanges of CREATE_CHILD_SA (run over
+    /// IKE_FOLLOWUP_KE), per ADDKE slot like [`IkeProposal::additional_ke`];
+    /// never in IKE_AUTH. Offered with a fallback proposal without them.
+    pub additional_ke: Vec<Vec<KeId>>,
+}
+
+impl EspProposal {
+    pub fn has_additional_ke(&self) -> bool {
+        self.additional_ke.iter().any(|s| !s.is_empty())
+    }
 }
 
 /// ESP encapsulation mode (RFC 7296 §1.3.1 USE_TRANSPORT_MODE).

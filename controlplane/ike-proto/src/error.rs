@@ -51,6 +51,9 @@ pub enum ProtoError {
     /// A rekey for a Child SA we do not have (RFC 7296 §2.25).
     #[error("child SA not found")]
     ChildSaNotFound,
+    /// RFC 9370 §2.2.4: an IKE_FOLLOWUP_KE for no pending exchange.
+    #[error("no pending exchange for this IKE_FOLLOWUP_KE")]
+    StateNotFound,
     /// A key exchange value or key derivation failed (ike-crypto).
     #[error("crypto: {0}")]
     Crypto(#[from] ike_crypto::Error),
@@ -88,6 +91,7 @@ impl ProtoError {
             ProtoError::CookieRequired(c) => (NotifyType::COOKIE, c.clone()),
             ProtoError::TemporaryFailure => (NotifyType::TEMPORARY_FAILURE, Vec::new()),
             ProtoError::ChildSaNotFound => (NotifyType::CHILD_SA_NOT_FOUND, Vec::new()),
+            ProtoError::StateNotFound => (NotifyType::STATE_NOT_FOUND, Vec::new()),
             ProtoError::Crypto(ike_crypto::Error::InvalidPeerPublic(_)) => (NotifyType::INVALID_SYNTAX, Vec::new()),
             // Our own key derivation failing is not the peer's fault, but
             // the exchange cannot complete: §2.21 leaves the code to us.

@@ -17,10 +17,18 @@
 //!   error's Notify is the response (or there is none, and the request is
 //!   dropped), in one place (`IkeSa::handle_request`).
 //! * Nothing is processed from a message whose SK payload did not verify.
-//! * The initial exchanges run IKE_SA_INIT then IKE_AUTH through
-//!   `IkeSa::start_next_initial_exchange`: RFC 9242 IKE_INTERMEDIATE
-//!   exchanges (and the RFC 9370 key updates they carry) slot in there
-//!   without changing the states around them.
+//! * The initial exchanges run IKE_SA_INIT, one RFC 9242 IKE_INTERMEDIATE
+//!   per negotiated RFC 9370 additional key exchange, then IKE_AUTH through
+//!   `IkeSa::start_next_initial_exchange`. Each IKE_INTERMEDIATE is protected
+//!   with the keys of the previous generation, extends IntAuth_i/IntAuth_r
+//!   with those keys' SK_pi/SK_pr over its unfragmented `A | P` (RFC 9242
+//!   §3.3), then the keys are derived again (`SKEYSEED(n) = prf(SK_d(n-1),
+//!   SK(n) | Ni | Nr)`); both AUTH payloads sign `IntAuth_iN | IntAuth_rN |
+//!   IKE_AUTH_MID`. A responder refuses IKE_AUTH before every negotiated
+//!   exchange ran and any IKE_INTERMEDIATE beyond them.
+//! * CREATE_CHILD_SA exchanges that negotiate additional key exchanges
+//!   continue over IKE_FOLLOWUP_KE (module `followup`); the new SA exists
+//!   only after the last one.
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -42,6 +50,9 @@ use crate::proposal::{self, EspSuite};
 use crate::sa::{self, Ctx, Effect, IkeKeys, Role};
 use crate::time::Time;
 use crate::ts::{self, TrafficSelector};
+
+mod followup;
+mod intermediate;
 
 /// How many COOKIE or INVALID_KE_PAYLOAD retries of IKE_SA_INIT we make.
 const MAX_INIT_RETRIES: u8 = 3;
@@ -81,6 +92,12 @@ pub struct InitData {
     /// IKE header on.
     pub message1: Vec<u8>,
     pub message2: Vec<u8>,
+    /// RFC 9370 additional key exchanges still to run, one IKE_INTERMEDIATE
+    /// exchange each, in ADDKE order.
+    pub pending_ke: VecDeque<KeId>,
+    /// RFC 9242 §3.3.1: `(IntAuth_iN, IntAuth_rN)` after the last
+    /// IKE_INTERMEDIATE exchange; `None` if there was none.
+    pub int_auth: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// A Child SA.
@@ -132,6 +149,10 @@ pub enum Queued {
 pub enum Task {
     IkeSaInit(IkeSaInitTask),
     IkeAuth(Box<IkeAuthTask>),
+    /// RFC 9242/9370: an IKE_INTERMEDIATE exchange with one additional KE.
+    Intermediate(Box<IntermediateTask>),
+    /// RFC 9370 §2.2.4: an IKE SA rekey's additional key exchanges.
+    FollowupKe(Box<followup::FollowupTask>),
     CreateChild(Box<CreateChildTask>),
     RekeyIke(Box<RekeyIkeTask>),
     DeleteChildren(Vec<ChildSaHandle>),
@@ -153,6 +174,8 @@ pub struct IkeAuthTask {
     /// RFC 8784: the PPK-mixed keys, taken on when the response carries
     /// N(PPK_IDENTITY); `None` when no PPK was offered.
     ppk: Option<PpkKeys>,
+    /// The IKE_AUTH request's Message ID (RFC 9242 IKE_AUTH_MID).
+    message_id: u32,
 }
 
 /// SK_d, SK_pi and SK_pr with a PPK mixed in (RFC 8784 §3).
@@ -188,6 +211,14 @@ enum PpkDecision<'a> {
     Use(&'a crate::config::Ppk),
     /// Plain IKEv2 with the NO_PPK_AUTH data as the initiator's AUTH.
     NoPpkAuth(Vec<u8>),
+}
+
+pub struct IntermediateTask {
+    init: InitData,
+    ke: Box<dyn KeyExchange>,
+    /// IntAuth_i including our request (computed with the keys that
+    /// protected it).
+    int_auth_i: Vec<u8>,
 }
 
 /// What we proposed for a Child SA.
@@ -238,6 +269,14 @@ struct Reply {
 enum Then {
     Continue,
     Close(DownReason),
+    /// After an IKE_INTERMEDIATE response is sent: extend IntAuth_r with it
+    /// and switch to the keys of the additional key exchange.
+    KeyUpdate(Box<KeyUpdate>),
+}
+
+struct KeyUpdate {
+    keys: IkeKeys,
+    int_auth_i: Vec<u8>,
 }
 
 impl Reply {
@@ -290,6 +329,12 @@ pub struct IkeSa {
     pub ppk_used: bool,
     /// What the ipsecme extensions negotiated on this SA.
     pub ext: ExtState,
+    /// Responder: an IKE SA rekey or Child SA waiting for IKE_FOLLOWUP_KE.
+    followup: Option<followup::PendingFollowup>,
+    /// What [`Self::child_install`] needs to derive KEYMAT again once the
+    /// RFC 9370 additional key exchanges of a Child SA are done (its
+    /// install is held back until then).
+    pending_keymat: Option<followup::ChildKeymat>,
 }
 
 /// Per-SA state of the ipsecme extensions (split DNS, RFC 8983, RFC 9593).
@@ -409,6 +454,8 @@ impl IkeSa {
             ppk_negotiated: false,
             ppk_used: false,
             ext: ExtState::default(),
+            followup: None,
+            pending_keymat: None,
         }
     }
 
@@ -478,17 +525,23 @@ impl IkeSa {
         Ok(())
     }
 
-    fn send_response(&mut self, ctx: &mut Ctx<'_>, request: &Header, request_bytes: &[u8], inner: &[Payload<'_>]) {
+    /// Seals, sends and caches a response; returns its first datagram.
+    fn send_response(&mut self, ctx: &mut Ctx<'_>, request: &Header, request_bytes: &[u8], inner: &[Payload<'_>]) -> Option<Vec<u8>> {
         let header = self.header(request.exchange_type, true, request.message_id);
-        let Some(keys) = self.keys.as_mut() else { return };
+        let keys = self.keys.as_mut()?;
         match fragment::seal(header, inner, &mut *keys.outbound, ctx.rng, self.fragment_len) {
             Ok(packets) => {
                 for p in &packets {
                     self.transmit(ctx, p);
                 }
+                let first = packets.first().cloned();
                 self.xm.record_response(request.message_id, request_bytes, packets);
+                first
             }
-            Err(_) => self.xm.skip_request(request.message_id),
+            Err(_) => {
+                self.xm.skip_request(request.message_id);
+                None
+            }
         }
     }
 
@@ -509,7 +562,7 @@ impl IkeSa {
         let ni = ctx.nonce();
         let mut sa = Self::new(handle, conn, Role::Initiator, spi_i, 0, local, remote, ctx);
         let task = IkeSaInitTask { ke, ni, cookie: None, retries: 0 };
-        let bytes = sa.ike_sa_init_request(&task, ctx.config.fragmentation.is_some())?;
+        let bytes = sa.ike_sa_init_request(&task, ctx.config.fragmentation.is_some(), ctx.config.intermediate)?;
         sa.xm.start_request(ctx.now, ExchangeType::IKE_SA_INIT, vec![bytes.clone()]);
         sa.transmit(ctx, &bytes);
         sa.active = Some(Task::IkeSaInit(task));
@@ -517,7 +570,7 @@ impl IkeSa {
     }
 
     /// HDR, [N(COOKIE)], SAi1, KEi, Ni, N(NAT_D)x2, N(SIGNATURE_HASH_ALGORITHMS).
-    fn ike_sa_init_request(&self, task: &IkeSaInitTask, fragmentation: bool) -> Result<Vec<u8>, ProtoError> {
+    fn ike_sa_init_request(&self, task: &IkeSaInitTask, fragmentation: bool, intermediate: bool) -> Result<Vec<u8>, ProtoError> {
         let mut p = Vec::new();
         if let Some(c) = &task.cookie {
             // §2.6: the COOKIE notify goes first.
@@ -531,6 +584,10 @@ impl IkeSa {
         }
         if fragmentation {
             p.push(notify_payload(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED));
+        }
+        // RFC 9242 §3.1, RFC 9370 §2.2.1: announced when we offer ADDKE.
+        if intermediate && self.conn.ike_proposals.iter().any(|p| p.has_additional_ke()) {
+            p.push(notify_payload(NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED));
         }
         p.push(Payload::Notify(sa::signature_hashes_notify()));
         // RFC 8784 §3: also on COOKIE / INVALID_KE retries (rebuilt here).
@@ -555,9 +612,11 @@ impl IkeSa {
         let (Some(sa_i), Some(ke_i), Some(ni)) = (p.sa(), p.ke(), p.nonce()) else {
             return Err(ProtoError::Invalid("IKE_SA_INIT"));
         };
+        // RFC 9370 §2.2.1: additional key exchanges only over IKE_INTERMEDIATE.
+        let intermediate = ctx.config.intermediate && p.notify(NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED).is_some();
         let mut chosen = None;
         for conn in conns {
-            if let Ok((suite, answer)) = proposal::select_ike_for_ke(&conn.ike_proposals, sa_i, &[], ke_i.ke_method) {
+            if let Ok((suite, answer)) = proposal::select_ike_for_ke(&conn.ike_proposals, sa_i, &[], ke_i.ke_method, intermediate) {
                 chosen = Some((conn.clone(), suite, answer));
                 break;
             }
@@ -602,6 +661,9 @@ impl IkeSa {
             out.push(notify_payload(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED));
             sa.fragment_len = Some(f.max_message_len);
         }
+        if intermediate {
+            out.push(notify_payload(NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED));
+        }
         out.push(Payload::Notify(sa::signature_hashes_notify()));
         // RFC 8784 §3: answer USE_PPK when a connection that could be
         // chosen in IKE_AUTH has PPKs.
@@ -623,12 +685,7 @@ impl IkeSa {
         sa.xm.record_response(0, request, vec![response.clone()]);
         sa.transmit(ctx, &response);
         sa.init_key = Some((spi_i, ni.data.to_vec()));
-        sa.state = IkeState::HalfOpen(Box::new(InitData {
-            ni: ni.data.to_vec(),
-            nr,
-            message1: request.to_vec(),
-            message2: response.clone(),
-        }));
+        sa.state = IkeState::HalfOpen(Box::new(InitData::new(ni.data.to_vec(), nr, request.to_vec(), response.clone(), suite.additional_ke.clone())));
         Ok((sa, response))
     }
 
@@ -679,9 +736,13 @@ impl IkeSa {
         let result = match parse_inner(first, &plain) {
             Err(e) => Err(ProtoError::from(e)),
             Ok(payloads) => match (exchange, &self.state) {
-                (ExchangeType::IKE_AUTH, IkeState::HalfOpen(_)) => self.respond_ike_auth(ctx, &payloads),
+                (ExchangeType::IKE_AUTH, IkeState::HalfOpen(_)) => self.respond_ike_auth(ctx, &payloads, header.message_id),
+                (ExchangeType::IKE_INTERMEDIATE, IkeState::HalfOpen(_)) => self.respond_intermediate(ctx, &payloads, &request_bytes, &plain),
                 (ExchangeType::CREATE_CHILD_SA, IkeState::Established | IkeState::Rekeyed { .. } | IkeState::Deleting) => {
                     self.respond_create_child(ctx, &payloads)
+                }
+                (ExchangeType::IKE_FOLLOWUP_KE, IkeState::Established | IkeState::Rekeyed { .. } | IkeState::Deleting) => {
+                    self.respond_followup(ctx, &payloads)
                 }
                 (ExchangeType::INFORMATIONAL, IkeState::HalfOpen(_)) => Err(ProtoError::Invalid("INFORMATIONAL before IKE_AUTH")),
                 (ExchangeType::INFORMATIONAL, _) => self.respond_informational(ctx, &payloads),
@@ -691,7 +752,7 @@ impl IkeSa {
         let reply = match result {
             Ok(r) => r,
             Err(e) => {
-                let then = if exchange == ExchangeType::IKE_AUTH {
+                let then = if exchange == ExchangeType::IKE_AUTH || exchange == ExchangeType::IKE_INTERMEDIATE {
                     // §2.21.2: a failed IKE_AUTH leaves no IKE SA.
                     Then::Close(match e {
                         ProtoError::AuthenticationFailed => DownReason::AuthenticationFailed,
@@ -709,9 +770,16 @@ impl IkeSa {
                 }
             }
         };
-        self.send_response(ctx, header, &request_bytes, &reply.payloads);
-        if let Then::Close(reason) = reply.then {
-            self.close(ctx, reason);
+        let sent = self.send_response(ctx, header, &request_bytes, &reply.payloads);
+        match reply.then {
+            Then::Continue => {}
+            Then::Close(reason) => self.close(ctx, reason),
+            Then::KeyUpdate(u) => {
+                let done = sent.ok_or(ProtoError::Invalid("IKE_INTERMEDIATE response")).and_then(|first| self.finish_intermediate(*u, &first, &reply.payloads));
+                if done.is_err() {
+                    self.close(ctx, DownReason::Refused(NotifyType::INVALID_SYNTAX));
+                }
+            }
         }
     }
 
@@ -726,7 +794,7 @@ impl IkeSa {
             self.process_ike_sa_init_response(ctx, &msg, bytes, local, remote);
             return;
         }
-        let Some((first, plain, _)) = self.decrypt(ctx, header, bytes, &msg) else { return };
+        let Some((first, plain, first_bytes)) = self.decrypt(ctx, header, bytes, &msg) else { return };
         self.last_inbound = ctx.now;
         let Some(outstanding) = self.xm.take_response(header.message_id, exchange) else { return };
         let Some(task) = self.active.take() else { return };
@@ -735,7 +803,7 @@ impl IkeSa {
             Ok(p) => p,
             // A response we cannot read ends its exchange; in the initial
             // exchanges that ends the IKE SA (§2.21.2).
-            Err(_) if matches!(task, Task::IkeAuth(_)) => {
+            Err(_) if matches!(task, Task::IkeAuth(_) | Task::Intermediate(_)) => {
                 self.close(ctx, DownReason::Refused(NotifyType::INVALID_SYNTAX));
                 return;
             }
@@ -747,8 +815,10 @@ impl IkeSa {
         match task {
             Task::IkeSaInit(_) => {}
             Task::IkeAuth(t) => self.process_ike_auth_response(ctx, *t, &payloads),
+            Task::Intermediate(t) => self.process_intermediate_response(ctx, *t, &payloads, &first_bytes, &plain),
             Task::CreateChild(t) => self.process_create_child_response(ctx, *t, &payloads),
             Task::RekeyIke(t) => self.process_rekey_ike_response(ctx, *t, &payloads),
+            Task::FollowupKe(t) => self.process_followup_response(ctx, *t, &payloads),
             Task::DeleteChildren(handles) => {
                 for h in handles {
                     self.remove_child(ctx, h);
@@ -830,7 +900,7 @@ impl IkeSa {
     }
 
     fn retry_init(&mut self, ctx: &mut Ctx<'_>, task: IkeSaInitTask) {
-        match self.ike_sa_init_request(&task, ctx.config.fragmentation.is_some()) {
+        match self.ike_sa_init_request(&task, ctx.config.fragmentation.is_some(), ctx.config.intermediate) {
             Ok(bytes) => {
                 self.xm.restart_request(ctx.now, 0, vec![bytes.clone()]);
                 self.transmit(ctx, &bytes);
@@ -861,6 +931,11 @@ impl IkeSa {
         if suite.ke.0 != task.ke.method() || ke_r.ke_method != suite.ke {
             return Err(ProtoError::Invalid("KE method of the response"));
         }
+        // RFC 9370 §2.2.1: ADDKE needs both sides' IKE_INTERMEDIATE support.
+        let intermediate = ctx.config.intermediate && p.notify(NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED).is_some();
+        if !suite.additional_ke.is_empty() && !intermediate {
+            return Err(ProtoError::Invalid("ADDKE chosen without IKE_INTERMEDIATE"));
+        }
         let g_ir = task.ke.compute_shared(&ke_r.data)?;
         let outstanding = self.xm.take_response(0, ExchangeType::IKE_SA_INIT).ok_or(ProtoError::MessageId)?;
         let message1 = outstanding.packets.into_iter().next().ok_or(ProtoError::MessageId)?;
@@ -880,15 +955,20 @@ impl IkeSa {
             self.local.set_port(ctx.config.natt_port);
             self.remote.set_port(ctx.config.natt_port);
         }
-        Ok(InitData { ni: task.ni, nr: nr.data.to_vec(), message1, message2: bytes.to_vec() })
+        Ok(InitData::new(task.ni, nr.data.to_vec(), message1, bytes.to_vec(), suite.additional_ke))
     }
 
-    /// After IKE_SA_INIT: the next exchange of the initial sequence. Today
-    /// that is IKE_AUTH; RFC 9242 IKE_INTERMEDIATE exchanges (one per RFC
-    /// 9370 additional key exchange, then any others) go here, each updating
-    /// the keys and appending to the IntAuth chain kept with `init`.
-    fn start_next_initial_exchange(&mut self, ctx: &mut Ctx<'_>, init: InitData) {
-        if let Err(e) = self.start_ike_auth(ctx, init) {
+    /// After IKE_SA_INIT and after each IKE_INTERMEDIATE: the next exchange
+    /// of the initial sequence. One RFC 9242 IKE_INTERMEDIATE exchange per
+    /// RFC 9370 additional key exchange, each updating the keys and the
+    /// IntAuth chain kept with `init`, then IKE_AUTH (whose Message ID
+    /// follows the last IKE_INTERMEDIATE's).
+    fn start_next_initial_exchange(&mut self, ctx: &mut Ctx<'_>, mut init: InitData) {
+        let r = match init.pending_ke.pop_front() {
+            Some(method) => self.start_intermediate(ctx, init, method),
+            None => self.start_ike_auth(ctx, init),
+        };
+        if let Err(e) = r {
             let reason = DownReason::Refused(e.notify().map_or(NotifyType::INVALID_SYNTAX, |n| n.notify_type));
             self.close(ctx, reason);
         }
@@ -919,7 +999,9 @@ impl IkeSa {
         let conn = self.conn.clone();
         let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
         let id_i = sa::id_body(&conn.local_id);
-        let octets = sa::signed_octets(&*keys.prf, &keys.sk_pi, &init.message1, &init.nr, &id_i)?;
+        let message_id = self.xm.next_request_id();
+        let int_auth = init.int_auth_for(message_id);
+        let octets = sa::signed_octets_int(&*keys.prf, &keys.sk_pi, &init.message1, &init.nr, &id_i, int_auth.as_deref())?;
         let peer_schemes = self.ext.peer_auth_methods.as_deref().map(crate::auth_methods::schemes).unwrap_or_default();
         // RFC 8784 §3: with a PPK, AUTH uses the mixed SK_pi; NO_PPK_AUTH
         // carries the AUTH data with the original SK_pi' (same method),
@@ -930,7 +1012,7 @@ impl IkeSa {
         let (auth, certs, scheme) = match ppk {
             Some((k, required)) => {
                 let mixed = PpkKeys::mix(keys, &k.secret)?;
-                let octets_ppk = sa::signed_octets(&*keys.prf, &mixed.sk_pi, &init.message1, &init.nr, &id_i)?;
+                let octets_ppk = sa::signed_octets_int(&*keys.prf, &mixed.sk_pi, &init.message1, &init.nr, &id_i, int_auth.as_deref())?;
                 let with_ppk = sa::make_auth_with(&conn.local_auth, &*keys.prf, &octets_ppk, &self.peer_hashes, &peer_schemes, ctx.rng)?;
                 ppk_notifies.push(Payload::Notify(Notify::new(NotifyType::PPK_IDENTITY, k.wire_id())));
                 if !required {
@@ -983,11 +1065,11 @@ impl IkeSa {
         p.push(Payload::TsI(ts::to_wire_list_labeled(&child.ts_local, label)));
         p.push(Payload::TsR(ts::to_wire_list_labeled(&child.ts_remote, label)));
         self.send_request(ctx, ExchangeType::IKE_AUTH, &p)?;
-        self.active = Some(Task::IkeAuth(Box::new(IkeAuthTask { init, child: Some(child), ppk: ppk_keys })));
+        self.active = Some(Task::IkeAuth(Box::new(IkeAuthTask { init, child: Some(child), ppk: ppk_keys, message_id })));
         Ok(())
     }
 
-    fn respond_ike_auth(&mut self, ctx: &mut Ctx<'_>, payloads: &[Payload<'_>]) -> Result<Reply, ProtoError> {
+    fn respond_ike_auth(&mut self, ctx: &mut Ctx<'_>, payloads: &[Payload<'_>], message_id: u32) -> Result<Reply, ProtoError> {
         message::check(payloads, message::IKE_AUTH_REQUEST)?;
         let p = Payloads(payloads);
         let id_i = p.id_i().ok_or(ProtoError::PayloadCount(ike_wire::PayloadType::IDI))?;
@@ -1006,6 +1088,12 @@ impl IkeSa {
             .cloned()
             .ok_or(ProtoError::AuthenticationFailed)?;
         let IkeState::HalfOpen(init) = &self.state else { return Err(ProtoError::MessageId) };
+        if !init.pending_ke.is_empty() {
+            // RFC 9370 §2.2.2: every negotiated additional key exchange
+            // completes before IKE_AUTH.
+            return Err(ProtoError::Invalid("IKE_AUTH before the additional key exchanges"));
+        }
+        let int_auth = init.int_auth_for(message_id);
         let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
         let decision = ppk_decision(&conn, self.ppk_negotiated, &p)?;
         let mixed = match &decision {
@@ -1015,7 +1103,7 @@ impl IkeSa {
         let (sk_pi, sk_pr) = mixed.as_ref().map_or((&keys.sk_pi, &keys.sk_pr), |m| (&m.sk_pi, &m.sk_pr));
         let mut id_i_body = vec![id_i.id_type.0, 0, 0, 0];
         id_i_body.extend_from_slice(&id_i.data);
-        let octets_i = sa::signed_octets(&*keys.prf, sk_pi, &init.message1, &init.nr, &id_i_body)?;
+        let octets_i = sa::signed_octets_int(&*keys.prf, sk_pi, &init.message1, &init.nr, &id_i_body, int_auth.as_deref())?;
         let certs: Vec<&ike_wire::Cert<'_>> = p.certs().collect();
         let no_ppk_auth;
         let auth = match &decision {
@@ -1031,7 +1119,7 @@ impl IkeSa {
         let peer_methods = peer_auth_methods(p.notify(NotifyType::SUPPORTED_AUTH_METHODS));
         let peer_schemes = peer_methods.as_deref().map(crate::auth_methods::schemes).unwrap_or_default();
         let id_r = sa::id_body(&conn.local_id);
-        let octets_r = sa::signed_octets(&*keys.prf, sk_pr, &init.message2, &init.ni, &id_r)?;
+        let octets_r = sa::signed_octets_int(&*keys.prf, sk_pr, &init.message2, &init.ni, &id_r, int_auth.as_deref())?;
         let (auth_r, certs_r, scheme) = sa::make_auth_with(&conn.local_auth, &*keys.prf, &octets_r, &self.peer_hashes, &peer_schemes, ctx.rng)?;
         self.ext.peer_auth_methods = peer_methods;
         self.ext.auth_scheme = scheme;
@@ -1254,7 +1342,8 @@ impl IkeSa {
         let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
         let mut id_r_body = vec![id_r.id_type.0, 0, 0, 0];
         id_r_body.extend_from_slice(&id_r.data);
-        let octets = sa::signed_octets(&*keys.prf, &keys.sk_pr, &task.init.message2, &task.init.ni, &id_r_body)?;
+        let int_auth = task.init.int_auth_for(task.message_id);
+        let octets = sa::signed_octets_int(&*keys.prf, &keys.sk_pr, &task.init.message2, &task.init.ni, &id_r_body, int_auth.as_deref())?;
         let certs: Vec<&ike_wire::Cert<'_>> = p.certs().collect();
         sa::verify_auth(&self.conn.remote_auth, &*keys.prf, &octets, auth, &certs, &peer_id, ctx.now)?;
         sa::check_scheme_allowed(auth, &self.conn.ext.signature_schemes)?;
@@ -1326,7 +1415,7 @@ impl IkeSa {
         let result = match (p.sa(), p.ts_i(), p.ts_r()) {
             (Some(sa_r), Some(ts_i), Some(ts_r)) => {
                 let transport = p.notify(NotifyType::USE_TRANSPORT_MODE).is_some();
-                self.accept_child(ctx, &child, sa_r, ts_i, ts_r, None, &task.init.ni, &task.init.nr, None, transport, vips.is_empty())
+                self.accept_child(ctx, &child, sa_r, ts_i, ts_r, None, &task.init.ni, &task.init.nr, None, transport, vips.is_empty(), Via::IkeAuth)
             }
             _ => Err(ProtoError::NoProposalChosen),
         };
@@ -1475,9 +1564,10 @@ impl IkeSa {
         rekey_of: Option<ChildSaHandle>,
         transport: bool,
         check_ts_local: bool,
+        via: Via,
     ) -> Result<ChildSaInstall, ProtoError> {
         let conn = self.conn.clone();
-        let (suite, spi_out) = proposal::accept_esp(&conn.child.esp_proposals, sa_r, ke.is_some())?;
+        let (suite, spi_out) = proposal::accept_esp(&conn.child.esp_proposals, sa_r, via == Via::CreateChildSa)?;
         let ts_local = ts::from_wire_list(&ts_i.selectors);
         let ts_remote = ts::from_wire_list(&ts_r.selectors);
         // §2.9: the responder may only narrow. A virtual-IP client proposed
@@ -1519,16 +1609,14 @@ impl IkeSa {
         ts_remote: Vec<TrafficSelector>,
         rekey_of: Option<ChildSaHandle>,
     ) -> Result<Box<ChildSaInstall>, ProtoError> {
-        let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
-        let encr_len = ctx.crypto.encr_key_len(suite.encr.0, suite.key_bits)?;
-        let integ_len = ctx.crypto.integ_key_len(suite.integ.0)?;
-        let keymat = keys::child_sa_keymat(&*keys.prf, &keys.sk_d, g_ir, ni, nr, &[], ChildSaKeys::keymat_len(encr_len, integ_len))?;
-        let k = ChildSaKeys::split(&keymat, encr_len, integ_len)?;
-        let i = ChildKeys { encr: k.encr_i, integ: k.integ_i };
-        let r = ChildKeys { encr: k.encr_r, integ: k.integ_r };
-        let (keys_out, keys_in) = match role {
-            Role::Initiator => (i, r),
-            Role::Responder => (r, i),
+        // RFC 9370 §2.2.4: with additional key exchanges KEYMAT waits for
+        // them (the caller holds the install back; see `followup`).
+        let (keys_out, keys_in) = if suite.additional().next().is_some() {
+            self.pending_keymat = Some(followup::ChildKeymat { g_ir: g_ir.map(|g| ike_crypto::Secret::new(g.to_vec())), ni: ni.to_vec(), nr: nr.to_vec(), role });
+            let none = || ChildKeys { encr: ike_crypto::Secret::new(Vec::new()), integ: ike_crypto::Secret::new(Vec::new()) };
+            (none(), none())
+        } else {
+            self.child_keys(ctx, &suite, g_ir, ni, nr, &[], role)?
         };
         Ok(Box::new(ChildSaInstall {
             ike_sa: self.handle,
@@ -1548,6 +1636,31 @@ impl IkeSa {
             rekey_of,
             sec_label: None,
         }))
+    }
+
+    /// KEYMAT split into (outbound, inbound) keys for `role`.
+    #[allow(clippy::too_many_arguments)]
+    fn child_keys(
+        &self,
+        ctx: &Ctx<'_>,
+        suite: &EspSuite,
+        g_ir: Option<&[u8]>,
+        ni: &[u8],
+        nr: &[u8],
+        additional: &[&[u8]],
+        role: Role,
+    ) -> Result<(ChildKeys, ChildKeys), ProtoError> {
+        let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
+        let encr_len = ctx.crypto.encr_key_len(suite.encr.0, suite.key_bits)?;
+        let integ_len = ctx.crypto.integ_key_len(suite.integ.0)?;
+        let keymat = keys::child_sa_keymat(&*keys.prf, &keys.sk_d, g_ir, ni, nr, additional, ChildSaKeys::keymat_len(encr_len, integ_len))?;
+        let k = ChildSaKeys::split(&keymat, encr_len, integ_len)?;
+        let i = ChildKeys { encr: k.encr_i, integ: k.integ_i };
+        let r = ChildKeys { encr: k.encr_r, integ: k.integ_r };
+        Ok(match role {
+            Role::Initiator => (i, r),
+            Role::Responder => (r, i),
+        })
     }
 
     fn install_child(&mut self, ctx: &mut Ctx<'_>, install: ChildSaInstall) {
@@ -1675,7 +1788,13 @@ impl IkeSa {
         let nr = ctx.nonce();
         let transport = p.notify(NotifyType::USE_TRANSPORT_MODE).is_some();
         let old = rekey_of.and_then(|h| self.children.get(&h)).cloned();
-        let (out, install) = self.respond_child(ctx, sa_i, ts_i, ts_r, p.ke(), &ni.data, &nr, old.as_ref(), transport, Via::CreateChildSa)?;
+        let (mut out, install) = self.respond_child(ctx, sa_i, ts_i, ts_r, p.ke(), &ni.data, &nr, old.as_ref(), transport, Via::CreateChildSa)?;
+        if install.suite.additional().next().is_some() {
+            // RFC 9370 §2.2.4: installed after the IKE_FOLLOWUP_KE exchanges.
+            let keymat = self.pending_keymat.take();
+            out.push(self.defer_child(ctx, *install, keymat, rekey_of)?);
+            return Ok(Reply::new(out));
+        }
         let new_handle = install.child_sa;
         self.install_child(ctx, *install);
         if let Some(h) = rekey_of {
@@ -1708,72 +1827,95 @@ impl IkeSa {
             (None, Ok(()), Some(sa_r), Some(nr), Some(ts_i), Some(ts_r)) => {
                 let transport = p.notify(NotifyType::USE_TRANSPORT_MODE).is_some();
                 let ke = task.ke.as_deref().map(|k| (k, p.ke()));
-                self.accept_child(ctx, &task.child, sa_r, ts_i, ts_r, ke, &task.ni, &nr.data, task.rekey_of, transport, true)
+                self.accept_child(ctx, &task.child, sa_r, ts_i, ts_r, ke, &task.ni, &nr.data, task.rekey_of, transport, true, Via::CreateChildSa)
                     .map(|i| (i, nr.data.to_vec()))
             }
             (None, Err(e), ..) => Err(e),
             _ => Err(ProtoError::PayloadCount(ike_wire::PayloadType::SA)),
         };
-        let early_deletes = std::mem::take(&mut self.early_deletes);
-        match result {
-            Ok((install, _)) if early_deletes.contains(&install.spi_out) => {
-                // Deleted by the peer before we learnt of it: never install.
-                ctx.alloc.release_child_spi(install.spi_in);
-                if let Some(old) = task.rekey_of.and_then(|h| self.children.get_mut(&h)) {
-                    // The peer took the rekey as done: the old SA goes too.
-                    old.state = ChildState::Rekeyed;
-                    let h = old.handle;
-                    self.queue.push_back(Queued::DeleteChild(h));
-                }
-            }
-            Ok((install, nr)) => {
-                let new_handle = install.child_sa;
-                self.install_child(ctx, install);
-                let Some(old) = task.rekey_of else { return };
-                match task.collision {
-                    // §2.8.1: the exchange with the lowest nonce made the
-                    // redundant SA; its initiator (we) deletes it, and the
-                    // peer deletes the old one.
-                    Some((peer_min, _)) if min_nonce(&task.ni, &nr) < &peer_min[..] => {
-                        if let Some(c) = self.children.get_mut(&new_handle) {
-                            c.state = ChildState::Deleting;
-                        }
-                        self.queue.push_back(Queued::DeleteChild(new_handle));
-                    }
-                    _ => {
-                        if let Some(c) = self.children.get_mut(&old) {
-                            c.state = ChildState::Rekeyed;
-                        }
-                        self.queue.push_back(Queued::DeleteChild(old));
-                    }
-                }
-            }
-            Err(e) => {
-                ctx.alloc.release_child_spi(task.child.spi_in);
-                // §1.3: the responder wants another PFS group; retry with it
-                // if we offered it.
-                if let Some(group) = p.notify(NotifyType::INVALID_KE_PAYLOAD).and_then(|n| <[u8; 2]>::try_from(&n.data[..]).ok()) {
-                    let group = KeId(u16::from_be_bytes(group));
-                    let offered = self.conn.child.esp_proposals.iter().any(|e| e.pfs.contains(&group));
-                    let current = task.ke.as_ref().map(|k| k.method());
-                    if offered && current != Some(group.0) && task.ke_retries < MAX_INIT_RETRIES
-                        && self.start_create_child_with(ctx, task.rekey_of, Some(group), task.ke_retries + 1).is_ok()
-                    {
+        let result = match result {
+            // RFC 9370 §2.2.4: installed after the IKE_FOLLOWUP_KE exchanges.
+            Ok((install, _)) if install.suite.additional().next().is_some() => {
+                let link = p.notify(NotifyType::ADDITIONAL_KEY_EXCHANGE).map(|n| n.data.to_vec());
+                match (link, self.pending_keymat.take()) {
+                    (Some(link), Some(keymat)) => {
+                        self.start_child_followup(ctx, task, install, keymat, &link);
                         return;
                     }
+                    _ => Err(ProtoError::Invalid("ADDKE without a link")),
                 }
-                let backoff = retry_backoff(ctx);
-                if let Some(old) = task.rekey_of.and_then(|h| self.children.get_mut(&h)) {
-                    if old.state == ChildState::Rekeying {
-                        old.state = ChildState::Installed;
-                        // §2.25: retry later, not at once.
-                        old.rekey_due = old.rekey_due.map(|_| ctx.now + backoff);
-                    }
+            }
+            r => r,
+        };
+        match result {
+            Ok((install, nr)) => self.child_created(ctx, task, install, nr),
+            Err(e) => self.child_failed(ctx, task, &p, e),
+        }
+    }
+
+    /// Our CREATE_CHILD_SA made `install`: install it, unless the peer
+    /// deleted it meanwhile, and settle a rekey (§2.8.1 collisions).
+    fn child_created(&mut self, ctx: &mut Ctx<'_>, task: CreateChildTask, install: ChildSaInstall, nr: Vec<u8>) {
+        let early_deletes = std::mem::take(&mut self.early_deletes);
+        if early_deletes.contains(&install.spi_out) {
+            // Deleted by the peer before we learnt of it: never install.
+            ctx.alloc.release_child_spi(install.spi_in);
+            if let Some(old) = task.rekey_of.and_then(|h| self.children.get_mut(&h)) {
+                // The peer took the rekey as done: the old SA goes too.
+                old.state = ChildState::Rekeyed;
+                let h = old.handle;
+                self.queue.push_back(Queued::DeleteChild(h));
+            }
+            return;
+        }
+        let new_handle = install.child_sa;
+        self.install_child(ctx, install);
+        let Some(old) = task.rekey_of else { return };
+        match task.collision {
+            // §2.8.1: the exchange with the lowest nonce made the
+            // redundant SA; its initiator (we) deletes it, and the
+            // peer deletes the old one.
+            Some((peer_min, _)) if min_nonce(&task.ni, &nr) < &peer_min[..] => {
+                if let Some(c) = self.children.get_mut(&new_handle) {
+                    c.state = ChildState::Deleting;
                 }
-                let notify = e.notify().map_or(NotifyType::NO_PROPOSAL_CHOSEN, |n| n.notify_type);
-                ctx.out.events.push_back(Event::ChildSaFailed { ike_sa: self.handle, notify });
+                self.queue.push_back(Queued::DeleteChild(new_handle));
+            }
+            _ => {
+                if let Some(c) = self.children.get_mut(&old) {
+                    c.state = ChildState::Rekeyed;
+                }
+                self.queue.push_back(Queued::DeleteChild(old));
             }
         }
+    }
+
+    /// Our CREATE_CHILD_SA failed: give the SPI back, retry with another
+    /// PFS group if asked, or later.
+    fn child_failed(&mut self, ctx: &mut Ctx<'_>, task: CreateChildTask, p: &Payloads<'_, '_>, e: ProtoError) {
+        ctx.alloc.release_child_spi(task.child.spi_in);
+        // §1.3: the responder wants another PFS group; retry with it if we
+        // offered it.
+        if let Some(group) = p.notify(NotifyType::INVALID_KE_PAYLOAD).and_then(|n| <[u8; 2]>::try_from(&n.data[..]).ok()) {
+            let group = KeId(u16::from_be_bytes(group));
+            let offered = self.conn.child.esp_proposals.iter().any(|e| e.pfs.contains(&group));
+            let current = task.ke.as_ref().map(|k| k.method());
+            if offered && current != Some(group.0) && task.ke_retries < MAX_INIT_RETRIES
+                && self.start_create_child_with(ctx, task.rekey_of, Some(group), task.ke_retries + 1).is_ok()
+            {
+                return;
+            }
+        }
+        let backoff = retry_backoff(ctx);
+        if let Some(old) = task.rekey_of.and_then(|h| self.children.get_mut(&h)) {
+            if old.state == ChildState::Rekeying {
+                old.state = ChildState::Installed;
+                // §2.25: retry later, not at once.
+                old.rekey_due = old.rekey_due.map(|_| ctx.now + backoff);
+            }
+        }
+        let notify = e.notify().map_or(NotifyType::NO_PROPOSAL_CHOSEN, |n| n.notify_type);
+        ctx.out.events.push_back(Event::ChildSaFailed { ike_sa: self.handle, notify });
     }
 
     // ------------------------------------------------------------------
@@ -1816,10 +1958,12 @@ impl IkeSa {
         g_ir: &[u8],
         ni: &[u8],
         nr: &[u8],
+        additional: &[&[u8]],
     ) -> Result<IkeSa, ProtoError> {
         let old = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
-        // §2.18: SKEYSEED with the old PRF and SK_d, keys with the new PRF.
-        let skeyseed = keys::skeyseed_rekey(&*old.prf, &old.sk_d, g_ir, ni, nr, &[])?;
+        // §2.18: SKEYSEED with the old PRF and SK_d, keys with the new PRF;
+        // RFC 9370 §2.2.4 appends the IKE_FOLLOWUP_KE secrets.
+        let skeyseed = keys::skeyseed_rekey(&*old.prf, &old.sk_d, g_ir, ni, nr, additional)?;
         let keys = IkeKeys::derive(ctx.crypto, suite, &skeyseed, ni, nr, spi_i, spi_r, role)?;
         let mut sa = IkeSa::new(handle, self.conn.clone(), role, spi_i, spi_r, self.local, self.remote, ctx);
         sa.keys = Some(keys);
@@ -1849,6 +1993,9 @@ impl IkeSa {
             return Err(ProtoError::TemporaryFailure);
         }
         let ke_i = ke_i.ok_or(ProtoError::PayloadCount(ike_wire::PayloadType::KE))?;
+        // RFC 9370 §2.2.4: a rekey with additional key exchanges only when
+        // no simultaneous rekey of ours needs the §2.8.1 tie-break.
+        let addke = self.active.is_none();
         let spi_i = sa_i
             .proposals
             .iter()
@@ -1859,14 +2006,17 @@ impl IkeSa {
         let handle = ctx.alloc.ike_handle();
         let spi_r = ctx.alloc.ike_spi(ctx.rng, handle);
         let built = (|| {
-            let (suite, answer) = proposal::select_ike_for_ke(&self.conn.ike_proposals, sa_i, &spi_r.to_be_bytes(), ke_i.ke_method)?;
+            let (suite, answer) = proposal::select_ike_for_ke(&self.conn.ike_proposals, sa_i, &spi_r.to_be_bytes(), ke_i.ke_method, addke)?;
             if suite.ke != ke_i.ke_method {
                 return Err(ProtoError::InvalidKePayload(suite.ke));
             }
             let responded = ctx.crypto.key_exchange_respond(suite.ke.0, &ke_i.data, ctx.rng)?;
             let nr = ctx.nonce();
-            let new = self.rekeyed_sa(ctx, handle, Role::Responder, spi_i, spi_r, &suite, &responded.shared, &ni.data, &nr)?;
-            Ok((suite, answer, responded, nr, new))
+            if !suite.additional_ke.is_empty() {
+                return Ok((suite, answer, responded, nr, None));
+            }
+            let new = self.rekeyed_sa(ctx, handle, Role::Responder, spi_i, spi_r, &suite, &responded.shared, &ni.data, &nr, &[])?;
+            Ok((suite, answer, responded, nr, Some(new)))
         })();
         let (suite, answer, responded, nr, new) = match built {
             Ok(b) => b,
@@ -1876,11 +2026,18 @@ impl IkeSa {
                 return Err(e);
             }
         };
-        let out = vec![
+        let mut out = vec![
             Payload::Sa(answer),
             Payload::Nonce(Nonce { data: nr.clone().into() }),
             Payload::Ke(Ke { ke_method: suite.ke, data: responded.ke_data.into() }),
         ];
+        let Some(new) = new else {
+            // RFC 9370 §2.2.4: the new SA waits for the IKE_FOLLOWUP_KE
+            // exchanges; the link names this rekey in the first one.
+            let state = followup::RekeyIkeState { handle, spi_i, spi_r, suite, ni: ni.data.to_vec(), nr };
+            out.push(self.defer_rekey_ike(ctx, state, responded.shared));
+            return Ok(Reply::new(out));
+        };
         match &mut self.active {
             Some(Task::RekeyIke(t)) => {
                 // §2.8.1: simultaneous rekey, decided when our response
@@ -1939,9 +2096,26 @@ impl IkeSa {
                 return Err(ProtoError::Invalid("IKE rekey response"));
             }
             let g_ir = task.ke.compute_shared(&ke_r.data)?;
-            let new = self.rekeyed_sa(ctx, task.new_handle, Role::Initiator, task.new_spi_i, spi_r, &suite, &g_ir, &task.ni, &nr.data)?;
-            Ok((new, nr.data.to_vec()))
+            if !suite.additional_ke.is_empty() {
+                // RFC 9370 §2.2.4: IKE_FOLLOWUP_KE exchanges follow.
+                let link = p.notify(NotifyType::ADDITIONAL_KEY_EXCHANGE).map(|n| n.data.to_vec()).ok_or(ProtoError::Invalid("ADDKE without a link"))?;
+                let state = followup::RekeyIkeState { handle: task.new_handle, spi_i: task.new_spi_i, spi_r, suite, ni: task.ni.clone(), nr: nr.data.to_vec() };
+                return Ok(Err((state, g_ir, link)));
+            }
+            let new = self.rekeyed_sa(ctx, task.new_handle, Role::Initiator, task.new_spi_i, spi_r, &suite, &g_ir, &task.ni, &nr.data, &[])?;
+            Ok(Ok((new, nr.data.to_vec())))
         })();
+        let new = match new {
+            Ok(Err((state, g_ir, link))) if task.collision.is_none() && matches!(self.state, IkeState::Established) => {
+                self.start_followup(ctx, task, state, g_ir, &link);
+                return;
+            }
+            // A simultaneous rekey (or a peer Delete) meanwhile: no
+            // follow-up exchanges on this SA; the attempt is given up.
+            Ok(Err(_)) => Err(ProtoError::TemporaryFailure),
+            Ok(Ok(n)) => Ok(n),
+            Err(e) => Err(e),
+        };
         let (new, nr) = match new {
             Ok(n) => n,
             Err(_) => {
@@ -1973,6 +2147,12 @@ impl IkeSa {
                 return;
             }
         };
+        self.finish_rekey_ike(ctx, task, new, nr);
+    }
+
+    /// Our IKE SA rekey produced `new` (with the responder's nonce `nr`):
+    /// the §2.8.1 tie-break, then the hand-over.
+    fn finish_rekey_ike(&mut self, ctx: &mut Ctx<'_>, task: RekeyIkeTask, new: IkeSa, nr: Vec<u8>) {
         let ours = task.new_handle;
         ctx.out.effects.push(Effect::NewIkeSa(Box::new(new)));
         match task.collision {
@@ -2040,7 +2220,7 @@ impl IkeSa {
                         let Ok(b) = <[u8; 4]>::try_from(&spi[..]) else { continue };
                         let spi = u32::from_be_bytes(b);
                         let Some(h) = self.children.values().find(|c| c.spi_out == spi).map(|c| c.handle) else {
-                            if matches!(self.active, Some(Task::CreateChild(_))) {
+                            if matches!(self.active, Some(Task::CreateChild(_))) || self.child_in_followup() {
                                 self.early_deletes.push(spi);
                             }
                             continue;
@@ -2078,6 +2258,11 @@ impl IkeSa {
         while self.active.is_none() && self.xm.can_send() {
             let usable = matches!(self.state, IkeState::Established | IkeState::Rekeyed { .. } | IkeState::Deleting);
             if !usable {
+                return;
+            }
+            // §2.25.2 as for a plain rekey: nothing of ours may be in flight
+            // when a peer's IKE SA rekey completes its IKE_FOLLOWUP_KE.
+            if self.ike_rekey_pending_followup() {
                 return;
             }
             let Some(q) = self.queue.pop_front() else { return };
@@ -2166,6 +2351,10 @@ impl IkeSa {
         if let Some(Task::RekeyIke(t)) = &self.active {
             ctx.alloc.ike_spis.remove(&t.new_spi_i);
         }
+        if let Some(Task::FollowupKe(t)) = &self.active {
+            self.release_followup_task(ctx, t);
+        }
+        self.drop_pending_followup(ctx);
         self.active = None;
         self.queue.clear();
         self.xm.clear_outstanding();
@@ -2195,6 +2384,7 @@ impl IkeSa {
         if self.awaits_peer_delete() {
             consider(Some(self.last_inbound + REKEYED_DELETE_WAIT));
         }
+        consider(self.followup_deadline());
         if let Some(cfg) = &self.fragmentation_cfg {
             consider(self.reassembly.deadline(cfg));
         }
@@ -2242,6 +2432,7 @@ impl IkeSa {
         if let Some(cfg) = ctx.config.fragmentation {
             self.reassembly.expire(&cfg, ctx.now);
         }
+        self.expire_followup(ctx);
         if matches!(self.state, IkeState::HalfOpen(_)) && self.last_inbound + self.half_open_timeout <= ctx.now {
             // The initiator never sent IKE_AUTH: free the half-open slot.
             self.close(ctx, DownReason::Timeout);

@@ -16,7 +16,11 @@
 //!   (§2.1-§2.3).
 //! * [`ike_sa`]: the IKE SA state machine and its tasks: IKE_SA_INIT,
 //!   IKE_AUTH, CREATE_CHILD_SA, INFORMATIONAL (§1.2-§1.4, §2.8, §2.9, §2.15,
-//!   §2.17, §2.18, §2.23, §3.15).
+//!   §2.17, §2.18, §2.23, §3.15); RFC 9242 IKE_INTERMEDIATE with the IntAuth
+//!   chain, RFC 9370 additional key exchanges in the initial exchanges and,
+//!   over IKE_FOLLOWUP_KE, in IKE and Child SA rekeys (`ike_sa::intermediate`,
+//!   `ike_sa::followup`);
+//!   ML-KEM per draft-ietf-ipsecme-ikev2-mlkem.
 //! * [`proposal`]: SA payloads and proposal selection (§2.7, §3.3).
 //! * [`ts`]: traffic selectors and narrowing (§2.9).
 //! * [`fragment`]: IKE fragmentation and reassembly (RFC 7383).
@@ -27,16 +31,18 @@
 //!   detection (§2.23).
 //! * [`config`], [`event`], [`time`]: the plain values going in and out.
 //!
-//! Not yet here: IKE_INTERMEDIATE (RFC 9242) and multiple key exchanges
-//! (RFC 9370), whose hooks are the initial-exchange sequence in [`ike_sa`]
-//! and the ADDKE handling of [`proposal`]; EAP; MOBIKE and redirect;
-//! SET_WINDOW_SIZE (the exchange manager keeps a map of outstanding
-//! requests, so a window above 1 is a local change).
+//! Not yet here: EAP; MOBIKE and redirect; SET_WINDOW_SIZE (the exchange
+//! manager keeps a map of outstanding requests, so a window above 1 is a
+//! local change); IKE_INTERMEDIATE exchanges for anything but RFC 9370 key
+//! exchanges; simultaneous rekeys that both need IKE_FOLLOWUP_KE (the
+//! responder answers TEMPORARY_FAILURE while a request of its own is out,
+//! RFC 7296 §2.25).
 //!
 //! Tests (`src/tests/`): a two-endpoint harness after quinn's `Pair` with a
 //! virtual clock and a seeded lossy, duplicating, reordering link and a NAT;
 //! every exchange in both roles, loss and retransmission, cookies, rekey
 //! collisions, fragmentation, certificates, determinism, tshark's decoding,
+//! IKE_INTERMEDIATE / ML-KEM / IKE_FOLLOWUP_KE (`tests/pq.rs`),
 //! never-panic property tests, and a property that both sides agree on
 //! every SA after any sequence of operations.
 #![forbid(unsafe_code)]

@@ -104,6 +104,11 @@ pub const CREATE_CHILD_SA: &[Rule] = &[
     opt(PayloadType::TSI),
     opt(PayloadType::TSR),
 ];
+/// IKE_INTERMEDIATE (RFC 9242) carrying an RFC 9370 additional key
+/// exchange, both directions: `KEi(n)` / `KEr(n)`.
+pub const IKE_INTERMEDIATE: &[Rule] = &[one(PayloadType::KE)];
+/// IKE_FOLLOWUP_KE (RFC 9370 §2.2.4), both directions: `KE, [N(link)]`.
+pub const IKE_FOLLOWUP_KE: &[Rule] = &[one(PayloadType::KE)];
 /// INFORMATIONAL (§1.4): `[N], [D], [CP]`.
 pub const INFORMATIONAL: &[Rule] = &[many(PayloadType::DELETE), opt(PayloadType::CP)];
 

@@ -8,8 +8,10 @@
 //! * A peer proposal is acceptable only if every transform type it carries
 //!   gets a value. A type the peer offers that we do not configure is
 //!   accepted only if the peer also offers NONE for it (ESP KE = no PFS,
-//!   RFC 9370 ADDKEn = none): that is the hook for multiple key exchanges,
-//!   which a later issue fills.
+//!   RFC 9370 ADDKEn = none).
+//! * RFC 9370 ADDKE1..7 are chosen independently, each like any other
+//!   type, never the same method twice (NONE excepted, §2.2.2); proposals
+//!   with ADDKE are offered with a classic fallback ([`with_fallbacks`]).
 //! * The initiator accepts a response SA only if it carries exactly one
 //!   proposal with exactly one transform per type, all of which one of its
 //!   own proposals offered (§2.7: "the responder MUST NOT change").
@@ -53,6 +55,10 @@ impl Offer {
             by_type.insert(TransformType::INTEG, vec![(p.integ.0, None)]);
         }
         by_type.insert(TransformType::KE, p.ke.iter().map(|k| (k.0, None)).collect());
+        for (i, slot) in p.additional_ke.iter().enumerate().filter(|(_, s)| !s.is_empty()) {
+            let Some(t) = u8::try_from(i + 1).ok().and_then(TransformType::addke) else { continue };
+            by_type.insert(t, slot.iter().map(|k| (k.0, None)).collect());
+        }
         Self { by_type }
     }
 
@@ -65,6 +71,12 @@ impl Offer {
         by_type.insert(TransformType::ESN, p.esn.iter().map(|e| (e.0, None)).collect());
         if with_ke && !p.pfs.is_empty() {
             by_type.insert(TransformType::KE, p.pfs.iter().map(|k| (k.0, None)).collect());
+        }
+        if with_ke {
+            for (i, slot) in p.additional_ke.iter().enumerate().filter(|(_, s)| !s.is_empty()) {
+                let Some(t) = u8::try_from(i + 1).ok().and_then(TransformType::addke) else { continue };
+                by_type.insert(t, slot.iter().map(|k| (k.0, None)).collect());
+            }
         }
         Self { by_type }
     }
@@ -97,12 +109,27 @@ fn key_length(t: &Transform<'_>) -> Option<u16> {
 /// NONE is transform ID 0 for INTEG, KE and ADDKE (RFC 7296 §3.3.2, RFC 9370).
 const NONE: u16 = 0;
 
+fn is_addke(t: TransformType) -> bool {
+    (TransformType::ADDKE1.0..=TransformType::ADDKE7.0).contains(&t.0)
+}
+
+/// Whether every transform type of `theirs` got a value in `c`, or is a
+/// lone NONE (an optional type we left out).
+fn covers(c: &BTreeMap<TransformType, Value>, theirs: &Offer) -> bool {
+    theirs.by_type.iter().all(|(t, v)| c.contains_key(t) || v.iter().all(|v| v.0 == NONE))
+}
+
 /// Our choice for each transform type, or `None` if `theirs` is not
 /// acceptable under `ours`.
 fn choose(ours: &Offer, theirs: &Offer) -> Option<BTreeMap<TransformType, Value>> {
     let mut chosen = BTreeMap::new();
+    // ADDKE slots: the candidates in our order, assigned together below.
+    let mut slots: Vec<(TransformType, Vec<Value>)> = Vec::new();
     for (t, their_values) in &theirs.by_type {
         match ours.by_type.get(t) {
+            Some(our_values) if is_addke(*t) => {
+                slots.push((*t, our_values.iter().filter(|v| their_values.contains(v)).copied().collect()));
+            }
             Some(our_values) => {
                 let v = our_values.iter().find(|v| their_values.contains(v))?;
                 chosen.insert(*t, *v);
@@ -118,7 +145,32 @@ fn choose(ours: &Offer, theirs: &Offer) -> Option<BTreeMap<TransformType, Value>
             return None;
         }
     }
+    let mut picked = Vec::with_capacity(slots.len());
+    if !assign_addke(&slots, &mut picked) {
+        return None;
+    }
+    for ((t, _), v) in slots.iter().zip(picked) {
+        chosen.insert(*t, v);
+    }
     Some(chosen)
+}
+
+/// RFC 9370 §2.2.2: one value per ADDKE slot, never the same method in two
+/// slots (NONE excepted); the first such assignment in our preference
+/// order, slot by slot (at most 7 slots of a few values each).
+fn assign_addke(slots: &[(TransformType, Vec<Value>)], picked: &mut Vec<Value>) -> bool {
+    let Some((_, candidates)) = slots.get(picked.len()) else { return true };
+    for v in candidates {
+        if v.0 != NONE && picked.contains(v) {
+            continue;
+        }
+        picked.push(*v);
+        if assign_addke(slots, picked) {
+            return true;
+        }
+        picked.pop();
+    }
+    false
 }
 
 /// The negotiated IKE SA algorithms.
@@ -129,9 +181,8 @@ pub struct IkeSuite {
     pub prf: PrfId,
     pub integ: IntegId,
     pub ke: KeId,
-    /// RFC 9370 ADDKE1..7 methods, in order; always empty until the
-    /// multiple-key-exchange issue lands (the key schedule already has the
-    /// RFC 9370 §2.2.2 update in ike-crypto).
+    /// RFC 9370 ADDKE1..7 methods chosen (NONE left out), in transform
+    /// type order: the order of the additional key exchanges.
     pub additional_ke: Vec<KeId>,
 }
 
@@ -144,6 +195,16 @@ pub struct EspSuite {
     pub esn: bool,
     /// The PFS key exchange of a CREATE_CHILD_SA, if any.
     pub ke: Option<KeId>,
+    /// RFC 9370 ADDKE1..7 of a CREATE_CHILD_SA, in slot order; `KeId::NONE`
+    /// where none was chosen.
+    pub additional_ke: [KeId; 7],
+}
+
+impl EspSuite {
+    /// The additional key exchanges to run, in order.
+    pub fn additional(&self) -> impl Iterator<Item = KeId> + '_ {
+        self.additional_ke.iter().copied().filter(|k| *k != KeId::NONE)
+    }
 }
 
 impl EspSuite {
@@ -187,14 +248,22 @@ fn esp_suite(c: &BTreeMap<TransformType, Value>) -> Option<EspSuite> {
         integ: IntegId(c.get(&TransformType::INTEG).map_or(NONE, |v| v.0)),
         esn: c.get(&TransformType::ESN).map_or(0, |v| v.0) == EsnId::ESN.0,
         ke: c.get(&TransformType::KE).filter(|v| v.0 != NONE).map(|v| KeId(v.0)),
+        additional_ke: std::array::from_fn(|i| {
+            u8::try_from(i + 1).ok().and_then(TransformType::addke).and_then(|t| c.get(&t)).map_or(KeId::NONE, |v| KeId(v.0))
+        }),
     })
 }
 
 /// The SA payload offering our IKE proposals (numbered from 1); `spi` is
 /// empty in IKE_SA_INIT and the new 8-octet SPI in an IKE rekey (§1.3.2).
+///
+/// A proposal with ADDKE transforms is followed by the same proposal without
+/// them, unless one like that is configured anyway: a responder that
+/// predates RFC 9370 refuses a proposal with unknown transform types
+/// (RFC 7296 §3.3.6), and must still find one it can take.
 pub fn ike_sa_payload(proposals: &[IkeProposal], spi: &[u8]) -> Sa<'static> {
     Sa {
-        proposals: proposals
+        proposals: with_fallbacks(proposals)
             .iter()
             .enumerate()
             .map(|(i, p)| Proposal {
@@ -207,12 +276,62 @@ pub fn ike_sa_payload(proposals: &[IkeProposal], spi: &[u8]) -> Sa<'static> {
     }
 }
 
+/// Our IKE proposals as offered: each one with ADDKE transforms followed by
+/// its classic fallback (if not configured already).
+pub fn with_fallbacks(proposals: &[IkeProposal]) -> Vec<IkeProposal> {
+    let mut out: Vec<IkeProposal> = Vec::with_capacity(proposals.len());
+    for p in proposals {
+        out.push(p.clone());
+        if p.has_additional_ke() {
+            let classic = IkeProposal { additional_ke: Vec::new(), ..p.clone() };
+            if !proposals.contains(&classic) && !out.contains(&classic) {
+                out.push(classic);
+            }
+        }
+    }
+    out
+}
+
+/// Our ESP proposals as offered in CREATE_CHILD_SA (`with_pfs`): each one
+/// with ADDKE followed by its fallback without (like [`with_fallbacks`]).
+fn esp_with_fallbacks(proposals: &[EspProposal], with_pfs: bool) -> Vec<EspProposal> {
+    let mut out: Vec<EspProposal> = Vec::with_capacity(proposals.len());
+    for p in proposals {
+        if !with_pfs || !p.has_additional_ke() {
+            let plain = EspProposal { additional_ke: Vec::new(), ..p.clone() };
+            if !out.contains(&plain) {
+                out.push(plain);
+            }
+            continue;
+        }
+        out.push(p.clone());
+        let classic = EspProposal { additional_ke: Vec::new(), ..p.clone() };
+        if !proposals.contains(&classic) && !out.contains(&classic) {
+            out.push(classic);
+        }
+    }
+    out
+}
+
+/// Our IKE proposals with their ADDKE transforms left out (deduplicated):
+/// for the exchanges that cannot run additional key exchanges.
+pub fn without_addke(proposals: &[IkeProposal]) -> Vec<IkeProposal> {
+    let mut out: Vec<IkeProposal> = Vec::with_capacity(proposals.len());
+    for p in proposals {
+        let classic = IkeProposal { additional_ke: Vec::new(), ..p.clone() };
+        if !out.contains(&classic) {
+            out.push(classic);
+        }
+    }
+    out
+}
+
 /// The SA payload offering our ESP proposals with our inbound SPI;
 /// `with_pfs` adds the KE transforms (CREATE_CHILD_SA only: the Child SA of
 /// IKE_AUTH never has its own key exchange, §1.2).
 pub fn esp_sa_payload(proposals: &[EspProposal], spi_in: u32, with_pfs: bool) -> Sa<'static> {
     Sa {
-        proposals: proposals
+        proposals: esp_with_fallbacks(proposals, with_pfs)
             .iter()
             .enumerate()
             .map(|(i, p)| Proposal {
@@ -227,12 +346,19 @@ pub fn esp_sa_payload(proposals: &[EspProposal], spi_in: u32, with_pfs: bool) ->
 
 /// Responder: choose an IKE proposal. Returns the suite and the answer SA
 /// payload (one proposal, its number kept, with `spi`).
-pub fn select_ike(ours: &[IkeProposal], theirs: &Sa<'_>, spi: &[u8]) -> Result<(IkeSuite, Sa<'static>), ProtoError> {
-    for o in ours {
+/// `addke` false refuses outcomes with additional key exchanges (the peer
+/// did not announce IKE_INTERMEDIATE, RFC 9370 §2.2.1).
+pub fn select_ike(ours: &[IkeProposal], theirs: &Sa<'_>, spi: &[u8], addke: bool) -> Result<(IkeSuite, Sa<'static>), ProtoError> {
+    // Our classic fallbacks count too: a peer whose ADDKE we cannot run
+    // may still match one of our proposals without them.
+    for o in &with_fallbacks(ours) {
         let our_offer = Offer::ike(o);
         for p in theirs.proposals.iter().filter(|p| p.protocol_id == ProtocolId::IKE) {
             let Some(c) = choose(&our_offer, &Offer::from_wire(p)) else { continue };
             let Some(suite) = ike_suite(&c) else { continue };
+            if !addke && !suite.additional_ke.is_empty() {
+                continue;
+            }
             return Ok((suite, answer(p.proposal_num, ProtocolId::IKE, spi, &c)));
         }
     }
@@ -247,7 +373,7 @@ pub fn select_esp(
     spi_in: u32,
     with_pfs: bool,
 ) -> Result<(EspSuite, u32, Sa<'static>), ProtoError> {
-    for o in ours {
+    for o in &esp_with_fallbacks(ours, with_pfs) {
         let our_offer = Offer::esp(o, with_pfs);
         for p in theirs.proposals.iter().filter(|p| p.protocol_id == ProtocolId::ESP) {
             let Ok(spi) = <[u8; 4]>::try_from(&p.spi[..]) else { continue };
@@ -289,9 +415,9 @@ fn single<'p>(sa: &'p Sa<'_>, protocol_id: ProtocolId) -> Result<(&'p Proposal<'
 /// responder's SPI from the proposal (IKE rekey) as raw octets.
 pub fn accept_ike(ours: &[IkeProposal], sa: &Sa<'_>) -> Result<(IkeSuite, Vec<u8>), ProtoError> {
     let (p, theirs) = single(sa, ProtocolId::IKE)?;
-    for o in ours {
+    for o in &with_fallbacks(ours) {
         if let Some(c) = choose(&Offer::ike(o), &theirs) {
-            if c.len() == theirs.by_type.len() {
+            if covers(&c, &theirs) {
                 if let Some(s) = ike_suite(&c) {
                     return Ok((s, p.spi.to_vec()));
                 }
@@ -305,9 +431,9 @@ pub fn accept_ike(ours: &[IkeProposal], sa: &Sa<'_>) -> Result<(IkeSuite, Vec<u8
 pub fn accept_esp(ours: &[EspProposal], sa: &Sa<'_>, with_pfs: bool) -> Result<(EspSuite, u32), ProtoError> {
     let (p, theirs) = single(sa, ProtocolId::ESP)?;
     let spi = <[u8; 4]>::try_from(&p.spi[..]).map_err(|_| ProtoError::NoProposalChosen)?;
-    for o in ours {
+    for o in &esp_with_fallbacks(ours, with_pfs) {
         if let Some(c) = choose(&Offer::esp(o, with_pfs), &theirs) {
-            if c.len() == theirs.by_type.len() {
+            if covers(&c, &theirs) {
                 if let Some(s) = esp_suite(&c) {
                     return Ok((s, u32::from_be_bytes(spi)));
                 }
@@ -336,16 +462,17 @@ pub fn select_ike_for_ke(
     theirs: &Sa<'_>,
     spi: &[u8],
     kei: KeId,
+    addke: bool,
 ) -> Result<(IkeSuite, Sa<'static>), ProtoError> {
-    for o in ours {
+    for o in &with_fallbacks(ours) {
         if !o.ke.contains(&kei) {
             continue;
         }
         let mut pinned = o.clone();
         pinned.ke = vec![kei];
-        if let Ok(r) = select_ike(std::slice::from_ref(&pinned), theirs, spi) {
+        if let Ok(r) = select_ike(std::slice::from_ref(&pinned), theirs, spi, addke) {
             return Ok(r);
         }
     }
-    select_ike(ours, theirs, spi)
+    select_ike(ours, theirs, spi, addke)
 }

@@ -249,6 +249,24 @@ impl IkeKeys {
         Ok(Self { suite: suite.clone(), prf, sk_d: k.sk_d, sk_pi: k.sk_pi, sk_pr: k.sk_pr, outbound, inbound })
     }
 
+    /// RFC 9370 §2.2.2: the keys after the n-th additional key exchange of
+    /// the initial exchanges, `SKEYSEED(n) = prf(SK_d(n-1), SK(n) | Ni | Nr)`
+    /// expanded like the first (IKE_SA_INIT nonces and SPIs).
+    #[allow(clippy::too_many_arguments)]
+    pub fn additional_ke(
+        &self,
+        crypto: &dyn CryptoProvider,
+        shared: &[u8],
+        ni: &[u8],
+        nr: &[u8],
+        spi_i: u64,
+        spi_r: u64,
+        role: Role,
+    ) -> Result<Self, ProtoError> {
+        let skeyseed = keys::skeyseed_additional_ke(&*self.prf, &self.sk_d, shared, ni, nr)?;
+        Self::derive(crypto, &self.suite, &skeyseed, ni, nr, spi_i, spi_r, role)
+    }
+
     /// SKEYSEED of the initial exchange: `prf(Ni | Nr, g^ir)`.
     #[allow(clippy::too_many_arguments)]
     pub fn initial(
@@ -280,8 +298,21 @@ pub fn id_payload(id: &Identity) -> Id<'static> {
 
 /// `RealMessage | NonceData | prf(SK_p, RestOfIDPayload)` (§2.15).
 pub fn signed_octets(prf: &dyn Prf, sk_p: &[u8], real_message: &[u8], peer_nonce: &[u8], id: &[u8]) -> Result<Vec<u8>, ProtoError> {
+    signed_octets_int(prf, sk_p, real_message, peer_nonce, id, None)
+}
+
+/// [`signed_octets`] with RFC 9242's `IntAuth` appended when
+/// IKE_INTERMEDIATE exchanges took place.
+pub fn signed_octets_int(
+    prf: &dyn Prf,
+    sk_p: &[u8],
+    real_message: &[u8],
+    peer_nonce: &[u8],
+    id: &[u8],
+    int_auth: Option<&[u8]>,
+) -> Result<Vec<u8>, ProtoError> {
     let maced = keys::maced_id(prf, sk_p, id)?;
-    Ok(keys::signed_octets(real_message, peer_nonce, &maced, None))
+    Ok(keys::signed_octets(real_message, peer_nonce, &maced, int_auth))
 }
 
 /// RFC 7427 §7 hash algorithms we can verify with.

@@ -51,7 +51,7 @@ fn live(p: &Pair, side: Side) -> Vec<(u32, u32)> {
 /// property. With IKE_PROTO_TRACE set in the environment, prints every
 /// datagram and event (how the failures below were diagnosed).
 pub(super) fn run(seed: u64, loss: u32, ops: &[(bool, Op, u16)]) {
-    run_with(Timers::default(), seed, loss, ops)
+    run_with(Timers::default(), seed, loss, ops);
 }
 
 /// Timer-driven work on top of the commands: Child SA and IKE SA lifetimes
@@ -63,9 +63,13 @@ pub(super) struct Timers {
     ike_rekey_secs: [u64; 2],
     nat: bool,
     fragment_len: Option<usize>,
+    /// RFC 9370: ML-KEM-768 as ADDKE1 of the IKE SA (IKE_INTERMEDIATE,
+    /// IKE_FOLLOWUP_KE in its rekeys) and X25519 PFS plus ECP-256 ADDKE1
+    /// for Child SAs created or rekeyed by CREATE_CHILD_SA.
+    pq: bool,
 }
 
-pub(super) fn run_with(timers: Timers, seed: u64, loss: u32, ops: &[(bool, Op, u16)]) {
+pub(super) fn run_with(timers: Timers, seed: u64, loss: u32, ops: &[(bool, Op, u16)]) -> Pair {
     let verbose = std::env::var_os("IKE_PROTO_TRACE").is_some();
     let mut conns = [
         psk_conn("site", "a.esprit.test", "b.esprit.test", b"k", true),
@@ -75,6 +79,11 @@ pub(super) fn run_with(timers: Timers, seed: u64, loss: u32, ops: &[(bool, Op, u
         c.child.lifetime.rekey_secs = timers.child_rekey_secs[i];
         c.child.lifetime.hard_secs = timers.child_hard_secs[i];
         c.ike_rekey_after = (timers.ike_rekey_secs[i] > 0).then(|| Duration::from_secs(timers.ike_rekey_secs[i]));
+        if timers.pq {
+            c.ike_proposals[0].additional_ke = vec![vec![ike_wire::KeId::ML_KEM_768]];
+            c.child.esp_proposals[0].pfs = vec![ike_wire::KeId::CURVE25519];
+            c.child.esp_proposals[0].additional_ke = vec![vec![ike_wire::KeId::ECP_256]];
+        }
     }
     let [ca, cb] = conns;
     let frag = |c| crate::EndpointConfig {
@@ -90,7 +99,7 @@ pub(super) fn run_with(timers: Timers, seed: u64, loss: u32, ops: &[(bool, Op, u
     p.initiate(Side::A, "site");
     p.drive_until(|p| p.ups(Side::A) == 1 && p.ups(Side::B) == 1);
     if p.ups(Side::A) + p.ups(Side::B) < 2 {
-        return;
+        return p;
     }
     for (on_a, op, gap_ms) in ops {
         let side = if *on_a { Side::A } else { Side::B };
@@ -142,7 +151,7 @@ pub(super) fn run_with(timers: Timers, seed: u64, loss: u32, ops: &[(bool, Op, u
     }
     let dead = [Side::A, Side::B].iter().any(|s| p.downs(*s).contains(&DownReason::Timeout));
     if dead {
-        return;
+        return p;
     }
     // One IKE SA each, or none each if a Terminate went through (one that
     // raced with a rekey may show up as the rekeyed SA's down reason).
@@ -171,6 +180,7 @@ pub(super) fn run_with(timers: Timers, seed: u64, loss: u32, ops: &[(bool, Op, u
         let deletes = p.count(side, |e| matches!(e, Event::ChildSaDelete { .. }));
         assert_eq!(installs - deletes, live(&p, side).len());
     }
+    p
 }
 
 proptest! {
@@ -206,9 +216,62 @@ proptest! {
             ike_rekey_secs: [ike_rekey_secs.0, ike_rekey_secs.1],
             nat,
             fragment_len,
+            pq: false,
         };
         run_with(timers, seed, loss, &ops);
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn both_sides_agree_with_additional_key_exchanges_everywhere(
+        seed in 0u64..1_000_000,
+        loss in 0u32..200,
+        child_rekey_secs in (prop_oneof![Just(0u64), 5u64..40], prop_oneof![Just(0u64), 5u64..40]),
+        ike_rekey_secs in (prop_oneof![Just(0u64), 10u64..60], prop_oneof![Just(0u64), 10u64..60]),
+        nat in any::<bool>(),
+        fragment_len in prop_oneof![Just(None), Just(Some(500usize))],
+        ops in proptest::collection::vec((any::<bool>(), op(), 0u16..3000), 0..15),
+    ) {
+        let timers = Timers {
+            child_rekey_secs: [child_rekey_secs.0, child_rekey_secs.1],
+            ike_rekey_secs: [ike_rekey_secs.0, ike_rekey_secs.1],
+            nat,
+            fragment_len,
+            pq: true,
+            ..Timers::default()
+        };
+        run_with(timers, seed, loss, &ops);
+    }
+}
+
+#[test]
+fn the_additional_key_exchange_property_runs_follow_ups() {
+    // The property above must really exercise IKE_INTERMEDIATE and
+    // IKE_FOLLOWUP_KE (IKE SA and Child SA), under loss.
+    let timers = Timers { pq: true, fragment_len: Some(500), ..Timers::default() };
+    let ops = [(true, Op::RekeyIke, 500), (false, Op::CreateChild, 500), (true, Op::RekeyChild(0), 500), (false, Op::RekeyIke, 500)];
+    let p = run_with(timers, 77, 100, &ops);
+    let sent = |x| p.wire.iter().filter(|(_, _, d)| d.header().is_some_and(|h| h.exchange_type == x)).count();
+    assert!(sent(ike_wire::ExchangeType::IKE_INTERMEDIATE) >= 2);
+    assert!(sent(ike_wire::ExchangeType::IKE_FOLLOWUP_KE) >= 6, "{}", sent(ike_wire::ExchangeType::IKE_FOLLOWUP_KE));
+    assert_eq!(p.a.ep.established().len(), 1);
+}
+
+#[test]
+fn pq_regression_delete_during_child_followup() {
+    use Op::*;
+    let timers = Timers { pq: true, fragment_len: Some(500), ..Timers::default() };
+    run_with(timers, 862489, 11, &[(false, DeleteChild(0), 0), (false, CreateChild, 0), (false, Dpd, 196), (false, CreateChild, 0), (false, RekeyChild(0), 218), (false, CreateChild, 116), (true, DeleteChild(1071499508688725981), 0)]);
+}
+
+#[test]
+fn pq_regression_2() {
+    use Op::*;
+    let timers = Timers { pq: true, fragment_len: Some(500), ..Timers::default() };
+    run_with(timers, 564315, 44, &[(false, Dpd, 35), (true, RekeyIke, 52), (false, DeleteChild(0), 22)]);
 }
 
 #[test]

@@ -30,6 +30,12 @@ fn configs() -> (crate::EndpointConfig, crate::EndpointConfig) {
     };
     ca.ppk = Some(ppk.clone());
     cb.ppk = Some(ppk);
+    // RFC 9370: IKE_INTERMEDIATE in the initial exchanges, IKE_FOLLOWUP_KE
+    // in the Child SA and IKE SA rekeys of the recorded session.
+    for c in [&mut ca, &mut cb] {
+        c.ike_proposals[0].additional_ke = vec![vec![ike_wire::KeId::ML_KEM_768]];
+        c.child.esp_proposals[0].additional_ke = vec![vec![ike_wire::KeId::ECP_256]];
+    }
     let mut cfg_b = endpoint_config(cb);
     cfg_b.cookie_threshold = 1;
     (endpoint_config(ca), cfg_b)
@@ -53,6 +59,9 @@ fn recorded_session() -> Vec<(Time, Side, Datagram)> {
     p.drive();
     p.command(Side::A, Command::Terminate { ike_sa: h2 });
     p.drive();
+    for x in [ike_wire::ExchangeType::IKE_INTERMEDIATE, ike_wire::ExchangeType::IKE_FOLLOWUP_KE] {
+        assert!(p.wire.iter().any(|(_, _, d)| d.header().is_some_and(|h| h.exchange_type == x)), "no {x:?} in the session");
+    }
     p.wire
 }
 

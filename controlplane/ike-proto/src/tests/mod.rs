@@ -16,3 +16,4 @@ mod ppk;
 mod iiv;
 mod cfg_ext;
 mod labels;
+mod pq;
