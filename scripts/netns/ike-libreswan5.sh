@@ -12,8 +12,8 @@
 # * No RFC 9370: 5.2 has no ADDKE transforms (they came in a later
 #   release), so its IKE_INTERMEDIATE carries no key exchange: with
 #   intermediate=yes it runs one empty IKE_INTERMEDIATE exchange (and, for
-#   PPKs, offers draft-ietf-ipsecme-ikev2-qr-alt's USE_PPK_INT, which esprit
-#   does not answer). esprit offers x25519 + ke1_ecp256 and falls back to
+#   PPKs, offers draft-ietf-ipsecme-ikev2-qr-alt-04's USE_PPK_INT -- now
+#   RFC 9867 -- which esprit does not implement yet, so does not answer). esprit offers x25519 + ke1_ecp256 and falls back to
 #   x25519 alone; list-sas must show no additional key exchange.
 # * pluto initiating, intermediate=yes, ppk=propose; esprit responding with
 #   the PPK mandatory: the empty IKE_INTERMEDIATE enters both AUTH payloads
