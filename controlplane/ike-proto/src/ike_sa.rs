@@ -98,6 +98,10 @@ pub struct InitData {
     /// RFC 9242 §3.3.1: `(IntAuth_iN, IntAuth_rN)` after the last
     /// IKE_INTERMEDIATE exchange; `None` if there was none.
     pub int_auth: Option<(Vec<u8>, Vec<u8>)>,
+    /// Responder: IKE_INTERMEDIATE exchanges without a key exchange
+    /// answered so far (RFC 9242 §3 lets the initiator run them for other
+    /// purposes, e.g. libreswan 5.2's `intermediate=yes`); bounded.
+    pub empty_intermediates: u8,
 }
 
 /// A Child SA.
@@ -275,7 +279,9 @@ enum Then {
 }
 
 struct KeyUpdate {
-    keys: IkeKeys,
+    /// `None` after an IKE_INTERMEDIATE without a key exchange: IntAuth
+    /// grows, the keys stay.
+    keys: Option<IkeKeys>,
     int_auth_i: Vec<u8>,
 }
 

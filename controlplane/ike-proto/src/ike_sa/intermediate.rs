@@ -11,6 +11,10 @@
 //!   (`SKEYSEED(n) = prf(SK_d(n-1), SK(n) | Ni | Nr)`, RFC 9370 §2.2.2).
 //! * The responder switches keys only after its response is out, so a
 //!   retransmitted request is answered from the cache with the old keys.
+//! * A responder with no additional key exchange pending answers an empty
+//!   IKE_INTERMEDIATE request (RFC 9242 §3 allows them; libreswan 5.2's
+//!   `intermediate=yes` sends one) with an empty response, at most
+//!   `MAX_EMPTY_INTERMEDIATE` times; it joins the IntAuth chain.
 //! * Bad KE data ends the IKE SA: the responder answers INVALID_SYNTAX
 //!   (FIPS 203 §7.2 check of an ML-KEM key), the initiator stops before
 //!   IKE_AUTH (§7.3 ciphertext check), per draft-ietf-ipsecme-ikev2-mlkem.
@@ -24,7 +28,7 @@ use crate::sa::Ctx;
 
 impl InitData {
     pub(super) fn new(ni: Vec<u8>, nr: Vec<u8>, message1: Vec<u8>, message2: Vec<u8>, pending_ke: Vec<KeId>) -> Self {
-        Self { ni, nr, message1, message2, pending_ke: pending_ke.into(), int_auth: None }
+        Self { ni, nr, message1, message2, pending_ke: pending_ke.into(), int_auth: None, empty_intermediates: 0 }
     }
 
     /// RFC 9242 §3.3.2: `IntAuth = IntAuth_iN | IntAuth_rN | IKE_AUTH_MID`,
@@ -33,6 +37,10 @@ impl InitData {
         self.int_auth.as_ref().map(|(i, r)| [&i[..], &r[..], &ike_auth_mid.to_be_bytes()[..]].concat())
     }
 }
+
+/// Responder: IKE_INTERMEDIATE exchanges without a key exchange accepted
+/// before IKE_AUTH.
+const MAX_EMPTY_INTERMEDIATE: u8 = 4;
 
 /// One link of the RFC 9242 §3.3.1 chain: `prf(SK_p, [previous |] A | P)`
 /// with the SK_p of the keys that protected the message.
@@ -106,10 +114,24 @@ impl IkeSa {
     /// ([`Self::finish_intermediate`]): the response itself is protected
     /// with the keys the request came with.
     pub(super) fn respond_intermediate(&mut self, ctx: &mut Ctx<'_>, payloads: &[Payload<'_>], request_bytes: &[u8], plain: &[u8]) -> Result<Reply, ProtoError> {
-        let IkeState::HalfOpen(init) = &self.state else { return Err(ProtoError::MessageId) };
-        // RFC 9242 §3: no unbounded number of exchanges; we only run
-        // those the ADDKE transforms call for.
-        let method = *init.pending_ke.front().ok_or(ProtoError::Invalid("IKE_INTERMEDIATE without a pending key exchange"))?;
+        let IkeState::HalfOpen(init) = &mut self.state else { return Err(ProtoError::MessageId) };
+        let Some(&method) = init.pending_ke.front() else {
+            // RFC 9242 §3: the initiator may run IKE_INTERMEDIATE for
+            // other purposes (libreswan 5.2 sends one empty request with
+            // `intermediate=yes`). Nothing we know of goes in it, so the
+            // request must be empty apart from notifies; answered empty,
+            // IntAuth extended, keys unchanged. Bounded: §3 asks the
+            // responder to limit the number of exchanges.
+            if init.empty_intermediates >= MAX_EMPTY_INTERMEDIATE {
+                return Err(ProtoError::Invalid("too many IKE_INTERMEDIATE exchanges"));
+            }
+            message::check(payloads, &[])?;
+            init.empty_intermediates += 1;
+            let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
+            let octets = int_auth_octets(request_bytes, &*keys.inbound, plain)?;
+            let int_auth_i = int_auth_link(&*keys.prf, &keys.sk_pi, init.int_auth.as_ref().map(|a| &a.0[..]), &octets)?;
+            return Ok(Reply { payloads: Vec::new(), then: Then::KeyUpdate(Box::new(KeyUpdate { keys: None, int_auth_i })) });
+        };
         message::check(payloads, message::IKE_INTERMEDIATE)?;
         let ke_i = Payloads(payloads).ke().ok_or(ProtoError::PayloadCount(ike_wire::PayloadType::KE))?;
         if ke_i.ke_method != method {
@@ -124,7 +146,7 @@ impl IkeSa {
         let new = keys.additional_ke(ctx.crypto, &responded.shared, &init.ni, &init.nr, self.spi_i, self.spi_r, self.role)?;
         Ok(Reply {
             payloads: vec![Payload::Ke(Ke { ke_method: method, data: responded.ke_data.into() })],
-            then: Then::KeyUpdate(Box::new(KeyUpdate { keys: new, int_auth_i })),
+            then: Then::KeyUpdate(Box::new(KeyUpdate { keys: Some(new), int_auth_i })),
         })
     }
 
@@ -137,8 +159,10 @@ impl IkeSa {
         let octets = int_auth_octets(first, &*keys.outbound, &plain)?;
         let int_auth_r = int_auth_link(&*keys.prf, &keys.sk_pr, init.int_auth.as_ref().map(|a| &a.1[..]), &octets)?;
         init.int_auth = Some((u.int_auth_i, int_auth_r));
-        init.pending_ke.pop_front();
-        self.keys = Some(u.keys);
+        if let Some(keys) = u.keys {
+            init.pending_ke.pop_front();
+            self.keys = Some(keys);
+        }
         Ok(())
     }
 }
