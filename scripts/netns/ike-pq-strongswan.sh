@@ -63,7 +63,7 @@ for n in pqsw-e pqsw-s; do ip -n $n link set lo up; done
 ip -n pqsw-e link set pqsw-e0 up; ip -n pqsw-s link set pqsw-s0 up
 
 psk=esprit-pq-interop-$$
-# A fresh 256-bit PPK per run (never logged by esprit: checked at the end).
+# A fresh 256-bit PPK per run (esprit must never log it: checked at each stop).
 ppk=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
 [[ $ppk_mode == 1 || -z $ppk_break ]] || fail "PPK_BREAK needs PPK=1"
 sw_ppk=$ppk
