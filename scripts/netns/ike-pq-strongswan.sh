@@ -18,8 +18,22 @@
 # No traffic: esprit runs without its dataplane here (IKE level only).
 # Then a strongSwan without ADDKE (classic proposal only) against esprit's
 # ADDKE proposal: esprit falls back to its classic proposal.
+#
+#   PPK=1       all of the above with an RFC 8784 PPK, mandatory on both
+#               sides (strongSwan's ppk_id/ppk_required, esprit's ike.ppks
+#               and per-connection ppk), mixed in after the IKE_INTERMEDIATE
+#               key updates. Each handshake must show "using PPK for PPK_ID"
+#               in strongSwan's log, and esprit-ctl list-sas ", PPK" (also
+#               after the IKE_FOLLOWUP_KE rekeys). Checking the check, by
+#               hand: PPK_BREAK=secret (strongSwan holds another secret for
+#               the PPK_ID: no tunnel) and PPK_BREAK=absent (strongSwan
+#               without PPK configuration, esprit's PPK optional: tunnels
+#               up without a PPK, caught by the PPK checks) must FAIL.
 peer=${PEER:-sid}
+ppk_mode=${PPK:-0}
+ppk_break=${PPK_BREAK:-}
 name="ike-pq-strongswan $peer"
+[[ $ppk_mode == 1 ]] && name+=" ppk"
 . "$(dirname "$0")/lib.sh"
 ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
 ctl=${ESPRIT_CTL:-$top/target/debug/esprit-ctl}
@@ -49,6 +63,15 @@ for n in pqsw-e pqsw-s; do ip -n $n link set lo up; done
 ip -n pqsw-e link set pqsw-e0 up; ip -n pqsw-s link set pqsw-s0 up
 
 psk=esprit-pq-interop-$$
+# A fresh 256-bit PPK per run (esprit must never log it: checked at each stop).
+ppk=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+[[ $ppk_mode == 1 || -z $ppk_break ]] || fail "PPK_BREAK needs PPK=1"
+sw_ppk=$ppk
+[[ $ppk_break == secret ]] && sw_ppk=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+ppk_required=yes
+[[ $ppk_break == absent ]] && ppk_required=no
+sw_ppk_conf=1
+[[ $ppk_break == absent ]] && sw_ppk_conf=0
 ectl() { "$ctl" --socket "$work/ike.sock" "$@"; }
 # Whether esprit-ctl's output ($1: command words) contains $2. Through a
 # file: grep -q closing a pipe early would fail the pipeline (pipefail).
@@ -95,6 +118,7 @@ connections {
     local_addrs = 172.16.19.2
     remote_addrs = 172.16.19.1
     proposals = $1
+$( [[ $ppk_mode == 1 && $sw_ppk_conf == 1 ]] && printf '    ppk_id = pqc-1\n    ppk_required = yes\n' )
     local { auth = psk
             id = sw.esprit }
     remote { auth = psk
@@ -110,9 +134,13 @@ secrets {
   ike-esprit { id-1 = sw.esprit
                id-2 = gw.esprit
                secret = "$psk" }
+$( [[ $ppk_mode == 1 && $sw_ppk_conf == 1 ]] && printf '  ppk-1 { id = pqc-1\n          secret = 0x%s }\n' "$sw_ppk" )
 }
 EOT
   sw --load-all --file "$swdir/swanctl/swanctl.conf" >"$work/sw-load.log" 2>&1 || { cat "$work/sw-load.log"; sw_fail "swanctl --load-all failed"; }
+  if [[ $ppk_mode == 1 && $sw_ppk_conf == 1 ]]; then
+    grep -q "loaded ppk secret 'ppk-1'" "$work/sw-load.log" || { cat "$work/sw-load.log"; sw_fail "strongSwan did not load the PPK"; }
+  fi
   cat >"$work/ike.yaml" <<EOT
 dataplane:
   sa_table: { path: /dev/shm/esprit-netns-$$, capacity: 64 }
@@ -120,6 +148,7 @@ ike:
   listen: [172.16.19.1]
   control_socket: $work/ike.sock
   metrics_listen: "127.0.0.1:0"
+$( [[ $ppk_mode == 1 ]] && printf '  ppks:\n    - { id: pqc-1, secret_hex: "%s" }\n' "$ppk" )
   connections:
     site:
       remote: 172.16.19.2
@@ -128,6 +157,7 @@ ike:
       local_auth: { psk: "$psk" }
       remote_auth: { psk: "$psk" }
       proposals: $2
+$( [[ $ppk_mode == 1 ]] && printf '      ppk: { id: pqc-1, required: %s }\n' "$([[ $ppk_required == yes ]] && echo true || echo false)" )
       child:
         esp_proposals: [${3:-aes256gcm16}]
         local_ts: [10.1.0.0/16]
@@ -147,6 +177,7 @@ start_ike() {
 
 stop_ike() {
   kill -TERM $ike_pid 2>/dev/null; wait $ike_pid 2>/dev/null || true
+  if [[ $ppk_mode == 1 ]] && grep -qi "$ppk" "$work/ike.log"; then sw_fail "esprit-ike logged the PPK"; fi
   sw --terminate --ike esprit --force --timeout 5 >/dev/null 2>&1 || true
 }
 
@@ -160,9 +191,12 @@ check_sas() {
   ectl --json list-sas >"$work/sas.json" || sw_fail "$what: esprit-ctl list-sas failed"
   # strongSwan's algorithm line, e.g. AES_GCM_16-256/PRF_HMAC_SHA2_384/CURVE_25519/KE1_ML_KEM_768
   local sw_alg; sw_alg=$(grep -Eo '[A-Z0-9_]+-[0-9]+/PRF_[A-Z0-9_]+/[A-Z0-9_/]+' "$work/sw-sas.log" | head -1)
-  /usr/bin/python3 - "$work/sas.json" "$want" "$sw_alg" <<'PY' || sw_fail "$what: the sides disagree: $(cat "$work/sas.json") / strongSwan $sw_alg"
+  /usr/bin/python3 - "$work/sas.json" "$want" "$sw_alg" "$ppk_mode" <<'PY' || sw_fail "$what: the sides disagree: $(cat "$work/sas.json") / strongSwan $sw_alg"
 import json, sys
 d = json.load(open(sys.argv[1])); want = sys.argv[2].split("+"); sw = sys.argv[3].split("/")
+# strongSwan 6 ends the line with /PPK when a PPK was used.
+assert (sw[-1] == "PPK") == (sys.argv[4] == "1"), sw
+sw = [a for a in sw if a != "PPK"]
 up = [i for i in d["ike_sas"] if i["state"] == "Established"]
 assert len(up) == 1, d
 assert up[0]["key_exchanges"] == want, (up[0]["key_exchanges"], want)
@@ -175,6 +209,11 @@ assert sw_kes == expect, (sw_kes, expect)
 pq = any(k.startswith("ML_KEM") for k in want)
 assert up[0]["pq"] == pq, up[0]
 PY
+  if [[ $ppk_mode == 1 ]]; then
+    ectl list-sas >"$work/sas.txt" || sw_fail "$what: esprit-ctl list-sas failed"
+    grep -q "established .*, PPK" "$work/sas.txt" || sw_fail "$what: esprit-ctl list-sas does not show the PPK: $(cat "$work/sas.txt")"
+    grep -q '"ppk": true' "$work/sas.json" || sw_fail "$what: esprit-ctl --json list-sas says ppk is not true"
+  fi
   if [[ $want == *ML_KEM* ]]; then
     # (The gauges follow esprit-ike's 1 s housekeeping tick.)
     for _ in $(seq 30); do ectl --json stats >"$work/stats.json"; grep -q '"esprit_ike_pq_sas": 1' "$work/stats.json" && break; sleep 0.1; done
@@ -244,6 +283,16 @@ PY
   (( n > 0 )) || sw_fail "$what: no IKE_FOLLOWUP_KE in strongSwan's log"
 }
 
+# With PPK=1: one more "using PPK for PPK_ID 'pqc-1'" in strongSwan's log
+# than before the handshake (strongSwan says it in IKE_AUTH, either role).
+ppk_seen=0
+ppk_used() {
+  [[ $ppk_mode == 1 ]] || return 0
+  local n; n=$(grep -c "using PPK for PPK_ID 'pqc-1'" "$sw_host/charon.log" || true)
+  (( n == ppk_seen + 1 )) || sw_fail "$1: strongSwan did not use the PPK ($ppk_seen -> $n \"using PPK for PPK_ID 'pqc-1'\")"
+  ppk_seen=$n
+}
+
 for prop in "${proposals[@]}"; do
   esprit_names=$(/usr/bin/python3 -c '
 import sys
@@ -258,6 +307,7 @@ print("+".join([n[p[2]]] + [n[t.split("_", 1)[1]] for t in p[3:]]))' "$prop")
   sw --initiate --child net --timeout 20 >"$work/initiate.log" 2>&1 \
     || { sed 's/^/  swanctl| /' "$work/initiate.log" | tail -10; sw_fail "$prop: strongSwan could not bring the tunnel up to esprit"; }
   check_sas "$esprit_names" "$prop, esprit responder"
+  ppk_used "$prop, esprit responder"
   rekey_both "$esprit_names" "$prop"
   rekey_child_both "$esp" "$esprit_names" "$prop"
   if [[ $prop == *mlkem1024* ]]; then
@@ -274,6 +324,7 @@ print("+".join([n[p[2]]] + [n[t.split("_", 1)[1]] for t in p[3:]]))' "$prop")
   ectl initiate site >/dev/null || sw_fail "$prop: esprit-ctl initiate site was refused"
   for _ in $(seq 100); do ectl_has "--json list-sas" '"Established"' && break; sleep 0.1; done
   check_sas "$esprit_names" "$prop, esprit initiator"
+  ppk_used "$prop, esprit initiator"
   stop_ike
 done
 
@@ -285,10 +336,15 @@ configure "$classic" "[${proposals[0]}]"
 start_ike
 sw --initiate --child net --timeout 20 >"$work/initiate.log" 2>&1 || sw_fail "fallback: strongSwan could not bring the tunnel up to esprit"
 check_sas CURVE25519 "fallback, esprit responder"
+ppk_used "fallback, esprit responder"
 stop_ike
 start_ike
 ectl initiate site >/dev/null || sw_fail "fallback: esprit-ctl initiate site was refused"
 for _ in $(seq 100); do ectl_has "--json list-sas" '"Established"' && break; sleep 0.1; done
 check_sas CURVE25519 "fallback, esprit initiator"
+ppk_used "fallback, esprit initiator"
 stop_ike
+if [[ $ppk_mode == 1 ]]; then
+  echo "  PPK used in $ppk_seen handshakes; strongSwan: $(grep -o "using PPK for PPK_ID.*" "$sw_host/charon.log" | head -1)"
+fi
 pass

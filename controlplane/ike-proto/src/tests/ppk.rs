@@ -295,3 +295,99 @@ fn ppk_ids_match_exactly_and_only_with_a_defined_type() {
         assert!(c.find(bad).is_none(), "{bad:?}");
     }
 }
+
+// ----------------------------------------------------------------------
+// PPK together with RFC 9370 additional key exchanges (X25519 + ML-KEM-768)
+
+fn pq_ppk_pair(seed: u64, a: Option<PpkConfig>, b: Option<PpkConfig>) -> Pair {
+    let (mut ca, mut cb) = conns(a, b);
+    for c in [&mut ca, &mut cb] {
+        for p in &mut c.ike_proposals {
+            p.additional_ke = vec![vec![ike_wire::KeId::ML_KEM_768]];
+        }
+    }
+    Pair::new(seed, endpoint_config(ca), endpoint_config(cb))
+}
+
+/// Each side's established IKE SA: (DH method, additional KE methods).
+fn ke_methods(p: &Pair, side: Side) -> (ike_wire::KeId, Vec<ike_wire::KeId>) {
+    let node = if side == Side::A { &p.a } else { &p.b };
+    let s = node.ep.ike_sas().into_iter().find(|s| s.state == "Established").and_then(|s| s.suite).expect("established");
+    (s.ke, s.additional_ke)
+}
+
+#[test]
+fn mandatory_ppk_with_x25519_and_mlkem768_both_roles() {
+    use ike_wire::KeId;
+    let both = || policy(vec![ppk("pqc-1", PPK_A)], true);
+    let pq = (KeId::CURVE25519, vec![KeId::ML_KEM_768]);
+    for (seed, initiator) in [(951, Side::A), (952, Side::B)] {
+        let mut p = pq_ppk_pair(seed, both(), both());
+        let h = p.initiate(initiator, "site");
+        p.drive_until(|p| p.ups(Side::A) == 1 && p.ups(Side::B) == 1);
+        p.drive_for(std::time::Duration::from_secs(1));
+        assert_eq!((p.ups(Side::A), p.ups(Side::B)), (1, 1), "{initiator:?}");
+        assert_eq!(ppk_flags(&p), (true, true), "{initiator:?}");
+        assert!(init_has_use_ppk(&p, Side::A) && init_has_use_ppk(&p, Side::B));
+        assert_eq!(p.sent(initiator, ExchangeType::IKE_INTERMEDIATE, false), 2, "one ML-KEM-768 request in two fragments");
+        assert_eq!((ke_methods(&p, Side::A), ke_methods(&p, Side::B)), (pq.clone(), pq.clone()));
+        let keys = encr_keys(&p);
+
+        // Same seed, the same X25519 + ML-KEM-768 exchange, no PPK: the
+        // initiator's SK_d before the PPK is the SK_d after the
+        // IKE_INTERMEDIATE key update; RFC 8784 §3 mixes the PPK into that.
+        let mut plain = pq_ppk_pair(seed, None, None);
+        let hp = plain.initiate(initiator, "site");
+        plain.drive_until(|p| p.ups(Side::A) == 1 && p.ups(Side::B) == 1);
+        plain.drive_for(std::time::Duration::from_secs(1));
+        assert_eq!(ppk_flags(&plain), (false, false));
+        assert_eq!(ke_methods(&plain, Side::A), pq);
+        assert_eq!(plain.sent(initiator, ExchangeType::IKE_INTERMEDIATE, false), 2);
+        assert_eq!(init_nonces(&plain), init_nonces(&p), "same nonces as the PPK run");
+        let plain_keys = encr_keys(&plain);
+        assert_ne!(keys.0, plain_keys.0);
+        assert_ne!(keys.1, plain_keys.1);
+        let node = |p: &Pair| if initiator == Side::A { p.a.ep.sk_d(h) } else { p.b.ep.sk_d(h) };
+        let node_plain = |p: &Pair| if initiator == Side::A { p.a.ep.sk_d(hp) } else { p.b.ep.sk_d(hp) };
+        let sk_d_prime = node_plain(&plain).expect("SK_d'");
+        assert_eq!(node(&p).expect("SK_d"), prf_plus(PPK_A, &sk_d_prime, 32), "SK_d = prf+(PPK, SK_d') over the updated keys");
+
+        // And the same seed with the PPK but no ML-KEM: different keys
+        // again, so the additional key exchange is in there too.
+        let mut classic = pair(seed, both(), both());
+        classic.initiate(initiator, "site");
+        classic.drive_until(|p| p.ups(Side::A) == 1 && p.ups(Side::B) == 1);
+        classic.drive_for(std::time::Duration::from_secs(1));
+        assert_eq!(ppk_flags(&classic), (true, true));
+        assert_ne!(encr_keys(&classic).0, keys.0);
+    }
+}
+
+#[test]
+fn ike_sa_rekey_with_ike_followup_ke_keeps_the_ppk_flag() {
+    use ike_wire::KeId;
+    let both = || policy(vec![ppk("pqc-1", PPK_A)], true);
+    let mut p = pq_ppk_pair(961, both(), both());
+    p.connect();
+    for (n, side) in [(1, Side::A), (2, Side::B)] {
+        let h = up_handle(&p, side);
+        let followups = p.sent(side, ExchangeType::IKE_FOLLOWUP_KE, false);
+        p.command(side, crate::Command::RekeyIke { ike_sa: h });
+        p.drive();
+        for s in [Side::A, Side::B] {
+            assert_eq!(p.count(s, |e| matches!(e, crate::Event::IkeSaRekeyed { .. })), n, "{s:?}");
+            let node = if s == Side::A { &p.a } else { &p.b };
+            let listed: Vec<bool> = node.ep.ike_sas().iter().filter(|i| i.state == "Established").map(|i| i.ppk).collect();
+            assert_eq!(listed, vec![true], "{s:?} after rekey {n}");
+            assert_eq!(ke_methods(&p, s), (KeId::CURVE25519, vec![KeId::ML_KEM_768]));
+        }
+        assert!(p.sent(side, ExchangeType::IKE_FOLLOWUP_KE, false) > followups, "{side:?} ran IKE_FOLLOWUP_KE");
+        assert_ne!(up_handle(&p, side), h);
+    }
+    // The rekeyed SA still makes Child SAs whose keys agree.
+    let h = up_handle(&p, Side::A);
+    p.command(Side::A, crate::Command::CreateChild { ike_sa: h });
+    p.drive();
+    let (a, b) = (p.installs(Side::A), p.installs(Side::B));
+    assert_eq!(a.last().expect("A").keys_out.encr[..], b.last().expect("B").keys_in.encr[..]);
+}
