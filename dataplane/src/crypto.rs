@@ -73,8 +73,8 @@ impl MbDevices {
 /// One SA direction on intel-ipsec-mb.
 pub struct MbAead {
     suite: Suite,
-    session: AeadSession,
-    encrypt: bool,
+    pub(crate) session: AeadSession,
+    pub(crate) encrypt: bool,
 }
 
 impl MbAead {

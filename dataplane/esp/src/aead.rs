@@ -52,6 +52,12 @@ impl CryptoOp {
         &self.aad[..usize::from(self.aad_len)]
     }
 
+    /// The AAD in a fixed 12-octet array, zero after `aad().len()` octets:
+    /// for backends that copy a fixed size and are told the length apart.
+    pub fn aad_array(&self) -> &[u8; 12] {
+        &self.aad
+    }
+
     pub fn text_range(&self) -> core::ops::Range<usize> {
         self.text_off as usize..self.text_off as usize + self.text_len as usize
     }
