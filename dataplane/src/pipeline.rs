@@ -729,6 +729,10 @@ impl<'a, 'p> Worker<'a, 'p> {
         let n = b.drain_into(&mut slots);
         let mut ids: [Option<SaId>; MAX_BURST] = [None; MAX_BURST];
         let mut back = Burst::new();
+        // The last IPv4 answer and the destination bits it depended on: the
+        // index does not change within a burst (the journal is followed
+        // between polls).
+        let mut memo_v4: Option<(u32, u32, Option<SaId>)> = None;
         for k in 0..n {
             let Some(m) = slots[k].as_mut() else { continue };
             if !m.is_contiguous() {
@@ -772,7 +776,21 @@ impl<'a, 'p> Worker<'a, 'p> {
                 self.drop_dp(DpDrop::NotForUs);
                 continue;
             }
-            match self.reader.lookup_outbound(dst) {
+            let found = match dst {
+                IpAddr::V4(d) => {
+                    let d = u32::from(d);
+                    match memo_v4 {
+                        Some((last, mask, id)) if (d ^ last) & mask == 0 => id,
+                        _ => {
+                            let (id, mask) = self.reader.lookup_outbound_v4_span(d.into());
+                            memo_v4 = Some((d, mask, id));
+                            id
+                        }
+                    }
+                }
+                IpAddr::V6(_) => self.reader.lookup_outbound(dst),
+            };
+            match found {
                 Some(id) => ids[k] = Some(id),
                 None => {
                     slots[k] = None;
