@@ -891,7 +891,10 @@ impl<'a, 'p> Worker<'a, 'p> {
                         Err(r) => drops[r.index()] += 1,
                     }
                 }
-                batch.process(&mb.session)
+                match &mb.imb {
+                    Some(key) => batch.seal_imb(key),
+                    None => batch.process(&mb.session),
+                }
             }
             _ => {
                 let mut seq = first;

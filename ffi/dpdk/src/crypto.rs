@@ -559,3 +559,90 @@ impl<'a> CpuBatch<'a> {
         ok
     }
 }
+
+/// The process's intel-ipsec-mb manager (only its function table is used by
+/// the direct GCM API, which keeps its state in per-call contexts, so one
+/// manager serves every thread).
+fn imb_mgr() -> Option<NonNull<c_void>> {
+    static MGR: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    // SAFETY: plain allocation and CPU-feature detection in the library.
+    let p = *MGR.get_or_init(|| unsafe { dpdk_sys::esprit_imb_mgr_new() } as usize);
+    NonNull::new(p as *mut c_void)
+}
+
+/// An AES-GCM encryption key expanded for intel-ipsec-mb's direct API
+/// (`IMB_AES128_GCM_ENC`/`IMB_AES256_GCM_ENC`: one routine per packet);
+/// the expanded key is wiped and freed on drop.
+#[derive(Debug)]
+pub struct ImbGcmKey {
+    mgr: NonNull<c_void>,
+    kd: NonNull<c_void>,
+    key_len: u32,
+    aad_len: u64,
+}
+
+// SAFETY: the expanded key is immutable after creation and the manager is
+// only read; both may be used from any thread.
+unsafe impl Send for ImbGcmKey {}
+// SAFETY: as above.
+unsafe impl Sync for ImbGcmKey {}
+
+impl ImbGcmKey {
+    /// `key` is 16 or 32 bytes (AES-128/256); `aad_len` is 8 or 12 (ESP's
+    /// SPI | SN, or with ESN). `None` for other lengths or when the library
+    /// cannot be set up.
+    pub fn new(key: &[u8], aad_len: usize) -> Option<ImbGcmKey> {
+        if !matches!(key.len(), 16 | 32) || !matches!(aad_len, 8 | 12) {
+            return None;
+        }
+        let mgr = imb_mgr()?;
+        // SAFETY: mgr is a live manager; key is valid for key.len() bytes,
+        // which the library copies into the expanded key it allocates.
+        let kd = unsafe { dpdk_sys::esprit_imb_gcm_key_new(mgr.as_ptr(), key.as_ptr(), key.len() as u32) };
+        NonNull::new(kd).map(|kd| ImbGcmKey { mgr, kd, key_len: key.len() as u32, aad_len: aad_len as u64 })
+    }
+}
+
+impl Drop for ImbGcmKey {
+    fn drop(&mut self) {
+        // SAFETY: allocated by esprit_imb_gcm_key_new, freed once.
+        unsafe { dpdk_sys::esprit_imb_gcm_key_free(self.kd.as_ptr()) };
+    }
+}
+
+impl CpuBatch<'_> {
+    /// Encrypts the batch in place with `key` through intel-ipsec-mb's
+    /// one-call GCM routine (the IVs' first 12 bytes, the AADs' first
+    /// `aad_len`), writing each 16-byte tag. Returns the mask of the tags
+    /// pushed (encryption cannot fail); the batch is empty again afterwards.
+    pub fn seal_imb(&mut self, key: &ImbGcmKey) -> u64 {
+        let v = &mut *self.v;
+        let n = v.n;
+        if n == 0 {
+            return 0;
+        }
+        // SAFETY: entries 0..n point into buffers borrowed mutably for the
+        // batch's lifetime, each holding `len` text bytes followed by the
+        // 16-byte tag its digest pointer names (checked when pushed); the IV
+        // and AAD arrays hold n 16-byte entries; the key and manager are live.
+        unsafe {
+            dpdk_sys::esprit_imb_gcm_enc_vec(
+                key.mgr.as_ptr(),
+                key.kd.as_ptr(),
+                key.key_len,
+                n as u32,
+                v.vecs.as_ptr(),
+                v.digests.as_ptr(),
+                v.iv.as_ptr().cast(),
+                v.aad.as_ptr().cast(),
+                key.aad_len,
+            )
+        };
+        let mut ok = 0u64;
+        for k in 0..n {
+            ok |= 1u64 << v.tag[k];
+        }
+        v.n = 0;
+        ok
+    }
+}

@@ -23,7 +23,8 @@ mod port;
 
 pub use burst::{Burst, MAX_BURST};
 pub use crypto::{
-    AeadAlgo, AeadDirection, AeadJob, AeadSession, CpuAeadJob, CpuBatch, CpuVec, CryptoDev, CryptoOpPool, SessionPool, CPU_VEC_MAX,
+    AeadAlgo, AeadDirection, AeadJob, AeadSession, CpuAeadJob, CpuBatch, CpuVec, CryptoDev, CryptoOpPool, ImbGcmKey, SessionPool,
+    CPU_VEC_MAX,
 };
 pub use eal::{lcore_id, register_thread, Eal, ThreadRegistration};
 pub use error::{Error, Result};
