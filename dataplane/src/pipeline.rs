@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crossbeam::queue::ArrayQueue;
-use dpdk::{Burst, Mbuf, Mempool, RxQueue, TxQueue, MAX_BURST};
+use dpdk::{Burst, CpuVec, Mbuf, Mempool, RxQueue, TxQueue, MAX_BURST};
 use esp::{DropReason, InboundOp, InboundSa, OutboundOp, OutboundSa, PktBuf, Suite};
 use esp_wire::{Ipv4Packet, Ipv6Packet};
 use sa_table::{Change, Reader, SaFlags, SaId, SaParams as SlotParams};
@@ -164,6 +164,8 @@ pub struct Worker<'a, 'p> {
     last_solicit: Instant,
     /// Per owner worker, the batch being filled in this receive burst.
     handoff: Vec<Burst>,
+    /// The CPU-crypto vector the ipsec-mb backend fills per run.
+    cpu: Box<CpuVec>,
 }
 
 /// Maps a slot's parameters to the ESP engine's.
@@ -257,6 +259,20 @@ fn run_aead(aead: &Aead, run: &mut [Option<Mbuf>], ops: &[Option<esp::CryptoOp>;
     esp::aead_burst(aead, run.iter_mut().map(|m| m.as_mut().map(|m| m.data_mut())), ops, seal)
 }
 
+/// Strips the Ethernet header and frames one outbound packet in place.
+#[inline]
+fn prepare_out(sa: &OutboundSa, m: &mut Mbuf, seq: u64) -> Result<OutboundOp, DropReason> {
+    m.adj(14);
+    let (buf, off, len) = m.buffer_mut();
+    let mut pb = PktBuf::new(buf, off, len).ok_or(DropReason::Truncated)?;
+    let op = sa.prepare(&mut pb, seq)?;
+    let (_, start, plen) = pb.into_parts();
+    if !m.set_data(start, plen) {
+        return Err(DropReason::NoTailroom);
+    }
+    Ok(op)
+}
+
 fn write_eth(m: &mut Mbuf, dst: Mac, src: Mac, ethertype: u16) -> bool {
     let Some(h) = m.prepend(14) else { return false };
     h[0..6].copy_from_slice(&dst);
@@ -279,6 +295,7 @@ impl<'a, 'p> Worker<'a, 'p> {
             epoch: Instant::now(),
             last_solicit: Instant::now(),
             handoff: (0..env.workers).map(|_| Burst::new()).collect(),
+            cpu: CpuVec::new(),
         };
         let ids: Vec<SaId> = w.reader.known_ids().collect();
         for id in ids {
@@ -712,6 +729,10 @@ impl<'a, 'p> Worker<'a, 'p> {
         let n = b.drain_into(&mut slots);
         let mut ids: [Option<SaId>; MAX_BURST] = [None; MAX_BURST];
         let mut back = Burst::new();
+        // The last IPv4 answer and the destination bits it depended on: the
+        // index does not change within a burst (the journal is followed
+        // between polls).
+        let mut memo_v4: Option<(u32, u32, Option<SaId>)> = None;
         for k in 0..n {
             let Some(m) = slots[k].as_mut() else { continue };
             if !m.is_contiguous() {
@@ -755,7 +776,21 @@ impl<'a, 'p> Worker<'a, 'p> {
                 self.drop_dp(DpDrop::NotForUs);
                 continue;
             }
-            match self.reader.lookup_outbound(dst) {
+            let found = match dst {
+                IpAddr::V4(d) => {
+                    let d = u32::from(d);
+                    match memo_v4 {
+                        Some((last, mask, id)) if (d ^ last) & mask == 0 => id,
+                        _ => {
+                            let (id, mask) = self.reader.lookup_outbound_v4_span(d.into());
+                            memo_v4 = Some((d, mask, id));
+                            id
+                        }
+                    }
+                }
+                IpAddr::V6(_) => self.reader.lookup_outbound(dst),
+            };
+            match found {
                 Some(id) => ids[k] = Some(id),
                 None => {
                     slots[k] = None;
@@ -830,36 +865,52 @@ impl<'a, 'p> Worker<'a, 'p> {
         };
         let mut ops: [Option<OutboundOp>; MAX_BURST] = [None; MAX_BURST];
         let mut drops = [0u64; DropReason::COUNT + DpDrop::COUNT];
-        let mut seq = first;
-        for (k, slot) in run.iter_mut().enumerate() {
-            let Some(m) = slot.as_mut() else { continue };
-            m.adj(14);
-            let (buf, off, len) = m.buffer_mut();
-            let this_seq = seq;
-            seq += 1;
-            let Some(mut pb) = PktBuf::new(buf, off, len) else {
-                drops[DropReason::Truncated.index()] += 1;
-                *slot = None;
-                continue;
-            };
-            match sa.prepare(&mut pb, this_seq) {
-                Ok(op) => {
-                    ops[k] = Some(op);
-                    let (_, start, plen) = pb.into_parts();
-                    if !m.set_data(start, plen) {
-                        ops[k] = None;
-                        drops[DropReason::NoTailroom.index()] += 1;
-                        *slot = None;
+        // Bit k: run[k] was sealed.
+        let sealed: u64 = match aead {
+            // intel-ipsec-mb: each packet goes into the worker's CPU-crypto
+            // vector as soon as it is framed; one call seals the run.
+            Aead::Mb(mb) if mb.encrypt => {
+                let mut batch = self.cpu.batch();
+                let mut seq = first;
+                for (k, slot) in run.iter_mut().enumerate() {
+                    let Some(m) = slot.as_mut() else { continue };
+                    seq += 1;
+                    match prepare_out(sa, m, seq - 1) {
+                        Ok(op) => {
+                            let range = op.op.text_off as usize..op.op.end();
+                            let pushed = match m.data_mut().get_mut(range) {
+                                Some(data) => batch.push(data, &op.op.nonce, op.op.aad_array(), k as u8),
+                                None => false,
+                            };
+                            if pushed {
+                                ops[k] = Some(op);
+                            } else {
+                                drops[DropReason::CryptoFailed.index()] += 1;
+                            }
+                        }
+                        Err(r) => drops[r.index()] += 1,
                     }
                 }
-                Err(r) => {
-                    drops[r.index()] += 1;
-                    *slot = None;
+                match &mb.imb {
+                    Some(key) => batch.seal_imb(key),
+                    None => batch.process(&mb.session),
                 }
             }
-        }
-        let crypto_ops: [Option<esp::CryptoOp>; MAX_BURST] = core::array::from_fn(|k| ops[k].map(|o| o.op));
-        let sealed = run_aead(aead, run, &crypto_ops, true);
+            _ => {
+                let mut seq = first;
+                for (k, slot) in run.iter_mut().enumerate() {
+                    let Some(m) = slot.as_mut() else { continue };
+                    seq += 1;
+                    match prepare_out(sa, m, seq - 1) {
+                        Ok(op) => ops[k] = Some(op),
+                        Err(r) => drops[r.index()] += 1,
+                    }
+                }
+                let crypto_ops: [Option<esp::CryptoOp>; MAX_BURST] = core::array::from_fn(|k| ops[k].map(|o| o.op));
+                let ok = run_aead(aead, run, &crypto_ops, true);
+                ok.iter().enumerate().fold(0u64, |acc, (k, &o)| acc | (u64::from(o) << k))
+            }
+        };
         let outside = &self.env.sides[OUTSIDE];
         let mut hops = HopCache::new(self.env.neigh);
         let mut pkts_ok = 0u64;
@@ -867,8 +918,9 @@ impl<'a, 'p> Worker<'a, 'p> {
         let mut missing_hop = None;
         for (k, slot) in run.iter_mut().enumerate() {
             let Some(mut m) = slot.take() else { continue };
+            // No op: its drop was counted above; the mbuf is freed here.
             let Some(op) = ops[k] else { continue };
-            if !sealed[k] {
+            if sealed >> k & 1 == 0 {
                 drops[DropReason::CryptoFailed.index()] += 1;
                 continue;
             }

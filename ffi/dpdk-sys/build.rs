@@ -6,6 +6,7 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/shim.c");
+    println!("cargo:rerun-if-changed=csrc/imb.c");
     println!("cargo:rerun-if-changed=csrc/shim.h");
     println!("cargo:rerun-if-changed=csrc/wrapper.h");
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
@@ -25,6 +26,9 @@ fn main() {
     // drivers only for static linking, so ask for this one by name. EAL loads
     // the same file from its plugin directory, and the loader maps it once.
     println!("cargo:rustc-link-lib=dylib=rte_net_ring");
+    // intel-ipsec-mb's direct GCM API (csrc/imb.c); DPDK's crypto PMDs load
+    // the same library.
+    println!("cargo:rustc-link-lib=dylib=IPSec_MB");
 
     // The full cflags, `-include rte_config.h` and `-march` among them: the
     // headers need both, and the shim must see the same configuration.
@@ -40,7 +44,7 @@ fn main() {
         .collect();
 
     let mut build = cc::Build::new();
-    build.file("csrc/shim.c").include("csrc").define("ALLOW_EXPERIMENTAL_API", None);
+    build.file("csrc/shim.c").file("csrc/imb.c").include("csrc").define("ALLOW_EXPERIMENTAL_API", None);
     for f in &cflags {
         build.flag(f);
     }

@@ -47,9 +47,30 @@ impl CryptoOp {
         }
     }
 
+    /// As [`CryptoOp::new`], from the fixed-size AAD array the SA builds
+    /// (`aad_len` octets used, the rest zero): no variable-length copy on
+    /// the packet path.
+    #[inline]
+    pub(crate) fn from_parts(nonce: [u8; NONCE_LEN], aad: [u8; 12], aad_len: usize, text_off: usize, text_len: usize) -> Self {
+        debug_assert!(aad_len <= 12 && aad[aad_len..].iter().all(|&b| b == 0));
+        Self {
+            nonce,
+            aad,
+            aad_len: aad_len as u8,
+            text_off: text_off as u32,
+            text_len: text_len as u32,
+        }
+    }
+
     /// SPI | SN (8 octets) or SPI | SN-high | SN-low (12, ESN).
     pub fn aad(&self) -> &[u8] {
         &self.aad[..usize::from(self.aad_len)]
+    }
+
+    /// The AAD in a fixed 12-octet array, zero after `aad().len()` octets:
+    /// for backends that copy a fixed size and are told the length apart.
+    pub fn aad_array(&self) -> &[u8; 12] {
+        &self.aad
     }
 
     pub fn text_range(&self) -> core::ops::Range<usize> {

@@ -13,41 +13,50 @@ pub struct PktBuf<B> {
 
 impl<B: AsRef<[u8]> + AsMut<[u8]>> PktBuf<B> {
     /// Data of `len` octets at `start`; `None` if that does not fit.
+    #[inline(always)]
     pub fn new(buf: B, start: usize, len: usize) -> Option<Self> {
         let end = start.checked_add(len)?;
         (end <= buf.as_ref().len()).then_some(Self { buf, start, end })
     }
 
+    #[inline(always)]
     pub fn data(&self) -> &[u8] {
         &self.buf.as_ref()[self.start..self.end]
     }
 
+    #[inline(always)]
     pub fn data_mut(&mut self) -> &mut [u8] {
         &mut self.buf.as_mut()[self.start..self.end]
     }
 
+    #[inline(always)]
     pub fn len(&self) -> usize {
         self.end - self.start
     }
 
+    #[inline(always)]
     pub fn is_empty(&self) -> bool {
         self.start == self.end
     }
 
     /// Offset of the data in the buffer.
+    #[inline(always)]
     pub fn start(&self) -> usize {
         self.start
     }
 
+    #[inline(always)]
     pub fn headroom(&self) -> usize {
         self.start
     }
 
+    #[inline(always)]
     pub fn tailroom(&self) -> usize {
         self.buf.as_ref().len() - self.end
     }
 
     /// Grow the data by `n` octets at the front (contents unspecified).
+    #[inline(always)]
     pub fn prepend(&mut self, n: usize) -> bool {
         if n > self.start {
             return false;
@@ -57,6 +66,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> PktBuf<B> {
     }
 
     /// Grow the data by `n` octets at the back (contents unspecified).
+    #[inline(always)]
     pub fn append(&mut self, n: usize) -> bool {
         if n > self.tailroom() {
             return false;
@@ -66,6 +76,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> PktBuf<B> {
     }
 
     /// Drop `n` octets from the front.
+    #[inline(always)]
     pub fn trim_front(&mut self, n: usize) -> bool {
         if n > self.len() {
             return false;
@@ -75,17 +86,20 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> PktBuf<B> {
     }
 
     /// Keep only the first `len` octets.
+    #[inline(always)]
     pub fn truncate(&mut self, len: usize) {
         if len < self.len() {
             self.end = self.start + len;
         }
     }
 
+    #[inline(always)]
     pub fn buffer(&self) -> &B {
         &self.buf
     }
 
     /// The buffer, the data offset and the data length.
+    #[inline(always)]
     pub fn into_parts(self) -> (B, usize, usize) {
         let len = self.end - self.start;
         (self.buf, self.start, len)

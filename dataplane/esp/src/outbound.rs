@@ -111,6 +111,7 @@ impl OutboundSa {
 
     /// Write padding, trailer, ESP header and IV around a payload already
     /// placed at `esp_off + esp_hdr_len`, and describe the AEAD operation.
+    #[inline(always)]
     fn frame(
         &self,
         data: &mut [u8],
@@ -133,7 +134,7 @@ impl OutboundSa {
             self.c.nonce(seq, None)
         };
         let (aad, aad_len) = self.c.aad(seq);
-        CryptoOp::new(nonce, &aad[..aad_len], text_off, text_len)
+        CryptoOp::from_parts(nonce, aad, aad_len, text_off, text_len)
     }
 
     /// Frame one packet: `pkt.data()` is the inner IP packet (tunnel mode)

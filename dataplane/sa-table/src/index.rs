@@ -732,6 +732,17 @@ impl Indexes {
         None
     }
 
+    /// `lookup_v4`, and the mask of the destination bits its answer
+    /// depended on: every destination equal to `dst` under the mask gets
+    /// the same answer while the index is unchanged (the bucket's longest
+    /// length, at least the bucket's 16 bits).
+    #[inline]
+    pub(crate) fn lookup_v4_span(&self, dst: u32) -> (Option<SaId>, u32) {
+        let m = self.v4_lens.long_mask(dst >> 16);
+        let sig = if m != 0 { 17 + (127 - m.leading_zeros()) } else { 16 };
+        (self.lookup_v4(dst), u32::MAX << (32 - sig.min(32)))
+    }
+
     /// Prefetch the bucket of the first length `lookup_v4` will probe.
     #[inline]
     pub(crate) fn prefetch_v4(&self, dst: u32) {
@@ -1108,6 +1119,21 @@ mod tests {
                     ix.lookup_v4(a as u32)
                 };
                 assert_eq!(got.map(|id| id.slot), want, "step {step}, address {a:#x}");
+                if !v6 {
+                    // The span: other addresses equal under its mask (low
+                    // bits flipped at random) have the same brute-force answer.
+                    let (id, mask) = ix.lookup_v4_span(a as u32);
+                    assert_eq!(id, got);
+                    for _ in 0..4 {
+                        let b = u128::from((a as u32 & mask) | (x.next() as u32 & !mask));
+                        let want_b = live
+                            .iter()
+                            .filter(|(p, l, _)| covers(*p, *l, b))
+                            .max_by_key(|(_, l, t)| (*l, t.install_gen))
+                            .map(|(_, _, t)| t.slot);
+                        assert_eq!(id.map(|id| id.slot), want_b, "step {step}, {a:#x} span {mask:#x}, {b:#x}");
+                    }
+                }
             }
         }
     }

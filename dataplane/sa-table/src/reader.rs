@@ -302,6 +302,15 @@ impl Reader {
         self.ix.lookup_v6(u128::from(dst))
     }
 
+    /// [`Reader::lookup_outbound_v4`], and the mask of the destination bits
+    /// the answer depended on: a destination equal to `dst` under the mask
+    /// has the same answer until the next [`Reader::poll_changes`], so a
+    /// burst of packets to one subnet needs one lookup.
+    #[inline]
+    pub fn lookup_outbound_v4_span(&self, dst: Ipv4Addr) -> (Option<SaId>, u32) {
+        self.ix.lookup_v4_span(u32::from(dst))
+    }
+
     /// Outbound lookups for a burst of IPv4 destinations, prefetching first.
     pub fn lookup_outbound_v4_burst(&self, dsts: &[Ipv4Addr], out: &mut [Option<SaId>]) {
         for &d in dsts {

@@ -35,4 +35,12 @@ unsigned esprit_rte_crypto_op_bulk_alloc(struct rte_mempool *mempool, enum rte_c
 void esprit_rte_crypto_op_free(struct rte_crypto_op *op);
 int esprit_rte_crypto_op_attach_sym_session(struct rte_crypto_op *op, void *sess);
 
+/* intel-ipsec-mb direct AES-GCM (imb.c): opaque manager and expanded keys. */
+void *esprit_imb_mgr_new(void);
+void *esprit_imb_gcm_key_new(void *mgr, const uint8_t *key, uint32_t key_len);
+void esprit_imb_gcm_key_free(void *kd);
+void esprit_imb_gcm_enc_vec(void *mgr, const void *kd, uint32_t key_len, uint32_t n,
+			    const struct rte_crypto_vec *text, const struct rte_crypto_va_iova_ptr *tag,
+			    const uint8_t *iv16, const uint8_t *aad16, uint64_t aad_len);
+
 #endif

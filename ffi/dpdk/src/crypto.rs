@@ -419,3 +419,230 @@ impl Drop for AeadSession {
         unsafe { dpdk_sys::rte_cryptodev_sym_session_free(self.dev, self.raw.as_ptr()) };
     }
 }
+
+/// Most buffers one [`CpuVec`] call takes (a run of packets is at most a burst).
+pub const CPU_VEC_MAX: usize = crate::MAX_BURST;
+
+/// Reusable arrays of one synchronous CPU-crypto vector
+/// (`rte_crypto_sym_vec`), kept by a worker for its whole life so that a
+/// burst fills in only what changes per packet: no intermediate job array,
+/// no zeroed per-call arrays. Fill it through [`CpuVec::batch`].
+pub struct CpuVec {
+    n: usize,
+    vecs: [dpdk_sys::rte_crypto_vec; CPU_VEC_MAX],
+    sgls: [dpdk_sys::rte_crypto_sgl; CPU_VEC_MAX],
+    ivs: [dpdk_sys::rte_crypto_va_iova_ptr; CPU_VEC_MAX],
+    aads: [dpdk_sys::rte_crypto_va_iova_ptr; CPU_VEC_MAX],
+    digests: [dpdk_sys::rte_crypto_va_iova_ptr; CPU_VEC_MAX],
+    status: [i32; CPU_VEC_MAX],
+    /// IV (12 bytes used) and AAD (8 or 12) per entry.
+    iv: [[u8; 16]; CPU_VEC_MAX],
+    aad: [[u8; 16]; CPU_VEC_MAX],
+    /// The caller's index of each entry (below 64).
+    tag: [u8; CPU_VEC_MAX],
+}
+
+// SAFETY: the raw pointers in the arrays are only meaningful during one
+// `CpuBatch::process` call, which rewrites them first; between calls they
+// are never dereferenced, so moving the vector between threads is fine.
+unsafe impl Send for CpuVec {}
+
+impl std::fmt::Debug for CpuVec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuVec").field("n", &self.n).finish()
+    }
+}
+
+impl CpuVec {
+    /// A vector on the heap (it is a few kilobytes), allocated once per worker.
+    pub fn new() -> Box<CpuVec> {
+        let zv = dpdk_sys::rte_crypto_vec { base: std::ptr::null_mut(), iova: 0, len: 0, tot_len: 0 };
+        let zp = dpdk_sys::rte_crypto_va_iova_ptr { va: std::ptr::null_mut(), iova: 0 };
+        Box::new(CpuVec {
+            n: 0,
+            vecs: [zv; CPU_VEC_MAX],
+            sgls: [dpdk_sys::rte_crypto_sgl { vec: std::ptr::null_mut(), num: 1 }; CPU_VEC_MAX],
+            ivs: [zp; CPU_VEC_MAX],
+            aads: [zp; CPU_VEC_MAX],
+            digests: [zp; CPU_VEC_MAX],
+            status: [0; CPU_VEC_MAX],
+            iv: [[0; 16]; CPU_VEC_MAX],
+            aad: [[0; 16]; CPU_VEC_MAX],
+            tag: [0; CPU_VEC_MAX],
+        })
+    }
+
+    /// An empty batch whose buffers stay borrowed until it is dropped.
+    pub fn batch(&mut self) -> CpuBatch<'_> {
+        self.n = 0;
+        CpuBatch { v: self, _data: std::marker::PhantomData }
+    }
+}
+
+/// The buffers of one CPU-crypto call, borrowed for `'a`.
+pub struct CpuBatch<'a> {
+    v: &'a mut CpuVec,
+    _data: std::marker::PhantomData<&'a mut [u8]>,
+}
+
+impl<'a> CpuBatch<'a> {
+    /// Adds `data` (the text followed by its 16-byte tag, processed in
+    /// place) with its IV and AAD (the session's `iv_len`/`aad_len` leading
+    /// bytes are used); `tag` (below 64) names it in [`CpuBatch::process`]'s
+    /// result. False, and nothing added, when the batch is full, `data` is
+    /// shorter than the tag or `tag` is 64 or more.
+    #[inline]
+    pub fn push(&mut self, data: &'a mut [u8], iv: &[u8; 12], aad: &[u8; 12], tag: u8) -> bool {
+        let v = &mut *self.v;
+        let k = v.n;
+        let Some(text_len) = data.len().checked_sub(16) else { return false };
+        if k >= CPU_VEC_MAX || tag >= 64 {
+            return false;
+        }
+        let base = data.as_mut_ptr();
+        v.vecs[k] = dpdk_sys::rte_crypto_vec { base: base.cast(), iova: 0, len: text_len as u32, tot_len: text_len as u32 };
+        // SAFETY: text_len + 16 == data.len(), so the tag pointer is in bounds.
+        v.digests[k].va = unsafe { base.add(text_len) }.cast();
+        v.iv[k][..12].copy_from_slice(iv);
+        v.aad[k][..12].copy_from_slice(aad);
+        v.tag[k] = tag;
+        v.n = k + 1;
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.v.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.v.n == 0
+    }
+
+    /// One `rte_cryptodev_sym_cpu_crypto_process` call over the batch with
+    /// `session` (whose device must offer CPU crypto: [`CryptoDev::has_cpu_crypto`]).
+    /// Returns a bit mask of the tags that succeeded (sealed, or opened with
+    /// a valid tag); the batch is empty again afterwards.
+    pub fn process(&mut self, session: &AeadSession) -> u64 {
+        let v = &mut *self.v;
+        let n = v.n;
+        if n == 0 {
+            return 0;
+        }
+        // The self-references are written here, not at construction, so
+        // that they are right wherever the vector has been moved since.
+        for k in 0..n {
+            v.sgls[k] = dpdk_sys::rte_crypto_sgl { vec: &mut v.vecs[k], num: 1 };
+            v.ivs[k].va = v.iv[k].as_mut_ptr().cast();
+            v.aads[k].va = v.aad[k].as_mut_ptr().cast();
+            v.status[k] = -1;
+        }
+        let mut vec = dpdk_sys::rte_crypto_sym_vec {
+            num: n as u32,
+            src_sgl: v.sgls.as_mut_ptr(),
+            dest_sgl: std::ptr::null_mut(),
+            iv: v.ivs.as_mut_ptr(),
+            digest: v.digests.as_mut_ptr(),
+            __bindgen_anon_1: dpdk_sys::rte_crypto_sym_vec__bindgen_ty_1 { aad: v.aads.as_mut_ptr() },
+            status: v.status.as_mut_ptr(),
+        };
+        let ofs = dpdk_sys::rte_crypto_sym_ofs { raw: 0 };
+        // SAFETY: entries 0..n point into buffers borrowed mutably for 'a
+        // (checked to hold text and tag when pushed) or into `v`, which is
+        // borrowed mutably and not moved during the call; the session
+        // belongs to its device. The statuses say which entries succeeded.
+        unsafe { dpdk_sys::rte_cryptodev_sym_cpu_crypto_process(session.dev, session.raw.as_ptr(), ofs, &mut vec) };
+        let mut ok = 0u64;
+        for k in 0..n {
+            ok |= u64::from(v.status[k] == 0) << v.tag[k];
+        }
+        v.n = 0;
+        ok
+    }
+}
+
+/// The process's intel-ipsec-mb manager (only its function table is used by
+/// the direct GCM API, which keeps its state in per-call contexts, so one
+/// manager serves every thread).
+fn imb_mgr() -> Option<NonNull<c_void>> {
+    static MGR: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    // SAFETY: plain allocation and CPU-feature detection in the library.
+    let p = *MGR.get_or_init(|| unsafe { dpdk_sys::esprit_imb_mgr_new() } as usize);
+    NonNull::new(p as *mut c_void)
+}
+
+/// An AES-GCM encryption key expanded for intel-ipsec-mb's direct API
+/// (`IMB_AES128_GCM_ENC`/`IMB_AES256_GCM_ENC`: one routine per packet);
+/// the expanded key is wiped and freed on drop.
+#[derive(Debug)]
+pub struct ImbGcmKey {
+    mgr: NonNull<c_void>,
+    kd: NonNull<c_void>,
+    key_len: u32,
+    aad_len: u64,
+}
+
+// SAFETY: the expanded key is immutable after creation and the manager is
+// only read; both may be used from any thread.
+unsafe impl Send for ImbGcmKey {}
+// SAFETY: as above.
+unsafe impl Sync for ImbGcmKey {}
+
+impl ImbGcmKey {
+    /// `key` is 16 or 32 bytes (AES-128/256); `aad_len` is 8 or 12 (ESP's
+    /// SPI | SN, or with ESN). `None` for other lengths or when the library
+    /// cannot be set up.
+    pub fn new(key: &[u8], aad_len: usize) -> Option<ImbGcmKey> {
+        if !matches!(key.len(), 16 | 32) || !matches!(aad_len, 8 | 12) {
+            return None;
+        }
+        let mgr = imb_mgr()?;
+        // SAFETY: mgr is a live manager; key is valid for key.len() bytes,
+        // which the library copies into the expanded key it allocates.
+        let kd = unsafe { dpdk_sys::esprit_imb_gcm_key_new(mgr.as_ptr(), key.as_ptr(), key.len() as u32) };
+        NonNull::new(kd).map(|kd| ImbGcmKey { mgr, kd, key_len: key.len() as u32, aad_len: aad_len as u64 })
+    }
+}
+
+impl Drop for ImbGcmKey {
+    fn drop(&mut self) {
+        // SAFETY: allocated by esprit_imb_gcm_key_new, freed once.
+        unsafe { dpdk_sys::esprit_imb_gcm_key_free(self.kd.as_ptr()) };
+    }
+}
+
+impl CpuBatch<'_> {
+    /// Encrypts the batch in place with `key` through intel-ipsec-mb's
+    /// one-call GCM routine (the IVs' first 12 bytes, the AADs' first
+    /// `aad_len`), writing each 16-byte tag. Returns the mask of the tags
+    /// pushed (encryption cannot fail); the batch is empty again afterwards.
+    pub fn seal_imb(&mut self, key: &ImbGcmKey) -> u64 {
+        let v = &mut *self.v;
+        let n = v.n;
+        if n == 0 {
+            return 0;
+        }
+        // SAFETY: entries 0..n point into buffers borrowed mutably for the
+        // batch's lifetime, each holding `len` text bytes followed by the
+        // 16-byte tag its digest pointer names (checked when pushed); the IV
+        // and AAD arrays hold n 16-byte entries; the key and manager are live.
+        unsafe {
+            dpdk_sys::esprit_imb_gcm_enc_vec(
+                key.mgr.as_ptr(),
+                key.kd.as_ptr(),
+                key.key_len,
+                n as u32,
+                v.vecs.as_ptr(),
+                v.digests.as_ptr(),
+                v.iv.as_ptr().cast(),
+                v.aad.as_ptr().cast(),
+                key.aad_len,
+            )
+        };
+        let mut ok = 0u64;
+        for k in 0..n {
+            ok |= 1u64 << v.tag[k];
+        }
+        v.n = 0;
+        ok
+    }
+}

@@ -22,7 +22,10 @@ mod mempool;
 mod port;
 
 pub use burst::{Burst, MAX_BURST};
-pub use crypto::{AeadAlgo, AeadDirection, AeadJob, AeadSession, CpuAeadJob, CryptoDev, CryptoOpPool, SessionPool};
+pub use crypto::{
+    AeadAlgo, AeadDirection, AeadJob, AeadSession, CpuAeadJob, CpuBatch, CpuVec, CryptoDev, CryptoOpPool, ImbGcmKey, SessionPool,
+    CPU_VEC_MAX,
+};
 pub use eal::{lcore_id, register_thread, Eal, ThreadRegistration};
 pub use error::{Error, Result};
 pub use mbuf::Mbuf;

@@ -135,13 +135,24 @@ impl Mbuf {
     }
 
     /// Grows the packet at the front by `n` bytes (into the headroom) and
-    /// returns them; `None` when the headroom is too small.
+    /// returns them; `None` when the headroom is too small. (What
+    /// `rte_pktmbuf_prepend` does, inline: it runs for every packet.)
+    #[inline]
     pub fn prepend(&mut self, n: usize) -> Option<&mut [u8]> {
         let n16 = u16::try_from(n).ok()?;
-        // SAFETY: valid owned mbuf; DPDK checks the headroom and returns NULL.
-        let p = unsafe { dpdk_sys::esprit_rte_pktmbuf_prepend(self.raw.as_ptr(), n16) };
-        // SAFETY: on success p points at n fresh bytes inside the buffer.
-        (!p.is_null()).then(|| unsafe { std::slice::from_raw_parts_mut(p as *mut u8, n) })
+        // SAFETY: valid owned mbuf, exclusively borrowed; the headroom
+        // (data_off) is checked before the fields move into it, so the
+        // returned bytes lie inside the buffer.
+        unsafe {
+            let m = self.raw.as_ptr();
+            if n16 > (*m).data_off {
+                return None;
+            }
+            (*m).data_off -= n16;
+            (*m).data_len += n16;
+            (*m).pkt_len += u32::from(n16);
+            Some(std::slice::from_raw_parts_mut(((*m).buf_addr as *mut u8).add((*m).data_off as usize), n))
+        }
     }
 
     /// Grows the packet at the end by `n` bytes (into the last segment's
@@ -154,11 +165,23 @@ impl Mbuf {
         (!p.is_null()).then(|| unsafe { std::slice::from_raw_parts_mut(p as *mut u8, n) })
     }
 
-    /// Removes `n` bytes from the front; false if the first segment is shorter.
+    /// Removes `n` bytes from the front; false if the first segment is
+    /// shorter. (`rte_pktmbuf_adj`, inline.)
+    #[inline]
     pub fn adj(&mut self, n: usize) -> bool {
         let Ok(n16) = u16::try_from(n) else { return false };
-        // SAFETY: valid owned mbuf; DPDK checks the length.
-        !unsafe { dpdk_sys::esprit_rte_pktmbuf_adj(self.raw.as_ptr(), n16) }.is_null()
+        // SAFETY: valid owned mbuf, exclusively borrowed; the first
+        // segment's length is checked before the fields change.
+        unsafe {
+            let m = self.raw.as_ptr();
+            if n16 > (*m).data_len {
+                return false;
+            }
+            (*m).data_off += n16;
+            (*m).data_len -= n16;
+            (*m).pkt_len -= u32::from(n16);
+        }
+        true
     }
 
     /// Removes `n` bytes from the end; false if the last segment is shorter.

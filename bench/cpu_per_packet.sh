@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Worker CPU time per packet of esprit-dataplane on the compare.sh harness
+# (net_pcap infinite_rx -> one worker -> net_null, one AES-128-GCM tunnel SA,
+# outbound). The VM has no hardware counters (perf stat: instructions <not
+# supported>), and wall-clock Mpps moves with whatever else runs on the
+# machine; the worker thread's on-CPU time (/proc/.../schedstat) divided by
+# the packets it forwarded does not count time the thread was preempted, so
+# it is the figure to judge code changes by (A/B, alternating binaries).
+#
+# The same figure for DPDK's ipsec-secgw (the anchor's command line, CPU
+# time of its one lcore between its per-second statistics prints) with
+# BACKEND secgw-lookaside or secgw-cpu-crypto.
+#
+# usage: bench/cpu_per_packet.sh SIZE SECONDS [BACKEND]   (env: CPU, default 1; BIN; ANCHOR)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/.." && pwd)
+size=$1 secs=$2 backend=${3:-ipsec-mb} cpu=${CPU:-1}
+bin=${BIN:-$top/target/release/esprit-dataplane}
+pcap=${SECGW_PCAPS:-/var/tmp/esprit-anchors/pcap}/in$size.pcap
+[[ -f $pcap ]] || { echo "no $pcap: run bench/compare.sh once"; exit 1; }
+
+if [[ $backend == secgw-* ]]; then
+  anchor=${ANCHOR:-$top/../shared/anchors/ipsec-secgw}
+  sbin=$("$anchor/build.sh" | tail -1)
+  cfg=$anchor/sa-lookaside.cfg extra=
+  [[ $backend == secgw-cpu-crypto ]] && { cfg=$anchor/sa-cpu-crypto.cfg; extra=-l; }
+  log=$(mktemp /tmp/esprit-cpp-secgw.XXXXXX)
+  # Line-buffered, so each statistics print can be paired with a CPU-time sample.
+  stdbuf -oL "$sbin" -l "$cpu" --no-huge -m 1024 --no-pci --file-prefix "secgw-cpp-$$" \
+    --vdev "net_pcap0,rx_pcap=$pcap,infinite_rx=1" --vdev 'net_null0,no-rx=1' \
+    --vdev crypto_aesni_gcm0 -- -p 0x3 -P -u 0x2 --config "(0,0,$cpu),(1,0,$cpu)" \
+    -f "$cfg" -t 1 $extra >"$log" 2>&1 &
+  pid=$!
+  samples=() seen=0 end=$((SECONDS + secs))
+  while (( SECONDS < end )); do
+    c=$(tr -d '\033' <"$log" | grep -ac 'Total packets sent' || true)
+    if (( c > seen )); then
+      seen=$c
+      ns=$(awk '{print $1}' "/proc/$pid/schedstat")
+      tot=$(tr -d '\033' <"$log" | grep -a 'Total packets sent' | tail -1 | awk '{print $4}')
+      samples+=("$ns $tot")
+    fi
+    sleep 0.005
+  done
+  kill -INT "$pid"
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rm -f "$log"
+  printf '%s\n' "${samples[@]}" | /usr/bin/python3 -c '
+import sys
+s = [tuple(map(int, l.split())) for l in sys.stdin if l.strip()]
+if len(s) < 4: sys.exit("ipsec-secgw: too few statistics samples")
+a, b = s[2], s[-1]
+print("size '"$size $backend"': %d packets, lcore %.1f CPU-ns/packet (%.2f Mpps per CPU-second)" % (b[1] - a[1], (b[0] - a[0]) / (b[1] - a[1]), (b[1] - a[1]) * 1e3 / (b[0] - a[0])))'
+  exit 0
+fi
+work=$(mktemp -d /tmp/esprit-cpp.XXXXXX)
+tag=cpp-$$
+trap 'rm -rf "$work" /var/run/dpdk/esprit-bench-$tag /var/run/dpdk/secgw-cpp-$$; rm -f /dev/shm/esprit-bench-$tag' EXIT
+sed -e "s|@TXQ@|,tx_pcap=/dev/null|g; s|@CPU@|$cpu|g; s|@EALCPU@|$cpu|g; s|@CPUS@|$cpu|g; s|@TAG@|$tag|g; s|@WORKERS@|1|g; s|@BACKEND@|$backend|g; s|@PCAP@|$pcap|g" \
+  "$here/configs/outbound-pcap-null.yaml.in" >"$work/c.yaml"
+"$bin" --config "$work/c.yaml" --stats-ms 1000 >"$work/out" 2>"$work/err" &
+pid=$!
+tid=
+for _ in $(seq 600); do
+  sleep 0.1
+  for t in /proc/$pid/task/*; do [[ $(cat "$t/comm" 2>/dev/null) == esprit-w0 ]] && tid=${t##*/}; done
+  [[ -n $tid ]] && break
+done
+[[ -n $tid ]] || { kill "$pid"; cat "$work/err"; echo "no worker thread"; exit 1; }
+sleep "$secs"
+ns=$(awk '{print $1}' "/proc/$pid/task/$tid/schedstat")
+kill -TERM "$pid"; wait "$pid" || true
+pkts=$(grep -o 'tx outside [0-9]*' "$work/out" | awk '{print $3}')
+/usr/bin/python3 -c "print('size $size $backend: %d packets, worker %.1f CPU-ns/packet (%.2f Mpps per CPU-second)' % ($pkts, $ns/$pkts, $pkts*1e3/$ns))"
