@@ -253,15 +253,24 @@ mbits=$(awk '/receiver/ {print $7}' "$work/iperf.log")
 say "--- iperf3, road warrior to server through esprit: ${mbits} Mbit/s"
 
 ectl --json list-sas >"$work/sas.json" || ike_fail "esprit-ctl --json list-sas failed"
-/usr/bin/python3 - "$work/sas.json" <<'PY' || ike_fail "esprit's SA counters do not show the traffic: $(cat "$work/sas.json")"
+ectl --json stats >"$work/stats.json"
+# The volume rekey (rekey_bytes 50 MB) can land right at the end of the
+# transfer: then the newest Child SA is seconds old and has carried nothing,
+# and its predecessor is gone. A rekey by volume was itself driven by the
+# dataplane's byte counters, so it shows the traffic as well.
+/usr/bin/python3 - "$work/sas.json" "$work/stats.json" <<'PY' || ike_fail "esprit's SA counters do not show the traffic: $(cat "$work/sas.json")"
 import json, sys
 d = json.load(open(sys.argv[1]))
-c = [c for c in d["ike_sas"][0]["child_sas"] if c["state"] == "INSTALLED"][-1]
-assert c["in_pkts"] >= 1000 and c["out_pkts"] >= 5, c
+stats = json.load(open(sys.argv[2]))
+kids = [c for c in d["ike_sas"][0]["child_sas"] if c["state"] == "INSTALLED"]
+c = kids[-1]
+busiest = max(kids, key=lambda k: k["in_pkts"])
+rekeyed = stats["counters"].get("esprit_ike_rekeys_total{kind=child}", 0) >= 1
+fresh = (c["installed_secs"] or 0) <= 5
+assert (busiest["in_pkts"] >= 1000 and busiest["out_pkts"] >= 5) or (rekeyed and fresh), (c, busiest)
 assert c["ts_remote"] == ["10.99.0.1/32"], c
 PY
 if [[ $demo == 1 ]]; then echo "--- esprit-ctl list-sas after the transfer (200 MB, rekey_bytes 50 MB)"; ectl list-sas; fi
-ectl --json stats >"$work/stats.json"
 grep -q '"esprit_ike_rekeys_total{kind=child}": [1-9]' "$work/stats.json" \
   || ike_fail "200 MB through a Child SA with rekey_bytes 50 MB did not rekey it: $(cat "$work/stats.json")"
 
