@@ -47,7 +47,7 @@ if [[ $backend == secgw-* ]]; then
   for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -9 "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  rm -f "$log"
+  rm -rf "$log" "/var/run/dpdk/secgw-cpp-$$"
   printf '%s\n' "${samples[@]}" | /usr/bin/python3 -c '
 import sys
 s = [tuple(map(int, l.split())) for l in sys.stdin if l.strip()]

@@ -863,6 +863,11 @@ impl<'a, 'p> Worker<'a, 'p> {
                 return;
             }
         };
+        // Bit k: run[k] was framed and handed to the AEAD. Only ops that
+        // need work after sealing (a UDP checksum over IPv6) are kept in
+        // `ops` (copying every 56-byte op out and back in cost ~1 ns per
+        // packet at 64 B).
+        let mut framed = 0u64;
         let mut ops: [Option<OutboundOp>; MAX_BURST] = [None; MAX_BURST];
         let mut drops = [0u64; DropReason::COUNT + DpDrop::COUNT];
         // Bit k: run[k] was sealed.
@@ -883,7 +888,10 @@ impl<'a, 'p> Worker<'a, 'p> {
                                 None => false,
                             };
                             if pushed {
-                                ops[k] = Some(op);
+                                framed |= 1 << k;
+                                if op.needs_finish() {
+                                    ops[k] = Some(op);
+                                }
                             } else {
                                 drops[DropReason::CryptoFailed.index()] += 1;
                             }
@@ -902,7 +910,10 @@ impl<'a, 'p> Worker<'a, 'p> {
                     let Some(m) = slot.as_mut() else { continue };
                     seq += 1;
                     match prepare_out(sa, m, seq - 1) {
-                        Ok(op) => ops[k] = Some(op),
+                        Ok(op) => {
+                            framed |= 1 << k;
+                            ops[k] = Some(op);
+                        }
                         Err(r) => drops[r.index()] += 1,
                     }
                 }
@@ -918,16 +929,18 @@ impl<'a, 'p> Worker<'a, 'p> {
         let mut missing_hop = None;
         for (k, slot) in run.iter_mut().enumerate() {
             let Some(mut m) = slot.take() else { continue };
-            // No op: its drop was counted above; the mbuf is freed here.
-            let Some(op) = ops[k] else { continue };
+            // Not framed: its drop was counted above; the mbuf is freed here.
+            if framed >> k & 1 == 0 {
+                continue;
+            }
             if sealed >> k & 1 == 0 {
                 drops[DropReason::CryptoFailed.index()] += 1;
                 continue;
             }
-            {
+            if let Some(op) = ops[k].as_ref().filter(|op| op.needs_finish()) {
                 let (buf, off, len) = m.buffer_mut();
                 if let Some(mut pb) = PktBuf::new(buf, off, len) {
-                    sa.finish(&mut pb, &op);
+                    sa.finish(&mut pb, op);
                 }
             }
             let dst = match tunnel_dst {

@@ -36,6 +36,15 @@ pub struct OutboundOp {
     udp_checksum_at: Option<usize>,
 }
 
+impl OutboundOp {
+    /// Whether [`OutboundSa::finish`] has work to do for this packet after
+    /// sealing (callers may skip it, and keeping the op, otherwise).
+    #[inline]
+    pub fn needs_finish(&self) -> bool {
+        self.udp_checksum_at.is_some()
+    }
+}
+
 /// The outbound half of a Child SA.
 #[derive(Debug)]
 pub struct OutboundSa {
