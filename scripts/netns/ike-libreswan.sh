@@ -250,8 +250,9 @@ wait_for "the third IKE SA" eval '[[ -n $(esprit_ike) && -n $(pluto_ike) ]]'
 e7=$(esprit_ike)
 ectl terminate "$e7" >/dev/null || lfail "esprit-ctl terminate $e7 failed"
 wait_for "pluto to take esprit's Delete" eval '[[ -z $(pluto_ike) && -z $(esprit_ike) ]]'
-# pluto's log line can trail its state table by a moment.
-wait_for "pluto to log the deleted IKE SA" eval 'plog | grep -q "#[0-9]*: deleting state.*ESTABLISHED_IKE_SA"'
+# (pluto's log file is written through a buffer that can hold the
+# deleting-state line until pluto exits: its state table, checked above, is
+# what counts.)
 [[ $(stat 'esprit_ike_handshakes_total{role=initiator}') == 3 && $(stat 'esprit_ike_handshakes_total{role=responder}') -ge 1 ]] \
   || lfail "handshake counters: $(ectl --json stats)"
 ectl --json stats >"$work/stats.json"
