@@ -169,12 +169,11 @@ impl Pools {
             Family::V4 => pool.v4.map(|(s, n)| (u128::from(u32::from(s)), u128::from(n), false))?,
             Family::V6 => pool.v6.map(|(s, n)| (u128::from(s), u128::from(n), true))?,
         };
-        let key = (pool.name.clone(), v6);
-        let state = match self.pools.remove(&key) {
-            Some(st) if st.start == start && st.count == count => st,
-            old => PoolState::new(start, count, old),
-        };
-        let st = self.pools.entry(key).or_insert(state);
+        let st = self.pools.entry((pool.name.clone(), v6)).or_insert_with(|| PoolState::new(start, count, None));
+        if st.start != start || st.count != count {
+            // Reloaded with another range: rebuild, keeping what still fits.
+            *st = PoolState::new(start, count, Some(std::mem::take(st)));
+        }
         let a = st.start + st.lease()?;
         Some(if v6 { IpAddr::V6(a.into()) } else { IpAddr::V4(u32::try_from(a).ok()?.into()) })
     }
