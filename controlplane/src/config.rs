@@ -454,6 +454,8 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
             base: l.retransmit_base.unwrap_or(d.retransmit.base),
             tries: l.retransmit_tries.unwrap_or(d.retransmit.tries),
         },
+        // IKE_AUTH signatures run on the rayon pool (daemon.rs).
+        defer_signatures: true,
         ..d
     };
     Ok(DaemonConfig {

@@ -17,11 +17,16 @@
 //!   table's counters ([`SaProgrammer::check_lifetimes`]) become
 //!   `RekeyChild` / `DeleteChild` commands; orphans of an earlier run are
 //!   expired; gauges are refreshed.
-//! * Not here yet: `rayon` for key exchanges and signatures during a
-//!   handshake storm. The endpoint runs the crypto of an exchange inside
-//!   `handle_datagram` on `&mut self`; moving it to a pool needs a split
-//!   of the endpoint's API (compute off-loop, apply on-loop), so every
-//!   handshake runs on this thread for now.
+//! * rayon, for what is expensive in a handshake storm:
+//!   - IKE_SA_INIT: a burst of requests (≥ [`precompute::MIN_BURST`]) has
+//!     its responder key exchanges computed on the pool before the
+//!     endpoint sees the burst ([`crate::precompute`]);
+//!   - IKE_AUTH: the endpoint defers signatures (making ours, checking the
+//!     peer's certificate chain and signature) as jobs
+//!     ([`ike_proto::auth_job`]); each is spawned on the pool and its
+//!     result comes back through this loop's channel
+//!     ([`Input::AuthDone`]), so the loop keeps serving other SAs
+//!     meanwhile. PSK handshakes make no jobs.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -44,6 +49,8 @@ use crate::table::{ProgramError, SaProgrammer};
 pub enum Input {
     Datagram { local: SocketAddr, remote: SocketAddr, payload: Vec<u8> },
     Control(ControlRequest),
+    /// An IKE_AUTH signature job finished on the rayon pool.
+    AuthDone(ike_proto::AuthDone),
 }
 
 /// Why the daemon could not start.
@@ -88,6 +95,8 @@ pub struct Daemon {
     ep: Endpoint,
     /// The endpoint's crypto provider, filled per burst (rayon).
     precompute: Precomputing,
+    /// IKE_AUTH signature jobs spawned on the pool, not yet back.
+    auth_jobs_in_flight: usize,
     sockets: BTreeMap<SocketAddr, UdpSocket>,
     table: SaProgrammer,
     pub metrics: IkeMetrics,
@@ -221,6 +230,7 @@ impl Daemon {
             config_path,
             ep,
             precompute,
+            auth_jobs_in_flight: 0,
             sockets,
             table,
             metrics,
@@ -322,7 +332,7 @@ impl Daemon {
             .iter()
             .filter_map(|i| match i {
                 Input::Datagram { local, payload, .. } => precompute::init_request_ke(payload, local.port() == natt),
-                Input::Control(_) => None,
+                Input::Control(_) | Input::AuthDone(_) => None,
             })
             .filter(|k| !cookies || k.has_cookie)
             .map(|k| (k.method, k.data))
@@ -353,6 +363,11 @@ impl Daemon {
             Input::Control(ControlRequest { request, reply }) => {
                 let r = self.control(t, request);
                 let _ = reply.send(r);
+            }
+            Input::AuthDone(done) => {
+                self.auth_jobs_in_flight = self.auth_jobs_in_flight.saturating_sub(1);
+                self.metrics.auth_jobs.with_label_values(&[if done.peer_refused() { "refused" } else { "done" }]).inc();
+                self.ep.handle_auth_done(t, done);
             }
         }
         self.drain(t);
@@ -402,6 +417,17 @@ impl Daemon {
 
     /// Sends what the endpoint has to send; applies its events.
     fn drain(&mut self, t: Time) {
+        // IKE_AUTH signature jobs go to the pool; their results come back
+        // as inputs (the SA answers then).
+        while let Some(job) = self.ep.poll_auth_job() {
+            let tx = self.tx.clone();
+            self.auth_jobs_in_flight += 1;
+            rayon::spawn(move || {
+                // The loop is gone when this fails: nothing waits for it.
+                let _ = tx.send(Input::AuthDone(job.run()));
+            });
+        }
+        self.metrics.auth_jobs_in_flight.set(i64::try_from(self.auth_jobs_in_flight).unwrap_or(i64::MAX));
         while let Some(tr) = self.ep.poll_transmit() {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             tr.payload.hash(&mut h);

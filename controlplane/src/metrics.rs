@@ -23,6 +23,10 @@
 //! * `esprit_ike_parallel_key_exchanges_total{result}`: responder key
 //!   exchanges of IKE_SA_INIT bursts computed on the rayon pool (result =
 //!   used | discarded: the request was refused or answered with a cookie).
+//! * `esprit_ike_auth_jobs_total{result}`: IKE_AUTH signature jobs (our
+//!   signature and/or the check of the peer's) run on the rayon pool, by
+//!   result (done | refused: the peer's signature or chain did not verify).
+//! * `esprit_ike_auth_jobs_in_flight`: such jobs spawned and not yet back.
 //! * `esprit_ike_pq_sas`: established IKE SAs whose keys include ML-KEM (in
 //!   IKE_SA_INIT or as an RFC 9370 additional key exchange).
 use std::io::{Read, Write};
@@ -50,6 +54,8 @@ pub struct IkeMetrics {
     pub datagrams: IntCounterVec,
     pub orphans: IntGauge,
     pub parallel_ke: IntCounterVec,
+    pub auth_jobs: IntCounterVec,
+    pub auth_jobs_in_flight: IntGauge,
     /// RFC 8598 domains accepted / refused (initiator) or pushed (responder).
     pub split_dns: IntCounterVec,
     /// Child SAs installed with an ipsecme feature (iiv, label).
@@ -84,6 +90,11 @@ impl IkeMetrics {
             "Responder key exchanges of IKE_SA_INIT bursts computed in parallel, by result (used, discarded)",
             &["result"],
         )?;
+        let auth_jobs = cv(
+            "esprit_ike_auth_jobs_total",
+            "IKE_AUTH signature jobs run on the rayon pool, by result (done, refused: the peer's signature did not verify)",
+            &["result"],
+        )?;
         let ike_sas = IntGaugeVec::new(Opts::new("esprit_ike_sas", "IKE SAs held, by state"), &["state"])?;
         r.register(Box::new(ike_sas.clone()))?;
         let gauge = |name: &str, help: &str| -> Result<IntGauge, MetricsError> {
@@ -92,6 +103,7 @@ impl IkeMetrics {
             Ok(g)
         };
         let child_sas = gauge("esprit_ike_child_sas", "Child SAs programmed into the SA table")?;
+        let auth_jobs_in_flight = gauge("esprit_ike_auth_jobs_in_flight", "IKE_AUTH signature jobs spawned on the rayon pool and not yet back")?;
         let half_open = gauge("esprit_ike_half_open", "Responder IKE SAs waiting for IKE_AUTH")?;
         let orphans = gauge("esprit_ike_orphan_sas", "SA table slots of an earlier esprit-ike awaiting deletion")?;
         let pq_ike_sas = gauge("esprit_ike_pq_sas", "Established IKE SAs with an ML-KEM key exchange")?;
@@ -103,6 +115,8 @@ impl IkeMetrics {
             ppk_handshakes,
             handshake_failures,
             parallel_ke,
+            auth_jobs,
+            auth_jobs_in_flight,
             child_failures,
             rekeys,
             ike_sas,

@@ -168,7 +168,7 @@ ip addr add 172.16.9.1/24 dev "$tap"
 
 "$ike" --config "$work/dp.yaml" >"$work/ike.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 50); do grep -q "listening on" "$work/ike.log" && break; kill -0 "${pids[-1]}" 2>/dev/null || break; sleep 0.1; done
+for _ in $(seq 50); do grep -qs "listening on" "$work/ike.log" && break; kill -0 "${pids[-1]}" 2>/dev/null || break; sleep 0.1; done
 grep -q "listening on" "$work/ike.log" || { sed 's/^/  ike| /' "$work/ike.log"; fail "esprit-ike did not start"; }
 ike_metrics=$(grep -o 'metrics on [0-9.:]*' "$work/ike.log" | cut -d' ' -f3)
 ectl() { "$ctl" --socket "$work/ike.sock" "$@"; }
@@ -285,6 +285,13 @@ for what in "--child net" "--ike esprit"; do
 done
 ectl --json stats >"$work/stats.json"
 grep -q '"esprit_ike_rekeys_total{kind=ike}": 1' "$work/stats.json" || ike_fail "the peer's IKE SA rekey is not counted: $(cat "$work/stats.json")"
+# The IKE_AUTH signatures (ours and the check of strongSwan's) ran as one
+# job on esprit-ike's rayon pool; a PSK handshake makes none.
+if [[ $auth == cert ]]; then
+  grep -Eq '"esprit_ike_auth_jobs_total\{result=done\}": 1,?$' "$work/stats.json" || ike_fail "the IKE_AUTH signatures did not run as one pool job: $(cat "$work/stats.json")"
+elif grep -q '"esprit_ike_auth_jobs_total' "$work/stats.json"; then
+  ike_fail "a PSK handshake made signature jobs: $(cat "$work/stats.json")"
+fi
 if [[ $pq == 1 ]]; then
   grep -q "IKE_FOLLOWUP_KE response" "$work/sw/charon.log" || ike_fail "strongSwan's IKE SA rekey ran no IKE_FOLLOWUP_KE"
 fi

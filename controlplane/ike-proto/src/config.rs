@@ -95,6 +95,10 @@ pub struct EndpointConfig {
     /// RFC 9242: announce and accept IKE_INTERMEDIATE (needed for RFC 9370
     /// additional key exchanges). Off only to emulate an older peer.
     pub intermediate: bool,
+    /// Hand IKE_AUTH signatures (ours and the peer's) out as
+    /// [`crate::auth_job::AuthJob`]s instead of computing them inline
+    /// (the owner must then run them: [`crate::Endpoint::poll_auth_job`]).
+    pub defer_signatures: bool,
 }
 
 impl Default for EndpointConfig {
@@ -112,6 +116,7 @@ impl Default for EndpointConfig {
             fragmentation: Some(FragmentationConfig::default()),
             nonce_len: 32,
             intermediate: true,
+            defer_signatures: false,
         }
     }
 }

@@ -516,6 +516,20 @@ impl Endpoint {
     }
 
     /// The next event.
+    /// The next IKE_AUTH signature job (only with
+    /// [`EndpointConfig::defer_signatures`]). Run it anywhere and hand the
+    /// result to [`Self::handle_auth_done`]; until then its request waits.
+    pub fn poll_auth_job(&mut self) -> Option<crate::auth_job::AuthJob> {
+        self.out.jobs.pop_front()
+    }
+
+    /// A job from [`Self::poll_auth_job`] is done: its SA answers the
+    /// IKE_AUTH request. A result whose SA or request is gone is dropped.
+    pub fn handle_auth_done(&mut self, now: Time, done: crate::auth_job::AuthDone) {
+        let h = done.ike_sa();
+        self.with_sa(now, h, |sa, ctx| sa.resume_ike_auth(ctx, done));
+    }
+
     pub fn poll_event(&mut self) -> Option<Event> {
         self.out.events.pop_front()
     }

@@ -40,7 +40,8 @@ use ike_wire::{
     Nonce, Notify, NotifyType, Payload, ProtocolId, NON_ESP_MARKER,
 };
 
-use crate::config::{ConnectionConfig, Family, Identity, Mode};
+use crate::auth_job::{AuthJob, SignWork, VerifyWork};
+use crate::config::{ConnectionConfig, Family, Identity, LocalAuth, Mode, RemoteAuth};
 use crate::error::ProtoError;
 use crate::event::{ChildKeys, ChildSaHandle, ChildSaInstall, DownReason, Event, IkeSaHandle, Transmit};
 use crate::exchange::{ExchangeManager, RequestCheck, Timeout};
@@ -276,6 +277,26 @@ enum Then {
     /// After an IKE_INTERMEDIATE response is sent: extend IntAuth_r with it
     /// and switch to the keys of the additional key exchange.
     KeyUpdate(Box<KeyUpdate>),
+    /// No answer yet: the request waits for its [`crate::auth_job`].
+    Defer,
+}
+
+/// Where the signatures of an IKE_AUTH request come from.
+enum Signatures {
+    /// Inline, or from a job if the endpoint defers them.
+    MayDefer,
+    /// From this job's result where it applies, inline otherwise (never
+    /// deferred again).
+    Done(crate::auth_job::AuthDone),
+}
+
+/// An IKE_AUTH request whose signatures are being computed elsewhere
+/// ([`crate::auth_job`]): what answering it later needs.
+struct PendingAuth {
+    header: Header,
+    request_bytes: Vec<u8>,
+    first: ike_wire::PayloadType,
+    plain: Vec<u8>,
 }
 
 struct KeyUpdate {
@@ -341,6 +362,8 @@ pub struct IkeSa {
     /// RFC 9370 additional key exchanges of a Child SA are done (its
     /// install is held back until then).
     pending_keymat: Option<followup::ChildKeymat>,
+    /// Responder: the IKE_AUTH request waiting for its signature job.
+    pending_auth: Option<PendingAuth>,
 }
 
 /// Per-SA state of the ipsecme extensions (split DNS, RFC 8983, RFC 9593).
@@ -462,6 +485,7 @@ impl IkeSa {
             ext: ExtState::default(),
             followup: None,
             pending_keymat: None,
+            pending_auth: None,
         }
     }
 
@@ -729,6 +753,11 @@ impl IkeSa {
         if matches!(self.state, IkeState::Closed { .. } | IkeState::Connecting | IkeState::PeerDeleted { .. }) {
             return;
         }
+        if self.pending_auth.as_ref().is_some_and(|p| p.header.message_id == header.message_id) {
+            // A retransmit while its signature job runs: the answer comes
+            // when the job is done.
+            return;
+        }
         let Ok(msg) = Message::parse(bytes) else { return };
         let Some((first, plain, request_bytes)) = self.decrypt(ctx, header, bytes, &msg) else { return };
         // Authenticated: the peer is alive, and behind a NAT it may move
@@ -742,7 +771,7 @@ impl IkeSa {
         let result = match parse_inner(first, &plain) {
             Err(e) => Err(ProtoError::from(e)),
             Ok(payloads) => match (exchange, &self.state) {
-                (ExchangeType::IKE_AUTH, IkeState::HalfOpen(_)) => self.respond_ike_auth(ctx, &payloads, header.message_id),
+                (ExchangeType::IKE_AUTH, IkeState::HalfOpen(_)) => self.respond_ike_auth(ctx, &payloads, header.message_id, Signatures::MayDefer),
                 (ExchangeType::IKE_INTERMEDIATE, IkeState::HalfOpen(_)) => self.respond_intermediate(ctx, &payloads, &request_bytes, &plain),
                 (ExchangeType::CREATE_CHILD_SA, IkeState::Established | IkeState::Rekeyed { .. } | IkeState::Deleting) => {
                     self.respond_create_child(ctx, &payloads)
@@ -755,6 +784,35 @@ impl IkeSa {
                 _ => Err(ProtoError::MessageId),
             },
         };
+        if matches!(&result, Ok(Reply { then: Then::Defer, .. })) {
+            self.pending_auth = Some(PendingAuth { header: *header, request_bytes, first, plain });
+            return;
+        }
+        self.answer(ctx, header, &request_bytes, result);
+    }
+
+    /// The signature job of the pending IKE_AUTH request is done: answer
+    /// it. A result for anything else is dropped.
+    pub fn resume_ike_auth(&mut self, ctx: &mut Ctx<'_>, done: crate::auth_job::AuthDone) {
+        if !self.pending_auth.as_ref().is_some_and(|p| p.header.message_id == done.message_id) {
+            return;
+        }
+        let Some(pending) = self.pending_auth.take() else { return };
+        if !matches!(self.state, IkeState::HalfOpen(_)) {
+            return;
+        }
+        let result = match parse_inner(pending.first, &pending.plain) {
+            Err(e) => Err(ProtoError::from(e)),
+            Ok(payloads) => self.respond_ike_auth(ctx, &payloads, pending.header.message_id, Signatures::Done(done)),
+        };
+        self.answer(ctx, &pending.header, &pending.request_bytes, result);
+        self.pump(ctx);
+    }
+
+    /// Sends the response to a request (or the Notify its error maps to)
+    /// and does what follows it.
+    fn answer(&mut self, ctx: &mut Ctx<'_>, header: &Header, request_bytes: &[u8], result: Result<Reply, ProtoError>) {
+        let exchange = header.exchange_type;
         let reply = match result {
             Ok(r) => r,
             Err(e) => {
@@ -776,9 +834,9 @@ impl IkeSa {
                 }
             }
         };
-        let sent = self.send_response(ctx, header, &request_bytes, &reply.payloads);
+        let sent = self.send_response(ctx, header, request_bytes, &reply.payloads);
         match reply.then {
-            Then::Continue => {}
+            Then::Continue | Then::Defer => {}
             Then::Close(reason) => self.close(ctx, reason),
             Then::KeyUpdate(u) => {
                 let done = sent.ok_or(ProtoError::Invalid("IKE_INTERMEDIATE response")).and_then(|first| self.finish_intermediate(*u, &first, &reply.payloads));
@@ -1075,7 +1133,7 @@ impl IkeSa {
         Ok(())
     }
 
-    fn respond_ike_auth(&mut self, ctx: &mut Ctx<'_>, payloads: &[Payload<'_>], message_id: u32) -> Result<Reply, ProtoError> {
+    fn respond_ike_auth(&mut self, ctx: &mut Ctx<'_>, payloads: &[Payload<'_>], message_id: u32, work: Signatures) -> Result<Reply, ProtoError> {
         message::check(payloads, message::IKE_AUTH_REQUEST)?;
         let p = Payloads(payloads);
         let id_i = p.id_i().ok_or(ProtoError::PayloadCount(ike_wire::PayloadType::IDI))?;
@@ -1120,13 +1178,50 @@ impl IkeSa {
             }
             _ => auth,
         };
-        sa::verify_auth(&conn.remote_auth, &*keys.prf, &octets_i, auth, &certs, &peer_id, ctx.now)?;
         sa::check_scheme_allowed(auth, &conn.ext.signature_schemes)?;
         let peer_methods = peer_auth_methods(p.notify(NotifyType::SUPPORTED_AUTH_METHODS));
         let peer_schemes = peer_methods.as_deref().map(crate::auth_methods::schemes).unwrap_or_default();
         let id_r = sa::id_body(&conn.local_id);
         let octets_r = sa::signed_octets_int(&*keys.prf, sk_pr, &init.message2, &init.ni, &id_r, int_auth.as_deref())?;
-        let (auth_r, certs_r, scheme) = sa::make_auth_with(&conn.local_auth, &*keys.prf, &octets_r, &self.peer_hashes, &peer_schemes, ctx.rng)?;
+        let remote_sig = matches!(conn.remote_auth, RemoteAuth::PubKey { .. });
+        let local_sig = matches!(conn.local_auth, LocalAuth::PubKey { .. });
+        let (verified, signed) = match work {
+            Signatures::MayDefer if ctx.config.defer_signatures && (remote_sig || local_sig) => {
+                // The signatures go to a job (crate::auth_job); a PSK is
+                // checked here, its failure answered at once.
+                if !remote_sig {
+                    sa::verify_auth(&conn.remote_auth, &*keys.prf, &octets_i, auth, &certs, &peer_id, ctx.now)?;
+                }
+                let mut seed = [0u8; 32];
+                ctx.rng.fill_bytes(&mut seed);
+                ctx.out.jobs.push_back(AuthJob {
+                    ike_sa: self.handle,
+                    message_id,
+                    conn: conn.clone(),
+                    verify: remote_sig.then(|| VerifyWork {
+                        octets: octets_i.clone(),
+                        auth: ike_wire::Auth { method: auth.method, data: auth.data.to_vec().into() },
+                        certs: certs.iter().map(|c| ike_wire::Cert { encoding: c.encoding, data: c.data.to_vec().into() }).collect(),
+                        peer_id: peer_id.clone(),
+                        now: ctx.now,
+                    }),
+                    sign: local_sig.then(|| SignWork { octets: octets_r.clone(), peer_hashes: self.peer_hashes.clone(), peer_schemes: peer_schemes.clone(), seed }),
+                });
+                return Ok(Reply { payloads: Vec::new(), then: Then::Defer });
+            }
+            // A result computed for this request and this connection (a
+            // reload in between makes it stale: redone inline).
+            Signatures::Done(d) if d.message_id == message_id && Arc::ptr_eq(&d.conn, &conn) => (d.verified, d.signed),
+            _ => (None, None),
+        };
+        match verified {
+            Some(r) => r?,
+            None => sa::verify_auth(&conn.remote_auth, &*keys.prf, &octets_i, auth, &certs, &peer_id, ctx.now)?,
+        }
+        let (auth_r, certs_r, scheme) = match signed {
+            Some(r) => r?,
+            None => sa::make_auth_with(&conn.local_auth, &*keys.prf, &octets_r, &self.peer_hashes, &peer_schemes, ctx.rng)?,
+        };
         self.ext.peer_auth_methods = peer_methods;
         self.ext.auth_scheme = scheme;
         let (ni, nr) = (init.ni.clone(), init.nr.clone());

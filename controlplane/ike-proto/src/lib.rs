@@ -47,6 +47,7 @@
 //! every SA after any sequence of operations.
 #![forbid(unsafe_code)]
 
+pub mod auth_job;
 pub mod auth_methods;
 pub mod config;
 pub mod endpoint;
@@ -71,6 +72,7 @@ pub use config::{
     ChildConfig, ConnectionConfig, EndpointConfig, EspProposal, Extensions, Family, FragmentationConfig, Identity, IkeProposal, Lifetimes, LocalAuth, Mode,
     PoolConfig, Ppk, PpkConfig, RemoteAuth, RetransmitConfig, PPK_ID_FIXED, PPK_ID_OPAQUE,
 };
+pub use auth_job::{AuthDone, AuthJob};
 pub use endpoint::{Endpoint, IkeSaInfo};
 pub use error::ProtoError;
 pub use event::{ChildKeys, ChildSaHandle, ChildSaInstall, Command, CommandError, DownReason, Event, IkeSaHandle, Transmit};

@@ -58,6 +58,8 @@ pub struct Outputs {
     pub transmits: VecDeque<Transmit>,
     pub events: VecDeque<Event>,
     pub effects: Vec<Effect>,
+    /// IKE_AUTH signature work for the owner to run ([`crate::auth_job`]).
+    pub jobs: VecDeque<crate::auth_job::AuthJob>,
 }
 
 /// SPI and handle allocation.
@@ -362,26 +364,35 @@ pub fn make_auth_with(
             let v = keys::psk_auth(prf, psk, octets)?;
             Ok((Auth { method: AuthMethod::SHARED_KEY_MESSAGE_INTEGRITY_CODE, data: v.to_vec().into() }, Vec::new(), None))
         }
-        LocalAuth::PubKey { signer, certs } => {
-            let schemes = signer.schemes();
-            // RFC 9593: a scheme the peer announced; else RFC 7427 §4: a
-            // hash the peer announced.
-            let scheme = schemes
-                .iter()
-                .copied()
-                .find(|s| peer_schemes.contains(s))
-                .or_else(|| schemes.iter().copied().find(|s| peer_hashes.contains(&s.hash_algorithm_id())))
-                .or_else(|| schemes.first().copied())
-                .ok_or(ProtoError::AuthenticationFailed)?;
-            let signature = signer.sign(scheme, octets, rng)?;
-            let data = sig::auth_data(scheme, &signature);
-            let certs = certs
-                .iter()
-                .map(|c| Cert { encoding: CertEncoding::X509_SIGNATURE, data: c.der().to_vec().into() })
-                .collect();
-            Ok((Auth { method: AuthMethod::DIGITAL_SIGNATURE, data: data.into() }, certs, Some(scheme)))
-        }
+        LocalAuth::PubKey { signer, certs } => sign_auth(&**signer, certs, octets, peer_hashes, peer_schemes, rng),
     }
+}
+
+/// The RFC 7427 AUTH payload (and our CERT payloads) signed by `signer`
+/// over `octets`: the expensive half of [`make_auth_with`], which needs no
+/// PRF and can run on another thread ([`crate::auth_job`]).
+pub fn sign_auth(
+    signer: &dyn ike_crypto::sig::Signer,
+    certs: &[Certificate],
+    octets: &[u8],
+    peer_hashes: &[u16],
+    peer_schemes: &[sig::SignatureScheme],
+    rng: &mut dyn Rng,
+) -> Result<(Auth<'static>, Vec<Cert<'static>>, Option<sig::SignatureScheme>), ProtoError> {
+    let schemes = signer.schemes();
+    // RFC 9593: a scheme the peer announced; else RFC 7427 §4: a
+    // hash the peer announced.
+    let scheme = schemes
+        .iter()
+        .copied()
+        .find(|s| peer_schemes.contains(s))
+        .or_else(|| schemes.iter().copied().find(|s| peer_hashes.contains(&s.hash_algorithm_id())))
+        .or_else(|| schemes.first().copied())
+        .ok_or(ProtoError::AuthenticationFailed)?;
+    let signature = signer.sign(scheme, octets, rng)?;
+    let data = sig::auth_data(scheme, &signature);
+    let certs = certs.iter().map(|c| Cert { encoding: CertEncoding::X509_SIGNATURE, data: c.der().to_vec().into() }).collect();
+    Ok((Auth { method: AuthMethod::DIGITAL_SIGNATURE, data: data.into() }, certs, Some(scheme)))
 }
 
 /// Local policy on the peer's signature scheme (the list we announce in
@@ -451,23 +462,36 @@ pub fn verify_auth(
                 Err(ProtoError::AuthenticationFailed)
             }
         }
-        RemoteAuth::PubKey { cas } => {
-            if payload.method != AuthMethod::DIGITAL_SIGNATURE {
-                return Err(ProtoError::AuthenticationFailed);
-            }
-            let mut x509 = certs.iter().filter(|c| c.encoding == CertEncoding::X509_SIGNATURE);
-            let leaf = x509.next().ok_or(ProtoError::AuthenticationFailed)?;
-            let leaf = Certificate::from_der(&leaf.data).map_err(|_| ProtoError::AuthenticationFailed)?;
-            let intermediates: Vec<Certificate> = x509.filter_map(|c| Certificate::from_der(&c.data).ok()).collect();
-            let key = validate_chain(&leaf, &intermediates, cas, now.unix_secs()).map_err(|_| ProtoError::AuthenticationFailed)?;
-            // The identity must be bound to the certificate (RFC 4945 §3.1).
-            if !identity_in_certificate(peer_id, &leaf) {
-                return Err(ProtoError::AuthenticationFailed);
-            }
-            let (scheme, signature) = sig::parse_auth_data(&payload.data).map_err(|_| ProtoError::AuthenticationFailed)?;
-            key.verify(scheme, octets, signature).map_err(|_| ProtoError::AuthenticationFailed)
-        }
+        RemoteAuth::PubKey { cas } => verify_signature(cas, octets, payload, certs, peer_id, now),
     }
+}
+
+/// Checks an RFC 7427 AUTH payload: the chain of `certs` to one of `cas`,
+/// the identity bound to the end-entity certificate, the signature over
+/// `octets`. The expensive half of [`verify_auth`], which needs no PRF and
+/// can run on another thread ([`crate::auth_job`]).
+pub fn verify_signature(
+    cas: &[Certificate],
+    octets: &[u8],
+    payload: &Auth<'_>,
+    certs: &[&Cert<'_>],
+    peer_id: &Identity,
+    now: Time,
+) -> Result<(), ProtoError> {
+    if payload.method != AuthMethod::DIGITAL_SIGNATURE {
+        return Err(ProtoError::AuthenticationFailed);
+    }
+    let mut x509 = certs.iter().filter(|c| c.encoding == CertEncoding::X509_SIGNATURE);
+    let leaf = x509.next().ok_or(ProtoError::AuthenticationFailed)?;
+    let leaf = Certificate::from_der(&leaf.data).map_err(|_| ProtoError::AuthenticationFailed)?;
+    let intermediates: Vec<Certificate> = x509.filter_map(|c| Certificate::from_der(&c.data).ok()).collect();
+    let key = validate_chain(&leaf, &intermediates, cas, now.unix_secs()).map_err(|_| ProtoError::AuthenticationFailed)?;
+    // The identity must be bound to the certificate (RFC 4945 §3.1).
+    if !identity_in_certificate(peer_id, &leaf) {
+        return Err(ProtoError::AuthenticationFailed);
+    }
+    let (scheme, signature) = sig::parse_auth_data(&payload.data).map_err(|_| ProtoError::AuthenticationFailed)?;
+    key.verify(scheme, octets, signature).map_err(|_| ProtoError::AuthenticationFailed)
 }
 
 /// RFC 7296 §2.23: `SHA-1(SPIi | SPIr | IP | Port)`.

@@ -11,28 +11,28 @@ use ike_wire::ExchangeType;
 use super::util::*;
 use crate::{DownReason, Event, Identity, LocalAuth, RemoteAuth};
 
-fn crypto_pki(name: &str) -> PathBuf {
+pub(super) fn crypto_pki(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ike-crypto/testdata/pki").join(name)
 }
 
-fn our_pki(name: &str) -> PathBuf {
+pub(super) fn our_pki(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/pki").join(name)
 }
 
-fn cert(path: PathBuf) -> Certificate {
+pub(super) fn cert(path: PathBuf) -> Certificate {
     Certificate::load(&path).expect("certificate")
 }
 
 /// Local auth by `key` + `leaf` (with the intermediate), identity = the
 /// leaf's subject DN.
-fn signer(key: PathBuf, leaf: PathBuf) -> (LocalAuth, Identity) {
+pub(super) fn signer(key: PathBuf, leaf: PathBuf) -> (LocalAuth, Identity) {
     let leaf = cert(leaf);
     let id = Identity::Dn(leaf.subject_der());
     let key = PrivateKey::load(&key).expect("key");
     (LocalAuth::PubKey { signer: Arc::new(key), certs: vec![leaf, cert(crypto_pki("intermediate.pem"))] }, id)
 }
 
-fn trust(ca: &str) -> RemoteAuth {
+pub(super) fn trust(ca: &str) -> RemoteAuth {
     RemoteAuth::PubKey { cas: vec![cert(crypto_pki(ca))] }
 }
 
@@ -41,7 +41,7 @@ fn cert_pair(seed: u64, client_key: &str, client_cert: &str, client_trusts: &str
     Pair::new(seed, endpoint_config(ca), endpoint_config(cb))
 }
 
-fn cert_conns(client_key: &str, client_cert: &str, client_trusts: &str) -> (crate::ConnectionConfig, crate::ConnectionConfig) {
+pub(super) fn cert_conns(client_key: &str, client_cert: &str, client_trusts: &str) -> (crate::ConnectionConfig, crate::ConnectionConfig) {
     let (gw_auth, gw_id) = signer(crypto_pki("leaf.key"), crypto_pki("leaf.pem"));
     let (cl_auth, cl_id) = signer(our_pki(client_key), our_pki(client_cert));
     let mut ca = psk_conn("site", "unused", "unused", b"unused", true);

@@ -10,6 +10,7 @@ mod determinism;
 mod fuzz;
 mod tshark;
 mod certs;
+mod auth_jobs;
 mod fragments;
 mod consistency;
 mod ppk;

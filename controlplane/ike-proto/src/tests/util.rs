@@ -90,6 +90,12 @@ pub struct Pair {
     pub wire: Vec<(Time, Side, Datagram)>,
     /// Print deliveries and events as they happen (debugging a failure).
     pub trace: bool,
+    /// IKE_AUTH signature jobs (endpoints with `defer_signatures`) are run
+    /// as soon as they appear, unless this holds them in `held_jobs`.
+    pub hold_jobs: bool,
+    pub held_jobs: Vec<(Side, crate::AuthJob)>,
+    /// Jobs run so far, per side (A, B).
+    pub jobs_run: [usize; 2],
 }
 
 pub fn ike_proposal(ke: &[KeId]) -> IkeProposal {
@@ -162,6 +168,9 @@ impl Pair {
             seq: 0,
             wire: Vec::new(),
             trace: false,
+            hold_jobs: false,
+            held_jobs: Vec::new(),
+            jobs_run: [0, 0],
         }
     }
 
@@ -206,6 +215,37 @@ impl Pair {
     }
 
     fn collect(&mut self) {
+        loop {
+            self.collect_outputs();
+            for side in [Side::A, Side::B] {
+                while let Some(j) = self.node(side).ep.poll_auth_job() {
+                    self.held_jobs.push((side, j));
+                }
+            }
+            if self.hold_jobs || self.held_jobs.is_empty() {
+                return;
+            }
+            self.run_held_jobs(false);
+        }
+    }
+
+    /// Runs the held signature jobs (in reverse order if asked) and feeds
+    /// their results back.
+    pub fn run_held_jobs(&mut self, reverse: bool) {
+        let mut jobs = std::mem::take(&mut self.held_jobs);
+        if reverse {
+            jobs.reverse();
+        }
+        for (side, j) in jobs {
+            let time = self.time;
+            self.jobs_run[side as usize] += 1;
+            let done = j.run();
+            self.node(side).ep.handle_auth_done(time, done);
+        }
+        self.collect_outputs();
+    }
+
+    fn collect_outputs(&mut self) {
         for side in [Side::A, Side::B] {
             while let Some(t) = self.node(side).ep.poll_transmit() {
                 let d = Datagram { from: t.local, to: t.remote, payload: t.payload };

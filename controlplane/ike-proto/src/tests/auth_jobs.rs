@@ -1,0 +1,181 @@
+//! IKE_AUTH signatures computed outside the endpoint ([`crate::auth_job`]):
+//! a responder with `defer_signatures` hands them out as jobs and answers
+//! when the results come back, whatever happened in between.
+use std::sync::Arc;
+use std::time::Duration;
+
+use ike_crypto::Secret;
+use ike_wire::ExchangeType;
+
+use super::certs::{cert_conns, crypto_pki, signer, trust};
+use super::util::*;
+use crate::{DownReason, EndpointConfig, LocalAuth, RemoteAuth};
+
+const A: usize = 0;
+const B: usize = 1;
+
+fn deferring(conn: crate::ConnectionConfig) -> EndpointConfig {
+    EndpointConfig { defer_signatures: true, ..endpoint_config(conn) }
+}
+
+/// ECDSA gateway (B, deferring) and Ed25519 client (A, inline).
+fn cert_pair(seed: u64) -> Pair {
+    let (ca, cb) = cert_conns("ed25519-client.key", "ed25519-client.pem", "root.pem");
+    Pair::new(seed, endpoint_config(ca), deferring(cb))
+}
+
+fn ike_auth_responses(p: &Pair) -> usize {
+    p.sent(Side::B, ExchangeType::IKE_AUTH, true)
+}
+
+#[test]
+fn a_deferring_responder_completes_certificate_handshakes_through_one_job_each() {
+    let mut p = cert_pair(900);
+    p.connect();
+    assert_eq!((p.installs(Side::A).len(), p.installs(Side::B).len()), (1, 1));
+    // One job, for the responder only (the initiator computes inline).
+    assert_eq!(p.jobs_run, [0, 1]);
+    // The keys agree: what A sends B opens.
+    let (a, b) = (p.installs(Side::A)[0], p.installs(Side::B)[0]);
+    assert_eq!(a.spi_out, b.spi_in);
+    assert_eq!(a.keys_out.encr[..], b.keys_in.encr[..]);
+}
+
+#[test]
+fn a_psk_client_and_a_certificate_gateway_need_only_the_gateways_signature_job() {
+    let (gw_auth, gw_id) = signer(crypto_pki("leaf.key"), crypto_pki("leaf.pem"));
+    let psk = Secret::new(b"client secret".to_vec());
+    let mut ca = psk_conn("site", "client.esprit.test", "unused", b"unused", true);
+    ca.remote_id = Some(gw_id.clone());
+    ca.local_auth = LocalAuth::Psk(psk.clone());
+    ca.remote_auth = trust("root.pem");
+    let mut cb = psk_conn("site", "unused", "client.esprit.test", b"unused", false);
+    cb.local_id = gw_id;
+    cb.local_auth = gw_auth;
+    cb.remote_auth = RemoteAuth::Psk(psk);
+    let mut p = Pair::new(901, endpoint_config(ca), deferring(cb.clone()));
+    p.connect();
+    assert_eq!(p.jobs_run, [0, 1]);
+    assert_eq!(p.installs(Side::A).len(), 1);
+
+    // A wrong PSK is caught before any job is made.
+    let mut ca = psk_conn("site", "client.esprit.test", "unused", b"unused", true);
+    ca.remote_id = Some(cb.local_id.clone());
+    ca.local_auth = LocalAuth::Psk(Secret::new(b"wrong secret".to_vec()));
+    ca.remote_auth = trust("root.pem");
+    let mut p = Pair::new(902, endpoint_config(ca), deferring(cb));
+    p.initiate(Side::A, "site");
+    p.drive();
+    assert_eq!(p.jobs_run, [0, 0]);
+    assert_eq!(p.downs(Side::A), vec![DownReason::AuthenticationFailed]);
+}
+
+#[test]
+fn psk_connections_never_make_jobs() {
+    let ca = psk_conn("site", "a.esprit.test", "b.esprit.test", b"k", true);
+    let cb = psk_conn("site", "b.esprit.test", "a.esprit.test", b"k", false);
+    let mut p = Pair::new(903, deferring(ca), deferring(cb));
+    p.connect();
+    assert_eq!(p.jobs_run, [0, 0]);
+    assert_eq!(p.ups(Side::B), 1);
+}
+
+#[test]
+fn a_signature_a_job_refuses_fails_authentication() {
+    // B trusts another CA than the one that issued A's certificate.
+    let (ca, mut cb) = cert_conns("ed25519-client.key", "ed25519-client.pem", "root.pem");
+    cb.remote_auth = trust("other-root.pem");
+    let mut p = Pair::new(904, endpoint_config(ca), deferring(cb));
+    p.initiate(Side::A, "site");
+    p.drive();
+    assert_eq!(p.jobs_run, [0, 1]);
+    assert_eq!(p.downs(Side::B), vec![DownReason::AuthenticationFailed]);
+    assert_eq!(p.downs(Side::A), vec![DownReason::AuthenticationFailed]);
+    assert_eq!(p.ups(Side::A), 0);
+    assert_eq!(p.b.ep.ike_sa_count(), 0);
+}
+
+#[test]
+fn retransmits_wait_for_the_job_and_then_get_the_one_response() {
+    let mut p = cert_pair(905);
+    p.hold_jobs = true;
+    p.initiate(Side::A, "site");
+    // Long enough for A to retransmit IKE_AUTH several times.
+    p.drive_for(Duration::from_secs(8));
+    let mut times: Vec<_> = p
+        .wire
+        .iter()
+        .filter(|(_, s, d)| *s == Side::A && d.header().is_some_and(|h| h.exchange_type == ExchangeType::IKE_AUTH))
+        .map(|(t, _, _)| *t)
+        .collect();
+    times.dedup();
+    assert!(times.len() >= 2, "A sent IKE_AUTH {} times", times.len());
+    assert_eq!(p.held_jobs.len(), 1, "one job however often the request came");
+    assert_eq!(ike_auth_responses(&p), 0, "no answer before the job is done");
+    p.run_held_jobs(false);
+    let first_response = ike_auth_responses(&p);
+    assert!(first_response > 0);
+    p.drive();
+    assert_eq!(p.ups(Side::A), 1);
+    assert_eq!(p.ups(Side::B), 1);
+    assert_eq!(p.jobs_run, [0, 1]);
+}
+
+#[test]
+fn a_result_for_a_vanished_sa_is_dropped() {
+    let mut p = cert_pair(906);
+    p.hold_jobs = true;
+    p.initiate(Side::A, "site");
+    p.drive();
+    // A gave up retransmitting; B's half-open SA timed out.
+    assert_eq!(p.held_jobs.len(), 1);
+    assert_eq!(p.b.ep.ike_sa_count(), 0);
+    let sent = p.wire.len();
+    p.run_held_jobs(false);
+    p.drive();
+    assert_eq!(p.wire.len(), sent, "nothing is sent for a result nobody waits for");
+    assert_eq!(p.ups(Side::B), 0);
+}
+
+#[test]
+fn a_reload_while_a_job_runs_redoes_the_work_inline() {
+    let mut p = cert_pair(907);
+    p.hold_jobs = true;
+    p.initiate(Side::A, "site");
+    p.drive_until(|p| !p.held_jobs.is_empty());
+    // The same connections as new values: the job's result was computed
+    // for the old ones and is not trusted.
+    let conns: Vec<Arc<crate::ConnectionConfig>> = p.b.ep.config().connections.iter().map(|c| Arc::new((**c).clone())).collect();
+    p.b.ep.set_connections(conns);
+    p.run_held_jobs(false);
+    p.hold_jobs = false;
+    p.drive();
+    assert_eq!(p.ups(Side::A), 1);
+    assert_eq!(p.ups(Side::B), 1);
+}
+
+#[test]
+fn jobs_of_many_sas_finish_in_any_order() {
+    let (mut ca, cb) = cert_conns("ed25519-client.key", "ed25519-client.pem", "root.pem");
+    // Several SAs of one identity: no INITIAL_CONTACT replacing them.
+    ca.initial_contact = false;
+    // Six half-open SAs from one address (the default allows five).
+    let cfg_b = EndpointConfig { half_open_per_peer_limit: 8, ..deferring(cb) };
+    let mut p = Pair::new(908, endpoint_config(ca), cfg_b);
+    p.hold_jobs = true;
+    for _ in 0..6 {
+        p.initiate(Side::A, "site");
+    }
+    p.drive_until(|p| p.held_jobs.len() == 6);
+    assert_eq!(p.held_jobs.len(), 6);
+    assert!(p.time < T0 + Duration::from_secs(1), "the six requests came at once");
+    p.run_held_jobs(true);
+    p.hold_jobs = false;
+    p.drive();
+    assert_eq!(p.ups(Side::A), 6);
+    assert_eq!(p.ups(Side::B), 6);
+    assert_eq!(p.jobs_run[B], 6);
+    assert_eq!(p.jobs_run[A], 0);
+    assert_eq!(p.installs(Side::B).len(), 6);
+}
+
