@@ -21,8 +21,8 @@
 //!   - IKE_SA_INIT: a burst of requests (≥ [`precompute::MIN_BURST`]) has
 //!     its responder key exchanges computed on the pool before the
 //!     endpoint sees the burst ([`crate::precompute`]);
-//!   - IKE_AUTH: the endpoint defers signatures (making ours, checking the
-//!     peer's certificate chain and signature) as jobs
+//!   - IKE_AUTH, both roles: the endpoint defers signatures (making ours,
+//!     checking the peer's certificate chain and signature) as jobs
 //!     ([`ike_proto::auth_job`]); each is spawned on the pool and its
 //!     result comes back through this loop's channel
 //!     ([`Input::AuthDone`]), so the loop keeps serving other SAs

@@ -233,6 +233,11 @@ if [[ $cert == 1 ]]; then
   grep -q "'libreswan.test'" "$work/ike.log" || lfail "esprit does not name pluto's certificate identity"
   # (pluto signs its P-256 key with the strongest hash esprit announced.)
   grep -q "digsig:   selected hash algorithm SHA2_512" "$L/pluto.log" || lfail "pluto did not sign with SHA-512 as expected"
+  # Every signature and check ran on esprit-ike's rayon pool: per handshake
+  # as initiator two jobs (our AUTH, then pluto's), as responder one.
+  jobs=$(stat 'esprit_ike_auth_jobs_total{result=done}')
+  want=$(( 2 * $(stat 'esprit_ike_handshakes_total{role=initiator}') + $(stat 'esprit_ike_handshakes_total{role=responder}') ))
+  [[ $jobs == "$want" && $want -ge 3 ]] || lfail "$jobs IKE_AUTH signature jobs, not $want: $(ectl --json stats)"
   echo "  ECDSA certificates both ways: esprit initiator (IKE SA rekey, delete) and responder; pluto: $(grep -o "authenticated peer '[^']*'" "$work/whack-init.log" | head -1), esprit took pluto's P-256 signature with SHA-512"
   pass
   exit 0

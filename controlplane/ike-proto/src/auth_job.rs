@@ -1,18 +1,20 @@
 //! IKE_AUTH's signatures, taken off the endpoint so its owner can run them
-//! on other threads.
+//! on other threads (both roles).
 //!
 //! An RFC 7427 signature (ECDSA, RSA, Ed25519) and the validation of a
 //! peer's certificate chain cost from tens of microseconds to milliseconds;
 //! everything else in an IKE_AUTH exchange costs a few. With
-//! [`EndpointConfig::defer_signatures`](crate::EndpointConfig) set, a
-//! responder that receives an IKE_AUTH request whose authentication needs a
-//! signature does the cheap part (decryption, connection choice, the signed
-//! octets, a PSK check), hands out an [`AuthJob`] through
-//! [`Endpoint::poll_auth_job`](crate::Endpoint::poll_auth_job) and keeps the
-//! request. The owner runs [`AuthJob::run`] wherever it likes (esprit-ike:
-//! on rayon's pool) and feeds the [`AuthDone`] back with
+//! [`EndpointConfig::defer_signatures`](crate::EndpointConfig) set, an SA
+//! that needs a signature made or checked does the cheap part (decryption,
+//! connection choice, the signed octets, a PSK check), hands out an
+//! [`AuthJob`] through
+//! [`Endpoint::poll_auth_job`](crate::Endpoint::poll_auth_job) and waits:
+//! a responder keeps the IKE_AUTH request, an initiator its IKE_AUTH
+//! request unsent (our signature) or the response unprocessed (the
+//! responder's). The owner runs [`AuthJob::run`] wherever it likes
+//! (esprit-ike: on rayon's pool) and feeds the [`AuthDone`] back with
 //! [`Endpoint::handle_auth_done`](crate::Endpoint::handle_auth_done); the SA
-//! then answers the request exactly as it would have inline.
+//! then goes on exactly as it would have inline.
 //!
 //! Guarantees:
 //! * A job is pure: it reads only what it carries (the connection as it
@@ -58,29 +60,50 @@ pub(crate) struct SignWork {
     pub seed: [u8; 32],
 }
 
-/// The signature work of one IKE_AUTH request: the peer's signature to
-/// check, ours to make, or both. `Send`: run it on any thread.
+/// Where in IKE_AUTH a job was made, and so where its result goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Responder: check the initiator's AUTH, sign ours.
+    Respond,
+    /// Initiator: sign our request's AUTH (and NO_PPK_AUTH).
+    Start,
+    /// Initiator: check the responder's AUTH.
+    Complete,
+}
+
+/// The signature work of one IKE_AUTH exchange: the peer's signature to
+/// check, ours to make (two with an optional PPK: AUTH and NO_PPK_AUTH), or
+/// both. `Send`: run it on any thread.
 pub struct AuthJob {
     pub(crate) ike_sa: IkeSaHandle,
     pub(crate) message_id: u32,
+    pub(crate) phase: Phase,
     pub(crate) conn: Arc<ConnectionConfig>,
     pub(crate) verify: Option<VerifyWork>,
-    pub(crate) sign: Option<SignWork>,
+    pub(crate) sign: Vec<SignWork>,
 }
 
 /// What an [`AuthJob`] found, for [`Endpoint::handle_auth_done`](crate::Endpoint::handle_auth_done).
 pub struct AuthDone {
     pub(crate) ike_sa: IkeSaHandle,
     pub(crate) message_id: u32,
+    pub(crate) phase: Phase,
     pub(crate) conn: Arc<ConnectionConfig>,
     pub(crate) verified: Option<Result<(), ProtoError>>,
-    pub(crate) signed: Option<Result<Signed, ProtoError>>,
+    /// In the order of [`AuthJob::sign`].
+    pub(crate) signed: Vec<Result<Signed, ProtoError>>,
 }
 
 impl AuthJob {
     /// The IKE SA the job belongs to.
     pub fn ike_sa(&self) -> IkeSaHandle {
         self.ike_sa
+    }
+
+    /// Whether this is an initiator's job (signing its request or checking
+    /// the response) rather than a responder's.
+    pub fn initiator(&self) -> bool {
+        self.phase != Phase::Respond
     }
 
     /// Checks and makes the signatures.
@@ -93,14 +116,15 @@ impl AuthJob {
             // Never built for a PSK: that check stays inline.
             RemoteAuth::Psk(_) => Err(ProtoError::Invalid("signature job for a PSK")),
         });
-        let signed = self.sign.map(|s| match &self.conn.local_auth {
+        let signed = self.sign.into_iter().map(|s| match &self.conn.local_auth {
             LocalAuth::PubKey { signer, certs } => {
                 let mut rng = DeterministicRng::from_seed(s.seed);
                 sa::sign_auth(&**signer, certs, &s.octets, &s.peer_hashes, &s.peer_schemes, &mut rng)
             }
             LocalAuth::Psk(_) => Err(ProtoError::Invalid("signature job for a PSK")),
         });
-        AuthDone { ike_sa: self.ike_sa, message_id: self.message_id, conn: self.conn, verified, signed }
+        let signed = signed.collect();
+        AuthDone { ike_sa: self.ike_sa, message_id: self.message_id, phase: self.phase, conn: self.conn, verified, signed }
     }
 }
 
@@ -114,6 +138,12 @@ impl AuthDone {
     /// statistics; the SA answers AUTHENTICATION_FAILED itself).
     pub fn peer_refused(&self) -> bool {
         matches!(self.verified, Some(Err(_)))
+    }
+
+    /// Whether the result is for this request, of this phase, computed for
+    /// this connection (a reload replaces the connection values).
+    pub(crate) fn fits(&self, phase: Phase, message_id: u32, conn: &Arc<ConnectionConfig>) -> bool {
+        self.phase == phase && self.message_id == message_id && Arc::ptr_eq(&self.conn, conn)
     }
 }
 

@@ -527,7 +527,7 @@ impl Endpoint {
     /// IKE_AUTH request. A result whose SA or request is gone is dropped.
     pub fn handle_auth_done(&mut self, now: Time, done: crate::auth_job::AuthDone) {
         let h = done.ike_sa();
-        self.with_sa(now, h, |sa, ctx| sa.resume_ike_auth(ctx, done));
+        self.with_sa(now, h, |sa, ctx| sa.resume_auth(ctx, done));
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {

@@ -40,7 +40,7 @@ use ike_wire::{
     Nonce, Notify, NotifyType, Payload, ProtocolId, NON_ESP_MARKER,
 };
 
-use crate::auth_job::{AuthJob, SignWork, VerifyWork};
+use crate::auth_job::{AuthDone, AuthJob, Phase, SignWork, VerifyWork};
 use crate::config::{ConnectionConfig, Family, Identity, LocalAuth, Mode, RemoteAuth};
 use crate::error::ProtoError;
 use crate::event::{ChildKeys, ChildSaHandle, ChildSaInstall, DownReason, Event, IkeSaHandle, Transmit};
@@ -287,7 +287,7 @@ enum Signatures {
     MayDefer,
     /// From this job's result where it applies, inline otherwise (never
     /// deferred again).
-    Done(crate::auth_job::AuthDone),
+    Done(AuthDone),
 }
 
 /// An IKE_AUTH request whose signatures are being computed elsewhere
@@ -364,6 +364,12 @@ pub struct IkeSa {
     pending_keymat: Option<followup::ChildKeymat>,
     /// Responder: the IKE_AUTH request waiting for its signature job.
     pending_auth: Option<PendingAuth>,
+    /// Initiator: IKE_AUTH waits for our signature(s) from a job.
+    pending_start: Option<InitData>,
+    /// Initiator: the IKE_AUTH response (first inner payload, inner chain,
+    /// Message ID) waiting for the job checking the responder's signature;
+    /// its task stays in `active`.
+    pending_complete: Option<(ike_wire::PayloadType, Vec<u8>, u32)>,
 }
 
 /// Per-SA state of the ipsecme extensions (split DNS, RFC 8983, RFC 9593).
@@ -486,6 +492,8 @@ impl IkeSa {
             followup: None,
             pending_keymat: None,
             pending_auth: None,
+            pending_start: None,
+            pending_complete: None,
         }
     }
 
@@ -791,9 +799,35 @@ impl IkeSa {
         self.answer(ctx, header, &request_bytes, result);
     }
 
-    /// The signature job of the pending IKE_AUTH request is done: answer
-    /// it. A result for anything else is dropped.
-    pub fn resume_ike_auth(&mut self, ctx: &mut Ctx<'_>, done: crate::auth_job::AuthDone) {
+    /// A signature job of this SA is done: go on where it was made. A
+    /// result for anything no longer waiting is dropped.
+    pub fn resume_auth(&mut self, ctx: &mut Ctx<'_>, done: AuthDone) {
+        match done.phase {
+            Phase::Respond => self.resume_respond(ctx, done),
+            Phase::Start => {
+                let Some(init) = self.pending_start.take() else { return };
+                if !matches!(self.state, IkeState::Connecting) {
+                    return;
+                }
+                if let Err(e) = self.start_ike_auth(ctx, init, Signatures::Done(done)) {
+                    let reason = DownReason::Refused(e.notify().map_or(NotifyType::INVALID_SYNTAX, |n| n.notify_type));
+                    self.close(ctx, reason);
+                }
+            }
+            Phase::Complete => {
+                if !self.pending_complete.as_ref().is_some_and(|(_, _, id)| *id == done.message_id) {
+                    return;
+                }
+                let Some((first, plain, _)) = self.pending_complete.take() else { return };
+                let Some(Task::IkeAuth(task)) = self.active.take() else { return };
+                let payloads = parse_inner(first, &plain).unwrap_or_default();
+                self.process_ike_auth_response(ctx, *task, &payloads, first, &plain, Signatures::Done(done));
+            }
+        }
+        self.pump(ctx);
+    }
+
+    fn resume_respond(&mut self, ctx: &mut Ctx<'_>, done: AuthDone) {
         if !self.pending_auth.as_ref().is_some_and(|p| p.header.message_id == done.message_id) {
             return;
         }
@@ -806,7 +840,6 @@ impl IkeSa {
             Ok(payloads) => self.respond_ike_auth(ctx, &payloads, pending.header.message_id, Signatures::Done(done)),
         };
         self.answer(ctx, &pending.header, &pending.request_bytes, result);
-        self.pump(ctx);
     }
 
     /// Sends the response to a request (or the Notify its error maps to)
@@ -878,7 +911,7 @@ impl IkeSa {
         };
         match task {
             Task::IkeSaInit(_) => {}
-            Task::IkeAuth(t) => self.process_ike_auth_response(ctx, *t, &payloads),
+            Task::IkeAuth(t) => self.process_ike_auth_response(ctx, *t, &payloads, first, &plain, Signatures::MayDefer),
             Task::Intermediate(t) => self.process_intermediate_response(ctx, *t, &payloads, &first_bytes, &plain),
             Task::CreateChild(t) => self.process_create_child_response(ctx, *t, &payloads),
             Task::RekeyIke(t) => self.process_rekey_ike_response(ctx, *t, &payloads),
@@ -1030,7 +1063,7 @@ impl IkeSa {
     fn start_next_initial_exchange(&mut self, ctx: &mut Ctx<'_>, mut init: InitData) {
         let r = match init.pending_ke.pop_front() {
             Some(method) => self.start_intermediate(ctx, init, method),
-            None => self.start_ike_auth(ctx, init),
+            None => self.start_ike_auth(ctx, init, Signatures::MayDefer),
         };
         if let Err(e) = r {
             let reason = DownReason::Refused(e.notify().map_or(NotifyType::INVALID_SYNTAX, |n| n.notify_type));
@@ -1059,7 +1092,9 @@ impl IkeSa {
         ChildRequest { spi_in: ctx.alloc.child_spi(ctx.rng), ts_local, ts_remote: self.conn.child.remote_ts.clone() }
     }
 
-    fn start_ike_auth(&mut self, ctx: &mut Ctx<'_>, init: InitData) -> Result<(), ProtoError> {
+    /// Sends the IKE_AUTH request, or hands its signature(s) to a job first
+    /// (then `pending_start` keeps `init` until [`Self::resume_auth`]).
+    fn start_ike_auth(&mut self, ctx: &mut Ctx<'_>, init: InitData, work: Signatures) -> Result<(), ProtoError> {
         let conn = self.conn.clone();
         let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
         let id_i = sa::id_body(&conn.local_id);
@@ -1070,24 +1105,57 @@ impl IkeSa {
         // RFC 8784 §3: with a PPK, AUTH uses the mixed SK_pi; NO_PPK_AUTH
         // carries the AUTH data with the original SK_pi' (same method),
         // only when the PPK is optional.
-        let mut ppk_notifies = Vec::new();
-        let mut ppk_keys = None;
         let ppk = conn.ppk.as_ref().filter(|_| self.ppk_negotiated).and_then(|c| c.keys.first().map(|k| (k, c.required)));
-        let (auth, certs, scheme) = match ppk {
-            Some((k, required)) => {
-                let mixed = PpkKeys::mix(keys, &k.secret)?;
-                let octets_ppk = sa::signed_octets_int(&*keys.prf, &mixed.sk_pi, &init.message1, &init.nr, &id_i, int_auth.as_deref())?;
-                let with_ppk = sa::make_auth_with(&conn.local_auth, &*keys.prf, &octets_ppk, &self.peer_hashes, &peer_schemes, ctx.rng)?;
-                ppk_notifies.push(Payload::Notify(Notify::new(NotifyType::PPK_IDENTITY, k.wire_id())));
-                if !required {
-                    let (no_ppk, _, _) = sa::make_auth_with(&conn.local_auth, &*keys.prf, &octets, &self.peer_hashes, &peer_schemes, ctx.rng)?;
-                    ppk_notifies.push(Payload::Notify(Notify::new(NotifyType::NO_PPK_AUTH, no_ppk.data.to_vec())));
-                }
-                ppk_keys = Some(mixed);
-                with_ppk
-            }
-            None => sa::make_auth_with(&conn.local_auth, &*keys.prf, &octets, &self.peer_hashes, &peer_schemes, ctx.rng)?,
+        let mixed = match ppk {
+            Some((k, _)) => Some(PpkKeys::mix(keys, &k.secret)?),
+            None => None,
         };
+        // What we sign: AUTH's octets, then NO_PPK_AUTH's.
+        let mut to_sign = Vec::new();
+        match &mixed {
+            Some(m) => {
+                to_sign.push(sa::signed_octets_int(&*keys.prf, &m.sk_pi, &init.message1, &init.nr, &id_i, int_auth.as_deref())?);
+                if ppk.is_some_and(|(_, required)| !required) {
+                    to_sign.push(octets);
+                }
+            }
+            None => to_sign.push(octets),
+        }
+        let precomputed = match work {
+            Signatures::MayDefer if ctx.config.defer_signatures && matches!(conn.local_auth, LocalAuth::PubKey { .. }) => {
+                let sign = to_sign
+                    .into_iter()
+                    .map(|octets| {
+                        let mut seed = [0u8; 32];
+                        ctx.rng.fill_bytes(&mut seed);
+                        SignWork { octets, peer_hashes: self.peer_hashes.clone(), peer_schemes: peer_schemes.clone(), seed }
+                    })
+                    .collect();
+                ctx.out.jobs.push_back(AuthJob { ike_sa: self.handle, message_id, phase: Phase::Start, conn, verify: None, sign });
+                self.pending_start = Some(init);
+                return Ok(());
+            }
+            Signatures::Done(d) if d.fits(Phase::Start, message_id, &conn) => d.signed,
+            _ => Vec::new(),
+        };
+        let mut precomputed = precomputed.into_iter();
+        let mut signed = Vec::with_capacity(to_sign.len());
+        for o in &to_sign {
+            signed.push(match precomputed.next() {
+                Some(r) => r?,
+                None => sa::make_auth_with(&conn.local_auth, &*keys.prf, o, &self.peer_hashes, &peer_schemes, ctx.rng)?,
+            });
+        }
+        let mut signed = signed.into_iter();
+        let (auth, certs, scheme) = signed.next().ok_or(ProtoError::Invalid("no AUTH"))?;
+        let mut ppk_notifies = Vec::new();
+        if let Some((k, _)) = ppk {
+            ppk_notifies.push(Payload::Notify(Notify::new(NotifyType::PPK_IDENTITY, k.wire_id())));
+            if let Some((no_ppk, _, _)) = signed.next() {
+                ppk_notifies.push(Payload::Notify(Notify::new(NotifyType::NO_PPK_AUTH, no_ppk.data.to_vec())));
+            }
+        }
+        let ppk_keys = mixed;
         self.ext.auth_scheme = scheme;
         let child = self.child_request(ctx);
         let mut p = vec![Payload::IdI(sa::id_payload(&conn.local_id))];
@@ -1197,6 +1265,7 @@ impl IkeSa {
                 ctx.out.jobs.push_back(AuthJob {
                     ike_sa: self.handle,
                     message_id,
+                    phase: Phase::Respond,
                     conn: conn.clone(),
                     verify: remote_sig.then(|| VerifyWork {
                         octets: octets_i.clone(),
@@ -1205,13 +1274,16 @@ impl IkeSa {
                         peer_id: peer_id.clone(),
                         now: ctx.now,
                     }),
-                    sign: local_sig.then(|| SignWork { octets: octets_r.clone(), peer_hashes: self.peer_hashes.clone(), peer_schemes: peer_schemes.clone(), seed }),
+                    sign: local_sig
+                        .then(|| SignWork { octets: octets_r.clone(), peer_hashes: self.peer_hashes.clone(), peer_schemes: peer_schemes.clone(), seed })
+                        .into_iter()
+                        .collect(),
                 });
                 return Ok(Reply { payloads: Vec::new(), then: Then::Defer });
             }
             // A result computed for this request and this connection (a
             // reload in between makes it stale: redone inline).
-            Signatures::Done(d) if d.message_id == message_id && Arc::ptr_eq(&d.conn, &conn) => (d.verified, d.signed),
+            Signatures::Done(d) if d.fits(Phase::Respond, message_id, &conn) => (d.verified, d.signed.into_iter().next()),
             _ => (None, None),
         };
         match verified {
@@ -1393,9 +1465,17 @@ impl IkeSa {
         Ok(Cp { cfg_type: CfgType::CFG_REPLY, attributes })
     }
 
-    fn process_ike_auth_response(&mut self, ctx: &mut Ctx<'_>, task: IkeAuthTask, payloads: &[Payload<'_>]) {
+    fn process_ike_auth_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        task: IkeAuthTask,
+        payloads: &[Payload<'_>],
+        first: ike_wire::PayloadType,
+        plain: &[u8],
+        work: Signatures,
+    ) {
         let peer_refused = Payloads(payloads).auth().is_none();
-        match self.complete_ike_auth(ctx, task, payloads) {
+        match self.complete_ike_auth(ctx, task, payloads, first, plain, work) {
             Ok(()) => {}
             // §2.21.2: the responder's AUTH did not verify; tell it in an
             // INFORMATIONAL and delete, rather than leave it half-up.
@@ -1409,7 +1489,18 @@ impl IkeSa {
         }
     }
 
-    fn complete_ike_auth(&mut self, ctx: &mut Ctx<'_>, task: IkeAuthTask, payloads: &[Payload<'_>]) -> Result<(), ProtoError> {
+    /// Checks and takes the IKE_AUTH response; `Ok` also when the check of
+    /// the responder's signature went to a job (the task waits in
+    /// `active`, the response in `pending_complete`).
+    fn complete_ike_auth(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        mut task: IkeAuthTask,
+        payloads: &[Payload<'_>],
+        first: ike_wire::PayloadType,
+        plain: &[u8],
+        work: Signatures,
+    ) -> Result<(), ProtoError> {
         let p = Payloads(payloads);
         if p.auth().is_none() {
             // An error answer (§2.21.2): AUTHENTICATION_FAILED or similar.
@@ -1429,25 +1520,58 @@ impl IkeSa {
         }
         // RFC 8784 §3: N(PPK_IDENTITY) in the response says the responder
         // used the PPK (its content is ignored); without it, a mandatory
-        // PPK fails, an optional one was dropped via NO_PPK_AUTH.
-        match (task.ppk, p.notify(NotifyType::PPK_IDENTITY).is_some()) {
-            (Some(m), true) => {
-                if let Some(k) = self.keys.as_mut() {
-                    m.apply(k);
-                }
-                self.ppk_used = true;
-            }
+        // PPK fails, an optional one was dropped via NO_PPK_AUTH. The
+        // mixed keys are taken on once the AUTH verified.
+        let use_ppk = match (&task.ppk, p.notify(NotifyType::PPK_IDENTITY).is_some()) {
+            (Some(_), true) => true,
             (Some(_), false) if self.conn.ppk.as_ref().is_some_and(|c| c.required) => return Err(ProtoError::AuthenticationFailed),
-            _ => {}
-        }
+            _ => false,
+        };
         let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
+        let sk_pr = match &task.ppk {
+            Some(m) if use_ppk => &m.sk_pr,
+            _ => &keys.sk_pr,
+        };
         let mut id_r_body = vec![id_r.id_type.0, 0, 0, 0];
         id_r_body.extend_from_slice(&id_r.data);
         let int_auth = task.init.int_auth_for(task.message_id);
-        let octets = sa::signed_octets_int(&*keys.prf, &keys.sk_pr, &task.init.message2, &task.init.ni, &id_r_body, int_auth.as_deref())?;
+        let octets = sa::signed_octets_int(&*keys.prf, sk_pr, &task.init.message2, &task.init.ni, &id_r_body, int_auth.as_deref())?;
         let certs: Vec<&ike_wire::Cert<'_>> = p.certs().collect();
-        sa::verify_auth(&self.conn.remote_auth, &*keys.prf, &octets, auth, &certs, &peer_id, ctx.now)?;
         sa::check_scheme_allowed(auth, &self.conn.ext.signature_schemes)?;
+        let remote_sig = matches!(self.conn.remote_auth, RemoteAuth::PubKey { .. });
+        let verified = match work {
+            Signatures::MayDefer if ctx.config.defer_signatures && remote_sig => {
+                ctx.out.jobs.push_back(AuthJob {
+                    ike_sa: self.handle,
+                    message_id: task.message_id,
+                    phase: Phase::Complete,
+                    conn: self.conn.clone(),
+                    verify: Some(VerifyWork {
+                        octets,
+                        auth: ike_wire::Auth { method: auth.method, data: auth.data.to_vec().into() },
+                        certs: certs.iter().map(|c| ike_wire::Cert { encoding: c.encoding, data: c.data.to_vec().into() }).collect(),
+                        peer_id,
+                        now: ctx.now,
+                    }),
+                    sign: Vec::new(),
+                });
+                self.pending_complete = Some((first, plain.to_vec(), task.message_id));
+                self.active = Some(Task::IkeAuth(Box::new(task)));
+                return Ok(());
+            }
+            Signatures::Done(d) if d.fits(Phase::Complete, task.message_id, &self.conn) => d.verified,
+            _ => None,
+        };
+        match verified {
+            Some(r) => r?,
+            None => sa::verify_auth(&self.conn.remote_auth, &*keys.prf, &octets, auth, &certs, &peer_id, ctx.now)?,
+        }
+        if use_ppk {
+            if let (Some(m), Some(k)) = (task.ppk.take(), self.keys.as_mut()) {
+                m.apply(k);
+            }
+            self.ppk_used = true;
+        }
         self.remote_id = Some(peer_id.clone());
         let mut dns = Vec::new();
         let mut vips = Vec::new();

@@ -179,3 +179,93 @@ fn jobs_of_many_sas_finish_in_any_order() {
     assert_eq!(p.installs(Side::B).len(), 6);
 }
 
+
+// ---- the initiator's side -------------------------------------------------
+
+fn both_deferring(seed: u64, ca: crate::ConnectionConfig, cb: crate::ConnectionConfig) -> Pair {
+    Pair::new(seed, deferring(ca), deferring(cb))
+}
+
+#[test]
+fn a_deferring_initiator_signs_and_checks_through_jobs() {
+    let (ca, cb) = cert_conns("ed25519-client.key", "ed25519-client.pem", "root.pem");
+    let mut p = both_deferring(910, ca, cb);
+    p.connect();
+    // A: its signature (before the request) and the check of B's (after
+    // the response); B: one job for both of its signatures.
+    assert_eq!(p.jobs_run, [2, 1]);
+    let (a, b) = (p.installs(Side::A)[0], p.installs(Side::B)[0]);
+    assert_eq!(a.spi_out, b.spi_in);
+    assert_eq!(a.keys_out.encr[..], b.keys_in.encr[..]);
+}
+
+#[test]
+fn an_initiator_refusing_the_responders_chain_through_a_job_deletes_the_sa() {
+    // A trusts another CA than B's.
+    let (ca, cb) = cert_conns("ed25519-client.key", "ed25519-client.pem", "other-root.pem");
+    let mut p = both_deferring(911, ca, cb);
+    p.initiate(Side::A, "site");
+    p.drive();
+    assert_eq!(p.jobs_run, [2, 1]);
+    assert_eq!(p.downs(Side::A), vec![DownReason::AuthenticationFailed]);
+    assert_eq!(p.downs(Side::B), vec![DownReason::AuthenticationFailed]);
+    assert_eq!(p.ups(Side::A), 0);
+}
+
+#[test]
+fn an_initiator_waits_for_its_jobs_with_nothing_on_the_wire() {
+    let (ca, cb) = cert_conns("ed25519-client.key", "ed25519-client.pem", "root.pem");
+    let mut p = both_deferring(912, ca, cb);
+    p.hold_jobs = true;
+    p.initiate(Side::A, "site");
+    p.drive_for(Duration::from_secs(5));
+    // IKE_SA_INIT done, A's signature job held: no IKE_AUTH yet, and no
+    // retransmission of anything.
+    assert_eq!(p.held_jobs.len(), 1);
+    assert_eq!(p.sent(Side::A, ExchangeType::IKE_AUTH, false), 0);
+    assert_eq!(p.sent(Side::A, ExchangeType::IKE_SA_INIT, false), 1);
+    p.run_held_jobs(false);
+    p.drive_for(Duration::from_secs(5));
+    // B's job, then A's check of B's AUTH: one at a time.
+    assert_eq!((p.held_jobs.len(), p.held_jobs[0].0), (1, Side::B));
+    p.run_held_jobs(false);
+    p.drive_for(Duration::from_secs(5));
+    assert_eq!((p.held_jobs.len(), p.held_jobs[0].0), (1, Side::A));
+    assert_eq!(p.ups(Side::B), 1);
+    assert_eq!(p.ups(Side::A), 0, "A is up only once B's signature checked out");
+    // B's response is not retransmitted to A meanwhile (A got it).
+    p.run_held_jobs(false);
+    p.drive();
+    assert_eq!(p.ups(Side::A), 1);
+    assert_eq!(p.jobs_run, [2, 1]);
+}
+
+#[test]
+fn optional_ppks_with_deferred_signatures_send_auth_and_no_ppk_auth() {
+    let ppk = |id: &str| {
+        Some(crate::PpkConfig {
+            keys: vec![crate::Ppk { id_type: crate::PPK_ID_FIXED, id: id.as_bytes().to_vec(), secret: Secret::new(vec![0x5a; 32]) }],
+            required: false,
+        })
+    };
+    let up_with_ppk = |p: &Pair, side: Side| {
+        p.events(side).iter().find_map(|e| match e {
+            crate::Event::IkeSaUp { ppk, .. } => Some(*ppk),
+            _ => None,
+        })
+    };
+    // The gateway has the PPK: AUTH (with it) verifies.
+    let (mut ca, mut cb) = cert_conns("ed25519-client.key", "ed25519-client.pem", "root.pem");
+    (ca.ppk, cb.ppk) = (ppk("pqc"), ppk("pqc"));
+    let mut p = both_deferring(914, ca, cb);
+    p.connect();
+    assert_eq!((up_with_ppk(&p, Side::A), up_with_ppk(&p, Side::B)), (Some(true), Some(true)));
+    assert_eq!(p.jobs_run, [2, 1]);
+    // It has not: the NO_PPK_AUTH signature from the same job verifies.
+    let (mut ca, mut cb) = cert_conns("ed25519-client.key", "ed25519-client.pem", "root.pem");
+    (ca.ppk, cb.ppk) = (ppk("pqc"), ppk("other"));
+    let mut p = both_deferring(915, ca, cb);
+    p.connect();
+    assert_eq!((up_with_ppk(&p, Side::A), up_with_ppk(&p, Side::B)), (Some(false), Some(false)));
+    assert_eq!((p.installs(Side::A).len(), p.installs(Side::B).len()), (1, 1));
+}
