@@ -269,3 +269,47 @@ fn optional_ppks_with_deferred_signatures_send_auth_and_no_ppk_auth() {
     assert_eq!((up_with_ppk(&p, Side::A), up_with_ppk(&p, Side::B)), (Some(false), Some(false)));
     assert_eq!((p.installs(Side::A).len(), p.installs(Side::B).len()), (1, 1));
 }
+
+// ---- any timing ------------------------------------------------------------
+
+use proptest::prelude::*;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Jobs that take up to several retransmission timeouts, on a link
+    /// that reorders and duplicates (no loss: every handshake must then
+    /// succeed), several handshakes at once, either side deferring: every
+    /// handshake completes and both sides agree on every Child SA.
+    #[test]
+    fn handshakes_complete_whatever_the_jobs_take(
+        seed in any::<u64>(),
+        n in 1usize..4,
+        latency_ms in 1u64..6000,
+        jitter_ms in 0u64..300,
+        dup in 0u32..300,
+        defer in 1usize..4,
+    ) {
+        let (mut ca, cb) = cert_conns("ed25519-client.key", "ed25519-client.pem", "root.pem");
+        ca.initial_contact = false;
+        let cfg = |c: crate::ConnectionConfig, on: bool| EndpointConfig { defer_signatures: on, ..endpoint_config(c) };
+        let mut p = Pair::new(seed, cfg(ca, defer & 1 != 0), cfg(cb, defer & 2 != 0));
+        p.job_latency = Duration::from_millis(latency_ms);
+        p.link.jitter = Duration::from_millis(jitter_ms);
+        p.link.dup_permille = dup;
+        for _ in 0..n {
+            p.initiate(Side::A, "site");
+        }
+        p.drive_for(Duration::from_secs(120));
+        prop_assert_eq!(p.ups(Side::A), n);
+        prop_assert_eq!(p.ups(Side::B), n);
+        let mut a: Vec<(u32, u32)> = p.installs(Side::A).iter().map(|i| (i.spi_in, i.spi_out)).collect();
+        let mut b: Vec<(u32, u32)> = p.installs(Side::B).iter().map(|i| (i.spi_out, i.spi_in)).collect();
+        a.sort();
+        b.sort();
+        prop_assert_eq!(a.len(), n);
+        prop_assert_eq!(a, b);
+        let per_side = [if defer & 1 != 0 { 2 * n } else { 0 }, if defer & 2 != 0 { n } else { 0 }];
+        prop_assert_eq!(p.jobs_run, per_side);
+    }
+}

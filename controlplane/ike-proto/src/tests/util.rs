@@ -96,6 +96,10 @@ pub struct Pair {
     pub held_jobs: Vec<(Side, crate::AuthJob)>,
     /// Jobs run so far, per side (A, B).
     pub jobs_run: [usize; 2],
+    /// Unless held: each job finishes after a delay drawn uniformly from
+    /// 0..job_latency (from the link's RNG), in virtual time.
+    pub job_latency: Duration,
+    delayed_jobs: BTreeMap<(Time, u64), (Side, crate::AuthJob)>,
 }
 
 pub fn ike_proposal(ke: &[KeId]) -> IkeProposal {
@@ -171,6 +175,8 @@ impl Pair {
             hold_jobs: false,
             held_jobs: Vec::new(),
             jobs_run: [0, 0],
+            job_latency: Duration::ZERO,
+            delayed_jobs: BTreeMap::new(),
         }
     }
 
@@ -223,6 +229,14 @@ impl Pair {
                 }
             }
             if self.hold_jobs || self.held_jobs.is_empty() {
+                return;
+            }
+            if !self.job_latency.is_zero() {
+                for (side, j) in std::mem::take(&mut self.held_jobs) {
+                    let delay = Duration::from_micros(u64::from(self.link.rng.next_u32()) % self.job_latency.as_micros().max(1) as u64);
+                    self.seq += 1;
+                    self.delayed_jobs.insert((self.time + delay, self.seq), (side, j));
+                }
                 return;
             }
             self.run_held_jobs(false);
@@ -296,7 +310,10 @@ impl Pair {
     }
 
     fn next_wakeup(&self) -> Option<Time> {
-        [self.in_flight.keys().next().map(|k| k.0), self.a.ep.poll_timeout(), self.b.ep.poll_timeout()].into_iter().flatten().min()
+        [self.in_flight.keys().next().map(|k| k.0), self.delayed_jobs.keys().next().map(|k| k.0), self.a.ep.poll_timeout(), self.b.ep.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// One step: flush outputs, then advance to the next arrival or timer
@@ -318,6 +335,16 @@ impl Pair {
                     }
                 }
                 self.node(to).ep.handle_datagram(time, d.to, d.from, &d.payload);
+            }
+            self.collect();
+        }
+        let due: Vec<(Time, u64)> = self.delayed_jobs.range(..=(self.time, u64::MAX)).map(|(k, _)| *k).collect();
+        for k in due {
+            if let Some((side, j)) = self.delayed_jobs.remove(&k) {
+                let time = self.time;
+                self.jobs_run[side as usize] += 1;
+                let done = j.run();
+                self.node(side).ep.handle_auth_done(time, done);
             }
             self.collect();
         }
