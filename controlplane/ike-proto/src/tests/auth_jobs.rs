@@ -7,9 +7,9 @@ use std::time::Duration;
 use ike_crypto::Secret;
 use ike_wire::ExchangeType;
 
-use super::certs::{cert_conns, crypto_pki, signer, trust};
+use super::certs::{cert_conns, psk_client_cert_gateway, trust};
 use super::util::*;
-use crate::{DownReason, EndpointConfig, LocalAuth, RemoteAuth};
+use crate::{DownReason, EndpointConfig};
 
 const A: usize = 0;
 const B: usize = 1;
@@ -43,26 +43,14 @@ fn a_deferring_responder_completes_certificate_handshakes_through_one_job_each()
 
 #[test]
 fn a_psk_client_and_a_certificate_gateway_need_only_the_gateways_signature_job() {
-    let (gw_auth, gw_id) = signer(crypto_pki("leaf.key"), crypto_pki("leaf.pem"));
-    let psk = Secret::new(b"client secret".to_vec());
-    let mut ca = psk_conn("site", "client.esprit.test", "unused", b"unused", true);
-    ca.remote_id = Some(gw_id.clone());
-    ca.local_auth = LocalAuth::Psk(psk.clone());
-    ca.remote_auth = trust("root.pem");
-    let mut cb = psk_conn("site", "unused", "client.esprit.test", b"unused", false);
-    cb.local_id = gw_id;
-    cb.local_auth = gw_auth;
-    cb.remote_auth = RemoteAuth::Psk(psk);
-    let mut p = Pair::new(901, endpoint_config(ca), deferring(cb.clone()));
+    let (ca, cb) = psk_client_cert_gateway(b"client secret", b"client secret");
+    let mut p = Pair::new(901, endpoint_config(ca), deferring(cb));
     p.connect();
     assert_eq!(p.jobs_run, [0, 1]);
     assert_eq!(p.installs(Side::A).len(), 1);
 
     // A wrong PSK is caught before any job is made.
-    let mut ca = psk_conn("site", "client.esprit.test", "unused", b"unused", true);
-    ca.remote_id = Some(cb.local_id.clone());
-    ca.local_auth = LocalAuth::Psk(Secret::new(b"wrong secret".to_vec()));
-    ca.remote_auth = trust("root.pem");
+    let (ca, cb) = psk_client_cert_gateway(b"wrong secret", b"client secret");
     let mut p = Pair::new(902, endpoint_config(ca), deferring(cb));
     p.initiate(Side::A, "site");
     p.drive();

@@ -115,18 +115,24 @@ fn certificates_outside_their_validity_at_the_injected_time_fail() {
     assert_eq!(p.downs(Side::A), vec![DownReason::AuthenticationFailed]);
 }
 
-#[test]
-fn psk_one_way_and_certificate_the_other_way_works() {
+/// A client (A) proving itself with `client_psk`, a gateway (B) with its
+/// ECDSA certificate; the gateway checks the PSK `gateway_psk`.
+pub(super) fn psk_client_cert_gateway(client_psk: &[u8], gateway_psk: &[u8]) -> (crate::ConnectionConfig, crate::ConnectionConfig) {
     let (gw_auth, gw_id) = signer(crypto_pki("leaf.key"), crypto_pki("leaf.pem"));
-    let psk = Secret::new(b"client secret".to_vec());
     let mut ca = psk_conn("site", "client.esprit.test", "unused", b"unused", true);
     ca.remote_id = Some(gw_id.clone());
-    ca.local_auth = LocalAuth::Psk(psk.clone());
+    ca.local_auth = LocalAuth::Psk(Secret::new(client_psk.to_vec()));
     ca.remote_auth = trust("root.pem");
     let mut cb = psk_conn("site", "unused", "client.esprit.test", b"unused", false);
     cb.local_id = gw_id;
     cb.local_auth = gw_auth;
-    cb.remote_auth = RemoteAuth::Psk(psk);
+    cb.remote_auth = RemoteAuth::Psk(Secret::new(gateway_psk.to_vec()));
+    (ca, cb)
+}
+
+#[test]
+fn psk_one_way_and_certificate_the_other_way_works() {
+    let (ca, cb) = psk_client_cert_gateway(b"client secret", b"client secret");
     let mut p = Pair::new(704, endpoint_config(ca), endpoint_config(cb));
     p.connect();
     assert_eq!(p.installs(Side::A).len(), 1);
