@@ -17,9 +17,7 @@
 # scripts' business; this one is about IIV and labels between two esprits.
 name=ike-esprit-pair-ext
 . "$(dirname "$0")/lib.sh"
-ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
-ctl=${ESPRIT_CTL:-$top/target/debug/esprit-ctl}
-[[ -x $ike && -x $ctl ]] || fail "$ike or $ctl not built (cargo build -p esprit-controlplane)"
+need_ike
 command -v tcpdump >/dev/null || fail "tcpdump is not installed"
 
 add_host iiv-cl cl0 iivcl 192.168.61.2/24 192.168.61.1
@@ -93,10 +91,7 @@ ike:
 EOT
   ip link set "iivtap$n$$" up
   ip addr add "$out/32" dev "iivtap$n$$"
-  "$ike" --config "$work/$n.yaml" >"$work/$n-ike.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 50); do grep -qs "listening on" "$work/$n-ike.log" && break; sleep 0.1; done
-  grep -qs "listening on" "$work/$n-ike.log" || { cat "$work/$n-ike.log"; fail "esprit-ike $n did not start"; }
+  start_ike "$work/$n.yaml" "" "$work/$n-ike.log"
 }
 pair_fail() {
   for n in a b; do sed "s/^/  ike-$n| /" "$work/$n-ike.log" | tail -15; sed "s/^/  dp-$n| /" "$work/$n-dp.log" | tail -8; done

@@ -32,11 +32,9 @@ else
   ip_=(ip) nodad= ping6= pyfam=AF_INET
 fi
 q() { [[ $v6 == 1 ]] && echo "\"$1\"" || echo "$1"; }
-ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
-ctl=${ESPRIT_CTL:-$top/target/debug/esprit-ctl}
 recipes=${RECIPES:-$top/../shared/interop/recipes}
 D=${INTEROP_DIR:-/var/tmp/esprit-interop}; Q=$D/qemu; C=$D/chroots/trixie-root
-[[ -x $ike && -x $ctl ]] || fail "$ike or $ctl not built (cargo build -p esprit-controlplane)"
+need_ike
 if [[ ! -f $Q/initrd.gz || ! -x $C/opt/libreswan5/usr/libexec/ipsec/pluto ]]; then
   echo "  (one-time interop setup: $recipes/00_setup.sh)"
   bash "$recipes/00_setup.sh" >"$work/setup.log" 2>&1 || { tail -20 "$work/setup.log"; fail "interop setup failed"; }
@@ -148,10 +146,7 @@ ike:
 EOT
 ip link set "$tap" up
 ip addr add $OE/$OL dev "$tap" $nodad
-"$ike" --config "$work/dp.yaml" >"$work/ike.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do grep -q "listening on" "$work/ike.log" && break; kill -0 "${pids[-1]}" 2>/dev/null || break; sleep 0.1; done
-ectl() { "$ctl" --socket "$work/ike.sock" "$@"; }
+start_ike "$work/dp.yaml"
 kfail() {
   sed 's/^/  ike| /' "$work/ike.log" | tail -25
   [[ -f $S/pluto.log ]] && sed 's/^/  pluto| /' "$S/pluto.log" | tail -25
@@ -160,7 +155,6 @@ kfail() {
   touch "$S/stop"
   fail "$@"
 }
-grep -q "listening on" "$work/ike.log" || kfail "esprit-ike did not start"
 
 T0=$(date +%s)
 for _ in $(seq 480); do [[ -f $S/ready ]] && break; kill -0 "${pids[0]}" 2>/dev/null || break; sleep 0.5; done

@@ -25,11 +25,9 @@
 # whack --delete.
 name=ike-libreswan-ppk
 . "$(dirname "$0")/lib.sh"
-ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
-ctl=${ESPRIT_CTL:-$top/target/debug/esprit-ctl}
 lsr=${LSR:-${INTEROP_DIR:-/var/tmp/esprit-interop}/libreswan-root}
 lx=$lsr/usr/libexec/ipsec
-[[ -x $ike && -x $ctl ]] || fail "$ike or $ctl not built (cargo build -p esprit-controlplane)"
+need_ike
 [[ -x $lx/pluto && -x $lx/whack ]] || fail "no unpacked libreswan at $lsr (../shared/interop/recipes/00_setup.sh)"
 command -v certutil >/dev/null || fail "certutil missing (libnss3-tools)"
 
@@ -72,11 +70,7 @@ $([[ $cn == to-* ]] && echo "      remote: 10.77.0.2")
 EOC
 done)
 EOT
-ip netns exec lsp-e "$ike" --config "$work/ike.yaml" >"$work/ike.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do grep -q "listening on" "$work/ike.log" && break; kill -0 "${pids[-1]}" 2>/dev/null || break; sleep 0.1; done
-grep -q "listening on" "$work/ike.log" || { sed 's/^/  ike| /' "$work/ike.log"; fail "esprit-ike did not start"; }
-ectl() { "$ctl" --socket "$work/ike.sock" "$@"; }
+start_ike "$work/ike.yaml" lsp-e
 
 l=$work/lsw
 mkdir -p "$l/nss" "$l/run" "$l/ipsec.d"

@@ -12,11 +12,9 @@
 # dataplane). Needs the interop state of ../shared/interop (00_setup.sh).
 name=ike-libreswan-splitdns
 . "$(dirname "$0")/lib.sh"
-ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
-ctl=${ESPRIT_CTL:-$top/target/debug/esprit-ctl}
 D=${INTEROP_DIR:-/var/tmp/esprit-interop}
 Q=$D/qemu C=$D/chroots/trixie-root
-[[ -x $ike && -x $ctl ]] || fail "$ike or $ctl not built (cargo build -p esprit-controlplane)"
+need_ike
 [[ -f $Q/kern/boot/vmlinuz && -f $Q/initrd.gz && -x $C/opt/libreswan5/usr/libexec/ipsec/pluto ]] \
   || fail "no QEMU guest kernel/initrd or libreswan 5.2 under $D (run ../shared/interop/recipes/00_setup.sh)"
 command -v qemu-system-x86_64 >/dev/null || fail "qemu-system-x86_64 is not installed"
@@ -101,16 +99,12 @@ ike:
         esp_proposals: [aes256gcm16]
         remote_ts: [203.0.113.0/24]
 EOT
-ip netns exec lsx-a "$ike" --config "$work/ike.yaml" >"$work/ike.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do grep -qs "listening on" "$work/ike.log" && break; sleep 0.1; done
+start_ike "$work/ike.yaml" lsx-a
 lsw_fail() {
   sed 's/^/  ike| /' "$work/ike.log" | tail -20
   [[ -f $S/pluto.log ]] && grep -v ': | ' "$S/pluto.log" | sed 's/^/  pluto| /' | tail -25
   fail "$@"
 }
-grep -qs "listening on" "$work/ike.log" || lsw_fail "esprit-ike did not start"
-ectl() { "$ctl" --socket "$work/ike.sock" "$@"; }
 for _ in $(seq 480); do [[ -f $S/ready ]] && break; kill -0 $qemu 2>/dev/null || break; sleep 0.5; done
 [[ -f $S/ready ]] || { tail -20 "$work/console.log"; lsw_fail "the libreswan guest did not come up in 4 minutes"; }
 

@@ -27,12 +27,10 @@ cert=${CERT:-0}
 name=ike-libreswan
 [[ $cert == 1 ]] && name="ike-libreswan auth=cert"
 . "$(dirname "$0")/lib.sh"
-ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
-ctl=${ESPRIT_CTL:-$top/target/debug/esprit-ctl}
 recipes=${RECIPES:-$top/../shared/interop/recipes}
 D=${INTEROP_DIR:-/var/tmp/esprit-interop}
 LSR=${LSR:-$D/libreswan-root}; LX=$LSR/usr/libexec/ipsec
-[[ -x $ike && -x $ctl ]] || fail "$ike or $ctl not built (cargo build -p esprit-controlplane)"
+need_ike
 if [[ ! -x $LX/pluto ]]; then
   echo "  (one-time interop setup: $recipes/00_setup.sh)"
   bash "$recipes/00_setup.sh" >"$work/setup.log" 2>&1 || { tail -20 "$work/setup.log"; fail "interop setup failed"; }
@@ -56,19 +54,9 @@ L=$work/pluto; mkdir -p $L/nss $L/run $L/ipsec.d
 certutil -N -d sql:$L/nss --empty-password </dev/null
 lsw_auth="authby=secret" ike_local_auth="{ psk: \"$psk\" }" ike_remote_auth="{ psk: \"$psk\" }"
 if [[ $cert == 1 ]]; then
-  mkdir -p "$work/pki"
-  (
-    cd "$work/pki"
-    ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256)
-    openssl req -x509 "${ec[@]}" -nodes -keyout ca.key -out ca.pem -days 2 -subj "/CN=esprit libreswan CA" \
-      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
-    for h in esprit libreswan; do
-      openssl req "${ec[@]}" -nodes -keyout $h.key -out $h.csr -subj "/CN=$h.test"
-      printf "subjectAltName=DNS:$h.test\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n" >$h.ext
-      openssl x509 -req -in $h.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $h.pem -days 2 -extfile $h.ext
-    done
-    openssl pkcs12 -export -inkey libreswan.key -in libreswan.pem -name libreswan -out libreswan.p12 -passout pass:p12
-  ) >"$work/pki.log" 2>&1 || { cat "$work/pki.log"; fail "openssl could not make the test PKI"; }
+  make_pki "$work/pki" ecdsa "esprit libreswan CA" test esprit libreswan
+  openssl pkcs12 -export -inkey "$work/pki/libreswan.key" -in "$work/pki/libreswan.pem" -name libreswan \
+    -out "$work/pki/libreswan.p12" -passout pass:p12 || fail "openssl could not export pluto's key"
   certutil -A -d sql:$L/nss -n esprit-ca -t "CT,," -a -i "$work/pki/ca.pem" || fail "certutil could not add the CA"
   pk12util -i "$work/pki/libreswan.p12" -d sql:$L/nss -W p12 >/dev/null || fail "pk12util could not import pluto's key"
   lsw_auth=$'authby=ecdsa\n\tleftcert=libreswan\n\tleftsendcert=always'
@@ -131,17 +119,13 @@ ike:
         local_ts: [192.168.141.0/24]
         remote_ts: [10.141.0.1/32]
 EOT
-ip netns exec $ne "$ike" --config "$work/ike.yaml" >"$work/ike.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do grep -q "listening on" "$work/ike.log" && break; kill -0 "${pids[-1]}" 2>/dev/null || break; sleep 0.1; done
-ectl() { "$ctl" --socket "$work/ike.sock" "$@"; }
+start_ike "$work/ike.yaml" $ne
 lfail() {
   sed 's/^/  ike| /' "$work/ike.log" | tail -25
   plog | sed 's/^/  pluto| /' | tail -25
   [[ -z ${KEEP:-} ]] || cp -r "$work" "$KEEP"
   fail "$@"
 }
-grep -q "listening on" "$work/ike.log" || lfail "esprit-ike did not start"
 # esprit's IKE SA numbers in state Established.
 esprit_ike() { ectl --json list-sas | /usr/bin/python3 -c 'import json,sys; print(" ".join(str(i["ike_sa"]) for i in json.load(sys.stdin)["ike_sas"] if i["state"]=="Established"))'; }
 stat() { ectl --json stats | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["counters"].get(sys.argv[1], 0))' "$1"; }

@@ -41,11 +41,9 @@
 # the pluto-initiated case) must make the test fail.
 name=ike-libreswan5
 . "$(dirname "$0")/lib.sh"
-ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
-ctl=${ESPRIT_CTL:-$top/target/debug/esprit-ctl}
 root=${INTEROP_DIR:-/var/tmp/esprit-interop}/chroots/trixie-root
 lp=/opt/libreswan5; lx=$lp/usr/libexec/ipsec
-[[ -x $ike && -x $ctl ]] || fail "$ike or $ctl not built (cargo build -p esprit-controlplane)"
+need_ike
 [[ -x $root$lx/pluto && -x $root$lx/whack ]] || fail "no libreswan 5.2 at $root$lp (../shared/interop/recipes/00_setup.sh, 03c)"
 [[ -x $root/usr/bin/certutil ]] || fail "no certutil in $root"
 # pluto's files live inside the chroot, at the path it sees.
@@ -92,11 +90,7 @@ $([[ $cn == init* ]] && echo "      remote: 10.78.0.2")
 EOC
 done)
 EOT
-ip netns exec lsw5-e "$ike" --config "$work/ike.yaml" >"$work/ike.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do grep -q "listening on" "$work/ike.log" && break; kill -0 "${pids[-1]}" 2>/dev/null || break; sleep 0.1; done
-grep -q "listening on" "$work/ike.log" || { sed 's/^/  ike| /' "$work/ike.log"; fail "esprit-ike did not start"; }
-ectl() { "$ctl" --socket "$work/ike.sock" "$@"; }
+start_ike "$work/ike.yaml" lsw5-e
 
 chroot "$root" certutil -N -d "sql:$l/nss" --empty-password </dev/null >/dev/null
 # LSW_INT / LSW_PPK override pluto's intermediate= and ppk= (by hand).

@@ -35,9 +35,7 @@ ppk_break=${PPK_BREAK:-}
 name="ike-pq-strongswan $peer"
 [[ $ppk_mode == 1 ]] && name+=" ppk"
 . "$(dirname "$0")/lib.sh"
-ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
-ctl=${ESPRIT_CTL:-$top/target/debug/esprit-ctl}
-[[ -x $ike && -x $ctl ]] || fail "$ike or $ctl not built (cargo build -p esprit-controlplane)"
+need_ike
 root=${INTEROP_DIR:-/var/tmp/esprit-interop}/chroots/$peer-root
 [[ -x $root/usr/lib/ipsec/charon && -x $root/usr/sbin/swanctl ]] \
   || fail "no strongSwan in $root (../shared/interop/recipes/00_setup.sh makes the chroots)"
@@ -72,7 +70,6 @@ ppk_required=yes
 [[ $ppk_break == absent ]] && ppk_required=no
 sw_ppk_conf=1
 [[ $ppk_break == absent ]] && sw_ppk_conf=0
-ectl() { "$ctl" --socket "$work/ike.sock" "$@"; }
 # Whether esprit-ctl's output ($1: command words) contains $2. Through a
 # file: grep -q closing a pipe early would fail the pipeline (pipefail).
 ectl_has() { ectl $1 >"$work/ectl.out" 2>/dev/null && grep -q "$2" "$work/ectl.out"; }
@@ -163,16 +160,6 @@ $( [[ $ppk_mode == 1 ]] && printf '      ppk: { id: pqc-1, required: %s }\n' "$(
         local_ts: [10.1.0.0/16]
         remote_ts: [10.2.0.0/16]
 EOT
-}
-
-start_ike() {
-  ip netns exec pqsw-e "$ike" --config "$work/ike.yaml" >"$work/ike.log" 2>&1 &
-  ike_pid=$!
-  pids+=($ike_pid)
-  # (Generous: the machine is shared with parallel builds.)
-  for _ in $(seq 200); do grep -q "listening on" "$work/ike.log" && break; kill -0 $ike_pid 2>/dev/null || break; sleep 0.1; done
-  grep -q "listening on" "$work/ike.log" \
-    || sw_fail "esprit-ike did not start ($(kill -0 $ike_pid 2>/dev/null && echo running || echo exited); log: $(cat "$work/ike.log"))"
 }
 
 stop_ike() {
@@ -303,7 +290,7 @@ print("+".join([n[p[2]]] + [n[t.split("_", 1)[1]] for t in p[3:]]))' "$prop")
   esp=aes256gcm16-${prop#*-*-}
   configure "$prop" "[$prop]" "$esp"
   # strongSwan initiates, esprit responds.
-  start_ike
+  start_ike "$work/ike.yaml" pqsw-e
   sw --initiate --child net --timeout 20 >"$work/initiate.log" 2>&1 \
     || { sed 's/^/  swanctl| /' "$work/initiate.log" | tail -10; sw_fail "$prop: strongSwan could not bring the tunnel up to esprit"; }
   check_sas "$esprit_names" "$prop, esprit responder"
@@ -320,7 +307,7 @@ print("+".join([n[p[2]]] + [n[t.split("_", 1)[1]] for t in p[3:]]))' "$prop")
   fi
   stop_ike
   # esprit initiates, strongSwan responds.
-  start_ike
+  start_ike "$work/ike.yaml" pqsw-e
   ectl initiate site >/dev/null || sw_fail "$prop: esprit-ctl initiate site was refused"
   for _ in $(seq 100); do ectl_has "--json list-sas" '"Established"' && break; sleep 0.1; done
   check_sas "$esprit_names" "$prop, esprit initiator"
@@ -333,12 +320,12 @@ done
 # it (strongSwan picks the classic proposal esprit sends after the ADDKE one).
 classic=${proposals[0]%%-ke1_*}
 configure "$classic" "[${proposals[0]}]"
-start_ike
+start_ike "$work/ike.yaml" pqsw-e
 sw --initiate --child net --timeout 20 >"$work/initiate.log" 2>&1 || sw_fail "fallback: strongSwan could not bring the tunnel up to esprit"
 check_sas CURVE25519 "fallback, esprit responder"
 ppk_used "fallback, esprit responder"
 stop_ike
-start_ike
+start_ike "$work/ike.yaml" pqsw-e
 ectl initiate site >/dev/null || sw_fail "fallback: esprit-ctl initiate site was refused"
 for _ in $(seq 100); do ectl_has "--json list-sas" '"Established"' && break; sleep 0.1; done
 check_sas CURVE25519 "fallback, esprit initiator"

@@ -17,13 +17,8 @@
 #   table slots carry the label is checked in tests/table_programming.rs.)
 name=ike-strongswan-ext
 . "$(dirname "$0")/lib.sh"
-ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
-ctl=${ESPRIT_CTL:-$top/target/debug/esprit-ctl}
-peer=${STRONGSWAN_PEER:-$top/../shared/interop/strongswan-peer}
-[[ -x $ike && -x $ctl ]] || fail "$ike or $ctl not built (cargo build -p esprit-controlplane)"
-[[ -x $peer ]] || fail "no strongswan-peer script at $peer"
-[[ -x /usr/lib/ipsec/charon ]] && command -v swanctl >/dev/null || fail "strongSwan is not installed"
-[[ -f /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so ]] || fail "strongSwan's kernel-libipsec plugin is missing"
+need_ike
+need_strongswan
 
 ip netns add ext-es; netns+=(ext-es)
 ip netns add ext-sw; netns+=(ext-sw)
@@ -87,16 +82,8 @@ ike:
         remote_ts: [10.50.0.1/32]
         sec_label: "$label"
 EOT
-ip netns exec ext-es "$ike" --config "$work/ike.yaml" >"$work/ike.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do grep -qs "listening on" "$work/ike.log" && break; kill -0 "${pids[-1]}" 2>/dev/null || break; sleep 0.1; done
-ike_fail() {
-  sed 's/^/  ike| /' "$work/ike.log" | tail -30
-  [[ -f $work/sw/charon.log ]] && sed 's/^/  charon| /' "$work/sw/charon.log" | grep -v "activating\|queueing" | tail -40
-  fail "$@"
-}
-grep -q "listening on" "$work/ike.log" || ike_fail "esprit-ike did not start"
-ectl() { "$ctl" --socket "$work/ike.sock" "$@"; }
+start_ike "$work/ike.yaml" ext-es
+peer_logs=("charon:$work/sw/charon.log")
 
 cat >"$work/swanctl.conf" <<EOT
 connections {
@@ -172,13 +159,7 @@ secrets {
             secret = "$psk" }
 }
 EOT
-# The resolve plugin must not touch the host's resolv.conf.
-mkdir -p "$work/swplugins"; cp /etc/strongswan.d/charon/*.conf "$work/swplugins/"
-: >"$work/resolv.conf"
-printf 'resolve {\n  load = yes\n  file = %s\n}\n' "$work/resolv.conf" >"$work/swplugins/resolve.conf"
-export SWAN_PLUGIN_CONFS="$work/swplugins/*.conf"
-"$peer" start ext-sw "$work/sw" "$work/swanctl.conf" >"$work/sw-load.log" 2>&1 || { cat "$work/sw-load.log"; ike_fail "strongSwan did not start"; }
-[[ -f $work/sw/pid ]] && pids+=("$(cat "$work/sw/pid")")
+start_strongswan ext-sw
 grep -qi "loaded pool 'rw'\|loaded 1 of 1 pool" "$work/sw-load.log" || { cat "$work/sw-load.log"; ike_fail "strongSwan did not load the pool with attributes 25/26"; }
 swsas() { "$peer" swanctl ext-sw "$work/sw" --list-sas >"$work/sw-sas.log" 2>&1; }
 json() { ectl --json list-sas >"$work/sas.json"; /usr/bin/python3 -c "import json,sys; d=json.load(open('$work/sas.json')); $1"; }

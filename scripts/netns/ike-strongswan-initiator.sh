@@ -36,14 +36,8 @@ if [[ $pq == 2 ]]; then
   STRONGSWAN_PEER=${STRONGSWAN_PEER:-$(cd "$(dirname "$0")" && pwd)/strongswan-chroot-peer}
 fi
 . "$(dirname "$0")/lib.sh"
-ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
-ctl=${ESPRIT_CTL:-$top/target/debug/esprit-ctl}
-peer=${STRONGSWAN_PEER:-$top/../shared/interop/strongswan-peer}
-[[ -x $ike && -x $ctl ]] || fail "$ike or $ctl not built (cargo build -p esprit-controlplane)"
-[[ -x $peer ]] || fail "no strongswan-peer script at $peer"
-[[ -x /usr/lib/ipsec/charon ]] && command -v swanctl >/dev/null \
-  || fail "strongSwan is not installed (scripts/setup installs it)"
-[[ -f /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so ]] || fail "strongSwan's kernel-libipsec plugin is missing (libcharon-extra-plugins)"
+need_ike
+need_strongswan
 
 add_host ike-sw sw0 ik-out 172.16.9.2/24
 add_host ike-srv srv0 ik-in 192.168.109.2/24 192.168.109.1
@@ -101,16 +95,8 @@ ike:
 EOT
 ip link set "$tap" up
 ip addr add 172.16.9.1/24 dev "$tap"
-"$ike" --config "$work/dp.yaml" >"$work/ike.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do grep -q "listening on" "$work/ike.log" && break; kill -0 "${pids[-1]}" 2>/dev/null || break; sleep 0.1; done
-grep -q "listening on" "$work/ike.log" || { sed 's/^/  ike| /' "$work/ike.log"; fail "esprit-ike did not start"; }
-ectl() { "$ctl" --socket "$work/ike.sock" "$@"; }
-ike_fail() {
-  sed 's/^/  ike| /' "$work/ike.log" | tail -30
-  [[ -f $work/sw/charon.log ]] && sed 's/^/  charon| /' "$work/sw/charon.log" | grep -v "activating\|queueing" | tail -30
-  fail "$@"
-}
+start_ike "$work/dp.yaml"
+peer_logs=("charon:$work/sw/charon.log")
 
 cat >"$work/swanctl.conf" <<EOT
 connections {
@@ -135,14 +121,7 @@ secrets {
                secret = "$psk" }
 }
 EOT
-# charon's plugin settings, but with the resolve plugin writing DNS servers
-# from the CP payload to a file of ours, never the host's /etc/resolv.conf.
-mkdir -p "$work/swplugins"; cp /etc/strongswan.d/charon/*.conf "$work/swplugins/"
-: >"$work/resolv.conf"
-printf 'resolve {\n  load = yes\n  file = %s\n}\n' "$work/resolv.conf" >"$work/swplugins/resolve.conf"
-export SWAN_PLUGIN_CONFS="$work/swplugins/*.conf"
-"$peer" start ike-sw "$work/sw" "$work/swanctl.conf" >"$work/sw-load.log" 2>&1 || { cat "$work/sw-load.log"; ike_fail "strongSwan did not start"; }
-[[ -f $work/sw/pid ]] && pids+=("$(cat "$work/sw/pid")")
+start_strongswan ike-sw
 
 # A wrong PSK first: strongSwan refuses it, esprit counts the failure.
 ectl initiate wrong-key >/dev/null || ike_fail "esprit-ctl initiate wrong-key was refused"

@@ -25,14 +25,8 @@
 # count them.
 name=ike-strongswan-ppk
 . "$(dirname "$0")/lib.sh"
-ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
-ctl=${ESPRIT_CTL:-$top/target/debug/esprit-ctl}
-peer=${STRONGSWAN_PEER:-$top/../shared/interop/strongswan-peer}
-[[ -x $ike && -x $ctl ]] || fail "$ike or $ctl not built (cargo build -p esprit-controlplane)"
-[[ -x $peer ]] || fail "no strongswan-peer script at $peer"
-[[ -x /usr/lib/ipsec/charon ]] && command -v swanctl >/dev/null \
-  || fail "strongSwan is not installed (scripts/setup installs it)"
-[[ -f /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so ]] || fail "strongSwan's kernel-libipsec plugin is missing (libcharon-extra-plugins)"
+need_ike
+need_strongswan
 
 add_host ppk-sw sw0 pk-out 172.16.29.2/24
 add_host ppk-srv srv0 pk-in 192.168.129.2/24 192.168.129.1
@@ -94,17 +88,9 @@ $(conn from-noppk esprit.site sw-noppk.site "{ id: pqc-1, required: true }")
 EOT
 ip link set "$tap" up
 ip addr add 172.16.29.1/24 dev "$tap"
-"$ike" --config "$work/dp.yaml" >"$work/ike.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do grep -q "listening on" "$work/ike.log" && break; kill -0 "${pids[-1]}" 2>/dev/null || break; sleep 0.1; done
-grep -q "listening on" "$work/ike.log" || { sed 's/^/  ike| /' "$work/ike.log"; fail "esprit-ike did not start"; }
+start_ike "$work/dp.yaml"
 grep -q "$ppk1" "$work/ike.log" && fail "esprit-ike logged a PPK"
-ectl() { "$ctl" --socket "$work/ike.sock" "$@"; }
-ike_fail() {
-  sed 's/^/  ike| /' "$work/ike.log" | tail -30
-  [[ -f $work/sw/charon.log ]] && sed 's/^/  charon| /' "$work/sw/charon.log" | grep -v "activating\|queueing" | tail -40
-  fail "$@"
-}
+peer_logs=("charon:$work/sw/charon.log")
 
 swconn() { # name local_id remote_id [ppk lines]
   cat <<EOT
@@ -149,12 +135,7 @@ secrets {
           secret = 0x$ppk1 }
 }
 EOT
-mkdir -p "$work/swplugins"; cp /etc/strongswan.d/charon/*.conf "$work/swplugins/"
-: >"$work/resolv.conf"
-printf 'resolve {\n  load = yes\n  file = %s\n}\n' "$work/resolv.conf" >"$work/swplugins/resolve.conf"
-export SWAN_PLUGIN_CONFS="$work/swplugins/*.conf"
-"$peer" start ppk-sw "$work/sw" "$work/swanctl.conf" >"$work/sw-load.log" 2>&1 || { cat "$work/sw-load.log"; ike_fail "strongSwan did not start"; }
-[[ -f $work/sw/pid ]] && pids+=("$(cat "$work/sw/pid")")
+start_strongswan ppk-sw
 grep -q "loaded ike secret 'ike-esprit'" "$work/sw-load.log" && grep -q "loaded ppk secret 'ppk-1'" "$work/sw-load.log" \
   || { cat "$work/sw-load.log"; ike_fail "strongSwan did not load the PSK and the PPK"; }
 

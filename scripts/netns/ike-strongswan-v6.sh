@@ -13,14 +13,8 @@
 # esprit-ctl terminate clears both sides and the table.
 name=ike-strongswan-v6
 . "$(dirname "$0")/lib.sh"
-ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
-ctl=${ESPRIT_CTL:-$top/target/debug/esprit-ctl}
-peer=${STRONGSWAN_PEER:-$top/../shared/interop/strongswan-peer}
-[[ -x $ike && -x $ctl ]] || fail "$ike or $ctl not built (cargo build -p esprit-controlplane)"
-[[ -x $peer ]] || fail "no strongswan-peer script at $peer"
-[[ -x /usr/lib/ipsec/charon ]] && command -v swanctl >/dev/null \
-  || fail "strongSwan is not installed (scripts/setup installs it)"
-[[ -f /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so ]] || fail "strongSwan's kernel-libipsec plugin is missing (libcharon-extra-plugins)"
+need_ike
+need_strongswan
 
 add_host ike6-rw rw0 i6-out fd00:96::2/64
 add_host ike6-srv srv0 i6-in 192.168.196.2/24 192.168.196.1
@@ -74,16 +68,8 @@ ike:
 EOT
 ip link set "$tap" up
 ip addr add fd00:96::1/64 dev "$tap" nodad
-"$ike" --config "$work/dp.yaml" >"$work/ike.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do grep -q "listening on" "$work/ike.log" && break; kill -0 "${pids[-1]}" 2>/dev/null || break; sleep 0.1; done
-ectl() { "$ctl" --socket "$work/ike.sock" "$@"; }
-ike_fail() {
-  sed 's/^/  ike| /' "$work/ike.log" | tail -30
-  [[ -f $work/sw/charon.log ]] && sed 's/^/  charon| /' "$work/sw/charon.log" | grep -v "activating\|queueing" | tail -30
-  fail "$@"
-}
-grep -q "listening on" "$work/ike.log" || ike_fail "esprit-ike did not start"
+start_ike "$work/dp.yaml"
+peer_logs=("charon:$work/sw/charon.log")
 
 cat >"$work/swanctl.conf" <<EOT
 connections {
@@ -108,12 +94,7 @@ secrets {
                secret = "$psk" }
 }
 EOT
-mkdir -p "$work/swplugins"; cp /etc/strongswan.d/charon/*.conf "$work/swplugins/"
-: >"$work/resolv.conf"
-printf 'resolve {\n  load = yes\n  file = %s\n}\n' "$work/resolv.conf" >"$work/swplugins/resolve.conf"
-export SWAN_PLUGIN_CONFS="$work/swplugins/*.conf"
-"$peer" start ike6-rw "$work/sw" "$work/swanctl.conf" >"$work/sw-load.log" 2>&1 || { cat "$work/sw-load.log"; ike_fail "strongSwan did not start"; }
-[[ -f $work/sw/pid ]] && pids+=("$(cat "$work/sw/pid")")
+start_strongswan ike6-rw
 "$peer" swanctl ike6-rw "$work/sw" --initiate --child net --timeout 30 >"$work/initiate.log" 2>&1 \
   || { sed 's/^/  swanctl| /' "$work/initiate.log" | tail -15; ike_fail "strongSwan could not bring the tunnel up over IPv6"; }
 "$peer" swanctl ike6-rw "$work/sw" --list-sas >"$work/sw-sas.log" 2>&1

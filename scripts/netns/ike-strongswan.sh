@@ -43,14 +43,8 @@ if [[ $pq == 1 ]]; then
   STRONGSWAN_PEER=${STRONGSWAN_PEER:-$(cd "$(dirname "$0")" && pwd)/strongswan-chroot-peer}
 fi
 . "$(dirname "$0")/lib.sh"
-ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
-ctl=${ESPRIT_CTL:-$top/target/debug/esprit-ctl}
-peer=${STRONGSWAN_PEER:-$top/../shared/interop/strongswan-peer}
-[[ -x $ike && -x $ctl ]] || fail "$ike or $ctl not built (cargo build -p esprit-controlplane)"
-[[ -x $peer ]] || fail "no strongswan-peer script at $peer"
-[[ -x /usr/lib/ipsec/charon ]] && command -v swanctl >/dev/null \
-  || fail "strongSwan is not installed (scripts/setup installs strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins)"
-[[ -f /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so ]] || fail "strongSwan's kernel-libipsec plugin is missing (libcharon-extra-plugins)"
+need_ike
+need_strongswan
 demo=${DEMO:-0}
 say() { [[ $demo == 1 ]] && echo "$@" || true; }
 
@@ -92,23 +86,7 @@ if [[ $auth == psk ]]; then
                secret = \"$psk\" }"
 elif [[ $auth == cert ]]; then
   client_id=client.esprit
-  case $key in
-    ecdsa) newkey=(-newkey ec -pkeyopt ec_paramgen_curve:P-256) ;;
-    ed25519) newkey=(-newkey ed25519) ;;
-    rsa) newkey=(-newkey rsa:2048) ;;
-    *) fail "KEY must be ecdsa, ed25519 or rsa" ;;
-  esac
-  mkdir -p "$work/pki"
-  (
-    cd "$work/pki"
-    openssl req -x509 "${newkey[@]}" -nodes -keyout ca.key -out ca.pem -days 2 -subj "/CN=esprit interop CA" \
-      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
-    for h in gw client; do
-      openssl req "${newkey[@]}" -nodes -keyout $h.key -out $h.csr -subj "/CN=$h.esprit"
-      printf "subjectAltName=DNS:$h.esprit\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n" >$h.ext
-      openssl x509 -req -in $h.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $h.pem -days 2 -extfile $h.ext
-    done
-  ) >"$work/pki.log" 2>&1 || { cat "$work/pki.log"; fail "openssl could not make the test PKI"; }
+  make_pki "$work/pki" "$key" "esprit interop CA" esprit gw client
   ike_local_auth="{ cert: $work/pki/gw.pem, key: $work/pki/gw.key }" ike_remote_auth="{ cas: [$work/pki/ca.pem] }"
   # swanctl loads private keys only from its credential directories, which
   # sit beside the swanctl.conf it is given ($work).
@@ -166,18 +144,8 @@ EOT
 ip link set "$tap" up
 ip addr add 172.16.9.1/24 dev "$tap"
 
-"$ike" --config "$work/dp.yaml" >"$work/ike.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do grep -qs "listening on" "$work/ike.log" && break; kill -0 "${pids[-1]}" 2>/dev/null || break; sleep 0.1; done
-grep -q "listening on" "$work/ike.log" || { sed 's/^/  ike| /' "$work/ike.log"; fail "esprit-ike did not start"; }
-ike_metrics=$(grep -o 'metrics on [0-9.:]*' "$work/ike.log" | cut -d' ' -f3)
-ectl() { "$ctl" --socket "$work/ike.sock" "$@"; }
-ike_fail() {
-  sed 's/^/  ike| /' "$work/ike.log" | tail -30
-  [[ -f $work/sw-load.log ]] && grep -v "plugin '" "$work/sw-load.log" | sed 's/^/  swanctl-load| /' | tail -15
-  [[ -f $work/sw/charon.log ]] && sed 's/^/  charon| /' "$work/sw/charon.log" | grep -v "^  charon| .*\(sending packet\|received packet\)" | tail -40
-  fail "$@"
-}
+start_ike "$work/dp.yaml"
+peer_logs=("swanctl-load:$work/sw-load.log" "charon:$work/sw/charon.log")
 
 cat >"$work/swanctl.conf" <<EOT
 connections {
@@ -201,15 +169,7 @@ secrets {
   $sw_secrets
 }
 EOT
-# charon's plugin settings, but with the resolve plugin writing DNS servers
-# from the CP payload to a file of ours, never the host's /etc/resolv.conf.
-mkdir -p "$work/swplugins"; cp /etc/strongswan.d/charon/*.conf "$work/swplugins/"
-: >"$work/resolv.conf"
-printf 'resolve {\n  load = yes\n  file = %s\n}\n' "$work/resolv.conf" >"$work/swplugins/resolve.conf"
-export SWAN_PLUGIN_CONFS="$work/swplugins/*.conf"
-"$peer" start ike-rw "$work/sw" "$work/swanctl.conf" >"$work/sw-load.log" 2>&1 || { cat "$work/sw-load.log"; ike_fail "strongSwan did not start"; }
-[[ -f $work/sw/pid ]] && pids+=("$(cat "$work/sw/pid")")
-# pids: dataplane, esprit-ike, charon (the restart below replaces pids[1]).
+start_strongswan ike-rw
 "$peer" swanctl ike-rw "$work/sw" --initiate --child net --timeout 30 >"$work/initiate.log" 2>&1 \
   || { sed 's/^/  swanctl| /' "$work/initiate.log" | tail -15; ike_fail "strongSwan could not bring the tunnel up"; }
 say "--- strongSwan: swanctl --list-sas"
@@ -344,12 +304,10 @@ for _ in $(seq 50); do [[ $(table_slots) == 0 ]] && break; sleep 0.1; done
 # keeps no IKE state across restarts), keeps them orphan_grace_secs (3),
 # then deletes them.
 up_again "before the restart"
-kill -TERM "${pids[1]}"; wait "${pids[1]}" 2>/dev/null || true
+kill -TERM "$ike_pid"; wait "$ike_pid" 2>/dev/null || true
 ip netns exec ike-rw ping -c 3 -i 0.2 -W 2 192.168.109.2 >"$work/ping-norestart.log" 2>&1 \
   || { cat "$work/ping-norestart.log"; ike_fail "traffic stopped while esprit-ike was down (the table's SAs should carry it)"; }
-"$ike" --config "$work/dp.yaml" >>"$work/ike.log" 2>&1 &
-pids[1]=$!
-for _ in $(seq 50); do [[ -S $work/ike.sock ]] && ectl stats >/dev/null 2>&1 && break; sleep 0.1; done
+start_ike "$work/dp.yaml" "" "+$work/ike.log"
 ectl --json list-sas >"$work/sas.json" || ike_fail "the restarted esprit-ike does not answer"
 /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert len(d["orphans"]) == 2 and not d["ike_sas"], d' "$work/sas.json" \
   || ike_fail "the restarted esprit-ike does not list the 2 orphaned SAs: $(cat "$work/sas.json")"

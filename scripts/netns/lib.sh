@@ -79,3 +79,99 @@ start_dataplane() {
 }
 
 af_packet() { echo "net_af_packet$1,iface=$2,qpairs=1,blocksz=4096,framesz=2048,framecnt=512"; }
+
+# esprit-ike and esprit-ctl of this build; `need_ike` fails the test when
+# they are missing.
+ike=${ESPRIT_IKE:-$top/target/debug/esprit-ike}
+ctl=${ESPRIT_CTL:-$top/target/debug/esprit-ctl}
+need_ike() { [[ -x $ike && -x $ctl ]] || fail "$ike or $ctl not built (cargo build -p esprit-controlplane)"; }
+ectl() { "$ctl" --socket "$work/ike.sock" "$@"; }
+
+# Starts esprit-ike: start_ike CONFIG [NAMESPACE] [LOG] (LOG defaults to
+# $work/ike.log; a LOG starting with '+' is appended to, for a restart).
+# Waits up to 20 s (the machine is shared with builds) for it to listen;
+# sets ike_pid and ike_metrics (the address its /metrics answers on).
+start_ike() {
+  local config=$1 ns=${2:-} log=${3:-$work/ike.log} append=0
+  [[ $log == +* ]] && { log=${log#+}; append=1; }
+  local lines=0
+  [[ $append == 1 && -f $log ]] && lines=$(wc -l <"$log")
+  local cmd=("$ike" --config "$config")
+  [[ -n $ns ]] && cmd=(ip netns exec "$ns" "${cmd[@]}")
+  if [[ $append == 1 ]]; then "${cmd[@]}" >>"$log" 2>&1 & else "${cmd[@]}" >"$log" 2>&1 & fi
+  ike_pid=$!
+  pids+=($ike_pid)
+  # Only what this instance wrote counts (a restart appends to the log).
+  started() { tail -n +$((lines + 1)) "$log" 2>/dev/null | grep -q "listening on"; }
+  for _ in $(seq 200); do started && break; kill -0 $ike_pid 2>/dev/null || break; sleep 0.1; done
+  if ! started; then
+    tail -n +$((lines + 1)) "$log" 2>/dev/null | sed 's/^/  ike| /' | tail -30
+    fail "esprit-ike did not start ($(kill -0 $ike_pid 2>/dev/null && echo "running, silent for 20 s" || echo "it exited"))"
+  fi
+  ike_metrics=$(tail -n +$((lines + 1)) "$log" | grep -o 'metrics on [0-9.:]*' | cut -d' ' -f3)
+}
+
+# strongSwan for the strongswan-peer scripts: the host's 5.9.8 (charon,
+# swanctl, kernel-libipsec), or the chroot peer named in STRONGSWAN_PEER;
+# sets peer.
+need_strongswan() {
+  peer=${STRONGSWAN_PEER:-$top/../shared/interop/strongswan-peer}
+  [[ -x $peer ]] || fail "no strongswan-peer script at $peer"
+  [[ -x /usr/lib/ipsec/charon ]] && command -v swanctl >/dev/null \
+    || fail "strongSwan is not installed (scripts/setup installs strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins)"
+  [[ -f /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so ]] || fail "strongSwan's kernel-libipsec plugin is missing (libcharon-extra-plugins)"
+}
+
+# A throwaway PKI made with openssl in DIR: make_pki DIR KEY CA_NAME DOMAIN
+# HOST... (KEY ecdsa | ed25519 | rsa): DIR/ca.pem, and DIR/HOST.pem +
+# DIR/HOST.key for each HOST, named (CN and subjectAltName DNS) HOST.DOMAIN,
+# valid for two days.
+make_pki() {
+  local dir=$1 key=$2 ca_name=$3 domain=$4; shift 4
+  local newkey
+  case $key in
+    ecdsa) newkey=(-newkey ec -pkeyopt ec_paramgen_curve:P-256) ;;
+    ed25519) newkey=(-newkey ed25519) ;;
+    rsa) newkey=(-newkey rsa:2048) ;;
+    *) fail "KEY must be ecdsa, ed25519 or rsa" ;;
+  esac
+  mkdir -p "$dir"
+  (
+    cd "$dir"
+    openssl req -x509 "${newkey[@]}" -nodes -keyout ca.key -out ca.pem -days 2 -subj "/CN=$ca_name" \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+    for h in "$@"; do
+      openssl req "${newkey[@]}" -nodes -keyout "$h.key" -out "$h.csr" -subj "/CN=$h.$domain"
+      printf "subjectAltName=DNS:%s\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n" "$h.$domain" >"$h.ext"
+      openssl x509 -req -in "$h.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -out "$h.pem" -days 2 -extfile "$h.ext"
+    done
+  ) >"$dir.log" 2>&1 || { cat "$dir.log"; fail "openssl could not make the test PKI"; }
+}
+
+# Fails the test after the tails of esprit-ike's log and of the peer logs
+# listed in peer_logs ("label:path"), their per-packet chatter left out.
+peer_logs=()
+ike_fail() {
+  [[ -f $work/ike.log ]] && sed 's/^/  ike| /' "$work/ike.log" | tail -30
+  local e
+  for e in "${peer_logs[@]}"; do
+    [[ -f ${e#*:} ]] || continue
+    grep -v "plugin '\|sending packet\|received packet\|activating\|queueing" "${e#*:}" | tail -40 | sed "s/^/  ${e%%:*}| /"
+  done
+  fail "$@"
+}
+
+# Starts charon in namespace NS (start_strongswan NS) with
+# $work/swanctl.conf, its state in $work/sw and swanctl's output in
+# $work/sw-load.log; charon's plugin settings are copied so that the resolve
+# plugin writes the DNS servers of CP payloads to $work/resolv.conf, never
+# to the host's /etc/resolv.conf. Needs need_strongswan first.
+start_strongswan() {
+  local ns=$1
+  mkdir -p "$work/swplugins"; cp /etc/strongswan.d/charon/*.conf "$work/swplugins/"
+  : >"$work/resolv.conf"
+  printf 'resolve {\n  load = yes\n  file = %s\n}\n' "$work/resolv.conf" >"$work/swplugins/resolve.conf"
+  export SWAN_PLUGIN_CONFS="$work/swplugins/*.conf"
+  "$peer" start "$ns" "$work/sw" "$work/swanctl.conf" >"$work/sw-load.log" 2>&1 || { cat "$work/sw-load.log"; ike_fail "strongSwan did not start"; }
+  if [[ -f $work/sw/pid ]]; then pids+=("$(cat "$work/sw/pid")"); fi
+}
