@@ -106,6 +106,12 @@ start_ike() {
   for _ in $(seq 200); do started && break; kill -0 $ike_pid 2>/dev/null || break; sleep 0.1; done
   if ! started; then
     tail -n +$((lines + 1)) "$log" 2>/dev/null | sed 's/^/  ike| /' | tail -30
+    # Where a silent one waits: each thread's name, state and kernel wait
+    # channel (an intermittent hang at start was once seen under load).
+    local t
+    for t in /proc/$ike_pid/task/*; do
+      [[ -d $t ]] && echo "  ike thread $(cat "$t/comm" 2>/dev/null): $(awk '{print $3}' "$t/stat" 2>/dev/null) $(cat "$t/wchan" 2>/dev/null)"
+    done
     fail "esprit-ike did not start ($(kill -0 $ike_pid 2>/dev/null && echo "running, silent for 20 s" || echo "it exited"))"
   fi
   ike_metrics=$(tail -n +$((lines + 1)) "$log" | grep -o 'metrics on [0-9.:]*' | cut -d' ' -f3)
