@@ -3,11 +3,12 @@
 //! * `gen-pcap OUT.pcap [--size N] [--packets N] [--flows N] [--src IP] [--dst IP]`
 //!   writes plaintext UDP traffic (IPv4 or IPv6 by the addresses given).
 //! * `ike-load LOCAL_IP REMOTE_IP [--count N] [--window N] [--proposal P] [--timeout-secs N]
-//!   [--psk S | --cert FILE --key FILE --ca FILE [--id ID]]`
+//!   [--psk S [--identities N] | --cert FILE --key FILE --ca FILE [--id ID]]`
 //!   runs IKEv2 handshakes (PSK or certificate, virtual IP, one Child SA)
 //!   against a responder whose identity is `gw.esprit.bench` and prints
 //!   `established N children N failed N secs S`; exits non-zero unless all
-//!   completed. Certificates and keys are PEM or DER, the key PKCS#8; the
+//!   completed. With a PSK, N distinct identities `load-I@esprit.bench`
+//!   (default: one per handshake, at most 20000). Certificates and keys are PEM or DER, the key PKCS#8; the
 //!   ID (default `load.esprit.bench`) must be a SAN of the certificate.
 #![forbid(unsafe_code)]
 
@@ -19,7 +20,7 @@ use esprit_bench::pcapgen::Traffic;
 fn usage() -> ExitCode {
     eprintln!("usage: esprit-bench gen-pcap OUT.pcap [--size N] [--packets N] [--flows N] [--src IP] [--dst IP]");
     eprintln!("       esprit-bench ike-load LOCAL_IP REMOTE_IP [--count N] [--window N] [--proposal P] [--timeout-secs N]");
-    eprintln!("                             [--psk S | --cert FILE --key FILE --ca FILE [--id ID]]");
+    eprintln!("                             [--psk S [--identities N] | --cert FILE --key FILE --ca FILE [--id ID]]");
     ExitCode::from(2)
 }
 
@@ -69,6 +70,7 @@ fn ike_load(args: &[String]) -> ExitCode {
         return usage();
     };
     let (mut count, mut window, mut timeout) = (1000usize, 64usize, 600u64);
+    let mut identities = None;
     let mut proposal = "aes256gcm16-prfsha256-x25519".to_string();
     let mut psk = None;
     let (mut cert, mut key, mut ca, mut id) = (None, None, None, "load.esprit.bench".to_string());
@@ -77,6 +79,7 @@ fn ike_load(args: &[String]) -> ExitCode {
         let Some(v) = it.next() else { return usage() };
         let ok = match flag.as_str() {
             "--count" => v.parse().map(|x| count = x).is_ok(),
+            "--identities" => v.parse().map(|x| identities = Some(x)).is_ok(),
             "--window" => v.parse().map(|x| window = x).is_ok(),
             "--timeout-secs" => v.parse().map(|x| timeout = x).is_ok(),
             "--proposal" => {
@@ -109,8 +112,9 @@ fn ike_load(args: &[String]) -> ExitCode {
     let remote = std::net::SocketAddr::new(ip, 500);
     // Port 500 on a real address: no NAT is detected, IKE stays on 500.
     let local = std::net::SocketAddr::new(lip, 500);
-    // At most 20000 identities: the endpoint finds connections by a scan.
-    let cfg = match esprit_bench::ike_load::initiator_config(local, remote, &auth, &proposal, count.min(20_000)) {
+    // At most 20000 identities by default: the endpoint finds connections
+    // by a scan.
+    let cfg = match esprit_bench::ike_load::initiator_config(local, remote, &auth, &proposal, identities.unwrap_or(count.min(20_000))) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("esprit-bench ike-load: {e}");
