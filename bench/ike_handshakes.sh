@@ -20,19 +20,23 @@
 # of the responder's anonymous memory (RssAnon) per IKE SA held.
 #
 # usage: [AUTH=psk|ecdsa|both] [RESP_CPUS="1 0,1"] [CHARON_ECDSA_COUNT=N]
-#        [PSK_IDENTITIES=N] bench/ike_handshakes.sh [COUNT] [ESPRIT_MEM_COUNT] [WINDOW]
+#        [PSK_IDENTITIES=N] [ECDSA_IDENTITIES=N]
+#        bench/ike_handshakes.sh [COUNT] [ESPRIT_MEM_COUNT] [WINDOW]
 #   defaults: AUTH=both, COUNT 10000, ESPRIT_MEM_COUNT 100000 (0: skip; with
 #   PSK only), WINDOW 128, CHARON_ECDSA_COUNT = COUNT. Every responder runs
 #   COUNT handshakes (the ratio), then esprit-ike alone holds
-#   ESPRIT_MEM_COUNT IKE SAs (memory and rate at that scale). With a PSK the
-#   load uses up to 20000 distinct identities (load-N@esprit.bench), as
-#   real clients have (PSK_IDENTITIES=N: N of them). With certificates all
-#   handshakes use one client certificate and identity (load.esprit.bench;
-#   charon: unique = never; the generator sends no INITIAL_CONTACT); both
-#   pools still hand out a distinct address per IKE SA. charon's cost grows
-#   with the number of distinct identities (PSK, 10k handshakes: about 180
-#   per CPU-second with 10k identities, 580 with one), esprit-ike's does not,
-#   so the ecdsa rows, with one identity, flatter charon.
+#   ESPRIT_MEM_COUNT IKE SAs (memory and rate at that scale). The load uses
+#   up to 20000 distinct identities, as real clients have: with a PSK
+#   load-N@esprit.bench (PSK_IDENTITIES=N: N of them), with certificates
+#   load-N.esprit.bench, each with its own client certificate (issued here
+#   with python3-cryptography, one key for all; ECDSA_IDENTITIES=1: a single
+#   certificate for every handshake). charon's cost grows with the number of
+#   distinct identities (PSK, 10k handshakes: about 230 per CPU-second with
+#   10k identities, 580 with one), esprit-ike's does not; with one identity
+#   charon's pool also gives every IKE SA the same address. Identities
+#   repeat only beyond 20000 (the 100k run): charon has `unique = never`
+#   and the generator sends no INITIAL_CONTACT, so no responder replaces an
+#   older IKE SA with a newer one of the same identity.
 #   Exits non-zero when a responder does not start, a run completes no
 #   handshake, or any run completes fewer than asked (table printed first).
 set -euo pipefail
@@ -40,6 +44,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
 n_rate=${1:-10000} n_mem=${2:-100000} window=${3:-128}
 auth_modes=${AUTH:-both} resp_cpus=${RESP_CPUS:-1 0,1} n_charon_ecdsa=${CHARON_ECDSA_COUNT:-$n_rate}
+n_ecdsa_ids=${ECDSA_IDENTITIES:-$(( n_rate > n_charon_ecdsa ? n_rate : n_charon_ecdsa ))}
+(( n_ecdsa_ids > 20000 )) && n_ecdsa_ids=20000
 [[ $auth_modes == both ]] && auth_modes="psk ecdsa"
 for a in $auth_modes; do [[ $a == psk || $a == ecdsa ]] || { echo "bench/ike_handshakes.sh: AUTH must be psk, ecdsa or both"; exit 2; }; done
 die() { echo "bench/ike_handshakes.sh: FAILED: $*" >&2; exit 1; }
@@ -81,6 +87,32 @@ if [[ " $auth_modes " == *" ecdsa "* ]]; then
       openssl x509 -req -in $h.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $h.pem -days 2 -extfile $h.ext
     done
   ) >"$work/pki.log" 2>&1 || { cat "$work/pki.log"; die "openssl could not make the bench PKI"; }
+  # One client certificate per identity, load-I.esprit.bench, all for the
+  # key of load.pem (an openssl process per certificate would take minutes).
+  if [[ $n_ecdsa_ids -gt 1 ]]; then
+    mkdir -p "$work/pki/clients"
+    /usr/bin/python3 - "$work/pki" "$n_ecdsa_ids" <<'EOPY' || die "python3-cryptography could not issue the client certificates"
+import datetime, sys
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
+d, n = sys.argv[1], int(sys.argv[2])
+ca = x509.load_pem_x509_certificate(open(d + "/ca.pem", "rb").read())
+ca_key = serialization.load_pem_private_key(open(d + "/ca.key", "rb").read(), None)
+pub = x509.load_pem_x509_certificate(open(d + "/load.pem", "rb").read()).public_key()
+now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+for i in range(n):
+    name = "load-%d.esprit.bench" % i
+    c = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+         .issuer_name(ca.subject).public_key(pub).serial_number(x509.random_serial_number())
+         .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=2))
+         .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+         .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+         .sign(ca_key, hashes.SHA256()))
+    open("%s/clients/load-%d.pem" % (d, i), "wb").write(c.public_bytes(serialization.Encoding.PEM))
+EOPY
+  fi
 fi
 
 cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15) / hz }' "/proc/$1/stat"; }
@@ -106,6 +138,8 @@ order=() incomplete=()
 measure() { # row-name pid count auth
   local name=$1 pid=$2 n=$3 auth=$4 c0 r0 c1 r1 out rc=0 args
   if [[ $auth == psk ]]; then args=(--psk "$psk" ${PSK_IDENTITIES:+--identities "$PSK_IDENTITIES"})
+  elif [[ $n_ecdsa_ids -gt 1 ]]; then
+    args=(--cert "$work/pki/clients/load-{i}.pem" --key "$work/pki/load.key" --ca "$work/pki/ca.pem" --id "load-{i}.esprit.bench" --identities "$n_ecdsa_ids")
   else args=(--cert "$work/pki/load.pem" --key "$work/pki/load.key" --ca "$work/pki/ca.pem" --id load.esprit.bench); fi
   sleep 0.5
   local d0 d1
@@ -248,8 +282,9 @@ fi
 
 echo
 echo "IKEv2 handshakes as responder (X25519, AES-256-GCM, virtual IP, one Child SA; psk, or ecdsa = P-256 certificates"
-echo "both ways), load generator on CPU 0, window $window; esprit-ike Ncpu = taskset over RESP_CPUS ($resp_cpus; a 2cpu"
-echo "responder shares CPU 0 with the generator), charon and esprit-100k on CPU 1; load average before/after: $load_before / $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "both ways; distinct client identities: psk ${PSK_IDENTITIES:-min(N, 20000)}, ecdsa $n_ecdsa_ids), load generator on CPU 0, window $window;"
+echo "esprit-ike Ncpu = taskset over RESP_CPUS ($resp_cpus; a 2cpu responder shares CPU 0 with the generator),"
+echo "charon and esprit-100k on CPU 1; load average before/after: $load_before / $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-22s %10s %8s %8s %11s %12s %12s\n' responder handshakes wall_s cpu_s hs/cpu_s hs/wall_s bytes/IKE_SA
 for r in "${order[@]}"; do echo "${ROW[$r]}"; done
 for auth in $auth_modes; do

@@ -18,7 +18,8 @@ use esprit_controlplane::config::DaemonConfig;
 use ike_crypto::RustCryptoProvider;
 use std::sync::Arc;
 
-use ike_proto::{Command, Endpoint, Event, EndpointConfig, Identity, IkeSaHandle, Time};
+use ike_crypto::cert::Certificate;
+use ike_proto::{Command, Endpoint, Event, EndpointConfig, Identity, IkeSaHandle, LocalAuth, Time};
 
 /// What a load run saw.
 #[derive(Debug, Default)]
@@ -39,10 +40,12 @@ pub enum LoadAuth {
     /// Our certificate (chain, end entity first) and PKCS#8 key, loaded by
     /// the control plane's own loaders (PEM or DER), our identity (a SAN of
     /// the certificate), and the CA the responder's certificate must chain
-    /// to. One identity for every handshake: the responders must not treat
-    /// a new IKE SA as replacing an older one with the same identity
-    /// (the initiator never sends INITIAL_CONTACT; charon needs
-    /// `unique = never`).
+    /// to. When both `cert` and `id` contain `{i}`, identity `i` (of
+    /// `identities`) uses the certificate and identity with `i` put there,
+    /// all with the one key; otherwise one identity serves every handshake,
+    /// and the responders must not treat a new IKE SA as replacing an older
+    /// one with the same identity (the initiator never sends
+    /// INITIAL_CONTACT; charon needs `unique = never`).
     Cert { cert: PathBuf, key: PathBuf, ca: PathBuf, id: String },
 }
 
@@ -54,8 +57,7 @@ fn now() -> Time {
 /// Child SA has its own traffic selector), no INITIAL_CONTACT. With a PSK,
 /// `identities` connections `load-N` with identities `load-N@esprit.bench`
 /// (distinct identities keep the responder's Child SAs distinct, as real
-/// clients are); with a certificate, one connection `load-0` with the
-/// certificate's identity.
+/// clients are); with a certificate, as many as [`LoadAuth::Cert`] says.
 pub fn initiator_config(local: SocketAddr, remote: SocketAddr, auth: &LoadAuth, proposal: &str, identities: usize) -> Result<EndpointConfig, String> {
     // Paths as YAML double-quoted strings (escapes included).
     let quoted = |p: &Path| format!("{:?}", p.display().to_string());
@@ -65,7 +67,9 @@ pub fn initiator_config(local: SocketAddr, remote: SocketAddr, auth: &LoadAuth, 
             ("load@esprit.bench".to_string(), a.clone(), a, identities)
         }
         LoadAuth::Cert { cert, key, ca, id } => {
-            (id.clone(), format!("{{ cert: {}, key: {} }}", quoted(cert), quoted(key)), format!("{{ cas: [{}] }}", quoted(ca)), 1)
+            let n = if templated(cert, id) { identities } else { 1 };
+            let cert = nth(&cert.display().to_string(), 0);
+            (nth(id, 0), format!("{{ cert: {}, key: {} }}", quoted(Path::new(&cert)), quoted(key)), format!("{{ cas: [{}] }}", quoted(ca)), n)
         }
     };
     let yaml = format!(
@@ -95,16 +99,39 @@ ike:
     let mut cfg = DaemonConfig::from_yaml(&yaml, Path::new(".")).map(|c| c.endpoint).map_err(|e| e.to_string())?;
     let base = cfg.connections.first().cloned().ok_or("no connection")?;
     cfg.connections = (0..identities.max(1))
-        .map(|i| {
+        .map(|i| -> Result<_, String> {
             let mut c = (*base).clone();
             c.name = format!("load-{i}");
-            if let LoadAuth::Psk(_) = auth {
-                c.local_id = Identity::Email(format!("load-{i}@esprit.bench"));
+            match auth {
+                LoadAuth::Psk(_) => c.local_id = Identity::Email(format!("load-{i}@esprit.bench")),
+                LoadAuth::Cert { cert, id, .. } if i > 0 => {
+                    let id = nth(id, i);
+                    c.local_id = if id.contains('@') { Identity::Email(id) } else { Identity::Fqdn(id) };
+                    let path = nth(&cert.display().to_string(), i);
+                    let certs = Certificate::load_all(&path).map_err(|e| format!("{path}: {e}"))?;
+                    if certs.is_empty() {
+                        return Err(format!("{path}: no certificate"));
+                    }
+                    let LocalAuth::PubKey { signer, .. } = &c.local_auth else { return Err("no key".into()) };
+                    c.local_auth = LocalAuth::PubKey { signer: signer.clone(), certs };
+                }
+                LoadAuth::Cert { .. } => {}
             }
-            Arc::new(c)
+            Ok(Arc::new(c))
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(cfg)
+}
+
+/// Whether a certificate load names one certificate and identity per
+/// handshake identity.
+fn templated(cert: &Path, id: &str) -> bool {
+    cert.display().to_string().contains("{i}") && id.contains("{i}")
+}
+
+/// `template` with `{i}` replaced by `i`.
+fn nth(template: &str, i: usize) -> String {
+    template.replace("{i}", &i.to_string())
 }
 
 /// With no handshake completed for this long the responder is taken as
@@ -204,7 +231,7 @@ pub fn run_load(cfg: EndpointConfig, local: SocketAddr, remote: SocketAddr, coun
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ike_proto::{LocalAuth, RemoteAuth};
+    use ike_proto::RemoteAuth;
 
     fn addrs() -> (SocketAddr, SocketAddr) {
         ("10.77.0.1:500".parse().unwrap(), "10.77.0.2:500".parse().unwrap())
@@ -240,6 +267,36 @@ mod tests {
         assert_eq!(certs[0].der(), leaf.der());
         let RemoteAuth::PubKey { cas } = &c.remote_auth else { panic!("no CA") };
         assert_eq!(cas[0].der(), ike_crypto::cert::Certificate::load(pki("root.pem")).unwrap().der());
+    }
+
+    #[test]
+    fn templated_certificates_give_each_identity_its_own_certificate_and_one_key() {
+        let (l, r) = addrs();
+        let dir = std::env::temp_dir().join(format!("esprit-ike-load-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, f) in ["leaf.pem", "intermediate.pem", "root.pem"].iter().enumerate() {
+            std::fs::copy(pki(f), dir.join(format!("c-{i}.pem"))).unwrap();
+        }
+        let auth = LoadAuth::Cert { cert: dir.join("c-{i}.pem"), key: pki("leaf.key"), ca: pki("root.pem"), id: "load-{i}.x".into() };
+        let cfg = initiator_config(l, r, &auth, "aes256gcm16-prfsha256-x25519", 3);
+        let four = initiator_config(l, r, &auth, "aes256gcm16-prfsha256-x25519", 4);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let cfg = cfg.unwrap();
+        let signers: Vec<_> = cfg
+            .connections
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                assert_eq!(c.local_id, Identity::Fqdn(format!("load-{i}.x")));
+                let LocalAuth::PubKey { signer, certs } = &c.local_auth else { panic!("not a certificate") };
+                let file = ["leaf.pem", "intermediate.pem", "root.pem"][i];
+                assert_eq!(certs[0].der(), ike_crypto::cert::Certificate::load(pki(file)).unwrap().der(), "{i}");
+                signer.clone()
+            })
+            .collect();
+        assert!(signers.iter().all(|s| Arc::ptr_eq(s, &signers[0])));
+        let Err(e) = four else { panic!("a fourth certificate out of nothing") };
+        assert!(e.contains("c-3.pem"), "{e}");
     }
 
     #[test]

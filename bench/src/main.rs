@@ -3,13 +3,15 @@
 //! * `gen-pcap OUT.pcap [--size N] [--packets N] [--flows N] [--src IP] [--dst IP]`
 //!   writes plaintext UDP traffic (IPv4 or IPv6 by the addresses given).
 //! * `ike-load LOCAL_IP REMOTE_IP [--count N] [--window N] [--proposal P] [--timeout-secs N]
-//!   [--psk S [--identities N] | --cert FILE --key FILE --ca FILE [--id ID]]`
+//!   [--identities N] [--psk S | --cert FILE --key FILE --ca FILE [--id ID]]`
 //!   runs IKEv2 handshakes (PSK or certificate, virtual IP, one Child SA)
 //!   against a responder whose identity is `gw.esprit.bench` and prints
 //!   `established N children N failed N secs S`; exits non-zero unless all
-//!   completed. With a PSK, N distinct identities `load-I@esprit.bench`
-//!   (default: one per handshake, at most 20000). Certificates and keys are PEM or DER, the key PKCS#8; the
-//!   ID (default `load.esprit.bench`) must be a SAN of the certificate.
+//!   completed. N distinct identities (default: one per handshake, at most
+//!   20000): with a PSK `load-I@esprit.bench`; with certificates when FILE
+//!   and ID contain `{i}` (FILE with `{i}` = I, ID = a SAN of it), else one.
+//!   Certificates are PEM or DER, the key PKCS#8 (one key for all); ID
+//!   defaults to `load.esprit.bench`.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -20,7 +22,7 @@ use esprit_bench::pcapgen::Traffic;
 fn usage() -> ExitCode {
     eprintln!("usage: esprit-bench gen-pcap OUT.pcap [--size N] [--packets N] [--flows N] [--src IP] [--dst IP]");
     eprintln!("       esprit-bench ike-load LOCAL_IP REMOTE_IP [--count N] [--window N] [--proposal P] [--timeout-secs N]");
-    eprintln!("                             [--psk S [--identities N] | --cert FILE --key FILE --ca FILE [--id ID]]");
+    eprintln!("                             [--identities N] [--psk S | --cert FILE --key FILE --ca FILE [--id ID]]   ({{i}} in FILE and ID: one per identity)");
     ExitCode::from(2)
 }
 
