@@ -3,19 +3,23 @@
 //! its CPU time per handshake and its memory per IKE SA.
 //!
 //! The load side keeps `window` handshakes in flight until `count` have
-//! completed (IKE_SA_INIT, IKE_AUTH with PSK and a virtual IP, one Child
-//! SA); the responder's CPU time per handshake is what `bench/ike_handshakes.sh`
-//! reports, so the generator's own speed does not enter the figure.
-use std::collections::BTreeSet;
+//! completed (IKE_SA_INIT, IKE_AUTH with a PSK or a certificate and a
+//! virtual IP, one Child SA); the responder's CPU time per handshake is what
+//! `bench/ike_handshakes.sh` reports, so the generator's own speed does not
+//! enter the figure. A responder that answers nothing, or stops completing
+//! handshakes, ends the run early ([`LoadReport::stalled`]) instead of
+//! waiting out every retransmission.
+use std::collections::{BTreeSet, VecDeque};
 use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use esprit_controlplane::config::DaemonConfig;
 use ike_crypto::RustCryptoProvider;
 use std::sync::Arc;
 
-use ike_proto::{Command, Endpoint, Event, EndpointConfig, Identity, IkeSaHandle, Time};
+use ike_crypto::cert::Certificate;
+use ike_proto::{Command, Endpoint, Event, EndpointConfig, Identity, IkeSaHandle, LocalAuth, Time};
 
 /// What a load run saw.
 #[derive(Debug, Default)]
@@ -24,18 +28,50 @@ pub struct LoadReport {
     pub children: usize,
     pub failed: usize,
     pub elapsed: Duration,
+    /// Why the run ended before `count` handshakes were done, if it did.
+    pub stalled: Option<String>,
+}
+
+/// How the initiator authenticates, and the responder.
+#[derive(Debug, Clone)]
+pub enum LoadAuth {
+    /// Both sides with this PSK; distinct identities `load-N@esprit.bench`.
+    Psk(String),
+    /// Our certificate (chain, end entity first) and PKCS#8 key, loaded by
+    /// the control plane's own loaders (PEM or DER), our identity (a SAN of
+    /// the certificate), and the CA the responder's certificate must chain
+    /// to. When both `cert` and `id` contain `{i}`, identity `i` (of
+    /// `identities`) uses the certificate and identity with `i` put there,
+    /// all with the one key; otherwise one identity serves every handshake,
+    /// and the responders must not treat a new IKE SA as replacing an older
+    /// one with the same identity (the initiator never sends
+    /// INITIAL_CONTACT; charon needs `unique = never`).
+    Cert { cert: PathBuf, key: PathBuf, ca: PathBuf, id: String },
 }
 
 fn now() -> Time {
     Time::from_unix(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default())
 }
 
-/// The initiator's configuration: PSK, X25519, AES-256-GCM, a virtual IP
-/// (so each Child SA has its own traffic selector), no INITIAL_CONTACT;
+/// The initiator's configuration: X25519, AES-256-GCM, a virtual IP (so each
+/// Child SA has its own traffic selector), no INITIAL_CONTACT. With a PSK,
 /// `identities` connections `load-N` with identities `load-N@esprit.bench`
-/// (a pool gives one identity one address: distinct identities keep the
-/// responder's Child SAs distinct, as real clients are).
-pub fn initiator_config(local: SocketAddr, remote: SocketAddr, psk: &str, proposal: &str, identities: usize) -> Result<EndpointConfig, String> {
+/// (distinct identities keep the responder's Child SAs distinct, as real
+/// clients are); with a certificate, as many as [`LoadAuth::Cert`] says.
+pub fn initiator_config(local: SocketAddr, remote: SocketAddr, auth: &LoadAuth, proposal: &str, identities: usize) -> Result<EndpointConfig, String> {
+    // Paths as YAML double-quoted strings (escapes included).
+    let quoted = |p: &Path| format!("{:?}", p.display().to_string());
+    let (local_id, local_auth, remote_auth, identities) = match auth {
+        LoadAuth::Psk(psk) => {
+            let a = format!("{{ psk: {psk:?} }}");
+            ("load@esprit.bench".to_string(), a.clone(), a, identities)
+        }
+        LoadAuth::Cert { cert, key, ca, id } => {
+            let n = if templated(cert, id) { identities } else { 1 };
+            let cert = nth(&cert.display().to_string(), 0);
+            (nth(id, 0), format!("{{ cert: {}, key: {} }}", quoted(Path::new(&cert)), quoted(key)), format!("{{ cas: [{}] }}", quoted(ca)), n)
+        }
+    };
     let yaml = format!(
         r#"
 ike:
@@ -46,10 +82,10 @@ ike:
   connections:
     load:
       remote: {ip}
-      local_id: load@esprit.bench
+      local_id: {local_id:?}
       remote_id: gw.esprit.bench
-      local_auth: {{ psk: "{psk}" }}
-      remote_auth: {{ psk: "{psk}" }}
+      local_auth: {local_auth}
+      remote_auth: {remote_auth}
       proposals: [{proposal}]
       initial_contact: false
       request_vip: [v4]
@@ -63,18 +99,48 @@ ike:
     let mut cfg = DaemonConfig::from_yaml(&yaml, Path::new(".")).map(|c| c.endpoint).map_err(|e| e.to_string())?;
     let base = cfg.connections.first().cloned().ok_or("no connection")?;
     cfg.connections = (0..identities.max(1))
-        .map(|i| {
+        .map(|i| -> Result<_, String> {
             let mut c = (*base).clone();
             c.name = format!("load-{i}");
-            c.local_id = Identity::Email(format!("load-{i}@esprit.bench"));
-            Arc::new(c)
+            match auth {
+                LoadAuth::Psk(_) => c.local_id = Identity::Email(format!("load-{i}@esprit.bench")),
+                LoadAuth::Cert { cert, id, .. } if i > 0 => {
+                    let id = nth(id, i);
+                    c.local_id = if id.contains('@') { Identity::Email(id) } else { Identity::Fqdn(id) };
+                    let path = nth(&cert.display().to_string(), i);
+                    let certs = Certificate::load_all(&path).map_err(|e| format!("{path}: {e}"))?;
+                    if certs.is_empty() {
+                        return Err(format!("{path}: no certificate"));
+                    }
+                    let LocalAuth::PubKey { signer, .. } = &c.local_auth else { return Err("no key".into()) };
+                    c.local_auth = LocalAuth::PubKey { signer: signer.clone(), certs };
+                }
+                LoadAuth::Cert { .. } => {}
+            }
+            Ok(Arc::new(c))
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(cfg)
 }
 
+/// Whether a certificate load names one certificate and identity per
+/// handshake identity.
+fn templated(cert: &Path, id: &str) -> bool {
+    cert.display().to_string().contains("{i}") && id.contains("{i}")
+}
+
+/// `template` with `{i}` replaced by `i`.
+fn nth(template: &str, i: usize) -> String {
+    template.replace("{i}", &i.to_string())
+}
+
+/// With no handshake completed for this long the responder is taken as
+/// stalled (an unanswered handshake gives up after about 24 s).
+pub const STALL: Duration = Duration::from_secs(30);
+
 /// Runs `count` handshakes against `remote` from `local`, `window` at a
-/// time; gives up after `timeout`.
+/// time; gives up after `timeout`, after [`STALL`] without a completed
+/// handshake, or when the first `window` handshakes all failed.
 pub fn run_load(cfg: EndpointConfig, local: SocketAddr, remote: SocketAddr, count: usize, window: usize, timeout: Duration) -> std::io::Result<LoadReport> {
     // IKE moves to port 4500 when the responder sees (or, like charon with
     // kernel-libipsec, fakes) a NAT: listen on both, send from the port the
@@ -91,7 +157,21 @@ pub fn run_load(cfg: EndpointConfig, local: SocketAddr, remote: SocketAddr, coun
     let mut pending: BTreeSet<IkeSaHandle> = BTreeSet::new();
     let mut initiated = 0;
     let mut buf = vec![0u8; 65536];
-    while r.established + r.failed < count && start.elapsed() < timeout {
+    let mut inbox: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)> = VecDeque::new();
+    let mut progress = Instant::now();
+    while r.established + r.failed < count {
+        if start.elapsed() >= timeout {
+            r.stalled = Some(format!("timeout after {} s", timeout.as_secs()));
+            break;
+        }
+        if progress.elapsed() >= STALL {
+            r.stalled = Some(format!("no handshake completed in the last {} s", STALL.as_secs()));
+            break;
+        }
+        if r.established == 0 && r.failed >= window.min(count) {
+            r.stalled = Some(format!("the first {} handshakes all failed", r.failed));
+            break;
+        }
         while pending.len() < window && initiated < count {
             let connection = format!("load-{}", initiated % identities.max(1));
             let h = ep
@@ -104,17 +184,27 @@ pub fn run_load(cfg: EndpointConfig, local: SocketAddr, remote: SocketAddr, coun
             let s = if t.local.port() == natt.port() { &socks[1] } else { &socks[0] };
             s.send_to(&t.payload, t.remote)?;
         }
-        let mut idle = true;
+        // Empty the sockets before handling anything: a window of IKE_AUTH
+        // responses with certificates overflows the default receive buffer
+        // while the initiator verifies one signature after the other, and
+        // every datagram lost costs a 2 s retransmission (time the
+        // responder sits idle, which would show in the wall-clock rate).
         for (s, at) in socks.iter().zip([local, natt]) {
-            match s.recv_from(&mut buf) {
-                Ok((n, from)) => {
-                    idle = false;
-                    ep.handle_datagram(now(), at, from, &buf[..n]);
+            loop {
+                match s.recv_from(&mut buf) {
+                    Ok((n, from)) => inbox.push_back((at, from, buf[..n].to_vec())),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
             }
         }
+        let idle = match inbox.pop_front() {
+            Some((at, from, d)) => {
+                ep.handle_datagram(now(), at, from, &d);
+                false
+            }
+            None => true,
+        };
         if idle {
             std::thread::sleep(Duration::from_micros(100));
         }
@@ -124,7 +214,10 @@ pub fn run_load(cfg: EndpointConfig, local: SocketAddr, remote: SocketAddr, coun
         }
         while let Some(ev) = ep.poll_event() {
             match ev {
-                Event::IkeSaUp { ike_sa, .. } if pending.remove(&ike_sa) => r.established += 1,
+                Event::IkeSaUp { ike_sa, .. } if pending.remove(&ike_sa) => {
+                    r.established += 1;
+                    progress = Instant::now();
+                }
                 Event::IkeSaDown { ike_sa, .. } if pending.remove(&ike_sa) => r.failed += 1,
                 Event::ChildSaInstall(_) => r.children += 1,
                 _ => {}
@@ -133,4 +226,84 @@ pub fn run_load(cfg: EndpointConfig, local: SocketAddr, remote: SocketAddr, coun
     }
     r.elapsed = start.elapsed();
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ike_proto::RemoteAuth;
+
+    fn addrs() -> (SocketAddr, SocketAddr) {
+        ("10.77.0.1:500".parse().unwrap(), "10.77.0.2:500".parse().unwrap())
+    }
+
+    fn pki(file: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../controlplane/ike-crypto/testdata/pki").join(file)
+    }
+
+    #[test]
+    fn psk_load_uses_distinct_identities_and_never_initial_contact() {
+        let (l, r) = addrs();
+        let cfg = initiator_config(l, r, &LoadAuth::Psk("k".into()), "aes256gcm16-prfsha256-x25519", 3).unwrap();
+        let ids: Vec<_> = cfg.connections.iter().map(|c| c.local_id.clone()).collect();
+        assert_eq!(ids, (0..3).map(|i| Identity::Email(format!("load-{i}@esprit.bench"))).collect::<Vec<_>>());
+        for c in &cfg.connections {
+            assert!(!c.initial_contact);
+            assert!(matches!(&c.local_auth, LocalAuth::Psk(_)) && matches!(&c.remote_auth, RemoteAuth::Psk(_)));
+        }
+    }
+
+    #[test]
+    fn certificate_load_is_one_identity_with_the_loaded_chain_and_ca() {
+        let (l, r) = addrs();
+        let auth = LoadAuth::Cert { cert: pki("leaf.pem"), key: pki("leaf.key"), ca: pki("root.pem"), id: "gw.esprit.test".into() };
+        let cfg = initiator_config(l, r, &auth, "aes256gcm16-prfsha256-x25519", 20_000).unwrap();
+        assert_eq!(cfg.connections.len(), 1);
+        let c = &cfg.connections[0];
+        assert_eq!((c.name.as_str(), &c.local_id), ("load-0", &Identity::Fqdn("gw.esprit.test".into())));
+        assert!(!c.initial_contact);
+        let LocalAuth::PubKey { certs, .. } = &c.local_auth else { panic!("not a certificate") };
+        let leaf = ike_crypto::cert::Certificate::load(pki("leaf.pem")).unwrap();
+        assert_eq!(certs[0].der(), leaf.der());
+        let RemoteAuth::PubKey { cas } = &c.remote_auth else { panic!("no CA") };
+        assert_eq!(cas[0].der(), ike_crypto::cert::Certificate::load(pki("root.pem")).unwrap().der());
+    }
+
+    #[test]
+    fn templated_certificates_give_each_identity_its_own_certificate_and_one_key() {
+        let (l, r) = addrs();
+        let dir = std::env::temp_dir().join(format!("esprit-ike-load-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, f) in ["leaf.pem", "intermediate.pem", "root.pem"].iter().enumerate() {
+            std::fs::copy(pki(f), dir.join(format!("c-{i}.pem"))).unwrap();
+        }
+        let auth = LoadAuth::Cert { cert: dir.join("c-{i}.pem"), key: pki("leaf.key"), ca: pki("root.pem"), id: "load-{i}.x".into() };
+        let cfg = initiator_config(l, r, &auth, "aes256gcm16-prfsha256-x25519", 3);
+        let four = initiator_config(l, r, &auth, "aes256gcm16-prfsha256-x25519", 4);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let cfg = cfg.unwrap();
+        let signers: Vec<_> = cfg
+            .connections
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                assert_eq!(c.local_id, Identity::Fqdn(format!("load-{i}.x")));
+                let LocalAuth::PubKey { signer, certs } = &c.local_auth else { panic!("not a certificate") };
+                let file = ["leaf.pem", "intermediate.pem", "root.pem"][i];
+                assert_eq!(certs[0].der(), ike_crypto::cert::Certificate::load(pki(file)).unwrap().der(), "{i}");
+                signer.clone()
+            })
+            .collect();
+        assert!(signers.iter().all(|s| Arc::ptr_eq(s, &signers[0])));
+        let Err(e) = four else { panic!("a fourth certificate out of nothing") };
+        assert!(e.contains("c-3.pem"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_key_file_is_an_error_naming_the_field() {
+        let (l, r) = addrs();
+        let auth = LoadAuth::Cert { cert: pki("leaf.pem"), key: pki("absent.key"), ca: pki("root.pem"), id: "x".into() };
+        let Err(e) = initiator_config(l, r, &auth, "aes256gcm16-prfsha256-x25519", 1) else { panic!("a missing key loaded") };
+        assert!(e.contains("local_auth.key"), "{e}");
+    }
 }

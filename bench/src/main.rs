@@ -2,18 +2,27 @@
 //!
 //! * `gen-pcap OUT.pcap [--size N] [--packets N] [--flows N] [--src IP] [--dst IP]`
 //!   writes plaintext UDP traffic (IPv4 or IPv6 by the addresses given).
-//! * `ike-load LOCAL_IP REMOTE_IP [--count N] [--window N] [--proposal P] [--psk S] [--timeout-secs N]`
-//!   runs IKEv2 handshakes (PSK, virtual IP, one Child SA) against a
-//!   responder and prints `established N children N failed N secs S`.
+//! * `ike-load LOCAL_IP REMOTE_IP [--count N] [--window N] [--proposal P] [--timeout-secs N]
+//!   [--identities N] [--psk S | --cert FILE --key FILE --ca FILE [--id ID]]`
+//!   runs IKEv2 handshakes (PSK or certificate, virtual IP, one Child SA)
+//!   against a responder whose identity is `gw.esprit.bench` and prints
+//!   `established N children N failed N secs S`; exits non-zero unless all
+//!   completed. N distinct identities (default: one per handshake, at most
+//!   20000): with a PSK `load-I@esprit.bench`; with certificates when FILE
+//!   and ID contain `{i}` (FILE with `{i}` = I, ID = a SAN of it), else one.
+//!   Certificates are PEM or DER, the key PKCS#8 (one key for all); ID
+//!   defaults to `load.esprit.bench`.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
+use esprit_bench::ike_load::LoadAuth;
 use esprit_bench::pcapgen::Traffic;
 
 fn usage() -> ExitCode {
     eprintln!("usage: esprit-bench gen-pcap OUT.pcap [--size N] [--packets N] [--flows N] [--src IP] [--dst IP]");
-    eprintln!("       esprit-bench ike-load LOCAL_IP REMOTE_IP [--count N] [--window N] [--proposal P] [--psk S] [--timeout-secs N]");
+    eprintln!("       esprit-bench ike-load LOCAL_IP REMOTE_IP [--count N] [--window N] [--proposal P] [--timeout-secs N]");
+    eprintln!("                             [--identities N] [--psk S | --cert FILE --key FILE --ca FILE [--id ID]]   ({{i}} in FILE and ID: one per identity)");
     ExitCode::from(2)
 }
 
@@ -63,21 +72,28 @@ fn ike_load(args: &[String]) -> ExitCode {
         return usage();
     };
     let (mut count, mut window, mut timeout) = (1000usize, 64usize, 600u64);
+    let mut identities = None;
     let mut proposal = "aes256gcm16-prfsha256-x25519".to_string();
-    let mut psk = "bench-psk-0123456789abcdef".to_string();
+    let mut psk = None;
+    let (mut cert, mut key, mut ca, mut id) = (None, None, None, "load.esprit.bench".to_string());
     let mut it = args[2..].iter();
     while let Some(flag) = it.next() {
         let Some(v) = it.next() else { return usage() };
         let ok = match flag.as_str() {
             "--count" => v.parse().map(|x| count = x).is_ok(),
+            "--identities" => v.parse().map(|x| identities = Some(x)).is_ok(),
             "--window" => v.parse().map(|x| window = x).is_ok(),
             "--timeout-secs" => v.parse().map(|x| timeout = x).is_ok(),
             "--proposal" => {
                 proposal = v.clone();
                 true
             }
-            "--psk" => {
-                psk = v.clone();
+            "--psk" => psk.replace(v.clone()).is_none(),
+            "--cert" => cert.replace(std::path::PathBuf::from(v)).is_none(),
+            "--key" => key.replace(std::path::PathBuf::from(v)).is_none(),
+            "--ca" => ca.replace(std::path::PathBuf::from(v)).is_none(),
+            "--id" => {
+                id = v.clone();
                 true
             }
             _ => false,
@@ -87,11 +103,20 @@ fn ike_load(args: &[String]) -> ExitCode {
             return usage();
         }
     }
+    let auth = match (cert, key, ca, psk) {
+        (None, None, None, psk) => LoadAuth::Psk(psk.unwrap_or_else(|| "bench-psk-0123456789abcdef".into())),
+        (Some(cert), Some(key), Some(ca), None) => LoadAuth::Cert { cert, key, ca, id },
+        _ => {
+            eprintln!("esprit-bench ike-load: --cert, --key and --ca go together, without --psk");
+            return usage();
+        }
+    };
     let remote = std::net::SocketAddr::new(ip, 500);
     // Port 500 on a real address: no NAT is detected, IKE stays on 500.
     let local = std::net::SocketAddr::new(lip, 500);
-    // At most 20000 identities: the endpoint finds connections by a scan.
-    let cfg = match esprit_bench::ike_load::initiator_config(local, remote, &psk, &proposal, count.min(20_000)) {
+    // At most 20000 identities by default: the endpoint finds connections
+    // by a scan.
+    let cfg = match esprit_bench::ike_load::initiator_config(local, remote, &auth, &proposal, identities.unwrap_or(count.min(20_000))) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("esprit-bench ike-load: {e}");
@@ -101,6 +126,9 @@ fn ike_load(args: &[String]) -> ExitCode {
     match esprit_bench::ike_load::run_load(cfg, local, remote, count, window, std::time::Duration::from_secs(timeout)) {
         Ok(r) => {
             println!("established {} children {} failed {} secs {:.3}", r.established, r.children, r.failed, r.elapsed.as_secs_f64());
+            if let Some(why) = &r.stalled {
+                eprintln!("esprit-bench ike-load: stopped after {} of {count} handshakes: {why}", r.established);
+            }
             if r.established == count {
                 ExitCode::SUCCESS
             } else {
