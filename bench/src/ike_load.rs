@@ -97,6 +97,9 @@ ike:
         ip = remote.ip(),
     );
     let mut cfg = DaemonConfig::from_yaml(&yaml, Path::new(".")).map(|c| c.endpoint).map_err(|e| e.to_string())?;
+    // esprit-ike's configuration hands IKE_AUTH signatures to its rayon
+    // pool as jobs; the generator is one pinned thread and signs inline.
+    cfg.defer_signatures = false;
     let base = cfg.connections.first().cloned().ok_or("no connection")?;
     cfg.connections = (0..identities.max(1))
         .map(|i| -> Result<_, String> {
@@ -247,6 +250,8 @@ mod tests {
         let cfg = initiator_config(l, r, &LoadAuth::Psk("k".into()), "aes256gcm16-prfsha256-x25519", 3).unwrap();
         let ids: Vec<_> = cfg.connections.iter().map(|c| c.local_id.clone()).collect();
         assert_eq!(ids, (0..3).map(|i| Identity::Email(format!("load-{i}@esprit.bench"))).collect::<Vec<_>>());
+        // Nothing polls signature jobs in run_load: they must not be made.
+        assert!(!cfg.defer_signatures);
         for c in &cfg.connections {
             assert!(!c.initial_contact);
             assert!(matches!(&c.local_auth, LocalAuth::Psk(_)) && matches!(&c.remote_auth, RemoteAuth::Psk(_)));
