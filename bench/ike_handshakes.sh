@@ -115,6 +115,20 @@ EOPY
   fi
 fi
 
+# CPU seconds of a process's threads: event loop (the main thread), rayon
+# pool (ike-pool-N), the rest.
+thread_split() {
+  local hz t l=0 p=0 o=0 v
+  hz=$(getconf CLK_TCK)
+  for t in /proc/"$1"/task/*; do
+    v=$(awk '{ print $14 + $15 }' "$t/stat" 2>/dev/null) || continue
+    if [[ ${t##*/} == "$1" ]]; then l=$((l + v))
+    elif grep -qs '^ike-pool-' "$t/comm"; then p=$((p + v))
+    else o=$((o + v)); fi
+  done
+  awk -v l=$l -v p=$p -v o=$o -v hz="$hz" 'BEGIN { printf "%.3f %.3f %.3f", l / hz, p / hz, o / hz }'
+}
+declare -A SPLIT
 cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15) / hz }' "/proc/$1/stat"; }
 rss_kb() { awk '/^RssAnon:/ { print $2 }' "/proc/$1/status"; }
 # RcvbufErrors of UDP in the generator's and the responder's namespace.
@@ -145,10 +159,18 @@ measure() { # row-name pid count auth
   local d0 d1
   d0=$(udp_drops)
   c0=$(cpu_secs "$pid") r0=$(rss_kb "$pid")
+  local s0 s1
+  s0=$(thread_split "$pid")
   out=$(ip netns exec ikb-gen taskset -c 0 "$load" ike-load 10.77.0.1 10.77.0.2 --count "$n" --window "$window" "${args[@]}") || rc=$?
   sleep 1 # the last IKE_AUTH responses are out; let the responder settle
   kill -0 "$pid" 2>/dev/null || die "$name: the responder exited during the run"
   c1=$(cpu_secs "$pid") r1=$(rss_kb "$pid")
+  s1=$(thread_split "$pid")
+  if grep -qs '^ike-pool-' /proc/"$pid"/task/*/comm; then
+    SPLIT[$name]=$(awk -v a="$s0" -v b="$s1" -v n="$name" 'BEGIN { split(a, x); split(b, y)
+      l = y[1] - x[1]; p = y[2] - x[2]; o = y[3] - x[3]; t = l + p + o
+      printf "%-22s event loop %6.2f s, rayon pool %6.2f s (%.0f%%), socket and other threads %5.2f s", n, l, p, (t > 0 ? 100 * p / t : 0), o }')
+  fi
   d1=$(udp_drops)
   echo "  $name: ${out:-no output} (exit $rc); UDP receive-buffer drops generator/responder: $(awk -v a="$d0" -v b="$d1" 'BEGIN { split(a, x); split(b, y); print y[1] - x[1] "/" y[2] - x[2] }')" >&2
   local est secs
@@ -194,14 +216,14 @@ pids+=($!); local epid=$!
 for _ in $(seq 100); do listening && break; sleep 0.1; done
 listening || { tail "$work/esprit.log"; die "esprit-ike did not start"; }
 measure "$1" "$epid" "$n" "$auth"
-# rayon's pool (IKE_SA_INIT key exchanges) takes its size from the CPUs the
-# process may use; its workers are the unnamed threads beside the main one.
+# rayon's pool (IKE_SA_INIT key exchanges, IKE_AUTH signatures) takes its
+# size from the CPUs the process may use; its workers are named ike-pool-N.
 if [[ -z ${PERF_OUT:-} ]]; then
   local want workers
   want=$(ncpus "$cpus")
-  workers=$(( $(grep -lx esprit-ike /proc/"$epid"/task/*/comm | wc -l) - 1 ))
+  workers=$(grep -l '^ike-pool-' /proc/"$epid"/task/*/comm | wc -l)
   echo "  $1: rayon workers $workers, CPUs allowed $want ($(grep Cpus_allowed_list /proc/"$epid"/status | cut -f2))" >&2
-  [[ $workers -eq 0 || $workers -eq $want ]] || die "$1: $workers rayon workers for $want CPUs"
+  [[ $workers -eq $want ]] || die "$1: $workers rayon workers for $want CPUs"
 fi
 kill "$epid"; wait "$epid" 2>/dev/null || true
 }
@@ -287,6 +309,8 @@ echo "esprit-ike Ncpu = taskset over RESP_CPUS ($resp_cpus; a 2cpu responder sha
 echo "charon and esprit-100k on CPU 1; load average before/after: $load_before / $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-22s %10s %8s %8s %11s %12s %12s\n' responder handshakes wall_s cpu_s hs/cpu_s hs/wall_s bytes/IKE_SA
 for r in "${order[@]}"; do echo "${ROW[$r]}"; done
+echo "esprit-ike's CPU time by thread:"
+for r in "${order[@]}"; do if [[ -n ${SPLIT[$r]:-} ]]; then echo "  ${SPLIT[$r]}"; fi; done
 for auth in $auth_modes; do
   c=${ROW["charon $auth"]:-}
   for cpus in $resp_cpus; do

@@ -27,6 +27,9 @@ fn main() -> anyhow::Result<()> {
         println!("{}: ok ({} connection(s))", path.display(), cfg.endpoint.connections.len());
         return Ok(());
     }
+    // The pool that takes key exchanges and signatures off the event loop,
+    // one thread per CPU the process may use; named for top -H and perf.
+    rayon::ThreadPoolBuilder::new().thread_name(|i| format!("ike-pool-{i}")).build_global().context("starting the rayon pool")?;
     let (mut d, metrics) = Daemon::start(cfg, Some(path)).context("starting esprit-ike")?;
     eprintln!(
         "esprit-ike: listening on {:?}, metrics on {}",
