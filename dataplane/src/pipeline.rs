@@ -273,6 +273,17 @@ fn prepare_out(sa: &OutboundSa, m: &mut Mbuf, seq: u64) -> Result<OutboundOp, Dr
     Ok(op)
 }
 
+/// The Ethernet header to `dst_mac` for an IP packet to `ip_dst`.
+#[inline]
+fn eth_header(dst_mac: Mac, src_mac: Mac, ip_dst: IpAddr) -> [u8; 14] {
+    let et = if ip_dst.is_ipv4() { ETHERTYPE_IPV4 } else { ETHERTYPE_IPV6 };
+    let mut h = [0u8; 14];
+    h[0..6].copy_from_slice(&dst_mac);
+    h[6..12].copy_from_slice(&src_mac);
+    h[12..14].copy_from_slice(&et.to_be_bytes());
+    h
+}
+
 fn write_eth(m: &mut Mbuf, dst: Mac, src: Mac, ethertype: u16) -> bool {
     let Some(h) = m.prepend(14) else { return false };
     h[0..6].copy_from_slice(&dst);
@@ -927,6 +938,12 @@ impl<'a, 'p> Worker<'a, 'p> {
         let mut pkts_ok = 0u64;
         let mut bytes_ok = 0u64;
         let mut missing_hop = None;
+        // Tunnel mode: one outer destination for the whole run, so one next
+        // hop and one Ethernet header, looked up and built once per run.
+        let run_eth: Option<(IpAddr, Option<[u8; 14]>)> = tunnel_dst.map(|dst| {
+            let hop = outside.gateway.unwrap_or(dst);
+            (hop, hops.lookup(hop).map(|mac| eth_header(mac, outside.mac, dst)))
+        });
         for (k, slot) in run.iter_mut().enumerate() {
             let Some(mut m) = slot.take() else { continue };
             // Not framed: its drop was counted above; the mbuf is freed here.
@@ -943,28 +960,32 @@ impl<'a, 'p> Worker<'a, 'p> {
                     sa.finish(&mut pb, op);
                 }
             }
-            let dst = match tunnel_dst {
-                Some(d) => *d,
+            let (hop, eth) = match run_eth {
+                Some(h) => h,
                 None => match ip_addrs(m.data()) {
-                    Some((_, d)) => d,
+                    Some((_, dst)) => {
+                        let hop = outside.gateway.unwrap_or(dst);
+                        (hop, hops.lookup(hop).map(|mac| eth_header(mac, outside.mac, dst)))
+                    }
                     None => {
                         drops[DropReason::BadOuterHeader.index()] += 1;
                         continue;
                     }
                 },
             };
-            let hop = outside.gateway.unwrap_or(dst);
-            let Some(mac) = hops.lookup(hop) else {
+            let Some(eth) = eth else {
                 drops[DpDrop::NoNeighbour.index()] += 1;
                 missing_hop = Some(hop);
                 continue;
             };
-            let et = if dst.is_ipv4() { ETHERTYPE_IPV4 } else { ETHERTYPE_IPV6 };
             bytes_ok += m.len() as u64;
             pkts_ok += 1;
-            if !write_eth(&mut m, mac, outside.mac, et) {
-                drops[DropReason::NoHeadroom.index()] += 1;
-                continue;
+            match m.prepend(14) {
+                Some(h) => h.copy_from_slice(&eth),
+                None => {
+                    drops[DropReason::NoHeadroom.index()] += 1;
+                    continue;
+                }
             }
             if let Err(m) = out.push(m) {
                 drop(m);
