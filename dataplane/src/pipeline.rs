@@ -469,6 +469,15 @@ impl<'a, 'p> Worker<'a, 'p> {
             return;
         }
         let bytes: u64 = out.as_slice().iter().map(|m| m.pkt_len() as u64).sum();
+        self.send_counted(port, out, bytes);
+    }
+
+    /// [`Self::send`] where the caller summed the packets' lengths (`bytes`)
+    /// as it pushed them.
+    fn send_counted(&mut self, port: usize, out: &mut Burst, bytes: u64) {
+        if out.is_empty() {
+            return;
+        }
         let n = out.len();
         let sent = match self.q.tx[port].as_mut() {
             Some(q) => q.tx_burst(out),
@@ -735,7 +744,10 @@ impl<'a, 'p> Worker<'a, 'p> {
 
     /// Frames from the inside port: protect them.
     fn inside_burst(&mut self, b: &mut Burst) {
-        self.count_rx(INSIDE, b);
+        // Received packets and bytes are counted in the classification loop
+        // (which reads every mbuf anyway), not in a pass of their own.
+        self.metrics.local.rx_pkts[INSIDE] += b.len() as u64;
+        let mut rx_bytes = 0u64;
         let mut slots: [Option<Mbuf>; MAX_BURST] = [const { None }; MAX_BURST];
         let n = b.drain_into(&mut slots);
         let mut ids: [Option<SaId>; MAX_BURST] = [None; MAX_BURST];
@@ -746,6 +758,7 @@ impl<'a, 'p> Worker<'a, 'p> {
         let mut memo_v4: Option<(u32, u32, Option<SaId>)> = None;
         for k in 0..n {
             let Some(m) = slots[k].as_mut() else { continue };
+            rx_bytes += m.pkt_len() as u64;
             if !m.is_contiguous() {
                 slots[k] = None;
                 self.drop_dp(DpDrop::Segmented);
@@ -809,8 +822,10 @@ impl<'a, 'p> Worker<'a, 'p> {
                 }
             }
         }
+        self.metrics.local.rx_bytes[INSIDE] += rx_bytes;
         self.send(INSIDE, &mut back);
         let mut out = Burst::new();
+        let mut out_bytes = 0u64;
         let mut i = 0;
         while i < n {
             if slots[i].is_none() {
@@ -822,10 +837,10 @@ impl<'a, 'p> Worker<'a, 'p> {
             while j < n && (slots[j].is_none() || ids[j] == id) {
                 j += 1;
             }
-            self.seal_run(id, &mut slots[i..j], &mut out);
+            self.seal_run(id, &mut slots[i..j], &mut out, &mut out_bytes);
             i = j;
         }
-        self.send(OUTSIDE, &mut out);
+        self.send_counted(OUTSIDE, &mut out, out_bytes);
     }
 
     /// What ARP/ND handling decided for a frame from the inside.
@@ -845,7 +860,8 @@ impl<'a, 'p> Worker<'a, 'p> {
         }
     }
 
-    fn seal_run(&mut self, id: Option<SaId>, run: &mut [Option<Mbuf>], out: &mut Burst) {
+    /// `out_bytes` grows by the length of each packet pushed to `out`.
+    fn seal_run(&mut self, id: Option<SaId>, run: &mut [Option<Mbuf>], out: &mut Burst, out_bytes: &mut u64) {
         let n = run.iter().filter(|m| m.is_some()).count();
         let Some(id) = id else {
             self.metrics.local.drops[DpDrop::NoOutboundSa.index()] += n as u64;
@@ -987,16 +1003,22 @@ impl<'a, 'p> Worker<'a, 'p> {
                     continue;
                 }
             }
-            if let Err(m) = out.push(m) {
-                drop(m);
-                drops[DpDrop::TxFull.index()] += 1;
+            let len = m.pkt_len() as u64;
+            match out.push(m) {
+                Ok(()) => *out_bytes += len,
+                Err(m) => {
+                    drop(m);
+                    drops[DpDrop::TxFull.index()] += 1;
+                }
             }
         }
         st.add_traffic(pkts_ok, bytes_ok);
         st.touch(self.now_secs);
         self.metrics.local.encrypted += pkts_ok;
-        for (r, c) in drops.iter().enumerate() {
-            self.metrics.local.drops[r] += c;
+        if drops.iter().any(|&c| c != 0) {
+            for (r, c) in drops.iter().enumerate() {
+                self.metrics.local.drops[r] += c;
+            }
         }
         if missing_hop.is_some() {
             self.solicit_if_missing(OUTSIDE, true, missing_hop);
