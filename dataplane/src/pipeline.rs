@@ -273,6 +273,17 @@ fn prepare_out(sa: &OutboundSa, m: &mut Mbuf, seq: u64) -> Result<OutboundOp, Dr
     Ok(op)
 }
 
+/// The Ethernet header to `dst_mac` for an IP packet to `ip_dst`.
+#[inline]
+fn eth_header(dst_mac: Mac, src_mac: Mac, ip_dst: IpAddr) -> [u8; 14] {
+    let et = if ip_dst.is_ipv4() { ETHERTYPE_IPV4 } else { ETHERTYPE_IPV6 };
+    let mut h = [0u8; 14];
+    h[0..6].copy_from_slice(&dst_mac);
+    h[6..12].copy_from_slice(&src_mac);
+    h[12..14].copy_from_slice(&et.to_be_bytes());
+    h
+}
+
 fn write_eth(m: &mut Mbuf, dst: Mac, src: Mac, ethertype: u16) -> bool {
     let Some(h) = m.prepend(14) else { return false };
     h[0..6].copy_from_slice(&dst);
@@ -458,6 +469,15 @@ impl<'a, 'p> Worker<'a, 'p> {
             return;
         }
         let bytes: u64 = out.as_slice().iter().map(|m| m.pkt_len() as u64).sum();
+        self.send_counted(port, out, bytes);
+    }
+
+    /// [`Self::send`] where the caller summed the packets' lengths (`bytes`)
+    /// as it pushed them.
+    fn send_counted(&mut self, port: usize, out: &mut Burst, bytes: u64) {
+        if out.is_empty() {
+            return;
+        }
         let n = out.len();
         let sent = match self.q.tx[port].as_mut() {
             Some(q) => q.tx_burst(out),
@@ -724,7 +744,10 @@ impl<'a, 'p> Worker<'a, 'p> {
 
     /// Frames from the inside port: protect them.
     fn inside_burst(&mut self, b: &mut Burst) {
-        self.count_rx(INSIDE, b);
+        // Received packets and bytes are counted in the classification loop
+        // (which reads every mbuf anyway), not in a pass of their own.
+        self.metrics.local.rx_pkts[INSIDE] += b.len() as u64;
+        let mut rx_bytes = 0u64;
         let mut slots: [Option<Mbuf>; MAX_BURST] = [const { None }; MAX_BURST];
         let n = b.drain_into(&mut slots);
         let mut ids: [Option<SaId>; MAX_BURST] = [None; MAX_BURST];
@@ -735,6 +758,7 @@ impl<'a, 'p> Worker<'a, 'p> {
         let mut memo_v4: Option<(u32, u32, Option<SaId>)> = None;
         for k in 0..n {
             let Some(m) = slots[k].as_mut() else { continue };
+            rx_bytes += m.pkt_len() as u64;
             if !m.is_contiguous() {
                 slots[k] = None;
                 self.drop_dp(DpDrop::Segmented);
@@ -798,8 +822,10 @@ impl<'a, 'p> Worker<'a, 'p> {
                 }
             }
         }
+        self.metrics.local.rx_bytes[INSIDE] += rx_bytes;
         self.send(INSIDE, &mut back);
         let mut out = Burst::new();
+        let mut out_bytes = 0u64;
         let mut i = 0;
         while i < n {
             if slots[i].is_none() {
@@ -811,10 +837,10 @@ impl<'a, 'p> Worker<'a, 'p> {
             while j < n && (slots[j].is_none() || ids[j] == id) {
                 j += 1;
             }
-            self.seal_run(id, &mut slots[i..j], &mut out);
+            self.seal_run(id, &mut slots[i..j], &mut out, &mut out_bytes);
             i = j;
         }
-        self.send(OUTSIDE, &mut out);
+        self.send_counted(OUTSIDE, &mut out, out_bytes);
     }
 
     /// What ARP/ND handling decided for a frame from the inside.
@@ -834,7 +860,8 @@ impl<'a, 'p> Worker<'a, 'p> {
         }
     }
 
-    fn seal_run(&mut self, id: Option<SaId>, run: &mut [Option<Mbuf>], out: &mut Burst) {
+    /// `out_bytes` grows by the length of each packet pushed to `out`.
+    fn seal_run(&mut self, id: Option<SaId>, run: &mut [Option<Mbuf>], out: &mut Burst, out_bytes: &mut u64) {
         let n = run.iter().filter(|m| m.is_some()).count();
         let Some(id) = id else {
             self.metrics.local.drops[DpDrop::NoOutboundSa.index()] += n as u64;
@@ -927,6 +954,12 @@ impl<'a, 'p> Worker<'a, 'p> {
         let mut pkts_ok = 0u64;
         let mut bytes_ok = 0u64;
         let mut missing_hop = None;
+        // Tunnel mode: one outer destination for the whole run, so one next
+        // hop and one Ethernet header, looked up and built once per run.
+        let run_eth: Option<(IpAddr, Option<[u8; 14]>)> = tunnel_dst.map(|dst| {
+            let hop = outside.gateway.unwrap_or(dst);
+            (hop, hops.lookup(hop).map(|mac| eth_header(mac, outside.mac, dst)))
+        });
         for (k, slot) in run.iter_mut().enumerate() {
             let Some(mut m) = slot.take() else { continue };
             // Not framed: its drop was counted above; the mbuf is freed here.
@@ -943,39 +976,49 @@ impl<'a, 'p> Worker<'a, 'p> {
                     sa.finish(&mut pb, op);
                 }
             }
-            let dst = match tunnel_dst {
-                Some(d) => *d,
+            let (hop, eth) = match run_eth {
+                Some(h) => h,
                 None => match ip_addrs(m.data()) {
-                    Some((_, d)) => d,
+                    Some((_, dst)) => {
+                        let hop = outside.gateway.unwrap_or(dst);
+                        (hop, hops.lookup(hop).map(|mac| eth_header(mac, outside.mac, dst)))
+                    }
                     None => {
                         drops[DropReason::BadOuterHeader.index()] += 1;
                         continue;
                     }
                 },
             };
-            let hop = outside.gateway.unwrap_or(dst);
-            let Some(mac) = hops.lookup(hop) else {
+            let Some(eth) = eth else {
                 drops[DpDrop::NoNeighbour.index()] += 1;
                 missing_hop = Some(hop);
                 continue;
             };
-            let et = if dst.is_ipv4() { ETHERTYPE_IPV4 } else { ETHERTYPE_IPV6 };
             bytes_ok += m.len() as u64;
             pkts_ok += 1;
-            if !write_eth(&mut m, mac, outside.mac, et) {
-                drops[DropReason::NoHeadroom.index()] += 1;
-                continue;
+            match m.prepend(14) {
+                Some(h) => h.copy_from_slice(&eth),
+                None => {
+                    drops[DropReason::NoHeadroom.index()] += 1;
+                    continue;
+                }
             }
-            if let Err(m) = out.push(m) {
-                drop(m);
-                drops[DpDrop::TxFull.index()] += 1;
+            let len = m.pkt_len() as u64;
+            match out.push(m) {
+                Ok(()) => *out_bytes += len,
+                Err(m) => {
+                    drop(m);
+                    drops[DpDrop::TxFull.index()] += 1;
+                }
             }
         }
         st.add_traffic(pkts_ok, bytes_ok);
         st.touch(self.now_secs);
         self.metrics.local.encrypted += pkts_ok;
-        for (r, c) in drops.iter().enumerate() {
-            self.metrics.local.drops[r] += c;
+        if drops.iter().any(|&c| c != 0) {
+            for (r, c) in drops.iter().enumerate() {
+                self.metrics.local.drops[r] += c;
+            }
         }
         if missing_hop.is_some() {
             self.solicit_if_missing(OUTSIDE, true, missing_hop);

@@ -500,7 +500,10 @@ impl<'a> CpuBatch<'a> {
             return false;
         }
         let base = data.as_mut_ptr();
-        v.vecs[k] = dpdk_sys::rte_crypto_vec { base: base.cast(), iova: 0, len: text_len as u32, tot_len: text_len as u32 };
+        // Only what the ipsec-mb call reads (the DPDK call's `tot_len` is
+        // filled in `process`; `iova` stays 0 from construction).
+        v.vecs[k].base = base.cast();
+        v.vecs[k].len = text_len as u32;
         // SAFETY: text_len + 16 == data.len(), so the tag pointer is in bounds.
         v.digests[k].va = unsafe { base.add(text_len) }.cast();
         v.iv[k][..12].copy_from_slice(iv);
@@ -531,6 +534,7 @@ impl<'a> CpuBatch<'a> {
         // The self-references are written here, not at construction, so
         // that they are right wherever the vector has been moved since.
         for k in 0..n {
+            v.vecs[k].tot_len = v.vecs[k].len;
             v.sgls[k] = dpdk_sys::rte_crypto_sgl { vec: &mut v.vecs[k], num: 1 };
             v.ivs[k].va = v.iv[k].as_mut_ptr().cast();
             v.aads[k].va = v.aad[k].as_mut_ptr().cast();
