@@ -363,13 +363,15 @@ pub struct IkeSa {
     /// install is held back until then).
     pending_keymat: Option<followup::ChildKeymat>,
     /// Responder: the IKE_AUTH request waiting for its signature job.
-    pending_auth: Option<PendingAuth>,
+    pending_auth: Option<Box<PendingAuth>>,
     /// Initiator: IKE_AUTH waits for our signature(s) from a job.
-    pending_start: Option<InitData>,
+    /// (These three are boxed: rarely set, and an IKE SA is held 100k
+    /// times.)
+    pending_start: Option<Box<InitData>>,
     /// Initiator: the IKE_AUTH response (first inner payload, inner chain,
     /// Message ID) waiting for the job checking the responder's signature;
     /// its task stays in `active`.
-    pending_complete: Option<(ike_wire::PayloadType, Vec<u8>, u32)>,
+    pending_complete: Option<Box<(ike_wire::PayloadType, Vec<u8>, u32)>>,
 }
 
 /// Per-SA state of the ipsecme extensions (split DNS, RFC 8983, RFC 9593).
@@ -793,7 +795,7 @@ impl IkeSa {
             },
         };
         if matches!(&result, Ok(Reply { then: Then::Defer, .. })) {
-            self.pending_auth = Some(PendingAuth { header: *header, request_bytes, first, plain });
+            self.pending_auth = Some(Box::new(PendingAuth { header: *header, request_bytes, first, plain }));
             return;
         }
         self.answer(ctx, header, &request_bytes, result);
@@ -809,16 +811,17 @@ impl IkeSa {
                 if !matches!(self.state, IkeState::Connecting) {
                     return;
                 }
-                if let Err(e) = self.start_ike_auth(ctx, init, Signatures::Done(done)) {
+                if let Err(e) = self.start_ike_auth(ctx, *init, Signatures::Done(done)) {
                     let reason = DownReason::Refused(e.notify().map_or(NotifyType::INVALID_SYNTAX, |n| n.notify_type));
                     self.close(ctx, reason);
                 }
             }
             Phase::Complete => {
-                if !self.pending_complete.as_ref().is_some_and(|(_, _, id)| *id == done.message_id) {
+                if !self.pending_complete.as_ref().is_some_and(|p| p.2 == done.message_id) {
                     return;
                 }
-                let Some((first, plain, _)) = self.pending_complete.take() else { return };
+                let Some(pending) = self.pending_complete.take() else { return };
+                let (first, plain, _) = *pending;
                 let Some(Task::IkeAuth(task)) = self.active.take() else { return };
                 let payloads = parse_inner(first, &plain).unwrap_or_default();
                 self.process_ike_auth_response(ctx, *task, &payloads, first, &plain, Signatures::Done(done));
@@ -1132,7 +1135,7 @@ impl IkeSa {
                     })
                     .collect();
                 ctx.out.jobs.push_back(AuthJob { ike_sa: self.handle, message_id, phase: Phase::Start, conn, verify: None, sign });
-                self.pending_start = Some(init);
+                self.pending_start = Some(Box::new(init));
                 return Ok(());
             }
             Signatures::Done(d) if d.fits(Phase::Start, message_id, &conn) => d.signed,
@@ -1555,7 +1558,7 @@ impl IkeSa {
                     }),
                     sign: Vec::new(),
                 });
-                self.pending_complete = Some((first, plain.to_vec(), task.message_id));
+                self.pending_complete = Some(Box::new((first, plain.to_vec(), task.message_id)));
                 self.active = Some(Task::IkeAuth(Box::new(task)));
                 return Ok(());
             }
