@@ -51,16 +51,6 @@ fn split_dns(p: &Pair, side: Side) -> Option<SplitDnsSeen> {
     })
 }
 
-fn child_failed(p: &Pair, side: Side) -> Vec<NotifyType> {
-    p.events(side)
-        .iter()
-        .filter_map(|e| match e {
-            Event::ChildSaFailed { notify, .. } => Some(*notify),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
 fn split_dns_domains_and_trust_anchors_reach_a_client_that_asks_in_either_role() {
     for (seed, client) in [(900, Side::A), (901, Side::B)] {
@@ -123,8 +113,8 @@ fn a_request_for_an_unsupported_family_gets_the_allowed_family_instead_of_intern
         p.drive();
         assert_eq!((p.ups(client), p.ups(other(client))), (1, 1), "the IKE SA stays");
         assert!(p.installs(client).is_empty());
-        assert_eq!(child_failed(&p, other(client)), vec![NotifyType::IP6_ALLOWED]);
-        assert_eq!(child_failed(&p, client), vec![NotifyType::IP6_ALLOWED]);
+        assert_eq!(p.child_failures(other(client)), vec![NotifyType::IP6_ALLOWED]);
+        assert_eq!(p.child_failures(client), vec![NotifyType::IP6_ALLOWED]);
         let ep = if client == Side::A { &p.a.ep } else { &p.b.ep };
         assert_eq!(ep.ike_sas()[0].ext.peer_allowed, vec![Family::V6]);
     }
@@ -150,7 +140,7 @@ fn both_allowed_notifies_come_with_a_dual_stack_pool_and_only_the_supported_one_
     p.initiate(Side::A, "ra");
     p.drive();
     assert_eq!(p.a.ep.ike_sas()[0].ext.peer_allowed, vec![Family::V4, Family::V6]);
-    assert!(child_failed(&p, Side::A).is_empty());
+    assert!(p.child_failures(Side::A).is_empty());
     // v4 and v6 asked, v4 supported: v4 assigned, IP4_ALLOWED only (Table 1).
     let mut p = ra_pair(914, Side::A, |c| c.request_vip = vec![Family::V4, Family::V6], pool(true, false, Vec::new()));
     p.initiate(Side::A, "ra");
@@ -164,7 +154,7 @@ fn both_allowed_notifies_come_with_a_dual_stack_pool_and_only_the_supported_one_
     let mut p = ra_pair(915, Side::A, |_| {}, g);
     p.initiate(Side::A, "ra");
     p.drive();
-    assert_eq!(child_failed(&p, Side::A), vec![NotifyType::INTERNAL_ADDRESS_FAILURE]);
+    assert_eq!(p.child_failures(Side::A), vec![NotifyType::INTERNAL_ADDRESS_FAILURE]);
     assert_eq!(p.a.ep.ike_sas()[0].ext.peer_allowed, vec![Family::V4]);
 }
 

@@ -4,7 +4,7 @@
 use ike_wire::{Header, Message, NotifyType, Payload, TrafficSelector as WireTs};
 
 use super::util::*;
-use crate::{ts, Event};
+use crate::ts;
 
 const CTX: &[u8] = b"system_u:object_r:ipsec_spd_t:s0";
 
@@ -14,16 +14,6 @@ fn labeled(seed: u64, a: Option<&[u8]>, b: Option<&[u8]>) -> Pair {
     ca.child.sec_label = a.map(<[u8]>::to_vec);
     cb.child.sec_label = b.map(<[u8]>::to_vec);
     Pair::new(seed, endpoint_config(ca), endpoint_config(cb))
-}
-
-fn failed(p: &Pair, side: Side) -> Vec<NotifyType> {
-    p.events(side)
-        .iter()
-        .filter_map(|e| match e {
-            Event::ChildSaFailed { notify, .. } => Some(*notify),
-            _ => None,
-        })
-        .collect()
 }
 
 #[test]
@@ -63,8 +53,8 @@ fn different_or_one_sided_labels_are_ts_unacceptable_and_the_ike_sa_stays() {
         let mut p = labeled(seed, a, b);
         p.connect();
         assert!(p.installs(Side::A).is_empty() && p.installs(Side::B).is_empty(), "seed {seed}");
-        assert_eq!(failed(&p, Side::B), vec![NotifyType::TS_UNACCEPTABLE], "seed {seed}");
-        assert_eq!(failed(&p, Side::A), vec![NotifyType::TS_UNACCEPTABLE], "seed {seed}");
+        assert_eq!(p.child_failures(Side::B), vec![NotifyType::TS_UNACCEPTABLE], "seed {seed}");
+        assert_eq!(p.child_failures(Side::A), vec![NotifyType::TS_UNACCEPTABLE], "seed {seed}");
         assert_eq!((p.ups(Side::A), p.ups(Side::B)), (1, 1));
     }
 }

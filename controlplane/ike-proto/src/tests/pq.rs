@@ -653,15 +653,7 @@ fn a_child_sa_whose_followup_the_responder_forgot_fails_with_state_not_found() {
         p.drive_for(Duration::from_secs(1));
         clock.set(p.time);
     }
-    let failed: Vec<NotifyType> = p
-        .events(Side::A)
-        .iter()
-        .filter_map(|e| match e {
-            crate::Event::ChildSaFailed { notify, .. } => Some(*notify),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(failed, vec![NotifyType::STATE_NOT_FOUND]);
+    assert_eq!(p.child_failures(Side::A), vec![NotifyType::STATE_NOT_FOUND]);
     // Nothing was installed for it on either side; the IKE SA lives on.
     assert_eq!((p.installs(Side::A).len(), p.installs(Side::B).len()), (1, 1));
     assert!(p.downs(Side::A).is_empty() && p.downs(Side::B).is_empty());

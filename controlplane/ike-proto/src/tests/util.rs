@@ -416,6 +416,17 @@ impl Pair {
             .collect()
     }
 
+    /// The Notify of every ChildSaFailed event of `side`, in order.
+    pub fn child_failures(&self, side: Side) -> Vec<ike_wire::NotifyType> {
+        self.events(side)
+            .iter()
+            .filter_map(|e| match e {
+                Event::ChildSaFailed { notify, .. } => Some(*notify),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn downs(&self, side: Side) -> Vec<crate::DownReason> {
         self.events(side)
             .iter()
