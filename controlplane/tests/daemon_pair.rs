@@ -316,6 +316,15 @@ fn with_ppk(yaml: &str, conn: &str, required: bool) -> String {
         .replace(&format!("    {conn}:\n"), &format!("    {conn}:\n      ppk: {{ id: pqc-1, required: {required} }}\n"))
 }
 
+/// Turns a YAML of [`Setup`] into the ipsecme one: RFC 8598 domains in the
+/// pool, a classic IKE proposal, an RFC 8750 implicit-IV ESP proposal first
+/// and an RFC 9478 label on the Child SA.
+fn with_ext(yaml: &str) -> String {
+    let ext_child = "      proposals: [aes256gcm16-prfsha256-x25519]\n      child:\n        esp_proposals: [aes256gcm16iiv, aes256gcm16]\n        sec_label: \"system_u:object_r:ipsec_spd_t:s0\"\n";
+    yaml.replace("dns: [192.168.109.53] }", "dns: [192.168.109.53], dns_domains: [corp.example.test, com] }")
+        .replace("      child:\n        esp_proposals: [aes256gcm16]\n", ext_child)
+}
+
 #[test]
 fn two_daemons_with_a_ppk_show_and_count_it() {
     let s = Setup::new("ppk");
@@ -342,65 +351,10 @@ fn two_daemons_with_a_ppk_show_and_count_it() {
 #[test]
 fn two_daemons_negotiate_iiv_labels_and_split_dns_into_the_tables() {
     let s = Setup::new("ext");
-    let resp_yaml = format!(
-        r#"
-ike:
-  listen: [127.0.0.2]
-  port: {p}
-  natt_port: {n}
-  control_socket: {dir}/xresp.sock
-  metrics_listen: 127.0.0.1:0
-  sa_table: {{ path: {table}, capacity: 64 }}
-  pools:
-    rw: {{ v4: 10.99.0.0/24, dns: [192.168.109.53], dns_domains: [corp.example.test, com] }}
-  connections:
-    rw:
-      local_id: gw.esprit
-      remote_id: client@esprit
-      local_auth: {{ psk: "interop-psk-0123456789" }}
-      remote_auth: {{ psk: "interop-psk-0123456789" }}
-      proposals: [aes256gcm16-prfsha256-x25519]
-      pool: rw
-      child:
-        esp_proposals: [aes256gcm16iiv, aes256gcm16]
-        local_ts: [192.168.109.0/24]
-        sec_label: "system_u:object_r:ipsec_spd_t:s0"
-"#,
-        p = s.port,
-        n = s.port + 1,
-        dir = s.dir.display(),
-        table = s.table("xresp").display(),
-    );
-    let init_yaml = format!(
-        r#"
-ike:
-  listen: [127.0.0.1]
-  port: {p}
-  natt_port: {n}
-  control_socket: {dir}/xinit.sock
-  metrics_listen: null
-  sa_table: {{ path: {table}, capacity: 64 }}
-  connections:
-    home:
-      remote: 127.0.0.2
-      local_id: client@esprit
-      remote_id: gw.esprit
-      local_auth: {{ psk: "interop-psk-0123456789" }}
-      remote_auth: {{ psk: "interop-psk-0123456789" }}
-      proposals: [aes256gcm16-prfsha256-x25519]
-      request_vip: [v4]
-      child:
-        esp_proposals: [aes256gcm16iiv, aes256gcm16]
-        remote_ts: [192.168.109.0/24]
-        sec_label: "system_u:object_r:ipsec_spd_t:s0"
-"#,
-        p = s.port,
-        n = s.port + 1,
-        dir = s.dir.display(),
-        table = s.table("xinit").display(),
-    );
-    let resp = start(&s.dir, "xresp", &resp_yaml);
-    let init = start(&s.dir, "xinit", &init_yaml);
+    let resp_yaml = with_ext(&s.responder(30));
+    let init_yaml = with_ext(&s.initiator());
+    let resp = start(&s.dir, "resp", &resp_yaml);
+    let init = start(&s.dir, "init", &init_yaml);
     init.ok(Request::Initiate { conn: "home".into() });
     wait_for("a Child SA on both sides", || established_children(&init).len() == 1 && established_children(&resp).len() == 1);
 
