@@ -100,12 +100,6 @@ impl AuthJob {
         self.ike_sa
     }
 
-    /// Whether this is an initiator's job (signing its request or checking
-    /// the response) rather than a responder's.
-    pub fn initiator(&self) -> bool {
-        self.phase != Phase::Respond
-    }
-
     /// Checks and makes the signatures.
     pub fn run(self) -> AuthDone {
         let verified = self.verify.map(|v| match &self.conn.remote_auth {
