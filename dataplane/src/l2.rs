@@ -18,7 +18,7 @@ pub const ETHERTYPE_ARP: u16 = 0x0806;
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 pub const BROADCAST: Mac = [0xff; 6];
 
-mod field {
+pub(crate) mod field {
     use std::ops::Range;
     pub const ETH_DST: Range<usize> = 0..6;
     pub const ETH_SRC: Range<usize> = 6..12;

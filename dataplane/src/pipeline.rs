@@ -30,6 +30,7 @@ use esp_wire::{Ipv4Packet, Ipv6Packet};
 use sa_table::{Change, Reader, SaFlags, SaId, SaParams as SlotParams};
 
 use crate::crypto::{Aead, BackendChoice, MbDevices};
+use crate::l2::field::ETH_LEN;
 use crate::l2::{self, L2Action, Mac, NeighbourTable, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use crate::metrics::WorkerMetrics;
 use crate::ports::{INSIDE, OUTSIDE, PUNT};
@@ -259,14 +260,24 @@ fn run_aead(aead: &Aead, run: &mut [Option<Mbuf>], ops: &[Option<esp::CryptoOp>;
     esp::aead_burst(aead, run.iter_mut().map(|m| m.as_mut().map(|m| m.data_mut())), ops, seal)
 }
 
-/// Strips the Ethernet header and frames one outbound packet in place.
+/// Frames one outbound packet in place: the Ethernet header it arrived with
+/// gives way to the ESP packet's outer headers, and those are preceded by
+/// `eth` when the outer Ethernet header is known before sealing (tunnel
+/// mode). Writing it here, while the packet's first lines are in L1, saves
+/// a miss per packet after the run's AEAD pass has evicted them. The op's
+/// offsets are relative to the outer IP header either way.
 #[inline]
-fn prepare_out(sa: &OutboundSa, m: &mut Mbuf, seq: u64) -> Result<OutboundOp, DropReason> {
-    m.adj(14);
+fn prepare_out(sa: &OutboundSa, m: &mut Mbuf, seq: u64, eth: Option<&[u8; ETH_LEN]>) -> Result<OutboundOp, DropReason> {
     let (buf, off, len) = m.buffer_mut();
-    let mut pb = PktBuf::new(buf, off, len).ok_or(DropReason::Truncated)?;
+    let ip_len = len.checked_sub(ETH_LEN).ok_or(DropReason::Truncated)?;
+    let mut pb = PktBuf::new(buf, off + ETH_LEN, ip_len).ok_or(DropReason::Truncated)?;
     let op = sa.prepare(&mut pb, seq)?;
-    let (_, start, plen) = pb.into_parts();
+    let (buf, mut start, mut plen) = pb.into_parts();
+    if let Some(h) = eth {
+        start = start.checked_sub(ETH_LEN).ok_or(DropReason::NoHeadroom)?;
+        buf[start..start + ETH_LEN].copy_from_slice(h);
+        plen += ETH_LEN;
+    }
     if !m.set_data(start, plen) {
         return Err(DropReason::NoTailroom);
     }
@@ -275,9 +286,9 @@ fn prepare_out(sa: &OutboundSa, m: &mut Mbuf, seq: u64) -> Result<OutboundOp, Dr
 
 /// The Ethernet header to `dst_mac` for an IP packet to `ip_dst`.
 #[inline]
-fn eth_header(dst_mac: Mac, src_mac: Mac, ip_dst: IpAddr) -> [u8; 14] {
+fn eth_header(dst_mac: Mac, src_mac: Mac, ip_dst: IpAddr) -> [u8; ETH_LEN] {
     let et = if ip_dst.is_ipv4() { ETHERTYPE_IPV4 } else { ETHERTYPE_IPV6 };
-    let mut h = [0u8; 14];
+    let mut h = [0u8; ETH_LEN];
     h[0..6].copy_from_slice(&dst_mac);
     h[6..12].copy_from_slice(&src_mac);
     h[12..14].copy_from_slice(&et.to_be_bytes());
@@ -304,7 +315,8 @@ impl<'a, 'p> Worker<'a, 'p> {
             metrics,
             now_secs: 0,
             epoch: Instant::now(),
-            last_solicit: Instant::now(),
+            // So that the first packet to an unresolved next hop asks for it.
+            last_solicit: Instant::now().checked_sub(std::time::Duration::from_secs(1)).unwrap_or_else(Instant::now),
             handoff: (0..env.workers).map(|_| Burst::new()).collect(),
             cpu: CpuVec::new(),
         };
@@ -873,6 +885,30 @@ impl<'a, 'p> Worker<'a, 'p> {
             run.iter_mut().for_each(|m| *m = None);
             return;
         };
+        let outside = &self.env.sides[OUTSIDE];
+        let mut hops = HopCache::new(self.env.neigh);
+        // Tunnel mode: one outer destination for the whole run, so one next
+        // hop and one Ethernet header, looked up and built once per run and
+        // written while framing. Without a next hop the run is dropped
+        // before it takes sequence numbers or AEAD time.
+        let run_eth: Option<[u8; ETH_LEN]> = match *tunnel_dst {
+            Some(dst) => {
+                let hop = outside.gateway.unwrap_or(dst);
+                match hops.lookup(hop) {
+                    Some(mac) => Some(eth_header(mac, outside.mac, dst)),
+                    None => {
+                        self.metrics.local.drops[DpDrop::NoNeighbour.index()] += n as u64;
+                        run.iter_mut().for_each(|m| *m = None);
+                        self.solicit_if_missing(OUTSIDE, true, Some(hop));
+                        return;
+                    }
+                }
+            }
+            None => None,
+        };
+        let eth = run_eth.as_ref();
+        // Where the outer IP header starts in a framed packet's data.
+        let ip_at = if eth.is_some() { ETH_LEN } else { 0 };
         let Some(st) = self.reader.state(id) else {
             self.metrics.local.drops[DpDrop::SaUnusable.index()] += n as u64;
             run.iter_mut().for_each(|m| *m = None);
@@ -895,6 +931,8 @@ impl<'a, 'p> Worker<'a, 'p> {
         // `ops` (copying every 56-byte op out and back in cost ~1 ns per
         // packet at 64 B).
         let mut framed = 0u64;
+        // Octets of the framed packets (with `eth`, when written).
+        let mut framed_bytes = 0u64;
         let mut ops: [Option<OutboundOp>; MAX_BURST] = [None; MAX_BURST];
         let mut drops = [0u64; DropReason::COUNT + DpDrop::COUNT];
         // Bit k: run[k] was sealed.
@@ -907,15 +945,17 @@ impl<'a, 'p> Worker<'a, 'p> {
                 for (k, slot) in run.iter_mut().enumerate() {
                     let Some(m) = slot.as_mut() else { continue };
                     seq += 1;
-                    match prepare_out(sa, m, seq - 1) {
+                    match prepare_out(sa, m, seq - 1, eth) {
                         Ok(op) => {
-                            let range = op.op.text_off as usize..op.op.end();
+                            let len = m.len();
+                            let range = ip_at + op.op.text_off as usize..ip_at + op.op.end();
                             let pushed = match m.data_mut().get_mut(range) {
                                 Some(data) => batch.push(data, &op.op.nonce, op.op.aad_array(), k as u8),
                                 None => false,
                             };
                             if pushed {
                                 framed |= 1 << k;
+                                framed_bytes += len as u64;
                                 if op.needs_finish() {
                                     ops[k] = Some(op);
                                 }
@@ -936,30 +976,28 @@ impl<'a, 'p> Worker<'a, 'p> {
                 for (k, slot) in run.iter_mut().enumerate() {
                     let Some(m) = slot.as_mut() else { continue };
                     seq += 1;
-                    match prepare_out(sa, m, seq - 1) {
+                    match prepare_out(sa, m, seq - 1, eth) {
                         Ok(op) => {
                             framed |= 1 << k;
+                            framed_bytes += m.len() as u64;
                             ops[k] = Some(op);
                         }
                         Err(r) => drops[r.index()] += 1,
                     }
                 }
-                let crypto_ops: [Option<esp::CryptoOp>; MAX_BURST] = core::array::from_fn(|k| ops[k].map(|o| o.op));
+                let crypto_ops: [Option<esp::CryptoOp>; MAX_BURST] = core::array::from_fn(|k| {
+                    ops[k].map(|o| {
+                        let mut c = o.op;
+                        c.text_off += ip_at as u32;
+                        c
+                    })
+                });
                 let ok = run_aead(aead, run, &crypto_ops, true);
                 ok.iter().enumerate().fold(0u64, |acc, (k, &o)| acc | (u64::from(o) << k))
             }
         };
-        let outside = &self.env.sides[OUTSIDE];
-        let mut hops = HopCache::new(self.env.neigh);
-        let mut pkts_ok = 0u64;
-        let mut bytes_ok = 0u64;
         let mut missing_hop = None;
-        // Tunnel mode: one outer destination for the whole run, so one next
-        // hop and one Ethernet header, looked up and built once per run.
-        let run_eth: Option<(IpAddr, Option<[u8; 14]>)> = tunnel_dst.map(|dst| {
-            let hop = outside.gateway.unwrap_or(dst);
-            (hop, hops.lookup(hop).map(|mac| eth_header(mac, outside.mac, dst)))
-        });
+        let mut pkts_ok = 0u64;
         for (k, slot) in run.iter_mut().enumerate() {
             let Some(mut m) = slot.take() else { continue };
             // Not framed: its drop was counted above; the mbuf is freed here.
@@ -968,17 +1006,21 @@ impl<'a, 'p> Worker<'a, 'p> {
             }
             if sealed >> k & 1 == 0 {
                 drops[DropReason::CryptoFailed.index()] += 1;
+                framed_bytes -= m.len() as u64;
                 continue;
             }
             if let Some(op) = ops[k].as_ref().filter(|op| op.needs_finish()) {
                 let (buf, off, len) = m.buffer_mut();
-                if let Some(mut pb) = PktBuf::new(buf, off, len) {
+                if let Some(mut pb) = PktBuf::new(buf, off + ip_at, len - ip_at) {
                     sa.finish(&mut pb, op);
                 }
             }
-            let (hop, eth) = match run_eth {
-                Some(h) => h,
-                None => match ip_addrs(m.data()) {
+            if eth.is_none() {
+                // Transport mode: the next hop follows each packet's own
+                // destination, and the Ethernet header goes on after sealing.
+                let ip_len = m.len() as u64;
+                framed_bytes -= ip_len;
+                let (hop, h) = match ip_addrs(m.data()) {
                     Some((_, dst)) => {
                         let hop = outside.gateway.unwrap_or(dst);
                         (hop, hops.lookup(hop).map(|mac| eth_header(mac, outside.mac, dst)))
@@ -987,32 +1029,33 @@ impl<'a, 'p> Worker<'a, 'p> {
                         drops[DropReason::BadOuterHeader.index()] += 1;
                         continue;
                     }
-                },
-            };
-            let Some(eth) = eth else {
-                drops[DpDrop::NoNeighbour.index()] += 1;
-                missing_hop = Some(hop);
-                continue;
-            };
-            bytes_ok += m.len() as u64;
-            pkts_ok += 1;
-            match m.prepend(14) {
-                Some(h) => h.copy_from_slice(&eth),
-                None => {
-                    drops[DropReason::NoHeadroom.index()] += 1;
+                };
+                let Some(h) = h else {
+                    drops[DpDrop::NoNeighbour.index()] += 1;
+                    missing_hop = Some(hop);
                     continue;
+                };
+                match m.prepend(ETH_LEN) {
+                    Some(p) => p.copy_from_slice(&h),
+                    None => {
+                        drops[DropReason::NoHeadroom.index()] += 1;
+                        continue;
+                    }
                 }
+                framed_bytes += ip_len + ETH_LEN as u64;
             }
-            let len = m.pkt_len() as u64;
             match out.push(m) {
-                Ok(()) => *out_bytes += len,
+                Ok(()) => pkts_ok += 1,
                 Err(m) => {
+                    framed_bytes -= m.len() as u64;
                     drop(m);
                     drops[DpDrop::TxFull.index()] += 1;
                 }
             }
         }
-        st.add_traffic(pkts_ok, bytes_ok);
+        // `framed_bytes` is now what went out, Ethernet headers included.
+        *out_bytes += framed_bytes;
+        st.add_traffic(pkts_ok, framed_bytes - pkts_ok * ETH_LEN as u64);
         st.touch(self.now_secs);
         self.metrics.local.encrypted += pkts_ok;
         if drops.iter().any(|&c| c != 0) {

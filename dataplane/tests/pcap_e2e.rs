@@ -365,6 +365,91 @@ fn two_workers_hand_inbound_esp_to_the_sa_owner() {
     cleanup(&dir, &["h1", "h2"]);
 }
 
+/// The value of a series in the summary a run prints at exit (non-zero
+/// drop and byte counters).
+fn summary_value(log: &str, series: &str) -> Option<u64> {
+    log.lines().map(str::trim).find(|l| l.starts_with(series))?.rsplit(' ').next()?.parse().ok()
+}
+
+/// Transport mode (the Ethernet header follows each packet's own next hop,
+/// written after sealing) on both outbound crypto paths, tshark checking
+/// every ICV; and a tunnel SA whose next hop is unknown: the whole run is
+/// dropped before sealing, counted, and an ARP request goes out instead.
+#[test]
+fn transport_mode_outbound_and_a_tunnel_without_next_hop() {
+    let dir = tmpdir("transport");
+    let none = dir.join("none.pcap");
+    empty_pcap(&none);
+    let mut t = Traffic::anchor(60);
+    t.packets = 40;
+    t.flows = 8;
+    let plain = dir.join("plain.pcap");
+    let mut buf = Vec::new();
+    t.write_pcap(&mut buf).unwrap();
+    let mut t2 = t.clone();
+    t2.frame_len = 1434;
+    t2.packets = 20;
+    for i in 0..t2.packets {
+        esprit_bench::pcapgen::write_pcap_record(&mut buf, 1000 + i as u32, &t2.frame(i)).unwrap();
+    }
+    std::fs::write(&plain, &buf).unwrap();
+    let sent = read_pcap(&buf).unwrap();
+    let mut tags = Vec::new();
+    for backend in ["ipsec-mb", "ring"] {
+        let tag = format!("tr-{backend}");
+        let sa = format!(
+            "    - {{ spi: 0x2005, direction: out, suite: aes-128-gcm, key: \"{KEY}\", mode: transport, src: 192.168.5.1, dst: 192.168.105.1, selectors: [\"192.168.105.0/24\"] }}"
+        );
+        let cfg = config_with(&dir, &Cfg { tag: &tag, outside_rx: &none, inside_rx: &plain, sas: &sa, workers: 1, extra: "metrics: { listen: null }", backend });
+        let log = run_dataplane(&cfg);
+        let esp = tx_frames(&dir, &tag, "outside", 1);
+        assert_eq!(esp.len(), sent.len(), "{backend}: every packet protected:\n{log}");
+        let rows = tshark_esp(
+            &dir.join(format!("{tag}-outside-tx0.pcap")),
+            &dir,
+            &[format!("\"IPv4\",\"192.168.5.1\",\"*\",\"0x00002005\",\"AES-GCM with 16 octet ICV [RFC4106]\",\"0x{KEY}\",\"NULL\",\"\"")],
+        );
+        assert_eq!(rows.len(), sent.len());
+        for (i, (r, (e, s))) in rows.iter().zip(esp.iter().zip(&sent)).enumerate() {
+            let c: Vec<&str> = r.split('\t').collect();
+            assert_eq!((c[0], c[2]), ("0x00002005", "1"), "{backend} row {i}: SPI and tshark's ICV check: {r}");
+            assert_eq!(c[1], (i + 1).to_string(), "{backend} row {i}: sequence numbers from 1: {r}");
+            // The packet's own header, protocol now ESP, towards the outside gateway.
+            assert_eq!(&e[0..6], &[2, 0, 0, 0, 1, 1], "{backend} packet {i}: next hop");
+            assert_eq!((&e[12..14], e[14 + 9]), (&[8u8, 0][..], 50), "{backend} packet {i}: IPv4, ESP");
+            assert_eq!(&e[14 + 12..14 + 20], &s[14 + 12..14 + 20], "{backend} packet {i}: addresses kept");
+            // The inner UDP destination port, decrypted by tshark.
+            assert_eq!(c[4], "5001", "{backend} row {i}: {r}");
+        }
+        let bytes: u64 = esp.iter().map(|f| f.len() as u64).sum();
+        assert_eq!(
+            summary_value(&log, "esprit_port_bytes_total{dir=\"tx\",port=\"outside\",worker=\"0\"}"),
+            Some(bytes),
+            "{backend}: transmitted bytes counted as sent:\n{log}"
+        );
+        tags.push(tag);
+    }
+    // No neighbour entry for the outside gateway: nothing sealed or sent
+    // but a request for it.
+    let tag = "nohop".to_string();
+    let sa = format!(
+        "    - {{ spi: 0x1005, direction: out, suite: aes-128-gcm, key: \"{KEY}\", src: 172.16.1.5, dst: 172.16.2.5, selectors: [\"192.168.105.0/24\"] }}"
+    );
+    let cfg = config_with(&dir, &Cfg { tag: &tag, outside_rx: &none, inside_rx: &plain, sas: &sa, workers: 1, extra: "metrics: { listen: null }", backend: "ipsec-mb" });
+    let yaml = std::fs::read_to_string(&cfg).unwrap();
+    let without = yaml.replace("    - { ip: 172.16.1.1, mac: \"02:00:00:00:01:01\" }\n", "");
+    assert_ne!(yaml, without, "the test removes the gateway's neighbour entry");
+    std::fs::write(&cfg, without).unwrap();
+    let log = run_dataplane(&cfg);
+    let out = tx_frames(&dir, &tag, "outside", 1);
+    assert!(!out.is_empty() && out.iter().all(|f| f[12..14] == [8, 6]), "only ARP requests go out:\n{log}");
+    assert_eq!(&out[0][14 + 24..14 + 28], &[172, 16, 1, 1], "ARP asks for the gateway");
+    assert_eq!(summary_value(&log, "esprit_drops_total{reason=\"no_neighbour\",worker=\"0\"}"), Some(sent.len() as u64), "{log}");
+    assert_eq!(summary_value(&log, "esprit_esp_packets_total"), None, "{log}");
+    tags.push(tag);
+    cleanup(&dir, &tags.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
 #[test]
 fn sigterm_stops_cleanly_metrics_move_and_a_restart_continues_the_sequence() {
     use std::io::{Read, Write};
