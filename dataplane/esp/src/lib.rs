@@ -35,7 +35,7 @@ pub use drop::{DropCounters, DropReason};
 pub use inbound::{
     classify, classify_with_port, open_burst, Decapsulated, EspLocation, InboundOp, InboundSa,
 };
-pub use outbound::{seal_burst, OutboundOp, OutboundSa};
+pub use outbound::{seal_burst, Framed, OutboundOp, OutboundSa, FAST_V4_HEADROOM};
 pub use replay::ReplayWindow;
 pub use sa::{IvPolicy, Mode, SaError, SaParams, TfcPadding, UdpEncap, MAX_REPLAY_WINDOW};
 pub use seq::{reserve_on, SaEvent, SeqCounter, SeqGrant};

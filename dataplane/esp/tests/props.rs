@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use common::*;
 use esp::{
-    open_burst, seal_burst, Backend, DropReason, PktBuf, ReplayWindow, SaEvent, SeqCounter, Suite,
+    open_burst, seal_burst, Backend, DropReason, OutboundSa, PktBuf, ReplayWindow, SaEvent, SeqCounter, Suite,
 };
 use proptest::prelude::*;
 
@@ -147,5 +147,82 @@ proptest! {
         let mut v = [Ok(esp::Decapsulated { seq: 0, next_header: esp_wire::IpProtocol(0) })];
         open_burst(&mut p.inb, &p.open, &mut pkts, &mut v);
         prop_assert!(v[0].is_err());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The IPv4-tunnel fast path writes exactly the octets `prepare` writes
+    /// (outer header, ESP header, IV, padding, trailer), over the same
+    /// range, with the same nonce, AAD and text; it declines (buffer
+    /// untouched) whatever is not an option-less IPv4 packet on a fast SA,
+    /// and `prepare` is then the one that frames or refuses it.
+    #[test]
+    fn the_ipv4_tunnel_fast_path_frames_exactly_as_prepare(
+        suite in prop_oneof![Just(Suite::AES128_GCM_16), Just(Suite::AES256_GCM_16), Just(Suite::CHACHA20_POLY1305), Just(Suite::AES128_GCM_16_IIV)],
+        esn in any::<bool>(),
+        outer_v6 in prop_oneof![4 => Just(false), 1 => Just(true)],
+        udp in prop_oneof![4 => Just(false), 1 => Just(true)],
+        inner in prop_oneof![8 => Just(0u8), 1 => Just(1), 1 => Just(2), 1 => Just(3)],
+        payload in 0usize..1600,
+        frame_pad in 0usize..8,
+        tos in any::<u8>(),
+        seq in prop_oneof![1u64..1000, (1u64 << 32) - 3..(1u64 << 32) + 3, Just(u64::from(u32::MAX))],
+        headroom in prop_oneof![4 => Just(128usize), 1 => 0usize..64],
+    ) {
+        let p = params(suite, esn, Some(outer_v6), udp);
+        let sa = OutboundSa::new(&p).unwrap();
+        let expect_fast = !outer_v6 && !udp && !suite.iiv;
+        prop_assert_eq!(sa.fast_v4(), expect_fast);
+        // 0: IPv4, 1: IPv4 with options, 2: IPv6, 3: IPv4 whose total length exceeds the frame.
+        let mut pkt = match inner {
+            2 => udp_v6(payload, false),
+            _ => udp_v4(payload),
+        };
+        pkt[1] = if inner == 2 { pkt[1] } else { tos };
+        if inner == 1 {
+            // IHL 6: one 4-octet option (NOPs), lengths adjusted.
+            pkt.splice(20..20, [1u8, 1, 1, 1]);
+            pkt[0] = 0x46;
+            let total = pkt.len() as u16;
+            pkt[2..4].copy_from_slice(&total.to_be_bytes());
+        }
+        let len = pkt.len() + frame_pad;
+        if inner == 3 {
+            let total = (len + 1) as u16;
+            pkt[2..4].copy_from_slice(&total.to_be_bytes());
+        }
+        let mut buf = vec![0xeeu8; headroom + len + 64];
+        buf[headroom..headroom + pkt.len()].copy_from_slice(&pkt);
+        let orig = buf.clone();
+
+        let mut general = buf.clone();
+        let mut pb = PktBuf::new(&mut general[..], headroom, len).unwrap();
+        let r = sa.prepare(&mut pb, seq);
+        let (_, g_start, g_len) = pb.into_parts();
+
+        match sa.prepare_v4_fast(&mut buf, headroom, len, seq) {
+            Some(f) => {
+                prop_assert!(expect_fast && inner == 0);
+                let op = r.expect("prepare frames what the fast path frames");
+                prop_assert_eq!((f.start, f.len), (g_start, g_len));
+                prop_assert_eq!(&buf[..], &general[..], "identical octets");
+                prop_assert_eq!(op.op.text_off as usize, f.text_off);
+                prop_assert_eq!(op.op.text_len as usize, f.text_len);
+                let (nonce, aad) = sa.nonce_aad(seq);
+                prop_assert_eq!(nonce, op.op.nonce);
+                prop_assert_eq!(&aad, op.op.aad_array());
+                prop_assert!(!op.needs_finish());
+            }
+            None => {
+                prop_assert_eq!(&buf[..], &orig[..], "a declined packet is left untouched");
+                // An ordinary IPv4 packet on a fast SA is declined only
+                // where prepare refuses it too (no room).
+                if expect_fast && inner == 0 {
+                    prop_assert!(r.is_err(), "declined, yet prepare framed it: {:?}", r);
+                }
+            }
+        }
     }
 }
