@@ -123,6 +123,23 @@ fn tshark_esp(pcap: &Path, home: &Path, sa_lines: &[String]) -> Vec<String> {
     String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect()
 }
 
+/// `dir/plain.pcap`: `small` 60-byte frames over `flows` flows to
+/// 192.168.105.x, then `large` 1434-byte ones; and the frames written.
+fn mixed_traffic(dir: &Path, small: usize, flows: usize, large: usize) -> (PathBuf, Vec<Vec<u8>>) {
+    let mut t = Traffic::anchor(60);
+    t.packets = small;
+    t.flows = flows;
+    let plain = dir.join("plain.pcap");
+    let mut buf = Vec::new();
+    t.write_pcap(&mut buf).unwrap();
+    t.frame_len = 1434;
+    for i in 0..large {
+        esprit_bench::pcapgen::write_pcap_record(&mut buf, 1000 + i as u32, &t.frame(i)).unwrap();
+    }
+    std::fs::write(&plain, &buf).unwrap();
+    (plain, read_pcap(&buf).unwrap())
+}
+
 #[test]
 fn plaintext_in_esp_out_decrypted_by_tshark_and_back_through_a_peer() {
     roundtrip("ring");
@@ -135,21 +152,7 @@ fn the_same_round_trip_on_intel_ipsec_mb_cpu_crypto() {
 
 fn roundtrip(backend: &str) {
     let dir = tmpdir(&format!("roundtrip-{backend}"));
-    let mut t = Traffic::anchor(60);
-    t.packets = 300;
-    t.flows = 16;
-    t.dst = "192.168.105.1".parse().unwrap();
-    let plain = dir.join("plain.pcap");
-    let mut buf = Vec::new();
-    t.write_pcap(&mut buf).unwrap();
-    let mut t2 = t.clone();
-    t2.frame_len = 1434;
-    t2.packets = 100;
-    for i in 0..t2.packets {
-        esprit_bench::pcapgen::write_pcap_record(&mut buf, 1000 + i as u32, &t2.frame(i)).unwrap();
-    }
-    std::fs::write(&plain, &buf).unwrap();
-    let sent = read_pcap(&buf).unwrap();
+    let (plain, sent) = mixed_traffic(&dir, 300, 16, 100);
     let none = dir.join("none.pcap");
     empty_pcap(&none);
 
@@ -380,20 +383,7 @@ fn transport_mode_outbound_and_a_tunnel_without_next_hop() {
     let dir = tmpdir("transport");
     let none = dir.join("none.pcap");
     empty_pcap(&none);
-    let mut t = Traffic::anchor(60);
-    t.packets = 40;
-    t.flows = 8;
-    let plain = dir.join("plain.pcap");
-    let mut buf = Vec::new();
-    t.write_pcap(&mut buf).unwrap();
-    let mut t2 = t.clone();
-    t2.frame_len = 1434;
-    t2.packets = 20;
-    for i in 0..t2.packets {
-        esprit_bench::pcapgen::write_pcap_record(&mut buf, 1000 + i as u32, &t2.frame(i)).unwrap();
-    }
-    std::fs::write(&plain, &buf).unwrap();
-    let sent = read_pcap(&buf).unwrap();
+    let (plain, sent) = mixed_traffic(&dir, 40, 8, 20);
     let mut tags = Vec::new();
     for backend in ["ipsec-mb", "ring"] {
         let tag = format!("tr-{backend}");

@@ -1,6 +1,8 @@
 //! Encapsulating arbitrary bytes never panics, and whatever encapsulates
-//! decapsulates back to the same packet. The first octet picks the SA; the
-//! second the headroom; the rest is the packet to protect.
+//! decapsulates back to the same packet; the IPv4-tunnel fast path either
+//! declines (buffer untouched) or writes exactly what `prepare` writes. The
+//! first octet picks the SA; the second the headroom; the rest is the
+//! packet to protect.
 #![no_main]
 
 use esp::{
@@ -36,6 +38,24 @@ fuzz_target!(|data: &[u8]| {
     let out = OutboundSa::new(&p).unwrap();
     let mut inb = InboundSa::new(&p).unwrap();
     let aead = soft_aead(Backend::FASTEST, &p).unwrap();
+    {
+        let room = usize::from(*room) / 2;
+        let mut general = PktBuf::from_data(pkt, room, 1100);
+        let mut fast = general.clone().into_parts().0;
+        let before = fast.clone();
+        let r = out.prepare(&mut general, 7);
+        match out.prepare_v4_fast(&mut fast, room, pkt.len(), 7) {
+            Some(f) => {
+                let op = r.expect("prepare frames what the fast path frames");
+                let (g, start, len) = general.into_parts();
+                assert_eq!((f.start, f.len, f.text_off, f.text_len), (start, len, op.op.text_off as usize, op.op.text_len as usize));
+                assert_eq!(fast, g);
+                let (nonce, aad) = out.nonce_aad(7);
+                assert_eq!((&nonce, &aad), (&op.op.nonce, op.op.aad_array()));
+            }
+            None => assert_eq!(fast, before, "declined, yet the buffer changed"),
+        }
+    }
     let mut pkts = [PktBuf::from_data(pkt, usize::from(*room) / 2, 1100)];
     let mut v = [Ok(())];
     seal_burst(&out, &aead, &mut pkts, &mut v);
