@@ -981,7 +981,8 @@ impl<'a, 'p> Worker<'a, 'p> {
                         };
                         if let Some(f) = f {
                             let (nonce, aad) = sa.nonce_aad(seq - 1);
-                            let range = ETH_LEN + f.text_off..ETH_LEN + f.text_off + f.text_len + 16;
+                            let sealed = f.sealed();
+                            let range = ETH_LEN + sealed.start..ETH_LEN + sealed.end;
                             let pushed = match m.data_mut().get_mut(range) {
                                 Some(data) => batch.push(data, &nonce, &aad, k as u8),
                                 None => false,

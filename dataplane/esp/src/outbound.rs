@@ -58,6 +58,14 @@ pub struct Framed {
     pub text_len: usize,
 }
 
+impl Framed {
+    /// The text and the ICV after it, from `start`: what the AEAD seals
+    /// in place.
+    pub fn sealed(&self) -> core::ops::Range<usize> {
+        self.text_off..self.text_off + self.text_len + crate::suite::ICV_LEN
+    }
+}
+
 /// Outer IPv4 header + ESP header + 8-octet IV: what the fast path prepends
 /// (the headroom [`OutboundSa::prepare_v4_fast`] needs).
 pub const FAST_V4_HEADROOM: usize = esp_wire::ipv4::HEADER_LEN + esp_wire::esp::HEADER_LEN + 8;
@@ -98,6 +106,20 @@ fn emit_trailer(data: &mut [u8], text_end: usize, tr: TrailerRepr) {
     } else {
         tr.emit(&mut data[pad_start..text_end]);
     }
+}
+
+/// The fields of a tunnel's outer IPv4 header that change per packet, on
+/// top of the template already copied to `data`: total length, DSCP/ECN
+/// (RFC 6040 normal mode: copied from the inner header), identification,
+/// and the checksum as the template's sum plus those three fields.
+#[inline(always)]
+fn finish_outer_v4(data: &mut [u8], t: &TunnelTemplate, total: usize, tos: u8, seq: u64) {
+    let mut ip = Ipv4Packet::new_unchecked(&mut data[..]);
+    ip.set_total_len(total as u16);
+    ip.set_dscp_ecn(tos);
+    ip.set_ident(seq as u16);
+    let sum = esp_wire::checksum::fold(u64::from(t.v4_sum) + total as u64 + u64::from(tos) + u64::from(seq as u16));
+    data[10..12].copy_from_slice(&(!sum).to_be_bytes());
 }
 
 /// The outbound half of a Child SA.
@@ -234,20 +256,20 @@ impl OutboundSa {
         }
         let new_start = start - FAST_V4_HEADROOM;
         let d = buf.get_mut(new_start..new_start + esp_len)?;
-        // The template's 20 octets as two 16-octet moves, then the fields
-        // that change per packet (as prepare_tunnel does).
-        d[..16].copy_from_slice(&t.bytes[..16]);
-        d[4..20].copy_from_slice(&t.bytes[4..20]);
-        d[1] = tos;
-        d[2..4].copy_from_slice(&(esp_len as u16).to_be_bytes());
-        d[4..6].copy_from_slice(&(seq as u16).to_be_bytes());
-        let sum = esp_wire::checksum::fold(u64::from(t.v4_sum) + esp_len as u64 + u64::from(tos) + u64::from(seq as u16));
-        d[10..12].copy_from_slice(&(!sum).to_be_bytes());
-        d[20..24].copy_from_slice(&self.c.spi.to_be_bytes());
-        d[24..28].copy_from_slice(&(seq as u32).to_be_bytes());
+        // As prepare_tunnel and frame do, without their general cases.
+        copy_template(d, &t.bytes, esp_wire::ipv4::HEADER_LEN);
+        finish_outer_v4(d, t, esp_len, tos, seq);
+        self.write_spi_seq(&mut d[esp_wire::ipv4::HEADER_LEN..], seq);
         d[28..36].copy_from_slice(&self.explicit_iv(seq));
         emit_trailer(d, FAST_V4_HEADROOM + text_len, tr);
         Some(Framed { start: new_start, len: esp_len, text_off: FAST_V4_HEADROOM, text_len })
+    }
+
+    /// SPI and the low 32 bits of the sequence number at the front of `esp`.
+    #[inline(always)]
+    fn write_spi_seq(&self, esp: &mut [u8], seq: u64) {
+        esp[..4].copy_from_slice(&self.c.spi.to_be_bytes());
+        esp[4..8].copy_from_slice(&(seq as u32).to_be_bytes());
     }
 
     /// Write padding, trailer, ESP header and IV around a payload already
@@ -265,8 +287,7 @@ impl OutboundSa {
         let text_off = esp_off + self.c.esp_hdr_len;
         let text_len = payload_len + tr.buffer_len();
         emit_trailer(data, text_off + text_len, tr);
-        data[esp_off..esp_off + 4].copy_from_slice(&self.c.spi.to_be_bytes());
-        data[esp_off + 4..esp_off + 8].copy_from_slice(&(seq as u32).to_be_bytes());
+        self.write_spi_seq(&mut data[esp_off..], seq);
         let nonce = if self.c.iv_len > 0 {
             let iv = iv.unwrap_or_else(|| self.explicit_iv(seq));
             data[esp_off + 8..esp_off + 16].copy_from_slice(&iv);
@@ -385,15 +406,7 @@ impl OutboundSa {
             // RFC 6040 normal mode: copy DSCP and ECN.
             ip.set_version_tc_flow(tos, 0);
         } else {
-            let mut ip = Ipv4Packet::new_unchecked(&mut data[..]);
-            ip.set_total_len(total as u16);
-            ip.set_dscp_ecn(tos);
-            ip.set_ident(seq as u16);
-            // The template's sum plus the three fields that change per packet.
-            let sum = esp_wire::checksum::fold(
-                u64::from(t.v4_sum) + total as u64 + u64::from(tos) + u64::from(seq as u16),
-            );
-            data[10..12].copy_from_slice(&(!sum).to_be_bytes());
+            finish_outer_v4(data, t, total, tos, seq);
         }
         let mut udp_checksum_at = None;
         if self.udp.is_some() {
