@@ -107,6 +107,12 @@ fn empty_pcap(p: &Path) {
     std::fs::write(p, b).unwrap();
 }
 
+/// A line of tshark's `esp_sa` table: IPv4 `src` → `dst` (`*` for any),
+/// AES-128-GCM with [`KEY`].
+fn tshark_sa(src: &str, dst: &str, spi: u32) -> String {
+    format!("\"IPv4\",\"{src}\",\"{dst}\",\"0x{spi:08x}\",\"AES-GCM with 16 octet ICV [RFC4106]\",\"0x{KEY}\",\"NULL\",\"\"")
+}
+
 fn tshark_esp(pcap: &Path, home: &Path, sa_lines: &[String]) -> Vec<String> {
     let conf = home.join(".config/wireshark");
     std::fs::create_dir_all(&conf).unwrap();
@@ -171,7 +177,7 @@ fn roundtrip(backend: &str) {
     let rows = tshark_esp(
         &esp_out,
         &dir,
-        &[format!("\"IPv4\",\"172.16.1.5\",\"172.16.2.5\",\"0x00001005\",\"AES-GCM with 16 octet ICV [RFC4106]\",\"0x{KEY}\",\"NULL\",\"\"")],
+        &[tshark_sa("172.16.1.5", "172.16.2.5", 0x1005)],
     );
     assert_eq!(rows.len(), sent.len());
     for (i, r) in rows.iter().enumerate() {
@@ -195,7 +201,7 @@ fn roundtrip(backend: &str) {
     let rows_bad = tshark_esp(
         &bad_pcap,
         &dir,
-        &[format!("\"IPv4\",\"172.16.1.5\",\"172.16.2.5\",\"0x00001005\",\"AES-GCM with 16 octet ICV [RFC4106]\",\"0x{KEY}\",\"NULL\",\"\"")],
+        &[tshark_sa("172.16.1.5", "172.16.2.5", 0x1005)],
     );
     assert_eq!(rows_bad[0].split('\t').nth(2), Some("0"), "tshark must flag a tampered ICV: {rows_bad:?}");
     // Ethernet towards the outside gateway.
@@ -397,7 +403,7 @@ fn transport_mode_outbound_and_a_tunnel_without_next_hop() {
         let rows = tshark_esp(
             &dir.join(format!("{tag}-outside-tx0.pcap")),
             &dir,
-            &[format!("\"IPv4\",\"192.168.5.1\",\"*\",\"0x00002005\",\"AES-GCM with 16 octet ICV [RFC4106]\",\"0x{KEY}\",\"NULL\",\"\"")],
+            &[tshark_sa("192.168.5.1", "*", 0x2005)],
         );
         assert_eq!(rows.len(), sent.len());
         for (i, (r, (e, s))) in rows.iter().zip(esp.iter().zip(&sent)).enumerate() {
