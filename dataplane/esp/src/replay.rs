@@ -404,11 +404,14 @@ mod tests {
 
     #[test]
     fn a_fresh_image_starts_the_window_at_its_top() {
-        // What an installer writes for a new inbound SA whose peer starts
-        // at 2^32 - 5 with ESN: T = 2^32 - 6, no bit set.
-        let img = Image::<64> { top: (1 << 32) - 6, words: [0; 64], stores: 0 };
+        // What the SA table's installer writes for a new inbound SA whose
+        // peer starts at 2^32 - 5 with ESN: T = 2^32 - 6, everything up to
+        // it seen.
+        let img = Image::<64> { top: (1 << 32) - 6, words: [!0; 64], stores: 0 };
         let mut r = ReplayWindow::new(64, true);
         r.restore(&img);
+        assert_eq!(r.check(0xffff_fffa), Err(DropReason::Replayed));
+        assert_eq!(r.check(0xffff_ffc8), Err(DropReason::Replayed));
         assert_eq!(r.check(0xffff_fffb), Ok(0xffff_fffb));
         assert_eq!(r.check(2), Ok(0x1_0000_0002));
         r.mark(0x1_0000_0002).unwrap();
