@@ -120,6 +120,11 @@ impl Policy {
         self.labels.iter().find(|(b, _)| b.as_slice() == l).map_or(NO_SEGMENT, |&(_, v)| v)
     }
 
+    /// Does an SPD entry name the static outbound SA `spi`?
+    pub fn names_spi(&self, spi: u32) -> bool {
+        self.spd.as_ref().is_some_and(|(_, rules)| rules.contains(&Rule::Protect { spi: Some(spi) }))
+    }
+
     /// Does VLAN `vid` carry a label's segment?
     pub fn knows_vlan(&self, vid: u16) -> bool {
         self.labels.iter().any(|&(_, v)| v == vid)
