@@ -73,5 +73,6 @@ done
 sleep "$secs"
 ns=$(awk '{print $1}' "/proc/$pid/task/$tid/schedstat")
 kill -TERM "$pid"; wait "$pid" || true
+[[ -n ${KEEP_OUT:-} ]] && cp "$work/out" "$KEEP_OUT"
 pkts=$(grep -o 'tx outside [0-9]*' "$work/out" | awk '{print $3}')
 /usr/bin/python3 -c "print('size $size $backend: %d packets, worker %.1f CPU-ns/packet (%.2f Mpps per CPU-second)' % ($pkts, $ns/$pkts, $pkts*1e3/$ns))"

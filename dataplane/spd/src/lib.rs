@@ -15,14 +15,14 @@
 //!   Stiliadis, SIGCOMM 1998); all the work of ordering is done once, when
 //!   the classifier is built from the configuration.
 //! * [`FlowCache`] remembers a verdict per flow until [`FlowCache::clear`],
-//!   which costs O(1) (a generation bump); a miss or a collision is only ever
-//!   a slower lookup, never a wrong answer.
+//!   (a generation bump, and a wipe every 127 clears); a miss or a
+//!   collision is only ever a slower lookup, never a wrong answer.
 #![forbid(unsafe_code)]
 
 mod cache;
 mod classifier;
 mod selector;
 
-pub use cache::FlowCache;
+pub use cache::{FlowCache, SetIndex};
 pub use classifier::Classifier;
 pub use selector::{AddrRange, FlowKey, PortRange, Selector, UNTAGGED};

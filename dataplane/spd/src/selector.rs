@@ -112,8 +112,9 @@ impl Selector {
 /// What a packet is classified by, packed into five words so that hashing
 /// and comparing it (the flow cache) is a handful of instructions.
 ///
-/// Word 4: bit 63 = IPv6, bits 40..56 = segment, 32..40 = protocol,
-/// 16..32 = local port, 0..16 = remote port. "Local" and "remote" are from the
+/// Word 4: bit 63 = IPv6, bits 56..63 zero (the flow cache keeps its
+/// generation there), 40..56 = segment, 32..40 = protocol, 16..32 = local
+/// port, 0..16 = remote port. "Local" and "remote" are from the
 /// gateway's point of view: outbound, local is the inner source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey(pub(crate) [u64; 5]);
@@ -161,6 +162,16 @@ impl FlowKey {
             (u128::from(self.0[i]) << 64) | u128::from(self.0[i + 1])
         } else {
             u128::from(self.0[i])
+        }
+    }
+
+    /// The remote address (outbound: the inner destination).
+    #[inline]
+    pub fn remote_ip(&self) -> IpAddr {
+        if self.is_v6() {
+            IpAddr::V6(self.remote().into())
+        } else {
+            IpAddr::V4((self.0[2] as u32).into())
         }
     }
 

@@ -297,6 +297,13 @@ impl Worker<'_, '_> {
         let mut ids: [Option<SaId>; MAX_BURST] = [None; MAX_BURST];
         let mut back = Burst::new();
         let mut clear = Burst::new();
+        // Pass 1: link layer and flow of each packet, and its flow cache
+        // set prefetched, so the lookups of pass 2 find their lines loaded
+        // (1024 flows of 64-byte lines outgrow L1; a miss per packet
+        // cost ~15 ns when each lookup waited for its own).
+        // Valid where `slots[k]` is still `Some` after pass 1.
+        let mut keys = [spd::FlowKey::v4(0, 0, 0, 0, 0, 0); MAX_BURST];
+        let mut sets = [spd::SetIndex::default(); MAX_BURST];
         for k in 0..n {
             let Some(mut m) = slots[k].take() else { continue };
             rx_bytes += m.pkt_len() as u64;
@@ -335,26 +342,38 @@ impl Worker<'_, '_> {
                 self.drop_dp(DpDrop::NotForUs);
                 continue;
             }
-            // The flow cache answers for established flows; the SPD and the
-            // SA search run once per flow and SA table change.
-            let verdict = match self.flows.get(&key) {
+            sets[k] = self.flows.locate(&key);
+            dpdk::prefetch0(self.flows.line(sets[k]));
+            keys[k] = key;
+            slots[k] = Some(m);
+        }
+        // Pass 2: the flow cache answers for established flows; the SPD and
+        // the SA search run once per flow and SA table change.
+        for k in 0..n {
+            if slots[k].is_none() {
+                continue;
+            }
+            let key = &keys[k];
+            let verdict = match self.flows.get_at(sets[k], key) {
                 Some(v) => v,
                 None => {
-                    let v = self.decide(&key, dst);
-                    self.flows.insert(key, v);
+                    let v = self.decide(key, key.remote_ip());
+                    self.flows.insert_at(sets[k], *key, v);
                     v
                 }
             };
             match verdict {
-                Verdict::Protect(id) => {
-                    ids[k] = Some(id);
-                    slots[k] = Some(m);
-                }
+                Verdict::Protect(id) => ids[k] = Some(id),
                 Verdict::Bypass => {
                     // At most one per received frame: `clear` has room.
-                    let _ = clear.push(m);
+                    if let Some(m) = slots[k].take() {
+                        let _ = clear.push(m);
+                    }
                 }
-                Verdict::Drop(r) => self.drop_dp(r.into()),
+                Verdict::Drop(r) => {
+                    slots[k] = None;
+                    self.drop_dp(r.into());
+                }
             }
         }
         self.metrics.local.rx_bytes[INSIDE] += rx_bytes;
