@@ -142,7 +142,9 @@ pub struct LabelSegment {
     /// The RFC 9478 label as negotiated (an SELinux context such as
     /// `system_u:object_r:ipsec_spd_t:s0`); a trailing NUL is ignored.
     pub label: String,
-    /// 802.1Q VLAN ID on the inside port (1..=4094).
+    /// 802.1Q VLAN ID on the inside port (1..=4094), or 0: the label owns
+    /// the inside port's untagged network (one port per label), and
+    /// unlabeled SAs then serve no inside traffic.
     pub vlan: u16,
 }
 
@@ -647,8 +649,8 @@ impl Config {
         let (mut vlans, mut names) = (HashSet::new(), HashSet::new());
         for (i, l) in d.labels.iter().enumerate() {
             let path = format!("dataplane.labels[{i}]");
-            if !(1..=4094).contains(&l.vlan) {
-                return Err(err(format!("{path}.vlan"), format!("{} is not a VLAN ID (1..=4094)", l.vlan)));
+            if l.vlan > 4094 {
+                return Err(err(format!("{path}.vlan"), format!("{} is not a VLAN ID (1..=4094, or 0: untagged)", l.vlan)));
             }
             if !vlans.insert(l.vlan) {
                 return Err(err(format!("{path}.vlan"), format!("VLAN {} carries two labels", l.vlan)));

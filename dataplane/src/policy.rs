@@ -14,8 +14,9 @@
 //!   more selector).
 //! * Segments: an inside frame tagged with VLAN `v` belongs to the label
 //!   mapped to `v` (`dataplane.labels`), an untagged one to the unlabeled
-//!   segment ([`spd::UNTAGGED`]); a labeled SA whose label has no VLAN
-//!   serves no segment ([`NO_SEGMENT`]).
+//!   segment ([`spd::UNTAGGED`]), or to the label mapped to VLAN 0 where
+//!   one is (then no unlabeled SA serves the inside); a labeled SA whose
+//!   label has no VLAN serves no segment ([`NO_SEGMENT`]).
 //! * Everything here is built from the configuration and an SA's slot when
 //!   they change; a packet only reads it.
 
@@ -115,7 +116,8 @@ impl Policy {
     pub fn segment_of_label(&self, label: &[u8]) -> u16 {
         let l = label_bytes(label);
         if l.is_empty() {
-            return spd::UNTAGGED;
+            // Untagged traffic is unlabeled unless a label owns it (vlan 0).
+            return if self.knows_vlan(spd::UNTAGGED) { NO_SEGMENT } else { spd::UNTAGGED };
         }
         self.labels.iter().find(|(b, _)| b.as_slice() == l).map_or(NO_SEGMENT, |&(_, v)| v)
     }
@@ -372,6 +374,11 @@ dataplane:
         assert_eq!(p.segment_of_label(b""), spd::UNTAGGED);
         assert_eq!(p.segment_of_label(b"green\0"), NO_SEGMENT);
         assert!(p.knows_vlan(200) && !p.knows_vlan(300));
+        // A label that owns the untagged network takes it from unlabeled SAs.
+        let c = Config::from_yaml(&YAML.replace("vlan: 200", "vlan: 0")).unwrap();
+        let p = Policy::new(&c.dataplane);
+        assert_eq!(p.segment_of_label(b"blue\0"), spd::UNTAGGED);
+        assert_eq!(p.segment_of_label(b""), NO_SEGMENT);
     }
 
     #[test]
