@@ -11,7 +11,9 @@
 # time of its one lcore between its per-second statistics prints) with
 # BACKEND secgw-lookaside or secgw-cpu-crypto.
 #
-# usage: bench/cpu_per_packet.sh SIZE SECONDS [BACKEND]   (env: CPU, default 1; BIN; ANCHOR)
+# usage: bench/cpu_per_packet.sh SIZE SECONDS [BACKEND]   (env: CPU, default 1; BIN: the
+# binary, for A/B runs against a kept copy; ANCHOR; KEEP_OUT=FILE keeps the
+# dataplane's summary, drops included)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
