@@ -244,3 +244,50 @@ wrpcap(DIR + '/outside-rx.pcap', esp)
     assert_eq!(drops(&log, "unknown_vlan"), 1, "{log}");
     cleanup(&dir, "labels");
 }
+
+/// A label that owns the inside port's untagged network (`vlan: 0`, one
+/// port per label): untagged traffic leaves on that label's SA, never on an
+/// unlabeled SA with the same selectors, and what an unlabeled SA decrypts
+/// has no segment to go to.
+#[test]
+fn a_label_owning_the_untagged_network_keeps_unlabeled_sas_out() {
+    let dir = tmpdir("untagged-label");
+    scapy(
+        &dir,
+        r#"
+def frame(m):
+    return Ether(src='02:00:00:00:02:01', dst='02:00:00:00:00:99')/IP(src='192.168.5.2', dst='192.168.105.10')/UDP(sport=999, dport=5001)/Raw(m.encode())
+wrpcap(DIR + '/inside-rx.pcap', [frame('plain-1'), frame('plain-2')])
+esp = []
+for spi, m in ((0x3001, 'red-in'), (0x3003, 'unlabeled-in')):
+    inner = IP(src='192.168.105.10', dst='192.168.5.2')/UDP(sport=5001, dport=999)/Raw(m.encode())
+    esp.append(Ether(src='02:00:00:00:01:01', dst='02:00:00:00:00:98')/sa(spi, '172.16.2.5', '172.16.1.5').encrypt(inner))
+wrpcap(DIR + '/outside-rx.pcap', esp)
+"#,
+    );
+    let sa = |spi: &str, dir_: &str, label: Option<&str>| {
+        let (src, dst) = if dir_ == "out" { ("172.16.1.5", "172.16.2.5") } else { ("172.16.2.5", "172.16.1.5") };
+        let label = label.map(|l| format!(", sec_label: \"{l}\"")).unwrap_or_default();
+        format!("    - {{ spi: {spi}, direction: {dir_}, suite: aes-128-gcm, key: \"{KEY}\", src: {src}, dst: {dst}, selectors: [\"192.168.105.0/24\"]{label} }}\n")
+    };
+    let red = Some("system_u:object_r:red_t:s0");
+    // The unlabeled outbound SA is installed last: the newest SA of the
+    // prefix, the one a destination-only lookup would take.
+    let rest = format!(
+        "  labels:\n    - {{ label: \"system_u:object_r:red_t:s0\", vlan: 0 }}\n  static_sas:\n{}{}{}{}",
+        sa("0x2001", "out", red),
+        sa("0x2003", "out", None),
+        sa("0x3001", "in", red),
+        sa("0x3003", "in", None),
+    );
+    let log = run_dataplane(&dir, &config(&dir, "untagged-label", &rest));
+    let seen = lines(&scapy(&dir, READ_OUTPUT));
+    let want = lines(
+        "outside esp 0x2001 plain-1\n\
+         outside esp 0x2001 plain-2\n\
+         inside untagged red-in\n",
+    );
+    assert_eq!(seen, want, "what left the gateway:\n{log}");
+    assert_eq!(drops(&log, "label_unmapped"), 1, "{log}");
+    cleanup(&dir, "untagged-label");
+}
