@@ -24,6 +24,7 @@ use dpdk::{Eal, Mempool};
 use esprit_dataplane::config::{parse_mac, Config};
 use esprit_dataplane::crypto::{BackendChoice, MbDevices};
 use esprit_dataplane::l2::NeighbourTable;
+use esprit_dataplane::policy::Policy;
 use esprit_dataplane::metrics::{DataplaneMetrics, MetricsServer, PORT_NAMES};
 use esprit_dataplane::pipeline::{Env, Queues, Side, Worker, DROP_NAMES};
 use esprit_dataplane::ports::{self, INSIDE, OUTSIDE, PUNT};
@@ -147,6 +148,7 @@ fn run(cfg: Config, args: &Args) -> Result<(), String> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("signal handler: {e}"))?;
     }
+    let policy = Policy::new(d);
     let env = Env {
         workers,
         inboxes: &inboxes,
@@ -160,6 +162,7 @@ fn run(cfg: Config, args: &Args) -> Result<(), String> {
         mb: mb.as_ref(),
         pool,
         stop: &stop,
+        policy: &policy,
     };
     for p in &opened {
         eprintln!(
@@ -327,7 +330,9 @@ fn summary(m: &DataplaneMetrics, workers: usize, elapsed: Duration) {
     }
     println!("ran {:.1} s", elapsed.as_secs_f64());
     let text = m.render();
-    let shown = |l: &&str| (l.starts_with("esprit_drops_total") || l.starts_with("esprit_port_bytes_total")) && !l.ends_with(" 0");
+    let shown = |l: &&str| {
+        ["esprit_drops_total", "esprit_port_bytes_total", "esprit_spd_bypass_packets_total"].iter().any(|p| l.starts_with(p)) && !l.ends_with(" 0")
+    };
     for line in text.lines().filter(shown) {
         println!("  {line}");
     }

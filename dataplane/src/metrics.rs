@@ -42,6 +42,7 @@ pub struct DataplaneMetrics {
     handoff_depth: IntGaugeVec,
     handoff_drops: IntCounterVec,
     punted: IntCounterVec,
+    bypassed: IntCounterVec,
     pub active_sas: IntGaugeVec,
     crypto_backend: IntGaugeVec,
     sa_packets: Option<IntCounterVec>,
@@ -71,6 +72,7 @@ impl DataplaneMetrics {
             handoff_depth: gauge_vec(&r, "esprit_handoff_queue_depth", "Batches (of up to one receive burst) waiting in the handoff queue into a worker", &["worker"]),
             handoff_drops: counter_vec(&r, "esprit_handoff_drops_total", "Packets dropped because a worker's handoff queue was full", &["worker"]),
             punted: counter_vec(&r, "esprit_punted_packets_total", "Packets passed to (to_kernel) or from (from_kernel) the exception TAP", &["dir", "worker"]),
+            bypassed: counter_vec(&r, "esprit_spd_bypass_packets_total", "Packets an SPD BYPASS entry passed in clear, out (inside to outside) or in", &["dir", "worker"]),
             active_sas: gauge_vec(&r, "esprit_active_sas", "SAs installed in the SA table, by direction", &["dir"]),
             crypto_backend: gauge_vec(&r, "esprit_crypto_backend_info", "The AEAD backend in use (value 1)", &["backend"]),
             sa_packets: per_sa.then(|| counter_vec(&r, "esprit_sa_packets_total", "Packets per SA (only with metrics.per_sa)", &["spi", "dir"])),
@@ -108,6 +110,8 @@ impl DataplaneMetrics {
             handoff_drops: self.handoff_drops.with_label_values(&[&w]),
             punted_to_kernel: self.punted.with_label_values(&["to_kernel", &w]),
             punted_from_kernel: self.punted.with_label_values(&["from_kernel", &w]),
+            bypassed_out: self.bypassed.with_label_values(&["out", &w]),
+            bypassed_in: self.bypassed.with_label_values(&["in", &w]),
             local: WorkerStats::new(drop_reasons.len()),
             flushed: WorkerStats::new(drop_reasons.len()),
         }
@@ -150,6 +154,9 @@ pub struct WorkerStats {
     pub handoff_drops: u64,
     pub punted_to_kernel: u64,
     pub punted_from_kernel: u64,
+    /// Packets an SPD BYPASS entry passed in clear, outbound and inbound.
+    pub bypassed_out: u64,
+    pub bypassed_in: u64,
     /// A gauge, not a counter: the current depth of this worker's inbox.
     pub handoff_depth: u64,
 }
@@ -173,6 +180,8 @@ pub struct WorkerMetrics {
     handoff_drops: IntCounter,
     punted_to_kernel: IntCounter,
     punted_from_kernel: IntCounter,
+    bypassed_out: IntCounter,
+    bypassed_in: IntCounter,
     /// Counted by the worker's loop.
     pub local: WorkerStats,
     flushed: WorkerStats,
@@ -202,6 +211,8 @@ impl WorkerMetrics {
         add(&self.handoff_drops, l.handoff_drops, &mut f.handoff_drops);
         add(&self.punted_to_kernel, l.punted_to_kernel, &mut f.punted_to_kernel);
         add(&self.punted_from_kernel, l.punted_from_kernel, &mut f.punted_from_kernel);
+        add(&self.bypassed_out, l.bypassed_out, &mut f.bypassed_out);
+        add(&self.bypassed_in, l.bypassed_in, &mut f.bypassed_in);
         self.handoff_depth.set(l.handoff_depth as i64);
     }
 }

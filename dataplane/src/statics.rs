@@ -96,6 +96,14 @@ pub fn slot_params(index: usize, sa: &StaticSa) -> SaParams {
         p.ts_remote[i] = *t;
     }
     p.ts_remote_count = remote.len().min(p.ts_remote.len()) as u8;
+    if let Some(l) = &sa.sec_label {
+        // NUL-terminated, as RFC 9478 labels arrive from IKE peers (the
+        // dataplane compares labels without the terminator).
+        let b = crate::config::label_bytes(l.as_bytes());
+        let n = b.len().min(p.sec_label.len() - 1);
+        p.sec_label[..n].copy_from_slice(&b[..n]);
+        p.sec_label_len = n as u8 + 1;
+    }
     if sa.direction == Direction::Out {
         let served = sa.prefixes();
         for (i, pre) in served.iter().take(p.served.len()).enumerate() {

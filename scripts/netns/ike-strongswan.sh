@@ -24,7 +24,10 @@
 # NAT=1 puts the client behind a port-rewriting NAT namespace.
 # LABEL=<context> gives the Child SA an RFC 9478 security label on both
 # sides (strongSwan label_mode=simple): negotiated as TS_SECLABEL, listed
-# by esprit-ctl, and the traffic above runs over the labeled SAs.
+# by esprit-ctl, and the traffic above runs over the labeled SAs. The
+# dataplane enforces the label: the server's untagged network is the
+# label's segment (dataplane.labels, vlan 0; this kernel has no 802.1Q for
+# a VLAN subinterface), so no unlabeled or other-label SA could carry it.
 # DEMO=1 prints esprit-ctl's views and both processes' metrics.
 auth=${AUTH:-psk} key=${KEY:-ecdsa}
 name="ike-strongswan auth=$auth${AUTH:+ key=$key}"
@@ -115,6 +118,7 @@ dataplane:
     - { ip: 172.16.9.2, mac: "$(ns_mac_of $client_ns $client_if)" }
     - { ip: 192.168.109.2, mac: "$(ns_mac_of ike-srv srv0)" }
   sa_table: { path: /dev/shm/esprit-netns-$$, capacity: 64 }
+$( [[ -n $label ]] && printf '  labels: [{ label: "%s", vlan: 0 }]' "$label" )
 metrics: { listen: "127.0.0.1:$metrics_port" }
 ike:
   listen: [172.16.9.1]

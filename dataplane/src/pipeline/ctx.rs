@@ -15,13 +15,16 @@ use sa_table::{Change, SaFlags, SaId, SaParams as SlotParams};
 use super::replay::TableWindow;
 use super::Worker;
 use crate::crypto::Aead;
+use crate::policy::SaSelectors;
 
 /// What a worker keeps per SA (by slot), built when the journal announces it.
 pub(super) enum SaCtx {
     /// `tunnel_dst`: the outer destination of a tunnel-mode SA (known once,
     /// not parsed back out of every packet).
-    Out { sa: Box<OutboundSa>, aead: Aead, esn: bool, tunnel_dst: Option<IpAddr> },
-    In { id: SaId, sa: Box<InboundSa>, aead: Aead, params: Box<SlotParams> },
+    /// `sel`: its selectors and segment, for the SPD's SA search.
+    Out { sa: Box<OutboundSa>, aead: Aead, esn: bool, tunnel_dst: Option<IpAddr>, sel: Box<SaSelectors> },
+    /// `segment`: the inside VLAN its decrypted packets go to (its label's).
+    In { id: SaId, sa: Box<InboundSa>, aead: Aead, params: Box<SlotParams>, segment: u16 },
     /// Inbound SA owned by another worker.
     Foreign,
     /// Parameters the ESP engine refused; its packets are dropped.
@@ -72,16 +75,22 @@ impl Worker<'_, '_> {
                         esp::Mode::Tunnel { dst, .. } => Some(dst),
                         esp::Mode::Transport => None,
                     };
-                    Ok(SaCtx::Out { sa: Box::new(sa), aead, esn: e.esn, tunnel_dst })
+                    let sel = Box::new(SaSelectors::of(p, self.env.policy));
+                    Ok(SaCtx::Out { sa: Box::new(sa), aead, esn: e.esn, tunnel_dst, sel })
                 } else {
                     let sa = InboundSa::new(&e).map_err(|_| "SA parameters refused")?;
-                    Ok(SaCtx::In { id, sa: Box::new(sa), aead, params: Box::new(*p) })
+                    let segment = self.env.policy.segment_of_label(p.sec_label());
+                    Ok(SaCtx::In { id, sa: Box::new(sa), aead, params: Box::new(*p), segment })
                 }
             }) {
                 Ok(c) => c,
                 Err(_) => SaCtx::Unusable,
             }
         };
+        self.named_out.retain(|(_, n)| n.slot() != id.slot());
+        if matches!(ctx, SaCtx::Out { .. }) && self.env.policy.names_spi(p.spi) {
+            self.named_out.push((p.spi, id));
+        }
         let Some(s) = self.sas.get_mut(id.slot() as usize) else { return };
         let old = s.replace(ctx);
         if let Some(SaCtx::In { sa, .. }) = s {
@@ -106,6 +115,13 @@ impl Worker<'_, '_> {
         }
     }
 
+    fn remove(&mut self, id: SaId) {
+        self.named_out.retain(|(_, n)| n.slot() != id.slot());
+        if let Some(s) = self.sas.get_mut(id.slot() as usize) {
+            *s = None;
+        }
+    }
+
     /// Applies the SA table's journal to this worker's contexts.
     pub fn follow_table(&mut self) {
         // The reader lends the params only inside its callback: copy out a
@@ -124,6 +140,11 @@ impl Worker<'_, '_> {
             });
             n += 1;
         });
+        if n > 0 || overflow {
+            // Cached verdicts name SAs and were chosen among the SAs there
+            // were: any change may change them.
+            self.flows.clear();
+        }
         if overflow {
             // More changes than fit: rebuild every context from the indexes.
             self.rebuild_contexts();
@@ -132,11 +153,7 @@ impl Worker<'_, '_> {
         for c in changes.iter_mut().take(n) {
             match c.take() {
                 Some((id, Some(p))) => self.install(id, &p),
-                Some((id, None)) => {
-                    if let Some(s) = self.sas.get_mut(id.slot() as usize) {
-                        *s = None;
-                    }
-                }
+                Some((id, None)) => self.remove(id),
                 None => {}
             }
         }
@@ -147,6 +164,7 @@ impl Worker<'_, '_> {
     /// dropped.
     fn rebuild_contexts(&mut self) {
         let mut installed = vec![false; self.sas.len()];
+        self.named_out.clear();
         let ids: Vec<SaId> = self.reader.known_ids().collect();
         for id in ids {
             if let Ok(p) = self.reader.read(id) {
