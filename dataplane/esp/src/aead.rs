@@ -13,6 +13,9 @@
 //! Software backends: the pure-Rust `aes-gcm`/`chacha20poly1305` crates
 //! ([`Backend::RustCrypto`]) and `ring` ([`Backend::Ring`], the faster one
 //! by measurement, see `Backend::FASTEST`). All produce identical bytes.
+//! `ring` has no AES-192-GCM (its `aead` module offers AES-128/256-GCM and
+//! ChaCha20-Poly1305 only): an AES-192 SA asked of ring is keyed on
+//! RustCrypto, and [`SoftAead::backend`] says so.
 
 use crate::suite::{Cipher, Suite, ICV_LEN, NONCE_LEN};
 
@@ -198,8 +201,12 @@ impl core::fmt::Display for KeyError {
 
 impl std::error::Error for KeyError {}
 
+/// RFC 4106 with a 192-bit key (aes-gcm names only the 128 and 256-bit types).
+type Aes192Gcm = aes_gcm::AesGcm<aes::Aes192, aes_gcm::aead::consts::U12>;
+
 enum Imp {
     RcAes128(Box<aes_gcm::Aes128Gcm>),
+    RcAes192(Box<Aes192Gcm>),
     RcAes256(Box<aes_gcm::Aes256Gcm>),
     RcChaCha(Box<chacha20poly1305::ChaCha20Poly1305>),
     Ring(Box<ring::aead::LessSafeKey>),
@@ -222,16 +229,24 @@ impl core::fmt::Debug for SoftAead {
 }
 
 impl SoftAead {
-    /// Key an AEAD for `suite` (the key without the salt).
+    /// Key an AEAD for `suite` (the key without the salt). AES-192-GCM is
+    /// keyed on RustCrypto whatever `backend` says (ring has none).
     pub fn new(backend: Backend, suite: Suite, key: &[u8]) -> Result<Self, KeyError> {
         use aes_gcm::KeyInit;
         if key.len() != suite.key_len() {
             return Err(KeyError);
         }
+        let backend = match suite.cipher {
+            Cipher::Aes192Gcm => Backend::RustCrypto,
+            _ => backend,
+        };
         let imp = match backend {
             Backend::RustCrypto => match suite.cipher {
                 Cipher::Aes128Gcm => Imp::RcAes128(Box::new(
                     aes_gcm::Aes128Gcm::new_from_slice(key).map_err(|_| KeyError)?,
+                )),
+                Cipher::Aes192Gcm => Imp::RcAes192(Box::new(
+                    Aes192Gcm::new_from_slice(key).map_err(|_| KeyError)?,
                 )),
                 Cipher::Aes256Gcm => Imp::RcAes256(Box::new(
                     aes_gcm::Aes256Gcm::new_from_slice(key).map_err(|_| KeyError)?,
@@ -246,6 +261,8 @@ impl SoftAead {
                     Cipher::Aes128Gcm => &ring::aead::AES_128_GCM,
                     Cipher::Aes256Gcm => &ring::aead::AES_256_GCM,
                     Cipher::ChaCha20Poly1305 => &ring::aead::CHACHA20_POLY1305,
+                    // Mapped to RustCrypto above.
+                    Cipher::Aes192Gcm => return Err(KeyError),
                 };
                 Imp::Ring(Box::new(ring::aead::LessSafeKey::new(
                     ring::aead::UnboundKey::new(alg, key).map_err(|_| KeyError)?,
@@ -259,6 +276,8 @@ impl SoftAead {
         })
     }
 
+    /// The backend doing the work (RustCrypto for AES-192-GCM, whatever
+    /// was asked).
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -284,6 +303,7 @@ impl SoftAead {
         }
         match &self.imp {
             Imp::RcAes128(c) => rc!(c),
+            Imp::RcAes192(c) => rc!(c),
             Imp::RcAes256(c) => rc!(c),
             Imp::RcChaCha(c) => rc!(c),
             Imp::Ring(k) => {
@@ -317,6 +337,9 @@ impl SoftAead {
                 let tag = aes_gcm::Tag::clone_from_slice(&icv[..ICV_LEN]);
                 match imp {
                     Imp::RcAes128(c) => c
+                        .decrypt_in_place_detached((&op.nonce).into(), op.aad(), text, &tag)
+                        .is_ok(),
+                    Imp::RcAes192(c) => c
                         .decrypt_in_place_detached((&op.nonce).into(), op.aad(), text, &tag)
                         .is_ok(),
                     Imp::RcAes256(c) => c
@@ -366,6 +389,7 @@ mod tests {
     fn every_backend_gives_identical_bytes() {
         for suite in [
             Suite::AES128_GCM_16,
+            Suite::AES192_GCM_16,
             Suite::AES256_GCM_16,
             Suite::CHACHA20_POLY1305,
         ] {
@@ -412,6 +436,19 @@ mod tests {
             a.open(&mut jobs);
             assert!(!jobs[0].ok, "{b:?}");
         }
+    }
+
+    #[test]
+    fn aes192_gcm_on_ring_is_done_by_rustcrypto_and_says_so() {
+        let a = SoftAead::new(Backend::Ring, Suite::AES192_GCM_16, &[7; 24]).unwrap();
+        assert_eq!(a.backend(), Backend::RustCrypto);
+        assert_eq!(a.backend_name(), "rustcrypto");
+        let b = SoftAead::new(Backend::Ring, Suite::AES256_GCM_16, &[7; 32]).unwrap();
+        assert_eq!(b.backend(), Backend::Ring);
+        assert_eq!(
+            SoftAead::new(Backend::Ring, Suite::AES192_GCM_16, &[7; 16]).err(),
+            Some(KeyError)
+        );
     }
 
     #[test]
