@@ -16,6 +16,14 @@
 //! `ring` has no AES-192-GCM (its `aead` module offers AES-128/256-GCM and
 //! ChaCha20-Poly1305 only): an AES-192 SA asked of ring is keyed on
 //! RustCrypto, and [`SoftAead::backend`] says so.
+//!
+//! Every key schedule lives in a [`WipeBox`]: when the SA dies its whole
+//! allocation is zeroed, which neither library does itself (ring's key
+//! types have no `Drop`; aes-gcm's GHASH key sits in a `polyval` union
+//! that is never dropped on x86-64). Copies made while keying, on the
+//! stack before the move into the box, are not reached.
+
+use wipe::WipeBox;
 
 use crate::suite::{Cipher, Suite, ICV_LEN, NONCE_LEN};
 
@@ -205,11 +213,11 @@ impl std::error::Error for KeyError {}
 type Aes192Gcm = aes_gcm::AesGcm<aes::Aes192, aes_gcm::aead::consts::U12>;
 
 enum Imp {
-    RcAes128(Box<aes_gcm::Aes128Gcm>),
-    RcAes192(Box<Aes192Gcm>),
-    RcAes256(Box<aes_gcm::Aes256Gcm>),
-    RcChaCha(Box<chacha20poly1305::ChaCha20Poly1305>),
-    Ring(Box<ring::aead::LessSafeKey>),
+    RcAes128(WipeBox<aes_gcm::Aes128Gcm>),
+    RcAes192(WipeBox<Aes192Gcm>),
+    RcAes256(WipeBox<aes_gcm::Aes256Gcm>),
+    RcChaCha(WipeBox<chacha20poly1305::ChaCha20Poly1305>),
+    Ring(WipeBox<ring::aead::LessSafeKey>),
 }
 
 /// A software AEAD for one SA, selected at runtime by [`Backend`].
@@ -242,16 +250,16 @@ impl SoftAead {
         };
         let imp = match backend {
             Backend::RustCrypto => match suite.cipher {
-                Cipher::Aes128Gcm => Imp::RcAes128(Box::new(
+                Cipher::Aes128Gcm => Imp::RcAes128(WipeBox::new(
                     aes_gcm::Aes128Gcm::new_from_slice(key).map_err(|_| KeyError)?,
                 )),
-                Cipher::Aes192Gcm => Imp::RcAes192(Box::new(
+                Cipher::Aes192Gcm => Imp::RcAes192(WipeBox::new(
                     Aes192Gcm::new_from_slice(key).map_err(|_| KeyError)?,
                 )),
-                Cipher::Aes256Gcm => Imp::RcAes256(Box::new(
+                Cipher::Aes256Gcm => Imp::RcAes256(WipeBox::new(
                     aes_gcm::Aes256Gcm::new_from_slice(key).map_err(|_| KeyError)?,
                 )),
-                Cipher::ChaCha20Poly1305 => Imp::RcChaCha(Box::new(
+                Cipher::ChaCha20Poly1305 => Imp::RcChaCha(WipeBox::new(
                     chacha20poly1305::ChaCha20Poly1305::new_from_slice(key)
                         .map_err(|_| KeyError)?,
                 )),
@@ -264,7 +272,7 @@ impl SoftAead {
                     // Mapped to RustCrypto above.
                     Cipher::Aes192Gcm => return Err(KeyError),
                 };
-                Imp::Ring(Box::new(ring::aead::LessSafeKey::new(
+                Imp::Ring(WipeBox::new(ring::aead::LessSafeKey::new(
                     ring::aead::UnboundKey::new(alg, key).map_err(|_| KeyError)?,
                 )))
             }

@@ -184,7 +184,8 @@ impl Suite {
     }
 }
 
-/// Key material for one direction of a Child SA: key | salt. Zeroed on drop.
+/// Key material for one direction of a Child SA: key | salt. Zeroed on drop
+/// (volatile writes, `zeroize`); its `Debug` shows only the length.
 #[derive(Clone)]
 pub struct Keymat {
     bytes: [u8; 36],
@@ -225,10 +226,11 @@ impl core::fmt::Debug for Keymat {
 
 impl Drop for Keymat {
     fn drop(&mut self) {
-        self.bytes.iter_mut().for_each(|b| *b = 0);
-        core::hint::black_box(&self.bytes);
+        zeroize::Zeroize::zeroize(&mut self.bytes);
     }
 }
+
+impl zeroize::ZeroizeOnDrop for Keymat {}
 
 #[cfg(test)]
 mod tests {
