@@ -1017,10 +1017,7 @@ impl<'a, 'p> Worker<'a, 'p> {
                         Err(r) => drops[r.index()] += 1,
                     }
                 }
-                match &mb.imb {
-                    Some(key) => batch.seal_imb(key),
-                    None => batch.process(&mb.session),
-                }
+                mb.seal_batch(&mut batch)
             }
             _ => {
                 let mut seq = first;

@@ -41,12 +41,10 @@ pub struct CryptoOp {
 }
 
 impl CryptoOp {
-    pub(crate) fn new(
-        nonce: [u8; NONCE_LEN],
-        aad_in: &[u8],
-        text_off: usize,
-        text_len: usize,
-    ) -> Self {
+    /// An op over `text_len` octets at `text_off`, the ICV right after
+    /// them; `aad_in` is at most 12 octets (longer is cut to 12).
+    pub fn new(nonce: [u8; NONCE_LEN], aad_in: &[u8], text_off: usize, text_len: usize) -> Self {
+        let aad_in = &aad_in[..aad_in.len().min(12)];
         let mut aad = [0u8; 12];
         aad[..aad_in.len()].copy_from_slice(aad_in);
         Self {
