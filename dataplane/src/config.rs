@@ -258,6 +258,9 @@ pub enum Mode {
 pub enum SuiteName {
     #[serde(rename = "aes-128-gcm")]
     Aes128Gcm,
+    /// RFC 4106 with a 192-bit key.
+    #[serde(rename = "aes-192-gcm")]
+    Aes192Gcm,
     #[serde(rename = "aes-256-gcm")]
     Aes256Gcm,
     #[serde(rename = "chacha20-poly1305")]
@@ -269,6 +272,7 @@ impl SuiteName {
     pub fn key_len(self) -> usize {
         match self {
             SuiteName::Aes128Gcm => 16,
+            SuiteName::Aes192Gcm => 24,
             SuiteName::Aes256Gcm | SuiteName::Chacha20Poly1305 => 32,
         }
     }
@@ -581,6 +585,19 @@ ike:
         let e = Config::from_yaml(&text).unwrap_err();
         assert_eq!(e.path, "dataplane.static_sas[0].key");
         assert!(e.msg.contains("4-byte salt"), "{e}");
+    }
+
+    #[test]
+    fn aes_192_gcm_takes_a_24_byte_key_and_its_salt() {
+        let text = GOOD.replace("spi: 5\n", "spi: 4101\n").replace("aes-128-gcm", "aes-192-gcm");
+        let e = Config::from_yaml(&text).unwrap_err();
+        assert_eq!(e.path, "dataplane.static_sas[0].key");
+        assert!(e.msg.contains("needs 24 key bytes and a 4-byte salt (28)"), "{e}");
+        let c = Config::from_yaml(&text.replace(":de:ad:be:ef\"", ":00:01:02:03:04:05:06:07:de:ad:be:ef\"")).unwrap();
+        let sa = &c.dataplane.static_sas[0];
+        assert_eq!((sa.suite, sa.key_and_salt().len()), (SuiteName::Aes192Gcm, 28));
+        let slot = crate::statics::slot_params(0, sa);
+        assert_eq!(crate::pipeline::esp_params(&slot).unwrap().suite, esp::Suite::AES192_GCM_16);
     }
 
     #[test]
