@@ -298,7 +298,7 @@ pub struct StaticSa {
     pub direction: Direction,
     pub suite: SuiteName,
     /// Key then 4-byte salt, hex (colons allowed, as ipsec-secgw writes them).
-    pub key: String,
+    pub key: HexKey,
     #[serde(default = "tunnel")]
     pub mode: Mode,
     /// Outer source and destination: the tunnel endpoints, or in transport
@@ -326,6 +326,31 @@ pub struct StaticSa {
     /// Inner prefixes of our side (at most 2; default: any address).
     #[serde(default)]
     pub local_selectors: Vec<String>,
+}
+
+/// A static SA's key and salt as written in the file: printed as
+/// `[redacted]` by `Debug`, zeroed when dropped.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct HexKey(String);
+
+impl std::ops::Deref for HexKey {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for HexKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Drop for HexKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
 }
 
 fn tunnel() -> Mode {
@@ -360,9 +385,10 @@ impl std::str::FromStr for Prefix {
 }
 
 impl StaticSa {
-    /// Key and salt bytes (validated at load).
-    pub fn key_and_salt(&self) -> Vec<u8> {
-        hex::decode(self.key.replace(':', "")).unwrap_or_default()
+    /// Key and salt bytes (validated at load), zeroed when dropped.
+    pub fn key_and_salt(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        let hex_digits = zeroize::Zeroizing::new(self.key.replace(':', ""));
+        zeroize::Zeroizing::new(hex::decode(&*hex_digits).unwrap_or_default())
     }
 
     /// The remote-side prefixes (validated at load).
@@ -473,8 +499,10 @@ impl StaticSa {
         if self.spi < 256 {
             return Err(err(format!("{path}.spi"), format!("{} is reserved (RFC 4303 §2.1: SPIs 0-255)", self.spi)));
         }
-        let key = hex::decode(self.key.replace(':', ""))
-            .map_err(|e| err(format!("{path}.key"), format!("not hex: {e}")))?;
+        let hex_digits = zeroize::Zeroizing::new(self.key.replace(':', ""));
+        let key = zeroize::Zeroizing::new(
+            hex::decode(&*hex_digits).map_err(|e| err(format!("{path}.key"), format!("not hex: {e}")))?,
+        );
         let want = self.suite.key_len() + 4;
         if key.len() != want {
             return Err(err(
@@ -555,6 +583,16 @@ ike:
         let e = with("spi: 5\n", "spi: 5\n").unwrap_err();
         assert_eq!(e.path, "dataplane.static_sas[0].spi");
         assert!(e.msg.contains("reserved"), "{e}");
+    }
+
+    #[test]
+    fn a_static_sa_never_prints_its_key() {
+        let c = with("spi: 5\n", "spi: 0x1005\n").unwrap();
+        let text = format!("{:?} {:#?}", c.dataplane.static_sas[0], c);
+        for needle in ["2b:7e", "2b7e", "de:ad:be:ef", "deadbeef"] {
+            assert!(!text.contains(needle), "`{needle}` in {text}");
+        }
+        assert!(text.contains("key: [redacted]"), "{text}");
     }
 
     #[test]

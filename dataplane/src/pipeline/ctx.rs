@@ -4,6 +4,11 @@
 //! An inbound SA gets a context (crypto and replay window) only on its
 //! owner worker (slot % workers); on the others it is [`SaCtx::Foreign`]
 //! and its packets are handed to the owner.
+//!
+//! Keys: the AEAD holds the only key a context needs (wiped when it dies,
+//! see `crate::crypto`); the slot record an inbound context keeps for its
+//! selectors has its key and salt zeroed first, and every transient copy
+//! of a record (the journal's batch of changes, a read) is wiped after use.
 
 use std::net::IpAddr;
 
@@ -18,6 +23,7 @@ pub(super) enum SaCtx {
     /// `tunnel_dst`: the outer destination of a tunnel-mode SA (known once,
     /// not parsed back out of every packet).
     Out { sa: Box<OutboundSa>, aead: Aead, esn: bool, tunnel_dst: Option<IpAddr> },
+    /// `params`: the slot record for the selector check, key and salt zeroed.
     In { sa: Box<InboundSa>, aead: Aead, params: Box<SlotParams> },
     /// Inbound SA owned by another worker.
     Foreign,
@@ -29,7 +35,7 @@ pub(super) enum SaCtx {
 pub fn esp_params(p: &SlotParams) -> Result<esp::SaParams, &'static str> {
     let suite = Suite::from_transform(esp::TransformId(p.transform.0), Some(u16::from(p.key_len) * 8))
         .ok_or("transform or key length not supported by the ESP engine")?;
-    let mut keymat = [0u8; sa_table::MAX_KEY_BYTES + sa_table::SALT_BYTES];
+    let mut keymat = zeroize::Zeroizing::new([0u8; sa_table::MAX_KEY_BYTES + sa_table::SALT_BYTES]);
     let k = p.key();
     keymat[..k.len()].copy_from_slice(k);
     keymat[k.len()..k.len() + 4].copy_from_slice(&p.salt);
@@ -72,7 +78,9 @@ impl Worker<'_, '_> {
                     Ok(SaCtx::Out { sa: Box::new(sa), aead, esn: e.esn, tunnel_dst })
                 } else {
                     let sa = InboundSa::new(&e).map_err(|_| "SA parameters refused")?;
-                    Ok(SaCtx::In { sa: Box::new(sa), aead, params: Box::new(*p) })
+                    let mut kept = *p;
+                    kept.wipe_key();
+                    Ok(SaCtx::In { sa: Box::new(sa), aead, params: Box::new(kept) })
                 }
             }) {
                 Ok(c) => c,
@@ -102,21 +110,28 @@ impl Worker<'_, '_> {
             });
             n += 1;
         });
+        if !overflow {
+            for c in changes.iter().take(n) {
+                match c {
+                    Some((id, Some(p))) => self.install(*id, p),
+                    Some((id, None)) => {
+                        if let Some(s) = self.sas.get_mut(id.slot() as usize) {
+                            *s = None;
+                        }
+                    }
+                    None => {}
+                }
+            }
+        }
+        // The copies hold keys: wiped in place before the array dies.
+        for (_, p) in changes.iter_mut().flatten() {
+            if let Some(p) = p {
+                p.wipe_key();
+            }
+        }
         if overflow {
             // More changes than fit: rebuild every context from the indexes.
             self.rebuild_contexts();
-            return;
-        }
-        for c in changes.iter_mut().take(n) {
-            match c.take() {
-                Some((id, Some(p))) => self.install(id, &p),
-                Some((id, None)) => {
-                    if let Some(s) = self.sas.get_mut(id.slot() as usize) {
-                        *s = None;
-                    }
-                }
-                None => {}
-            }
         }
     }
 
@@ -126,8 +141,9 @@ impl Worker<'_, '_> {
         }
         let ids: Vec<SaId> = self.reader.known_ids().collect();
         for id in ids {
-            if let Ok(p) = self.reader.read(id) {
+            if let Ok(mut p) = self.reader.read(id) {
                 self.install(id, &p);
+                p.wipe_key();
             }
         }
     }
