@@ -186,7 +186,7 @@ impl SaParams {
 }
 
 /// Constants shared by both directions, computed once. The salt is KEYMAT
-/// (RFC 4106 §8.1): `Debug` leaves it out.
+/// (RFC 4106 §8.1): `Debug` leaves it out and it is zeroed on drop.
 #[derive(Clone)]
 pub(crate) struct SaConsts {
     pub spi: u32,
@@ -208,6 +208,12 @@ impl core::fmt::Debug for SaConsts {
             .field("esn", &self.esn)
             .field("esp_hdr_len", &self.esp_hdr_len)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SaConsts {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.salt);
     }
 }
 
