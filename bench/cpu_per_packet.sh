@@ -11,7 +11,12 @@
 # time of its one lcore between its per-second statistics prints) with
 # BACKEND secgw-lookaside or secgw-cpu-crypto.
 #
-# usage: bench/cpu_per_packet.sh SIZE SECONDS [BACKEND]   (env: CPU, default 1; BIN; ANCHOR)
+# DIR=in measures esprit's inbound instead, on compare.sh's inbound harness
+# (the same pcap sealed by esprit into an ESP capture, replayed forever
+# into the outside port, inside to net_null; anti-replay off, as a replayed
+# capture repeats its sequence numbers): CPU time per packet decrypted.
+#
+# usage: bench/cpu_per_packet.sh SIZE SECONDS [BACKEND]   (env: CPU, default 1; BIN; ANCHOR; DIR=out|in)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
@@ -59,8 +64,30 @@ fi
 work=$(mktemp -d /tmp/esprit-cpp.XXXXXX)
 tag=cpp-$$
 trap 'rm -rf "$work" /var/run/dpdk/esprit-bench-$tag /var/run/dpdk/secgw-cpp-$$; rm -f /dev/shm/esprit-bench-$tag' EXIT
+dir=${DIR:-out}
+template=outbound-pcap-null counted='tx outside'
+if [[ $dir == in ]]; then
+  # The ESP capture: the anchor's traffic sealed by this binary (as compare.sh does).
+  cat >"$work/seal.yaml" <<EOT
+dataplane:
+  eal_args: ["-l", "$cpu", "--no-huge", "-m", "512", "--no-pci", "--file-prefix", "esprit-bench-$tag-seal", "--log-level", "lib.eal:error"]
+  ports:
+    inside: { device: "net_pcap0,rx_pcap=$pcap" }
+    outside: { device: "net_pcap1,rx_pcap=$pcap,tx_pcap=$work/esp.pcap" }
+  addresses: { outside: [172.16.1.5], inside: [192.168.5.254] }
+  neighbours: [ { ip: 172.16.2.5, mac: "02:00:00:00:00:02" } ]
+  sa_table: { path: /dev/shm/esprit-bench-$tag-seal, capacity: 16 }
+  static_sas:
+    - { spi: 0x1005, direction: out, suite: aes-128-gcm, key: "2b7e151628aed2a6abf7158809cf4f3cdeadbeef",
+        src: 172.16.1.5, dst: 172.16.2.5, selectors: ["192.168.105.0/24"] }
+metrics: { listen: null }
+EOT
+  "$bin" --config "$work/seal.yaml" --idle-exit-ms 300 >/dev/null 2>&1
+  rm -rf /dev/shm/esprit-bench-$tag-seal /var/run/dpdk/esprit-bench-$tag-seal
+  pcap=$work/esp.pcap template=inbound-pcap-null counted='tx outside [0-9]* inside'
+fi
 sed -e "s|@TXQ@|,tx_pcap=/dev/null|g; s|@CPU@|$cpu|g; s|@EALCPU@|$cpu|g; s|@CPUS@|$cpu|g; s|@TAG@|$tag|g; s|@WORKERS@|1|g; s|@BACKEND@|$backend|g; s|@PCAP@|$pcap|g" \
-  "$here/configs/outbound-pcap-null.yaml.in" >"$work/c.yaml"
+  "$here/configs/$template.yaml.in" >"$work/c.yaml"
 "$bin" --config "$work/c.yaml" --stats-ms 1000 >"$work/out" 2>"$work/err" &
 pid=$!
 tid=
@@ -73,5 +100,5 @@ done
 sleep "$secs"
 ns=$(awk '{print $1}' "/proc/$pid/task/$tid/schedstat")
 kill -TERM "$pid"; wait "$pid" || true
-pkts=$(grep -o 'tx outside [0-9]*' "$work/out" | awk '{print $3}')
-/usr/bin/python3 -c "print('size $size $backend: %d packets, worker %.1f CPU-ns/packet (%.2f Mpps per CPU-second)' % ($pkts, $ns/$pkts, $pkts*1e3/$ns))"
+pkts=$(grep -o "$counted [0-9]*" "$work/out" | awk '{print $NF}')
+/usr/bin/python3 -c "print('size $size $backend $dir: %d packets, worker %.1f CPU-ns/packet (%.2f Mpps per CPU-second)' % ($pkts, $ns/$pkts, $pkts*1e3/$ns))"

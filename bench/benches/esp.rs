@@ -6,13 +6,20 @@
 //! Run: `cargo bench -p esprit-bench --bench esp` (about 30-60 s).
 //! Open measurements include restoring the sealed packet (a memcpy) in both
 //! columns, so it cancels out of the framing column.
+//!
+//! Then the replay window alone: check + mark per packet in bursts of 32,
+//! with and without the per-burst save to an SA-table-like store (T and 64
+//! atomic words, a release fence after T, as the dataplane's `TableWindow`).
+//! `ESP_BENCH_ONLY=replay` runs only that.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{fence, AtomicU64, Ordering::Relaxed, Ordering::Release};
+
 use esp::{
     open_burst, seal_burst, soft_aead, AeadJob, Backend, BatchAead, CryptoOp, DropReason,
-    InboundSa, Mode, OutboundSa, PktBuf, SaParams, Suite,
+    InboundSa, Mode, OutboundSa, PktBuf, ReplayStore, ReplayWindow, SaParams, Suite,
 };
 
 const BURST: usize = 32;
@@ -206,9 +213,65 @@ fn inb_prepare(prm: &SaParams, pkt: &[u8]) -> CryptoOp {
         .op
 }
 
+/// The SA table's replay storage, as the dataplane writes it.
+struct AtomicImage {
+    top: AtomicU64,
+    words: [AtomicU64; 64],
+}
+
+impl ReplayStore for &AtomicImage {
+    const WORDS: usize = 64;
+    fn load_top(&self) -> u64 {
+        self.top.load(Relaxed)
+    }
+    fn load_word(&self, i: usize) -> u64 {
+        self.words[i].load(Relaxed)
+    }
+    fn store_top(&mut self, top: u64) {
+        self.top.store(top, Relaxed);
+        fence(Release);
+    }
+    fn store_word(&mut self, i: usize, bits: u64) {
+        self.words[i].store(bits, Relaxed);
+    }
+}
+
+/// ns per packet of check + mark over bursts of 32 (in order, or each
+/// burst's numbers reversed), with or without a save after each burst.
+fn bench_replay(save: bool, reversed: bool) -> f64 {
+    let img = AtomicImage { top: AtomicU64::new(0), words: std::array::from_fn(|_| AtomicU64::new(0)) };
+    let mut w = ReplayWindow::new(1024, true);
+    w.restore(&&img);
+    let mut next = 1u64;
+    time_burst(|| {
+        for k in 0..BURST as u64 {
+            let seq = if reversed { next + BURST as u64 - 1 - k } else { next + k };
+            let s = w.check(black_box(seq as u32)).unwrap();
+            w.mark(s).unwrap();
+        }
+        next += BURST as u64;
+        if save {
+            w.save(&mut &img);
+        }
+    })
+}
+
 fn main() {
     // `cargo bench` passes --bench; ignore arguments.
     let started = Instant::now();
+    if std::env::var("ESP_BENCH_ONLY").as_deref() != Ok("replay") {
+        bench_table();
+    }
+    println!("replay window 1024, ESN, bursts of {BURST}; ns per packet");
+    println!("{:<10} {:>10} {:>14} {:>6}", "order", "check+mark", "+ save/burst", "save");
+    for reversed in [false, true] {
+        let (a, b) = (bench_replay(false, reversed), bench_replay(true, reversed));
+        println!("{:<10} {:>10.2} {:>14.2} {:>6.2}", if reversed { "reversed" } else { "in order" }, a, b, b - a);
+    }
+    println!("done in {:.1} s", started.elapsed().as_secs_f64());
+}
+
+fn bench_table() {
     println!("ESP seal/open, bursts of {BURST}, tunnel mode IPv4, no ESN; ns per packet; GB/s of inner packet");
     println!(
         "{:<11} {:<21} {:>5} | {:>9} {:>9} {:>8} {:>6} | {:>9} {:>9} {:>8} {:>6}",
@@ -251,5 +314,4 @@ fn main() {
             }
         }
     }
-    println!("done in {:.1} s", started.elapsed().as_secs_f64());
 }

@@ -316,6 +316,9 @@ pub struct StaticSa {
     pub iiv: bool,
     #[serde(default = "default_window")]
     pub replay_window: u32,
+    /// Outbound: the first sequence number sent. Inbound: the first one
+    /// expected from the peer (the receive window starts just before it,
+    /// so with ESN the high half is inferred from there). 0 or 1: a new SA.
     #[serde(default)]
     pub initial_seq: u64,
     /// Inner prefixes of the remote side (at most 2): outbound, the

@@ -36,7 +36,7 @@ pub use inbound::{
     classify, classify_with_port, open_burst, Decapsulated, EspLocation, InboundOp, InboundSa,
 };
 pub use outbound::{seal_burst, Framed, OutboundOp, OutboundSa, FAST_V4_HEADROOM};
-pub use replay::ReplayWindow;
+pub use replay::{ReplayStore, ReplayWindow};
 pub use sa::{IvPolicy, Mode, SaError, SaParams, TfcPadding, UdpEncap, MAX_REPLAY_WINDOW};
 pub use seq::{reserve_on, SaEvent, SeqCounter, SeqGrant};
 pub use suite::{Cipher, Keymat, Suite, TransformId};

@@ -8,6 +8,23 @@
 //! the ICV verified (RFC 4303 §3.4.3: "the receive window is updated only if
 //! the integrity verification succeeds"). `mark` re-checks, so two copies of
 //! one packet in the same burst cannot both pass.
+//!
+//! Persistence ([`ReplayStore`]): a window is saved to a store of T and a
+//! fixed number of 64-bit words (the SA table's dataplane-owned lines) with
+//! [`ReplayWindow::save`], once per burst, writing only T (if it moved) and
+//! the words that changed; [`ReplayWindow::restore`] rebuilds a window from
+//! it. Guarantees:
+//! * A window restored from a store never accepts a sequence number that
+//!   the saved window had accepted before its last complete save, whatever
+//!   its size, and whatever the window size of the restored one; nor after
+//!   a save cut short at any store (a process killed mid-save), since T is
+//!   stored before the words.
+//! * Only the newest `WORDS` blocks (64 × `WORDS` numbers ending with T's
+//!   block) are stored; everything older counts as seen after a restore.
+//!   That is conservative: a late packet more than 64 × (`WORDS` - 1)
+//!   numbers behind T may be dropped after a restart; a replay is never
+//!   accepted. A window of at most 64 × (`WORDS` - 1) + 1 packets is
+//!   restored exactly from a complete save.
 
 use crate::DropReason;
 
@@ -21,9 +38,34 @@ pub struct ReplayWindow {
     top: u64,
     blocks: Box<[u64]>,
     mask: u64,
+    /// T at the last [`ReplayWindow::save`] or restore.
+    saved_top: u64,
+    /// Lowest block marked since then ([`CLEAN`]: none).
+    dirty_lo: u64,
 }
 
 const BLOCK_BITS: u64 = 64;
+/// `dirty_lo` when no block changed since the last save.
+const CLEAN: u64 = u64::MAX;
+
+/// Where a window is kept across context rebuilds, restarts and owner
+/// changes: T and `WORDS` 64-bit words. Word `b % WORDS` holds block `b`
+/// (sequence numbers `64 b .. 64 b + 63`, bit `seq % 64`) for the `WORDS`
+/// blocks ending with T's block; a set bit is a number seen (or assumed
+/// seen), and every number of an older block counts as seen.
+pub trait ReplayStore {
+    /// 64-bit words of bitmap the store keeps (at least 1).
+    const WORDS: usize;
+    fn load_top(&self) -> u64;
+    fn load_word(&self, i: usize) -> u64;
+    /// Comes first in a save, before any of its `store_word`s. A store in
+    /// memory another process reads after a crash must not let those words
+    /// land before T (a release fence after this store): old words under a
+    /// new T only look more seen, new words under an old T could alias
+    /// blocks the old T still covers and open them to replays.
+    fn store_top(&mut self, top: u64);
+    fn store_word(&mut self, i: usize, bits: u64);
+}
 
 impl ReplayWindow {
     /// A window of `size` packets; `esn` selects 64-bit sequence numbers.
@@ -40,6 +82,9 @@ impl ReplayWindow {
             top: 0,
             blocks: vec![0; m as usize].into_boxed_slice(),
             mask: m - 1,
+            saved_top: 0,
+            // Anti-replay off keeps no bits: its first save stores "all seen".
+            dirty_lo: if size == 0 { 0 } else { CLEAN },
         }
     }
 
@@ -130,14 +175,86 @@ impl ReplayWindow {
             self.top = seq;
         }
         self.blocks[((seq / BLOCK_BITS) & self.mask) as usize] |= 1 << (seq % BLOCK_BITS);
+        self.dirty_lo = self.dirty_lo.min(seq / BLOCK_BITS);
         Ok(())
     }
 
-    /// Restore T after a restart or for tests (the bitmap starts empty, so
-    /// everything left of T counts as unseen-but-inside).
+    /// Start the window at T = `top` with an empty bitmap (everything left
+    /// of T counts as unseen-but-inside): a new SA whose peer starts at
+    /// `top + 1`, or tests. The next save writes the whole image.
     pub fn set_top(&mut self, top: u64) {
         self.top = top;
         self.blocks.iter_mut().for_each(|b| *b = 0);
+        self.dirty_lo = 0;
+    }
+
+    /// Block `b` (at most T's block) as the store keeps it: the ring's bits,
+    /// or all seen once the ring has moved past it (it is left of the window).
+    fn image_block(&self, b: u64, top_block: u64) -> u64 {
+        if b + self.mask < top_block {
+            !0
+        } else {
+            self.blocks[(b & self.mask) as usize]
+        }
+    }
+
+    /// Write what changed since the last save to `store`: T if it moved,
+    /// then the words of the blocks marked or passed over since (a block
+    /// the ring no longer holds as all seen). In order, with 32 packets a
+    /// burst: T and one or two words. Nothing at all when nothing changed.
+    pub fn save<S: ReplayStore + ?Sized>(&mut self, store: &mut S) {
+        let moved = self.top != self.saved_top;
+        if !moved && self.dirty_lo == CLEAN {
+            return;
+        }
+        if moved {
+            store.store_top(self.top);
+        }
+        if self.size == 0 {
+            // No bits kept: any number up to T may have been accepted. Once
+            // stored as all seen, the words stay right as T moves on.
+            if self.dirty_lo != CLEAN {
+                (0..S::WORDS).for_each(|i| store.store_word(i, !0));
+            }
+        } else {
+            let words = S::WORDS.max(1) as u64;
+            let tb = self.top / BLOCK_BITS;
+            // The oldest block the store covers.
+            let floor = tb.saturating_sub(words - 1);
+            let mut lo = self.dirty_lo;
+            if moved {
+                // Blocks the top passed over (zeroed, maybe marked since).
+                // A block that left the ring keeps the word of its last save,
+                // which had every mark made before it (later ones are in
+                // `dirty_lo`'s range, stored as all seen).
+                lo = lo.min((self.saved_top / BLOCK_BITS).saturating_add(1));
+            }
+            for b in lo.max(floor)..=tb {
+                store.store_word((b % words) as usize, self.image_block(b, tb));
+            }
+        }
+        self.saved_top = self.top;
+        self.dirty_lo = CLEAN;
+    }
+
+    /// Rebuild the window from `store` (see [`ReplayStore`]): T, the stored
+    /// blocks the ring holds, everything older as seen.
+    pub fn restore<S: ReplayStore + ?Sized>(&mut self, store: &S) {
+        let top = store.load_top();
+        let words = S::WORDS.max(1) as u64;
+        let tb = top / BLOCK_BITS;
+        self.top = top;
+        self.blocks.iter_mut().for_each(|b| *b = !0);
+        for k in 0..(self.mask + 1).min(words) {
+            let Some(b) = tb.checked_sub(k) else { break };
+            self.blocks[(b & self.mask) as usize] = store.load_word((b % words) as usize);
+        }
+        // Nothing right of T has been seen (`mark` relies on it).
+        let bit = top % BLOCK_BITS;
+        let through_top = if bit == BLOCK_BITS - 1 { !0 } else { (1u64 << (bit + 1)) - 1 };
+        self.blocks[(tb & self.mask) as usize] &= through_top;
+        self.saved_top = top;
+        self.dirty_lo = if self.size == 0 { 0 } else { CLEAN };
     }
 }
 
@@ -204,5 +321,100 @@ mod tests {
         assert_eq!(w.check(0xffff_ffc4), Ok(0xffff_ffc4));
         // Left of the window it reads as the next epoch: the ICV then fails.
         assert_eq!(w.check(0xffff_ffc3), Ok(0x1_ffff_ffc3));
+    }
+
+    /// A store of `WORDS` words in memory, counting the words written.
+    struct Image<const N: usize> {
+        top: u64,
+        words: [u64; N],
+        stores: usize,
+    }
+
+    impl<const N: usize> ReplayStore for Image<N> {
+        const WORDS: usize = N;
+        fn load_top(&self) -> u64 {
+            self.top
+        }
+        fn load_word(&self, i: usize) -> u64 {
+            self.words[i]
+        }
+        fn store_top(&mut self, top: u64) {
+            self.top = top;
+        }
+        fn store_word(&mut self, i: usize, bits: u64) {
+            self.words[i] = bits;
+            self.stores += 1;
+        }
+    }
+
+    #[test]
+    fn a_restored_window_rejects_what_the_saved_one_accepted() {
+        let mut img = Image::<64> { top: 0, words: [0; 64], stores: 0 };
+        let mut w = ReplayWindow::new(1024, false);
+        for s in (1..=500u64).chain([700, 650, 900]) {
+            w.mark(s).unwrap();
+        }
+        w.save(&mut img);
+        let mut r = ReplayWindow::new(1024, false);
+        r.restore(&img);
+        assert_eq!(r.top(), 900);
+        for s in (1..=500u64).chain([700, 650, 900]) {
+            assert_eq!(r.check(s as u32), Err(DropReason::Replayed), "{s}");
+        }
+        // Numbers never seen inside the window are still welcome.
+        assert_eq!(r.check(501), Ok(501));
+        assert_eq!(r.check(899), Ok(899));
+        assert_eq!(r.check(901), Ok(901));
+    }
+
+    #[test]
+    fn a_burst_in_order_saves_the_top_and_a_word_or_two() {
+        let mut img = Image::<64> { top: 0, words: [0; 64], stores: 0 };
+        let mut w = ReplayWindow::new(1024, true);
+        let mut seq = 1u64;
+        for _ in 0..1000 {
+            img.stores = 0;
+            for _ in 0..32 {
+                w.mark(seq).unwrap();
+                seq += 1;
+            }
+            w.save(&mut img);
+            assert!(img.stores <= 3, "{} words written for one burst", img.stores);
+        }
+        img.stores = 0;
+        w.save(&mut img);
+        assert_eq!(img.stores, 0, "nothing changed, nothing written");
+    }
+
+    #[test]
+    fn numbers_older_than_the_stored_blocks_count_as_seen() {
+        // A 4-word store under a 1024-packet window: after a restore only the
+        // newest 4 blocks are known, the rest of the window is taken as seen.
+        let mut img = Image::<4> { top: 0, words: [0; 4], stores: 0 };
+        let mut w = ReplayWindow::new(1024, false);
+        w.mark(1000).unwrap();
+        w.save(&mut img);
+        let mut r = ReplayWindow::new(1024, false);
+        r.restore(&img);
+        // 1000 is in block 15: blocks 12..=15 are stored.
+        assert_eq!(r.check(768), Ok(768));
+        assert_eq!(r.check(767), Err(DropReason::Replayed));
+        assert_eq!(r.check(1000), Err(DropReason::Replayed));
+    }
+
+    #[test]
+    fn a_fresh_image_starts_the_window_at_its_top() {
+        // What the SA table's installer writes for a new inbound SA whose
+        // peer starts at 2^32 - 5 with ESN: T = 2^32 - 6, everything up to
+        // it seen.
+        let img = Image::<64> { top: (1 << 32) - 6, words: [!0; 64], stores: 0 };
+        let mut r = ReplayWindow::new(64, true);
+        r.restore(&img);
+        assert_eq!(r.check(0xffff_fffa), Err(DropReason::Replayed));
+        assert_eq!(r.check(0xffff_ffc8), Err(DropReason::Replayed));
+        assert_eq!(r.check(0xffff_fffb), Ok(0xffff_fffb));
+        assert_eq!(r.check(2), Ok(0x1_0000_0002));
+        r.mark(0x1_0000_0002).unwrap();
+        assert_eq!(r.check(2), Err(DropReason::Replayed));
     }
 }

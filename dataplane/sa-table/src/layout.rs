@@ -305,7 +305,10 @@ pub struct SaParams {
     pub checksum: u64,
     /// The control plane's own tag (IKE SA and Child SA ids), for reconciliation.
     pub cookie: u64,
-    /// First outbound sequence number to send (RFC 4303 §3.3.3: 1 for a new SA).
+    /// Outbound: the first sequence number to send (RFC 4303 §3.3.3: 1 for a new SA).
+    /// Inbound: the first one expected from the peer; the receive window starts with
+    /// T = `initial_seq - 1`, everything up to T taken as seen (0 and 1 both mean a
+    /// new SA). At most 2^32 - 1 without ESN.
     pub initial_seq: u64,
     pub lifetime: Lifetimes,
     pub spi: u32,
@@ -518,10 +521,13 @@ pub struct SaState {
     pub(crate) seq_exhausted: AtomicU64,
     _pad1: [u64; 4],
     pub(crate) drops: [AtomicU64; DROP_REASONS],
-    /// Highest sequence number accepted (64-bit, ESN-inferred); owner worker only.
+    /// T, the highest sequence number accepted (64-bit, ESN-inferred); set at install,
+    /// then owner worker only.
     pub(crate) replay_top: AtomicU64,
     _pad2: [u64; 7],
-    /// Replay bitmap storage, `MAX_REPLAY_WINDOW_PKTS` bits; owner worker only.
+    /// Replay bitmap storage, `MAX_REPLAY_WINDOW_PKTS` bits: word `b % REPLAY_WORDS`
+    /// holds block `b` (sequence numbers `64 b ..= 64 b + 63`) of the newest blocks up
+    /// to T's; all set at an inbound install, then owner worker only.
     pub(crate) replay_bitmap: [AtomicU64; REPLAY_WORDS],
 }
 

@@ -5,13 +5,20 @@
 //! worker (and the control plane, reading) may touch it concurrently without tearing
 //! a counter. A burst reserves its sequence numbers with one `fetch_add`, so two
 //! workers sending on the same SA never reuse a number (a nonce with RFC 8750 IIV).
-//! The replay window is plain storage: the `esp` crate owns the algorithm, and only
-//! the SA's owner worker may write it (RFC 4303 §3.4.3: update only after the ICV
-//! verified); others only read snapshots.
+//!
+//! The replay window is plain storage (the `esp` crate owns the algorithm and the
+//! meaning of the words, `esp::ReplayStore`): T and [`REPLAY_WORDS`] words, word
+//! `b % REPLAY_WORDS` holding block `b` of 64 sequence numbers. The writer sets it
+//! once, at install, inside the slot's write section (for an inbound SA T =
+//! `initial_seq - 1` and every bit set: nothing before `initial_seq` is accepted),
+//! so a reader that sees the SA sees its starting window. After that only the SA's
+//! owner worker writes it (RFC 4303 §3.4.3: after the ICV verified, once per burst,
+//! before the burst is sent); anyone may read it, and a restarted dataplane or a
+//! new owner resumes from it.
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::layout::{SaState, DROP_REASONS, REPLAY_WORDS};
+use crate::layout::{Direction, SaParams, SaState, DROP_REASONS, REPLAY_WORDS};
 
 /// The SA cannot send: the reservation would pass the last sequence number allowed
 /// (2^32 - 1 without ESN, 2^64 - 1 with; RFC 4303 §3.3.3, RFC 8750 §2).
@@ -88,7 +95,8 @@ impl SaState {
         std::array::from_fn(|i| self.drops[i].load(Relaxed))
     }
 
-    /// Highest accepted sequence number (64-bit). Written by the owner worker only.
+    /// T, the highest accepted sequence number (64-bit, ESN-inferred). Written by the
+    /// owner worker only.
     pub fn replay_top(&self) -> u64 {
         self.replay_top.load(Relaxed)
     }
@@ -108,10 +116,14 @@ impl SaState {
         self.replay_bitmap[i % REPLAY_WORDS].store(bits, Relaxed);
     }
 
-    /// Put the state back to "just installed". Writer only, inside the slot's write
-    /// section, so a reader that sees the new SA also sees the reset state.
-    pub(crate) fn reset(&self, initial_seq: u64) {
-        self.seq_next.store(initial_seq, Relaxed);
+    /// Put the state back to "just installed" for `p`. Writer only, inside the slot's
+    /// write section, so a reader that sees the new SA also sees the reset state: the
+    /// next outbound sequence number `p.initial_seq`; for an inbound SA a receive
+    /// window whose T is `p.initial_seq - 1` (the peer's first packet carries
+    /// `initial_seq`; 0 and 1 both mean a new SA, RFC 4303 §3.3.3), every number up
+    /// to T seen.
+    pub(crate) fn reset(&self, p: &SaParams) {
+        self.seq_next.store(p.initial_seq, Relaxed);
         self.pkts.store(0, Relaxed);
         self.bytes.store(0, Relaxed);
         self.last_use_secs.store(0, Relaxed);
@@ -119,9 +131,15 @@ impl SaState {
         for d in &self.drops {
             d.store(0, Relaxed);
         }
-        self.replay_top.store(0, Relaxed);
+        let inbound = p.direction == Direction::INBOUND;
+        let top = if inbound { p.initial_seq.saturating_sub(1) } else { 0 };
+        self.replay_top.store(top, Relaxed);
+        // Every number up to T counts as seen: the peer starts at initial_seq, and
+        // an operator who sets it to skip old traffic of a static key must not see
+        // that traffic replayed into the window.
+        let bits = if inbound { u64::MAX } else { 0 };
         for w in &self.replay_bitmap {
-            w.store(0, Relaxed);
+            w.store(bits, Relaxed);
         }
     }
 }

@@ -154,6 +154,11 @@ fn validate(p: &SaParams) -> Result<(), WriteError> {
             "outbound initial_seq must be at least 1 (RFC 4303 §3.3.3)",
         ));
     }
+    if !p.flags.contains(crate::SaFlags::ESN) && p.initial_seq > u64::from(u32::MAX) {
+        return Err(Invalid(
+            "initial_seq past 2^32 - 1 needs ESN (RFC 4303 §2.2)",
+        ));
+    }
     let lens = p.transform.key_lens();
     if lens.is_empty() {
         return Err(Invalid("unsupported transform (20, 28, 30 or 31)"));
@@ -497,7 +502,7 @@ impl Writer {
         // The dataplane state is reset inside the write section: a reader that sees
         // the new SA sees fresh counters and the initial sequence number with it.
         self.shm
-            .write_slot(slot, &rec, || state.reset(params.initial_seq));
+            .write_slot(slot, &rec, || state.reset(params));
         self.shm.journal_write(g, slot);
         self.shm.publish(g);
         self.installed[slot as usize] = g;

@@ -667,7 +667,7 @@ fn dataplane_counters_are_visible_to_the_writer_and_reset_on_reinstall() {
     st.count_drop(3);
     st.count_drop(999);
     st.set_replay_top(4095);
-    st.set_replay_word(63, u64::MAX);
+    st.set_replay_word(63, 0x5a5a);
     let ws = w.state(id).unwrap();
     assert_eq!(
         (ws.pkts(), ws.bytes(), ws.last_use_secs()),
@@ -675,7 +675,7 @@ fn dataplane_counters_are_visible_to_the_writer_and_reset_on_reinstall() {
     );
     let drops = ws.drops();
     assert_eq!((drops[3], drops[sa_table::DROP_REASONS - 1]), (1, 1));
-    assert_eq!((ws.replay_top(), ws.replay_word(63)), (4095, u64::MAX));
+    assert_eq!((ws.replay_top(), ws.replay_word(63)), (4095, 0x5a5a));
     w.delete(id).unwrap();
     r.poll_changes(|_| {});
     let id2 = w.install(&inbound(0xd001, 1)).unwrap();
@@ -688,9 +688,40 @@ fn dataplane_counters_are_visible_to_the_writer_and_reset_on_reinstall() {
             ws.replay_word(63),
             ws.drops()[3]
         ),
-        (0, 0, 0, 0, 0)
+        // A new inbound SA: T = initial_seq - 1 = 0, everything up to it seen.
+        (0, 0, 0, u64::MAX, 0)
     );
     assert_eq!(ws.seq_next(), 1);
+}
+
+/// The installer seeds the receive window: T = initial_seq - 1, every number up to
+/// it seen, visible with the SA itself (the state is reset inside the slot's write
+/// section); outbound SAs keep T at 0. Without ESN an initial_seq past 2^32 - 1 is
+/// refused.
+#[test]
+fn an_inbound_sa_s_window_starts_just_before_its_initial_seq() {
+    let t = TablePath::new("window_seed");
+    let mut w = Writer::create(t.path(), &cfg(4, 16)).unwrap();
+    let mut r = Reader::attach(t.path()).unwrap();
+    let mut p = inbound(0xd100, 1);
+    p.flags = SaFlags::ESN;
+    p.initial_seq = (1 << 32) - 5;
+    w.install(&p).unwrap();
+    let mut fresh = inbound(0xd101, 2);
+    fresh.initial_seq = 0;
+    w.install(&fresh).unwrap();
+    let out = w.install(&outbound(0xd102, 3, "10.0.0.0/8")).unwrap();
+    r.poll_changes(|_| {});
+    let st = r.state(r.lookup_inbound_spi(0xd100).unwrap()).unwrap();
+    assert_eq!(st.replay_top(), (1 << 32) - 6);
+    assert!((0..sa_table::REPLAY_WORDS).all(|i| st.replay_word(i) == u64::MAX));
+    let st = r.state(r.lookup_inbound_spi(0xd101).unwrap()).unwrap();
+    assert_eq!(st.replay_top(), 0, "initial_seq 0 is a new SA too");
+    let ws = w.state(out).unwrap();
+    assert_eq!((ws.replay_top(), ws.replay_word(0)), (0, 0), "outbound: no window");
+    let mut no_esn = inbound(0xd103, 4);
+    no_esn.initial_seq = 1 << 32;
+    assert!(matches!(w.install(&no_esn), Err(WriteError::Invalid(_))));
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //!
 //! An inbound SA gets a context (crypto and replay window) only on its
 //! owner worker (slot % workers); on the others it is [`SaCtx::Foreign`]
-//! and its packets are handed to the owner.
+//! and its packets are handed to the owner. Its window comes from the SA
+//! table, or from the context it replaces when that was the same SA with
+//! the same window (see `replay.rs`).
 //!
 //! Keys: the AEAD holds the only key a context needs (wiped when it dies,
 //! see `crate::crypto`); the slot record an inbound context keeps for its
@@ -15,6 +17,7 @@ use std::net::IpAddr;
 use esp::{InboundSa, OutboundSa, Suite};
 use sa_table::{Change, SaFlags, SaId, SaParams as SlotParams};
 
+use super::replay::TableWindow;
 use super::Worker;
 use crate::crypto::Aead;
 
@@ -24,7 +27,7 @@ pub(super) enum SaCtx {
     /// not parsed back out of every packet).
     Out { sa: Box<OutboundSa>, aead: Aead, esn: bool, tunnel_dst: Option<IpAddr> },
     /// `params`: the slot record for the selector check, key and salt zeroed.
-    In { sa: Box<InboundSa>, aead: Aead, params: Box<SlotParams> },
+    In { id: SaId, sa: Box<InboundSa>, aead: Aead, params: Box<SlotParams> },
     /// Inbound SA owned by another worker.
     Foreign,
     /// Parameters the ESP engine refused; its packets are dropped.
@@ -80,15 +83,34 @@ impl Worker<'_, '_> {
                     let sa = InboundSa::new(&e).map_err(|_| "SA parameters refused")?;
                     let mut kept = *p;
                     kept.wipe_key();
-                    Ok(SaCtx::In { sa: Box::new(sa), aead, params: Box::new(kept) })
+                    Ok(SaCtx::In { id, sa: Box::new(sa), aead, params: Box::new(kept) })
                 }
             }) {
                 Ok(c) => c,
                 Err(_) => SaCtx::Unusable,
             }
         };
-        if let Some(s) = self.sas.get_mut(id.slot() as usize) {
-            *s = Some(ctx);
+        let Some(s) = self.sas.get_mut(id.slot() as usize) else { return };
+        let old = s.replace(ctx);
+        if let Some(SaCtx::In { sa, .. }) = s {
+            match old {
+                // The same SA re-installed with the same window (a context
+                // rebuild, a re-read slot): the window goes on as it was.
+                Some(SaCtx::In { id: old_id, sa: mut old_sa, params: old_p, .. })
+                    if old_id == id
+                        && old_p.replay_window_pkts == p.replay_window_pkts
+                        && old_p.flags.contains(SaFlags::ESN) == p.flags.contains(SaFlags::ESN) =>
+                {
+                    std::mem::swap(sa.replay_mut(), old_sa.replay_mut());
+                }
+                // New to this worker (a start, an owner change) or a new
+                // window: from the table, where the owner left it.
+                _ => {
+                    if let Some(st) = self.reader.state(id) {
+                        sa.replay_mut().restore(&TableWindow(st));
+                    }
+                }
+            }
         }
     }
 
@@ -135,15 +157,24 @@ impl Worker<'_, '_> {
         }
     }
 
+    /// Every context again from the reader's indexes: the known SAs are
+    /// re-installed (an unchanged inbound SA keeps its window), the others
+    /// dropped.
     fn rebuild_contexts(&mut self) {
-        for s in self.sas.iter_mut() {
-            *s = None;
-        }
+        let mut installed = vec![false; self.sas.len()];
         let ids: Vec<SaId> = self.reader.known_ids().collect();
         for id in ids {
             if let Ok(mut p) = self.reader.read(id) {
                 self.install(id, &p);
                 p.wipe_key();
+                if let Some(i) = installed.get_mut(id.slot() as usize) {
+                    *i = true;
+                }
+            }
+        }
+        for (s, kept) in self.sas.iter_mut().zip(installed) {
+            if !kept {
+                *s = None;
             }
         }
     }

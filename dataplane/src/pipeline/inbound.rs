@@ -10,8 +10,9 @@
 //!    the ICV, RFC 4303 §3.4.3) → `open` (one AEAD call) → `deliver`
 //!    (window update only for authenticated packets, trailer, inner packet
 //!    against the SA's selectors, RFC 4301 §5.2, Ethernet to the inside
-//!    next hop) → `account` (per-SA and per-worker counters).
-//! 4. One TX burst inside.
+//!    next hop) → `save` (what the run changed in the window, into the SA
+//!    table: `replay.rs`) → `account` (per-SA and per-worker counters).
+//! 4. One TX burst inside, after every run's window is saved.
 
 use std::net::IpAddr;
 
@@ -22,6 +23,7 @@ use sa_table::{SaId, SaParams as SlotParams};
 
 use super::ctx::SaCtx;
 use super::link::{write_eth, HopCache};
+use super::replay::TableWindow;
 use super::{ip_addrs, run_aead, DpDrop, RunDrops, Side, Worker};
 use crate::crypto::Aead;
 use crate::l2::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
@@ -275,7 +277,7 @@ impl Worker<'_, '_> {
             return;
         };
         let env = self.env;
-        let Some(Some(SaCtx::In { sa, aead, params })) = self.sas.get_mut(id.slot() as usize) else {
+        let Some(Some(SaCtx::In { sa, aead, params, .. })) = self.sas.get_mut(id.slot() as usize) else {
             self.metrics.local.drops[DpDrop::SaUnusable.index()] += n as u64;
             run.iter_mut().for_each(|m| *m = None);
             return;
@@ -287,6 +289,12 @@ impl Worker<'_, '_> {
         let mut hops = HopCache::new(env.neigh);
         let mut t = Delivered { pkts: 0, bytes: 0, drops: [0; DropReason::COUNT + DpDrop::COUNT], missing_hop: None };
         deliver(sa, params, run, &ops, &verdict, &env.sides[INSIDE], &mut hops, out, &mut t);
+        // The run's packets are in `out`, not yet sent: the window is in the
+        // table before any of them leaves (a SIGKILL in between must not let
+        // them be replayed into a restarted dataplane).
+        if let Some(st) = self.reader.state(id) {
+            sa.replay_mut().save(&mut TableWindow(st));
+        }
         self.account_in(id, &t);
     }
 

@@ -103,31 +103,38 @@ impl Worker<'_, '_> {
         }
     }
 
-    /// ARP and ND on the inside port (replies to `back`). `Some(m)` for an
-    /// IP packet to protect.
+    /// ARP and ND on the inside port (replies to `back`): true when the
+    /// frame in `slot` is an IP packet to protect. It stays in the slot
+    /// (the burst's array), not moved out and back, as it is most packets.
     #[inline]
-    pub(super) fn inside_link(&mut self, mut m: Mbuf, back: &mut Burst) -> Option<Mbuf> {
+    pub(super) fn inside_link(&mut self, slot: &mut Option<Mbuf>, back: &mut Burst) -> bool {
+        let Some(m) = slot.as_mut() else { return false };
         let env = self.env;
         let side = &env.sides[INSIDE];
         match l2::ethertype(m.data()) {
             Some(ETHERTYPE_ARP) => {
                 let action = l2::handle_arp(m.data_mut(), side.mac, &side.addrs, env.neigh);
-                self.inside_l2(m, action, false, back);
-                None
+                if let Some(m) = slot.take() {
+                    self.inside_l2(m, action, false, back);
+                }
+                false
             }
-            Some(ETHERTYPE_IPV4) => Some(m),
+            Some(ETHERTYPE_IPV4) => true,
             Some(ETHERTYPE_IPV6) => {
                 // Neighbour discovery first: solicitations go to multicast.
                 let action = l2::handle_nd(m.data_mut(), side.mac, &side.addrs, env.neigh);
-                if action != L2Action::NotL2 {
-                    self.inside_l2(m, action, true, back);
-                    return None;
+                if action == L2Action::NotL2 {
+                    return true;
                 }
-                Some(m)
+                if let Some(m) = slot.take() {
+                    self.inside_l2(m, action, true, back);
+                }
+                false
             }
             _ => {
+                *slot = None;
                 self.drop_dp(DpDrop::NotIp);
-                None
+                false
             }
         }
     }

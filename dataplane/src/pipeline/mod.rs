@@ -6,7 +6,8 @@
 //!   the SA, handed over through its bounded inbox (full = counted drop) →
 //!   replay pre-check → one AEAD call per run of packets of one SA → window
 //!   update only after the ICV verified → inner packet checked against the
-//!   SA's selectors → Ethernet to the inside next hop → TX burst.
+//!   SA's selectors → Ethernet to the inside next hop → the run's window
+//!   saved in the SA table → TX burst.
 //! * Inside → outside (outbound): inner destination → longest-prefix SA →
 //!   sequence numbers reserved for the whole run with one atomic add in the
 //!   SA table → ESP framing → one AEAD call per run → Ethernet to the
@@ -30,6 +31,7 @@
 //! | `outbound.rs` | inside → outside: classify, next hop, reserve, frame and seal, finish |
 //! | `link.rs` | ARP/ND frames, next-hop lookups, Ethernet headers, solicitations |
 //! | `punt.rs` | to and from the kernel's TAP |
+//! | `replay.rs` | where replay windows live: the SA table, saved per run |
 //! | `drops.rs` | the dataplane's drop reasons and their metric labels |
 
 use std::net::IpAddr;
@@ -53,6 +55,7 @@ mod inbound;
 mod link;
 mod outbound;
 mod punt;
+mod replay;
 
 use ctx::SaCtx;
 pub use ctx::esp_params;

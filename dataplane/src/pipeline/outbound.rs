@@ -291,20 +291,26 @@ impl Worker<'_, '_> {
         // between polls).
         let mut memo_v4: Option<(u32, u32, Option<SaId>)> = None;
         for k in 0..n {
-            let Some(m) = slots[k].take() else { continue };
+            let Some(m) = slots[k].as_ref() else { continue };
             rx_bytes += m.pkt_len() as u64;
             if !m.is_contiguous() {
+                slots[k] = None;
                 self.drop_dp(DpDrop::Segmented);
                 continue;
             }
-            let Some(m) = self.inside_link(m, &mut back) else { continue };
+            if !self.inside_link(&mut slots[k], &mut back) {
+                continue;
+            }
+            let Some(m) = slots[k].as_ref() else { continue };
             let side = &self.env.sides[INSIDE];
             let Some((_, dst)) = ip_addrs(&m.data()[14..]) else {
+                slots[k] = None;
                 self.drop_esp(DropReason::BadInnerHeader);
                 continue;
             };
             if side.addrs.contains(&dst) {
                 // To the gateway's inside address: nothing serves it there.
+                slots[k] = None;
                 self.drop_dp(DpDrop::NotForUs);
                 continue;
             }
@@ -323,11 +329,11 @@ impl Worker<'_, '_> {
                 IpAddr::V6(_) => self.reader.lookup_outbound(dst),
             };
             match found {
-                Some(id) => {
-                    ids[k] = Some(id);
-                    slots[k] = Some(m);
+                Some(id) => ids[k] = Some(id),
+                None => {
+                    slots[k] = None;
+                    self.drop_dp(DpDrop::NoOutboundSa);
                 }
-                None => self.drop_dp(DpDrop::NoOutboundSa),
             }
         }
         self.metrics.local.rx_bytes[INSIDE] += rx_bytes;
