@@ -32,8 +32,9 @@ pub struct LoadReport {
     pub stalled: Option<String>,
 }
 
-/// How the initiator authenticates, and the responder.
-#[derive(Debug, Clone)]
+/// How the initiator authenticates, and the responder. `Debug` leaves the
+/// PSK out.
+#[derive(Clone)]
 pub enum LoadAuth {
     /// Both sides with this PSK; distinct identities `load-N@esprit.bench`.
     Psk(String),
@@ -47,6 +48,17 @@ pub enum LoadAuth {
     /// one with the same identity (the initiator never sends
     /// INITIAL_CONTACT; charon needs `unique = never`).
     Cert { cert: PathBuf, key: PathBuf, ca: PathBuf, id: String },
+}
+
+impl std::fmt::Debug for LoadAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadAuth::Psk(_) => f.write_str("Psk([redacted])"),
+            LoadAuth::Cert { cert, key, ca, id } => {
+                f.debug_struct("Cert").field("cert", cert).field("key", key).field("ca", ca).field("id", id).finish()
+            }
+        }
+    }
 }
 
 fn now() -> Time {
@@ -234,6 +246,12 @@ pub fn run_load(cfg: EndpointConfig, local: SocketAddr, remote: SocketAddr, coun
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_auth_never_prints_its_psk() {
+        let text = format!("{:?}", LoadAuth::Psk("hunter2-psk".into()));
+        assert!(!text.contains("hunter2"), "{text}");
+    }
     use ike_proto::RemoteAuth;
 
     fn addrs() -> (SocketAddr, SocketAddr) {

@@ -333,6 +333,9 @@ pub enum Mode {
 pub enum SuiteName {
     #[serde(rename = "aes-128-gcm")]
     Aes128Gcm,
+    /// RFC 4106 with a 192-bit key.
+    #[serde(rename = "aes-192-gcm")]
+    Aes192Gcm,
     #[serde(rename = "aes-256-gcm")]
     Aes256Gcm,
     #[serde(rename = "chacha20-poly1305")]
@@ -344,6 +347,7 @@ impl SuiteName {
     pub fn key_len(self) -> usize {
         match self {
             SuiteName::Aes128Gcm => 16,
+            SuiteName::Aes192Gcm => 24,
             SuiteName::Aes256Gcm | SuiteName::Chacha20Poly1305 => 32,
         }
     }
@@ -369,7 +373,7 @@ pub struct StaticSa {
     pub direction: Direction,
     pub suite: SuiteName,
     /// Key then 4-byte salt, hex (colons allowed, as ipsec-secgw writes them).
-    pub key: String,
+    pub key: HexKey,
     #[serde(default = "tunnel")]
     pub mode: Mode,
     /// Outer source and destination: the tunnel endpoints, or in transport
@@ -406,6 +410,31 @@ pub struct StaticSa {
     pub sec_label: Option<String>,
 }
 
+/// A static SA's key and salt as written in the file: printed as
+/// `[redacted]` by `Debug`, zeroed when dropped.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct HexKey(String);
+
+impl std::ops::Deref for HexKey {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for HexKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Drop for HexKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 fn tunnel() -> Mode {
     Mode::Tunnel
 }
@@ -438,9 +467,10 @@ impl std::str::FromStr for Prefix {
 }
 
 impl StaticSa {
-    /// Key and salt bytes (validated at load).
-    pub fn key_and_salt(&self) -> Vec<u8> {
-        hex::decode(self.key.replace(':', "")).unwrap_or_default()
+    /// Key and salt bytes (validated at load), zeroed when dropped.
+    pub fn key_and_salt(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        let hex_digits = zeroize::Zeroizing::new(self.key.replace(':', ""));
+        zeroize::Zeroizing::new(hex::decode(&*hex_digits).unwrap_or_default())
     }
 
     /// The remote-side prefixes (validated at load).
@@ -699,8 +729,10 @@ impl StaticSa {
         if self.spi < 256 {
             return Err(err(format!("{path}.spi"), format!("{} is reserved (RFC 4303 §2.1: SPIs 0-255)", self.spi)));
         }
-        let key = hex::decode(self.key.replace(':', ""))
-            .map_err(|e| err(format!("{path}.key"), format!("not hex: {e}")))?;
+        let hex_digits = zeroize::Zeroizing::new(self.key.replace(':', ""));
+        let key = zeroize::Zeroizing::new(
+            hex::decode(&*hex_digits).map_err(|e| err(format!("{path}.key"), format!("not hex: {e}")))?,
+        );
         let want = self.suite.key_len() + 4;
         if key.len() != want {
             return Err(err(
@@ -784,6 +816,16 @@ ike:
     }
 
     #[test]
+    fn a_static_sa_never_prints_its_key() {
+        let c = with("spi: 5\n", "spi: 0x1005\n").unwrap();
+        let text = format!("{:?} {:#?}", c.dataplane.static_sas[0], c);
+        for needle in ["2b:7e", "2b7e", "de:ad:be:ef", "deadbeef"] {
+            assert!(!text.contains(needle), "`{needle}` in {text}");
+        }
+        assert!(text.contains("key: [redacted]"), "{text}");
+    }
+
+    #[test]
     fn loads_a_complete_file() {
         let c = with("spi: 5\n", "spi: 0x1005\n").unwrap();
         assert_eq!(c.dataplane.static_sas[0].spi, 0x1005);
@@ -811,6 +853,19 @@ ike:
         let e = Config::from_yaml(&text).unwrap_err();
         assert_eq!(e.path, "dataplane.static_sas[0].key");
         assert!(e.msg.contains("4-byte salt"), "{e}");
+    }
+
+    #[test]
+    fn aes_192_gcm_takes_a_24_byte_key_and_its_salt() {
+        let text = GOOD.replace("spi: 5\n", "spi: 4101\n").replace("aes-128-gcm", "aes-192-gcm");
+        let e = Config::from_yaml(&text).unwrap_err();
+        assert_eq!(e.path, "dataplane.static_sas[0].key");
+        assert!(e.msg.contains("needs 24 key bytes and a 4-byte salt (28)"), "{e}");
+        let c = Config::from_yaml(&text.replace(":de:ad:be:ef\"", ":00:01:02:03:04:05:06:07:de:ad:be:ef\"")).unwrap();
+        let sa = &c.dataplane.static_sas[0];
+        assert_eq!((sa.suite, sa.key_and_salt().len()), (SuiteName::Aes192Gcm, 28));
+        let slot = crate::statics::slot_params(0, sa);
+        assert_eq!(crate::pipeline::esp_params(&slot).unwrap().suite, esp::Suite::AES192_GCM_16);
     }
 
     #[test]

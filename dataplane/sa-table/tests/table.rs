@@ -793,3 +793,19 @@ fn a_writer_taking_over_a_fresh_table_finds_no_corrupt_slots_and_can_fill_it() {
         w.install(&inbound(0x100 + spi, u64::from(spi))).unwrap();
     }
 }
+
+/// A record prints without its key or salt (it is `Copy` over shared
+/// memory, so redaction is what keeps it out of logs), and `wipe_key`
+/// clears both in a private copy.
+#[test]
+fn a_record_never_prints_its_key_and_a_private_copy_can_be_wiped() {
+    let mut p = inbound(0x1234, 7);
+    p.set_key(&[0xab; 32], [0xcd; 4]);
+    let text = format!("{p:?} {p:#?}");
+    for needle in ["171, 171", "205, 205", "171,\n", "0xab", "abab", "cdcd", "0xcd"] {
+        assert!(!text.contains(needle), "`{needle}` in {text}");
+    }
+    assert!(text.contains("spi: 4660") && text.contains("key: [redacted]") && text.contains("salt: [redacted]"), "{text}");
+    p.wipe_key();
+    assert_eq!((p.key, p.salt, p.key_len), ([0; sa_table::MAX_KEY_BYTES], [0; 4], 32));
+}

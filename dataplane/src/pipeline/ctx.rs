@@ -6,6 +6,11 @@
 //! and its packets are handed to the owner. Its window comes from the SA
 //! table, or from the context it replaces when that was the same SA with
 //! the same window (see `replay.rs`).
+//!
+//! Keys: the AEAD holds the only key a context needs (wiped when it dies,
+//! see `crate::crypto`); the slot record an inbound context keeps for its
+//! selectors has its key and salt zeroed first, and every transient copy
+//! of a record (the journal's batch of changes, a read) is wiped after use.
 
 use std::net::IpAddr;
 
@@ -23,6 +28,7 @@ pub(super) enum SaCtx {
     /// not parsed back out of every packet).
     /// `sel`: its selectors and segment, for the SPD's SA search.
     Out { sa: Box<OutboundSa>, aead: Aead, esn: bool, tunnel_dst: Option<IpAddr>, sel: Box<SaSelectors> },
+    /// `params`: the slot record for the selector check, key and salt zeroed;
     /// `segment`: the inside VLAN its decrypted packets go to (its label's).
     In { id: SaId, sa: Box<InboundSa>, aead: Aead, params: Box<SlotParams>, segment: u16 },
     /// Inbound SA owned by another worker.
@@ -35,7 +41,7 @@ pub(super) enum SaCtx {
 pub fn esp_params(p: &SlotParams) -> Result<esp::SaParams, &'static str> {
     let suite = Suite::from_transform(esp::TransformId(p.transform.0), Some(u16::from(p.key_len) * 8))
         .ok_or("transform or key length not supported by the ESP engine")?;
-    let mut keymat = [0u8; sa_table::MAX_KEY_BYTES + sa_table::SALT_BYTES];
+    let mut keymat = zeroize::Zeroizing::new([0u8; sa_table::MAX_KEY_BYTES + sa_table::SALT_BYTES]);
     let k = p.key();
     keymat[..k.len()].copy_from_slice(k);
     keymat[k.len()..k.len() + 4].copy_from_slice(&p.salt);
@@ -80,7 +86,9 @@ impl Worker<'_, '_> {
                 } else {
                     let sa = InboundSa::new(&e).map_err(|_| "SA parameters refused")?;
                     let segment = self.env.policy.segment_of_label(p.sec_label());
-                    Ok(SaCtx::In { id, sa: Box::new(sa), aead, params: Box::new(*p), segment })
+                    let mut kept = *p;
+                    kept.wipe_key();
+                    Ok(SaCtx::In { id, sa: Box::new(sa), aead, params: Box::new(kept), segment })
                 }
             }) {
                 Ok(c) => c,
@@ -145,17 +153,24 @@ impl Worker<'_, '_> {
             // were: any change may change them.
             self.flows.clear();
         }
+        if !overflow {
+            for c in changes.iter().take(n) {
+                match c {
+                    Some((id, Some(p))) => self.install(*id, p),
+                    Some((id, None)) => self.remove(*id),
+                    None => {}
+                }
+            }
+        }
+        // The copies hold keys: wiped in place before the array dies.
+        for (_, p) in changes.iter_mut().flatten() {
+            if let Some(p) = p {
+                p.wipe_key();
+            }
+        }
         if overflow {
             // More changes than fit: rebuild every context from the indexes.
             self.rebuild_contexts();
-            return;
-        }
-        for c in changes.iter_mut().take(n) {
-            match c.take() {
-                Some((id, Some(p))) => self.install(id, &p),
-                Some((id, None)) => self.remove(id),
-                None => {}
-            }
         }
     }
 
@@ -167,8 +182,9 @@ impl Worker<'_, '_> {
         self.named_out.clear();
         let ids: Vec<SaId> = self.reader.known_ids().collect();
         for id in ids {
-            if let Ok(p) = self.reader.read(id) {
+            if let Ok(mut p) = self.reader.read(id) {
                 self.install(id, &p);
+                p.wipe_key();
                 if let Some(i) = installed.get_mut(id.slot() as usize) {
                     *i = true;
                 }

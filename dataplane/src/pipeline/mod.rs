@@ -180,8 +180,9 @@ impl<'a, 'p> Worker<'a, 'p> {
         };
         let ids: Vec<SaId> = w.reader.known_ids().collect();
         for id in ids {
-            if let Ok(p) = w.reader.read(id) {
+            if let Ok(mut p) = w.reader.read(id) {
                 w.install(id, &p);
+                p.wipe_key();
             }
         }
         w

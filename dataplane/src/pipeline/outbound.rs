@@ -166,10 +166,7 @@ fn seal_mb(
             Err(r) => s.drops[r.index()] += 1,
         }
     }
-    match &mb.imb {
-        Some(key) => batch.seal_imb(key),
-        None => batch.process(&mb.session),
-    }
+    mb.seal_batch(&mut batch)
 }
 
 /// Frame every packet, then seal the run with one call of the ESP engine's

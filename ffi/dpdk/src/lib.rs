@@ -23,7 +23,7 @@ mod port;
 
 pub use burst::{Burst, MAX_BURST};
 pub use crypto::{
-    AeadAlgo, AeadDirection, AeadJob, AeadSession, CpuAeadJob, CpuBatch, CpuVec, CryptoDev, CryptoOpPool, ImbGcmKey, SessionPool,
+    AeadAlgo, AeadDirection, AeadJob, AeadSession, CpuAeadJob, CpuBatch, CpuVec, CryptoDev, CryptoOpPool, ImbCipher, ImbKey, SessionPool,
     CPU_VEC_MAX,
 };
 pub use eal::{lcore_id, register_thread, Eal, ThreadRegistration};
