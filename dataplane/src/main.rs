@@ -25,7 +25,7 @@ use esprit_dataplane::config::{parse_mac, Config};
 use esprit_dataplane::crypto::{BackendChoice, MbDevices};
 use esprit_dataplane::l2::NeighbourTable;
 use esprit_dataplane::metrics::{DataplaneMetrics, MetricsServer, PORT_NAMES};
-use esprit_dataplane::pipeline::{Env, Queues, Side, Worker, DROP_NAMES};
+use esprit_dataplane::pipeline::{Env, Side, Worker, DROP_NAMES};
 use esprit_dataplane::ports::{self, INSIDE, OUTSIDE, PUNT};
 use esprit_dataplane::runtime::run_workers;
 use esprit_dataplane::statics;
@@ -180,13 +180,7 @@ fn run(cfg: Config, args: &Args) -> Result<(), String> {
         // The live stats / stop watcher.
         let watcher = s.spawn(|| watch(&metrics, &stop, workers, args, started, &table_path));
         let r = run_workers(eal, workers, &d.workers.cpus, &stop, |ctx| {
-            let mut q = Queues { rx: [None, None, None], tx: [None, None, None] };
-            for p in &opened {
-                if (ctx.id as u16) < p.rx_queues {
-                    q.rx[p.role] = Some(p.port.rx_queue(ctx.id as u16).map_err(|e| e.to_string())?);
-                }
-                q.tx[p.role] = Some(p.port.tx_queue(ctx.id as u16).map_err(|e| e.to_string())?);
-            }
+            let q = ports::worker_queues(&opened, ctx.id as u16, d.workers.burst_pkts)?;
             let reader = sa_table::Reader::attach(&table_path).map_err(|e| format!("SA table: {e}"))?;
             let m = metrics.worker(ctx.id, &DROP_NAMES);
             let mut w = Worker::new(ctx.id, &env, q, reader, m);
