@@ -1,0 +1,134 @@
+//! A worker's per-SA contexts: built when the SA table's journal announces
+//! an SA (never per packet), dropped when it goes.
+//!
+//! An inbound SA gets a context (crypto and replay window) only on its
+//! owner worker (slot % workers); on the others it is [`SaCtx::Foreign`]
+//! and its packets are handed to the owner.
+
+use std::net::IpAddr;
+
+use esp::{InboundSa, OutboundSa, Suite};
+use sa_table::{Change, SaFlags, SaId, SaParams as SlotParams};
+
+use super::Worker;
+use crate::crypto::Aead;
+
+/// What a worker keeps per SA (by slot), built when the journal announces it.
+pub(super) enum SaCtx {
+    /// `tunnel_dst`: the outer destination of a tunnel-mode SA (known once,
+    /// not parsed back out of every packet).
+    Out { sa: Box<OutboundSa>, aead: Aead, esn: bool, tunnel_dst: Option<IpAddr> },
+    In { sa: Box<InboundSa>, aead: Aead, params: Box<SlotParams> },
+    /// Inbound SA owned by another worker.
+    Foreign,
+    /// Parameters the ESP engine refused; its packets are dropped.
+    Unusable,
+}
+
+/// Maps a slot's parameters to the ESP engine's.
+pub fn esp_params(p: &SlotParams) -> Result<esp::SaParams, &'static str> {
+    let suite = Suite::from_transform(esp::TransformId(p.transform.0), Some(u16::from(p.key_len) * 8))
+        .ok_or("transform or key length not supported by the ESP engine")?;
+    let mut keymat = [0u8; sa_table::MAX_KEY_BYTES + sa_table::SALT_BYTES];
+    let k = p.key();
+    keymat[..k.len()].copy_from_slice(k);
+    keymat[k.len()..k.len() + 4].copy_from_slice(&p.salt);
+    let mut e = esp::SaParams::new(p.spi, suite, &keymat[..k.len() + 4]).ok_or("key length does not match the suite")?;
+    e.esn = p.flags.contains(SaFlags::ESN);
+    if p.mode == sa_table::Mode::TUNNEL {
+        let (Some(src), Some(dst)) = (p.outer_src_addr(), p.outer_dst_addr()) else {
+            return Err("tunnel mode without outer addresses");
+        };
+        e.mode = esp::Mode::Tunnel { src, dst };
+    }
+    if p.flags.contains(SaFlags::UDP_ENCAP) {
+        e.udp_encap = Some(esp::UdpEncap { src_port: p.udp_src_port, dst_port: p.udp_dst_port });
+    }
+    e.replay_window = p.replay_window_pkts;
+    if p.sender_id_bits != 0 {
+        e.iv = esp::IvPolicy::SenderId { bits: p.sender_id_bits, sid: p.sender_id };
+    }
+    Ok(e)
+}
+
+impl Worker<'_, '_> {
+    pub(super) fn owner(&self, id: SaId) -> usize {
+        id.slot() as usize % self.env.workers
+    }
+
+    pub(super) fn install(&mut self, id: SaId, p: &SlotParams) {
+        let ctx = if p.direction == sa_table::Direction::INBOUND && self.owner(id) != self.id {
+            SaCtx::Foreign
+        } else {
+            match esp_params(p).and_then(|e| {
+                let out = p.direction == sa_table::Direction::OUTBOUND;
+                let aead = Aead::new(self.env.backend, self.env.mb, &e, out).map_err(|_| "key rejected")?;
+                if out {
+                    let sa = OutboundSa::new(&e).map_err(|_| "SA parameters refused")?;
+                    let tunnel_dst = match e.mode {
+                        esp::Mode::Tunnel { dst, .. } => Some(dst),
+                        esp::Mode::Transport => None,
+                    };
+                    Ok(SaCtx::Out { sa: Box::new(sa), aead, esn: e.esn, tunnel_dst })
+                } else {
+                    let sa = InboundSa::new(&e).map_err(|_| "SA parameters refused")?;
+                    Ok(SaCtx::In { sa: Box::new(sa), aead, params: Box::new(*p) })
+                }
+            }) {
+                Ok(c) => c,
+                Err(_) => SaCtx::Unusable,
+            }
+        };
+        if let Some(s) = self.sas.get_mut(id.slot() as usize) {
+            *s = Some(ctx);
+        }
+    }
+
+    /// Applies the SA table's journal to this worker's contexts.
+    pub fn follow_table(&mut self) {
+        // The reader lends the params only inside its callback: copy out a
+        // bounded number of changes, apply them after.
+        let mut changes: [Option<(SaId, Option<SlotParams>)>; 16] = [None; 16];
+        let mut n = 0;
+        let mut overflow = false;
+        self.reader.poll_changes(|c| {
+            if n == changes.len() {
+                overflow = true;
+                return;
+            }
+            changes[n] = Some(match c {
+                Change::Upsert { id, params } => (id, Some(*params)),
+                Change::Removed { id } => (id, None),
+            });
+            n += 1;
+        });
+        if overflow {
+            // More changes than fit: rebuild every context from the indexes.
+            self.rebuild_contexts();
+            return;
+        }
+        for c in changes.iter_mut().take(n) {
+            match c.take() {
+                Some((id, Some(p))) => self.install(id, &p),
+                Some((id, None)) => {
+                    if let Some(s) = self.sas.get_mut(id.slot() as usize) {
+                        *s = None;
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn rebuild_contexts(&mut self) {
+        for s in self.sas.iter_mut() {
+            *s = None;
+        }
+        let ids: Vec<SaId> = self.reader.known_ids().collect();
+        for id in ids {
+            if let Ok(p) = self.reader.read(id) {
+                self.install(id, &p);
+            }
+        }
+    }
+}
