@@ -101,6 +101,14 @@ fn run_dataplane(cfg: &Path) -> String {
     text
 }
 
+/// (packets, bytes) of the SA with `spi` in the table a run left behind.
+fn sa_counters(tag: &str, spi: u32) -> (u64, u64) {
+    let r = sa_table::Reader::attach(Path::new(&format!("/dev/shm/esprit-e2e-{}-{tag}", std::process::id()))).unwrap();
+    let id = r.known_ids().find(|id| r.read(*id).is_ok_and(|p| p.spi == spi)).expect("the SA is in the table");
+    let st = r.state(id).unwrap();
+    (st.pkts(), st.bytes())
+}
+
 fn empty_pcap(p: &Path) {
     let mut b = Vec::new();
     esprit_bench::pcapgen::write_pcap_header(&mut b).unwrap();
@@ -207,6 +215,14 @@ fn roundtrip(backend: &str) {
     // Ethernet towards the outside gateway.
     assert_eq!(&esp[0][0..6], &[2, 0, 0, 0, 1, 1]);
 
+    // The SA counts what it protected, the inner IP packets, as the peer
+    // will count them after decrypting (RFC 4301 §4.4.2.1 lifetimes; not the
+    // ESP packets on the wire, which a byte lifetime would reach early).
+    let inner_octets: u64 = sent.iter().map(|s| u64::from(u16::from_be_bytes([s[16], s[17]]))).sum();
+    let wire_octets: u64 = esp.iter().map(|f| (f.len() - 14) as u64).sum();
+    assert!(wire_octets > inner_octets);
+    assert_eq!(sa_counters(&tag_a, 0x1005), (sent.len() as u64, inner_octets), "outbound SA counters");
+
     // Gateway B, the peer: opens SPI 0x1005 and gives back the inner packets.
     let in_sa = format!(
         "    - {{ spi: 0x1005, direction: in, suite: aes-128-gcm, key: \"{KEY}\", src: 172.16.1.5, dst: 172.16.2.5, selectors: [\"192.168.5.0/24\"], local_selectors: [\"192.168.105.0/24\"] }}"
@@ -221,6 +237,7 @@ fn roundtrip(backend: &str) {
         let ip_len = u16::from_be_bytes([s[16], s[17]]) as usize;
         assert_eq!(&b[14..], &s[14..14 + ip_len], "packet {i} differs");
     }
+    assert_eq!(sa_counters(&tag_b, 0x1005), (sent.len() as u64, inner_octets), "inbound SA counters: the same octets");
     cleanup(&dir, &[&tag_a, &tag_b]);
 }
 
