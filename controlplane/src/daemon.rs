@@ -746,6 +746,10 @@ impl Daemon {
                     c["out_bytes"] = json!(k.out_bytes);
                     c["out_pkts"] = json!(k.out_pkts);
                     c["seq_next"] = json!(k.seq_next);
+                    // What the dataplane runs each direction on (it notes
+                    // fallbacks from ipsec-mb to ring there, and refusals).
+                    c["in_backend"] = json!(k.in_backends.names());
+                    c["out_backend"] = json!(k.out_backends.names());
                     c["idle_secs"] = json!(e.last_active.map(|a| t.saturating_since(a).as_secs()));
                 } else {
                     c["state"] = json!("NOT-IN-TABLE");

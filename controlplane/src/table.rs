@@ -121,6 +121,10 @@ pub struct ChildCounters {
     pub seq_exhausted: u64,
     /// The dataplane's last-use stamp (seconds on its own clock).
     pub last_use_secs: u64,
+    /// The AEAD backends the dataplane's workers built each direction on
+    /// (empty until a dataplane has), from the SA's dataplane-owned state.
+    pub in_backends: sa_table::Backends,
+    pub out_backends: sa_table::Backends,
 }
 
 /// What [`SaProgrammer::check_lifetimes`] asks of the endpoint.
@@ -314,8 +318,10 @@ impl SaProgrammer {
             c.in_pkts = s.pkts();
             c.in_bytes = s.bytes();
             c.last_use_secs = s.last_use_secs();
+            c.in_backends = s.backends();
         }
         if let Some(Ok(s)) = e.outbound.map(|o| self.writer.state(o)) {
+            c.out_backends = s.backends();
             c.out_pkts = s.pkts();
             c.out_bytes = s.bytes();
             c.seq_next = s.seq_next();

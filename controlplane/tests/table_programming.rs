@@ -266,3 +266,18 @@ fn a_delete_that_cannot_get_the_table_in_time_is_deferred_and_retried() {
     assert!(p.writer().get(e.inbound).is_err() && p.writer().get(e.outbound.unwrap()).is_err());
     assert_eq!(p.writer().live_count(), 0);
 }
+
+#[test]
+fn the_backend_the_dataplane_noted_per_direction_reaches_the_counters() {
+    use sa_table::Backends;
+    let t = Table::new("backends");
+    let mut p = open(&t);
+    let e = p.install(T0, &install(1, 0x1000, None, "172.16.9.1:4500")).unwrap().clone();
+    assert!(p.counters(&e).in_backends.is_empty(), "no dataplane built it yet");
+    // What the dataplane's workers note as they build the SA's crypto.
+    p.writer().state(e.inbound).unwrap().note_backend(42, Backends::IPSEC_MB);
+    p.writer().state(e.outbound.unwrap()).unwrap().note_backend(42, Backends::RING | Backends::FALLBACK);
+    let c = p.counters(&e);
+    assert_eq!(c.in_backends.names(), vec!["ipsec-mb"]);
+    assert_eq!(c.out_backends.names(), vec!["ring", "fallback"]);
+}

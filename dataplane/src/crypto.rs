@@ -7,10 +7,34 @@
 //! ipsec-mb's GCM init, update and finalize apart) for ipsec-mb's one-call
 //! routine ([`dpdk::ImbGcmKey`]): 8 ns less per packet, measured.
 //!
-//! A suite the ipsec-mb devices cannot do falls back to `ring`.
+//! A suite the ipsec-mb devices cannot do, or an SA for which they have no
+//! session left (`dataplane.crypto.sessions` is per device), falls back to
+//! `ring`, and [`Aead::new`] says so ([`Fallback`]): the worker logs it once
+//! per SA, counts it (`esprit_sa_install_failures_total{reason}`) and notes
+//! the backend in the SA's state, where `esprit-ctl list-sas` shows it.
 
 use dpdk::{AeadAlgo, AeadDirection, AeadSession, CpuAeadJob, CryptoDev, Eal, ImbGcmKey, SessionPool};
 use esp::{AeadJob, BatchAead, Cipher, SoftAead, Suite};
+use sa_table::Backends;
+
+/// Why an SA for which intel-ipsec-mb was configured runs on software.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// No ipsec-mb device does the SA's suite.
+    NoSuite,
+    /// The device's session pool is used up (`dataplane.crypto.sessions`).
+    NoSession,
+}
+
+impl Fallback {
+    /// The `reason` label of `esprit_sa_install_failures_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Fallback::NoSuite => "ipsec_mb_no_suite",
+            Fallback::NoSession => "ipsec_mb_no_session",
+        }
+    }
+}
 
 /// Which backend new SAs get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,15 +84,15 @@ impl MbDevices {
         Ok(MbDevices { gcm, chacha })
     }
 
-    /// A session for one SA direction, or `None` if no device does the suite.
-    fn session(&self, suite: Suite, encrypt: bool, key: &[u8], esn: bool) -> Option<AeadSession> {
+    /// A session for one SA direction, or why there is none.
+    fn session(&self, suite: Suite, encrypt: bool, key: &[u8], esn: bool) -> Result<AeadSession, Fallback> {
         let (algo, (dev, pool)) = match suite.cipher {
-            Cipher::ChaCha20Poly1305 => (AeadAlgo::Chacha20Poly1305, self.chacha.as_ref()?),
+            Cipher::ChaCha20Poly1305 => (AeadAlgo::Chacha20Poly1305, self.chacha.as_ref().ok_or(Fallback::NoSuite)?),
             _ => (AeadAlgo::AesGcm, &self.gcm),
         };
         let dir = if encrypt { AeadDirection::Encrypt } else { AeadDirection::Decrypt };
         // RFC 4106 §5 / RFC 7634 §2.1: AAD = SPI | SN, or SPI | ESN (12 bytes).
-        AeadSession::new(dev, pool, algo, dir, key, 12, if esn { 12 } else { 8 }).ok()
+        AeadSession::new(dev, pool, algo, dir, key, 12, if esn { 12 } else { 8 }).map_err(|_| Fallback::NoSession)
     }
 }
 
@@ -112,24 +136,38 @@ pub enum Aead {
 }
 
 impl Aead {
-    /// Keys an AEAD for `p` (one direction) on the chosen backend.
-    pub fn new(choice: BackendChoice, mb: Option<&MbDevices>, p: &esp::SaParams, encrypt: bool) -> Result<Aead, esp::SaError> {
+    /// Keys an AEAD for `p` (one direction) on the chosen backend; with
+    /// ipsec-mb chosen, says why the SA got `ring` instead, if it did.
+    pub fn new(choice: BackendChoice, mb: Option<&MbDevices>, p: &esp::SaParams, encrypt: bool) -> Result<(Aead, Option<Fallback>), esp::SaError> {
+        let mut fallback = None;
         if let (BackendChoice::IpsecMb, Some(mb)) = (choice, mb) {
-            if let Some(session) = mb.session(p.suite, encrypt, p.keymat.key(), p.esn) {
-                let imb = match p.suite.cipher {
-                    Cipher::Aes128Gcm | Cipher::Aes256Gcm if encrypt => {
-                        ImbGcmKey::new(p.keymat.key(), if p.esn { 12 } else { 8 })
-                    }
-                    _ => None,
-                };
-                return Ok(Aead::Mb(MbAead { suite: p.suite, session, encrypt, imb }));
+            match mb.session(p.suite, encrypt, p.keymat.key(), p.esn) {
+                Ok(session) => {
+                    let imb = match p.suite.cipher {
+                        Cipher::Aes128Gcm | Cipher::Aes256Gcm if encrypt => {
+                            ImbGcmKey::new(p.keymat.key(), if p.esn { 12 } else { 8 })
+                        }
+                        _ => None,
+                    };
+                    return Ok((Aead::Mb(MbAead { suite: p.suite, session, encrypt, imb }), None));
+                }
+                Err(f) => fallback = Some(f),
             }
         }
         let soft = match choice {
             BackendChoice::Soft(b) => b,
             BackendChoice::IpsecMb => esp::Backend::FASTEST,
         };
-        esp::soft_aead(soft, p).map(Aead::Soft)
+        esp::soft_aead(soft, p).map(|a| (Aead::Soft(a), fallback))
+    }
+
+    /// The backend as the SA table records it.
+    pub fn backend(&self) -> Backends {
+        match self {
+            Aead::Mb(_) => Backends::IPSEC_MB,
+            Aead::Soft(s) if s.backend_name() == esp::Backend::RustCrypto.name() => Backends::RUSTCRYPTO,
+            Aead::Soft(_) => Backends::RING,
+        }
     }
 }
 

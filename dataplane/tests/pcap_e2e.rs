@@ -548,3 +548,41 @@ fn sigterm_stops_cleanly_metrics_move_and_a_restart_continues_the_sequence() {
     }
     cleanup(&dir, &["r"]);
 }
+
+#[test]
+fn sas_beyond_the_ipsec_mb_sessions_fall_back_to_ring_logged_once_counted_and_noted_per_sa() {
+    let dir = tmpdir("fallback");
+    let (plain, sent) = mixed_traffic(&dir, 50, 4, 10);
+    let none = dir.join("none.pcap");
+    empty_pcap(&none);
+    // Three outbound SAs, one ipsec-mb session: one SA gets it, two run on ring.
+    let sas: String = [0x1005u32, 0x1006, 0x1007]
+        .iter()
+        .enumerate()
+        .map(|(i, spi)| {
+            format!(
+                "    - {{ spi: {spi:#x}, direction: out, suite: aes-128-gcm, key: \"{KEY}\", src: 172.16.1.5, dst: 172.16.2.5, selectors: [\"192.168.{}.0/24\"] }}\n",
+                105 + i
+            )
+        })
+        .collect();
+    let tag = "fallback";
+    let cfg = config_with(
+        &dir,
+        &Cfg { tag, outside_rx: &none, inside_rx: &plain, sas: &sas, workers: 1, extra: "metrics: { listen: null }", backend: "ipsec-mb, sessions: 1" },
+    );
+    let log = run_dataplane(&cfg);
+    assert_eq!(log.matches("ipsec-mb has no session left").count(), 2, "each fallback logged once:\n{log}");
+    assert_eq!(
+        summary_value(&log, "esprit_sa_install_failures_total{reason=\"ipsec_mb_no_session\"}"),
+        Some(2),
+        "{log}"
+    );
+    // Traffic still goes through, on whichever backend its SA got.
+    assert_eq!(tx_frames(&dir, tag, "outside", 1).len(), sent.len(), "{log}");
+    let r = sa_table::Reader::attach(Path::new(&format!("/dev/shm/esprit-e2e-{}-{tag}", std::process::id()))).unwrap();
+    let mut backends: Vec<Vec<&str>> = r.known_ids().map(|id| r.state(id).unwrap().backends().names()).collect();
+    backends.sort();
+    assert_eq!(backends, vec![vec!["ipsec-mb"], vec!["ring", "fallback"], vec!["ring", "fallback"]]);
+    cleanup(&dir, &[tag]);
+}

@@ -16,7 +16,8 @@ use std::sync::atomic::AtomicU64;
 
 /// Bumped by hand on any deliberate layout change; the hash catches forgotten bumps.
 /// 2: `Header::txn_pid` (writers take the table in short transactions).
-pub const LAYOUT_VERSION: u64 = 2;
+/// 3: `SaState::backends` (which AEAD backends the dataplane runs an SA on).
+pub const LAYOUT_VERSION: u64 = 3;
 /// "ESPRITSA" in ASCII, big-endian.
 pub const MAGIC: u64 = u64::from_be_bytes(*b"ESPRITSA");
 
@@ -468,7 +469,10 @@ pub struct SaState {
     pub(crate) last_use_secs: AtomicU64,
     /// Sequence numbers handed out beyond what the SA may use (see `reserve_seq`).
     pub(crate) seq_exhausted: AtomicU64,
-    _pad1: [u64; 4],
+    /// The dataplane run (high 16 bits) and the [`crate::Backends`] its workers
+    /// built the SA's crypto on (low bits); see `SaState::note_backend`.
+    pub(crate) backends: AtomicU64,
+    _pad1: [u64; 3],
     pub(crate) drops: [AtomicU64; DROP_REASONS],
     /// Highest sequence number accepted (64-bit, ESN-inferred); owner worker only.
     pub(crate) replay_top: AtomicU64,
@@ -661,6 +665,7 @@ const SHARED_FIELDS: &[&[FieldDesc]] = &[
         bytes,
         last_use_secs,
         seq_exhausted,
+        backends,
         drops,
         replay_top,
         replay_bitmap

@@ -100,7 +100,7 @@ pub use layout::{
     RECORD_WORDS, REPLAY_WORDS, SALT_BYTES, SLOT_FREE, SLOT_LIVE,
 };
 pub use reader::{Change, PollStats, ReadError, Reader, ReaderStats};
-pub use state::SeqExhausted;
+pub use state::{Backends, SeqExhausted};
 pub use writer::{
     RekeyedSas, RepairReport, TableConfig, WriteError, WriteLock, Writer, WriterStats,
     DEFAULT_LOCK_WAIT,

@@ -925,3 +925,30 @@ fn a_writer_taking_over_a_fresh_table_finds_no_corrupt_slots_and_can_fill_it() {
         w.install(&inbound(0x100 + spi, u64::from(spi))).unwrap();
     }
 }
+
+#[test]
+fn backends_noted_by_the_workers_of_a_run_accumulate_and_a_new_run_replaces_them() {
+    use sa_table::Backends;
+    let t = TablePath::new("backends");
+    let mut w = Writer::create(t.path(), &cfg(4, 4)).unwrap();
+    let id = w.install(&outbound(0xc100, 1, "10.0.0.0/8")).unwrap();
+    let r = Reader::attach(t.path()).unwrap();
+    let st = r.state(id).unwrap();
+    assert!(w.state(id).unwrap().backends().is_empty(), "nothing built it yet");
+    // Two workers of run 7: one got an ipsec-mb session, one fell back.
+    assert!(st.note_backend(7, Backends::IPSEC_MB).is_empty());
+    assert_eq!(st.note_backend(7, Backends::RING | Backends::FALLBACK), Backends::IPSEC_MB);
+    let prev = st.note_backend(7, Backends::RING | Backends::FALLBACK);
+    assert!(prev.contains(Backends::FALLBACK), "the second noter knows it was reported");
+    let seen = w.state(id).unwrap().backends();
+    assert_eq!(seen.names(), vec!["ipsec-mb", "ring", "fallback"]);
+    // A restarted dataplane (another run) starts afresh.
+    assert!(st.note_backend(8, Backends::RING).is_empty());
+    assert_eq!(w.state(id).unwrap().backends().names(), vec!["ring"]);
+    // A reinstall clears it.
+    w.delete(id).unwrap();
+    let mut r = r;
+    r.poll_changes(|_| {});
+    let id2 = w.install(&outbound(0xc101, 1, "10.0.0.0/8")).unwrap();
+    assert!(w.state(id2).unwrap().backends().is_empty());
+}
