@@ -131,7 +131,12 @@ fn run(cfg: Config, args: &Args) -> Result<(), String> {
     let metrics = DataplaneMetrics::new(cfg.metrics.per_sa);
     metrics.set_crypto_backend(backend.name());
     let _server = match cfg.metrics.listen {
-        Some(addr) => Some(MetricsServer::start(metrics.clone(), addr).map_err(|e| format!("metrics.listen {addr}: {e}"))?),
+        Some(addr) => {
+            let srv = MetricsServer::start(metrics.clone(), addr).map_err(|e| format!("metrics.listen {addr}: {e}"))?;
+            // The bound address (port 0 in the config picks a free one).
+            eprintln!("esprit-dataplane: metrics on {}", srv.local_addr());
+            Some(srv)
+        }
         None => None,
     };
 

@@ -48,6 +48,15 @@ pub fn open_ports(eal: &Eal, cfg: &Dataplane, pool: Mempool) -> Result<Vec<OpenP
                 device += &format!(",mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]);
             }
         }
+        // The TAP outlives the process (DPDK's `persist`): the kernel keeps
+        // it, its gateway address and routes while the dataplane is down or
+        // restarting, so esprit-ike's sockets bound to that address stay
+        // valid, and a restarted dataplane attaches to the same device. (A
+        // TAP that went away would take the address with it; nobody would
+        // put it back.) Remove it with `ip link del`.
+        if role == PUNT && device.starts_with("net_tap") && !device.split(',').any(|a| a == "persist") {
+            device += ",persist";
+        }
         let port = Port::probe(eal, &device).map_err(|e| format!("{path}: {e}"))?;
         let info = port.info().map_err(|e| format!("{path}: {e}"))?;
         if info.max_tx_queues < workers {
