@@ -44,6 +44,7 @@ for n in (1, 2):
     s.sendto(b"pong:" + data, peer)
 PY
 listener=$!
+pids+=($listener)
 for _ in $(seq 50); do ss -lun | grep -q '172.16.2.5:500 ' && break; sleep 0.1; done
 ike_ping() {
   ip netns exec ext /usr/bin/python3 -c '
@@ -56,13 +57,14 @@ reply=$(ike_ping ike-sa-init) || fail "no UDP reply from the socket behind the T
 [[ $(cat "$work/udp500-1") == ike-sa-init && $reply == pong:ike-sa-init ]] || fail "UDP 500 payloads wrong: '$(cat "$work/udp500-1")' '$reply'"
 
 kill -KILL "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
-pids=()
+pids=("${pids[@]:1}")
 ip -br addr show dev "$tap" | grep -q "172.16.2.5/24" || fail "the TAP or its address went with the dataplane: $(ip -br addr show dev "$tap" 2>&1)"
 cp "$work/dp.yaml" "$work/dp-restart.yaml"
 start_dataplane <"$work/dp-restart.yaml"
+dp=${pids[-1]}
 reply=$(ike_ping after-restart) || fail "the socket bound before the dataplane's restart gets nothing after it"
 wait $listener || fail "the socket on the TAP address got nothing"
 [[ $(cat "$work/udp500-2") == after-restart && $reply == pong:after-restart ]] || fail "UDP 500 payloads wrong after the restart: '$(cat "$work/udp500-2")' '$reply'"
-kill -TERM "${pids[0]}"; wait "${pids[0]}" || fail "esprit-dataplane did not exit 0 on SIGTERM"
+kill -TERM "$dp"; wait "$dp" || fail "esprit-dataplane did not exit 0 on SIGTERM"
 grep -q "punt" "$work/dp.log" || true
 pass
