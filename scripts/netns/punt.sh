@@ -38,10 +38,14 @@ ip -n ext neigh show 172.16.2.5 | grep -q lladdr || fail "ext did not resolve th
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("172.16.2.5", 500)); s.settimeout(30)
-for n in (1, 2):
+# The root kernel also sees the frames on ep-out (af_packet does not steal
+# them): a datagram can arrive twice. Answer all, until the last one.
+while True:
     data, peer = s.recvfrom(2048)
-    open(sys.argv[1] + "/udp500-%d" % n, "wb").write(data)
+    open(sys.argv[1] + "/udp500-" + data.decode(), "wb").write(data)
     s.sendto(b"pong:" + data, peer)
+    if data == b"after-restart":
+        break
 PY
 listener=$!
 pids+=($listener)
@@ -54,7 +58,7 @@ s.bind(("172.16.2.9", 500)); s.sendto(sys.argv[1].encode(), ("172.16.2.5", 500))
 print(s.recvfrom(2048)[0].decode())' "$1"
 }
 reply=$(ike_ping ike-sa-init) || fail "no UDP reply from the socket behind the TAP"
-[[ $(cat "$work/udp500-1") == ike-sa-init && $reply == pong:ike-sa-init ]] || fail "UDP 500 payloads wrong: '$(cat "$work/udp500-1")' '$reply'"
+[[ -f $work/udp500-ike-sa-init && $reply == pong:ike-sa-init ]] || fail "UDP 500 payload wrong: '$reply'"
 
 kill -KILL "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
 pids=("${pids[@]:1}")
@@ -64,7 +68,7 @@ start_dataplane <"$work/dp-restart.yaml"
 dp=${pids[-1]}
 reply=$(ike_ping after-restart) || fail "the socket bound before the dataplane's restart gets nothing after it"
 wait $listener || fail "the socket on the TAP address got nothing"
-[[ $(cat "$work/udp500-2") == after-restart && $reply == pong:after-restart ]] || fail "UDP 500 payloads wrong after the restart: '$(cat "$work/udp500-2")' '$reply'"
+[[ -f $work/udp500-after-restart && $reply == pong:after-restart ]] || fail "UDP 500 payload wrong after the restart: '$reply'"
 kill -TERM "$dp"; wait "$dp" || fail "esprit-dataplane did not exit 0 on SIGTERM"
 grep -q "punt" "$work/dp.log" || true
 pass
