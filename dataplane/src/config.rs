@@ -205,6 +205,8 @@ pub struct Workers {
     /// CPU of each worker, in order; empty = pick after the EAL's main lcore.
     #[serde(default)]
     pub cpus: Vec<usize>,
+    /// Most packets a worker takes from an RX queue at once (1..=64; 32,
+    /// as DPDK's ipsec-secgw). Every receive asks for this many.
     #[serde(default = "default_burst")]
     pub burst_pkts: u16,
     /// Depth of each worker-to-worker handoff queue, in packets.

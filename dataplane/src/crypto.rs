@@ -22,9 +22,35 @@
 //! (`rte_cryptodev_sym_session_free`); [`dpdk::ImbKey`] wipes its key with
 //! `explicit_bzero`; the software backends' key schedules are wiped by the
 //! ESP engine.
+//!
+//! An SA for which ipsec-mb was configured but which it cannot take (a
+//! suite refused at start, or no session left: `dataplane.crypto.sessions`)
+//! is keyed on `ring`, and [`Aead::new`] says so ([`Fallback`]): the worker
+//! logs it once per SA, counts it (`esprit_sa_install_failures_total{reason}`)
+//! and notes the backend in the SA's state, where `esprit-ctl list-sas` shows it.
 
 use dpdk::{AeadAlgo, AeadDirection, AeadSession, CpuAeadJob, CpuBatch, CryptoDev, Eal, ImbKey, SessionPool};
 use esp::{AeadJob, BatchAead, Cipher, SoftAead, Suite};
+use sa_table::Backends;
+
+/// Why an SA for which intel-ipsec-mb was configured runs on software.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// No ipsec-mb device does the SA's suite.
+    NoSuite,
+    /// The device's session pool is used up (`dataplane.crypto.sessions`).
+    NoSession,
+}
+
+impl Fallback {
+    /// The `reason` label of `esprit_sa_install_failures_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Fallback::NoSuite => "ipsec_mb_no_suite",
+            Fallback::NoSession => "ipsec_mb_no_session",
+        }
+    }
+}
 
 /// Which backend new SAs get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,10 +97,12 @@ impl MbDevices {
         if !dev.has_cpu_crypto() {
             return Err("crypto_aesni_gcm offers no CPU crypto".into());
         }
-        // Two more for the self-test's sessions.
-        let pool = SessionPool::new(eal, "esprit_gcm_sess", &dev, sessions + 2).map_err(|e| format!("dataplane.crypto.sessions: {e}"))?;
+        let pool = SessionPool::new(eal, "esprit_gcm_sess", &dev, sessions).map_err(|e| format!("dataplane.crypto.sessions: {e}"))?;
+        // The self-test's sessions come from a pool of their own, so that
+        // `dataplane.crypto.sessions` is exactly what the SAs get.
+        let test_pool = SessionPool::new(eal, "esprit_gcm_test", &dev, 2).map_err(|e| format!("ipsec-mb self-test: {e}"))?;
         dev.configure_and_start(1, 128, &pool).map_err(|e| e.to_string())?;
-        let mut mb = MbDevices { gcm: (dev, pool), refused: Vec::new() };
+        let mut mb = MbDevices { gcm: (dev, test_pool), refused: Vec::new() };
         for c in MB_CIPHERS {
             if let Err(why) = mb.self_test(c) {
                 eprintln!(
@@ -84,6 +112,7 @@ impl MbDevices {
                 mb.refused.push((c, why));
             }
         }
+        mb.gcm.1 = pool;
         Ok(mb)
     }
 
@@ -93,17 +122,18 @@ impl MbDevices {
     }
 
     /// One SA direction on ipsec-mb, or why not.
-    fn aead(&self, p: &esp::SaParams, encrypt: bool) -> Result<MbAead, String> {
+    fn aead(&self, p: &esp::SaParams, encrypt: bool) -> Result<MbAead, (Fallback, String)> {
         let suite = p.suite;
         if let Some((_, why)) = self.refused.iter().find(|(c, _)| *c == suite.cipher) {
-            return Err(format!("refused at start ({why})"));
+            return Err((Fallback::NoSuite, format!("refused at start ({why})")));
         }
         // RFC 4106 §5 / RFC 7634 §2.1: AAD = SPI | SN, or SPI | ESN (12 bytes).
         let aad_len = if p.esn { 12 } else { 8 };
         let key = p.keymat.key();
         let imp = match (suite.cipher, encrypt) {
             (Cipher::ChaCha20Poly1305, _) => MbImp::Direct(
-                ImbKey::chacha20_poly1305(key, aad_len).ok_or("intel-ipsec-mb refused the ChaCha20-Poly1305 key")?,
+                ImbKey::chacha20_poly1305(key, aad_len)
+                    .ok_or((Fallback::NoSuite, "intel-ipsec-mb refused the ChaCha20-Poly1305 key".to_owned()))?,
             ),
             (_, true) => match ImbKey::aes_gcm(key, aad_len) {
                 Some(k) => MbImp::Direct(k),
@@ -114,9 +144,9 @@ impl MbDevices {
         Ok(MbAead { suite, encrypt, imp })
     }
 
-    fn session(&self, dir: AeadDirection, key: &[u8], aad_len: usize) -> Result<AeadSession, String> {
+    fn session(&self, dir: AeadDirection, key: &[u8], aad_len: usize) -> Result<AeadSession, (Fallback, String)> {
         let (dev, pool) = &self.gcm;
-        AeadSession::new(dev, pool, AeadAlgo::AesGcm, dir, key, 12, aad_len as u16).map_err(|e| e.to_string())
+        AeadSession::new(dev, pool, AeadAlgo::AesGcm, dir, key, 12, aad_len as u16).map_err(|e| (Fallback::NoSession, e.to_string()))
     }
 
     /// Seals a packet of `cipher` both with and without ESN on the SA
@@ -128,8 +158,8 @@ impl MbDevices {
             let mut p = esp::SaParams::new(0x5e1f_7e57, suite, &keymat).ok_or("keymat length")?;
             p.esn = esn;
             let soft = esp::soft_aead(esp::Backend::RustCrypto, &p).map_err(|e| e.to_string())?;
-            let seal = self.aead(&p, true)?;
-            let open = Aead::Mb(self.aead(&p, false)?);
+            let seal = self.aead(&p, true).map_err(|(_, why)| why)?;
+            let open = Aead::Mb(self.aead(&p, false).map_err(|(_, why)| why)?);
             let aad = [0x5e, 0x1f, 0x7e, 0x57, 0, 0, 0, 1, 0, 0, 0, 2];
             let op = esp::CryptoOp::new([0xa5; 12], &aad[..if esn { 12 } else { 8 }], 16, 77);
             let plain: Vec<u8> = (0..op.end()).map(|i| (i * 7) as u8).collect();
@@ -245,20 +275,21 @@ pub enum Aead {
 }
 
 impl Aead {
-    /// Keys an AEAD for `p` (one direction) on the chosen backend. An SA
-    /// that ipsec-mb cannot take is keyed on `ring`, and a line says so.
-    pub fn new(choice: BackendChoice, mb: Option<&MbDevices>, p: &esp::SaParams, encrypt: bool) -> Result<Aead, esp::SaError> {
+    /// Keys an AEAD for `p` (one direction) on the chosen backend; with
+    /// ipsec-mb chosen, says why the SA got `ring` instead, if it did.
+    pub fn new(choice: BackendChoice, mb: Option<&MbDevices>, p: &esp::SaParams, encrypt: bool) -> Result<(Aead, Option<Fallback>), esp::SaError> {
         let soft = match choice {
             BackendChoice::Soft(b) => b,
             BackendChoice::IpsecMb => esp::Backend::FASTEST,
         };
+        let mut fallback = None;
         if choice == BackendChoice::IpsecMb {
-            let why = match mb {
+            let (f, why) = match mb {
                 Some(mb) => match mb.aead(p, encrypt) {
-                    Ok(m) => return Ok(Aead::Mb(m)),
-                    Err(why) => why,
+                    Ok(m) => return Ok((Aead::Mb(m), None)),
+                    Err(e) => e,
                 },
-                None => "no ipsec-mb devices".to_owned(),
+                None => (Fallback::NoSuite, "no ipsec-mb devices".to_owned()),
             };
             eprintln!(
                 "esprit-dataplane: crypto ipsec-mb cannot key the {} SA {:#010x} ({}): {why}; {} does it",
@@ -267,8 +298,18 @@ impl Aead {
                 p.suite.name(),
                 soft.name()
             );
+            fallback = Some(f);
         }
-        esp::soft_aead(soft, p).map(Aead::Soft)
+        esp::soft_aead(soft, p).map(|a| (Aead::Soft(a), fallback))
+    }
+
+    /// The backend as the SA table records it.
+    pub fn backend(&self) -> Backends {
+        match self {
+            Aead::Mb(_) => Backends::IPSEC_MB,
+            Aead::Soft(s) if s.backend_name() == esp::Backend::RustCrypto.name() => Backends::RUSTCRYPTO,
+            Aead::Soft(_) => Backends::RING,
+        }
     }
 }
 

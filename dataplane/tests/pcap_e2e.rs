@@ -219,6 +219,14 @@ fn sa_counts(r: &sa_table::Reader, spi: u32) -> Option<(u64, u64)> {
     Some((st.pkts(), st.drops()[esp::DropReason::Replayed.index()]))
 }
 
+/// (packets, bytes) of the SA with `spi` in the table a run left behind.
+fn sa_counters(tag: &str, spi: u32) -> (u64, u64) {
+    let r = sa_table::Reader::attach(Path::new(&format!("/dev/shm/esprit-e2e-{}-{tag}", std::process::id()))).unwrap();
+    let id = r.known_ids().find(|id| r.read(*id).is_ok_and(|p| p.spi == spi)).expect("the SA is in the table");
+    let st = r.state(id).unwrap();
+    (st.pkts(), st.bytes())
+}
+
 fn empty_pcap(p: &Path) {
     let mut b = Vec::new();
     esprit_bench::pcapgen::write_pcap_header(&mut b).unwrap();
@@ -325,6 +333,14 @@ fn roundtrip(backend: &str) {
     // Ethernet towards the outside gateway.
     assert_eq!(&esp[0][0..6], &[2, 0, 0, 0, 1, 1]);
 
+    // The SA counts what it protected, the inner IP packets, as the peer
+    // will count them after decrypting (RFC 4301 §4.4.2.1 lifetimes; not the
+    // ESP packets on the wire, which a byte lifetime would reach early).
+    let inner_octets: u64 = sent.iter().map(|s| u64::from(u16::from_be_bytes([s[16], s[17]]))).sum();
+    let wire_octets: u64 = esp.iter().map(|f| (f.len() - 14) as u64).sum();
+    assert!(wire_octets > inner_octets);
+    assert_eq!(sa_counters(&tag_a, 0x1005), (sent.len() as u64, inner_octets), "outbound SA counters");
+
     // Gateway B, the peer: opens SPI 0x1005 and gives back the inner packets.
     let in_sa = format!(
         "    - {{ spi: 0x1005, direction: in, suite: aes-128-gcm, key: \"{KEY}\", src: 172.16.1.5, dst: 172.16.2.5, selectors: [\"192.168.5.0/24\"], local_selectors: [\"192.168.105.0/24\"] }}"
@@ -339,6 +355,7 @@ fn roundtrip(backend: &str) {
         let ip_len = u16::from_be_bytes([s[16], s[17]]) as usize;
         assert_eq!(&b[14..], &s[14..14 + ip_len], "packet {i} differs");
     }
+    assert_eq!(sa_counters(&tag_b, 0x1005), (sent.len() as u64, inner_octets), "inbound SA counters: the same octets");
     cleanup(&dir, &[&tag_a, &tag_b]);
 }
 
@@ -988,4 +1005,43 @@ fn an_inbound_static_sa_s_window_starts_at_its_initial_seq() {
     assert_delivered(&dir, "ri", 1, want, "from initial_seq on, across 2^32 with ESN", &log);
     assert_eq!(summary_value(&log, "esprit_drops_total{reason=\"replayed\",worker=\"0\"}"), Some(8), "{log}");
     cleanup(&dir, &["ri"]);
+}
+
+#[test]
+fn sas_beyond_the_ipsec_mb_sessions_fall_back_to_ring_logged_once_counted_and_noted_per_sa() {
+    let dir = tmpdir("fallback");
+    let none = dir.join("none.pcap");
+    empty_pcap(&none);
+    // Five inbound AES-GCM SAs (inbound runs on DPDK sessions; outbound
+    // AES-GCM keys ipsec-mb directly and needs none), three sessions: three
+    // SAs get one, two run on ring.
+    let spis = [0x1005u32, 0x1006, 0x1007, 0x1008, 0x1009];
+    let sas: String = spis.iter().map(|&spi| tunnel_in_sa(spi, "")).collect();
+    let (mut frames, mut want) = (Vec::new(), Vec::new());
+    for (i, &spi) in spis.iter().enumerate() {
+        let (f, w) = esp_frames(spi, false, &[1, 2, 3], 3 * i);
+        frames.extend(f);
+        want.extend(w);
+    }
+    let esp = dir.join("esp.pcap");
+    write_frames(&esp, &frames);
+    let tag = "fallback";
+    let cfg = config_with(
+        &dir,
+        &Cfg { tag, outside_rx: &esp, inside_rx: &none, sas: &sas, workers: 1, extra: "metrics: { listen: null }", backend: "ipsec-mb, sessions: 3" },
+    );
+    let log = run_dataplane(&cfg);
+    assert_eq!(log.matches("ipsec-mb has no session left").count(), 2, "each fallback logged once:\n{log}");
+    assert_eq!(
+        summary_value(&log, "esprit_sa_install_failures_total{reason=\"ipsec_mb_no_session\"}"),
+        Some(2),
+        "{log}"
+    );
+    // Traffic still goes through, on whichever backend its SA got.
+    assert_delivered(&dir, tag, 1, want, "every packet of every SA", &log);
+    let r = sa_table::Reader::attach(&table_path(tag)).unwrap();
+    let mut backends: Vec<Vec<&str>> = r.known_ids().map(|id| r.state(id).unwrap().backends().names()).collect();
+    backends.sort();
+    assert_eq!(backends, vec![vec!["ipsec-mb"], vec!["ipsec-mb"], vec!["ipsec-mb"], vec!["ring", "fallback"], vec!["ring", "fallback"]]);
+    cleanup(&dir, &[tag]);
 }

@@ -93,6 +93,7 @@ ike:
         remote_ts: [$rnet]
         sec_label: "$label"
 EOT
+  links+=("iivtap$n$$")  # kept across dataplane restarts (persist): cleanup removes it
   ip link set "iivtap$n$$" up
   ip addr add "$out/32" dev "iivtap$n$$"
   start_ike "$work/$n.yaml" "" "$work/$n-ike.log"

@@ -90,6 +90,8 @@ ip -n ike-srv link set srv0 mtu 1400
 # delivering every IKE and ESP datagram a second time, beside the punt path.
 for l in ik-out ik-in; do sysctl -qw "net.ipv4.conf.$l.rp_filter=1"; done
 tap=iketap$$
+# The dataplane keeps its punt TAP across restarts (persist): cleanup removes it.
+links+=("$tap")
 psk=esprit-interop-psk-$$
 client_id=client@esprit
 if [[ $auth == psk ]]; then

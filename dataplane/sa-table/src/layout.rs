@@ -15,7 +15,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::AtomicU64;
 
 /// Bumped by hand on any deliberate layout change; the hash catches forgotten bumps.
-pub const LAYOUT_VERSION: u64 = 1;
+/// 2: `Header::txn_pid` (writers take the table in short transactions).
+/// 3: `SaState::backends` (which AEAD backends the dataplane runs an SA on).
+pub const LAYOUT_VERSION: u64 = 3;
 /// "ESPRITSA" in ASCII, big-endian.
 pub const MAGIC: u64 = u64::from_be_bytes(*b"ESPRITSA");
 
@@ -519,7 +521,10 @@ pub struct SaState {
     pub(crate) last_use_secs: AtomicU64,
     /// Sequence numbers handed out beyond what the SA may use (see `reserve_seq`).
     pub(crate) seq_exhausted: AtomicU64,
-    _pad1: [u64; 4],
+    /// The dataplane run (high 16 bits) and the [`crate::Backends`] its workers
+    /// built the SA's crypto on (low bits); see `SaState::note_backend`.
+    pub(crate) backends: AtomicU64,
+    _pad1: [u64; 3],
     pub(crate) drops: [AtomicU64; DROP_REASONS],
     /// T, the highest sequence number accepted (64-bit, ESN-inferred); set at install,
     /// then owner worker only.
@@ -600,11 +605,17 @@ pub(crate) struct Header {
     _pad1: [u64; 7],
     /// Incremented by every writer that attaches (creation counts as the first).
     pub(crate) writer_epoch: AtomicU64,
+    /// The process of the last write transaction (diagnostics).
     pub(crate) writer_pid: AtomicU64,
     pub(crate) live_count: AtomicU64,
     /// Times a writer found a slot mid-write (odd seqlock) and repaired it.
     pub(crate) repairs: AtomicU64,
-    _pad2: [u64; 4],
+    /// Non-zero (the pid of its writer) from the start of a write transaction
+    /// to its end. Only the holder of the table's lock writes it, so a writer
+    /// that takes the lock and finds it non-zero knows the last holder died
+    /// inside its transaction (the kernel dropped its lock) and repairs.
+    pub(crate) txn_pid: AtomicU64,
+    _pad2: [u64; 3],
     pub(crate) readers: [ReaderEntry; MAX_READERS],
 }
 
@@ -709,6 +720,7 @@ const SHARED_FIELDS: &[&[FieldDesc]] = &[
         bytes,
         last_use_secs,
         seq_exhausted,
+        backends,
         drops,
         replay_top,
         replay_bitmap
@@ -737,6 +749,7 @@ const SHARED_FIELDS: &[&[FieldDesc]] = &[
         writer_pid,
         live_count,
         repairs,
+        txn_pid,
         readers,
     }),
 ];

@@ -17,10 +17,24 @@ use std::net::IpAddr;
 use esp::{InboundSa, OutboundSa, Suite};
 use sa_table::{Change, SaFlags, SaId, SaParams as SlotParams};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sa_table::Backends;
+
 use super::replay::TableWindow;
 use super::Worker;
-use crate::crypto::Aead;
+use crate::crypto::{Aead, Fallback};
 use crate::policy::SaSelectors;
+
+/// SA install failures logged by this process so far, and the most it logs.
+static LOGGED: AtomicU64 = AtomicU64::new(0);
+const MAX_LOGGED: u64 = 32;
+
+/// This dataplane run's tag in the SA states' backend words (non-zero,
+/// different from the previous run's).
+fn run_tag() -> u16 {
+    (std::process::id() as u16).max(1)
+}
 
 /// What a worker keeps per SA (by slot), built when the journal announces it.
 pub(super) enum SaCtx {
@@ -72,28 +86,9 @@ impl Worker<'_, '_> {
         let ctx = if p.direction == sa_table::Direction::INBOUND && self.owner(id) != self.id {
             SaCtx::Foreign
         } else {
-            match esp_params(p).and_then(|e| {
-                let out = p.direction == sa_table::Direction::OUTBOUND;
-                let aead = Aead::new(self.env.backend, self.env.mb, &e, out).map_err(|_| "key rejected")?;
-                if out {
-                    let sa = OutboundSa::new(&e).map_err(|_| "SA parameters refused")?;
-                    let tunnel_dst = match e.mode {
-                        esp::Mode::Tunnel { dst, .. } => Some(dst),
-                        esp::Mode::Transport => None,
-                    };
-                    let sel = Box::new(SaSelectors::of(p, self.env.policy));
-                    Ok(SaCtx::Out { sa: Box::new(sa), aead, esn: e.esn, tunnel_dst, sel })
-                } else {
-                    let sa = InboundSa::new(&e).map_err(|_| "SA parameters refused")?;
-                    let segment = self.env.policy.segment_of_label(p.sec_label());
-                    let mut kept = *p;
-                    kept.wipe_key();
-                    Ok(SaCtx::In { id, sa: Box::new(sa), aead, params: Box::new(kept), segment })
-                }
-            }) {
-                Ok(c) => c,
-                Err(_) => SaCtx::Unusable,
-            }
+            let (ctx, backend, failure) = self.build(id, p);
+            self.report_install(id, p, backend, failure);
+            ctx
         };
         self.named_out.retain(|(_, n)| n.slot() != id.slot());
         if matches!(ctx, SaCtx::Out { .. }) && self.env.policy.names_spi(p.spi) {
@@ -120,6 +115,78 @@ impl Worker<'_, '_> {
                     }
                 }
             }
+        }
+    }
+
+    /// The context of an SA this worker runs, the backend it got and what
+    /// went wrong, if anything (an `esprit_sa_install_failures_total` reason).
+    fn build(&self, id: SaId, p: &SlotParams) -> (SaCtx, Backends, Option<(&'static str, &'static str)>) {
+        const REFUSED: &str = "the ESP engine refused its parameters";
+        let e = match esp_params(p) {
+            Ok(e) => e,
+            Err(why) => return (SaCtx::Unusable, Backends::UNUSABLE, Some(("params_refused", why))),
+        };
+        let out = p.direction == sa_table::Direction::OUTBOUND;
+        let (aead, fallback) = match Aead::new(self.env.backend, self.env.mb, &e, out) {
+            Ok(a) => a,
+            Err(_) => return (SaCtx::Unusable, Backends::UNUSABLE, Some(("key_rejected", "the AEAD refused the key"))),
+        };
+        let mut backend = aead.backend();
+        let mut failure = None;
+        if let Some(f) = fallback {
+            backend = backend | Backends::FALLBACK;
+            let why = match f {
+                Fallback::NoSuite => "no ipsec-mb device does its suite; it runs on ring",
+                Fallback::NoSession => "ipsec-mb has no session left (dataplane.crypto.sessions); it runs on ring",
+            };
+            failure = Some((f.reason(), why));
+        }
+        let ctx = if out {
+            match OutboundSa::new(&e) {
+                Ok(sa) => {
+                    let tunnel_dst = match e.mode {
+                        esp::Mode::Tunnel { dst, .. } => Some(dst),
+                        esp::Mode::Transport => None,
+                    };
+                    let sel = Box::new(SaSelectors::of(p, self.env.policy));
+                    SaCtx::Out { sa: Box::new(sa), aead, esn: e.esn, tunnel_dst, sel }
+                }
+                Err(_) => return (SaCtx::Unusable, Backends::UNUSABLE, Some(("params_refused", REFUSED))),
+            }
+        } else {
+            match InboundSa::new(&e) {
+                Ok(sa) => {
+                    let segment = self.env.policy.segment_of_label(p.sec_label());
+                    let mut kept = *p;
+                    kept.wipe_key();
+                    SaCtx::In { id, sa: Box::new(sa), aead, params: Box::new(kept), segment }
+                }
+                Err(_) => return (SaCtx::Unusable, Backends::UNUSABLE, Some(("params_refused", REFUSED))),
+            }
+        };
+        (ctx, backend, failure)
+    }
+
+    /// Notes the SA's backend in its table state (`esprit-ctl list-sas`
+    /// shows it) and reports a fallback or a refusal: counted and logged by
+    /// the first worker of this run that meets it on this SA, never again
+    /// (an SA every worker builds is reported once, not once per worker).
+    fn report_install(&mut self, id: SaId, p: &SlotParams, backend: Backends, failure: Option<(&'static str, &'static str)>) {
+        let Some(st) = self.reader.state(id) else { return };
+        let before = st.note_backend(run_tag(), backend);
+        let Some((reason, why)) = failure else { return };
+        if before.contains(Backends::FALLBACK) || before.contains(Backends::UNUSABLE) {
+            return;
+        }
+        self.metrics.count_install_failure(reason);
+        // A burst of failures (sessions run out for thousands of SAs) is
+        // counted in full but logged only for the first few.
+        let n = LOGGED.fetch_add(1, Ordering::Relaxed);
+        let dir = if p.direction == sa_table::Direction::INBOUND { "inbound" } else { "outbound" };
+        if n < MAX_LOGGED {
+            eprintln!("esprit-dataplane: {dir} SA {:#010x} (slot {}): {why}", p.spi, id.slot());
+        } else if n == MAX_LOGGED {
+            eprintln!("esprit-dataplane: more SA install failures are counted in esprit_sa_install_failures_total, not logged");
         }
     }
 

@@ -75,12 +75,33 @@ fn frame_v4_fast(sa: &OutboundSa, m: &mut Mbuf, seq: u64, eth: &[u8; ETH_LEN]) -
     Ok(Some(f))
 }
 
+/// The IP packet's length in a frame from the inside, before it is
+/// protected: its header's length field (a short packet's frame carries
+/// Ethernet padding, which the ESP engine trims), at most the frame's.
+#[inline]
+fn inner_len(m: &Mbuf) -> u16 {
+    let d = m.data();
+    let frame = d.len().saturating_sub(ETH_LEN).min(usize::from(u16::MAX)) as u16;
+    let field = |at: usize| d.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    let ip = match d.get(ETH_LEN).map(|b| b >> 4) {
+        Some(4) => field(ETH_LEN + 2),
+        Some(6) => field(ETH_LEN + 4).map(|p| p.saturating_add(40)),
+        _ => None,
+    };
+    ip.map_or(frame, |l| l.min(frame))
+}
+
 /// One run's progress through framing and sealing.
 struct Sealing {
     /// Bit k: run[k] was framed and handed to the AEAD.
     framed: u64,
     /// Octets of the framed packets (with the Ethernet header, when written).
     framed_bytes: u64,
+    /// Each framed packet's length before protection (its IP packet): what
+    /// the SA's byte counter and lifetimes count, as they do inbound and as
+    /// the peer does (RFC 4301 §4.4.2.1 counts the traffic the SA protects;
+    /// strongSwan counts these octets both ways).
+    inner_len: [u16; MAX_BURST],
     /// Only ops that need work after sealing (a UDP checksum over IPv6) are
     /// kept here by the ipsec-mb path (copying every 56-byte op out and back
     /// in cost ~1 ns per packet at 64 B).
@@ -90,7 +111,13 @@ struct Sealing {
 
 impl Sealing {
     fn new() -> Self {
-        Sealing { framed: 0, framed_bytes: 0, ops: [None; MAX_BURST], drops: [0; DropReason::COUNT + DpDrop::COUNT] }
+        Sealing {
+            framed: 0,
+            framed_bytes: 0,
+            inner_len: [0; MAX_BURST],
+            ops: [None; MAX_BURST],
+            drops: [0; DropReason::COUNT + DpDrop::COUNT],
+        }
     }
 }
 
@@ -120,6 +147,7 @@ fn seal_mb(
     for (k, slot) in run.iter_mut().enumerate() {
         let Some(m) = slot.as_mut() else { continue };
         seq += 1;
+        s.inner_len[k] = inner_len(m);
         if let Some(h) = fast {
             let f = match frame_v4_fast(sa, m, seq - 1, h) {
                 Ok(f) => f,
@@ -185,6 +213,7 @@ fn seal_soft(
     for (k, slot) in run.iter_mut().enumerate() {
         let Some(m) = slot.as_mut() else { continue };
         seq += 1;
+        s.inner_len[k] = inner_len(m);
         match prepare_out(sa, m, seq - 1, eth) {
             Ok(op) => {
                 s.framed |= 1 << k;
@@ -207,7 +236,8 @@ fn seal_soft(
 
 /// The sealed packets into `out`: IPv6 UDP checksums finished, and in
 /// transport mode the Ethernet header to each packet's own next hop.
-/// Returns the packets queued and a next hop that had no MAC.
+/// Returns the packets queued, their octets before protection, and a next
+/// hop that had no MAC.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn finish(
@@ -219,10 +249,11 @@ fn finish(
     hops: &mut HopCache<'_>,
     out: &mut Burst,
     s: &mut Sealing,
-) -> (u64, Option<IpAddr>) {
+) -> (u64, u64, Option<IpAddr>) {
     let ip_at = if eth.is_some() { ETH_LEN } else { 0 };
     let mut missing_hop = None;
     let mut pkts_ok = 0u64;
+    let mut inner_bytes = 0u64;
     for (k, slot) in run.iter_mut().enumerate() {
         let Some(mut m) = slot.take() else { continue };
         // Not framed: its drop was counted above; the mbuf is freed here.
@@ -270,7 +301,10 @@ fn finish(
             s.framed_bytes += ip_len + ETH_LEN as u64;
         }
         match out.push(m) {
-            Ok(()) => pkts_ok += 1,
+            Ok(()) => {
+                pkts_ok += 1;
+                inner_bytes += u64::from(s.inner_len[k]);
+            }
             Err(m) => {
                 s.framed_bytes -= m.len() as u64;
                 drop(m);
@@ -278,7 +312,7 @@ fn finish(
             }
         }
     }
-    (pkts_ok, missing_hop)
+    (pkts_ok, inner_bytes, missing_hop)
 }
 
 impl Worker<'_, '_> {
@@ -483,10 +517,11 @@ impl Worker<'_, '_> {
             Aead::Mb(mb) if mb.encrypt => seal_mb(sa, mb, &mut self.cpu, run, first, eth, &mut s),
             _ => seal_soft(sa, aead, run, first, eth, &mut s),
         };
-        let (pkts_ok, missing_hop) = finish(sa, run, sealed, eth, outside, &mut hops, out, &mut s);
-        // `framed_bytes` is now what went out, Ethernet headers included.
+        let (pkts_ok, inner_bytes, missing_hop) = finish(sa, run, sealed, eth, outside, &mut hops, out, &mut s);
+        // `framed_bytes` is now what went out, Ethernet headers included
+        // (the port's counters); the SA counts what it protected.
         *out_bytes += s.framed_bytes;
-        st.add_traffic(pkts_ok, s.framed_bytes - pkts_ok * ETH_LEN as u64);
+        st.add_traffic(pkts_ok, inner_bytes);
         st.touch(self.now_secs);
         self.metrics.local.encrypted += pkts_ok;
         if s.drops.iter().any(|&c| c != 0) {
