@@ -55,7 +55,9 @@ pub mod error;
 pub mod event;
 pub mod exchange;
 pub mod fragment;
-/// INSECURE harness of the endpoint fuzz target (seed corpus, properties).
+/// INSECURE harness of the endpoint fuzz target (seed corpus, properties):
+/// only in this crate's tests and with the test-only `fuzzing` feature.
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod ike_sa;
 pub mod message;
@@ -67,6 +69,10 @@ pub mod ts;
 
 #[cfg(test)]
 mod tests;
+
+/// Whether this build carries the INSECURE fuzz harness (the `fuzzing`
+/// feature); `esprit-ike --version` prints it for the release check.
+pub const FUZZING_HARNESS: bool = cfg!(feature = "fuzzing");
 
 pub use config::{
     ChildConfig, ConnectionConfig, EndpointConfig, EspProposal, Extensions, Family, FragmentationConfig, Identity, IkeProposal, Lifetimes, LocalAuth, Mode,
