@@ -506,6 +506,12 @@ impl Daemon {
     /// acceptable proposal), so a request the endpoint refuses, or answers
     /// with a cookie, costs no key exchange here either.
     fn precompute_burst(&mut self, t: Time, burst: &[Datagram]) {
+        // Fewer requests than the pool takes cannot make a parallel batch:
+        // skip planning them (a header check, no parse, no HMAC).
+        let natt = self.cfg.endpoint.natt_port;
+        if burst.iter().filter(|d| is_init_request(&d.payload, d.local.port() == natt)).count() < precompute::MIN_BURST {
+            return;
+        }
         let kes = self.ep.plan_init_key_exchanges(t, burst.iter().map(|d| (d.local, d.remote, d.payload.as_slice())));
         if kes.len() >= precompute::MIN_BURST {
             let refs: Vec<(u16, &[u8])> = kes.iter().map(|(m, d)| (*m, d.as_slice())).collect();
