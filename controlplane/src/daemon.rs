@@ -51,7 +51,8 @@
 //!     endpoint will spend one on ([`Endpoint::plan_init_key_exchanges`]:
 //!     a valid cookie while cookies are required, within the half-open
 //!     limits, an acceptable proposal): a forged cookie costs no key
-//!     exchange here either;
+//!     exchange here either. A burst with fewer IKE_SA_INIT requests than
+//!     that is not planned at all (its checks run once, in the endpoint);
 //!   - IKE_AUTH, both roles: the endpoint defers signatures (making ours,
 //!     checking the peer's certificate chain and signature) as jobs
 //!     ([`ike_proto::auth_job`]); each is spawned on the pool and its
