@@ -131,6 +131,10 @@ impl std::fmt::Debug for PpkYaml {
     }
 }
 
+/// Default length of each datagram queue of the event loop: a few
+/// milliseconds of work at the loop's rate, about 1 MB of small datagrams.
+pub const DEFAULT_DATAGRAM_QUEUE: usize = 2048;
+
 /// RFC 8784 §6: a PPK needs at least 256 bits of entropy.
 pub const MIN_PPK_LEN: usize = 32;
 
@@ -180,6 +184,9 @@ struct LimitsYaml {
     retransmit_timeout_ms: Option<u64>,
     retransmit_base: Option<f64>,
     retransmit_tries: Option<u32>,
+    /// Datagrams each of the event loop's two queues holds (IKE_SA_INIT
+    /// requests; everything else); a full queue drops, counted.
+    datagram_queue: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -355,6 +362,8 @@ pub struct DaemonConfig {
     pub sa_table_capacity: u32,
     pub replay_window_pkts: u32,
     pub orphan_grace: Duration,
+    /// Length of each of the event loop's two datagram queues.
+    pub datagram_queue: usize,
     /// Per connection name.
     pub initiate: BTreeMap<String, InitiateAddrs>,
     /// RFC 8598 resolver hook script per connection name.
@@ -405,6 +414,9 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
     }
     if ike.limits.retransmit_base.is_some_and(|b| !(1.0..=10.0).contains(&b)) {
         return Err(err("ike.limits.retransmit_base", "between 1.0 and 10.0"));
+    }
+    if ike.limits.datagram_queue.is_some_and(|n| !(16..=1 << 20).contains(&n)) {
+        return Err(err("ike.limits.datagram_queue", "between 16 and 1048576 datagrams"));
     }
     if ike.limits.retransmit_timeout_ms == Some(0) {
         return Err(err("ike.limits.retransmit_timeout_ms", "must be positive"));
@@ -468,6 +480,7 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
         sa_table_capacity,
         replay_window_pkts: ike.replay_window_pkts,
         orphan_grace: Duration::from_secs(ike.orphan_grace_secs),
+        datagram_queue: ike.limits.datagram_queue.unwrap_or(DEFAULT_DATAGRAM_QUEUE),
         initiate,
         split_dns_hooks,
     })
@@ -1120,6 +1133,15 @@ ike:
         assert_eq!(c.endpoint.retransmit.tries, 2);
         let y = YAML.replace("  control_socket: /tmp/ike.sock", "  control_socket: /tmp/ike.sock\n  limits: { retransmit_base: 0.5 }");
         assert_eq!(DaemonConfig::from_yaml(&y, Path::new(".")).err().unwrap().path, "ike.limits.retransmit_base");
+    }
+
+    #[test]
+    fn takes_the_datagram_queue_length_and_refuses_a_tiny_one() {
+        assert_eq!(DaemonConfig::from_yaml(YAML, Path::new(".")).unwrap().datagram_queue, DEFAULT_DATAGRAM_QUEUE);
+        let y = YAML.replace("  control_socket: /tmp/ike.sock", "  control_socket: /tmp/ike.sock\n  limits: { datagram_queue: 512 }");
+        assert_eq!(DaemonConfig::from_yaml(&y, Path::new(".")).unwrap().datagram_queue, 512);
+        let y = YAML.replace("  control_socket: /tmp/ike.sock", "  control_socket: /tmp/ike.sock\n  limits: { datagram_queue: 0 }");
+        assert_eq!(DaemonConfig::from_yaml(&y, Path::new(".")).err().unwrap().path, "ike.limits.datagram_queue");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use ike_proto::{ChildKeys, ChildSaHandle, ChildSaInstall, EspSuite, IkeSaHandle,
 use ike_wire::{EncrId, IntegId, KeId};
 use sa_table::{Direction, SaFlags, TransformId};
 
-const T0: Time = Time::from_unix_secs(1_800_000_000);
+const T0: Time = Time::from_secs(1_800_000_000);
 
 struct Table(PathBuf);
 

@@ -48,6 +48,7 @@ use crate::exchange::{ExchangeManager, RequestCheck, Timeout};
 use crate::fragment::{self, Reassembly};
 use crate::message::{self, Payloads};
 use crate::proposal::{self, EspSuite};
+use crate::config::EndpointConfig;
 use crate::sa::{self, Ctx, Effect, IkeKeys, Role};
 use crate::time::Time;
 use crate::ts::{self, TrafficSelector};
@@ -310,6 +311,15 @@ impl Reply {
     fn new(payloads: Vec<Payload<'static>>) -> Self {
         Self { payloads, then: Then::Continue }
     }
+}
+
+/// What an IKE_SA_INIT request will be answered with, decided before any
+/// key exchange ([`IkeSa::choose_init`]).
+pub struct InitChoice {
+    pub conn: Arc<ConnectionConfig>,
+    pub suite: proposal::IkeSuite,
+    pub answer: ike_wire::Sa<'static>,
+    pub intermediate: bool,
 }
 
 pub struct IkeSa {
@@ -639,21 +649,18 @@ impl IkeSa {
 
     /// Responder: answers an IKE_SA_INIT request with a new half-open SA.
     /// `conns` are the candidate connections in order.
-    pub fn respond_init(
-        ctx: &mut Ctx<'_>,
-        conns: &[Arc<ConnectionConfig>],
-        request: &[u8],
-        msg: &Message<'_>,
-        local: SocketAddr,
-        remote: SocketAddr,
-    ) -> Result<(Self, Vec<u8>), ProtoError> {
+    /// The cheap half of answering an IKE_SA_INIT request: its syntax, the
+    /// connection and proposal chosen, and that its KE payload is of the
+    /// chosen group. No key exchange, no state: the endpoint asks this
+    /// before it spends one ([`crate::endpoint`]'s order of checks).
+    pub fn choose_init(config: &EndpointConfig, conns: &[Arc<ConnectionConfig>], msg: &Message<'_>) -> Result<InitChoice, ProtoError> {
         message::check(&msg.payloads, message::IKE_SA_INIT_REQUEST)?;
         let p = Payloads(&msg.payloads);
-        let (Some(sa_i), Some(ke_i), Some(ni)) = (p.sa(), p.ke(), p.nonce()) else {
+        let (Some(sa_i), Some(ke_i), Some(_)) = (p.sa(), p.ke(), p.nonce()) else {
             return Err(ProtoError::Invalid("IKE_SA_INIT"));
         };
         // RFC 9370 §2.2.1: additional key exchanges only over IKE_INTERMEDIATE.
-        let intermediate = ctx.config.intermediate && p.notify(NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED).is_some();
+        let intermediate = config.intermediate && p.notify(NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED).is_some();
         let mut chosen = None;
         for conn in conns {
             if let Ok((suite, answer)) = proposal::select_ike_for_ke(&conn.ike_proposals, sa_i, &[], ke_i.ke_method, intermediate) {
@@ -666,6 +673,25 @@ impl IkeSa {
             // §1.2: the KE payload's group must be the one chosen.
             return Err(ProtoError::InvalidKePayload(suite.ke));
         }
+        Ok(InitChoice { conn, suite, answer, intermediate })
+    }
+
+    /// Answers an IKE_SA_INIT request [`Self::choose_init`] accepted: the
+    /// key exchange, a new half-open IKE SA, the response.
+    pub fn respond_init(
+        ctx: &mut Ctx<'_>,
+        choice: InitChoice,
+        conns: &[Arc<ConnectionConfig>],
+        request: &[u8],
+        msg: &Message<'_>,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<(Self, Vec<u8>), ProtoError> {
+        let InitChoice { conn, suite, answer, intermediate } = choice;
+        let p = Payloads(&msg.payloads);
+        let (Some(ke_i), Some(ni)) = (p.ke(), p.nonce()) else {
+            return Err(ProtoError::Invalid("IKE_SA_INIT"));
+        };
         let responded = ctx.crypto.key_exchange_respond(suite.ke.0, &ke_i.data, ctx.rng)?;
         let handle = ctx.alloc.ike_handle();
         let spi_i = msg.header.spi_i;
@@ -1261,7 +1287,7 @@ impl IkeSa {
                 // The signatures go to a job (crate::auth_job); a PSK is
                 // checked here, its failure answered at once.
                 if !remote_sig {
-                    sa::verify_auth(&conn.remote_auth, &*keys.prf, &octets_i, auth, &certs, &peer_id, ctx.now)?;
+                    sa::verify_auth(&conn.remote_auth, &*keys.prf, &octets_i, auth, &certs, &peer_id, ctx.unix)?;
                 }
                 let mut seed = [0u8; 32];
                 ctx.rng.fill_bytes(&mut seed);
@@ -1275,7 +1301,7 @@ impl IkeSa {
                         auth: ike_wire::Auth { method: auth.method, data: auth.data.to_vec().into() },
                         certs: certs.iter().map(|c| ike_wire::Cert { encoding: c.encoding, data: c.data.to_vec().into() }).collect(),
                         peer_id: peer_id.clone(),
-                        now: ctx.now,
+                        unix: ctx.unix,
                     }),
                     sign: local_sig
                         .then(|| SignWork { octets: octets_r.clone(), peer_hashes: self.peer_hashes.clone(), peer_schemes: peer_schemes.clone(), seed })
@@ -1291,7 +1317,7 @@ impl IkeSa {
         };
         match verified {
             Some(r) => r?,
-            None => sa::verify_auth(&conn.remote_auth, &*keys.prf, &octets_i, auth, &certs, &peer_id, ctx.now)?,
+            None => sa::verify_auth(&conn.remote_auth, &*keys.prf, &octets_i, auth, &certs, &peer_id, ctx.unix)?,
         }
         let (auth_r, certs_r, scheme) = match signed {
             Some(r) => r?,
@@ -1554,7 +1580,7 @@ impl IkeSa {
                         auth: ike_wire::Auth { method: auth.method, data: auth.data.to_vec().into() },
                         certs: certs.iter().map(|c| ike_wire::Cert { encoding: c.encoding, data: c.data.to_vec().into() }).collect(),
                         peer_id,
-                        now: ctx.now,
+                        unix: ctx.unix,
                     }),
                     sign: Vec::new(),
                 });
@@ -1567,7 +1593,7 @@ impl IkeSa {
         };
         match verified {
             Some(r) => r?,
-            None => sa::verify_auth(&self.conn.remote_auth, &*keys.prf, &octets, auth, &certs, &peer_id, ctx.now)?,
+            None => sa::verify_auth(&self.conn.remote_auth, &*keys.prf, &octets, auth, &certs, &peer_id, ctx.unix)?,
         }
         if use_ppk {
             if let (Some(m), Some(k)) = (task.ppk.take(), self.keys.as_mut()) {

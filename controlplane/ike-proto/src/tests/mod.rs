@@ -18,3 +18,5 @@ mod iiv;
 mod cfg_ext;
 mod labels;
 mod pq;
+mod dos;
+mod clocks;
