@@ -69,7 +69,7 @@ fn conn(side: Side) -> ConnectionConfig {
         local_auth: LocalAuth::Psk(psk.clone()),
         remote_auth: RemoteAuth::Psk(psk),
         ike_proposals: vec![
-            IkeProposal { encr: EncrId::ENCR_AES_GCM_16, key_bits: Some(256), prf: PrfId::PRF_HMAC_SHA2_256, integ: IntegId::NONE, ke: vec![KeId::CURVE25519, KeId::ECP_256], additional_ke: vec![vec![KeId::ML_KEM_768]] },
+            IkeProposal { encr: EncrId::ENCR_AES_GCM_16, key_bits: Some(256), prf: PrfId::PRF_HMAC_SHA2_256, integ: IntegId::NONE, ke: vec![KeId::CURVE25519, KeId::ECP_256], additional_ke: vec![vec![KeId::ML_KEM_768]], kwa: Vec::new() },
             IkeProposal {
                 encr: EncrId::ENCR_CHACHA20_POLY1305,
                 key_bits: None,
@@ -77,6 +77,7 @@ fn conn(side: Side) -> ConnectionConfig {
                 integ: IntegId::NONE,
                 ke: vec![KeId::MODP_2048],
                 additional_ke: Vec::new(),
+                kwa: Vec::new(),
             },
         ],
         child: ChildConfig {

@@ -17,7 +17,11 @@
 //! * `ike_rekey`: IKE SA rekey (§1.3.2, §2.18, §2.8.1);
 //! * `followup`: RFC 9370 IKE_FOLLOWUP_KE after a CREATE_CHILD_SA;
 //! * `informational`: INFORMATIONAL deletes (§1.4) and liveness checks
-//!   (§2.4, started from the queue here).
+//!   (§2.4, started from the queue here);
+//! * RFC 9838 G-IKEv2: `gsa_auth` (GSA_AUTH, in place of IKE_AUTH on a
+//!   connection with groups), `gsa_registration` (GSA_REGISTRATION),
+//!   `gsa_inband_rekey` (GSA_INBAND_REKEY); the multicast GSA_REKEY runs on
+//!   no IKE SA (`crate::group::rekey`).
 //!
 //! Guarantees:
 //! * Each request we send belongs to exactly one [`Task`] (the active one);
@@ -62,6 +66,9 @@ use crate::ts::TrafficSelector;
 mod child_create;
 mod child_sa;
 mod followup;
+mod gsa_auth;
+mod gsa_inband_rekey;
+mod gsa_registration;
 mod ike_auth;
 mod ike_config;
 mod ike_init;
@@ -71,6 +78,7 @@ mod intermediate;
 
 pub use child_create::CreateChildTask;
 pub use child_sa::ChildRequest;
+pub use gsa_auth::GsaAuthTask;
 pub use ike_auth::{IkeAuthTask, PpkKeys};
 pub use ike_init::IkeSaInitTask;
 pub use ike_rekey::RekeyIkeTask;
@@ -171,6 +179,10 @@ pub enum Queued {
     /// rekeyed meanwhile.
     Terminate,
     Dpd,
+    /// RFC 9838: join one more group of this connection.
+    GsaRegistration(crate::group::GroupId),
+    /// RFC 9838: push the next of `pending_inband` (GCKS).
+    GsaInbandRekey,
 }
 
 /// The initiator's side of the exchange in flight, with its data.
@@ -187,6 +199,10 @@ pub enum Task {
     /// Delete the IKE SA; the reason is reported when it is done.
     DeleteIke(DownReason),
     Dpd,
+    /// RFC 9838 GSA_AUTH (instead of IKE_AUTH).
+    GsaAuth(Box<GsaAuthTask>),
+    GsaRegistration(crate::group::GroupId),
+    GsaInbandRekey,
 }
 
 /// A responder step's answer, and what happens to the SA after it is sent.
@@ -278,6 +294,12 @@ pub struct IkeSa {
     /// Message ID) waiting for the job checking the responder's signature;
     /// its task stays in `active`.
     pending_complete: Option<Box<(ike_wire::PayloadType, Vec<u8>, u32)>>,
+    /// RFC 9838 GCKS: close this registration SA then (§2.3.4).
+    pub group_close_at: Option<Time>,
+    /// RFC 9838 GCKS: groups whose TEKs go to this member in-band.
+    pub inband_groups: Vec<crate::group::GroupId>,
+    /// RFC 9838 GCKS: GSA_INBAND_REKEY requests waiting for the window.
+    pending_inband: VecDeque<Vec<Payload<'static>>>,
 }
 
 /// Per-SA state of the ipsecme extensions (split DNS, RFC 8983, RFC 9593).
@@ -379,6 +401,9 @@ impl IkeSa {
             pending_auth: None,
             pending_start: None,
             pending_complete: None,
+            group_close_at: None,
+            inband_groups: Vec::new(),
+            pending_inband: VecDeque::new(),
         }
     }
 
@@ -528,6 +553,9 @@ impl IkeSa {
                 (ExchangeType::IKE_FOLLOWUP_KE, IkeState::Established | IkeState::Rekeyed { .. } | IkeState::Deleting) => {
                     self.respond_followup(ctx, &payloads)
                 }
+                (ExchangeType::GSA_AUTH, IkeState::HalfOpen(_)) => self.respond_gsa_auth(ctx, &payloads, header.message_id),
+                (ExchangeType::GSA_REGISTRATION, IkeState::Established) => self.respond_gsa_registration(ctx, &payloads),
+                (ExchangeType::GSA_INBAND_REKEY, IkeState::Established) => self.respond_gsa_inband_rekey(ctx, &payloads),
                 (ExchangeType::INFORMATIONAL, IkeState::HalfOpen(_)) => Err(ProtoError::Invalid("INFORMATIONAL before IKE_AUTH")),
                 (ExchangeType::INFORMATIONAL, _) => self.respond_informational(ctx, &payloads),
                 _ => Err(ProtoError::MessageId),
@@ -546,7 +574,7 @@ impl IkeSa {
         let reply = match result {
             Ok(r) => r,
             Err(e) => {
-                let then = if exchange == ExchangeType::IKE_AUTH || exchange == ExchangeType::IKE_INTERMEDIATE {
+                let then = if exchange == ExchangeType::IKE_AUTH || exchange == ExchangeType::IKE_INTERMEDIATE || exchange == ExchangeType::GSA_AUTH {
                     // §2.21.2: a failed IKE_AUTH leaves no IKE SA.
                     Then::Close(match e {
                         ProtoError::AuthenticationFailed => DownReason::AuthenticationFailed,
@@ -597,7 +625,7 @@ impl IkeSa {
             Ok(p) => p,
             // A response we cannot read ends its exchange; in the initial
             // exchanges that ends the IKE SA (§2.21.2).
-            Err(_) if matches!(task, Task::IkeAuth(_) | Task::Intermediate(_)) => {
+            Err(_) if matches!(task, Task::IkeAuth(_) | Task::Intermediate(_) | Task::GsaAuth(_)) => {
                 self.close(ctx, DownReason::Refused(NotifyType::INVALID_SYNTAX));
                 return;
             }
@@ -619,7 +647,9 @@ impl IkeSa {
                 }
             }
             Task::DeleteIke(reason) => self.close(ctx, reason),
-            Task::Dpd => {}
+            Task::Dpd | Task::GsaInbandRekey => {}
+            Task::GsaAuth(t) => self.process_gsa_auth_response(ctx, *t, &payloads),
+            Task::GsaRegistration(g) => self.process_gsa_registration_response(ctx, g, &payloads),
         }
     }
 
@@ -672,6 +702,8 @@ impl IkeSa {
                 | Queued::DeleteChild(_)
                 | Queued::Dpd
                 | Queued::Terminate
+                | Queued::GsaRegistration(_)
+                | Queued::GsaInbandRekey
                     if rekeyed =>
                 {
                     continue
@@ -698,6 +730,8 @@ impl IkeSa {
                     self.start_delete_ike(ctx, reason, None)
                 }
                 Queued::Dpd => self.send_request(ctx, ExchangeType::INFORMATIONAL, &[]).map(|()| self.active = Some(Task::Dpd)),
+                Queued::GsaRegistration(g) => self.start_gsa_registration(ctx, g),
+                Queued::GsaInbandRekey => self.send_group_inband(ctx),
             };
             if r.is_err() {
                 self.close(ctx, DownReason::Refused(NotifyType::INVALID_SYNTAX));
@@ -735,6 +769,7 @@ impl IkeSa {
             self.release_followup_task(ctx, t);
         }
         self.drop_pending_followup(ctx);
+        ctx.groups.gcks.forget_ike_sa(self.handle);
         self.active = None;
         self.queue.clear();
         self.xm.clear_outstanding();
@@ -770,6 +805,7 @@ impl IkeSa {
         }
         if matches!(self.state, IkeState::Established) {
             consider(self.rekey_at);
+            consider(self.group_close_at);
             if self.active.is_none() {
                 consider(self.conn.dpd_delay.map(|dd| self.last_inbound + dd));
             }
@@ -827,6 +863,11 @@ impl IkeSa {
             if self.rekey_at.is_some_and(|t| t <= ctx.now) {
                 self.rekey_at = None;
                 self.enqueue(Queued::RekeyIke);
+            }
+            if self.group_close_at.is_some_and(|t| t <= ctx.now) {
+                // RFC 9838 §2.3.4: the GCKS closes the registration SA.
+                self.group_close_at = None;
+                self.enqueue(Queued::DeleteIke);
             }
             if self.active.is_none() && self.conn.dpd_delay.is_some_and(|dd| self.last_inbound + dd <= ctx.now) {
                 self.enqueue(Queued::Dpd);

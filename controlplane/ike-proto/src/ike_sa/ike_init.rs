@@ -295,7 +295,11 @@ impl IkeSa {
     pub(super) fn start_next_initial_exchange(&mut self, ctx: &mut Ctx<'_>, mut init: InitData) {
         let r = match init.pending_ke.pop_front() {
             Some(method) => self.start_intermediate(ctx, init, method),
-            None => self.start_ike_auth(ctx, init, Signatures::MayDefer),
+            None => match self.conn.ext.groups.first().cloned() {
+                // RFC 9838 §2.3.1: a group member registers instead.
+                Some(m) => self.start_gsa_auth(ctx, init, m),
+                None => self.start_ike_auth(ctx, init, Signatures::MayDefer),
+            },
         };
         if let Err(e) = r {
             let reason = DownReason::Refused(e.notify().map_or(NotifyType::INVALID_SYNTAX, |n| n.notify_type));
