@@ -524,7 +524,9 @@ pub mod gikev2 {
         let mut last: Vec<u8> = Vec::new();
         let rekey = |gcks: &mut GcksGroup, now: Time, rng: &mut DeterministicRng, out: &mut VecDeque<Transmit>| -> Option<Vec<u8>> {
             gcks.force_rekey(now, &crypto, rng, out).ok()?;
-            out.drain(..).last().map(|t| t.payload)
+            let last = out.pop_back().map(|t| t.payload);
+            out.clear();
+            last
         };
         if let Some(m) = rekey(&mut gcks, now, &mut rng, &mut out) {
             last = m;
