@@ -62,6 +62,7 @@ pub mod error;
 pub mod event;
 pub mod exchange;
 pub mod fragment;
+pub mod group;
 /// INSECURE harness of the endpoint fuzz target (seed corpus, properties):
 /// only in this crate's tests and with the test-only `fuzzing` feature.
 #[cfg(any(test, feature = "fuzzing"))]

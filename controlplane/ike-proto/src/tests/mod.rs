@@ -20,3 +20,4 @@ mod labels;
 mod pq;
 mod dos;
 mod clocks;
+mod gikev2;
