@@ -21,3 +21,4 @@ mod pq;
 mod dos;
 mod clocks;
 mod gikev2;
+mod resume;
