@@ -229,6 +229,8 @@ pub struct Daemon {
     threads: Vec<std::thread::JoinHandle<()>>,
     /// `ike.state`: the store the endpoint's snapshots go to each turn.
     persister: Option<crate::store::Persister>,
+    /// With a store: the turn's datagrams, sent after its batch is stored.
+    held: Vec<ike_proto::Transmit>,
 }
 
 impl Drop for Daemon {
@@ -389,6 +391,7 @@ impl Daemon {
             stop,
             threads,
             persister: None,
+            held: Vec::new(),
         };
         let mut d = d;
         if let Some(st) = d.cfg.state.clone() {
@@ -468,6 +471,7 @@ impl Daemon {
         self.metrics.store_adopted.inc_by(adopted as u64);
         self.drain(t);
         self.persist(t);
+        self.flush_held();
         Ok(())
     }
 
@@ -577,10 +581,12 @@ impl Daemon {
             self.housekeeping(t);
         }
         self.drain(t);
-        // One batch per turn, after the turn's datagrams went out: a crash
-        // in between leaves a snapshot one turn stale, which RFC 6311 and
-        // the margins of a restore absorb.
+        // One batch per turn, written ahead of the turn's datagrams: the
+        // peer never sees a message ID, request or answer the store does
+        // not hold (a crash before the send loses only what the peer never
+        // saw; its retransmissions are then answered as new).
         self.persist(t);
+        self.flush_held();
         self.count_key_exchanges();
         self.queue_gauges();
     }
@@ -729,37 +735,54 @@ impl Daemon {
         }
         self.metrics.auth_jobs_in_flight.set(i64::try_from(self.auth_jobs_in_flight).unwrap_or(i64::MAX));
         while let Some(tr) = self.ep.poll_transmit() {
-            // The IKE header's SPI pair, after the non-ESP marker on 4500.
-            let off = if tr.payload.starts_with(&[0; 4]) { 4 } else { 0 };
-            let mut spis = [0u8; 16];
-            if let Some(b) = tr.payload.get(off..off + 16) {
-                spis.copy_from_slice(b);
-            }
-            // Stateless answers (SPIr zero: COOKIE, INVALID_KE_PAYLOAD, ...)
-            // are never retransmitted by us; a flood of them must not churn
-            // the retransmit map.
-            if spis[8..] != [0; 8] {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                tr.payload.hash(&mut h);
-                let digest = h.finish();
-                if self.last_sent.len() >= 65536 {
-                    self.last_sent.clear();
-                }
-                if self.last_sent.insert((tr.remote, spis), digest) == Some(digest) {
-                    self.metrics.retransmits.inc();
-                }
-            }
-            let sock = self.sockets.get(&tr.local).or_else(|| self.sockets.iter().find(|(a, _)| a.port() == tr.local.port()).map(|(_, s)| s));
-            match sock {
-                Some(s) => match s.send_to(&tr.payload, tr.remote) {
-                    Ok(_) => self.hot.tx.inc(),
-                    Err(e) => log(format_args!("send {} -> {}: {e}", tr.local, tr.remote)),
-                },
-                None => log(format_args!("no socket bound on {} (datagram to {} dropped)", tr.local, tr.remote)),
+            if self.persister.is_some() {
+                // Written ahead: sent once the turn's snapshots are stored.
+                self.held.push(tr);
+            } else {
+                self.send(tr);
             }
         }
         while let Some(ev) = self.ep.poll_event() {
             self.event(t, ev);
+        }
+    }
+
+    /// Sends one datagram of the endpoint's.
+    fn send(&mut self, tr: ike_proto::Transmit) {
+        // The IKE header's SPI pair, after the non-ESP marker on 4500.
+        let off = if tr.payload.starts_with(&[0; 4]) { 4 } else { 0 };
+        let mut spis = [0u8; 16];
+        if let Some(b) = tr.payload.get(off..off + 16) {
+            spis.copy_from_slice(b);
+        }
+        // Stateless answers (SPIr zero: COOKIE, INVALID_KE_PAYLOAD, ...)
+        // are never retransmitted by us; a flood of them must not churn
+        // the retransmit map.
+        if spis[8..] != [0; 8] {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            tr.payload.hash(&mut h);
+            let digest = h.finish();
+            if self.last_sent.len() >= 65536 {
+                self.last_sent.clear();
+            }
+            if self.last_sent.insert((tr.remote, spis), digest) == Some(digest) {
+                self.metrics.retransmits.inc();
+            }
+        }
+        let sock = self.sockets.get(&tr.local).or_else(|| self.sockets.iter().find(|(a, _)| a.port() == tr.local.port()).map(|(_, s)| s));
+        match sock {
+            Some(s) => match s.send_to(&tr.payload, tr.remote) {
+                Ok(_) => self.hot.tx.inc(),
+                Err(e) => log(format_args!("send {} -> {}: {e}", tr.local, tr.remote)),
+            },
+            None => log(format_args!("no socket bound on {} (datagram to {} dropped)", tr.local, tr.remote)),
+        }
+    }
+
+    /// Sends what waited for this turn's snapshots to be stored.
+    fn flush_held(&mut self) {
+        for tr in std::mem::take(&mut self.held) {
+            self.send(tr);
         }
     }
 

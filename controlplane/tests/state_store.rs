@@ -35,7 +35,7 @@ fn snapshot(spi: u64) -> IkeSaSnapshot {
         sk_pr: key(0x77),
         next_request_id: 5,
         next_expected_id: 9,
-        request_in_flight: false,
+        pending_request: None,
         mid_sync: true,
         remote_id: Some(Identity::Fqdn("carol.secret-identity.test".into())),
         peer_hashes: vec![2, 3, 4],

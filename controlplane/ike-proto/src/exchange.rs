@@ -224,6 +224,17 @@ impl ExchangeManager {
         self.responses.clear();
     }
 
+    /// The outstanding request, if any (the window is 1).
+    pub fn first_outstanding(&self) -> Option<(u32, &Outstanding)> {
+        self.outstanding.iter().next().map(|(id, o)| (*id, o))
+    }
+
+    /// An outstanding request restored from a snapshot: due for resending
+    /// at `now`.
+    pub fn restore_outstanding(&mut self, now: Time, id: u32, exchange: ExchangeType, packets: Vec<Vec<u8>>) {
+        self.outstanding.insert(id, Outstanding { exchange, packets, retransmits: 0, deadline: now });
+    }
+
     /// Records an RFC 6311 synchronisation request just sent: it always
     /// carries Message ID 0 (§4.1) and takes no ID from the sequence.
     pub fn start_sync_request(&mut self, now: Time, exchange: ExchangeType, packets: Vec<Vec<u8>>) {

@@ -209,6 +209,9 @@ pub enum Task {
     GsaInbandRekey,
     /// RFC 6311 IKEV2_MESSAGE_ID_SYNC in flight (Message ID 0).
     MidSync(resume::MidSyncTask),
+    /// A request restored from a snapshot, resent as it was; its task's
+    /// state is gone, so the answer only completes the exchange.
+    Resumed,
 }
 
 /// A responder step's answer, and what happens to the SA after it is sent.
@@ -678,6 +681,7 @@ impl IkeSa {
             Task::DeleteIke(reason) => self.close(ctx, reason),
             Task::Dpd | Task::GsaInbandRekey => {}
             Task::MidSync(t) => self.process_mid_sync_response(ctx, t, &payloads),
+            Task::Resumed => {}
             Task::GsaAuth(t) => self.process_gsa_auth_response(ctx, *t, &payloads),
             Task::GsaRegistration(g) => self.process_gsa_registration_response(ctx, g, &payloads),
         }

@@ -60,8 +60,11 @@ pub struct IkeSaSnapshot {
     pub next_request_id: u32,
     /// The Message ID of the next request we expect from the peer.
     pub next_expected_id: u32,
-    /// A request of ours was outstanding: its Message ID is used.
-    pub request_in_flight: bool,
+    /// The request of ours that was outstanding, as sent (Message ID,
+    /// exchange type, its sealed datagrams): a restored SA resends exactly
+    /// it, so the peer either answers it or replays its cached answer
+    /// (RFC 7296 §2.1), and both ends agree on Message IDs without asking.
+    pub pending_request: Option<PendingRequest>,
     /// We announced IKEV2_MESSAGE_ID_SYNC_SUPPORTED (RFC 6311 §3), so the
     /// peer answers an IKEV2_MESSAGE_ID_SYNC after the restart.
     pub mid_sync: bool,
@@ -74,6 +77,14 @@ pub struct IkeSaSnapshot {
     /// Time left until our IKE SA rekey, if one is scheduled.
     pub rekey_in: Option<Duration>,
     pub children: Vec<ChildSnapshot>,
+}
+
+/// An outstanding request ([`IkeSaSnapshot::pending_request`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingRequest {
+    pub message_id: u32,
+    pub exchange: u8,
+    pub packets: Vec<Vec<u8>>,
 }
 
 /// One Child SA of an [`IkeSaSnapshot`]. Its keys are not here: they live
@@ -366,7 +377,15 @@ impl IkeSaSnapshot {
         }
         w.u32(self.next_request_id);
         w.u32(self.next_expected_id);
-        put_bool(&mut w, self.request_in_flight);
+        match &self.pending_request {
+            None => w.u8(0),
+            Some(p) => {
+                w.u8(1);
+                w.u32(p.message_id);
+                w.u8(p.exchange);
+                put_list(&mut w, &p.packets, |w, b| put_bytes(w, b));
+            }
+        }
         put_bool(&mut w, self.mid_sync);
         match &self.remote_id {
             None => w.u8(0),
@@ -415,7 +434,14 @@ impl IkeSaSnapshot {
         let (sk_d, sk_ei, sk_ai, sk_er, sk_ar, sk_pi, sk_pr) = (key()?, key()?, key()?, key()?, key()?, key()?, key()?);
         let next_request_id = r.u32()?;
         let next_expected_id = r.u32()?;
-        let request_in_flight = get_bool(&mut r)?;
+        let pending_request = if get_bool(&mut r)? {
+            let message_id = r.u32()?;
+            let exchange = r.u8()?;
+            let packets = get_list(&mut r, |r| Ok(get_bytes(r)?.to_vec()))?;
+            Some(PendingRequest { message_id, exchange, packets })
+        } else {
+            None
+        };
         let mid_sync = get_bool(&mut r)?;
         let remote_id = if get_bool(&mut r)? {
             let t = IdType(r.u8()?);
@@ -456,7 +482,7 @@ impl IkeSaSnapshot {
             sk_pr,
             next_request_id,
             next_expected_id,
-            request_in_flight,
+            pending_request,
             mid_sync,
             remote_id,
             peer_hashes,
