@@ -444,8 +444,12 @@ fn default_window() -> u32 {
     1024
 }
 
-/// Largest anti-replay window accepted, in packets.
-pub const MAX_REPLAY_WINDOW: u32 = 65536;
+/// Largest anti-replay window accepted, in packets: what the SA table's
+/// state lines persist (DESIGN: the window lives in the table, so a restart
+/// or an owner change resumes it). The ESP engine could run larger windows
+/// (`esp::MAX_REPLAY_WINDOW`), but one the table cannot keep would reopen
+/// every old sequence number to a replay after a restart.
+pub const MAX_REPLAY_WINDOW: u32 = sa_table::MAX_REPLAY_WINDOW_PKTS;
 
 /// A parsed prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -808,6 +812,18 @@ ike:
     fn with(find: &str, replace: &str) -> Result<Config, ConfigError> {
         assert!(GOOD.contains(find), "test edit `{find}` does not apply");
         Config::from_yaml(&GOOD.replace(find, replace))
+    }
+
+    #[test]
+    fn a_replay_window_the_table_cannot_keep_is_refused_with_its_path() {
+        let window = |w: u32| {
+            let sel = "selectors: [\"192.168.105.0/24\"]\n";
+            Config::from_yaml(&GOOD.replace("spi: 5\n", "spi: 0x1005\n").replace(sel, &format!("{sel}      replay_window: {w}\n")))
+        };
+        assert_eq!(window(4096).unwrap().dataplane.static_sas[0].replay_window, 4096);
+        let e = window(4097).unwrap_err();
+        assert_eq!(e.path, "dataplane.static_sas[0].replay_window");
+        assert!(e.msg.contains("4096"), "{e}");
     }
 
     #[test]
