@@ -239,6 +239,7 @@ impl SaWatch {
         }
         m.active_sas.with_label_values(&["in"]).set(n_in);
         m.active_sas.with_label_values(&["out"]).set(n_out);
+        m.sa_table_capacity.set(i64::from(self.reader.capacity()));
     }
 }
 

@@ -12,7 +12,12 @@
 //! * `esprit_drops_total{reason,worker}`
 //! * `esprit_handoff_queue_depth{worker}`, `esprit_handoff_drops_total{worker}`
 //! * `esprit_punted_packets_total{dir,worker}` (dir = to_kernel | from_kernel)
+//! * `esprit_worker_flushes_total{worker}`: times a worker published its
+//!   counters (every 1024 loop turns, busy or idle): the worker's heartbeat,
+//!   it stops moving only when the worker stops turning (the dead-worker alert).
 //! * `esprit_active_sas{dir}`, `esprit_crypto_backend_info{backend}`
+//! * `esprit_sa_table_capacity`: slots of the SA table (both directions share
+//!   them), beside `esprit_active_sas` for the near-capacity alert.
 //! * `esprit_sa_install_failures_total{reason}`: SAs whose crypto context
 //!   could not be built as configured, once per SA: fell back to `ring`
 //!   (`ipsec_mb_no_session`, `ipsec_mb_no_suite`) or refused, their packets
@@ -50,7 +55,9 @@ pub struct DataplaneMetrics {
     handoff_drops: IntCounterVec,
     punted: IntCounterVec,
     bypassed: IntCounterVec,
+    flushes: IntCounterVec,
     pub active_sas: IntGaugeVec,
+    pub sa_table_capacity: IntGauge,
     crypto_backend: IntGaugeVec,
     install_failures: IntCounterVec,
     sa_packets: Option<IntCounterVec>,
@@ -81,7 +88,13 @@ impl DataplaneMetrics {
             handoff_drops: counter_vec(&r, "esprit_handoff_drops_total", "Packets dropped because a worker's handoff queue was full", &["worker"]),
             punted: counter_vec(&r, "esprit_punted_packets_total", "Packets passed to (to_kernel) or from (from_kernel) the exception TAP", &["dir", "worker"]),
             bypassed: counter_vec(&r, "esprit_spd_bypass_packets_total", "Packets an SPD BYPASS entry passed in clear, out (inside to outside) or in", &["dir", "worker"]),
+            flushes: counter_vec(&r, "esprit_worker_flushes_total", "Times a worker published its counters (every 1024 loop turns, busy or idle): its heartbeat", &["worker"]),
             active_sas: gauge_vec(&r, "esprit_active_sas", "SAs installed in the SA table, by direction", &["dir"]),
+            sa_table_capacity: {
+                let g = IntGauge::new("esprit_sa_table_capacity", "Slots of the SA table, shared by both directions").expect("valid metric definition");
+                r.register(Box::new(g.clone())).expect("metric registered once");
+                g
+            },
             crypto_backend: gauge_vec(&r, "esprit_crypto_backend_info", "The AEAD backend in use (value 1)", &["backend"]),
             install_failures: counter_vec(
                 &r,
@@ -126,6 +139,7 @@ impl DataplaneMetrics {
             punted_from_kernel: self.punted.with_label_values(&["from_kernel", &w]),
             bypassed_out: self.bypassed.with_label_values(&["out", &w]),
             bypassed_in: self.bypassed.with_label_values(&["in", &w]),
+            flushes: self.flushes.with_label_values(&[&w]),
             install_failures: INSTALL_FAILURE_REASONS.iter().map(|r| self.install_failures.with_label_values(&[*r])).collect(),
             local: WorkerStats::new(drop_reasons.len()),
             flushed: WorkerStats::new(drop_reasons.len()),
@@ -197,6 +211,7 @@ pub struct WorkerMetrics {
     punted_from_kernel: IntCounter,
     bypassed_out: IntCounter,
     bypassed_in: IntCounter,
+    flushes: IntCounter,
     /// By [`INSTALL_FAILURE_REASONS`] (created up front: counting allocates nothing).
     install_failures: Vec<IntCounter>,
     /// Counted by the worker's loop.
@@ -239,6 +254,7 @@ impl WorkerMetrics {
         add(&self.bypassed_out, l.bypassed_out, &mut f.bypassed_out);
         add(&self.bypassed_in, l.bypassed_in, &mut f.bypassed_in);
         self.handoff_depth.set(l.handoff_depth as i64);
+        self.flushes.inc();
     }
 }
 
@@ -343,7 +359,12 @@ mod tests {
         assert!(text.contains("esprit_port_packets_total{dir=\"rx\",port=\"outside\",worker=\"0\"} 15"), "{text}");
         assert!(text.contains("esprit_drops_total{reason=\"replayed\",worker=\"0\"} 3"), "{text}");
         assert!(text.contains("esprit_crypto_backend_info{backend=\"aes-gcm\"} 1"), "{text}");
+        // The heartbeat moves on every flush, counted or not (a worker
+        // with no traffic is alive; one that stops flushing is not).
+        assert!(text.contains("esprit_worker_flushes_total{worker=\"0\"} 3"), "{text}");
         assert!(!text.contains("esprit_sa_packets_total"), "per-SA series only on request");
+        m.sa_table_capacity.set(65536);
+        assert!(m.render().contains("esprit_sa_table_capacity 65536"), "the capacity gauge is exposed");
     }
 
     #[test]
