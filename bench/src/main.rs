@@ -12,6 +12,10 @@
 //!   and ID contain `{i}` (FILE with `{i}` = I, ID = a SAN of it), else one.
 //!   Certificates are PEM or DER, the key PKCS#8 (one key for all); ID
 //!   defaults to `load.esprit.bench`.
+//! * `gikev2-load [--members N] [--window N]` registers N G-IKEv2 members
+//!   (one process: GCKS and GMs as sans-IO endpoints) to one GCKS and sends
+//!   one multicast rekey; prints the GCKS's registrations per CPU-second and
+//!   the CPU time of the rekey on both sides.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -23,6 +27,7 @@ fn usage() -> ExitCode {
     eprintln!("usage: esprit-bench gen-pcap OUT.pcap [--size N] [--packets N] [--flows N] [--src IP] [--dst IP]");
     eprintln!("       esprit-bench ike-load LOCAL_IP REMOTE_IP [--count N] [--window N] [--proposal P] [--timeout-secs N]");
     eprintln!("                             [--identities N] [--psk S | --cert FILE --key FILE --ca FILE [--id ID]]   ({{i}} in FILE and ID: one per identity)");
+    eprintln!("       esprit-bench gikev2-load [--members N] [--window N]");
     ExitCode::from(2)
 }
 
@@ -31,7 +36,43 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("gen-pcap") => gen_pcap(&args[1..]),
         Some("ike-load") => ike_load(&args[1..]),
+        Some("gikev2-load") => gikev2_load(&args[1..]),
         _ => usage(),
+    }
+}
+
+fn gikev2_load(args: &[String]) -> ExitCode {
+    let (mut members, mut window) = (1000usize, 64usize);
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let Some(v) = it.next() else { return usage() };
+        let ok = match flag.as_str() {
+            "--members" => v.parse().map(|x| members = x).is_ok(),
+            "--window" => v.parse().map(|x| window = x).is_ok(),
+            _ => false,
+        };
+        if !ok {
+            return usage();
+        }
+    }
+    let r = esprit_bench::gikev2_load::run(members, window.max(1));
+    let per_cpu_sec = r.registered as f64 / r.gcks_registration_cpu.as_secs_f64().max(1e-9);
+    println!(
+        "members {} registered {} gcks_cpu_s {:.3} registrations_per_cpu_s {:.0} rekey_bytes {} gcks_rekey_cpu_us {} accepted {} gm_rekey_cpu_us_mean {} gm_rekey_cpu_us_max {}",
+        r.members,
+        r.registered,
+        r.gcks_registration_cpu.as_secs_f64(),
+        per_cpu_sec,
+        r.rekey_bytes,
+        r.gcks_rekey_cpu.as_micros(),
+        r.rekey_accepted,
+        (r.gm_rekey_cpu_total / u32::try_from(r.members.max(1)).unwrap_or(u32::MAX)).as_micros(),
+        r.gm_rekey_cpu_max.as_micros()
+    );
+    if r.registered == r.members && r.rekey_accepted == r.members {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

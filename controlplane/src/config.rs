@@ -813,6 +813,7 @@ fn connection(
             },
             dual_stack: c.dual_stack,
             announce_auth_methods: c.announce_auth_methods,
+            groups: Vec::new(),
             signature_schemes,
         },
     })
@@ -943,7 +944,7 @@ pub fn ike_proposal(s: &str) -> Result<IkeProposal, String> {
     if additional_ke.iter().any(|slot| !slot.is_empty() && slot.iter().all(|k| *k == KeId::NONE)) {
         return Err(format!("{s:?}: an ADDKE slot with only `none`"));
     }
-    Ok(IkeProposal { encr, key_bits, prf, integ, ke: kes, additional_ke })
+    Ok(IkeProposal { encr, key_bits, prf, integ, ke: kes, additional_ke, kwa: Vec::new() })
 }
 
 /// `aes256gcm16[-esn|-noesn...][-x25519...]` (an AEAD: the dataplane has

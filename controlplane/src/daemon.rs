@@ -545,6 +545,18 @@ impl Daemon {
                 self.table.delete(child_sa);
                 log(format_args!("Child SA #{} of IKE SA #{} deleted (SPIs {spi_in:08x}/{spi_out:08x})", child_sa.0, ike_sa.0));
             }
+            // RFC 9838 events are only logged here: the daemon does not yet
+            // read groups from its YAML nor program group SAs into the table
+            // (which has no group fields yet), so none of these occur.
+            ev @ (Event::GroupSaInstall(_)
+            | Event::GroupSaDelete { .. }
+            | Event::GroupRegistered { .. }
+            | Event::GroupRekeyAccepted { .. }
+            | Event::GroupRekeyRejected { .. }
+            | Event::GroupExcluded { .. }
+            | Event::GroupMemberRegistration { .. }) => {
+                log(format_args!("G-IKEv2: {ev:?}"));
+            }
             Event::SplitDns { ike_sa, mut domains, refused } => {
                 let initiator = self.initiated.contains(&ike_sa) || self.ep.ike_sas().iter().any(|i| i.ike_sa == ike_sa && i.initiator);
                 if initiator {

@@ -37,6 +37,7 @@ pub mod ids;
 pub mod integ;
 pub mod ke;
 pub mod keys;
+pub mod keywrap;
 pub mod prf;
 pub mod provider;
 pub mod rng;

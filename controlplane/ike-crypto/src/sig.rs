@@ -343,6 +343,19 @@ impl PublicKey {
         Err(Error::Decode("unsupported public key algorithm (RSA, P-256, P-384, Ed25519)"))
     }
 
+    /// The DER SubjectPublicKeyInfo (RFC 5280 §4.1.2.7), e.g. for the
+    /// G-IKEv2 AUTH_KEY attribute (RFC 9838 §4.5.3.2).
+    pub fn to_spki_der(&self) -> Result<Vec<u8>, Error> {
+        use pkcs8::EncodePublicKey;
+        let der = match self {
+            PublicKey::Ed25519(k) => k.to_public_key_der(),
+            PublicKey::EcdsaP256(k) => p256::PublicKey::from(k).to_public_key_der(),
+            PublicKey::EcdsaP384(k) => p384::PublicKey::from(k).to_public_key_der(),
+            PublicKey::Rsa(k) => k.to_public_key_der(),
+        };
+        der.map(|d| d.as_bytes().to_vec()).map_err(|_| Error::Decode("SubjectPublicKeyInfo"))
+    }
+
     /// An Ed25519 public key from its 32 octets.
     pub fn ed25519_from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         let b: [u8; 32] = bytes.try_into().map_err(|_| Error::Decode("Ed25519 public key must be 32 octets"))?;

@@ -99,6 +99,8 @@ pub struct EndpointConfig {
     /// [`crate::auth_job::AuthJob`]s instead of computing them inline
     /// (the owner must then run them: [`crate::Endpoint::poll_auth_job`]).
     pub defer_signatures: bool,
+    /// RFC 9838 GCKS role: the groups this endpoint serves.
+    pub groups: crate::group::config::Groups,
 }
 
 impl Default for EndpointConfig {
@@ -117,6 +119,7 @@ impl Default for EndpointConfig {
             nonce_len: 32,
             intermediate: true,
             defer_signatures: false,
+            groups: Vec::new(),
         }
     }
 }
@@ -206,6 +209,11 @@ pub struct IkeProposal {
     /// RFC 7296 §3.3.6). ML-KEM-768/1024 belong here rather than in `ke`:
     /// IKE_SA_INIT cannot be fragmented (draft-ietf-ipsecme-ikev2-mlkem §3).
     pub additional_ke: Vec<Vec<KeId>>,
+    /// RFC 9838 §2.1: the Key Wrap Algorithm transform (type 13) of a
+    /// G-IKEv2 registration SA, preferred first; empty for plain IKEv2 (a
+    /// proposal with it is refused by a peer without G-IKEv2, and one
+    /// without it by a GCKS).
+    pub kwa: Vec<ike_wire::KwaId>,
 }
 
 impl IkeProposal {
@@ -399,10 +407,14 @@ pub struct Extensions {
     /// The peer's signature schemes we accept (and announce); empty
     /// accepts every scheme we can verify.
     pub signature_schemes: Vec<ike_crypto::sig::SignatureScheme>,
+    /// RFC 9838 GM role: register to these groups, the first in GSA_AUTH
+    /// (instead of IKE_AUTH; the IKE proposals carry a KWA transform), the
+    /// others by GSA_REGISTRATION on the same IKE SA.
+    pub groups: Vec<crate::group::GroupMembership>,
 }
 
 impl Default for Extensions {
     fn default() -> Self {
-        Self { split_dns: crate::split_dns::SplitDnsPolicy::default(), dual_stack: false, announce_auth_methods: true, signature_schemes: Vec::new() }
+        Self { split_dns: crate::split_dns::SplitDnsPolicy::default(), dual_stack: false, announce_auth_methods: true, signature_schemes: Vec::new(), groups: Vec::new() }
     }
 }

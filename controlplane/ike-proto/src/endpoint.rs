@@ -120,6 +120,8 @@ pub struct Endpoint {
     /// (SPIi, Ni) of answered IKE_SA_INIT requests → their SA.
     init_index: BTreeMap<(u64, Vec<u8>), IkeSaHandle>,
     cookies: CookieJar,
+    /// RFC 9838: the groups we serve (GCKS) and belong to (GM).
+    groups: crate::group::GroupState,
 }
 
 impl Endpoint {
@@ -128,6 +130,7 @@ impl Endpoint {
         let mut secret = [0u8; 32];
         rng.fill_bytes(&mut secret);
         let rotate_at = now + config.cookie_secret_lifetime;
+        let config_groups = config.groups.clone();
         Self {
             config,
             crypto,
@@ -142,6 +145,7 @@ impl Endpoint {
             half_open_by_peer: BTreeMap::new(),
             init_index: BTreeMap::new(),
             cookies: CookieJar { version: 0, secret, previous: None, rotate_at },
+            groups: crate::group::GroupState { gcks: crate::group::Gcks::new(&config_groups), gm: Default::default() },
         }
     }
 
@@ -175,9 +179,9 @@ impl Endpoint {
 
     /// Runs `f` on SA `h` with a context, then applies its effects.
     fn with_sa(&mut self, now: Time, h: IkeSaHandle, f: impl FnOnce(&mut IkeSa, &mut Ctx<'_>)) {
-        let Self { config, crypto, rng, sas, alloc, pools, out, .. } = self;
+        let Self { config, crypto, rng, sas, alloc, pools, out, groups, .. } = self;
         let Some(sa) = sas.get_mut(&h) else { return };
-        let mut ctx = Ctx { now, crypto: &**crypto, rng: &mut **rng, config, out, alloc, pools };
+        let mut ctx = Ctx { now, crypto: &**crypto, rng: &mut **rng, config, out, alloc, pools, groups };
         f(sa, &mut ctx);
         if !sa.is_half_open() {
             self.forget_half_open(h);
@@ -224,8 +228,8 @@ impl Endpoint {
                         });
                     }
                     Effect::Reinitiate { conn, local, remote } => {
-                        let Self { config, crypto, rng, alloc, pools, out, .. } = self;
-                        let mut ctx = Ctx { now, crypto: &**crypto, rng: &mut **rng, config, out, alloc, pools };
+                        let Self { config, crypto, rng, alloc, pools, out, groups, .. } = self;
+                        let mut ctx = Ctx { now, crypto: &**crypto, rng: &mut **rng, config, out, alloc, pools, groups };
                         if let Ok(sa) = IkeSa::initiate(&mut ctx, conn, local, remote) {
                             self.insert_sa(sa);
                         }
@@ -272,6 +276,11 @@ impl Endpoint {
         };
         if header.exchange_type == ExchangeType::IKE_SA_INIT && !header.flags.response() {
             self.handle_init_request(now, &header, bytes, local, remote);
+            return;
+        }
+        if header.exchange_type == ExchangeType::GSA_REKEY && !header.flags.response() {
+            // RFC 9838 §2.4.1: multicast to the group, on no IKE SA.
+            self.handle_group_rekey(now, bytes);
             return;
         }
         let spi = if header.flags.initiator() { header.spi_r } else { header.spi_i };
@@ -341,9 +350,9 @@ impl Endpoint {
                 return;
             }
         }
-        let Self { config, crypto, rng, alloc, pools, out, .. } = self;
+        let Self { config, crypto, rng, alloc, pools, out, groups, .. } = self;
         let conns = config.connections.clone();
-        let mut ctx = Ctx { now, crypto: &**crypto, rng: &mut **rng, config, out, alloc, pools };
+        let mut ctx = Ctx { now, crypto: &**crypto, rng: &mut **rng, config, out, alloc, pools, groups };
         match IkeSa::respond_init(&mut ctx, &conns, bytes, &msg, local, remote) {
             Ok((sa, _)) => {
                 if let Some(k) = sa.init_key.clone() {
@@ -423,6 +432,7 @@ impl Endpoint {
             });
         }
         self.rotate_cookie_secret(now);
+        self.group_timeout(now);
         self.reap(now);
     }
 
@@ -458,8 +468,8 @@ impl Endpoint {
                     .find(|c| c.name == connection)
                     .cloned()
                     .ok_or(CommandError::UnknownConnection(connection))?;
-                let Self { config, crypto, rng, alloc, pools, out, .. } = self;
-                let mut ctx = Ctx { now, crypto: &**crypto, rng: &mut **rng, config, out, alloc, pools };
+                let Self { config, crypto, rng, alloc, pools, out, groups, .. } = self;
+                let mut ctx = Ctx { now, crypto: &**crypto, rng: &mut **rng, config, out, alloc, pools, groups };
                 let sa = IkeSa::initiate(&mut ctx, conn, local, remote).map_err(|e| CommandError::Failed(e.to_string()))?;
                 let h = sa.handle;
                 self.insert_sa(sa);
@@ -539,10 +549,74 @@ impl Endpoint {
         let sa_min = self.deadlines.first().map(|(t, _)| *t);
         // The cookie secret only needs rotating while cookies are handed out.
         let cookie = (self.half_open() >= self.config.cookie_threshold).then_some(self.cookies.rotate_at);
-        match (sa_min, cookie) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        [sa_min, cookie, self.groups.gcks.deadline(), self.groups.gm.deadline()].into_iter().flatten().min()
+    }
+
+    /// RFC 9838 GM: a GSA_REKEY datagram (marker stripped).
+    fn handle_group_rekey(&mut self, now: Time, bytes: &[u8]) {
+        let Self { crypto, rng, groups, out, .. } = self;
+        groups.gm.handle_rekey(now, &**crypto, &mut **rng, bytes, &mut out.events);
+    }
+
+    /// RFC 9838 timers of both roles: scheduled rekeys and their copies
+    /// (GCKS), DTD deletions and re-registrations (GM).
+    fn group_timeout(&mut self, now: Time) {
+        let Self { crypto, rng, groups, out, .. } = self;
+        groups.gcks.handle_timeout(now, &**crypto, &mut **rng, &mut out.transmits);
+        let mut again = Vec::new();
+        groups.gm.handle_timeout(now, &mut **rng, &mut out.events, &mut again);
+        for (conn, local, remote) in again {
+            self.out.effects.push(crate::sa::Effect::Reinitiate { conn, local, remote });
         }
+        self.apply_effects(now);
+    }
+
+    /// RFC 9838 GCKS commands: rekey a group now, exclude a member.
+    pub fn handle_group_command(&mut self, now: Time, cmd: crate::event::GroupCommand) -> Result<(), CommandError> {
+        let Self { crypto, rng, groups, out, .. } = self;
+        let unknown = |g: &crate::group::GroupId| CommandError::Failed(format!("no group {g}"));
+        match cmd {
+            crate::event::GroupCommand::Rekey { group } => {
+                let g = groups.gcks.groups.get_mut(&group).ok_or_else(|| unknown(&group))?;
+                g.force_rekey(now, &**crypto, &mut **rng, &mut out.transmits).map_err(|e| CommandError::Failed(e.to_string()))?;
+                let inband = g.cfg.kek.is_none();
+                if inband {
+                    for h in g.inband_members() {
+                        self.with_sa(now, h, |sa, ctx| sa.start_group_inband(ctx, &group));
+                    }
+                }
+            }
+            crate::event::GroupCommand::Exclude { group, member } => {
+                let g = groups.gcks.groups.get_mut(&group).ok_or_else(|| unknown(&group))?;
+                let sa = g.exclude(now, &**crypto, &mut **rng, &member).map_err(|e| CommandError::Failed(e.to_string()))?;
+                g.flush_now(now, &mut out.transmits);
+                if let Some(h) = sa {
+                    // §2.4.3: the GCKS may delete the unicast SA at once.
+                    self.with_sa(now, h, |sa, ctx| {
+                        sa.enqueue(Queued::DeleteIke);
+                        sa.pump(ctx);
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// RFC 9838 GCKS: a new set of groups (configuration reload); groups
+    /// that stay keep their keys, members and counters.
+    pub fn set_groups(&mut self, groups: crate::group::config::Groups) {
+        self.groups.gcks.reconfigure(&groups);
+        self.config.groups = groups;
+    }
+
+    /// RFC 9838 GCKS: the groups served, for listings.
+    pub fn groups(&self) -> Vec<crate::group::GroupInfo> {
+        self.groups.gcks.groups.values().map(crate::group::GcksGroup::info).collect()
+    }
+
+    /// RFC 9838 both roles: counters per group.
+    pub fn group_state(&self) -> &crate::group::GroupState {
+        &self.groups
     }
 
     /// Number of IKE SAs held (any state).

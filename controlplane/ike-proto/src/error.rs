@@ -63,6 +63,15 @@ pub enum ProtoError {
     /// Sent to an IKE SA we do not have.
     #[error("unknown IKE SPI")]
     UnknownSpi,
+    /// RFC 9838 §4.7.1: the group named in IDg is unknown.
+    #[error("invalid group ID")]
+    InvalidGroupId,
+    /// RFC 9838 §4.7.2: the member may not join the group.
+    #[error("authorization failed")]
+    AuthorizationFailed,
+    /// RFC 9838 §4.7.3: the group cannot take the member (e.g. full).
+    #[error("registration failed")]
+    RegistrationFailed,
     /// Refused without answer: over the half-open limit.
     #[error("over the half-open limit")]
     Overloaded,
@@ -92,6 +101,9 @@ impl ProtoError {
             ProtoError::TemporaryFailure => (NotifyType::TEMPORARY_FAILURE, Vec::new()),
             ProtoError::ChildSaNotFound => (NotifyType::CHILD_SA_NOT_FOUND, Vec::new()),
             ProtoError::StateNotFound => (NotifyType::STATE_NOT_FOUND, Vec::new()),
+            ProtoError::InvalidGroupId => (NotifyType::INVALID_GROUP_ID, Vec::new()),
+            ProtoError::AuthorizationFailed => (NotifyType::AUTHORIZATION_FAILED, Vec::new()),
+            ProtoError::RegistrationFailed => (NotifyType::REGISTRATION_FAILED, Vec::new()),
             ProtoError::Crypto(ike_crypto::Error::InvalidPeerPublic(_)) => (NotifyType::INVALID_SYNTAX, Vec::new()),
             // Our own key derivation failing is not the peer's fault, but
             // the exchange cannot complete: §2.21 leaves the code to us.

@@ -135,6 +135,31 @@ pub enum Event {
         domains: Vec<crate::split_dns::DnsDomain>,
         refused: Vec<(String, crate::split_dns::Refusal)>,
     },
+    /// G-IKEv2 GM: install a group Data-Security SA (TEK) in the directions
+    /// it names; senders start using it after `activation_delay_secs`.
+    GroupSaInstall(Box<crate::group::GroupSaInstall>),
+    /// G-IKEv2 GM: remove a group SA (GWP_DTD already waited).
+    GroupSaDelete { group: crate::group::GroupId, spi: u32 },
+    /// G-IKEv2 GM: registered (GSA_AUTH or GSA_REGISTRATION answered).
+    GroupRegistered { group: crate::group::GroupId, ike_sa: IkeSaHandle, sender_ids: Vec<u32> },
+    /// G-IKEv2 GM: a GSA_REKEY passed every check and was applied.
+    GroupRekeyAccepted { group: crate::group::GroupId, message_id: u32 },
+    /// G-IKEv2 GM: a GSA_REKEY was refused (counted by reason).
+    GroupRekeyRejected { group: Option<crate::group::GroupId>, reason: crate::group::RekeyRejected },
+    /// G-IKEv2 GM: excluded from the group (Delete GIKE_UPDATE SPI 0, or a
+    /// new KEK it cannot unwrap); it registers again after a random delay.
+    GroupExcluded { group: crate::group::GroupId },
+    /// G-IKEv2 GCKS: a member registered (or was refused, `notify` set).
+    GroupMemberRegistration { group: Option<crate::group::GroupId>, member: Identity, sender_ids: Vec<u32>, notify: Option<NotifyType> },
+}
+
+/// What the owner asks of the GCKS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupCommand {
+    /// New TEKs now (multicast, or in-band to every member).
+    Rekey { group: crate::group::GroupId },
+    /// Exclude a member (§3.2.1): a new KEK it cannot read, then new TEKs.
+    Exclude { group: crate::group::GroupId, member: Identity },
 }
 
 /// What the owner asks for.

@@ -69,7 +69,7 @@ fn conn(side: Side) -> ConnectionConfig {
         local_auth: LocalAuth::Psk(psk.clone()),
         remote_auth: RemoteAuth::Psk(psk),
         ike_proposals: vec![
-            IkeProposal { encr: EncrId::ENCR_AES_GCM_16, key_bits: Some(256), prf: PrfId::PRF_HMAC_SHA2_256, integ: IntegId::NONE, ke: vec![KeId::CURVE25519, KeId::ECP_256], additional_ke: vec![vec![KeId::ML_KEM_768]] },
+            IkeProposal { encr: EncrId::ENCR_AES_GCM_16, key_bits: Some(256), prf: PrfId::PRF_HMAC_SHA2_256, integ: IntegId::NONE, ke: vec![KeId::CURVE25519, KeId::ECP_256], additional_ke: vec![vec![KeId::ML_KEM_768]], kwa: Vec::new() },
             IkeProposal {
                 encr: EncrId::ENCR_CHACHA20_POLY1305,
                 key_bits: None,
@@ -77,6 +77,7 @@ fn conn(side: Side) -> ConnectionConfig {
                 integ: IntegId::NONE,
                 ke: vec![KeId::MODP_2048],
                 additional_ke: Vec::new(),
+                kwa: Vec::new(),
             },
         ],
         child: ChildConfig {
@@ -439,5 +440,152 @@ mod tests {
         let o = run(natt);
         assert_eq!(o.max_established, 0);
         assert!(o.sent >= 1, "the NAT-T IKE_SA_INIT was not answered: {o:?}");
+    }
+}
+
+/// The G-IKEv2 GM's GSA_REKEY handling (`fuzz/fuzz_targets/gikev2_rekey.rs`).
+///
+/// A GCKS group and a GM registered to it, both on the INSECURE provider
+/// (the SK payload in the clear, its ICV unchecked) and with GCAUTH
+/// Implicit, so mutated rekeys reach the GM's policy and key checks. Input:
+/// records `[op: u8][len: u16 BE][len octets]`: op 0 delivers the octets as
+/// a datagram; 1 delivers the GCKS's last GSA_REKEY with the octets XORed
+/// over it (cycling); 2 its first `4 * octets[0]` octets followed by the
+/// other octets; 3
+/// lets `octets[0]` seconds of timers run; 4 makes the GCKS rekey (its
+/// message becomes the "last" one, delivered as is).
+///
+/// Checked: no panic, at most 16 events per record, and the GM never holds
+/// more than 16 TEKs.
+pub mod gikev2 {
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use ike_crypto::provider::insecure::InsecureNoSecurityProvider;
+    use ike_crypto::rng::DeterministicRng;
+    use ike_wire::{EncrId, IntegId, KeId, KwaId};
+
+    use super::{conn, Side, T0};
+    use crate::group::{GroupConfig, GroupId, GroupMembership, GroupMember, GcksGroup, KekPolicy, MemberPolicy, MemberRole, SequenceMode, TekPolicy};
+    use crate::{Event, IkeSaHandle, Time, Transmit};
+
+    fn group() -> GroupConfig {
+        let suite = crate::EspSuite { encr: EncrId::ENCR_AES_GCM_16, key_bits: Some(256), integ: IntegId::NONE, esn: false, ke: None, additional_ke: [KeId::NONE; 7] };
+        let any = crate::TrafficSelector::any_v4();
+        GroupConfig {
+            name: "fuzz".into(),
+            id: GroupId::key_id("fuzz"),
+            members: vec![MemberPolicy { identity: None, role: MemberRole::Sender }],
+            teks: vec![TekPolicy { suite, src: any, dst: any, sequence: SequenceMode::Unspecified, lifetime_secs: 600 }],
+            kek: Some(KekPolicy {
+                encr: EncrId::ENCR_AES_GCM_16,
+                key_bits: Some(256),
+                integ: IntegId::NONE,
+                kwa: KwaId::KW_5649_256,
+                gcauth: None,
+                destination: "239.192.0.1:848".parse().expect("addr"),
+                source: "192.0.2.100:848".parse().expect("addr"),
+                lifetime_secs: 900,
+                retransmits: 0,
+                retransmit_interval: Duration::from_secs(1),
+            }),
+            inband_rekey: false,
+            rekey_margin_secs: 60,
+            activation_delay_secs: 1,
+            deactivation_delay_secs: 2,
+            sender_id_bits: 16,
+            max_sids_per_member: 2,
+            transport: false,
+            max_members: 4,
+            registration_linger: Duration::from_secs(10),
+        }
+    }
+
+    /// Returns how many rekeys the GM accepted.
+    pub fn run(data: &[u8]) -> usize {
+        let mut accepted = 0;
+        let crypto = InsecureNoSecurityProvider;
+        let mut rng = DeterministicRng::from_u64(0x9838);
+        let mut now = T0;
+        let mut out: VecDeque<Transmit> = VecDeque::new();
+        let mut gcks = GcksGroup::new(Arc::new(group()));
+        let kwk = [5u8; 32];
+        let member = crate::Identity::Fqdn("gm.fuzz.test".into());
+        let Ok(reg) = gcks.register(now, &crypto, &mut rng, &mut out, &member, IkeSaHandle(1), 1, KwaId::KW_5649_256, &kwk) else { return 0 };
+        let mut gm = GroupMember::default();
+        let membership = GroupMembership { group: GroupId::key_id("fuzz"), sender_ids: 1, receive: true };
+        let c = Arc::new(conn(Side::A));
+        let addrs = (std::net::SocketAddr::new(super::addr(Side::A), 500), std::net::SocketAddr::new(super::addr(Side::B), 500));
+        let mut events = VecDeque::new();
+        if gm.registered(now, &crypto, &membership, c, addrs, IkeSaHandle(1), &reg.gsa, &reg.kd, false, KwaId::KW_5649_256, &kwk, &mut events).is_err() {
+            return 0;
+        }
+        let mut last: Vec<u8> = Vec::new();
+        let rekey = |gcks: &mut GcksGroup, now: Time, rng: &mut DeterministicRng, out: &mut VecDeque<Transmit>| -> Option<Vec<u8>> {
+            gcks.force_rekey(now, &crypto, rng, out).ok()?;
+            let last = out.pop_back().map(|t| t.payload);
+            out.clear();
+            last
+        };
+        if let Some(m) = rekey(&mut gcks, now, &mut rng, &mut out) {
+            last = m;
+        }
+        let mut rest = data;
+        while rest.len() >= 3 {
+            let op = rest[0];
+            let len = usize::from(u16::from_be_bytes([rest[1], rest[2]])).min(rest.len() - 3);
+            let body = &rest[3..3 + len];
+            rest = &rest[3 + len..];
+            events.clear();
+            match op % 5 {
+                0 => gm.handle_rekey(now, &crypto, &mut rng, body, &mut events),
+                1 => {
+                    let mut m = last.clone();
+                    if !body.is_empty() {
+                        for (i, b) in m.iter_mut().enumerate() {
+                            *b ^= body[i % body.len()];
+                        }
+                    }
+                    gm.handle_rekey(now, &crypto, &mut rng, &m, &mut events);
+                }
+                2 => {
+                    let keep = usize::from(body.first().copied().unwrap_or(0)) * 4;
+                    let mut m = last[..keep.min(last.len())].to_vec();
+                    m.extend_from_slice(body.get(1..).unwrap_or_default());
+                    gm.handle_rekey(now, &crypto, &mut rng, &m, &mut events);
+                }
+                3 => {
+                    now = now + Duration::from_secs(u64::from(body.first().copied().unwrap_or(1)));
+                    let mut again = Vec::new();
+                    gm.handle_timeout(now, &mut rng, &mut events, &mut again);
+                    gcks.handle_timeout(now, &crypto, &mut rng, &mut out);
+                    out.clear();
+                }
+                _ => {
+                    if let Some(m) = rekey(&mut gcks, now, &mut rng, &mut out) {
+                        gm.handle_rekey(now, &crypto, &mut rng, &m, &mut events);
+                        last = m;
+                    }
+                }
+            }
+            assert!(events.len() <= 16, "{} events from one record", events.len());
+            let installs = events.iter().filter(|e| matches!(e, Event::GroupSaInstall(_))).count();
+            assert!(installs <= 16);
+            accepted += events.iter().filter(|e| matches!(e, Event::GroupRekeyAccepted { .. })).count();
+        }
+        accepted
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn gikev2_rekey_harness_runs_its_seeds() {
+            // A clean rekey, a replay, a flipped octet, a truncation, time.
+            // The harness reaches acceptance: two clean rekeys pass.
+            assert_eq!(super::run(&[4, 0, 0, 1, 0, 1, 0x55, 2, 0, 3, 10, 0, 0, 3, 0, 1, 200, 4, 0, 0, 0, 0, 4, 1, 2, 3, 4]), 2);
+            super::run(&[]);
+            super::run(&[1, 0, 3, 0, 0, 0xff, 3, 0, 1, 255, 3, 0, 1, 255, 3, 0, 1, 255, 3, 0, 1, 255]);
+        }
     }
 }

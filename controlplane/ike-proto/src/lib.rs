@@ -55,6 +55,7 @@ pub mod error;
 pub mod event;
 pub mod exchange;
 pub mod fragment;
+pub mod group;
 /// INSECURE harness of the endpoint fuzz target (seed corpus, properties).
 pub mod fuzzing;
 pub mod ike_sa;

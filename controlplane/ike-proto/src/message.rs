@@ -109,6 +109,27 @@ pub const CREATE_CHILD_SA: &[Rule] = &[
 pub const IKE_INTERMEDIATE: &[Rule] = &[one(PayloadType::KE)];
 /// IKE_FOLLOWUP_KE (RFC 9370 §2.2.4), both directions: `KE, [N(link)]`.
 pub const IKE_FOLLOWUP_KE: &[Rule] = &[one(PayloadType::KE)];
+/// RFC 9838 §2.3.1 GSA_AUTH request: `IDi, [CERT+], [CERTREQ+], [IDr],
+/// AUTH, IDg, [SAg], [N(GROUP_SENDER)]` (SAg is an SA payload).
+pub const GSA_AUTH_REQUEST: &[Rule] = &[
+    one(PayloadType::IDI),
+    many(PayloadType::CERT),
+    many(PayloadType::CERTREQ),
+    opt(PayloadType::IDR),
+    one(PayloadType::AUTH),
+    one(PayloadType::IDG),
+    opt(PayloadType::SA),
+];
+/// GSA_AUTH response: `IDr, [CERT+], AUTH, [GSA, KD]` (an error answer
+/// carries a notify instead of GSA and KD).
+pub const GSA_AUTH_RESPONSE: &[Rule] = &[one(PayloadType::IDR), many(PayloadType::CERT), one(PayloadType::AUTH), opt(PayloadType::GSA), opt(PayloadType::KD)];
+/// RFC 9838 §2.3.2 GSA_REGISTRATION request: `IDg, [SAg], [N]`.
+pub const GSA_REGISTRATION_REQUEST: &[Rule] = &[one(PayloadType::IDG), opt(PayloadType::SA)];
+/// GSA_REGISTRATION response: `[GSA, KD]` (or a notify).
+pub const GSA_REGISTRATION_RESPONSE: &[Rule] = &[opt(PayloadType::GSA), opt(PayloadType::KD)];
+/// RFC 9838 §2.4.2 GSA_INBAND_REKEY request: `GSA, KD` or `D`, `[N]`;
+/// the response is empty.
+pub const GSA_INBAND_REKEY: &[Rule] = &[opt(PayloadType::GSA), opt(PayloadType::KD), many(PayloadType::DELETE)];
 /// INFORMATIONAL (§1.4): `[N], [D], [CP]`.
 pub const INFORMATIONAL: &[Rule] = &[many(PayloadType::DELETE), opt(PayloadType::CP)];
 
@@ -157,6 +178,9 @@ impl<'m, 'a> Payloads<'m, 'a> {
     first!(ts_i, TsI, ike_wire::Ts<'a>);
     first!(ts_r, TsR, ike_wire::Ts<'a>);
     first!(cp, Cp, ike_wire::Cp<'a>);
+    first!(id_g, IdG, ike_wire::Id<'a>);
+    first!(gsa, Gsa, ike_wire::Gsa<'a>);
+    first!(kd, Kd, ike_wire::Kd<'a>);
 
     pub fn notify(&self, t: ike_wire::NotifyType) -> Option<&'m ike_wire::Notify<'a>> {
         self.notifies().find(|n| n.notify_type == t)

@@ -59,6 +59,9 @@ impl Offer {
             let Some(t) = u8::try_from(i + 1).ok().and_then(TransformType::addke) else { continue };
             by_type.insert(t, slot.iter().map(|k| (k.0, None)).collect());
         }
+        if !p.kwa.is_empty() {
+            by_type.insert(TransformType::KWA, p.kwa.iter().map(|k| (k.0, None)).collect());
+        }
         Self { by_type }
     }
 
@@ -184,6 +187,8 @@ pub struct IkeSuite {
     /// RFC 9370 ADDKE1..7 methods chosen (NONE left out), in transform
     /// type order: the order of the additional key exchanges.
     pub additional_ke: Vec<KeId>,
+    /// RFC 9838: the Key Wrap Algorithm of a G-IKEv2 registration SA.
+    pub kwa: Option<ike_wire::KwaId>,
 }
 
 /// The negotiated Child SA algorithms.
@@ -237,6 +242,7 @@ fn ike_suite(c: &BTreeMap<TransformType, Value>) -> Option<IkeSuite> {
         integ: IntegId(c.get(&TransformType::INTEG).map_or(NONE, |v| v.0)),
         ke: KeId(c.get(&TransformType::KE)?.0),
         additional_ke,
+        kwa: c.get(&TransformType::KWA).map(|v| ike_wire::KwaId(v.0)),
     })
 }
 

@@ -200,6 +200,8 @@ pub struct Ctx<'a> {
     pub out: &'a mut Outputs,
     pub alloc: &'a mut Alloc,
     pub pools: &'a mut Pools,
+    /// RFC 9838 group state of both roles.
+    pub groups: &'a mut crate::group::GroupState,
 }
 
 impl Ctx<'_> {

@@ -46,6 +46,12 @@ impl TrafficSelector {
         Self::range(addr, addr)
     }
 
+    /// One UDP port of one address (RFC 9838 §4.4.2: a Rekey SA's
+    /// selectors).
+    pub fn udp_host(addr: std::net::SocketAddr) -> Self {
+        Self { ip_protocol: 17, start_port: addr.port(), end_port: addr.port(), start_addr: addr.ip(), end_addr: addr.ip() }
+    }
+
     /// A prefix such as 10.1.0.0/16; `None` if the length exceeds the family.
     pub fn prefix(addr: IpAddr, len: u8) -> Option<Self> {
         match addr {

@@ -20,11 +20,20 @@
 //!   IKE_AUTH (§7.3 ciphertext check), per draft-ietf-ipsecme-ikev2-mlkem.
 use ike_wire::{ExchangeType, Ke, KeId, NotifyType, Payload};
 
-use super::{IkeSa, IkeState, InitData, IntermediateTask, KeyUpdate, Reply, Task, Then};
+use super::{IkeSa, IkeState, InitData, KeyUpdate, Reply, Task, Then};
+use ike_crypto::ke::KeyExchange;
 use crate::error::ProtoError;
 use crate::event::DownReason;
 use crate::message::{self, Payloads};
 use crate::sa::Ctx;
+
+pub struct IntermediateTask {
+    pub(super) init: InitData,
+    pub(super) ke: Box<dyn KeyExchange>,
+    /// IntAuth_i including our request (computed with the keys that
+    /// protected it).
+    pub(super) int_auth_i: Vec<u8>,
+}
 
 impl InitData {
     pub(super) fn new(ni: Vec<u8>, nr: Vec<u8>, message1: Vec<u8>, message2: Vec<u8>, pending_ke: Vec<KeId>) -> Self {

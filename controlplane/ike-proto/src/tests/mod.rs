@@ -18,3 +18,4 @@ mod iiv;
 mod cfg_ext;
 mod labels;
 mod pq;
+mod gikev2;

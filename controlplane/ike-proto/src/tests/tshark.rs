@@ -7,7 +7,7 @@ use super::util::*;
 use crate::{Command, Endpoint};
 
 /// A classic pcap (LINKTYPE_ETHERNET) with one IPv4/UDP datagram per entry.
-fn pcap(datagrams: &[(SocketAddr, SocketAddr, Vec<u8>)]) -> Vec<u8> {
+pub(super) fn pcap(datagrams: &[(SocketAddr, SocketAddr, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
     out.extend_from_slice(&2u16.to_le_bytes());
@@ -44,7 +44,7 @@ fn pcap(datagrams: &[(SocketAddr, SocketAddr, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
-fn tshark_verbose(pcap_bytes: &[u8], name: &str) -> String {
+pub(super) fn tshark_verbose(pcap_bytes: &[u8], name: &str) -> String {
     let path = std::env::temp_dir().join(format!("ike-proto-{name}-{}.pcap", std::process::id()));
     std::fs::write(&path, pcap_bytes).expect("write pcap");
     let out = Process::new("tshark").arg("-r").arg(&path).arg("-V").arg("-O").arg("isakmp").output().expect("tshark runs (installed on this machine)");

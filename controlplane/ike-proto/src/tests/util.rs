@@ -103,7 +103,7 @@ pub struct Pair {
 }
 
 pub fn ike_proposal(ke: &[KeId]) -> IkeProposal {
-    IkeProposal { encr: EncrId::ENCR_AES_GCM_16, key_bits: Some(256), prf: PrfId::PRF_HMAC_SHA2_256, integ: IntegId::NONE, ke: ke.to_vec(), additional_ke: Vec::new() }
+    IkeProposal { encr: EncrId::ENCR_AES_GCM_16, key_bits: Some(256), prf: PrfId::PRF_HMAC_SHA2_256, integ: IntegId::NONE, ke: ke.to_vec(), additional_ke: Vec::new(), kwa: Vec::new() }
 }
 
 pub fn esp_proposal(encr: EncrId, key_bits: Option<u16>) -> EspProposal {
