@@ -17,5 +17,6 @@ mod ppk;
 mod iiv;
 mod cfg_ext;
 mod labels;
+mod diet_esp;
 mod pq;
 mod gikev2;
