@@ -402,7 +402,9 @@ fn choose(pol: &HcpPolicy, offer: &Offer, udp_encap: bool) -> Option<DietProfile
     let (spis, sns) = (ok(Afrg::EspSpiLsb), ok(Afrg::EspSnLsb));
     let (spi, sn) = spis
         .iter()
-        .filter(|&&s| !udp_encap || s >= 8)
+        // Over UDP: whole SPI octets, at least one (the SPI's octets are
+        // never zero, so the compressed header never starts with one).
+        .filter(|&&s| !udp_encap || (s >= 8 && s % 8 == 0))
         .find_map(|&s| sns.iter().find(|&&n| (s + n) % 8 == 0).map(|&n| (s, n)))?;
     values[Afrg::EspSpiLsb as usize] = spi;
     values[Afrg::EspSnLsb as usize] = sn;

@@ -97,7 +97,11 @@ impl Alloc {
     pub fn child_spi(&mut self, rng: &mut dyn Rng) -> u32 {
         loop {
             let spi = rng.next_u32();
-            if spi >= 256 && self.child_spis.insert(spi) {
+            // RFC 4303 §2.1 reserves 1-255. No zero octet either: a Diet-ESP
+            // SA over UDP sends its SPI's low octets first, and a leading
+            // zero octet could begin the RFC 3948 Non-ESP Marker
+            // (draft-ietf-ipsecme-diet-esp-07 §5.3; docs/diet-esp.md).
+            if spi.to_be_bytes().iter().all(|&b| b != 0) && self.child_spis.insert(spi) {
                 return spi;
             }
         }
