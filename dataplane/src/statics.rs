@@ -96,6 +96,9 @@ pub fn slot_params(index: usize, sa: &StaticSa) -> SaParams {
         p.ts_remote[i] = *t;
     }
     p.ts_remote_count = remote.len().min(p.ts_remote.len()) as u8;
+    if let Some(c) = sa.compression.as_ref().and_then(|c| c.to_slot().ok()) {
+        p.compression = c;
+    }
     if sa.direction == Direction::Out {
         let served = sa.prefixes();
         for (i, pre) in served.iter().take(p.served.len()).enumerate() {

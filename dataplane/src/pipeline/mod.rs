@@ -50,6 +50,7 @@ use crate::metrics::WorkerMetrics;
 use crate::ports::{INSIDE, OUTSIDE, PUNT};
 
 mod ctx;
+mod diet;
 mod drops;
 mod inbound;
 mod link;
@@ -110,6 +111,8 @@ pub struct Worker<'a, 'p> {
     handoff: Vec<Burst>,
     /// The CPU-crypto vector the ipsec-mb backend fills per run.
     cpu: Box<CpuVec>,
+    /// Compressed (Diet-ESP) inbound SAs by SPI low bits.
+    diet_in: diet::DietIndex,
 }
 
 fn ip_addrs(ip: &[u8]) -> Option<(IpAddr, IpAddr)> {
@@ -147,6 +150,7 @@ impl<'a, 'p> Worker<'a, 'p> {
             last_solicit: Instant::now().checked_sub(std::time::Duration::from_secs(1)).unwrap_or_else(Instant::now),
             handoff: (0..env.workers).map(|_| Burst::new()).collect(),
             cpu: CpuVec::new(),
+            diet_in: diet::DietIndex::default(),
         };
         let ids: Vec<SaId> = w.reader.known_ids().collect();
         for id in ids {
