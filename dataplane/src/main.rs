@@ -327,7 +327,8 @@ fn summary(m: &DataplaneMetrics, workers: usize, elapsed: Duration) {
     }
     println!("ran {:.1} s", elapsed.as_secs_f64());
     let text = m.render();
-    let shown = |l: &&str| (l.starts_with("esprit_drops_total") || l.starts_with("esprit_port_bytes_total")) && !l.ends_with(" 0");
+    let shown = |l: &&str| (l.starts_with("esprit_drops_total") || l.starts_with("esprit_port_bytes_total") || l.starts_with("esprit_diet_esp_lookups_total"))
+        && !l.ends_with(" 0");
     for line in text.lines().filter(shown) {
         println!("  {line}");
     }
