@@ -10,8 +10,8 @@
 //! as many lookups per packet as there are distinct SPI widths. Several
 //! candidates (a rekey whose new SPI shares the old one's low bits) are
 //! counted and resolved to the newest SA: its peer sends on it once the
-//! rekey is done. The control plane keeps that rare by giving child SPIs
-//! distinct low octets (ike-proto `sa.rs`).
+//! rekey is done. The control plane keeps that rare by preferring child
+//! SPIs whose low octet no live SA has (ike-proto `sa.rs`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
