@@ -122,7 +122,8 @@ pub struct GroupLoadReport {
 /// Registers `members` GMs (at most `window` registrations in flight), then
 /// multicasts one rekey to all of them.
 pub fn run(members: usize, window: usize) -> GroupLoadReport {
-    let mut now = Time::from_unix_secs(1_800_000_000);
+    let mut now = Time::from_secs(1_800_000_000);
+    let unix = ike_proto::UnixTime::from_secs(1_800_000_000);
     let cfg = EndpointConfig {
         connections: vec![Arc::new(conn("members", Identity::Fqdn("gcks.load".into()), None, Vec::new()))],
         groups: vec![Arc::new(group(members))],
@@ -131,12 +132,12 @@ pub fn run(members: usize, window: usize) -> GroupLoadReport {
         half_open_per_peer_limit: usize::MAX,
         ..EndpointConfig::default()
     };
-    let mut gcks = Endpoint::new(cfg, Box::new(RustCryptoProvider), Box::new(rand_core::OsRng), now);
+    let mut gcks = Endpoint::new(cfg, Box::new(RustCryptoProvider), Box::new(rand_core::OsRng), now, unix);
     let membership = vec![GroupMembership { group: GroupId::key_id("load"), sender_ids: 1, receive: true }];
     let mut gms: Vec<Endpoint> = (0..members)
         .map(|i| {
             let c = conn("gcks", Identity::Fqdn(format!("gm{i}.load")), Some(Identity::Fqdn("gcks.load".into())), membership.clone());
-            Endpoint::new(EndpointConfig { connections: vec![Arc::new(c)], ..EndpointConfig::default() }, Box::new(RustCryptoProvider), Box::new(rand_core::OsRng), now)
+            Endpoint::new(EndpointConfig { connections: vec![Arc::new(c)], ..EndpointConfig::default() }, Box::new(RustCryptoProvider), Box::new(rand_core::OsRng), now, unix)
         })
         .collect();
     let mut gcks_cpu = Duration::ZERO;

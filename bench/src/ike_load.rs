@@ -19,7 +19,7 @@ use ike_crypto::RustCryptoProvider;
 use std::sync::Arc;
 
 use ike_crypto::cert::Certificate;
-use ike_proto::{Command, Endpoint, Event, EndpointConfig, Identity, IkeSaHandle, LocalAuth, Time};
+use ike_proto::{Command, Endpoint, Event, EndpointConfig, Identity, IkeSaHandle, LocalAuth, Time, UnixTime};
 
 /// What a load run saw.
 #[derive(Debug, Default)]
@@ -32,8 +32,9 @@ pub struct LoadReport {
     pub stalled: Option<String>,
 }
 
-/// How the initiator authenticates, and the responder.
-#[derive(Debug, Clone)]
+/// How the initiator authenticates, and the responder. `Debug` leaves the
+/// PSK out.
+#[derive(Clone)]
 pub enum LoadAuth {
     /// Both sides with this PSK; distinct identities `load-N@esprit.bench`.
     Psk(String),
@@ -49,8 +50,26 @@ pub enum LoadAuth {
     Cert { cert: PathBuf, key: PathBuf, ca: PathBuf, id: String },
 }
 
+impl std::fmt::Debug for LoadAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadAuth::Psk(_) => f.write_str("Psk([redacted])"),
+            LoadAuth::Cert { cert, key, ca, id } => {
+                f.debug_struct("Cert").field("cert", cert).field("key", key).field("ca", ca).field("id", id).finish()
+            }
+        }
+    }
+}
+
+/// The load's clocks: monotonic for the endpoint's timers (from the first
+/// call), the wall clock for certificate validity.
 fn now() -> Time {
-    Time::from_unix(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default())
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    Time::from_duration(ORIGIN.get_or_init(Instant::now).elapsed())
+}
+
+fn unix_now() -> UnixTime {
+    UnixTime::from_duration(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default())
 }
 
 /// The initiator's configuration: X25519, AES-256-GCM, a virtual IP (so each
@@ -154,7 +173,7 @@ pub fn run_load(cfg: EndpointConfig, local: SocketAddr, remote: SocketAddr, coun
         s.set_nonblocking(true)?;
     }
     let identities = cfg.connections.len();
-    let mut ep = Endpoint::new(cfg, Box::new(RustCryptoProvider), Box::new(rand_core::OsRng), now());
+    let mut ep = Endpoint::new(cfg, Box::new(RustCryptoProvider), Box::new(rand_core::OsRng), now(), unix_now());
     let start = Instant::now();
     let mut r = LoadReport::default();
     let mut pending: BTreeSet<IkeSaHandle> = BTreeSet::new();
@@ -203,6 +222,7 @@ pub fn run_load(cfg: EndpointConfig, local: SocketAddr, remote: SocketAddr, coun
         }
         let idle = match inbox.pop_front() {
             Some((at, from, d)) => {
+                ep.set_unix_time(unix_now());
                 ep.handle_datagram(now(), at, from, &d);
                 false
             }
@@ -234,6 +254,12 @@ pub fn run_load(cfg: EndpointConfig, local: SocketAddr, remote: SocketAddr, coun
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_auth_never_prints_its_psk() {
+        let text = format!("{:?}", LoadAuth::Psk("hunter2-psk".into()));
+        assert!(!text.contains("hunter2"), "{text}");
+    }
     use ike_proto::RemoteAuth;
 
     fn addrs() -> (SocketAddr, SocketAddr) {

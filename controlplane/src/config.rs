@@ -166,6 +166,10 @@ impl std::fmt::Debug for PpkYaml {
     }
 }
 
+/// Default length of each datagram queue of the event loop: a few
+/// milliseconds of work at the loop's rate, about 1 MB of small datagrams.
+pub const DEFAULT_DATAGRAM_QUEUE: usize = 2048;
+
 /// RFC 8784 §6: a PPK needs at least 256 bits of entropy.
 pub const MIN_PPK_LEN: usize = 32;
 
@@ -215,6 +219,9 @@ struct LimitsYaml {
     retransmit_timeout_ms: Option<u64>,
     retransmit_base: Option<f64>,
     retransmit_tries: Option<u32>,
+    /// Datagrams each of the event loop's two queues holds (IKE_SA_INIT
+    /// requests; everything else); a full queue drops, counted.
+    datagram_queue: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -318,7 +325,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuthYaml {
     /// Pre-shared key as text.
@@ -336,6 +343,20 @@ struct AuthYaml {
     /// Remote: CA certificates the peer's certificate must chain to.
     #[serde(default)]
     cas: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for AuthYaml {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the PSK: only whether one is set.
+        let set = |o: &Option<String>| if o.is_some() { "[redacted]" } else { "None" };
+        f.debug_struct("AuthYaml")
+            .field("psk", &format_args!("{}", set(&self.psk)))
+            .field("psk_hex", &format_args!("{}", set(&self.psk_hex)))
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("cas", &self.cas)
+            .finish()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -471,6 +492,8 @@ pub struct DaemonConfig {
     pub sa_table_capacity: u32,
     pub replay_window_pkts: u32,
     pub orphan_grace: Duration,
+    /// Length of each of the event loop's two datagram queues.
+    pub datagram_queue: usize,
     /// Per connection name.
     pub initiate: BTreeMap<String, InitiateAddrs>,
     /// RFC 8598 resolver hook script per connection name.
@@ -521,6 +544,9 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
     }
     if ike.limits.retransmit_base.is_some_and(|b| !(1.0..=10.0).contains(&b)) {
         return Err(err("ike.limits.retransmit_base", "between 1.0 and 10.0"));
+    }
+    if ike.limits.datagram_queue.is_some_and(|n| !(16..=1 << 20).contains(&n)) {
+        return Err(err("ike.limits.datagram_queue", "between 16 and 1048576 datagrams"));
     }
     if ike.limits.retransmit_timeout_ms == Some(0) {
         return Err(err("ike.limits.retransmit_timeout_ms", "must be positive"));
@@ -588,6 +614,7 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
         sa_table_capacity,
         replay_window_pkts: ike.replay_window_pkts,
         orphan_grace: Duration::from_secs(ike.orphan_grace_secs),
+        datagram_queue: ike.limits.datagram_queue.unwrap_or(DEFAULT_DATAGRAM_QUEUE),
         initiate,
         split_dns_hooks,
     })
@@ -1136,6 +1163,18 @@ ike:
 "#;
 
     #[test]
+    fn the_parsed_file_never_prints_a_psk() {
+        // One side by text, the other by hex.
+        let yaml = YAML.replacen("remote_auth: { psk: \"s3cret\" }", "remote_auth: { psk_hex: \"5ec7e7\" }", 1);
+        let file: File = serde_yaml::from_str(&yaml).unwrap();
+        let text = format!("{file:?} {file:#?}");
+        for needle in ["s3cret", "5ec7e7"] {
+            assert!(!text.contains(needle), "`{needle}` in {text}");
+        }
+        assert!(text.contains("psk: [redacted]") && text.contains("psk_hex: [redacted]"), "{text}");
+    }
+
+    #[test]
     fn loads_a_road_warrior_responder() {
         let c = DaemonConfig::from_yaml(YAML, Path::new(".")).unwrap();
         assert_eq!(c.sa_table_path, PathBuf::from("/dev/shm/esprit/test"));
@@ -1269,6 +1308,15 @@ ike:
         assert_eq!(c.endpoint.retransmit.tries, 2);
         let y = YAML.replace("  control_socket: /tmp/ike.sock", "  control_socket: /tmp/ike.sock\n  limits: { retransmit_base: 0.5 }");
         assert_eq!(DaemonConfig::from_yaml(&y, Path::new(".")).err().unwrap().path, "ike.limits.retransmit_base");
+    }
+
+    #[test]
+    fn takes_the_datagram_queue_length_and_refuses_a_tiny_one() {
+        assert_eq!(DaemonConfig::from_yaml(YAML, Path::new(".")).unwrap().datagram_queue, DEFAULT_DATAGRAM_QUEUE);
+        let y = YAML.replace("  control_socket: /tmp/ike.sock", "  control_socket: /tmp/ike.sock\n  limits: { datagram_queue: 512 }");
+        assert_eq!(DaemonConfig::from_yaml(&y, Path::new(".")).unwrap().datagram_queue, 512);
+        let y = YAML.replace("  control_socket: /tmp/ike.sock", "  control_socket: /tmp/ike.sock\n  limits: { datagram_queue: 0 }");
+        assert_eq!(DaemonConfig::from_yaml(&y, Path::new(".")).err().unwrap().path, "ike.limits.datagram_queue");
     }
 
     #[test]

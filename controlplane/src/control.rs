@@ -63,14 +63,10 @@ pub struct ControlRequest {
 }
 
 /// Binds `path` (replacing a stale socket file) and serves it on threads,
-/// handing each parsed request to `to_loop` via `wrap`.
+/// handing each parsed request to `to_loop`: a bounded channel, so a
+/// connection waits while it is full (a request is never dropped).
 /// The listener stops (and removes the socket file) once `stop` is raised.
-pub fn serve<T: Send + 'static>(
-    path: &Path,
-    to_loop: Sender<T>,
-    wrap: fn(ControlRequest) -> T,
-    stop: Arc<AtomicBool>,
-) -> std::io::Result<JoinHandle<()>> {
+pub fn serve(path: &Path, to_loop: crossbeam::channel::Sender<ControlRequest>, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -88,7 +84,7 @@ pub fn serve<T: Send + 'static>(
                 Ok((s, _)) => {
                     let tx = to_loop.clone();
                     let _ = std::thread::Builder::new().name("ike-control-conn".into()).spawn(move || {
-                        let _ = s.set_nonblocking(false).and_then(|()| serve_conn(s, &tx, wrap));
+                        let _ = s.set_nonblocking(false).and_then(|()| serve_conn(s, &tx));
                     });
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
@@ -98,7 +94,7 @@ pub fn serve<T: Send + 'static>(
     })
 }
 
-fn serve_conn<T>(s: UnixStream, to_loop: &Sender<T>, wrap: fn(ControlRequest) -> T) -> std::io::Result<()> {
+fn serve_conn(s: UnixStream, to_loop: &crossbeam::channel::Sender<ControlRequest>) -> std::io::Result<()> {
     let mut w = s.try_clone()?;
     for line in BufReader::new(s).lines() {
         let line = line?;
@@ -109,7 +105,7 @@ fn serve_conn<T>(s: UnixStream, to_loop: &Sender<T>, wrap: fn(ControlRequest) ->
             Err(e) => Response::err(format!("bad request: {e}")),
             Ok(request) => {
                 let (tx, rx) = mpsc::channel();
-                if to_loop.send(wrap(ControlRequest { request, reply: tx })).is_err() {
+                if to_loop.send(ControlRequest { request, reply: tx }).is_err() {
                     Response::err("the daemon is stopping")
                 } else {
                     rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| Response::err("no answer from the event loop"))

@@ -3,40 +3,71 @@
 //!
 //! Shape: one thread owns the [`Endpoint`] and the table [`SaProgrammer`];
 //! one reader thread per UDP socket and one per control connection feed it
-//! through a channel. The loop waits on that channel until the endpoint's
-//! `poll_timeout` (or the next one-second housekeeping tick), feeds what
-//! arrived, then drains `poll_transmit` to the sockets and `poll_event` to
-//! the table and the metrics.
+//! through bounded crossbeam channels. The loop waits on those until the
+//! endpoint's `poll_timeout` (or the next one-second housekeeping tick),
+//! feeds what arrived, then drains `poll_transmit` to the sockets and
+//! `poll_event` to the table and the metrics.
 //!
 //! * Sockets: for every `ike.listen` address, UDP `ike.port` (500) and
 //!   `ike.natt_port` (4500). Datagrams go to the endpoint as received: it
 //!   strips the non-ESP marker on the NAT-T port itself and adds it to what
 //!   it sends from there (RFC 3948 §2.2, RFC 7296 §2.23); ESP never reaches
 //!   these sockets, the dataplane keeps it.
+//! * Back-pressure, not an unbounded queue. Four channels, each bounded by
+//!   what may wait in it:
+//!   - `init`: IKE_SA_INIT requests (SPIr zero, what a spoofed flood is
+//!     made of) and `sa`: every other datagram (IKE SAs already set up).
+//!     Each holds at most `ike.limits.datagram_queue` datagrams, and both
+//!     together at most [`MAX_QUEUED_BYTES`]; a reader finding its queue
+//!     full drops the datagram and counts it
+//!     (`esprit_ike_datagrams_dropped_total{queue,reason="queue_full"}`),
+//!     so a flood of new requests cannot crowd out IKE_AUTH and the
+//!     exchanges of established SAs, and neither can delay the loop's
+//!     timers: each turn takes at most one burst ([`MAX_BURST`]) from each.
+//!     Payload buffers are recycled: no allocation per datagram once warm.
+//!   - `control`: requests from `esprit-ctl`, never dropped: a control
+//!     connection waits for room (64 requests) and the loop serves this
+//!     queue before any datagram.
+//!   - `auth`: results of IKE_AUTH signature jobs, never dropped (a lost
+//!     one would stall its IKE SA): unbounded as a channel, bounded by the
+//!     jobs in flight, at most one per half-open or initiating IKE SA
+//!     (`half_open_limit` bounds those). Served before datagrams too.
+//!
+//!   `esprit_ike_queue_depth{queue}` shows each queue's occupancy.
+//! * Clocks ([`Clocks`]): every timer (retransmits, DPD, rekeys,
+//!   lifetimes, the housekeeping tick, orphans) runs on the monotonic
+//!   clock (`Instant`); the wall clock is read only for the date
+//!   certificates are checked at ([`Endpoint::set_unix_time`], each turn)
+//!   and for log lines. A wall clock stepped by hours fires no timer early
+//!   or late.
 //! * Housekeeping tick (1 s): volume and sequence-number lifetimes from the
 //!   table's counters ([`SaProgrammer::check_lifetimes`]) become
 //!   `RekeyChild` / `DeleteChild` commands; orphans of an earlier run are
 //!   expired; gauges are refreshed.
 //! * rayon, for what is expensive in a handshake storm:
-//!   - IKE_SA_INIT: a burst of requests (≥ [`precompute::MIN_BURST`]) has
-//!     its responder key exchanges computed on the pool before the
-//!     endpoint sees the burst ([`crate::precompute`]);
+//!   - IKE_SA_INIT: the responder key exchanges of a burst of requests
+//!     (≥ [`precompute::MIN_BURST`]) are computed on the pool before the
+//!     endpoint sees the burst ([`crate::precompute`]), but only those the
+//!     endpoint will spend one on ([`Endpoint::plan_init_key_exchanges`]:
+//!     a valid cookie while cookies are required, within the half-open
+//!     limits, an acceptable proposal): a forged cookie costs no key
+//!     exchange here either. A burst with fewer IKE_SA_INIT requests than
+//!     that is not planned at all (its checks run once, in the endpoint);
 //!   - IKE_AUTH, both roles: the endpoint defers signatures (making ours,
 //!     checking the peer's certificate chain and signature) as jobs
 //!     ([`ike_proto::auth_job`]); each is spawned on the pool and its
-//!     result comes back through this loop's channel
-//!     ([`Input::AuthDone`]), so the loop keeps serving other SAs
-//!     meanwhile. PSK handshakes make no jobs.
+//!     result comes back through the `auth` channel, so the loop keeps
+//!     serving other SAs meanwhile. PSK handshakes make no jobs.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ike_proto::{ChildSaHandle, Command, DownReason, Endpoint, Event, Identity, IkeSaHandle, Time, TrafficSelector};
+use crossbeam::channel::{self, Receiver, Select, Sender, TrySendError};
+use ike_proto::{ChildSaHandle, Command, DownReason, Endpoint, Event, Identity, IkeSaHandle, Time, TrafficSelector, UnixTime};
 use serde_json::{json, Value};
 
 use crate::config::DaemonConfig;
@@ -45,12 +76,11 @@ use crate::metrics::IkeMetrics;
 use crate::precompute::{self, Precomputing};
 use crate::table::{ProgramError, SaProgrammer};
 
-/// What the loop waits for.
-pub enum Input {
-    Datagram { local: SocketAddr, remote: SocketAddr, payload: Vec<u8> },
-    Control(ControlRequest),
-    /// An IKE_AUTH signature job finished on the rayon pool.
-    AuthDone(ike_proto::AuthDone),
+/// A datagram as a socket reader hands it to the loop.
+pub struct Datagram {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub payload: Vec<u8>,
 }
 
 /// Why the daemon could not start.
@@ -64,6 +94,36 @@ pub enum StartError {
     Table { path: PathBuf, err: ProgramError },
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+}
+
+/// The daemon's two clocks (the endpoint reads none itself, DESIGN.md §5).
+#[derive(Clone)]
+pub struct Clocks {
+    origin: Instant,
+    wall: Arc<dyn Fn() -> SystemTime + Send + Sync>,
+}
+
+impl Clocks {
+    /// `Instant` for timers, `SystemTime` for the date.
+    pub fn system() -> Self {
+        Self::with_wall(SystemTime::now)
+    }
+
+    /// The monotonic clock of the system with another wall clock (tests
+    /// step it by hours).
+    pub fn with_wall(wall: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
+        Self { origin: Instant::now(), wall: Arc::new(wall) }
+    }
+
+    /// Monotonic time since the daemon started: what every timer runs on.
+    pub fn now(&self) -> Time {
+        Time::from_duration(self.origin.elapsed())
+    }
+
+    /// The wall-clock date: certificate validity only.
+    pub fn unix(&self) -> UnixTime {
+        UnixTime::from_duration((self.wall)().duration_since(UNIX_EPOCH).unwrap_or_default())
+    }
 }
 
 /// An established IKE SA as the daemon remembers it.
@@ -80,18 +140,69 @@ struct UpInfo {
     dns_domains: Vec<ike_proto::split_dns::DnsDomain>,
 }
 
-/// Wall-clock time as the endpoint takes it.
-pub fn now() -> Time {
-    Time::from_unix(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default())
+/// At most this many datagrams are taken from each datagram queue as one
+/// burst; timers run between bursts.
+const MAX_BURST: usize = 256;
+/// Datagrams waiting in both queues together hold at most this many
+/// payload bytes (a flood of large datagrams is bounded in memory too).
+pub const MAX_QUEUED_BYTES: usize = 16 << 20;
+/// Control requests waiting for the loop; a further one waits for room.
+const CONTROL_QUEUE: usize = 64;
+/// Payload buffers kept for reuse are at most this large.
+const RECYCLE_MAX_CAPACITY: usize = 4096;
+
+/// The series the loop moves every turn, their labels resolved once (a
+/// label lookup hashes and locks; a flood makes many turns).
+struct Hot {
+    rx: prometheus::IntCounter,
+    tx: prometheus::IntCounter,
+    pke_used: prometheus::IntCounter,
+    pke_discarded: prometheus::IntCounter,
+    ke_respond: prometheus::IntCounter,
+    ke_initiate: prometheus::IntCounter,
+    /// In the order of [`INIT_RESULTS`].
+    init: Vec<prometheus::IntCounter>,
+    /// In the order of [`Daemon::queue_depths`].
+    depth: Vec<prometheus::IntGauge>,
+}
+
+/// `esprit_ike_init_requests_total{result}` labels, in the order the loop
+/// copies [`ike_proto::InitCounters`].
+const INIT_RESULTS: [&str; 7] = ["admitted", "retransmit", "cookie_missing", "cookie_invalid", "half_open_limit", "peer_limit", "refused"];
+
+impl Hot {
+    fn new(m: &IkeMetrics) -> Self {
+        Self {
+            rx: m.datagrams.with_label_values(&["rx"]),
+            tx: m.datagrams.with_label_values(&["tx"]),
+            pke_used: m.parallel_ke.with_label_values(&["used"]),
+            pke_discarded: m.parallel_ke.with_label_values(&["discarded"]),
+            ke_respond: m.key_exchanges.with_label_values(&["respond"]),
+            ke_initiate: m.key_exchanges.with_label_values(&["initiate"]),
+            init: INIT_RESULTS.iter().map(|r| m.init_requests.with_label_values(&[r])).collect(),
+            depth: ["init", "sa", "control", "auth"].iter().map(|q| m.queue_depth.with_label_values(&[q])).collect(),
+        }
+    }
+}
+
+/// The loop's ends of its channels (see the module docs).
+struct Queues {
+    init: Receiver<Datagram>,
+    sa: Receiver<Datagram>,
+    control: Receiver<ControlRequest>,
+    auth: Receiver<ike_proto::AuthDone>,
+    auth_tx: Sender<ike_proto::AuthDone>,
+    /// Payload bytes waiting in `init` and `sa`.
+    queued_bytes: Arc<AtomicUsize>,
+    /// Emptied payload buffers going back to the readers.
+    recycle: Sender<Vec<u8>>,
 }
 
 /// The daemon: endpoint, sockets, table, metrics.
-/// At most this many inputs are taken from the queue as one burst.
-const MAX_BURST: usize = 256;
-
 pub struct Daemon {
     cfg: DaemonConfig,
     config_path: Option<PathBuf>,
+    clocks: Clocks,
     ep: Endpoint,
     /// The endpoint's crypto provider, filled per burst (rayon).
     precompute: Precomputing,
@@ -100,8 +211,8 @@ pub struct Daemon {
     sockets: BTreeMap<SocketAddr, UdpSocket>,
     table: SaProgrammer,
     pub metrics: IkeMetrics,
-    rx: Receiver<Input>,
-    tx: Sender<Input>,
+    hot: Hot,
+    queues: Queues,
     initiated: BTreeSet<IkeSaHandle>,
     up: BTreeMap<IkeSaHandle, UpInfo>,
     /// Hash of the last datagram sent to each peer per IKE SA (its SPI
@@ -110,6 +221,8 @@ pub struct Daemon {
     last_sent: HashMap<(SocketAddr, [u8; 16]), u64>,
     next_tick: Time,
     started: Time,
+    /// The endpoint's IKE_SA_INIT counters as last copied to the metrics.
+    init_counted: ike_proto::InitCounters,
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -126,8 +239,10 @@ impl Drop for Daemon {
     }
 }
 
+/// A log line, stamped with the wall clock (the one thing besides
+/// certificates it is read for).
 fn log(msg: std::fmt::Arguments<'_>) {
-    let t = now().since_epoch();
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     eprintln!("{}.{:03} esprit-ike: {msg}", t.as_secs(), t.subsec_millis());
 }
 
@@ -172,7 +287,16 @@ impl Daemon {
     /// the sockets and the control socket, and starts the metrics listener.
     /// `config_path` is what `reload` reads again.
     pub fn start(cfg: DaemonConfig, config_path: Option<PathBuf>) -> Result<(Self, Option<crate::metrics::MetricsServer>), StartError> {
-        let t = now();
+        Self::start_with_clocks(cfg, config_path, Clocks::system())
+    }
+
+    /// [`Self::start`] with given clocks (tests step the wall clock).
+    pub fn start_with_clocks(
+        cfg: DaemonConfig,
+        config_path: Option<PathBuf>,
+        clocks: Clocks,
+    ) -> Result<(Self, Option<crate::metrics::MetricsServer>), StartError> {
+        let t = clocks.now();
         let (table, report) = open_table(&cfg, t)?;
         if !report.torn_slots.is_empty() || !report.corrupt_slots.is_empty() {
             log(format_args!(
@@ -189,7 +313,13 @@ impl Daemon {
                 cfg.orphan_grace.as_secs()
             ));
         }
-        let (tx, rx) = mpsc::channel();
+        let metrics = IkeMetrics::new()?;
+        let (init_tx, init) = channel::bounded(cfg.datagram_queue);
+        let (sa_tx, sa) = channel::bounded(cfg.datagram_queue);
+        let (control_tx, control) = channel::bounded(CONTROL_QUEUE);
+        let (auth_tx, auth) = channel::unbounded();
+        let (recycle, recycled) = channel::bounded(2 * cfg.datagram_queue);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let mut sockets = BTreeMap::new();
@@ -201,21 +331,30 @@ impl Daemon {
                 let r = s.try_clone().map_err(|err| StartError::Bind { addr, err })?;
                 // The reader wakes up now and then to see the stop flag.
                 r.set_read_timeout(Some(Duration::from_millis(200))).map_err(|err| StartError::Bind { addr, err })?;
-                let (tx2, stop2) = (tx.clone(), stop.clone());
+                let reader = Reader {
+                    socket: r,
+                    local,
+                    natt: local.port() == cfg.endpoint.natt_port,
+                    init: init_tx.clone(),
+                    sa: sa_tx.clone(),
+                    recycled: recycled.clone(),
+                    queued_bytes: queued_bytes.clone(),
+                    metrics: metrics.clone(),
+                    stop: stop.clone(),
+                };
                 threads.push(
                     std::thread::Builder::new()
                         .name(format!("ike-udp-{port}"))
-                        .spawn(move || read_socket(r, local, tx2, stop2))
+                        .spawn(move || reader.run())
                         .map_err(|err| StartError::Bind { addr, err })?,
                 );
                 sockets.insert(local, s);
             }
         }
         threads.push(
-            control::serve(&cfg.control_socket, tx.clone(), Input::Control, stop.clone())
+            control::serve(&cfg.control_socket, control_tx, stop.clone())
                 .map_err(|err| StartError::Control { path: cfg.control_socket.clone(), err })?,
         );
-        let metrics = IkeMetrics::new()?;
         let server = match cfg.metrics_listen {
             Some(a) => Some(
                 crate::metrics::MetricsServer::start(metrics.clone(), a)
@@ -224,23 +363,25 @@ impl Daemon {
             None => None,
         };
         let precompute = Precomputing::new();
-        let ep = Endpoint::new(cfg.endpoint.clone(), Box::new(precompute.clone()), Box::new(rand_core::OsRng), t);
+        let ep = Endpoint::new(cfg.endpoint.clone(), Box::new(precompute.clone()), Box::new(rand_core::OsRng), t, clocks.unix());
         let d = Self {
             cfg,
             config_path,
+            clocks,
             ep,
             precompute,
             auth_jobs_in_flight: 0,
             sockets,
             table,
+            hot: Hot::new(&metrics),
             metrics,
-            rx,
-            tx,
+            queues: Queues { init, sa, control, auth, auth_tx, queued_bytes, recycle },
             initiated: BTreeSet::new(),
             up: BTreeMap::new(),
             last_sent: HashMap::new(),
             next_tick: t,
             started: t,
+            init_counted: ike_proto::InitCounters::default(),
             stop,
             threads,
         };
@@ -257,13 +398,14 @@ impl Daemon {
         self.stop.clone()
     }
 
-    /// A sender into the loop (tests inject control requests with it).
-    pub fn sender(&self) -> Sender<Input> {
-        self.tx.clone()
-    }
-
     pub fn table(&self) -> &SaProgrammer {
         &self.table
+    }
+
+    /// Inputs waiting in each queue: init, sa, control, auth.
+    pub fn queue_depths(&self) -> [(&'static str, usize); 4] {
+        let q = &self.queues;
+        [("init", q.init.len()), ("sa", q.sa.len()), ("control", q.control.len()), ("auth", q.auth.len())]
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -277,40 +419,52 @@ impl Daemon {
         }
     }
 
-    /// One turn: waits at most `max_wait` (less if a timer is due), handles
-    /// what arrived, timers, housekeeping, and drains the endpoint.
+    /// One turn: waits at most `max_wait` (less if a timer is due) for any
+    /// input; serves every control request and signature result waiting,
+    /// then at most one burst from each datagram queue; then timers,
+    /// housekeeping, and drains the endpoint.
     pub fn step(&mut self, max_wait: Duration) {
-        let t = now();
+        let t = self.clocks.now();
         let mut wait = max_wait.min(self.next_tick.saturating_since(t));
         if let Some(d) = self.ep.poll_timeout() {
             wait = wait.min(d.saturating_since(t));
         }
-        match self.rx.recv_timeout(wait) {
-            Ok(input) => {
-                // Take whatever else is already queued before the timers, in
-                // bursts whose IKE_SA_INIT key exchanges run in parallel.
-                let mut first = Some(input);
-                loop {
-                    let mut burst: Vec<Input> = first.take().into_iter().collect();
-                    while burst.len() < MAX_BURST {
-                        match self.rx.try_recv() {
-                            Ok(i) => burst.push(i),
-                            Err(_) => break,
-                        }
-                    }
-                    if burst.is_empty() {
-                        break;
-                    }
-                    self.precompute_burst(&burst);
-                    for input in burst {
-                        self.handle(input);
-                    }
-                    self.finish_burst();
-                }
-            }
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+        self.wait_for_input(wait);
+        self.ep.set_unix_time(self.clocks.unix());
+        // What must never wait behind a flood first.
+        while let Ok(req) = self.queues.control.try_recv() {
+            let t = self.clocks.now();
+            let r = self.control(t, req.request);
+            let _ = req.reply.send(r);
+            self.drain(t);
         }
-        let t = now();
+        while let Ok(done) = self.queues.auth.try_recv() {
+            let t = self.clocks.now();
+            self.auth_jobs_in_flight = self.auth_jobs_in_flight.saturating_sub(1);
+            self.metrics.auth_jobs.with_label_values(&[if done.peer_refused() { "refused" } else { "done" }]).inc();
+            self.ep.handle_auth_done(t, done);
+            self.drain(t);
+        }
+        // Then one burst of each kind of datagram: existing SAs' exchanges
+        // first, new requests second; whatever is left waits for the next
+        // turn, after the timers.
+        let mut burst: Vec<Datagram> = self.queues.sa.try_iter().take(MAX_BURST).collect();
+        burst.extend(self.queues.init.try_iter().take(MAX_BURST));
+        if !burst.is_empty() {
+            let bytes: usize = burst.iter().map(|d| d.payload.len()).sum();
+            self.queues.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            let t = self.clocks.now();
+            self.precompute_burst(t, &burst);
+            for d in burst {
+                let t = self.clocks.now();
+                self.hot.rx.inc();
+                self.ep.handle_datagram(t, d.local, d.remote, &d.payload);
+                self.drain(t);
+                self.recycle(d.payload);
+            }
+            self.finish_burst();
+        }
+        let t = self.clocks.now();
         if self.ep.poll_timeout().is_some_and(|d| d <= t) {
             self.ep.handle_timeout(t);
         }
@@ -319,58 +473,91 @@ impl Daemon {
             self.housekeeping(t);
         }
         self.drain(t);
+        self.count_key_exchanges();
+        self.queue_gauges();
     }
 
-    /// Has rayon compute the responder key exchanges of the IKE_SA_INIT
-    /// requests in `burst` (see [`crate::precompute`]). While cookies are
-    /// required only requests that carry one can be answered with a key
-    /// exchange, so only those count.
-    fn precompute_burst(&mut self, burst: &[Input]) {
+    /// Blocks until any queue has input or `wait` has passed.
+    fn wait_for_input(&self, wait: Duration) {
+        let q = &self.queues;
+        if !(q.control.is_empty() && q.auth.is_empty() && q.sa.is_empty() && q.init.is_empty()) {
+            return;
+        }
+        let mut sel = Select::new();
+        sel.recv(&q.control);
+        sel.recv(&q.auth);
+        sel.recv(&q.sa);
+        sel.recv(&q.init);
+        let _ = sel.ready_timeout(wait);
+    }
+
+    /// Gives an emptied payload buffer back to the readers (small ones only).
+    fn recycle(&self, mut payload: Vec<u8>) {
+        if payload.capacity() <= RECYCLE_MAX_CAPACITY {
+            payload.clear();
+            let _ = self.queues.recycle.try_send(payload);
+        }
+    }
+
+    /// Has rayon compute the responder key exchanges the endpoint will
+    /// spend on the IKE_SA_INIT requests of `burst` (see
+    /// [`crate::precompute`]): only requests that pass the endpoint's own
+    /// checks ([`Endpoint::plan_init_key_exchanges`]: within the half-open
+    /// limits, with a valid cookie while cookies are required, an
+    /// acceptable proposal), so a request the endpoint refuses, or answers
+    /// with a cookie, costs no key exchange here either.
+    fn precompute_burst(&mut self, t: Time, burst: &[Datagram]) {
+        // Fewer requests than the pool takes cannot make a parallel batch:
+        // skip planning them (a header check, no parse, no HMAC).
         let natt = self.cfg.endpoint.natt_port;
-        let cookies = self.ep.cookies_required();
-        let kes: Vec<(u16, Vec<u8>)> = burst
-            .iter()
-            .filter_map(|i| match i {
-                Input::Datagram { local, payload, .. } => precompute::init_request_ke(payload, local.port() == natt),
-                Input::Control(_) | Input::AuthDone(_) => None,
-            })
-            .filter(|k| !cookies || k.has_cookie)
-            .map(|k| (k.method, k.data))
-            .collect();
+        if burst.iter().filter(|d| is_init_request(&d.payload, d.local.port() == natt)).count() < precompute::MIN_BURST {
+            return;
+        }
+        let kes = self.ep.plan_init_key_exchanges(t, burst.iter().map(|d| (d.local, d.remote, d.payload.as_slice())));
         if kes.len() >= precompute::MIN_BURST {
             let refs: Vec<(u16, &[u8])> = kes.iter().map(|(m, d)| (*m, d.as_slice())).collect();
             self.precompute.precompute(&refs);
         }
     }
 
-    /// Drops what the endpoint did not claim and counts both.
+    /// Drops what the endpoint did not claim (counted as discarded).
     fn finish_burst(&mut self) {
         self.precompute.clear();
-        let (computed, used) = self.precompute.counts();
-        let m = &self.metrics.parallel_ke;
-        let (u, d) = (m.with_label_values(&["used"]), m.with_label_values(&["discarded"]));
-        u.inc_by(used.saturating_sub(u.get()));
-        d.inc_by(computed.saturating_sub(used).saturating_sub(d.get()));
     }
 
-    fn handle(&mut self, input: Input) {
-        let t = now();
-        match input {
-            Input::Datagram { local, remote, payload } => {
-                self.metrics.datagrams.with_label_values(&["rx"]).inc();
-                self.ep.handle_datagram(t, local, remote, &payload);
-            }
-            Input::Control(ControlRequest { request, reply }) => {
-                let r = self.control(t, request);
-                let _ = reply.send(r);
-            }
-            Input::AuthDone(done) => {
-                self.auth_jobs_in_flight = self.auth_jobs_in_flight.saturating_sub(1);
-                self.metrics.auth_jobs.with_label_values(&[if done.peer_refused() { "refused" } else { "done" }]).inc();
-                self.ep.handle_auth_done(t, done);
+    /// The queues' occupancy, per turn.
+    fn queue_gauges(&self) {
+        for ((_, n), g) in self.queue_depths().into_iter().zip(&self.hot.depth) {
+            g.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Copies the crypto provider's and the endpoint's counters to the
+    /// metrics (they count on their own; the metrics follow).
+    fn count_key_exchanges(&mut self) {
+        let h = &self.hot;
+        let (computed, used) = self.precompute.counts();
+        h.pke_used.inc_by(used.saturating_sub(h.pke_used.get()));
+        h.pke_discarded.inc_by(computed.saturating_sub(used).saturating_sub(h.pke_discarded.get()));
+        let (responded, initiated) = self.precompute.key_exchanges();
+        h.ke_respond.inc_by(responded.saturating_sub(h.ke_respond.get()));
+        h.ke_initiate.inc_by(initiated.saturating_sub(h.ke_initiate.get()));
+        let now = self.ep.init_counters();
+        let was = std::mem::replace(&mut self.init_counted, now);
+        let pairs = [
+            (now.admitted, was.admitted),
+            (now.retransmits, was.retransmits),
+            (now.cookie_missing, was.cookie_missing),
+            (now.cookie_invalid, was.cookie_invalid),
+            (now.half_open_limit, was.half_open_limit),
+            (now.peer_limit, was.peer_limit),
+            (now.refused, was.refused),
+        ];
+        for ((n, w), c) in pairs.into_iter().zip(&h.init) {
+            if n > w {
+                c.inc_by(n - w);
             }
         }
-        self.drain(t);
     }
 
     fn housekeeping(&mut self, t: Time) {
@@ -390,6 +577,11 @@ impl Daemon {
         let n = self.table.expire_orphans(t);
         if n > 0 {
             log(format_args!("deleted {n} SA slot(s) left by an earlier esprit-ike"));
+        }
+        let before = self.table.deferred_deletes();
+        if before > 0 {
+            let left = self.table.retry_deletes();
+            log(format_args!("{} deferred SA slot delete(s) done, {left} still waiting for the table", before - left));
         }
         self.refresh_gauges();
     }
@@ -420,34 +612,39 @@ impl Daemon {
         // IKE_AUTH signature jobs go to the pool; their results come back
         // as inputs (the SA answers then).
         while let Some(job) = self.ep.poll_auth_job() {
-            let tx = self.tx.clone();
+            let tx = self.queues.auth_tx.clone();
             self.auth_jobs_in_flight += 1;
             rayon::spawn(move || {
                 // The loop is gone when this fails: nothing waits for it.
-                let _ = tx.send(Input::AuthDone(job.run()));
+                let _ = tx.send(job.run());
             });
         }
         self.metrics.auth_jobs_in_flight.set(i64::try_from(self.auth_jobs_in_flight).unwrap_or(i64::MAX));
         while let Some(tr) = self.ep.poll_transmit() {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            tr.payload.hash(&mut h);
-            let digest = h.finish();
             // The IKE header's SPI pair, after the non-ESP marker on 4500.
             let off = if tr.payload.starts_with(&[0; 4]) { 4 } else { 0 };
             let mut spis = [0u8; 16];
             if let Some(b) = tr.payload.get(off..off + 16) {
                 spis.copy_from_slice(b);
             }
-            if self.last_sent.len() >= 65536 {
-                self.last_sent.clear();
-            }
-            if self.last_sent.insert((tr.remote, spis), digest) == Some(digest) {
-                self.metrics.retransmits.inc();
+            // Stateless answers (SPIr zero: COOKIE, INVALID_KE_PAYLOAD, ...)
+            // are never retransmitted by us; a flood of them must not churn
+            // the retransmit map.
+            if spis[8..] != [0; 8] {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                tr.payload.hash(&mut h);
+                let digest = h.finish();
+                if self.last_sent.len() >= 65536 {
+                    self.last_sent.clear();
+                }
+                if self.last_sent.insert((tr.remote, spis), digest) == Some(digest) {
+                    self.metrics.retransmits.inc();
+                }
             }
             let sock = self.sockets.get(&tr.local).or_else(|| self.sockets.iter().find(|(a, _)| a.port() == tr.local.port()).map(|(_, s)| s));
             match sock {
                 Some(s) => match s.send_to(&tr.payload, tr.remote) {
-                    Ok(_) => self.metrics.datagrams.with_label_values(&["tx"]).inc(),
+                    Ok(_) => self.hot.tx.inc(),
                     Err(e) => log(format_args!("send {} -> {}: {e}", tr.local, tr.remote)),
                 },
                 None => log(format_args!("no socket bound on {} (datagram to {} dropped)", tr.local, tr.remote)),
@@ -757,6 +954,10 @@ impl Daemon {
                     c["out_bytes"] = json!(k.out_bytes);
                     c["out_pkts"] = json!(k.out_pkts);
                     c["seq_next"] = json!(k.seq_next);
+                    // What the dataplane runs each direction on (it notes
+                    // fallbacks from ipsec-mb to ring there, and refusals).
+                    c["in_backend"] = json!(k.in_backends.names());
+                    c["out_backend"] = json!(k.out_backends.names());
                     c["idle_secs"] = json!(e.last_active.map(|a| t.saturating_since(a).as_secs()));
                 } else {
                     c["state"] = json!("NOT-IN-TABLE");
@@ -831,8 +1032,9 @@ fn counters(m: &IkeMetrics) -> Value {
 }
 
 fn open_table(cfg: &DaemonConfig, t: Time) -> Result<(SaProgrammer, sa_table::RepairReport), StartError> {
-    // The dataplane holds the writer role for a moment at its start (static
-    // SAs): wait up to 5 s for it rather than fail.
+    // The dataplane writes its static SAs at start in one transaction,
+    // which may be longer than a transaction's wait with many of them:
+    // try for up to 5 s rather than fail.
     let open = || SaProgrammer::open(&cfg.sa_table_path, cfg.sa_table_capacity, cfg.replay_window_pkts, cfg.endpoint.natt_port, t, cfg.orphan_grace);
     let mut tries = 0;
     loop {
@@ -846,20 +1048,75 @@ fn open_table(cfg: &DaemonConfig, t: Time) -> Result<(SaProgrammer, sa_table::Re
     }
 }
 
-fn read_socket(s: UdpSocket, local: SocketAddr, tx: Sender<Input>, stop: Arc<AtomicBool>) {
-    let mut buf = vec![0u8; 65536];
-    while !stop.load(Ordering::Relaxed) {
-        match s.recv_from(&mut buf) {
-            Ok((n, remote)) => {
-                if tx.send(Input::Datagram { local, remote, payload: buf[..n].to_vec() }).is_err() {
-                    return;
+/// One UDP socket's reader thread: sorts datagrams into the loop's two
+/// datagram queues and drops, counted, what does not fit.
+struct Reader {
+    socket: UdpSocket,
+    local: SocketAddr,
+    /// The NAT-T port: IKE datagrams start with the non-ESP marker.
+    natt: bool,
+    init: Sender<Datagram>,
+    sa: Sender<Datagram>,
+    recycled: Receiver<Vec<u8>>,
+    queued_bytes: Arc<AtomicUsize>,
+    metrics: IkeMetrics,
+    stop: Arc<AtomicBool>,
+}
+
+impl Reader {
+    fn run(self) {
+        let mut buf = vec![0u8; 65536];
+        let dropped = |queue: &str| self.metrics.datagrams_dropped.with_label_values(&[queue, "queue_full"]);
+        let (dropped_init, dropped_sa) = (dropped("init"), dropped("sa"));
+        // A buffer whose datagram was dropped, for the next one.
+        let mut spare: Option<Vec<u8>> = None;
+        while !self.stop.load(Ordering::Relaxed) {
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, remote)) => {
+                    let bytes = &buf[..n];
+                    let (queue, dropped) = if is_init_request(bytes, self.natt) { (&self.init, &dropped_init) } else { (&self.sa, &dropped_sa) };
+                    // Both queues together hold at most MAX_QUEUED_BYTES.
+                    if self.queued_bytes.fetch_add(n, Ordering::Relaxed) + n > MAX_QUEUED_BYTES {
+                        self.queued_bytes.fetch_sub(n, Ordering::Relaxed);
+                        dropped.inc();
+                        continue;
+                    }
+                    let mut payload = spare.take().or_else(|| self.recycled.try_recv().ok()).unwrap_or_default();
+                    payload.extend_from_slice(bytes);
+                    match queue.try_send(Datagram { local: self.local, remote, payload }) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(d)) => {
+                            self.queued_bytes.fetch_sub(n, Ordering::Relaxed);
+                            dropped.inc();
+                            let mut p = d.payload;
+                            p.clear();
+                            spare = Some(p);
+                        }
+                        Err(TrySendError::Disconnected(_)) => return,
+                    }
                 }
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                // ICMP port unreachable from a peer shows up as an error on
+                // Linux UDP sockets; the socket itself is fine.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-            // ICMP port unreachable from a peer shows up as an error on
-            // Linux UDP sockets; the socket itself is fine.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
     }
+}
+
+/// Whether a datagram is an IKE_SA_INIT request (RFC 7296 §3.1: exchange
+/// type 34, R flag clear, SPIr zero), read from the fixed header alone:
+/// those go to the `init` queue, everything else (including what is not
+/// IKE at all, which the endpoint drops) to `sa`.
+fn is_init_request(datagram: &[u8], natt: bool) -> bool {
+    let ike = if natt {
+        match datagram.strip_prefix(&ike_wire::NON_ESP_MARKER) {
+            Some(b) => b,
+            None => return false,
+        }
+    } else {
+        datagram
+    };
+    ike.len() >= 28 && ike[18] == 34 && ike[19] & 0x20 == 0 && ike[8..16] == [0; 8]
 }

@@ -29,6 +29,20 @@
 //! * `esprit_ike_auth_jobs_in_flight`: such jobs spawned and not yet back.
 //! * `esprit_ike_pq_sas`: established IKE SAs whose keys include ML-KEM (in
 //!   IKE_SA_INIT or as an RFC 9370 additional key exchange).
+//! * `esprit_ike_init_requests_total{result}`: IKE_SA_INIT requests by the
+//!   check that decided them (RFC 7296 §2.6, in the endpoint's order):
+//!   retransmit, half_open_limit, peer_limit, cookie_missing (answered
+//!   with a COOKIE), cookie_invalid (a forged or expired cookie, answered
+//!   with a fresh one), refused (proposal, KE group, syntax), admitted
+//!   (the only ones that cost a key exchange).
+//! * `esprit_ike_key_exchanges_total{op}`: key exchanges computed by the
+//!   crypto provider, on the pool or inline (op = respond: answering a
+//!   peer's KE payload, in IKE_SA_INIT or a rekey; initiate: our own).
+//! * `esprit_ike_datagrams_dropped_total{queue,reason}`: datagrams a socket
+//!   reader dropped (reason = queue_full: the loop's queue, `init` for
+//!   IKE_SA_INIT requests or `sa` for the rest, was full).
+//! * `esprit_ike_queue_depth{queue}`: inputs waiting for the event loop
+//!   (init, sa, control, auth).
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,6 +75,10 @@ pub struct IkeMetrics {
     /// Child SAs installed with an ipsecme feature (iiv, label).
     pub child_features: IntCounterVec,
     pub pq_ike_sas: IntGauge,
+    pub init_requests: IntCounterVec,
+    pub key_exchanges: IntCounterVec,
+    pub datagrams_dropped: IntCounterVec,
+    pub queue_depth: IntGaugeVec,
 }
 
 /// Registration of a fixed, valid definition cannot fail.
@@ -95,8 +113,21 @@ impl IkeMetrics {
             "IKE_AUTH signature jobs run on the rayon pool, by result (done, refused: the peer's signature did not verify)",
             &["result"],
         )?;
+        let init_requests = cv(
+            "esprit_ike_init_requests_total",
+            "IKE_SA_INIT requests by the check that decided them (admitted ones cost a key exchange)",
+            &["result"],
+        )?;
+        let key_exchanges = cv("esprit_ike_key_exchanges_total", "Key exchanges computed, by op (respond, initiate)", &["op"])?;
+        let datagrams_dropped = cv(
+            "esprit_ike_datagrams_dropped_total",
+            "Datagrams dropped before the event loop saw them, by queue (init, sa) and reason (queue_full)",
+            &["queue", "reason"],
+        )?;
         let ike_sas = IntGaugeVec::new(Opts::new("esprit_ike_sas", "IKE SAs held, by state"), &["state"])?;
         r.register(Box::new(ike_sas.clone()))?;
+        let queue_depth = IntGaugeVec::new(Opts::new("esprit_ike_queue_depth", "Inputs waiting for the event loop, by queue (init, sa, control, auth)"), &["queue"])?;
+        r.register(Box::new(queue_depth.clone()))?;
         let gauge = |name: &str, help: &str| -> Result<IntGauge, MetricsError> {
             let g = IntGauge::new(name, help)?;
             r.register(Box::new(g.clone()))?;
@@ -128,6 +159,10 @@ impl IkeMetrics {
             split_dns,
             child_features,
             pq_ike_sas,
+            init_requests,
+            key_exchanges,
+            datagrams_dropped,
+            queue_depth,
         })
     }
 

@@ -6,13 +6,18 @@
 //! fresh key pair and the shared secret (MODP-2048 takes milliseconds,
 //! ECP and X25519 tens of microseconds, ML-KEM encapsulation about as
 //! much). Those depend only on the request's KE payload, so when a burst of
-//! requests is waiting the daemon reads their KE payloads
-//! ([`init_request_ke`]), has rayon compute the responses on every core
+//! requests is waiting the daemon asks the endpoint which of them it will
+//! spend a key exchange on (`Endpoint::plan_init_key_exchanges`: the same
+//! half-open limits, cookie check and proposal choice it applies itself,
+//! so a request without a valid cookie, while cookies are required, is
+//! never among them), has rayon compute those on every core
 //! ([`Precomputing::precompute`]), and the endpoint's crypto provider, this
 //! type, hands each result out once to the `key_exchange_respond` call with
 //! the same method and peer data. Whatever is not claimed is dropped
 //! ([`Precomputing::clear`]) before the next burst, so no responder key is
-//! ever used twice and none outlives its burst.
+//! ever used twice and none outlives its burst. Every key exchange the
+//! provider computes, here or inline, is counted
+//! ([`Precomputing::key_exchanges`]).
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,7 +26,6 @@ use ike_crypto::ke::{KeyExchange, Responded};
 use ike_crypto::prf::Prf;
 use ike_crypto::sk::SkProtection;
 use ike_crypto::{CryptoProvider, Error, Rng as CryptoRngCore, RustCryptoProvider};
-use ike_wire::{ExchangeType, Header, Message, NotifyType, Payload};
 use rayon::prelude::*;
 
 /// Below this many requests in a burst the loop computes inline: handing
@@ -38,6 +42,10 @@ struct Shared {
     cache: Mutex<HashMap<Key, Responded>>,
     computed: AtomicU64,
     used: AtomicU64,
+    /// Every responder key exchange computed (here or inline), and every
+    /// one we started.
+    responded: AtomicU64,
+    initiated: AtomicU64,
 }
 
 /// A [`CryptoProvider`] (RustCrypto underneath) that serves precomputed
@@ -78,6 +86,7 @@ impl Precomputing {
             cache.insert(k, r);
         }
         self.shared.computed.fetch_add(n as u64, Ordering::Relaxed);
+        self.shared.responded.fetch_add(n as u64, Ordering::Relaxed);
         n
     }
 
@@ -92,6 +101,13 @@ impl Precomputing {
         (self.shared.computed.load(Ordering::Relaxed), self.shared.used.load(Ordering::Relaxed))
     }
 
+    /// Key exchanges computed so far: (responder side, on the pool or
+    /// inline; initiator side). What a flood of IKE_SA_INIT requests
+    /// without a valid cookie must not move.
+    pub fn key_exchanges(&self) -> (u64, u64) {
+        (self.shared.responded.load(Ordering::Relaxed), self.shared.initiated.load(Ordering::Relaxed))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Responded>> {
         // A panic elsewhere cannot leave the map half-updated in a way that
         // matters: entries are whole values.
@@ -101,6 +117,7 @@ impl Precomputing {
 
 impl CryptoProvider for Precomputing {
     fn key_exchange(&self, method: u16, rng: &mut dyn CryptoRngCore) -> Result<Box<dyn KeyExchange>, Error> {
+        self.shared.initiated.fetch_add(1, Ordering::Relaxed);
         self.shared.base.key_exchange(method, rng)
     }
 
@@ -117,6 +134,7 @@ impl CryptoProvider for Precomputing {
             self.shared.used.fetch_add(1, Ordering::Relaxed);
             return Ok(r);
         }
+        self.shared.responded.fetch_add(1, Ordering::Relaxed);
         self.shared.base.key_exchange_respond(method, peer_ke_data, rng)
     }
 
@@ -139,30 +157,4 @@ impl CryptoProvider for Precomputing {
     fn supports_key_exchange(&self, method: u16) -> bool {
         self.shared.base.supports_key_exchange(method)
     }
-}
-
-/// The key exchange an IKE_SA_INIT request asks for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InitKe {
-    pub method: u16,
-    pub data: Vec<u8>,
-    /// The request returns a COOKIE (its first payload, RFC 7296 §2.6).
-    pub has_cookie: bool,
-}
-
-/// The KE payload of an IKE_SA_INIT request (`datagram` as received, on
-/// the NAT-T port with its non-ESP marker or not), or `None` for anything
-/// else.
-pub fn init_request_ke(datagram: &[u8], on_natt_port: bool) -> Option<InitKe> {
-    let bytes = if on_natt_port { ike_wire::strip_non_esp_marker(datagram).ok()? } else { datagram };
-    let h = Header::parse_datagram(bytes).ok()?;
-    if h.exchange_type != ExchangeType::IKE_SA_INIT || h.flags.response() || h.spi_r != 0 || h.message_id != 0 {
-        return None;
-    }
-    let msg = Message::parse(bytes).ok()?;
-    let has_cookie = matches!(msg.payloads.first(), Some(Payload::Notify(n)) if n.notify_type == NotifyType::COOKIE);
-    msg.payloads.iter().find_map(|p| match p {
-        Payload::Ke(ke) => Some(InitKe { method: ke.ke_method.0, data: ke.data.to_vec(), has_cookie }),
-        _ => None,
-    })
 }

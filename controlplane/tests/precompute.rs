@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use esprit_controlplane::config::DaemonConfig;
-use esprit_controlplane::precompute::{init_request_ke, Precomputing, MIN_BURST};
+use esprit_controlplane::precompute::{Precomputing, MIN_BURST};
 use ike_crypto::{CryptoProvider, RustCryptoProvider};
-use ike_proto::{Command, Endpoint, Event, Time};
+use ike_proto::{Command, Endpoint, Event, Time, UnixTime};
 
 fn config(dir: &Path, name: &str, yaml: &str) -> DaemonConfig {
     let path = dir.join(format!("{name}.yaml"));
@@ -68,10 +68,10 @@ fn pair() -> Pair {
     let (ci, cr) = (config(&dir, "init", INITIATOR), config(&dir, "resp", RESPONDER));
     let _ = std::fs::remove_dir_all(&dir);
     let pre = Precomputing::new();
-    let t0 = Time::from_unix_secs(1_000);
+    let (t0, unix) = (Time::from_secs(1_000), UnixTime::from_secs(1_800_000_000));
     Pair {
-        init: Endpoint::new(ci.endpoint, Box::new(RustCryptoProvider), Box::new(rand_core::OsRng), t0),
-        resp: Endpoint::new(cr.endpoint, Box::new(pre.clone()), Box::new(rand_core::OsRng), t0),
+        init: Endpoint::new(ci.endpoint, Box::new(RustCryptoProvider), Box::new(rand_core::OsRng), t0, unix),
+        resp: Endpoint::new(cr.endpoint, Box::new(pre.clone()), Box::new(rand_core::OsRng), t0, unix),
         pre,
         a: "127.0.0.1:500".parse().unwrap(),
         b: "127.0.0.2:500".parse().unwrap(),
@@ -85,7 +85,7 @@ fn ups(ep: &mut Endpoint) -> usize {
 #[test]
 fn a_burst_of_handshakes_uses_the_parallel_key_exchanges_and_completes() {
     let mut p = pair();
-    let t = Time::from_unix_secs(1_001);
+    let t = Time::from_secs(1_001);
     const N: usize = 8;
     for _ in 0..N {
         p.init.handle_command(t, Command::Initiate { connection: "home".into(), local: p.a, remote: p.b }).unwrap();
@@ -94,10 +94,10 @@ fn a_burst_of_handshakes_uses_the_parallel_key_exchanges_and_completes() {
     for _round in 0..10 {
         // Initiator → responder, as one burst.
         let burst: Vec<Vec<u8>> = std::iter::from_fn(|| p.init.poll_transmit()).map(|x| x.payload).collect();
-        let kes: Vec<_> = burst.iter().filter_map(|d| init_request_ke(d, false)).collect();
+        let kes = p.resp.plan_init_key_exchanges(t, burst.iter().map(|d| (p.b, p.a, d.as_slice())));
         if !kes.is_empty() {
             assert_eq!(kes.len(), N, "every IKE_SA_INIT request is recognised");
-            let refs: Vec<(u16, &[u8])> = kes.iter().map(|k| (k.method, k.data.as_slice())).collect();
+            let refs: Vec<(u16, &[u8])> = kes.iter().map(|(m, d)| (*m, d.as_slice())).collect();
             assert_eq!(p.pre.precompute(&refs), N);
         }
         for d in &burst {
@@ -105,7 +105,7 @@ fn a_burst_of_handshakes_uses_the_parallel_key_exchanges_and_completes() {
         }
         p.pre.clear();
         let back: Vec<Vec<u8>> = std::iter::from_fn(|| p.resp.poll_transmit()).map(|x| x.payload).collect();
-        assert!(back.iter().all(|d| init_request_ke(d, false).is_none()), "responses are not requests");
+        assert!(p.init.plan_init_key_exchanges(t, back.iter().map(|d| (p.a, p.b, d.as_slice()))).is_empty(), "responses are not requests");
         for d in &back {
             p.init.handle_datagram(t, p.a, p.b, d);
         }

@@ -23,7 +23,8 @@
 //!   certificate loading, chain validation against configured CAs.
 //! * [`rng`]: a seeded deterministic RNG for tests and simulations.
 //! * [`provider`]: [`RustCryptoProvider`] (the real one) and
-//!   [`provider::insecure::InsecureNoSecurityProvider`] (fuzzing only).
+//!   `provider::insecure::InsecureNoSecurityProvider` (fuzzing and tests
+//!   only: behind the `insecure` feature, never in a release binary).
 //!
 //! Guarantees: no `unsafe`; untrusted input (peer public values, ciphertexts,
 //! signatures, certificates) returns an [`Error`], never panics; secret

@@ -19,7 +19,7 @@
 //! Guarantees:
 //! * A job is pure: it reads only what it carries (the connection as it
 //!   was when the request arrived, the octets, the peer's AUTH and CERT
-//!   payloads, a time for certificate validity, an RNG seed drawn from the
+//!   payloads, a wall-clock date for certificate validity, an RNG seed drawn from the
 //!   endpoint's RNG), so the endpoint stays deterministic: the same seed and
 //!   the same calls, jobs included, produce the same bytes.
 //! * Results are matched to their request by (IKE SA, Message ID, the
@@ -38,7 +38,7 @@ use crate::config::{ConnectionConfig, Identity, LocalAuth, RemoteAuth};
 use crate::error::ProtoError;
 use crate::event::IkeSaHandle;
 use crate::sa;
-use crate::time::Time;
+use crate::time::UnixTime;
 
 /// Our AUTH payload, our CERT payloads, and the scheme signed with.
 pub(crate) type Signed = (Auth<'static>, Vec<Cert<'static>>, Option<SignatureScheme>);
@@ -49,7 +49,9 @@ pub(crate) struct VerifyWork {
     pub auth: Auth<'static>,
     pub certs: Vec<Cert<'static>>,
     pub peer_id: Identity,
-    pub now: Time,
+    /// The wall-clock date the job checks certificate validity at (the
+    /// date when the request arrived).
+    pub unix: UnixTime,
 }
 
 /// Our signature.
@@ -105,7 +107,7 @@ impl AuthJob {
         let verified = self.verify.map(|v| match &self.conn.remote_auth {
             RemoteAuth::PubKey { cas } => {
                 let certs: Vec<&Cert<'_>> = v.certs.iter().collect();
-                sa::verify_signature(cas, &v.octets, &v.auth, &certs, &v.peer_id, v.now)
+                sa::verify_signature(cas, &v.octets, &v.auth, &certs, &v.peer_id, v.unix)
             }
             // Never built for a PSK: that check stays inline.
             RemoteAuth::Psk(_) => Err(ProtoError::Invalid("signature job for a PSK")),

@@ -10,13 +10,28 @@
 //! * No input panics the endpoint; anything malformed, unauthenticated or
 //!   unexpected is dropped or answered with the Notify [`ProtoError::notify`]
 //!   picks.
-//! * IKE_SA_INIT requests (RFC 7296 §2.6): retransmits (same SPIi and Ni,
-//!   same bytes) get the cached response; above `cookie_threshold` half-open
-//!   SAs a request without a valid cookie gets a stateless COOKIE answer
-//!   (`version | HMAC-SHA-256(secret, Ni | IPi | SPIi)`, the secret rotated
-//!   every `cookie_secret_lifetime`, the previous one still accepted); above
-//!   `half_open_limit` requests are dropped, and so are requests from an
-//!   address already holding `half_open_per_peer_limit` half-open SAs.
+//! * IKE_SA_INIT requests (RFC 7296 §2.6) pass these checks, cheapest
+//!   first, before any key exchange or IKE SA is spent on them:
+//!   1. retransmits (same SPIi and Ni, same bytes) get the cached response;
+//!   2. above `half_open_limit` half-open SAs requests are dropped, and so
+//!      are requests from an address already holding
+//!      `half_open_per_peer_limit` half-open SAs;
+//!   3. from `cookie_threshold` half-open SAs on, a request without a valid
+//!      cookie gets a stateless COOKIE answer (`version | HMAC-SHA-256(secret,
+//!      Ni | IPi | SPIi)`, the secret rotated every `cookie_secret_lifetime`,
+//!      the previous one still accepted): a forged or expired cookie costs
+//!      one HMAC, no key exchange, no state;
+//!   4. the proposal and the KE payload's group (NO_PROPOSAL_CHOSEN,
+//!      INVALID_KE_PAYLOAD, no state);
+//!   5. only then the key exchange and a half-open IKE SA.
+//!
+//!   Every outcome is counted ([`Endpoint::init_counters`]), and an owner
+//!   that computes key exchanges ahead asks
+//!   [`Endpoint::plan_init_key_exchanges`], which applies the same checks,
+//!   so precomputation never spends what the endpoint would not.
+//! * Timers run on the monotonic [`Time`] the owner passes; the wall-clock
+//!   [`UnixTime`] (certificate validity only) comes through
+//!   [`Endpoint::set_unix_time`] and moves no timer.
 //! * The endpoint never opens sockets: each [`Transmit`] names the local
 //!   address (port 500, or the NAT-T port after NAT detection, §2.23) to
 //!   send from.
@@ -30,10 +45,10 @@ use ike_wire::{strip_non_esp_marker, ExchangeType, Flags, Header, Message, Paylo
 use crate::config::EndpointConfig;
 use crate::error::ProtoError;
 use crate::event::{ChildSaHandle, Command, CommandError, DownReason, Event, IkeSaHandle, Transmit};
-use crate::ike_sa::{IkeSa, Queued};
+use crate::ike_sa::{IkeSa, InitChoice, Queued};
 use crate::message;
 use crate::sa::{Alloc, Ctx, Effect, Outputs, Pools};
-use crate::time::Time;
+use crate::time::{Time, UnixTime};
 
 /// The §2.6 cookie secret, rotated.
 struct CookieJar {
@@ -41,6 +56,7 @@ struct CookieJar {
     secret: [u8; 32],
     previous: Option<(u8, [u8; 32])>,
     rotate_at: Time,
+    lifetime: std::time::Duration,
 }
 
 impl CookieJar {
@@ -59,19 +75,57 @@ impl CookieJar {
         Self::compute(self.version, &self.secret, ni, ip, spi_i)
     }
 
-    fn verify(&self, cookie: &[u8], ni: &[u8], ip: IpAddr, spi_i: u64) -> bool {
+    /// Whether `cookie` is one we handed out for (Ni, IPi, SPIi) under the
+    /// current or the previous secret. Stateless and cheap: one
+    /// HMAC-SHA-256 over about 60 octets, compared in constant time.
+    /// With `at`, as it will answer once the secret is rotated for that
+    /// instant (for planning ahead): after one due rotation only the
+    /// current secret still counts, after two none.
+    fn verify(&self, at: Option<Time>, cookie: &[u8], ni: &[u8], ip: IpAddr, spi_i: u64) -> bool {
         let Some(&v) = cookie.first() else { return false };
+        let (rotating, both_gone) = match at {
+            Some(t) => (t >= self.rotate_at, t >= self.rotate_at + self.lifetime),
+            None => (false, false),
+        };
+        if both_gone {
+            return false;
+        }
         let secret = if v == self.version {
             &self.secret
         } else {
             match &self.previous {
-                Some((pv, ps)) if *pv == v => ps,
+                Some((pv, ps)) if *pv == v && !rotating => ps,
                 _ => return false,
             }
         };
         let expected = Self::compute(v, secret, ni, ip, spi_i);
         expected.len() == cookie.len() && expected.iter().zip(cookie).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
     }
+
+    /// A new secret once the current one has served its lifetime. The
+    /// previous secret is kept for one more lifetime (cookies handed out
+    /// just before the rotation still work), unless that too is over: a
+    /// cookie never outlives two lifetimes of its secret, however long
+    /// the endpoint went without a request.
+    fn rotate(&mut self, now: Time, rng: &mut dyn Rng) {
+        if now < self.rotate_at {
+            return;
+        }
+        let mut secret = [0u8; 32];
+        rng.fill_bytes(&mut secret);
+        let old = std::mem::replace(&mut self.secret, secret);
+        self.previous = (now < self.rotate_at + self.lifetime).then_some((self.version, old));
+        self.version = self.version.wrapping_add(1);
+        self.rotate_at = now + self.lifetime;
+    }
+}
+
+/// The Nonce payload's data (Ni of an IKE_SA_INIT request).
+fn nonce_of(msg: &Message<'_>) -> Option<Vec<u8>> {
+    msg.payloads.iter().find_map(|p| match p {
+        Payload::Nonce(n) => Some(n.data.to_vec()),
+        _ => None,
+    })
 }
 
 /// One IKE SA as [`Endpoint::ike_sas`] reports it.
@@ -120,16 +174,66 @@ pub struct Endpoint {
     /// (SPIi, Ni) of answered IKE_SA_INIT requests → their SA.
     init_index: BTreeMap<(u64, Vec<u8>), IkeSaHandle>,
     cookies: CookieJar,
+    init_counters: InitCounters,
+    /// The wall-clock date, for certificate validity only.
+    unix: UnixTime,
     /// RFC 9838: the groups we serve (GCKS) and belong to (GM).
     groups: crate::group::GroupState,
 }
 
+/// What became of IKE_SA_INIT requests, by the check that decided
+/// (RFC 7296 §2.6), for the owner's metrics. Only `admitted` requests cost
+/// a key exchange; every other outcome is decided before one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InitCounters {
+    /// Retransmits of a request already answered: the cached response.
+    pub retransmits: u64,
+    /// Dropped: `half_open_limit` half-open SAs held.
+    pub half_open_limit: u64,
+    /// Dropped: the address holds `half_open_per_peer_limit` half-open SAs.
+    pub peer_limit: u64,
+    /// Cookies required, none presented: answered with a COOKIE.
+    pub cookie_missing: u64,
+    /// Cookies required, the one presented did not verify (forged, of an
+    /// expired secret, or for another address, SPIi or Ni): answered with
+    /// a fresh COOKIE.
+    pub cookie_invalid: u64,
+    /// Refused before the key exchange: malformed, no acceptable proposal,
+    /// INVALID_KE_PAYLOAD.
+    pub refused: u64,
+    /// Passed every check: a key exchange was computed for it.
+    pub admitted: u64,
+}
+
+/// The outcome of the checks on an IKE_SA_INIT request ([`Endpoint::judge_init`]).
+enum InitVerdict {
+    Retransmit(IkeSaHandle),
+    HalfOpenLimit,
+    PeerLimit,
+    CookieMissing,
+    CookieInvalid,
+    Refused(ProtoError),
+    Admit(InitChoice),
+}
+
+/// What a burst has admitted so far, while planning it
+/// ([`Endpoint::plan_init_key_exchanges`]).
+#[derive(Default)]
+struct Planned {
+    admitted: usize,
+    per_peer: BTreeMap<IpAddr, usize>,
+    requests: std::collections::BTreeSet<(u64, Vec<u8>)>,
+}
+
 impl Endpoint {
-    /// A new endpoint. `now` starts the cookie secret's lifetime.
-    pub fn new(config: EndpointConfig, crypto: Box<dyn CryptoProvider>, mut rng: Box<dyn Rng + Send>, now: Time) -> Self {
+    /// A new endpoint. `now` (monotonic) starts the cookie secret's
+    /// lifetime; `unix` is the date until [`Self::set_unix_time`] gives
+    /// another.
+    pub fn new(config: EndpointConfig, crypto: Box<dyn CryptoProvider>, mut rng: Box<dyn Rng + Send>, now: Time, unix: UnixTime) -> Self {
         let mut secret = [0u8; 32];
         rng.fill_bytes(&mut secret);
-        let rotate_at = now + config.cookie_secret_lifetime;
+        let lifetime = config.cookie_secret_lifetime;
+        let rotate_at = now + lifetime;
         let config_groups = config.groups.clone();
         Self {
             config,
@@ -144,9 +248,24 @@ impl Endpoint {
             half_open: BTreeMap::new(),
             half_open_by_peer: BTreeMap::new(),
             init_index: BTreeMap::new(),
-            cookies: CookieJar { version: 0, secret, previous: None, rotate_at },
+            cookies: CookieJar { version: 0, secret, previous: None, rotate_at, lifetime },
+            init_counters: InitCounters::default(),
+            unix,
             groups: crate::group::GroupState { gcks: crate::group::Gcks::new(&config_groups), gm: Default::default() },
         }
+    }
+
+    /// The wall-clock date, for certificate validity (RFC 5280 §6.1.3) and
+    /// nothing else: give it before feeding input that may carry
+    /// certificates (esprit-ike: every turn of its loop). Timers never read
+    /// it, so a stepped wall clock moves none of them.
+    pub fn set_unix_time(&mut self, unix: UnixTime) {
+        self.unix = unix;
+    }
+
+    /// What became of IKE_SA_INIT requests so far.
+    pub fn init_counters(&self) -> InitCounters {
+        self.init_counters
     }
 
     pub fn config(&self) -> &EndpointConfig {
@@ -179,9 +298,9 @@ impl Endpoint {
 
     /// Runs `f` on SA `h` with a context, then applies its effects.
     fn with_sa(&mut self, now: Time, h: IkeSaHandle, f: impl FnOnce(&mut IkeSa, &mut Ctx<'_>)) {
-        let Self { config, crypto, rng, sas, alloc, pools, out, groups, .. } = self;
+        let Self { config, crypto, rng, sas, alloc, pools, out, unix, groups, .. } = self;
         let Some(sa) = sas.get_mut(&h) else { return };
-        let mut ctx = Ctx { now, crypto: &**crypto, rng: &mut **rng, config, out, alloc, pools, groups };
+        let mut ctx = Ctx { now, unix: *unix, crypto: &**crypto, rng: &mut **rng, config, out, alloc, pools, groups };
         f(sa, &mut ctx);
         if !sa.is_half_open() {
             self.forget_half_open(h);
@@ -228,8 +347,8 @@ impl Endpoint {
                         });
                     }
                     Effect::Reinitiate { conn, local, remote } => {
-                        let Self { config, crypto, rng, alloc, pools, out, groups, .. } = self;
-                        let mut ctx = Ctx { now, crypto: &**crypto, rng: &mut **rng, config, out, alloc, pools, groups };
+                        let Self { config, crypto, rng, alloc, pools, out, unix, groups, .. } = self;
+                        let mut ctx = Ctx { now, unix: *unix, crypto: &**crypto, rng: &mut **rng, config, out, alloc, pools, groups };
                         if let Ok(sa) = IkeSa::initiate(&mut ctx, conn, local, remote) {
                             self.insert_sa(sa);
                         }
@@ -310,50 +429,147 @@ impl Endpoint {
         }
     }
 
-    fn handle_init_request(&mut self, now: Time, header: &Header, bytes: &[u8], local: SocketAddr, remote: SocketAddr) {
-        let Ok(msg) = Message::parse(bytes) else { return };
-        let ni = msg.payloads.iter().find_map(|p| match p {
-            Payload::Nonce(n) => Some(n.data.to_vec()),
-            _ => None,
-        });
-        let Some(ni) = ni else {
-            self.answer_init_error(header, local, remote, &ProtoError::PayloadCount(PayloadType::NONCE));
-            return;
-        };
-        // §2.1: a retransmit is recognised by SPIi and Ni, and answered from
-        // the cache if it is bit-identical.
-        if let Some(&h) = self.init_index.get(&(header.spi_i, ni.clone())) {
-            self.with_sa(now, h, |sa, ctx| sa.handle_datagram(ctx, header, bytes, local, remote));
-            return;
+    /// The checks of an IKE_SA_INIT request, cheapest first, before any
+    /// work (RFC 7296 §2.6): a retransmit (§2.1: same SPIi and Ni) gets the
+    /// cached answer; then the global half-open limit and the per-address
+    /// one (map lookups); then, while cookies are required, the cookie (one
+    /// HMAC); then the proposal and the KE payload's group. Only a request
+    /// that passes all of them costs a key exchange and an IKE SA. Nothing
+    /// here changes state. `plan` carries what earlier requests of the same
+    /// burst were admitted, and the instant the cookie secret will be
+    /// rotated for, when planning ahead ([`Self::plan_init_key_exchanges`]).
+    fn judge_init(&self, plan: Option<(Time, &Planned)>, spi_i: u64, msg: &Message<'_>, ni: &[u8], ip: IpAddr) -> InitVerdict {
+        let key = (spi_i, ni.to_vec());
+        if let Some(&h) = self.init_index.get(&key) {
+            return InitVerdict::Retransmit(h);
         }
-        self.rotate_cookie_secret(now);
-        let half_open = self.half_open();
+        let (extra, extra_peer) = match plan {
+            Some((_, p)) => {
+                if p.requests.contains(&key) {
+                    // A retransmit of a request earlier in the same burst.
+                    return InitVerdict::Retransmit(IkeSaHandle(0));
+                }
+                (p.admitted, p.per_peer.get(&ip).copied().unwrap_or(0))
+            }
+            None => (0, 0),
+        };
+        let half_open = self.half_open() + extra;
         if half_open >= self.config.half_open_limit {
-            return;
+            return InitVerdict::HalfOpenLimit;
         }
         // One address may not hold more half-open SAs than this (strongSwan's
         // block_threshold); a cookie would not stop it, it can answer them.
-        if self.half_open_by_peer.get(&remote.ip()).is_some_and(|n| *n >= self.config.half_open_per_peer_limit) {
-            return;
+        if self.half_open_by_peer.get(&ip).copied().unwrap_or(0) + extra_peer >= self.config.half_open_per_peer_limit {
+            return InitVerdict::PeerLimit;
         }
         if half_open >= self.config.cookie_threshold {
             // §2.6: the COOKIE must be the first payload; one that does not
-            // verify is treated as absent.
+            // verify is treated as absent (and counted apart).
             let presented = match msg.payloads.first() {
-                Some(Payload::Notify(n)) if n.notify_type == ike_wire::NotifyType::COOKIE => Some(n.data.to_vec()),
+                Some(Payload::Notify(n)) if n.notify_type == ike_wire::NotifyType::COOKIE => Some(&n.data[..]),
                 _ => None,
             };
-            let valid = presented.is_some_and(|c| self.cookies.verify(&c, &ni, remote.ip(), header.spi_i));
-            if !valid {
+            match presented {
+                None => return InitVerdict::CookieMissing,
+                Some(c) if !self.cookies.verify(plan.map(|(t, _)| t), c, ni, ip, spi_i) => return InitVerdict::CookieInvalid,
+                Some(_) => {}
+            }
+        }
+        match IkeSa::choose_init(&self.config, &self.config.connections, msg) {
+            Ok(choice) => InitVerdict::Admit(choice),
+            Err(e) => InitVerdict::Refused(e),
+        }
+    }
+
+    /// The key exchanges [`Self::handle_datagram`] will compute if given
+    /// `burst` (local, remote, UDP payload) in this order at `now`: the
+    /// (KE method, initiator KE data) of each IKE_SA_INIT request that
+    /// passes every check of [`Self::judge_init`], earlier admissions of
+    /// the burst counted against the limits and the cookie threshold. The
+    /// owner may compute those ahead, in parallel, and serve them through
+    /// its crypto provider (esprit-ike's `precompute`); a request without a
+    /// valid cookie (while cookies are required), over a half-open limit, a
+    /// retransmit or one refused for its proposal is never among them.
+    /// Changes nothing.
+    pub fn plan_init_key_exchanges<'a>(&self, now: Time, burst: impl IntoIterator<Item = (SocketAddr, SocketAddr, &'a [u8])>) -> Vec<(u16, Vec<u8>)> {
+        let mut planned = Planned::default();
+        let mut out = Vec::new();
+        for (local, remote, payload) in burst {
+            let bytes = if local.port() == self.config.natt_port {
+                match strip_non_esp_marker(payload) {
+                    Ok(b) => b,
+                    Err(_) => continue,
+                }
+            } else {
+                payload
+            };
+            let Ok(header) = Header::parse_datagram(bytes) else { continue };
+            if header.exchange_type != ExchangeType::IKE_SA_INIT || header.flags.response() {
+                continue;
+            }
+            let Ok(msg) = Message::parse(bytes) else { continue };
+            let Some(ni) = nonce_of(&msg) else { continue };
+            if let InitVerdict::Admit(choice) = self.judge_init(Some((now, &planned)), header.spi_i, &msg, &ni, remote.ip()) {
+                let ke = msg.payloads.iter().find_map(|p| match p {
+                    Payload::Ke(k) => Some(k.data.to_vec()),
+                    _ => None,
+                });
+                if let Some(data) = ke {
+                    out.push((choice.suite.ke.0, data));
+                }
+                planned.admitted += 1;
+                *planned.per_peer.entry(remote.ip()).or_default() += 1;
+                planned.requests.insert((header.spi_i, ni));
+            }
+        }
+        out
+    }
+
+    fn handle_init_request(&mut self, now: Time, header: &Header, bytes: &[u8], local: SocketAddr, remote: SocketAddr) {
+        let Ok(msg) = Message::parse(bytes) else { return };
+        let Some(ni) = nonce_of(&msg) else {
+            self.init_counters.refused += 1;
+            self.answer_init_error(header, local, remote, &ProtoError::PayloadCount(PayloadType::NONCE));
+            return;
+        };
+        self.rotate_cookie_secret(now);
+        let choice = match self.judge_init(None, header.spi_i, &msg, &ni, remote.ip()) {
+            InitVerdict::Retransmit(h) => {
+                // §2.1: answered from the cache if it is bit-identical.
+                self.init_counters.retransmits += 1;
+                self.with_sa(now, h, |sa, ctx| sa.handle_datagram(ctx, header, bytes, local, remote));
+                return;
+            }
+            InitVerdict::HalfOpenLimit => {
+                self.init_counters.half_open_limit += 1;
+                return;
+            }
+            InitVerdict::PeerLimit => {
+                self.init_counters.peer_limit += 1;
+                return;
+            }
+            v @ (InitVerdict::CookieMissing | InitVerdict::CookieInvalid) => {
+                if matches!(v, InitVerdict::CookieMissing) {
+                    self.init_counters.cookie_missing += 1;
+                } else {
+                    self.init_counters.cookie_invalid += 1;
+                }
                 let cookie = self.cookies.cookie(&ni, remote.ip(), header.spi_i);
                 self.answer_init_error(header, local, remote, &ProtoError::CookieRequired(cookie));
                 return;
             }
-        }
-        let Self { config, crypto, rng, alloc, pools, out, groups, .. } = self;
+            InitVerdict::Refused(e) => {
+                self.init_counters.refused += 1;
+                self.answer_init_error(header, local, remote, &e);
+                return;
+            }
+            InitVerdict::Admit(choice) => choice,
+        };
+        self.init_counters.admitted += 1;
+        let Self { config, crypto, rng, alloc, pools, out, unix, groups, .. } = self;
         let conns = config.connections.clone();
-        let mut ctx = Ctx { now, crypto: &**crypto, rng: &mut **rng, config, out, alloc, pools, groups };
-        match IkeSa::respond_init(&mut ctx, &conns, bytes, &msg, local, remote) {
+        let mut ctx = Ctx { now, unix: *unix, crypto: &**crypto, rng: &mut **rng, config, out, alloc, pools, groups };
+        match IkeSa::respond_init(&mut ctx, choice, &conns, bytes, &msg, local, remote) {
             Ok((sa, _)) => {
                 if let Some(k) = sa.init_key.clone() {
                     self.init_index.insert(k, sa.handle);
@@ -411,15 +627,7 @@ impl Endpoint {
     }
 
     fn rotate_cookie_secret(&mut self, now: Time) {
-        if now < self.cookies.rotate_at {
-            return;
-        }
-        let mut secret = [0u8; 32];
-        self.rng.fill_bytes(&mut secret);
-        let old = std::mem::replace(&mut self.cookies.secret, secret);
-        self.cookies.previous = Some((self.cookies.version, old));
-        self.cookies.version = self.cookies.version.wrapping_add(1);
-        self.cookies.rotate_at = now + self.config.cookie_secret_lifetime;
+        self.cookies.rotate(now, &mut *self.rng);
     }
 
     /// Timers: call when [`Endpoint::poll_timeout`]'s instant has come.
@@ -468,8 +676,8 @@ impl Endpoint {
                     .find(|c| c.name == connection)
                     .cloned()
                     .ok_or(CommandError::UnknownConnection(connection))?;
-                let Self { config, crypto, rng, alloc, pools, out, groups, .. } = self;
-                let mut ctx = Ctx { now, crypto: &**crypto, rng: &mut **rng, config, out, alloc, pools, groups };
+                let Self { config, crypto, rng, alloc, pools, out, unix, groups, .. } = self;
+                let mut ctx = Ctx { now, unix: *unix, crypto: &**crypto, rng: &mut **rng, config, out, alloc, pools, groups };
                 let sa = IkeSa::initiate(&mut ctx, conn, local, remote).map_err(|e| CommandError::Failed(e.to_string()))?;
                 let h = sa.handle;
                 self.insert_sa(sa);
@@ -682,16 +890,16 @@ mod tests {
 
     #[test]
     fn cookies_verify_for_the_current_and_previous_secret_only() {
-        let t0 = Time::from_unix_secs(1_800_000_000);
+        let t0 = Time::from_secs(1_800_000_000);
         let cfg = EndpointConfig { cookie_secret_lifetime: Duration::from_secs(120), ..EndpointConfig::default() };
-        let mut ep = Endpoint::new(cfg, Box::new(RustCryptoProvider), Box::new(DeterministicRng::from_u64(1)), t0);
+        let mut ep = Endpoint::new(cfg, Box::new(RustCryptoProvider), Box::new(DeterministicRng::from_u64(1)), t0, UnixTime::from_secs(1_800_000_000));
         let ni = [7u8; 32];
         let c0 = ep.cookies.cookie(&ni, IP, 42);
-        assert!(ep.cookies.verify(&c0, &ni, IP, 42));
+        assert!(ep.cookies.verify(None, &c0, &ni, IP, 42));
         // Bound to Ni, the initiator's address and SPIi (RFC 7296 §2.6).
-        assert!(!ep.cookies.verify(&c0, &[8u8; 32], IP, 42));
-        assert!(!ep.cookies.verify(&c0, &ni, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)), 42));
-        assert!(!ep.cookies.verify(&c0, &ni, IP, 43));
+        assert!(!ep.cookies.verify(None, &c0, &[8u8; 32], IP, 42));
+        assert!(!ep.cookies.verify(None, &c0, &ni, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)), 42));
+        assert!(!ep.cookies.verify(None, &c0, &ni, IP, 43));
         // Not yet due: no rotation.
         ep.rotate_cookie_secret(t0 + Duration::from_secs(119));
         assert_eq!(ep.cookies.cookie(&ni, IP, 42), c0);
@@ -699,12 +907,35 @@ mod tests {
         ep.rotate_cookie_secret(t0 + Duration::from_secs(120));
         let c1 = ep.cookies.cookie(&ni, IP, 42);
         assert_ne!(c0, c1);
-        assert!(ep.cookies.verify(&c0, &ni, IP, 42));
-        assert!(ep.cookies.verify(&c1, &ni, IP, 42));
+        assert!(ep.cookies.verify(None, &c0, &ni, IP, 42));
+        assert!(ep.cookies.verify(None, &c1, &ni, IP, 42));
         // Two rotations: the first secret is gone.
         ep.rotate_cookie_secret(t0 + Duration::from_secs(240));
-        assert!(!ep.cookies.verify(&c0, &ni, IP, 42));
-        assert!(ep.cookies.verify(&c1, &ni, IP, 42));
-        assert!(!ep.cookies.verify(&[], &ni, IP, 42));
+        assert!(!ep.cookies.verify(None, &c0, &ni, IP, 42));
+        assert!(ep.cookies.verify(None, &c1, &ni, IP, 42));
+        assert!(!ep.cookies.verify(None, &[], &ni, IP, 42));
+    }
+
+    #[test]
+    fn a_cookie_expires_with_its_secret_even_after_a_long_idle_time() {
+        let t0 = Time::from_secs(1_800_000_000);
+        let cfg = EndpointConfig { cookie_secret_lifetime: Duration::from_secs(120), ..EndpointConfig::default() };
+        let mut ep = Endpoint::new(cfg, Box::new(RustCryptoProvider), Box::new(DeterministicRng::from_u64(1)), t0, UnixTime::from_secs(1_800_000_000));
+        let ni = [7u8; 32];
+        let c0 = ep.cookies.cookie(&ni, IP, 42);
+        // Planning for an instant one rotation ahead: the current secret
+        // will be the previous one, still good; two rotations ahead: gone.
+        assert!(ep.cookies.verify(Some(t0 + Duration::from_secs(130)), &c0, &ni, IP, 42));
+        assert!(!ep.cookies.verify(Some(t0 + Duration::from_secs(240)), &c0, &ni, IP, 42));
+        // No request for an hour, then one rotation: the cookie of an hour
+        // ago must not pass as "the previous secret's".
+        ep.rotate_cookie_secret(t0 + Duration::from_secs(3600));
+        assert!(!ep.cookies.verify(None, &c0, &ni, IP, 42));
+        let c1 = ep.cookies.cookie(&ni, IP, 42);
+        assert!(ep.cookies.verify(None, &c1, &ni, IP, 42));
+        // A rotation in time keeps the previous secret for one lifetime.
+        ep.rotate_cookie_secret(t0 + Duration::from_secs(3600 + 150));
+        assert!(ep.cookies.verify(None, &c1, &ni, IP, 42));
+        assert!(!ep.cookies.verify(Some(t0 + Duration::from_secs(3600 + 150 + 120)), &c1, &ni, IP, 42));
     }
 }

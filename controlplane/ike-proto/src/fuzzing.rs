@@ -31,11 +31,13 @@ use ike_wire::{EncrId, EsnId, IntegId, KeId, PrfId};
 
 use crate::{
     ChildConfig, Command, ConnectionConfig, Endpoint, EndpointConfig, EspProposal, FragmentationConfig, Identity, IkeProposal, Lifetimes,
-    LocalAuth, Mode, RemoteAuth, Time, TrafficSelector,
+    LocalAuth, Mode, RemoteAuth, Time, TrafficSelector, UnixTime,
 };
 
 /// Virtual start time of every run.
-pub const T0: Time = Time::from_unix_secs(1_800_000_000);
+pub const T0: Time = Time::from_secs(1_800_000_000);
+/// The wall-clock date the harness's endpoints see (2027-01-15).
+pub const UNIX_T0: UnixTime = UnixTime::from_secs(1_800_000_000);
 /// Addresses of endpoint A and endpoint B.
 pub const IP_A: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 pub const IP_B: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
@@ -123,7 +125,7 @@ pub fn endpoint(side: Side) -> Endpoint {
         Side::A => 0xa,
         Side::B => 0xb,
     };
-    Endpoint::new(cfg, Box::new(InsecureNoSecurityProvider), Box::new(DeterministicRng::from_u64(seed)), T0)
+    Endpoint::new(cfg, Box::new(InsecureNoSecurityProvider), Box::new(DeterministicRng::from_u64(seed)), T0, UNIX_T0)
 }
 
 fn addr(side: Side) -> IpAddr {

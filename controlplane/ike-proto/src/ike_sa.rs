@@ -236,6 +236,15 @@ impl Reply {
     }
 }
 
+/// What an IKE_SA_INIT request will be answered with, decided before any
+/// key exchange ([`IkeSa::choose_init`]).
+pub struct InitChoice {
+    pub conn: Arc<ConnectionConfig>,
+    pub suite: crate::proposal::IkeSuite,
+    pub answer: ike_wire::Sa<'static>,
+    pub intermediate: bool,
+}
+
 pub struct IkeSa {
     pub handle: IkeSaHandle,
     pub conn: Arc<ConnectionConfig>,

@@ -4,14 +4,18 @@
 //! protocol. It follows quinn-proto's contract: [`Endpoint::handle_datagram`],
 //! [`Endpoint::handle_timeout`] and [`Endpoint::handle_command`] feed it;
 //! [`Endpoint::poll_transmit`], [`Endpoint::poll_event`] and
-//! [`Endpoint::poll_timeout`] drain it. Time ([`Time`]), randomness (an
+//! [`Endpoint::poll_timeout`] drain it. Time ([`Time`], monotonic: every
+//! timer; the wall-clock date, [`UnixTime`], only for certificate
+//! validity, through [`Endpoint::set_unix_time`]), randomness (an
 //! injected [`ike_crypto::Rng`]) and crypto (an injected
 //! [`ike_crypto::CryptoProvider`]) are inputs, so the same seed and the same
 //! calls give the same bytes.
 //!
 //! Modules and the RFC sections they implement:
 //! * [`endpoint`]: SA dispatch by SPI, IKE_SA_INIT retransmit detection,
-//!   cookies and half-open limits (§2.1, §2.6).
+//!   cookies and half-open limits checked before any key exchange, counted
+//!   ([`InitCounters`]), and the plan of a burst's key exchanges for an
+//!   owner that computes them ahead (§2.1, §2.6).
 //! * [`exchange`]: Message IDs, window, retransmission, response cache
 //!   (§2.1-§2.3).
 //! * [`ike_sa`]: the IKE SA state machine and its tasks: IKE_SA_INIT,
@@ -43,8 +47,11 @@
 //! every exchange in both roles, loss and retransmission, cookies, rekey
 //! collisions, fragmentation, certificates, determinism, tshark's decoding,
 //! IKE_INTERMEDIATE / ML-KEM / IKE_FOLLOWUP_KE (`tests/pq.rs`),
-//! never-panic property tests, and a property that both sides agree on
-//! every SA after any sequence of operations.
+//! never-panic property tests, a property that both sides agree on
+//! every SA after any sequence of operations, the order of the
+//! IKE_SA_INIT checks under forged cookies and over-limit floods
+//! (`tests/dos.rs`), and every timer unmoved by a wall clock stepped by
+//! hours (`tests/clocks.rs`).
 #![forbid(unsafe_code)]
 
 pub mod auth_job;
@@ -57,7 +64,9 @@ pub mod event;
 pub mod exchange;
 pub mod fragment;
 pub mod group;
-/// INSECURE harness of the endpoint fuzz target (seed corpus, properties).
+/// INSECURE harness of the endpoint fuzz target (seed corpus, properties):
+/// only in this crate's tests and with the test-only `fuzzing` feature.
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod ike_sa;
 pub mod message;
@@ -70,14 +79,18 @@ pub mod ts;
 #[cfg(test)]
 mod tests;
 
+/// Whether this build carries the INSECURE fuzz harness (the `fuzzing`
+/// feature); `esprit-ike --version` prints it for the release check.
+pub const FUZZING_HARNESS: bool = cfg!(feature = "fuzzing");
+
 pub use config::{
     ChildConfig, ConnectionConfig, EndpointConfig, EspProposal, Extensions, Family, FragmentationConfig, Identity, IkeProposal, Lifetimes, LocalAuth, Mode,
     PoolConfig, Ppk, PpkConfig, RemoteAuth, RetransmitConfig, PPK_ID_FIXED, PPK_ID_OPAQUE,
 };
 pub use auth_job::{AuthDone, AuthJob};
-pub use endpoint::{Endpoint, IkeSaInfo};
+pub use endpoint::{Endpoint, IkeSaInfo, InitCounters};
 pub use error::ProtoError;
 pub use event::{ChildKeys, ChildSaHandle, ChildSaInstall, Command, CommandError, DownReason, Event, IkeSaHandle, Transmit};
 pub use proposal::{EspSuite, IkeSuite};
-pub use time::Time;
+pub use time::{Time, UnixTime};
 pub use ts::TrafficSelector;

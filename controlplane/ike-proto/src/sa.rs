@@ -24,7 +24,7 @@ use crate::config::{EndpointConfig, Family, Identity, LocalAuth, PoolConfig, Rem
 use crate::error::ProtoError;
 use crate::event::{ChildSaHandle, Event, IkeSaHandle, Transmit};
 use crate::proposal::IkeSuite;
-use crate::time::Time;
+use crate::time::{Time, UnixTime};
 
 /// Which end of the IKE SA we are: the I flag (RFC 7296 §3.1) is set by the
 /// original initiator, or by whoever initiated the last IKE SA rekey.
@@ -220,7 +220,10 @@ impl Pools {
 
 /// Everything one call into an IKE SA may touch besides the SA itself.
 pub struct Ctx<'a> {
+    /// The monotonic clock: every timer.
     pub now: Time,
+    /// The wall-clock date: certificate validity only.
+    pub unix: UnixTime,
     pub crypto: &'a dyn CryptoProvider,
     pub rng: &'a mut dyn Rng,
     pub config: &'a EndpointConfig,
@@ -477,7 +480,7 @@ pub fn verify_auth(
     payload: &Auth<'_>,
     certs: &[&Cert<'_>],
     peer_id: &Identity,
-    now: Time,
+    unix: UnixTime,
 ) -> Result<(), ProtoError> {
     match auth {
         RemoteAuth::Psk(psk) => {
@@ -491,7 +494,7 @@ pub fn verify_auth(
                 Err(ProtoError::AuthenticationFailed)
             }
         }
-        RemoteAuth::PubKey { cas } => verify_signature(cas, octets, payload, certs, peer_id, now),
+        RemoteAuth::PubKey { cas } => verify_signature(cas, octets, payload, certs, peer_id, unix),
     }
 }
 
@@ -505,7 +508,7 @@ pub fn verify_signature(
     payload: &Auth<'_>,
     certs: &[&Cert<'_>],
     peer_id: &Identity,
-    now: Time,
+    unix: UnixTime,
 ) -> Result<(), ProtoError> {
     if payload.method != AuthMethod::DIGITAL_SIGNATURE {
         return Err(ProtoError::AuthenticationFailed);
@@ -514,7 +517,7 @@ pub fn verify_signature(
     let leaf = x509.next().ok_or(ProtoError::AuthenticationFailed)?;
     let leaf = Certificate::from_der(&leaf.data).map_err(|_| ProtoError::AuthenticationFailed)?;
     let intermediates: Vec<Certificate> = x509.filter_map(|c| Certificate::from_der(&c.data).ok()).collect();
-    let key = validate_chain(&leaf, &intermediates, cas, now.unix_secs()).map_err(|_| ProtoError::AuthenticationFailed)?;
+    let key = validate_chain(&leaf, &intermediates, cas, unix.secs()).map_err(|_| ProtoError::AuthenticationFailed)?;
     // The identity must be bound to the certificate (RFC 4945 §3.1).
     if !identity_in_certificate(peer_id, &leaf) {
         return Err(ProtoError::AuthenticationFailed);

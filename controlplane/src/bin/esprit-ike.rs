@@ -6,6 +6,26 @@ use anyhow::{bail, Context};
 use esprit_controlplane::config::DaemonConfig;
 use esprit_controlplane::daemon::Daemon;
 
+/// Test-only code this build carries: `none` for anything shipped. The
+/// features that bring it in (ike-crypto `insecure`, ike-proto `fuzzing`)
+/// are for tests and fuzzing; cargo's feature unification can still pull
+/// them into a binary built together with those, which scripts/check-release
+/// catches on the release esprit-ike.
+fn test_only_code() -> String {
+    let mut v = Vec::new();
+    if ike_crypto::provider::TEST_ONLY_CRYPTO {
+        v.push("INSECURE-crypto-provider");
+    }
+    if ike_proto::FUZZING_HARNESS {
+        v.push("INSECURE-fuzz-harness");
+    }
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(",")
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let mut config = None;
@@ -14,8 +34,14 @@ fn main() -> anyhow::Result<()> {
         match a.as_str() {
             "--config" | "-c" => config = Some(PathBuf::from(args.next().context("--config needs a file")?)),
             "--check" => check = true,
+            "--version" | "-V" => {
+                println!("esprit-ike {} test-only code: {}", env!("CARGO_PKG_VERSION"), test_only_code());
+                return Ok(());
+            }
             "--help" | "-h" => {
-                println!("usage: esprit-ike --config FILE [--check]\n  --check  load and verify the configuration, then exit");
+                println!(
+                    "usage: esprit-ike --config FILE [--check]\n  --check    load and verify the configuration, then exit\n  --version  version and any test-only code built in"
+                );
                 return Ok(());
             }
             other => bail!("unknown argument {other:?} (try --help)"),

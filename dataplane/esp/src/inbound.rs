@@ -163,7 +163,7 @@ impl InboundSa {
 
     /// The SA's Diet-ESP profile, if it compresses.
     pub fn diet(&self) -> Option<&crate::diet::Profile> {
-        self.c.diet.as_ref()
+        self.c.diet.as_deref()
     }
 
     /// SPI check, length check, replay pre-check, nonce and AAD.
@@ -235,7 +235,7 @@ impl InboundSa {
         pkt: &mut PktBuf<B>,
         iop: &InboundOp,
     ) -> Result<Decapsulated, DropReason> {
-        let Some(d) = self.c.diet.as_ref() else {
+        let Some(d) = self.c.diet.as_deref() else {
             return Err(DropReason::BadTrailer);
         };
         let text = pkt.data().get(iop.op.text_range()).ok_or(DropReason::Truncated)?;

@@ -204,7 +204,7 @@ impl OutboundSa {
 
     /// The SA's Diet-ESP profile, if it compresses.
     pub fn diet(&self) -> Option<&crate::diet::Profile> {
-        self.c.diet.as_ref()
+        self.c.diet.as_deref()
     }
 
     fn explicit_iv(&self, seq: u64) -> [u8; 8] {

@@ -195,8 +195,9 @@ impl SaParams {
     }
 }
 
-/// Constants shared by both directions, computed once.
-#[derive(Debug, Clone)]
+/// Constants shared by both directions, computed once. The salt is KEYMAT
+/// (RFC 4106 §8.1): `Debug` leaves it out and it is zeroed on drop.
+#[derive(Clone)]
 pub(crate) struct SaConsts {
     pub spi: u32,
     pub suite: Suite,
@@ -208,8 +209,28 @@ pub(crate) struct SaConsts {
     pub icv_len: usize,
     pub align: usize,
     /// The compiled Diet-ESP rules; `esp_hdr_len` then counts the
-    /// compressed ESP header.
-    pub diet: Option<crate::diet::Profile>,
+    /// compressed ESP header. Boxed: an inline `None` would leave some 290
+    /// octets of the SA uninitialised, and moving the SA into its box copies
+    /// whatever the stack held there, key copies of the caller included
+    /// (`dataplane/tests/key_wipe.rs` finds them in freed memory).
+    pub diet: Option<Box<crate::diet::Profile>>,
+}
+
+impl core::fmt::Debug for SaConsts {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SaConsts")
+            .field("spi", &self.spi)
+            .field("suite", &self.suite)
+            .field("esn", &self.esn)
+            .field("esp_hdr_len", &self.esp_hdr_len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SaConsts {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.salt);
+    }
 }
 
 impl SaConsts {
@@ -224,6 +245,7 @@ impl SaConsts {
                     1,
                     p.spi,
                 )
+                .map(Box::new)
                 .map_err(SaError::Diet)?,
             ),
         };

@@ -2,14 +2,23 @@
 //! `Box<dyn CryptoProvider>`): every algorithm by its IANA transform ID.
 //!
 //! * [`RustCryptoProvider`]: the real implementations of this crate.
-//! * [`insecure::InsecureNoSecurityProvider`]: fixed, fast, *insecure*
-//!   stand-ins with the right lengths, for fuzzing the protocol core.
+//! * `insecure::InsecureNoSecurityProvider`: fixed, fast, *insecure*
+//!   stand-ins with the right lengths, for fuzzing the protocol core. Only
+//!   with the test-only `insecure` feature, which no release binary has
+//!   ([`TEST_ONLY_CRYPTO`] says whether this build does).
 //!
 //! Signing and verification are not on the provider: they belong to
 //! configured credentials ([`crate::sig::Signer`], [`crate::sig::Verifier`],
 //! [`crate::cert`]), which the core receives the same way.
 
+#[cfg(any(test, feature = "insecure"))]
 pub mod insecure;
+
+/// Whether this build of ike-crypto carries the INSECURE test-only provider
+/// (the `insecure` feature). Binaries print it (`esprit-ike --version`), so
+/// a check of the release binary sees a feature that leaked in through
+/// cargo's feature unification even where the provider itself is unused.
+pub const TEST_ONLY_CRYPTO: bool = cfg!(feature = "insecure");
 
 use rand_core::CryptoRngCore;
 

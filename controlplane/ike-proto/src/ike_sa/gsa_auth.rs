@@ -118,7 +118,7 @@ impl IkeSa {
         let octets_i = sa::signed_octets_int(&*keys.prf, &keys.sk_pi, &init.message1, &init.nr, &id_i_body, int_auth.as_deref())?;
         sa::check_scheme_allowed(auth, &conn.ext.signature_schemes)?;
         let certs: Vec<&ike_wire::Cert<'_>> = p.certs().collect();
-        sa::verify_auth(&conn.remote_auth, &*keys.prf, &octets_i, auth, &certs, &peer_id, ctx.now)?;
+        sa::verify_auth(&conn.remote_auth, &*keys.prf, &octets_i, auth, &certs, &peer_id, ctx.unix)?;
         let peer_methods = peer_auth_methods(p.notify(NotifyType::SUPPORTED_AUTH_METHODS));
         let peer_schemes = peer_methods.as_deref().map(crate::auth_methods::schemes).unwrap_or_default();
         let id_r = sa::id_body(&conn.local_id);
@@ -221,7 +221,7 @@ impl IkeSa {
         let octets = sa::signed_octets_int(&*keys.prf, &keys.sk_pr, &task.init.message2, &task.init.ni, &id_r_body, int_auth.as_deref())?;
         sa::check_scheme_allowed(auth, &self.conn.ext.signature_schemes)?;
         let certs: Vec<&ike_wire::Cert<'_>> = p.certs().collect();
-        sa::verify_auth(&self.conn.remote_auth, &*keys.prf, &octets, auth, &certs, &peer_id, ctx.now)?;
+        sa::verify_auth(&self.conn.remote_auth, &*keys.prf, &octets, auth, &certs, &peer_id, ctx.unix)?;
         self.remote_id = Some(peer_id.clone());
         self.state = IkeState::Established;
         ctx.out.events.push_back(Event::IkeSaUp {

@@ -319,7 +319,7 @@ impl IkeSa {
                 // The signatures go to a job (crate::auth_job); a PSK is
                 // checked here, its failure answered at once.
                 if !remote_sig {
-                    sa::verify_auth(&conn.remote_auth, &*keys.prf, &octets_i, auth, &certs, &peer_id, ctx.now)?;
+                    sa::verify_auth(&conn.remote_auth, &*keys.prf, &octets_i, auth, &certs, &peer_id, ctx.unix)?;
                 }
                 let mut seed = [0u8; 32];
                 ctx.rng.fill_bytes(&mut seed);
@@ -333,7 +333,7 @@ impl IkeSa {
                         auth: ike_wire::Auth { method: auth.method, data: auth.data.to_vec().into() },
                         certs: certs.iter().map(|c| ike_wire::Cert { encoding: c.encoding, data: c.data.to_vec().into() }).collect(),
                         peer_id: peer_id.clone(),
-                        now: ctx.now,
+                        unix: ctx.unix,
                     }),
                     sign: local_sig
                         .then(|| SignWork { octets: octets_r.clone(), peer_hashes: self.peer_hashes.clone(), peer_schemes: peer_schemes.clone(), seed })
@@ -349,7 +349,7 @@ impl IkeSa {
         };
         match verified {
             Some(r) => r?,
-            None => sa::verify_auth(&conn.remote_auth, &*keys.prf, &octets_i, auth, &certs, &peer_id, ctx.now)?,
+            None => sa::verify_auth(&conn.remote_auth, &*keys.prf, &octets_i, auth, &certs, &peer_id, ctx.unix)?,
         }
         let (auth_r, certs_r, scheme) = match signed {
             Some(r) => r?,
@@ -521,7 +521,7 @@ impl IkeSa {
                         auth: ike_wire::Auth { method: auth.method, data: auth.data.to_vec().into() },
                         certs: certs.iter().map(|c| ike_wire::Cert { encoding: c.encoding, data: c.data.to_vec().into() }).collect(),
                         peer_id,
-                        now: ctx.now,
+                        unix: ctx.unix,
                     }),
                     sign: Vec::new(),
                 });
@@ -534,7 +534,7 @@ impl IkeSa {
         };
         match verified {
             Some(r) => r?,
-            None => sa::verify_auth(&self.conn.remote_auth, &*keys.prf, &octets, auth, &certs, &peer_id, ctx.now)?,
+            None => sa::verify_auth(&self.conn.remote_auth, &*keys.prf, &octets, auth, &certs, &peer_id, ctx.unix)?,
         }
         if use_ppk {
             if let (Some(m), Some(k)) = (task.ppk.take(), self.keys.as_mut()) {

@@ -15,8 +15,8 @@ use ike_wire::{
     Nonce, Notify, NotifyType, Payload,
 };
 
-use super::{IkeSa, IkeState, InitData, MAX_INIT_RETRIES, Signatures, Task, notify_payload, peer_auth_methods, supported_auth_methods};
-use crate::config::ConnectionConfig;
+use super::{IkeSa, IkeState, InitChoice, InitData, MAX_INIT_RETRIES, Signatures, Task, notify_payload, peer_auth_methods, supported_auth_methods};
+use crate::config::{ConnectionConfig, EndpointConfig};
 use crate::error::ProtoError;
 use crate::event::DownReason;
 use crate::message::{self, Payloads};
@@ -85,21 +85,18 @@ impl IkeSa {
 
     /// Responder: answers an IKE_SA_INIT request with a new half-open SA.
     /// `conns` are the candidate connections in order.
-    pub fn respond_init(
-        ctx: &mut Ctx<'_>,
-        conns: &[Arc<ConnectionConfig>],
-        request: &[u8],
-        msg: &Message<'_>,
-        local: SocketAddr,
-        remote: SocketAddr,
-    ) -> Result<(Self, Vec<u8>), ProtoError> {
+    /// The cheap half of answering an IKE_SA_INIT request: its syntax, the
+    /// connection and proposal chosen, and that its KE payload is of the
+    /// chosen group. No key exchange, no state: the endpoint asks this
+    /// before it spends one ([`crate::endpoint`]'s order of checks).
+    pub fn choose_init(config: &EndpointConfig, conns: &[Arc<ConnectionConfig>], msg: &Message<'_>) -> Result<InitChoice, ProtoError> {
         message::check(&msg.payloads, message::IKE_SA_INIT_REQUEST)?;
         let p = Payloads(&msg.payloads);
-        let (Some(sa_i), Some(ke_i), Some(ni)) = (p.sa(), p.ke(), p.nonce()) else {
+        let (Some(sa_i), Some(ke_i), Some(_)) = (p.sa(), p.ke(), p.nonce()) else {
             return Err(ProtoError::Invalid("IKE_SA_INIT"));
         };
         // RFC 9370 §2.2.1: additional key exchanges only over IKE_INTERMEDIATE.
-        let intermediate = ctx.config.intermediate && p.notify(NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED).is_some();
+        let intermediate = config.intermediate && p.notify(NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED).is_some();
         let mut chosen = None;
         for conn in conns {
             if let Ok((suite, answer)) = proposal::select_ike_for_ke(&conn.ike_proposals, sa_i, &[], ke_i.ke_method, intermediate) {
@@ -112,6 +109,25 @@ impl IkeSa {
             // §1.2: the KE payload's group must be the one chosen.
             return Err(ProtoError::InvalidKePayload(suite.ke));
         }
+        Ok(InitChoice { conn, suite, answer, intermediate })
+    }
+
+    /// Answers an IKE_SA_INIT request [`Self::choose_init`] accepted: the
+    /// key exchange, a new half-open IKE SA, the response.
+    pub fn respond_init(
+        ctx: &mut Ctx<'_>,
+        choice: InitChoice,
+        conns: &[Arc<ConnectionConfig>],
+        request: &[u8],
+        msg: &Message<'_>,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<(Self, Vec<u8>), ProtoError> {
+        let InitChoice { conn, suite, answer, intermediate } = choice;
+        let p = Payloads(&msg.payloads);
+        let (Some(ke_i), Some(ni)) = (p.ke(), p.nonce()) else {
+            return Err(ProtoError::Invalid("IKE_SA_INIT"));
+        };
         let responded = ctx.crypto.key_exchange_respond(suite.ke.0, &ke_i.data, ctx.rng)?;
         let handle = ctx.alloc.ike_handle();
         let spi_i = msg.header.spi_i;

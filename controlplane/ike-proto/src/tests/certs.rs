@@ -106,9 +106,9 @@ fn a_gateway_certificate_from_an_untrusted_ca_fails_authentication() {
 
 #[test]
 fn certificates_outside_their_validity_at_the_injected_time_fail() {
-    // The same pair, but the clock says 2050: every certificate expired.
+    // The same pair, but the wall clock says 2050: every certificate expired.
     let mut p = cert_pair(703, "ed25519-client.key", "ed25519-client.pem", "root.pem");
-    p.time = crate::Time::from_unix_secs(2_540_000_000);
+    p.wall_offset_secs = 2_540_000_000 - 1_800_000_000;
     p.initiate(Side::A, "site");
     p.drive();
     assert_eq!(p.downs(Side::B), vec![DownReason::AuthenticationFailed]);

@@ -13,7 +13,7 @@ use super::util::*;
 use crate::{Command, Endpoint, Time};
 
 fn insecure(seed: u64, cfg: crate::EndpointConfig) -> Endpoint {
-    Endpoint::new(cfg, Box::new(InsecureNoSecurityProvider), Box::new(DeterministicRng::from_u64(seed)), T0)
+    Endpoint::new(cfg, Box::new(InsecureNoSecurityProvider), Box::new(DeterministicRng::from_u64(seed)), T0, crate::fuzzing::UNIX_T0)
 }
 
 fn configs() -> (crate::EndpointConfig, crate::EndpointConfig) {

@@ -11,7 +11,7 @@ use ike_crypto::sig::{PrivateKey, Signer};
 use ike_crypto::{RustCryptoProvider, Secret};
 use ike_wire::{EncrId, ExchangeType, IntegId, KeId, KwaId};
 
-use super::util::{esp_proposal, ike_proposal, prefix, Datagram, T0};
+use super::util::{esp_proposal, ike_proposal, prefix, Datagram, T0, UNIX_T0};
 use crate::group::{
     GcauthKey, GroupConfig, GroupId, GroupMembership, GroupSaDirection, GroupSaInstall, KekPolicy, MemberPolicy, MemberRole, RekeyRejected, SequenceMode,
     TekPolicy,
@@ -134,11 +134,11 @@ impl Net {
     fn new(seed: u64, groups: Vec<GroupConfig>, members: &[Vec<GroupMembership>]) -> Self {
         let gcks_conn = conn("members", Identity::Fqdn("gcks.esprit.test".into()), None, Vec::new());
         let gcks_cfg = EndpointConfig { connections: vec![Arc::new(gcks_conn)], groups: groups.into_iter().map(Arc::new).collect(), ..EndpointConfig::default() };
-        let mut nodes = vec![Node { ep: Endpoint::new(gcks_cfg, Box::new(RustCryptoProvider), Box::new(DeterministicRng::from_u64(seed)), T0), ip: GCKS_IP, events: Vec::new() }];
+        let mut nodes = vec![Node { ep: Endpoint::new(gcks_cfg, Box::new(RustCryptoProvider), Box::new(DeterministicRng::from_u64(seed)), T0, UNIX_T0), ip: GCKS_IP, events: Vec::new() }];
         for (i, m) in members.iter().enumerate() {
             let c = conn("gcks", gm_id(i), Some(Identity::Fqdn("gcks.esprit.test".into())), m.clone());
             let cfg = EndpointConfig { connections: vec![Arc::new(c)], ..EndpointConfig::default() };
-            let ep = Endpoint::new(cfg, Box::new(RustCryptoProvider), Box::new(DeterministicRng::from_u64(seed + 1 + i as u64)), T0);
+            let ep = Endpoint::new(cfg, Box::new(RustCryptoProvider), Box::new(DeterministicRng::from_u64(seed + 1 + i as u64)), T0, UNIX_T0);
             nodes.push(Node { ep, ip: gm_ip(i), events: Vec::new() });
         }
         Self { nodes, time: T0, in_flight: BTreeMap::new(), seq: 0, wire: Vec::new(), drop: None }

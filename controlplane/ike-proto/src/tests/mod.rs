@@ -19,4 +19,6 @@ mod cfg_ext;
 mod labels;
 mod diet_esp;
 mod pq;
+mod dos;
+mod clocks;
 mod gikev2;

@@ -336,8 +336,8 @@ impl CryptoProvider for Tamper {
 fn tampered_pair(seed: u64, a: Tamper, b: Tamper) -> Pair {
     let ca = with_addke(psk_conn("site", "a.esprit.test", "b.esprit.test", b"k", true), &[&[KeId::ML_KEM_768]]);
     let cb = with_addke(psk_conn("site", "b.esprit.test", "a.esprit.test", b"k", false), &[&[KeId::ML_KEM_768]]);
-    let ea = Endpoint::new(endpoint_config(ca), Box::new(a), Box::new(DeterministicRng::from_u64(seed)), T0);
-    let eb = Endpoint::new(endpoint_config(cb), Box::new(b), Box::new(DeterministicRng::from_u64(seed ^ 1)), T0);
+    let ea = Endpoint::new(endpoint_config(ca), Box::new(a), Box::new(DeterministicRng::from_u64(seed)), T0, UNIX_T0);
+    let eb = Endpoint::new(endpoint_config(cb), Box::new(b), Box::new(DeterministicRng::from_u64(seed ^ 1)), T0, UNIX_T0);
     Pair::from_endpoints(seed, ea, eb)
 }
 

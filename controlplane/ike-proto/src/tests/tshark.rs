@@ -56,7 +56,7 @@ pub(super) fn tshark_verbose(pcap_bytes: &[u8], name: &str) -> String {
 #[test]
 fn tshark_decodes_our_ike_sa_init_request() {
     let (ca, _) = (endpoint_config(psk_conn("site", "a.esprit.test", "b.esprit.test", b"k", true)), ());
-    let mut ep = Endpoint::new(ca, Box::new(ike_crypto::RustCryptoProvider), Box::new(ike_crypto::rng::DeterministicRng::from_u64(7)), T0);
+    let mut ep = Endpoint::new(ca, Box::new(ike_crypto::RustCryptoProvider), Box::new(ike_crypto::rng::DeterministicRng::from_u64(7)), T0, UNIX_T0);
     let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 500);
     let remote = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), 500);
     ep.handle_command(T0, Command::Initiate { connection: "site".into(), local, remote }).expect("initiate");

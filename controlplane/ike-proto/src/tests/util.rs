@@ -16,12 +16,14 @@ use rand_core::RngCore;
 
 use crate::{
     ChildConfig, Command, ConnectionConfig, EndpointConfig, EspProposal, Event, Identity, IkeProposal, IkeSaHandle,
-    Lifetimes, LocalAuth, Mode, RemoteAuth, Time, TrafficSelector,
+    Lifetimes, LocalAuth, Mode, RemoteAuth, Time, TrafficSelector, UnixTime,
 };
 use crate::Endpoint;
 
-/// A fixed start (2027-01-15), after the test PKI's notBefore.
-pub const T0: Time = Time::from_unix_secs(1_800_000_000);
+/// The virtual monotonic clock's start.
+pub const T0: Time = Time::from_secs(1_800_000_000);
+/// The wall-clock date at [`T0`] (2027-01-15), after the test PKI's notBefore.
+pub const UNIX_T0: UnixTime = UnixTime::from_secs(1_800_000_000);
 
 pub const IP_A: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 pub const IP_B: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
@@ -82,7 +84,12 @@ pub struct Link {
 pub struct Pair {
     pub a: Node,
     pub b: Node,
+    /// The virtual monotonic clock.
     pub time: Time,
+    /// The wall clock runs with `time` from [`UNIX_T0`], this many seconds
+    /// off (a step of the wall clock; certificate validity sees it, no
+    /// timer may).
+    pub wall_offset_secs: i64,
     pub link: Link,
     in_flight: BTreeMap<(Time, u64), (Side, Datagram)>,
     seq: u64,
@@ -150,8 +157,8 @@ pub fn endpoint_config(conn: ConnectionConfig) -> EndpointConfig {
 
 impl Pair {
     pub fn new(seed: u64, a: EndpointConfig, b: EndpointConfig) -> Self {
-        let ep_a = Endpoint::new(a, Box::new(RustCryptoProvider), Box::new(DeterministicRng::from_u64(seed)), T0);
-        let ep_b = Endpoint::new(b, Box::new(RustCryptoProvider), Box::new(DeterministicRng::from_u64(seed ^ 0x5eed)), T0);
+        let ep_a = Endpoint::new(a, Box::new(RustCryptoProvider), Box::new(DeterministicRng::from_u64(seed)), T0, UNIX_T0);
+        let ep_b = Endpoint::new(b, Box::new(RustCryptoProvider), Box::new(DeterministicRng::from_u64(seed ^ 0x5eed)), T0, UNIX_T0);
         Self::from_endpoints(seed, ep_a, ep_b)
     }
 
@@ -160,6 +167,7 @@ impl Pair {
             a: Node { ep: a, ip: IP_A, events: Vec::new() },
             b: Node { ep: b, ip: IP_B, events: Vec::new() },
             time: T0,
+            wall_offset_secs: 0,
             link: Link {
                 rng: DeterministicRng::from_u64(seed.wrapping_mul(31).wrapping_add(7)),
                 latency: Duration::from_millis(10),
@@ -190,6 +198,26 @@ impl Pair {
         )
     }
 
+    /// The wall-clock date now: [`UNIX_T0`] plus the virtual time elapsed,
+    /// plus `wall_offset_secs`.
+    pub fn unix(&self) -> UnixTime {
+        let at = UNIX_T0.since_epoch() + self.time.saturating_since(T0);
+        let shifted = if self.wall_offset_secs >= 0 {
+            at.saturating_add(Duration::from_secs(self.wall_offset_secs.unsigned_abs()))
+        } else {
+            at.saturating_sub(Duration::from_secs(self.wall_offset_secs.unsigned_abs()))
+        };
+        UnixTime::from_duration(shifted)
+    }
+
+    /// Hands both endpoints the wall-clock date, as an owner does before
+    /// feeding them.
+    fn sync_wall(&mut self) {
+        let unix = self.unix();
+        self.a.ep.set_unix_time(unix);
+        self.b.ep.set_unix_time(unix);
+    }
+
     pub fn node(&mut self, side: Side) -> &mut Node {
         match side {
             Side::A => &mut self.a,
@@ -198,6 +226,7 @@ impl Pair {
     }
 
     pub fn initiate(&mut self, side: Side, connection: &str) -> IkeSaHandle {
+        self.sync_wall();
         let time = self.time;
         let (local_ip, remote_ip) = match side {
             Side::A => (IP_A, IP_B),
@@ -217,6 +246,7 @@ impl Pair {
     }
 
     pub fn command(&mut self, side: Side, cmd: Command) {
+        self.sync_wall();
         let time = self.time;
         self.node(side).ep.handle_command(time, cmd).expect("command");
     }
@@ -247,6 +277,7 @@ impl Pair {
     /// Runs the held signature jobs (in reverse order if asked) and feeds
     /// their results back.
     pub fn run_held_jobs(&mut self, reverse: bool) {
+        self.sync_wall();
         let mut jobs = std::mem::take(&mut self.held_jobs);
         if reverse {
             jobs.reverse();
@@ -326,6 +357,7 @@ impl Pair {
             return false;
         }
         self.time = self.time.max(next);
+        self.sync_wall();
         let due: Vec<(Time, u64)> = self.in_flight.range(..=(self.time, u64::MAX)).map(|(k, _)| *k).collect();
         for k in due {
             if let Some((to, d)) = self.in_flight.remove(&k) {
