@@ -53,6 +53,7 @@ pub struct DataplaneMetrics {
     drops: IntCounterVec,
     handoff_depth: IntGaugeVec,
     handoff_drops: IntCounterVec,
+    diet_lookups: IntCounterVec,
     punted: IntCounterVec,
     bypassed: IntCounterVec,
     flushes: IntCounterVec,
@@ -86,6 +87,7 @@ impl DataplaneMetrics {
             drops: counter_vec(&r, "esprit_drops_total", "Packets dropped, by reason and worker", &["reason", "worker"]),
             handoff_depth: gauge_vec(&r, "esprit_handoff_queue_depth", "Batches (of up to one receive burst) waiting in the handoff queue into a worker", &["worker"]),
             handoff_drops: counter_vec(&r, "esprit_handoff_drops_total", "Packets dropped because a worker's handoff queue was full", &["worker"]),
+            diet_lookups: counter_vec(&r, "esprit_diet_esp_lookups_total", "Diet-ESP packets found by their SPI's low bits: one candidate SA (unique) or several, the newest taken (ambiguous)", &["result", "worker"]),
             punted: counter_vec(&r, "esprit_punted_packets_total", "Packets passed to (to_kernel) or from (from_kernel) the exception TAP", &["dir", "worker"]),
             bypassed: counter_vec(&r, "esprit_spd_bypass_packets_total", "Packets an SPD BYPASS entry passed in clear, out (inside to outside) or in", &["dir", "worker"]),
             flushes: counter_vec(&r, "esprit_worker_flushes_total", "Times a worker published its counters (every 1024 loop turns, busy or idle): its heartbeat", &["worker"]),
@@ -135,6 +137,7 @@ impl DataplaneMetrics {
             drops: drop_reasons.iter().map(|r| self.drops.with_label_values(&[*r, w.as_str()])).collect(),
             handoff_depth: self.handoff_depth.with_label_values(&[&w]),
             handoff_drops: self.handoff_drops.with_label_values(&[&w]),
+            diet_lookups: [self.diet_lookups.with_label_values(&["unique", &w]), self.diet_lookups.with_label_values(&["ambiguous", &w])],
             punted_to_kernel: self.punted.with_label_values(&["to_kernel", &w]),
             punted_from_kernel: self.punted.with_label_values(&["from_kernel", &w]),
             bypassed_out: self.bypassed.with_label_values(&["out", &w]),
@@ -181,6 +184,8 @@ pub struct WorkerStats {
     pub decrypted: u64,
     pub drops: Vec<u64>,
     pub handoff_drops: u64,
+    /// Diet-ESP lookups by SPI bits: [unique, ambiguous].
+    pub diet_lookups: [u64; 2],
     pub punted_to_kernel: u64,
     pub punted_from_kernel: u64,
     /// Packets an SPD BYPASS entry passed in clear, outbound and inbound.
@@ -207,6 +212,7 @@ pub struct WorkerMetrics {
     drops: Vec<IntCounter>,
     handoff_depth: IntGauge,
     handoff_drops: IntCounter,
+    diet_lookups: [IntCounter; 2],
     punted_to_kernel: IntCounter,
     punted_from_kernel: IntCounter,
     bypassed_out: IntCounter,
@@ -249,6 +255,9 @@ impl WorkerMetrics {
             add(c, l.drops[i], &mut f.drops[i]);
         }
         add(&self.handoff_drops, l.handoff_drops, &mut f.handoff_drops);
+        for i in 0..2 {
+            add(&self.diet_lookups[i], l.diet_lookups[i], &mut f.diet_lookups[i]);
+        }
         add(&self.punted_to_kernel, l.punted_to_kernel, &mut f.punted_to_kernel);
         add(&self.punted_from_kernel, l.punted_from_kernel, &mut f.punted_from_kernel);
         add(&self.bypassed_out, l.bypassed_out, &mut f.bypassed_out);
