@@ -98,6 +98,10 @@ struct IkeYaml {
     /// after a restart (their IKE SAs are gone); 0 deletes them at once.
     #[serde(default = "default_orphan_grace")]
     orphan_grace_secs: u64,
+    /// Where IKE SAs are kept across restarts (`crate::store`); without
+    /// it a restart forgets them.
+    #[serde(default)]
+    state: Option<StateYaml>,
     #[serde(default)]
     limits: LimitsYaml,
     #[serde(default)]
@@ -141,6 +145,15 @@ struct HcpPolicyYaml {
 #[serde(deny_unknown_fields)]
 struct CompressionYaml {
     proposals: Vec<HcpPolicyYaml>,
+}
+
+/// `ike.state`: the embedded store's file and the node key sealing it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateYaml {
+    path: PathBuf,
+    /// 32 octets, raw or as 64 hex digits (`head -c 32 /dev/urandom`).
+    key_file: PathBuf,
 }
 
 /// One PPK: its PPK_ID and the secret, from a file or as hex.
@@ -498,6 +511,15 @@ pub struct DaemonConfig {
     pub initiate: BTreeMap<String, InitiateAddrs>,
     /// RFC 8598 resolver hook script per connection name.
     pub split_dns_hooks: BTreeMap<String, PathBuf>,
+    /// `ike.state`: where IKE SAs survive restarts.
+    pub state: Option<StateConfig>,
+}
+
+/// The state store ([`crate::store`]): its file and the node key.
+#[derive(Clone)]
+pub struct StateConfig {
+    pub path: PathBuf,
+    pub key: crate::store::NodeKey,
 }
 
 impl std::fmt::Debug for DaemonConfig {
@@ -566,6 +588,14 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
 
     let ppks = ppks(&ike.ppks, base)?;
     let hcp_codes = code_points("ike.diet_esp_code_points", ike.diet_esp_code_points.as_ref())?;
+    let state = match &ike.state {
+        None => None,
+        Some(s) => {
+            let key_file = self::file(base, &s.key_file);
+            let key = crate::store::NodeKey::load(&key_file).map_err(|e| err("ike.state.key_file", format!("{}: {e}", key_file.display())))?;
+            Some(StateConfig { path: self::file(base, &s.path), key })
+        }
+    };
 
     let mut connections = Vec::new();
     let mut initiate = BTreeMap::new();
@@ -602,6 +632,8 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
         },
         // IKE_AUTH signatures run on the rayon pool (daemon.rs).
         defer_signatures: true,
+        // RFC 6311 only when SAs can be resumed.
+        mid_sync: state.is_some(),
         ..d
     };
     Ok(DaemonConfig {
@@ -617,6 +649,7 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
         datagram_queue: ike.limits.datagram_queue.unwrap_or(DEFAULT_DATAGRAM_QUEUE),
         initiate,
         split_dns_hooks,
+        state,
     })
 }
 

@@ -94,6 +94,8 @@ pub enum StartError {
     Table { path: PathBuf, err: ProgramError },
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    #[error(transparent)]
+    Store(crate::store::StoreError),
 }
 
 /// The daemon's two clocks (the endpoint reads none itself, DESIGN.md §5).
@@ -225,6 +227,10 @@ pub struct Daemon {
     init_counted: ike_proto::InitCounters,
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// `ike.state`: the store the endpoint's snapshots go to each turn.
+    persister: Option<crate::store::Persister>,
+    /// With a store: the turn's datagrams, sent after its batch is stored.
+    held: Vec<ike_proto::Transmit>,
 }
 
 impl Drop for Daemon {
@@ -384,8 +390,110 @@ impl Daemon {
             init_counted: ike_proto::InitCounters::default(),
             stop,
             threads,
+            persister: None,
+            held: Vec::new(),
         };
+        let mut d = d;
+        if let Some(st) = d.cfg.state.clone() {
+            let store = crate::store::RedbStore::open(&st.path).map_err(StartError::Store)?;
+            d.persister = Some(crate::store::Persister::new(Box::new(store), &st.key));
+            d.ep.keep_snapshots();
+            d.resume(t).map_err(StartError::Store)?;
+        }
         Ok((d, server))
+    }
+
+    /// Brings back the IKE SAs of the state store (DESIGN.md §8): each is
+    /// restored into the endpoint, its Child SAs adopt their slots in the
+    /// SA table (no longer orphans), a Child SA without both slots or with
+    /// an implicit-IV suite (RFC 8750: its IV is the jumped counter) is
+    /// rekeyed at once, and the RFC 6311 syncs go out. Records that do not
+    /// restore are deleted from the store.
+    fn resume(&mut self, t: Time) -> Result<(), crate::store::StoreError> {
+        let Some(p) = self.persister.as_mut() else { return Ok(()) };
+        let (loaded, bad) = p.load(SystemTime::now())?;
+        let (mut restored, mut adopted, mut rekeyed) = (0usize, 0usize, 0usize);
+        let mut drop_keys = Vec::new();
+        for l in &loaded {
+            let s = &l.snapshot;
+            for (outcome, installs) in self.ep.restore(t, std::slice::from_ref(s), l.age) {
+                let ike_proto::snapshot::RestoreOutcome::Restored { ike_sa, .. } = outcome else {
+                    log(format_args!("stored IKE SA {:016x}/{:016x} not restored: {outcome:?}", s.spi_i, s.spi_r));
+                    drop_keys.push(s.key());
+                    continue;
+                };
+                restored += 1;
+                let conn = self.cfg.endpoint.connections.iter().find(|c| c.name == s.connection);
+                self.up.insert(
+                    ike_sa,
+                    UpInfo {
+                        local_id: conn.map_or(Identity::KeyId(Vec::new()), |c| c.local_id.clone()),
+                        virtual_ips: s.leases.clone(),
+                        dns: Vec::new(),
+                        nat_local: s.nat_local,
+                        nat_remote: s.nat_remote,
+                        established_at: t,
+                        connection: s.connection.clone(),
+                        dns_domains: Vec::new(),
+                    },
+                );
+                if s.initiator {
+                    self.initiated.insert(ike_sa);
+                }
+                for i in installs {
+                    let r = self.table.adopt(t, &i);
+                    let rekey = match r {
+                        crate::table::AdoptResult::Adopted { .. } => {
+                            adopted += 1;
+                            i.suite.implicit_iv()
+                        }
+                        _ => true,
+                    };
+                    log(format_args!("Child SA #{} of IKE SA #{} ({:08x}/{:08x}): {r:?}", i.child_sa.0, ike_sa.0, i.spi_in, i.spi_out));
+                    if rekey {
+                        rekeyed += 1;
+                        let _ = self.ep.handle_command(t, Command::RekeyChild { ike_sa, child_sa: i.child_sa });
+                    }
+                }
+            }
+        }
+        if let Some(p) = self.persister.as_mut() {
+            if !drop_keys.is_empty() {
+                p.delete(&drop_keys)?;
+            }
+            log(format_args!(
+                "state store ({}): {restored} IKE SA(s) restored, {adopted} Child SA(s) adopted from the SA table, {rekeyed} rekeyed at once, {} record(s) dropped, {bad} unreadable",
+                p.backend(),
+                drop_keys.len()
+            ));
+        }
+        self.metrics.store_restored.inc_by(restored as u64);
+        self.metrics.store_adopted.inc_by(adopted as u64);
+        self.drain(t);
+        self.persist(t);
+        self.flush_held();
+        Ok(())
+    }
+
+    /// Writes what this turn changed to the state store, in one batch.
+    fn persist(&mut self, t: Time) {
+        let Some(p) = self.persister.as_mut() else { return };
+        let changes = self.ep.take_changes(t);
+        if changes.is_empty() {
+            return;
+        }
+        match p.write(&changes, SystemTime::now()) {
+            Ok(s) => {
+                self.metrics.store_batches.inc();
+                self.metrics.store_records.with_label_values(&["put"]).inc_by(s.puts as u64);
+                self.metrics.store_records.with_label_values(&["delete"]).inc_by(s.deletes as u64);
+                self.metrics.store_seconds.inc_by(s.took.as_secs_f64());
+            }
+            Err(e) => {
+                self.metrics.store_errors.inc();
+                log(format_args!("state store write failed: {e}"));
+            }
+        }
     }
 
     /// The UDP addresses bound (for tests that bind port 0).
@@ -473,6 +581,12 @@ impl Daemon {
             self.housekeeping(t);
         }
         self.drain(t);
+        // One batch per turn, written ahead of the turn's datagrams: the
+        // peer never sees a message ID, request or answer the store does
+        // not hold (a crash before the send loses only what the peer never
+        // saw; its retransmissions are then answered as new).
+        self.persist(t);
+        self.flush_held();
         self.count_key_exchanges();
         self.queue_gauges();
     }
@@ -621,37 +735,54 @@ impl Daemon {
         }
         self.metrics.auth_jobs_in_flight.set(i64::try_from(self.auth_jobs_in_flight).unwrap_or(i64::MAX));
         while let Some(tr) = self.ep.poll_transmit() {
-            // The IKE header's SPI pair, after the non-ESP marker on 4500.
-            let off = if tr.payload.starts_with(&[0; 4]) { 4 } else { 0 };
-            let mut spis = [0u8; 16];
-            if let Some(b) = tr.payload.get(off..off + 16) {
-                spis.copy_from_slice(b);
-            }
-            // Stateless answers (SPIr zero: COOKIE, INVALID_KE_PAYLOAD, ...)
-            // are never retransmitted by us; a flood of them must not churn
-            // the retransmit map.
-            if spis[8..] != [0; 8] {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                tr.payload.hash(&mut h);
-                let digest = h.finish();
-                if self.last_sent.len() >= 65536 {
-                    self.last_sent.clear();
-                }
-                if self.last_sent.insert((tr.remote, spis), digest) == Some(digest) {
-                    self.metrics.retransmits.inc();
-                }
-            }
-            let sock = self.sockets.get(&tr.local).or_else(|| self.sockets.iter().find(|(a, _)| a.port() == tr.local.port()).map(|(_, s)| s));
-            match sock {
-                Some(s) => match s.send_to(&tr.payload, tr.remote) {
-                    Ok(_) => self.hot.tx.inc(),
-                    Err(e) => log(format_args!("send {} -> {}: {e}", tr.local, tr.remote)),
-                },
-                None => log(format_args!("no socket bound on {} (datagram to {} dropped)", tr.local, tr.remote)),
+            if self.persister.is_some() {
+                // Written ahead: sent once the turn's snapshots are stored.
+                self.held.push(tr);
+            } else {
+                self.send(tr);
             }
         }
         while let Some(ev) = self.ep.poll_event() {
             self.event(t, ev);
+        }
+    }
+
+    /// Sends one datagram of the endpoint's.
+    fn send(&mut self, tr: ike_proto::Transmit) {
+        // The IKE header's SPI pair, after the non-ESP marker on 4500.
+        let off = if tr.payload.starts_with(&[0; 4]) { 4 } else { 0 };
+        let mut spis = [0u8; 16];
+        if let Some(b) = tr.payload.get(off..off + 16) {
+            spis.copy_from_slice(b);
+        }
+        // Stateless answers (SPIr zero: COOKIE, INVALID_KE_PAYLOAD, ...)
+        // are never retransmitted by us; a flood of them must not churn
+        // the retransmit map.
+        if spis[8..] != [0; 8] {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            tr.payload.hash(&mut h);
+            let digest = h.finish();
+            if self.last_sent.len() >= 65536 {
+                self.last_sent.clear();
+            }
+            if self.last_sent.insert((tr.remote, spis), digest) == Some(digest) {
+                self.metrics.retransmits.inc();
+            }
+        }
+        let sock = self.sockets.get(&tr.local).or_else(|| self.sockets.iter().find(|(a, _)| a.port() == tr.local.port()).map(|(_, s)| s));
+        match sock {
+            Some(s) => match s.send_to(&tr.payload, tr.remote) {
+                Ok(_) => self.hot.tx.inc(),
+                Err(e) => log(format_args!("send {} -> {}: {e}", tr.local, tr.remote)),
+            },
+            None => log(format_args!("no socket bound on {} (datagram to {} dropped)", tr.local, tr.remote)),
+        }
+    }
+
+    /// Sends what waited for this turn's snapshots to be stored.
+    fn flush_held(&mut self) {
+        for tr in std::mem::take(&mut self.held) {
+            self.send(tr);
         }
     }
 

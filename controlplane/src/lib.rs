@@ -13,6 +13,7 @@
 //! * [`control`]: the line-based JSON protocol of the Unix control socket.
 //! * [`metrics`]: `esprit_ike_*` Prometheus series and `/metrics`.
 //! * [`show`]: the human-readable views esprit-ctl prints.
+//! * [`store`]: the state store that lets IKE SAs survive a restart.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -21,4 +22,5 @@ pub mod daemon;
 pub mod metrics;
 pub mod precompute;
 pub mod show;
+pub mod store;
 pub mod table;

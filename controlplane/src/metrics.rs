@@ -79,6 +79,15 @@ pub struct IkeMetrics {
     pub key_exchanges: IntCounterVec,
     pub datagrams_dropped: IntCounterVec,
     pub queue_depth: IntGaugeVec,
+    /// State store (`crate::store`): batches written, records by op
+    /// (put, delete), failed batches, seconds spent writing, IKE SAs
+    /// restored and Child SAs adopted at start.
+    pub store_batches: IntCounter,
+    pub store_records: IntCounterVec,
+    pub store_errors: IntCounter,
+    pub store_seconds: prometheus::Counter,
+    pub store_restored: IntCounter,
+    pub store_adopted: IntCounter,
 }
 
 /// Registration of a fixed, valid definition cannot fail.
@@ -140,6 +149,18 @@ impl IkeMetrics {
         let pq_ike_sas = gauge("esprit_ike_pq_sas", "Established IKE SAs with an ML-KEM key exchange")?;
         let retransmits = IntCounter::new("esprit_ike_retransmits_total", "IKE datagrams sent again, bit-identical")?;
         r.register(Box::new(retransmits.clone()))?;
+        let counter = |name: &str, help: &str| -> Result<IntCounter, MetricsError> {
+            let c = IntCounter::new(name, help)?;
+            r.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let store_batches = counter("esprit_ike_store_batches_total", "State store batches written (one per event-loop turn with changes)")?;
+        let store_errors = counter("esprit_ike_store_errors_total", "State store batches that failed")?;
+        let store_restored = counter("esprit_ike_store_restored_total", "IKE SAs restored from the state store at start")?;
+        let store_adopted = counter("esprit_ike_store_adopted_total", "Child SAs adopted from the SA table at start")?;
+        let store_records = cv("esprit_ike_store_records_total", "State store records written, by op (put, delete)", &["op"])?;
+        let store_seconds = prometheus::Counter::new("esprit_ike_store_write_seconds_total", "Time spent writing state store batches")?;
+        r.register(Box::new(store_seconds.clone()))?;
         Ok(Self {
             registry: r,
             handshakes,
@@ -163,6 +184,12 @@ impl IkeMetrics {
             key_exchanges,
             datagrams_dropped,
             queue_depth,
+            store_batches,
+            store_records,
+            store_errors,
+            store_seconds,
+            store_restored,
+            store_adopted,
         })
     }
 

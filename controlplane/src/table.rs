@@ -136,6 +136,22 @@ pub enum LifetimeAction {
     Delete { ike_sa: IkeSaHandle, child_sa: ChildSaHandle },
 }
 
+/// How far an adopted outbound SA's sequence counter jumps (see
+/// [`SaProgrammer::adopt`]): 2^20 packets, more than a worker sends in a
+/// tenth of a second at line rate, a small part of the 2^32 space.
+pub const ADOPT_SEQ_MARGIN: u32 = 1 << 20;
+
+/// What [`SaProgrammer::adopt`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdoptResult {
+    /// Both slots; the outbound counter now at `seq_next`.
+    Adopted { seq_next: u64 },
+    /// The inbound slot only (the outbound one was replaced or lost).
+    InboundOnly,
+    /// No slot: the Child SA has no dataplane state.
+    Missing,
+}
+
 /// A slot left by an earlier esprit-ike, deleted at `until`.
 #[derive(Clone, Copy, Debug)]
 pub struct Orphan {
@@ -279,6 +295,74 @@ impl SaProgrammer {
         let h = i.child_sa;
         self.children.insert(h, e);
         Ok(&self.children[&h])
+    }
+
+    /// Takes over the slots an earlier esprit-ike installed for a Child SA
+    /// restored from the state store (`crate::store`): the orphans with
+    /// its cookie and SPIs stop being orphans. `i` carries no keys (they
+    /// are in the slots). The outbound sequence counter jumps
+    /// [`ADOPT_SEQ_MARGIN`] ahead. Returns whether both slots were found;
+    /// with only one, it is adopted and the caller rekeys.
+    pub fn adopt(&mut self, now: Time, i: &ChildSaInstall) -> AdoptResult {
+        let want = cookie(i.child_sa);
+        let mut inbound = None;
+        let mut outbound = None;
+        for o in &self.orphans {
+            let Ok(p) = self.writer.get(o.id) else { continue };
+            if p.cookie != want {
+                continue;
+            }
+            if p.direction == Direction::INBOUND && p.spi == i.spi_in {
+                inbound = Some(o.id);
+            } else if p.direction == Direction::OUTBOUND && p.spi == i.spi_out {
+                outbound = Some(o.id);
+            }
+        }
+        let Some(in_id) = inbound else {
+            return AdoptResult::Missing;
+        };
+        self.orphans.retain(|o| Some(o.id) != inbound && Some(o.id) != outbound);
+        let mut jumped = None;
+        if let Some(Ok(s)) = outbound.map(|o| self.writer.state(o)) {
+            // The counter in the table is authoritative: the dataplane
+            // reserves numbers in it (one atomic add) before it sends. The
+            // jump costs a gap the receiver's window absorbs and makes a
+            // reused (sequence number, key) pair impossible even if this
+            // slot's counter were behind what was sent, as a counter taken
+            // from a snapshot would be (RFC 4303 §3.3.3, RFC 8750 §2).
+            // A reservation past the limit is refused and counted, which
+            // the lifetime check turns into a rekey.
+            let _ = s.reserve_seq(ADOPT_SEQ_MARGIN, i.suite.esn);
+            jumped = Some(s.seq_next());
+        }
+        let e = ChildEntry {
+            ike_sa: i.ike_sa,
+            child_sa: i.child_sa,
+            spi_in: i.spi_in,
+            spi_out: i.spi_out,
+            inbound: in_id,
+            outbound,
+            suite: i.suite,
+            mode: i.mode,
+            udp_encap: self.udp_encap(i),
+            local: i.local,
+            remote: i.remote,
+            ts_local: i.ts_local.clone(),
+            ts_remote: i.ts_remote.clone(),
+            lifetime: i.lifetime,
+            sec_label: i.sec_label.clone(),
+            installed_at: now,
+            last_active: None,
+            last_pkts: 0,
+            last_in_pkts: 0,
+            rekey_asked: false,
+            delete_asked: false,
+        };
+        self.children.insert(i.child_sa, e);
+        match jumped {
+            Some(seq_next) => AdoptResult::Adopted { seq_next },
+            None => AdoptResult::InboundOnly,
+        }
     }
 
     /// Removes both slots of a Child SA (those still there).

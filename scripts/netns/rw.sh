@@ -11,12 +11,15 @@
 # The dataplane has no static neighbours: it learns both next hops by ARP,
 # as it must again after a restart. PSK, AES-256-GCM, X25519.
 #
-#   rw_up [CHILD_YAML] [DATAPLANE_YAML]   build it all, start both esprit
+#   rw_up [CHILD_YAML] [DATAPLANE_YAML] [IKE_YAML]   build it all, start both esprit
 #                                         processes and strongSwan, bring the
 #                                         tunnel up; CHILD_YAML goes into the
 #                                         esprit child (lifetimes),
 #                                         DATAPLANE_YAML under `dataplane:`
-#                                         (rw_dp_pid: the dataplane's pid)
+#                                         (rw_dp_pid: the dataplane's pid),
+#                                         IKE_YAML under `ike:`; RW_SW_EXTRA
+#                                         goes into strongSwan's connection,
+#                                         RW_IKE_PROPOSAL is both IKE proposals
 #   rw_ping ARGS...                       ping the server from the virtual IP
 #   sw_sas                                strongSwan's SAs, swanctl --list-sas --raw
 #   ike_counter SERIES                    a counter from esprit-ctl --json stats (0 if absent)
@@ -26,7 +29,7 @@ rw_tap=rstap$$
 rw_psk=esprit-restart-psk-$$
 
 rw_up() {
-  local child=${1:-} dp_extra=${2:-}
+  local child=${1:-} dp_extra=${2:-} ike_extra=${3:-}
   add_host rs-rw rw0 rs-out 172.16.19.2/24
   add_host rs-srv srv0 rs-in 192.168.119.2/24 192.168.119.1
   # ESP adds up to 73 bytes and the dataplane does not fragment.
@@ -55,6 +58,7 @@ ike:
   control_socket: $work/ike.sock
   metrics_listen: "127.0.0.1:0"
   orphan_grace_secs: 3
+$ike_extra
   pools:
     rw: { v4: 10.99.0.0/24 }
   connections:
@@ -63,7 +67,7 @@ ike:
       remote_id: client@esprit
       local_auth: { psk: "$rw_psk" }
       remote_auth: { psk: "$rw_psk" }
-      proposals: [aes256gcm16-prfsha256-x25519]
+      proposals: [${RW_IKE_PROPOSAL:-aes256gcm16-prfsha256-x25519}]
       pool: rw
       child:
         esp_proposals: [aes256gcm16]
@@ -81,7 +85,8 @@ connections {
     local_addrs = 172.16.19.2
     remote_addrs = 172.16.19.1
     vips = 0.0.0.0
-    proposals = aes256gcm16-prfsha256-x25519
+    proposals = ${RW_IKE_PROPOSAL:-aes256gcm16-prfsha256-x25519}
+    ${RW_SW_EXTRA:-}
     local { auth = psk
             id = client@esprit }
     remote { auth = psk

@@ -101,6 +101,10 @@ pub struct EndpointConfig {
     pub defer_signatures: bool,
     /// RFC 9838 GCKS role: the groups this endpoint serves.
     pub groups: crate::group::config::Groups,
+    /// RFC 6311: announce IKEV2_MESSAGE_ID_SYNC_SUPPORTED in IKE_AUTH, and
+    /// resynchronise the Message IDs of IKE SAs restored from a snapshot
+    /// ([`crate::snapshot`]). On when the owner keeps snapshots.
+    pub mid_sync: bool,
 }
 
 impl Default for EndpointConfig {
@@ -120,6 +124,7 @@ impl Default for EndpointConfig {
             intermediate: true,
             defer_signatures: false,
             groups: Vec::new(),
+            mid_sync: false,
         }
     }
 }

@@ -44,7 +44,7 @@ use ike_wire::{strip_non_esp_marker, ExchangeType, Flags, Header, Message, Paylo
 
 use crate::config::EndpointConfig;
 use crate::error::ProtoError;
-use crate::event::{ChildSaHandle, Command, CommandError, DownReason, Event, IkeSaHandle, Transmit};
+use crate::event::{ChildSaHandle, ChildSaInstall, Command, CommandError, DownReason, Event, IkeSaHandle, Transmit};
 use crate::ike_sa::{IkeSa, InitChoice, Queued};
 use crate::message;
 use crate::sa::{Alloc, Ctx, Effect, Outputs, Pools};
@@ -179,6 +179,12 @@ pub struct Endpoint {
     unix: UnixTime,
     /// RFC 9838: the groups we serve (GCKS) and belong to (GM).
     groups: crate::group::GroupState,
+    /// Snapshots ([`crate::snapshot`]): whether the owner keeps them, the
+    /// SAs touched since [`Self::take_changes`], and for each SA with a
+    /// stored snapshot its key and what it was written from.
+    track: bool,
+    dirty: std::collections::BTreeSet<IkeSaHandle>,
+    stored: BTreeMap<IkeSaHandle, ([u8; 8], crate::ike_sa::Fingerprint)>,
 }
 
 /// What became of IKE_SA_INIT requests, by the check that decided
@@ -252,6 +258,9 @@ impl Endpoint {
             init_counters: InitCounters::default(),
             unix,
             groups: crate::group::GroupState { gcks: crate::group::Gcks::new(&config_groups), gm: Default::default() },
+            track: false,
+            dirty: Default::default(),
+            stored: BTreeMap::new(),
         }
     }
 
@@ -294,6 +303,119 @@ impl Endpoint {
         let h = sa.handle;
         self.sas.insert(h, sa);
         self.refile(h);
+        self.touch(h);
+    }
+
+    fn touch(&mut self, h: IkeSaHandle) {
+        if self.track {
+            self.dirty.insert(h);
+        }
+    }
+
+    /// From now on, [`Self::take_changes`] reports what changed.
+    pub fn keep_snapshots(&mut self) {
+        self.track = true;
+    }
+
+    /// The snapshots to write and the store keys to delete since the last
+    /// call (call once per event-loop turn, after the turn's inputs). An
+    /// SA is written again only when something a snapshot holds moved
+    /// (Message IDs, Child SAs, rekey time, peer address, leases): a
+    /// retransmission or an ESP note writes nothing.
+    pub fn take_changes(&mut self, now: Time) -> crate::snapshot::Changes {
+        let mut c = crate::snapshot::Changes::default();
+        for h in std::mem::take(&mut self.dirty) {
+            let sa = self.sas.get(&h);
+            match sa.and_then(IkeSa::fingerprint) {
+                Some(fp) => {
+                    if self.stored.get(&h).is_some_and(|(_, f)| *f == fp) {
+                        continue;
+                    }
+                    let Some(s) = sa.and_then(|sa| sa.snapshot(now)) else { continue };
+                    self.stored.insert(h, (s.key(), fp));
+                    c.put.push(s);
+                }
+                None => {
+                    if let Some((key, _)) = self.stored.remove(&h) {
+                        c.delete.push(key);
+                    }
+                }
+            }
+        }
+        c
+    }
+
+    /// Brings back IKE SAs from snapshots taken `elapsed` ago (call on a
+    /// fresh endpoint, before any input). Each keeps its handle, SPIs,
+    /// Child SA handles and pool leases; with `mid_sync` configured it
+    /// starts with an RFC 6311 sync. Returns, per snapshot, what became of
+    /// it; a restored SA's Child SAs come as installs without keys (their
+    /// keys are in the SA table, which the owner adopts them from).
+    pub fn restore(&mut self, now: Time, snapshots: &[crate::snapshot::IkeSaSnapshot], elapsed: std::time::Duration) -> Vec<(crate::snapshot::RestoreOutcome, Vec<ChildSaInstall>)> {
+        use crate::snapshot::RestoreOutcome;
+        let mut out = Vec::new();
+        for s in snapshots {
+            let Some(conn) = self.config.connections.iter().find(|c| c.name == s.connection).cloned() else {
+                out.push((RestoreOutcome::NoConnection(s.connection.clone()), Vec::new()));
+                continue;
+            };
+            let h = IkeSaHandle(s.handle);
+            let ours = if s.initiator { s.spi_i } else { s.spi_r };
+            let children: Vec<(ChildSaHandle, u32)> = s.children.iter().map(|c| (ChildSaHandle(c.handle), c.spi_in)).collect();
+            if self.sas.contains_key(&h) || !self.alloc.reserve_restored(h, ours, &children) {
+                out.push((RestoreOutcome::Duplicate, Vec::new()));
+                continue;
+            }
+            let Self { config, crypto, rng, alloc, pools, out: outputs, unix, groups, .. } = self;
+            let mut ctx = Ctx { now, unix: *unix, crypto: &**crypto, rng: &mut **rng, config, out: outputs, alloc, pools, groups };
+            let sa = match IkeSa::restore(&mut ctx, s, conn.clone(), elapsed) {
+                Ok(sa) => sa,
+                Err(_) => {
+                    self.alloc.ike_spis.remove(&ours);
+                    for (_, spi) in &children {
+                        self.alloc.release_child_spi(*spi);
+                    }
+                    out.push((RestoreOutcome::BadKeys, Vec::new()));
+                    continue;
+                }
+            };
+            if let Some(pool) = &conn.pool {
+                for a in &sa.leases {
+                    self.pools.reserve(pool, *a);
+                }
+            }
+            let installs = sa
+                .children
+                .values()
+                .map(|c| ChildSaInstall {
+                    ike_sa: h,
+                    child_sa: c.handle,
+                    spi_in: c.spi_in,
+                    spi_out: c.spi_out,
+                    keys_in: crate::event::ChildKeys { encr: Default::default(), integ: Default::default() },
+                    keys_out: crate::event::ChildKeys { encr: Default::default(), integ: Default::default() },
+                    suite: c.suite,
+                    mode: c.mode,
+                    ts_local: c.ts_local.clone(),
+                    ts_remote: c.ts_remote.clone(),
+                    lifetime: conn.child.lifetime,
+                    local: sa.local,
+                    remote: sa.remote,
+                    udp_encap: sa.nat_local || sa.nat_remote,
+                    rekey_of: None,
+                    sec_label: c.sec_label.clone(),
+                })
+                .collect::<Vec<_>>();
+            let fp = sa.fingerprint();
+            self.insert_sa(sa);
+            if let Some(fp) = fp {
+                self.stored.insert(h, (s.key(), fp));
+            }
+            out.push((RestoreOutcome::Restored { ike_sa: h, children: installs.len() }, installs));
+            // Start the sync (or nothing) now.
+            self.with_sa(now, h, |sa, ctx| sa.pump(ctx));
+        }
+        out
     }
 
     /// Runs `f` on SA `h` with a context, then applies its effects.
@@ -306,6 +428,7 @@ impl Endpoint {
             self.forget_half_open(h);
         }
         self.refile(h);
+        self.touch(h);
         self.apply_effects(now);
     }
 
@@ -316,6 +439,7 @@ impl Endpoint {
                 match e {
                     Effect::NewIkeSa(sa) => self.insert_sa(*sa),
                     Effect::MoveChildren { from, to } => {
+                        self.touch(from);
                         let (children, leases) = match self.sas.get_mut(&from) {
                             Some(old) => (std::mem::take(&mut old.children), std::mem::take(&mut old.leases)),
                             None => continue,
@@ -655,6 +779,7 @@ impl Endpoint {
             self.due(now).into_iter().filter(|h| self.sas.get(h).and_then(IkeSa::closed_until).is_some_and(|u| u <= now)).collect();
         for h in dead {
             let Some(sa) = self.sas.remove(&h) else { continue };
+            self.touch(h);
             self.forget_half_open(h);
             self.refile(h);
             self.alloc.ike_spis.remove(&sa.local_spi());

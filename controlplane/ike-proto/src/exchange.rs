@@ -200,4 +200,45 @@ impl ExchangeManager {
     pub fn clear_outstanding(&mut self) {
         self.outstanding.clear();
     }
+
+    /// The Message ID of the next request we expect from the peer.
+    pub fn next_expected_id(&self) -> u32 {
+        self.next_expected_id
+    }
+
+    /// Both counters as a snapshot recorded them, or as an RFC 6311
+    /// IKEV2_MESSAGE_ID_SYNC exchange settled them; no request is
+    /// outstanding and no response cached afterwards.
+    pub fn set_ids(&mut self, next_request_id: u32, next_expected_id: u32) {
+        self.next_request_id = next_request_id;
+        self.next_expected_id = next_expected_id;
+        self.outstanding.clear();
+        self.responses.clear();
+    }
+
+    /// As [`Self::set_ids`], keeping an outstanding request (its answer
+    /// may still come, under its own ID).
+    pub fn set_next_ids_keep_outstanding(&mut self, next_request_id: u32, next_expected_id: u32) {
+        self.next_request_id = next_request_id;
+        self.next_expected_id = next_expected_id;
+        self.responses.clear();
+    }
+
+    /// The outstanding request, if any (the window is 1).
+    pub fn first_outstanding(&self) -> Option<(u32, &Outstanding)> {
+        self.outstanding.iter().next().map(|(id, o)| (*id, o))
+    }
+
+    /// An outstanding request restored from a snapshot: due for resending
+    /// at `now`.
+    pub fn restore_outstanding(&mut self, now: Time, id: u32, exchange: ExchangeType, packets: Vec<Vec<u8>>) {
+        self.outstanding.insert(id, Outstanding { exchange, packets, retransmits: 0, deadline: now });
+    }
+
+    /// Records an RFC 6311 synchronisation request just sent: it always
+    /// carries Message ID 0 (§4.1) and takes no ID from the sequence.
+    pub fn start_sync_request(&mut self, now: Time, exchange: ExchangeType, packets: Vec<Vec<u8>>) {
+        let deadline = now + self.retransmit.timeout_after(0);
+        self.outstanding.insert(0, Outstanding { exchange, packets, retransmits: 0, deadline });
+    }
 }

@@ -75,9 +75,11 @@ mod ike_init;
 mod ike_rekey;
 mod informational;
 mod intermediate;
+mod resume;
 
 pub use child_create::CreateChildTask;
 pub use child_sa::ChildRequest;
+pub use resume::{Fingerprint, MidSyncTask, MID_SYNC_MARGIN};
 pub use gsa_auth::GsaAuthTask;
 pub use ike_auth::{IkeAuthTask, PpkKeys};
 pub use ike_init::IkeSaInitTask;
@@ -185,6 +187,8 @@ pub enum Queued {
     GsaRegistration(crate::group::GroupId),
     /// RFC 9838: push the next of `pending_inband` (GCKS).
     GsaInbandRekey,
+    /// RFC 6311: resynchronise Message IDs after a restore.
+    MidSync,
 }
 
 /// The initiator's side of the exchange in flight, with its data.
@@ -205,6 +209,11 @@ pub enum Task {
     GsaAuth(Box<GsaAuthTask>),
     GsaRegistration(crate::group::GroupId),
     GsaInbandRekey,
+    /// RFC 6311 IKEV2_MESSAGE_ID_SYNC in flight (Message ID 0).
+    MidSync(resume::MidSyncTask),
+    /// A request restored from a snapshot, resent as it was; its task's
+    /// state is gone, so the answer only completes the exchange.
+    Resumed,
 }
 
 /// A responder step's answer, and what happens to the SA after it is sent.
@@ -311,6 +320,9 @@ pub struct IkeSa {
     pub inband_groups: Vec<crate::group::GroupId>,
     /// RFC 9838 GCKS: GSA_INBAND_REKEY requests waiting for the window.
     pending_inband: VecDeque<Vec<Payload<'static>>>,
+    /// RFC 6311: we announced IKEV2_MESSAGE_ID_SYNC_SUPPORTED on this SA
+    /// (or the SA it was rekeyed from), so the peer answers a sync.
+    pub mid_sync: bool,
 }
 
 /// Per-SA state of the ipsecme extensions (split DNS, RFC 8983, RFC 9593).
@@ -415,6 +427,7 @@ impl IkeSa {
             group_close_at: None,
             inband_groups: Vec::new(),
             pending_inband: VecDeque::new(),
+            mid_sync: false,
         }
     }
 
@@ -524,6 +537,16 @@ impl IkeSa {
     }
 
     fn handle_request(&mut self, ctx: &mut Ctx<'_>, header: &Header, bytes: &[u8], local: SocketAddr, remote: SocketAddr) {
+        if header.message_id == 0
+            && header.exchange_type == ExchangeType::INFORMATIONAL
+            && self.mid_sync
+            && self.xm.next_expected_id() != 0
+            && matches!(self.state, IkeState::Established)
+        {
+            // RFC 6311 §4: a peer restored from a snapshot resynchronises.
+            self.respond_mid_sync(ctx, header, bytes);
+            return;
+        }
         match self.xm.check_request(header.message_id, bytes) {
             RequestCheck::Resend(packets) => {
                 let packets = packets.to_vec();
@@ -659,6 +682,8 @@ impl IkeSa {
             }
             Task::DeleteIke(reason) => self.close(ctx, reason),
             Task::Dpd | Task::GsaInbandRekey => {}
+            Task::MidSync(t) => self.process_mid_sync_response(ctx, t, &payloads),
+            Task::Resumed => {}
             Task::GsaAuth(t) => self.process_gsa_auth_response(ctx, *t, &payloads),
             Task::GsaRegistration(g) => self.process_gsa_registration_response(ctx, g, &payloads),
         }
@@ -715,6 +740,7 @@ impl IkeSa {
                 | Queued::Terminate
                 | Queued::GsaRegistration(_)
                 | Queued::GsaInbandRekey
+                | Queued::MidSync
                     if rekeyed =>
                 {
                     continue
@@ -743,6 +769,7 @@ impl IkeSa {
                 Queued::Dpd => self.send_request(ctx, ExchangeType::INFORMATIONAL, &[]).map(|()| self.active = Some(Task::Dpd)),
                 Queued::GsaRegistration(g) => self.start_gsa_registration(ctx, g),
                 Queued::GsaInbandRekey => self.send_group_inband(ctx),
+                Queued::MidSync => self.start_mid_sync(ctx),
             };
             if r.is_err() {
                 self.close(ctx, DownReason::Refused(NotifyType::INVALID_SYNTAX));

@@ -72,6 +72,7 @@ pub mod ike_sa;
 pub mod message;
 pub mod proposal;
 pub mod sa;
+pub mod snapshot;
 pub mod split_dns;
 pub mod time;
 pub mod ts;

@@ -133,6 +133,22 @@ impl Alloc {
             }
         }
     }
+
+    /// A restored SA's SPIs and handles ([`crate::snapshot`]): registered,
+    /// and the handle counters moved past them, so nothing new collides.
+    /// `false` if the IKE SPI is taken.
+    pub fn reserve_restored(&mut self, ike: IkeSaHandle, ike_spi: u64, children: &[(ChildSaHandle, u32)]) -> bool {
+        if ike_spi == 0 || self.ike_spis.contains_key(&ike_spi) {
+            return false;
+        }
+        self.ike_spis.insert(ike_spi, ike);
+        self.next_ike = self.next_ike.max(ike.0);
+        for (h, spi) in children {
+            self.child_spis.insert(*spi);
+            self.next_child = self.next_child.max(h.0);
+        }
+        true
+    }
 }
 
 /// Address pools for CP (RFC 7296 §3.15). Each lease is the lowest free
@@ -207,6 +223,32 @@ impl Pools {
         Some(if v6 { IpAddr::V6(a.into()) } else { IpAddr::V4(u32::try_from(a).ok()?.into()) })
     }
 
+    /// Marks `addr` leased again (an IKE SA restored from a snapshot).
+    pub fn reserve(&mut self, pool: &PoolConfig, addr: IpAddr) {
+        let family = if addr.is_ipv4() { Family::V4 } else { Family::V6 };
+        let (start, count, v6) = match family {
+            Family::V4 => match pool.v4 {
+                Some((s, n)) => (u128::from(u32::from(s)), u128::from(n), false),
+                None => return,
+            },
+            Family::V6 => match pool.v6 {
+                Some((s, n)) => (u128::from(s), u128::from(n), true),
+                None => return,
+            },
+        };
+        let a = match addr {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a),
+        };
+        let st = self.pools.entry((pool.name.clone(), v6)).or_insert_with(|| PoolState::new(start, count, None));
+        if let Some(off) = a.checked_sub(st.start).filter(|o| *o < st.count) {
+            // Below the cursor a free address sits in `free`; above it
+            // the cursor skips leased ones.
+            st.free.remove(&off);
+            st.used.insert(off);
+        }
+    }
+
     pub fn release(&mut self, pool: &str, addr: IpAddr) {
         let (a, v6) = match addr {
             IpAddr::V4(a) => (u128::from(u32::from(a)), false),
@@ -251,6 +293,19 @@ pub struct IkeKeys {
     pub sk_pr: Secret,
     pub outbound: Box<dyn SkProtection>,
     pub inbound: Box<dyn SkProtection>,
+    /// SK_ei, SK_ai, SK_er, SK_ar as derived: kept only so that a snapshot
+    /// ([`crate::snapshot`]) can rebuild `outbound`/`inbound` after a
+    /// restart. Zeroized on drop like every [`Secret`].
+    pub sk_e_a: SkEa,
+}
+
+/// The SK protection keys of both directions (RFC 7296 §2.14).
+#[derive(Clone)]
+pub struct SkEa {
+    pub sk_ei: Secret,
+    pub sk_ai: Secret,
+    pub sk_er: Secret,
+    pub sk_ar: Secret,
 }
 
 impl IkeKeys {
@@ -273,13 +328,29 @@ impl IkeKeys {
             sk_e: crypto.encr_key_len(suite.encr.0, suite.key_bits)?,
         };
         let k = IkeSaKeys::derive(&*prf, skeyseed, ni, nr, &spi_i.to_be_bytes(), &spi_r.to_be_bytes(), lengths)?;
-        let i = crypto.sk_protection(suite.encr.0, suite.key_bits, suite.integ.0, &k.sk_ei, &k.sk_ai)?;
-        let r = crypto.sk_protection(suite.encr.0, suite.key_bits, suite.integ.0, &k.sk_er, &k.sk_ar)?;
+        let sk_e_a = SkEa { sk_ei: k.sk_ei, sk_ai: k.sk_ai, sk_er: k.sk_er, sk_ar: k.sk_ar };
+        Self::from_parts(crypto, suite, k.sk_d, k.sk_pi, k.sk_pr, sk_e_a, role)
+    }
+
+    /// The keys from their parts: a fresh derivation, or a snapshot
+    /// restored after a restart ([`crate::snapshot`]).
+    pub fn from_parts(
+        crypto: &dyn CryptoProvider,
+        suite: &IkeSuite,
+        sk_d: Secret,
+        sk_pi: Secret,
+        sk_pr: Secret,
+        sk_e_a: SkEa,
+        role: Role,
+    ) -> Result<Self, ProtoError> {
+        let prf = crypto.prf(suite.prf.0)?;
+        let i = crypto.sk_protection(suite.encr.0, suite.key_bits, suite.integ.0, &sk_e_a.sk_ei, &sk_e_a.sk_ai)?;
+        let r = crypto.sk_protection(suite.encr.0, suite.key_bits, suite.integ.0, &sk_e_a.sk_er, &sk_e_a.sk_ar)?;
         let (outbound, inbound) = match role {
             Role::Initiator => (i, r),
             Role::Responder => (r, i),
         };
-        Ok(Self { suite: suite.clone(), prf, sk_d: k.sk_d, sk_pi: k.sk_pi, sk_pr: k.sk_pr, outbound, inbound })
+        Ok(Self { suite: suite.clone(), prf, sk_d, sk_pi, sk_pr, outbound, inbound, sk_e_a })
     }
 
     /// RFC 9370 §2.2.2: the keys after the n-th additional key exchange of

@@ -336,6 +336,15 @@ registry! {
         REDIRECTED_FROM = 16408,
         /// RFC 6023.
         CHILDLESS_IKEV2_SUPPORTED = 16418,
+        /// RFC 6311 §3: announced in IKE_AUTH; strongSwan answers
+        /// IKEV2_MESSAGE_ID_SYNC only from a peer that sent it.
+        IKEV2_MESSAGE_ID_SYNC_SUPPORTED = 16420,
+        IPSEC_REPLAY_COUNTER_SYNC_SUPPORTED = 16421,
+        /// RFC 6311 §4: Nonce Data (4) | EXPECTED_SEND_REQ_MESSAGE_ID (4) |
+        /// EXPECTED_RECV_REQ_MESSAGE_ID (4), in an INFORMATIONAL with
+        /// Message ID 0.
+        IKEV2_MESSAGE_ID_SYNC = 16422,
+        IPSEC_REPLAY_COUNTER_SYNC = 16423,
         /// G-IKEv2 (ex SENDER_REQUEST_ID) [P].
         GROUP_SENDER = 16429,
         /// RFC 7383.

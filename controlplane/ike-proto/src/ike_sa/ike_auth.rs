@@ -226,6 +226,11 @@ impl IkeSa {
         if conn.initial_contact {
             p.push(notify_payload(NotifyType::INITIAL_CONTACT));
         }
+        if ctx.config.mid_sync {
+            // RFC 6311 §3: we can resume this SA after a restart and then
+            // resynchronise Message IDs.
+            p.push(notify_payload(NotifyType::IKEV2_MESSAGE_ID_SYNC_SUPPORTED));
+        }
         if let Some(r) = &conn.remote_id {
             p.push(Payload::IdR(sa::id_payload(r)));
         }
@@ -371,6 +376,11 @@ impl IkeSa {
             ctx.out.effects.push(Effect::InitialContact { keep: self.handle, remote_id: peer_id.clone() });
         }
         let mut out = vec![Payload::IdR(sa::id_payload(&conn.local_id))];
+        if ctx.config.mid_sync {
+            // RFC 6311 §3 (see the initiator's request).
+            out.push(notify_payload(NotifyType::IKEV2_MESSAGE_ID_SYNC_SUPPORTED));
+            self.mid_sync = true;
+        }
         out.extend(certs_r.into_iter().map(Payload::Cert));
         out.push(Payload::Auth(auth_r));
         if self.ppk_used {
@@ -586,6 +596,7 @@ impl IkeSa {
         }
         self.state = IkeState::Established;
         self.rekey_at = ike_rekey_time(&self.conn, ctx);
+        self.mid_sync = ctx.config.mid_sync;
         ctx.out.events.push_back(Event::IkeSaUp {
             ike_sa: self.handle,
             connection: self.conn.name.clone(),

@@ -87,6 +87,7 @@ impl IkeSa {
         sa.fragment_len = self.fragment_len;
         // RFC 8784 §3: no new PPK mix, but SK_d descends from the mixed one.
         sa.ppk_used = self.ppk_used;
+        sa.mid_sync = self.mid_sync;
         // Split-DNS domains, RFC 8983 and RFC 9593 state carry over.
         sa.ext = self.ext.clone();
         sa.rekey_at = ike_rekey_time(&self.conn, ctx);

@@ -22,3 +22,4 @@ mod pq;
 mod dos;
 mod clocks;
 mod gikev2;
+mod resume;
