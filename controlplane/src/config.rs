@@ -109,7 +109,42 @@ struct IkeYaml {
     /// RFC 8784 post-quantum preshared keys that connections name by ID.
     #[serde(default)]
     ppks: Vec<PpkYaml>,
+    /// Every Diet-ESP code point IANA has not assigned yet (docs/diet-esp.md).
+    #[serde(default)]
+    diet_esp_code_points: Option<CodePointsYaml>,
     connections: BTreeMap<String, ConnYaml>,
+}
+
+/// `ike.diet_esp_code_points`: overrides of
+/// [`ike_proto::compression::HcpCodePoints`]'s defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CodePointsYaml {
+    hcp_proposal_notify: Option<u16>,
+    hcp_name_diet_esp: Option<u8>,
+    range_afrg: Option<u16>,
+    #[serde(default)]
+    afrg: BTreeMap<String, u16>,
+}
+
+/// One HCP proposal: per AfRG the acceptable values, most preferred first.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HcpPolicyYaml {
+    dscp_cda: Option<Vec<String>>,
+    ecn_cda: Option<Vec<String>>,
+    flow_label_cda: Option<Vec<String>>,
+    alignment: Option<Vec<String>>,
+    esp_trailer: Option<Vec<String>>,
+    esp_spi_lsb: Option<Vec<u8>>,
+    esp_sn_lsb: Option<Vec<u8>>,
+}
+
+/// `child.compression`: Diet-ESP negotiated with N(HCP_PROPOSAL).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompressionYaml {
+    proposals: Vec<HcpPolicyYaml>,
 }
 
 /// `ike.state`: the embedded store's file and the node key sealing it.
@@ -362,6 +397,87 @@ struct ChildYaml {
     /// RFC 9478 security label, e.g. `system_u:object_r:ipsec_spd_t:s0`.
     #[serde(default)]
     sec_label: Option<String>,
+    /// Diet-ESP header compression (draft-ietf-ipsecme-diet-esp-07).
+    #[serde(default)]
+    compression: Option<CompressionYaml>,
+}
+
+fn code_points(at: &str, y: Option<&CodePointsYaml>) -> Result<ike_proto::compression::HcpCodePoints, ConfigError> {
+    let mut cp = ike_proto::compression::HcpCodePoints::default();
+    let Some(y) = y else { return Ok(cp) };
+    if let Some(v) = y.hcp_proposal_notify {
+        if v < 16384 {
+            return Err(err(format!("{at}.hcp_proposal_notify"), "a status notify type is 16384 or more (RFC 7296 §3.10.1)"));
+        }
+        cp.hcp_proposal = ike_wire::NotifyType(v);
+    }
+    if let Some(v) = y.hcp_name_diet_esp {
+        cp.diet_esp = v;
+    }
+    if let Some(v) = y.range_afrg {
+        cp.range_afrg = v;
+    }
+    for (name, &v) in &y.afrg {
+        let slot = match name.as_str() {
+            "dscp_cda" => &mut cp.dscp_cda,
+            "ecn_cda" => &mut cp.ecn_cda,
+            "flow_label_cda" => &mut cp.flow_label_cda,
+            "alignment" => &mut cp.alignment,
+            "esp_trailer" => &mut cp.esp_trailer,
+            "esp_spi_lsb" => &mut cp.esp_spi_lsb,
+            "esp_sn_lsb" => &mut cp.esp_sn_lsb,
+            _ => return Err(err(format!("{at}.afrg.{name}"), "not a Diet-ESP AfRG")),
+        };
+        *slot = v;
+    }
+    let mut types = vec![cp.dscp_cda, cp.ecn_cda, cp.flow_label_cda, cp.alignment, cp.esp_trailer, cp.esp_spi_lsb, cp.esp_sn_lsb, cp.range_afrg];
+    if types.iter().any(|&t| t > 0x7fff) {
+        return Err(err(format!("{at}.afrg"), "attribute types are 15 bits (RFC 7296 §3.3.5)"));
+    }
+    types.sort_unstable();
+    types.dedup();
+    if types.len() != 8 {
+        return Err(err(format!("{at}.afrg"), "two AfRGs (or range_afrg) share a type"));
+    }
+    Ok(cp)
+}
+
+fn compression(at: &str, y: &CompressionYaml, cp: ike_proto::compression::HcpCodePoints) -> Result<ike_proto::compression::CompressionConfig, ConfigError> {
+    use ike_proto::compression::{Afrg, CompressionConfig, HcpPolicy};
+    if y.proposals.is_empty() || y.proposals.len() > 255 {
+        return Err(err(format!("{at}.proposals"), "1 to 255 proposals"));
+    }
+    let mut proposals = Vec::new();
+    for (i, p) in y.proposals.iter().enumerate() {
+        let mut pol = HcpPolicy::default();
+        let named = [
+            (Afrg::DscpCda, &p.dscp_cda),
+            (Afrg::EcnCda, &p.ecn_cda),
+            (Afrg::FlowLabelCda, &p.flow_label_cda),
+            (Afrg::Alignment, &p.alignment),
+            (Afrg::EspTrailer, &p.esp_trailer),
+        ];
+        for (a, vals) in named {
+            for (k, v) in vals.iter().flatten().enumerate() {
+                let field = format!("{at}.proposals[{i}].{}[{k}]", a.name());
+                let x = a.parse_value(v).ok_or_else(|| err(field.clone(), format!("not a {} value: {v:?}", a.name())))?;
+                if a == Afrg::DscpCda && x == 2 {
+                    return Err(err(field, "the sa DSCP CDA needs a DSCP list, which esprit does not negotiate"));
+                }
+                pol.values[a as usize].push(x);
+            }
+        }
+        for (a, vals) in [(Afrg::EspSpiLsb, &p.esp_spi_lsb), (Afrg::EspSnLsb, &p.esp_sn_lsb)] {
+            for (k, &v) in vals.iter().flatten().enumerate() {
+                if v > 32 {
+                    return Err(err(format!("{at}.proposals[{i}].{}[{k}]", a.name()), "0 to 32 bits"));
+                }
+                pol.values[a as usize].push(v);
+            }
+        }
+        proposals.push(pol);
+    }
+    Ok(CompressionConfig { proposals, code_points: cp })
 }
 
 fn tunnel() -> String {
@@ -471,6 +587,7 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
     }
 
     let ppks = ppks(&ike.ppks, base)?;
+    let hcp_codes = code_points("ike.diet_esp_code_points", ike.diet_esp_code_points.as_ref())?;
     let state = match &ike.state {
         None => None,
         Some(s) => {
@@ -486,6 +603,9 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
     for (name, c) in &ike.connections {
         let at = format!("ike.connections.{name}");
         let mut conn = connection(&at, name, c, &pools, base)?;
+        if let Some(y) = &c.child.compression {
+            conn.child.compression = Some(compression(&format!("{at}.child.compression"), y, hcp_codes)?);
+        }
         conn.ppk = match &c.ppk {
             None => None,
             Some(p) => Some(conn_ppk(&format!("{at}.ppk"), p, &ppks)?),
@@ -855,6 +975,7 @@ fn connection(
                 hard_packets: ch.life_packets,
             },
             sec_label,
+            compression: None,
         },
         ike_rekey_after: c.ike_rekey_secs.filter(|s| *s > 0).map(Duration::from_secs),
         dpd_delay: c.dpd_delay_secs.filter(|s| *s > 0).map(Duration::from_secs),
@@ -1102,6 +1223,33 @@ ike:
         assert_eq!(pool.v4, Some(("10.99.0.1".parse().unwrap(), 254)));
         assert_eq!(conn.child.remote_ts, vec![TrafficSelector::any_v4()]);
         assert_eq!(c.initiate["rw"], InitiateAddrs { local: "172.16.9.1".parse().unwrap(), remote: None });
+    }
+
+    #[test]
+    fn loads_diet_esp_compression_code_points_and_their_errors() {
+        use ike_proto::compression::Afrg;
+        let y = YAML
+            .replace(
+                "local_ts: [192.168.109.0/24]",
+                "local_ts: [192.168.109.0/24]\n        compression:\n          proposals:\n            - { dscp_cda: [lower], alignment: [8bit, 64bit], esp_trailer: [optional], esp_spi_lsb: [8], esp_sn_lsb: [8, 16] }\n            - {}",
+            )
+            .replace("  connections:", "  diet_esp_code_points: { hcp_proposal_notify: 40999, afrg: { esp_trailer: 20000 } }\n  connections:");
+        let c = DaemonConfig::from_yaml(&y, Path::new(".")).unwrap();
+        let comp = c.endpoint.connections[0].child.compression.as_ref().unwrap();
+        assert_eq!(comp.proposals.len(), 2);
+        assert_eq!(comp.proposals[0].values[Afrg::Alignment as usize], vec![0, 3]);
+        assert_eq!(comp.proposals[0].values[Afrg::EspSnLsb as usize], vec![8, 16]);
+        assert!(comp.proposals[1].values.iter().all(Vec::is_empty));
+        assert_eq!(comp.code_points.hcp_proposal, ike_wire::NotifyType(40999));
+        assert_eq!(comp.code_points.esp_trailer, 20000);
+        assert_eq!(comp.code_points.esp_spi_lsb, 4, "the draft's proposed value by default");
+        let path = |bad: String| DaemonConfig::from_yaml(&bad, Path::new(".")).err().unwrap().path;
+        assert_eq!(path(y.replace("[8bit, 64bit]", "[8bit, 12bit]")), "ike.connections.rw.child.compression.proposals[0].alignment[1]");
+        assert_eq!(path(y.replace("dscp_cda: [lower]", "dscp_cda: [sa]")), "ike.connections.rw.child.compression.proposals[0].dscp_cda[0]");
+        assert_eq!(path(y.replace("esp_sn_lsb: [8, 16]", "esp_sn_lsb: [33]")), "ike.connections.rw.child.compression.proposals[0].esp_sn_lsb[0]");
+        assert_eq!(path(y.replace("hcp_proposal_notify: 40999", "hcp_proposal_notify: 14")), "ike.diet_esp_code_points.hcp_proposal_notify");
+        assert_eq!(path(y.replace("esp_trailer: 20000", "esp_trailer: 4")), "ike.diet_esp_code_points.afrg");
+        assert_eq!(path(y.replace("esp_trailer: 20000", "trailer: 5")), "ike.diet_esp_code_points.afrg.trailer");
     }
 
     #[test]

@@ -856,6 +856,9 @@ impl Daemon {
                 if i.sec_label.is_some() {
                     self.metrics.child_features.with_label_values(&["label"]).inc();
                 }
+                if i.compression.is_some() {
+                    self.metrics.child_features.with_label_values(&["diet_esp"]).inc();
+                }
                 match self.table.install(t, &i) {
                     Ok(e) => log(format_args!(
                         "Child SA #{} of IKE SA #{} installed: SPIs in {:08x} out {:08x}, {:?}{}, {} <-> {}{}",
@@ -1073,6 +1076,7 @@ impl Daemon {
                     c["pfs"] = json!(e.suite.ke.map(name_of));
                     c["iiv"] = json!(e.suite.implicit_iv());
                     c["label"] = json!(e.sec_label.as_ref().map(|l| String::from_utf8_lossy(l.strip_suffix(&[0]).unwrap_or(l)).into_owned()));
+                    c["compression"] = json!(e.compression.map(|p| format!("Diet-ESP ({}) {}", ike_proto::compression::PROFILE_REVISION, p.describe())));
                     c["additional_ke"] = json!(e.suite.additional().map(name_of).collect::<Vec<_>>());
                     c["mode"] = json!(match e.mode {
                         ike_proto::Mode::Tunnel => "TUNNEL",

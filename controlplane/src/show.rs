@@ -94,6 +94,9 @@ pub fn list_sas(data: &Value) -> String {
             if !c["label"].is_null() {
                 let _ = writeln!(o, "    label {}", s(&c["label"]));
             }
+            if !c["compression"].is_null() {
+                let _ = writeln!(o, "    compression {}", s(&c["compression"]));
+            }
             let rekey = c["rekey_secs"].as_u64().filter(|r| *r > 0).map(|r| format!(", rekey at {r}s")).unwrap_or_default();
             let _ = writeln!(o, "    installed {}s ago{rekey}", s(&c["installed_secs"]));
             let last = if c["idle_secs"].is_null() { "no traffic seen".to_string() } else { format!("traffic {}s ago", s(&c["idle_secs"])) };
@@ -147,6 +150,7 @@ mod tests {
             "child_sas": [{ "child_sa": 2, "state": "INSTALLED", "spi_in": "c0000001", "spi_out": "c0000002",
               "encr": "ENCR_AES_GCM_16_IIV-256", "esn": false, "pfs": null, "iiv": true,
               "label": "system_u:object_r:ipsec_spd_t:s0", "mode": "TUNNEL", "udp_encap": true,
+              "compression": "Diet-ESP (draft-ietf-ipsecme-diet-esp-07) dscp_cda=lower,esp_spi_lsb=8",
               "installed_secs": 3, "rekey_secs": 0, "ts_local": ["192.168.109.0/24"], "ts_remote": ["10.99.0.1/32"],
               "in_bytes": 840, "in_pkts": 10, "out_bytes": 840, "out_pkts": 10, "seq_next": 11, "idle_secs": 1,
               "in_backend": ["ipsec-mb"], "out_backend": ["ring", "fallback"] }]
@@ -156,6 +160,7 @@ mod tests {
         assert!(t.contains("remote 'client@esprit' @ 172.16.9.2:4500 [10.99.0.1]"), "{t}");
         assert!(t.contains("rw: #2, INSTALLED, TUNNEL-in-UDP, ESP SPIs: c0000001_i c0000002_o"), "{t}");
         assert!(t.contains("840 bytes"), "{t}");
+        assert!(t.contains("    compression Diet-ESP (draft-ietf-ipsecme-diet-esp-07) dscp_cda=lower,esp_spi_lsb=8"), "{t}");
         assert!(t.contains("traffic 1s ago, crypto ipsec-mb"), "{t}");
         assert!(t.contains("next seq 11, crypto ring+fallback"), "{t}");
         assert!(t.contains("remote 10.99.0.1/32"), "{t}");

@@ -102,6 +102,8 @@ pub struct ChildEntry {
     pub lifetime: Lifetimes,
     /// RFC 9478 label (NUL-terminated) of both slots.
     pub sec_label: Option<Vec<u8>>,
+    /// Diet-ESP profile of both slots.
+    pub compression: Option<ike_proto::compression::DietProfile>,
     pub installed_at: Time,
     /// When the housekeeping tick last saw the packet counters move (the
     /// dataplane's own last-use stamp counts from its start, not the epoch).
@@ -285,6 +287,7 @@ impl SaProgrammer {
             ts_remote: i.ts_remote.clone(),
             lifetime: i.lifetime,
             sec_label: i.sec_label.clone(),
+            compression: i.compression,
             installed_at: now,
             last_active: None,
             last_pkts: 0,
@@ -551,6 +554,22 @@ impl SaProgrammer {
             }
             p.sec_label[..l.len()].copy_from_slice(l);
             p.sec_label_len = l.len() as u8;
+        }
+        if let Some(c) = &i.compression {
+            // Both slots carry the negotiated AfRGs; the dataplane derives
+            // the rules from them and the slot's selectors (diet-esp-07 §4.2).
+            use ike_proto::compression::Afrg;
+            p.compression = sa_table::Compression {
+                profile: 1,
+                dscp_cda: c.get(Afrg::DscpCda),
+                ecn_cda: c.get(Afrg::EcnCda),
+                flow_label_cda: c.get(Afrg::FlowLabelCda),
+                alignment: c.get(Afrg::Alignment),
+                esp_trailer: c.get(Afrg::EspTrailer),
+                esp_spi_lsb: c.get(Afrg::EspSpiLsb),
+                esp_sn_lsb: c.get(Afrg::EspSnLsb),
+                ..sa_table::Compression::default()
+            };
         }
         if !inbound {
             // Served prefixes = the remote selectors, when each is an exact

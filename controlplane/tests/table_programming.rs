@@ -57,6 +57,7 @@ fn install(child: u64, spi: u32, rekey_of: Option<u64>, local: &str) -> ChildSaI
         udp_encap: false,
         rekey_of: rekey_of.map(ChildSaHandle),
         sec_label: None,
+        compression: None,
     }
 }
 

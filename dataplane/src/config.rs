@@ -410,6 +410,99 @@ pub struct StaticSa {
     /// only that label's segment.
     #[serde(default)]
     pub sec_label: Option<String>,
+    /// Diet-ESP header compression (draft-ietf-ipsecme-diet-esp-07), the
+    /// values both peers configured alike (no IKE here to negotiate them).
+    #[serde(default)]
+    pub compression: Option<StaticCompression>,
+}
+
+/// A static SA's Diet-ESP Attributes for Rule Generation (diet-esp-07
+/// §4.2; names as in ikev2-diet-esp-extension-04 §8.5). Unset fields take
+/// the extension's defaults (§7): nothing compressed in the inner header,
+/// 64-bit alignment, an optional trailer, the full SPI and SN. The inner
+/// header is compressed only when `selectors` and `local_selectors` each
+/// hold exactly one prefix of one family (§4.2 "iipc_diet-esp").
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StaticCompression {
+    #[serde(default)]
+    pub dscp_cda: Option<String>,
+    #[serde(default)]
+    pub ecn_cda: Option<String>,
+    #[serde(default)]
+    pub flow_label_cda: Option<String>,
+    #[serde(default)]
+    pub alignment: Option<String>,
+    #[serde(default)]
+    pub esp_trailer: Option<String>,
+    #[serde(default)]
+    pub esp_spi_lsb: Option<u8>,
+    #[serde(default)]
+    pub esp_sn_lsb: Option<u8>,
+    /// DSCP values for the `sa` DSCP CDA (at most 7).
+    #[serde(default)]
+    pub dscp_list: Vec<u8>,
+}
+
+impl StaticCompression {
+    /// The slot fields; `Err((field, message))` names what is wrong.
+    pub fn to_slot(&self) -> Result<sa_table::Compression, (&'static str, String)> {
+        use esp::diet::{Alignment, DscpCda, EcnCda, EspTrailer, FlowLabelCda};
+        fn pick<T: Copy>(
+            field: &'static str,
+            v: &Option<String>,
+            default: T,
+            parse: fn(&str) -> Option<T>,
+            all: &[T],
+            name: fn(T) -> &'static str,
+        ) -> Result<T, (&'static str, String)> {
+            match v {
+                None => Ok(default),
+                Some(s) => parse(s).ok_or_else(|| {
+                    let names: Vec<&str> = all.iter().map(|&x| name(x)).collect();
+                    (field, format!("`{s}` is not one of {}", names.join(", ")))
+                }),
+            }
+        }
+        let d = esp::DietAttrs::defaults();
+        let dscp = pick("dscp_cda", &self.dscp_cda, d.dscp_cda, DscpCda::from_name, DscpCda::ALL, DscpCda::name)?;
+        let ecn = pick("ecn_cda", &self.ecn_cda, d.ecn_cda, EcnCda::from_name, EcnCda::ALL, EcnCda::name)?;
+        let flow = pick("flow_label_cda", &self.flow_label_cda, d.flow_label_cda, FlowLabelCda::from_name, FlowLabelCda::ALL, FlowLabelCda::name)?;
+        let align = pick("alignment", &self.alignment, d.alignment, Alignment::from_name, Alignment::ALL, Alignment::name)?;
+        let trailer = pick("esp_trailer", &self.esp_trailer, d.esp_trailer, EspTrailer::from_name, EspTrailer::ALL, EspTrailer::name)?;
+        let spi_lsb = self.esp_spi_lsb.unwrap_or(d.esp_spi_lsb);
+        let sn_lsb = self.esp_sn_lsb.unwrap_or(d.esp_sn_lsb);
+        if spi_lsb > 32 {
+            return Err(("esp_spi_lsb", format!("{spi_lsb} is more than 32 bits")));
+        }
+        if sn_lsb > 32 {
+            return Err(("esp_sn_lsb", format!("{sn_lsb} is more than 32 bits")));
+        }
+        if !(spi_lsb + sn_lsb).is_multiple_of(8) {
+            return Err(("esp_sn_lsb", "esp_spi_lsb + esp_sn_lsb must be a multiple of 8 (diet-esp-07 §5.3)".into()));
+        }
+        if self.dscp_list.len() > sa_table::MAX_DSCP_LIST || self.dscp_list.iter().any(|&v| v > 63) {
+            return Err(("dscp_list", format!("at most {} DSCP values, each 0 to 63", sa_table::MAX_DSCP_LIST)));
+        }
+        // A list with the `sa` CDA and only with it.
+        if (dscp == DscpCda::Sa) == self.dscp_list.is_empty() {
+            return Err(("dscp_list", "a DSCP list goes with dscp_cda sa, and only with it".into()));
+        }
+        let mut c = sa_table::Compression {
+            profile: 1,
+            dscp_cda: dscp as u8,
+            ecn_cda: ecn as u8,
+            flow_label_cda: flow as u8,
+            alignment: align as u8,
+            esp_trailer: trailer as u8,
+            esp_spi_lsb: spi_lsb,
+            esp_sn_lsb: sn_lsb,
+            dscp_list_len: self.dscp_list.len() as u8,
+            ..sa_table::Compression::default()
+        };
+        c.dscp_list[..self.dscp_list.len()].copy_from_slice(&self.dscp_list);
+        Ok(c)
+    }
 }
 
 /// A static SA's key and salt as written in the file: printed as
@@ -444,8 +537,12 @@ fn default_window() -> u32 {
     1024
 }
 
-/// Largest anti-replay window accepted, in packets.
-pub const MAX_REPLAY_WINDOW: u32 = 65536;
+/// Largest anti-replay window accepted, in packets: what the SA table's
+/// state lines persist (DESIGN: the window lives in the table, so a restart
+/// or an owner change resumes it). The ESP engine could run larger windows
+/// (`esp::MAX_REPLAY_WINDOW`), but one the table cannot keep would reopen
+/// every old sequence number to a replay after a restart.
+pub const MAX_REPLAY_WINDOW: u32 = sa_table::MAX_REPLAY_WINDOW_PKTS;
 
 /// A parsed prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -773,6 +870,16 @@ impl StaticSa {
         if self.direction == Direction::Out && self.selectors.is_empty() {
             return Err(err(format!("{path}.selectors"), "an outbound SA needs at least one inner prefix to protect"));
         }
+        if let Some(c) = &self.compression {
+            c.to_slot().map_err(|(f, m)| err(format!("{path}.compression.{f}"), m))?;
+            // What the ESP engine would refuse (an SPI unfit for UDP
+            // encapsulation, say) is a config error, not an unusable SA.
+            let mut slot = crate::statics::slot_params(0, self);
+            slot.wipe_key();
+            let a = crate::pipeline::diet_attrs(&slot).map_err(|m| err(format!("{path}.compression"), m))?;
+            esp::DietProfile::new(&a, self.mode == Mode::Tunnel, self.udp_encap.is_some(), 1, self.spi)
+                .map_err(|m| err(format!("{path}.compression"), m.to_string()))?;
+        }
         Ok(())
     }
 }
@@ -808,6 +915,18 @@ ike:
     fn with(find: &str, replace: &str) -> Result<Config, ConfigError> {
         assert!(GOOD.contains(find), "test edit `{find}` does not apply");
         Config::from_yaml(&GOOD.replace(find, replace))
+    }
+
+    #[test]
+    fn a_replay_window_the_table_cannot_keep_is_refused_with_its_path() {
+        let window = |w: u32| {
+            let sel = "selectors: [\"192.168.105.0/24\"]\n";
+            Config::from_yaml(&GOOD.replace("spi: 5\n", "spi: 0x1005\n").replace(sel, &format!("{sel}      replay_window: {w}\n")))
+        };
+        assert_eq!(window(4096).unwrap().dataplane.static_sas[0].replay_window, 4096);
+        let e = window(4097).unwrap_err();
+        assert_eq!(e.path, "dataplane.static_sas[0].replay_window");
+        assert!(e.msg.contains("4096"), "{e}");
     }
 
     #[test]
@@ -952,5 +1071,36 @@ metrics:"#;
     fn sa_without_its_addresses_is_refused() {
         let text = GOOD.replace("spi: 5\n", "spi: 4101\n").replace("      src: 172.16.1.5\n", "");
         assert_eq!(Config::from_yaml(&text).unwrap_err().path, "dataplane.static_sas[0].src");
+    }
+
+    #[test]
+    fn static_compression_maps_to_the_slot_and_bad_values_name_their_field() {
+        let sel = "      selectors: [\"192.168.105.0/24\"]\n";
+        let yaml = |c: &str| GOOD.replace("spi: 5\n", "spi: 0x1005\n").replace(sel, &format!("{sel}      compression: {c}\n"));
+        let c = Config::from_yaml(&yaml("{ dscp_cda: lower, flow_label_cda: zero, alignment: 8bit, esp_spi_lsb: 8, esp_sn_lsb: 8 }")).unwrap();
+        let slot = crate::statics::slot_params(0, &c.dataplane.static_sas[0]);
+        assert_eq!(
+            (slot.compression.profile, slot.compression.dscp_cda, slot.compression.flow_label_cda, slot.compression.alignment),
+            (1, 1, 3, 0)
+        );
+        assert_eq!((slot.compression.esp_spi_lsb, slot.compression.esp_sn_lsb, slot.compression.esp_trailer), (8, 8, 1));
+        // Unset: the defaults of ikev2-diet-esp-extension §7 (full SPI and SN).
+        let c = Config::from_yaml(&yaml("{}")).unwrap();
+        let slot = crate::statics::slot_params(0, &c.dataplane.static_sas[0]);
+        assert_eq!((slot.compression.profile, slot.compression.esp_spi_lsb, slot.compression.alignment), (1, 32, 3));
+        let e = Config::from_yaml(&yaml("{ dscp_cda: lowest }")).unwrap_err();
+        assert_eq!(e.path, "dataplane.static_sas[0].compression.dscp_cda");
+        assert!(e.msg.contains("not_compressed, lower, sa"), "{e}");
+        let e = Config::from_yaml(&yaml("{ esp_spi_lsb: 8, esp_sn_lsb: 4 }")).unwrap_err();
+        assert_eq!(e.path, "dataplane.static_sas[0].compression.esp_sn_lsb");
+        let e = Config::from_yaml(&yaml("{ dscp_cda: sa }")).unwrap_err();
+        assert_eq!(e.path, "dataplane.static_sas[0].compression.dscp_list");
+        let e = Config::from_yaml(&yaml("{ colour: blue }")).unwrap_err();
+        assert_eq!(e.path, "dataplane.static_sas[0].compression.colour");
+        // Over UDP encapsulation the SPI's sent octet must not be zero (RFC 3948 §2.2).
+        let udp = yaml("{ esp_spi_lsb: 8, esp_sn_lsb: 8 }").replace(sel, &format!("{sel}      udp_encap: {{ sport: 4500, dport: 4500 }}\n"));
+        let e = Config::from_yaml(&udp.replace("0x1005", "0x1100")).unwrap_err();
+        assert_eq!(e.path, "dataplane.static_sas[0].compression");
+        assert!(Config::from_yaml(&udp).is_ok());
     }
 }

@@ -239,6 +239,7 @@ impl SaWatch {
         }
         m.active_sas.with_label_values(&["in"]).set(n_in);
         m.active_sas.with_label_values(&["out"]).set(n_out);
+        m.sa_table_capacity.set(i64::from(self.reader.capacity()));
     }
 }
 
@@ -330,9 +331,15 @@ fn summary(m: &DataplaneMetrics, workers: usize, elapsed: Duration) {
     println!("ran {:.1} s", elapsed.as_secs_f64());
     let text = m.render();
     let shown = |l: &&str| {
-        ["esprit_drops_total", "esprit_port_bytes_total", "esprit_spd_bypass_packets_total", "esprit_sa_install_failures_total"]
-            .iter()
-            .any(|p| l.starts_with(p))
+        [
+            "esprit_drops_total",
+            "esprit_port_bytes_total",
+            "esprit_spd_bypass_packets_total",
+            "esprit_sa_install_failures_total",
+            "esprit_diet_esp_lookups_total",
+        ]
+        .iter()
+        .any(|p| l.starts_with(p))
             && !l.ends_with(" 0")
     };
     for line in text.lines().filter(shown) {

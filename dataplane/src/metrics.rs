@@ -12,7 +12,12 @@
 //! * `esprit_drops_total{reason,worker}`
 //! * `esprit_handoff_queue_depth{worker}`, `esprit_handoff_drops_total{worker}`
 //! * `esprit_punted_packets_total{dir,worker}` (dir = to_kernel | from_kernel)
+//! * `esprit_worker_flushes_total{worker}`: times a worker published its
+//!   counters (every 1024 loop turns, busy or idle): the worker's heartbeat,
+//!   it stops moving only when the worker stops turning (the dead-worker alert).
 //! * `esprit_active_sas{dir}`, `esprit_crypto_backend_info{backend}`
+//! * `esprit_sa_table_capacity`: slots of the SA table (both directions share
+//!   them), beside `esprit_active_sas` for the near-capacity alert.
 //! * `esprit_sa_install_failures_total{reason}`: SAs whose crypto context
 //!   could not be built as configured, once per SA: fell back to `ring`
 //!   (`ipsec_mb_no_session`, `ipsec_mb_no_suite`) or refused, their packets
@@ -48,9 +53,12 @@ pub struct DataplaneMetrics {
     drops: IntCounterVec,
     handoff_depth: IntGaugeVec,
     handoff_drops: IntCounterVec,
+    diet_lookups: IntCounterVec,
     punted: IntCounterVec,
     bypassed: IntCounterVec,
+    flushes: IntCounterVec,
     pub active_sas: IntGaugeVec,
+    pub sa_table_capacity: IntGauge,
     crypto_backend: IntGaugeVec,
     install_failures: IntCounterVec,
     sa_packets: Option<IntCounterVec>,
@@ -79,9 +87,16 @@ impl DataplaneMetrics {
             drops: counter_vec(&r, "esprit_drops_total", "Packets dropped, by reason and worker", &["reason", "worker"]),
             handoff_depth: gauge_vec(&r, "esprit_handoff_queue_depth", "Batches (of up to one receive burst) waiting in the handoff queue into a worker", &["worker"]),
             handoff_drops: counter_vec(&r, "esprit_handoff_drops_total", "Packets dropped because a worker's handoff queue was full", &["worker"]),
+            diet_lookups: counter_vec(&r, "esprit_diet_esp_lookups_total", "Diet-ESP packets found by their SPI's low bits: one candidate SA (unique) or several, the newest taken (ambiguous)", &["result", "worker"]),
             punted: counter_vec(&r, "esprit_punted_packets_total", "Packets passed to (to_kernel) or from (from_kernel) the exception TAP", &["dir", "worker"]),
             bypassed: counter_vec(&r, "esprit_spd_bypass_packets_total", "Packets an SPD BYPASS entry passed in clear, out (inside to outside) or in", &["dir", "worker"]),
+            flushes: counter_vec(&r, "esprit_worker_flushes_total", "Times a worker published its counters (every 1024 loop turns, busy or idle): its heartbeat", &["worker"]),
             active_sas: gauge_vec(&r, "esprit_active_sas", "SAs installed in the SA table, by direction", &["dir"]),
+            sa_table_capacity: {
+                let g = IntGauge::new("esprit_sa_table_capacity", "Slots of the SA table, shared by both directions").expect("valid metric definition");
+                r.register(Box::new(g.clone())).expect("metric registered once");
+                g
+            },
             crypto_backend: gauge_vec(&r, "esprit_crypto_backend_info", "The AEAD backend in use (value 1)", &["backend"]),
             install_failures: counter_vec(
                 &r,
@@ -122,10 +137,12 @@ impl DataplaneMetrics {
             drops: drop_reasons.iter().map(|r| self.drops.with_label_values(&[*r, w.as_str()])).collect(),
             handoff_depth: self.handoff_depth.with_label_values(&[&w]),
             handoff_drops: self.handoff_drops.with_label_values(&[&w]),
+            diet_lookups: [self.diet_lookups.with_label_values(&["unique", &w]), self.diet_lookups.with_label_values(&["ambiguous", &w])],
             punted_to_kernel: self.punted.with_label_values(&["to_kernel", &w]),
             punted_from_kernel: self.punted.with_label_values(&["from_kernel", &w]),
             bypassed_out: self.bypassed.with_label_values(&["out", &w]),
             bypassed_in: self.bypassed.with_label_values(&["in", &w]),
+            flushes: self.flushes.with_label_values(&[&w]),
             install_failures: INSTALL_FAILURE_REASONS.iter().map(|r| self.install_failures.with_label_values(&[*r])).collect(),
             local: WorkerStats::new(drop_reasons.len()),
             flushed: WorkerStats::new(drop_reasons.len()),
@@ -167,6 +184,8 @@ pub struct WorkerStats {
     pub decrypted: u64,
     pub drops: Vec<u64>,
     pub handoff_drops: u64,
+    /// Diet-ESP lookups by SPI bits: [unique, ambiguous].
+    pub diet_lookups: [u64; 2],
     pub punted_to_kernel: u64,
     pub punted_from_kernel: u64,
     /// Packets an SPD BYPASS entry passed in clear, outbound and inbound.
@@ -193,10 +212,12 @@ pub struct WorkerMetrics {
     drops: Vec<IntCounter>,
     handoff_depth: IntGauge,
     handoff_drops: IntCounter,
+    diet_lookups: [IntCounter; 2],
     punted_to_kernel: IntCounter,
     punted_from_kernel: IntCounter,
     bypassed_out: IntCounter,
     bypassed_in: IntCounter,
+    flushes: IntCounter,
     /// By [`INSTALL_FAILURE_REASONS`] (created up front: counting allocates nothing).
     install_failures: Vec<IntCounter>,
     /// Counted by the worker's loop.
@@ -234,11 +255,15 @@ impl WorkerMetrics {
             add(c, l.drops[i], &mut f.drops[i]);
         }
         add(&self.handoff_drops, l.handoff_drops, &mut f.handoff_drops);
+        for i in 0..2 {
+            add(&self.diet_lookups[i], l.diet_lookups[i], &mut f.diet_lookups[i]);
+        }
         add(&self.punted_to_kernel, l.punted_to_kernel, &mut f.punted_to_kernel);
         add(&self.punted_from_kernel, l.punted_from_kernel, &mut f.punted_from_kernel);
         add(&self.bypassed_out, l.bypassed_out, &mut f.bypassed_out);
         add(&self.bypassed_in, l.bypassed_in, &mut f.bypassed_in);
         self.handoff_depth.set(l.handoff_depth as i64);
+        self.flushes.inc();
     }
 }
 
@@ -343,7 +368,12 @@ mod tests {
         assert!(text.contains("esprit_port_packets_total{dir=\"rx\",port=\"outside\",worker=\"0\"} 15"), "{text}");
         assert!(text.contains("esprit_drops_total{reason=\"replayed\",worker=\"0\"} 3"), "{text}");
         assert!(text.contains("esprit_crypto_backend_info{backend=\"aes-gcm\"} 1"), "{text}");
+        // The heartbeat moves on every flush, counted or not (a worker
+        // with no traffic is alive; one that stops flushing is not).
+        assert!(text.contains("esprit_worker_flushes_total{worker=\"0\"} 3"), "{text}");
         assert!(!text.contains("esprit_sa_packets_total"), "per-SA series only on request");
+        m.sa_table_capacity.set(65536);
+        assert!(m.render().contains("esprit_sa_table_capacity 65536"), "the capacity gauge is exposed");
     }
 
     #[test]

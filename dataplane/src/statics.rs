@@ -105,6 +105,9 @@ pub fn slot_params(index: usize, sa: &StaticSa) -> SaParams {
         p.ts_remote[i] = *t;
     }
     p.ts_remote_count = remote.len().min(p.ts_remote.len()) as u8;
+    if let Some(c) = sa.compression.as_ref().and_then(|c| c.to_slot().ok()) {
+        p.compression = c;
+    }
     if let Some(l) = &sa.sec_label {
         // NUL-terminated, as RFC 9478 labels arrive from IKE peers (the
         // dataplane compares labels without the terminator).
@@ -134,6 +137,36 @@ fn same(a: &SaParams, b: &SaParams) -> bool {
     a == b
 }
 
+/// Slot records (with their keys) that [`sync`] holds on the heap: wiped
+/// before their memory goes back, or a later allocation that does not
+/// write all of its block would hand the key on (the worker's key_wipe
+/// test found it in a hash table's unused buckets that way).
+struct KeyedRecords<T: Keyed>(Vec<T>);
+
+trait Keyed {
+    fn wipe(&mut self);
+}
+
+impl Keyed for SaParams {
+    fn wipe(&mut self) {
+        self.wipe_key();
+    }
+}
+
+impl Keyed for (sa_table::SaId, SaParams) {
+    fn wipe(&mut self) {
+        self.1.wipe_key();
+    }
+}
+
+impl<T: Keyed> Drop for KeyedRecords<T> {
+    fn drop(&mut self) {
+        for r in &mut self.0 {
+            r.wipe();
+        }
+    }
+}
+
 /// What [`sync`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SyncReport {
@@ -148,16 +181,16 @@ pub fn sync(path: &Path, capacity: u32, sas: &[StaticSa]) -> Result<SyncReport, 
     let cfg = TableConfig { capacity, lock_wait: LOCK_WAIT, ..TableConfig::default() };
     let (mut w, _) = Writer::open(path, &cfg).map_err(|e| format!("SA table {}: {e}", path.display()))?;
     w.restrict_to_cookies(STATIC_COOKIE_MASK, STATIC_COOKIE);
-    let want: Vec<SaParams> = sas.iter().enumerate().map(|(i, s)| slot_params(i, s)).collect();
+    let want = KeyedRecords(sas.iter().enumerate().map(|(i, s)| slot_params(i, s)).collect());
     let mut report = SyncReport::default();
-    let mut have = vec![false; want.len()];
+    let mut have = vec![false; want.0.len()];
     // One transaction: what it reads of the table (the live static SAs) is
     // what it changes, whatever esprit-ike does before or after.
     let mut w = w.lock().map_err(|e| format!("SA table {}: {e}", path.display()))?;
-    let live: Vec<_> = w.live().filter(|(_, p)| p.cookie & STATIC_COOKIE_MASK == STATIC_COOKIE).collect();
-    for (id, p) in live {
+    let live = KeyedRecords(w.live().filter(|(_, p)| p.cookie & STATIC_COOKIE_MASK == STATIC_COOKIE).collect());
+    for &(id, ref p) in live.0.iter() {
         let idx = (p.cookie & 0xffff_ffff) as usize;
-        if idx < want.len() && !have[idx] && same(&p, &want[idx]) {
+        if idx < want.0.len() && !have[idx] && same(p, &want.0[idx]) {
             have[idx] = true;
             report.kept += 1;
         } else {
@@ -165,7 +198,7 @@ pub fn sync(path: &Path, capacity: u32, sas: &[StaticSa]) -> Result<SyncReport, 
             report.deleted += 1;
         }
     }
-    for (i, p) in want.iter().enumerate() {
+    for (i, p) in want.0.iter().enumerate() {
         if !have[i] {
             w.install(p).map_err(|e| format!("dataplane.static_sas[{i}]: {e}"))?;
             report.installed += 1;

@@ -71,6 +71,12 @@ fn config(n: usize, suite: &str, key_hex: &str) -> Config {
             "    - {{ spi: {}, direction: in, suite: {suite}, key: \"{key_hex}\", src: 172.16.2.5, dst: 172.16.1.5, selectors: [\"10.{i}.0.0/16\"] }}\n",
             0x2000 + i
         );
+        // Diet-ESP SAs too: a compiled profile is another part of a context.
+        sas += &format!(
+            "    - {{ spi: {}, direction: {}, suite: {suite}, key: \"{key_hex}\", src: 172.16.2.5, dst: 172.16.1.5, selectors: [\"10.{i}.0.0/16\"], local_selectors: [\"192.168.0.0/16\"], compression: {{ esp_spi_lsb: 8, esp_sn_lsb: 8, dscp_cda: lower }} }}\n",
+            0x3000 + i,
+            if i % 2 == 0 { "in" } else { "out" }
+        );
     }
     let yaml = format!(
         "dataplane:\n  ports: {{ outside: {{ device: x }}, inside: {{ device: y }} }}\n  addresses: {{ outside: [172.16.1.5] }}\n  static_sas:\n{sas}"

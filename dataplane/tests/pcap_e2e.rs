@@ -826,6 +826,10 @@ fn sigterm_stops_cleanly_metrics_move_and_a_restart_continues_the_sequence() {
         std::thread::sleep(std::time::Duration::from_millis(1200));
         let text = scrape_text().unwrap();
         assert_eq!(value(&text, "esprit_active_sas{dir=\"out\"}"), Some(1), "{text}");
+        // Beside it the table's size, for the near-capacity alert
+        // (deploy/prometheus): the configured 64 slots.
+        assert_eq!(value(&text, "esprit_sa_table_capacity "), Some(64), "{text}");
+        assert!(value(&text, "esprit_worker_flushes_total{worker=\"0\"}").unwrap_or(0) > 0, "the worker's heartbeat: {text}");
         let per_sa = value(&text, "esprit_sa_packets_total{dir=\"out\",spi=\"0x00001005\"}").unwrap_or(0);
         assert!(per_sa > 0, "per-SA packets counted from the table: {text}");
         // SIGTERM: stop, flush, exit 0.

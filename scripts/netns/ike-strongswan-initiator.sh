@@ -35,6 +35,17 @@ if [[ $pq == 2 ]]; then
   export STRONGSWAN_ROOT=${STRONGSWAN_ROOT:-${INTEROP_DIR:-/var/tmp/esprit-interop}/chroots/sid-root}
   STRONGSWAN_PEER=${STRONGSWAN_PEER:-$(cd "$(dirname "$0")" && pwd)/strongswan-chroot-peer}
 fi
+# DIET=1: esprit's Child SA config proposes Diet-ESP header compression
+# (N(HCP_PROPOSAL), draft-ietf-ipsecme-ikev2-diet-esp-extension) as between
+# two esprits (ike-esprit-pair-diet.sh); strongSwan does not know the
+# notify, ignores it (RFC 7296 §3.10.1), and the Child SA comes up
+# uncompressed: everything below must pass unchanged, rekeys included.
+diet=${DIET:-0}
+diet_child=""
+if [[ $diet == 1 ]]; then
+  name="$name diet-esp-ignored"
+  diet_child="compression: { proposals: [ { esp_spi_lsb: [8], esp_sn_lsb: [8], alignment: [8bit] } ] }"
+fi
 . "$(dirname "$0")/lib.sh"
 need_ike
 need_strongswan
@@ -83,6 +94,7 @@ ike:
         esp_proposals: [aes128gcm16]
         local_ts: [192.168.109.0/24]
         remote_ts: [10.50.0.1/32]
+        $diet_child
     wrong-key:
       remote: 172.16.9.2
       local_id: esprit.site
@@ -139,6 +151,14 @@ grep -q "ESTABLISHED" "$work/sas.txt" && grep -q "INSTALLED" "$work/sas.txt" || 
 grep -q "(initiator)" "$work/sas.txt" || ike_fail "esprit is not listed as the initiator: $(cat "$work/sas.txt")"
 "$peer" swanctl ike-sw "$work/sw" --list-sas >"$work/sw-sas.log" 2>&1
 grep -q "ESTABLISHED" "$work/sw-sas.log" && grep -q "INSTALLED" "$work/sw-sas.log" || ike_fail "strongSwan lists no tunnel: $(cat "$work/sw-sas.log")"
+if [[ $diet == 1 ]]; then
+  # esprit sent the notify (charon logs the unknown type as a number: the
+  # default private-use HCP_PROPOSAL), got no answer, and installed an
+  # uncompressed Child SA.
+  grep -q "IKE_AUTH request 1 \[.* N((53733)) \]" "$work/sw/charon.log" \
+    || ike_fail "strongSwan did not receive an unknown notify (HCP_PROPOSAL) in IKE_AUTH: $(grep 'IKE_AUTH request' "$work/sw/charon.log")"
+  grep -q "compression" "$work/sas.txt" && ike_fail "esprit lists a compressed Child SA with a peer that cannot compress: $(cat "$work/sas.txt")"
+fi
 if [[ $pq == 1 ]]; then
   grep -q "ENCR_AES_GCM_16-128/PRF_HMAC_SHA2_256/ECP_256$" "$work/sas.txt" \
     || ike_fail "esprit did not fall back to its classic proposal: $(cat "$work/sas.txt")"

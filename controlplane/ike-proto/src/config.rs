@@ -288,6 +288,10 @@ pub struct ChildConfig {
     /// TS_SECLABEL selector in TSi and TSr; the peer must return it
     /// unchanged. `None`: no label, as for peers without RFC 9478.
     pub sec_label: Option<Vec<u8>>,
+    /// Diet-ESP header compression proposed / accepted with N(HCP_PROPOSAL)
+    /// (draft-ietf-ipsecme-ikev2-diet-esp-extension-04); `None`: never sent,
+    /// and the peer's is ignored like any unknown status notify.
+    pub compression: Option<crate::compression::CompressionConfig>,
 }
 
 /// Address families a remote-access client asks for (RFC 7296 §3.15).

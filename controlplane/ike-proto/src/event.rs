@@ -76,6 +76,8 @@ pub struct ChildSaInstall {
     /// RFC 9478 security label of both directions (NUL-terminated, as on
     /// the wire), if one was negotiated.
     pub sec_label: Option<Vec<u8>>,
+    /// The Diet-ESP profile of both directions, if N(HCP_PROPOSAL) agreed one.
+    pub compression: Option<crate::compression::DietProfile>,
 }
 
 /// Why an IKE SA went down.

@@ -96,6 +96,7 @@ fn conn(side: Side) -> ConnectionConfig {
             mode: Mode::Tunnel,
             lifetime: Lifetimes::default(),
             sec_label: None,
+            compression: None,
         },
         ike_rekey_after: None,
         dpd_delay: None,

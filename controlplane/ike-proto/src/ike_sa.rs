@@ -150,6 +150,8 @@ pub struct ChildSa {
     pub ts_remote: Vec<TrafficSelector>,
     /// RFC 9478 label (normalized, NUL-terminated) if negotiated.
     pub sec_label: Option<Vec<u8>>,
+    /// Diet-ESP profile, kept by rekeys.
+    pub compression: Option<crate::compression::DietProfile>,
     pub state: ChildState,
     pub installed_at: Time,
     /// When our lifetime-driven rekey starts (none without `rekey_secs`);

@@ -56,6 +56,7 @@
 
 pub mod auth_job;
 pub mod auth_methods;
+pub mod compression;
 pub mod config;
 pub mod endpoint;
 pub mod error;

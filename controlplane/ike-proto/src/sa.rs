@@ -67,6 +67,8 @@ pub struct Outputs {
 pub struct Alloc {
     pub ike_spis: BTreeMap<u64, IkeSaHandle>,
     child_spis: BTreeSet<u32>,
+    /// How many live child SPIs end in each octet.
+    low_octets: BTreeMap<u8, u32>,
     next_ike: u64,
     next_child: u64,
 }
@@ -95,16 +97,41 @@ impl Alloc {
 
     /// A fresh inbound ESP SPI (RFC 4303 §2.1: 1-255 are reserved).
     pub fn child_spi(&mut self, rng: &mut dyn Rng) -> u32 {
+        let mut draws = 0;
         loop {
             let spi = rng.next_u32();
-            if spi >= 256 && self.child_spis.insert(spi) {
-                return spi;
+            // RFC 4303 §2.1 reserves 1-255. No zero octet either: a Diet-ESP
+            // SA over UDP sends its SPI's low octets first, and a leading
+            // zero octet could begin the RFC 3948 Non-ESP Marker
+            // (draft-ietf-ipsecme-diet-esp-07 §5.3; docs/diet-esp.md).
+            if !spi.to_be_bytes().iter().all(|&b| b != 0) || self.child_spis.contains(&spi) {
+                continue;
             }
+            // A Diet-ESP receiver finds the SA by the SPI's low bits
+            // (dataplane pipeline/diet.rs): a low octet no live SA has keeps
+            // that lookup unambiguous, a rekey's new SA apart from the one
+            // it replaces. Preferred for 16 draws; with some 255 SAs and
+            // more every octet is taken, and the lookup's bounded candidate
+            // set takes over.
+            draws += 1;
+            if draws < 16 && self.low_octets.get(&(spi as u8)).is_some_and(|&n| n > 0) {
+                continue;
+            }
+            self.child_spis.insert(spi);
+            *self.low_octets.entry(spi as u8).or_default() += 1;
+            return spi;
         }
     }
 
     pub fn release_child_spi(&mut self, spi: u32) {
-        self.child_spis.remove(&spi);
+        if self.child_spis.remove(&spi) {
+            if let Some(n) = self.low_octets.get_mut(&(spi as u8)) {
+                *n -= 1;
+                if *n == 0 {
+                    self.low_octets.remove(&(spi as u8));
+                }
+            }
+        }
     }
 
     /// A restored SA's SPIs and handles ([`crate::snapshot`]): registered,
@@ -605,6 +632,34 @@ pub fn detect_nat(notifies: &[&Notify<'_>], spi_i: u64, spi_r: u64, local: Socke
     let peer_behind = !of(NotifyType::NAT_DETECTION_SOURCE_IP).any(|n| n.data[..] == remote_hash[..]);
     let we_behind = !of(NotifyType::NAT_DETECTION_DESTINATION_IP).any(|n| n.data[..] == local_hash[..]);
     (we_behind, peer_behind)
+}
+
+#[cfg(test)]
+mod spi_tests {
+    use super::*;
+
+    /// Child SPIs have no zero octet and, while fewer than 256 live, no
+    /// two share their low octet (what a Diet-ESP receiver looks up); a
+    /// released SPI's octet is free again.
+    #[test]
+    fn child_spis_avoid_zero_octets_and_shared_low_octets() {
+        let mut rng = ike_crypto::rng::DeterministicRng::from_u64(7);
+        let mut a = Alloc::default();
+        let spis: Vec<u32> = (0..128).map(|_| a.child_spi(&mut rng)).collect();
+        assert!(spis.iter().all(|s| s.to_be_bytes().iter().all(|&b| b != 0)));
+        let lows: BTreeSet<u8> = spis.iter().map(|&s| s as u8).collect();
+        assert_eq!(lows.len(), spis.len(), "a low octet given twice");
+        for &s in &spis[..64] {
+            a.release_child_spi(s);
+        }
+        assert_eq!(a.low_octets.values().sum::<u32>(), 64);
+        let more: Vec<u32> = (0..64).map(|_| a.child_spi(&mut rng)).collect();
+        let lows: BTreeSet<u8> = spis[64..].iter().chain(&more).map(|&s| s as u8).collect();
+        assert_eq!(lows.len(), 128);
+        // Past 255 live SPIs the octets repeat, and allocation still ends.
+        let _: Vec<u32> = (0..300).map(|_| a.child_spi(&mut rng)).collect();
+        assert_eq!(a.child_spis.len(), 128 + 300);
+    }
 }
 
 #[cfg(test)]

@@ -47,11 +47,17 @@ pub enum DropReason {
     NatKeepalive = 17,
     /// IKE on UDP 4500 (Non-ESP Marker): not for the ESP path; punt it.
     NonEspMarker = 18,
+    /// A packet the SA's Diet-ESP rule cannot express (draft-ietf-ipsecme-
+    /// diet-esp-07: the Rule ID is elided, so there is no fallback): an
+    /// inner IPv4 fragment or header with options, a DSCP outside the SA's
+    /// list, a non-zero Flow Label with the `zero` CDA, a transport header
+    /// whose length field disagrees with the IP length.
+    DietUnfit = 19,
 }
 
 impl DropReason {
     /// Number of reasons; size of a per-reason counter array.
-    pub const COUNT: usize = 19;
+    pub const COUNT: usize = 20;
 
     /// Every reason, in index order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -74,6 +80,7 @@ impl DropReason {
         Self::CryptoFailed,
         Self::NatKeepalive,
         Self::NonEspMarker,
+        Self::DietUnfit,
     ];
 
     /// The stable index, `0..COUNT`.
@@ -103,6 +110,7 @@ impl DropReason {
             Self::CryptoFailed => "crypto_failed",
             Self::NatKeepalive => "nat_keepalive",
             Self::NonEspMarker => "non_esp_marker",
+            Self::DietUnfit => "diet_unfit",
         }
     }
 

@@ -139,7 +139,7 @@ impl InboundSa {
     pub fn new(p: &SaParams) -> Result<Self, SaError> {
         p.validate()?;
         Ok(Self {
-            c: SaConsts::new(p),
+            c: SaConsts::new(p)?,
             tunnel: matches!(p.mode, Mode::Tunnel { .. }),
             replay: ReplayWindow::new(p.replay_window, p.esn),
         })
@@ -161,8 +161,16 @@ impl InboundSa {
         &mut self.replay
     }
 
+    /// The SA's Diet-ESP profile, if it compresses.
+    pub fn diet(&self) -> Option<&crate::diet::Profile> {
+        self.c.diet.as_deref()
+    }
+
     /// SPI check, length check, replay pre-check, nonce and AAD.
     pub fn prepare(&self, data: &[u8], loc: &EspLocation) -> Result<InboundOp, DropReason> {
+        if let Some(d) = &self.c.diet {
+            return self.prepare_diet(d, data, loc);
+        }
         let Some(esp) = data.get(loc.esp_off..loc.end) else {
             return Err(DropReason::Truncated);
         };
@@ -188,6 +196,126 @@ impl InboundSa {
         })
     }
 
+    /// Diet-ESP EEC decompression (diet-esp-07 §5.3): the SPI's low bits
+    /// must be this SA's, the SN is inferred from its low bits and T, and
+    /// the AAD and nonce are built from the full values.
+    fn prepare_diet(
+        &self,
+        d: &crate::diet::Profile,
+        data: &[u8],
+        loc: &EspLocation,
+    ) -> Result<InboundOp, DropReason> {
+        let Some(esp) = data.get(loc.esp_off..loc.end) else {
+            return Err(DropReason::Truncated);
+        };
+        let e = d.esp_header_len();
+        if esp.len() < e + self.c.iv_len + self.c.icv_len {
+            return Err(DropReason::Truncated);
+        }
+        let (spi, sn) = d.read_esp_header(esp)?;
+        if spi != d.spi_bits(self.c.spi) {
+            return Err(DropReason::BadSpi);
+        }
+        let seq = self.replay.check_lsb(sn, d.sn_lsb())?;
+        let iv = (self.c.iv_len > 0).then(|| &esp[e..e + self.c.iv_len]);
+        let nonce = self.c.nonce(seq, iv);
+        let (aad, aad_len) = self.c.aad(seq);
+        let text_off = loc.esp_off + self.c.esp_hdr_len;
+        let text_len = loc.end - text_off - self.c.icv_len;
+        Ok(InboundOp {
+            op: CryptoOp::new(nonce, &aad[..aad_len], text_off, text_len),
+            seq,
+            loc: *loc,
+        })
+    }
+
+    /// Diet-ESP after the AEAD: CTEC then IIPC decompression.
+    fn finish_diet<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        pkt: &mut PktBuf<B>,
+        iop: &InboundOp,
+    ) -> Result<Decapsulated, DropReason> {
+        let Some(d) = self.c.diet.as_deref() else {
+            return Err(DropReason::BadTrailer);
+        };
+        let text = pkt.data().get(iop.op.text_range()).ok_or(DropReason::Truncated)?;
+        let (payload_len, nh) = d.read_trailer(text)?;
+        let next_header = IpProtocol(nh);
+        if next_header == IpProtocol::NO_NEXT_HEADER {
+            return Err(DropReason::Dummy);
+        }
+        let text_off = iop.op.text_off as usize;
+        let loc = &iop.loc;
+        if self.tunnel {
+            if !d.compresses_inner() {
+                let payload = &text[..payload_len];
+                let inner_len = match next_header {
+                    IpProtocol::IPV4 => Ipv4Packet::new_checked(payload).map(|p| p.total_len()),
+                    IpProtocol::IPV6 => Ipv6Packet::new_checked(payload).map(|p| p.total_len()),
+                    _ => return Err(DropReason::BadInnerHeader),
+                }
+                .map_err(|_| DropReason::BadInnerHeader)?;
+                pkt.trim_front(text_off);
+                pkt.truncate(inner_len);
+                return Ok(Decapsulated { seq: iop.seq, next_header });
+            }
+            // §5.1.2 `lower`: read before the outer header is overwritten.
+            let outer = pkt.data();
+            let lower = if loc.v6 {
+                let ip = Ipv6Packet::new_unchecked(outer);
+                crate::diet::Lower { tos: ip.traffic_class(), ttl: ip.hop_limit(), flow: ip.flow_label() }
+            } else {
+                let ip = Ipv4Packet::new_unchecked(outer);
+                crate::diet::Lower { tos: ip.dscp_ecn(), ttl: ip.ttl(), flow: u32::from(ip.ident()) }
+            };
+            let r = d.decompress_tunnel(&text[..payload_len], lower, iop.seq)?;
+            let rest = payload_len - r.residue_len;
+            pkt.trim_front(text_off + r.residue_len);
+            pkt.truncate(rest);
+            if !pkt.prepend(r.header_len) {
+                return Err(DropReason::NoHeadroom);
+            }
+            let data = pkt.data_mut();
+            data[..r.header_len].copy_from_slice(r.header());
+            r.finish_tunnel(data);
+            let next_header = if r.header()[0] >> 4 == 6 { IpProtocol::IPV6 } else { IpProtocol::IPV4 };
+            return Ok(Decapsulated { seq: iop.seq, next_header });
+        }
+        // Transport mode: the IP header stays, the transport header returns.
+        let r = d.decompress_transport(&text[..payload_len], nh)?;
+        let hl = loc.ip_hdr_len;
+        let mut ip_hdr = [0u8; 256];
+        if hl > ip_hdr.len() {
+            return Err(DropReason::BadOuterHeader);
+        }
+        ip_hdr[..hl].copy_from_slice(&pkt.data()[..hl]);
+        let rest = payload_len - r.residue_len;
+        pkt.trim_front(text_off + r.residue_len);
+        pkt.truncate(rest);
+        if !pkt.prepend(hl + r.header_len) {
+            return Err(DropReason::NoHeadroom);
+        }
+        let data = pkt.data_mut();
+        data[..hl].copy_from_slice(&ip_hdr[..hl]);
+        data[loc.nh_off] = nh;
+        data[hl..hl + r.header_len].copy_from_slice(r.header());
+        let total = data.len();
+        let (src, dst) = if loc.v6 {
+            let mut ip = Ipv6Packet::new_unchecked(&mut data[..]);
+            ip.set_payload_len((total - 40) as u16);
+            (std::net::IpAddr::V6(ip.src_addr()), std::net::IpAddr::V6(ip.dst_addr()))
+        } else {
+            let mut ip = Ipv4Packet::new_unchecked(&mut data[..]);
+            ip.set_total_len(total as u16);
+            ip.fill_checksum();
+            (std::net::IpAddr::V4(ip.src_addr()), std::net::IpAddr::V4(ip.dst_addr()))
+        };
+        if let Some((_, kind)) = r.l4 {
+            crate::diet::fill_l4_checksum(kind, src, dst, &mut data[hl..]);
+        }
+        Ok(Decapsulated { seq: iop.seq, next_header })
+    }
+
     /// After the AEAD: update the window (only now), check the trailer and
     /// rebuild the packet. On success `pkt.data()` is the inner IP packet
     /// (tunnel) or the original IP packet (transport).
@@ -202,6 +330,9 @@ impl InboundSa {
         }
         // RFC 4303 §3.4.3: the window moves only for authenticated packets.
         self.replay.mark(iop.seq)?;
+        if self.c.diet.is_some() {
+            return self.finish_diet(pkt, iop);
+        }
         let text = pkt
             .data()
             .get(iop.op.text_range())

@@ -2,7 +2,8 @@
 //! (RFC 4106, RFC 7634, RFC 8750 implicit IV), ESN, tunnel and transport
 //! mode over IPv4 and IPv6, UDP encapsulation (RFC 3948), padding and TFC
 //! padding, dummy packets, anti-replay (RFC 4303 Appendix A, RFC 6479) and
-//! sequence-number reservation per burst.
+//! sequence-number reservation per burst, and Diet-ESP header compression
+//! (draft-ietf-ipsecme-diet-esp-07, [`diet`]).
 //!
 //! Guarantees: no `unsafe`, no I/O, no allocation on the packet path (per-SA
 //! state is allocated at creation), and no panic on any input: every way a
@@ -21,6 +22,7 @@
 
 pub mod aead;
 pub mod buf;
+pub mod diet;
 pub mod drop;
 pub mod inbound;
 pub mod outbound;
@@ -31,6 +33,7 @@ pub mod suite;
 
 pub use aead::{aead_burst, AeadJob, Backend, BatchAead, CryptoOp, KeyError, SoftAead};
 pub use buf::PktBuf;
+pub use diet::{DietAttrs, DietError, Profile as DietProfile};
 pub use drop::{DropCounters, DropReason};
 pub use inbound::{
     classify, classify_with_port, open_burst, Decapsulated, EspLocation, InboundOp, InboundSa,

@@ -147,8 +147,9 @@ impl OutboundSa {
             Mode::Transport => None,
         };
         let limit = p.seq_limit();
-        let c = SaConsts::new(p);
-        let fast_v4 = matches!(&tunnel, Some(t) if !t.v6 && t.len == esp_wire::ipv4::HEADER_LEN)
+        let c = SaConsts::new(p)?;
+        let fast_v4 = c.diet.is_none()
+            && matches!(&tunnel, Some(t) if !t.v6 && t.len == esp_wire::ipv4::HEADER_LEN)
             && p.udp_encap.is_none()
             && p.tfc == TfcPadding::Off
             && c.iv_len == 8
@@ -195,7 +196,15 @@ impl OutboundSa {
     /// Octets of tailroom encapsulation may need (worst-case padding,
     /// trailer, ICV; TFC padding comes on top).
     pub fn tailroom(&self) -> usize {
-        self.c.align - 1 + esp_wire::trailer::TRAILER_LEN + self.c.icv_len
+        match &self.c.diet {
+            Some(d) => d.max_trailer_len() + self.c.icv_len,
+            None => self.c.align - 1 + esp_wire::trailer::TRAILER_LEN + self.c.icv_len,
+        }
+    }
+
+    /// The SA's Diet-ESP profile, if it compresses.
+    pub fn diet(&self) -> Option<&crate::diet::Profile> {
+        self.c.diet.as_deref()
     }
 
     fn explicit_iv(&self, seq: u64) -> [u8; 8] {
@@ -307,6 +316,12 @@ impl OutboundSa {
         pkt: &mut PktBuf<B>,
         seq: u64,
     ) -> Result<OutboundOp, DropReason> {
+        if let Some(d) = &self.c.diet {
+            return match self.mode {
+                Mode::Tunnel { .. } => self.prepare_diet_tunnel(d, pkt, seq, None),
+                Mode::Transport => self.prepare_diet_transport(d, pkt, seq, None),
+            };
+        }
         match self.mode {
             Mode::Tunnel { .. } => self.prepare_tunnel(pkt, seq, false, None),
             Mode::Transport => self.prepare_transport(pkt, seq, None),
@@ -323,6 +338,12 @@ impl OutboundSa {
         seq: u64,
         iv: [u8; 8],
     ) -> Result<OutboundOp, DropReason> {
+        if let Some(d) = &self.c.diet {
+            return match self.mode {
+                Mode::Tunnel { .. } => self.prepare_diet_tunnel(d, pkt, seq, Some(iv)),
+                Mode::Transport => self.prepare_diet_transport(d, pkt, seq, Some(iv)),
+            };
+        }
         match self.mode {
             Mode::Tunnel { .. } => self.prepare_tunnel(pkt, seq, false, Some(iv)),
             Mode::Transport => self.prepare_transport(pkt, seq, Some(iv)),
@@ -338,7 +359,9 @@ impl OutboundSa {
         body_len: usize,
         seq: u64,
     ) -> Result<OutboundOp, DropReason> {
-        if self.tunnel.is_none() {
+        // Diet-ESP cannot carry Next Header 59 when the trailer elides it;
+        // no dummy packets on compressed SAs.
+        if self.tunnel.is_none() || self.c.diet.is_some() {
             return Err(DropReason::BadInnerHeader);
         }
         pkt.truncate(0);
@@ -516,6 +539,174 @@ impl OutboundSa {
             op,
             udp_checksum_at,
         })
+    }
+
+    /// Diet-ESP framing around an ESP payload already in place:
+    /// `data[text_off..text_off + payload_len]`. Writes the compressed ESP
+    /// header, the IV and the CTEC trailer, and describes the AEAD op (the
+    /// AAD holds the full SPI and SN: diet-esp-07 §4, EEC after the ICV).
+    fn frame_diet(
+        &self,
+        d: &crate::diet::Profile,
+        data: &mut [u8],
+        esp_off: usize,
+        (payload_len, next_header): (usize, u8),
+        seq: u64,
+        iv: Option<[u8; 8]>,
+    ) -> CryptoOp {
+        let text_off = esp_off + self.c.esp_hdr_len;
+        let trailer = d.trailer_len(payload_len);
+        d.write_trailer(&mut data[text_off + payload_len..text_off + payload_len + trailer], payload_len, next_header);
+        d.write_esp_header(&mut data[esp_off..], self.c.spi, seq);
+        let nonce = if self.c.iv_len > 0 {
+            let iv = iv.unwrap_or_else(|| self.explicit_iv(seq));
+            let at = esp_off + d.esp_header_len();
+            data[at..at + 8].copy_from_slice(&iv);
+            self.c.nonce(seq, Some(&iv))
+        } else {
+            self.c.nonce(seq, None)
+        };
+        let (aad, aad_len) = self.c.aad(seq);
+        CryptoOp::from_parts(nonce, aad, aad_len, text_off, payload_len + trailer)
+    }
+
+    /// Tunnel mode with Diet-ESP: IIPC, then CTEC and EEC framing. The
+    /// outer header takes the inner Hop Limit / TTL, Traffic Class and (with
+    /// the `lower` Flow Label CDA) Flow Label or Identification, which the
+    /// receiver's `lower` CDAs read back (diet-esp-07 §5.1.2).
+    fn prepare_diet_tunnel<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        d: &crate::diet::Profile,
+        pkt: &mut PktBuf<B>,
+        seq: u64,
+        iv: Option<[u8; 8]>,
+    ) -> Result<OutboundOp, DropReason> {
+        let Some(t) = &self.tunnel else {
+            return Err(DropReason::BadInnerHeader);
+        };
+        let comp = d.compress_tunnel(pkt.data())?;
+        let (h, r) = (comp.header_len, comp.residue_len);
+        let payload_len = r + comp.inner_len - h;
+        let hdr = t.len + self.c.esp_hdr_len;
+        let trailer = d.trailer_len(payload_len);
+        let total = hdr + payload_len + trailer + self.c.icv_len;
+        let ip_payload = total - t.ip_len;
+        if (if t.v6 { ip_payload } else { total }) > usize::from(u16::MAX) {
+            return Err(DropReason::TooBig);
+        }
+        // The residue replaces the Header in place, right before the Payload.
+        pkt.truncate(comp.inner_len);
+        if pkt.headroom() + (h - r) < hdr {
+            return Err(DropReason::NoHeadroom);
+        }
+        if !pkt.append(trailer + self.c.icv_len) {
+            return Err(DropReason::NoTailroom);
+        }
+        pkt.data_mut()[h - r..h].copy_from_slice(comp.residue());
+        pkt.trim_front(h - r);
+        pkt.prepend(hdr);
+        let data = pkt.data_mut();
+        copy_template(data, &t.bytes, t.len);
+        let flow_lower = d.attrs().flow_label_cda == crate::diet::FlowLabelCda::Lower;
+        if t.v6 {
+            let mut ip = Ipv6Packet::new_unchecked(&mut data[..]);
+            ip.set_payload_len(ip_payload as u16);
+            ip.set_version_tc_flow(comp.lower.tos, if flow_lower { comp.lower.flow & 0xfffff } else { 0 });
+            ip.set_hop_limit(comp.lower.ttl);
+        } else {
+            let mut ip = Ipv4Packet::new_unchecked(&mut data[..]);
+            ip.set_total_len(total as u16);
+            ip.set_dscp_ecn(comp.lower.tos);
+            ip.set_ident(if flow_lower { comp.lower.flow as u16 } else { seq as u16 });
+            ip.set_ttl(comp.lower.ttl);
+            ip.fill_checksum();
+        }
+        let mut udp_checksum_at = None;
+        if self.udp.is_some() {
+            UdpPacket::new_unchecked(&mut data[t.ip_len..]).set_len((total - t.ip_len) as u16);
+            if t.v6 {
+                udp_checksum_at = Some(t.ip_len);
+            }
+        }
+        let op = self.frame_diet(d, data, t.len, (payload_len, comp.next_header), seq, iv);
+        Ok(OutboundOp { op, udp_checksum_at })
+    }
+
+    /// Transport mode with Diet-ESP: the transport header is compressed,
+    /// the IP header kept (diet-esp-07 §6).
+    fn prepare_diet_transport<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        d: &crate::diet::Profile,
+        pkt: &mut PktBuf<B>,
+        seq: u64,
+        iv: Option<[u8; 8]>,
+    ) -> Result<OutboundOp, DropReason> {
+        let (v6, hl, total, nh, nh_off) = match pkt.data().first().map(|b| b >> 4) {
+            Some(4) => {
+                let p = Ipv4Packet::new_checked(pkt.data()).map_err(|_| DropReason::BadInnerHeader)?;
+                if p.is_fragment() {
+                    return Err(DropReason::Fragment);
+                }
+                (false, p.header_len(), p.total_len(), p.protocol(), esp_wire::ipv4::field::PROTOCOL)
+            }
+            Some(6) => {
+                let p = Ipv6Packet::new_checked(pkt.data()).map_err(|_| DropReason::BadInnerHeader)?;
+                let at = p.esp_insertion_point().map_err(|_| DropReason::BadInnerHeader)?;
+                if at.fragment {
+                    return Err(DropReason::Fragment);
+                }
+                (true, at.offset, p.total_len(), at.protocol, at.nh_offset)
+            }
+            _ => return Err(DropReason::BadInnerHeader),
+        };
+        if nh == IpProtocol::NO_NEXT_HEADER {
+            return Err(DropReason::BadInnerHeader);
+        }
+        let comp = d.compress_transport(&pkt.data()[hl..total], nh.0)?;
+        let (h, r) = (comp.header_len, comp.residue_len);
+        let payload_len = r + (total - hl) - h;
+        let udp_len = self.udp.map_or(0, |_| udp::HEADER_LEN);
+        let ins = udp_len + self.c.esp_hdr_len;
+        let trailer = d.trailer_len(payload_len);
+        let new_total = hl + ins + payload_len + trailer + self.c.icv_len;
+        let ip_len_field = if v6 { new_total - esp_wire::ipv6::HEADER_LEN } else { new_total };
+        if ip_len_field > usize::from(u16::MAX) {
+            return Err(DropReason::TooBig);
+        }
+        pkt.truncate(total);
+        if pkt.headroom() + (h - r) < ins {
+            return Err(DropReason::NoHeadroom);
+        }
+        if !pkt.append(trailer + self.c.icv_len) {
+            return Err(DropReason::NoTailroom);
+        }
+        // Residue over the end of the transport header, IP header moved up
+        // against it, then room for UDP + ESP header between the two.
+        let data = pkt.data_mut();
+        data[hl + h - r..hl + h].copy_from_slice(comp.residue());
+        data.copy_within(0..hl, h - r);
+        pkt.trim_front(h - r);
+        pkt.prepend(ins);
+        let data = pkt.data_mut();
+        data.copy_within(ins..ins + hl, 0);
+        data[nh_off] = if self.udp.is_some() { IpProtocol::UDP.0 } else { IpProtocol::ESP.0 };
+        let mut udp_checksum_at = None;
+        if v6 {
+            Ipv6Packet::new_unchecked(&mut data[..]).set_payload_len(ip_len_field as u16);
+        } else {
+            let mut ip = Ipv4Packet::new_unchecked(&mut data[..]);
+            ip.set_total_len(new_total as u16);
+            ip.fill_checksum();
+        }
+        if let Some(u) = self.udp {
+            udp::UdpRepr { src_port: u.src_port, dst_port: u.dst_port, payload_len: new_total - hl - udp_len }
+                .emit(&mut UdpPacket::new_unchecked(&mut data[hl..]));
+            if v6 {
+                udp_checksum_at = Some(hl);
+            }
+        }
+        let op = self.frame_diet(d, data, hl + udp_len, (payload_len, nh.0), seq, iv);
+        Ok(OutboundOp { op, udp_checksum_at })
     }
 
     /// After sealing: fill the UDP checksum over IPv6 (the only per-packet

@@ -132,6 +132,44 @@ impl ReplayWindow {
         Ok((u64::from(seqh) << 32) | u64::from(seq_low))
     }
 
+    /// Infer the full sequence number from its `bits` least significant
+    /// bits (Diet-ESP EEC, draft-ietf-ipsecme-diet-esp-07 §5.3). The RFC
+    /// 4303 A2.2 rule generalised: a value that would lie inside the window
+    /// behind T (at most min(W, 2^(bits-1)) - 1 back, T itself included) is
+    /// taken there, anything else ahead of T, up to 2^bits - 1 ahead. With
+    /// 32 bits this is [`Self::infer`]; with 0 bits the packet is T + 1.
+    pub fn infer_lsb(&self, lsb: u32, bits: u32) -> Result<u64, DropReason> {
+        if bits >= 32 {
+            return self.infer(lsb);
+        }
+        let t = self.top;
+        let seq = if bits == 0 {
+            t.checked_add(1).ok_or(DropReason::SeqExhausted)?
+        } else {
+            let m = 1u64 << bits;
+            let lsb = u64::from(lsb) & (m - 1);
+            let back = t.wrapping_sub(lsb) & (m - 1);
+            let w = u64::from(self.inference_window()).min(m / 2);
+            if back < w && back <= t {
+                t - back
+            } else {
+                let ahead = lsb.wrapping_sub(t) & (m - 1);
+                t.checked_add(if ahead == 0 { m } else { ahead }).ok_or(DropReason::SeqExhausted)?
+            }
+        };
+        if !self.esn && seq > u64::from(u32::MAX) {
+            return Err(DropReason::OutsideWindow);
+        }
+        Ok(seq)
+    }
+
+    /// [`Self::check`] for a sequence number sent as its `bits` low bits.
+    pub fn check_lsb(&self, lsb: u32, bits: u32) -> Result<u64, DropReason> {
+        let seq = self.infer_lsb(lsb, bits)?;
+        self.test(seq)?;
+        Ok(seq)
+    }
+
     fn test(&self, seq: u64) -> Result<(), DropReason> {
         if seq == 0 {
             // RFC 4303 §3.3.3: the first packet carries 1; 0 is never sent.
@@ -321,6 +359,35 @@ mod tests {
         assert_eq!(w.check(0xffff_ffc4), Ok(0xffff_ffc4));
         // Left of the window it reads as the next epoch: the ICV then fails.
         assert_eq!(w.check(0xffff_ffc3), Ok(0x1_ffff_ffc3));
+    }
+
+    #[test]
+    fn infers_a_sequence_number_from_its_low_bits() {
+        let mut w = ReplayWindow::new(64, false);
+        // A new SA: 8 low bits of 1 are packet 1.
+        assert_eq!(w.check_lsb(1, 8), Ok(1));
+        w.mark(300).unwrap(); // T = 300 = 0x12c
+        // Ahead of T: 0x2d is 301, 0x2b is 299 (behind, inside the window).
+        assert_eq!(w.infer_lsb(0x2d, 8), Ok(301));
+        assert_eq!(w.infer_lsb(0x2b, 8), Ok(299));
+        // 64 behind is outside the window, so it reads as 192 ahead.
+        assert_eq!(w.infer_lsb((300 - 64) & 0xff, 8), Ok(300 + 192));
+        assert_eq!(w.infer_lsb((300 - 63) & 0xff, 8), Ok(300 - 63));
+        // T's own low bits are T (a replay).
+        assert_eq!(w.check_lsb(0x2c, 8), Err(DropReason::Replayed));
+        // 4 bits: at most 8 behind; 0 bits: always T + 1.
+        assert_eq!(w.infer_lsb(300 & 0xf, 4), Ok(300));
+        assert_eq!(w.infer_lsb((300 - 8) & 0xf, 4), Ok(300 + 8));
+        assert_eq!(w.infer_lsb((300 - 7) & 0xf, 4), Ok(300 - 7));
+        assert_eq!(w.infer_lsb(0, 0), Ok(301));
+        // 32 bits is plain RFC 4303 inference.
+        assert_eq!(w.infer_lsb(7, 32), Ok(7));
+        // Without ESN nothing beyond 2^32 - 1.
+        w.mark(u64::from(u32::MAX) - 1).unwrap();
+        assert_eq!(w.infer_lsb(0x10, 8), Err(DropReason::OutsideWindow));
+        let mut e = ReplayWindow::new(64, true);
+        e.mark(u64::from(u32::MAX) - 1).unwrap();
+        assert_eq!(e.infer_lsb(0x10, 8), Ok(0x1_0000_0010));
     }
 
     /// A store of `WORDS` words in memory, counting the words written.

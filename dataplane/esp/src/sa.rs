@@ -77,6 +77,8 @@ pub enum SaError {
     TfcInTransportMode,
     /// The AEAD rejected the key.
     BadKey,
+    /// The Diet-ESP attributes cannot make a profile.
+    Diet(crate::diet::DietError),
     /// Replay window larger than [`MAX_REPLAY_WINDOW`].
     ReplayWindowTooLarge,
 }
@@ -95,6 +97,7 @@ impl core::fmt::Display for SaError {
             SaError::TfcInTransportMode => "TFC padding is only allowed in tunnel mode",
             SaError::BadKey => "key rejected by the AEAD",
             SaError::ReplayWindowTooLarge => "replay window larger than MAX_REPLAY_WINDOW",
+            SaError::Diet(e) => return write!(f, "Diet-ESP: {e}"),
         })
     }
 }
@@ -124,6 +127,9 @@ pub struct SaParams {
     /// Last outbound sequence number already used (a restarted dataplane
     /// resumes from the SA table; 0 for a new SA).
     pub initial_seq: u64,
+    /// Diet-ESP header compression (draft-ietf-ipsecme-diet-esp-07), with
+    /// the selectors seen from this direction's compressor.
+    pub diet: Option<crate::diet::DietAttrs>,
 }
 
 impl SaParams {
@@ -144,6 +150,7 @@ impl SaParams {
             iv: IvPolicy::Counter,
             soft_seq_limit: None,
             initial_seq: 0,
+            diet: None,
         })
     }
 
@@ -157,6 +164,9 @@ impl SaParams {
             }
         } else if self.tfc != TfcPadding::Off {
             return Err(SaError::TfcInTransportMode);
+        }
+        if self.diet.is_some() && self.tfc != TfcPadding::Off {
+            return Err(SaError::Diet(crate::diet::DietError::Tfc));
         }
         if let IvPolicy::SenderId { bits, sid } = self.iv {
             if self.suite.iiv {
@@ -198,6 +208,12 @@ pub(crate) struct SaConsts {
     pub iv_len: usize,
     pub icv_len: usize,
     pub align: usize,
+    /// The compiled Diet-ESP rules; `esp_hdr_len` then counts the
+    /// compressed ESP header. Boxed: an inline `None` would leave some 290
+    /// octets of the SA uninitialised, and moving the SA into its box copies
+    /// whatever the stack held there, key copies of the caller included
+    /// (`dataplane/tests/key_wipe.rs` finds them in freed memory).
+    pub diet: Option<Box<crate::diet::Profile>>,
 }
 
 impl core::fmt::Debug for SaConsts {
@@ -218,17 +234,33 @@ impl Drop for SaConsts {
 }
 
 impl SaConsts {
-    pub fn new(p: &SaParams) -> Self {
-        Self {
+    pub fn new(p: &SaParams) -> Result<Self, SaError> {
+        let diet = match &p.diet {
+            None => None,
+            Some(a) => Some(
+                crate::diet::Profile::new(
+                    a,
+                    matches!(p.mode, Mode::Tunnel { .. }),
+                    p.udp_encap.is_some(),
+                    1,
+                    p.spi,
+                )
+                .map(Box::new)
+                .map_err(SaError::Diet)?,
+            ),
+        };
+        let esp_hdr = diet.as_ref().map_or(esp_wire::esp::HEADER_LEN, |d| d.esp_header_len());
+        Ok(Self {
             spi: p.spi,
             suite: p.suite,
             salt: p.keymat.salt(),
             esn: p.esn,
-            esp_hdr_len: esp_wire::esp::HEADER_LEN + p.suite.iv_len(),
+            esp_hdr_len: esp_hdr + p.suite.iv_len(),
             iv_len: p.suite.iv_len(),
             icv_len: p.suite.icv_len(),
             align: p.suite.align(),
-        }
+            diet,
+        })
     }
 
     /// AAD (RFC 4106 §5, RFC 7634 §2.1): SPI | SN, or SPI | SN-high | SN-low.

@@ -74,7 +74,73 @@ pub fn esp_params(p: &SlotParams) -> Result<esp::SaParams, &'static str> {
     if p.sender_id_bits != 0 {
         e.iv = esp::IvPolicy::SenderId { bits: p.sender_id_bits, sid: p.sender_id };
     }
+    if p.compression.profile != 0 {
+        e.diet = Some(diet_attrs(p)?);
+    }
     Ok(e)
+}
+
+/// The Diet-ESP attributes of a slot (draft-ietf-ipsecme-diet-esp-07
+/// §4.2): the negotiated AfRGs, and the selectors seen from this
+/// direction's compressor: an outbound SA compresses packets from its local
+/// to its remote selector, an inbound one decompresses the reverse. The
+/// inner rule ("iipc_diet-esp") needs exactly one selector per side, of one
+/// family, with one protocol; otherwise "iipc_not_compressed" (§4.2).
+pub fn diet_attrs(p: &SlotParams) -> Result<esp::DietAttrs, &'static str> {
+    use esp::diet::{Alignment, DscpCda, EcnCda, EspTrailer, FlowLabelCda, Selectors};
+    let c = &p.compression;
+    if c.profile != 1 {
+        return Err("unknown header compression profile");
+    }
+    let mut a = esp::DietAttrs::defaults();
+    a.dscp_cda = DscpCda::from_u8(c.dscp_cda).ok_or("unknown DSCP CDA")?;
+    a.ecn_cda = EcnCda::from_u8(c.ecn_cda).ok_or("unknown ECN CDA")?;
+    a.flow_label_cda = FlowLabelCda::from_u8(c.flow_label_cda).ok_or("unknown Flow Label CDA")?;
+    a.alignment = Alignment::from_u8(c.alignment).ok_or("unknown alignment")?;
+    a.esp_trailer = EspTrailer::from_u8(c.esp_trailer).ok_or("unknown ESP trailer mode")?;
+    a.esp_spi_lsb = c.esp_spi_lsb;
+    a.esp_sn_lsb = c.esp_sn_lsb;
+    let n = usize::from(c.dscp_list_len).min(sa_table::MAX_DSCP_LIST);
+    a.dscp_list[..n].copy_from_slice(&c.dscp_list[..n]);
+    a.dscp_list_len = n as u8;
+    if let ([l], [r]) = (p.ts_local(), p.ts_remote()) {
+        let (src, dst) = if p.direction == sa_table::Direction::OUTBOUND { (l, r) } else { (r, l) };
+        let proto = match (src.ip_proto, dst.ip_proto) {
+            (x, y) if x == y => Some(x),
+            (0, y) => Some(y),
+            (x, 0) => Some(x),
+            _ => None,
+        };
+        let range = |t: &sa_table::TrafficSelector| {
+            sa_table::addr_from_bytes(t.family(), &t.start_addr).zip(sa_table::addr_from_bytes(t.family(), &t.end_addr))
+        };
+        if let (Some(proto), Some(s), Some(d)) = (proto, range(src), range(dst)) {
+            if s.0.is_ipv4() == d.0.is_ipv4() {
+                a.selectors = Some(Selectors {
+                    src: s,
+                    dst: d,
+                    proto,
+                    src_ports: (src.start_port, src.end_port),
+                    dst_ports: (dst.start_port, dst.end_port),
+                });
+            }
+        }
+    }
+    Ok(a)
+}
+
+/// Overwrites the dead stack below the caller's frame. `esp_params` and
+/// `Aead::new` return values that hold the key, and a move leaves the old
+/// copy behind in a frame that has returned; the SA built next is moved
+/// into its box with its uninitialised octets (enum variants such as a
+/// Diet-ESP rule's `None`, padding) copied from wherever it was built, that
+/// same stack (`dataplane/tests/key_wipe.rs` found the key in freed SA
+/// boxes that way). Not on the packet path: once per SA context.
+#[inline(never)]
+fn wipe_dead_stack() {
+    let mut dead = [0u8; 16 * 1024];
+    zeroize::Zeroize::zeroize(&mut dead[..]);
+    std::hint::black_box(&dead);
 }
 
 impl Worker<'_, '_> {
@@ -83,6 +149,21 @@ impl Worker<'_, '_> {
     }
 
     pub(super) fn install(&mut self, id: SaId, p: &SlotParams) {
+        // Every worker looks up inbound packets before handing them to the
+        // SA's owner: each indexes every compressed inbound SA.
+        self.diet_in.remove(id);
+        if p.direction == sa_table::Direction::INBOUND && p.compression.profile != 0 {
+            // The same profile the SA's context compiles (without another
+            // copy of the key): an SA the engine refuses is not indexed
+            // (its packets count as no_inbound_sa, as with any unknown SPI).
+            if let (Some(peer), Ok(a)) = (p.outer_src_addr(), diet_attrs(p)) {
+                let tunnel = p.mode == sa_table::Mode::TUNNEL;
+                let udp = p.flags.contains(SaFlags::UDP_ENCAP);
+                if let Ok(d) = esp::DietProfile::new(&a, tunnel, udp, 1, p.spi) {
+                    self.diet_in.insert(id, peer, d.spi_lsb() as u8, d.spi_bits(p.spi));
+                }
+            }
+        }
         let ctx = if p.direction == sa_table::Direction::INBOUND && self.owner(id) != self.id {
             SaCtx::Foreign
         } else {
@@ -141,6 +222,7 @@ impl Worker<'_, '_> {
             };
             failure = Some((f.reason(), why));
         }
+        wipe_dead_stack();
         let ctx = if out {
             match OutboundSa::new(&e) {
                 Ok(sa) => {
@@ -192,6 +274,7 @@ impl Worker<'_, '_> {
 
     fn remove(&mut self, id: SaId) {
         self.named_out.retain(|(_, n)| n.slot() != id.slot());
+        self.diet_in.remove(id);
         if let Some(s) = self.sas.get_mut(id.slot() as usize) {
             *s = None;
         }
@@ -257,9 +340,10 @@ impl Worker<'_, '_> {
                 }
             }
         }
-        for (s, kept) in self.sas.iter_mut().zip(installed) {
+        for (i, (s, kept)) in self.sas.iter_mut().zip(installed).enumerate() {
             if !kept {
                 *s = None;
+                self.diet_in.remove_slot(i as u32);
             }
         }
     }

@@ -24,6 +24,7 @@ use esp_wire::{Ipv4Packet, Ipv6Packet};
 use sa_table::{SaId, SaParams as SlotParams};
 
 use super::ctx::SaCtx;
+use super::diet::Found;
 use super::link::{write_eth, write_eth_vlan, HopCache};
 use super::replay::TableWindow;
 use super::{ip_addrs, run_aead, DpDrop, RunDrops, Side, Worker};
@@ -213,7 +214,13 @@ impl Worker<'_, '_> {
                         self.drop_esp(DropReason::BadOuterHeader);
                         continue;
                     };
-                    let Some(id) = self.reader.lookup_inbound(loc.spi, dst, src) else {
+                    let (id, found) = self.lookup_in(ip, &loc, src, dst);
+                    match found {
+                        Found::One(_) => self.metrics.local.diet_lookups[0] += 1,
+                        Found::Newest(_) => self.metrics.local.diet_lookups[1] += 1,
+                        Found::None => {}
+                    }
+                    let Some(id) = id else {
                         self.drop_dp(DpDrop::NoInboundSa);
                         continue;
                     };
@@ -300,7 +307,24 @@ impl Worker<'_, '_> {
         let ip = m.data().get(14..)?;
         let loc = esp::classify(ip).ok()?;
         let (src, dst) = ip_addrs(ip)?;
-        self.reader.lookup_inbound(loc.spi, dst, src)
+        self.lookup_in(ip, &loc, src, dst).0
+    }
+
+    /// The inbound SA of an ESP packet: by its full SPI, or, when no SA has
+    /// that SPI, as a Diet-ESP packet by its SPI's low bits and its peer
+    /// (`diet.rs`). The second value says how the compressed lookup went.
+    fn lookup_in(&self, ip: &[u8], loc: &esp::EspLocation, src: IpAddr, dst: IpAddr) -> (Option<SaId>, Found) {
+        if let Some(id) = self.reader.lookup_inbound(loc.spi, dst, src) {
+            return (Some(id), Found::None);
+        }
+        if self.diet_in.is_empty() {
+            return (None, Found::None);
+        }
+        let f = self.diet_in.lookup(src, ip.get(loc.esp_off..loc.end).unwrap_or(&[]));
+        match f {
+            Found::One(id) | Found::Newest(id) => (Some(id), f),
+            Found::None => (None, f),
+        }
     }
 
     /// One run of packets of one inbound SA, through the stages above.

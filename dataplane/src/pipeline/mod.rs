@@ -56,6 +56,7 @@ use crate::metrics::WorkerMetrics;
 use crate::ports::{INSIDE, OUTSIDE, PUNT};
 
 mod ctx;
+mod diet;
 mod drops;
 mod inbound;
 mod link;
@@ -64,7 +65,7 @@ mod punt;
 mod replay;
 
 use ctx::SaCtx;
-pub use ctx::esp_params;
+pub use ctx::{diet_attrs, esp_params};
 use drops::RunDrops;
 pub use drops::{DpDrop, DROP_NAMES};
 
@@ -118,6 +119,8 @@ pub struct Worker<'a, 'p> {
     handoff: Vec<Burst>,
     /// The CPU-crypto vector the ipsec-mb backend fills per run.
     cpu: Box<CpuVec>,
+    /// Compressed (Diet-ESP) inbound SAs by SPI low bits.
+    diet_in: diet::DietIndex,
     /// Outbound verdicts by flow, cleared whenever the SA table changes.
     flows: spd::FlowCache<Verdict>,
     /// The outbound SAs the SPD names by SPI (static SAs), by SPI.
@@ -173,6 +176,7 @@ impl<'a, 'p> Worker<'a, 'p> {
             last_solicit: Instant::now().checked_sub(std::time::Duration::from_secs(1)).unwrap_or_else(Instant::now),
             handoff: (0..env.workers).map(|_| Burst::new()).collect(),
             cpu: CpuVec::new(),
+            diet_in: diet::DietIndex::default(),
             // Seeded per worker and start, so colliding flows are not
             // predictable from outside the process.
             flows: spd::FlowCache::new(FLOW_CACHE_ENTRIES, flow_seed(id)),

@@ -82,6 +82,7 @@ impl IkeSa {
         if conn.child.mode == Mode::Transport {
             p.push(notify_payload(NotifyType::USE_TRANSPORT_MODE));
         }
+        p.extend(self.hcp_request(rekey_of)?);
         self.send_request(ctx, ExchangeType::CREATE_CHILD_SA, &p)?;
         self.active = Some(Task::CreateChild(Box::new(CreateChildTask { child, ni, ke, rekey_of, collision: None, ke_retries })));
         Ok(())
@@ -120,7 +121,8 @@ impl IkeSa {
         let nr = ctx.nonce();
         let transport = p.notify(NotifyType::USE_TRANSPORT_MODE).is_some();
         let old = rekey_of.and_then(|h| self.children.get(&h)).cloned();
-        let (mut out, install) = self.respond_child(ctx, sa_i, ts_i, ts_r, p.ke(), &ni.data, &nr, old.as_ref(), transport, Via::CreateChildSa)?;
+        let hcp = self.hcp_data(payloads);
+        let (mut out, install) = self.respond_child(ctx, sa_i, ts_i, ts_r, p.ke(), &ni.data, &nr, old.as_ref(), transport, Via::CreateChildSa, hcp)?;
         if install.suite.additional().next().is_some() {
             // RFC 9370 §2.2.4: installed after the IKE_FOLLOWUP_KE exchanges.
             let keymat = self.pending_keymat.take();
@@ -159,7 +161,8 @@ impl IkeSa {
             (None, Ok(()), Some(sa_r), Some(nr), Some(ts_i), Some(ts_r)) => {
                 let transport = p.notify(NotifyType::USE_TRANSPORT_MODE).is_some();
                 let ke = task.ke.as_deref().map(|k| (k, p.ke()));
-                self.accept_child(ctx, &task.child, sa_r, ts_i, ts_r, ke, &task.ni, &nr.data, task.rekey_of, transport, true, Via::CreateChildSa)
+                let hcp = self.hcp_data(payloads);
+                self.accept_child(ctx, &task.child, sa_r, ts_i, ts_r, ke, &task.ni, &nr.data, task.rekey_of, transport, true, Via::CreateChildSa, hcp)
                     .map(|i| (i, nr.data.to_vec()))
             }
             (None, Err(e), ..) => Err(e),

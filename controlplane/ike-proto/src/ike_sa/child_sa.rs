@@ -73,9 +73,16 @@ impl IkeSa {
         rekey_of: Option<&ChildSa>,
         transport: bool,
         via: Via,
+        hcp: Option<&[u8]>,
     ) -> Result<(Vec<Payload<'static>>, Box<ChildSaInstall>), ProtoError> {
         let pfs = via == Via::CreateChildSa;
         let conn = self.conn.clone();
+        // draft-ietf-ipsecme-ikev2-diet-esp-extension-04 §3: our choice
+        // among the initiator's HCP proposals, or NO_PROPOSAL_CHOSEN.
+        let compression = match (&conn.child.compression, hcp) {
+            (Some(c), Some(data)) => c.respond(data, self.nat_local || self.nat_remote)?,
+            _ => None,
+        };
         let (allowed_i, allowed_r) = match rekey_of {
             Some(old) => (old.ts_remote.clone(), old.ts_local.clone()),
             None if !self.leases.is_empty() => (self.leases.iter().map(|a| TrafficSelector::host(*a)).collect(), conn.child.local_ts.clone()),
@@ -126,6 +133,10 @@ impl IkeSa {
         let mut install = self.child_install(ctx, suite, spi_in, spi_out, g_ir.as_ref().map(|g| g.as_slice()), ni, nr, Role::Responder, mode, ts_local.clone(), ts_remote.clone(), rekey_of.map(|c| c.handle))?;
         install.sec_label = label.clone();
         let mut out = vec![Payload::Sa(answer)];
+        if let Some((notify, profile)) = compression {
+            install.compression = Some(profile);
+            out.push(notify);
+        }
         if pfs {
             out.push(Payload::Nonce(Nonce { data: nr.to_vec().into() }));
             if let Some(k) = ke_payload {
@@ -156,8 +167,15 @@ impl IkeSa {
         transport: bool,
         check_ts_local: bool,
         via: Via,
+        hcp: Option<&[u8]>,
     ) -> Result<ChildSaInstall, ProtoError> {
         let conn = self.conn.clone();
+        // ext-04 §3: the responder's choice must be one we offered; no
+        // answer means a peer without the extension, so no compression.
+        let compression = match (&conn.child.compression, hcp) {
+            (Some(c), Some(data)) => Some(c.accept(self.hcp_kept(rekey_of).as_ref(), data)?),
+            _ => None,
+        };
         let (suite, spi_out) = proposal::accept_esp(&conn.child.esp_proposals, sa_r, via == Via::CreateChildSa)?;
         let ts_local = ts::from_wire_list(&ts_i.selectors);
         let ts_remote = ts::from_wire_list(&ts_r.selectors);
@@ -178,6 +196,7 @@ impl IkeSa {
         let mode = if transport && conn.child.mode == Mode::Transport { Mode::Transport } else { Mode::Tunnel };
         let mut install = self.child_install(ctx, suite, req.spi_in, spi_out, g_ir.as_ref().map(|g| g.as_slice()), ni, nr, Role::Initiator, mode, ts_local, ts_remote, rekey_of)?;
         install.sec_label = label;
+        install.compression = compression;
         Ok(*install)
     }
 
@@ -226,6 +245,7 @@ impl IkeSa {
             udp_encap: self.nat_local || self.nat_remote,
             rekey_of,
             sec_label: None,
+            compression: None,
         }))
     }
 
@@ -254,6 +274,25 @@ impl IkeSa {
         })
     }
 
+    /// The profile a rekey of `rekey_of` proposes (and expects back).
+    pub(super) fn hcp_kept(&self, rekey_of: Option<ChildSaHandle>) -> Option<crate::compression::DietProfile> {
+        rekey_of.and_then(|h| self.children.get(&h)).and_then(|c| c.compression)
+    }
+
+    /// N(HCP_PROPOSAL) for a request creating a Child SA (a rekey of
+    /// `rekey_of` proposes its profile only), if the connection compresses.
+    pub(super) fn hcp_request(&self, rekey_of: Option<ChildSaHandle>) -> Result<Option<Payload<'static>>, ProtoError> {
+        match &self.conn.child.compression {
+            Some(c) => c.request(self.hcp_kept(rekey_of).as_ref()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The HCP_PROPOSAL data among `payloads`, if the connection compresses.
+    pub(super) fn hcp_data<'p>(&self, payloads: &'p [Payload<'_>]) -> Option<&'p [u8]> {
+        self.conn.child.compression.as_ref().and_then(|c| c.find(payloads))
+    }
+
     pub(super) fn install_child(&mut self, ctx: &mut Ctx<'_>, install: ChildSaInstall) {
         self.children.insert(
             install.child_sa,
@@ -266,6 +305,7 @@ impl IkeSa {
                 ts_local: install.ts_local.clone(),
                 ts_remote: install.ts_remote.clone(),
                 sec_label: install.sec_label.clone(),
+                compression: install.compression,
                 state: ChildState::Installed,
                 installed_at: ctx.now,
                 rekey_due: match self.conn.child.lifetime.rekey_secs {

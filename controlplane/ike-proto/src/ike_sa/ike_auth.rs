@@ -261,6 +261,7 @@ impl IkeSa {
         let label = self.conn.child.sec_label.as_deref();
         p.push(Payload::TsI(ts::to_wire_list_labeled(&child.ts_local, label)));
         p.push(Payload::TsR(ts::to_wire_list_labeled(&child.ts_remote, label)));
+        p.extend(self.hcp_request(None)?);
         self.send_request(ctx, ExchangeType::IKE_AUTH, &p)?;
         self.active = Some(Task::IkeAuth(Box::new(IkeAuthTask { init, child: Some(child), ppk: ppk_keys, message_id })));
         Ok(())
@@ -406,7 +407,8 @@ impl IkeSa {
             (Err(e), _, _, _) => Err(e),
             (Ok(()), Some(sa_i), Some(ts_i), Some(ts_r)) => {
                 let transport = p.notify(NotifyType::USE_TRANSPORT_MODE).is_some();
-                self.respond_child(ctx, sa_i, ts_i, ts_r, None, &ni, &nr, None, transport, Via::IkeAuth)
+                let hcp = self.hcp_data(payloads);
+                self.respond_child(ctx, sa_i, ts_i, ts_r, None, &ni, &nr, None, transport, Via::IkeAuth, hcp)
             }
             // RFC 6023 childless, or a malformed triple: no Child SA.
             (Ok(()), _, _, _) => Err(ProtoError::NoProposalChosen),
@@ -619,7 +621,8 @@ impl IkeSa {
         let result = match (p.sa(), p.ts_i(), p.ts_r()) {
             (Some(sa_r), Some(ts_i), Some(ts_r)) => {
                 let transport = p.notify(NotifyType::USE_TRANSPORT_MODE).is_some();
-                self.accept_child(ctx, &child, sa_r, ts_i, ts_r, None, &task.init.ni, &task.init.nr, None, transport, vips.is_empty(), Via::IkeAuth)
+                let hcp = self.hcp_data(p.0);
+                self.accept_child(ctx, &child, sa_r, ts_i, ts_r, None, &task.init.ni, &task.init.nr, None, transport, vips.is_empty(), Via::IkeAuth, hcp)
             }
             _ => Err(ProtoError::NoProposalChosen),
         };

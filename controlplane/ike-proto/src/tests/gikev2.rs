@@ -55,6 +55,7 @@ fn conn(name: &str, local: Identity, remote: Option<Identity>, groups: Vec<Group
             mode: Mode::Tunnel,
             lifetime: Lifetimes::default(),
             sec_label: None,
+            compression: None,
         },
         ike_rekey_after: None,
         dpd_delay: None,

@@ -17,6 +17,7 @@ mod ppk;
 mod iiv;
 mod cfg_ext;
 mod labels;
+mod diet_esp;
 mod pq;
 mod dos;
 mod clocks;

@@ -139,6 +139,7 @@ pub fn psk_conn(name: &str, local: &str, remote: &str, psk: &[u8], a_side: bool)
             mode: Mode::Tunnel,
             lifetime: Lifetimes::default(),
             sec_label: None,
+            compression: None,
         },
         ike_rekey_after: None,
         dpd_delay: None,

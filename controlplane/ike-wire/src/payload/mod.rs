@@ -16,6 +16,7 @@
 pub mod cp;
 pub mod encrypted;
 pub mod gikev2;
+pub mod hcp;
 pub mod sa;
 pub mod simple;
 pub mod ts;
@@ -23,6 +24,7 @@ pub mod ts;
 pub use cp::{CfgAttribute, Cp};
 pub use encrypted::{int_auth_octets, pad, strip_padding, Sk, SkLayout, SkParts, Skf};
 pub use gikev2::{GroupPolicy, Gsa, GsaPolicy, Kd, KeyBag};
+pub use hcp::HcpProposal;
 pub use sa::{Attribute, AttributeValue, Proposal, Sa, Transform};
 pub use simple::{Auth, Cert, CertReq, Delete, Eap, Id, Ke, Nonce, Notify, Raw, VendorId};
 pub use ts::{TrafficSelector, Ts};
