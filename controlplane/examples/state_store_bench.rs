@@ -68,6 +68,7 @@ fn snapshot(i: u64, gen: u32) -> IkeSaSnapshot {
             ts_local: vec![ts],
             ts_remote: vec![TrafficSelector::host(vip)],
             sec_label: None,
+            compression: None,
             age: Duration::from_secs(100),
             rekey_in: Some(Duration::from_secs(3000)),
         }],

@@ -354,6 +354,7 @@ impl SaProgrammer {
             ts_remote: i.ts_remote.clone(),
             lifetime: i.lifetime,
             sec_label: i.sec_label.clone(),
+            compression: i.compression,
             installed_at: now,
             last_active: None,
             last_pkts: 0,
