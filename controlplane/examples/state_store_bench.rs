@@ -20,8 +20,10 @@ fn cpu() -> Duration {
     let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    // utime and stime are fields 14 and 15 (1-based), in clock ticks (100/s).
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    // utime and stime are fields 14 and 15 (1-based), in clock ticks
+    // (100/s); after the ')' the state letter (field 3) is skipped by the
+    // parse, so field n is at index n - 4.
+    let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
     Duration::from_millis(ticks * 10)
 }
 
@@ -66,6 +68,7 @@ fn snapshot(i: u64, gen: u32) -> IkeSaSnapshot {
             ts_local: vec![ts],
             ts_remote: vec![TrafficSelector::host(vip)],
             sec_label: None,
+            compression: None,
             age: Duration::from_secs(100),
             rekey_in: Some(Duration::from_secs(3000)),
         }],

@@ -44,6 +44,13 @@
 //!   table's counters ([`SaProgrammer::check_lifetimes`]) become
 //!   `RekeyChild` / `DeleteChild` commands; orphans of an earlier run are
 //!   expired; gauges are refreshed.
+//! * State store (`ike.state`, [`crate::store`]): at start the stored IKE
+//!   SAs are restored and their Child SAs adopted from the table; each turn
+//!   the endpoint's changed snapshots are written in one batch *before* the
+//!   turn's datagrams are sent (write-ahead: the peer never sees a Message
+//!   ID the store lacks). A failed write is counted and logged and the
+//!   datagrams go out anyway (availability first; such an SA may need the
+//!   RFC 6311 sync after a restart).
 //! * rayon, for what is expensive in a handshake storm:
 //!   - IKE_SA_INIT: the responder key exchanges of a burst of requests
 //!     (≥ [`precompute::MIN_BURST`]) are computed on the pool before the

@@ -32,11 +32,14 @@ pub enum StoreError {
     Backend { path: PathBuf, msg: String },
 }
 
+/// A stored record: its key and its sealed value.
+pub type Record = (Vec<u8>, Vec<u8>);
+
 /// A key-value store of sealed IKE SA records. Implementations write a
 /// batch atomically: after a crash either all of it is there or none.
 pub trait StateStore: Send {
     /// Every record.
-    fn load(&mut self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn load(&mut self) -> Result<Vec<Record>, StoreError>;
     /// Puts and deletes in one atomic, durable write.
     fn apply(&mut self, puts: &[([u8; 8], Vec<u8>)], deletes: &[[u8; 8]]) -> Result<(), StoreError>;
     /// For logs and metrics.
@@ -73,7 +76,7 @@ impl RedbStore {
 }
 
 impl StateStore for RedbStore {
-    fn load(&mut self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn load(&mut self) -> Result<Vec<Record>, StoreError> {
         use redb::ReadableTable;
         let r = self.db.begin_read().map_err(|x| self.err(x))?;
         let t = r.open_table(TABLE).map_err(|x| self.err(x))?;

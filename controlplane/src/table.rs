@@ -35,13 +35,16 @@
 //!   delete is queued and retried on the housekeeping tick
 //!   ([`SaProgrammer::retry_deletes`]): keys never stay in the table
 //!   unnoticed.
-//! * Restart (DESIGN.md §1): the endpoint's IKE SAs live only in memory, so
-//!   after a restart every slot tagged `"IK"` is an orphan. Orphans are kept
-//!   for `orphan_grace` (traffic keeps flowing while peers notice, by DPD or
-//!   retransmission timeouts, and set up new SAs, whose outbound install then
-//!   wins the prefixes), then deleted. Deleting at once (`grace = 0`) is the
-//!   strict choice; keeping them forever would leave keys no IKE SA can ever
-//!   rekey or delete.
+//! * Restart (DESIGN.md §1, §8): after a restart every slot tagged `"IK"`
+//!   starts as an orphan. With a state store (`crate::store`) the restored
+//!   IKE SAs take their Child SAs' slots back ([`SaProgrammer::adopt`], by
+//!   cookie and SPIs), jumping the outbound sequence counter. What is left
+//!   (no store, or Child SAs the store did not know) is kept for
+//!   `orphan_grace` (traffic keeps flowing while peers notice, by DPD or
+//!   retransmission timeouts, and set up new SAs, whose outbound install
+//!   then wins the prefixes), then deleted. Deleting at once (`grace = 0`)
+//!   is the strict choice; keeping them forever would leave keys no IKE SA
+//!   can ever rekey or delete.
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -351,6 +354,7 @@ impl SaProgrammer {
             ts_remote: i.ts_remote.clone(),
             lifetime: i.lifetime,
             sec_label: i.sec_label.clone(),
+            compression: i.compression,
             installed_at: now,
             last_active: None,
             last_pkts: 0,

@@ -52,6 +52,7 @@ fn snapshot(spi: u64) -> IkeSaSnapshot {
             ts_local: vec![ts],
             ts_remote: vec![ts],
             sec_label: None,
+            compression: None,
             age: Duration::from_secs(10),
             rekey_in: None,
         }],

@@ -282,3 +282,35 @@ fn the_backend_the_dataplane_noted_per_direction_reaches_the_counters() {
     assert_eq!(c.in_backends.names(), vec!["ipsec-mb"]);
     assert_eq!(c.out_backends.names(), vec!["ring", "fallback"]);
 }
+
+#[test]
+fn a_restarted_daemon_adopts_its_child_sas_slots_and_jumps_the_outbound_counter() {
+    use esprit_controlplane::table::{AdoptResult, ADOPT_SEQ_MARGIN};
+    let t = Table::new("adopt");
+    let (in_id, out_id) = {
+        let mut p = open(&t);
+        let e = p.install(T0, &install(7, 0x300, None, "172.16.9.1:4500")).unwrap().clone();
+        // The dataplane sent 1000 packets on it.
+        p.writer().state(e.outbound.unwrap()).unwrap().reserve_seq(1000, false).unwrap();
+        (e.inbound, e.outbound.unwrap())
+        // (dropped without deleting: the process dies)
+    };
+    let mut p = open(&t);
+    assert_eq!(p.orphans().len(), 2);
+    // The restored Child SA comes without keys: they are in the slots.
+    let mut i = install(7, 0x300, None, "172.16.9.1:4500");
+    i.keys_in = ChildKeys { encr: Secret::new(Vec::new()), integ: Secret::new(Vec::new()) };
+    i.keys_out = i.keys_in.clone();
+    let r = p.adopt(T0, &i);
+    assert_eq!(r, AdoptResult::Adopted { seq_next: 1001 + u64::from(ADOPT_SEQ_MARGIN) });
+    assert!(p.orphans().is_empty(), "adopted slots are no orphans");
+    let e = p.child(ChildSaHandle(7)).unwrap();
+    assert_eq!((e.inbound, e.outbound), (in_id, Some(out_id)));
+    // The keys stayed where they were.
+    assert_eq!(p.writer().get(out_id).unwrap().key(), &[2u8; 32][..]);
+    // Nothing to adopt for an unknown Child SA or other SPIs.
+    assert_eq!(p.adopt(T0, &install(8, 0x300, None, "172.16.9.1:4500")), AdoptResult::Missing);
+    // Expiring orphans no longer touches the adopted slots.
+    p.expire_orphans(T0 + Duration::from_secs(3600));
+    assert_eq!(p.live_slots(), 2);
+}

@@ -404,6 +404,7 @@ impl Endpoint {
                     udp_encap: sa.nat_local || sa.nat_remote,
                     rekey_of: None,
                     sec_label: c.sec_label.clone(),
+                    compression: c.compression,
                 })
                 .collect::<Vec<_>>();
             let fp = sa.fingerprint();

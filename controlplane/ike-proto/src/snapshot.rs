@@ -30,7 +30,7 @@ use crate::proposal::{EspSuite, IkeSuite};
 use crate::ts::TrafficSelector;
 
 /// Encoding version (the first octet after the magic).
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 const MAGIC: &[u8; 4] = b"EIKS";
 
 /// One established IKE SA.
@@ -100,6 +100,8 @@ pub struct ChildSnapshot {
     pub ts_local: Vec<TrafficSelector>,
     pub ts_remote: Vec<TrafficSelector>,
     pub sec_label: Option<Vec<u8>>,
+    /// Diet-ESP profile (the AfRG values), if negotiated.
+    pub compression: Option<crate::compression::DietProfile>,
     /// How long it had been installed.
     pub age: Duration,
     /// Time left until our lifetime-driven rekey.
@@ -325,6 +327,13 @@ impl ChildSnapshot {
                 put_bytes(w, l);
             }
         }
+        match &self.compression {
+            None => w.u8(0),
+            Some(c) => {
+                w.u8(1);
+                w.bytes(&c.values);
+            }
+        }
         put_duration(w, Some(self.age));
         put_duration(w, self.rekey_in);
     }
@@ -343,6 +352,7 @@ impl ChildSnapshot {
             ts_local: get_list(r, get_ts)?,
             ts_remote: get_list(r, get_ts)?,
             sec_label: if get_bool(r)? { Some(get_bytes(r)?.to_vec()) } else { None },
+            compression: if get_bool(r)? { Some(crate::compression::DietProfile { values: r.array::<7>()? }) } else { None },
             age: get_duration(r)?.ok_or(SnapshotError::Malformed("age"))?,
             rekey_in: get_duration(r)?,
         })

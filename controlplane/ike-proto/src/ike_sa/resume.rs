@@ -130,6 +130,7 @@ impl IkeSa {
                     ts_local: c.ts_local.clone(),
                     ts_remote: c.ts_remote.clone(),
                     sec_label: c.sec_label.clone(),
+                    compression: c.compression,
                     age: now.saturating_since(c.installed_at),
                     rekey_in: left(c.rekey_due),
                 })
@@ -177,6 +178,7 @@ impl IkeSa {
                     ts_local: c.ts_local.clone(),
                     ts_remote: c.ts_remote.clone(),
                     sec_label: c.sec_label.clone(),
+                    compression: c.compression,
                     state: ChildState::Installed,
                     installed_at,
                     rekey_due: due(c.rekey_in),

@@ -185,6 +185,7 @@ fn arb_snapshot() -> impl Strategy<Value = IkeSaSnapshot> {
             ts_local: tl,
             ts_remote: tr,
             sec_label: label,
+            compression: esn.then_some(crate::compression::DietProfile { values: [1, 2, 3, 4, 5, 6, 7] }),
             age: Duration::from_millis(u64::from(age)),
             rekey_in: rekey.map(|r| Duration::from_millis(u64::from(r))),
         });
