@@ -233,7 +233,7 @@ fn intermediate_ike_auth_decrypts_with_second_generation_keys() {
             "N(ADDITIONAL_IP6_ADDRESS)",
             "N(NotifyType(16404))",
             "N(NotifyType(16417))",
-            "N(NotifyType(16420))",
+            "N(IKEV2_MESSAGE_ID_SYNC_SUPPORTED)",
         ],
         vec![
             "IDR",
