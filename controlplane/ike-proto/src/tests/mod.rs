@@ -20,4 +20,5 @@ mod labels;
 mod pq;
 mod dos;
 mod clocks;
+mod scale;
 mod gikev2;
