@@ -17,6 +17,12 @@
 //!   (one process: GCKS and GMs as sans-IO endpoints) to one GCKS and sends
 //!   one multicast rekey; prints the GCKS's registrations per CPU-second and
 //!   the CPU time of the rekey on both sides.
+//! * `ike-flood DST_IP:PORT --src-net NET/LEN [--count N] [--rate PPS] [--secs S] [--cookie none|forged] [--seed N]`
+//!   sends spoofed IKE_SA_INIT requests (fresh SPIi, Ni, KE each; with a
+//!   forged COOKIE first if asked) from random sources in NET/LEN through a
+//!   raw socket (root), at most N, at PPS (0: unpaced), for at most S
+//!   seconds, and prints `sent N errors N secs S pps R`. Only toward
+//!   addresses in network namespaces of your own.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -29,6 +35,7 @@ fn usage() -> ExitCode {
     eprintln!("       esprit-bench ike-load LOCAL_IP REMOTE_IP [--count N] [--window N] [--proposal P] [--timeout-secs N]");
     eprintln!("                             [--identities N] [--initial-contact yes|no] [--psk S | --cert FILE --key FILE --ca FILE [--id ID]]   ({{i}} in FILE and ID: one per identity)");
     eprintln!("       esprit-bench gikev2-load [--members N] [--window N]");
+    eprintln!("       esprit-bench ike-flood DST_IP:PORT --src-net NET/LEN [--count N] [--rate PPS] [--secs S] [--cookie none|forged] [--seed N]");
     ExitCode::from(2)
 }
 
@@ -38,6 +45,7 @@ fn main() -> ExitCode {
         Some("gen-pcap") => gen_pcap(&args[1..]),
         Some("ike-load") => ike_load(&args[1..]),
         Some("gikev2-load") => gikev2_load(&args[1..]),
+        Some("ike-flood") => ike_flood(&args[1..]),
         _ => usage(),
     }
 }
@@ -192,6 +200,70 @@ fn ike_load(args: &[String]) -> ExitCode {
         }
         Err(e) => {
             eprintln!("esprit-bench ike-load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn ike_flood(args: &[String]) -> ExitCode {
+    use esprit_bench::ike_flood::{CookieMode, Flood};
+    let Some(Ok(dst)) = args.first().map(|a| a.parse::<std::net::SocketAddrV4>()) else { return usage() };
+    let mut f = Flood {
+        dst,
+        src_net: std::net::Ipv4Addr::UNSPECIFIED,
+        src_prefix: 0,
+        count: 100_000,
+        rate_pps: 20_000,
+        max_time: std::time::Duration::from_secs(10),
+        cookie: CookieMode::None,
+        seed: 1,
+    };
+    let mut have_src = false;
+    let mut it = args[1..].iter();
+    while let Some(flag) = it.next() {
+        let Some(v) = it.next() else { return usage() };
+        let ok = match flag.as_str() {
+            "--src-net" => match v.split_once('/').map(|(a, l)| (a.parse(), l.parse::<u8>())) {
+                Some((Ok(a), Ok(l))) if (8..=30).contains(&l) => {
+                    (f.src_net, f.src_prefix, have_src) = (a, l, true);
+                    true
+                }
+                _ => false,
+            },
+            "--count" => v.parse().map(|x| f.count = x).is_ok(),
+            "--rate" => v.parse().map(|x| f.rate_pps = x).is_ok(),
+            "--secs" => v.parse().map(|x| f.max_time = std::time::Duration::from_secs(x)).is_ok(),
+            "--seed" => v.parse().map(|x| f.seed = x).is_ok(),
+            "--cookie" => match v.as_str() {
+                "none" => {
+                    f.cookie = CookieMode::None;
+                    true
+                }
+                "forged" => {
+                    f.cookie = CookieMode::Forged;
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
+        };
+        if !ok {
+            eprintln!("esprit-bench ike-flood: bad {flag} {v}");
+            return usage();
+        }
+    }
+    if !have_src {
+        eprintln!("esprit-bench ike-flood: --src-net NET/LEN (8..30) is required");
+        return usage();
+    }
+    match esprit_bench::ike_flood::run(&f) {
+        Ok(r) => {
+            let secs = r.elapsed.as_secs_f64();
+            println!("sent {} errors {} secs {:.3} pps {:.0}", r.sent, r.send_errors, secs, r.sent as f64 / secs.max(1e-9));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("esprit-bench ike-flood: {e} (a raw socket needs root or CAP_NET_RAW)");
             ExitCode::FAILURE
         }
     }

@@ -53,7 +53,8 @@
 //!     endpoint will spend one on ([`Endpoint::plan_init_key_exchanges`]:
 //!     a valid cookie while cookies are required, within the half-open
 //!     limits, an acceptable proposal): a forged cookie costs no key
-//!     exchange here either;
+//!     exchange here either. A burst with fewer IKE_SA_INIT requests than
+//!     that is not planned at all (its checks run once, in the endpoint);
 //!   - IKE_AUTH, both roles: the endpoint defers signatures (making ours,
 //!     checking the peer's certificate chain and signature) as jobs
 //!     ([`ike_proto::auth_job`]); each is spawned on the pool and its
@@ -152,6 +153,40 @@ const CONTROL_QUEUE: usize = 64;
 /// Payload buffers kept for reuse are at most this large.
 const RECYCLE_MAX_CAPACITY: usize = 4096;
 
+/// The series the loop moves every turn, their labels resolved once (a
+/// label lookup hashes and locks; a flood makes many turns).
+struct Hot {
+    rx: prometheus::IntCounter,
+    tx: prometheus::IntCounter,
+    pke_used: prometheus::IntCounter,
+    pke_discarded: prometheus::IntCounter,
+    ke_respond: prometheus::IntCounter,
+    ke_initiate: prometheus::IntCounter,
+    /// In the order of [`INIT_RESULTS`].
+    init: Vec<prometheus::IntCounter>,
+    /// In the order of [`Daemon::queue_depths`].
+    depth: Vec<prometheus::IntGauge>,
+}
+
+/// `esprit_ike_init_requests_total{result}` labels, in the order the loop
+/// copies [`ike_proto::InitCounters`].
+const INIT_RESULTS: [&str; 7] = ["admitted", "retransmit", "cookie_missing", "cookie_invalid", "half_open_limit", "peer_limit", "refused"];
+
+impl Hot {
+    fn new(m: &IkeMetrics) -> Self {
+        Self {
+            rx: m.datagrams.with_label_values(&["rx"]),
+            tx: m.datagrams.with_label_values(&["tx"]),
+            pke_used: m.parallel_ke.with_label_values(&["used"]),
+            pke_discarded: m.parallel_ke.with_label_values(&["discarded"]),
+            ke_respond: m.key_exchanges.with_label_values(&["respond"]),
+            ke_initiate: m.key_exchanges.with_label_values(&["initiate"]),
+            init: INIT_RESULTS.iter().map(|r| m.init_requests.with_label_values(&[r])).collect(),
+            depth: ["init", "sa", "control", "auth"].iter().map(|q| m.queue_depth.with_label_values(&[q])).collect(),
+        }
+    }
+}
+
 /// The loop's ends of its channels (see the module docs).
 struct Queues {
     init: Receiver<Datagram>,
@@ -178,6 +213,7 @@ pub struct Daemon {
     sockets: BTreeMap<SocketAddr, UdpSocket>,
     table: SaProgrammer,
     pub metrics: IkeMetrics,
+    hot: Hot,
     queues: Queues,
     initiated: BTreeSet<IkeSaHandle>,
     up: BTreeMap<IkeSaHandle, UpInfo>,
@@ -387,6 +423,7 @@ impl Daemon {
             auth_jobs_in_flight: 0,
             sockets,
             table,
+            hot: Hot::new(&metrics),
             metrics,
             queues: Queues { init, sa, control, auth, auth_tx, queued_bytes, recycle },
             initiated: BTreeSet::new(),
@@ -470,7 +507,7 @@ impl Daemon {
             self.precompute_burst(t, &burst);
             for d in burst {
                 let t = self.clocks.now();
-                self.metrics.datagrams.with_label_values(&["rx"]).inc();
+                self.hot.rx.inc();
                 self.ep.handle_datagram(t, d.local, d.remote, &d.payload);
                 self.drain(t);
                 self.recycle(d.payload);
@@ -521,6 +558,12 @@ impl Daemon {
     /// acceptable proposal), so a request the endpoint refuses, or answers
     /// with a cookie, costs no key exchange here either.
     fn precompute_burst(&mut self, t: Time, burst: &[Datagram]) {
+        // Fewer requests than the pool takes cannot make a parallel batch:
+        // skip planning them (a header check, no parse, no HMAC).
+        let natt = self.cfg.endpoint.natt_port;
+        if burst.iter().filter(|d| is_init_request(&d.payload, d.local.port() == natt)).count() < precompute::MIN_BURST {
+            return;
+        }
         let kes = self.ep.plan_init_key_exchanges(t, burst.iter().map(|d| (d.local, d.remote, d.payload.as_slice())));
         if kes.len() >= precompute::MIN_BURST {
             let refs: Vec<(u16, &[u8])> = kes.iter().map(|(m, d)| (*m, d.as_slice())).collect();
@@ -535,39 +578,35 @@ impl Daemon {
 
     /// The queues' occupancy, per turn.
     fn queue_gauges(&self) {
-        let g = &self.metrics.queue_depth;
-        for (name, n) in self.queue_depths() {
-            g.with_label_values(&[name]).set(i64::try_from(n).unwrap_or(i64::MAX));
+        for ((_, n), g) in self.queue_depths().into_iter().zip(&self.hot.depth) {
+            g.set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 
     /// Copies the crypto provider's and the endpoint's counters to the
     /// metrics (they count on their own; the metrics follow).
     fn count_key_exchanges(&mut self) {
+        let h = &self.hot;
         let (computed, used) = self.precompute.counts();
-        let m = &self.metrics.parallel_ke;
-        let (u, d) = (m.with_label_values(&["used"]), m.with_label_values(&["discarded"]));
-        u.inc_by(used.saturating_sub(u.get()));
-        d.inc_by(computed.saturating_sub(used).saturating_sub(d.get()));
+        h.pke_used.inc_by(used.saturating_sub(h.pke_used.get()));
+        h.pke_discarded.inc_by(computed.saturating_sub(used).saturating_sub(h.pke_discarded.get()));
         let (responded, initiated) = self.precompute.key_exchanges();
-        let k = &self.metrics.key_exchanges;
-        let (r, i) = (k.with_label_values(&["respond"]), k.with_label_values(&["initiate"]));
-        r.inc_by(responded.saturating_sub(r.get()));
-        i.inc_by(initiated.saturating_sub(i.get()));
+        h.ke_respond.inc_by(responded.saturating_sub(h.ke_respond.get()));
+        h.ke_initiate.inc_by(initiated.saturating_sub(h.ke_initiate.get()));
         let now = self.ep.init_counters();
         let was = std::mem::replace(&mut self.init_counted, now);
-        let m = &self.metrics.init_requests;
-        for (label, n, w) in [
-            ("admitted", now.admitted, was.admitted),
-            ("retransmit", now.retransmits, was.retransmits),
-            ("cookie_missing", now.cookie_missing, was.cookie_missing),
-            ("cookie_invalid", now.cookie_invalid, was.cookie_invalid),
-            ("half_open_limit", now.half_open_limit, was.half_open_limit),
-            ("peer_limit", now.peer_limit, was.peer_limit),
-            ("refused", now.refused, was.refused),
-        ] {
+        let pairs = [
+            (now.admitted, was.admitted),
+            (now.retransmits, was.retransmits),
+            (now.cookie_missing, was.cookie_missing),
+            (now.cookie_invalid, was.cookie_invalid),
+            (now.half_open_limit, was.half_open_limit),
+            (now.peer_limit, was.peer_limit),
+            (now.refused, was.refused),
+        ];
+        for ((n, w), c) in pairs.into_iter().zip(&h.init) {
             if n > w {
-                m.with_label_values(&[label]).inc_by(n - w);
+                c.inc_by(n - w);
             }
         }
     }
@@ -624,25 +663,30 @@ impl Daemon {
         }
         self.metrics.auth_jobs_in_flight.set(i64::try_from(self.auth_jobs_in_flight).unwrap_or(i64::MAX));
         while let Some(tr) = self.ep.poll_transmit() {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            tr.payload.hash(&mut h);
-            let digest = h.finish();
             // The IKE header's SPI pair, after the non-ESP marker on 4500.
             let off = if tr.payload.starts_with(&[0; 4]) { 4 } else { 0 };
             let mut spis = [0u8; 16];
             if let Some(b) = tr.payload.get(off..off + 16) {
                 spis.copy_from_slice(b);
             }
-            if self.last_sent.len() >= 65536 {
-                self.last_sent.clear();
-            }
-            if self.last_sent.insert((tr.remote, spis), digest) == Some(digest) {
-                self.metrics.retransmits.inc();
+            // Stateless answers (SPIr zero: COOKIE, INVALID_KE_PAYLOAD, ...)
+            // are never retransmitted by us; a flood of them must not churn
+            // the retransmit map.
+            if spis[8..] != [0; 8] {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                tr.payload.hash(&mut h);
+                let digest = h.finish();
+                if self.last_sent.len() >= 65536 {
+                    self.last_sent.clear();
+                }
+                if self.last_sent.insert((tr.remote, spis), digest) == Some(digest) {
+                    self.metrics.retransmits.inc();
+                }
             }
             let sock = self.sockets.get(&tr.local).or_else(|| self.sockets.iter().find(|(a, _)| a.port() == tr.local.port()).map(|(_, s)| s));
             match sock {
                 Some(s) => match s.send_to(&tr.payload, tr.remote) {
-                    Ok(_) => self.metrics.datagrams.with_label_values(&["tx"]).inc(),
+                    Ok(_) => self.hot.tx.inc(),
                     Err(e) => log(format_args!("send {} -> {}: {e}", tr.local, tr.remote)),
                 },
                 None => log(format_args!("no socket bound on {} (datagram to {} dropped)", tr.local, tr.remote)),
