@@ -47,7 +47,8 @@
 #
 # usage: [AUTH="psk ecdsa"] [SCALES="500 1000 10000 100000"]
 #        [RESPONDERS="esprit charon"] [ROUNDS=3] [IDS=many|one] [IC=yes|no]
-#        [LOG=quiet|audit] [WINDOW=128] [PERF=DIR] [CROSS=N] bench/ike_handshakes.sh
+#        [LOG=quiet|audit] [WINDOW=128] [PERF=DIR] [CROSS=N] [ESPRIT_IKE=BIN] bench/ike_handshakes.sh
+#   ESPRIT_IKE: another esprit-ike binary (a before/after comparison).
 #   SCALES: IKE SAs held after each run = handshakes per run (IDS=many:
 #   one identity per handshake, load-I@esprit.bench with a PSK,
 #   load-I.esprit.bench with its own certificate; IDS=one: a single
@@ -82,7 +83,7 @@ if [[ " $responders " == *" charon "* ]]; then
   swroot=$("$top/scripts/strongswan-load-tester") || die "no strongSwan with the load-tester plugin"
 fi
 cargo build --release --locked -q -p esprit-controlplane -p esprit-bench
-ike=$top/target/release/esprit-ike ctl=$top/target/release/esprit-ctl load=$top/target/release/esprit-bench
+ike=${ESPRIT_IKE:-$top/target/release/esprit-ike} ctl=$top/target/release/esprit-ctl load=$top/target/release/esprit-bench
 psk=bench-psk-0123456789abcdef
 work=$(mktemp -d /tmp/esprit-ikb.XXXXXX)
 pids=()
