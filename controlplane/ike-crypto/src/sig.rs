@@ -18,7 +18,9 @@
 //! the AlgorithmIdentifier lookup is an exact byte match, so an unknown or
 //! differently-parameterised algorithm is refused rather than guessed.
 //! RSA private-key operations use blinding (rsa crate); ECDSA nonces are
-//! RFC 6979 deterministic; private keys zeroize on drop.
+//! RFC 6979 deterministic (p256/p384; signing stays there for that, DESIGN.md
+//! §5); P-256 signatures with SHA-256 or SHA-384 are verified by ring, the
+//! rest by RustCrypto; private keys zeroize on drop.
 
 use std::path::Path;
 
@@ -376,7 +378,14 @@ impl Verifier for PublicKey {
             // ECDSA: the hash is the AlgorithmIdentifier's, the curve the
             // key's, in any combination (RFC 7427 §3; a digest longer than
             // the curve order is truncated, FIPS 186-5 §6.4.2).
-            (PublicKey::EcdsaP256(k), S::EcdsaP256Sha256 | S::EcdsaP384Sha384 | S::EcdsaSha512) => {
+            // P-256 with SHA-256 or SHA-384: ring (see Cargo.toml); the
+            // same checks (DER, 0 < r, s < n), at a fraction of the cost.
+            (PublicKey::EcdsaP256(k), S::EcdsaP256Sha256 | S::EcdsaP384Sha384) => {
+                let alg = if scheme == S::EcdsaP256Sha256 { &ring::signature::ECDSA_P256_SHA256_ASN1 } else { &ring::signature::ECDSA_P256_SHA384_ASN1 };
+                let point = k.to_encoded_point(false);
+                ring::signature::UnparsedPublicKey::new(alg, point.as_bytes()).verify(message, signature).map_err(|_| Error::BadSignature)
+            }
+            (PublicKey::EcdsaP256(k), S::EcdsaSha512) => {
                 let sig = p256::ecdsa::Signature::from_der(signature).map_err(bad)?;
                 k.verify_prehash(&ecdsa_digest(scheme, message), &sig).map_err(bad)
             }
