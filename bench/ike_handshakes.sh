@@ -49,6 +49,8 @@
 #        [RESPONDERS="esprit charon"] [ROUNDS=3] [IDS=many|one] [IC=yes|no]
 #        [LOG=quiet|audit] [WINDOW=128] [PERF=DIR] [CROSS=N] [ESPRIT_IKE=BIN] bench/ike_handshakes.sh
 #   ESPRIT_IKE: another esprit-ike binary (a before/after comparison).
+#   QUICK=1: the smallest real run (AUTH=psk SCALES=500 ROUNDS=1 unless
+#   set): both responders, every assertion, ~10 s once strongSwan is built.
 #   SCALES: IKE SAs held after each run = handshakes per run (IDS=many:
 #   one identity per handshake, load-I@esprit.bench with a PSK,
 #   load-I.esprit.bench with its own certificate; IDS=one: a single
@@ -66,6 +68,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
+if [[ -n ${QUICK:-} ]]; then : "${AUTH:=psk}" "${SCALES:=500}" "${ROUNDS:=1}"; fi
 auth_modes=${AUTH:-psk ecdsa} scales=${SCALES:-500 1000 10000 100000} responders=${RESPONDERS:-esprit charon}
 rounds=${ROUNDS:-3} ids=${IDS:-many} ic=${IC:-yes} logmode=${LOG:-quiet} window=${WINDOW:-128} perf_dir=${PERF:-}
 die() { echo "bench/ike_handshakes.sh: FAILED: $*" >&2; exit 1; }
