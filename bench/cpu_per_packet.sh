@@ -16,7 +16,9 @@
 # into the outside port, inside to net_null; anti-replay off, as a replayed
 # capture repeats its sequence numbers): CPU time per packet decrypted.
 #
-# usage: bench/cpu_per_packet.sh SIZE SECONDS [BACKEND]   (env: CPU, default 1; BIN; ANCHOR; DIR=out|in)
+# usage: bench/cpu_per_packet.sh SIZE SECONDS [BACKEND]   (env: CPU, default 1; BIN: the
+# binary, for A/B runs against a kept copy; ANCHOR; DIR=out|in; KEEP_OUT=FILE keeps the
+# dataplane's summary, drops included)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
@@ -100,5 +102,6 @@ done
 sleep "$secs"
 ns=$(awk '{print $1}' "/proc/$pid/task/$tid/schedstat")
 kill -TERM "$pid"; wait "$pid" || true
+[[ -n ${KEEP_OUT:-} ]] && cp "$work/out" "$KEEP_OUT"
 pkts=$(grep -o "$counted [0-9]*" "$work/out" | awk '{print $NF}')
 /usr/bin/python3 -c "print('size $size $backend $dir: %d packets, worker %.1f CPU-ns/packet (%.2f Mpps per CPU-second)' % ($pkts, $ns/$pkts, $pkts*1e3/$ns))"

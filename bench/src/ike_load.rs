@@ -32,8 +32,9 @@ pub struct LoadReport {
     pub stalled: Option<String>,
 }
 
-/// How the initiator authenticates, and the responder.
-#[derive(Debug, Clone)]
+/// How the initiator authenticates, and the responder. `Debug` leaves the
+/// PSK out.
+#[derive(Clone)]
 pub enum LoadAuth {
     /// Both sides with this PSK; distinct identities `load-N@esprit.bench`.
     Psk(String),
@@ -45,6 +46,17 @@ pub enum LoadAuth {
     /// all with the one key; otherwise one identity serves every handshake
     /// (with INITIAL_CONTACT, each new IKE SA then replaces the one before).
     Cert { cert: PathBuf, key: PathBuf, ca: PathBuf, id: String },
+}
+
+impl std::fmt::Debug for LoadAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadAuth::Psk(_) => f.write_str("Psk([redacted])"),
+            LoadAuth::Cert { cert, key, ca, id } => {
+                f.debug_struct("Cert").field("cert", cert).field("key", key).field("ca", ca).field("id", id).finish()
+            }
+        }
+    }
 }
 
 /// The load's clocks: monotonic for the endpoint's timers (from the first
@@ -249,6 +261,12 @@ pub fn run_load(cfg: EndpointConfig, local: SocketAddr, remote: SocketAddr, coun
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_auth_never_prints_its_psk() {
+        let text = format!("{:?}", LoadAuth::Psk("hunter2-psk".into()));
+        assert!(!text.contains("hunter2"), "{text}");
+    }
     use ike_proto::RemoteAuth;
 
     fn addrs() -> (SocketAddr, SocketAddr) {

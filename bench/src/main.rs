@@ -13,16 +13,16 @@
 //!   Certificates are PEM or DER, the key PKCS#8 (one key for all); ID
 //!   defaults to `load.esprit.bench`. Every IKE_AUTH carries INITIAL_CONTACT
 //!   unless `--initial-contact no` (as real clients do: RFC 7296 §2.4).
-//! * `gikev2-load [--members N] [--window N]` registers N G-IKEv2 members
-//!   (one process: GCKS and GMs as sans-IO endpoints) to one GCKS and sends
-//!   one multicast rekey; prints the GCKS's registrations per CPU-second and
-//!   the CPU time of the rekey on both sides.
 //! * `ike-flood DST_IP:PORT --src-net NET/LEN [--count N] [--rate PPS] [--secs S] [--cookie none|forged] [--seed N]`
 //!   sends spoofed IKE_SA_INIT requests (fresh SPIi, Ni, KE each; with a
 //!   forged COOKIE first if asked) from random sources in NET/LEN through a
 //!   raw socket (root), at most N, at PPS (0: unpaced), for at most S
 //!   seconds, and prints `sent N errors N secs S pps R`. Only toward
 //!   addresses in network namespaces of your own.
+//! * `gikev2-load [--members N] [--window N]` registers N G-IKEv2 members
+//!   (one process: GCKS and GMs as sans-IO endpoints) to one GCKS and sends
+//!   one multicast rekey; prints the GCKS's registrations per CPU-second and
+//!   the CPU time of the rekey on both sides.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -34,8 +34,8 @@ fn usage() -> ExitCode {
     eprintln!("usage: esprit-bench gen-pcap OUT.pcap [--size N] [--packets N] [--flows N] [--src IP] [--dst IP]");
     eprintln!("       esprit-bench ike-load LOCAL_IP REMOTE_IP [--count N] [--window N] [--proposal P] [--timeout-secs N]");
     eprintln!("                             [--identities N] [--initial-contact yes|no] [--psk S | --cert FILE --key FILE --ca FILE [--id ID]]   ({{i}} in FILE and ID: one per identity)");
-    eprintln!("       esprit-bench gikev2-load [--members N] [--window N]");
     eprintln!("       esprit-bench ike-flood DST_IP:PORT --src-net NET/LEN [--count N] [--rate PPS] [--secs S] [--cookie none|forged] [--seed N]");
+    eprintln!("       esprit-bench gikev2-load [--members N] [--window N]");
     ExitCode::from(2)
 }
 
@@ -44,8 +44,8 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("gen-pcap") => gen_pcap(&args[1..]),
         Some("ike-load") => ike_load(&args[1..]),
-        Some("gikev2-load") => gikev2_load(&args[1..]),
         Some("ike-flood") => ike_flood(&args[1..]),
+        Some("gikev2-load") => gikev2_load(&args[1..]),
         _ => usage(),
     }
 }

@@ -307,7 +307,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuthYaml {
     /// Pre-shared key as text.
@@ -325,6 +325,20 @@ struct AuthYaml {
     /// Remote: CA certificates the peer's certificate must chain to.
     #[serde(default)]
     cas: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for AuthYaml {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the PSK: only whether one is set.
+        let set = |o: &Option<String>| if o.is_some() { "[redacted]" } else { "None" };
+        f.debug_struct("AuthYaml")
+            .field("psk", &format_args!("{}", set(&self.psk)))
+            .field("psk_hex", &format_args!("{}", set(&self.psk_hex)))
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("cas", &self.cas)
+            .finish()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -1045,6 +1059,18 @@ ike:
         esp_proposals: [aes256gcm16, chacha20poly1305-esn-noesn]
         local_ts: [192.168.109.0/24]
 "#;
+
+    #[test]
+    fn the_parsed_file_never_prints_a_psk() {
+        // One side by text, the other by hex.
+        let yaml = YAML.replacen("remote_auth: { psk: \"s3cret\" }", "remote_auth: { psk_hex: \"5ec7e7\" }", 1);
+        let file: File = serde_yaml::from_str(&yaml).unwrap();
+        let text = format!("{file:?} {file:#?}");
+        for needle in ["s3cret", "5ec7e7"] {
+            assert!(!text.contains(needle), "`{needle}` in {text}");
+        }
+        assert!(text.contains("psk: [redacted]") && text.contains("psk_hex: [redacted]"), "{text}");
+    }
 
     #[test]
     fn loads_a_road_warrior_responder() {

@@ -632,6 +632,11 @@ impl Daemon {
         if n > 0 {
             log(format_args!("deleted {n} SA slot(s) left by an earlier esprit-ike"));
         }
+        let before = self.table.deferred_deletes();
+        if before > 0 {
+            let left = self.table.retry_deletes();
+            log(format_args!("{} deferred SA slot delete(s) done, {left} still waiting for the table", before - left));
+        }
         self.refresh_gauges();
     }
 
@@ -994,6 +999,10 @@ impl Daemon {
                     c["out_bytes"] = json!(k.out_bytes);
                     c["out_pkts"] = json!(k.out_pkts);
                     c["seq_next"] = json!(k.seq_next);
+                    // What the dataplane runs each direction on (it notes
+                    // fallbacks from ipsec-mb to ring there, and refusals).
+                    c["in_backend"] = json!(k.in_backends.names());
+                    c["out_backend"] = json!(k.out_backends.names());
                     c["idle_secs"] = json!(e.last_active.map(|a| t.saturating_since(a).as_secs()));
                 } else {
                     c["state"] = json!("NOT-IN-TABLE");
@@ -1068,8 +1077,9 @@ fn counters(m: &IkeMetrics) -> Value {
 }
 
 fn open_table(cfg: &DaemonConfig, t: Time) -> Result<(SaProgrammer, sa_table::RepairReport), StartError> {
-    // The dataplane holds the writer role for a moment at its start (static
-    // SAs): wait up to 5 s for it rather than fail.
+    // The dataplane writes its static SAs at start in one transaction,
+    // which may be longer than a transaction's wait with many of them:
+    // try for up to 5 s rather than fail.
     let open = || SaProgrammer::open(&cfg.sa_table_path, cfg.sa_table_capacity, cfg.replay_window_pkts, cfg.endpoint.natt_port, t, cfg.orphan_grace);
     let mut tries = 0;
     loop {

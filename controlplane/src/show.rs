@@ -97,14 +97,27 @@ pub fn list_sas(data: &Value) -> String {
             let rekey = c["rekey_secs"].as_u64().filter(|r| *r > 0).map(|r| format!(", rekey at {r}s")).unwrap_or_default();
             let _ = writeln!(o, "    installed {}s ago{rekey}", s(&c["installed_secs"]));
             let last = if c["idle_secs"].is_null() { "no traffic seen".to_string() } else { format!("traffic {}s ago", s(&c["idle_secs"])) };
-            let _ = writeln!(o, "    in  {}, {:>10} bytes, {:>8} packets, {last}", s(&c["spi_in"]), s(&c["in_bytes"]), s(&c["in_pkts"]));
+            // "ipsec-mb", "ring+fallback", ...; none until a dataplane built it.
+            let crypto = |v: &Value| match list(v) {
+                l if l.is_empty() => "not yet in the dataplane".to_string(),
+                l => l.replace(' ', "+"),
+            };
             let _ = writeln!(
                 o,
-                "    out {}, {:>10} bytes, {:>8} packets, next seq {}",
+                "    in  {}, {:>10} bytes, {:>8} packets, {last}, crypto {}",
+                s(&c["spi_in"]),
+                s(&c["in_bytes"]),
+                s(&c["in_pkts"]),
+                crypto(&c["in_backend"])
+            );
+            let _ = writeln!(
+                o,
+                "    out {}, {:>10} bytes, {:>8} packets, next seq {}, crypto {}",
                 s(&c["spi_out"]),
                 s(&c["out_bytes"]),
                 s(&c["out_pkts"]),
-                s(&c["seq_next"])
+                s(&c["seq_next"]),
+                crypto(&c["out_backend"])
             );
             let _ = writeln!(o, "    local  {}", list(&c["ts_local"]));
             let _ = writeln!(o, "    remote {}", list(&c["ts_remote"]));
@@ -135,14 +148,16 @@ mod tests {
               "encr": "ENCR_AES_GCM_16_IIV-256", "esn": false, "pfs": null, "iiv": true,
               "label": "system_u:object_r:ipsec_spd_t:s0", "mode": "TUNNEL", "udp_encap": true,
               "installed_secs": 3, "rekey_secs": 0, "ts_local": ["192.168.109.0/24"], "ts_remote": ["10.99.0.1/32"],
-              "in_bytes": 840, "in_pkts": 10, "out_bytes": 840, "out_pkts": 10, "seq_next": 11, "idle_secs": 1 }]
+              "in_bytes": 840, "in_pkts": 10, "out_bytes": 840, "out_pkts": 10, "seq_next": 11, "idle_secs": 1,
+              "in_backend": ["ipsec-mb"], "out_backend": ["ring", "fallback"] }]
         }], "orphans": [] });
         let t = list_sas(&v);
         assert!(t.contains("rw: #1, ESTABLISHED, IKEv2, 0011223344556677_i 8899aabbccddeeff_r (responder)"), "{t}");
         assert!(t.contains("remote 'client@esprit' @ 172.16.9.2:4500 [10.99.0.1]"), "{t}");
         assert!(t.contains("rw: #2, INSTALLED, TUNNEL-in-UDP, ESP SPIs: c0000001_i c0000002_o"), "{t}");
         assert!(t.contains("840 bytes"), "{t}");
-        assert!(t.contains("traffic 1s ago"), "{t}");
+        assert!(t.contains("traffic 1s ago, crypto ipsec-mb"), "{t}");
+        assert!(t.contains("next seq 11, crypto ring+fallback"), "{t}");
         assert!(t.contains("remote 10.99.0.1/32"), "{t}");
         assert!(t.contains("established 3s ago, NAT: remote behind NAT, PPK"), "{t}");
         assert!(t.contains("split DNS: corp.example.test"), "{t}");

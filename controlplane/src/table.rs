@@ -31,6 +31,17 @@
 //!   space) and the dataplane's refusal to wrap keep every IV unique
 //!   (RFC 8750 §2: rekey before the counter could repeat).
 //! * RFC 9478 security labels go into both slots of a Child SA.
+//! * The table is shared with the dataplane, which installs its static SAs
+//!   (cookie tag `STAT`) at start, also while esprit-ike runs: both write in
+//!   short transactions ([`Writer::lock`]), and this writer is restricted to
+//!   `"IK"` cookies, so neither can touch the other's slots. A Child SA's
+//!   slots go in (or are rekeyed, or removed) in one transaction. A
+//!   transaction waits at most [`sa_table::DEFAULT_LOCK_WAIT`] for the
+//!   dataplane's; if it cannot have the table by then, an install fails
+//!   (the Child SA is deleted, as for any other install failure) and a
+//!   delete is queued and retried on the housekeeping tick
+//!   ([`SaProgrammer::retry_deletes`]): keys never stay in the table
+//!   unnoticed.
 //! * Restart (DESIGN.md §1): the endpoint's IKE SAs live only in memory, so
 //!   after a restart every slot tagged `"IK"` is an orphan. Orphans are kept
 //!   for `orphan_grace` (traffic keeps flowing while peers notice, by DPD or
@@ -138,6 +149,10 @@ pub struct ChildCounters {
     pub seq_exhausted: u64,
     /// The dataplane's last-use stamp (seconds on its own clock).
     pub last_use_secs: u64,
+    /// The AEAD backends the dataplane's workers built each direction on
+    /// (empty until a dataplane has), from the SA's dataplane-owned state.
+    pub in_backends: sa_table::Backends,
+    pub out_backends: sa_table::Backends,
 }
 
 /// What [`SaProgrammer::check_lifetimes`] asks of the endpoint.
@@ -165,6 +180,9 @@ pub struct SaProgrammer {
     /// (next check, Child SA) of every entry ([`Self::poll_due`]).
     checks: BTreeSet<(Time, ChildSaHandle)>,
     orphans: Vec<Orphan>,
+    /// Slots whose delete could not get the table (another writer held it
+    /// too long): retried on every housekeeping tick.
+    deferred: Vec<SaId>,
     replay_window_pkts: u32,
     natt_port: u16,
 }
@@ -181,14 +199,24 @@ impl SaProgrammer {
         now: Time,
         orphan_grace: Duration,
     ) -> Result<(Self, RepairReport), ProgramError> {
-        let (writer, report) = Writer::open(path, &TableConfig { capacity, ..TableConfig::default() })?;
+        let (mut writer, report) = Writer::open(path, &TableConfig { capacity, ..TableConfig::default() })?;
+        writer.restrict_to_cookies(0xffff << 48, COOKIE_TAG);
         let until = now + orphan_grace;
         let orphans = writer
             .live()
             .filter(|(_, p)| p.cookie & (0xffff << 48) == COOKIE_TAG)
             .map(|(id, p)| Orphan { id, spi: p.spi, until })
             .collect();
-        let mut s = Self { writer, children: BTreeMap::new(), by_ike: BTreeSet::new(), checks: BTreeSet::new(), orphans, replay_window_pkts, natt_port };
+        let mut s = Self {
+            writer,
+            children: BTreeMap::new(),
+            by_ike: BTreeSet::new(),
+            checks: BTreeSet::new(),
+            orphans,
+            deferred: Vec::new(),
+            replay_window_pkts,
+            natt_port,
+        };
         if orphan_grace.is_zero() {
             s.expire_orphans(now);
         }
@@ -203,11 +231,38 @@ impl SaProgrammer {
     pub fn expire_orphans(&mut self, now: Time) -> usize {
         let (due, keep): (Vec<Orphan>, Vec<Orphan>) = self.orphans.iter().partition(|o| o.until <= now);
         self.orphans = keep;
-        for o in &due {
-            // Stale means someone else already removed it: nothing to do.
-            let _ = self.writer.delete(o.id);
-        }
+        let ids: Vec<SaId> = due.iter().map(|o| o.id).collect();
+        self.delete_slots(&ids);
         due.len()
+    }
+
+    /// Deletes `ids` in one transaction; those it cannot delete for want of
+    /// the table are deferred. Stale ids were removed already: nothing to do.
+    fn delete_slots(&mut self, ids: &[SaId]) {
+        if ids.is_empty() {
+            return;
+        }
+        match self.writer.lock() {
+            Ok(mut w) => {
+                for &id in ids {
+                    let _ = w.delete(id);
+                }
+            }
+            Err(_) => self.deferred.extend_from_slice(ids),
+        }
+    }
+
+    /// Retries the deletes that could not get the table; returns how many
+    /// are still waiting.
+    pub fn retry_deletes(&mut self) -> usize {
+        let ids = std::mem::take(&mut self.deferred);
+        self.delete_slots(&ids);
+        self.deferred.len()
+    }
+
+    /// Slot deletes waiting for the table.
+    pub fn deferred_deletes(&self) -> usize {
+        self.deferred.len()
     }
 
     /// Programs a new or rekeyed Child SA.
@@ -215,25 +270,28 @@ impl SaProgrammer {
         let inbound = self.slot(i, Direction::INBOUND)?;
         let outbound = self.slot(i, Direction::OUTBOUND)?;
         let old_out = i.rekey_of.and_then(|h| self.children.get(&h)).and_then(|e| e.outbound);
+        // Both slots (and a rekey's delete) in one transaction.
+        let mut w = self.writer.lock()?;
         let (in_id, out_id) = match old_out {
-            Some(old) if self.writer.get(old).is_ok() => {
-                let r = self.writer.rekey(old, &inbound, &outbound)?;
+            Some(old) if w.get(old).is_ok() => {
+                let r = w.rekey(old, &inbound, &outbound)?;
                 if let Some(e) = i.rekey_of.and_then(|h| self.children.get_mut(&h)) {
                     e.outbound = None;
                 }
                 (r.inbound, r.outbound)
             }
             _ => {
-                let a = self.writer.install(&inbound)?;
-                match self.writer.install(&outbound) {
+                let a = w.install(&inbound)?;
+                match w.install(&outbound) {
                     Ok(b) => (a, b),
                     Err(e) => {
-                        let _ = self.writer.delete(a);
+                        let _ = w.delete(a);
                         return Err(e.into());
                     }
                 }
             }
         };
+        drop(w);
         let e = ChildEntry {
             ike_sa: i.ike_sa,
             child_sa: i.child_sa,
@@ -272,10 +330,8 @@ impl SaProgrammer {
     pub fn delete(&mut self, child: ChildSaHandle) -> Option<ChildEntry> {
         let e = self.children.remove(&child)?;
         self.unfile(&e);
-        let _ = self.writer.delete(e.inbound);
-        if let Some(o) = e.outbound {
-            let _ = self.writer.delete(o);
-        }
+        let ids: Vec<SaId> = std::iter::once(e.inbound).chain(e.outbound).collect();
+        self.delete_slots(&ids);
         Some(e)
     }
 
@@ -331,8 +387,10 @@ impl SaProgrammer {
             c.in_pkts = s.pkts();
             c.in_bytes = s.bytes();
             c.last_use_secs = s.last_use_secs();
+            c.in_backends = s.backends();
         }
         if let Some(Ok(s)) = e.outbound.map(|o| self.writer.state(o)) {
+            c.out_backends = s.backends();
             c.out_pkts = s.pkts();
             c.out_bytes = s.bytes();
             c.seq_next = s.seq_next();

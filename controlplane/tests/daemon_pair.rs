@@ -111,12 +111,13 @@ impl Setup {
         let dir = std::env::temp_dir().join(format!("esprit-ike-test-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         // Distinct per process and test so parallel runs do not collide.
-        let base = 20000 + (std::process::id() % 2000) as u16 * 16;
+        let base = 20000 + (std::process::id() % 2000) as u16 * 20;
         let port = base
             + match tag {
                 "pair" => 0,
                 "restart" => 4,
                 "ppk" => 8,
+                "aes192" => 16,
                 _ => 12,
             };
         Self { dir, tag, port }
@@ -400,6 +401,33 @@ fn two_daemons_negotiate_iiv_labels_and_split_dns_into_the_tables() {
     assert_eq!(stats["counters"]["esprit_ike_split_dns_domains_total{result=refused}"], 1);
     let m = scrape(resp.metrics.expect("responder serves metrics"));
     assert!(m.contains("esprit_ike_split_dns_domains_total{result=\"pushed\"} 2"), "{m}");
+}
+
+/// RFC 4106 with a 192-bit key (strongSwan's `aes192gcm16`): negotiated as
+/// ENCR_AES_GCM_16 with Key Length 192, programmed as a 24-octet key and
+/// its salt, and carried by the ESP engine.
+#[test]
+fn two_daemons_negotiate_aes_gcm_192_into_the_tables_and_carry_traffic() {
+    let s = Setup::new("aes192");
+    let esp192 = |y: String| y.replace("esp_proposals: [aes256gcm16]", "esp_proposals: [aes192gcm16]");
+    let resp = start(&s.dir, "resp", &esp192(s.responder(30)));
+    let init = start(&s.dir, "init", &esp192(s.initiator()));
+    init.ok(Request::Initiate { conn: "home".into() });
+    wait_for("a Child SA on both sides", || established_children(&init).len() == 1 && established_children(&resp).len() == 1);
+    for r in [&init, &resp] {
+        let slots = r.slots();
+        assert_eq!(slots.len(), 2);
+        for p in &slots {
+            assert_eq!((p.transform, p.key_len), (sa_table::TransformId::AES_GCM_16, 24));
+            assert_eq!(esp_params(p).suite, esp::Suite::AES192_GCM_16);
+        }
+    }
+    let a_out = init.slots().into_iter().find(|p| p.direction == Direction::OUTBOUND).unwrap();
+    let b_in = resp.slots().into_iter().find(|p| p.direction == Direction::INBOUND && p.spi == a_out.spi).unwrap();
+    let (inner, wire) = seal_one(&a_out);
+    assert_eq!(open_one(&b_in, wire), inner);
+    let child = &init.ok(Request::ListSas)["ike_sas"][0]["child_sas"][0];
+    assert!(child["encr"].as_str().unwrap_or("").ends_with("-192"), "{child}");
 }
 
 /// The ESP engine's parameters for a table slot, as the dataplane maps them.

@@ -285,3 +285,76 @@ fn an_ike_sa_s_child_sas_are_found_by_index_across_a_reparent() {
     assert_eq!(p.child_count(), 40);
     assert_eq!(p.live_slots(), 80);
 }
+
+/// A static SA as the dataplane installs it (cookie tag "STAT").
+fn static_sa(spi: u32) -> sa_table::SaParams {
+    let mut p = sa_table::SaParams::zeroed();
+    p.cookie = (0x5354_4154 << 32) | u64::from(spi);
+    p.spi = spi;
+    p.direction = Direction::INBOUND;
+    p.mode = sa_table::Mode::TUNNEL;
+    p.transform = TransformId::AES_GCM_16;
+    p.set_key(&[7; 16], [1, 2, 3, 4]);
+    p.set_outer("172.16.2.5".parse().unwrap(), "172.16.1.5".parse().unwrap());
+    p.initial_seq = 1;
+    p
+}
+
+#[test]
+fn esprit_ike_shares_the_table_with_the_dataplanes_static_sas_and_never_touches_them() {
+    let t = Table::new("shared");
+    let mut p = open(&t);
+    // The dataplane starts while esprit-ike runs and writes its static SA.
+    let (mut dp, _) = sa_table::Writer::open(&t.0, &sa_table::TableConfig { capacity: 16, ..Default::default() }).unwrap();
+    let stat = dp.install(&static_sa(0x5000)).unwrap();
+    let e = p.install(T0, &install(1, 0x1000, None, "172.16.9.1:4500")).unwrap().clone();
+    assert!(e.inbound.slot() != stat.slot() && e.outbound.unwrap().slot() != stat.slot());
+    assert_eq!(p.writer().get(stat).unwrap().spi, 0x5000, "esprit-ike caught up with the dataplane's install");
+    assert_eq!(p.writer().live_count(), 3);
+    drop(p);
+    // esprit-ike restarts beside the dataplane: its own two slots are orphans, the static one is not.
+    let (mut p, _) = SaProgrammer::open(&t.0, 16, 1024, 4500, T0, Duration::ZERO).unwrap();
+    assert!(p.orphans().is_empty(), "orphans expired at once with no grace");
+    p.retry_deletes();
+    dp.refresh().unwrap();
+    let left: Vec<u32> = dp.live().map(|(_, s)| s.spi).collect();
+    assert_eq!(left, vec![0x5000], "esprit-ike removed its orphans and only those");
+    assert_eq!(p.writer().live_count(), 1);
+}
+
+#[test]
+fn a_delete_that_cannot_get_the_table_in_time_is_deferred_and_retried() {
+    let t = Table::new("deferred");
+    let mut p = open(&t);
+    let e = p.install(T0, &install(1, 0x1000, None, "172.16.9.1:4500")).unwrap().clone();
+    // The dataplane holds the table (stopped halfway through a transaction, say).
+    let (mut dp, _) = sa_table::Writer::open(&t.0, &sa_table::TableConfig { capacity: 16, ..Default::default() }).unwrap();
+    let held = dp.lock().unwrap();
+    let start = std::time::Instant::now();
+    assert!(p.delete(ChildSaHandle(1)).is_some());
+    assert!(start.elapsed() < Duration::from_secs(1), "the event loop was held {:?}", start.elapsed());
+    assert_eq!(p.deferred_deletes(), 2);
+    assert!(matches!(
+        p.install(T0, &install(2, 0x2000, None, "172.16.9.1:4500")),
+        Err(ProgramError::Table(sa_table::WriteError::Busy { .. }))
+    ));
+    drop(held);
+    assert_eq!(p.retry_deletes(), 0);
+    assert!(p.writer().get(e.inbound).is_err() && p.writer().get(e.outbound.unwrap()).is_err());
+    assert_eq!(p.writer().live_count(), 0);
+}
+
+#[test]
+fn the_backend_the_dataplane_noted_per_direction_reaches_the_counters() {
+    use sa_table::Backends;
+    let t = Table::new("backends");
+    let mut p = open(&t);
+    let e = p.install(T0, &install(1, 0x1000, None, "172.16.9.1:4500")).unwrap().clone();
+    assert!(p.counters(&e).in_backends.is_empty(), "no dataplane built it yet");
+    // What the dataplane's workers note as they build the SA's crypto.
+    p.writer().state(e.inbound).unwrap().note_backend(42, Backends::IPSEC_MB);
+    p.writer().state(e.outbound.unwrap()).unwrap().note_backend(42, Backends::RING | Backends::FALLBACK);
+    let c = p.counters(&e);
+    assert_eq!(c.in_backends.names(), vec!["ipsec-mb"]);
+    assert_eq!(c.out_backends.names(), vec!["ring", "fallback"]);
+}

@@ -71,6 +71,81 @@ pub struct Dataplane {
     /// a `net_null` or `net_pcap` port in a benchmark).
     #[serde(default)]
     pub neighbours: Vec<Neighbour>,
+    /// The security policy database (RFC 4301 §4.4.1), in order: the first
+    /// entry that matches a packet decides. Absent: one entry, `protect`
+    /// any traffic with an SA whose selectors contain it (what esprit did
+    /// before it had an SPD). Present: traffic no entry matches is
+    /// discarded (RFC 4301 §4.4.1) and counted as `no_spd_match`.
+    #[serde(default)]
+    pub spd: Option<Vec<SpdEntry>>,
+    /// RFC 9478 security labels and the inside VLAN each one's segment is
+    /// carried on.
+    #[serde(default)]
+    pub labels: Vec<LabelSegment>,
+}
+
+/// What an SPD entry does with the packets it matches (RFC 4301 §4.4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpdAction {
+    /// Out of the outside port in clear (and, inbound, in clear to the inside).
+    Bypass,
+    /// Dropped, counted as `spd_discard`.
+    Discard,
+    /// ESP: with the static SA `spi`, or else with any outbound SA whose
+    /// selectors (and label) contain the packet.
+    Protect,
+}
+
+/// A number or a name, as YAML gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum NumOrText {
+    Num(u64),
+    Text(String),
+}
+
+/// One SPD entry. Addresses and ports are from the gateway's point of
+/// view: outbound, `local` is the inner source and `remote` the inner
+/// destination.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpdEntry {
+    pub action: SpdAction,
+    /// Our side's addresses: prefixes (`10.1.0.0/16`), ranges
+    /// (`10.1.0.5-10.1.0.9`) or single addresses; empty = any.
+    #[serde(default)]
+    pub local: Vec<String>,
+    /// The far side's addresses, as `local`.
+    #[serde(default)]
+    pub remote: Vec<String>,
+    /// `tcp`, `udp`, `icmp`, `icmpv6`, `sctp` or a protocol number; absent = any.
+    #[serde(default)]
+    pub proto: Option<NumOrText>,
+    /// A port (`53`) or a range (`1000-1999`); absent = any.
+    #[serde(default)]
+    pub local_ports: Option<NumOrText>,
+    #[serde(default)]
+    pub remote_ports: Option<NumOrText>,
+    /// Only packets of this label's segment (one of `dataplane.labels`).
+    #[serde(default)]
+    pub label: Option<String>,
+    /// `protect` only: the SPI of the static outbound SA to use.
+    #[serde(default)]
+    pub spi: Option<u32>,
+}
+
+/// A security label and its inside VLAN.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelSegment {
+    /// The RFC 9478 label as negotiated (an SELinux context such as
+    /// `system_u:object_r:ipsec_spd_t:s0`); a trailing NUL is ignored.
+    pub label: String,
+    /// 802.1Q VLAN ID on the inside port (1..=4094), or 0: the label owns
+    /// the inside port's untagged network (one port per label), and
+    /// unlabeled SAs then serve no inside traffic.
+    pub vlan: u16,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,6 +205,8 @@ pub struct Workers {
     /// CPU of each worker, in order; empty = pick after the EAL's main lcore.
     #[serde(default)]
     pub cpus: Vec<usize>,
+    /// Most packets a worker takes from an RX queue at once (1..=64; 32,
+    /// as DPDK's ipsec-secgw). Every receive asks for this many.
     #[serde(default = "default_burst")]
     pub burst_pkts: u16,
     /// Depth of each worker-to-worker handoff queue, in packets.
@@ -258,6 +335,9 @@ pub enum Mode {
 pub enum SuiteName {
     #[serde(rename = "aes-128-gcm")]
     Aes128Gcm,
+    /// RFC 4106 with a 192-bit key.
+    #[serde(rename = "aes-192-gcm")]
+    Aes192Gcm,
     #[serde(rename = "aes-256-gcm")]
     Aes256Gcm,
     #[serde(rename = "chacha20-poly1305")]
@@ -269,6 +349,7 @@ impl SuiteName {
     pub fn key_len(self) -> usize {
         match self {
             SuiteName::Aes128Gcm => 16,
+            SuiteName::Aes192Gcm => 24,
             SuiteName::Aes256Gcm | SuiteName::Chacha20Poly1305 => 32,
         }
     }
@@ -294,7 +375,7 @@ pub struct StaticSa {
     pub direction: Direction,
     pub suite: SuiteName,
     /// Key then 4-byte salt, hex (colons allowed, as ipsec-secgw writes them).
-    pub key: String,
+    pub key: HexKey,
     #[serde(default = "tunnel")]
     pub mode: Mode,
     /// Outer source and destination: the tunnel endpoints, or in transport
@@ -325,6 +406,35 @@ pub struct StaticSa {
     /// Inner prefixes of our side (at most 2; default: any address).
     #[serde(default)]
     pub local_selectors: Vec<String>,
+    /// RFC 9478 security label (one of `dataplane.labels`): the SA carries
+    /// only that label's segment.
+    #[serde(default)]
+    pub sec_label: Option<String>,
+}
+
+/// A static SA's key and salt as written in the file: printed as
+/// `[redacted]` by `Debug`, zeroed when dropped.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct HexKey(String);
+
+impl std::ops::Deref for HexKey {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for HexKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Drop for HexKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
 }
 
 fn tunnel() -> Mode {
@@ -334,8 +444,12 @@ fn default_window() -> u32 {
     1024
 }
 
-/// Largest anti-replay window accepted, in packets.
-pub const MAX_REPLAY_WINDOW: u32 = 65536;
+/// Largest anti-replay window accepted, in packets: what the SA table's
+/// state lines persist (DESIGN: the window lives in the table, so a restart
+/// or an owner change resumes it). The ESP engine could run larger windows
+/// (`esp::MAX_REPLAY_WINDOW`), but one the table cannot keep would reopen
+/// every old sequence number to a replay after a restart.
+pub const MAX_REPLAY_WINDOW: u32 = sa_table::MAX_REPLAY_WINDOW_PKTS;
 
 /// A parsed prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -359,9 +473,10 @@ impl std::str::FromStr for Prefix {
 }
 
 impl StaticSa {
-    /// Key and salt bytes (validated at load).
-    pub fn key_and_salt(&self) -> Vec<u8> {
-        hex::decode(self.key.replace(':', "")).unwrap_or_default()
+    /// Key and salt bytes (validated at load), zeroed when dropped.
+    pub fn key_and_salt(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        let hex_digits = zeroize::Zeroizing::new(self.key.replace(':', ""));
+        zeroize::Zeroizing::new(hex::decode(&*hex_digits).unwrap_or_default())
     }
 
     /// The remote-side prefixes (validated at load).
@@ -372,6 +487,121 @@ impl StaticSa {
     /// Our side's prefixes (validated at load); empty = any.
     pub fn local_prefixes(&self) -> Vec<Prefix> {
         self.local_selectors.iter().filter_map(|s| s.parse().ok()).collect()
+    }
+}
+
+/// Largest SPD accepted: the classifier's tables grow with the square of
+/// the entry count (see the `spd` crate).
+pub const MAX_SPD_ENTRIES: usize = 4096;
+
+/// `10.1.0.0/16`, `10.1.0.5-10.1.0.9` or `10.1.0.5` (either family).
+pub fn parse_addr_range(s: &str) -> Result<spd::AddrRange, String> {
+    let s = s.trim();
+    if s.contains('/') {
+        let p: Prefix = s.parse()?;
+        return Ok(spd::AddrRange::prefix(p.addr, p.len));
+    }
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let lo: IpAddr = a.trim().parse().map_err(|_| format!("`{}` is not an IP address", a.trim()))?;
+    let hi: IpAddr = b.trim().parse().map_err(|_| format!("`{}` is not an IP address", b.trim()))?;
+    spd::AddrRange::new(lo, hi).ok_or_else(|| format!("`{s}` is not a range (same family, low end first)"))
+}
+
+/// A protocol by name or number.
+pub fn parse_proto(p: &NumOrText) -> Result<u8, String> {
+    match p {
+        NumOrText::Num(n) => u8::try_from(*n).map_err(|_| format!("{n} is not a protocol number (0..=255)")),
+        NumOrText::Text(t) => match t.to_ascii_lowercase().as_str() {
+            "tcp" => Ok(6),
+            "udp" => Ok(17),
+            "icmp" => Ok(1),
+            "icmpv6" | "ipv6-icmp" => Ok(58),
+            "sctp" => Ok(132),
+            "gre" => Ok(47),
+            other => other.parse::<u8>().map_err(|_| format!("`{t}` is not tcp, udp, icmp, icmpv6, sctp, gre or a number")),
+        },
+    }
+}
+
+/// A port (`53`) or an inclusive range (`1000-1999`).
+pub fn parse_ports(p: &NumOrText) -> Result<spd::PortRange, String> {
+    let port = |s: &str| s.trim().parse::<u16>().map_err(|_| format!("`{}` is not a port (0..=65535)", s.trim()));
+    match p {
+        NumOrText::Num(n) => {
+            let n = u16::try_from(*n).map_err(|_| format!("{n} is not a port (0..=65535)"))?;
+            Ok(spd::PortRange { lo: n, hi: n })
+        }
+        NumOrText::Text(t) => {
+            let (a, b) = t.split_once('-').unwrap_or((t, t));
+            let (lo, hi) = (port(a)?, port(b)?);
+            if lo > hi {
+                return Err(format!("`{t}`: the low end comes first"));
+            }
+            Ok(spd::PortRange { lo, hi })
+        }
+    }
+}
+
+/// A label as compared: without the NUL terminator RFC 9478 labels
+/// usually carry (strongSwan sends one, a YAML string has none).
+pub fn label_bytes(l: &[u8]) -> &[u8] {
+    let mut n = l.len();
+    while n > 0 && l[n - 1] == 0 {
+        n -= 1;
+    }
+    &l[..n]
+}
+
+impl Dataplane {
+    /// The VLAN of the segment of `label` (bytes as in the SA table).
+    pub fn vlan_of_label(&self, label: &[u8]) -> Option<u16> {
+        let l = label_bytes(label);
+        self.labels.iter().find(|s| label_bytes(s.label.as_bytes()) == l).map(|s| s.vlan)
+    }
+}
+
+impl SpdEntry {
+    /// The entry's selectors (validated at load; `segment` from `labels`).
+    pub fn selector(&self, d: &Dataplane) -> spd::Selector {
+        spd::Selector {
+            local: self.local.iter().filter_map(|s| parse_addr_range(s).ok()).collect(),
+            remote: self.remote.iter().filter_map(|s| parse_addr_range(s).ok()).collect(),
+            proto: self.proto.as_ref().and_then(|p| parse_proto(p).ok()),
+            local_ports: self.local_ports.as_ref().and_then(|p| parse_ports(p).ok()).unwrap_or(spd::PortRange::ANY),
+            remote_ports: self.remote_ports.as_ref().and_then(|p| parse_ports(p).ok()).unwrap_or(spd::PortRange::ANY),
+            // An unknown label cannot pass validation; u16::MAX is no segment.
+            segment: self.label.as_ref().map(|l| d.vlan_of_label(l.as_bytes()).unwrap_or(u16::MAX)),
+        }
+    }
+
+    fn validate(&self, path: &str, d: &Dataplane) -> Result<(), ConfigError> {
+        for (field, list) in [("local", &self.local), ("remote", &self.remote)] {
+            for (j, s) in list.iter().enumerate() {
+                parse_addr_range(s).map_err(|m| err(format!("{path}.{field}[{j}]"), m))?;
+            }
+        }
+        if let Some(p) = &self.proto {
+            parse_proto(p).map_err(|m| err(format!("{path}.proto"), m))?;
+        }
+        for (field, p) in [("local_ports", &self.local_ports), ("remote_ports", &self.remote_ports)] {
+            if let Some(p) = p {
+                parse_ports(p).map_err(|m| err(format!("{path}.{field}"), m))?;
+            }
+        }
+        if let Some(l) = &self.label {
+            if d.vlan_of_label(l.as_bytes()).is_none() {
+                return Err(err(format!("{path}.label"), format!("`{l}` is not one of dataplane.labels")));
+            }
+        }
+        if let Some(spi) = self.spi {
+            if self.action != SpdAction::Protect {
+                return Err(err(format!("{path}.spi"), "only a protect entry names an SA"));
+            }
+            if !d.static_sas.iter().any(|sa| sa.spi == spi && sa.direction == Direction::Out) {
+                return Err(err(format!("{path}.spi"), format!("{spi:#x} is not the SPI of an outbound static SA")));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -455,8 +685,41 @@ impl Config {
                 return Err(err(format!("dataplane.neighbours[{i}].mac"), format!("`{}` is not a MAC address (aa:bb:cc:dd:ee:ff)", n.mac)));
             }
         }
+        let (mut vlans, mut names) = (HashSet::new(), HashSet::new());
+        for (i, l) in d.labels.iter().enumerate() {
+            let path = format!("dataplane.labels[{i}]");
+            if l.vlan > 4094 {
+                return Err(err(format!("{path}.vlan"), format!("{} is not a VLAN ID (1..=4094, or 0: untagged)", l.vlan)));
+            }
+            if !vlans.insert(l.vlan) {
+                return Err(err(format!("{path}.vlan"), format!("VLAN {} carries two labels", l.vlan)));
+            }
+            let b = label_bytes(l.label.as_bytes());
+            if b.is_empty() || b.len() >= sa_table::MAX_SEC_LABEL_BYTES {
+                return Err(err(
+                    format!("{path}.label"),
+                    format!("{} octets; a label has 1 to {} (and its NUL)", b.len(), sa_table::MAX_SEC_LABEL_BYTES - 1),
+                ));
+            }
+            if !names.insert(b.to_vec()) {
+                return Err(err(format!("{path}.label"), "this label is listed twice"));
+            }
+        }
+        if let Some(spd) = &d.spd {
+            if spd.len() > MAX_SPD_ENTRIES {
+                return Err(err("dataplane.spd", format!("{} entries; at most {MAX_SPD_ENTRIES}", spd.len())));
+            }
+            for (i, e) in spd.iter().enumerate() {
+                e.validate(&format!("dataplane.spd[{i}]"), d)?;
+            }
+        }
         let mut seen = HashSet::new();
         for (i, sa) in d.static_sas.iter().enumerate() {
+            if let Some(l) = &sa.sec_label {
+                if d.vlan_of_label(l.as_bytes()).is_none() {
+                    return Err(err(format!("dataplane.static_sas[{i}].sec_label"), format!("`{l}` is not one of dataplane.labels")));
+                }
+            }
             sa.validate(&format!("dataplane.static_sas[{i}]"))?;
             if !seen.insert((sa.spi, sa.direction == Direction::In, sa.dst)) {
                 return Err(err(format!("dataplane.static_sas[{i}].spi"), format!("SPI {:#x} is used twice in this direction", sa.spi)));
@@ -472,8 +735,10 @@ impl StaticSa {
         if self.spi < 256 {
             return Err(err(format!("{path}.spi"), format!("{} is reserved (RFC 4303 §2.1: SPIs 0-255)", self.spi)));
         }
-        let key = hex::decode(self.key.replace(':', ""))
-            .map_err(|e| err(format!("{path}.key"), format!("not hex: {e}")))?;
+        let hex_digits = zeroize::Zeroizing::new(self.key.replace(':', ""));
+        let key = zeroize::Zeroizing::new(
+            hex::decode(&*hex_digits).map_err(|e| err(format!("{path}.key"), format!("not hex: {e}")))?,
+        );
         let want = self.suite.key_len() + 4;
         if key.len() != want {
             return Err(err(
@@ -550,10 +815,32 @@ ike:
     }
 
     #[test]
+    fn a_replay_window_the_table_cannot_keep_is_refused_with_its_path() {
+        let window = |w: u32| {
+            let sel = "selectors: [\"192.168.105.0/24\"]\n";
+            Config::from_yaml(&GOOD.replace("spi: 5\n", "spi: 0x1005\n").replace(sel, &format!("{sel}      replay_window: {w}\n")))
+        };
+        assert_eq!(window(4096).unwrap().dataplane.static_sas[0].replay_window, 4096);
+        let e = window(4097).unwrap_err();
+        assert_eq!(e.path, "dataplane.static_sas[0].replay_window");
+        assert!(e.msg.contains("4096"), "{e}");
+    }
+
+    #[test]
     fn reserved_spi_is_refused_with_its_path() {
         let e = with("spi: 5\n", "spi: 5\n").unwrap_err();
         assert_eq!(e.path, "dataplane.static_sas[0].spi");
         assert!(e.msg.contains("reserved"), "{e}");
+    }
+
+    #[test]
+    fn a_static_sa_never_prints_its_key() {
+        let c = with("spi: 5\n", "spi: 0x1005\n").unwrap();
+        let text = format!("{:?} {:#?}", c.dataplane.static_sas[0], c);
+        for needle in ["2b:7e", "2b7e", "de:ad:be:ef", "deadbeef"] {
+            assert!(!text.contains(needle), "`{needle}` in {text}");
+        }
+        assert!(text.contains("key: [redacted]"), "{text}");
     }
 
     #[test]
@@ -587,6 +874,19 @@ ike:
     }
 
     #[test]
+    fn aes_192_gcm_takes_a_24_byte_key_and_its_salt() {
+        let text = GOOD.replace("spi: 5\n", "spi: 4101\n").replace("aes-128-gcm", "aes-192-gcm");
+        let e = Config::from_yaml(&text).unwrap_err();
+        assert_eq!(e.path, "dataplane.static_sas[0].key");
+        assert!(e.msg.contains("needs 24 key bytes and a 4-byte salt (28)"), "{e}");
+        let c = Config::from_yaml(&text.replace(":de:ad:be:ef\"", ":00:01:02:03:04:05:06:07:de:ad:be:ef\"")).unwrap();
+        let sa = &c.dataplane.static_sas[0];
+        assert_eq!((sa.suite, sa.key_and_salt().len()), (SuiteName::Aes192Gcm, 28));
+        let slot = crate::statics::slot_params(0, sa);
+        assert_eq!(crate::pipeline::esp_params(&slot).unwrap().suite, esp::Suite::AES192_GCM_16);
+    }
+
+    #[test]
     fn bad_selector_and_cpu_count_are_named() {
         let text = GOOD.replace("spi: 5\n", "spi: 4101\n").replace("192.168.105.0/24", "192.168.105.0/33");
         assert_eq!(Config::from_yaml(&text).unwrap_err().path, "dataplane.static_sas[0].selectors[0]");
@@ -600,6 +900,68 @@ ike:
         assert!(e.msg.contains("dataplane"), "{e}");
         let e = Config::from_yaml("dataplane: [").unwrap_err();
         assert!(!e.msg.is_empty());
+    }
+
+    const SPD: &str = r#"
+  labels:
+    - { label: "system_u:object_r:red_t:s0", vlan: 100 }
+    - { label: "system_u:object_r:blue_t:s0", vlan: 200 }
+  spd:
+    - { action: bypass, remote: ["10.9.0.0/16"], proto: udp, remote_ports: 53 }
+    - { action: discard, remote: ["192.168.105.5-192.168.105.9"] }
+    - { action: protect, remote: ["192.168.105.0/24"], proto: tcp, remote_ports: "1000-1999", spi: 0x1005, label: "system_u:object_r:red_t:s0" }
+    - { action: protect }
+metrics:"#;
+
+    fn with_spd(find: &str, replace: &str) -> Result<Config, ConfigError> {
+        let text = GOOD.replace("spi: 5\n", "spi: 0x1005\n").replace("metrics:", SPD);
+        assert!(text.contains(find), "test edit `{find}` does not apply");
+        Config::from_yaml(&text.replace(find, replace))
+    }
+
+    #[test]
+    fn an_spd_with_ranges_ports_protocols_and_labels_loads() {
+        let c = with_spd("", "").unwrap();
+        let d = &c.dataplane;
+        let spd = d.spd.as_ref().unwrap();
+        assert_eq!(spd.len(), 4);
+        let s = spd[0].selector(d);
+        assert_eq!((s.proto, s.remote_ports), (Some(17), spd::PortRange { lo: 53, hi: 53 }));
+        let s = spd[1].selector(d);
+        assert_eq!((s.remote[0].lo, s.remote[0].hi), (0xc0a8_6905, 0xc0a8_6909), "a range stays a range");
+        let s = spd[2].selector(d);
+        assert_eq!((s.remote_ports, s.segment), (spd::PortRange { lo: 1000, hi: 1999 }, Some(100)));
+        assert_eq!(spd[3].selector(d), spd::Selector::any());
+        assert_eq!(d.vlan_of_label(b"system_u:object_r:blue_t:s0\0"), Some(200), "the NUL terminator is ignored");
+    }
+
+    #[test]
+    fn bad_spd_entries_are_named_with_their_path() {
+        let e = with_spd("proto: udp", "proto: udpp").unwrap_err();
+        assert_eq!(e.path, "dataplane.spd[0].proto");
+        let e = with_spd("192.168.105.5-192.168.105.9", "192.168.105.9-192.168.105.5").unwrap_err();
+        assert_eq!(e.path, "dataplane.spd[1].remote[0]");
+        let e = with_spd("\"1000-1999\"", "\"1999-1000\"").unwrap_err();
+        assert_eq!(e.path, "dataplane.spd[2].remote_ports");
+        let e = with_spd("spi: 0x1005, label", "spi: 0x1006, label").unwrap_err();
+        assert_eq!(e.path, "dataplane.spd[2].spi");
+        let e = with_spd("label: \"system_u:object_r:red_t:s0\" }", "label: \"green\" }").unwrap_err();
+        assert_eq!(e.path, "dataplane.spd[2].label");
+        let e = with_spd("action: bypass,", "action: allow,").unwrap_err();
+        assert_eq!(e.path, "dataplane.spd[0].action");
+        let e = with_spd("vlan: 200", "vlan: 100").unwrap_err();
+        assert_eq!(e.path, "dataplane.labels[1].vlan");
+        let e = with_spd("vlan: 200", "vlan: 4095").unwrap_err();
+        assert_eq!(e.path, "dataplane.labels[1].vlan");
+        let e = with_spd("- { action: protect }", "- { action: discard, spi: 0x1005 }").unwrap_err();
+        assert_eq!(e.path, "dataplane.spd[3].spi");
+    }
+
+    #[test]
+    fn a_static_sa_label_must_be_a_configured_one() {
+        let e = with_spd("selectors: [\"192.168.105.0/24\"]", "selectors: [\"192.168.105.0/24\"]\n      sec_label: nope").unwrap_err();
+        assert_eq!(e.path, "dataplane.static_sas[0].sec_label");
+        with_spd("selectors: [\"192.168.105.0/24\"]", "selectors: [\"192.168.105.0/24\"]\n      sec_label: \"system_u:object_r:red_t:s0\"").unwrap();
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod l2;
 pub mod metrics;
 pub mod pipeline;
+pub mod policy;
 pub mod ports;
 pub mod runtime;
 pub mod statics;

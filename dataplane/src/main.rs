@@ -24,8 +24,9 @@ use dpdk::{Eal, Mempool};
 use esprit_dataplane::config::{parse_mac, Config};
 use esprit_dataplane::crypto::{BackendChoice, MbDevices};
 use esprit_dataplane::l2::NeighbourTable;
+use esprit_dataplane::policy::Policy;
 use esprit_dataplane::metrics::{DataplaneMetrics, MetricsServer, PORT_NAMES};
-use esprit_dataplane::pipeline::{Env, Queues, Side, Worker, DROP_NAMES};
+use esprit_dataplane::pipeline::{Env, Side, Worker, DROP_NAMES};
 use esprit_dataplane::ports::{self, INSIDE, OUTSIDE, PUNT};
 use esprit_dataplane::runtime::run_workers;
 use esprit_dataplane::statics;
@@ -131,7 +132,12 @@ fn run(cfg: Config, args: &Args) -> Result<(), String> {
     let metrics = DataplaneMetrics::new(cfg.metrics.per_sa);
     metrics.set_crypto_backend(backend.name());
     let _server = match cfg.metrics.listen {
-        Some(addr) => Some(MetricsServer::start(metrics.clone(), addr).map_err(|e| format!("metrics.listen {addr}: {e}"))?),
+        Some(addr) => {
+            let srv = MetricsServer::start(metrics.clone(), addr).map_err(|e| format!("metrics.listen {addr}: {e}"))?;
+            // The bound address (port 0 in the config picks a free one).
+            eprintln!("esprit-dataplane: metrics on {}", srv.local_addr());
+            Some(srv)
+        }
         None => None,
     };
 
@@ -147,6 +153,7 @@ fn run(cfg: Config, args: &Args) -> Result<(), String> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("signal handler: {e}"))?;
     }
+    let policy = Policy::new(d);
     let env = Env {
         workers,
         inboxes: &inboxes,
@@ -160,6 +167,7 @@ fn run(cfg: Config, args: &Args) -> Result<(), String> {
         mb: mb.as_ref(),
         pool,
         stop: &stop,
+        policy: &policy,
     };
     for p in &opened {
         eprintln!(
@@ -180,13 +188,7 @@ fn run(cfg: Config, args: &Args) -> Result<(), String> {
         // The live stats / stop watcher.
         let watcher = s.spawn(|| watch(&metrics, &stop, workers, args, started, &table_path));
         let r = run_workers(eal, workers, &d.workers.cpus, &stop, |ctx| {
-            let mut q = Queues { rx: [None, None, None], tx: [None, None, None] };
-            for p in &opened {
-                if (ctx.id as u16) < p.rx_queues {
-                    q.rx[p.role] = Some(p.port.rx_queue(ctx.id as u16).map_err(|e| e.to_string())?);
-                }
-                q.tx[p.role] = Some(p.port.tx_queue(ctx.id as u16).map_err(|e| e.to_string())?);
-            }
+            let q = ports::worker_queues(&opened, ctx.id as u16, d.workers.burst_pkts)?;
             let reader = sa_table::Reader::attach(&table_path).map_err(|e| format!("SA table: {e}"))?;
             let m = metrics.worker(ctx.id, &DROP_NAMES);
             let mut w = Worker::new(ctx.id, &env, q, reader, m);
@@ -327,7 +329,12 @@ fn summary(m: &DataplaneMetrics, workers: usize, elapsed: Duration) {
     }
     println!("ran {:.1} s", elapsed.as_secs_f64());
     let text = m.render();
-    let shown = |l: &&str| (l.starts_with("esprit_drops_total") || l.starts_with("esprit_port_bytes_total")) && !l.ends_with(" 0");
+    let shown = |l: &&str| {
+        ["esprit_drops_total", "esprit_port_bytes_total", "esprit_spd_bypass_packets_total", "esprit_sa_install_failures_total"]
+            .iter()
+            .any(|p| l.starts_with(p))
+            && !l.ends_with(" 0")
+    };
     for line in text.lines().filter(shown) {
         println!("  {line}");
     }

@@ -13,6 +13,10 @@
 //! * `esprit_handoff_queue_depth{worker}`, `esprit_handoff_drops_total{worker}`
 //! * `esprit_punted_packets_total{dir,worker}` (dir = to_kernel | from_kernel)
 //! * `esprit_active_sas{dir}`, `esprit_crypto_backend_info{backend}`
+//! * `esprit_sa_install_failures_total{reason}`: SAs whose crypto context
+//!   could not be built as configured, once per SA: fell back to `ring`
+//!   (`ipsec_mb_no_session`, `ipsec_mb_no_suite`) or refused, their packets
+//!   dropped (`params_refused`, `key_rejected`)
 //! * `esprit_sa_packets_total{spi,dir}`, `esprit_sa_bytes_total{spi,dir}`
 //!   only when `metrics.per_sa` is on (label cardinality at 100k tunnels).
 //!
@@ -28,6 +32,9 @@ use std::time::Duration;
 
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
+/// The `reason` labels of `esprit_sa_install_failures_total`.
+pub const INSTALL_FAILURE_REASONS: [&str; 4] = ["ipsec_mb_no_session", "ipsec_mb_no_suite", "params_refused", "key_rejected"];
+
 /// Ports by index in [`WorkerStats`].
 pub const PORT_NAMES: [&str; 3] = ["outside", "inside", "punt"];
 
@@ -42,8 +49,10 @@ pub struct DataplaneMetrics {
     handoff_depth: IntGaugeVec,
     handoff_drops: IntCounterVec,
     punted: IntCounterVec,
+    bypassed: IntCounterVec,
     pub active_sas: IntGaugeVec,
     crypto_backend: IntGaugeVec,
+    install_failures: IntCounterVec,
     sa_packets: Option<IntCounterVec>,
     sa_bytes: Option<IntCounterVec>,
 }
@@ -71,8 +80,15 @@ impl DataplaneMetrics {
             handoff_depth: gauge_vec(&r, "esprit_handoff_queue_depth", "Batches (of up to one receive burst) waiting in the handoff queue into a worker", &["worker"]),
             handoff_drops: counter_vec(&r, "esprit_handoff_drops_total", "Packets dropped because a worker's handoff queue was full", &["worker"]),
             punted: counter_vec(&r, "esprit_punted_packets_total", "Packets passed to (to_kernel) or from (from_kernel) the exception TAP", &["dir", "worker"]),
+            bypassed: counter_vec(&r, "esprit_spd_bypass_packets_total", "Packets an SPD BYPASS entry passed in clear, out (inside to outside) or in", &["dir", "worker"]),
             active_sas: gauge_vec(&r, "esprit_active_sas", "SAs installed in the SA table, by direction", &["dir"]),
             crypto_backend: gauge_vec(&r, "esprit_crypto_backend_info", "The AEAD backend in use (value 1)", &["backend"]),
+            install_failures: counter_vec(
+                &r,
+                "esprit_sa_install_failures_total",
+                "SAs whose crypto could not be set up as configured (fell back to ring, or refused), once per SA",
+                &["reason"],
+            ),
             sa_packets: per_sa.then(|| counter_vec(&r, "esprit_sa_packets_total", "Packets per SA (only with metrics.per_sa)", &["spi", "dir"])),
             sa_bytes: per_sa.then(|| counter_vec(&r, "esprit_sa_bytes_total", "Bytes per SA (only with metrics.per_sa)", &["spi", "dir"])),
             registry: r,
@@ -108,6 +124,9 @@ impl DataplaneMetrics {
             handoff_drops: self.handoff_drops.with_label_values(&[&w]),
             punted_to_kernel: self.punted.with_label_values(&["to_kernel", &w]),
             punted_from_kernel: self.punted.with_label_values(&["from_kernel", &w]),
+            bypassed_out: self.bypassed.with_label_values(&["out", &w]),
+            bypassed_in: self.bypassed.with_label_values(&["in", &w]),
+            install_failures: INSTALL_FAILURE_REASONS.iter().map(|r| self.install_failures.with_label_values(&[*r])).collect(),
             local: WorkerStats::new(drop_reasons.len()),
             flushed: WorkerStats::new(drop_reasons.len()),
         }
@@ -150,6 +169,9 @@ pub struct WorkerStats {
     pub handoff_drops: u64,
     pub punted_to_kernel: u64,
     pub punted_from_kernel: u64,
+    /// Packets an SPD BYPASS entry passed in clear, outbound and inbound.
+    pub bypassed_out: u64,
+    pub bypassed_in: u64,
     /// A gauge, not a counter: the current depth of this worker's inbox.
     pub handoff_depth: u64,
 }
@@ -173,12 +195,24 @@ pub struct WorkerMetrics {
     handoff_drops: IntCounter,
     punted_to_kernel: IntCounter,
     punted_from_kernel: IntCounter,
+    bypassed_out: IntCounter,
+    bypassed_in: IntCounter,
+    /// By [`INSTALL_FAILURE_REASONS`] (created up front: counting allocates nothing).
+    install_failures: Vec<IntCounter>,
     /// Counted by the worker's loop.
     pub local: WorkerStats,
     flushed: WorkerStats,
 }
 
 impl WorkerMetrics {
+    /// One SA whose crypto could not be set up as configured (an SA install
+    /// event, off the packet path: counted at once, not at the next flush).
+    pub fn count_install_failure(&self, reason: &str) {
+        if let Some(i) = INSTALL_FAILURE_REASONS.iter().position(|r| *r == reason) {
+            self.install_failures[i].inc();
+        }
+    }
+
     /// Publishes what was counted since the last flush.
     pub fn flush(&mut self) {
         fn add(c: &IntCounter, now: u64, then: &mut u64) {
@@ -202,6 +236,8 @@ impl WorkerMetrics {
         add(&self.handoff_drops, l.handoff_drops, &mut f.handoff_drops);
         add(&self.punted_to_kernel, l.punted_to_kernel, &mut f.punted_to_kernel);
         add(&self.punted_from_kernel, l.punted_from_kernel, &mut f.punted_from_kernel);
+        add(&self.bypassed_out, l.bypassed_out, &mut f.bypassed_out);
+        add(&self.bypassed_in, l.bypassed_in, &mut f.bypassed_in);
         self.handoff_depth.set(l.handoff_depth as i64);
     }
 }

@@ -8,6 +8,7 @@
 use dpdk::{Eal, Mempool, Port, PortConfig};
 
 use crate::config::{Dataplane, PortSpec};
+use crate::pipeline::Queues;
 
 /// The ports by role, in [`crate::metrics::PORT_NAMES`] order.
 pub const OUTSIDE: usize = 0;
@@ -47,6 +48,15 @@ pub fn open_ports(eal: &Eal, cfg: &Dataplane, pool: Mempool) -> Result<Vec<OpenP
                 device += &format!(",mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]);
             }
         }
+        // The TAP outlives the process (DPDK's `persist`): the kernel keeps
+        // it, its gateway address and routes while the dataplane is down or
+        // restarting, so esprit-ike's sockets bound to that address stay
+        // valid, and a restarted dataplane attaches to the same device. (A
+        // TAP that went away would take the address with it; nobody would
+        // put it back.) Remove it with `ip link del`.
+        if role == PUNT && device.starts_with("net_tap") && !device.split(',').any(|a| a == "persist") {
+            device += ",persist";
+        }
         let port = Port::probe(eal, &device).map_err(|e| format!("{path}: {e}"))?;
         let info = port.info().map_err(|e| format!("{path}: {e}"))?;
         if info.max_tx_queues < workers {
@@ -70,6 +80,22 @@ pub fn open_ports(eal: &Eal, cfg: &Dataplane, pool: Mempool) -> Result<Vec<OpenP
         out.push(OpenPort { role, port, rx_queues, tx_queues: workers, mac, driver: info.driver });
     }
     Ok(out)
+}
+
+/// Worker `worker`'s queues on the opened ports: an RX queue where the port
+/// has one for it (receives limited to `burst_pkts`,
+/// `dataplane.workers.burst_pkts`), a TX queue on every port.
+pub fn worker_queues(opened: &[OpenPort], worker: u16, burst_pkts: u16) -> Result<Queues<'_>, String> {
+    let mut q = Queues { rx: [None, None, None], tx: [None, None, None] };
+    for p in opened {
+        if worker < p.rx_queues {
+            let mut rx = p.port.rx_queue(worker).map_err(|e| e.to_string())?;
+            rx.set_burst_pkts(burst_pkts);
+            q.rx[p.role] = Some(rx);
+        }
+        q.tx[p.role] = Some(p.port.tx_queue(worker).map_err(|e| e.to_string())?);
+    }
+    Ok(q)
 }
 
 /// Mbufs the pool needs: every descriptor of every queue full, plus the

@@ -2,12 +2,14 @@
 //! SA table the control plane programs.
 //!
 //! Each static SA carries a cookie `STAT << 32 | index`. At start the
-//! dataplane takes the table's writer role for a moment: a live static SA
-//! whose parameters are unchanged is kept as it is (so its outbound
-//! sequence number goes on from where it was: with a static key, starting
-//! again from 1 would repeat nonces), a changed or removed one is deleted,
-//! and missing ones are installed. Then the writer role is released for the
-//! control plane.
+//! dataplane writes the table in one transaction (the table's lock for the
+//! length of the batch, shared with esprit-ike, which may be running: see
+//! `sa_table::Writer`): a live static SA whose parameters are unchanged is
+//! kept as it is (so its outbound sequence number goes on from where it
+//! was: with a static key, starting again from 1 would repeat nonces), a
+//! changed or removed one is deleted, and missing ones are installed. The
+//! writer only touches slots tagged `STAT`: esprit-ike's SAs (`IK`) are
+//! never its business, and they stay as they are through a dataplane restart.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
@@ -19,6 +21,13 @@ use crate::config::{Direction, Mode, Prefix, StaticSa, SuiteName};
 
 /// High half of a static SA's cookie: "STAT".
 pub const STATIC_COOKIE: u64 = 0x5354_4154 << 32;
+/// The bits of a cookie that carry the `STAT` tag.
+pub const STATIC_COOKIE_MASK: u64 = 0xffff_ffff << 32;
+
+/// How long the start waits for esprit-ike's transaction in progress (a
+/// batch takes microseconds; this only matters if esprit-ike is stopped
+/// halfway through one).
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn prefix_range(p: &Prefix) -> (IpAddr, IpAddr) {
     match p.addr {
@@ -96,6 +105,14 @@ pub fn slot_params(index: usize, sa: &StaticSa) -> SaParams {
         p.ts_remote[i] = *t;
     }
     p.ts_remote_count = remote.len().min(p.ts_remote.len()) as u8;
+    if let Some(l) = &sa.sec_label {
+        // NUL-terminated, as RFC 9478 labels arrive from IKE peers (the
+        // dataplane compares labels without the terminator).
+        let b = crate::config::label_bytes(l.as_bytes());
+        let n = b.len().min(p.sec_label.len() - 1);
+        p.sec_label[..n].copy_from_slice(&b[..n]);
+        p.sec_label_len = n as u8 + 1;
+    }
     if sa.direction == Direction::Out {
         let served = sa.prefixes();
         for (i, pre) in served.iter().take(p.served.len()).enumerate() {
@@ -128,12 +145,16 @@ pub struct SyncReport {
 /// Creates the table if it is missing and brings its static SAs in line
 /// with `sas`. Errors say what failed (the caller adds the config path).
 pub fn sync(path: &Path, capacity: u32, sas: &[StaticSa]) -> Result<SyncReport, String> {
-    let cfg = TableConfig { capacity, ..TableConfig::default() };
+    let cfg = TableConfig { capacity, lock_wait: LOCK_WAIT, ..TableConfig::default() };
     let (mut w, _) = Writer::open(path, &cfg).map_err(|e| format!("SA table {}: {e}", path.display()))?;
+    w.restrict_to_cookies(STATIC_COOKIE_MASK, STATIC_COOKIE);
     let want: Vec<SaParams> = sas.iter().enumerate().map(|(i, s)| slot_params(i, s)).collect();
     let mut report = SyncReport::default();
     let mut have = vec![false; want.len()];
-    let live: Vec<_> = w.live().filter(|(_, p)| p.cookie >> 32 == STATIC_COOKIE >> 32).collect();
+    // One transaction: what it reads of the table (the live static SAs) is
+    // what it changes, whatever esprit-ike does before or after.
+    let mut w = w.lock().map_err(|e| format!("SA table {}: {e}", path.display()))?;
+    let live: Vec<_> = w.live().filter(|(_, p)| p.cookie & STATIC_COOKIE_MASK == STATIC_COOKIE).collect();
     for (id, p) in live {
         let idx = (p.cookie & 0xffff_ffff) as usize;
         if idx < want.len() && !have[idx] && same(&p, &want[idx]) {
@@ -205,6 +226,50 @@ dataplane:
         assert_eq!(r, SyncReport { kept: 1, installed: 1, deleted: 1 });
         let r = sync(&p, 64, &c2.dataplane.static_sas[..1]).unwrap();
         assert_eq!(r, SyncReport { kept: 1, installed: 0, deleted: 1 });
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    /// An SA as esprit-ike installs them (cookie tag "IK").
+    fn ike_sa(spi: u32) -> SaParams {
+        let mut p = SaParams::zeroed();
+        p.cookie = (0x494b << 48) | u64::from(spi);
+        p.spi = spi;
+        p.direction = TDir::INBOUND;
+        p.mode = TMode::TUNNEL;
+        p.transform = TransformId::AES_GCM_16;
+        p.set_key(&[9; 16], [1, 2, 3, 4]);
+        p.set_outer("172.16.2.5".parse().unwrap(), "172.16.1.5".parse().unwrap());
+        p.initial_seq = 1;
+        p
+    }
+
+    #[test]
+    fn sync_runs_while_esprit_ike_holds_the_table_and_leaves_its_sas_alone() {
+        let c = Config::from_yaml(YAML).unwrap();
+        let p = path("beside-ike");
+        let _ = std::fs::remove_file(&p);
+        // esprit-ike is up first and keeps its writer for its whole life.
+        let (mut ike, _) = Writer::open(&p, &TableConfig { capacity: 64, ..TableConfig::default() }).unwrap();
+        let a = ike.install(&ike_sa(0x4000)).unwrap();
+        let r = sync(&p, 64, &c.dataplane.static_sas).unwrap();
+        assert_eq!(r, SyncReport { kept: 0, installed: 2, deleted: 0 }, "the dataplane starts beside esprit-ike");
+        // esprit-ike goes on writing, and the dataplane restarts meanwhile.
+        let b = ike.install(&ike_sa(0x4001)).unwrap();
+        let r = sync(&p, 64, &c.dataplane.static_sas).unwrap();
+        assert_eq!(r, SyncReport { kept: 2, installed: 0, deleted: 0 });
+        // A config without static SAs removes the static ones only.
+        let r = sync(&p, 64, &[]).unwrap();
+        assert_eq!(r, SyncReport { kept: 0, installed: 0, deleted: 2 });
+        ike.refresh().unwrap();
+        assert_eq!(ike.live().map(|(id, _)| id).collect::<Vec<_>>(), vec![a, b]);
+        // esprit-ike restarting beside the dataplane finds its SAs.
+        drop(ike);
+        sync(&p, 64, &c.dataplane.static_sas).unwrap();
+        let (ike, _) = Writer::open(&p, &TableConfig { capacity: 64, ..TableConfig::default() }).unwrap();
+        let ike_slots = ike.live().filter(|(_, s)| s.cookie >> 48 == 0x494b).count();
+        let static_slots = ike.live().filter(|(_, s)| s.cookie & STATIC_COOKIE_MASK == STATIC_COOKIE).count();
+        assert_eq!((ike_slots, static_slots), (2, 2));
+        drop(ike);
         std::fs::remove_file(&p).unwrap();
     }
 }

@@ -78,6 +78,7 @@ dataplane:
     neigh.learn("192.168.105.1".parse().unwrap(), [2, 0, 0, 0, 0, 3]);
     let inboxes = vec![ArrayQueue::new(32)];
     let stop = AtomicBool::new(false);
+    let policy = esprit_dataplane::policy::Policy::new(&cfg.dataplane);
     let env = Env {
         workers: 1,
         inboxes: &inboxes,
@@ -91,6 +92,7 @@ dataplane:
         mb: None,
         pool,
         stop: &stop,
+        policy: &policy,
     };
     let q = Queues {
         rx: [Some(out_dp.rx_queue(0).unwrap()), Some(in_dp.rx_queue(0).unwrap()), None],

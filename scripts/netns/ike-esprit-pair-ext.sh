@@ -12,6 +12,9 @@
 # move on both sides), ESP on the link is 8 octets shorter than with an
 # explicit IV (the IV is not sent), both list the SA as implicit IV with the
 # label, and a Child SA rekey keeps IIV and the label with traffic flowing.
+# Each dataplane enforces the label: each host's untagged network is the
+# label's segment (dataplane.labels, vlan 0; this kernel has no 802.1Q for
+# VLAN subinterfaces: two labels on VLANs are tests/spd_e2e.rs's).
 # Both dataplanes busy-poll the same core here (two cores, shared with
 # builds), so some loss is tolerated: loss-free rekeys are the strongSwan
 # scripts' business; this one is about IIV and labels between two esprits.
@@ -70,6 +73,7 @@ dataplane:
     - { ip: $peer, mac: "$peer_mac" }
     - { ip: $host, mac: "$host_mac" }
   sa_table: { path: /dev/shm/esprit-netns-$$-$n, capacity: 64 }
+  labels: [{ label: "$label", vlan: 0 }]
 metrics: { listen: null }
 ike:
   listen: [$out]
@@ -89,6 +93,7 @@ ike:
         remote_ts: [$rnet]
         sec_label: "$label"
 EOT
+  links+=("iivtap$n$$")  # kept across dataplane restarts (persist): cleanup removes it
   ip link set "iivtap$n$$" up
   ip addr add "$out/32" dev "iivtap$n$$"
   start_ike "$work/$n.yaml" "" "$work/$n-ike.log"

@@ -53,8 +53,11 @@ ike:
   metrics_listen: "127.0.0.1:0"
   sa_table: { path: /dev/shm/esprit-netns-$$-flood, capacity: 64 }
   orphan_grace_secs: 0
-  # Cookies on from the first request (RFC 7296 §2.6).
-  limits: { cookie_threshold: 0 }
+  # Cookies on from the first request (RFC 7296 §2.6). A short datagram
+  # queue, so that the unpaced burst overruns it on any machine: on a busy
+  # one the default (2048) outlasts the kernel's socket buffer, and the
+  # bound under test is never reached.
+  limits: { cookie_threshold: 0, datagram_queue: 64 }
   pools:
     rw: { v4: 10.99.0.0/24 }
   connections:

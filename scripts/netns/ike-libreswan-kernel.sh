@@ -92,6 +92,8 @@ EOG
 add_host lsk-srv srv0 es5-in $SRV/$SNL $SGW
 ip -n lsk-srv link set srv0 mtu 1400
 qtap=qtap$$ tap=lsktap$$
+# The dataplane keeps its punt TAP across restarts (persist): cleanup removes it.
+links+=("$tap")
 ip tuntap add dev $qtap mode tap; links+=($qtap)
 ip link set $qtap up
 ethtool -K $qtap tx off rx off >/dev/null 2>&1 || true

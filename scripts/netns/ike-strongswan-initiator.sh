@@ -48,6 +48,8 @@ ip -n ike-sw addr add 10.50.0.1/32 dev lo
 # See ike-strongswan.sh: keep the root kernel off the af_packet veths.
 for l in ik-out ik-in; do sysctl -qw "net.ipv4.conf.$l.rp_filter=1"; done
 tap=iketap$$
+# The dataplane keeps its punt TAP across restarts (persist): cleanup removes it.
+links+=("$tap")
 psk=esprit-site-psk-$$
 
 start_dataplane <<EOT

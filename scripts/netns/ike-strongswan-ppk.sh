@@ -35,6 +35,8 @@ ip -n ppk-sw addr add 10.60.0.1/32 dev lo
 # See ike-strongswan.sh: keep the root kernel off the af_packet veths.
 for l in pk-out pk-in; do sysctl -qw "net.ipv4.conf.$l.rp_filter=1"; done
 tap=ppktap$$
+# The dataplane keeps its punt TAP across restarts (persist): cleanup removes it.
+links+=("$tap")
 psk=esprit-ppk-psk-$$
 # Two PPKs of 256 bits, fresh per run; strongSwan knows only pqc-1.
 ppk1=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')

@@ -27,6 +27,8 @@ ip -n ike6-srv link set srv0 mtu 1400
 # cannot deliver IKE (or ESP in UDP) a second time beside the punt path.
 for l in i6-out i6-in; do sysctl -qw "net.ipv6.conf.$l.disable_ipv6=1"; done
 tap=ike6tap$$
+# The dataplane keeps its punt TAP across restarts (persist): cleanup removes it.
+links+=("$tap")
 psk=esprit-v6-psk-$$
 # DAD would hold the address back for a second or more.
 ip netns exec ike6-rw sysctl -qw net.ipv6.conf.rw0.accept_dad=0

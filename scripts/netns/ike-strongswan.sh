@@ -24,7 +24,17 @@
 # NAT=1 puts the client behind a port-rewriting NAT namespace.
 # LABEL=<context> gives the Child SA an RFC 9478 security label on both
 # sides (strongSwan label_mode=simple): negotiated as TS_SECLABEL, listed
-# by esprit-ctl, and the traffic above runs over the labeled SAs.
+# by esprit-ctl, and the traffic above runs over the labeled SAs. The
+# dataplane enforces the label: the server's untagged network is the
+# label's segment (dataplane.labels, vlan 0; this kernel has no 802.1Q for
+# a VLAN subinterface), so no unlabeled or other-label SA could carry it.
+# ESP=aes192gcm16 (or aes128gcm16, chacha20poly1305) makes that the only
+# ESP proposal on both sides instead of AES-256-GCM; BACKEND=ipsec-mb (or
+# ring, rustcrypto) sets the dataplane's crypto.backend (default auto).
+# Throughout, strongSwan logs at level 4 (ike, chd: every key it derives)
+# and at the end no key, PSK or SK_* value of the run may appear in
+# esprit-ike's or the dataplane's log or esprit-ctl's output
+# (secrets-in-logs.py; neither process has a more verbose level).
 # DEMO=1 prints esprit-ctl's views and both processes' metrics.
 auth=${AUTH:-psk} key=${KEY:-ecdsa}
 name="ike-strongswan auth=$auth${AUTH:+ key=$key}"
@@ -33,6 +43,10 @@ nat=${NAT:-0}
 [[ $nat == 1 ]] && name="$name nat"
 label=${LABEL:-}
 [[ -n $label ]] && name="$name label"
+esp=${ESP:-}
+[[ -n $esp ]] && name="$name esp=$esp"
+backend=${BACKEND:-auto}
+[[ $backend != auto ]] && name="$name backend=$backend"
 # PQ=1: strongSwan 6.1.0 from the sid chroot (scripts/netns/strongswan-chroot-peer)
 # with X25519 + ML-KEM-768 (RFC 9370 ADDKE1, IKE_INTERMEDIATE, IKE_FOLLOWUP_KE
 # in its IKE SA rekey), esprit on its default proposal.
@@ -76,6 +90,8 @@ ip -n ike-srv link set srv0 mtu 1400
 # delivering every IKE and ESP datagram a second time, beside the punt path.
 for l in ik-out ik-in; do sysctl -qw "net.ipv4.conf.$l.rp_filter=1"; done
 tap=iketap$$
+# The dataplane keeps its punt TAP across restarts (persist): cleanup removes it.
+links+=("$tap")
 psk=esprit-interop-psk-$$
 client_id=client@esprit
 if [[ $auth == psk ]]; then
@@ -110,11 +126,13 @@ dataplane:
     inside: { device: "$(af_packet 1 ik-in)", rx_desc: 512, tx_desc: 512 }
     punt: { device: "net_tap0,iface=$tap" }
   workers: { count: 1, cpus: [1] }
+  crypto: { backend: $backend }
   addresses: { outside: [172.16.9.1], inside: [192.168.109.1] }
   neighbours:
     - { ip: 172.16.9.2, mac: "$(ns_mac_of $client_ns $client_if)" }
     - { ip: 192.168.109.2, mac: "$(ns_mac_of ike-srv srv0)" }
   sa_table: { path: /dev/shm/esprit-netns-$$, capacity: 64 }
+$( [[ -n $label ]] && printf '  labels: [{ label: "%s", vlan: 0 }]' "$label" )
 metrics: { listen: "127.0.0.1:$metrics_port" }
 ike:
   listen: [172.16.9.1]
@@ -134,7 +152,7 @@ ike:
       pool: rw
       dpd_delay_secs: 2
       child:
-        esp_proposals: [aes256gcm16, aes128gcm16]
+        esp_proposals: [${esp:-aes256gcm16, aes128gcm16}]
         local_ts: [192.168.109.0/24]
 $( [[ -n $label ]] && printf '        sec_label: "%s"\n' "$label" )
         # Volume lifetime, read from the dataplane's counters: the 200 MB
@@ -161,7 +179,7 @@ connections {
     children {
       net { remote_ts = 192.168.109.0/24
 $( [[ -n $label ]] && printf '            label = %s\n            label_mode = simple\n' "$label" )
-            esp_proposals = aes256gcm16 }
+            esp_proposals = ${esp:-aes256gcm16} }
     }
   }
 }
@@ -170,6 +188,12 @@ secrets {
 }
 EOT
 start_strongswan ike-rw
+# Level 4 ("private": every derived key) for IKE and Child SAs, the
+# material the log check at the end searches esprit's logs for.
+sed -i 's/^\( *\)ike = 2$/\1ike = 4\n\1chd = 4/' "$work/sw/strongswan.conf"
+grep -q "chd = 4" "$work/sw/strongswan.conf" || ike_fail "could not raise charon's log level in $work/sw/strongswan.conf"
+"$peer" swanctl ike-rw "$work/sw" --reload-settings >"$work/sw-reload.log" 2>&1 \
+  || { cat "$work/sw-reload.log"; ike_fail "swanctl --reload-settings failed"; }
 "$peer" swanctl ike-rw "$work/sw" --initiate --child net --timeout 30 >"$work/initiate.log" 2>&1 \
   || { sed 's/^/  swanctl| /' "$work/initiate.log" | tail -15; ike_fail "strongSwan could not bring the tunnel up"; }
 say "--- strongSwan: swanctl --list-sas"
@@ -177,6 +201,15 @@ say "--- strongSwan: swanctl --list-sas"
 [[ $demo == 1 ]] && cat "$work/sw-sas.log"
 grep -q "ESTABLISHED" "$work/sw-sas.log" || ike_fail "strongSwan lists no established IKE SA"
 grep -q "INSTALLED" "$work/sw-sas.log" || ike_fail "strongSwan lists no installed Child SA"
+grep -q "Sk_ei secret =>" "$work/sw/charon.log" || ike_fail "charon does not log its keys at level 4 (the log check needs them)"
+if [[ -n $esp ]]; then
+  case $esp in
+    aes128gcm16) sw_esp=AES_GCM_16-128 ;; aes192gcm16) sw_esp=AES_GCM_16-192 ;;
+    aes256gcm16) sw_esp=AES_GCM_16-256 ;; chacha20poly1305) sw_esp=CHACHA20_POLY1305 ;;
+    *) ike_fail "ESP=$esp: not one this scenario knows" ;;
+  esac
+  grep -q "ESP:$sw_esp" "$work/sw-sas.log" || ike_fail "strongSwan did not negotiate ESP $sw_esp: $(cat "$work/sw-sas.log")"
+fi
 grep -q "10.99.0.1" "$work/sw-sas.log" || ike_fail "the client did not get 10.99.0.1 from esprit's pool"
 grep -q "nameserver 192.168.109.53" "$work/resolv.conf" || ike_fail "the client did not get the pool's DNS server (INTERNAL_IP4_DNS): $(cat "$work/resolv.conf")"
 
@@ -322,4 +355,17 @@ kill -KILL "$(cat "$work/sw/pid")"  # no DELETE: the peer just vanishes
 for _ in $(seq 150); do [[ $(table_slots) == 0 ]] && break; sleep 0.1; done
 [[ $(table_slots) == 0 ]] || ike_fail "esprit-ike did not notice the dead peer within 15 s"
 grep -q "down: Timeout" "$work/ike.log" || ike_fail "the IKE SA did not go down by timeout after the peer died"
+
+# Every key of the run (three IKE SAs and their rekeys, the Child SAs and
+# their rekeys), the PSK and our private key: none in what esprit wrote.
+ectl list-sas >>"$work/sas.txt" 2>&1 || true
+secrets_args=(--min 8)
+[[ $auth == psk ]] && secrets_args+=(--psk "$psk")
+[[ $auth == cert ]] && secrets_args+=(--pem "$work/pki/gw.key")
+/usr/bin/python3 "$(dirname "$0")/secrets-in-logs.py" "$work/sw/charon.log" "${secrets_args[@]}" \
+  "$work/ike.log" "$work/dp.log" "$work/sas.txt" "$work/sas.json" "$work/stats.json" >"$work/secrets.log" 2>&1 \
+  || { cat "$work/secrets.log"; ike_fail "key material in esprit's logs"; }
+say "--- $(head -1 "$work/secrets.log")"
+# Every SA ran on the backend asked for (ipsec-mb says when it cannot).
+grep -E "crypto ipsec-mb (refuses|cannot key)" "$work/dp.log" && ike_fail "SAs fell back from the dataplane's $backend backend"
 pass

@@ -13,6 +13,17 @@
 //! Software backends: the pure-Rust `aes-gcm`/`chacha20poly1305` crates
 //! ([`Backend::RustCrypto`]) and `ring` ([`Backend::Ring`], the faster one
 //! by measurement, see `Backend::FASTEST`). All produce identical bytes.
+//! `ring` has no AES-192-GCM (its `aead` module offers AES-128/256-GCM and
+//! ChaCha20-Poly1305 only): an AES-192 SA asked of ring is keyed on
+//! RustCrypto, and [`SoftAead::backend`] says so.
+//!
+//! Every key schedule lives in a [`WipeBox`]: when the SA dies its whole
+//! allocation is zeroed, which neither library does itself (ring's key
+//! types have no `Drop`; aes-gcm's GHASH key sits in a `polyval` union
+//! that is never dropped on x86-64). Copies made while keying, on the
+//! stack before the move into the box, are not reached.
+
+use wipe::WipeBox;
 
 use crate::suite::{Cipher, Suite, ICV_LEN, NONCE_LEN};
 
@@ -30,12 +41,10 @@ pub struct CryptoOp {
 }
 
 impl CryptoOp {
-    pub(crate) fn new(
-        nonce: [u8; NONCE_LEN],
-        aad_in: &[u8],
-        text_off: usize,
-        text_len: usize,
-    ) -> Self {
+    /// An op over `text_len` octets at `text_off`, the ICV right after
+    /// them; `aad_in` is at most 12 octets (longer is cut to 12).
+    pub fn new(nonce: [u8; NONCE_LEN], aad_in: &[u8], text_off: usize, text_len: usize) -> Self {
+        let aad_in = &aad_in[..aad_in.len().min(12)];
         let mut aad = [0u8; 12];
         aad[..aad_in.len()].copy_from_slice(aad_in);
         Self {
@@ -198,11 +207,15 @@ impl core::fmt::Display for KeyError {
 
 impl std::error::Error for KeyError {}
 
+/// RFC 4106 with a 192-bit key (aes-gcm names only the 128 and 256-bit types).
+type Aes192Gcm = aes_gcm::AesGcm<aes::Aes192, aes_gcm::aead::consts::U12>;
+
 enum Imp {
-    RcAes128(Box<aes_gcm::Aes128Gcm>),
-    RcAes256(Box<aes_gcm::Aes256Gcm>),
-    RcChaCha(Box<chacha20poly1305::ChaCha20Poly1305>),
-    Ring(Box<ring::aead::LessSafeKey>),
+    RcAes128(WipeBox<aes_gcm::Aes128Gcm>),
+    RcAes192(WipeBox<Aes192Gcm>),
+    RcAes256(WipeBox<aes_gcm::Aes256Gcm>),
+    RcChaCha(WipeBox<chacha20poly1305::ChaCha20Poly1305>),
+    Ring(WipeBox<ring::aead::LessSafeKey>),
 }
 
 /// A software AEAD for one SA, selected at runtime by [`Backend`].
@@ -222,21 +235,29 @@ impl core::fmt::Debug for SoftAead {
 }
 
 impl SoftAead {
-    /// Key an AEAD for `suite` (the key without the salt).
+    /// Key an AEAD for `suite` (the key without the salt). AES-192-GCM is
+    /// keyed on RustCrypto whatever `backend` says (ring has none).
     pub fn new(backend: Backend, suite: Suite, key: &[u8]) -> Result<Self, KeyError> {
         use aes_gcm::KeyInit;
         if key.len() != suite.key_len() {
             return Err(KeyError);
         }
+        let backend = match suite.cipher {
+            Cipher::Aes192Gcm => Backend::RustCrypto,
+            _ => backend,
+        };
         let imp = match backend {
             Backend::RustCrypto => match suite.cipher {
-                Cipher::Aes128Gcm => Imp::RcAes128(Box::new(
+                Cipher::Aes128Gcm => Imp::RcAes128(WipeBox::new(
                     aes_gcm::Aes128Gcm::new_from_slice(key).map_err(|_| KeyError)?,
                 )),
-                Cipher::Aes256Gcm => Imp::RcAes256(Box::new(
+                Cipher::Aes192Gcm => Imp::RcAes192(WipeBox::new(
+                    Aes192Gcm::new_from_slice(key).map_err(|_| KeyError)?,
+                )),
+                Cipher::Aes256Gcm => Imp::RcAes256(WipeBox::new(
                     aes_gcm::Aes256Gcm::new_from_slice(key).map_err(|_| KeyError)?,
                 )),
-                Cipher::ChaCha20Poly1305 => Imp::RcChaCha(Box::new(
+                Cipher::ChaCha20Poly1305 => Imp::RcChaCha(WipeBox::new(
                     chacha20poly1305::ChaCha20Poly1305::new_from_slice(key)
                         .map_err(|_| KeyError)?,
                 )),
@@ -246,8 +267,10 @@ impl SoftAead {
                     Cipher::Aes128Gcm => &ring::aead::AES_128_GCM,
                     Cipher::Aes256Gcm => &ring::aead::AES_256_GCM,
                     Cipher::ChaCha20Poly1305 => &ring::aead::CHACHA20_POLY1305,
+                    // Mapped to RustCrypto above.
+                    Cipher::Aes192Gcm => return Err(KeyError),
                 };
-                Imp::Ring(Box::new(ring::aead::LessSafeKey::new(
+                Imp::Ring(WipeBox::new(ring::aead::LessSafeKey::new(
                     ring::aead::UnboundKey::new(alg, key).map_err(|_| KeyError)?,
                 )))
             }
@@ -259,6 +282,8 @@ impl SoftAead {
         })
     }
 
+    /// The backend doing the work (RustCrypto for AES-192-GCM, whatever
+    /// was asked).
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -284,6 +309,7 @@ impl SoftAead {
         }
         match &self.imp {
             Imp::RcAes128(c) => rc!(c),
+            Imp::RcAes192(c) => rc!(c),
             Imp::RcAes256(c) => rc!(c),
             Imp::RcChaCha(c) => rc!(c),
             Imp::Ring(k) => {
@@ -317,6 +343,9 @@ impl SoftAead {
                 let tag = aes_gcm::Tag::clone_from_slice(&icv[..ICV_LEN]);
                 match imp {
                     Imp::RcAes128(c) => c
+                        .decrypt_in_place_detached((&op.nonce).into(), op.aad(), text, &tag)
+                        .is_ok(),
+                    Imp::RcAes192(c) => c
                         .decrypt_in_place_detached((&op.nonce).into(), op.aad(), text, &tag)
                         .is_ok(),
                     Imp::RcAes256(c) => c
@@ -366,6 +395,7 @@ mod tests {
     fn every_backend_gives_identical_bytes() {
         for suite in [
             Suite::AES128_GCM_16,
+            Suite::AES192_GCM_16,
             Suite::AES256_GCM_16,
             Suite::CHACHA20_POLY1305,
         ] {
@@ -412,6 +442,19 @@ mod tests {
             a.open(&mut jobs);
             assert!(!jobs[0].ok, "{b:?}");
         }
+    }
+
+    #[test]
+    fn aes192_gcm_on_ring_is_done_by_rustcrypto_and_says_so() {
+        let a = SoftAead::new(Backend::Ring, Suite::AES192_GCM_16, &[7; 24]).unwrap();
+        assert_eq!(a.backend(), Backend::RustCrypto);
+        assert_eq!(a.backend_name(), "rustcrypto");
+        let b = SoftAead::new(Backend::Ring, Suite::AES256_GCM_16, &[7; 32]).unwrap();
+        assert_eq!(b.backend(), Backend::Ring);
+        assert_eq!(
+            SoftAead::new(Backend::Ring, Suite::AES192_GCM_16, &[7; 16]).err(),
+            Some(KeyError)
+        );
     }
 
     #[test]

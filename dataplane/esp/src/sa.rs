@@ -185,8 +185,9 @@ impl SaParams {
     }
 }
 
-/// Constants shared by both directions, computed once.
-#[derive(Debug, Clone)]
+/// Constants shared by both directions, computed once. The salt is KEYMAT
+/// (RFC 4106 §8.1): `Debug` leaves it out and it is zeroed on drop.
+#[derive(Clone)]
 pub(crate) struct SaConsts {
     pub spi: u32,
     pub suite: Suite,
@@ -197,6 +198,23 @@ pub(crate) struct SaConsts {
     pub iv_len: usize,
     pub icv_len: usize,
     pub align: usize,
+}
+
+impl core::fmt::Debug for SaConsts {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SaConsts")
+            .field("spi", &self.spi)
+            .field("suite", &self.suite)
+            .field("esn", &self.esn)
+            .field("esp_hdr_len", &self.esp_hdr_len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SaConsts {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.salt);
+    }
 }
 
 impl SaConsts {

@@ -1,4 +1,5 @@
-//! ESP AEAD suites: AES-GCM with a 16-octet ICV (RFC 4106, transform 20),
+//! ESP AEAD suites: AES-GCM with a 16-octet ICV and a 128, 192 or 256-bit
+//! key (RFC 4106, transform 20; the Key Length attribute of RFC 5282 §7.2),
 //! ChaCha20-Poly1305 (RFC 7634, transform 28), and their implicit-IV forms
 //! (RFC 8750, transforms 30 and 31). For all of them: KEYMAT = key | 4-octet
 //! salt, nonce = salt | IV (8), AAD = SPI | SN or SPI | SN-high | SN-low,
@@ -25,6 +26,7 @@ impl TransformId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Cipher {
     Aes128Gcm,
+    Aes192Gcm,
     Aes256Gcm,
     ChaCha20Poly1305,
 }
@@ -33,6 +35,7 @@ impl Cipher {
     pub const fn key_len(self) -> usize {
         match self {
             Cipher::Aes128Gcm => 16,
+            Cipher::Aes192Gcm => 24,
             Cipher::Aes256Gcm | Cipher::ChaCha20Poly1305 => 32,
         }
     }
@@ -60,6 +63,10 @@ impl Suite {
         cipher: Cipher::Aes128Gcm,
         iiv: false,
     };
+    pub const AES192_GCM_16: Self = Self {
+        cipher: Cipher::Aes192Gcm,
+        iiv: false,
+    };
     pub const AES256_GCM_16: Self = Self {
         cipher: Cipher::Aes256Gcm,
         iiv: false,
@@ -72,6 +79,10 @@ impl Suite {
         cipher: Cipher::Aes128Gcm,
         iiv: true,
     };
+    pub const AES192_GCM_16_IIV: Self = Self {
+        cipher: Cipher::Aes192Gcm,
+        iiv: true,
+    };
     pub const AES256_GCM_16_IIV: Self = Self {
         cipher: Cipher::Aes256Gcm,
         iiv: true,
@@ -82,11 +93,13 @@ impl Suite {
     };
 
     /// Every suite implemented.
-    pub const ALL: [Suite; 6] = [
+    pub const ALL: [Suite; 8] = [
         Self::AES128_GCM_16,
+        Self::AES192_GCM_16,
         Self::AES256_GCM_16,
         Self::CHACHA20_POLY1305,
         Self::AES128_GCM_16_IIV,
+        Self::AES192_GCM_16_IIV,
         Self::AES256_GCM_16_IIV,
         Self::CHACHA20_POLY1305_IIV,
     ];
@@ -96,6 +109,10 @@ impl Suite {
         let aes = |iiv| match key_bits {
             Some(128) => Some(Self {
                 cipher: Cipher::Aes128Gcm,
+                iiv,
+            }),
+            Some(192) => Some(Self {
+                cipher: Cipher::Aes192Gcm,
                 iiv,
             }),
             Some(256) => Some(Self {
@@ -156,16 +173,19 @@ impl Suite {
     pub const fn name(self) -> &'static str {
         match (self.cipher, self.iiv) {
             (Cipher::Aes128Gcm, false) => "aes128gcm16",
+            (Cipher::Aes192Gcm, false) => "aes192gcm16",
             (Cipher::Aes256Gcm, false) => "aes256gcm16",
             (Cipher::ChaCha20Poly1305, false) => "chacha20poly1305",
             (Cipher::Aes128Gcm, true) => "aes128gcm16-iiv",
+            (Cipher::Aes192Gcm, true) => "aes192gcm16-iiv",
             (Cipher::Aes256Gcm, true) => "aes256gcm16-iiv",
             (Cipher::ChaCha20Poly1305, true) => "chacha20poly1305-iiv",
         }
     }
 }
 
-/// Key material for one direction of a Child SA: key | salt. Zeroed on drop.
+/// Key material for one direction of a Child SA: key | salt. Zeroed on drop
+/// (volatile writes, `zeroize`); its `Debug` shows only the length.
 #[derive(Clone)]
 pub struct Keymat {
     bytes: [u8; 36],
@@ -206,10 +226,11 @@ impl core::fmt::Debug for Keymat {
 
 impl Drop for Keymat {
     fn drop(&mut self) {
-        self.bytes.iter_mut().for_each(|b| *b = 0);
-        core::hint::black_box(&self.bytes);
+        zeroize::Zeroize::zeroize(&mut self.bytes);
     }
 }
+
+impl zeroize::ZeroizeOnDrop for Keymat {}
 
 #[cfg(test)]
 mod tests {
@@ -220,15 +241,25 @@ mod tests {
         for s in Suite::ALL {
             let bits = match s.cipher {
                 Cipher::Aes128Gcm => Some(128),
+                Cipher::Aes192Gcm => Some(192),
                 Cipher::Aes256Gcm => Some(256),
                 Cipher::ChaCha20Poly1305 => None,
             };
             assert_eq!(Suite::from_transform(s.transform_id(), bits), Some(s));
         }
+        // RFC 5282 §7.2: 128, 192 or 256 bits, nothing else.
         assert_eq!(
             Suite::from_transform(TransformId::ENCR_AES_GCM_16, Some(192)),
-            None
+            Some(Suite::AES192_GCM_16)
         );
+        assert_eq!(
+            Suite::from_transform(TransformId::ENCR_AES_GCM_16_IIV, Some(192)),
+            Some(Suite::AES192_GCM_16_IIV)
+        );
+        for bits in [None, Some(0), Some(64), Some(160), Some(512)] {
+            assert_eq!(Suite::from_transform(TransformId::ENCR_AES_GCM_16, bits), None);
+        }
+        assert_eq!(Suite::AES192_GCM_16.keymat_len(), 28);
         assert_eq!(Suite::from_transform(TransformId(18), Some(128)), None);
         assert_eq!(Suite::AES128_GCM_16_IIV.transform_id().0, 30);
         assert_eq!(Suite::CHACHA20_POLY1305_IIV.transform_id().0, 31);

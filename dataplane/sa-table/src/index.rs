@@ -782,6 +782,80 @@ impl Indexes {
         None
     }
 
+    /// Calls `f` with every SA serving a prefix that contains `dst`: longest
+    /// prefix first, and within a prefix the newest install first (the SA
+    /// `lookup_v4` returns comes first). Stops at the first `true`; returns
+    /// whether `f` accepted one. Allocates nothing.
+    pub(crate) fn outbound_candidates_v4(&self, dst: u32, f: &mut dyn FnMut(SaId) -> bool) -> bool {
+        let mut m = self.v4_lens.long_mask(dst >> 16);
+        while m != 0 {
+            let b = 127 - m.leading_zeros();
+            let key = v4_key(dst, 17 + b as u8);
+            if let Some(t) = self.v4.get(key) {
+                if self.offer(PrefixKey::V4(key), *t, f) {
+                    return true;
+                }
+            }
+            m &= !(1u128 << b);
+        }
+        for &len in &self.v4_lens.short {
+            let key = v4_key(dst, len);
+            if let Some(t) = self.v4.get(key) {
+                if self.offer(PrefixKey::V4(key), *t, f) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// [`Self::outbound_candidates_v4`] for IPv6.
+    pub(crate) fn outbound_candidates_v6(&self, dst: u128, f: &mut dyn FnMut(SaId) -> bool) -> bool {
+        let mut m = self.v6_lens.long_mask((dst >> 96) as u32);
+        while m != 0 {
+            let b = 127 - m.leading_zeros();
+            let len = 33 + b as u8;
+            if let Some(t) = self.v6_get(dst, len) {
+                if self.offer(PrefixKey::v6(dst, len), *t, f) {
+                    return true;
+                }
+            }
+            m &= !(1u128 << b);
+        }
+        for &len in &self.v6_lens.short {
+            if let Some(t) = self.v6_get(dst, len) {
+                if self.offer(PrefixKey::v6(dst, len), *t, f) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// The SAs of one prefix, newest install first: the flat map's entry,
+    /// then (during a rekey, or where several SAs share a prefix) the rest
+    /// of its candidates in falling install order, picked without sorting
+    /// into an allocation (there are a handful at most).
+    fn offer(&self, k: PrefixKey, best: Target, f: &mut dyn FnMut(SaId) -> bool) -> bool {
+        if let Some(id) = best.id() {
+            if f(id) {
+                return true;
+            }
+        }
+        let Some(c) = self.candidates.get(&k) else { return false };
+        let mut below = best.install_gen;
+        loop {
+            let next = c.iter().filter(|t| t.install_gen < below).max_by_key(|t| t.install_gen);
+            let Some(t) = next else { return false };
+            below = t.install_gen;
+            if let Some(id) = t.id() {
+                if f(id) {
+                    return true;
+                }
+            }
+        }
+    }
+
     /// Prefetch the bucket of the first length `lookup_v6` will probe.
     #[inline]
     pub(crate) fn prefetch_v6(&self, dst: u128) {
@@ -1119,6 +1193,26 @@ mod tests {
                     ix.lookup_v4(a as u32)
                 };
                 assert_eq!(got.map(|id| id.slot), want, "step {step}, address {a:#x}");
+                // Every SA covering the address, longest prefix first and
+                // newest first within a prefix: what the SPD's SA search walks.
+                let mut want_all: Vec<(u8, u64, u32)> = live
+                    .iter()
+                    .filter(|(p, l, _)| covers(*p, *l, a))
+                    .map(|(_, l, t)| (*l, t.install_gen, t.slot))
+                    .collect();
+                want_all.sort_by_key(|w| std::cmp::Reverse((w.0, w.1)));
+                let mut all = Vec::new();
+                let mut take = |id: SaId| {
+                    all.push(id.slot);
+                    false
+                };
+                let accepted = if v6 {
+                    ix.outbound_candidates_v6(a, &mut take)
+                } else {
+                    ix.outbound_candidates_v4(a as u32, &mut take)
+                };
+                assert!(!accepted);
+                assert_eq!(all, want_all.iter().map(|w| w.2).collect::<Vec<_>>(), "step {step}, address {a:#x}");
                 if !v6 {
                     // The span: other addresses equal under its mask (low
                     // bits flipped at random) have the same brute-force answer.

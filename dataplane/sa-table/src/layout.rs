@@ -15,7 +15,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::AtomicU64;
 
 /// Bumped by hand on any deliberate layout change; the hash catches forgotten bumps.
-pub const LAYOUT_VERSION: u64 = 1;
+/// 2: `Header::txn_pid` (writers take the table in short transactions).
+/// 3: `SaState::backends` (which AEAD backends the dataplane runs an SA on).
+pub const LAYOUT_VERSION: u64 = 3;
 /// "ESPRITSA" in ASCII, big-endian.
 pub const MAGIC: u64 = u64::from_be_bytes(*b"ESPRITSA");
 
@@ -287,8 +289,14 @@ pub struct Compression {
 /// Fields are ordered by alignment so the struct has no padding (checked at compile
 /// time): the whole value is copied in and out of shared memory as 64-bit words.
 /// Fields marked "writer-stamped" are overwritten by the writer on every write.
+///
+/// It holds the key and salt, and it is `Copy`: a plain-data record copied
+/// in and out of shared memory as words cannot be anything else. So its
+/// `Debug` prints neither (`[redacted]`), and whoever keeps a private copy
+/// wipes it when done ([`SaParams::wipe_key`]; the dataplane's workers hold
+/// theirs in a zeroing box).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct SaParams {
     /// Writer-stamped: table generation of this slot's last change.
     pub gen: u64,
@@ -354,7 +362,50 @@ pub const RECORD_WORDS: usize = size_of::<SaParams>() / 8;
 /// Index of `checksum` among the record words.
 pub(crate) const CHECKSUM_WORD: usize = offset_of!(SaParams, checksum) / 8;
 
+impl core::fmt::Debug for SaParams {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Never the key or the salt (RFC 4106 §8.1: both are KEYMAT).
+        f.debug_struct("SaParams")
+            .field("gen", &self.gen)
+            .field("install_gen", &self.install_gen)
+            .field("checksum", &self.checksum)
+            .field("cookie", &self.cookie)
+            .field("initial_seq", &self.initial_seq)
+            .field("lifetime", &self.lifetime)
+            .field("spi", &self.spi)
+            .field("replay_window_pkts", &self.replay_window_pkts)
+            .field("sender_id", &self.sender_id)
+            .field("transform", &self.transform)
+            .field("udp_src_port", &self.udp_src_port)
+            .field("udp_dst_port", &self.udp_dst_port)
+            .field("ts_local", &self.ts_local())
+            .field("ts_remote", &self.ts_remote())
+            .field("slot_state", &self.slot_state)
+            .field("direction", &self.direction)
+            .field("mode", &self.mode)
+            .field("flags", &self.flags)
+            .field("key_len", &self.key_len)
+            .field("key", &format_args!("[redacted]"))
+            .field("salt", &format_args!("[redacted]"))
+            .field("outer_src", &self.outer_src_addr())
+            .field("outer_dst", &self.outer_dst_addr())
+            .field("inbound_match", &self.inbound_match)
+            .field("sender_id_bits", &self.sender_id_bits)
+            .field("served", &self.served())
+            .field("sec_label", &self.sec_label())
+            .field("compression", &self.compression)
+            .finish_non_exhaustive()
+    }
+}
+
 impl SaParams {
+    /// Zeroes the key and the salt of this copy (volatile writes, so not
+    /// dropped as dead stores when the copy dies right after).
+    pub fn wipe_key(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+        zeroize::Zeroize::zeroize(&mut self.salt);
+    }
+
     /// All zero: a free slot; also the starting point for building one.
     pub const fn zeroed() -> Self {
         // Built from words rather than field by field so no field can be forgotten.
@@ -470,7 +521,10 @@ pub struct SaState {
     pub(crate) last_use_secs: AtomicU64,
     /// Sequence numbers handed out beyond what the SA may use (see `reserve_seq`).
     pub(crate) seq_exhausted: AtomicU64,
-    _pad1: [u64; 4],
+    /// The dataplane run (high 16 bits) and the [`crate::Backends`] its workers
+    /// built the SA's crypto on (low bits); see `SaState::note_backend`.
+    pub(crate) backends: AtomicU64,
+    _pad1: [u64; 3],
     pub(crate) drops: [AtomicU64; DROP_REASONS],
     /// T, the highest sequence number accepted (64-bit, ESN-inferred); set at install,
     /// then owner worker only.
@@ -551,11 +605,17 @@ pub(crate) struct Header {
     _pad1: [u64; 7],
     /// Incremented by every writer that attaches (creation counts as the first).
     pub(crate) writer_epoch: AtomicU64,
+    /// The process of the last write transaction (diagnostics).
     pub(crate) writer_pid: AtomicU64,
     pub(crate) live_count: AtomicU64,
     /// Times a writer found a slot mid-write (odd seqlock) and repaired it.
     pub(crate) repairs: AtomicU64,
-    _pad2: [u64; 4],
+    /// Non-zero (the pid of its writer) from the start of a write transaction
+    /// to its end. Only the holder of the table's lock writes it, so a writer
+    /// that takes the lock and finds it non-zero knows the last holder died
+    /// inside its transaction (the kernel dropped its lock) and repairs.
+    pub(crate) txn_pid: AtomicU64,
+    _pad2: [u64; 3],
     pub(crate) readers: [ReaderEntry; MAX_READERS],
 }
 
@@ -660,6 +720,7 @@ const SHARED_FIELDS: &[&[FieldDesc]] = &[
         bytes,
         last_use_secs,
         seq_exhausted,
+        backends,
         drops,
         replay_top,
         replay_bitmap
@@ -688,6 +749,7 @@ const SHARED_FIELDS: &[&[FieldDesc]] = &[
         writer_pid,
         live_count,
         repairs,
+        txn_pid,
         readers,
     }),
 ];

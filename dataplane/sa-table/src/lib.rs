@@ -1,11 +1,13 @@
-//! The shared-memory SA table: the one contract between the control plane (the
-//! single [`Writer`]) and the dataplane workers (one [`Reader`] each), DESIGN.md §3.
+//! The shared-memory SA table: the one contract between the processes that write
+//! SAs ([`Writer`]: esprit-ike, and the dataplane for its static SAs, taking the
+//! table in turns, one short transaction at a time) and the dataplane workers
+//! (one [`Reader`] each), DESIGN.md §3.
 //!
 //! One file under `/dev/shm` holds, in this order (each region page aligned):
 //!
 //! | region  | contents |
 //! |---------|----------|
-//! | header  | magic, layout version and hash, capacity, instance id, published generation, writer epoch, reader registry |
+//! | header  | magic, layout version and hash, capacity, instance id, published generation, writer epoch, transaction mark, reader registry |
 //! | slots   | `capacity` × 512 B: a seqlock word + [`SaParams`] (everything a worker needs for one SA) |
 //! | states  | `capacity` × [`SaState`]: dataplane-written counters, sequence counter, replay window, each group on its own cache lines |
 //! | journal | ring of "slot i changed at generation g" |
@@ -15,7 +17,12 @@
 //!   returns a copy taken while the sequence word was even and unchanged, and the copy
 //!   also carries a checksum the reader verifies. A writer that dies mid-write leaves
 //!   the slot odd: readers skip it and keep their previous view until a new writer
-//!   repairs it ([`Writer::reattach`]).
+//!   repairs it: the next transaction of any writer, or a writer attaching
+//!   ([`Writer::reattach`]).
+//! * **Writers take turns.** A writer holds the table's lock only for one batch of
+//!   writes and catches up with the others' changes through the journal when it
+//!   takes it again; each may be restricted to the SAs its cookie tag names. See
+//!   `writer.rs` for the protocol.
 //! * **Incremental, then correct.** Readers follow the journal to update their
 //!   private indexes; a reader lapped by the ring (or finding an entry overwritten)
 //!   rebuilds from the slots ([`Reader::poll_changes`]), and the result equals what
@@ -27,9 +34,10 @@
 //! * **A freed slot is not reused under a reader's feet**: readers register and
 //!   acknowledge generations; the writer reuses a slot only once every live reader
 //!   has applied the change that freed it.
-//! * **Either side may restart.** A reader attaches and rebuilds; a writer reattaches,
-//!   repairs half-written slots, republishes unpublished ones and can enumerate the
-//!   live SAs ([`Writer::live`]) to reconcile.
+//! * **Any process may restart while the others run.** A reader attaches and
+//!   rebuilds; a writer attaches (waiting at most its lock wait for a transaction
+//!   in progress), repairs half-written slots, republishes unpublished ones and can
+//!   enumerate the live SAs ([`Writer::live`]) to reconcile.
 //! * **Layout drift is refused**, with the list of what differs ([`AttachError`]).
 //!
 //! Memory ordering is argued where it happens, in `shm.rs`; the protocol is checked
@@ -43,10 +51,13 @@
 //! use sa_table::{Change, Direction, IpPrefix, Mode, Reader, SaParams, TableConfig, TransformId, Writer};
 //!
 //! let path = Path::new("/dev/shm/esprit/0/sa-table");
-//! // Control plane: create or take over the table (repairing what a dead writer left).
+//! // Control plane: create the table or attach to it (repairing what a dead writer
+//! // left), and touch only SAs tagged as its own.
 //! let (mut writer, _repair) = Writer::open(path, &TableConfig::default())?;
+//! writer.restrict_to_cookies(0xffff << 48, 0x494b << 48);
 //! let mut out = SaParams::zeroed();
 //! out.spi = 0x1234_5678;
+//! out.cookie = (0x494b << 48) | 1;
 //! out.direction = Direction::OUTBOUND;
 //! out.mode = Mode::TUNNEL;
 //! out.transform = TransformId::AES_GCM_16_IIV;
@@ -55,7 +66,7 @@
 //! out.initial_seq = 1;
 //! out.served[0] = IpPrefix::new("10.1.0.0".parse()?, 16);
 //! out.served_count = 1;
-//! let id = writer.install(&out)?;
+//! let id = writer.install(&out)?; // one transaction; `writer.lock()?` batches several
 //!
 //! // Each dataplane worker: attach once, then poll between bursts.
 //! let mut reader = Reader::attach(path)?;
@@ -89,8 +100,11 @@ pub use layout::{
     RECORD_WORDS, REPLAY_WORDS, SALT_BYTES, SLOT_FREE, SLOT_LIVE,
 };
 pub use reader::{Change, PollStats, ReadError, Reader, ReaderStats};
-pub use state::SeqExhausted;
-pub use writer::{RekeyedSas, RepairReport, TableConfig, WriteError, Writer};
+pub use state::{Backends, SeqExhausted};
+pub use writer::{
+    RekeyedSas, RepairReport, TableConfig, WriteError, WriteLock, Writer, WriterStats,
+    DEFAULT_LOCK_WAIT,
+};
 
 /// Names one installed SA: its slot and the generation it was installed at. A stale
 /// id (the SA was deleted, the slot reused) is detected, never confused with the
@@ -154,7 +168,7 @@ pub enum AttachError {
     BadGeometry { capacity: u64, journal_len: u64 },
     #[error("SA table layout differs from this build: {0}")]
     LayoutMismatch(LayoutDiffs),
-    #[error("another writer holds the SA table (pid {pid})")]
+    #[error("another writer (pid {pid}) held the SA table's lock for longer than the wait allowed")]
     WriterBusy { pid: u64 },
     #[error("all {MAX_READERS} reader registrations of the SA table are taken")]
     TooManyReaders,

@@ -311,6 +311,19 @@ impl Reader {
         self.ix.lookup_v4_span(u32::from(dst))
     }
 
+    /// Every outbound SA serving a prefix that contains `dst`, longest prefix
+    /// first and newest install first within a prefix, to `f` until it
+    /// returns `true` (the SA it accepts); `false` when it accepted none.
+    /// For callers that check more than the destination (RFC 4301 §4.4.2: the
+    /// SA chosen must have selectors containing the whole packet, ports and
+    /// labels included), where the longest prefix's SA may not be the one.
+    pub fn outbound_candidates(&self, dst: IpAddr, mut f: impl FnMut(SaId) -> bool) -> bool {
+        match dst {
+            IpAddr::V4(a) => self.ix.outbound_candidates_v4(u32::from(a), &mut f),
+            IpAddr::V6(a) => self.ix.outbound_candidates_v6(u128::from(a), &mut f),
+        }
+    }
+
     /// Outbound lookups for a burst of IPv4 destinations, prefetching first.
     pub fn lookup_outbound_v4_burst(&self, dsts: &[Ipv4Addr], out: &mut [Option<SaId>]) {
         for &d in dsts {

@@ -50,7 +50,7 @@ pub(crate) struct Shm {
     states_offset: usize,
     journal_offset: usize,
     /// Kept open for the mapping's life: the writer's flock lives on this descriptor.
-    _file: File,
+    file: File,
 }
 
 // SAFETY: the mapping is shared memory that every process and thread accesses only
@@ -121,7 +121,7 @@ impl Shm {
             slots_offset: slots as usize,
             states_offset: states as usize,
             journal_offset: journal as usize,
-            _file: file,
+            file,
         })
     }
 
@@ -160,7 +160,7 @@ impl Shm {
             slots_offset: slots as usize,
             states_offset: states as usize,
             journal_offset: journal as usize,
-            _file: file,
+            file,
         })
     }
 
@@ -183,6 +183,11 @@ impl Shm {
             }
         }
         Ok(())
+    }
+
+    /// The table file: writers take their exclusive lock on it.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
     }
 
     pub(crate) fn capacity(&self) -> u32 {

@@ -20,6 +20,54 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use crate::layout::{Direction, SaParams, SaState, DROP_REASONS, REPLAY_WORDS};
 
+/// Which AEAD backends a dataplane run built an SA's crypto contexts on, as
+/// bits: every worker that builds one ORs in its own, so a mix (one worker's
+/// ipsec-mb session, another's software fallback) shows as a mix. The
+/// meanings are part of the table's contract: esprit-ike shows them in
+/// `esprit-ctl list-sas` without knowing the dataplane.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backends(pub u64);
+
+impl Backends {
+    pub const RING: Self = Self(1);
+    pub const RUSTCRYPTO: Self = Self(2);
+    pub const IPSEC_MB: Self = Self(4);
+    /// intel-ipsec-mb was asked for and the SA got a software backend instead
+    /// (no session left, or no device for its suite).
+    pub const FALLBACK: Self = Self(8);
+    /// The dataplane refused the SA's parameters or key: its packets are dropped.
+    pub const UNUSABLE: Self = Self(16);
+    const NAMES: [(Self, &'static str); 5] = [
+        (Self::IPSEC_MB, "ipsec-mb"),
+        (Self::RING, "ring"),
+        (Self::RUSTCRYPTO, "rustcrypto"),
+        (Self::FALLBACK, "fallback"),
+        (Self::UNUSABLE, "unusable"),
+    ];
+    const MASK: u64 = 0xffff_ffff_ffff;
+
+    pub fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0 && other.0 != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The names of the bits set, in a fixed order (`["ipsec-mb", "ring",
+    /// "fallback"]`); empty when no dataplane built the SA yet.
+    pub fn names(self) -> Vec<&'static str> {
+        Self::NAMES.iter().filter(|(b, _)| self.contains(*b)).map(|(_, n)| *n).collect()
+    }
+}
+
+impl std::ops::BitOr for Backends {
+    type Output = Self;
+    fn bitor(self, rhs: Self) -> Self {
+        Self(self.0 | rhs.0)
+    }
+}
+
 /// The SA cannot send: the reservation would pass the last sequence number allowed
 /// (2^32 - 1 without ESN, 2^64 - 1 with; RFC 4303 §3.3.3, RFC 8750 §2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +107,33 @@ impl SaState {
     /// Reservations refused because the sequence space is used up.
     pub fn seq_exhausted(&self) -> u64 {
         self.seq_exhausted.load(Relaxed)
+    }
+
+    /// Record that dataplane run `run` (any non-zero tag that differs
+    /// between runs, such as the process id) built the SA on `b`; bits of an
+    /// earlier run are replaced, so a restarted dataplane reports its own.
+    /// Returns the bits this run had noted before, so that the first worker
+    /// to note a fallback or a refusal is the one that reports it (once per
+    /// SA and run, however many workers build it).
+    pub fn note_backend(&self, run: u16, b: Backends) -> Backends {
+        let tag = u64::from(run) << 48;
+        let mut cur = self.backends.load(Relaxed);
+        loop {
+            let mine = if cur & !Backends::MASK == tag { cur & Backends::MASK } else { 0 };
+            let new = tag | mine | (b.0 & Backends::MASK);
+            if new == cur {
+                return Backends(mine);
+            }
+            match self.backends.compare_exchange_weak(cur, new, Relaxed, Relaxed) {
+                Ok(_) => return Backends(mine),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// The backends the last dataplane run built the SA on.
+    pub fn backends(&self) -> Backends {
+        Backends(self.backends.load(Relaxed) & Backends::MASK)
     }
 
     /// Count packets and bytes processed on the SA (lifetimes, RFC 4301 §4.4.2.1).
@@ -128,6 +203,7 @@ impl SaState {
         self.bytes.store(0, Relaxed);
         self.last_use_secs.store(0, Relaxed);
         self.seq_exhausted.store(0, Relaxed);
+        self.backends.store(0, Relaxed);
         for d in &self.drops {
             d.store(0, Relaxed);
         }

@@ -8,6 +8,14 @@
 //! * Journal (`shm.rs` `journal_write` / `journal_read`, `reader.rs` `poll_changes` /
 //!   `rebuild`): a reader that follows, falls behind, gets lapped and rebuilds ends
 //!   with exactly the slots' contents once it polls after the writer stops.
+//! * Writers taking turns (`writer.rs` `enter` / `catch_up` / `rescan` / `leave`):
+//!   two writers (esprit-ike and the dataplane's static SAs) each install and
+//!   delete their own SAs in transactions under the table lock, catching up with
+//!   the other's changes through the journal (lapped: by a rescan) and repairing
+//!   after a writer that died inside its transaction. Neither ever writes over a
+//!   slot that is not free, generations go up by one per publish, and after any
+//!   interleaving (with a crash anywhere inside a transaction) the next
+//!   transaction leaves every writer's view equal to the slots.
 //!
 //! The model is sequentially consistent; the orderings the real code needs on top
 //! (release/acquire fences around the seqlock, release on the journal's generation
@@ -535,4 +543,384 @@ fn journal_model_finds_a_restarted_writer_that_does_not_republish() {
     assert!(run_journal_model(JournalBug::NoRepublish, 1)
         .unwrap_err()
         .contains("reader ended with"));
+}
+
+// ---------------------------------------------------------------------------
+// Writers taking turns
+// ---------------------------------------------------------------------------
+
+const WSLOTS: usize = 3;
+const WRING: u8 = 2;
+/// A slot's content while a write is in progress (odd seqlock, half the words).
+const TORN: u8 = 255;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum WOp {
+    Install(u8),
+    Delete(u8),
+}
+
+/// Each writer installs and deletes only its own SAs (values 1-9 and 11-19:
+/// the cookie tags). Two installs each, so the lapped journal (2 entries) and
+/// the full table (3 slots) both come up; the first writer's last two changes
+/// name one slot, so a catch-up lapped by all three misses the first.
+const SCRIPTS: [[WOp; 3]; 2] = [
+    [WOp::Install(1), WOp::Install(2), WOp::Delete(2)],
+    [WOp::Install(11), WOp::Delete(11), WOp::Install(12)],
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum WriterBug {
+    None,
+    /// A writer trusts its bookkeeping without replaying the other's changes.
+    NoCatchUp,
+    /// A writer ignores the transaction mark a dead writer left.
+    IgnoreDeadMark,
+    /// Catch-up follows journal entries without checking their generation.
+    NoLapCheck,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum WPc {
+    /// Between transactions (or about to attach, when not attached).
+    Idle,
+    /// Rescanning: next slot.
+    Scan(u8),
+    /// Catching up: next generation to replay.
+    CatchUp(u8),
+    /// The operation: step of write-slot (torn, whole), journal, publish.
+    Op(u8),
+    /// Clear the mark and unlock.
+    Leave,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+struct WState {
+    pc: WPc,
+    attached: bool,
+    /// Last generation this writer published or saw.
+    gen: u8,
+    /// What it believes each slot holds.
+    view: [u8; WSLOTS],
+    /// Next operation of its script.
+    op: u8,
+    /// The slot the operation in progress writes, and the value.
+    target: Option<(u8, u8)>,
+    /// The generation published when the rescan started (`rescan`'s `published`).
+    scan_pub: u8,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+struct TState {
+    /// (content, generation stamped).
+    slots: [(u8, u8); WSLOTS],
+    ring: [(u8, u8); WRING as usize],
+    published: u8,
+    lock: Option<u8>,
+    /// The header's transaction mark.
+    mark: bool,
+    crashes_left: u8,
+    w: [WState; 2],
+}
+
+/// One step of writer `me` (one shared-memory access, as in the code; the
+/// slot write in two steps, so that a crash can leave it torn).
+fn t_writer(s: &TState, me: usize, bug: WriterBug) -> Result<Vec<TState>, String> {
+    let w = &s.w[me];
+    let mut out = Vec::new();
+    if w.op as usize == SCRIPTS[me].len() && w.pc == WPc::Idle {
+        return Ok(out);
+    }
+    let mut n = s.clone();
+    match w.pc {
+        WPc::Idle => {
+            if s.lock.is_some() {
+                return Ok(out);
+            }
+            // flock, then swap the mark (one step: nobody else can look).
+            n.lock = Some(me as u8);
+            let dead = s.mark;
+            n.mark = true;
+            let nw = &mut n.w[me];
+            if !w.attached || (dead && bug != WriterBug::IgnoreDeadMark) {
+                nw.attached = true;
+                nw.gen = s.published;
+                nw.scan_pub = s.published;
+                nw.view = [0; WSLOTS];
+                nw.pc = WPc::Scan(0);
+            } else if s.published != w.gen && bug != WriterBug::NoCatchUp {
+                nw.pc = WPc::CatchUp(w.gen + 1);
+            } else {
+                nw.pc = WPc::Op(0);
+            }
+        }
+        WPc::Scan(i) => {
+            let (content, g) = s.slots[i as usize];
+            if content == TORN {
+                // Repair: a zeroed record under a fresh generation, published.
+                let ng = n.w[me].gen + 1;
+                publish_change(&mut n, i, 0, ng)?;
+                n.w[me].gen = ng;
+                n.w[me].view[i as usize] = 0;
+            } else if g > s.w[me].scan_pub {
+                // Written, never published: publish it under a fresh generation.
+                let ng = n.w[me].gen + 1;
+                publish_change(&mut n, i, content, ng)?;
+                n.w[me].gen = ng;
+                n.w[me].view[i as usize] = content;
+            } else {
+                n.w[me].view[i as usize] = content;
+            }
+            n.w[me].pc = if i as usize + 1 == WSLOTS {
+                WPc::Op(0)
+            } else {
+                WPc::Scan(i + 1)
+            };
+        }
+        WPc::CatchUp(g) => {
+            let (eg, slot) = s.ring[(g % WRING) as usize];
+            if eg != g && bug != WriterBug::NoLapCheck {
+                n.w[me].gen = s.published;
+                n.w[me].scan_pub = s.published;
+                n.w[me].view = [0; WSLOTS];
+                n.w[me].pc = WPc::Scan(0);
+            } else {
+                let content = s.slots[slot as usize].0;
+                if content == TORN {
+                    return Err(format!(
+                        "catch-up met a torn slot with no dead writer: {s:?}"
+                    ));
+                }
+                n.w[me].view[slot as usize] = content;
+                if g >= s.published {
+                    n.w[me].gen = s.published;
+                    n.w[me].pc = WPc::Op(0);
+                } else {
+                    n.w[me].pc = WPc::CatchUp(g + 1);
+                }
+            }
+        }
+        WPc::Op(step) => {
+            let g = w.gen + 1;
+            match step {
+                0 => {
+                    let target = match SCRIPTS[me][w.op as usize] {
+                        WOp::Install(v) => {
+                            w.view.iter().position(|&c| c == 0).map(|i| (i as u8, v))
+                        }
+                        WOp::Delete(v) => w.view.iter().position(|&c| c == v).map(|i| (i as u8, 0)),
+                    };
+                    match target {
+                        // Table full in this writer's view, or its SA lost with
+                        // a crash: nothing to write.
+                        None => n.w[me].pc = WPc::Leave,
+                        Some((slot, v)) => {
+                            let now = s.slots[slot as usize].0;
+                            if v != 0 && now != 0 {
+                                return Err(format!(
+                                    "writer {me} installs over slot {slot} holding {now}: {s:?}"
+                                ));
+                            }
+                            if v == 0 && now != w.view[slot as usize] {
+                                return Err(format!(
+                                    "writer {me} deletes slot {slot} holding {now}: {s:?}"
+                                ));
+                            }
+                            n.slots[slot as usize].0 = TORN;
+                            n.w[me].target = Some((slot, v));
+                            n.w[me].pc = WPc::Op(1);
+                        }
+                    }
+                }
+                1 => {
+                    let (slot, v) = w.target.expect("target set");
+                    n.slots[slot as usize] = (v, g);
+                    n.w[me].pc = WPc::Op(2);
+                }
+                2 => {
+                    let (slot, _) = w.target.expect("target set");
+                    n.ring[(g % WRING) as usize] = (g, slot);
+                    n.w[me].pc = WPc::Op(3);
+                }
+                _ => {
+                    let (slot, v) = w.target.expect("target set");
+                    if g != s.published + 1 {
+                        return Err(format!(
+                            "writer {me} publishes generation {g} after {}: {s:?}",
+                            s.published
+                        ));
+                    }
+                    n.published = g;
+                    n.w[me].gen = g;
+                    n.w[me].view[slot as usize] = v;
+                    n.w[me].target = None;
+                    n.w[me].pc = WPc::Leave;
+                }
+            }
+        }
+        WPc::Leave => {
+            n.mark = false;
+            n.lock = None;
+            n.w[me].op += 1;
+            n.w[me].pc = WPc::Idle;
+        }
+    }
+    out.push(n);
+    // SIGKILL anywhere inside the transaction: the kernel drops the lock, the
+    // mark stays; the process restarts unattached, its operation abandoned.
+    if s.lock == Some(me as u8) && s.crashes_left > 0 {
+        let mut c = s.clone();
+        c.crashes_left -= 1;
+        c.lock = None;
+        let cw = &mut c.w[me];
+        cw.attached = false;
+        cw.pc = WPc::Idle;
+        cw.target = None;
+        cw.op = (cw.op + 1).min(SCRIPTS[me].len() as u8);
+        out.push(c);
+    }
+    Ok(out)
+}
+
+/// A repair or republish step: slot, journal entry and publish at once (the
+/// journal model covers their order).
+fn publish_change(n: &mut TState, slot: u8, content: u8, g: u8) -> Result<(), String> {
+    if g != n.published + 1 {
+        return Err(format!(
+            "repair publishes generation {g} after {}: {n:?}",
+            n.published
+        ));
+    }
+    n.slots[slot as usize] = (content, g);
+    n.ring[(g % WRING) as usize] = (g, slot);
+    n.published = g;
+    Ok(())
+}
+
+/// What the next transaction of writer `me` leaves (run to its Op step).
+fn next_transaction(s: &TState, me: usize, bug: WriterBug) -> Result<TState, String> {
+    let mut n = s.clone();
+    n.crashes_left = 0;
+    // A finished writer takes one more turn with nothing to do.
+    n.w[me].op = 0;
+    n.w[me].pc = WPc::Idle;
+    let mut guard = 0;
+    while !matches!(n.w[me].pc, WPc::Op(_)) {
+        n = t_writer(&n, me, bug)?
+            .into_iter()
+            .next()
+            .expect("writer can step");
+        guard += 1;
+        assert!(guard < 100, "writer does not reach its operation");
+    }
+    Ok(n)
+}
+
+fn run_writers_model(bug: WriterBug, crashes: u8) -> Result<usize, String> {
+    let idle = WState {
+        pc: WPc::Idle,
+        attached: false,
+        gen: 0,
+        view: [0; WSLOTS],
+        op: 0,
+        target: None,
+        scan_pub: 0,
+    };
+    let init = TState {
+        slots: [(0, 0); WSLOTS],
+        ring: [(0, 0); WRING as usize],
+        published: 0,
+        lock: None,
+        mark: false,
+        crashes_left: crashes,
+        w: [idle.clone(), idle],
+    };
+    // Errors found while stepping are carried to the check as a sentinel state.
+    let failure = std::cell::RefCell::new(None::<String>);
+    let r = explore(
+        init,
+        |s| {
+            let mut v = Vec::new();
+            for me in 0..2 {
+                match t_writer(s, me, bug) {
+                    Ok(ns) => v.extend(ns),
+                    Err(e) => {
+                        failure.borrow_mut().get_or_insert(e);
+                    }
+                }
+            }
+            v
+        },
+        |s| {
+            if let Some(e) = failure.borrow().clone() {
+                return Err(e);
+            }
+            let done = s.lock.is_none()
+                && (0..2)
+                    .all(|me| s.w[me].pc == WPc::Idle && s.w[me].op as usize == SCRIPTS[me].len());
+            if done {
+                // Whichever writer goes next, its view is the table, and the
+                // table holds no torn or unpublished slot.
+                for me in 0..2 {
+                    let n = next_transaction(s, me, bug)?;
+                    let truth = n.slots.map(|(c, _)| c);
+                    if n.w[me].view != truth {
+                        return Err(format!(
+                            "writer {me} sees {:?}, slots hold {truth:?}, from {s:?}",
+                            n.w[me].view
+                        ));
+                    }
+                    if let Some(i) = n
+                        .slots
+                        .iter()
+                        .position(|&(c, g)| c == TORN || g > n.published)
+                    {
+                        return Err(format!(
+                            "slot {i} left torn or unpublished after a transaction: {n:?}"
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        },
+    );
+    if let Some(e) = failure.into_inner() {
+        return Err(e);
+    }
+    r
+}
+
+#[test]
+fn two_writers_taking_turns_never_write_over_each_other_and_repair_after_a_crash_in_every_interleaving(
+) {
+    let states = run_writers_model(WriterBug::None, 1).unwrap();
+    eprintln!("writers model: {states} states");
+    assert!(states > 1000, "explored only {states} states");
+}
+
+#[test]
+fn writers_model_finds_a_writer_that_does_not_catch_up() {
+    let e = run_writers_model(WriterBug::NoCatchUp, 0).unwrap_err();
+    assert!(
+        e.contains("installs over") || e.contains("publishes generation") || e.contains(" sees "),
+        "{e}"
+    );
+}
+
+#[test]
+fn writers_model_finds_a_writer_that_ignores_a_dead_writers_transaction() {
+    let e = run_writers_model(WriterBug::IgnoreDeadMark, 1).unwrap_err();
+    assert!(
+        e.contains("installs over")
+            || e.contains("torn or unpublished")
+            || e.contains("met a torn slot")
+            || e.contains(" sees "),
+        "{e}"
+    );
+}
+
+#[test]
+fn writers_model_finds_a_catch_up_that_trusts_a_lapped_journal() {
+    let e = run_writers_model(WriterBug::NoLapCheck, 0).unwrap_err();
+    assert!(e.contains("installs over") || e.contains(" sees "), "{e}");
 }

@@ -475,22 +475,184 @@ fn a_freed_slot_is_not_reused_until_every_reader_has_seen_the_delete() {
     w.install(&inbound(0x9003, 1)).unwrap();
 }
 
+const IKE_TAG: u64 = 0x494b << 48;
+const STAT_TAG: u64 = 0x5354_4154 << 32;
+
 #[test]
-fn a_second_writer_is_refused_while_the_first_lives() {
+fn two_writers_share_the_table_and_each_catches_up_with_the_others_changes() {
     let t = TablePath::new("two_writers");
-    let w = Writer::create(t.path(), &cfg(16, 16)).unwrap();
-    match Writer::reattach(t.path()) {
-        Err(AttachError::WriterBusy { pid }) => assert_eq!(pid, u64::from(std::process::id())),
-        Err(e) => panic!("unexpected {e}"),
-        Ok(_) => panic!("second writer attached"),
-    }
-    assert!(
-        matches!(Writer::create(t.path(), &cfg(16, 16)), Err(AttachError::Io(e)) if e.kind() == std::io::ErrorKind::AlreadyExists)
-    );
-    drop(w);
-    let (w2, report) = Writer::open(t.path(), &cfg(16, 16)).unwrap();
+    let mut ike = Writer::create(t.path(), &cfg(16, 16)).unwrap();
+    let (mut stat, report) = Writer::open(t.path(), &cfg(16, 16)).unwrap();
     assert_eq!(report.writer_epoch, 2);
-    assert_eq!(w2.capacity(), 16);
+    let mut r = Reader::attach(t.path()).unwrap();
+    let a = ike.install(&inbound(0x9100, IKE_TAG | 1)).unwrap();
+    let b = stat.install(&inbound(0x9200, STAT_TAG | 1)).unwrap();
+    assert_ne!(a.slot(), b.slot(), "the second writer took the first one's slot");
+    let c = ike.install(&outbound(0x9101, IKE_TAG | 1, "10.91.0.0/16")).unwrap();
+    assert!(c.slot() != b.slot() && c.slot() != a.slot());
+    stat.delete(b).unwrap();
+    let d = stat.install(&outbound(0x9201, STAT_TAG | 2, "10.92.0.0/16")).unwrap();
+    assert!(d.slot() != a.slot() && d.slot() != c.slot());
+    // Both writers see every live SA, whoever installed it.
+    ike.refresh().unwrap();
+    let ids = |w: &Writer| w.live().map(|(id, p)| (id, p.spi)).collect::<Vec<_>>();
+    assert_eq!(ids(&ike), ids(&stat));
+    assert_eq!(ike.live_count(), 3);
+    assert_eq!(ike.generation(), stat.generation());
+    // The journal told each writer what the other did; nothing was rescanned.
+    for w in [&ike, &stat] {
+        let s = w.stats();
+        assert!(s.catch_ups >= 1 && s.caught_up_entries >= 1, "{s:?}");
+        assert_eq!(s.rescans, 0, "{s:?}");
+    }
+    r.poll_changes(|_| {});
+    assert_eq!(r.lookup_inbound_spi(0x9100), Some(a));
+    assert_eq!(r.lookup_inbound_spi(0x9200), None);
+    assert_eq!(r.lookup_outbound_v4(Ipv4Addr::new(10, 92, 1, 1)), Some(d));
+    // An inbound key is unique across writers too.
+    assert!(matches!(
+        stat.install(&inbound(0x9100, STAT_TAG | 3)),
+        Err(WriteError::DuplicateInbound { spi: 0x9100, existing }) if existing == a
+    ));
+}
+
+#[test]
+fn a_writer_waits_for_another_writers_transaction_at_most_its_lock_wait() {
+    let t = TablePath::new("lock_wait");
+    let mut first = Writer::create(t.path(), &cfg(16, 16)).unwrap();
+    let (mut second, _) = Writer::open(t.path(), &cfg(16, 16)).unwrap();
+    second.set_lock_wait(std::time::Duration::from_millis(30));
+    let held = first.lock().unwrap();
+    let start = std::time::Instant::now();
+    match second.install(&inbound(0x9300, 1)) {
+        Err(WriteError::Busy { pid }) => assert_eq!(pid, u64::from(std::process::id())),
+        other => panic!("installed while another writer held the table: {other:?}"),
+    }
+    let waited = start.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(30) && waited < std::time::Duration::from_secs(1),
+        "waited {waited:?}"
+    );
+    // An attach waits the same way.
+    let slow = TableConfig {
+        lock_wait: std::time::Duration::from_millis(10),
+        ..cfg(16, 16)
+    };
+    assert!(matches!(
+        Writer::open(t.path(), &slow),
+        Err(AttachError::WriterBusy { .. })
+    ));
+    drop(held);
+    let id = second.install(&inbound(0x9300, 1)).unwrap();
+    assert_eq!(second.stats().lock_waits, 1);
+    first.refresh().unwrap();
+    assert_eq!(first.get(id).unwrap().spi, 0x9300, "the table was unchanged by the refusal");
+    assert_eq!(first.live_count(), 1);
+}
+
+#[test]
+fn a_writer_repairs_after_another_writer_died_inside_its_transaction() {
+    let t = TablePath::new("dead_txn");
+    let mut ike = Writer::create(t.path(), &cfg(16, 16)).unwrap();
+    let (mut stat, _) = Writer::open(t.path(), &cfg(16, 16)).unwrap();
+    let keep = stat.install(&inbound(0x9400, STAT_TAG | 1)).unwrap();
+    let victim = ike.install(&inbound(0x9401, IKE_TAG | 1)).unwrap();
+    let mut r = Reader::attach(t.path()).unwrap();
+    // esprit-ike is killed halfway through rewriting a slot, lock held.
+    ike.abandon_write_midway(victim, 0x4242_4242_4242_4242);
+    drop(ike);
+    assert_eq!(r.read(victim), Err(ReadError::Busy));
+    // The surviving writer's next transaction finds the mark and repairs.
+    stat.install(&inbound(0x9402, STAT_TAG | 2)).unwrap();
+    let s = stat.stats();
+    assert_eq!(s.dead_writer_repairs, 1, "{s:?}");
+    assert!(stat.get(victim).is_err(), "the torn slot was freed");
+    assert_eq!(stat.get(keep).unwrap().spi, 0x9400);
+    r.poll_changes(|_| {});
+    assert_eq!(r.read(victim), Err(ReadError::Gone));
+    assert_eq!(r.lookup_inbound_spi(0x9401), None);
+    assert_eq!(r.lookup_inbound_spi(0x9400), Some(keep));
+    // A write the dead writer made but never published is published by the
+    // next transaction, whoever runs it.
+    let (mut ike, _) = Writer::open(t.path(), &cfg(16, 16)).unwrap();
+    let mine = ike.install(&inbound(0x9403, IKE_TAG | 2)).unwrap();
+    let mut p = inbound(0x9403, IKE_TAG | 2);
+    p.lifetime.hard_pkts = 99;
+    ike.write_unpublished(mine, &p);
+    drop(ike);
+    stat.refresh().unwrap();
+    assert_eq!(stat.stats().dead_writer_repairs, 2);
+    assert_eq!(stat.get(mine).unwrap().lifetime.hard_pkts, 99);
+    let mut got = 0;
+    r.poll_changes(|c| {
+        if let Change::Upsert { params, .. } = c {
+            got = params.lifetime.hard_pkts;
+        }
+    });
+    assert_eq!(got, 99);
+}
+
+#[test]
+fn a_writer_lapped_by_the_others_changes_rescans_the_slots() {
+    let t = TablePath::new("lapped_writer");
+    let mut ike = Writer::create(t.path(), &cfg(16, 4)).unwrap();
+    let (mut stat, _) = Writer::open(t.path(), &cfg(16, 4)).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..6u32 {
+        ids.push(ike.install(&inbound(0x9500 + i, IKE_TAG | 1)).unwrap());
+    }
+    ike.delete(ids[0]).unwrap();
+    let s = stat.install(&inbound(0x9600, STAT_TAG | 1)).unwrap();
+    assert!(ids.iter().skip(1).all(|id| id.slot() != s.slot()));
+    let st = stat.stats();
+    assert_eq!((st.catch_ups, st.rescans), (1, 1), "{st:?}");
+    assert_eq!(stat.live_count(), 6);
+    ike.refresh().unwrap();
+    assert_eq!(ike.stats().rescans, 0, "one entry behind: the journal holds it");
+    assert_eq!(ike.live_count(), 6);
+}
+
+#[test]
+fn a_writer_restricted_to_its_cookie_tag_cannot_touch_the_others_sas() {
+    let t = TablePath::new("owner");
+    let mut ike = Writer::create(t.path(), &cfg(16, 16)).unwrap();
+    ike.restrict_to_cookies(0xffff << 48, IKE_TAG);
+    let (mut stat, _) = Writer::open(t.path(), &cfg(16, 16)).unwrap();
+    stat.restrict_to_cookies(0xffff_ffff << 32, STAT_TAG);
+    let s = stat.install(&inbound(0x9700, STAT_TAG | 1)).unwrap();
+    let i = ike.install(&inbound(0x9701, IKE_TAG | 1)).unwrap();
+    assert_eq!(
+        ike.install(&inbound(0x9702, STAT_TAG | 2)),
+        Err(WriteError::NotOwner { cookie: STAT_TAG | 2 })
+    );
+    ike.refresh().unwrap();
+    assert_eq!(ike.delete(s), Err(WriteError::NotOwner { cookie: STAT_TAG | 1 }));
+    let mut p = stat.get(s).unwrap();
+    p.lifetime.hard_pkts = 5;
+    assert!(matches!(ike.update(s, &p), Err(WriteError::NotOwner { .. })));
+    assert!(matches!(stat.delete(i), Err(WriteError::NotOwner { .. })));
+    stat.delete(s).unwrap();
+    ike.delete(i).unwrap();
+}
+
+#[test]
+fn a_slot_one_writer_freed_waits_for_the_readers_before_the_other_writer_reuses_it() {
+    let t = TablePath::new("reuse_two_writers");
+    let mut ike = Writer::create(t.path(), &cfg(2, 16)).unwrap();
+    let (mut stat, _) = Writer::open(t.path(), &cfg(2, 16)).unwrap();
+    let mut r = Reader::attach(t.path()).unwrap();
+    let a = ike.install(&inbound(0x9800, 1)).unwrap();
+    stat.install(&inbound(0x9801, 1)).unwrap();
+    r.poll_changes(|_| {});
+    ike.delete(a).unwrap();
+    assert!(matches!(
+        stat.install(&inbound(0x9802, 1)),
+        Err(WriteError::TableFull { quarantined: 1, .. })
+    ));
+    r.poll_changes(|_| {});
+    let c = stat.install(&inbound(0x9802, 1)).unwrap();
+    assert_eq!(c.slot(), a.slot());
+    assert!(matches!(ike.install(&inbound(0x9803, 1)), Err(WriteError::TableFull { .. })));
 }
 
 #[test]
@@ -540,7 +702,8 @@ fn attaching_a_table_of_another_layout_says_what_differs() {
 #[test]
 fn a_torn_slot_is_skipped_by_readers_and_repaired_by_the_next_writer() {
     let t = TablePath::new("torn");
-    let mut w = Writer::create(t.path(), &cfg(16, 16)).unwrap();
+    // Two slots: after the repair, the only free one is the repaired one.
+    let mut w = Writer::create(t.path(), &cfg(2, 16)).unwrap();
     let keep = w.install(&inbound(0xa000, 1)).unwrap();
     let victim = w.install(&inbound(0xa001, 1)).unwrap();
     let mut r = Reader::attach(t.path()).unwrap();
@@ -792,4 +955,47 @@ fn a_writer_taking_over_a_fresh_table_finds_no_corrupt_slots_and_can_fill_it() {
     for spi in 0..8u32 {
         w.install(&inbound(0x100 + spi, u64::from(spi))).unwrap();
     }
+}
+
+/// A record prints without its key or salt (it is `Copy` over shared
+/// memory, so redaction is what keeps it out of logs), and `wipe_key`
+/// clears both in a private copy.
+#[test]
+fn a_record_never_prints_its_key_and_a_private_copy_can_be_wiped() {
+    let mut p = inbound(0x1234, 7);
+    p.set_key(&[0xab; 32], [0xcd; 4]);
+    let text = format!("{p:?} {p:#?}");
+    for needle in ["171, 171", "205, 205", "171,\n", "0xab", "abab", "cdcd", "0xcd"] {
+        assert!(!text.contains(needle), "`{needle}` in {text}");
+    }
+    assert!(text.contains("spi: 4660") && text.contains("key: [redacted]") && text.contains("salt: [redacted]"), "{text}");
+    p.wipe_key();
+    assert_eq!((p.key, p.salt, p.key_len), ([0; sa_table::MAX_KEY_BYTES], [0; 4], 32));
+}
+
+#[test]
+fn backends_noted_by_the_workers_of_a_run_accumulate_and_a_new_run_replaces_them() {
+    use sa_table::Backends;
+    let t = TablePath::new("backends");
+    let mut w = Writer::create(t.path(), &cfg(4, 4)).unwrap();
+    let id = w.install(&outbound(0xc100, 1, "10.0.0.0/8")).unwrap();
+    let r = Reader::attach(t.path()).unwrap();
+    let st = r.state(id).unwrap();
+    assert!(w.state(id).unwrap().backends().is_empty(), "nothing built it yet");
+    // Two workers of run 7: one got an ipsec-mb session, one fell back.
+    assert!(st.note_backend(7, Backends::IPSEC_MB).is_empty());
+    assert_eq!(st.note_backend(7, Backends::RING | Backends::FALLBACK), Backends::IPSEC_MB);
+    let prev = st.note_backend(7, Backends::RING | Backends::FALLBACK);
+    assert!(prev.contains(Backends::FALLBACK), "the second noter knows it was reported");
+    let seen = w.state(id).unwrap().backends();
+    assert_eq!(seen.names(), vec!["ipsec-mb", "ring", "fallback"]);
+    // A restarted dataplane (another run) starts afresh.
+    assert!(st.note_backend(8, Backends::RING).is_empty());
+    assert_eq!(w.state(id).unwrap().backends().names(), vec!["ring"]);
+    // A reinstall clears it.
+    w.delete(id).unwrap();
+    let mut r = r;
+    r.poll_changes(|_| {});
+    let id2 = w.install(&outbound(0xc101, 1, "10.0.0.0/8")).unwrap();
+    assert!(w.state(id2).unwrap().backends().is_empty());
 }

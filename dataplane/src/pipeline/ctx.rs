@@ -6,22 +6,45 @@
 //! and its packets are handed to the owner. Its window comes from the SA
 //! table, or from the context it replaces when that was the same SA with
 //! the same window (see `replay.rs`).
+//!
+//! Keys: the AEAD holds the only key a context needs (wiped when it dies,
+//! see `crate::crypto`); the slot record an inbound context keeps for its
+//! selectors has its key and salt zeroed first, and every transient copy
+//! of a record (the journal's batch of changes, a read) is wiped after use.
 
 use std::net::IpAddr;
 
 use esp::{InboundSa, OutboundSa, Suite};
 use sa_table::{Change, SaFlags, SaId, SaParams as SlotParams};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sa_table::Backends;
+
 use super::replay::TableWindow;
 use super::Worker;
-use crate::crypto::Aead;
+use crate::crypto::{Aead, Fallback};
+use crate::policy::SaSelectors;
+
+/// SA install failures logged by this process so far, and the most it logs.
+static LOGGED: AtomicU64 = AtomicU64::new(0);
+const MAX_LOGGED: u64 = 32;
+
+/// This dataplane run's tag in the SA states' backend words (non-zero,
+/// different from the previous run's).
+fn run_tag() -> u16 {
+    (std::process::id() as u16).max(1)
+}
 
 /// What a worker keeps per SA (by slot), built when the journal announces it.
 pub(super) enum SaCtx {
     /// `tunnel_dst`: the outer destination of a tunnel-mode SA (known once,
     /// not parsed back out of every packet).
-    Out { sa: Box<OutboundSa>, aead: Aead, esn: bool, tunnel_dst: Option<IpAddr> },
-    In { id: SaId, sa: Box<InboundSa>, aead: Aead, params: Box<SlotParams> },
+    /// `sel`: its selectors and segment, for the SPD's SA search.
+    Out { sa: Box<OutboundSa>, aead: Aead, esn: bool, tunnel_dst: Option<IpAddr>, sel: Box<SaSelectors> },
+    /// `params`: the slot record for the selector check, key and salt zeroed;
+    /// `segment`: the inside VLAN its decrypted packets go to (its label's).
+    In { id: SaId, sa: Box<InboundSa>, aead: Aead, params: Box<SlotParams>, segment: u16 },
     /// Inbound SA owned by another worker.
     Foreign,
     /// Parameters the ESP engine refused; its packets are dropped.
@@ -32,7 +55,7 @@ pub(super) enum SaCtx {
 pub fn esp_params(p: &SlotParams) -> Result<esp::SaParams, &'static str> {
     let suite = Suite::from_transform(esp::TransformId(p.transform.0), Some(u16::from(p.key_len) * 8))
         .ok_or("transform or key length not supported by the ESP engine")?;
-    let mut keymat = [0u8; sa_table::MAX_KEY_BYTES + sa_table::SALT_BYTES];
+    let mut keymat = zeroize::Zeroizing::new([0u8; sa_table::MAX_KEY_BYTES + sa_table::SALT_BYTES]);
     let k = p.key();
     keymat[..k.len()].copy_from_slice(k);
     keymat[k.len()..k.len() + 4].copy_from_slice(&p.salt);
@@ -63,25 +86,14 @@ impl Worker<'_, '_> {
         let ctx = if p.direction == sa_table::Direction::INBOUND && self.owner(id) != self.id {
             SaCtx::Foreign
         } else {
-            match esp_params(p).and_then(|e| {
-                let out = p.direction == sa_table::Direction::OUTBOUND;
-                let aead = Aead::new(self.env.backend, self.env.mb, &e, out).map_err(|_| "key rejected")?;
-                if out {
-                    let sa = OutboundSa::new(&e).map_err(|_| "SA parameters refused")?;
-                    let tunnel_dst = match e.mode {
-                        esp::Mode::Tunnel { dst, .. } => Some(dst),
-                        esp::Mode::Transport => None,
-                    };
-                    Ok(SaCtx::Out { sa: Box::new(sa), aead, esn: e.esn, tunnel_dst })
-                } else {
-                    let sa = InboundSa::new(&e).map_err(|_| "SA parameters refused")?;
-                    Ok(SaCtx::In { id, sa: Box::new(sa), aead, params: Box::new(*p) })
-                }
-            }) {
-                Ok(c) => c,
-                Err(_) => SaCtx::Unusable,
-            }
+            let (ctx, backend, failure) = self.build(id, p);
+            self.report_install(id, p, backend, failure);
+            ctx
         };
+        self.named_out.retain(|(_, n)| n.slot() != id.slot());
+        if matches!(ctx, SaCtx::Out { .. }) && self.env.policy.names_spi(p.spi) {
+            self.named_out.push((p.spi, id));
+        }
         let Some(s) = self.sas.get_mut(id.slot() as usize) else { return };
         let old = s.replace(ctx);
         if let Some(SaCtx::In { sa, .. }) = s {
@@ -106,6 +118,85 @@ impl Worker<'_, '_> {
         }
     }
 
+    /// The context of an SA this worker runs, the backend it got and what
+    /// went wrong, if anything (an `esprit_sa_install_failures_total` reason).
+    fn build(&self, id: SaId, p: &SlotParams) -> (SaCtx, Backends, Option<(&'static str, &'static str)>) {
+        const REFUSED: &str = "the ESP engine refused its parameters";
+        let e = match esp_params(p) {
+            Ok(e) => e,
+            Err(why) => return (SaCtx::Unusable, Backends::UNUSABLE, Some(("params_refused", why))),
+        };
+        let out = p.direction == sa_table::Direction::OUTBOUND;
+        let (aead, fallback) = match Aead::new(self.env.backend, self.env.mb, &e, out) {
+            Ok(a) => a,
+            Err(_) => return (SaCtx::Unusable, Backends::UNUSABLE, Some(("key_rejected", "the AEAD refused the key"))),
+        };
+        let mut backend = aead.backend();
+        let mut failure = None;
+        if let Some(f) = fallback {
+            backend = backend | Backends::FALLBACK;
+            let why = match f {
+                Fallback::NoSuite => "no ipsec-mb device does its suite; it runs on ring",
+                Fallback::NoSession => "ipsec-mb has no session left (dataplane.crypto.sessions); it runs on ring",
+            };
+            failure = Some((f.reason(), why));
+        }
+        let ctx = if out {
+            match OutboundSa::new(&e) {
+                Ok(sa) => {
+                    let tunnel_dst = match e.mode {
+                        esp::Mode::Tunnel { dst, .. } => Some(dst),
+                        esp::Mode::Transport => None,
+                    };
+                    let sel = Box::new(SaSelectors::of(p, self.env.policy));
+                    SaCtx::Out { sa: Box::new(sa), aead, esn: e.esn, tunnel_dst, sel }
+                }
+                Err(_) => return (SaCtx::Unusable, Backends::UNUSABLE, Some(("params_refused", REFUSED))),
+            }
+        } else {
+            match InboundSa::new(&e) {
+                Ok(sa) => {
+                    let segment = self.env.policy.segment_of_label(p.sec_label());
+                    let mut kept = *p;
+                    kept.wipe_key();
+                    SaCtx::In { id, sa: Box::new(sa), aead, params: Box::new(kept), segment }
+                }
+                Err(_) => return (SaCtx::Unusable, Backends::UNUSABLE, Some(("params_refused", REFUSED))),
+            }
+        };
+        (ctx, backend, failure)
+    }
+
+    /// Notes the SA's backend in its table state (`esprit-ctl list-sas`
+    /// shows it) and reports a fallback or a refusal: counted and logged by
+    /// the first worker of this run that meets it on this SA, never again
+    /// (an SA every worker builds is reported once, not once per worker).
+    fn report_install(&mut self, id: SaId, p: &SlotParams, backend: Backends, failure: Option<(&'static str, &'static str)>) {
+        let Some(st) = self.reader.state(id) else { return };
+        let before = st.note_backend(run_tag(), backend);
+        let Some((reason, why)) = failure else { return };
+        if before.contains(Backends::FALLBACK) || before.contains(Backends::UNUSABLE) {
+            return;
+        }
+        self.metrics.count_install_failure(reason);
+        // A burst of failures (sessions run out for thousands of SAs) is
+        // counted in full but logged only for the first few.
+        let n = LOGGED.fetch_add(1, Ordering::Relaxed);
+        let dir = if p.direction == sa_table::Direction::INBOUND { "inbound" } else { "outbound" };
+        if n < MAX_LOGGED {
+            eprintln!("esprit-dataplane: {dir} SA {:#010x} (slot {}): {why}", p.spi, id.slot());
+        } else if n == MAX_LOGGED {
+            eprintln!("esprit-dataplane: more SA install failures are counted in esprit_sa_install_failures_total, not logged");
+        }
+    }
+
+    fn remove(&mut self, id: SaId) {
+        self.named_out.retain(|(_, n)| n.slot() != id.slot());
+        if let Some(s) = self.sas.get_mut(id.slot() as usize) {
+            *s = None;
+        }
+    }
+
     /// Applies the SA table's journal to this worker's contexts.
     pub fn follow_table(&mut self) {
         // The reader lends the params only inside its callback: copy out a
@@ -124,21 +215,29 @@ impl Worker<'_, '_> {
             });
             n += 1;
         });
+        if n > 0 || overflow {
+            // Cached verdicts name SAs and were chosen among the SAs there
+            // were: any change may change them.
+            self.flows.clear();
+        }
+        if !overflow {
+            for c in changes.iter().take(n) {
+                match c {
+                    Some((id, Some(p))) => self.install(*id, p),
+                    Some((id, None)) => self.remove(*id),
+                    None => {}
+                }
+            }
+        }
+        // The copies hold keys: wiped in place before the array dies.
+        for (_, p) in changes.iter_mut().flatten() {
+            if let Some(p) = p {
+                p.wipe_key();
+            }
+        }
         if overflow {
             // More changes than fit: rebuild every context from the indexes.
             self.rebuild_contexts();
-            return;
-        }
-        for c in changes.iter_mut().take(n) {
-            match c.take() {
-                Some((id, Some(p))) => self.install(id, &p),
-                Some((id, None)) => {
-                    if let Some(s) = self.sas.get_mut(id.slot() as usize) {
-                        *s = None;
-                    }
-                }
-                None => {}
-            }
         }
     }
 
@@ -147,10 +246,12 @@ impl Worker<'_, '_> {
     /// dropped.
     fn rebuild_contexts(&mut self) {
         let mut installed = vec![false; self.sas.len()];
+        self.named_out.clear();
         let ids: Vec<SaId> = self.reader.known_ids().collect();
         for id in ids {
-            if let Ok(p) = self.reader.read(id) {
+            if let Ok(mut p) = self.reader.read(id) {
                 self.install(id, &p);
+                p.wipe_key();
                 if let Some(i) = installed.get_mut(id.slot() as usize) {
                     *i = true;
                 }

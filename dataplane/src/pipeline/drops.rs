@@ -3,6 +3,8 @@
 
 use esp::DropReason;
 
+use crate::policy::SpdDrop;
+
 /// Drop reasons of the dataplane beyond the ESP engine's (which come first,
 /// at their own indexes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -10,7 +12,7 @@ use esp::DropReason;
 pub enum DpDrop {
     /// No inbound SA for the SPI (RFC 4303 §3.4.2: discard, auditable).
     NoInboundSa = 0,
-    /// No outbound SA covers the inner destination.
+    /// The SPD says PROTECT, but no outbound SA's selectors contain the packet.
     NoOutboundSa = 1,
     /// The next hop's MAC is not known yet (a request went out).
     NoNeighbour = 2,
@@ -32,10 +34,25 @@ pub enum DpDrop {
     SaUnusable = 10,
     /// A multi-segment mbuf (esprit handles one segment per packet).
     Segmented = 11,
+    /// A DISCARD entry of the SPD matched (RFC 4301 §4.4.1).
+    SpdDiscard = 12,
+    /// No entry of the configured SPD matched (RFC 4301 §4.4.1: discard).
+    NoSpdMatch = 13,
+    /// An SA's selectors contain the packet, but it serves another label's
+    /// segment (RFC 9478): the packet would have crossed.
+    LabelMismatch = 14,
+    /// An inside frame tagged with a VLAN that carries no label's segment.
+    UnknownVlan = 15,
+    /// Cleartext from the outside that the SPD says must arrive as ESP
+    /// (RFC 4301 §5.2).
+    CleartextProtected = 16,
+    /// Decrypted on an SA whose label has no inside VLAN: no segment to
+    /// deliver it into.
+    LabelUnmapped = 17,
 }
 
 impl DpDrop {
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 18;
     pub const NAMES: [&'static str; Self::COUNT] = [
         "no_inbound_sa",
         "no_outbound_sa",
@@ -49,11 +66,30 @@ impl DpDrop {
         "no_punt",
         "sa_unusable",
         "segmented",
+        "spd_discard",
+        "no_spd_match",
+        "label_mismatch",
+        "unknown_vlan",
+        "cleartext_protected",
+        "label_unmapped",
     ];
 
     /// Index in the worker's drop counters (after the ESP reasons).
     pub const fn index(self) -> usize {
         DropReason::COUNT + self as usize
+    }
+}
+
+impl From<SpdDrop> for DpDrop {
+    fn from(r: SpdDrop) -> DpDrop {
+        match r {
+            SpdDrop::Discard => DpDrop::SpdDiscard,
+            SpdDrop::NoMatch => DpDrop::NoSpdMatch,
+            SpdDrop::NoSa => DpDrop::NoOutboundSa,
+            SpdDrop::LabelMismatch => DpDrop::LabelMismatch,
+            SpdDrop::SelectorMismatch => DpDrop::SelectorMismatch,
+            SpdDrop::CleartextProtected => DpDrop::CleartextProtected,
+        }
     }
 }
 

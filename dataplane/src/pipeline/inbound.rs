@@ -3,15 +3,17 @@
 //! 1. [`Worker::outside_burst`] — classify: ARP/ND to the link layer,
 //!    outer IP / UDP 4500 / ESP found, SPI looked up in the worker's own
 //!    index; ESP for an SA another worker owns is batched to its inbox
-//!    (one push per owner and burst; full = counted drop), the rest punted
-//!    or dropped.
+//!    (one push per owner and burst; full = counted drop); the gateway's
+//!    own traffic punted; other cleartext passed to the inside only where
+//!    the SPD says BYPASS (RFC 4301 §5.2), else dropped by reason.
 //! 2. [`Worker::inbound_esp`] — the worker's own ESP, cut into runs of one SA.
 //! 3. Per run ([`Worker::open_run`]): `prepare` (replay pre-check before
 //!    the ICV, RFC 4303 §3.4.3) → `open` (one AEAD call) → `deliver`
 //!    (window update only for authenticated packets, trailer, inner packet
 //!    against the SA's selectors, RFC 4301 §5.2, Ethernet to the inside
-//!    next hop) → `save` (what the run changed in the window, into the SA
-//!    table: `replay.rs`) → `account` (per-SA and per-worker counters).
+//!    next hop, tagged with the VLAN of the SA's label, RFC 9478) → `save`
+//!    (what the run changed in the window, into the SA table: `replay.rs`)
+//!    → `account` (per-SA and per-worker counters).
 //! 4. One TX burst inside, after every run's window is saved.
 
 use std::net::IpAddr;
@@ -22,11 +24,12 @@ use esp_wire::{Ipv4Packet, Ipv6Packet};
 use sa_table::{SaId, SaParams as SlotParams};
 
 use super::ctx::SaCtx;
-use super::link::{write_eth, HopCache};
+use super::link::{write_eth, write_eth_vlan, HopCache};
 use super::replay::TableWindow;
 use super::{ip_addrs, run_aead, DpDrop, RunDrops, Side, Worker};
 use crate::crypto::Aead;
 use crate::l2::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use crate::policy::{inbound_flow, Verdict, NO_SEGMENT};
 use crate::ports::{INSIDE, OUTSIDE, PUNT};
 
 /// (protocol, source port, destination port) of an inner packet, for the
@@ -93,9 +96,17 @@ fn open(
     }
 }
 
+/// Where a run's decrypted packets go: the inside, in the segment of the
+/// SA's label (RFC 9478: untagged for an unlabeled SA, else the label's
+/// VLAN; [`NO_SEGMENT`] for a label without one, whose packets are dropped).
+struct Delivery<'s> {
+    side: &'s Side,
+    segment: u16,
+}
+
 /// Stage 3: the window moves for authenticated packets only; each inner
 /// packet is checked against the SA's selectors and framed to the inside
-/// next hop into `out`.
+/// next hop, into its label's segment, into `out`.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn deliver(
@@ -104,7 +115,7 @@ fn deliver(
     run: &mut [Option<Mbuf>],
     ops: &[Option<InboundOp>; MAX_BURST],
     verdict: &[Result<(), DropReason>; MAX_BURST],
-    inside: &Side,
+    to: &Delivery<'_>,
     hops: &mut HopCache<'_>,
     out: &mut Burst,
     t: &mut Delivered,
@@ -147,7 +158,11 @@ fn deliver(
             t.drops[DpDrop::SelectorMismatch.index()] += 1;
             continue;
         }
-        let hop = inside.gateway.unwrap_or(dst);
+        if to.segment == NO_SEGMENT {
+            t.drops[DpDrop::LabelUnmapped.index()] += 1;
+            continue;
+        }
+        let hop = to.side.gateway.unwrap_or(dst);
         let Some(mac) = hops.lookup(hop) else {
             t.drops[DpDrop::NoNeighbour.index()] += 1;
             t.missing_hop = Some(hop);
@@ -156,7 +171,12 @@ fn deliver(
         let et = if dst.is_ipv4() { ETHERTYPE_IPV4 } else { ETHERTYPE_IPV6 };
         t.pkts += 1;
         t.bytes += plen as u64;
-        if !write_eth(&mut m, mac, inside.mac, et) {
+        let framed = if to.segment == spd::UNTAGGED {
+            write_eth(&mut m, mac, to.side.mac, et)
+        } else {
+            write_eth_vlan(&mut m, mac, to.side.mac, to.segment, et)
+        };
+        if !framed {
             t.drops[DropReason::NoHeadroom.index()] += 1;
             continue;
         }
@@ -177,6 +197,7 @@ impl Worker<'_, '_> {
         let mut nmine = 0;
         let mut back = Burst::new();
         let mut to_kernel = Burst::new();
+        let mut clear = Burst::new();
         for slot in slots.iter_mut().take(n) {
             let Some(m) = slot.take() else { continue };
             if !m.is_contiguous() {
@@ -211,8 +232,19 @@ impl Worker<'_, '_> {
                     let for_us = ip_addrs(ip).is_some_and(|(_, d)| side.addrs.contains(&d));
                     if for_us {
                         self.punt(m, &mut to_kernel);
-                    } else {
+                    } else if !self.env.policy.configured() {
+                        // No SPD configured: cleartext is never forwarded.
                         self.drop_dp(DpDrop::NotForUs);
+                    } else {
+                        // RFC 4301 §5.2: cleartext passes only where the SPD
+                        // says BYPASS; PROTECT traffic must come as ESP.
+                        match inbound_flow(ip).map(|k| self.env.policy.inbound_clear(&k)) {
+                            Some(Verdict::Bypass) => {
+                                let _ = clear.push(m);
+                            }
+                            Some(Verdict::Drop(r)) => self.drop_dp(r.into()),
+                            Some(Verdict::Protect(_)) | None => self.drop_esp(DropReason::BadInnerHeader),
+                        }
                     }
                 }
                 Err(r) => self.drop_esp(r),
@@ -220,6 +252,9 @@ impl Worker<'_, '_> {
         }
         self.send(OUTSIDE, &mut back);
         self.send(PUNT, &mut to_kernel);
+        if !clear.is_empty() {
+            self.bypass(INSIDE, &mut clear);
+        }
         self.hand_off();
         self.inbound_esp(&mut mine[..nmine]);
     }
@@ -277,7 +312,7 @@ impl Worker<'_, '_> {
             return;
         };
         let env = self.env;
-        let Some(Some(SaCtx::In { sa, aead, params, .. })) = self.sas.get_mut(id.slot() as usize) else {
+        let Some(Some(SaCtx::In { sa, aead, params, segment, .. })) = self.sas.get_mut(id.slot() as usize) else {
             self.metrics.local.drops[DpDrop::SaUnusable.index()] += n as u64;
             run.iter_mut().for_each(|m| *m = None);
             return;
@@ -288,7 +323,8 @@ impl Worker<'_, '_> {
         open(aead, run, &ops, &mut verdict);
         let mut hops = HopCache::new(env.neigh);
         let mut t = Delivered { pkts: 0, bytes: 0, drops: [0; DropReason::COUNT + DpDrop::COUNT], missing_hop: None };
-        deliver(sa, params, run, &ops, &verdict, &env.sides[INSIDE], &mut hops, out, &mut t);
+        let to = Delivery { side: &env.sides[INSIDE], segment: *segment };
+        deliver(sa, params, run, &ops, &verdict, &to, &mut hops, out, &mut t);
         // The run's packets are in `out`, not yet sent: the window is in the
         // table before any of them leaves (a SIGKILL in between must not let
         // them be replayed into a restarted dataplane).

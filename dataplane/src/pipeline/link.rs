@@ -60,7 +60,61 @@ pub(super) fn write_eth(m: &mut Mbuf, dst: Mac, src: Mac, ethertype: u16) -> boo
     true
 }
 
+/// The 802.1Q tag ethertype (TPID).
+pub(super) const ETHERTYPE_VLAN: u16 = 0x8100;
+
+/// Removes a frame's 802.1Q tag: the MAC addresses move up over it.
+#[inline]
+pub(super) fn strip_vlan(m: &mut Mbuf) -> bool {
+    match m.data_mut().get_mut(..16) {
+        Some(h) => h.copy_within(0..12, 4),
+        None => return false,
+    }
+    m.adj(4)
+}
+
+/// Prepends an Ethernet header tagged with VLAN `vid` (priority 0).
+pub(super) fn write_eth_vlan(m: &mut Mbuf, dst: Mac, src: Mac, vid: u16, ethertype: u16) -> bool {
+    let Some(h) = m.prepend(18) else { return false };
+    h[0..6].copy_from_slice(&dst);
+    h[6..12].copy_from_slice(&src);
+    h[12..14].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+    h[14..16].copy_from_slice(&(vid & 0x0fff).to_be_bytes());
+    h[16..18].copy_from_slice(&ethertype.to_be_bytes());
+    true
+}
+
+/// Puts an 802.1Q tag for `vid` back into an untagged frame.
+fn retag(m: &mut Mbuf, vid: u16) -> bool {
+    if m.prepend(4).is_none() {
+        return false;
+    }
+    let Some(h) = m.data_mut().get_mut(..16) else { return false };
+    h.copy_within(4..16, 0);
+    h[12..14].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+    h[14..16].copy_from_slice(&(vid & 0x0fff).to_be_bytes());
+    true
+}
+
 impl Worker<'_, '_> {
+    /// [`Self::inside_link`] for a frame that arrived (and whose tag was
+    /// stripped) on VLAN `vid`: its ARP/ND replies go back on that VLAN.
+    pub(super) fn inside_link_tagged(&mut self, m: Mbuf, vid: u16, back: &mut Burst) -> Option<Mbuf> {
+        let mut replies = Burst::new();
+        let r = self.inside_link(m, &mut replies);
+        let mut slots: [Option<Mbuf>; dpdk::MAX_BURST] = [const { None }; dpdk::MAX_BURST];
+        let n = replies.drain_into(&mut slots);
+        for mut m in slots.into_iter().take(n).flatten() {
+            if !retag(&mut m, vid) {
+                self.drop_esp(esp::DropReason::NoHeadroom);
+                continue;
+            }
+            // `back` holds at most one reply per received frame.
+            let _ = back.push(m);
+        }
+        r
+    }
+
     /// ARP and ND on the outside port: replies go to `back`, what the
     /// kernel should also see to `to_kernel`. `Some(m)` for an IP packet
     /// the pipeline goes on with.
@@ -103,38 +157,31 @@ impl Worker<'_, '_> {
         }
     }
 
-    /// ARP and ND on the inside port (replies to `back`): true when the
-    /// frame in `slot` is an IP packet to protect. It stays in the slot
-    /// (the burst's array), not moved out and back, as it is most packets.
+    /// ARP and ND on the inside port (replies to `back`). `Some(m)` for an
+    /// IP packet to protect.
     #[inline]
-    pub(super) fn inside_link(&mut self, slot: &mut Option<Mbuf>, back: &mut Burst) -> bool {
-        let Some(m) = slot.as_mut() else { return false };
+    pub(super) fn inside_link(&mut self, mut m: Mbuf, back: &mut Burst) -> Option<Mbuf> {
         let env = self.env;
         let side = &env.sides[INSIDE];
         match l2::ethertype(m.data()) {
             Some(ETHERTYPE_ARP) => {
                 let action = l2::handle_arp(m.data_mut(), side.mac, &side.addrs, env.neigh);
-                if let Some(m) = slot.take() {
-                    self.inside_l2(m, action, false, back);
-                }
-                false
+                self.inside_l2(m, action, false, back);
+                None
             }
-            Some(ETHERTYPE_IPV4) => true,
+            Some(ETHERTYPE_IPV4) => Some(m),
             Some(ETHERTYPE_IPV6) => {
                 // Neighbour discovery first: solicitations go to multicast.
                 let action = l2::handle_nd(m.data_mut(), side.mac, &side.addrs, env.neigh);
-                if action == L2Action::NotL2 {
-                    return true;
-                }
-                if let Some(m) = slot.take() {
+                if action != L2Action::NotL2 {
                     self.inside_l2(m, action, true, back);
+                    return None;
                 }
-                false
+                Some(m)
             }
             _ => {
-                *slot = None;
                 self.drop_dp(DpDrop::NotIp);
-                false
+                None
             }
         }
     }

@@ -6,12 +6,17 @@
 //!   the SA, handed over through its bounded inbox (full = counted drop) →
 //!   replay pre-check → one AEAD call per run of packets of one SA → window
 //!   update only after the ICV verified → inner packet checked against the
-//!   SA's selectors → Ethernet to the inside next hop → the run's window
-//!   saved in the SA table → TX burst.
-//! * Inside → outside (outbound): inner destination → longest-prefix SA →
-//!   sequence numbers reserved for the whole run with one atomic add in the
-//!   SA table → ESP framing → one AEAD call per run → Ethernet to the
-//!   outside next hop → TX burst.
+//!   SA's selectors → Ethernet (tagged with the SA's label's VLAN) to the
+//!   inside next hop → the run's window saved in the SA table → TX burst.
+//!   Cleartext not for the gateway passes only where the SPD says BYPASS
+//!   (RFC 4301 §5.2).
+//! * Inside → outside (outbound): 802.1Q tag → segment (RFC 9478 label) →
+//!   flow (addresses, protocol, ports, segment) → the flow cache, or on a
+//!   miss the SPD (RFC 4301 §4.4.1, first match) and an SA whose selectors
+//!   and label contain the packet → BYPASS in clear, DISCARD counted, or
+//!   PROTECT: sequence numbers reserved for the whole run with one atomic
+//!   add in the SA table → ESP framing → one AEAD call per run → Ethernet
+//!   to the outside next hop → TX burst.
 //! * Anything else for the gateway (IKE on 500, IKE on 4500 behind the
 //!   non-ESP marker, ICMP, ...) goes to the punt port (the kernel's TAP);
 //!   what the kernel sends comes back out of the outside port.
@@ -45,6 +50,7 @@ use esp_wire::{Ipv4Packet, Ipv6Packet};
 use sa_table::{Reader, SaId};
 
 use crate::crypto::{Aead, BackendChoice, MbDevices};
+use crate::policy::{Policy, Verdict};
 use crate::l2::{Mac, NeighbourTable};
 use crate::metrics::WorkerMetrics;
 use crate::ports::{INSIDE, OUTSIDE, PUNT};
@@ -87,6 +93,8 @@ pub struct Env<'a> {
     pub mb: Option<&'a MbDevices>,
     pub pool: Mempool,
     pub stop: &'a AtomicBool,
+    /// The SPD and the label segments, compiled from the configuration.
+    pub policy: &'a Policy,
 }
 
 /// One worker's queues, by port role; `None` where it has none.
@@ -110,7 +118,18 @@ pub struct Worker<'a, 'p> {
     handoff: Vec<Burst>,
     /// The CPU-crypto vector the ipsec-mb backend fills per run.
     cpu: Box<CpuVec>,
+    /// Outbound verdicts by flow, cleared whenever the SA table changes.
+    flows: spd::FlowCache<Verdict>,
+    /// The outbound SAs the SPD names by SPI (static SAs), by SPI.
+    named_out: Vec<(u32, SaId)>,
 }
+
+/// Flow cache lines per worker (64 bytes each: 512 KiB, of which only the
+/// lines of live flows are ever touched).
+const FLOW_CACHE_ENTRIES: usize = 8192;
+
+// A cached verdict must fit beside its 40-byte key in one cache line.
+const _: () = assert!(std::mem::size_of::<Verdict>() <= 24);
 
 fn ip_addrs(ip: &[u8]) -> Option<(IpAddr, IpAddr)> {
     match ip.first()? >> 4 {
@@ -124,6 +143,13 @@ fn ip_addrs(ip: &[u8]) -> Option<(IpAddr, IpAddr)> {
         }
         _ => None,
     }
+}
+
+fn flow_seed(id: usize) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_usize(id);
+    h.finish()
 }
 
 /// One batch AEAD call over the packets of a run that have an op.
@@ -147,11 +173,16 @@ impl<'a, 'p> Worker<'a, 'p> {
             last_solicit: Instant::now().checked_sub(std::time::Duration::from_secs(1)).unwrap_or_else(Instant::now),
             handoff: (0..env.workers).map(|_| Burst::new()).collect(),
             cpu: CpuVec::new(),
+            // Seeded per worker and start, so colliding flows are not
+            // predictable from outside the process.
+            flows: spd::FlowCache::new(FLOW_CACHE_ENTRIES, flow_seed(id)),
+            named_out: Vec::new(),
         };
         let ids: Vec<SaId> = w.reader.known_ids().collect();
         for id in ids {
-            if let Ok(p) = w.reader.read(id) {
+            if let Ok(mut p) = w.reader.read(id) {
                 w.install(id, &p);
+                p.wipe_key();
             }
         }
         w

@@ -574,74 +574,216 @@ fn imb_mgr() -> Option<NonNull<c_void>> {
     NonNull::new(p as *mut c_void)
 }
 
-/// An AES-GCM encryption key expanded for intel-ipsec-mb's direct API
-/// (`IMB_AES128_GCM_ENC`/`IMB_AES256_GCM_ENC`: one routine per packet);
-/// the expanded key is wiped and freed on drop.
+/// Which AEAD an [`ImbKey`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImbCipher {
+    /// AES-GCM with a 16, 24 or 32-byte key.
+    AesGcm { key_len: u32 },
+    Chacha20Poly1305,
+}
+
+/// A key for intel-ipsec-mb's direct API: AES-GCM expanded for its one-call
+/// routine (`IMB_AESxxx_GCM_ENC`, sealing only; opening goes through a
+/// CPU-crypto [`AeadSession`]), or a ChaCha20-Poly1305 key for its
+/// init/update/finalize routines, both ways (DPDK 22.11's
+/// chacha20_poly1305 PMD advertises CPU crypto but implements none).
+/// The key is wiped (`explicit_bzero`) and freed on drop.
 #[derive(Debug)]
-pub struct ImbGcmKey {
+pub struct ImbKey {
     mgr: NonNull<c_void>,
     kd: NonNull<c_void>,
-    key_len: u32,
+    cipher: ImbCipher,
     aad_len: u64,
 }
 
-// SAFETY: the expanded key is immutable after creation and the manager is
-// only read; both may be used from any thread.
-unsafe impl Send for ImbGcmKey {}
+// SAFETY: the key is immutable after creation and the manager is only
+// read (the direct API keeps its state in per-call contexts); both may be
+// used from any thread.
+unsafe impl Send for ImbKey {}
 // SAFETY: as above.
-unsafe impl Sync for ImbGcmKey {}
+unsafe impl Sync for ImbKey {}
 
-impl ImbGcmKey {
-    /// `key` is 16 or 32 bytes (AES-128/256); `aad_len` is 8 or 12 (ESP's
+impl ImbKey {
+    /// AES-GCM: `key` is 16, 24 or 32 bytes; `aad_len` is 8 or 12 (ESP's
     /// SPI | SN, or with ESN). `None` for other lengths or when the library
     /// cannot be set up.
-    pub fn new(key: &[u8], aad_len: usize) -> Option<ImbGcmKey> {
-        if !matches!(key.len(), 16 | 32) || !matches!(aad_len, 8 | 12) {
+    pub fn aes_gcm(key: &[u8], aad_len: usize) -> Option<ImbKey> {
+        if !matches!(key.len(), 16 | 24 | 32) || !matches!(aad_len, 8 | 12) {
             return None;
         }
         let mgr = imb_mgr()?;
         // SAFETY: mgr is a live manager; key is valid for key.len() bytes,
-        // which the library copies into the expanded key it allocates.
+        // which the library expands into the key data it allocates.
         let kd = unsafe { dpdk_sys::esprit_imb_gcm_key_new(mgr.as_ptr(), key.as_ptr(), key.len() as u32) };
-        NonNull::new(kd).map(|kd| ImbGcmKey { mgr, kd, key_len: key.len() as u32, aad_len: aad_len as u64 })
+        let cipher = ImbCipher::AesGcm { key_len: key.len() as u32 };
+        NonNull::new(kd).map(|kd| ImbKey { mgr, kd, cipher, aad_len: aad_len as u64 })
+    }
+
+    /// ChaCha20-Poly1305 (RFC 8439): `key` is 32 bytes, `aad_len` 8 or 12.
+    pub fn chacha20_poly1305(key: &[u8], aad_len: usize) -> Option<ImbKey> {
+        if key.len() != 32 || !matches!(aad_len, 8 | 12) {
+            return None;
+        }
+        let mgr = imb_mgr()?;
+        // SAFETY: key is valid for the 32 bytes the function copies.
+        let kd = unsafe { dpdk_sys::esprit_imb_chacha_key_new(key.as_ptr()) };
+        NonNull::new(kd).map(|kd| ImbKey { mgr, kd, cipher: ImbCipher::Chacha20Poly1305, aad_len: aad_len as u64 })
+    }
+
+    pub fn cipher(&self) -> ImbCipher {
+        self.cipher
+    }
+
+    /// Whether [`ImbKey::open`] works with this key (ChaCha20-Poly1305).
+    pub fn can_open(&self) -> bool {
+        self.cipher == ImbCipher::Chacha20Poly1305
+    }
+
+    /// Encrypts `data` (text followed by its 16-byte tag) in place and
+    /// writes the tag; `aad` holds at least the key's `aad_len` bytes.
+    /// False when `data` is shorter than a tag or `aad` than the AAD.
+    pub fn seal(&self, data: &mut [u8], nonce: &[u8; 12], aad: &[u8]) -> bool {
+        let Some(text_len) = data.len().checked_sub(16) else { return false };
+        if aad.len() < self.aad_len as usize {
+            return false;
+        }
+        let base = data.as_mut_ptr();
+        match self.cipher {
+            ImbCipher::AesGcm { key_len } => {
+                let mut iv = [0u8; 16];
+                iv[..12].copy_from_slice(nonce);
+                let mut aad16 = [0u8; 16];
+                aad16[..self.aad_len as usize].copy_from_slice(&aad[..self.aad_len as usize]);
+                let text = dpdk_sys::rte_crypto_vec { base: base.cast(), iova: 0, len: text_len as u32, tot_len: text_len as u32 };
+                // SAFETY: text_len + 16 == data.len(): the tag pointer is in bounds.
+                let tag = dpdk_sys::rte_crypto_va_iova_ptr { va: unsafe { base.add(text_len) }.cast(), iova: 0 };
+                // SAFETY: one entry: text and tag point into `data`, borrowed
+                // mutably for the call; the IV and AAD are 16-byte locals;
+                // the key and manager are live.
+                unsafe {
+                    dpdk_sys::esprit_imb_gcm_enc_vec(
+                        self.mgr.as_ptr(),
+                        self.kd.as_ptr(),
+                        key_len,
+                        1,
+                        &text,
+                        &tag,
+                        iv.as_ptr(),
+                        aad16.as_ptr(),
+                        self.aad_len,
+                    )
+                };
+            }
+            ImbCipher::Chacha20Poly1305 => {
+                // SAFETY: text and tag are in `data` (checked above), nonce
+                // is 12 bytes, aad holds aad_len bytes; key and manager live.
+                unsafe {
+                    dpdk_sys::esprit_imb_chacha_seal(
+                        self.mgr.as_ptr(),
+                        self.kd.as_ptr(),
+                        base,
+                        text_len as u64,
+                        base.add(text_len),
+                        nonce.as_ptr(),
+                        aad.as_ptr(),
+                        self.aad_len,
+                    )
+                };
+            }
+        }
+        true
+    }
+
+    /// Verifies the tag that ends `data` and decrypts the text before it in
+    /// place (the text is unspecified when the tag is wrong). True only if
+    /// the tag verified; always false for AES-GCM keys (see [`ImbKey`]).
+    pub fn open(&self, data: &mut [u8], nonce: &[u8; 12], aad: &[u8]) -> bool {
+        let Some(text_len) = data.len().checked_sub(16) else { return false };
+        if aad.len() < self.aad_len as usize || self.cipher != ImbCipher::Chacha20Poly1305 {
+            return false;
+        }
+        let base = data.as_mut_ptr();
+        // SAFETY: text and tag are in `data` (checked above), nonce is 12
+        // bytes, aad holds aad_len bytes; key and manager are live.
+        let ok = unsafe {
+            dpdk_sys::esprit_imb_chacha_open(
+                self.mgr.as_ptr(),
+                self.kd.as_ptr(),
+                base,
+                text_len as u64,
+                base.add(text_len),
+                nonce.as_ptr(),
+                aad.as_ptr(),
+                self.aad_len,
+            )
+        };
+        ok == 1
     }
 }
 
-impl Drop for ImbGcmKey {
+impl Drop for ImbKey {
     fn drop(&mut self) {
-        // SAFETY: allocated by esprit_imb_gcm_key_new, freed once.
-        unsafe { dpdk_sys::esprit_imb_gcm_key_free(self.kd.as_ptr()) };
+        // SAFETY: allocated by the matching *_key_new, wiped and freed once.
+        unsafe {
+            match self.cipher {
+                ImbCipher::AesGcm { .. } => dpdk_sys::esprit_imb_gcm_key_free(self.kd.as_ptr()),
+                ImbCipher::Chacha20Poly1305 => dpdk_sys::esprit_imb_chacha_key_free(self.kd.as_ptr()),
+            }
+        }
     }
 }
 
 impl CpuBatch<'_> {
     /// Encrypts the batch in place with `key` through intel-ipsec-mb's
-    /// one-call GCM routine (the IVs' first 12 bytes, the AADs' first
-    /// `aad_len`), writing each 16-byte tag. Returns the mask of the tags
-    /// pushed (encryption cannot fail); the batch is empty again afterwards.
-    pub fn seal_imb(&mut self, key: &ImbGcmKey) -> u64 {
+    /// direct API (the IVs' first 12 bytes, the AADs' first `aad_len`),
+    /// writing each 16-byte tag: one vector call for AES-GCM, one call per
+    /// packet for ChaCha20-Poly1305. Returns the mask of the tags pushed
+    /// (encryption cannot fail); the batch is empty again afterwards.
+    pub fn seal_imb(&mut self, key: &ImbKey) -> u64 {
         let v = &mut *self.v;
         let n = v.n;
         if n == 0 {
             return 0;
         }
-        // SAFETY: entries 0..n point into buffers borrowed mutably for the
-        // batch's lifetime, each holding `len` text bytes followed by the
-        // 16-byte tag its digest pointer names (checked when pushed); the IV
-        // and AAD arrays hold n 16-byte entries; the key and manager are live.
-        unsafe {
-            dpdk_sys::esprit_imb_gcm_enc_vec(
-                key.mgr.as_ptr(),
-                key.kd.as_ptr(),
-                key.key_len,
-                n as u32,
-                v.vecs.as_ptr(),
-                v.digests.as_ptr(),
-                v.iv.as_ptr().cast(),
-                v.aad.as_ptr().cast(),
-                key.aad_len,
-            )
-        };
+        match key.cipher {
+            // SAFETY: entries 0..n point into buffers borrowed mutably for
+            // the batch's lifetime, each holding `len` text bytes followed by
+            // the 16-byte tag its digest pointer names (checked when pushed);
+            // the IV and AAD arrays hold n 16-byte entries; the key and
+            // manager are live.
+            ImbCipher::AesGcm { key_len } => unsafe {
+                dpdk_sys::esprit_imb_gcm_enc_vec(
+                    key.mgr.as_ptr(),
+                    key.kd.as_ptr(),
+                    key_len,
+                    n as u32,
+                    v.vecs.as_ptr(),
+                    v.digests.as_ptr(),
+                    v.iv.as_ptr().cast(),
+                    v.aad.as_ptr().cast(),
+                    key.aad_len,
+                )
+            },
+            ImbCipher::Chacha20Poly1305 => {
+                for k in 0..n {
+                    // SAFETY: as above, for entry k: `len` text bytes at
+                    // `base` and the tag at its digest pointer, inside one
+                    // mutably borrowed buffer; 16-byte IV and AAD entries.
+                    unsafe {
+                        dpdk_sys::esprit_imb_chacha_seal(
+                            key.mgr.as_ptr(),
+                            key.kd.as_ptr(),
+                            v.vecs[k].base.cast(),
+                            u64::from(v.vecs[k].len),
+                            v.digests[k].va.cast(),
+                            v.iv[k].as_ptr(),
+                            v.aad[k].as_ptr(),
+                            key.aad_len,
+                        )
+                    };
+                }
+            }
+        }
         let mut ok = 0u64;
         for k in 0..n {
             ok |= 1u64 << v.tag[k];

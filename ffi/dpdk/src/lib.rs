@@ -23,7 +23,7 @@ mod port;
 
 pub use burst::{Burst, MAX_BURST};
 pub use crypto::{
-    AeadAlgo, AeadDirection, AeadJob, AeadSession, CpuAeadJob, CpuBatch, CpuVec, CryptoDev, CryptoOpPool, ImbGcmKey, SessionPool,
+    AeadAlgo, AeadDirection, AeadJob, AeadSession, CpuAeadJob, CpuBatch, CpuVec, CryptoDev, CryptoOpPool, ImbCipher, ImbKey, SessionPool,
     CPU_VEC_MAX,
 };
 pub use eal::{lcore_id, register_thread, Eal, ThreadRegistration};
@@ -33,3 +33,18 @@ pub use mempool::Mempool;
 pub use port::{Link, Port, PortConfig, PortInfo, PortStats, RxQueue, TxQueue};
 
 pub use dpdk_sys as sys;
+
+/// `rte_prefetch0`: starts loading the cache line holding `r` into every
+/// cache level, without waiting for it (a burst's table lookups overlap
+/// their misses this way). A plain Rust read would hold up retirement.
+#[inline(always)]
+pub fn prefetch0<T>(r: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `r` is a live reference, so the address is mapped; a prefetch
+    // has no architectural effect besides the cache (it cannot fault).
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((r as *const T).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
+}

@@ -3,7 +3,7 @@ use std::ffi::{CStr, CString};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::{Burst, Eal, Error, Mempool, Result};
+use crate::{Burst, Eal, Error, Mempool, Result, MAX_BURST};
 
 /// An ethdev port. Shared by the workers (`Sync`); each queue is taken once
 /// by the thread that polls it.
@@ -255,7 +255,7 @@ impl Port {
     /// Takes RX queue `q` for the calling thread (once per queue).
     pub fn rx_queue(&self, q: u16) -> Result<RxQueue<'_>> {
         Port::take(&self.rx_taken, q, "rx_queue", self.id)?;
-        Ok(RxQueue { port: self, queue: q, _not_send: PhantomData })
+        Ok(RxQueue { port: self, queue: q, burst_pkts: MAX_BURST as u16, _not_send: PhantomData })
     }
 
     /// Takes TX queue `q` for the calling thread (once per queue).
@@ -270,18 +270,33 @@ impl Port {
 pub struct RxQueue<'p> {
     port: &'p Port,
     queue: u16,
+    /// Most packets one receive asks the driver for.
+    burst_pkts: u16,
     _not_send: PhantomData<*const ()>,
 }
 
 impl RxQueue<'_> {
-    /// Receives into the free part of `burst`; returns how many arrived.
+    /// Receives into the free part of `burst`, at most [`RxQueue::burst_pkts`]
+    /// packets; returns how many arrived.
     pub fn rx_burst(&mut self, burst: &mut Burst) -> usize {
-        let (p, n) = burst.spare_raw();
+        let (p, spare) = burst.spare_raw();
+        let n = spare.min(usize::from(self.burst_pkts));
         // SAFETY: p points at n free slots of the burst; the queue is set up
         // and polled by this thread only (RxQueue is !Send and taken once).
         let got = unsafe { dpdk_sys::esprit_rte_eth_rx_burst(self.port.id, self.queue, p, n as u16) } as usize;
         burst.filled(got);
         got
+    }
+
+    /// Limit each receive to `n` packets (clamped to 1..=[`MAX_BURST`]; the
+    /// default is `MAX_BURST`). Smaller bursts trade per-call overhead for
+    /// latency and for a burst's packets fitting the L1 cache.
+    pub fn set_burst_pkts(&mut self, n: u16) {
+        self.burst_pkts = n.clamp(1, MAX_BURST as u16);
+    }
+
+    pub fn burst_pkts(&self) -> u16 {
+        self.burst_pkts
     }
 }
 

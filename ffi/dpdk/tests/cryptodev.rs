@@ -1,10 +1,13 @@
-//! `crypto_aesni_gcm` (intel-ipsec-mb) agrees with the pure-Rust `aes-gcm`
-//! crate on the same key, nonce and AAD, both ways.
+//! `crypto_aesni_gcm` (intel-ipsec-mb) and intel-ipsec-mb's direct API agree
+//! with the pure-Rust `aes-gcm` and `chacha20poly1305` crates on the same
+//! key, nonce and AAD, both ways.
 mod common;
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes128Gcm, Aes256Gcm, Nonce};
-use dpdk::{AeadAlgo, AeadDirection, AeadJob, AeadSession, CpuVec, CryptoDev, CryptoOpPool, Eal, ImbGcmKey, Mempool, SessionPool};
+use dpdk::{AeadAlgo, AeadDirection, AeadJob, AeadSession, CpuVec, CryptoDev, CryptoOpPool, Eal, ImbKey, Mempool, SessionPool};
+
+type Aes192Gcm = aes_gcm::AesGcm<aes_gcm::aes::Aes192, aes_gcm::aead::consts::U12>;
 
 struct Rig {
     dev: CryptoDev,
@@ -30,6 +33,7 @@ fn rust_seal(key: &[u8], nonce: &[u8; 12], aad: &[u8], pt: &[u8]) -> Vec<u8> {
     let mut buf = pt.to_vec();
     let tag = match key.len() {
         16 => Aes128Gcm::new_from_slice(key).unwrap().encrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut buf),
+        24 => Aes192Gcm::new_from_slice(key).unwrap().encrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut buf),
         32 => Aes256Gcm::new_from_slice(key).unwrap().encrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut buf),
         _ => unreachable!(),
     }
@@ -167,9 +171,10 @@ fn cpu_crypto_handles_more_jobs_than_one_vector_call() {
 }
 
 /// `CpuVec` through the CPU-crypto session and through intel-ipsec-mb's
-/// one-call GCM routine (`ImbGcmKey`) both produce what `aes-gcm` does,
-/// AES-128 and AES-256, with ESP's 8- and 12-byte AADs; the result masks
-/// name the pushed tags; the session opens what the direct routine sealed.
+/// one-call GCM routine (`ImbKey`) both produce what `aes-gcm` does,
+/// AES-128, AES-192 and AES-256, with ESP's 8- and 12-byte AADs; the
+/// result masks name the pushed tags; the session opens what the direct
+/// routine sealed.
 #[test]
 fn cpu_vec_and_direct_ipsec_mb_gcm_match_rust_aes_gcm() {
     let _guard = LOCK.lock().unwrap();
@@ -182,7 +187,7 @@ fn cpu_vec_and_direct_ipsec_mb_gcm_match_rust_aes_gcm() {
         iv[4..].copy_from_slice(&(i as u64 + 7).to_be_bytes());
         iv
     };
-    for (key_len, aad_len) in [(16usize, 8usize), (32, 12), (16, 12), (32, 8)] {
+    for (key_len, aad_len) in [(16usize, 8usize), (32, 12), (16, 12), (32, 8), (24, 8), (24, 12)] {
         let key: Vec<u8> = (0..key_len as u8).map(|i| i.wrapping_mul(11).wrapping_add(3)).collect();
         let aad = |i: usize| -> [u8; 12] {
             let mut a = [0u8; 12];
@@ -193,7 +198,7 @@ fn cpu_vec_and_direct_ipsec_mb_gcm_match_rust_aes_gcm() {
         let expect: Vec<Vec<u8>> =
             lens.iter().enumerate().map(|(i, &n)| rust_seal(&key, &nonce(i), &aad(i)[..aad_len], &plain[i][..n])).collect();
         let session = AeadSession::new(&r.dev, &r.sessions, AeadAlgo::AesGcm, AeadDirection::Encrypt, &key, 12, aad_len as u16).unwrap();
-        let direct = ImbGcmKey::new(&key, aad_len).expect("intel-ipsec-mb direct GCM key");
+        let direct = ImbKey::aes_gcm(&key, aad_len).expect("intel-ipsec-mb direct GCM key");
         let mut v = CpuVec::new();
         for use_direct in [false, true] {
             let mut bufs = plain.clone();
@@ -236,5 +241,82 @@ fn cpu_vec_and_direct_ipsec_mb_gcm_match_rust_aes_gcm() {
     let mut ok = [0u8; 16];
     assert!(!batch.push(&mut ok, &[0; 12], &[0; 12], 64));
     assert!(batch.is_empty());
-    assert!(ImbGcmKey::new(&[0; 24], 8).is_none() && ImbGcmKey::new(&[0; 16], 16).is_none());
+    assert!(ImbKey::aes_gcm(&[0; 20], 8).is_none() && ImbKey::aes_gcm(&[0; 16], 16).is_none());
+    assert!(ImbKey::chacha20_poly1305(&[0; 16], 8).is_none() && ImbKey::chacha20_poly1305(&[0; 32], 9).is_none());
+}
+
+fn rust_chacha_seal(key: &[u8], nonce: &[u8; 12], aad: &[u8], pt: &[u8]) -> Vec<u8> {
+    use chacha20poly1305::ChaCha20Poly1305;
+    let mut buf = pt.to_vec();
+    let tag = ChaCha20Poly1305::new_from_slice(key).unwrap().encrypt_in_place_detached(nonce.into(), aad, &mut buf).unwrap();
+    buf.extend_from_slice(&tag);
+    buf
+}
+
+/// ChaCha20-Poly1305 on intel-ipsec-mb's direct API (DPDK 22.11's
+/// chacha20_poly1305 PMD advertises CPU crypto and does none): sealed
+/// alone and as a `CpuVec` batch it gives what `chacha20poly1305` gives,
+/// with both AADs and lengths from empty to jumbo; it opens those packets
+/// and refuses each with a flipped bit (text or tag). Plus RFC 7634
+/// Appendix A's packet.
+#[test]
+fn direct_ipsec_mb_chacha20_poly1305_matches_rust_both_ways() {
+    let _guard = LOCK.lock().unwrap();
+    let _eal = common::eal("esprit-t-crypto");
+    let lens = [0usize, 1, 15, 16, 17, 63, 64, 65, 500, 1408, 1500, 9000];
+    let key: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(7).wrapping_add(1)).collect();
+    for aad_len in [8usize, 12] {
+        let k = ImbKey::chacha20_poly1305(&key, aad_len).expect("intel-ipsec-mb ChaCha20-Poly1305 key");
+        assert!(k.can_open());
+        let nonce = |i: usize| -> [u8; 12] {
+            let mut n = [0u8; 12];
+            n[..4].copy_from_slice(&[0xa0, 0xa1, 0xa2, 0xa3]);
+            n[4..].copy_from_slice(&(i as u64 * 3 + 1).to_be_bytes());
+            n
+        };
+        let aad = |i: usize| -> [u8; 12] { core::array::from_fn(|k| (k * 5 + i) as u8) };
+        let plain: Vec<Vec<u8>> = lens.iter().map(|&n| (0..n + 16).map(|i| (i * 31 + n) as u8).collect()).collect();
+        let expect: Vec<Vec<u8>> =
+            lens.iter().enumerate().map(|(i, &n)| rust_chacha_seal(&key, &nonce(i), &aad(i)[..aad_len], &plain[i][..n])).collect();
+        let mut one = plain.clone();
+        for (i, b) in one.iter_mut().enumerate() {
+            assert!(k.seal(b, &nonce(i), &aad(i)));
+            assert_eq!(b, &expect[i], "seal, aad {aad_len}, length {}", lens[i]);
+        }
+        let mut v = CpuVec::new();
+        let mut bufs = plain.clone();
+        let mask = {
+            let mut batch = v.batch();
+            for (i, b) in bufs.iter_mut().enumerate() {
+                assert!(batch.push(b, &nonce(i), &aad(i), i as u8));
+            }
+            batch.seal_imb(&k)
+        };
+        assert_eq!(mask, (1u64 << lens.len()) - 1);
+        assert_eq!(bufs, expect, "batch seal, aad {aad_len}");
+        for (i, b) in bufs.iter_mut().enumerate() {
+            let mut bad = b.clone();
+            let at = if lens[i] == 0 { 0 } else { i % lens[i] };
+            bad[at] ^= 0x40;
+            assert!(!k.open(&mut bad, &nonce(i), &aad(i)), "a flipped bit at {at} of length {}", lens[i]);
+            assert!(k.open(b, &nonce(i), &aad(i)), "open, aad {aad_len}, length {}", lens[i]);
+            assert_eq!(&b[..lens[i]], &plain[i][..lens[i]]);
+        }
+    }
+    // RFC 7634 Appendix A: the ESP payload after SPI | SN | IV.
+    let key = hex::decode("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f").unwrap();
+    let nonce: [u8; 12] = hex::decode("a0a1a2a31011121314151617").unwrap().try_into().unwrap();
+    let aad = hex::decode("0102030400000005").unwrap();
+    let esp = hex::decode(concat!(
+        "24039428b97f417e3c13753a4f05087b67c352e6a7fab1b982d466ef407ae5c614ee8099d52844eb61aa95df",
+        "ab4c02f72aa71e7c4c4f64c9befe2facc638e8f3cbec163fac469b502773f6fb94e664da9165b82829f641e0",
+        "76aaa8266b7fb0f7b11b369907e1ad43"
+    ))
+    .unwrap();
+    let k = ImbKey::chacha20_poly1305(&key, 8).unwrap();
+    let mut b = esp.clone();
+    assert!(k.open(&mut b, &nonce, &aad));
+    assert_eq!(&b[..4], &[0x45, 0x00, 0x00, 0x54], "the inner IPv4 header");
+    assert!(k.seal(&mut b, &nonce, &aad));
+    assert_eq!(b, esp);
 }

@@ -68,6 +68,43 @@ fn ring_pair_delivers_a_burst_byte_identical() {
 }
 
 #[test]
+fn an_rx_queue_limited_to_8_packets_never_returns_more() {
+    let eal = eal();
+    let pool = Mempool::pktmbuf(&eal, "t_burst_pool", 1023, 0, 2176, 0).unwrap();
+    let (a, b) = Port::ring_pair(&eal, "t_burst", 1024).unwrap();
+    for p in [&a, &b] {
+        p.configure(&cfg(pool)).unwrap();
+        p.start().unwrap();
+    }
+    let mut txq = a.tx_queue(0).unwrap();
+    for round in 0..2 {
+        let mut burst = Burst::new();
+        for i in 0..MAX_BURST {
+            burst.push(pool.alloc_from(&common::packet(round, i, 64)).unwrap()).unwrap();
+        }
+        assert_eq!(txq.tx_burst(&mut burst), MAX_BURST);
+    }
+    let mut rxq = b.rx_queue(0).unwrap();
+    assert_eq!(rxq.burst_pkts(), MAX_BURST as u16, "the driver's whole burst by default");
+    rxq.set_burst_pkts(8);
+    let mut sizes = Vec::new();
+    for _ in 0..100 {
+        let mut got = Burst::new();
+        match rxq.rx_burst(&mut got) {
+            0 => break,
+            n => sizes.push(n),
+        }
+    }
+    assert_eq!(sizes, vec![8; 2 * MAX_BURST / 8], "{} packets waiting, asked 8 at a time", 2 * MAX_BURST);
+    // Out-of-range limits are clamped, never zero (a receive that asks for
+    // nothing would look like an idle port).
+    rxq.set_burst_pkts(0);
+    assert_eq!(rxq.burst_pkts(), 1);
+    rxq.set_burst_pkts(1000);
+    assert_eq!(rxq.burst_pkts(), MAX_BURST as u16);
+}
+
+#[test]
 fn net_null_vdev_probes_and_counts() {
     let eal = eal();
     let pool = Mempool::pktmbuf(&eal, "t_null_pool", 511, 0, 2176, 0).unwrap();

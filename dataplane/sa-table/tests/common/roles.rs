@@ -13,6 +13,8 @@ use sa_table::{Change, ReadError, Reader, SaId, TableConfig, WriteError, Writer}
 use super::{consistent, inbound, outbound};
 
 pub const ROLE_VAR: &str = "SA_TABLE_ROLE";
+/// The bits of a cookie that name the writer that owns it.
+pub const TAG_MASK: u64 = 0xff << 56;
 pub const PATH_VAR: &str = "SA_TABLE_PATH";
 
 /// Start this test binary again as `role` on the table at `path`, running only
@@ -231,28 +233,43 @@ pub struct Churn {
     pairs: Vec<(SaId, SaId, u32)>,
     next_spi: u32,
     cookie: u64,
+    /// High bits every cookie carries (a writer's tag, when several share the table).
+    tag: u64,
     x: u64,
     target_live: usize,
     pub ops: u64,
     pub full: u64,
+    /// Steps refused because another writer held the table too long.
+    pub busy: u64,
 }
 
 impl Churn {
     pub fn new(spi_base: u32, target_live: usize) -> Self {
+        Self::tagged(spi_base, target_live, 0)
+    }
+
+    /// A churn whose cookies all carry `tag` (in bits the counter never reaches).
+    pub fn tagged(spi_base: u32, target_live: usize, tag: u64) -> Self {
         Self {
             pairs: Vec::new(),
             next_spi: spi_base,
             cookie: 1,
+            tag,
             x: u64::from(spi_base) | 1,
             target_live,
             ops: 0,
             full: 0,
+            busy: 0,
         }
     }
 
     /// Adopt the SAs a reattached writer found (reconciliation by enumeration).
     pub fn adopt(&mut self, w: &Writer) {
-        let live: Vec<_> = w.live().collect();
+        let tag = self.tag;
+        let live: Vec<_> = w
+            .live()
+            .filter(|(_, p)| tag == 0 || p.cookie & TAG_MASK == tag)
+            .collect();
         let inbound_by_spi: std::collections::HashMap<u32, SaId> = live
             .iter()
             .filter(|(_, p)| p.direction == sa_table::Direction::INBOUND)
@@ -274,8 +291,8 @@ impl Churn {
         self.cookie += 1;
         let prefix = format!("10.{}.{}.0/24", (spi >> 9) & 0xff, (spi >> 1) & 0xff);
         (
-            inbound(spi, self.cookie),
-            outbound(spi + 1, self.cookie, &prefix),
+            inbound(spi, self.tag | self.cookie),
+            outbound(spi + 1, self.tag | self.cookie, &prefix),
         )
     }
 
@@ -298,6 +315,9 @@ impl Churn {
                 self.full += 1;
                 std::thread::sleep(Duration::from_micros(200));
             }
+            // Another writer held the lock past our wait (a loaded machine, or
+            // a writer stopped mid-transaction before its kill): try again.
+            Err(WriteError::Busy { .. }) => self.busy += 1,
             Err(e) => panic!("writer churn: {e}"),
         }
     }
@@ -340,7 +360,7 @@ impl Churn {
         let mut p = w.get(iid)?;
         // A new cookie re-derives the key: a copy mixing old and new bytes fails.
         self.cookie += 1;
-        let fresh = inbound(p.spi, self.cookie);
+        let fresh = inbound(p.spi, self.tag | self.cookie);
         p.cookie = fresh.cookie;
         p.key = fresh.key;
         p.salt = fresh.salt;
@@ -360,8 +380,17 @@ impl Churn {
 /// Writer role for crash tests: open (create or reattach + repair), report, churn
 /// until killed. With `SA_TABLE_STALL=1`, after some churn it leaves a slot
 /// half-written, says `STALLED` and waits to be killed.
+/// With `SA_TABLE_TAG=<hex>` the writer shares the table with others: it touches
+/// only SAs whose cookie carries the tag, and says `STATS ...` now and then.
 pub fn writer_role(path: &Path, cfg: &TableConfig) {
+    let tag = std::env::var("SA_TABLE_TAG")
+        .ok()
+        .map(|t| u64::from_str_radix(&t, 16).expect("SA_TABLE_TAG is hex"))
+        .unwrap_or(0);
     let (mut w, report) = Writer::open(path, cfg).expect("writer open");
+    if tag != 0 {
+        w.restrict_to_cookies(TAG_MASK, tag);
+    }
     say(&format!(
         "ATTACHED epoch={} torn={} republished={} live={}",
         report.writer_epoch,
@@ -369,8 +398,14 @@ pub fn writer_role(path: &Path, cfg: &TableConfig) {
         report.republished.len(),
         report.live
     ));
-    let base = 0x1000_0000u32.wrapping_add((report.writer_epoch as u32) << 20);
-    let mut churn = Churn::new(base, 128);
+    // Writers sharing the table keep their SPIs apart by tag.
+    let first = if tag == 0 {
+        0x1000_0000u32
+    } else {
+        0x1000_0000 + ((tag >> 56) as u32 & 0x3) * 0x1000_0000
+    };
+    let base = first.wrapping_add(((report.writer_epoch as u32) & 0xff) << 20);
+    let mut churn = Churn::tagged(base, 128, tag);
     churn.adopt(&w);
     let stall = std::env::var("SA_TABLE_STALL").is_ok();
     let mut n: u64 = 0;
@@ -380,12 +415,29 @@ pub fn writer_role(path: &Path, cfg: &TableConfig) {
         if n == 20_000 {
             say("CHURNING");
         }
+        if tag != 0 && n.is_multiple_of(5_000) {
+            let s = w.stats();
+            say(&format!(
+                "STATS ops={} txns={} catchups={} entries={} rescans={} repairs={} busy={}",
+                churn.ops,
+                s.transactions,
+                s.catch_ups,
+                s.caught_up_entries,
+                s.rescans,
+                s.dead_writer_repairs,
+                churn.busy
+            ));
+        }
         if stall && n == 30_000 {
             // Let readers catch up first, so the slot about to be torn is one they
             // have indexed and will certainly try to copy.
             std::thread::sleep(Duration::from_millis(300));
             // The oldest SA: every reader has indexed it by now.
-            let first = w.live().map(|(id, _)| id).min_by_key(|id| id.install_gen());
+            let first = w
+                .live()
+                .filter(|(_, p)| tag == 0 || p.cookie & TAG_MASK == tag)
+                .map(|(id, _)| id)
+                .min_by_key(|id| id.install_gen());
             if let Some(id) = first {
                 w.abandon_write_midway(id, 0x5a5a_5a5a_5a5a_5a5a);
                 say(&format!("STALLED slot={}", id.slot()));
