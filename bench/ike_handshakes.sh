@@ -37,8 +37,9 @@
 #     both (one load address).
 #
 # Reported per row: handshakes (all with their Child SA, or the run fails),
-# IKE SAs the responder holds afterwards (asserted: the count, or 1 with
-# one identity and INITIAL_CONTACT), wall time, the responder's CPU time
+# IKE SAs the responder holds afterwards (asserted: the count, or with
+# one identity and INITIAL_CONTACT 1 for esprit-ike and at most WINDOW for
+# charon, whose threads take concurrent IKE_AUTHs in parallel), wall time, the responder's CPU time
 # (user + system, all threads, from /proc), handshakes per CPU-second
 # (the figure: independent of the generator's speed and of other load on
 # the machine), and memory per IKE SA held (growth of RssAnon, plus for
@@ -196,7 +197,8 @@ EOT
   pids+=($!); RPID=$!
   for _ in $(seq 100); do listening && break; sleep 0.1; done
   listening || { tail "$work/esprit.log"; die "esprit-ike did not start"; }
-  if [[ -n ${PERF_OUT:-} ]]; then PERF_PID=$RPID RPID=$(descendant "$RPID" esprit-ike); fi
+  # comm is the binary's name cut to 15 characters (ESPRIT_IKE may rename it).
+  if [[ -n ${PERF_OUT:-} ]]; then PERF_PID=$RPID RPID=$(descendant "$RPID" "$(basename "$ike" | cut -c1-15)"); fi
 }
 held_esprit() { "$ctl" --socket "$work/ike.sock" stats | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["ike_sas_established"])'; }
 
@@ -313,7 +315,15 @@ run() { # responder auth scale round
   echo "  $key round $k: ${out:-no output} (exit $rc); IKE SAs held $held (want $want)" >&2
   [[ ${est:-0} -gt 0 ]] || die "$key: no handshake completed (logs: KEEP=1, $work)"
   [[ $est -eq $n && $ch -eq $n ]] || incomplete+=("$key: $est IKE SAs and $ch Child SAs of $n")
-  [[ $held == "$want" ]] || incomplete+=("$key: the responder holds $held IKE SAs, not $want")
+  # One identity with INITIAL_CONTACT: esprit's endpoint takes IKE_AUTHs
+  # one at a time, so exactly the last IKE SA is left. charon's worker
+  # threads handle concurrent IKE_AUTHs of the identity in parallel, each
+  # deleting only the SAs it sees: a few of the last window may remain.
+  if [[ $r == charon && $want == 1 && $held =~ ^[0-9]+$ ]] && (( held >= 1 && held <= window )); then
+    :
+  else
+    [[ $held == "$want" ]] || incomplete+=("$key: the responder holds $held IKE SAs, not $want")
+  fi
   local mem_kb=$(( r1 - r0 ))
   [[ $r == esprit ]] && mem_kb=$(( mem_kb + t1 - t0 ))
   HS[$key]+="$(awk -v e="$est" -v c="$c0" -v d="$c1" 'BEGIN { printf "%.0f ", e / (d - c) }')"

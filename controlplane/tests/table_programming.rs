@@ -254,7 +254,7 @@ fn the_tick_polls_only_due_child_sas_and_idle_ones_ever_less_often() {
         // The busy one moves every third second and backs off in between
         // (moved at 3: every 1 s; idle at 4 → 2 s; ...).
         let idle = if idle_at.contains(&s) { 100 } else { 0 };
-        assert!(*v >= 1 + idle && *v <= 2 + idle, "second {s}: {v} visited");
+        assert!((1 + idle..=2 + idle).contains(v), "second {s}: {v} visited");
     }
     let total: usize = visits.iter().sum();
     assert!(total < 40 * 102 / 4, "{total} visits: the idle SAs were polled every second");
