@@ -43,10 +43,8 @@ pub enum LoadAuth {
     /// the certificate), and the CA the responder's certificate must chain
     /// to. When both `cert` and `id` contain `{i}`, identity `i` (of
     /// `identities`) uses the certificate and identity with `i` put there,
-    /// all with the one key; otherwise one identity serves every handshake,
-    /// and the responders must not treat a new IKE SA as replacing an older
-    /// one with the same identity (the initiator never sends
-    /// INITIAL_CONTACT; charon needs `unique = never`).
+    /// all with the one key; otherwise one identity serves every handshake
+    /// (with INITIAL_CONTACT, each new IKE SA then replaces the one before).
     Cert { cert: PathBuf, key: PathBuf, ca: PathBuf, id: String },
 }
 
@@ -73,11 +71,20 @@ fn unix_now() -> UnixTime {
 }
 
 /// The initiator's configuration: X25519, AES-256-GCM, a virtual IP (so each
-/// Child SA has its own traffic selector), no INITIAL_CONTACT. With a PSK,
+/// Child SA has its own traffic selector), INITIAL_CONTACT in every IKE_AUTH
+/// when `initial_contact` (as real clients send it, RFC 7296 §2.4: the
+/// responder then looks up the identity's older IKE SAs). With a PSK,
 /// `identities` connections `load-N` with identities `load-N@esprit.bench`
 /// (distinct identities keep the responder's Child SAs distinct, as real
 /// clients are); with a certificate, as many as [`LoadAuth::Cert`] says.
-pub fn initiator_config(local: SocketAddr, remote: SocketAddr, auth: &LoadAuth, proposal: &str, identities: usize) -> Result<EndpointConfig, String> {
+pub fn initiator_config(
+    local: SocketAddr,
+    remote: SocketAddr,
+    auth: &LoadAuth,
+    proposal: &str,
+    identities: usize,
+    initial_contact: bool,
+) -> Result<EndpointConfig, String> {
     // Paths as YAML double-quoted strings (escapes included).
     let quoted = |p: &Path| format!("{:?}", p.display().to_string());
     let (local_id, local_auth, remote_auth, identities) = match auth {
@@ -106,7 +113,7 @@ ike:
       local_auth: {local_auth}
       remote_auth: {remote_auth}
       proposals: [{proposal}]
-      initial_contact: false
+      initial_contact: {initial_contact}
       request_vip: [v4]
       child:
         esp_proposals: [aes256gcm16]
@@ -271,9 +278,9 @@ mod tests {
     }
 
     #[test]
-    fn psk_load_uses_distinct_identities_and_never_initial_contact() {
+    fn psk_load_uses_distinct_identities_and_initial_contact_only_when_asked() {
         let (l, r) = addrs();
-        let cfg = initiator_config(l, r, &LoadAuth::Psk("k".into()), "aes256gcm16-prfsha256-x25519", 3).unwrap();
+        let cfg = initiator_config(l, r, &LoadAuth::Psk("k".into()), "aes256gcm16-prfsha256-x25519", 3, false).unwrap();
         let ids: Vec<_> = cfg.connections.iter().map(|c| c.local_id.clone()).collect();
         assert_eq!(ids, (0..3).map(|i| Identity::Email(format!("load-{i}@esprit.bench"))).collect::<Vec<_>>());
         // Nothing polls signature jobs in run_load: they must not be made.
@@ -288,11 +295,11 @@ mod tests {
     fn certificate_load_is_one_identity_with_the_loaded_chain_and_ca() {
         let (l, r) = addrs();
         let auth = LoadAuth::Cert { cert: pki("leaf.pem"), key: pki("leaf.key"), ca: pki("root.pem"), id: "gw.esprit.test".into() };
-        let cfg = initiator_config(l, r, &auth, "aes256gcm16-prfsha256-x25519", 20_000).unwrap();
+        let cfg = initiator_config(l, r, &auth, "aes256gcm16-prfsha256-x25519", 20_000, true).unwrap();
         assert_eq!(cfg.connections.len(), 1);
         let c = &cfg.connections[0];
         assert_eq!((c.name.as_str(), &c.local_id), ("load-0", &Identity::Fqdn("gw.esprit.test".into())));
-        assert!(!c.initial_contact);
+        assert!(c.initial_contact);
         let LocalAuth::PubKey { certs, .. } = &c.local_auth else { panic!("not a certificate") };
         let leaf = ike_crypto::cert::Certificate::load(pki("leaf.pem")).unwrap();
         assert_eq!(certs[0].der(), leaf.der());
@@ -309,8 +316,8 @@ mod tests {
             std::fs::copy(pki(f), dir.join(format!("c-{i}.pem"))).unwrap();
         }
         let auth = LoadAuth::Cert { cert: dir.join("c-{i}.pem"), key: pki("leaf.key"), ca: pki("root.pem"), id: "load-{i}.x".into() };
-        let cfg = initiator_config(l, r, &auth, "aes256gcm16-prfsha256-x25519", 3);
-        let four = initiator_config(l, r, &auth, "aes256gcm16-prfsha256-x25519", 4);
+        let cfg = initiator_config(l, r, &auth, "aes256gcm16-prfsha256-x25519", 3, true);
+        let four = initiator_config(l, r, &auth, "aes256gcm16-prfsha256-x25519", 4, true);
         std::fs::remove_dir_all(&dir).unwrap();
         let cfg = cfg.unwrap();
         let signers: Vec<_> = cfg
@@ -334,7 +341,7 @@ mod tests {
     fn a_missing_key_file_is_an_error_naming_the_field() {
         let (l, r) = addrs();
         let auth = LoadAuth::Cert { cert: pki("leaf.pem"), key: pki("absent.key"), ca: pki("root.pem"), id: "x".into() };
-        let Err(e) = initiator_config(l, r, &auth, "aes256gcm16-prfsha256-x25519", 1) else { panic!("a missing key loaded") };
+        let Err(e) = initiator_config(l, r, &auth, "aes256gcm16-prfsha256-x25519", 1, true) else { panic!("a missing key loaded") };
         assert!(e.contains("local_auth.key"), "{e}");
     }
 }

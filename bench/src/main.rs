@@ -3,15 +3,16 @@
 //! * `gen-pcap OUT.pcap [--size N] [--packets N] [--flows N] [--src IP] [--dst IP]`
 //!   writes plaintext UDP traffic (IPv4 or IPv6 by the addresses given).
 //! * `ike-load LOCAL_IP REMOTE_IP [--count N] [--window N] [--proposal P] [--timeout-secs N]
-//!   [--identities N] [--psk S | --cert FILE --key FILE --ca FILE [--id ID]]`
+//!   [--identities N] [--initial-contact yes|no] [--psk S | --cert FILE --key FILE --ca FILE [--id ID]]`
 //!   runs IKEv2 handshakes (PSK or certificate, virtual IP, one Child SA)
 //!   against a responder whose identity is `gw.esprit.bench` and prints
 //!   `established N children N failed N secs S`; exits non-zero unless all
-//!   completed. N distinct identities (default: one per handshake, at most
-//!   20000): with a PSK `load-I@esprit.bench`; with certificates when FILE
+//!   completed, each with its Child SA. N distinct identities (default: one per handshake): with a
+//!   PSK `load-I@esprit.bench`; with certificates when FILE
 //!   and ID contain `{i}` (FILE with `{i}` = I, ID = a SAN of it), else one.
 //!   Certificates are PEM or DER, the key PKCS#8 (one key for all); ID
-//!   defaults to `load.esprit.bench`.
+//!   defaults to `load.esprit.bench`. Every IKE_AUTH carries INITIAL_CONTACT
+//!   unless `--initial-contact no` (as real clients do: RFC 7296 §2.4).
 //! * `ike-flood DST_IP:PORT --src-net NET/LEN [--count N] [--rate PPS] [--secs S] [--cookie none|forged] [--seed N]`
 //!   sends spoofed IKE_SA_INIT requests (fresh SPIi, Ni, KE each; with a
 //!   forged COOKIE first if asked) from random sources in NET/LEN through a
@@ -32,7 +33,7 @@ use esprit_bench::pcapgen::Traffic;
 fn usage() -> ExitCode {
     eprintln!("usage: esprit-bench gen-pcap OUT.pcap [--size N] [--packets N] [--flows N] [--src IP] [--dst IP]");
     eprintln!("       esprit-bench ike-load LOCAL_IP REMOTE_IP [--count N] [--window N] [--proposal P] [--timeout-secs N]");
-    eprintln!("                             [--identities N] [--psk S | --cert FILE --key FILE --ca FILE [--id ID]]   ({{i}} in FILE and ID: one per identity)");
+    eprintln!("                             [--identities N] [--initial-contact yes|no] [--psk S | --cert FILE --key FILE --ca FILE [--id ID]]   ({{i}} in FILE and ID: one per identity)");
     eprintln!("       esprit-bench ike-flood DST_IP:PORT --src-net NET/LEN [--count N] [--rate PPS] [--secs S] [--cookie none|forged] [--seed N]");
     eprintln!("       esprit-bench gikev2-load [--members N] [--window N]");
     ExitCode::from(2)
@@ -122,6 +123,7 @@ fn ike_load(args: &[String]) -> ExitCode {
     };
     let (mut count, mut window, mut timeout) = (1000usize, 64usize, 600u64);
     let mut identities = None;
+    let mut initial_contact = true;
     let mut proposal = "aes256gcm16-prfsha256-x25519".to_string();
     let mut psk = None;
     let (mut cert, mut key, mut ca, mut id) = (None, None, None, "load.esprit.bench".to_string());
@@ -131,6 +133,17 @@ fn ike_load(args: &[String]) -> ExitCode {
         let ok = match flag.as_str() {
             "--count" => v.parse().map(|x| count = x).is_ok(),
             "--identities" => v.parse().map(|x| identities = Some(x)).is_ok(),
+            "--initial-contact" => match v.as_str() {
+                "yes" => {
+                    initial_contact = true;
+                    true
+                }
+                "no" => {
+                    initial_contact = false;
+                    true
+                }
+                _ => false,
+            },
             "--window" => v.parse().map(|x| window = x).is_ok(),
             "--timeout-secs" => v.parse().map(|x| timeout = x).is_ok(),
             "--proposal" => {
@@ -165,7 +178,7 @@ fn ike_load(args: &[String]) -> ExitCode {
     let local = std::net::SocketAddr::new(lip, 500);
     // At most 20000 identities by default: the endpoint finds connections
     // by a scan.
-    let cfg = match esprit_bench::ike_load::initiator_config(local, remote, &auth, &proposal, identities.unwrap_or(count.min(20_000))) {
+    let cfg = match esprit_bench::ike_load::initiator_config(local, remote, &auth, &proposal, identities.unwrap_or(count), initial_contact) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("esprit-bench ike-load: {e}");
@@ -178,7 +191,8 @@ fn ike_load(args: &[String]) -> ExitCode {
             if let Some(why) = &r.stalled {
                 eprintln!("esprit-bench ike-load: stopped after {} of {count} handshakes: {why}", r.established);
             }
-            if r.established == count {
+            // Every handshake brings up its IKE SA and its Child SA.
+            if r.established == count && r.children == count {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

@@ -75,6 +75,18 @@ struct TableYaml {
     capacity: Option<u32>,
 }
 
+/// `ike.log_level`: how much esprit-ike logs.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Failures and rare events only: no line per SA, for gateways holding
+    /// many SAs (a line per handshake costs a write each).
+    Warn,
+    /// Also a line per IKE SA and Child SA event.
+    #[default]
+    Info,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IkeYaml {
@@ -89,6 +101,11 @@ struct IkeYaml {
     /// `/metrics` listener; `null` turns it off.
     #[serde(default = "default_metrics_listen")]
     metrics_listen: Option<SocketAddr>,
+    /// What esprit-ike writes to stderr: `info` (the default) adds a line
+    /// per IKE SA and Child SA event (up, down, installed, deleted,
+    /// rekeyed) to the `warn` lines (failures, restarts, reloads).
+    #[serde(default)]
+    log_level: LogLevel,
     /// Overrides `dataplane.sa_table`.
     #[serde(default)]
     sa_table: Option<TableYaml>,
@@ -501,6 +518,7 @@ pub struct DaemonConfig {
     pub port: u16,
     pub control_socket: PathBuf,
     pub metrics_listen: Option<SocketAddr>,
+    pub log_level: LogLevel,
     pub sa_table_path: PathBuf,
     pub sa_table_capacity: u32,
     pub replay_window_pkts: u32,
@@ -642,6 +660,7 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
         port: ike.port,
         control_socket: ike.control_socket,
         metrics_listen: ike.metrics_listen,
+        log_level: ike.log_level,
         sa_table_path,
         sa_table_capacity,
         replay_window_pkts: ike.replay_window_pkts,
@@ -1282,6 +1301,15 @@ ike:
         assert_eq!(DaemonConfig::from_yaml(&bad, Path::new(".")).err().unwrap().path, "ike.pools.rw.dns_domains[0]");
         let bad = y.replace("dns: [192.168.109.53],", "");
         assert_eq!(DaemonConfig::from_yaml(&bad, Path::new(".")).err().unwrap().path, "ike.pools.rw.dns_domains");
+    }
+
+    #[test]
+    fn log_level_is_info_unless_warn_is_asked_and_nothing_else_parses() {
+        assert_eq!(DaemonConfig::from_yaml(YAML, Path::new(".")).unwrap().log_level, LogLevel::Info);
+        let warn = YAML.replace("control_socket: /tmp/ike.sock", "control_socket: /tmp/ike.sock\n  log_level: warn");
+        assert_eq!(DaemonConfig::from_yaml(&warn, Path::new(".")).unwrap().log_level, LogLevel::Warn);
+        let bad = YAML.replace("control_socket: /tmp/ike.sock", "control_socket: /tmp/ike.sock\n  log_level: loud");
+        assert_eq!(DaemonConfig::from_yaml(&bad, Path::new(".")).err().unwrap().path, "ike.log_level");
     }
 
     #[test]

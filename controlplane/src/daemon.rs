@@ -41,9 +41,11 @@
 //!   and for log lines. A wall clock stepped by hours fires no timer early
 //!   or late.
 //! * Housekeeping tick (1 s): volume and sequence-number lifetimes from the
-//!   table's counters ([`SaProgrammer::check_lifetimes`]) become
-//!   `RekeyChild` / `DeleteChild` commands; orphans of an earlier run are
-//!   expired; gauges are refreshed.
+//!   table's counters become `RekeyChild` / `DeleteChild` commands, and
+//!   inbound ESP postpones DPD, for the Child SAs whose poll is due only
+//!   ([`SaProgrammer::poll_due`]); orphans of an earlier run are expired;
+//!   gauges are refreshed from counts kept as SAs change
+//!   ([`Endpoint::tally`]). Nothing in the tick visits every SA.
 //! * State store (`ike.state`, [`crate::store`]): at start the stored IKE
 //!   SAs are restored and their Child SAs adopted from the table; each turn
 //!   the endpoint's changed snapshots are written in one batch *before* the
@@ -77,7 +79,7 @@ use crossbeam::channel::{self, Receiver, Select, Sender, TrySendError};
 use ike_proto::{ChildSaHandle, Command, DownReason, Endpoint, Event, Identity, IkeSaHandle, Time, TrafficSelector, UnixTime};
 use serde_json::{json, Value};
 
-use crate::config::DaemonConfig;
+use crate::config::{DaemonConfig, LogLevel};
 use crate::control::{self, ControlRequest, Request, Response};
 use crate::metrics::IkeMetrics;
 use crate::precompute::{self, Precomputing};
@@ -245,6 +247,7 @@ impl Drop for Daemon {
     /// socket are free again when this returns. SAs stay in the table: a
     /// restarted daemon reconciles them ([`SaProgrammer::open`]).
     fn drop(&mut self) {
+        flush_log();
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -252,11 +255,63 @@ impl Drop for Daemon {
     }
 }
 
-/// A log line, stamped with the wall clock (the one thing besides
-/// certificates it is read for).
-fn log(msg: std::fmt::Arguments<'_>) {
+/// Whether `info` lines (one per IKE SA or Child SA event) are written
+/// (`ike.log_level`); set at start and on reload.
+static LOG_INFO: AtomicBool = AtomicBool::new(true);
+/// `info` lines not yet written: the loop writes them with one call per
+/// turn ([`flush_log`]) instead of one unbuffered stderr write per line.
+static LOG_BUF: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+fn set_log_level(level: LogLevel) {
+    LOG_INFO.store(level >= LogLevel::Info, Ordering::Relaxed);
+}
+
+fn log_line(out: &mut Vec<u8>, msg: std::fmt::Arguments<'_>) {
+    use std::io::Write;
     let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    eprintln!("{}.{:03} esprit-ike: {msg}", t.as_secs(), t.subsec_millis());
+    let _ = writeln!(out, "{}.{:03} esprit-ike: {msg}", t.as_secs(), t.subsec_millis());
+}
+
+/// A `warn` line (failures, restarts, reloads: rare), written at once
+/// after any buffered `info` lines, stamped with the wall clock (the one
+/// thing besides certificates it is read for).
+fn log(msg: std::fmt::Arguments<'_>) {
+    let mut buf = LOG_BUF.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    log_line(&mut buf, msg);
+    write_log(&mut buf);
+}
+
+/// An `info` line (one per SA event): formatted only when `info` is on
+/// (the arguments are not even evaluated otherwise), written by the next
+/// [`flush_log`].
+macro_rules! info {
+    ($($arg:tt)*) => {
+        if LOG_INFO.load(Ordering::Relaxed) {
+            info_line(format_args!($($arg)*));
+        }
+    };
+}
+
+fn info_line(msg: std::fmt::Arguments<'_>) {
+    let mut buf = LOG_BUF.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    log_line(&mut buf, msg);
+    if buf.len() >= 64 * 1024 {
+        write_log(&mut buf);
+    }
+}
+
+/// Writes the buffered lines (the loop calls it once per turn).
+fn flush_log() {
+    let mut buf = LOG_BUF.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !buf.is_empty() {
+        write_log(&mut buf);
+    }
+}
+
+fn write_log(buf: &mut Vec<u8>) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(buf);
+    buf.clear();
 }
 
 fn id_str(id: &Identity) -> String {
@@ -284,12 +339,6 @@ fn name_of<T: std::fmt::Debug>(v: T) -> String {
     format!("{v:?}")
 }
 
-/// Whether an IKE SA's keys include a post-quantum key exchange (ML-KEM,
-/// in IKE_SA_INIT or as an RFC 9370 additional key exchange).
-fn has_pq_ke(s: &ike_proto::IkeSuite) -> bool {
-    std::iter::once(&s.ke).chain(&s.additional_ke).any(|k| matches!(*k, ike_wire::KeId::ML_KEM_512 | ike_wire::KeId::ML_KEM_768 | ike_wire::KeId::ML_KEM_1024))
-}
-
 /// The KE method of IKE_SA_INIT, then the RFC 9370 additional ones.
 fn key_exchanges(s: &ike_proto::IkeSuite) -> Vec<String> {
     std::iter::once(&s.ke).chain(&s.additional_ke).map(|k| name_of(*k)).collect()
@@ -309,6 +358,7 @@ impl Daemon {
         config_path: Option<PathBuf>,
         clocks: Clocks,
     ) -> Result<(Self, Option<crate::metrics::MetricsServer>), StartError> {
+        set_log_level(cfg.log_level);
         let t = clocks.now();
         let (table, report) = open_table(&cfg, t)?;
         if !report.torn_slots.is_empty() || !report.corrupt_slots.is_empty() {
@@ -596,6 +646,7 @@ impl Daemon {
         self.flush_held();
         self.count_key_exchanges();
         self.queue_gauges();
+        flush_log();
     }
 
     /// Blocks until any queue has input or `wait` has passed.
@@ -682,17 +733,20 @@ impl Daemon {
     }
 
     fn housekeeping(&mut self, t: Time) {
-        for a in self.table.check_lifetimes(t) {
+        // Only the Child SAs whose poll is due (crate::table): the tick's
+        // cost follows them, not the number held.
+        let polled = self.table.poll_due(t);
+        for a in polled.actions {
             let (cmd, what) = match a {
                 crate::table::LifetimeAction::Rekey { ike_sa, child_sa } => (Command::RekeyChild { ike_sa, child_sa }, "rekey"),
                 crate::table::LifetimeAction::Delete { ike_sa, child_sa } => (Command::DeleteChild { ike_sa, child_sa }, "delete"),
             };
-            log(format_args!("Child SA #{}: volume or sequence lifetime reached: {what}", child_of(&cmd)));
+            info!("Child SA #{}: volume or sequence lifetime reached: {what}", child_of(&cmd));
             if let Err(e) = self.ep.handle_command(t, cmd) {
                 log(format_args!("lifetime {what} refused: {e}"));
             }
         }
-        for ike_sa in self.table.inbound_moved() {
+        for ike_sa in polled.inbound_moved {
             self.ep.note_inbound_esp(t, ike_sa);
         }
         let n = self.table.expire_orphans(t);
@@ -707,24 +761,17 @@ impl Daemon {
         self.refresh_gauges();
     }
 
+    /// From counts kept as SAs change ([`Endpoint::tally`]): no SA is
+    /// visited, whatever the number held.
     fn refresh_gauges(&self) {
-        let mut by_state: BTreeMap<&'static str, i64> = BTreeMap::new();
+        let tally = self.ep.tally();
         for s in ["Connecting", "HalfOpen", "Established", "Rekeyed", "Deleting", "PeerDeleted", "Closed"] {
-            by_state.insert(s, 0);
+            let n = tally.by_state.get(s).copied().unwrap_or(0);
+            self.metrics.ike_sas.with_label_values(&[s]).set(i64::try_from(n).unwrap_or(i64::MAX));
         }
-        let mut pq = 0;
-        for i in self.ep.ike_sas() {
-            *by_state.entry(i.state).or_default() += 1;
-            if i.state == "Established" && i.suite.as_ref().is_some_and(has_pq_ke) {
-                pq += 1;
-            }
-        }
-        self.metrics.pq_ike_sas.set(pq);
-        for (s, n) in by_state {
-            self.metrics.ike_sas.with_label_values(&[s]).set(n);
-        }
+        self.metrics.pq_ike_sas.set(i64::try_from(tally.pq_established).unwrap_or(i64::MAX));
         self.metrics.half_open.set(self.ep.half_open_count() as i64);
-        self.metrics.child_sas.set(self.table.children().count() as i64);
+        self.metrics.child_sas.set(self.table.child_count() as i64);
         self.metrics.orphans.set(self.table.orphans().len() as i64);
     }
 
@@ -801,12 +848,12 @@ impl Daemon {
                 if ppk {
                     self.metrics.ppk_handshakes.with_label_values(&[role]).inc();
                 }
-                log(format_args!(
+                info!(
                     "IKE SA #{} {connection} up ({role}): {local} '{}' <-> {remote} '{}' vips {virtual_ips:?} nat local={nat_local} remote={nat_remote} ppk={ppk}",
                     ike_sa.0,
                     id_str(&local_id),
                     id_str(&remote_id)
-                ));
+                );
                 self.up.insert(
                     ike_sa,
                     UpInfo { local_id, virtual_ips, dns, nat_local, nat_remote, established_at: t, connection, dns_domains: Vec::new() },
@@ -833,7 +880,7 @@ impl Daemon {
                     self.metrics.handshake_failures.with_label_values(&[&r]).inc();
                 }
                 let n = self.table.delete_ike_sa(ike_sa);
-                log(format_args!("IKE SA #{} down: {reason:?}{}", ike_sa.0, if n > 0 { format!(" ({n} Child SA(s) removed)") } else { String::new() }));
+                info!("IKE SA #{} down: {reason:?}{}", ike_sa.0, if n > 0 { format!(" ({n} Child SA(s) removed)") } else { String::new() });
             }
             Event::IkeSaRekeyed { old, new } => {
                 self.metrics.rekeys.with_label_values(&["ike"]).inc();
@@ -844,7 +891,7 @@ impl Daemon {
                 if self.initiated.remove(&old) {
                     self.initiated.insert(new);
                 }
-                log(format_args!("IKE SA #{} rekeyed as #{}", old.0, new.0));
+                info!("IKE SA #{} rekeyed as #{}", old.0, new.0);
             }
             Event::ChildSaInstall(i) => {
                 if i.rekey_of.is_some() {
@@ -860,7 +907,7 @@ impl Daemon {
                     self.metrics.child_features.with_label_values(&["diet_esp"]).inc();
                 }
                 match self.table.install(t, &i) {
-                    Ok(e) => log(format_args!(
+                    Ok(e) => info!(
                         "Child SA #{} of IKE SA #{} installed: SPIs in {:08x} out {:08x}, {:?}{}, {} <-> {}{}",
                         e.child_sa.0,
                         e.ike_sa.0,
@@ -871,7 +918,7 @@ impl Daemon {
                         e.ts_local.iter().map(ts_str).collect::<Vec<_>>().join(","),
                         e.ts_remote.iter().map(ts_str).collect::<Vec<_>>().join(","),
                         if e.udp_encap { ", UDP-encapsulated" } else { "" }
-                    )),
+                    ),
                     Err(err) => {
                         self.metrics.child_failures.with_label_values(&["table"]).inc();
                         log(format_args!("Child SA #{} not programmed ({err}); deleting it", i.child_sa.0));
@@ -881,7 +928,7 @@ impl Daemon {
             }
             Event::ChildSaDelete { ike_sa, child_sa, spi_in, spi_out } => {
                 self.table.delete(child_sa);
-                log(format_args!("Child SA #{} of IKE SA #{} deleted (SPIs {spi_in:08x}/{spi_out:08x})", child_sa.0, ike_sa.0));
+                info!("Child SA #{} of IKE SA #{} deleted (SPIs {spi_in:08x}/{spi_out:08x})", child_sa.0, ike_sa.0);
             }
             // RFC 9838 events are only logged here: the daemon does not yet
             // read groups from its YAML nor program group SAs into the table
@@ -893,7 +940,7 @@ impl Daemon {
             | Event::GroupRekeyRejected { .. }
             | Event::GroupExcluded { .. }
             | Event::GroupMemberRegistration { .. }) => {
-                log(format_args!("G-IKEv2: {ev:?}"));
+                info!("G-IKEv2: {ev:?}");
             }
             Event::SplitDns { ike_sa, mut domains, refused } => {
                 let initiator = self.initiated.contains(&ike_sa) || self.ep.ike_sas().iter().any(|i| i.ike_sa == ike_sa && i.initiator);
@@ -903,17 +950,17 @@ impl Daemon {
                     let active = self.up.iter().filter(|(h, _)| **h != ike_sa).map(|(_, u)| (u.connection.as_str(), &u.dns_domains[..]));
                     for name in ike_proto::split_dns::drop_conflicts(&conn, &mut domains, active) {
                         self.metrics.split_dns.with_label_values(&["refused"]).inc();
-                        log(format_args!("IKE SA #{}: split-DNS {name:?} refused (another connection holds it)", ike_sa.0));
+                        info!("IKE SA #{}: split-DNS {name:?} refused (another connection holds it)", ike_sa.0);
                     }
                 }
                 let (ok, what) = if initiator { ("accepted", "accepted") } else { ("pushed", "pushed") };
                 self.metrics.split_dns.with_label_values(&[ok]).inc_by(domains.len() as u64);
                 self.metrics.split_dns.with_label_values(&["refused"]).inc_by(refused.len() as u64);
                 for (name, why) in &refused {
-                    log(format_args!("IKE SA #{}: split-DNS {name:?} refused ({why:?})", ike_sa.0));
+                    info!("IKE SA #{}: split-DNS {name:?} refused ({why:?})", ike_sa.0);
                 }
                 let names: Vec<&str> = domains.iter().map(|d| d.name.as_str()).collect();
-                log(format_args!("IKE SA #{}: split-DNS domains {what}: {names:?}", ike_sa.0));
+                info!("IKE SA #{}: split-DNS domains {what}: {names:?}", ike_sa.0);
                 if let Some(u) = self.up.get_mut(&ike_sa) {
                     u.dns_domains = domains;
                     if initiator {
@@ -1041,19 +1088,21 @@ impl Daemon {
         let names: Vec<String> = new.endpoint.connections.iter().map(|c| c.name.clone()).collect();
         self.cfg.endpoint.connections = new.endpoint.connections;
         self.cfg.initiate = new.initiate;
+        self.cfg.log_level = new.log_level;
+        set_log_level(new.log_level);
         log(format_args!("configuration reloaded: connections {names:?}"));
         Response::ok(json!({ "connections": names, "needs_restart": restart }))
     }
 
     fn stats(&self, t: Time) -> Value {
-        let ike = self.ep.ike_sas();
-        let established = ike.iter().filter(|i| i.state == "Established").count();
+        // From the tally: a stats call at 100k SAs copies none of them.
+        let established = self.ep.tally().by_state.get("Established").copied().unwrap_or(0);
         json!({
             "uptime_secs": t.saturating_since(self.started).as_secs(),
-            "ike_sas": ike.len(),
+            "ike_sas": self.ep.ike_sa_count(),
             "ike_sas_established": established,
             "half_open": self.ep.half_open_count(),
-            "child_sas": self.table.children().count(),
+            "child_sas": self.table.child_count(),
             "sa_table_slots": self.table.live_slots(),
             "sa_table_capacity": self.table.writer().capacity(),
             "orphan_slots": self.table.orphans().len(),
@@ -1122,7 +1171,7 @@ impl Daemon {
                     key_exchanges(s).join("+")
                 )),
                 "key_exchanges": i.suite.as_ref().map(key_exchanges),
-                "pq": i.suite.as_ref().map(has_pq_ke),
+                "pq": i.suite.as_ref().map(ike_proto::IkeSuite::has_pq_ke),
                 "established_secs": up.map(|u| t.saturating_since(u.established_at).as_secs()),
                 "virtual_ips": up.map(|u| u.virtual_ips.iter().map(|a| a.to_string()).collect::<Vec<_>>()).unwrap_or_default(),
                 "dns": up.map(|u| u.dns.iter().map(|a| a.to_string()).collect::<Vec<_>>()).unwrap_or_default(),

@@ -18,7 +18,14 @@
 //! * Lifetimes by volume (RFC 4301 §4.4.2.1) and the sequence number about
 //!   to run out (RFC 4303 §3.3.3) are read from the dataplane's counters by
 //!   [`SaProgrammer::check_lifetimes`], which asks for one rekey at the soft
-//!   limit and one delete at the hard limit. Time lifetimes are the
+//!   limit and one delete at the hard limit. The daemon's tick polls
+//!   through [`SaProgrammer::poll_due`], which visits only the Child SAs
+//!   whose next check is due (a queue ordered by deadline): each is checked
+//!   [`CHECK_EVERY`]; one without volume or packet limits whose counters
+//!   did not move since its last check waits twice as long each time, up
+//!   to [`CHECK_IDLE_MAX`] (an idle SA cannot reach a volume limit; the
+//!   sequence-number space takes minutes to use up at line rate; inbound
+//!   ESP that starts on an idle SA postpones DPD at most that much later). Time lifetimes are the
 //!   endpoint's own timers. For RFC 8750 implicit-IV suites the IV is the
 //!   sequence number, so the same rekey (at 7/8 of the 2^32 or 2^64
 //!   space) and the dataplane's refusal to wrap keep every IV unique
@@ -45,7 +52,7 @@
 //!   then wins the prefixes), then deleted. Deleting at once (`grace = 0`)
 //!   is the strict choice; keeping them forever would leave keys no IKE SA
 //!   can ever rekey or delete.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
@@ -112,6 +119,27 @@ pub struct ChildEntry {
     last_in_pkts: u64,
     rekey_asked: bool,
     delete_asked: bool,
+    /// When [`SaProgrammer::poll_due`] looks at it next, and the interval
+    /// that led there.
+    next_check: Time,
+    check_every: Duration,
+}
+
+/// How often a Child SA's counters are polled while they move, or while
+/// it has volume or packet limits.
+pub const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// The longest wait between two polls of an idle Child SA.
+pub const CHECK_IDLE_MAX: Duration = Duration::from_secs(8);
+
+/// What one [`SaProgrammer::poll_due`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Polled {
+    pub actions: Vec<LifetimeAction>,
+    /// IKE SAs whose Child SAs received ESP since their last poll (sorted,
+    /// no duplicates).
+    pub inbound_moved: Vec<IkeSaHandle>,
+    /// Child SAs looked at.
+    pub visited: usize,
 }
 
 /// Counters of one Child SA, from the dataplane's per-SA state.
@@ -167,6 +195,11 @@ pub struct Orphan {
 pub struct SaProgrammer {
     writer: Writer,
     children: BTreeMap<ChildSaHandle, ChildEntry>,
+    /// (IKE SA, Child SA) of every entry: an IKE SA's Child SAs without a
+    /// scan.
+    by_ike: BTreeSet<(IkeSaHandle, ChildSaHandle)>,
+    /// (next check, Child SA) of every entry ([`Self::poll_due`]).
+    checks: BTreeSet<(Time, ChildSaHandle)>,
     orphans: Vec<Orphan>,
     /// Slots whose delete could not get the table (another writer held it
     /// too long): retried on every housekeeping tick.
@@ -195,7 +228,16 @@ impl SaProgrammer {
             .filter(|(_, p)| p.cookie & (0xffff << 48) == COOKIE_TAG)
             .map(|(id, p)| Orphan { id, spi: p.spi, until })
             .collect();
-        let mut s = Self { writer, children: BTreeMap::new(), orphans, deferred: Vec::new(), replay_window_pkts, natt_port };
+        let mut s = Self {
+            writer,
+            children: BTreeMap::new(),
+            by_ike: BTreeSet::new(),
+            checks: BTreeSet::new(),
+            orphans,
+            deferred: Vec::new(),
+            replay_window_pkts,
+            natt_port,
+        };
         if orphan_grace.is_zero() {
             s.expire_orphans(now);
         }
@@ -294,9 +336,15 @@ impl SaProgrammer {
             last_in_pkts: 0,
             rekey_asked: false,
             delete_asked: false,
+            next_check: now + CHECK_EVERY,
+            check_every: CHECK_EVERY,
         };
         let h = i.child_sa;
-        self.children.insert(h, e);
+        if let Some(old) = self.children.insert(h, e) {
+            self.unfile(&old);
+        }
+        self.by_ike.insert((i.ike_sa, h));
+        self.checks.insert((now + CHECK_EVERY, h));
         Ok(&self.children[&h])
     }
 
@@ -361,8 +409,16 @@ impl SaProgrammer {
             last_in_pkts: 0,
             rekey_asked: false,
             delete_asked: false,
+            next_check: now + CHECK_EVERY,
+            check_every: CHECK_EVERY,
         };
-        self.children.insert(i.child_sa, e);
+        // Filed like an installed Child SA: by IKE SA, and for the
+        // housekeeping poll (only due SAs are polled).
+        if let Some(old) = self.children.insert(i.child_sa, e) {
+            self.unfile(&old);
+        }
+        self.by_ike.insert((i.ike_sa, i.child_sa));
+        self.checks.insert((now + CHECK_EVERY, i.child_sa));
         match jumped {
             Some(seq_next) => AdoptResult::Adopted { seq_next },
             None => AdoptResult::InboundOnly,
@@ -372,6 +428,7 @@ impl SaProgrammer {
     /// Removes both slots of a Child SA (those still there).
     pub fn delete(&mut self, child: ChildSaHandle) -> Option<ChildEntry> {
         let e = self.children.remove(&child)?;
+        self.unfile(&e);
         let ids: Vec<SaId> = std::iter::once(e.inbound).chain(e.outbound).collect();
         self.delete_slots(&ids);
         Some(e)
@@ -379,19 +436,39 @@ impl SaProgrammer {
 
     /// A Child SA moved to another IKE SA (IKE SA rekey, RFC 7296 §2.18).
     pub fn reparent(&mut self, from: IkeSaHandle, to: IkeSaHandle) {
-        for e in self.children.values_mut().filter(|e| e.ike_sa == from) {
-            e.ike_sa = to;
+        for c in self.children_of(from) {
+            self.by_ike.remove(&(from, c));
+            self.by_ike.insert((to, c));
+            if let Some(e) = self.children.get_mut(&c) {
+                e.ike_sa = to;
+            }
         }
+    }
+
+    /// The Child SAs of an IKE SA, from the index.
+    pub fn children_of(&self, ike: IkeSaHandle) -> Vec<ChildSaHandle> {
+        self.by_ike.range((ike, ChildSaHandle(0))..=(ike, ChildSaHandle(u64::MAX))).map(|(_, c)| *c).collect()
+    }
+
+    /// Removes an entry from the indexes.
+    fn unfile(&mut self, e: &ChildEntry) {
+        self.by_ike.remove(&(e.ike_sa, e.child_sa));
+        self.checks.remove(&(e.next_check, e.child_sa));
     }
 
     /// Deletes every Child SA of an IKE SA that is gone (a safety net: the
     /// endpoint deletes them by event first).
     pub fn delete_ike_sa(&mut self, ike: IkeSaHandle) -> usize {
-        let gone: Vec<ChildSaHandle> = self.children.values().filter(|e| e.ike_sa == ike).map(|e| e.child_sa).collect();
+        let gone = self.children_of(ike);
         for c in &gone {
             self.delete(*c);
         }
         gone.len()
+    }
+
+    /// Number of Child SAs programmed.
+    pub fn child_count(&self) -> usize {
+        self.children.len()
     }
 
     pub fn children(&self) -> impl Iterator<Item = &ChildEntry> {
@@ -422,58 +499,92 @@ impl SaProgrammer {
         c
     }
 
-    /// Volume and sequence-number lifetimes: at most one rekey and one
-    /// delete asked per Child SA. Also notes when traffic last moved.
+    /// Volume and sequence-number lifetimes of every Child SA: at most one
+    /// rekey and one delete asked per Child SA. Also notes when traffic
+    /// last moved. (The daemon polls only due ones: [`Self::poll_due`].)
     pub fn check_lifetimes(&mut self, now: Time) -> Vec<LifetimeAction> {
-        let mut out = Vec::new();
         let handles: Vec<ChildSaHandle> = self.children.keys().copied().collect();
-        for h in handles {
-            let Some(e) = self.children.get(&h) else { continue };
-            let c = self.counters(e);
-            let l = e.lifetime;
-            let bytes = c.in_bytes.max(c.out_bytes);
-            let pkts = c.in_pkts.max(c.out_pkts);
-            let over = |limit: u64, v: u64| limit != 0 && v >= limit;
-            // RFC 4303 §3.3.3: a sender must rekey before the counter
-            // cycles; ask at 7/8 of the space (the hard stop is the
-            // dataplane's, counted in seq_exhausted).
-            let space: u64 = if e.suite.esn { u64::MAX } else { 1 << 32 };
-            let seq_soft = c.seq_next >= space - space / 8 || c.seq_exhausted > 0;
-            let hard = over(l.hard_bytes, bytes) || over(l.hard_packets, pkts);
-            let soft = over(l.rekey_bytes, bytes) || over(l.rekey_packets, pkts) || seq_soft;
-            let (ike_sa, child_sa) = (e.ike_sa, e.child_sa);
-            let Some(e) = self.children.get_mut(&h) else { continue };
-            let moved = c.in_pkts + c.out_pkts;
-            if moved != e.last_pkts {
-                e.last_pkts = moved;
-                e.last_active = Some(now);
-            }
-            if hard && !e.delete_asked {
-                e.delete_asked = true;
-                out.push(LifetimeAction::Delete { ike_sa, child_sa });
-            } else if soft && !e.rekey_asked && !e.delete_asked {
-                e.rekey_asked = true;
-                out.push(LifetimeAction::Rekey { ike_sa, child_sa });
-            }
-        }
-        out
+        handles.into_iter().filter_map(|h| self.check_child(h, now).0).collect()
     }
 
-    /// The IKE SAs whose Child SAs received ESP since the last call: the
-    /// peer is alive (RFC 7296 §2.4), so their liveness checks can wait.
+    /// IKE SAs whose Child SAs received ESP since the last look, of every
+    /// Child SA (sorted, no duplicates).
     pub fn inbound_moved(&mut self) -> Vec<IkeSaHandle> {
-        let mut out = Vec::new();
-        for e in self.children.values_mut() {
-            let Ok(s) = self.writer.state(e.inbound) else { continue };
-            let pkts = s.pkts();
-            if pkts != e.last_in_pkts {
-                e.last_in_pkts = pkts;
-                out.push(e.ike_sa);
-            }
-        }
+        let handles: Vec<ChildSaHandle> = self.children.keys().copied().collect();
+        let mut out: Vec<IkeSaHandle> = handles.into_iter().filter_map(|h| self.inbound_moved_of(h)).collect();
         out.sort_unstable();
         out.dedup();
         out
+    }
+
+    /// What [`Self::check_lifetimes`] and [`Self::inbound_moved`] find, for
+    /// the Child SAs whose next check is due at `now` only; each is filed
+    /// again (see the module's guarantees for the interval).
+    pub fn poll_due(&mut self, now: Time) -> Polled {
+        let mut p = Polled::default();
+        while let Some(&(at, h)) = self.checks.first() {
+            if at > now {
+                break;
+            }
+            self.checks.pop_first();
+            p.visited += 1;
+            let (action, moved) = self.check_child(h, now);
+            p.actions.extend(action);
+            p.inbound_moved.extend(self.inbound_moved_of(h));
+            let Some(e) = self.children.get_mut(&h) else { continue };
+            let l = e.lifetime;
+            let limited = l.rekey_bytes != 0 || l.hard_bytes != 0 || l.rekey_packets != 0 || l.hard_packets != 0;
+            e.check_every = if moved || limited { CHECK_EVERY } else { (e.check_every * 2).min(CHECK_IDLE_MAX) };
+            e.next_check = now + e.check_every;
+            self.checks.insert((e.next_check, h));
+        }
+        p.inbound_moved.sort_unstable();
+        p.inbound_moved.dedup();
+        p
+    }
+
+    /// One Child SA's lifetime check; also whether its counters moved.
+    fn check_child(&mut self, h: ChildSaHandle, now: Time) -> (Option<LifetimeAction>, bool) {
+        let Some(e) = self.children.get(&h) else { return (None, false) };
+        let c = self.counters(e);
+        let l = e.lifetime;
+        let bytes = c.in_bytes.max(c.out_bytes);
+        let pkts = c.in_pkts.max(c.out_pkts);
+        let over = |limit: u64, v: u64| limit != 0 && v >= limit;
+        // RFC 4303 §3.3.3: a sender must rekey before the counter
+        // cycles; ask at 7/8 of the space (the hard stop is the
+        // dataplane's, counted in seq_exhausted).
+        let space: u64 = if e.suite.esn { u64::MAX } else { 1 << 32 };
+        let seq_soft = c.seq_next >= space - space / 8 || c.seq_exhausted > 0;
+        let hard = over(l.hard_bytes, bytes) || over(l.hard_packets, pkts);
+        let soft = over(l.rekey_bytes, bytes) || over(l.rekey_packets, pkts) || seq_soft;
+        let (ike_sa, child_sa) = (e.ike_sa, e.child_sa);
+        let Some(e) = self.children.get_mut(&h) else { return (None, false) };
+        let moved = c.in_pkts + c.out_pkts;
+        let did_move = moved != e.last_pkts;
+        if did_move {
+            e.last_pkts = moved;
+            e.last_active = Some(now);
+        }
+        if hard && !e.delete_asked {
+            e.delete_asked = true;
+            (Some(LifetimeAction::Delete { ike_sa, child_sa }), did_move)
+        } else if soft && !e.rekey_asked && !e.delete_asked {
+            e.rekey_asked = true;
+            (Some(LifetimeAction::Rekey { ike_sa, child_sa }), did_move)
+        } else {
+            (None, did_move)
+        }
+    }
+
+    /// The IKE SA of Child SA `h` if ESP came in on it since the last look.
+    fn inbound_moved_of(&mut self, h: ChildSaHandle) -> Option<IkeSaHandle> {
+        let e = self.children.get_mut(&h)?;
+        let pkts = self.writer.state(e.inbound).ok()?.pkts();
+        (pkts != e.last_in_pkts).then(|| {
+            e.last_in_pkts = pkts;
+            e.ike_sa
+        })
     }
 
     pub fn live_slots(&self) -> usize {

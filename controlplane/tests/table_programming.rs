@@ -62,7 +62,11 @@ fn install(child: u64, spi: u32, rekey_of: Option<u64>, local: &str) -> ChildSaI
 }
 
 fn open(t: &Table) -> SaProgrammer {
-    SaProgrammer::open(&t.0, 16, 1024, 4500, T0, Duration::from_secs(30)).unwrap().0
+    open_with(t, 16)
+}
+
+fn open_with(t: &Table, capacity: u32) -> SaProgrammer {
+    SaProgrammer::open(&t.0, capacity, 1024, 4500, T0, Duration::from_secs(30)).unwrap().0
 }
 
 #[test]
@@ -208,6 +212,79 @@ fn a_labeled_child_sa_carries_its_label_in_both_slots() {
     assert!(matches!(p.install(T0, &i), Err(ProgramError::LabelTooLong(_))));
     let unlabeled = p.install(T0, &install(9, 0x300, None, "172.16.9.1:4500")).unwrap().clone();
     assert!(p.writer().get(unlabeled.inbound).unwrap().sec_label().is_empty());
+}
+
+/// A Child SA of IKE SA `ike` without volume or packet limits.
+fn unlimited(ike: u64, child: u64, spi: u32) -> ChildSaInstall {
+    let mut i = install(child, spi, None, "172.16.9.1:4500");
+    i.ike_sa = IkeSaHandle(ike);
+    i.lifetime = Lifetimes::default();
+    i
+}
+
+#[test]
+fn the_tick_polls_only_due_child_sas_and_idle_ones_ever_less_often() {
+    use esprit_controlplane::table::{CHECK_EVERY, CHECK_IDLE_MAX};
+    let t = Table::new("due");
+    let mut p = open_with(&t, 256);
+    let secs = |s: u64| T0 + Duration::from_secs(s);
+    // 100 idle Child SAs without volume limits, one with limits, one busy.
+    for c in 0..100u32 {
+        p.install(T0, &unlimited(1, u64::from(c), 0x1000 + 2 * c)).unwrap();
+    }
+    p.install(T0, &install(500, 0x100, None, "172.16.9.1:4500")).unwrap();
+    let busy = p.install(T0, &unlimited(2, 600, 0x200)).unwrap().clone();
+    assert_eq!(CHECK_EVERY, Duration::from_secs(1));
+    assert_eq!(p.poll_due(T0).visited, 0, "nothing is due at install");
+    // Polled once per second while busy or limited; idle ones wait 1, 2,
+    // 4, then 8 s between polls.
+    let mut visits = Vec::new();
+    for s in 1..=40 {
+        if s % 3 == 0 {
+            p.writer().state(busy.inbound).unwrap().add_traffic(1, 100);
+        }
+        let polled = p.poll_due(secs(s));
+        let want_inbound = if s % 3 == 0 { vec![IkeSaHandle(2)] } else { vec![] };
+        assert_eq!(polled.inbound_moved, want_inbound, "second {s}");
+        visits.push(polled.visited);
+    }
+    // Idle ones are due at 1, 3, 7, 15, 23, 31, 39 s.
+    let idle_at = [1, 3, 7, 15, 23, 31, 39];
+    for (i, v) in visits.iter().enumerate() {
+        let s = i as u64 + 1;
+        // The busy one moves every third second and backs off in between
+        // (moved at 3: every 1 s; idle at 4 → 2 s; ...).
+        let idle = if idle_at.contains(&s) { 100 } else { 0 };
+        assert!((1 + idle..=2 + idle).contains(v), "second {s}: {v} visited");
+    }
+    let total: usize = visits.iter().sum();
+    assert!(total < 40 * 102 / 4, "{total} visits: the idle SAs were polled every second");
+    assert_eq!(CHECK_IDLE_MAX, Duration::from_secs(8));
+    // A volume lifetime still fires from the poll, within a second.
+    p.writer().state(p.child(ChildSaHandle(500)).unwrap().inbound).unwrap().add_traffic(1, 1000);
+    let polled = p.poll_due(secs(41));
+    assert_eq!(polled.actions, vec![LifetimeAction::Rekey { ike_sa: IkeSaHandle(1), child_sa: ChildSaHandle(500) }]);
+    // A deleted Child SA leaves the queue.
+    p.delete(ChildSaHandle(500));
+    assert!(p.poll_due(secs(100)).visited <= 101);
+}
+
+#[test]
+fn an_ike_sa_s_child_sas_are_found_by_index_across_a_reparent() {
+    let t = Table::new("byike");
+    let mut p = open_with(&t, 128);
+    for c in 0..50u32 {
+        p.install(T0, &unlimited(u64::from(c % 5), u64::from(c), 0x1000 + 2 * c)).unwrap();
+    }
+    assert_eq!(p.children_of(IkeSaHandle(3)), (0..50).filter(|c| c % 5 == 3).map(ChildSaHandle).collect::<Vec<_>>());
+    p.reparent(IkeSaHandle(3), IkeSaHandle(77));
+    assert!(p.children_of(IkeSaHandle(3)).is_empty());
+    assert_eq!(p.children_of(IkeSaHandle(77)).len(), 10);
+    assert!(p.children().filter(|e| e.ike_sa == IkeSaHandle(77)).count() == 10);
+    assert_eq!(p.delete_ike_sa(IkeSaHandle(77)), 10);
+    assert_eq!(p.delete_ike_sa(IkeSaHandle(3)), 0);
+    assert_eq!(p.child_count(), 40);
+    assert_eq!(p.live_slots(), 80);
 }
 
 /// A static SA as the dataplane installs it (cookie tag "STAT").

@@ -18,7 +18,9 @@
 //! the AlgorithmIdentifier lookup is an exact byte match, so an unknown or
 //! differently-parameterised algorithm is refused rather than guessed.
 //! RSA private-key operations use blinding (rsa crate); ECDSA nonces are
-//! RFC 6979 deterministic; private keys zeroize on drop.
+//! RFC 6979 deterministic (p256/p384; signing stays there for that, DESIGN.md
+//! §5); P-256 signatures with SHA-256 or SHA-384 are verified by ring, the
+//! rest by RustCrypto; private keys zeroize on drop.
 
 use std::path::Path;
 
@@ -175,7 +177,9 @@ pub trait Verifier: Send + Sync {
 /// A private key loaded from PKCS#8.
 pub enum PrivateKey {
     Ed25519(ed25519_dalek::SigningKey),
-    EcdsaP256(p256::ecdsa::SigningKey),
+    /// The key, and the same scalar for p256 0.14, which signs (see
+    /// Cargo.toml: a tabled k·G, the same RFC 6979 signatures).
+    EcdsaP256(p256::ecdsa::SigningKey, Box<p256_sign::ecdsa::SigningKey>),
     EcdsaP384(p384::ecdsa::SigningKey),
     Rsa(Box<rsa::RsaPrivateKey>),
 }
@@ -184,7 +188,7 @@ impl core::fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let kind = match self {
             PrivateKey::Ed25519(_) => "Ed25519",
-            PrivateKey::EcdsaP256(_) => "ECDSA P-256",
+            PrivateKey::EcdsaP256(..) => "ECDSA P-256",
             PrivateKey::EcdsaP384(_) => "ECDSA P-384",
             PrivateKey::Rsa(_) => "RSA",
         };
@@ -225,7 +229,8 @@ impl PrivateKey {
             return Ok(PrivateKey::Ed25519(key));
         }
         if let Ok(k) = p256::SecretKey::from_pkcs8_der(der) {
-            return Ok(PrivateKey::EcdsaP256(k.into()));
+            let signer = p256_sign::ecdsa::SigningKey::from_slice(&zeroize::Zeroizing::new(k.to_bytes())).map_err(|_| Error::Decode("EC private key"))?;
+            return Ok(PrivateKey::EcdsaP256(k.into(), Box::new(signer)));
         }
         if let Ok(k) = p384::SecretKey::from_pkcs8_der(der) {
             return Ok(PrivateKey::EcdsaP384(k.into()));
@@ -254,7 +259,7 @@ impl PrivateKey {
     pub fn public_key(&self) -> PublicKey {
         match self {
             PrivateKey::Ed25519(k) => PublicKey::Ed25519(k.verifying_key()),
-            PrivateKey::EcdsaP256(k) => PublicKey::EcdsaP256(*k.verifying_key()),
+            PrivateKey::EcdsaP256(k, _) => PublicKey::EcdsaP256(*k.verifying_key()),
             PrivateKey::EcdsaP384(k) => PublicKey::EcdsaP384(*k.verifying_key()),
             PrivateKey::Rsa(k) => PublicKey::Rsa(Box::new(k.to_public_key())),
         }
@@ -266,7 +271,7 @@ impl Signer for PrivateKey {
         use SignatureScheme::*;
         match self {
             PrivateKey::Ed25519(_) => vec![Ed25519],
-            PrivateKey::EcdsaP256(_) => vec![EcdsaP256Sha256],
+            PrivateKey::EcdsaP256(..) => vec![EcdsaP256Sha256],
             PrivateKey::EcdsaP384(_) => vec![EcdsaP384Sha384],
             PrivateKey::Rsa(_) => vec![RsaPssSha256, RsaPssSha384, RsaPssSha512, RsaPkcs1Sha256, RsaPkcs1Sha384, RsaPkcs1Sha512],
         }
@@ -278,8 +283,9 @@ impl Signer for PrivateKey {
         let mut rng = &mut *rng;
         Ok(match (self, scheme) {
             (PrivateKey::Ed25519(k), S::Ed25519) => k.try_sign(message).map_err(fail)?.to_vec(),
-            (PrivateKey::EcdsaP256(k), S::EcdsaP256Sha256) => {
-                let sig: p256::ecdsa::Signature = k.try_sign(message).map_err(fail)?;
+            (PrivateKey::EcdsaP256(_, k), S::EcdsaP256Sha256) => {
+                use p256_sign::ecdsa::signature::Signer as _;
+                let sig: p256_sign::ecdsa::Signature = k.try_sign(message).map_err(|_| Error::InvalidKey("signing failed"))?;
                 sig.to_der().as_bytes().to_vec()
             }
             (PrivateKey::EcdsaP384(k), S::EcdsaP384Sha384) => {
@@ -376,7 +382,14 @@ impl Verifier for PublicKey {
             // ECDSA: the hash is the AlgorithmIdentifier's, the curve the
             // key's, in any combination (RFC 7427 §3; a digest longer than
             // the curve order is truncated, FIPS 186-5 §6.4.2).
-            (PublicKey::EcdsaP256(k), S::EcdsaP256Sha256 | S::EcdsaP384Sha384 | S::EcdsaSha512) => {
+            // P-256 with SHA-256 or SHA-384: ring (see Cargo.toml); the
+            // same checks (DER, 0 < r, s < n), at a fraction of the cost.
+            (PublicKey::EcdsaP256(k), S::EcdsaP256Sha256 | S::EcdsaP384Sha384) => {
+                let alg = if scheme == S::EcdsaP256Sha256 { &ring::signature::ECDSA_P256_SHA256_ASN1 } else { &ring::signature::ECDSA_P256_SHA384_ASN1 };
+                let point = k.to_encoded_point(false);
+                ring::signature::UnparsedPublicKey::new(alg, point.as_bytes()).verify(message, signature).map_err(|_| Error::BadSignature)
+            }
+            (PublicKey::EcdsaP256(k), S::EcdsaSha512) => {
                 let sig = p256::ecdsa::Signature::from_der(signature).map_err(bad)?;
                 k.verify_prehash(&ecdsa_digest(scheme, message), &sig).map_err(bad)
             }

@@ -105,6 +105,19 @@ fn rfc7748_section_6_1_and_rfc8031_curve25519_key_exchange() {
     }
 }
 
+proptest! {
+    /// Our public value comes from the fixed-base table; it must be the
+    /// ladder's X25519(k, 9) (RFC 7748 §6.1) for every scalar, clamping
+    /// included (the top and low bits of k are arbitrary here).
+    #[test]
+    fn curve25519_public_value_is_x25519_of_the_basepoint(k in any::<[u8; 32]>()) {
+        let mut nine = [0u8; 32];
+        nine[0] = 9;
+        let ke = ke::dh_from_private_key(ids::ke::CURVE25519, &k).unwrap();
+        prop_assert_eq!(ke.public_key(), &ke::x25519(k, nine)[..]);
+    }
+}
+
 #[test]
 fn curve25519_rejects_bad_lengths_and_low_order_points() {
     let ke = ke::initiate(ids::ke::CURVE25519, &mut DeterministicRng::from_u64(3)).unwrap();

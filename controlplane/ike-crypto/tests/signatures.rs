@@ -3,7 +3,7 @@
 //! here, and sign-then-verify with OpenSSL-generated keys.
 
 mod common;
-use common::{hx, json, testdata};
+use common::{h, hx, json, testdata};
 
 use ike_crypto::rng::DeterministicRng;
 use ike_crypto::sig::{self, PrivateKey, PublicKey, SignatureScheme, Signer, Verifier};
@@ -178,4 +178,24 @@ proptest! {
         let _ = PublicKey::from_spki_der(&data);
         let _ = PrivateKey::from_pkcs8(&data);
     }
+}
+
+/// ECDSA P-256 signatures are RFC 6979 deterministic (DESIGN.md §5: a
+/// seed gives a byte-identical session): RFC 6979 A.2.5, P-256 with
+/// SHA-256, message "sample", equals the RFC's (r, s) whichever crate signs.
+#[test]
+fn ecdsa_p256_signs_the_rfc6979_a_2_5_vector() {
+    use p256::pkcs8::EncodePrivateKey;
+    let x = h("C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721");
+    let der = p256::SecretKey::from_slice(&x).unwrap().to_pkcs8_der().unwrap();
+    let key = PrivateKey::from_pkcs8_der(der.as_bytes()).unwrap();
+    let sig = key.sign(SignatureScheme::EcdsaP256Sha256, b"sample", &mut DeterministicRng::from_u64(9)).unwrap();
+    let fixed = sig::ecdsa_der_to_fixed(SignatureScheme::EcdsaP256Sha256, &sig).unwrap();
+    let want = [
+        "EFD48B2AACB6A8FD1140DD9CD45E81D69D2C877B56AAF991C34D0EA84EAF3716",
+        "F7CB1C942D657C41D436C7A1B6E29F65F3E900DBB9AFF4064DC4AB2F843ACDA8",
+    ]
+    .concat();
+    assert_eq!(fixed, h(&want));
+    key.public_key().verify(SignatureScheme::EcdsaP256Sha256, b"sample", &sig).unwrap();
 }

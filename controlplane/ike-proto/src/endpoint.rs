@@ -42,7 +42,7 @@ use ike_crypto::prf::HashAlg;
 use ike_crypto::{CryptoProvider, Rng};
 use ike_wire::{strip_non_esp_marker, ExchangeType, Flags, Header, Message, Payload, PayloadType};
 
-use crate::config::EndpointConfig;
+use crate::config::{EndpointConfig, Identity};
 use crate::error::ProtoError;
 use crate::event::{ChildSaHandle, ChildSaInstall, Command, CommandError, DownReason, Event, IkeSaHandle, Transmit};
 use crate::ike_sa::{IkeSa, InitChoice, Queued};
@@ -154,6 +154,27 @@ pub struct IkeSaInfo {
     pub ext: crate::ike_sa::ExtState,
 }
 
+/// IKE SAs by state (the names of [`IkeSaInfo::state`]) and how many of
+/// the established ones are keyed with ML-KEM, maintained as SAs change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SaTally {
+    pub by_state: BTreeMap<&'static str, usize>,
+    pub pq_established: usize,
+}
+
+impl SaTally {
+    fn add(&mut self, (state, pq): (&'static str, bool), n: isize) {
+        let c = self.by_state.entry(state).or_default();
+        *c = c.saturating_add_signed(n);
+        if *c == 0 {
+            self.by_state.remove(state);
+        }
+        if pq {
+            self.pq_established = self.pq_established.saturating_add_signed(n);
+        }
+    }
+}
+
 /// A sans-IO IKEv2 endpoint owning many IKE SAs.
 pub struct Endpoint {
     config: EndpointConfig,
@@ -167,6 +188,18 @@ pub struct Endpoint {
     /// `handle_timeout` cost O(log n), not a scan of every SA.
     deadlines: std::collections::BTreeSet<(Time, IkeSaHandle)>,
     deadline_of: BTreeMap<IkeSaHandle, Time>,
+    /// Authenticated peer identity → its IKE SAs (any state), so that
+    /// INITIAL_CONTACT (RFC 7296 §2.4) finds the SAs it replaces without a
+    /// scan of every SA; kept by [`Self::refile`].
+    by_remote_id: BTreeMap<Identity, std::collections::BTreeSet<IkeSaHandle>>,
+    remote_id_of: BTreeMap<IkeSaHandle, Identity>,
+    /// IKE SAs by state name and whether each is an established SA keyed
+    /// with ML-KEM, kept by [`Self::refile`]: the owner's gauges read these
+    /// counts instead of visiting every SA.
+    tally: SaTally,
+    tally_of: BTreeMap<IkeSaHandle, (&'static str, bool)>,
+    /// Connection name → index in `config.connections` (`Initiate`).
+    conn_index: std::collections::HashMap<String, usize>,
     /// Responder SAs between IKE_SA_INIT and IKE_AUTH (§2.6 load measure).
     half_open: BTreeMap<IkeSaHandle, IpAddr>,
     /// Half-open SAs per peer address (per-peer limit).
@@ -251,6 +284,11 @@ impl Endpoint {
             out: Outputs::default(),
             deadlines: std::collections::BTreeSet::new(),
             deadline_of: BTreeMap::new(),
+            by_remote_id: BTreeMap::new(),
+            remote_id_of: BTreeMap::new(),
+            tally: SaTally::default(),
+            tally_of: BTreeMap::new(),
+            conn_index: std::collections::HashMap::new(),
             half_open: BTreeMap::new(),
             half_open_by_peer: BTreeMap::new(),
             init_index: BTreeMap::new(),
@@ -286,16 +324,49 @@ impl Endpoint {
     /// policy they were set up with until they are rekeyed or closed.
     pub fn set_connections(&mut self, connections: Vec<std::sync::Arc<crate::config::ConnectionConfig>>) {
         self.config.connections = connections;
+        self.conn_index.clear();
     }
 
-    /// Re-files SA `h` under its current deadline.
+    /// Re-files SA `h` (after anything that may have changed it, or after
+    /// it is gone) under its current deadline, its authenticated peer
+    /// identity and its state in the tally. Each is O(log n): nothing here
+    /// visits other SAs.
     fn refile(&mut self, h: IkeSaHandle) {
-        if let Some(old) = self.deadline_of.remove(&h) {
-            self.deadlines.remove(&(old, h));
+        let sa = self.sas.get(&h);
+        let deadline = sa.and_then(IkeSa::deadline);
+        if self.deadline_of.get(&h) != deadline.as_ref() {
+            if let Some(old) = self.deadline_of.remove(&h) {
+                self.deadlines.remove(&(old, h));
+            }
+            if let Some(d) = deadline {
+                self.deadlines.insert((d, h));
+                self.deadline_of.insert(h, d);
+            }
         }
-        if let Some(d) = self.sas.get(&h).and_then(IkeSa::deadline) {
-            self.deadlines.insert((d, h));
-            self.deadline_of.insert(h, d);
+        let id = sa.and_then(|sa| sa.remote_id.as_ref());
+        if self.remote_id_of.get(&h) != id {
+            if let Some(old) = self.remote_id_of.remove(&h) {
+                if let Some(set) = self.by_remote_id.get_mut(&old) {
+                    set.remove(&h);
+                    if set.is_empty() {
+                        self.by_remote_id.remove(&old);
+                    }
+                }
+            }
+            if let Some(id) = id {
+                self.by_remote_id.entry(id.clone()).or_default().insert(h);
+                self.remote_id_of.insert(h, id.clone());
+            }
+        }
+        let now = sa.map(|sa| (sa.state_name(), sa.is_established() && sa.keys.as_ref().is_some_and(|k| k.suite.has_pq_ke())));
+        if self.tally_of.get(&h) != now.as_ref() {
+            if let Some(old) = self.tally_of.remove(&h) {
+                self.tally.add(old, -1);
+            }
+            if let Some(t) = now {
+                self.tally.add(t, 1);
+                self.tally_of.insert(h, t);
+            }
         }
     }
 
@@ -479,11 +550,15 @@ impl Endpoint {
                         }
                     }
                     Effect::InitialContact { keep, remote_id } => {
+                        // Through the identity index: the cost is the SAs
+                        // of this identity, not every SA held.
                         let others: Vec<IkeSaHandle> = self
-                            .sas
-                            .iter()
-                            .filter(|(h, sa)| **h != keep && sa.is_established() && sa.remote_id.as_ref() == Some(&remote_id))
-                            .map(|(h, _)| *h)
+                            .by_remote_id
+                            .get(&remote_id)
+                            .into_iter()
+                            .flatten()
+                            .filter(|h| **h != keep && self.sas.get(h).is_some_and(IkeSa::is_established))
+                            .copied()
                             .collect();
                         for h in others {
                             // §2.4: the peer rebooted; its old SAs are gone
@@ -795,11 +870,14 @@ impl Endpoint {
     pub fn handle_command(&mut self, now: Time, cmd: Command) -> Result<IkeSaHandle, CommandError> {
         let (h, q) = match cmd {
             Command::Initiate { connection, local, remote } => {
+                if self.conn_index.len() != self.config.connections.len() {
+                    self.conn_index = self.config.connections.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
+                }
                 let conn = self
-                    .config
-                    .connections
-                    .iter()
-                    .find(|c| c.name == connection)
+                    .conn_index
+                    .get(&connection)
+                    .and_then(|i| self.config.connections.get(*i))
+                    .filter(|c| c.name == connection)
                     .cloned()
                     .ok_or(CommandError::UnknownConnection(connection))?;
                 let Self { config, crypto, rng, alloc, pools, out, unix, groups, .. } = self;
@@ -951,6 +1029,17 @@ impl Endpoint {
     /// RFC 9838 both roles: counters per group.
     pub fn group_state(&self) -> &crate::group::GroupState {
         &self.groups
+    }
+
+    /// IKE SAs by state, counted as they change (no SA is visited).
+    pub fn tally(&self) -> &SaTally {
+        &self.tally
+    }
+
+    /// The IKE SAs authenticated as `id` (any state), from the index
+    /// INITIAL_CONTACT uses.
+    pub fn ike_sas_of(&self, id: &Identity) -> Vec<IkeSaHandle> {
+        self.by_remote_id.get(id).map_or_else(Vec::new, |s| s.iter().copied().collect())
     }
 
     /// Number of IKE SAs held (any state).

@@ -89,7 +89,7 @@ pub use config::{
     PoolConfig, Ppk, PpkConfig, RemoteAuth, RetransmitConfig, PPK_ID_FIXED, PPK_ID_OPAQUE,
 };
 pub use auth_job::{AuthDone, AuthJob};
-pub use endpoint::{Endpoint, IkeSaInfo, InitCounters};
+pub use endpoint::{Endpoint, IkeSaInfo, InitCounters, SaTally};
 pub use error::ProtoError;
 pub use event::{ChildKeys, ChildSaHandle, ChildSaInstall, Command, CommandError, DownReason, Event, IkeSaHandle, Transmit};
 pub use proposal::{EspSuite, IkeSuite};

@@ -191,6 +191,14 @@ pub struct IkeSuite {
     pub kwa: Option<ike_wire::KwaId>,
 }
 
+impl IkeSuite {
+    /// Whether any of its key exchanges is ML-KEM (FIPS 203): a
+    /// post-quantum IKE SA.
+    pub fn has_pq_ke(&self) -> bool {
+        std::iter::once(&self.ke).chain(&self.additional_ke).any(|k| matches!(*k, KeId::ML_KEM_512 | KeId::ML_KEM_768 | KeId::ML_KEM_1024))
+    }
+}
+
 /// The negotiated Child SA algorithms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct EspSuite {

@@ -30,7 +30,10 @@ impl X25519 {
     }
 
     fn with_scalar(scalar: Zeroizing<[u8; 32]>) -> Self {
-        let public = x25519_dalek::x25519(*scalar, x25519_dalek::X25519_BASEPOINT_BYTES).to_vec();
+        // X25519(k, 9) as a fixed-base multiplication over the precomputed
+        // basepoint table (the same u-coordinate, RFC 7748 §6.1), not a
+        // ladder: half of a responder's key-exchange cost was this ladder.
+        let public = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*scalar)).to_bytes().to_vec();
         Self { scalar, public }
     }
 }

@@ -21,5 +21,6 @@ mod diet_esp;
 mod pq;
 mod dos;
 mod clocks;
+mod scale;
 mod gikev2;
 mod resume;
