@@ -313,13 +313,21 @@ impl SaProgrammer {
             }
         };
         drop(w);
+        let h = self.file_child(now, i, in_id, Some(out_id));
+        Ok(&self.children[&h])
+    }
+
+    /// Records a Child SA whose slots are in the table (installed or
+    /// adopted) and files it by IKE SA and for the housekeeping poll (only
+    /// due SAs are polled).
+    fn file_child(&mut self, now: Time, i: &ChildSaInstall, inbound: SaId, outbound: Option<SaId>) -> ChildSaHandle {
         let e = ChildEntry {
             ike_sa: i.ike_sa,
             child_sa: i.child_sa,
             spi_in: i.spi_in,
             spi_out: i.spi_out,
-            inbound: in_id,
-            outbound: Some(out_id),
+            inbound,
+            outbound,
             suite: i.suite,
             mode: i.mode,
             udp_encap: self.udp_encap(i),
@@ -345,7 +353,7 @@ impl SaProgrammer {
         }
         self.by_ike.insert((i.ike_sa, h));
         self.checks.insert((now + CHECK_EVERY, h));
-        Ok(&self.children[&h])
+        h
     }
 
     /// Takes over the slots an earlier esprit-ike installed for a Child SA
@@ -386,39 +394,7 @@ impl SaProgrammer {
             let _ = s.reserve_seq(ADOPT_SEQ_MARGIN, i.suite.esn);
             jumped = Some(s.seq_next());
         }
-        let e = ChildEntry {
-            ike_sa: i.ike_sa,
-            child_sa: i.child_sa,
-            spi_in: i.spi_in,
-            spi_out: i.spi_out,
-            inbound: in_id,
-            outbound,
-            suite: i.suite,
-            mode: i.mode,
-            udp_encap: self.udp_encap(i),
-            local: i.local,
-            remote: i.remote,
-            ts_local: i.ts_local.clone(),
-            ts_remote: i.ts_remote.clone(),
-            lifetime: i.lifetime,
-            sec_label: i.sec_label.clone(),
-            compression: i.compression,
-            installed_at: now,
-            last_active: None,
-            last_pkts: 0,
-            last_in_pkts: 0,
-            rekey_asked: false,
-            delete_asked: false,
-            next_check: now + CHECK_EVERY,
-            check_every: CHECK_EVERY,
-        };
-        // Filed like an installed Child SA: by IKE SA, and for the
-        // housekeeping poll (only due SAs are polled).
-        if let Some(old) = self.children.insert(i.child_sa, e) {
-            self.unfile(&old);
-        }
-        self.by_ike.insert((i.ike_sa, i.child_sa));
-        self.checks.insert((now + CHECK_EVERY, i.child_sa));
+        self.file_child(now, i, in_id, outbound);
         match jumped {
             Some(seq_next) => AdoptResult::Adopted { seq_next },
             None => AdoptResult::InboundOnly,
