@@ -1,7 +1,18 @@
 //! ESP header compression negotiated with N(HCP_PROPOSAL)
 //! (draft-ietf-ipsecme-ikev2-diet-esp-extension-04, the newest revision
-//! whose text we could read; -07 exists, see docs/diet-esp.md) for the
-//! Diet-ESP profile (draft-ietf-ipsecme-diet-esp-07).
+//! whose body text could be read) for the Diet-ESP profile
+//! (draft-ietf-ipsecme-diet-esp-07, the newest revision found).
+//!
+//! Revisions -05 (March 2025), -06 and -07 (15 February 2026) of the
+//! extension exist, but only their front pages could be read (title,
+//! authors and abstract, unchanged from -04 except that -07's abstract says
+//! "Attributes for Rule Derivation" where -04 says "Attributes for Rules
+//! Generation"). Their notify layout, attribute types, values and defaults
+//! were NOT checked; nothing here is taken from them. The authors' GitHub
+//! repository has a commit titled "version 5" (March 2025) that is not -05:
+//! it pastes back the -00 text (EHC_SUPPORTED, bit-mask parameters) over
+//! the Markdown while the .txt/.xml there stay -04. docs/diet-esp.md lists
+//! what was searched.
 //!
 //! * The initiator of IKE_AUTH or CREATE_CHILD_SA lists its proposals, each
 //!   an HCP Name and the Attributes for Rules Generation it restricts (an
