@@ -44,6 +44,12 @@ use crate::time::Time;
 /// successor (§2.4.1: "before the soft lifetime").
 const REREGISTER_MARGIN: Duration = Duration::from_secs(30);
 
+/// The most TEKs a GM holds for one group. A GSA payload naming more is
+/// refused; a GCKS rekeying faster than the deactivation delay (GWP_DTD) lets
+/// old TEKs go, oldest generation first, so that memory and the events of one
+/// timer stay bounded whatever the GCKS sends.
+pub const MAX_TEKS_PER_GROUP: usize = 16;
+
 /// GSA_REKEY inner payloads (§2.4.1): GSA, KD, N, D, AUTH.
 const GSA_REKEY_RULES: &[message::Rule] = &[
     message::Rule { payload: ike_wire::PayloadType::GSA, min: 0, max: 1 },
@@ -239,6 +245,12 @@ impl GroupMember {
 }
 
 impl GmGroup {
+    /// How many TEKs this member holds for the group (at most
+    /// [`MAX_TEKS_PER_GROUP`]).
+    pub fn tek_count(&self) -> usize {
+        self.teks.len()
+    }
+
     fn deadline(&self) -> Option<Time> {
         let mut d = self.reregister_at;
         let mut consider = |t: Option<Time>| {
@@ -359,6 +371,9 @@ impl GmGroup {
                 self.sender_id_bits = u8::try_from(b).unwrap_or(u8::MAX);
             }
         }
+        if gsa.teks.len() > MAX_TEKS_PER_GROUP {
+            return Err(RekeyRejected::Content);
+        }
         let sender = self.membership.sender_ids > 0;
         let mut installs = Vec::new();
         for t in &gsa.teks {
@@ -399,6 +414,15 @@ impl GmGroup {
                 lifetime_secs: u64::from(t.lifetime_secs.unwrap_or(0)),
                 activation_delay_secs: if registration { 0 } else { self.atd_secs },
             });
+        }
+        // Room for the new TEKs: the oldest generations go first (a TEK
+        // renewed under its own SPI is replaced, not added).
+        let added = installs.iter().filter(|i| !self.teks.contains_key(&i.spi)).count();
+        while self.teks.len() + added > MAX_TEKS_PER_GROUP {
+            let renewed = |spi: &u32| installs.iter().any(|i| i.spi == *spi);
+            let Some(spi) = self.teks.iter().filter(|(s, _)| !renewed(s)).min_by_key(|(s, t)| (t.generation, **s)).map(|(s, _)| *s) else { break };
+            self.teks.remove(&spi);
+            events.push_back(Event::GroupSaDelete { group: id.clone(), spi });
         }
         for i in installs {
             let life = Duration::from_secs(i.lifetime_secs);
