@@ -842,9 +842,9 @@ mod tests {
         fn settle(&mut self) {
             for (_, node, life) in &mut self.nodes {
                 if *life == Life::Paused {
-                    *life = Life::Alive;
+                    // Resumed: alive if its lease still is, else it stops.
+                    *life = if node.as_mut().unwrap().keep_alive().unwrap() { Life::Alive } else { Life::Dead };
                 }
-                let _ = node;
             }
             let live_undrained = self.nodes.iter().any(|(_, n, l)| *l == Life::Alive && n.as_ref().is_some_and(|n| !n.is_draining()));
             if !live_undrained {

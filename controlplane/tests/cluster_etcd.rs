@@ -158,8 +158,8 @@ fn a_dead_nodes_ike_sas_are_claimed_exactly_once_by_the_survivors() {
     let etcd = Etcd::start("takeover");
     let ttl = 2;
     let mut a = ClusterNode::join(etcd.kv(), "/t", "a", ttl).unwrap();
-    let mut b = ClusterNode::join(etcd.kv(), "/t", "b", ttl).unwrap();
-    let mut c = ClusterNode::join(etcd.kv(), "/t", "c", ttl).unwrap();
+    let b = ClusterNode::join(etcd.kv(), "/t", "b", ttl).unwrap();
+    let c = ClusterNode::join(etcd.kv(), "/t", "c", ttl).unwrap();
     let slots: BTreeSet<u8> = [a.slot(), b.slot(), c.slot()].into();
     assert_eq!(slots.len(), 3, "disjoint SPI slots");
     let n = 600u64;
@@ -181,7 +181,8 @@ fn a_dead_nodes_ike_sas_are_claimed_exactly_once_by_the_survivors() {
             while t0.elapsed() < Duration::from_secs(ttl as u64 * 3 + 2) {
                 assert!(node.keep_alive().unwrap());
                 got.extend(node.scan().unwrap());
-                if got.len() as u64 == n {
+                // Done when every IKE SA has a live owner again.
+                if node.owners().unwrap().values().all(|o| o != "a") && node.owners().unwrap().len() as u64 == n {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(200));
