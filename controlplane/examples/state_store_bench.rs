@@ -154,7 +154,11 @@ fn main() {
     match etcd_kv {
         // The bench's keys go again (the etcd database keeps its size
         // until compacted and defragmented).
-        Some(mut kv) => kv.delete_prefix(format!("/esprit-bench-{}/", std::process::id()).as_bytes()).expect("clean up"),
+        Some(mut kv) => {
+            if let Err(e) = kv.delete_prefix(format!("/esprit-bench-{}/", std::process::id()).as_bytes()) {
+                eprintln!("clean-up of the bench's keys in etcd failed ({e}): delete /esprit-bench-{}/ by hand", std::process::id());
+            }
+        }
         None => {
             let _ = std::fs::remove_file(&path);
         }
