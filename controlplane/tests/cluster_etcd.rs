@@ -49,7 +49,7 @@ impl Etcd {
             .unwrap();
         let e = Self { child, dir, url };
         let t0 = Instant::now();
-        while EtcdKv::connect(&[e.url.clone()], Duration::from_millis(500)).is_err() {
+        while EtcdKv::connect(std::slice::from_ref(&e.url), Duration::from_millis(500)).is_err() {
             assert!(t0.elapsed() < Duration::from_secs(20), "etcd did not come up: {}", std::fs::read_to_string(e.dir.join("etcd.log")).unwrap_or_default());
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -57,7 +57,7 @@ impl Etcd {
     }
 
     fn kv(&self) -> EtcdKv {
-        EtcdKv::connect(&[self.url.clone()], Duration::from_secs(5)).unwrap()
+        EtcdKv::connect(std::slice::from_ref(&self.url), Duration::from_secs(5)).unwrap()
     }
 }
 
