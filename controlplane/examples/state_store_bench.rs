@@ -1,6 +1,12 @@
 //! State store throughput (src/store.rs), release builds only:
 //!
 //!   cargo run --release -p esprit-controlplane --example state_store_bench -- N [BATCH] [DIR]
+//!   cargo run --release -p esprit-controlplane --example state_store_bench -- N [BATCH] etcd:http://127.0.0.1:2379
+//!
+//! With `etcd:ENDPOINTS` the records go to etcd as a cluster node writes
+//! them (src/cluster.rs: an owner key under the node's lease created with
+//! each new record, fenced updates, packed into transactions within
+//! etcd's limits); bytes per record are then etcd's database growth.
 //!
 //! Writes N IKE SA snapshots (one Child SA each, realistic sizes) sealed
 //! into a fresh redb file in batches of BATCH (one batch per event-loop
@@ -11,7 +17,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use esprit_controlplane::store::{NodeKey, Persister, RedbStore};
+use esprit_controlplane::cluster::ClusterNode;
+use esprit_controlplane::etcd::EtcdKv;
+use esprit_controlplane::store::{NodeKey, Persister, RedbStore, StateStore};
 use ike_proto::snapshot::{Changes, ChildSnapshot, IkeSaSnapshot};
 use ike_proto::{EspSuite, Identity, IkeSuite, Mode, TrafficSelector};
 use ike_wire::{EncrId, IntegId, KeId, PrfId};
@@ -79,38 +87,80 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let batch: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(256);
-    let dir = std::path::PathBuf::from(args.get(3).cloned().unwrap_or_else(|| std::env::temp_dir().display().to_string()));
-    let path = dir.join(format!("esprit-store-bench-{}.redb", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let mut p = Persister::new(Box::new(RedbStore::open(&path).expect("open")), &NodeKey::from_bytes([7; 32]));
+    let target = args.get(3).cloned().unwrap_or_else(|| std::env::temp_dir().display().to_string());
+    let etcd = target.strip_prefix("etcd:").map(|e| e.split(',').map(String::from).collect::<Vec<_>>());
+    let path = std::path::PathBuf::from(&target).join(format!("esprit-store-bench-{}.redb", std::process::id()));
+    let mut etcd_kv = None;
+    let size = |kv: &mut Option<EtcdKv>| match kv {
+        Some(kv) => kv.db_size().expect("etcd status"),
+        None => std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
+    };
+    let store: Box<dyn StateStore> = match &etcd {
+        Some(endpoints) => {
+            let kv = EtcdKv::connect(endpoints, Duration::from_secs(5)).expect("etcd");
+            etcd_kv = Some(kv.clone());
+            let node = ClusterNode::join(kv, &format!("/esprit-bench-{}", std::process::id()), "bench", 60).expect("join");
+            Box::new(node)
+        }
+        None => {
+            let _ = std::fs::remove_file(&path);
+            Box::new(RedbStore::open(&path).expect("open"))
+        }
+    };
+    let size0 = size(&mut etcd_kv);
+    let mut p = Persister::new(store, &NodeKey::from_bytes([7; 32]));
     for (phase, gen) in [("setup (insert)", 1u32), ("one exchange each (update)", 2)] {
         let (w0, c0) = (Instant::now(), cpu());
         let mut batches = 0;
         let mut start = 0;
+        let mut lat = Vec::new();
+        let mut bytes = 0;
         while start < n {
             let end = (start + batch as u64).min(n);
             let put: Vec<IkeSaSnapshot> = (start..end).map(|i| snapshot(i, gen)).collect();
-            p.write(&Changes { put, delete: vec![] }, SystemTime::now()).expect("write");
+            let st = p.write(&Changes { put, delete: vec![] }, SystemTime::now()).expect("write");
+            lat.push(st.took);
+            bytes += st.bytes;
             batches += 1;
             start = end;
         }
         let (wall, cpu_t) = (w0.elapsed(), cpu() - c0);
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        lat.sort();
+        let pct = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
+        let sz = size(&mut etcd_kv);
         println!(
-            "{phase}: {n} records in {batches} batches of {batch}: {:.0} records/s ({:.0} batches/s) wall {:.2} s, CPU {:.1} us/record; file {:.1} MB ({:.0} B/record)",
+            "{} {phase}: {n} records in {batches} batches of {batch}: {:.0} records/s ({:.0} batches/s) wall {:.2} s, CPU {:.1} us/record, batch latency p50 {:.2} ms p99 {:.2} ms; sealed record {:.0} B; {} {:.1} MB ({:.0} B/record)",
+            p.backend(),
             n as f64 / wall.as_secs_f64(),
             batches as f64 / wall.as_secs_f64(),
             wall.as_secs_f64(),
             cpu_t.as_secs_f64() * 1e6 / n as f64,
-            size as f64 / 1e6,
-            size as f64 / n as f64
+            pct(0.5),
+            pct(0.99),
+            bytes as f64 / n as f64,
+            if etcd.is_some() { "etcd db grew" } else { "file" },
+            (sz - size0.min(sz)) as f64 / 1e6,
+            (sz - size0.min(sz)) as f64 / n as f64
         );
     }
-    drop(p);
-    let mut p = Persister::new(Box::new(RedbStore::open(&path).expect("open")), &NodeKey::from_bytes([7; 32]));
+    if etcd.is_none() {
+        drop(p);
+        p = Persister::new(Box::new(RedbStore::open(&path).expect("open")), &NodeKey::from_bytes([7; 32]));
+    }
     let (w0, c0) = (Instant::now(), cpu());
     let (loaded, bad) = p.load(SystemTime::now()).expect("load");
     println!("load at start: {} records ({bad} bad) in {:.2} s wall, CPU {:.1} us/record", loaded.len(), w0.elapsed().as_secs_f64(), (cpu() - c0).as_secs_f64() * 1e6 / n as f64);
     assert_eq!(loaded.len() as u64, n);
-    let _ = std::fs::remove_file(&path);
+    match etcd_kv {
+        // The bench's keys go again (the etcd database keeps its size
+        // until compacted and defragmented).
+        Some(mut kv) => {
+            if let Err(e) = kv.delete_prefix(format!("/esprit-bench-{}/", std::process::id()).as_bytes()) {
+                eprintln!("clean-up of the bench's keys in etcd failed ({e}): delete /esprit-bench-{}/ by hand", std::process::id());
+            }
+        }
+        None => {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
 }

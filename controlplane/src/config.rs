@@ -164,13 +164,105 @@ struct CompressionYaml {
     proposals: Vec<HcpPolicyYaml>,
 }
 
-/// `ike.state`: the embedded store's file and the node key sealing it.
+/// `ike.state`: the store (the embedded file by default, or etcd for a
+/// cluster) and the key sealing its records.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StateYaml {
-    path: PathBuf,
-    /// 32 octets, raw or as 64 hex digits (`head -c 32 /dev/urandom`).
+    /// `redb` (the default: one file, one box) or `etcd` (a cluster).
+    #[serde(default)]
+    backend: Option<String>,
+    /// redb: the file.
+    #[serde(default)]
+    path: Option<PathBuf>,
+    /// 32 octets, raw or as 64 hex digits (`head -c 32 /dev/urandom`):
+    /// the node key (redb) or the cluster key, the same on every node (etcd).
     key_file: PathBuf,
+    /// etcd: its client URLs (`http://10.0.0.1:2379`).
+    #[serde(default)]
+    endpoints: Vec<String>,
+    /// etcd: the key prefix of this cluster (default `/esprit`).
+    #[serde(default)]
+    prefix: Option<String>,
+    /// etcd: this node's name in the cluster (default: the host name).
+    #[serde(default)]
+    node: Option<String>,
+    /// etcd: the node's lease; it is dead this long after its last
+    /// keep-alive (default 5 s, at least 2).
+    #[serde(default)]
+    lease_ttl_secs: Option<i64>,
+    /// etcd: how often the node looks for IKE SAs without an owner
+    /// (default 1000 ms).
+    #[serde(default)]
+    scan_interval_ms: Option<u64>,
+    /// etcd: run after this node claimed IKE SAs of another node (moves
+    /// the service address here, as keepalived's notify scripts do), with
+    /// `ESPRIT_CLAIMED` (how many) and `ESPRIT_NODE` in its environment.
+    #[serde(default)]
+    on_takeover: Option<PathBuf>,
+    /// etcd: run after `esprit-ctl cluster drain` handed this node's IKE
+    /// SAs over (removes the service address here).
+    #[serde(default)]
+    on_drain: Option<PathBuf>,
+}
+
+fn state_backend(s: &StateYaml, base: &Path) -> Result<StateBackend, ConfigError> {
+    let etcd_only = [
+        ("endpoints", !s.endpoints.is_empty()),
+        ("prefix", s.prefix.is_some()),
+        ("node", s.node.is_some()),
+        ("lease_ttl_secs", s.lease_ttl_secs.is_some()),
+        ("scan_interval_ms", s.scan_interval_ms.is_some()),
+        ("on_takeover", s.on_takeover.is_some()),
+        ("on_drain", s.on_drain.is_some()),
+    ];
+    match s.backend.as_deref().unwrap_or("redb") {
+        "redb" => {
+            // A knob nothing reads is refused, not ignored.
+            if let Some((k, _)) = etcd_only.iter().find(|(_, set)| *set) {
+                return Err(err(format!("ike.state.{k}"), "only with backend: etcd"));
+            }
+            let path = s.path.as_ref().ok_or_else(|| err("ike.state.path", "required with the redb backend"))?;
+            Ok(StateBackend::Redb { path: self::file(base, path) })
+        }
+        "etcd" => {
+            if s.path.is_some() {
+                return Err(err("ike.state.path", "only with backend: redb (etcd keeps no file)"));
+            }
+            if s.endpoints.is_empty() {
+                return Err(err("ike.state.endpoints", "backend etcd needs at least one endpoint"));
+            }
+            let node = match &s.node {
+                Some(n) => n.clone(),
+                None => std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default(),
+            };
+            if node.is_empty() || node.contains('/') {
+                return Err(err("ike.state.node", format!("{node:?}: a non-empty name without '/'")));
+            }
+            let prefix = s.prefix.clone().unwrap_or_else(|| "/esprit".to_string());
+            if prefix.is_empty() {
+                return Err(err("ike.state.prefix", "must not be empty"));
+            }
+            let ttl = s.lease_ttl_secs.unwrap_or(5);
+            if !(2..=3600).contains(&ttl) {
+                return Err(err("ike.state.lease_ttl_secs", format!("{ttl}: 2 to 3600")));
+            }
+            let scan = s.scan_interval_ms.unwrap_or(1000);
+            if !(50..=60_000).contains(&scan) {
+                return Err(err("ike.state.scan_interval_ms", format!("{scan}: 50 to 60000")));
+            }
+            Ok(StateBackend::Etcd(EtcdConfig {
+                endpoints: s.endpoints.clone(),
+                prefix,
+                node,
+                lease_ttl_secs: ttl,
+                scan_interval: std::time::Duration::from_millis(scan),
+                on_takeover: s.on_takeover.as_ref().map(|p| self::file(base, p)),
+                on_drain: s.on_drain.as_ref().map(|p| self::file(base, p)),
+            }))
+        }
+        other => Err(err("ike.state.backend", format!("{other:?}: redb or etcd"))),
+    }
 }
 
 /// One PPK: its PPK_ID and the secret, from a file or as hex.
@@ -533,11 +625,30 @@ pub struct DaemonConfig {
     pub state: Option<StateConfig>,
 }
 
-/// The state store ([`crate::store`]): its file and the node key.
-#[derive(Clone)]
+/// The state store ([`crate::store`]): its backend and the key sealing it.
+#[derive(Clone, Debug)]
 pub struct StateConfig {
-    pub path: PathBuf,
+    pub backend: StateBackend,
     pub key: crate::store::NodeKey,
+}
+
+/// Where the records go.
+#[derive(Clone, Debug)]
+pub enum StateBackend {
+    Redb { path: PathBuf },
+    Etcd(EtcdConfig),
+}
+
+/// `ike.state` with `backend: etcd` ([`crate::cluster`]).
+#[derive(Clone, Debug)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub node: String,
+    pub lease_ttl_secs: i64,
+    pub scan_interval: std::time::Duration,
+    pub on_takeover: Option<PathBuf>,
+    pub on_drain: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for DaemonConfig {
@@ -611,7 +722,7 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
         Some(s) => {
             let key_file = self::file(base, &s.key_file);
             let key = crate::store::NodeKey::load(&key_file).map_err(|e| err("ike.state.key_file", format!("{}: {e}", key_file.display())))?;
-            Some(StateConfig { path: self::file(base, &s.path), key })
+            Some(StateConfig { backend: state_backend(s, base)?, key })
         }
     };
 

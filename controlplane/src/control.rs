@@ -34,6 +34,10 @@ pub enum Request {
     RekeyIke { ike_sa: u64 },
     Reload,
     Stats,
+    /// `esprit-ctl cluster status`: members, leases, owned IKE SAs.
+    ClusterStatus,
+    /// `esprit-ctl cluster drain`: no new IKE SA, hand the owned ones over.
+    ClusterDrain,
 }
 
 /// The daemon's answer.

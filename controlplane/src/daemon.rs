@@ -240,6 +240,8 @@ pub struct Daemon {
     persister: Option<crate::store::Persister>,
     /// With a store: the turn's datagrams, sent after its batch is stored.
     held: Vec<ike_proto::Transmit>,
+    /// A cluster store: when to look for IKE SAs without an owner next.
+    next_scan: Time,
 }
 
 impl Drop for Daemon {
@@ -449,11 +451,21 @@ impl Daemon {
             threads,
             persister: None,
             held: Vec::new(),
+            next_scan: t,
         };
         let mut d = d;
         if let Some(st) = d.cfg.state.clone() {
-            let store = crate::store::RedbStore::open(&st.path).map_err(StartError::Store)?;
-            d.persister = Some(crate::store::Persister::new(Box::new(store), &st.key));
+            let store: Box<dyn crate::store::StateStore> = match &st.backend {
+                crate::config::StateBackend::Redb { path } => Box::new(crate::store::RedbStore::open(path).map_err(StartError::Store)?),
+                crate::config::StateBackend::Etcd(c) => Box::new(crate::etcd::EtcdStore::open(c).map_err(StartError::Store)?),
+            };
+            d.persister = Some(crate::store::Persister::new(store, &st.key));
+            if let Some(c) = d.persister.as_mut().and_then(|p| p.cluster()) {
+                // Disjoint SPI ranges: the node's slot is the top octet.
+                let slot = c.spi_slot();
+                log(format_args!("cluster: joined as {:?}, SPI slot {slot} (SPIs {slot:02x}......)", c.node()));
+                d.ep.set_spi_slot(Some(slot));
+            }
             d.ep.keep_snapshots();
             d.resume(t).map_err(StartError::Store)?;
         }
@@ -469,9 +481,29 @@ impl Daemon {
     fn resume(&mut self, t: Time) -> Result<(), crate::store::StoreError> {
         let Some(p) = self.persister.as_mut() else { return Ok(()) };
         let (loaded, bad) = p.load(SystemTime::now())?;
+        let (restored, adopted, rekeyed, dropped) = self.restore_loaded(t, loaded, false)?;
+        if let Some(p) = self.persister.as_mut() {
+            log(format_args!(
+                "state store ({}): {restored} IKE SA(s) restored, {adopted} Child SA(s) adopted from the SA table, {rekeyed} rekeyed at once, {dropped} record(s) dropped, {bad} unreadable",
+                p.backend(),
+            ));
+        }
+        self.drain(t);
+        self.persist(t);
+        self.flush_held();
+        Ok(())
+    }
+
+    /// Restores loaded snapshots (a restart's, or a takeover's: those get
+    /// fresh handles here first) and adopts or rekeys their Child SAs.
+    /// Returns (restored, adopted, rekeyed, dropped records).
+    fn restore_loaded(&mut self, t: Time, mut loaded: Vec<crate::store::Loaded>, takeover: bool) -> Result<(usize, usize, usize, usize), crate::store::StoreError> {
         let (mut restored, mut adopted, mut rekeyed) = (0usize, 0usize, 0usize);
         let mut drop_keys = Vec::new();
-        for l in &loaded {
+        for l in &mut loaded {
+            if takeover {
+                self.ep.rehandle(&mut l.snapshot);
+            }
             let s = &l.snapshot;
             for (outcome, installs) in self.ep.restore(t, std::slice::from_ref(s), l.age) {
                 let ike_proto::snapshot::RestoreOutcome::Restored { ike_sa, .. } = outcome else {
@@ -518,18 +550,89 @@ impl Daemon {
             if !drop_keys.is_empty() {
                 p.delete(&drop_keys)?;
             }
-            log(format_args!(
-                "state store ({}): {restored} IKE SA(s) restored, {adopted} Child SA(s) adopted from the SA table, {rekeyed} rekeyed at once, {} record(s) dropped, {bad} unreadable",
-                p.backend(),
-                drop_keys.len()
-            ));
         }
         self.metrics.store_restored.inc_by(restored as u64);
         self.metrics.store_adopted.inc_by(adopted as u64);
+        Ok((restored, adopted, rekeyed, drop_keys.len()))
+    }
+
+    /// A cluster store's turn (every `ike.state.scan_interval_ms`): a node
+    /// whose lease is gone stops at once (its IKE SAs may be another
+    /// node's already: fail-stop, the service manager restarts it and it
+    /// joins anew); otherwise it claims IKE SAs without an owner, runs
+    /// `on_takeover` (the service address moves here), restores them and
+    /// installs their Child SAs in this node's table by rekeying them.
+    fn cluster_turn(&mut self, t: Time) {
+        let Some(crate::config::StateBackend::Etcd(cfg)) = self.cfg.state.as_ref().map(|s| s.backend.clone()) else { return };
+        let Some(p) = self.persister.as_mut() else { return };
+        let Some(c) = p.cluster() else { return };
+        if c.lease_lost() {
+            log(format_args!("cluster: this node's lease is gone; its IKE SAs may be served elsewhere now: stopping"));
+            flush_log();
+            std::process::exit(75);
+        }
+        let t0 = Instant::now();
+        let records = match c.scan() {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.store_errors.inc();
+                log(format_args!("cluster: scan failed: {e}"));
+                return;
+            }
+        };
+        if records.is_empty() {
+            return;
+        }
+        let claimed = records.len();
+        let (loaded, bad) = p.open_records(records, SystemTime::now());
+        if let Some(hook) = &cfg.on_takeover {
+            run_hook(hook, &[("ESPRIT_EVENT", "takeover".into()), ("ESPRIT_NODE", cfg.node.clone()), ("ESPRIT_CLAIMED", claimed.to_string())]);
+        }
+        match self.restore_loaded(t, loaded, true) {
+            Ok((restored, adopted, rekeyed, dropped)) => {
+                self.metrics.cluster_takeovers.inc();
+                self.metrics.cluster_claimed.inc_by(claimed as u64);
+                log(format_args!(
+                    "cluster: took over {claimed} IKE SA(s) in {} ms: {restored} restored, {adopted} Child SA(s) adopted, {rekeyed} rekeyed at once, {dropped} dropped, {bad} unreadable",
+                    t0.elapsed().as_millis()
+                ));
+            }
+            Err(e) => log(format_args!("cluster: takeover failed: {e}")),
+        }
         self.drain(t);
-        self.persist(t);
-        self.flush_held();
-        Ok(())
+    }
+
+    fn draining(&mut self) -> bool {
+        self.persister.as_mut().and_then(|p| p.cluster()).is_some_and(|c| c.is_draining())
+    }
+
+    /// `esprit-ctl cluster status|drain`.
+    fn cluster_control(&mut self, drain: bool) -> Response {
+        let on_drain = match self.cfg.state.as_ref().map(|s| &s.backend) {
+            Some(crate::config::StateBackend::Etcd(c)) => c.on_drain.clone(),
+            _ => None,
+        };
+        let Some(c) = self.persister.as_mut().and_then(|p| p.cluster()) else {
+            return Response::err("not in a cluster (ike.state.backend is not etcd)");
+        };
+        if !drain {
+            return match c.status() {
+                Ok(v) => Response::ok(v),
+                Err(e) => Response::err(e),
+            };
+        }
+        let t0 = Instant::now();
+        match c.drain() {
+            Ok(n) => {
+                let node = c.node().to_string();
+                log(format_args!("cluster: draining: {n} IKE SA(s) handed over, no new IKE SA taken"));
+                if let Some(hook) = on_drain {
+                    run_hook(&hook, &[("ESPRIT_EVENT", "drain".into()), ("ESPRIT_NODE", node), ("ESPRIT_HANDED_OVER", n.to_string())]);
+                }
+                Response::ok(json!({ "handed_over": n, "took_ms": t0.elapsed().as_millis() as u64 }))
+            }
+            Err(e) => Response::err(e),
+        }
     }
 
     /// Writes what this turn changed to the state store, in one batch.
@@ -614,7 +717,16 @@ impl Daemon {
         // first, new requests second; whatever is left waits for the next
         // turn, after the timers.
         let mut burst: Vec<Datagram> = self.queues.sa.try_iter().take(MAX_BURST).collect();
-        burst.extend(self.queues.init.try_iter().take(MAX_BURST));
+        if self.draining() {
+            // A draining cluster node takes no new IKE SA: its IKE_SA_INIT
+            // requests go unanswered (the peer retries at another node).
+            for d in self.queues.init.try_iter().take(MAX_BURST).collect::<Vec<_>>() {
+                self.queues.queued_bytes.fetch_sub(d.payload.len(), Ordering::Relaxed);
+                self.recycle(d.payload);
+            }
+        } else {
+            burst.extend(self.queues.init.try_iter().take(MAX_BURST));
+        }
         if !burst.is_empty() {
             let bytes: usize = burst.iter().map(|d| d.payload.len()).sum();
             self.queues.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
@@ -636,6 +748,12 @@ impl Daemon {
         if self.next_tick <= t {
             self.next_tick = t + Duration::from_secs(1);
             self.housekeeping(t);
+        }
+        if let Some(crate::config::StateBackend::Etcd(c)) = self.cfg.state.as_ref().map(|s| &s.backend) {
+            if self.next_scan <= t {
+                self.next_scan = t + c.scan_interval;
+                self.cluster_turn(t);
+            }
         }
         self.drain(t);
         // One batch per turn, written ahead of the turn's datagrams: the
@@ -1050,6 +1168,8 @@ impl Daemon {
                 }
             }
             Request::Reload => self.reload(),
+            Request::ClusterStatus => self.cluster_control(false),
+            Request::ClusterDrain => self.cluster_control(true),
         }
     }
 
@@ -1306,4 +1426,38 @@ fn is_init_request(datagram: &[u8], natt: bool) -> bool {
         datagram
     };
     ike.len() >= 28 && ike[18] == 34 && ike[19] & 0x20 == 0 && ike[8..16] == [0; 8]
+}
+
+/// Runs a cluster hook (`on_takeover`, `on_drain`) and waits for it (at
+/// most 10 s): the service address must be here before the IKE SAs it
+/// serves speak from it. Its failure is logged, not fatal.
+fn run_hook(path: &std::path::Path, env: &[(&str, String)]) {
+    let mut cmd = std::process::Command::new(path);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let started = Instant::now();
+    match cmd.stdin(std::process::Stdio::null()).spawn() {
+        Ok(mut child) => loop {
+            match child.try_wait() {
+                Ok(Some(st)) if st.success() => break,
+                Ok(Some(st)) => {
+                    log(format_args!("cluster hook {}: {st}", path.display()));
+                    break;
+                }
+                Ok(None) if started.elapsed() > Duration::from_secs(10) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    log(format_args!("cluster hook {}: killed after 10 s", path.display()));
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => {
+                    log(format_args!("cluster hook {}: {e}", path.display()));
+                    break;
+                }
+            }
+        },
+        Err(e) => log(format_args!("cluster hook {}: {e}", path.display())),
+    }
 }

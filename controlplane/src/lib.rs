@@ -16,9 +16,11 @@
 //! * [`store`]: the state store that lets IKE SAs survive a restart.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod etcd;
 pub mod metrics;
 pub mod precompute;
 pub mod show;

@@ -88,6 +88,8 @@ pub struct IkeMetrics {
     pub store_seconds: prometheus::Counter,
     pub store_restored: IntCounter,
     pub store_adopted: IntCounter,
+    pub cluster_takeovers: IntCounter,
+    pub cluster_claimed: IntCounter,
 }
 
 /// Registration of a fixed, valid definition cannot fail.
@@ -158,6 +160,8 @@ impl IkeMetrics {
         let store_errors = counter("esprit_ike_store_errors_total", "State store batches that failed")?;
         let store_restored = counter("esprit_ike_store_restored_total", "IKE SAs restored from the state store at start")?;
         let store_adopted = counter("esprit_ike_store_adopted_total", "Child SAs adopted from the SA table at start")?;
+        let cluster_takeovers = counter("esprit_ike_cluster_takeovers_total", "Scans that claimed IKE SAs of a dead or drained cluster node")?;
+        let cluster_claimed = counter("esprit_ike_cluster_claimed_total", "IKE SAs claimed from dead or drained cluster nodes")?;
         let store_records = cv("esprit_ike_store_records_total", "State store records written, by op (put, delete)", &["op"])?;
         let store_seconds = prometheus::Counter::new("esprit_ike_store_write_seconds_total", "Time spent writing state store batches")?;
         r.register(Box::new(store_seconds.clone()))?;
@@ -190,6 +194,8 @@ impl IkeMetrics {
             store_seconds,
             store_restored,
             store_adopted,
+            cluster_takeovers,
+            cluster_claimed,
         })
     }
 

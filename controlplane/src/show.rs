@@ -133,6 +133,38 @@ pub fn list_sas(data: &Value) -> String {
     o
 }
 
+/// `esprit-ctl cluster status` as text: one line per member.
+pub fn cluster_status(d: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "node {} (slot {}, lease {}{}), {} IKE SA(s) stored, {} without an owner, {} fenced write(s)",
+        d["node"].as_str().unwrap_or("?"),
+        d["slot"],
+        d["lease"].as_str().unwrap_or("?"),
+        if d["draining"].as_bool() == Some(true) { ", draining" } else { "" },
+        d["stored_ike_sas"],
+        d["unowned_ike_sas"],
+        d["fenced_writes"],
+    );
+    for m in d["members"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  {:<16} slot {:>3}  lease {} ttl {:>4}s  {:>7} IKE SA(s){}",
+            m["node"].as_str().unwrap_or("?"),
+            m["slot"],
+            m["lease"].as_str().unwrap_or("?"),
+            m["lease_ttl_secs"],
+            m["owned_ike_sas"],
+            if m["draining"].as_bool() == Some(true) { "  draining" } else { "" },
+        );
+    }
+    if let Some(t) = d["last_takeover"].as_object() {
+        let _ = writeln!(out, "  last takeover: {} IKE SA(s) claimed in {} ms at {}", t["claimed"], t["took_ms"], t["at_unix"]);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,8 @@
 //! The state store: where esprit-ike keeps what it needs to resume its IKE
 //! SAs after a restart (DESIGN.md §8), behind one trait ([`StateStore`]).
 //! The embedded backend ([`RedbStore`], one file on local disk) is the
-//! default; a cluster backend (etcd) goes behind the same trait.
+//! default; the cluster backend ([`crate::etcd::EtcdStore`], records in
+//! etcd owned per node, `crate::cluster`) goes behind the same trait.
 //!
 //! Guarantees:
 //! * A store holds opaque records under 8-octet keys (our IKE SPI); the
@@ -44,6 +45,10 @@ pub trait StateStore: Send {
     fn apply(&mut self, puts: &[([u8; 8], Vec<u8>)], deletes: &[[u8; 8]]) -> Result<(), StoreError>;
     /// For logs and metrics.
     fn backend(&self) -> &'static str;
+    /// The cluster side of a cluster backend (etcd); `None` on one box.
+    fn cluster(&mut self) -> Option<&mut dyn crate::cluster::ClusterOps> {
+        None
+    }
 }
 
 const TABLE: redb::TableDefinition<'static, &[u8], &[u8]> = redb::TableDefinition::new("ike_sas");
@@ -213,6 +218,37 @@ impl Persister {
         self.store.backend()
     }
 
+    /// The cluster side of the store, if it has one.
+    pub fn cluster(&mut self) -> Option<&mut dyn crate::cluster::ClusterOps> {
+        self.store.cluster()
+    }
+
+    /// Opens claimed records (a takeover); as [`Self::load`].
+    pub fn open_records(&self, records: Vec<Record>, wall: SystemTime) -> (Vec<Loaded>, usize) {
+        let now = unix_ms(wall);
+        let mut bad = 0;
+        let mut out = Vec::new();
+        for (k, v) in records {
+            match self.open_one(&k, &v, now) {
+                Some(l) => out.push(l),
+                None => bad += 1,
+            }
+        }
+        (out, bad)
+    }
+
+    fn open_one(&self, k: &[u8], v: &[u8], now: u64) -> Option<Loaded> {
+        let plain = self.sealer.open(k, v)?;
+        let (stamp, rec) = plain.split_first_chunk::<8>()?;
+        match IkeSaSnapshot::decode(rec) {
+            Ok(s) if s.key()[..] == k[..] => {
+                let age = Duration::from_millis(now.saturating_sub(u64::from_be_bytes(*stamp)));
+                Some(Loaded { snapshot: s, age })
+            }
+            _ => None,
+        }
+    }
+
     /// Writes one turn's changes, stamped with the wall-clock time `wall`
     /// (a restart tells from it how long the records waited).
     pub fn write(&mut self, changes: &Changes, wall: SystemTime) -> Result<BatchStats, StoreError> {
@@ -236,27 +272,8 @@ impl Persister {
 
     /// Every record that opens and decodes, and how many did not.
     pub fn load(&mut self, wall: SystemTime) -> Result<(Vec<Loaded>, usize), StoreError> {
-        let now = unix_ms(wall);
-        let mut bad = 0;
-        let mut out = Vec::new();
-        for (k, v) in self.store.load()? {
-            let Some(plain) = self.sealer.open(&k, &v) else {
-                bad += 1;
-                continue;
-            };
-            let Some((stamp, rec)) = plain.split_first_chunk::<8>() else {
-                bad += 1;
-                continue;
-            };
-            match IkeSaSnapshot::decode(rec) {
-                Ok(s) if s.key()[..] == k[..] => {
-                    let age = Duration::from_millis(now.saturating_sub(u64::from_be_bytes(*stamp)));
-                    out.push(Loaded { snapshot: s, age });
-                }
-                _ => bad += 1,
-            }
-        }
-        Ok((out, bad))
+        let records = self.store.load()?;
+        Ok(self.open_records(records, wall))
     }
 
     /// Removes records (those that did not restore).

@@ -383,6 +383,24 @@ impl Endpoint {
         }
     }
 
+    /// In a cluster (DESIGN.md §8): every IKE SPI and inbound ESP SPI this
+    /// endpoint allocates from now on has `slot` (1-255, the node's) as its
+    /// top octet, so nodes never allocate the same SPI and the slot names
+    /// the node that made it.
+    pub fn set_spi_slot(&mut self, slot: Option<u8>) {
+        assert!(slot != Some(0), "slot 0 would make a zero octet (ESP SPIs 1-255 are reserved)");
+        self.alloc.spi_slot = slot;
+    }
+
+    /// Gives a snapshot taken on another node fresh handles here (its own
+    /// may name SAs of this endpoint); call before [`Self::restore`].
+    pub fn rehandle(&mut self, s: &mut crate::snapshot::IkeSaSnapshot) {
+        s.handle = self.alloc.ike_handle().0;
+        for c in &mut s.children {
+            c.handle = self.alloc.child_handle().0;
+        }
+    }
+
     /// From now on, [`Self::take_changes`] reports what changed.
     pub fn keep_snapshots(&mut self) {
         self.track = true;
@@ -417,7 +435,8 @@ impl Endpoint {
     }
 
     /// Brings back IKE SAs from snapshots taken `elapsed` ago (call on a
-    /// fresh endpoint, before any input). Each keeps its handle, SPIs,
+    /// fresh endpoint before any input, or, for a cluster takeover, with
+    /// snapshots [`Self::rehandle`]d). Each keeps its handle, SPIs,
     /// Child SA handles and pool leases; with `mid_sync` configured it
     /// starts with an RFC 6311 sync. Returns, per snapshot, what became of
     /// it; a restored SA's Child SAs come as installs without keys (their

@@ -71,6 +71,9 @@ pub struct Alloc {
     low_octets: BTreeMap<u8, u32>,
     next_ike: u64,
     next_child: u64,
+    /// In a cluster: this node's slot, the top octet of every IKE SPI and
+    /// inbound ESP SPI it allocates (disjoint ranges per node).
+    pub spi_slot: Option<u8>,
 }
 
 impl Alloc {
@@ -87,7 +90,10 @@ impl Alloc {
     /// A fresh local IKE SPI, registered for `handle`.
     pub fn ike_spi(&mut self, rng: &mut dyn Rng, handle: IkeSaHandle) -> u64 {
         loop {
-            let spi = rng.next_u64();
+            let mut spi = rng.next_u64();
+            if let Some(slot) = self.spi_slot {
+                spi = (spi & 0x00ff_ffff_ffff_ffff) | (u64::from(slot) << 56);
+            }
             if spi != 0 && !self.ike_spis.contains_key(&spi) {
                 self.ike_spis.insert(spi, handle);
                 return spi;
@@ -99,7 +105,10 @@ impl Alloc {
     pub fn child_spi(&mut self, rng: &mut dyn Rng) -> u32 {
         let mut draws = 0;
         loop {
-            let spi = rng.next_u32();
+            let mut spi = rng.next_u32();
+            if let Some(slot) = self.spi_slot {
+                spi = (spi & 0x00ff_ffff) | (u32::from(slot) << 24);
+            }
             // RFC 4303 §2.1 reserves 1-255. No zero octet either: a Diet-ESP
             // SA over UDP sends its SPI's low octets first, and a leading
             // zero octet could begin the RFC 3948 Non-ESP Marker

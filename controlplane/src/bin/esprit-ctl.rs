@@ -14,6 +14,8 @@ const USAGE: &str = "usage: esprit-ctl [--socket PATH] [--json] COMMAND
   rekey ike IKE_SA         rekey IKE SA #IKE_SA
   reload                   re-read the configuration file
   stats                    counters and gauges
+  cluster status           cluster members, their leases and owned IKE SAs
+  cluster drain            take no new IKE SA, hand this node's over
 The socket defaults to $ESPRIT_IKE_SOCKET or /run/esprit/ike.sock.";
 
 fn num(v: Option<String>, what: &str) -> anyhow::Result<u64> {
@@ -50,6 +52,11 @@ fn main() -> anyhow::Result<()> {
         },
         "reload" => Request::Reload,
         "stats" => Request::Stats,
+        "cluster" => match words.next().as_deref() {
+            Some("status") => Request::ClusterStatus,
+            Some("drain") => Request::ClusterDrain,
+            _ => bail!("cluster status | cluster drain\n{USAGE}"),
+        },
         other => bail!("unknown command {other:?}\n{USAGE}"),
     };
     let resp = call(&socket, &req)?;
@@ -61,6 +68,8 @@ fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&data)?);
     } else if req == Request::ListSas {
         print!("{}", esprit_controlplane::show::list_sas(&data));
+    } else if req == Request::ClusterStatus {
+        print!("{}", esprit_controlplane::show::cluster_status(&data));
     } else {
         println!("{}", serde_json::to_string_pretty(&data)?);
     }
