@@ -420,7 +420,7 @@ impl Daemon {
         );
         let server = match cfg.metrics_listen {
             Some(a) => Some(
-                crate::metrics::MetricsServer::start(metrics.clone(), a)
+                metrics.serve(a)
                     .map_err(|err| StartError::Bind { addr: a, err })?,
             ),
             None => None,

@@ -24,3 +24,4 @@ pub mod precompute;
 pub mod show;
 pub mod store;
 pub mod table;
+pub mod top;

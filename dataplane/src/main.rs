@@ -19,66 +19,67 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::{CommandFactory, Parser, Subcommand};
 use crossbeam::queue::ArrayQueue;
 use dpdk::{Eal, Mempool};
 use esprit_dataplane::config::{parse_mac, Config};
 use esprit_dataplane::crypto::{BackendChoice, MbDevices};
 use esprit_dataplane::l2::NeighbourTable;
 use esprit_dataplane::policy::Policy;
-use esprit_dataplane::metrics::{DataplaneMetrics, MetricsServer, PORT_NAMES};
+use esprit_dataplane::metrics::{DataplaneMetrics, PORT_NAMES};
 use esprit_dataplane::pipeline::{Env, Side, Worker, DROP_NAMES};
 use esprit_dataplane::ports::{self, INSIDE, OUTSIDE, PUNT};
 use esprit_dataplane::runtime::run_workers;
 use esprit_dataplane::statics;
 
+#[derive(Parser)]
+#[command(
+    name = "esprit-dataplane",
+    version,
+    about = "esprit's poll-mode ESP dataplane (DPDK workers, the shared SA table)",
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
-    config: PathBuf,
+    /// The YAML configuration (the `dataplane` and `metrics` sections)
+    #[arg(short, long, required = true)]
+    config: Option<PathBuf>,
+    /// Load and check the configuration, print what it would run, exit
+    #[arg(long)]
     check: bool,
+    /// Print per-worker and total Mpps/Gbps every N ms, like testpmd
+    #[arg(long, value_name = "N")]
     stats_ms: Option<u64>,
+    /// Stop once no packet arrived for N ms (pcap replays in tests)
+    #[arg(long, value_name = "N")]
     idle_exit_ms: Option<u64>,
+    /// Stop after N seconds (benchmarks)
+    #[arg(long, value_name = "N")]
     max_secs: Option<u64>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut it = std::env::args().skip(1);
-    let mut a = Args { config: PathBuf::new(), check: false, stats_ms: None, idle_exit_ms: None, max_secs: None };
-    let num = |v: Option<String>, f: &str| -> Result<u64, String> {
-        v.and_then(|s| s.parse().ok()).ok_or_else(|| format!("{f} needs a number"))
-    };
-    while let Some(x) = it.next() {
-        match x.as_str() {
-            "--config" | "-c" => a.config = it.next().ok_or("--config needs a file")?.into(),
-            "--check" => a.check = true,
-            "--stats-ms" => a.stats_ms = Some(num(it.next(), "--stats-ms")?),
-            "--idle-exit-ms" => a.idle_exit_ms = Some(num(it.next(), "--idle-exit-ms")?),
-            "--max-secs" => a.max_secs = Some(num(it.next(), "--max-secs")?),
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument `{other}`")),
-        }
-    }
-    if a.config.as_os_str().is_empty() {
-        return Err("--config FILE is required".into());
-    }
-    Ok(a)
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print a shell completion script
+    Completions {
+        /// The shell to complete for
+        shell: clap_complete::Shell,
+    },
 }
-
-const USAGE: &str = "usage: esprit-dataplane --config FILE [--check] [--stats-ms N] [--idle-exit-ms N] [--max-secs N]";
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("esprit-dataplane: {e}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    let cfg = match Config::load(&args.config) {
+    let args = Args::parse();
+    if let Some(Cmd::Completions { shell }) = args.command {
+        clap_complete::generate(shell, &mut Args::command(), "esprit-dataplane", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    let Some(config) = args.config.clone() else { unreachable!("clap requires --config when no subcommand is given") };
+    let cfg = match Config::load(&config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("esprit-dataplane: {}: {e}", args.config.display());
+            eprintln!("esprit-dataplane: {}: {e}", config.display());
             return ExitCode::from(2);
         }
     };
@@ -86,7 +87,7 @@ fn main() -> ExitCode {
         let d = &cfg.dataplane;
         println!(
             "esprit-dataplane: {} ok: {} worker(s), outside {}, inside {}, {} static SA(s), table {}",
-            args.config.display(),
+            config.display(),
             d.workers.count,
             d.ports.outside.device,
             d.ports.inside.device,
@@ -133,7 +134,7 @@ fn run(cfg: Config, args: &Args) -> Result<(), String> {
     metrics.set_crypto_backend(backend.name());
     let _server = match cfg.metrics.listen {
         Some(addr) => {
-            let srv = MetricsServer::start(metrics.clone(), addr).map_err(|e| format!("metrics.listen {addr}: {e}"))?;
+            let srv = metrics.serve(addr).map_err(|e| format!("metrics.listen {addr}: {e}"))?;
             // The bound address (port 0 in the config picks a free one).
             eprintln!("esprit-dataplane: metrics on {}", srv.local_addr());
             Some(srv)
