@@ -19,6 +19,7 @@
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod logging;
 pub mod metrics;
 pub mod precompute;
 pub mod show;

@@ -56,8 +56,33 @@ struct Args {
     /// Stop after N seconds (benchmarks)
     #[arg(long, value_name = "N")]
     max_secs: Option<u64>,
+    /// Log format: text, or JSON objects one per line (levels per module: ESPRIT_LOG, e.g. `warn,esprit_dataplane=info`)
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Cmd>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs to stderr through `tracing`: start-up, configuration, SA install
+/// failures; never from the packet loop, never a key.
+fn init_logging(format: LogFormat) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("ESPRIT_LOG").ok().filter(|s| !s.trim().is_empty()) {
+        Some(d) => EnvFilter::try_new(&d).map_err(|e| format!("ESPRIT_LOG={d:?}: {e}"))?,
+        None => EnvFilter::new("info"),
+    };
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.try_init(),
+        LogFormat::Json => b.json().flatten_event(true).try_init(),
+    }
+    .map_err(|e| e.to_string())
 }
 
 #[derive(Subcommand)]
@@ -75,11 +100,15 @@ fn main() -> ExitCode {
         clap_complete::generate(shell, &mut Args::command(), "esprit-dataplane", &mut std::io::stdout());
         return ExitCode::SUCCESS;
     }
+    if let Err(e) = init_logging(args.log_format) {
+        eprintln!("esprit-dataplane: {e}");
+        return ExitCode::from(2);
+    }
     let Some(config) = args.config.clone() else { unreachable!("clap requires --config when no subcommand is given") };
     let cfg = match Config::load(&config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("esprit-dataplane: {}: {e}", config.display());
+            tracing::error!("esprit-dataplane: {}: {e}", config.display());
             return ExitCode::from(2);
         }
     };
@@ -99,7 +128,7 @@ fn main() -> ExitCode {
     match run(cfg, &args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("esprit-dataplane: {e}");
+            tracing::error!("esprit-dataplane: {e}");
             ExitCode::FAILURE
         }
     }
@@ -110,7 +139,7 @@ fn run(cfg: Config, args: &Args) -> Result<(), String> {
     // The table first: static SAs in, or an empty table made for the control plane.
     let report = statics::sync(&d.sa_table.path, d.sa_table.capacity, &d.static_sas)?;
     if !d.static_sas.is_empty() {
-        eprintln!(
+        tracing::info!(
             "esprit-dataplane: static SAs: {} kept, {} installed, {} removed",
             report.kept, report.installed, report.deleted
         );
@@ -136,7 +165,7 @@ fn run(cfg: Config, args: &Args) -> Result<(), String> {
         Some(addr) => {
             let srv = metrics.serve(addr).map_err(|e| format!("metrics.listen {addr}: {e}"))?;
             // The bound address (port 0 in the config picks a free one).
-            eprintln!("esprit-dataplane: metrics on {}", srv.local_addr());
+            tracing::info!("esprit-dataplane: metrics on {}", srv.local_addr());
             Some(srv)
         }
         None => None,
@@ -171,7 +200,7 @@ fn run(cfg: Config, args: &Args) -> Result<(), String> {
         policy: &policy,
     };
     for p in &opened {
-        eprintln!(
+        tracing::info!(
             "esprit-dataplane: port {} ({}, {}): {} rx / {} tx queue(s), mac {}",
             p.port.id(),
             PORT_NAMES[p.role],
@@ -181,7 +210,7 @@ fn run(cfg: Config, args: &Args) -> Result<(), String> {
             p.mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
         );
     }
-    eprintln!("esprit-dataplane: {workers} worker(s), crypto {}, table {}", backend.name(), d.sa_table.path.display());
+    tracing::info!("esprit-dataplane: {workers} worker(s), crypto {}, table {}", backend.name(), d.sa_table.path.display());
 
     let started = Instant::now();
     let table_path = d.sa_table.path.clone();

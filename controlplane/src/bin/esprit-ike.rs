@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 use esprit_controlplane::config::DaemonConfig;
 use esprit_controlplane::daemon::Daemon;
+use esprit_controlplane::logging;
 
 /// Test-only code this build carries: `none` for anything shipped. The
 /// features that bring it in (ike-crypto `insecure`, ike-proto `fuzzing`)
@@ -45,8 +46,17 @@ struct Cli {
     /// Version and any test-only code built in
     #[arg(short = 'V', long)]
     version: bool,
+    /// Log format: text, or JSON objects one per line (levels: `ike.log_level`, or ESPRIT_LOG directives per module)
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Cmd>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -75,15 +85,21 @@ fn main() -> anyhow::Result<()> {
         println!("{}: ok ({} connection(s))", path.display(), cfg.endpoint.connections.len());
         return Ok(());
     }
+    logging::init(match cli.log_format {
+        LogFormat::Text => logging::Format::Text,
+        LogFormat::Json => logging::Format::Json,
+    })
+    .map_err(anyhow::Error::msg)?;
     // The pool that takes key exchanges and signatures off the event loop,
     // one thread per CPU the process may use; named for top -H and perf.
     rayon::ThreadPoolBuilder::new().thread_name(|i| format!("ike-pool-{i}")).build_global().context("starting the rayon pool")?;
     let (mut d, metrics) = Daemon::start(cfg, Some(path)).context("starting esprit-ike")?;
-    eprintln!(
+    tracing::info!(
         "esprit-ike: listening on {:?}, metrics on {}",
         d.local_addrs(),
         metrics.as_ref().map_or_else(|| "-".to_string(), |m| m.local_addr().to_string())
     );
+    logging::flush();
     d.run();
     Ok(())
 }
