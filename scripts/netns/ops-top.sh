@@ -29,10 +29,10 @@ table=/dev/shm/esprit-netns-$$-ops
 printf '# TYPE esprit_bad counter\nesprit_bad 1\n' >"$work/bad.prom"
 if promtool check metrics <"$work/bad.prom" >/dev/null 2>&1; then fail "promtool check metrics passed a broken exposition"; fi
 
-# 2. The dataplane: the inside port replays 512 flows forever; the first
-# 256 destinations (192.168.105.1 .. 192.168.105.255, 192.168.106.0) are
-# protected by a static SA, the others have none (dropped: no_sa).
-"$bench" gen-pcap "$work/in.pcap" --size 128 --packets 512 --flows 512 || fail "gen-pcap failed"
+# 2. The dataplane: the inside port replays 250 flows forever (destinations
+# 192.168.105.1 .. .250); a static SA protects 192.168.105.0/25, the others
+# have no SA and are dropped with a reason.
+"$bench" gen-pcap "$work/in.pcap" --size 128 --packets 500 --flows 250 || fail "gen-pcap failed"
 cat >"$work/dp.yaml" <<EOT
 dataplane:
   eal_args: ["-l", "0", "--no-huge", "-m", "512", "--no-pci", "--file-prefix", "esprit-ops-$$", "--log-level", "lib.eal:error"]
@@ -44,7 +44,7 @@ dataplane:
   neighbours: [ { ip: 172.16.2.5, mac: "02:00:00:00:00:02" } ]
   sa_table: { path: $table, capacity: 256 }
   static_sas:
-    - { spi: 0x1005, direction: out, suite: aes-128-gcm, key: "2b7e151628aed2a6abf7158809cf4f3cdeadbeef", src: 172.16.1.5, dst: 172.16.2.5, selectors: ["192.168.105.0/24"] }
+    - { spi: 0x1005, direction: out, suite: aes-128-gcm, key: "2b7e151628aed2a6abf7158809cf4f3cdeadbeef", src: 172.16.1.5, dst: 172.16.2.5, selectors: ["192.168.105.0/25"] }
 metrics: { listen: "127.0.0.1:9464" }
 EOT
 ip netns exec "$ns" "$bin" --config "$work/dp.yaml" >"$work/dp.log" 2>&1 &
