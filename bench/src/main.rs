@@ -25,45 +25,189 @@
 //!   the CPU time of the rekey on both sides.
 #![forbid(unsafe_code)]
 
+use std::net::{IpAddr, SocketAddrV4};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use esprit_bench::ike_flood::CookieMode;
 use esprit_bench::ike_load::LoadAuth;
 use esprit_bench::pcapgen::Traffic;
 
-fn usage() -> ExitCode {
-    eprintln!("usage: esprit-bench gen-pcap OUT.pcap [--size N] [--packets N] [--flows N] [--src IP] [--dst IP]");
-    eprintln!("       esprit-bench ike-load LOCAL_IP REMOTE_IP [--count N] [--window N] [--proposal P] [--timeout-secs N]");
-    eprintln!("                             [--identities N] [--initial-contact yes|no] [--psk S | --cert FILE --key FILE --ca FILE [--id ID]]   ({{i}} in FILE and ID: one per identity)");
-    eprintln!("       esprit-bench ike-flood DST_IP:PORT --src-net NET/LEN [--count N] [--rate PPS] [--secs S] [--cookie none|forged] [--seed N]");
-    eprintln!("       esprit-bench gikev2-load [--members N] [--window N]");
-    ExitCode::from(2)
+#[derive(Parser)]
+#[command(name = "esprit-bench", version, about = "esprit's benchmark tools")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write plaintext UDP traffic (IPv4 or IPv6 by the addresses given) to a pcap
+    GenPcap {
+        /// The pcap file to write
+        out: PathBuf,
+        /// Frame length in octets
+        #[arg(long)]
+        size: Option<usize>,
+        /// Number of packets
+        #[arg(long)]
+        packets: Option<usize>,
+        /// Number of flows (destination addresses)
+        #[arg(long)]
+        flows: Option<usize>,
+        /// Source address
+        #[arg(long)]
+        src: Option<IpAddr>,
+        /// First destination address
+        #[arg(long)]
+        dst: Option<IpAddr>,
+    },
+    /// Run IKEv2 handshakes (one Child SA each) against a responder `gw.esprit.bench`
+    IkeLoad(IkeLoad),
+    /// Send spoofed IKE_SA_INIT requests through a raw socket (root; only toward your own namespaces)
+    IkeFlood {
+        /// The responder's address and port
+        dst: SocketAddrV4,
+        /// The spoofed sources' network, NET/LEN with LEN in 8..=30
+        #[arg(long, value_parser = src_net)]
+        src_net: (std::net::Ipv4Addr, u8),
+        /// Send at most N requests
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+        /// Requests per second (0: unpaced)
+        #[arg(long, default_value_t = 20_000)]
+        rate: u64,
+        /// Stop after S seconds
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Send a forged COOKIE first
+        #[arg(long, value_enum, default_value_t = Cookie::None)]
+        cookie: Cookie,
+        /// Seed of the sources and SPIs
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Register N G-IKEv2 members to one GCKS and send one multicast rekey
+    Gikev2Load {
+        /// Group members
+        #[arg(long, default_value_t = 1000)]
+        members: usize,
+        /// Registrations in flight
+        #[arg(long, default_value_t = 64)]
+        window: usize,
+    },
+    /// Print a shell completion script
+    Completions {
+        /// The shell to complete for
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Cookie {
+    None,
+    Forged,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum YesNo {
+    Yes,
+    No,
+}
+
+#[derive(clap::Args)]
+struct IkeLoad {
+    /// Our address (port 500)
+    local: IpAddr,
+    /// The responder's address (port 500)
+    remote: IpAddr,
+    /// Handshakes to run
+    #[arg(long, default_value_t = 1000)]
+    count: usize,
+    /// Handshakes in flight
+    #[arg(long, default_value_t = 64)]
+    window: usize,
+    /// The IKE proposal
+    #[arg(long, default_value = "aes256gcm16-prfsha256-x25519")]
+    proposal: String,
+    /// Give up after S seconds
+    #[arg(long, default_value_t = 600)]
+    timeout_secs: u64,
+    /// Distinct identities (default: one per handshake)
+    #[arg(long)]
+    identities: Option<usize>,
+    /// Send INITIAL_CONTACT in every IKE_AUTH (as real clients do, RFC 7296 §2.4)
+    #[arg(long, value_enum, default_value_t = YesNo::Yes)]
+    initial_contact: YesNo,
+    /// The preshared key (the default when no certificate is given)
+    #[arg(long, conflicts_with_all = ["cert", "key", "ca"])]
+    psk: Option<String>,
+    /// Our certificate, PEM or DER (`{i}` in it: one per identity)
+    #[arg(long, requires_all = ["key", "ca"])]
+    cert: Option<PathBuf>,
+    /// The PKCS#8 key of the certificates
+    #[arg(long, requires_all = ["cert", "ca"])]
+    key: Option<PathBuf>,
+    /// The CA that signed the responder's certificate
+    #[arg(long, requires_all = ["cert", "key"])]
+    ca: Option<PathBuf>,
+    /// Our identity with certificates (`{i}`: one per identity)
+    #[arg(long, default_value = "load.esprit.bench")]
+    id: String,
+}
+
+fn src_net(s: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
+    match s.split_once('/').map(|(a, l)| (a.parse(), l.parse::<u8>())) {
+        Some((Ok(a), Ok(l))) if (8..=30).contains(&l) => Ok((a, l)),
+        _ => Err(format!("NET/LEN with an IPv4 NET and LEN in 8..=30, not {s:?}")),
+    }
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("gen-pcap") => gen_pcap(&args[1..]),
-        Some("ike-load") => ike_load(&args[1..]),
-        Some("ike-flood") => ike_flood(&args[1..]),
-        Some("gikev2-load") => gikev2_load(&args[1..]),
-        _ => usage(),
+    match Cli::parse().command {
+        Cmd::GenPcap { out, size, packets, flows, src, dst } => {
+            let mut t = Traffic::anchor(60);
+            if let Some(x) = size {
+                t.frame_len = x;
+            }
+            if let Some(x) = packets {
+                t.packets = x;
+            }
+            if let Some(x) = flows {
+                t.flows = x;
+            }
+            if let Some(x) = src {
+                t.src = x;
+            }
+            if let Some(x) = dst {
+                t.dst = x;
+            }
+            gen_pcap(&out, &t)
+        }
+        Cmd::IkeLoad(a) => ike_load(a),
+        Cmd::IkeFlood { dst, src_net, count, rate, secs, cookie, seed } => ike_flood(esprit_bench::ike_flood::Flood {
+            dst,
+            src_net: src_net.0,
+            src_prefix: src_net.1,
+            count,
+            rate_pps: rate,
+            max_time: std::time::Duration::from_secs(secs),
+            cookie: match cookie {
+                Cookie::None => CookieMode::None,
+                Cookie::Forged => CookieMode::Forged,
+            },
+            seed,
+        }),
+        Cmd::Gikev2Load { members, window } => gikev2_load(members, window),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "esprit-bench", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
     }
 }
 
-fn gikev2_load(args: &[String]) -> ExitCode {
-    let (mut members, mut window) = (1000usize, 64usize);
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let Some(v) = it.next() else { return usage() };
-        let ok = match flag.as_str() {
-            "--members" => v.parse().map(|x| members = x).is_ok(),
-            "--window" => v.parse().map(|x| window = x).is_ok(),
-            _ => false,
-        };
-        if !ok {
-            return usage();
-        }
-    }
+fn gikev2_load(members: usize, window: usize) -> ExitCode {
     let r = esprit_bench::gikev2_load::run(members, window.max(1));
     let per_cpu_sec = r.registered as f64 / r.gcks_registration_cpu.as_secs_f64().max(1e-9);
     println!(
@@ -85,25 +229,7 @@ fn gikev2_load(args: &[String]) -> ExitCode {
     }
 }
 
-fn gen_pcap(args: &[String]) -> ExitCode {
-    let Some(out) = args.first() else { return usage() };
-    let mut t = Traffic::anchor(60);
-    let mut it = args[1..].iter();
-    while let Some(flag) = it.next() {
-        let Some(v) = it.next() else { return usage() };
-        let ok = match flag.as_str() {
-            "--size" => v.parse().map(|x| t.frame_len = x).is_ok(),
-            "--packets" => v.parse().map(|x| t.packets = x).is_ok(),
-            "--flows" => v.parse().map(|x| t.flows = x).is_ok(),
-            "--src" => v.parse().map(|x| t.src = x).is_ok(),
-            "--dst" => v.parse().map(|x| t.dst = x).is_ok(),
-            _ => false,
-        };
-        if !ok {
-            eprintln!("esprit-bench gen-pcap: bad {flag} {v}");
-            return usage();
-        }
-    }
+fn gen_pcap(out: &std::path::Path, t: &Traffic) -> ExitCode {
     if t.src.is_ipv4() != t.dst.is_ipv4() {
         eprintln!("esprit-bench gen-pcap: --src and --dst must be of one address family");
         return ExitCode::from(2);
@@ -111,67 +237,19 @@ fn gen_pcap(args: &[String]) -> ExitCode {
     let mut buf = Vec::new();
     t.write_pcap(&mut buf).expect("writing to memory");
     if let Err(e) = std::fs::write(out, buf) {
-        eprintln!("esprit-bench gen-pcap: {out}: {e}");
+        eprintln!("esprit-bench gen-pcap: {}: {e}", out.display());
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }
 
-fn ike_load(args: &[String]) -> ExitCode {
-    let (Some(Ok(lip)), Some(Ok(ip))) = (args.first().map(|a| a.parse::<std::net::IpAddr>()), args.get(1).map(|a| a.parse::<std::net::IpAddr>())) else {
-        return usage();
-    };
-    let (mut count, mut window, mut timeout) = (1000usize, 64usize, 600u64);
-    let mut identities = None;
-    let mut initial_contact = true;
-    let mut proposal = "aes256gcm16-prfsha256-x25519".to_string();
-    let mut psk = None;
-    let (mut cert, mut key, mut ca, mut id) = (None, None, None, "load.esprit.bench".to_string());
-    let mut it = args[2..].iter();
-    while let Some(flag) = it.next() {
-        let Some(v) = it.next() else { return usage() };
-        let ok = match flag.as_str() {
-            "--count" => v.parse().map(|x| count = x).is_ok(),
-            "--identities" => v.parse().map(|x| identities = Some(x)).is_ok(),
-            "--initial-contact" => match v.as_str() {
-                "yes" => {
-                    initial_contact = true;
-                    true
-                }
-                "no" => {
-                    initial_contact = false;
-                    true
-                }
-                _ => false,
-            },
-            "--window" => v.parse().map(|x| window = x).is_ok(),
-            "--timeout-secs" => v.parse().map(|x| timeout = x).is_ok(),
-            "--proposal" => {
-                proposal = v.clone();
-                true
-            }
-            "--psk" => psk.replace(v.clone()).is_none(),
-            "--cert" => cert.replace(std::path::PathBuf::from(v)).is_none(),
-            "--key" => key.replace(std::path::PathBuf::from(v)).is_none(),
-            "--ca" => ca.replace(std::path::PathBuf::from(v)).is_none(),
-            "--id" => {
-                id = v.clone();
-                true
-            }
-            _ => false,
-        };
-        if !ok {
-            eprintln!("esprit-bench ike-load: bad {flag} {v}");
-            return usage();
-        }
-    }
-    let auth = match (cert, key, ca, psk) {
-        (None, None, None, psk) => LoadAuth::Psk(psk.unwrap_or_else(|| "bench-psk-0123456789abcdef".into())),
-        (Some(cert), Some(key), Some(ca), None) => LoadAuth::Cert { cert, key, ca, id },
-        _ => {
-            eprintln!("esprit-bench ike-load: --cert, --key and --ca go together, without --psk");
-            return usage();
-        }
+fn ike_load(a: IkeLoad) -> ExitCode {
+    let (lip, ip, count, window, timeout, proposal) = (a.local, a.remote, a.count, a.window, a.timeout_secs, a.proposal);
+    let (identities, initial_contact) = (a.identities, matches!(a.initial_contact, YesNo::Yes));
+    // clap has checked that --cert, --key and --ca come together, without --psk.
+    let auth = match (a.cert, a.key, a.ca) {
+        (Some(cert), Some(key), Some(ca)) => LoadAuth::Cert { cert, key, ca, id: a.id },
+        _ => LoadAuth::Psk(a.psk.unwrap_or_else(|| "bench-psk-0123456789abcdef".into())),
     };
     let remote = std::net::SocketAddr::new(ip, 500);
     // Port 500 on a real address: no NAT is detected, IKE stays on 500.
@@ -205,57 +283,7 @@ fn ike_load(args: &[String]) -> ExitCode {
     }
 }
 
-fn ike_flood(args: &[String]) -> ExitCode {
-    use esprit_bench::ike_flood::{CookieMode, Flood};
-    let Some(Ok(dst)) = args.first().map(|a| a.parse::<std::net::SocketAddrV4>()) else { return usage() };
-    let mut f = Flood {
-        dst,
-        src_net: std::net::Ipv4Addr::UNSPECIFIED,
-        src_prefix: 0,
-        count: 100_000,
-        rate_pps: 20_000,
-        max_time: std::time::Duration::from_secs(10),
-        cookie: CookieMode::None,
-        seed: 1,
-    };
-    let mut have_src = false;
-    let mut it = args[1..].iter();
-    while let Some(flag) = it.next() {
-        let Some(v) = it.next() else { return usage() };
-        let ok = match flag.as_str() {
-            "--src-net" => match v.split_once('/').map(|(a, l)| (a.parse(), l.parse::<u8>())) {
-                Some((Ok(a), Ok(l))) if (8..=30).contains(&l) => {
-                    (f.src_net, f.src_prefix, have_src) = (a, l, true);
-                    true
-                }
-                _ => false,
-            },
-            "--count" => v.parse().map(|x| f.count = x).is_ok(),
-            "--rate" => v.parse().map(|x| f.rate_pps = x).is_ok(),
-            "--secs" => v.parse().map(|x| f.max_time = std::time::Duration::from_secs(x)).is_ok(),
-            "--seed" => v.parse().map(|x| f.seed = x).is_ok(),
-            "--cookie" => match v.as_str() {
-                "none" => {
-                    f.cookie = CookieMode::None;
-                    true
-                }
-                "forged" => {
-                    f.cookie = CookieMode::Forged;
-                    true
-                }
-                _ => false,
-            },
-            _ => false,
-        };
-        if !ok {
-            eprintln!("esprit-bench ike-flood: bad {flag} {v}");
-            return usage();
-        }
-    }
-    if !have_src {
-        eprintln!("esprit-bench ike-flood: --src-net NET/LEN (8..30) is required");
-        return usage();
-    }
+fn ike_flood(f: esprit_bench::ike_flood::Flood) -> ExitCode {
     match esprit_bench::ike_flood::run(&f) {
         Ok(r) => {
             let secs = r.elapsed.as_secs_f64();

@@ -79,7 +79,7 @@ use crossbeam::channel::{self, Receiver, Select, Sender, TrySendError};
 use ike_proto::{ChildSaHandle, Command, DownReason, Endpoint, Event, Identity, IkeSaHandle, Time, TrafficSelector, UnixTime};
 use serde_json::{json, Value};
 
-use crate::config::{DaemonConfig, LogLevel};
+use crate::config::DaemonConfig;
 use crate::control::{self, ControlRequest, Request, Response};
 use crate::metrics::IkeMetrics;
 use crate::precompute::{self, Precomputing};
@@ -249,71 +249,12 @@ impl Drop for Daemon {
     /// socket are free again when this returns. SAs stay in the table: a
     /// restarted daemon reconciles them ([`SaProgrammer::open`]).
     fn drop(&mut self) {
-        flush_log();
+        crate::logging::flush();
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
-}
-
-/// Whether `info` lines (one per IKE SA or Child SA event) are written
-/// (`ike.log_level`); set at start and on reload.
-static LOG_INFO: AtomicBool = AtomicBool::new(true);
-/// `info` lines not yet written: the loop writes them with one call per
-/// turn ([`flush_log`]) instead of one unbuffered stderr write per line.
-static LOG_BUF: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
-
-fn set_log_level(level: LogLevel) {
-    LOG_INFO.store(level >= LogLevel::Info, Ordering::Relaxed);
-}
-
-fn log_line(out: &mut Vec<u8>, msg: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let _ = writeln!(out, "{}.{:03} esprit-ike: {msg}", t.as_secs(), t.subsec_millis());
-}
-
-/// A `warn` line (failures, restarts, reloads: rare), written at once
-/// after any buffered `info` lines, stamped with the wall clock (the one
-/// thing besides certificates it is read for).
-fn log(msg: std::fmt::Arguments<'_>) {
-    let mut buf = LOG_BUF.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    log_line(&mut buf, msg);
-    write_log(&mut buf);
-}
-
-/// An `info` line (one per SA event): formatted only when `info` is on
-/// (the arguments are not even evaluated otherwise), written by the next
-/// [`flush_log`].
-macro_rules! info {
-    ($($arg:tt)*) => {
-        if LOG_INFO.load(Ordering::Relaxed) {
-            info_line(format_args!($($arg)*));
-        }
-    };
-}
-
-fn info_line(msg: std::fmt::Arguments<'_>) {
-    let mut buf = LOG_BUF.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    log_line(&mut buf, msg);
-    if buf.len() >= 64 * 1024 {
-        write_log(&mut buf);
-    }
-}
-
-/// Writes the buffered lines (the loop calls it once per turn).
-fn flush_log() {
-    let mut buf = LOG_BUF.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !buf.is_empty() {
-        write_log(&mut buf);
-    }
-}
-
-fn write_log(buf: &mut Vec<u8>) {
-    use std::io::Write;
-    let _ = std::io::stderr().lock().write_all(buf);
-    buf.clear();
 }
 
 fn id_str(id: &Identity) -> String {
@@ -360,23 +301,23 @@ impl Daemon {
         config_path: Option<PathBuf>,
         clocks: Clocks,
     ) -> Result<(Self, Option<crate::metrics::MetricsServer>), StartError> {
-        set_log_level(cfg.log_level);
+        crate::logging::set_level(cfg.log_level);
         let t = clocks.now();
         let (table, report) = open_table(&cfg, t)?;
         if !report.torn_slots.is_empty() || !report.corrupt_slots.is_empty() {
-            log(format_args!(
+            tracing::warn!(
                 "SA table reattached: {} torn and {} checksum-failing slot(s) freed, {} live",
                 report.torn_slots.len(),
                 report.corrupt_slots.len(),
                 report.live
-            ));
+            );
         }
         if !table.orphans().is_empty() {
-            log(format_args!(
+            tracing::warn!(
                 "{} SA slot(s) of an earlier esprit-ike kept for {} s, then deleted",
                 table.orphans().len(),
                 cfg.orphan_grace.as_secs()
-            ));
+            );
         }
         let metrics = IkeMetrics::new()?;
         let (init_tx, init) = channel::bounded(cfg.datagram_queue);
@@ -422,7 +363,7 @@ impl Daemon {
         );
         let server = match cfg.metrics_listen {
             Some(a) => Some(
-                crate::metrics::MetricsServer::start(metrics.clone(), a)
+                metrics.serve(a)
                     .map_err(|err| StartError::Bind { addr: a, err })?,
             ),
             None => None,
@@ -463,7 +404,7 @@ impl Daemon {
             if let Some(c) = d.persister.as_mut().and_then(|p| p.cluster()) {
                 // Disjoint SPI ranges: the node's slot is the top octet.
                 let slot = c.spi_slot();
-                log(format_args!("cluster: joined as {:?}, SPI slot {slot} (SPIs {slot:02x}......)", c.node()));
+                tracing::warn!("cluster: joined as {:?}, SPI slot {slot} (SPIs {slot:02x}......)", c.node());
                 d.ep.set_spi_slot(Some(slot));
             }
             d.ep.keep_snapshots();
@@ -483,10 +424,10 @@ impl Daemon {
         let (loaded, bad) = p.load(SystemTime::now())?;
         let (restored, adopted, rekeyed, dropped) = self.restore_loaded(t, loaded, false)?;
         if let Some(p) = self.persister.as_mut() {
-            log(format_args!(
+            tracing::warn!(
                 "state store ({}): {restored} IKE SA(s) restored, {adopted} Child SA(s) adopted from the SA table, {rekeyed} rekeyed at once, {dropped} record(s) dropped, {bad} unreadable",
                 p.backend(),
-            ));
+            );
         }
         self.drain(t);
         self.persist(t);
@@ -507,7 +448,7 @@ impl Daemon {
             let s = &l.snapshot;
             for (outcome, installs) in self.ep.restore(t, std::slice::from_ref(s), l.age) {
                 let ike_proto::snapshot::RestoreOutcome::Restored { ike_sa, .. } = outcome else {
-                    log(format_args!("stored IKE SA {:016x}/{:016x} not restored: {outcome:?}", s.spi_i, s.spi_r));
+                    tracing::warn!(spi_i = format_args!("{:016x}", s.spi_i), spi_r = format_args!("{:016x}", s.spi_r), "stored IKE SA {:016x}/{:016x} not restored: {outcome:?}", s.spi_i, s.spi_r);
                     drop_keys.push(s.key());
                     continue;
                 };
@@ -538,7 +479,7 @@ impl Daemon {
                         }
                         _ => true,
                     };
-                    log(format_args!("Child SA #{} of IKE SA #{} ({:08x}/{:08x}): {r:?}", i.child_sa.0, ike_sa.0, i.spi_in, i.spi_out));
+                    tracing::warn!(ike_sa = ike_sa.0, child_sa = i.child_sa.0, "Child SA #{} of IKE SA #{} ({:08x}/{:08x}): {r:?}", i.child_sa.0, ike_sa.0, i.spi_in, i.spi_out);
                     if rekey {
                         rekeyed += 1;
                         let _ = self.ep.handle_command(t, Command::RekeyChild { ike_sa, child_sa: i.child_sa });
@@ -567,8 +508,8 @@ impl Daemon {
         let Some(p) = self.persister.as_mut() else { return };
         let Some(c) = p.cluster() else { return };
         if c.lease_lost() {
-            log(format_args!("cluster: this node's lease is gone; its IKE SAs may be served elsewhere now: stopping"));
-            flush_log();
+            tracing::warn!("cluster: this node's lease is gone; its IKE SAs may be served elsewhere now: stopping");
+            crate::logging::flush();
             std::process::exit(75);
         }
         let t0 = Instant::now();
@@ -576,7 +517,7 @@ impl Daemon {
             Ok(r) => r,
             Err(e) => {
                 self.metrics.store_errors.inc();
-                log(format_args!("cluster: scan failed: {e}"));
+                tracing::warn!("cluster: scan failed: {e}");
                 return;
             }
         };
@@ -592,12 +533,12 @@ impl Daemon {
             Ok((restored, adopted, rekeyed, dropped)) => {
                 self.metrics.cluster_takeovers.inc();
                 self.metrics.cluster_claimed.inc_by(claimed as u64);
-                log(format_args!(
+                tracing::warn!(
                     "cluster: took over {claimed} IKE SA(s) in {} ms: {restored} restored, {adopted} Child SA(s) adopted, {rekeyed} rekeyed at once, {dropped} dropped, {bad} unreadable",
                     t0.elapsed().as_millis()
-                ));
+                );
             }
-            Err(e) => log(format_args!("cluster: takeover failed: {e}")),
+            Err(e) => tracing::warn!("cluster: takeover failed: {e}"),
         }
         self.drain(t);
     }
@@ -625,7 +566,7 @@ impl Daemon {
         match c.drain() {
             Ok(n) => {
                 let node = c.node().to_string();
-                log(format_args!("cluster: draining: {n} IKE SA(s) handed over, no new IKE SA taken"));
+                tracing::warn!("cluster: draining: {n} IKE SA(s) handed over, no new IKE SA taken");
                 if let Some(hook) = on_drain {
                     run_hook(&hook, &[("ESPRIT_EVENT", "drain".into()), ("ESPRIT_NODE", node), ("ESPRIT_HANDED_OVER", n.to_string())]);
                 }
@@ -651,7 +592,7 @@ impl Daemon {
             }
             Err(e) => {
                 self.metrics.store_errors.inc();
-                log(format_args!("state store write failed: {e}"));
+                tracing::warn!("state store write failed: {e}");
             }
         }
     }
@@ -764,7 +705,7 @@ impl Daemon {
         self.flush_held();
         self.count_key_exchanges();
         self.queue_gauges();
-        flush_log();
+        crate::logging::flush();
     }
 
     /// Blocks until any queue has input or `wait` has passed.
@@ -859,9 +800,9 @@ impl Daemon {
                 crate::table::LifetimeAction::Rekey { ike_sa, child_sa } => (Command::RekeyChild { ike_sa, child_sa }, "rekey"),
                 crate::table::LifetimeAction::Delete { ike_sa, child_sa } => (Command::DeleteChild { ike_sa, child_sa }, "delete"),
             };
-            info!("Child SA #{}: volume or sequence lifetime reached: {what}", child_of(&cmd));
+            tracing::info!("Child SA #{}: volume or sequence lifetime reached: {what}", child_of(&cmd));
             if let Err(e) = self.ep.handle_command(t, cmd) {
-                log(format_args!("lifetime {what} refused: {e}"));
+                tracing::warn!("lifetime {what} refused: {e}");
             }
         }
         for ike_sa in polled.inbound_moved {
@@ -869,12 +810,12 @@ impl Daemon {
         }
         let n = self.table.expire_orphans(t);
         if n > 0 {
-            log(format_args!("deleted {n} SA slot(s) left by an earlier esprit-ike"));
+            tracing::warn!("deleted {n} SA slot(s) left by an earlier esprit-ike");
         }
         let before = self.table.deferred_deletes();
         if before > 0 {
             let left = self.table.retry_deletes();
-            log(format_args!("{} deferred SA slot delete(s) done, {left} still waiting for the table", before - left));
+            tracing::warn!("{} deferred SA slot delete(s) done, {left} still waiting for the table", before - left);
         }
         self.refresh_gauges();
     }
@@ -945,9 +886,9 @@ impl Daemon {
         match sock {
             Some(s) => match s.send_to(&tr.payload, tr.remote) {
                 Ok(_) => self.hot.tx.inc(),
-                Err(e) => log(format_args!("send {} -> {}: {e}", tr.local, tr.remote)),
+                Err(e) => tracing::warn!("send {} -> {}: {e}", tr.local, tr.remote),
             },
-            None => log(format_args!("no socket bound on {} (datagram to {} dropped)", tr.local, tr.remote)),
+            None => tracing::warn!("no socket bound on {} (datagram to {} dropped)", tr.local, tr.remote),
         }
     }
 
@@ -966,7 +907,8 @@ impl Daemon {
                 if ppk {
                     self.metrics.ppk_handshakes.with_label_values(&[role]).inc();
                 }
-                info!(
+                tracing::info!(
+                    ike_sa = ike_sa.0,
                     "IKE SA #{} {connection} up ({role}): {local} '{}' <-> {remote} '{}' vips {virtual_ips:?} nat local={nat_local} remote={nat_remote} ppk={ppk}",
                     ike_sa.0,
                     id_str(&local_id),
@@ -998,7 +940,7 @@ impl Daemon {
                     self.metrics.handshake_failures.with_label_values(&[&r]).inc();
                 }
                 let n = self.table.delete_ike_sa(ike_sa);
-                info!("IKE SA #{} down: {reason:?}{}", ike_sa.0, if n > 0 { format!(" ({n} Child SA(s) removed)") } else { String::new() });
+                tracing::info!(ike_sa = ike_sa.0, "IKE SA #{} down: {reason:?}{}", ike_sa.0, if n > 0 { format!(" ({n} Child SA(s) removed)") } else { String::new() });
             }
             Event::IkeSaRekeyed { old, new } => {
                 self.metrics.rekeys.with_label_values(&["ike"]).inc();
@@ -1009,7 +951,7 @@ impl Daemon {
                 if self.initiated.remove(&old) {
                     self.initiated.insert(new);
                 }
-                info!("IKE SA #{} rekeyed as #{}", old.0, new.0);
+                tracing::info!(ike_sa = new.0, old_ike_sa = old.0, "IKE SA #{} rekeyed as #{}", old.0, new.0);
             }
             Event::ChildSaInstall(i) => {
                 if i.rekey_of.is_some() {
@@ -1025,7 +967,11 @@ impl Daemon {
                     self.metrics.child_features.with_label_values(&["diet_esp"]).inc();
                 }
                 match self.table.install(t, &i) {
-                    Ok(e) => info!(
+                    Ok(e) => tracing::info!(
+                        ike_sa = e.ike_sa.0,
+                        child_sa = e.child_sa.0,
+                        spi_in = format_args!("{:08x}", e.spi_in),
+                        spi_out = format_args!("{:08x}", e.spi_out),
                         "Child SA #{} of IKE SA #{} installed: SPIs in {:08x} out {:08x}, {:?}{}, {} <-> {}{}",
                         e.child_sa.0,
                         e.ike_sa.0,
@@ -1039,14 +985,22 @@ impl Daemon {
                     ),
                     Err(err) => {
                         self.metrics.child_failures.with_label_values(&["table"]).inc();
-                        log(format_args!("Child SA #{} not programmed ({err}); deleting it", i.child_sa.0));
+                        tracing::warn!("Child SA #{} not programmed ({err}); deleting it", i.child_sa.0);
                         let _ = self.ep.handle_command(t, Command::DeleteChild { ike_sa: i.ike_sa, child_sa: i.child_sa });
                     }
                 }
             }
             Event::ChildSaDelete { ike_sa, child_sa, spi_in, spi_out } => {
                 self.table.delete(child_sa);
-                info!("Child SA #{} of IKE SA #{} deleted (SPIs {spi_in:08x}/{spi_out:08x})", child_sa.0, ike_sa.0);
+                tracing::info!(
+                    ike_sa = ike_sa.0,
+                    child_sa = child_sa.0,
+                    spi_in = format_args!("{spi_in:08x}"),
+                    spi_out = format_args!("{spi_out:08x}"),
+                    "Child SA #{} of IKE SA #{} deleted (SPIs {spi_in:08x}/{spi_out:08x})",
+                    child_sa.0,
+                    ike_sa.0
+                );
             }
             // RFC 9838 events are only logged here: the daemon does not yet
             // read groups from its YAML nor program group SAs into the table
@@ -1058,7 +1012,7 @@ impl Daemon {
             | Event::GroupRekeyRejected { .. }
             | Event::GroupExcluded { .. }
             | Event::GroupMemberRegistration { .. }) => {
-                info!("G-IKEv2: {ev:?}");
+                tracing::info!("G-IKEv2: {ev:?}");
             }
             Event::SplitDns { ike_sa, mut domains, refused } => {
                 let initiator = self.initiated.contains(&ike_sa) || self.ep.ike_sas().iter().any(|i| i.ike_sa == ike_sa && i.initiator);
@@ -1068,17 +1022,17 @@ impl Daemon {
                     let active = self.up.iter().filter(|(h, _)| **h != ike_sa).map(|(_, u)| (u.connection.as_str(), &u.dns_domains[..]));
                     for name in ike_proto::split_dns::drop_conflicts(&conn, &mut domains, active) {
                         self.metrics.split_dns.with_label_values(&["refused"]).inc();
-                        info!("IKE SA #{}: split-DNS {name:?} refused (another connection holds it)", ike_sa.0);
+                        tracing::info!("IKE SA #{}: split-DNS {name:?} refused (another connection holds it)", ike_sa.0);
                     }
                 }
                 let (ok, what) = if initiator { ("accepted", "accepted") } else { ("pushed", "pushed") };
                 self.metrics.split_dns.with_label_values(&[ok]).inc_by(domains.len() as u64);
                 self.metrics.split_dns.with_label_values(&["refused"]).inc_by(refused.len() as u64);
                 for (name, why) in &refused {
-                    info!("IKE SA #{}: split-DNS {name:?} refused ({why:?})", ike_sa.0);
+                    tracing::info!("IKE SA #{}: split-DNS {name:?} refused ({why:?})", ike_sa.0);
                 }
                 let names: Vec<&str> = domains.iter().map(|d| d.name.as_str()).collect();
-                info!("IKE SA #{}: split-DNS domains {what}: {names:?}", ike_sa.0);
+                tracing::info!("IKE SA #{}: split-DNS domains {what}: {names:?}", ike_sa.0);
                 if let Some(u) = self.up.get_mut(&ike_sa) {
                     u.dns_domains = domains;
                     if initiator {
@@ -1091,7 +1045,7 @@ impl Daemon {
             Event::ChildSaFailed { ike_sa, notify } => {
                 let r = notify.name().map_or_else(|| format!("notify_{}", notify.0), |s| s.to_lowercase());
                 self.metrics.child_failures.with_label_values(&[&r]).inc();
-                log(format_args!("Child SA of IKE SA #{} failed: {notify:?}", ike_sa.0));
+                tracing::warn!(ike_sa = ike_sa.0, "Child SA of IKE SA #{} failed: {notify:?}", ike_sa.0);
             }
         }
     }
@@ -1121,12 +1075,12 @@ impl Daemon {
                 std::thread::spawn(move || {
                     if let Ok(st) = c.wait() {
                         if !st.success() {
-                            log(format_args!("split-DNS hook exited with {st}"));
+                            tracing::warn!("split-DNS hook exited with {st}");
                         }
                     }
                 });
             }
-            Err(e) => log(format_args!("split-DNS hook {}: {e}", hook.display())),
+            Err(e) => tracing::warn!("split-DNS hook {}: {e}", hook.display()),
         }
     }
 
@@ -1209,8 +1163,8 @@ impl Daemon {
         self.cfg.endpoint.connections = new.endpoint.connections;
         self.cfg.initiate = new.initiate;
         self.cfg.log_level = new.log_level;
-        set_log_level(new.log_level);
-        log(format_args!("configuration reloaded: connections {names:?}"));
+        crate::logging::set_level(new.log_level);
+        tracing::warn!("configuration reloaded: connections {names:?}");
         Response::ok(json!({ "connections": names, "needs_restart": restart }))
     }
 
@@ -1442,22 +1396,22 @@ fn run_hook(path: &std::path::Path, env: &[(&str, String)]) {
             match child.try_wait() {
                 Ok(Some(st)) if st.success() => break,
                 Ok(Some(st)) => {
-                    log(format_args!("cluster hook {}: {st}", path.display()));
+                    tracing::warn!("cluster hook {}: {st}", path.display());
                     break;
                 }
                 Ok(None) if started.elapsed() > Duration::from_secs(10) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    log(format_args!("cluster hook {}: killed after 10 s", path.display()));
+                    tracing::warn!("cluster hook {}: killed after 10 s", path.display());
                     break;
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(5)),
                 Err(e) => {
-                    log(format_args!("cluster hook {}: {e}", path.display()));
+                    tracing::warn!("cluster hook {}: {e}", path.display());
                     break;
                 }
             }
         },
-        Err(e) => log(format_args!("cluster hook {}: {e}", path.display())),
+        Err(e) => tracing::warn!("cluster hook {}: {e}", path.display()),
     }
 }

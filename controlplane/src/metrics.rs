@@ -1,5 +1,5 @@
 //! Prometheus metrics of the control plane and its `/metrics` listener (the
-//! dataplane's pattern: one registry, a small HTTP/1.1 server thread).
+//! dataplane's pattern: one registry, served by the `metrics-http` crate).
 //!
 //! Series (all `esprit_ike_*`):
 //! * `esprit_ike_handshakes_total{role}`: IKE SAs established (role =
@@ -43,12 +43,7 @@
 //!   IKE_SA_INIT requests or `sa` for the rest, was full).
 //! * `esprit_ike_queue_depth{queue}`: inputs waiting for the event loop
 //!   (init, sa, control, auth).
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::net::SocketAddr;
 
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
@@ -209,70 +204,13 @@ impl IkeMetrics {
     }
 }
 
-/// `GET /metrics` on its own thread; stops when dropped.
-pub struct MetricsServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+pub use metrics_http::MetricsServer;
 
-impl MetricsServer {
-    /// Binds `addr` (port 0 picks a free one) and starts serving.
-    pub fn start(metrics: IkeMetrics, addr: SocketAddr) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let thread = std::thread::Builder::new().name("ike-metrics".into()).spawn(move || {
-            while !stop2.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((s, _)) => {
-                        let _ = serve_one(s, &metrics);
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        })?;
-        Ok(Self { addr, stop, thread: Some(thread) })
+impl IkeMetrics {
+    /// Serves `GET /metrics` on `addr` (port 0 picks a free one) from the
+    /// `ike-metrics` thread, until the server is dropped.
+    pub fn serve(&self, addr: SocketAddr) -> std::io::Result<MetricsServer> {
+        let m = self.clone();
+        MetricsServer::start(addr, "ike-metrics", move || m.render())
     }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve_one(mut s: TcpStream, metrics: &IkeMetrics) -> std::io::Result<()> {
-    s.set_nonblocking(false)?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut req = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
-        let n = s.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        req.extend_from_slice(&buf[..n]);
-    }
-    let line = req.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or(&[]);
-    let mut parts = line.split(|&b| b == b' ');
-    let (method, path) = (parts.next().unwrap_or(&[]), parts.next().unwrap_or(&[]));
-    let (status, ctype, body) = if method == b"GET" && (path == b"/metrics" || path.starts_with(b"/metrics?")) {
-        ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render())
-    } else {
-        ("404 Not Found", "text/plain; charset=utf-8", "esprit-ike: try GET /metrics\n".to_string())
-    };
-    write!(s, "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
-    s.write_all(body.as_bytes())?;
-    s.flush()
 }

@@ -105,7 +105,7 @@ impl MbDevices {
         let mut mb = MbDevices { gcm: (dev, test_pool), refused: Vec::new() };
         for c in MB_CIPHERS {
             if let Err(why) = mb.self_test(c) {
-                eprintln!(
+                tracing::warn!(
                     "esprit-dataplane: crypto ipsec-mb refuses {c:?}: {why}; its SAs are keyed on {}",
                     esp::Backend::FASTEST.name()
                 );
@@ -291,7 +291,8 @@ impl Aead {
                 },
                 None => (Fallback::NoSuite, "no ipsec-mb devices".to_owned()),
             };
-            eprintln!(
+            tracing::warn!(
+                spi = format_args!("{:08x}", p.spi),
                 "esprit-dataplane: crypto ipsec-mb cannot key the {} SA {:#010x} ({}): {why}; {} does it",
                 if encrypt { "outbound" } else { "inbound" },
                 p.spi,

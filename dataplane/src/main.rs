@@ -19,66 +19,96 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::{CommandFactory, Parser, Subcommand};
 use crossbeam::queue::ArrayQueue;
 use dpdk::{Eal, Mempool};
 use esprit_dataplane::config::{parse_mac, Config};
 use esprit_dataplane::crypto::{BackendChoice, MbDevices};
 use esprit_dataplane::l2::NeighbourTable;
 use esprit_dataplane::policy::Policy;
-use esprit_dataplane::metrics::{DataplaneMetrics, MetricsServer, PORT_NAMES};
+use esprit_dataplane::metrics::{DataplaneMetrics, PORT_NAMES};
 use esprit_dataplane::pipeline::{Env, Side, Worker, DROP_NAMES};
 use esprit_dataplane::ports::{self, INSIDE, OUTSIDE, PUNT};
 use esprit_dataplane::runtime::run_workers;
 use esprit_dataplane::statics;
 
+#[derive(Parser)]
+#[command(
+    name = "esprit-dataplane",
+    version,
+    about = "esprit's poll-mode ESP dataplane (DPDK workers, the shared SA table)",
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
-    config: PathBuf,
+    /// The YAML configuration (the `dataplane` and `metrics` sections)
+    #[arg(short, long, required = true)]
+    config: Option<PathBuf>,
+    /// Load and check the configuration, print what it would run, exit
+    #[arg(long)]
     check: bool,
+    /// Print per-worker and total Mpps/Gbps every N ms, like testpmd
+    #[arg(long, value_name = "N")]
     stats_ms: Option<u64>,
+    /// Stop once no packet arrived for N ms (pcap replays in tests)
+    #[arg(long, value_name = "N")]
     idle_exit_ms: Option<u64>,
+    /// Stop after N seconds (benchmarks)
+    #[arg(long, value_name = "N")]
     max_secs: Option<u64>,
+    /// Log format: text, or JSON objects one per line (levels per module: ESPRIT_LOG, e.g. `warn,esprit_dataplane=info`)
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Cmd>,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut it = std::env::args().skip(1);
-    let mut a = Args { config: PathBuf::new(), check: false, stats_ms: None, idle_exit_ms: None, max_secs: None };
-    let num = |v: Option<String>, f: &str| -> Result<u64, String> {
-        v.and_then(|s| s.parse().ok()).ok_or_else(|| format!("{f} needs a number"))
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs to stderr through `tracing`: start-up, configuration, SA install
+/// failures; never from the packet loop, never a key.
+fn init_logging(format: LogFormat) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("ESPRIT_LOG").ok().filter(|s| !s.trim().is_empty()) {
+        Some(d) => EnvFilter::try_new(&d).map_err(|e| format!("ESPRIT_LOG={d:?}: {e}"))?,
+        None => EnvFilter::new("info"),
     };
-    while let Some(x) = it.next() {
-        match x.as_str() {
-            "--config" | "-c" => a.config = it.next().ok_or("--config needs a file")?.into(),
-            "--check" => a.check = true,
-            "--stats-ms" => a.stats_ms = Some(num(it.next(), "--stats-ms")?),
-            "--idle-exit-ms" => a.idle_exit_ms = Some(num(it.next(), "--idle-exit-ms")?),
-            "--max-secs" => a.max_secs = Some(num(it.next(), "--max-secs")?),
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument `{other}`")),
-        }
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.try_init(),
+        LogFormat::Json => b.json().flatten_event(true).try_init(),
     }
-    if a.config.as_os_str().is_empty() {
-        return Err("--config FILE is required".into());
-    }
-    Ok(a)
+    .map_err(|e| e.to_string())
 }
 
-const USAGE: &str = "usage: esprit-dataplane --config FILE [--check] [--stats-ms N] [--idle-exit-ms N] [--max-secs N]";
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print a shell completion script
+    Completions {
+        /// The shell to complete for
+        shell: clap_complete::Shell,
+    },
+}
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("esprit-dataplane: {e}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    let cfg = match Config::load(&args.config) {
+    let args = Args::parse();
+    if let Some(Cmd::Completions { shell }) = args.command {
+        clap_complete::generate(shell, &mut Args::command(), "esprit-dataplane", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = init_logging(args.log_format) {
+        eprintln!("esprit-dataplane: {e}");
+        return ExitCode::from(2);
+    }
+    let Some(config) = args.config.clone() else { unreachable!("clap requires --config when no subcommand is given") };
+    let cfg = match Config::load(&config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("esprit-dataplane: {}: {e}", args.config.display());
+            tracing::error!("esprit-dataplane: {}: {e}", config.display());
             return ExitCode::from(2);
         }
     };
@@ -86,7 +116,7 @@ fn main() -> ExitCode {
         let d = &cfg.dataplane;
         println!(
             "esprit-dataplane: {} ok: {} worker(s), outside {}, inside {}, {} static SA(s), table {}",
-            args.config.display(),
+            config.display(),
             d.workers.count,
             d.ports.outside.device,
             d.ports.inside.device,
@@ -98,7 +128,7 @@ fn main() -> ExitCode {
     match run(cfg, &args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("esprit-dataplane: {e}");
+            tracing::error!("esprit-dataplane: {e}");
             ExitCode::FAILURE
         }
     }
@@ -109,7 +139,7 @@ fn run(cfg: Config, args: &Args) -> Result<(), String> {
     // The table first: static SAs in, or an empty table made for the control plane.
     let report = statics::sync(&d.sa_table.path, d.sa_table.capacity, &d.static_sas)?;
     if !d.static_sas.is_empty() {
-        eprintln!(
+        tracing::info!(
             "esprit-dataplane: static SAs: {} kept, {} installed, {} removed",
             report.kept, report.installed, report.deleted
         );
@@ -133,9 +163,9 @@ fn run(cfg: Config, args: &Args) -> Result<(), String> {
     metrics.set_crypto_backend(backend.name());
     let _server = match cfg.metrics.listen {
         Some(addr) => {
-            let srv = MetricsServer::start(metrics.clone(), addr).map_err(|e| format!("metrics.listen {addr}: {e}"))?;
+            let srv = metrics.serve(addr).map_err(|e| format!("metrics.listen {addr}: {e}"))?;
             // The bound address (port 0 in the config picks a free one).
-            eprintln!("esprit-dataplane: metrics on {}", srv.local_addr());
+            tracing::info!("esprit-dataplane: metrics on {}", srv.local_addr());
             Some(srv)
         }
         None => None,
@@ -170,7 +200,7 @@ fn run(cfg: Config, args: &Args) -> Result<(), String> {
         policy: &policy,
     };
     for p in &opened {
-        eprintln!(
+        tracing::info!(
             "esprit-dataplane: port {} ({}, {}): {} rx / {} tx queue(s), mac {}",
             p.port.id(),
             PORT_NAMES[p.role],
@@ -180,7 +210,7 @@ fn run(cfg: Config, args: &Args) -> Result<(), String> {
             p.mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
         );
     }
-    eprintln!("esprit-dataplane: {workers} worker(s), crypto {}, table {}", backend.name(), d.sa_table.path.display());
+    tracing::info!("esprit-dataplane: {workers} worker(s), crypto {}, table {}", backend.name(), d.sa_table.path.display());
 
     let started = Instant::now();
     let table_path = d.sa_table.path.clone();

@@ -28,12 +28,7 @@
 //! `esprit_active_sas` and the per-SA series come from the SA table (its
 //! per-SA counters), read once a second off the packet path.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::net::SocketAddr;
 
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
@@ -267,86 +262,28 @@ impl WorkerMetrics {
     }
 }
 
-/// The `/metrics` endpoint: a small HTTP/1.1 server on its own thread.
-/// Serves `GET /metrics` (text exposition 0.0.4) and 404 for anything else.
-pub struct MetricsServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+pub use metrics_http::MetricsServer;
 
-impl MetricsServer {
-    /// Binds `addr` (port 0 picks a free one) and starts serving.
-    pub fn start(metrics: DataplaneMetrics, addr: SocketAddr) -> std::io::Result<MetricsServer> {
-        let listener = TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let thread = std::thread::Builder::new().name("esprit-metrics".into()).spawn(move || {
-            while !stop2.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((s, _)) => {
-                        let _ = serve_one(s, &metrics);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        })?;
-        Ok(MetricsServer { addr, stop, thread: Some(thread) })
+impl DataplaneMetrics {
+    /// Serves `GET /metrics` on `addr` (port 0 picks a free one) from the
+    /// `esprit-metrics` thread, until the server is dropped.
+    pub fn serve(&self, addr: SocketAddr) -> std::io::Result<MetricsServer> {
+        let m = self.clone();
+        MetricsServer::start(addr, "esprit-metrics", move || m.render())
     }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve_one(mut s: TcpStream, metrics: &DataplaneMetrics) -> std::io::Result<()> {
-    s.set_nonblocking(false)?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut req = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    // Read the request head only (bounded: 8 KiB).
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
-        let n = s.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        req.extend_from_slice(&buf[..n]);
-    }
-    let line = req.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or(&[]);
-    let mut parts = line.split(|&b| b == b' ');
-    let (method, path) = (parts.next().unwrap_or(&[]), parts.next().unwrap_or(&[]));
-    let (status, ctype, body) = if method == b"GET" && (path == b"/metrics" || path.starts_with(b"/metrics?")) {
-        ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render())
-    } else {
-        ("404 Not Found", "text/plain; charset=utf-8", "esprit: try GET /metrics\n".to_string())
-    };
-    write!(s, "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
-    s.write_all(body.as_bytes())?;
-    s.flush()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
 
     static REASONS: &[&str] = &["no_sa", "replayed"];
 
     fn get(addr: SocketAddr, path: &str) -> String {
         let mut s = TcpStream::connect(addr).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out
@@ -382,7 +319,7 @@ mod tests {
         let mut w = m.worker(1, REASONS);
         w.local.encrypted = 42;
         w.flush();
-        let srv = MetricsServer::start(m, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let srv = m.serve("127.0.0.1:0".parse().unwrap()).unwrap();
         let r = get(srv.local_addr(), "/metrics");
         assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
         assert!(r.contains("esprit_esp_packets_total{op=\"encrypt\",worker=\"1\"} 42"), "{r}");

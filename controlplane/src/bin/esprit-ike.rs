@@ -2,9 +2,11 @@
 #![forbid(unsafe_code)]
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
+use clap::{CommandFactory, Parser, Subcommand};
 use esprit_controlplane::config::DaemonConfig;
 use esprit_controlplane::daemon::Daemon;
+use esprit_controlplane::logging;
 
 /// Test-only code this build carries: `none` for anything shipped. The
 /// features that bring it in (ike-crypto `insecure`, ike-proto `fuzzing`)
@@ -26,42 +28,78 @@ fn test_only_code() -> String {
     }
 }
 
+#[derive(Parser)]
+#[command(
+    name = "esprit-ike",
+    about = "The IKEv2 daemon: negotiates SAs and programs esprit's SA table",
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true,
+    disable_version_flag = true
+)]
+struct Cli {
+    /// The YAML configuration (the `ike` section is this daemon's)
+    #[arg(short, long, required_unless_present = "version")]
+    config: Option<PathBuf>,
+    /// Load and verify the configuration, then exit
+    #[arg(long)]
+    check: bool,
+    /// Version and any test-only code built in
+    #[arg(short = 'V', long)]
+    version: bool,
+    /// Log format: text, or JSON objects one per line (levels: `ike.log_level`, or ESPRIT_LOG directives per module)
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print a shell completion script
+    Completions {
+        /// The shell to complete for
+        shell: clap_complete::Shell,
+    },
+}
+
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let mut config = None;
-    let mut check = false;
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--config" | "-c" => config = Some(PathBuf::from(args.next().context("--config needs a file")?)),
-            "--check" => check = true,
-            "--version" | "-V" => {
-                println!("esprit-ike {} test-only code: {}", env!("CARGO_PKG_VERSION"), test_only_code());
-                return Ok(());
-            }
-            "--help" | "-h" => {
-                println!(
-                    "usage: esprit-ike --config FILE [--check]\n  --check    load and verify the configuration, then exit\n  --version  version and any test-only code built in"
-                );
-                return Ok(());
-            }
-            other => bail!("unknown argument {other:?} (try --help)"),
-        }
+    let cli = Cli::parse();
+    if cli.version {
+        println!("esprit-ike {} test-only code: {}", env!("CARGO_PKG_VERSION"), test_only_code());
+        return Ok(());
     }
-    let path = config.context("--config FILE is required")?;
+    if let Some(Cmd::Completions { shell }) = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "esprit-ike", &mut std::io::stdout());
+        return Ok(());
+    }
+    let check = cli.check;
+    let path = cli.config.context("--config FILE is required")?;
     let cfg = DaemonConfig::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     if check {
         println!("{}: ok ({} connection(s))", path.display(), cfg.endpoint.connections.len());
         return Ok(());
     }
+    logging::init(match cli.log_format {
+        LogFormat::Text => logging::Format::Text,
+        LogFormat::Json => logging::Format::Json,
+    })
+    .map_err(anyhow::Error::msg)?;
     // The pool that takes key exchanges and signatures off the event loop,
     // one thread per CPU the process may use; named for top -H and perf.
     rayon::ThreadPoolBuilder::new().thread_name(|i| format!("ike-pool-{i}")).build_global().context("starting the rayon pool")?;
     let (mut d, metrics) = Daemon::start(cfg, Some(path)).context("starting esprit-ike")?;
-    eprintln!(
+    tracing::info!(
         "esprit-ike: listening on {:?}, metrics on {}",
         d.local_addrs(),
         metrics.as_ref().map_or_else(|| "-".to_string(), |m| m.local_addr().to_string())
     );
+    logging::flush();
     d.run();
     Ok(())
 }

@@ -266,9 +266,9 @@ impl Worker<'_, '_> {
         let n = LOGGED.fetch_add(1, Ordering::Relaxed);
         let dir = if p.direction == sa_table::Direction::INBOUND { "inbound" } else { "outbound" };
         if n < MAX_LOGGED {
-            eprintln!("esprit-dataplane: {dir} SA {:#010x} (slot {}): {why}", p.spi, id.slot());
+            tracing::warn!(spi = format_args!("{:08x}", p.spi), "esprit-dataplane: {dir} SA {:#010x} (slot {}): {why}", p.spi, id.slot());
         } else if n == MAX_LOGGED {
-            eprintln!("esprit-dataplane: more SA install failures are counted in esprit_sa_install_failures_total, not logged");
+            tracing::warn!("esprit-dataplane: more SA install failures are counted in esprit_sa_install_failures_total, not logged");
         }
     }
 
