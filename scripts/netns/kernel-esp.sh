@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # esprit against the Linux kernel's ESP (XFRM): the host kernel here has no
 # ESP, so the peer is Debian's bookworm kernel 6.1 booted in QEMU (TCG) with
-# the trixie chroot as its root (scripts/peers/prepare makes them once). The guest installs static tunnel SAs with `ip xfrm` and
-# pings, then streams 4 MB over TCP, to a server namespace behind esprit.
+# the trixie chroot as its root (scripts/peers/prepare makes them once).
+# The guest installs static tunnel SAs with `ip xfrm` and pings, then
+# streams 4 MB over TCP, to a server namespace behind esprit.
 #
 #   guest 192.168.5.2 [kernel ESP] 172.16.1.5 ─ qtap ══raw ESP══ [esprit] es-in ─ ns srv 192.168.105.2
 # env: SUITE (aes-128-gcm | aes-256-gcm | chacha20-poly1305), ESN (0|1)

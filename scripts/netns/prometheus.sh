@@ -128,10 +128,10 @@ curl -sf "http://127.0.0.1:$prom_port/-/ready" >/dev/null || ike_fail "Prometheu
 await "both planes scraped" 'count(up{job=~"esprit-dataplane|esprit-ike"} == 1) == 2'
 await "the dataplane's metrics" 'esprit_sa_table_capacity == 64'
 [[ $(scalar 'sum(esprit_ike_handshakes_total) or vector(0)') == 0 ]] || ike_fail "handshakes counted before any peer came"
-[[ $(scalar 'sum(esprit_active_sas)') == 0 ]] || ike_fail "SAs in the table before the tunnel: $(promq esprit_active_sas)"
-[[ $(scalar 'esprit_ike_child_sas') == 0 ]] || ike_fail "Child SAs counted before the tunnel"
-rx0=$(scalar 'sum(esprit_port_packets_total{port="outside",dir="rx"})')
-tx0=$(scalar 'sum(esprit_port_packets_total{port="outside",dir="tx"})')
+[[ $(scalar 'sum(esprit_active_sas) or vector(0)') == 0 ]] || ike_fail "SAs in the table before the tunnel: $(promq esprit_active_sas)"
+[[ $(scalar 'sum(esprit_ike_child_sas) or vector(0)') == 0 ]] || ike_fail "Child SAs counted before the tunnel"
+rx0=$(scalar 'sum(esprit_port_packets_total{port="outside",dir="rx"}) or vector(0)')
+tx0=$(scalar 'sum(esprit_port_packets_total{port="outside",dir="tx"}) or vector(0)')
 
 # --- strongSwan: a tunnel, then traffic ---------------------------------------
 cat >"$work/swanctl.conf" <<EOT
