@@ -10,12 +10,13 @@
 # the two /metrics listeners. Through its HTTP API the test checks that:
 # * both targets are up, and before the tunnel no IKE SA, Child SA or SA
 #   table entry is counted;
-# * after the tunnel and traffic, the series moved as the traffic did: a
-#   handshake, one Child SA, two SAs in the table, the packets strongSwan
+# * after the tunnel and traffic, the series moved as the traffic did: the
+#   handshakes, one Child SA, two SAs in the table, the packets strongSwan
 #   sent and received counted on the outside port (rx and tx), encrypted
 #   and decrypted by the worker, an IKE_AUTH signature job;
-# * a Child SA rekey, a refused Child SA (TS_UNACCEPTABLE), a refused
-#   IKE_SA (unknown identity) and dataplane drops each show up;
+# * a refused Child SA (TS_UNACCEPTABLE, in IKE_AUTH, before the tunnel), a
+#   Child SA rekey, a refused IKE SA (unknown identity) and dataplane drops
+#   each show up;
 # * every PromQL expression of deploy/grafana/esprit.json (the dashboard's
 #   variables set to match everything, $__rate_interval to 10 s) and every
 #   recording rule returns data; those that do not are listed.
@@ -24,7 +25,8 @@ name=prometheus
 need_ike
 need_strongswan
 command -v prometheus >/dev/null || fail "prometheus is not installed (scripts/setup installs Debian's prometheus)"
-dashboard=$top/deploy/grafana/esprit.json
+# DASHBOARD: another dashboard JSON (e.g. a broken copy, to see this fail).
+dashboard=${DASHBOARD:-$top/deploy/grafana/esprit.json}
 [[ -f $dashboard ]] || fail "no dashboard at $dashboard"
 
 add_host ike-rw rw0 ik-out 172.16.9.2/24
@@ -76,7 +78,7 @@ dp_metrics=$(grep -o 'metrics on [0-9.:]*' "$work/dp.log" | head -1 | cut -d' ' 
 [[ -n $dp_metrics ]] || fail "esprit-dataplane did not say where its metrics listen"
 start_ike "$work/dp.yaml"
 [[ -n $ike_metrics ]] || ike_fail "esprit-ike did not say where its metrics listen"
-peer_logs=("swanctl-load:$work/sw-load.log" "charon:$work/sw/charon.log" "prometheus:$work/prom.log")
+peer_logs=("swanctl-load:$work/sw-load.log" "charon:$work/sw/charon.log")
 
 # --- Prometheus -------------------------------------------------------------
 prom_port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -121,6 +123,7 @@ await() {
     [[ -n $(promq "$2" 2>/dev/null) ]] && return 0
     sleep 0.2
   done
+  [[ -s $work/prom.log ]] && tail -5 "$work/prom.log" | sed 's/^/  prometheus| /'
   ike_fail "Prometheus never saw $1 ($2 is empty)"
 }
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$prom_port/-/ready" >/dev/null && break; sleep 0.1; done
@@ -149,10 +152,21 @@ connections {
     children {
       net { remote_ts = 192.168.109.0/24
             esp_proposals = aes256gcm16 }
-      # Outside what esprit's connection protects: refused (TS_UNACCEPTABLE).
-      elsewhere { remote_ts = 10.200.0.0/24
-                  esp_proposals = aes256gcm16 }
     }
+  }
+  # The same identity asking for a Child SA outside what esprit's connection
+  # protects: the IKE SA comes up, the Child SA is refused (TS_UNACCEPTABLE).
+  narrow {
+    local_addrs = 172.16.9.2
+    remote_addrs = 172.16.9.1
+    proposals = aes256gcm16-prfsha256-x25519
+    local { auth = pubkey
+            certs = client.pem
+            id = client.esprit }
+    remote { auth = pubkey
+             id = gw.esprit }
+    children { elsewhere { remote_ts = 10.200.0.0/24
+                           esp_proposals = aes256gcm16 } }
   }
   # An identity esprit has no connection for: its IKE_AUTH fails.
   stranger {
@@ -173,6 +187,11 @@ secrets {
 }
 EOT
 start_strongswan ike-rw
+if "$peer" swanctl ike-rw "$work/sw" --initiate --ike narrow --child elsewhere --timeout 20 >"$work/narrow.log" 2>&1; then
+  ike_fail "esprit accepted a Child SA outside its traffic selectors"
+fi
+"$peer" swanctl ike-rw "$work/sw" --terminate --ike narrow --timeout 10 >"$work/narrow-down.log" 2>&1 \
+  || { cat "$work/narrow-down.log"; ike_fail "strongSwan kept no IKE SA for the refused Child SA (or could not delete it)"; }
 "$peer" swanctl ike-rw "$work/sw" --initiate --child net --timeout 30 >"$work/initiate.log" 2>&1 \
   || { sed 's/^/  swanctl| /' "$work/initiate.log" | tail -15; ike_fail "strongSwan could not bring the tunnel up"; }
 ip netns exec ike-rw ping -c 50 -i 0.01 -W 2 192.168.109.2 >"$work/ping.log" 2>&1 \
@@ -181,7 +200,7 @@ ip netns exec ike-rw ping -c 50 -i 0.01 -W 2 192.168.109.2 >"$work/ping.log" 2>&
 ip netns exec ike-rw ping -i 0.05 -W 1 192.168.109.2 >"$work/ping-bg.log" 2>&1 &
 pids+=($!)
 
-await "the handshake" 'sum(esprit_ike_handshakes_total{role="responder"}) == 1'
+await "both handshakes" 'sum(esprit_ike_handshakes_total{role="responder"}) == 2'
 await "the IKE_AUTH signature job" 'sum(esprit_ike_auth_jobs_total{result="done"}) >= 1'
 await "the Child SA" 'esprit_ike_child_sas == 1'
 await "both SAs in the SA table" 'sum(esprit_active_sas) == 2'
@@ -197,9 +216,6 @@ await "a rate of received packets" 'sum(rate(esprit_port_packets_total{port="out
 # --- events the dashboard has panels for ---------------------------------------
 "$peer" swanctl ike-rw "$work/sw" --rekey --child net >"$work/rekey.log" 2>&1 \
   || { cat "$work/rekey.log"; ike_fail "swanctl --rekey --child net failed"; }
-if "$peer" swanctl ike-rw "$work/sw" --initiate --child elsewhere --timeout 10 >"$work/elsewhere.log" 2>&1; then
-  ike_fail "esprit accepted a Child SA outside its traffic selectors"
-fi
 if "$peer" swanctl ike-rw "$work/sw" --initiate --ike stranger --child net --timeout 10 >"$work/stranger.log" 2>&1; then
   ike_fail "esprit accepted an identity it has no connection for"
 fi
