@@ -102,7 +102,7 @@ sysctl -qw "net.ipv6.conf.$qtap.disable_ipv6=1" "net.ipv6.conf.es5-in.disable_ip
 sysctl -qw "net.ipv4.conf.es5-in.rp_filter=1"
 
 qemu-system-x86_64 -accel tcg -m 768 -smp 1 -nographic -no-reboot \
-  -kernel "$Q/kern/boot/vmlinuz" -initrd "$Q/initrd.gz" -append "console=ttyS0 quiet panic=-1" \
+  -kernel "$Q/kern/boot/vmlinuz" -initrd "$Q/initrd.gz" -append "console=ttyS0 quiet panic=-1 no_timer_check" \
   -virtfs "local,path=$C,mount_tag=root,security_model=none,readonly=on" \
   -virtfs "local,path=$Q/kern/lib/modules,mount_tag=mods,security_model=none,readonly=on" \
   -virtfs "local,path=$S,mount_tag=scratch,security_model=none" \

@@ -69,7 +69,7 @@ for i in \$(seq 300); do [ -f /scratch/stop ] && break; sleep 0.5; done
 ip xfrm state > /scratch/xfrm.txt
 EOG
 ip netns exec lsx-b qemu-system-x86_64 -accel tcg -m 768 -smp 2 -nographic -no-reboot \
-  -kernel "$Q/kern/boot/vmlinuz" -initrd "$Q/initrd.gz" -append "console=ttyS0 quiet panic=-1" \
+  -kernel "$Q/kern/boot/vmlinuz" -initrd "$Q/initrd.gz" -append "console=ttyS0 quiet panic=-1 no_timer_check" \
   -virtfs "local,path=$C,mount_tag=root,security_model=none,readonly=on" \
   -virtfs "local,path=$Q/kern/lib/modules,mount_tag=mods,security_model=none,readonly=on" \
   -virtfs "local,path=$S,mount_tag=scratch,security_model=none" \

@@ -46,7 +46,7 @@ ip link set qtap$$ up
 ethtool -K qtap$$ tx off rx off >/dev/null 2>&1 || true
 
 qemu-system-x86_64 -accel tcg -m 768 -smp 1 -nographic -no-reboot \
-  -kernel "$Q/kern/boot/vmlinuz" -initrd "$Q/initrd.gz" -append "console=ttyS0 quiet panic=-1" \
+  -kernel "$Q/kern/boot/vmlinuz" -initrd "$Q/initrd.gz" -append "console=ttyS0 quiet panic=-1 no_timer_check" \
   -virtfs "local,path=$C,mount_tag=root,security_model=none,readonly=on" \
   -virtfs "local,path=$Q/kern/lib/modules,mount_tag=mods,security_model=none,readonly=on" \
   -virtfs "local,path=$S,mount_tag=scratch,security_model=none" \
