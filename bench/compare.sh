@@ -1,29 +1,25 @@
 #!/usr/bin/env bash
 # esprit-dataplane against DPDK's ipsec-secgw on the same harness, in one run:
-# the anchor's pcaps (in64/in1420, 1024 IPv4/UDP flows), the same vdevs
+# bench/secgw's pcaps (in64/in1420, 1024 IPv4/UDP flows), the same vdevs
 # (net_pcap infinite_rx in, net_null out), the same CPU, one AES-128-GCM
 # tunnel SA, runs alternating. Prints the median per-second Mpps of each,
 # the ratio to the best ipsec-secgw mode, then esprit's inbound rate with
 # one worker and with two (worker 0 polls and hands off, worker 1 decrypts).
 #
 # usage: bench/compare.sh [SECONDS_PER_RUN] [ROUNDS] [SIZES]   (defaults 10 3 "64 1420")
-# env: CPU (default 1), ANCHOR (default ../shared/anchors/ipsec-secgw)
+# env: CPU (default 1), SECGW_PCAPS; ipsec-secgw is built by bench/secgw/build.sh
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
 secs=${1:-10} rounds=${2:-3} sizes=${3:-"64 1420"}
 cpu=${CPU:-1}
-anchor=${ANCHOR:-$top/../shared/anchors/ipsec-secgw}
+secgw=$here/secgw
 [[ $(id -u) -eq 0 ]] || { echo "bench/compare.sh: run as root (DPDK)"; exit 1; }
-[[ -x $anchor/run.sh ]] || { echo "bench/compare.sh: no anchor at $anchor"; exit 1; }
 
 cargo build --release --locked -p esprit-dataplane -q
 bin=$top/target/release/esprit-dataplane
-pcaps=${SECGW_PCAPS:-/var/tmp/esprit-anchors/pcap}
-"$anchor/build.sh" >/dev/null
-if [[ ! -f $pcaps/in64.pcap ]]; then
-  mkdir -p "$pcaps" && /usr/bin/python3 "$anchor/gen_pcap.py" "$pcaps" >/dev/null
-fi
+"$secgw/build.sh" >/dev/null
+pcaps=$("$secgw/pcaps.sh")
 work=$(mktemp -d /tmp/esprit-bench.XXXXXX)
 trap 'rm -rf "$work"; rm -f /dev/shm/esprit-bench-$$-*' EXIT
 
@@ -42,7 +38,7 @@ rate() { # config -> median Mpps over per-second samples (first 2 dropped)
     | awk '/total/ { for (i = 1; i <= NF; i++) if ($i == "total") print $(i+1) }' | tail -n +3 | median
 }
 
-# ESP captures for the inbound runs: the anchor's traffic sealed by esprit.
+# ESP captures for the inbound runs: the same traffic sealed by esprit.
 for size in $sizes; do
   cat >"$work/seal$size.yaml" <<EOT
 dataplane:
@@ -66,9 +62,9 @@ for size in $sizes; do
   em=() er=() ss=() ls=() i1=() i2=()
   for r in $(seq "$rounds"); do
     em+=("$(rate "$(cfg outbound-pcap-null mb$size ipsec-mb "$pcaps/in$size.pcap" 1 "$cpu" "$cpu")")")
-    ss+=("$({ "$anchor/run.sh" "$size" cpu-crypto "$secs" || true; } | awk '{print $4}')")
+    ss+=("$({ CPU=$cpu "$secgw/run.sh" "$size" cpu-crypto "$secs" || true; } | awk '{print $4}')")
     er+=("$(rate "$(cfg outbound-pcap-null ring$size ring "$pcaps/in$size.pcap" 1 "$cpu" "$cpu")")")
-    ls+=("$({ "$anchor/run.sh" "$size" lookaside "$secs" || true; } | awk '{print $4}')")
+    ls+=("$({ CPU=$cpu "$secgw/run.sh" "$size" lookaside "$secs" || true; } | awk '{print $4}')")
     i1+=("$(rate "$(cfg inbound-pcap-null in1w$size ipsec-mb "$work/esp$size.pcap" 1 "$cpu" "$cpu")")")
     i2+=("$(rate "$(cfg inbound-pcap-null in2w$size ipsec-mb "$work/esp$size.pcap" 2 "0, 1" 0)")")
   done

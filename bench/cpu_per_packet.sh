@@ -7,7 +7,7 @@
 # the packets it forwarded does not count time the thread was preempted, so
 # it is the figure to judge code changes by (A/B, alternating binaries).
 #
-# The same figure for DPDK's ipsec-secgw (the anchor's command line, CPU
+# The same figure for DPDK's ipsec-secgw (bench/secgw/run.sh's command line, CPU
 # time of its one lcore between its per-second statistics prints) with
 # BACKEND secgw-lookaside or secgw-cpu-crypto.
 #
@@ -17,21 +17,20 @@
 # capture repeats its sequence numbers): CPU time per packet decrypted.
 #
 # usage: bench/cpu_per_packet.sh SIZE SECONDS [BACKEND]   (env: CPU, default 1; BIN: the
-# binary, for A/B runs against a kept copy; ANCHOR; DIR=out|in; KEEP_OUT=FILE keeps the
+# binary, for A/B runs against a kept copy; SECGW_PCAPS; DIR=out|in; KEEP_OUT=FILE keeps the
 # dataplane's summary, drops included)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
 size=$1 secs=$2 backend=${3:-ipsec-mb} cpu=${CPU:-1}
 bin=${BIN:-$top/target/release/esprit-dataplane}
-pcap=${SECGW_PCAPS:-/var/tmp/esprit-anchors/pcap}/in$size.pcap
-[[ -f $pcap ]] || { echo "no $pcap: run bench/compare.sh once"; exit 1; }
+pcap=$("$here/secgw/pcaps.sh")/in$size.pcap
+[[ -f $pcap ]] || { echo "no $pcap (SIZE is 64 or 1420)"; exit 1; }
 
 if [[ $backend == secgw-* ]]; then
-  anchor=${ANCHOR:-$top/../shared/anchors/ipsec-secgw}
-  sbin=$("$anchor/build.sh" | tail -1)
-  cfg=$anchor/sa-lookaside.cfg extra=
-  [[ $backend == secgw-cpu-crypto ]] && { cfg=$anchor/sa-cpu-crypto.cfg; extra=-l; }
+  sbin=$("$here/secgw/build.sh" | tail -1)
+  cfg=$here/secgw/sa-lookaside.cfg extra=
+  [[ $backend == secgw-cpu-crypto ]] && { cfg=$here/secgw/sa-cpu-crypto.cfg; extra=-l; }
   log=$(mktemp /tmp/esprit-cpp-secgw.XXXXXX)
   # Line-buffered, so each statistics print can be paired with a CPU-time sample.
   stdbuf -oL "$sbin" -l "$cpu" --no-huge -m 1024 --no-pci --file-prefix "secgw-cpp-$$" \

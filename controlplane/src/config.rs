@@ -30,6 +30,7 @@ use ike_proto::{
     PoolConfig, Ppk, PpkConfig, RemoteAuth, RetransmitConfig, TrafficSelector, PPK_ID_FIXED, PPK_ID_OPAQUE,
 };
 use ike_wire::{EncrId, EsnId, IntegId, KeId, PrfId};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// A configuration error: the field path from the top of the file and what
@@ -46,6 +47,13 @@ fn err(path: impl Into<String>, msg: impl Into<String>) -> ConfigError {
 }
 
 // ---- the YAML as written -------------------------------------------------
+
+/// JSON Schema of the `ike` section, from the types below (their doc
+/// comments are its descriptions); the dataplane's tests merge it into the
+/// whole file's schema (deploy/esprit.schema.json).
+pub fn ike_schema() -> schemars::Schema {
+    schemars::schema_for!(IkeYaml)
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,7 +74,7 @@ struct DataplaneRef {
     sa_table: Option<TableYaml>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct TableYaml {
     #[serde(default)]
@@ -76,7 +84,7 @@ struct TableYaml {
 }
 
 /// `ike.log_level`: how much esprit-ike logs.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     /// Failures and rare events only: no line per SA, for gateways holding
@@ -87,7 +95,7 @@ pub enum LogLevel {
     Info,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct IkeYaml {
     /// Addresses to bind UDP `port` and `natt_port` on (the punt TAP's).
@@ -134,7 +142,7 @@ struct IkeYaml {
 
 /// `ike.diet_esp_code_points`: overrides of
 /// [`ike_proto::compression::HcpCodePoints`]'s defaults.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct CodePointsYaml {
     hcp_proposal_notify: Option<u16>,
@@ -145,7 +153,7 @@ struct CodePointsYaml {
 }
 
 /// One HCP proposal: per AfRG the acceptable values, most preferred first.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct HcpPolicyYaml {
     dscp_cda: Option<Vec<String>>,
@@ -158,7 +166,7 @@ struct HcpPolicyYaml {
 }
 
 /// `child.compression`: Diet-ESP negotiated with N(HCP_PROPOSAL).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct CompressionYaml {
     proposals: Vec<HcpPolicyYaml>,
@@ -166,7 +174,7 @@ struct CompressionYaml {
 
 /// `ike.state`: the store (the embedded file by default, or etcd for a
 /// cluster) and the key sealing its records.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct StateYaml {
     /// `redb` (the default: one file, one box) or `etcd` (a cluster).
@@ -266,7 +274,7 @@ fn state_backend(s: &StateYaml, base: &Path) -> Result<StateBackend, ConfigError
 }
 
 /// One PPK: its PPK_ID and the secret, from a file or as hex.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct PpkYaml {
     id: String,
@@ -296,7 +304,7 @@ pub const DEFAULT_DATAGRAM_QUEUE: usize = 2048;
 pub const MIN_PPK_LEN: usize = 32;
 
 /// A connection's use of the PPKs.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ConnPpkYaml {
     /// The PPK_ID to send (initiator) and accept (responder).
@@ -330,7 +338,7 @@ fn default_orphan_grace() -> u64 {
     30
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct LimitsYaml {
     cookie_threshold: Option<usize>,
@@ -346,7 +354,7 @@ struct LimitsYaml {
     datagram_queue: Option<usize>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct PoolYaml {
     /// `10.99.0.0/24` (the network and broadcast addresses are skipped) or
@@ -364,7 +372,7 @@ struct PoolYaml {
     dns_domains: Vec<DomainYaml>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 enum DomainYaml {
     Name(String),
@@ -376,7 +384,7 @@ enum DomainYaml {
 }
 
 /// Initiator side of RFC 8598 split DNS.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SplitDnsYaml {
     #[serde(default = "yes")]
@@ -393,7 +401,7 @@ struct SplitDnsYaml {
     hook: Option<PathBuf>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ConnYaml {
     /// Our address for `initiate` (default: the first `listen` address).
@@ -447,7 +455,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct AuthYaml {
     /// Pre-shared key as text.
@@ -481,7 +489,7 @@ impl std::fmt::Debug for AuthYaml {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ChildYaml {
     esp_proposals: Vec<String>,

@@ -12,6 +12,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// A configuration error: where and what.
@@ -39,18 +40,19 @@ fn err(path: impl Into<String>, msg: impl Into<String>) -> ConfigError {
 }
 
 /// The whole file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub dataplane: Dataplane,
     #[serde(default)]
     pub metrics: Metrics,
-    /// The control plane's section; not interpreted here.
+    /// The control plane's section (esprit-ike); not interpreted here.
     #[serde(default)]
+    #[schemars(with = "Option<serde_json::Value>")]
     pub ike: Option<serde_yaml::Value>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Dataplane {
     /// EAL arguments after the program name (`-l 0-1 --no-huge -m 512 --no-pci`).
@@ -85,7 +87,7 @@ pub struct Dataplane {
 }
 
 /// What an SPD entry does with the packets it matches (RFC 4301 §4.4.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SpdAction {
     /// Out of the outside port in clear (and, inbound, in clear to the inside).
@@ -98,7 +100,7 @@ pub enum SpdAction {
 }
 
 /// A number or a name, as YAML gives it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum NumOrText {
     Num(u64),
@@ -108,7 +110,7 @@ pub enum NumOrText {
 /// One SPD entry. Addresses and ports are from the gateway's point of
 /// view: outbound, `local` is the inner source and `remote` the inner
 /// destination.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SpdEntry {
     pub action: SpdAction,
@@ -136,7 +138,7 @@ pub struct SpdEntry {
 }
 
 /// A security label and its inside VLAN.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LabelSegment {
     /// The RFC 9478 label as negotiated (an SELinux context such as
@@ -148,7 +150,7 @@ pub struct LabelSegment {
     pub vlan: u16,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Neighbour {
     pub ip: IpAddr,
@@ -172,7 +174,7 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     Some(m)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ports {
     pub outside: PortSpec,
@@ -182,7 +184,7 @@ pub struct Ports {
     pub punt: Option<PortSpec>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortSpec {
     /// A DPDK device string: PCI address or vdev (`net_af_packet0,iface=veth0`).
@@ -197,7 +199,7 @@ fn default_desc() -> u16 {
     1024
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Workers {
     #[serde(default = "one")]
@@ -230,7 +232,7 @@ fn default_handoff() -> u32 {
     1024
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Crypto {
     /// AEAD backend by name: `auto` (ring, the fastest software backend
@@ -257,7 +259,7 @@ fn auto() -> String {
     "auto".into()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Addresses {
     /// The gateway's outside addresses (ESP and IKE terminate here).
@@ -273,7 +275,7 @@ pub struct Addresses {
     pub inside_gateway: Option<IpAddr>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SaTable {
     #[serde(default = "default_table_path")]
@@ -295,7 +297,7 @@ fn default_capacity() -> u32 {
     65536
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Metrics {
     /// Where `/metrics` is served; `null` turns the endpoint off.
@@ -316,14 +318,14 @@ fn default_listen() -> Option<SocketAddr> {
     Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     In,
     Out,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Tunnel,
@@ -331,7 +333,7 @@ pub enum Mode {
 }
 
 /// ESP suites by their usual names; key length follows from the name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 pub enum SuiteName {
     #[serde(rename = "aes-128-gcm")]
     Aes128Gcm,
@@ -355,7 +357,7 @@ impl SuiteName {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UdpEncap {
     #[serde(default = "nat_t_port")]
@@ -368,7 +370,7 @@ fn nat_t_port() -> u16 {
     4500
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StaticSa {
     pub spi: u32,
@@ -422,7 +424,7 @@ pub struct StaticSa {
 /// 64-bit alignment, an optional trailer, the full SPI and SN. The inner
 /// header is compressed only when `selectors` and `local_selectors` each
 /// hold exactly one prefix of one family (§4.2 "iipc_diet-esp").
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct StaticCompression {
     #[serde(default)]
@@ -507,7 +509,7 @@ impl StaticCompression {
 
 /// A static SA's key and salt as written in the file: printed as
 /// `[redacted]` by `Debug`, zeroed when dropped.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct HexKey(String);
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End to end against libreswan 5.2 with the Linux kernel's ESP: pluto runs
-# in the QEMU guest of ../shared/interop/recipes (Debian bookworm's kernel
+# in the QEMU guest of scripts/peers/prepare (Debian bookworm's kernel
 # 6.1 with ESP, trixie chroot as root, /opt/libreswan5 unpacked there) and
 # installs real XFRM SAs; esprit-ike + esprit's dataplane are the host side.
 # No NAT, so IKE stays on UDP 500 and ESP travels raw (IP protocol 50).
@@ -32,13 +32,9 @@ else
   ip_=(ip) nodad= ping6= pyfam=AF_INET
 fi
 q() { [[ $v6 == 1 ]] && echo "\"$1\"" || echo "$1"; }
-recipes=${RECIPES:-$top/../shared/interop/recipes}
-D=${INTEROP_DIR:-/var/tmp/esprit-interop}; Q=$D/qemu; C=$D/chroots/trixie-root
 need_ike
-if [[ ! -f $Q/initrd.gz || ! -x $C/opt/libreswan5/usr/libexec/ipsec/pluto ]]; then
-  echo "  (one-time interop setup: $recipes/00_setup.sh)"
-  bash "$recipes/00_setup.sh" >"$work/setup.log" 2>&1 || { tail -20 "$work/setup.log"; fail "interop setup failed"; }
-fi
+need_interop
+Q=$interop/qemu C=$interop/chroots/trixie-root
 [[ -x $C/opt/libreswan5/usr/libexec/ipsec/pluto ]] || fail "libreswan 5.2 is not unpacked in $C/opt/libreswan5"
 command -v qemu-system-x86_64 >/dev/null || fail "qemu-system-x86 is not installed"
 psk=esprit-libreswan5-psk-$$
@@ -106,7 +102,7 @@ sysctl -qw "net.ipv6.conf.$qtap.disable_ipv6=1" "net.ipv6.conf.es5-in.disable_ip
 sysctl -qw "net.ipv4.conf.es5-in.rp_filter=1"
 
 qemu-system-x86_64 -accel tcg -m 768 -smp 1 -nographic -no-reboot \
-  -kernel "$Q/kern/boot/vmlinuz" -initrd "$Q/initrd.gz" -append "console=ttyS0 quiet panic=-1" \
+  -kernel "$Q/kern/boot/vmlinuz" -initrd "$Q/initrd.gz" -append "console=ttyS0 quiet panic=-1 no_timer_check" \
   -virtfs "local,path=$C,mount_tag=root,security_model=none,readonly=on" \
   -virtfs "local,path=$Q/kern/lib/modules,mount_tag=mods,security_model=none,readonly=on" \
   -virtfs "local,path=$S,mount_tag=scratch,security_model=none" \

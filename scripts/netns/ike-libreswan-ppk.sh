@@ -7,8 +7,7 @@
 #   ns lsp-l: pluto, 10.77.0.2 ── veth ── ns lsp-e: esprit-ike, 10.77.0.1
 #
 # libreswan is unpacked, not installed (it conflicts with strongSwan's
-# packages): ../shared/interop/recipes/03b and 00_setup.sh; LSR names the
-# unpacked root.
+# packages) by scripts/peers/prepare; LSR names another unpacked root.
 #   ppk=insist, esprit mandatory   -> PPK used (pluto establishes the IKE SA
 #                                     only with esprit's PPK_IDENTITY under
 #                                     insist, and does not log "switching to
@@ -25,10 +24,11 @@
 # whack --delete.
 name=ike-libreswan-ppk
 . "$(dirname "$0")/lib.sh"
-lsr=${LSR:-${INTEROP_DIR:-/var/tmp/esprit-interop}/libreswan-root}
-lx=$lsr/usr/libexec/ipsec
 need_ike
-[[ -x $lx/pluto && -x $lx/whack ]] || fail "no unpacked libreswan at $lsr (../shared/interop/recipes/00_setup.sh)"
+need_interop
+lsr=${LSR:-$interop/libreswan-root}
+lx=$lsr/usr/libexec/ipsec
+[[ -x $lx/pluto && -x $lx/whack ]] || fail "no unpacked libreswan at $lsr (scripts/peers/prepare)"
 command -v certutil >/dev/null || fail "certutil missing (libnss3-tools)"
 
 for n in lsp-e lsp-l; do ip netns add $n; netns+=($n); ip -n $n link set lo up; done

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Split DNS (RFC 8598) against libreswan 5.2: esprit-ike initiates to a
 # libreswan responder in a QEMU guest (Debian's bookworm kernel with ESP,
-# the interop trixie chroot as its root; see ../shared/interop recipe 07),
+# the trixie chroot as its root, both from scripts/peers/prepare),
 # which hands out an address, a DNS server and `modecfgdomains`:
 #
 #   ns lsx-a: esprit-ike 192.0.2.1 ── veth ── ns lsx-b: br0 ── tap ── guest 192.0.2.2 (pluto)
@@ -9,14 +9,14 @@
 # Passes when esprit accepts corp.example.test, refuses the public suffix
 # "com", lists the domain with its virtual IP, and the guest's kernel holds
 # the ESP SAs of the Child SA (ip xfrm state). IKE level on our side (no
-# dataplane). Needs the interop state of ../shared/interop (00_setup.sh).
+# dataplane).
 name=ike-libreswan-splitdns
 . "$(dirname "$0")/lib.sh"
-D=${INTEROP_DIR:-/var/tmp/esprit-interop}
-Q=$D/qemu C=$D/chroots/trixie-root
 need_ike
+need_interop
+Q=$interop/qemu C=$interop/chroots/trixie-root
 [[ -f $Q/kern/boot/vmlinuz && -f $Q/initrd.gz && -x $C/opt/libreswan5/usr/libexec/ipsec/pluto ]] \
-  || fail "no QEMU guest kernel/initrd or libreswan 5.2 under $D (run ../shared/interop/recipes/00_setup.sh)"
+  || fail "no QEMU guest kernel/initrd or libreswan 5.2 under $interop (scripts/peers/prepare)"
 command -v qemu-system-x86_64 >/dev/null || fail "qemu-system-x86_64 is not installed"
 
 ip netns add lsx-a; netns+=(lsx-a)
@@ -69,7 +69,7 @@ for i in \$(seq 300); do [ -f /scratch/stop ] && break; sleep 0.5; done
 ip xfrm state > /scratch/xfrm.txt
 EOG
 ip netns exec lsx-b qemu-system-x86_64 -accel tcg -m 768 -smp 2 -nographic -no-reboot \
-  -kernel "$Q/kern/boot/vmlinuz" -initrd "$Q/initrd.gz" -append "console=ttyS0 quiet panic=-1" \
+  -kernel "$Q/kern/boot/vmlinuz" -initrd "$Q/initrd.gz" -append "console=ttyS0 quiet panic=-1 no_timer_check" \
   -virtfs "local,path=$C,mount_tag=root,security_model=none,readonly=on" \
   -virtfs "local,path=$Q/kern/lib/modules,mount_tag=mods,security_model=none,readonly=on" \
   -virtfs "local,path=$S,mount_tag=scratch,security_model=none" \

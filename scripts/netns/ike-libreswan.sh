@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # esprit-ike against libreswan 4.10's pluto (Debian bookworm's, unpacked, run
-# as ../shared/interop/recipes/03b does), at the IKE level: this kernel has
+# by scripts/peers/prepare), at the IKE level: this kernel has
 # no ESP, so every Child SA pluto tries to put into XFRM fails ("Function
 # not implemented"). What pluto does then decides what can be tested:
 #
@@ -27,14 +27,9 @@ cert=${CERT:-0}
 name=ike-libreswan
 [[ $cert == 1 ]] && name="ike-libreswan auth=cert"
 . "$(dirname "$0")/lib.sh"
-recipes=${RECIPES:-$top/../shared/interop/recipes}
-D=${INTEROP_DIR:-/var/tmp/esprit-interop}
-LSR=${LSR:-$D/libreswan-root}; LX=$LSR/usr/libexec/ipsec
 need_ike
-if [[ ! -x $LX/pluto ]]; then
-  echo "  (one-time interop setup: $recipes/00_setup.sh)"
-  bash "$recipes/00_setup.sh" >"$work/setup.log" 2>&1 || { tail -20 "$work/setup.log"; fail "interop setup failed"; }
-fi
+need_interop
+LSR=${LSR:-$interop/libreswan-root}; LX=$LSR/usr/libexec/ipsec
 [[ -x $LX/pluto ]] || fail "libreswan 4.10 is not unpacked at $LSR"
 command -v certutil >/dev/null || fail "certutil (libnss3-tools) is missing"
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# libreswan 5.2 (pluto from the Debian trixie chroot of ../shared/interop)
+# libreswan 5.2 (pluto from the Debian trixie chroot of scripts/peers/prepare)
 # against esprit-ike: RFC 9242 IKE_INTERMEDIATE and RFC 8784 PPKs, at the
 # IKE level. This kernel has no ESP, so pluto's Child SA install fails
 # ("netlink response for Add SA ...: Function not implemented") and pluto
@@ -41,10 +41,11 @@
 # the pluto-initiated case) must make the test fail.
 name=ike-libreswan5
 . "$(dirname "$0")/lib.sh"
-root=${INTEROP_DIR:-/var/tmp/esprit-interop}/chroots/trixie-root
-lp=/opt/libreswan5; lx=$lp/usr/libexec/ipsec
 need_ike
-[[ -x $root$lx/pluto && -x $root$lx/whack ]] || fail "no libreswan 5.2 at $root$lp (../shared/interop/recipes/00_setup.sh, 03c)"
+need_interop
+root=$interop/chroots/trixie-root
+lp=/opt/libreswan5; lx=$lp/usr/libexec/ipsec
+[[ -x $root$lx/pluto && -x $root$lx/whack ]] || fail "no libreswan 5.2 at $root$lp (scripts/peers/prepare)"
 [[ -x $root/usr/bin/certutil ]] || fail "no certutil in $root"
 # pluto's files live inside the chroot, at the path it sees.
 l=/tmp/esprit-lsw5-$$

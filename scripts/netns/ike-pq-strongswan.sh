@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # RFC 9242 IKE_INTERMEDIATE and RFC 9370 additional key exchanges against
-# strongSwan from the Debian chroots of ../shared/interop (IKE level, both
+# strongSwan from the Debian chroots of scripts/peers/prepare (IKE level, both
 # roles): esprit-ike (no dataplane; its SA table in /dev/shm) in namespace
 # pqsw-e (172.16.19.1) and charon in pqsw-s (172.16.19.2), PSK.
 #
@@ -36,9 +36,10 @@ name="ike-pq-strongswan $peer"
 [[ $ppk_mode == 1 ]] && name+=" ppk"
 . "$(dirname "$0")/lib.sh"
 need_ike
-root=${INTEROP_DIR:-/var/tmp/esprit-interop}/chroots/$peer-root
+need_interop
+root=$interop/chroots/$peer-root
 [[ -x $root/usr/lib/ipsec/charon && -x $root/usr/sbin/swanctl ]] \
-  || fail "no strongSwan in $root (../shared/interop/recipes/00_setup.sh makes the chroots)"
+  || fail "no strongSwan in $root (scripts/peers/prepare makes the chroots)"
 case $peer in
   sid) proposals=(aes256gcm16-prfsha384-x25519-ke1_mlkem768 aes256gcm16-prfsha384-x25519-ke1_mlkem1024)
        want_version="6.1" ;;

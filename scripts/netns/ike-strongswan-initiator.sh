@@ -33,7 +33,7 @@ if [[ $pq == 2 ]]; then
   site_proposal=aes128gcm16-prfsha256-ecp256-ke1_mlkem768
   sw_proposal=$site_proposal
   export STRONGSWAN_ROOT=${STRONGSWAN_ROOT:-${INTEROP_DIR:-/var/tmp/esprit-interop}/chroots/sid-root}
-  STRONGSWAN_PEER=${STRONGSWAN_PEER:-$(cd "$(dirname "$0")" && pwd)/strongswan-chroot-peer}
+  STRONGSWAN_PEER=${STRONGSWAN_PEER:-$(cd "$(dirname "$0")/../peers" && pwd)/strongswan-chroot-peer}
 fi
 # DIET=1: esprit's Child SA config proposes Diet-ESP header compression
 # (N(HCP_PROPOSAL), draft-ietf-ipsecme-ikev2-diet-esp-extension) as between

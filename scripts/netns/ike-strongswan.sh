@@ -47,14 +47,14 @@ esp=${ESP:-}
 [[ -n $esp ]] && name="$name esp=$esp"
 backend=${BACKEND:-auto}
 [[ $backend != auto ]] && name="$name backend=$backend"
-# PQ=1: strongSwan 6.1.0 from the sid chroot (scripts/netns/strongswan-chroot-peer)
+# PQ=1: strongSwan 6.1.0 from the sid chroot (scripts/peers/strongswan-chroot-peer)
 # with X25519 + ML-KEM-768 (RFC 9370 ADDKE1, IKE_INTERMEDIATE, IKE_FOLLOWUP_KE
 # in its IKE SA rekey), esprit on its default proposal.
 pq=${PQ:-0}
 if [[ $pq == 1 ]]; then
   name="$name pq"
   export STRONGSWAN_ROOT=${STRONGSWAN_ROOT:-${INTEROP_DIR:-/var/tmp/esprit-interop}/chroots/sid-root}
-  STRONGSWAN_PEER=${STRONGSWAN_PEER:-$(cd "$(dirname "$0")" && pwd)/strongswan-chroot-peer}
+  STRONGSWAN_PEER=${STRONGSWAN_PEER:-$(cd "$(dirname "$0")/../peers" && pwd)/strongswan-chroot-peer}
 fi
 . "$(dirname "$0")/lib.sh"
 need_ike

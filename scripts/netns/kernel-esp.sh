@@ -1,21 +1,17 @@
 #!/usr/bin/env bash
 # esprit against the Linux kernel's ESP (XFRM): the host kernel here has no
 # ESP, so the peer is Debian's bookworm kernel 6.1 booted in QEMU (TCG) with
-# the trixie chroot as its root, from ../shared/interop/recipes (00_setup.sh
-# makes them once). The guest installs static tunnel SAs with `ip xfrm` and
-# pings, then streams 4 MB over TCP, to a server namespace behind esprit.
+# the trixie chroot as its root (scripts/peers/prepare makes them once).
+# The guest installs static tunnel SAs with `ip xfrm` and pings, then
+# streams 4 MB over TCP, to a server namespace behind esprit.
 #
 #   guest 192.168.5.2 [kernel ESP] 172.16.1.5 ─ qtap ══raw ESP══ [esprit] es-in ─ ns srv 192.168.105.2
 # env: SUITE (aes-128-gcm | aes-256-gcm | chacha20-poly1305), ESN (0|1)
 name="kernel-esp ${SUITE:-aes-128-gcm} esn=${ESN:-0}"
 . "$(dirname "$0")/lib.sh"
 suite=${SUITE:-aes-128-gcm} esn=${ESN:-0}
-recipes=${RECIPES:-$top/../shared/interop/recipes}
-D=${INTEROP_DIR:-/var/tmp/esprit-interop}; Q=$D/qemu; C=$D/chroots/trixie-root
-if [[ ! -f $Q/initrd.gz || ! -x $C/usr/sbin/ip ]]; then
-  echo "  (one-time interop setup: $recipes/00_setup.sh)"
-  bash "$recipes/00_setup.sh" >"$work/setup.log" 2>&1 || { tail -20 "$work/setup.log"; fail "interop setup failed"; }
-fi
+need_interop
+Q=$interop/qemu C=$interop/chroots/trixie-root
 command -v qemu-system-x86_64 >/dev/null || fail "qemu-system-x86 is not installed"
 
 key_out=2b7e151628aed2a6abf7158809cf4f3cdeadbeef key_in=0102030405060708090a0b0c0d0e0f10a1a2a3a4
@@ -50,7 +46,7 @@ ip link set qtap$$ up
 ethtool -K qtap$$ tx off rx off >/dev/null 2>&1 || true
 
 qemu-system-x86_64 -accel tcg -m 768 -smp 1 -nographic -no-reboot \
-  -kernel "$Q/kern/boot/vmlinuz" -initrd "$Q/initrd.gz" -append "console=ttyS0 quiet panic=-1" \
+  -kernel "$Q/kern/boot/vmlinuz" -initrd "$Q/initrd.gz" -append "console=ttyS0 quiet panic=-1 no_timer_check" \
   -virtfs "local,path=$C,mount_tag=root,security_model=none,readonly=on" \
   -virtfs "local,path=$Q/kern/lib/modules,mount_tag=mods,security_model=none,readonly=on" \
   -virtfs "local,path=$S,mount_tag=scratch,security_model=none" \

@@ -117,12 +117,24 @@ start_ike() {
   ike_metrics=$(tail -n +$((lines + 1)) "$log" | grep -o 'metrics on [0-9.:]*' | cut -d' ' -f3)
 }
 
-# strongSwan for the strongswan-peer scripts: the host's 5.9.8 (charon,
-# swanctl, kernel-libipsec), or the chroot peer named in STRONGSWAN_PEER;
-# sets peer.
+# The peers that Debian 12 cannot run from its own packages (libreswan 4.10
+# and 5.2, strongSwan 6.0.1 and 6.1.0 in trixie and sid chroots, the QEMU
+# guest with a kernel that has ESP), kept under $interop by
+# scripts/peers/prepare (scripts/setup runs it; it is idempotent and takes
+# under a second when everything is there, so tests call it too).
+interop=${INTEROP_DIR:-/var/tmp/esprit-interop}
+need_interop() {
+  INTEROP_DIR=$interop "$top/scripts/peers/prepare" >"$work/prepare.log" 2>&1 \
+    || { tail -20 "$work/prepare.log"; fail "scripts/peers/prepare could not make the peers under $interop"; }
+}
+
+# strongSwan for the strongswan-peer scripts (scripts/peers/): the host's
+# 5.9.8 (charon, swanctl, kernel-libipsec), or the chroot peer named in
+# STRONGSWAN_PEER (with STRONGSWAN_ROOT, made by need_interop); sets peer.
 need_strongswan() {
-  peer=${STRONGSWAN_PEER:-$top/../shared/interop/strongswan-peer}
+  peer=${STRONGSWAN_PEER:-$top/scripts/peers/strongswan-peer}
   [[ -x $peer ]] || fail "no strongswan-peer script at $peer"
+  [[ -z ${STRONGSWAN_ROOT:-} ]] || need_interop
   [[ -x /usr/lib/ipsec/charon ]] && command -v swanctl >/dev/null \
     || fail "strongSwan is not installed (scripts/setup installs strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins)"
   [[ -f /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so ]] || fail "strongSwan's kernel-libipsec plugin is missing (libcharon-extra-plugins)"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Real traffic through two independent ESP gateways: DPDK's ipsec-secgw
-# (librte_ipsec + intel-ipsec-mb, the anchor in ../shared/anchors) on the
+# (librte_ipsec + intel-ipsec-mb, built by bench/secgw/build.sh) on the
 # client side and esprit-dataplane on the server side, raw ESP between them,
 # AES-128-GCM tunnel SAs both ways. Ping and a bulk TCP transfer (iperf3)
 # from the client namespace to the server namespace must pass.
@@ -8,8 +8,7 @@
 #   ns cl 192.168.5.2 ─ sg-in [ipsec-secgw] sg-out ══ESP══ es-out [esprit] es-in ─ ns srv 192.168.105.2
 name="secgw-interop ${SUITE:-aes-128-gcm} esn=${ESN:-0}"
 . "$(dirname "$0")/lib.sh"
-anchor=${ANCHOR:-$top/../shared/anchors/ipsec-secgw}
-secgw=$("$anchor/build.sh" | tail -1) || fail "could not build the ipsec-secgw anchor"
+secgw=$("$top/bench/secgw/build.sh" | tail -1) || fail "could not build DPDK's ipsec-secgw (bench/secgw/build.sh)"
 [[ -x $secgw ]] || fail "no ipsec-secgw binary"
 suite=${SUITE:-aes-128-gcm}
 esn=${ESN:-0}

@@ -4,7 +4,7 @@
 AES-GCM-16 (RFC 5282: nonce = salt | IV, AAD = IKE header | SK header) and
 AES-CBC + HMAC-SHA2 (ICV over IKE header | SK header | IV | ciphertext).
 Also copies two AES-GCM vectors of draft-mcgrew-gcm-test-01 from the
-project's shared/vectors/esp-aead.json (case 2: 128-bit key, case 3: 256-bit).
+repository's testdata/esp-aead.json (case 2: 128-bit key, case 3: 256-bit).
 Run: /usr/bin/python3 sk_reference.py > sk_reference.json
 """
 import hashlib
@@ -53,15 +53,15 @@ for bits, integ, h, icv_len in ((128, 12, hashlib.sha256, 16), (256, 14, hashlib
                   "aad": aad.hex(), "inner": inner.hex(), "iv": iv.hex(), "pad_len": pad_len, "body": (iv + ct + icv).hex()})
 
 mcgrew = []
-shared = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../../shared/vectors/esp-aead.json")
+vectors = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../testdata/esp-aead.json")
 if len(sys.argv) > 1:
-    shared = sys.argv[1]
-for x in json.load(open(shared))["vectors"]:
+    vectors = sys.argv[1]
+for x in json.load(open(vectors))["vectors"]:
     if x["name"] in ("mcgrew-gcm-test-01-case-2", "mcgrew-gcm-test-01-case-3"):
         pkt = bytes.fromhex(x["esp_packet"])
         mcgrew.append({"name": x["name"], "key": x["key"], "salt": x["salt"],
                        "aad": pkt[:8].hex(), "body": pkt[8:].hex(), "plaintext": x["esp_payload_plaintext"]})
 
 print(json.dumps({
-    "provenance": "cases: computed by testdata/sk_reference.py with Python cryptography (OpenSSL) AESGCM / AES-CBC and hmac, independent of the Rust code. mcgrew: draft-mcgrew-gcm-test-01 cases 2 and 3 (ESP packets without ESN: AAD = SPI | SN, body = IV | ciphertext | ICV) via the project's shared/vectors/esp-aead.json",
+    "provenance": "cases: computed by testdata/sk_reference.py with Python cryptography (OpenSSL) AESGCM / AES-CBC and hmac, independent of the Rust code. mcgrew: draft-mcgrew-gcm-test-01 cases 2 and 3 (ESP packets without ESN: AAD = SPI | SN, body = IV | ciphertext | ICV) via the repository's testdata/esp-aead.json",
     "cases": cases, "mcgrew": mcgrew}, indent=1))

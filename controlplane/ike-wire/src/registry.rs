@@ -4,8 +4,8 @@
 //! their number and re-encode unchanged, and `Debug` prints the RFC name when
 //! there is one.
 //!
-//! Sources of the numbers (tags as in `shared/specs/ikev2-extensions.md` and
-//! `shared/specs/esp-iiv-gikev2.md`): RFC 7296 §3 read directly for the core
+//! Sources of the numbers (tags as in the team's spec digests
+//! `ikev2-extensions.md` and `esp-iiv-gikev2.md`): RFC 7296 §3 read directly for the core
 //! values; extensions cite their RFC in the constant's doc. Values tagged [I]
 //! (confirmed in strongSwan and libreswan) or [S] (independent IANA tables) were
 //! not read in the RFC text itself; they are only names here, the codec treats

@@ -267,7 +267,7 @@ fn prf(key: &[u8], data: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-/// The PSK of shared/interop/recipes/03_strongswan_pair.sh.
+/// The PSK the capture was made with (see the .txt file's header).
 const PSK: &[u8] = b"interop-test-psk-0123456789";
 
 fn first_payload<'a>(payloads: &'a [Payload<'a>], t: PayloadType) -> &'a Payload<'a> {
