@@ -240,6 +240,10 @@ pub struct Daemon {
     persister: Option<crate::store::Persister>,
     /// With a store: the turn's datagrams, sent after its batch is stored.
     held: Vec<ike_proto::Transmit>,
+    /// `ike.radius`: EAP connections' AAA client.
+    aaa: Option<crate::aaa::Aaa>,
+    /// EAP identities of responder IKE SAs the AAA server accepted.
+    eap_ids: HashMap<IkeSaHandle, String>,
 }
 
 impl Drop for Daemon {
@@ -275,6 +279,11 @@ fn log_line(out: &mut Vec<u8>, msg: std::fmt::Arguments<'_>) {
 /// A `warn` line (failures, restarts, reloads: rare), written at once
 /// after any buffered `info` lines, stamped with the wall clock (the one
 /// thing besides certificates it is read for).
+/// A `warn` line from the daemon's helpers ([`crate::aaa`]).
+pub(crate) fn log_warn(msg: std::fmt::Arguments<'_>) {
+    log(msg);
+}
+
 fn log(msg: std::fmt::Arguments<'_>) {
     let mut buf = LOG_BUF.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     log_line(&mut buf, msg);
@@ -425,6 +434,22 @@ impl Daemon {
             ),
             None => None,
         };
+        let aaa = match &cfg.radius {
+            None => None,
+            Some(r) => {
+                let (aaa, thread) = crate::aaa::Aaa::start(r, stop.clone()).map_err(|err| StartError::Bind {
+                    addr: SocketAddr::new(r.source.unwrap_or(IpAddr::from([0u8; 4])), 0),
+                    err,
+                })?;
+                threads.push(thread);
+                log(format_args!(
+                    "RADIUS client on {} for EAP: servers {:?}",
+                    aaa.local_addr().map_or_else(|| "?".into(), |a| a.to_string()),
+                    r.client.servers.iter().map(|s| s.addr).collect::<Vec<_>>()
+                ));
+                Some(aaa)
+            }
+        };
         let precompute = Precomputing::new();
         let ep = Endpoint::new(cfg.endpoint.clone(), Box::new(precompute.clone()), Box::new(rand_core::OsRng), t, clocks.unix());
         let d = Self {
@@ -449,6 +474,8 @@ impl Daemon {
             threads,
             persister: None,
             held: Vec::new(),
+            aaa,
+            eap_ids: HashMap::new(),
         };
         let mut d = d;
         if let Some(st) = d.cfg.state.clone() {
@@ -594,6 +621,9 @@ impl Daemon {
         if let Some(d) = self.ep.poll_timeout() {
             wait = wait.min(d.saturating_since(t));
         }
+        if let Some(d) = self.aaa.as_ref().and_then(crate::aaa::Aaa::poll_timeout) {
+            wait = wait.min(d.saturating_since(t));
+        }
         self.wait_for_input(wait);
         self.ep.set_unix_time(self.clocks.unix());
         // What must never wait behind a flood first.
@@ -609,6 +639,21 @@ impl Daemon {
             self.metrics.auth_jobs.with_label_values(&[if done.peer_refused() { "refused" } else { "done" }]).inc();
             self.ep.handle_auth_done(t, done);
             self.drain(t);
+        }
+        // RADIUS answers and timeouts: the IKE_AUTH requests waiting on
+        // them go on.
+        let t = self.clocks.now();
+        let mut answers = Vec::new();
+        if let Some(aaa) = self.aaa.as_mut() {
+            while let Ok((from, bytes)) = aaa.rx.try_recv() {
+                answers.extend(aaa.datagram(t, from, &bytes));
+            }
+            if aaa.poll_timeout().is_some_and(|d| d <= t) {
+                answers.extend(aaa.timeout(t));
+            }
+        }
+        for a in answers {
+            self.aaa_answer(t, a);
         }
         // Then one burst of each kind of datagram: existing SAs' exchanges
         // first, new requests second; whatever is left waits for the next
@@ -649,10 +694,30 @@ impl Daemon {
         flush_log();
     }
 
+    /// An AAA answer for the endpoint, counted.
+    fn aaa_answer(&mut self, t: Time, a: ike_proto::AaaAnswer) {
+        let result = match &a.outcome {
+            ike_proto::AaaOutcome::Challenge(_) => "challenge",
+            ike_proto::AaaOutcome::Accept { .. } => "accept",
+            ike_proto::AaaOutcome::Reject { .. } => "reject",
+            ike_proto::AaaOutcome::Unreachable => "unreachable",
+        };
+        self.metrics.eap.with_label_values(&[result]).inc();
+        if result != "challenge" {
+            info!("IKE SA #{}: RADIUS {result}", a.ike_sa.0);
+        }
+        if matches!(a.outcome, ike_proto::AaaOutcome::Unreachable) {
+            log(format_args!("IKE SA #{}: no RADIUS server answered (EAP fails)", a.ike_sa.0));
+        }
+        self.ep.handle_aaa_answer(t, a);
+        self.drain(t);
+    }
+
     /// Blocks until any queue has input or `wait` has passed.
     fn wait_for_input(&self, wait: Duration) {
         let q = &self.queues;
-        if !(q.control.is_empty() && q.auth.is_empty() && q.sa.is_empty() && q.init.is_empty()) {
+        let radius_waiting = self.aaa.as_ref().is_some_and(|a| !a.rx.is_empty());
+        if radius_waiting || !(q.control.is_empty() && q.auth.is_empty() && q.sa.is_empty() && q.init.is_empty()) {
             return;
         }
         let mut sel = Select::new();
@@ -660,6 +725,9 @@ impl Daemon {
         sel.recv(&q.auth);
         sel.recv(&q.sa);
         sel.recv(&q.init);
+        if let Some(a) = &self.aaa {
+            sel.recv(&a.rx);
+        }
         let _ = sel.ready_timeout(wait);
     }
 
@@ -788,6 +856,35 @@ impl Daemon {
             });
         }
         self.metrics.auth_jobs_in_flight.set(i64::try_from(self.auth_jobs_in_flight).unwrap_or(i64::MAX));
+        // EAP Responses to the RADIUS server (answered in a later turn).
+        while let Some(req) = self.ep.poll_aaa_request() {
+            let answer = match self.aaa.as_mut() {
+                Some(aaa) => {
+                    let mut authenticator = [0u8; 16];
+                    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut authenticator);
+                    aaa.request(t, req, authenticator)
+                }
+                // Config refuses EAP connections without ike.radius; a
+                // reload could still get here.
+                None => Some(ike_proto::AaaAnswer { ike_sa: req.ike_sa, message_id: req.message_id, outcome: ike_proto::AaaOutcome::Unreachable }),
+            };
+            if let Some(a) = answer {
+                self.metrics.eap.with_label_values(&["unreachable"]).inc();
+                self.ep.handle_aaa_answer(t, a);
+            }
+        }
+        if let Some(aaa) = self.aaa.as_mut() {
+            aaa.flush();
+            let d = aaa.stats_delta();
+            for (event, n) in [("requests", d.requests), ("retransmits", d.retransmits), ("failovers", d.failovers), ("timeouts", d.timeouts), ("bad_replies", d.bad_replies)] {
+                if n > 0 {
+                    self.metrics.radius.with_label_values(&[event]).inc_by(n);
+                }
+            }
+            if d.failovers > 0 {
+                log(format_args!("RADIUS: failed over; requests now go to {}", aaa.current_server()));
+            }
+        }
         while let Some(tr) = self.ep.poll_transmit() {
             if self.persister.is_some() {
                 // Written ahead: sent once the turn's snapshots are stored.
@@ -859,7 +956,16 @@ impl Daemon {
                     UpInfo { local_id, virtual_ips, dns, nat_local, nat_remote, established_at: t, connection, dns_domains: Vec::new() },
                 );
             }
+            Event::EapAuthenticated { ike_sa, identity } => {
+                let id = String::from_utf8_lossy(&identity).into_owned();
+                info!("IKE SA #{}: EAP identity '{id}' authenticated", ike_sa.0);
+                self.eap_ids.insert(ike_sa, id);
+            }
             Event::IkeSaDown { ike_sa, reason } => {
+                if let Some(aaa) = self.aaa.as_mut() {
+                    aaa.forget(ike_sa);
+                }
+                self.eap_ids.remove(&ike_sa);
                 let gone = self.up.remove(&ike_sa);
                 let was_up = gone.is_some();
                 if let Some(u) = gone.filter(|u| !u.dns_domains.is_empty() && self.initiated.contains(&ike_sa)) {
