@@ -11,19 +11,21 @@
 #
 # esprit's RADIUS servers are [10.19.0.3:1812, 10.19.0.2:1812]: the first
 # is dead (ICMP port unreachable), so the first Access-Request fails over
-# to the second after timeout_ms x (retries + 1), and later ones go there
-# directly. Passes when: the tunnel comes up with a virtual IP; strongSwan
+# to the second after timeout_ms x (retries + 1) = 1.5 s (more than
+# FreeRADIUS's 1 s reject_delay, so a slow Access-Reject is not taken for a
+# dead server), and later ones go there directly. Passes when: the tunnel comes up with a virtual IP; strongSwan
 # logs EAP-MSCHAPv2 succeeded and the MSK-based AUTH verified; FreeRADIUS
 # logged the Access-Accept for alice; ping crosses esprit's dataplane (its
 # SA counters count it); esprit counts one failover and the EAP outcomes;
 # a second client identity with a wrong password is refused (strongSwan
 # sees EAP_FAILURE/AUTHENTICATION_FAILED) and counted as an auth failure;
-# no RADIUS secret, password or MSK appears in esprit's logs.
-# EAP_ONLY=1: the gateway leaves its AUTH out (RFC 5998; strongSwan asks
-# with EAP_ONLY_AUTHENTICATION, accepts for mutual EAP-MSCHAPv2).
+# then a third identity, carol, authenticates with EAP-TLS (a client
+# certificate of a throwaway CA that FreeRADIUS trusts; FreeRADIUS shows the
+# gateway's certificate) on a connection with eap_only: esprit leaves its
+# AUTH out (RFC 5998, strongSwan sends EAP_ONLY_AUTHENTICATION and allows it
+# for the mutual EAP-TLS) and carol's tunnel carries ping too; no RADIUS
+# secret or password appears in esprit's logs.
 name=eap-radius
-eap_only=${EAP_ONLY:-0}
-[[ $eap_only == 1 ]] && name="$name eap-only"
 . "$(dirname "$0")/lib.sh"
 need_ike
 need_strongswan
@@ -47,7 +49,13 @@ alice	Cleartext-Password := "alice-pw-9f3c1e"
 bob	Cleartext-Password := "bob-pw-77a01d"
 EOT
 radius_secret=radius-secret-$$-k2
-"$(dirname "$0")/freeradius-conf.sh" "$work/raddb" 10.19.0.2 1812 18120 10.19.0.1 "$radius_secret" "$work/users" \
+# One throwaway CA: the gateway's IKE certificate (also FreeRADIUS's TLS
+# server certificate, so strongSwan's EAP-TLS finds the AAA identity it
+# expects, gw.esprit) and carol's client certificate.
+make_pki "$work/pki" ecdsa "esprit eap CA" esprit gw carol
+mkdir -p "$work/tls"
+cp "$work/pki/ca.pem" "$work/tls/ca.pem"; cp "$work/pki/gw.pem" "$work/tls/server.pem"; cp "$work/pki/gw.key" "$work/tls/server.key"
+"$(dirname "$0")/freeradius-conf.sh" "$work/raddb" 10.19.0.2 1812 18120 10.19.0.1 "$radius_secret" "$work/users" "$work/tls" \
   || fail "could not write the FreeRADIUS configuration"
 ip netns exec eap-aaa freeradius -X -d "$work/raddb" >"$work/radius.log" 2>&1 &
 pids+=($!)
@@ -55,7 +63,6 @@ for _ in $(seq 100); do grep -q "Ready to process requests" "$work/radius.log" &
 grep -q "Ready to process requests" "$work/radius.log" || { tail -20 "$work/radius.log"; fail "FreeRADIUS did not start"; }
 printf '%s\n' "$radius_secret" >"$work/radius.secret"
 
-make_pki "$work/pki" ecdsa "esprit eap CA" esprit gw
 start_dataplane <<EOT
 dataplane:
   eal_args: ["-l", "1", "--no-huge", "-m", "512", "--no-pci", "--file-prefix", "esprit-netns-$$", "--log-level", "lib.eal:error"]
@@ -79,16 +86,27 @@ ike:
     servers:
       - { address: "10.19.0.3:1812", secret_file: $work/radius.secret }
       - { address: "10.19.0.2:1812", secret_file: $work/radius.secret }
-    timeout_ms: 300
-    retries: 1
+    timeout_ms: 500
+    retries: 2
     nas_identifier: esprit-test
   pools:
     rw: { v4: 10.99.19.0/24, dns: [192.168.119.53] }
   connections:
+    # Chosen by identity, in name order: carol's first.
+    eaptls:
+      local_id: gw.esprit
+      remote_id: carol.esprit
+      local_auth: { cert: $work/pki/gw.pem, key: $work/pki/gw.key }
+      remote_auth: { eap: radius, eap_only: true }
+      proposals: [aes256gcm16-prfsha256-x25519]
+      pool: rw
+      child:
+        esp_proposals: [aes256gcm16]
+        local_ts: [192.168.119.0/24]
     rw:
       local_id: gw.esprit
       local_auth: { cert: $work/pki/gw.pem, key: $work/pki/gw.key }
-      remote_auth: { eap: radius$( [[ $eap_only == 1 ]] && echo ", eap_only: true" ) }
+      remote_auth: { eap: radius }
       proposals: [aes256gcm16-prfsha256-x25519]
       pool: rw
       child:
@@ -100,8 +118,9 @@ ip addr add 172.16.19.1/24 dev "$tap"
 start_ike "$work/dp.yaml"
 peer_logs=("swanctl-load:$work/sw-load.log" "charon:$work/sw/charon.log" "radius:$work/radius.log")
 
-mkdir -p "$work/x509ca"; cp "$work/pki/ca.pem" "$work/x509ca/"
-if [[ $eap_only == 1 ]]; then sw_remote="auth = eap-mschapv2"; else sw_remote="auth = pubkey"; fi
+mkdir -p "$work/x509ca" "$work/x509" "$work/pkcs8"
+cp "$work/pki/ca.pem" "$work/x509ca/"; cp "$work/pki/carol.pem" "$work/x509/"; cp "$work/pki/carol.key" "$work/pkcs8/"
+sw_remote="auth = pubkey"
 cat >"$work/swanctl.conf" <<EOT
 connections {
   alice {
@@ -130,6 +149,19 @@ connections {
     children { bobnet { remote_ts = 192.168.119.0/24
                         esp_proposals = aes256gcm16 } }
   }
+  carol {
+    local_addrs = 172.16.19.2
+    remote_addrs = 172.16.19.1
+    vips = 0.0.0.0
+    proposals = aes256gcm16-prfsha256-x25519
+    local { auth = eap-tls
+            id = carol.esprit
+            certs = carol.pem }
+    remote { auth = eap-tls
+             id = gw.esprit }
+    children { carolnet { remote_ts = 192.168.119.0/24
+                          esp_proposals = aes256gcm16 } }
+  }
 }
 secrets {
   eap-alice { id = alice
@@ -151,13 +183,8 @@ grep -q "EAP method EAP_MSCHAPV2 succeeded, MSK established" "$work/sw/charon.lo
   || ike_fail "strongSwan did not finish EAP-MSCHAPv2 with an MSK"
 grep -q "authentication of 'gw.esprit' with EAP successful" "$work/sw/charon.log" \
   || ike_fail "strongSwan did not verify esprit's MSK-based AUTH"
-if [[ $eap_only == 1 ]]; then
-  grep -q "allow mutual EAP-only authentication" "$work/sw/charon.log" || ike_fail "strongSwan did not take EAP-only authentication"
-  grep -q "authentication of 'gw.esprit' with ECDSA" "$work/sw/charon.log" && ike_fail "esprit signed with its certificate despite EAP-only"
-else
-  grep -q "authentication of 'gw.esprit' with ECDSA.* successful" "$work/sw/charon.log" \
-    || ike_fail "strongSwan did not verify esprit's certificate signature"
-fi
+grep -q "authentication of 'gw.esprit' with ECDSA.* successful" "$work/sw/charon.log" \
+  || ike_fail "strongSwan did not verify esprit's certificate signature"
 grep -q "Sent Access-Accept" "$work/radius.log" || ike_fail "FreeRADIUS sent no Access-Accept"
 grep -q 'User-Name = "alice"' "$work/radius.log" || ike_fail "FreeRADIUS did not see User-Name alice"
 grep -q 'NAS-Identifier = "esprit-test"' "$work/radius.log" || ike_fail "FreeRADIUS did not see our NAS-Identifier"
@@ -198,6 +225,26 @@ grep -q "RADIUS: failed over; requests now go to 10.19.0.2:1812" "$work/ike.log"
 # alice's tunnel is still up and carrying traffic.
 ip netns exec eap-rw ping -c 2 -i 0.2 -W 2 192.168.119.2 >"$work/ping2.log" 2>&1 \
   || { cat "$work/ping2.log"; ike_fail "alice's tunnel stopped after bob's failure"; }
+
+# carol: EAP-TLS, EAP-only (no AUTH of ours before EAP; the MSK-based AUTH
+# after it authenticates us), after alice's tunnel is gone (one virtual IP
+# route at a time in the client namespace).
+"$peer" swanctl eap-rw "$work/sw" --terminate --ike alice --timeout 10 >"$work/terminate.log" 2>&1 \
+  || { cat "$work/terminate.log"; ike_fail "swanctl --terminate alice failed"; }
+sw_lines=$(wc -l <"$work/sw/charon.log")
+"$peer" swanctl eap-rw "$work/sw" --initiate --child carolnet --timeout 30 >"$work/initiate-carol.log" 2>&1 \
+  || { sed 's/^/  swanctl| /' "$work/initiate-carol.log" | tail -15; ike_fail "strongSwan (carol, EAP-TLS) could not bring the tunnel up"; }
+tail -n +$((sw_lines + 1)) "$work/sw/charon.log" >"$work/charon-carol.log"
+grep -q "EAP method EAP_TLS succeeded, MSK established" "$work/charon-carol.log" || ike_fail "strongSwan did not finish EAP-TLS with an MSK"
+grep -q "allow mutual EAP-only authentication" "$work/charon-carol.log" || ike_fail "strongSwan did not take EAP-only authentication"
+grep -q "authentication of 'gw.esprit' with ECDSA" "$work/charon-carol.log" && ike_fail "esprit signed with its certificate despite EAP-only"
+grep -q "authentication of 'gw.esprit' with EAP successful" "$work/charon-carol.log" || ike_fail "strongSwan did not verify esprit's MSK-based AUTH (EAP-TLS)"
+grep -q "EAP identity 'carol.esprit' authenticated" "$work/ike.log" || ike_fail "esprit-ike did not log carol's EAP identity"
+grep -q "IKE SA #[0-9]* eaptls up" "$work/ike.log" || ike_fail "carol did not land on the eaptls connection"
+ip netns exec eap-rw ping -c 3 -i 0.2 -W 2 192.168.119.2 >"$work/ping3.log" 2>&1 \
+  || { cat "$work/ping3.log"; ike_fail "no ping through carol's EAP-TLS tunnel"; }
+ectl --json stats >"$work/stats.json"
+grep -q '"esprit_ike_eap_total{result=accept}": 2' "$work/stats.json" || ike_fail "carol's accept is not counted: $(cat "$work/stats.json")"
 
 # No RADIUS secret, password or MSK (strongSwan logs none at this level;
 # the MSK is derived from the password) in what esprit wrote.

@@ -4,10 +4,12 @@
 # virtual server listening on ADDR (auth PORT, accounting PORT+1), the
 # inner tunnel on 127.0.0.1:INNER, a client NAS with SECRET, the users
 # file USERS (copied), and accounting detail files under DIR/radacct.
-# Usage: freeradius-conf.sh DIR ADDR PORT INNER NAS_ADDR SECRET USERS
+# Usage: freeradius-conf.sh DIR ADDR PORT INNER NAS_ADDR SECRET USERS [TLS]
+# With TLS (a directory holding ca.pem, server.pem, server.key), EAP-TLS
+# uses that server certificate and trusts client certificates of that CA.
 # Then: freeradius -X -d DIR (foreground; runs as the invoking user).
 set -euo pipefail
-dir=$1 addr=$2 port=$3 inner=$4 nas=$5 secret=$6 users=$7
+dir=$1 addr=$2 port=$3 inner=$4 nas=$5 secret=$6 users=$7 tls=${8:-}
 rm -rf "$dir"
 cp -a /etc/freeradius/3.0 "$dir"
 mkdir -p "$dir/log" "$dir/run" "$dir/radacct"
@@ -45,6 +47,8 @@ authenticate {
 	Auth-Type MS-CHAP {
 		mschap
 	}
+	# EAP-MSCHAPv2 calls the mschap module by name.
+	mschap
 	eap
 }
 preacct {
@@ -71,5 +75,10 @@ client nas {
 }
 CONF
 cp "$users" "$dir/mods-config/files/authorize"
+if [[ -n $tls ]]; then
+  sed -i -e "s|^\(\s*\)private_key_file = .*|\1private_key_file = $tls/server.key|" \
+    -e "s|^\(\s*\)certificate_file = .*|\1certificate_file = $tls/server.pem|" \
+    -e "s|^\(\s*\)ca_file = .*|\1ca_file = $tls/ca.pem|" "$dir/mods-available/eap"
+fi
 # The certificates Debian made at install (snakeoil) may be unreadable to
 # a non-root user; we run as root in a namespace, so they are.
