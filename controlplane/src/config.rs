@@ -152,6 +152,20 @@ struct RadiusYaml {
     /// Address the RADIUS socket binds to (any by default).
     #[serde(default)]
     source: Option<IpAddr>,
+    /// RFC 2866 accounting for EAP-authenticated IKE SAs: Start when the
+    /// first Child SA is up, Interim-Update, Stop with the cause.
+    #[serde(default)]
+    accounting: Option<AccountingYaml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountingYaml {
+    /// Interim-Update period; an Access-Accept's Acct-Interim-Interval
+    /// (RFC 2869 §5.16) overrides it. None: Start and Stop only (unless
+    /// the server asks).
+    #[serde(default)]
+    interim_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,6 +175,9 @@ struct RadiusServerYaml {
     address: SocketAddr,
     /// The shared secret, one line, in a file of its own.
     secret_file: PathBuf,
+    /// The accounting port (the authentication port + 1 by default).
+    #[serde(default)]
+    accounting_port: Option<u16>,
 }
 
 fn default_radius_timeout_ms() -> u64 {
@@ -589,6 +606,15 @@ pub struct RadiusConfig {
     pub client: radius_wire::client::Config,
     pub nas_identifier: String,
     pub source: Option<IpAddr>,
+    /// `ike.radius.accounting`: the servers' accounting ports.
+    pub accounting: Option<AccountingConfig>,
+}
+
+/// RFC 2866 accounting ([`crate::aaa`]).
+#[derive(Clone, Debug)]
+pub struct AccountingConfig {
+    pub client: radius_wire::client::Config,
+    pub interim: Option<Duration>,
 }
 
 /// The state store ([`crate::store`]): its file and the node key.
@@ -763,7 +789,28 @@ fn radius(r: &RadiusYaml, base: &Path) -> Result<RadiusConfig, ConfigError> {
         }
         servers.push(radius_wire::client::Server { addr: s.address, secret });
     }
+    let accounting = match &r.accounting {
+        None => None,
+        Some(a) => {
+            if a.interim_interval_secs.is_some_and(|s| !(1..=86_400).contains(&s)) {
+                return Err(err("ike.radius.accounting.interim_interval_secs", "between 1 and 86400"));
+            }
+            let acct = servers
+                .iter()
+                .zip(&r.servers)
+                .map(|(s, y)| {
+                    let port = y.accounting_port.unwrap_or(y.address.port().wrapping_add(1));
+                    radius_wire::client::Server { addr: SocketAddr::new(y.address.ip(), port), secret: s.secret.clone() }
+                })
+                .collect();
+            Some(AccountingConfig {
+                client: radius_wire::client::Config { servers: acct, timeout: Duration::from_millis(r.timeout_ms), retries: r.retries },
+                interim: a.interim_interval_secs.map(Duration::from_secs),
+            })
+        }
+    };
     Ok(RadiusConfig {
+        accounting,
         client: radius_wire::client::Config { servers, timeout: Duration::from_millis(r.timeout_ms), retries: r.retries },
         nas_identifier: r.nas_identifier.clone().unwrap_or_else(|| "esprit".into()),
         source: r.source,

@@ -800,7 +800,29 @@ impl Daemon {
         }
     }
 
+    /// The counters of an IKE SA's Child SAs in the table (accounting).
+    fn live_totals(&self, ike_sa: IkeSaHandle) -> crate::aaa::Totals {
+        let mut sum = crate::aaa::Totals::default();
+        for c in self.table.children_of(ike_sa) {
+            if let Some(e) = self.table.child(c) {
+                sum += totals(&self.table.counters(e));
+            }
+        }
+        sum
+    }
+
     fn housekeeping(&mut self, t: Time) {
+        // RFC 2866 Interim-Updates that are due.
+        let due = self.aaa.as_ref().map(|a| a.due_interims(t)).unwrap_or_default();
+        for ike_sa in due {
+            let live = self.live_totals(ike_sa);
+            if let Some(aaa) = self.aaa.as_mut() {
+                aaa.interim(t, ike_sa, live);
+            }
+        }
+        if let Some(aaa) = self.aaa.as_mut() {
+            aaa.flush();
+        }
         // Only the Child SAs whose poll is due (crate::table): the tick's
         // cost follows them, not the number held.
         let polled = self.table.poll_due(t);
@@ -875,10 +897,12 @@ impl Daemon {
         }
         if let Some(aaa) = self.aaa.as_mut() {
             aaa.flush();
-            let d = aaa.stats_delta();
-            for (event, n) in [("requests", d.requests), ("retransmits", d.retransmits), ("failovers", d.failovers), ("timeouts", d.timeouts), ("bad_replies", d.bad_replies)] {
-                if n > 0 {
-                    self.metrics.radius.with_label_values(&[event]).inc_by(n);
+            let (d, acct) = aaa.stats_delta();
+            for (prefix, d) in [("", d), ("acct_", acct)] {
+                for (event, n) in [("requests", d.requests), ("retransmits", d.retransmits), ("failovers", d.failovers), ("timeouts", d.timeouts), ("bad_replies", d.bad_replies)] {
+                    if n > 0 {
+                        self.metrics.radius.with_label_values(&[&format!("{prefix}{event}")]).inc_by(n);
+                    }
                 }
             }
             if d.failovers > 0 {
@@ -962,6 +986,13 @@ impl Daemon {
                 self.eap_ids.insert(ike_sa, id);
             }
             Event::IkeSaDown { ike_sa, reason } => {
+                if reason != DownReason::Rekeyed {
+                    let live = self.live_totals(ike_sa);
+                    if let Some(aaa) = self.aaa.as_mut() {
+                        aaa.stop(t, ike_sa, live, crate::aaa::terminate_cause(&reason));
+                        aaa.flush();
+                    }
+                }
                 if let Some(aaa) = self.aaa.as_mut() {
                     aaa.forget(ike_sa);
                 }
@@ -991,6 +1022,12 @@ impl Daemon {
             Event::IkeSaRekeyed { old, new } => {
                 self.metrics.rekeys.with_label_values(&["ike"]).inc();
                 self.table.reparent(old, new);
+                if let Some(aaa) = self.aaa.as_mut() {
+                    aaa.rekeyed(old, new);
+                }
+                if let Some(id) = self.eap_ids.remove(&old) {
+                    self.eap_ids.insert(new, id);
+                }
                 if let Some(i) = self.up.remove(&old) {
                     self.up.insert(new, i);
                 }
@@ -1012,27 +1049,53 @@ impl Daemon {
                 if i.compression.is_some() {
                     self.metrics.child_features.with_label_values(&["diet_esp"]).inc();
                 }
-                match self.table.install(t, &i) {
-                    Ok(e) => info!(
-                        "Child SA #{} of IKE SA #{} installed: SPIs in {:08x} out {:08x}, {:?}{}, {} <-> {}{}",
-                        e.child_sa.0,
-                        e.ike_sa.0,
-                        e.spi_in,
-                        e.spi_out,
-                        e.suite.encr,
-                        e.suite.key_bits.map(|b| format!("-{b}")).unwrap_or_default(),
-                        e.ts_local.iter().map(ts_str).collect::<Vec<_>>().join(","),
-                        e.ts_remote.iter().map(ts_str).collect::<Vec<_>>().join(","),
-                        if e.udp_encap { ", UDP-encapsulated" } else { "" }
-                    ),
+                let (ike_sa, local, remote) = (i.ike_sa, i.local, i.remote);
+                let installed = match self.table.install(t, &i) {
+                    Ok(e) => {
+                        info!(
+                            "Child SA #{} of IKE SA #{} installed: SPIs in {:08x} out {:08x}, {:?}{}, {} <-> {}{}",
+                            e.child_sa.0,
+                            e.ike_sa.0,
+                            e.spi_in,
+                            e.spi_out,
+                            e.suite.encr,
+                            e.suite.key_bits.map(|b| format!("-{b}")).unwrap_or_default(),
+                            e.ts_local.iter().map(ts_str).collect::<Vec<_>>().join(","),
+                            e.ts_remote.iter().map(ts_str).collect::<Vec<_>>().join(","),
+                            if e.udp_encap { ", UDP-encapsulated" } else { "" }
+                        );
+                        true
+                    }
                     Err(err) => {
                         self.metrics.child_failures.with_label_values(&["table"]).inc();
                         log(format_args!("Child SA #{} not programmed ({err}); deleting it", i.child_sa.0));
                         let _ = self.ep.handle_command(t, Command::DeleteChild { ike_sa: i.ike_sa, child_sa: i.child_sa });
+                        false
+                    }
+                };
+                if installed && self.aaa.as_ref().is_some_and(|a| a.wants_session(ike_sa)) {
+                    // RFC 2866 Start: the first Child SA of an EAP client.
+                    if let Some(user) = self.eap_ids.get(&ike_sa) {
+                        let framed_ip = self.up.get(&ike_sa).and_then(|u| {
+                            u.virtual_ips.iter().find_map(|a| match a {
+                                IpAddr::V4(v4) => Some(*v4),
+                                IpAddr::V6(_) => None,
+                            })
+                        });
+                        let unix_secs = self.clocks.unix().secs();
+                        let start = crate::aaa::SessionStart { ike_sa, user: user.as_bytes().to_vec(), framed_ip, local, remote, unix_secs };
+                        if let Some(aaa) = self.aaa.as_mut() {
+                            aaa.start_session(t, start);
+                            aaa.flush();
+                        }
                     }
                 }
             }
             Event::ChildSaDelete { ike_sa, child_sa, spi_in, spi_out } => {
+                // Accounting keeps what the Child SA carried.
+                if let (Some(aaa), Some(e)) = (self.aaa.as_mut(), self.table.child(child_sa)) {
+                    aaa.child_gone(ike_sa, totals(&self.table.counters(e)));
+                }
                 self.table.delete(child_sa);
                 info!("Child SA #{} of IKE SA #{} deleted (SPIs {spi_in:08x}/{spi_out:08x})", child_sa.0, ike_sa.0);
             }
@@ -1300,6 +1363,11 @@ impl Daemon {
         let orphans: Vec<Value> = self.table.orphans().iter().map(|o| json!({ "spi": format!("{:08x}", o.spi) })).collect();
         json!({ "ike_sas": out, "orphans": orphans })
     }
+}
+
+/// A Child SA's dataplane counters as accounting totals.
+fn totals(c: &crate::table::ChildCounters) -> crate::aaa::Totals {
+    crate::aaa::Totals { in_octets: c.in_bytes, out_octets: c.out_bytes, in_pkts: c.in_pkts, out_pkts: c.out_pkts }
 }
 
 fn child_of(c: &Command) -> u64 {
