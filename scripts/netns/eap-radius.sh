@@ -24,7 +24,11 @@
 # gateway's certificate) on a connection with eap_only: esprit leaves its
 # AUTH out (RFC 5998, strongSwan sends EAP_ONLY_AUTHENTICATION and allows it
 # for the mutual EAP-TLS) and carol's tunnel carries ping too; no RADIUS
-# secret or password appears in esprit's logs.
+# secret or password appears in esprit's logs. Accounting (RFC 2866):
+# FreeRADIUS's detail file shows alice's Start with Framed-IP-Address
+# 10.99.19.1, an Interim-Update whose packet and octet counts equal
+# esprit's SA counters (taken after the traffic stopped, interval 2 s), and
+# a Stop with Acct-Terminate-Cause User-Request and the same counts.
 name=eap-radius
 . "$(dirname "$0")/lib.sh"
 need_ike
@@ -89,6 +93,7 @@ ike:
     timeout_ms: 500
     retries: 2
     nas_identifier: esprit-test
+    accounting: { interim_interval_secs: 2 }
   pools:
     rw: { v4: 10.99.19.0/24, dns: [192.168.119.53] }
   connections:
@@ -226,11 +231,53 @@ grep -q "RADIUS: failed over; requests now go to 10.19.0.2:1812" "$work/ike.log"
 ip netns exec eap-rw ping -c 2 -i 0.2 -W 2 192.168.119.2 >"$work/ping2.log" 2>&1 \
   || { cat "$work/ping2.log"; ike_fail "alice's tunnel stopped after bob's failure"; }
 
+# Accounting: wait for an Interim-Update after the traffic (interval 2 s),
+# compare it with esprit's counters, then alice's Stop.
+detail() { cat "$work"/raddb/radacct/*/detail-* 2>/dev/null; }
+ectl --json list-sas >"$work/sas-acct.json"
+sleep 2.5
+detail >"$work/detail-1.txt"
+"$peer" swanctl eap-rw "$work/sw" --terminate --ike alice --timeout 10 >"$work/terminate.log" 2>&1 \
+  || { cat "$work/terminate.log"; ike_fail "swanctl --terminate alice failed"; }
+for _ in $(seq 40); do detail | grep -q "Acct-Status-Type = Stop" && break; sleep 0.1; done
+detail >"$work/detail.txt"
+/usr/bin/python3 - "$work/detail-1.txt" "$work/detail.txt" "$work/sas-acct.json" <<'PY' || { cat "$work/detail.txt"; ike_fail "FreeRADIUS's accounting detail does not match esprit's counters"; }
+import json, sys
+def records(path):
+    out, cur = [], None
+    for line in open(path):
+        if not line.strip():
+            cur = None
+            continue
+        if not line.startswith("\t"):
+            cur = {}
+            out.append(cur)
+            continue
+        k, _, v = line.strip().partition(" = ")
+        cur[k] = v.strip('"')
+    return [r for r in out if r.get("User-Name") == "alice"]
+sas = json.load(open(sys.argv[3]))
+kid = [c for i in sas["ike_sas"] for c in i["child_sas"] if c["state"] == "INSTALLED"][0]
+before = records(sys.argv[1])
+start = [r for r in before if r["Acct-Status-Type"] == "Start"]
+assert len(start) == 1 and start[0]["Framed-IP-Address"] == "10.99.19.1", start
+assert start[0]["NAS-Identifier"] == "esprit-test", start
+interims = [r for r in before if r["Acct-Status-Type"] == "Interim-Update"]
+assert interims, "no Interim-Update"
+last = interims[-1]
+want = {"Acct-Input-Packets": kid["in_pkts"], "Acct-Output-Packets": kid["out_pkts"], "Acct-Input-Octets": kid["in_bytes"], "Acct-Output-Octets": kid["out_bytes"]}
+got = {k: int(last[k]) for k in want}
+assert got == want and got["Acct-Input-Packets"] >= 5, (got, want)
+stop = [r for r in records(sys.argv[2]) if r["Acct-Status-Type"] == "Stop"]
+assert len(stop) == 1 and stop[0]["Acct-Terminate-Cause"] == "User-Request", stop
+assert {k: int(stop[0][k]) for k in want} == want, (stop, want)
+assert stop[0]["Acct-Session-Id"] == start[0]["Acct-Session-Id"]
+print(f"accounting: Start, {len(interims)} Interim-Update(s), Stop; {got}")
+PY
+
 # carol: EAP-TLS, EAP-only (no AUTH of ours before EAP; the MSK-based AUTH
 # after it authenticates us), after alice's tunnel is gone (one virtual IP
 # route at a time in the client namespace).
-"$peer" swanctl eap-rw "$work/sw" --terminate --ike alice --timeout 10 >"$work/terminate.log" 2>&1 \
-  || { cat "$work/terminate.log"; ike_fail "swanctl --terminate alice failed"; }
 sw_lines=$(wc -l <"$work/sw/charon.log")
 "$peer" swanctl eap-rw "$work/sw" --initiate --child carolnet --timeout 30 >"$work/initiate-carol.log" 2>&1 \
   || { sed 's/^/  swanctl| /' "$work/initiate-carol.log" | tail -15; ike_fail "strongSwan (carol, EAP-TLS) could not bring the tunnel up"; }
