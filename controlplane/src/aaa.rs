@@ -468,3 +468,189 @@ fn read(socket: UdpSocket, tx: Sender<(SocketAddr, Vec<u8>)>, stop: Arc<AtomicBo
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use radius_wire::client::{Config, Server};
+
+    const SECRET: &[u8] = b"aaa-test-secret";
+
+    fn server(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn aaa(accounting: bool) -> Aaa {
+        let servers = vec![Server { addr: server(18121), secret: zeroize::Zeroizing::new(SECRET.to_vec()) }];
+        let client = Config { servers, timeout: Duration::from_millis(100), retries: 0 };
+        let acct = Config {
+            servers: vec![Server { addr: server(18122), secret: zeroize::Zeroizing::new(SECRET.to_vec()) }],
+            ..client.clone()
+        };
+        let cfg = RadiusConfig {
+            client,
+            nas_identifier: "nas-t".into(),
+            source: Some(IpAddr::from([127, 0, 0, 1])),
+            accounting: accounting.then(|| crate::config::AccountingConfig { client: acct, interim: Some(Duration::from_secs(5)) }),
+        };
+        let (a, _thread) = Aaa::start(&cfg, Arc::new(AtomicBool::new(true))).expect("binds");
+        a
+    }
+
+    fn request(ike_sa: u64, eap: &[u8], first: bool) -> AaaRequest {
+        AaaRequest {
+            ike_sa: IkeSaHandle(ike_sa),
+            message_id: 2,
+            connection: "rw".into(),
+            identity: b"alice".to_vec(),
+            eap: eap.to_vec(),
+            local: SocketAddr::from(([172, 16, 0, 1], 4500)),
+            remote: SocketAddr::from(([172, 16, 0, 2], 4500)),
+            first,
+        }
+    }
+
+    /// What the client sent last, decoded.
+    fn sent(a: &mut Aaa) -> (SocketAddr, Vec<u8>, Packet) {
+        let tr = a.client.poll_transmit().expect("a request went out");
+        let p = Packet::decode(&tr.bytes).expect("decodes");
+        (tr.to, tr.bytes, p)
+    }
+
+    /// A reply as FreeRADIUS builds it (Message-Authenticator, then the
+    /// Response Authenticator).
+    fn reply(code: u8, request: &Packet, mut attrs: Vec<Attribute>) -> Vec<u8> {
+        attrs.push(Attribute::new(attr::MESSAGE_AUTHENTICATOR, vec![0; 16]));
+        let mut p = Packet { code, identifier: request.identifier, authenticator: request.authenticator, attributes: attrs }.encode().expect("encodes");
+        // The Message-Authenticator is last: HMAC-MD5 over the packet with
+        // it zeroed (RFC 3579 §3.2), made by radius-wire's request builder
+        // on the same octets.
+        let mac = radius_wire::message_authenticator(&p, SECRET);
+        let n = p.len();
+        p[n - 16..].copy_from_slice(&mac);
+        let ra = radius_wire::response_authenticator(&p, &request.authenticator, SECRET);
+        p[4..20].copy_from_slice(&ra);
+        p
+    }
+
+    #[test]
+    fn a_conversation_carries_state_and_ends_with_the_msk() {
+        let mut a = aaa(false);
+        let t = Time::from_secs(1);
+        assert!(a.request(t, request(1, &[2, 7, 0, 10, 1, b'a', b'l', b'i', b'c', b'e'], true), [1; 16]).is_none());
+        let (to, bytes, p) = sent(&mut a);
+        assert_eq!(to, server(18121));
+        radius_wire::verify_request_message_authenticator(&bytes, SECRET).expect("Message-Authenticator");
+        assert_eq!(p.get(attr::USER_NAME), Some(&b"alice"[..]));
+        assert_eq!(p.get(attr::NAS_IP_ADDRESS), Some(&[172, 16, 0, 1][..]));
+        assert_eq!(p.get(attr::NAS_IDENTIFIER), Some(&b"nas-t"[..]));
+        assert_eq!(p.get(attr::CALLING_STATION_ID), Some(&b"172.16.0.2[4500]"[..]));
+        assert_eq!(p.eap_message().as_deref(), Some(&[2, 7, 0, 10, 1, b'a', b'l', b'i', b'c', b'e'][..]));
+        assert!(p.get(attr::STATE).is_none(), "no State on the first request");
+        // Challenge with a State: the next request echoes it.
+        let challenge = reply(code::ACCESS_CHALLENGE, &p, vec![Attribute::new(attr::EAP_MESSAGE, vec![1, 8, 0, 6, 4, 0]), Attribute::new(attr::STATE, b"st-1".to_vec())]);
+        let ans = a.datagram(t, server(18121), &challenge).expect("answers");
+        assert!(matches!(ans.outcome, AaaOutcome::Challenge(ref m) if m == &[1, 8, 0, 6, 4, 0]), "{ans:?}");
+        assert_eq!((ans.ike_sa, ans.message_id), (IkeSaHandle(1), 2));
+        assert!(a.request(t, request(1, &[2, 8, 0, 6, 4, 0], false), [2; 16]).is_none());
+        let (_, _, p2) = sent(&mut a);
+        assert_eq!(p2.get(attr::STATE), Some(&b"st-1"[..]));
+        // Accept with MS-MPPE keys: the MSK is Recv | Send.
+        let recv = [0x11u8; 32];
+        let send = [0x22u8; 32];
+        let hide = |k: &[u8], salt| radius_wire::encrypt_mppe_key(k, salt, &p2.authenticator, SECRET).expect("hides");
+        let accept = reply(
+            code::ACCESS_ACCEPT,
+            &p2,
+            vec![
+                Attribute::new(attr::EAP_MESSAGE, vec![3, 8, 0, 4]),
+                Attribute::vendor(radius_wire::VENDOR_MICROSOFT, radius_wire::MS_MPPE_RECV_KEY, &hide(&recv, [0x80, 1])),
+                Attribute::vendor(radius_wire::VENDOR_MICROSOFT, radius_wire::MS_MPPE_SEND_KEY, &hide(&send, [0x80, 2])),
+                Attribute::new(attr::CLASS, b"gold".to_vec()),
+                Attribute::u32(attr::ACCT_INTERIM_INTERVAL, 60),
+            ],
+        );
+        // Not from the server: dropped.
+        assert!(a.datagram(t, server(9), &accept).is_none());
+        let ans = a.datagram(t, server(18121), &accept).expect("answers");
+        let AaaOutcome::Accept { eap, msk } = ans.outcome else { panic!("{ans:?}") };
+        assert_eq!(eap.as_deref(), Some(&[3, 8, 0, 4][..]));
+        let msk = msk.expect("MSK");
+        assert_eq!((&msk[..32], &msk[32..]), (&recv[..], &send[..]));
+        let acc = a.accepted.get(&IkeSaHandle(1)).expect("kept for accounting");
+        assert_eq!((acc.class.clone(), acc.interim_interval), (vec![b"gold".to_vec()], Some(60)));
+        assert!(a.states.is_empty(), "the conversation is over");
+    }
+
+    #[test]
+    fn no_answer_is_unreachable_and_a_reject_is_a_reject() {
+        let mut a = aaa(false);
+        let t = Time::from_secs(1);
+        a.request(t, request(3, &[2, 1, 0, 5, 1], true), [3; 16]);
+        let (_, _, p) = sent(&mut a);
+        assert_eq!(a.poll_timeout(), Some(t + Duration::from_millis(100)));
+        let ans = a.timeout(t + Duration::from_millis(100));
+        assert!(matches!(ans.as_slice(), [AaaAnswer { outcome: AaaOutcome::Unreachable, .. }]), "{ans:?}");
+        // A late reply completes nothing.
+        let late = reply(code::ACCESS_REJECT, &p, vec![]);
+        assert!(a.datagram(t, server(18121), &late).is_none());
+        a.request(t, request(4, &[2, 1, 0, 5, 1], true), [4; 16]);
+        let (_, _, p) = sent(&mut a);
+        let reject = reply(code::ACCESS_REJECT, &p, vec![Attribute::new(attr::EAP_MESSAGE, vec![4, 1, 0, 4])]);
+        let ans = a.datagram(t, server(18121), &reject).expect("answers");
+        assert!(matches!(ans.outcome, AaaOutcome::Reject { eap: Some(ref m) } if m == &[4, 1, 0, 4]), "{ans:?}");
+        // An IKE SA that goes away cancels its request.
+        a.request(t, request(5, &[2, 1, 0, 5, 1], true), [5; 16]);
+        let _ = sent(&mut a);
+        a.forget(IkeSaHandle(5));
+        assert!(a.timeout(t + Duration::from_secs(1)).is_empty());
+    }
+
+    #[test]
+    fn accounting_start_interim_stop_carry_the_counters() {
+        let mut a = aaa(true);
+        let t = Time::from_secs(10);
+        let h = IkeSaHandle(7);
+        a.accepted.insert(h, Accepted { class: vec![b"c1".to_vec()], session_timeout: None, interim_interval: None });
+        assert!(a.wants_session(h));
+        a.start_session(
+            t,
+            SessionStart { ike_sa: h, user: b"alice".to_vec(), framed_ip: Some(Ipv4Addr::new(10, 99, 0, 1)), local: SocketAddr::from(([172, 16, 0, 1], 4500)), remote: SocketAddr::from(([172, 16, 0, 2], 4500)), unix_secs: 0x1234 },
+        );
+        assert!(!a.wants_session(h));
+        let acct = a.acct.as_mut().expect("accounting");
+        let tr = acct.client.poll_transmit().expect("Start sent");
+        assert_eq!(tr.to, server(18122));
+        let p = Packet::decode(&tr.bytes).expect("decodes");
+        assert_eq!(p.code, code::ACCOUNTING_REQUEST);
+        assert_eq!(p.get_u32(attr::ACCT_STATUS_TYPE), Some(ACCT_START));
+        assert_eq!(p.get(attr::ACCT_SESSION_ID), Some(&b"00001234-7"[..]));
+        assert_eq!(p.get(attr::FRAMED_IP_ADDRESS), Some(&[10, 99, 0, 1][..]));
+        assert_eq!(p.get(attr::CLASS), Some(&b"c1"[..]));
+        assert!(p.get(attr::ACCT_INPUT_OCTETS).is_none());
+        // Interim at the configured 5 s, with a deleted Child SA's counters
+        // added to the live ones; octets past 4 GiB in Gigawords.
+        assert!(a.due_interims(t + Duration::from_secs(4)).is_empty());
+        assert_eq!(a.due_interims(t + Duration::from_secs(5)), vec![h]);
+        a.child_gone(h, Totals { in_octets: 5 << 32, out_octets: 100, in_pkts: 10, out_pkts: 1 });
+        a.interim(t + Duration::from_secs(5), h, Totals { in_octets: 7, out_octets: 8, in_pkts: 2, out_pkts: 3 });
+        let acct = a.acct.as_mut().expect("accounting");
+        let p = Packet::decode(&acct.client.poll_transmit().expect("Interim sent").bytes).expect("decodes");
+        assert_eq!(p.get_u32(attr::ACCT_STATUS_TYPE), Some(ACCT_INTERIM));
+        assert_eq!(p.get_u32(attr::ACCT_INPUT_OCTETS), Some(7));
+        assert_eq!(p.get_u32(attr::ACCT_INPUT_GIGAWORDS), Some(5));
+        assert_eq!(p.get_u32(attr::ACCT_OUTPUT_OCTETS), Some(108));
+        assert_eq!((p.get_u32(attr::ACCT_INPUT_PACKETS), p.get_u32(attr::ACCT_OUTPUT_PACKETS)), (Some(12), Some(4)));
+        assert_eq!(p.get_u32(attr::ACCT_SESSION_TIME), Some(5));
+        assert!(a.due_interims(t + Duration::from_secs(9)).is_empty());
+        // A rekeyed IKE SA keeps the session; Stop with the cause.
+        a.rekeyed(h, IkeSaHandle(8));
+        a.stop(t + Duration::from_secs(6), IkeSaHandle(8), Totals::default(), terminate_cause(&ike_proto::DownReason::Timeout));
+        let acct = a.acct.as_mut().expect("accounting");
+        let p = Packet::decode(&acct.client.poll_transmit().expect("Stop sent").bytes).expect("decodes");
+        assert_eq!(p.get_u32(attr::ACCT_STATUS_TYPE), Some(ACCT_STOP));
+        assert_eq!(p.get_u32(attr::ACCT_TERMINATE_CAUSE), Some(2));
+        assert_eq!(p.get_u32(attr::ACCT_INPUT_PACKETS), Some(10));
+        assert!(a.due_interims(t + Duration::from_secs(60)).is_empty(), "the session is over");
+    }
+}

@@ -1331,6 +1331,7 @@ impl Daemon {
                 "remote": i.remote.to_string(),
                 "local_id": up.map(|u| id_str(&u.local_id)),
                 "remote_id": i.remote_id.as_ref().map(id_str),
+                "eap_identity": self.eap_ids.get(&i.ike_sa),
                 "suite": i.suite.as_ref().map(|s| format!(
                     "{:?}{}/{:?}{}/{}",
                     s.encr,

@@ -120,6 +120,11 @@ ike:
 EOT
 ip link set "$tap" up
 ip addr add 172.16.19.1/24 dev "$tap"
+# A bad RADIUS configuration exits 2 naming the field path.
+yaml=$(cat "$work/dp.yaml"); printf '%s\n' "${yaml/radius.secret/missing.secret}" >"$work/bad.yaml"
+rc=0; "$ike" --config "$work/bad.yaml" --check >"$work/bad.log" 2>&1 || rc=$?
+[[ $rc == 2 ]] && grep -q "ike.radius.servers\[0\].secret_file" "$work/bad.log" \
+  || fail "a missing RADIUS secret file did not exit 2 naming ike.radius.servers[0].secret_file (rc $rc: $(cat "$work/bad.log"))"
 start_ike "$work/dp.yaml"
 peer_logs=("swanctl-load:$work/sw-load.log" "charon:$work/sw/charon.log" "radius:$work/radius.log")
 
@@ -194,6 +199,8 @@ grep -q "Sent Access-Accept" "$work/radius.log" || ike_fail "FreeRADIUS sent no 
 grep -q 'User-Name = "alice"' "$work/radius.log" || ike_fail "FreeRADIUS did not see User-Name alice"
 grep -q 'NAS-Identifier = "esprit-test"' "$work/radius.log" || ike_fail "FreeRADIUS did not see our NAS-Identifier"
 grep -q "EAP identity 'alice' authenticated" "$work/ike.log" || ike_fail "esprit-ike did not log alice's EAP identity"
+ectl list-sas >"$work/sas.txt" || ike_fail "esprit-ctl list-sas failed"
+grep -q "remote EAP identity 'alice'" "$work/sas.txt" || ike_fail "esprit-ctl list-sas does not show alice's EAP identity: $(cat "$work/sas.txt")"
 
 ip netns exec eap-rw ping -c 5 -i 0.2 -W 2 192.168.119.2 >"$work/ping.log" 2>&1 \
   || { cat "$work/ping.log"; ike_fail "no ping from alice's virtual IP to the server through esprit"; }

@@ -63,8 +63,8 @@ pub struct AaaRequest {
     pub first: bool,
 }
 
-/// What the AAA backend decided.
-#[derive(Clone, Debug)]
+/// What the AAA backend decided. (Its `Debug` never prints the MSK.)
+#[derive(Clone)]
 pub enum AaaOutcome {
     /// The next EAP Request to send.
     Challenge(Vec<u8>),
@@ -77,12 +77,41 @@ pub enum AaaOutcome {
     Unreachable,
 }
 
+impl std::fmt::Debug for AaaOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Challenge(m) => f.debug_tuple("Challenge").field(m).finish(),
+            Self::Accept { eap, msk } => {
+                let msk = msk.as_ref().map(|m| format!("[redacted, {} octets]", m.len()));
+                f.debug_struct("Accept").field("eap", eap).field("msk", &msk).finish()
+            }
+            Self::Reject { eap } => f.debug_struct("Reject").field("eap", eap).finish(),
+            Self::Unreachable => f.write_str("Unreachable"),
+        }
+    }
+}
+
 /// The answer to an [`AaaRequest`].
 #[derive(Clone, Debug)]
 pub struct AaaAnswer {
     pub ike_sa: IkeSaHandle,
     pub message_id: u32,
     pub outcome: AaaOutcome,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packets_carry_their_length_and_outcomes_never_print_the_msk() {
+        assert_eq!(packet(EAP_REQUEST, 7, Some(EAP_TYPE_IDENTITY), &[]), [1, 7, 0, 5, 1]);
+        assert_eq!(packet(EAP_SUCCESS, 9, None, &[]), [3, 9, 0, 4]);
+        assert_eq!(packet(EAP_RESPONSE, 1, Some(EAP_TYPE_IDENTITY), b"bob"), [2, 1, 0, 8, 1, b'b', b'o', b'b']);
+        let o = AaaOutcome::Accept { eap: None, msk: Some(ike_crypto::Secret::new(vec![0xab; 64])) };
+        let s = format!("{o:?}");
+        assert!(s.contains("redacted, 64 octets") && !s.contains("171"), "{s}");
+    }
 }
 
 /// A minimal EAP packet: code, identifier, and type data.

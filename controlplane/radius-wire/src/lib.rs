@@ -252,6 +252,13 @@ fn md5(parts: &[&[u8]]) -> [u8; 16] {
     h.finalize().into()
 }
 
+/// HMAC-MD5 of `packet` under `secret`: the Message-Authenticator's value
+/// when `packet` holds it zeroed (RFC 3579 §3.2; a reply's with the
+/// request's authenticator in its header). For servers and tests.
+pub fn message_authenticator(packet: &[u8], secret: &[u8]) -> [u8; 16] {
+    hmac_md5(secret, packet)
+}
+
 fn hmac_md5(key: &[u8], data: &[u8]) -> [u8; 16] {
     // HMAC takes keys of any length.
     let mut m = <Hmac<Md5> as Mac>::new_from_slice(key).expect("HMAC accepts any key length");

@@ -41,6 +41,20 @@ fn rfc2865_7_1_access_request_decodes_and_reencodes() {
 }
 
 #[test]
+fn every_truncated_prefix_is_refused() {
+    for name in ["7.1-request", "7.1-accept", "7.2-request"] {
+        let bytes = vector("rfc2865", name);
+        for n in 0..bytes.len() {
+            assert!(Packet::decode(&bytes[..n]).is_err(), "{name}: {n} octets decoded");
+        }
+        // Octets past Length are padding (RFC 2865 §3), ignored.
+        let mut padded = bytes.clone();
+        padded.extend_from_slice(&[0; 7]);
+        assert_eq!(Packet::decode(&padded).expect("decodes"), Packet::decode(&bytes).expect("decodes"));
+    }
+}
+
+#[test]
 fn rfc2865_7_1_reply_verifies_against_its_request() {
     // §7.2's printed authenticator does not verify (testdata/rfc2865.txt).
     for (req, rep) in [("7.1-request", "7.1-accept")] {
