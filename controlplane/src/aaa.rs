@@ -473,6 +473,7 @@ fn read(socket: UdpSocket, tx: Sender<(SocketAddr, Vec<u8>)>, stop: Arc<AtomicBo
 mod tests {
     use super::*;
     use radius_wire::client::{Config, Server};
+    use radius_wire::Packet;
 
     const SECRET: &[u8] = b"aaa-test-secret";
 
