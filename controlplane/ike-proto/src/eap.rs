@@ -99,6 +99,16 @@ pub struct AaaAnswer {
     pub outcome: AaaOutcome,
 }
 
+/// A minimal EAP packet: code, identifier, and type data.
+pub fn packet(code: u8, identifier: u8, typ: Option<u8>, data: &[u8]) -> Vec<u8> {
+    let len = 4 + usize::from(typ.is_some()) + data.len();
+    let mut v = vec![code, identifier];
+    v.extend_from_slice(&(len as u16).to_be_bytes());
+    v.extend(typ);
+    v.extend_from_slice(data);
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,14 +122,4 @@ mod tests {
         let s = format!("{o:?}");
         assert!(s.contains("redacted, 64 octets") && !s.contains("171"), "{s}");
     }
-}
-
-/// A minimal EAP packet: code, identifier, and type data.
-pub fn packet(code: u8, identifier: u8, typ: Option<u8>, data: &[u8]) -> Vec<u8> {
-    let len = 4 + usize::from(typ.is_some()) + data.len();
-    let mut v = vec![code, identifier];
-    v.extend_from_slice(&(len as u16).to_be_bytes());
-    v.extend(typ);
-    v.extend_from_slice(data);
-    v
 }
