@@ -138,6 +138,61 @@ struct IkeYaml {
     #[serde(default)]
     diet_esp_code_points: Option<CodePointsYaml>,
     connections: BTreeMap<String, ConnYaml>,
+    /// RADIUS servers for connections with `remote_auth: { eap: radius }`.
+    #[serde(default)]
+    radius: Option<RadiusYaml>,
+}
+
+/// `ike.radius`: the AAA servers EAP goes to, in failover order.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RadiusYaml {
+    servers: Vec<RadiusServerYaml>,
+    /// How long to wait for an answer before sending again.
+    #[serde(default = "default_radius_timeout_ms")]
+    timeout_ms: u64,
+    /// Retransmissions to one server before failing over to the next.
+    #[serde(default = "default_radius_retries")]
+    retries: u32,
+    /// NAS-Identifier in every request.
+    #[serde(default)]
+    nas_identifier: Option<String>,
+    /// Address the RADIUS socket binds to (any by default).
+    #[serde(default)]
+    source: Option<IpAddr>,
+    /// RFC 2866 accounting for EAP-authenticated IKE SAs: Start when the
+    /// first Child SA is up, Interim-Update, Stop with the cause.
+    #[serde(default)]
+    accounting: Option<AccountingYaml>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct AccountingYaml {
+    /// Interim-Update period; an Access-Accept's Acct-Interim-Interval
+    /// (RFC 2869 §5.16) overrides it. None: Start and Stop only (unless
+    /// the server asks).
+    #[serde(default)]
+    interim_interval_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RadiusServerYaml {
+    /// `ip:port` (1812 is the authentication port).
+    address: SocketAddr,
+    /// The shared secret, one line, in a file of its own.
+    secret_file: PathBuf,
+    /// The accounting port (the authentication port + 1 by default).
+    #[serde(default)]
+    accounting_port: Option<u16>,
+}
+
+fn default_radius_timeout_ms() -> u64 {
+    1000
+}
+fn default_radius_retries() -> u32 {
+    2
 }
 
 /// `ike.diet_esp_code_points`: overrides of
@@ -473,6 +528,14 @@ struct AuthYaml {
     /// Remote: CA certificates the peer's certificate must chain to.
     #[serde(default)]
     cas: Vec<PathBuf>,
+    /// Remote: EAP passed through to an AAA backend (RFC 7296 §2.16);
+    /// `radius` (the servers in `ike.radius`) is the only one.
+    #[serde(default)]
+    eap: Option<String>,
+    /// Remote, with `eap`: honour the initiator's EAP_ONLY_AUTHENTICATION
+    /// (RFC 5998: no AUTH of ours before EAP).
+    #[serde(default)]
+    eap_only: bool,
 }
 
 impl std::fmt::Debug for AuthYaml {
@@ -485,6 +548,8 @@ impl std::fmt::Debug for AuthYaml {
             .field("cert", &self.cert)
             .field("key", &self.key)
             .field("cas", &self.cas)
+            .field("eap", &self.eap)
+            .field("eap_only", &self.eap_only)
             .finish()
     }
 }
@@ -631,6 +696,25 @@ pub struct DaemonConfig {
     pub split_dns_hooks: BTreeMap<String, PathBuf>,
     /// `ike.state`: where IKE SAs survive restarts.
     pub state: Option<StateConfig>,
+    /// `ike.radius`: the AAA servers of EAP connections.
+    pub radius: Option<RadiusConfig>,
+}
+
+/// The RADIUS client's configuration ([`crate::aaa`]).
+#[derive(Clone, Debug)]
+pub struct RadiusConfig {
+    pub client: radius_wire::client::Config,
+    pub nas_identifier: String,
+    pub source: Option<IpAddr>,
+    /// `ike.radius.accounting`: the servers' accounting ports.
+    pub accounting: Option<AccountingConfig>,
+}
+
+/// RFC 2866 accounting ([`crate::aaa`]).
+#[derive(Clone, Debug)]
+pub struct AccountingConfig {
+    pub client: radius_wire::client::Config,
+    pub interim: Option<Duration>,
 }
 
 /// The state store ([`crate::store`]): its backend and the key sealing it.
@@ -734,6 +818,10 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
         }
     };
 
+    let radius = match &ike.radius {
+        None => None,
+        Some(r) => Some(radius(r, base)?),
+    };
     let mut connections = Vec::new();
     let mut initiate = BTreeMap::new();
     let mut split_dns_hooks = BTreeMap::new();
@@ -747,6 +835,9 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
             None => None,
             Some(p) => Some(conn_ppk(&format!("{at}.ppk"), p, &ppks)?),
         };
+        if matches!(conn.remote_auth, RemoteAuth::Eap(_)) && radius.is_none() {
+            return Err(err(format!("{at}.remote_auth.eap"), "needs RADIUS servers in ike.radius"));
+        }
         connections.push(Arc::new(conn));
         if let Some(h) = c.split_dns.as_ref().and_then(|s| s.hook.as_ref()) {
             split_dns_hooks.insert(name.clone(), self::file(base, h));
@@ -788,6 +879,60 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
         initiate,
         split_dns_hooks,
         state,
+        radius,
+    })
+}
+
+/// `ike.radius`: servers with their secrets read from their files.
+fn radius(r: &RadiusYaml, base: &Path) -> Result<RadiusConfig, ConfigError> {
+    if r.servers.is_empty() {
+        return Err(err("ike.radius.servers", "at least one server"));
+    }
+    if !(1..=60_000).contains(&r.timeout_ms) {
+        return Err(err("ike.radius.timeout_ms", "between 1 and 60000"));
+    }
+    if r.retries > 10 {
+        return Err(err("ike.radius.retries", "at most 10"));
+    }
+    let mut servers = Vec::new();
+    for (i, s) in r.servers.iter().enumerate() {
+        let at = format!("ike.radius.servers[{i}].secret_file");
+        let path = file(base, &s.secret_file);
+        let text = std::fs::read(&path).map_err(|e| err(&at, format!("{}: {e}", path.display())))?;
+        let mut secret = zeroize::Zeroizing::new(text);
+        while secret.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            secret.pop();
+        }
+        if secret.is_empty() {
+            return Err(err(&at, format!("{}: empty", path.display())));
+        }
+        servers.push(radius_wire::client::Server { addr: s.address, secret });
+    }
+    let accounting = match &r.accounting {
+        None => None,
+        Some(a) => {
+            if a.interim_interval_secs.is_some_and(|s| !(1..=86_400).contains(&s)) {
+                return Err(err("ike.radius.accounting.interim_interval_secs", "between 1 and 86400"));
+            }
+            let acct = servers
+                .iter()
+                .zip(&r.servers)
+                .map(|(s, y)| {
+                    let port = y.accounting_port.unwrap_or(y.address.port().wrapping_add(1));
+                    radius_wire::client::Server { addr: SocketAddr::new(y.address.ip(), port), secret: s.secret.clone() }
+                })
+                .collect();
+            Some(AccountingConfig {
+                client: radius_wire::client::Config { servers: acct, timeout: Duration::from_millis(r.timeout_ms), retries: r.retries },
+                interim: a.interim_interval_secs.map(Duration::from_secs),
+            })
+        }
+    };
+    Ok(RadiusConfig {
+        accounting,
+        client: radius_wire::client::Config { servers, timeout: Duration::from_millis(r.timeout_ms), retries: r.retries },
+        nas_identifier: r.nas_identifier.clone().unwrap_or_else(|| "esprit".into()),
+        source: r.source,
     })
 }
 
@@ -985,6 +1130,9 @@ fn file(base: &Path, p: &Path) -> PathBuf {
 }
 
 fn local_auth(at: &str, a: &AuthYaml, base: &Path) -> Result<LocalAuth, ConfigError> {
+    if a.eap.is_some() || a.eap_only {
+        return Err(err(format!("{at}.eap"), "EAP is for remote_auth (esprit is the EAP authenticator, never the peer)"));
+    }
     if let Some(k) = psk(at, a)? {
         if a.cert.is_some() || a.key.is_some() {
             return Err(err(at, "either a PSK or cert + key, not both"));
@@ -1003,6 +1151,17 @@ fn local_auth(at: &str, a: &AuthYaml, base: &Path) -> Result<LocalAuth, ConfigEr
 }
 
 fn remote_auth(at: &str, a: &AuthYaml, base: &Path) -> Result<RemoteAuth, ConfigError> {
+    match a.eap.as_deref() {
+        Some("radius") => {
+            if a.psk.is_some() || a.psk_hex.is_some() || !a.cas.is_empty() || a.cert.is_some() || a.key.is_some() {
+                return Err(err(format!("{at}.eap"), "EAP authenticates the peer alone: no psk, psk_hex, cas, cert or key beside it"));
+            }
+            return Ok(RemoteAuth::Eap(ike_proto::EapConfig { eap_only: a.eap_only }));
+        }
+        Some(other) => return Err(err(format!("{at}.eap"), format!("unknown EAP backend {other:?} (radius)"))),
+        None if a.eap_only => return Err(err(format!("{at}.eap_only"), "only with eap")),
+        None => {}
+    }
     if let Some(k) = psk(at, a)? {
         return Ok(RemoteAuth::Psk(k));
     }
@@ -1577,6 +1736,43 @@ ike:
         assert_eq!(DaemonConfig::from_yaml(&none, Path::new(".")).err().unwrap().path, "ike.connections.rw.ppk");
         let typo = with_ppks(&format!("    - {{ id: one, secret_hex: \"{PPK_HEX}\" }}\n"), "      ppk: { id: one, mandatory: true }\n");
         assert_eq!(DaemonConfig::from_yaml(&typo, Path::new(".")).err().unwrap().path, "ike.connections.rw.ppk.mandatory");
+    }
+
+    /// `YAML` with an EAP connection and `radius` (indented under `ike:`).
+    fn with_eap(remote_auth: &str, radius: &str) -> String {
+        YAML.replace("      remote_auth: { psk: \"s3cret\" }", &format!("      remote_auth: {remote_auth}"))
+            .replace("  pools:\n", &format!("{radius}  pools:\n"))
+    }
+
+    #[test]
+    fn eap_radius_connections_need_servers_with_readable_secrets() {
+        let dir = std::env::temp_dir().join(format!("esprit-eap-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("r.secret"), "s3cret-radius\n").unwrap();
+        std::fs::write(dir.join("empty.secret"), "\n").unwrap();
+        let radius = "  radius:\n    servers:\n      - { address: \"10.0.0.2:1812\", secret_file: r.secret }\n      - { address: \"10.0.0.3:1812\", secret_file: r.secret }\n    timeout_ms: 500\n    retries: 1\n";
+        let ok = DaemonConfig::from_yaml(&with_eap("{ eap: radius, eap_only: true }", radius), &dir).unwrap();
+        assert!(matches!(ok.endpoint.connections[0].remote_auth, RemoteAuth::Eap(ike_proto::EapConfig { eap_only: true })));
+        let r = ok.radius.as_ref().unwrap();
+        assert_eq!(r.client.servers.len(), 2);
+        assert_eq!(&r.client.servers[1].secret[..], b"s3cret-radius", "the newline is not part of the secret");
+        assert_eq!((r.client.timeout, r.client.retries, r.nas_identifier.as_str()), (Duration::from_millis(500), 1, "esprit"));
+        assert!(!format!("{:?}", r.client).contains("s3cret"), "the secret is never printed");
+        let path = |y: &str| DaemonConfig::from_yaml(y, &dir).err().map(|e| e.path).unwrap_or_default();
+        assert_eq!(path(&with_eap("{ eap: radius }", "")), "ike.connections.rw.remote_auth.eap");
+        assert_eq!(path(&with_eap("{ eap: diameter }", radius)), "ike.connections.rw.remote_auth.eap");
+        assert_eq!(path(&with_eap("{ eap: radius, psk: x }", radius)), "ike.connections.rw.remote_auth.eap");
+        assert_eq!(path(&with_eap("{ psk: x, eap_only: true }", radius)), "ike.connections.rw.remote_auth.eap_only");
+        assert_eq!(path(&with_eap("{ eap: radius }", &radius.replace("r.secret }\n      - {", "missing.secret }\n      - {"))), "ike.radius.servers[0].secret_file");
+        assert_eq!(path(&with_eap("{ eap: radius }", &radius.replace("secret_file: r.secret }\n    timeout", "secret_file: empty.secret }\n    timeout"))), "ike.radius.servers[1].secret_file");
+        assert_eq!(path(&with_eap("{ eap: radius }", "  radius: { servers: [] }\n")), "ike.radius.servers");
+        assert_eq!(path(&with_eap("{ eap: radius }", &radius.replace("timeout_ms: 500", "timeout_ms: 0"))), "ike.radius.timeout_ms");
+        assert_eq!(path(&with_eap("{ eap: radius }", &radius.replace("retries: 1", "retries: 11"))), "ike.radius.retries");
+        assert_eq!(path(&with_eap("{ eap: radius }", &radius.replace("10.0.0.2:1812", "10.0.0.2"))), "ike.radius.servers[0].address");
+        assert_eq!(path(&with_eap("{ eap: radius }", &radius.replace("retries: 1", "retries: 1\n    secret: x"))), "ike.radius.secret");
+        let local = with_eap("{ eap: radius }", radius).replace("local_auth: { psk: \"s3cret\" }", "local_auth: { psk: \"s3cret\", eap: radius }");
+        assert_eq!(path(&local), "ike.connections.rw.local_auth.eap");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

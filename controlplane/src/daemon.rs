@@ -242,6 +242,10 @@ pub struct Daemon {
     held: Vec<ike_proto::Transmit>,
     /// A cluster store: when to look for IKE SAs without an owner next.
     next_scan: Time,
+    /// `ike.radius`: EAP connections' AAA client.
+    aaa: Option<crate::aaa::Aaa>,
+    /// EAP identities of responder IKE SAs the AAA server accepted.
+    eap_ids: HashMap<IkeSaHandle, String>,
 }
 
 impl Drop for Daemon {
@@ -368,6 +372,22 @@ impl Daemon {
             ),
             None => None,
         };
+        let aaa = match &cfg.radius {
+            None => None,
+            Some(r) => {
+                let (aaa, thread) = crate::aaa::Aaa::start(r, stop.clone()).map_err(|err| StartError::Bind {
+                    addr: SocketAddr::new(r.source.unwrap_or(IpAddr::from([0u8; 4])), 0),
+                    err,
+                })?;
+                threads.push(thread);
+                tracing::warn!(
+                    "RADIUS client on {} for EAP: servers {:?}",
+                    aaa.local_addr().map_or_else(|| "?".into(), |a| a.to_string()),
+                    r.client.servers.iter().map(|s| s.addr).collect::<Vec<_>>()
+                );
+                Some(aaa)
+            }
+        };
         let precompute = Precomputing::new();
         let ep = Endpoint::new(cfg.endpoint.clone(), Box::new(precompute.clone()), Box::new(rand_core::OsRng), t, clocks.unix());
         let d = Self {
@@ -393,6 +413,8 @@ impl Daemon {
             persister: None,
             held: Vec::new(),
             next_scan: t,
+            aaa,
+            eap_ids: HashMap::new(),
         };
         let mut d = d;
         if let Some(st) = d.cfg.state.clone() {
@@ -638,6 +660,9 @@ impl Daemon {
         if let Some(d) = self.ep.poll_timeout() {
             wait = wait.min(d.saturating_since(t));
         }
+        if let Some(d) = self.aaa.as_ref().and_then(crate::aaa::Aaa::poll_timeout) {
+            wait = wait.min(d.saturating_since(t));
+        }
         self.wait_for_input(wait);
         self.ep.set_unix_time(self.clocks.unix());
         // What must never wait behind a flood first.
@@ -653,6 +678,21 @@ impl Daemon {
             self.metrics.auth_jobs.with_label_values(&[if done.peer_refused() { "refused" } else { "done" }]).inc();
             self.ep.handle_auth_done(t, done);
             self.drain(t);
+        }
+        // RADIUS answers and timeouts: the IKE_AUTH requests waiting on
+        // them go on.
+        let t = self.clocks.now();
+        let mut answers = Vec::new();
+        if let Some(aaa) = self.aaa.as_mut() {
+            while let Ok((from, bytes)) = aaa.rx.try_recv() {
+                answers.extend(aaa.datagram(t, from, &bytes));
+            }
+            if aaa.poll_timeout().is_some_and(|d| d <= t) {
+                answers.extend(aaa.timeout(t));
+            }
+        }
+        for a in answers {
+            self.aaa_answer(t, a);
         }
         // Then one burst of each kind of datagram: existing SAs' exchanges
         // first, new requests second; whatever is left waits for the next
@@ -708,10 +748,30 @@ impl Daemon {
         crate::logging::flush();
     }
 
+    /// An AAA answer for the endpoint, counted.
+    fn aaa_answer(&mut self, t: Time, a: ike_proto::AaaAnswer) {
+        let result = match &a.outcome {
+            ike_proto::AaaOutcome::Challenge(_) => "challenge",
+            ike_proto::AaaOutcome::Accept { .. } => "accept",
+            ike_proto::AaaOutcome::Reject { .. } => "reject",
+            ike_proto::AaaOutcome::Unreachable => "unreachable",
+        };
+        self.metrics.eap.with_label_values(&[result]).inc();
+        if result != "challenge" {
+            tracing::info!("IKE SA #{}: RADIUS {result}", a.ike_sa.0);
+        }
+        if matches!(a.outcome, ike_proto::AaaOutcome::Unreachable) {
+            tracing::warn!("IKE SA #{}: no RADIUS server answered (EAP fails)", a.ike_sa.0);
+        }
+        self.ep.handle_aaa_answer(t, a);
+        self.drain(t);
+    }
+
     /// Blocks until any queue has input or `wait` has passed.
     fn wait_for_input(&self, wait: Duration) {
         let q = &self.queues;
-        if !(q.control.is_empty() && q.auth.is_empty() && q.sa.is_empty() && q.init.is_empty()) {
+        let radius_waiting = self.aaa.as_ref().is_some_and(|a| !a.rx.is_empty());
+        if radius_waiting || !(q.control.is_empty() && q.auth.is_empty() && q.sa.is_empty() && q.init.is_empty()) {
             return;
         }
         let mut sel = Select::new();
@@ -719,6 +779,9 @@ impl Daemon {
         sel.recv(&q.auth);
         sel.recv(&q.sa);
         sel.recv(&q.init);
+        if let Some(a) = &self.aaa {
+            sel.recv(&a.rx);
+        }
         let _ = sel.ready_timeout(wait);
     }
 
@@ -791,7 +854,29 @@ impl Daemon {
         }
     }
 
+    /// The counters of an IKE SA's Child SAs in the table (accounting).
+    fn live_totals(&self, ike_sa: IkeSaHandle) -> crate::aaa::Totals {
+        let mut sum = crate::aaa::Totals::default();
+        for c in self.table.children_of(ike_sa) {
+            if let Some(e) = self.table.child(c) {
+                sum += totals(&self.table.counters(e));
+            }
+        }
+        sum
+    }
+
     fn housekeeping(&mut self, t: Time) {
+        // RFC 2866 Interim-Updates that are due.
+        let due = self.aaa.as_ref().map(|a| a.due_interims(t)).unwrap_or_default();
+        for ike_sa in due {
+            let live = self.live_totals(ike_sa);
+            if let Some(aaa) = self.aaa.as_mut() {
+                aaa.interim(t, ike_sa, live);
+            }
+        }
+        if let Some(aaa) = self.aaa.as_mut() {
+            aaa.flush();
+        }
         // Only the Child SAs whose poll is due (crate::table): the tick's
         // cost follows them, not the number held.
         let polled = self.table.poll_due(t);
@@ -847,6 +932,37 @@ impl Daemon {
             });
         }
         self.metrics.auth_jobs_in_flight.set(i64::try_from(self.auth_jobs_in_flight).unwrap_or(i64::MAX));
+        // EAP Responses to the RADIUS server (answered in a later turn).
+        while let Some(req) = self.ep.poll_aaa_request() {
+            let answer = match self.aaa.as_mut() {
+                Some(aaa) => {
+                    let mut authenticator = [0u8; 16];
+                    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut authenticator);
+                    aaa.request(t, req, authenticator)
+                }
+                // Config refuses EAP connections without ike.radius; a
+                // reload could still get here.
+                None => Some(ike_proto::AaaAnswer { ike_sa: req.ike_sa, message_id: req.message_id, outcome: ike_proto::AaaOutcome::Unreachable }),
+            };
+            if let Some(a) = answer {
+                self.metrics.eap.with_label_values(&["unreachable"]).inc();
+                self.ep.handle_aaa_answer(t, a);
+            }
+        }
+        if let Some(aaa) = self.aaa.as_mut() {
+            aaa.flush();
+            let (d, acct) = aaa.stats_delta();
+            for (prefix, d) in [("", d), ("acct_", acct)] {
+                for (event, n) in [("requests", d.requests), ("retransmits", d.retransmits), ("failovers", d.failovers), ("timeouts", d.timeouts), ("bad_replies", d.bad_replies)] {
+                    if n > 0 {
+                        self.metrics.radius.with_label_values(&[&format!("{prefix}{event}")]).inc_by(n);
+                    }
+                }
+            }
+            if d.failovers > 0 {
+                tracing::warn!("RADIUS: failed over; requests now go to {}", aaa.current_server());
+            }
+        }
         while let Some(tr) = self.ep.poll_transmit() {
             if self.persister.is_some() {
                 // Written ahead: sent once the turn's snapshots are stored.
@@ -919,7 +1035,23 @@ impl Daemon {
                     UpInfo { local_id, virtual_ips, dns, nat_local, nat_remote, established_at: t, connection, dns_domains: Vec::new() },
                 );
             }
+            Event::EapAuthenticated { ike_sa, identity } => {
+                let id = String::from_utf8_lossy(&identity).into_owned();
+                tracing::info!("IKE SA #{}: EAP identity '{id}' authenticated", ike_sa.0);
+                self.eap_ids.insert(ike_sa, id);
+            }
             Event::IkeSaDown { ike_sa, reason } => {
+                if reason != DownReason::Rekeyed {
+                    let live = self.live_totals(ike_sa);
+                    if let Some(aaa) = self.aaa.as_mut() {
+                        aaa.stop(t, ike_sa, live, crate::aaa::terminate_cause(&reason));
+                        aaa.flush();
+                    }
+                }
+                if let Some(aaa) = self.aaa.as_mut() {
+                    aaa.forget(ike_sa);
+                }
+                self.eap_ids.remove(&ike_sa);
                 let gone = self.up.remove(&ike_sa);
                 let was_up = gone.is_some();
                 if let Some(u) = gone.filter(|u| !u.dns_domains.is_empty() && self.initiated.contains(&ike_sa)) {
@@ -945,6 +1077,12 @@ impl Daemon {
             Event::IkeSaRekeyed { old, new } => {
                 self.metrics.rekeys.with_label_values(&["ike"]).inc();
                 self.table.reparent(old, new);
+                if let Some(aaa) = self.aaa.as_mut() {
+                    aaa.rekeyed(old, new);
+                }
+                if let Some(id) = self.eap_ids.remove(&old) {
+                    self.eap_ids.insert(new, id);
+                }
                 if let Some(i) = self.up.remove(&old) {
                     self.up.insert(new, i);
                 }
@@ -966,31 +1104,57 @@ impl Daemon {
                 if i.compression.is_some() {
                     self.metrics.child_features.with_label_values(&["diet_esp"]).inc();
                 }
-                match self.table.install(t, &i) {
-                    Ok(e) => tracing::info!(
-                        ike_sa = e.ike_sa.0,
-                        child_sa = e.child_sa.0,
-                        spi_in = format_args!("{:08x}", e.spi_in),
-                        spi_out = format_args!("{:08x}", e.spi_out),
-                        "Child SA #{} of IKE SA #{} installed: SPIs in {:08x} out {:08x}, {:?}{}, {} <-> {}{}",
-                        e.child_sa.0,
-                        e.ike_sa.0,
-                        e.spi_in,
-                        e.spi_out,
-                        e.suite.encr,
-                        e.suite.key_bits.map(|b| format!("-{b}")).unwrap_or_default(),
-                        e.ts_local.iter().map(ts_str).collect::<Vec<_>>().join(","),
-                        e.ts_remote.iter().map(ts_str).collect::<Vec<_>>().join(","),
-                        if e.udp_encap { ", UDP-encapsulated" } else { "" }
-                    ),
+                let (ike_sa, local, remote) = (i.ike_sa, i.local, i.remote);
+                let installed = match self.table.install(t, &i) {
+                    Ok(e) => {
+                        tracing::info!(
+                            ike_sa = e.ike_sa.0,
+                            child_sa = e.child_sa.0,
+                            spi_in = format_args!("{:08x}", e.spi_in),
+                            spi_out = format_args!("{:08x}", e.spi_out),
+                            "Child SA #{} of IKE SA #{} installed: SPIs in {:08x} out {:08x}, {:?}{}, {} <-> {}{}",
+                            e.child_sa.0,
+                            e.ike_sa.0,
+                            e.spi_in,
+                            e.spi_out,
+                            e.suite.encr,
+                            e.suite.key_bits.map(|b| format!("-{b}")).unwrap_or_default(),
+                            e.ts_local.iter().map(ts_str).collect::<Vec<_>>().join(","),
+                            e.ts_remote.iter().map(ts_str).collect::<Vec<_>>().join(","),
+                            if e.udp_encap { ", UDP-encapsulated" } else { "" }
+                        );
+                        true
+                    }
                     Err(err) => {
                         self.metrics.child_failures.with_label_values(&["table"]).inc();
                         tracing::warn!("Child SA #{} not programmed ({err}); deleting it", i.child_sa.0);
                         let _ = self.ep.handle_command(t, Command::DeleteChild { ike_sa: i.ike_sa, child_sa: i.child_sa });
+                        false
+                    }
+                };
+                if installed && self.aaa.as_ref().is_some_and(|a| a.wants_session(ike_sa)) {
+                    // RFC 2866 Start: the first Child SA of an EAP client.
+                    if let Some(user) = self.eap_ids.get(&ike_sa) {
+                        let framed_ip = self.up.get(&ike_sa).and_then(|u| {
+                            u.virtual_ips.iter().find_map(|a| match a {
+                                IpAddr::V4(v4) => Some(*v4),
+                                IpAddr::V6(_) => None,
+                            })
+                        });
+                        let unix_secs = self.clocks.unix().secs();
+                        let start = crate::aaa::SessionStart { ike_sa, user: user.as_bytes().to_vec(), framed_ip, local, remote, unix_secs };
+                        if let Some(aaa) = self.aaa.as_mut() {
+                            aaa.start_session(t, start);
+                            aaa.flush();
+                        }
                     }
                 }
             }
             Event::ChildSaDelete { ike_sa, child_sa, spi_in, spi_out } => {
+                // Accounting keeps what the Child SA carried.
+                if let (Some(aaa), Some(e)) = (self.aaa.as_mut(), self.table.child(child_sa)) {
+                    aaa.child_gone(ike_sa, totals(&self.table.counters(e)));
+                }
                 self.table.delete(child_sa);
                 tracing::info!(
                     ike_sa = ike_sa.0,
@@ -1236,6 +1400,7 @@ impl Daemon {
                 "remote": i.remote.to_string(),
                 "local_id": up.map(|u| id_str(&u.local_id)),
                 "remote_id": i.remote_id.as_ref().map(id_str),
+                "eap_identity": self.eap_ids.get(&i.ike_sa),
                 "suite": i.suite.as_ref().map(|s| format!(
                     "{:?}{}/{:?}{}/{}",
                     s.encr,
@@ -1268,6 +1433,11 @@ impl Daemon {
         let orphans: Vec<Value> = self.table.orphans().iter().map(|o| json!({ "spi": format!("{:08x}", o.spi) })).collect();
         json!({ "ike_sas": out, "orphans": orphans })
     }
+}
+
+/// A Child SA's dataplane counters as accounting totals.
+fn totals(c: &crate::table::ChildCounters) -> crate::aaa::Totals {
+    crate::aaa::Totals { in_octets: c.in_bytes, out_octets: c.out_bytes, in_pkts: c.in_pkts, out_pkts: c.out_pkts }
 }
 
 fn child_of(c: &Command) -> u64 {

@@ -3,6 +3,8 @@
 //! daemon that programs the dataplane's SA table) and `esprit-ctl` (its
 //! control client) are thin `main`s over it, so tests drive the same code.
 //!
+//! * [`aaa`]: EAP through RADIUS (the endpoint's AAA requests on a
+//!   non-blocking RADIUS client with failover).
 //! * [`config`]: the `ike:` section of the YAML file, errors naming the
 //!   field path.
 //! * [`daemon`]: the event loop: UDP 500/4500, timers, control requests,
@@ -16,6 +18,7 @@
 //! * [`store`]: the state store that lets IKE SAs survive a restart.
 #![forbid(unsafe_code)]
 
+pub mod aaa;
 pub mod cluster;
 pub mod config;
 pub mod control;

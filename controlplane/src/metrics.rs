@@ -85,6 +85,10 @@ pub struct IkeMetrics {
     pub store_adopted: IntCounter,
     pub cluster_takeovers: IntCounter,
     pub cluster_claimed: IntCounter,
+    /// EAP through RADIUS (`crate::aaa`): AAA outcomes (accept, reject,
+    /// challenge, unreachable) and the RADIUS client's own counters.
+    pub eap: IntCounterVec,
+    pub radius: IntCounterVec,
 }
 
 /// Registration of a fixed, valid definition cannot fail.
@@ -160,8 +164,16 @@ impl IkeMetrics {
         let store_records = cv("esprit_ike_store_records_total", "State store records written, by op (put, delete)", &["op"])?;
         let store_seconds = prometheus::Counter::new("esprit_ike_store_write_seconds_total", "Time spent writing state store batches")?;
         r.register(Box::new(store_seconds.clone()))?;
+        let eap = cv("esprit_ike_eap_total", "EAP round trips through the AAA server, by outcome (challenge, accept, reject, unreachable)", &["result"])?;
+        let radius = cv(
+            "esprit_ike_radius_total",
+            "RADIUS client events: requests, retransmits, failovers (to the next server), timeouts (no server answered), bad_replies (dropped)",
+            &["event"],
+        )?;
         Ok(Self {
             registry: r,
+            eap,
+            radius,
             handshakes,
             ppk_handshakes,
             handshake_failures,

@@ -39,6 +39,9 @@ pub fn list_sas(data: &Value) -> String {
         let _ = writeln!(o, "  local  '{}' @ {}", s(&i["local_id"]), s(&i["local"]));
         let vips = list(&i["virtual_ips"]);
         let _ = writeln!(o, "  remote '{}' @ {}{}", s(&i["remote_id"]), s(&i["remote"]), if vips.is_empty() { String::new() } else { format!(" [{vips}]") });
+        if let Some(eap) = i["eap_identity"].as_str() {
+            let _ = writeln!(o, "  remote EAP identity '{eap}'");
+        }
         if !i["suite"].is_null() {
             // KE methods joined by `+`: IKE_SA_INIT's, then RFC 9370's.
             let pq = if i["pq"].as_bool() == Some(true) { " (post-quantum)" } else { "" };

@@ -111,6 +111,7 @@ impl AuthJob {
             }
             // Never built for a PSK: that check stays inline.
             RemoteAuth::Psk(_) => Err(ProtoError::Invalid("signature job for a PSK")),
+            RemoteAuth::Eap(_) => Err(ProtoError::Invalid("signature job for EAP")),
         });
         let signed = self.sign.into_iter().map(|s| match &self.conn.local_auth {
             LocalAuth::PubKey { signer, certs } => {

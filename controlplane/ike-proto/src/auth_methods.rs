@@ -95,7 +95,8 @@ pub fn parse(data: &[u8]) -> Option<Vec<Announcement>> {
 /// schemes `accepted` (every scheme we can verify when empty).
 pub fn ours(remote: &RemoteAuth, accepted: &[SignatureScheme]) -> Vec<Announcement> {
     match remote {
-        RemoteAuth::Psk(_) => vec![Announcement::Method(AuthMethod::SHARED_KEY_MESSAGE_INTEGRITY_CODE.0)],
+        // EAP ends with an MSK-based shared-key AUTH (RFC 7296 §2.16).
+        RemoteAuth::Psk(_) | RemoteAuth::Eap(_) => vec![Announcement::Method(AuthMethod::SHARED_KEY_MESSAGE_INTEGRITY_CODE.0)],
         RemoteAuth::PubKey { .. } => {
             let schemes: &[SignatureScheme] = if accepted.is_empty() { &SignatureScheme::ALL } else { accepted };
             schemes.iter().copied().map(Announcement::signature).collect()

@@ -192,6 +192,20 @@ pub enum RemoteAuth {
     Psk(Secret),
     /// RFC 7427 signature by a certificate that chains to one of `cas`.
     PubKey { cas: Vec<Certificate> },
+    /// RFC 7296 §2.16: EAP, with us as the authenticator passing the
+    /// conversation to the owner's AAA backend ([`crate::eap`]); the
+    /// initiator's AUTH is then made with the MSK.
+    Eap(EapConfig),
+}
+
+/// How a responder runs EAP (RFC 7296 §2.16, RFC 5998).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EapConfig {
+    /// RFC 5998: when the initiator sends EAP_ONLY_AUTHENTICATION, leave
+    /// our AUTH out of the first IKE_AUTH response (the EAP method
+    /// authenticates us; the AAA server's choice of a mutually
+    /// authenticating method is trusted).
+    pub eap_only: bool,
 }
 
 /// One IKE SA proposal: one cipher, one PRF, one integrity algorithm (NONE

@@ -971,6 +971,21 @@ impl Endpoint {
         self.with_sa(now, h, |sa, ctx| sa.resume_auth(ctx, done));
     }
 
+    /// The next EAP Response for the AAA backend ([`crate::eap`]): send it
+    /// (esprit-ike: RADIUS) and hand the answer to
+    /// [`Self::handle_aaa_answer`]; until then its IKE_AUTH request waits.
+    pub fn poll_aaa_request(&mut self) -> Option<crate::eap::AaaRequest> {
+        self.out.aaa.pop_front()
+    }
+
+    /// The AAA backend's answer to a [`Self::poll_aaa_request`]: the IKE SA
+    /// answers its IKE_AUTH request. An answer whose SA or request is gone
+    /// is dropped.
+    pub fn handle_aaa_answer(&mut self, now: Time, answer: crate::eap::AaaAnswer) {
+        let h = answer.ike_sa;
+        self.with_sa(now, h, |sa, ctx| sa.resume_eap(ctx, answer));
+    }
+
     pub fn poll_event(&mut self) -> Option<Event> {
         self.out.events.pop_front()
     }

@@ -121,6 +121,10 @@ pub enum Event {
         ppk: bool,
     },
     IkeSaDown { ike_sa: IkeSaHandle, reason: DownReason },
+    /// Responder: the AAA server accepted this EAP identity and the
+    /// initiator's MSK-based AUTH verified (RFC 7296 §2.16); the IkeSaUp
+    /// follows.
+    EapAuthenticated { ike_sa: IkeSaHandle, identity: Vec<u8> },
     /// An IKE SA rekey completed (§2.18): `new` carries on.
     IkeSaRekeyed { old: IkeSaHandle, new: IkeSaHandle },
     ChildSaInstall(Box<ChildSaInstall>),

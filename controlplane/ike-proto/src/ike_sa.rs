@@ -65,6 +65,7 @@ use crate::ts::TrafficSelector;
 
 mod child_create;
 mod child_sa;
+mod eap;
 mod followup;
 mod gsa_auth;
 mod gsa_inband_rekey;
@@ -304,8 +305,11 @@ pub struct IkeSa {
     /// RFC 9370 additional key exchanges of a Child SA are done (its
     /// install is held back until then).
     pending_keymat: Option<followup::ChildKeymat>,
-    /// Responder: the IKE_AUTH request waiting for its signature job.
+    /// Responder: the IKE_AUTH request waiting for its signature job or
+    /// its AAA answer (EAP).
     pending_auth: Option<Box<PendingAuth>>,
+    /// Responder: the EAP conversation of IKE_AUTH (RFC 7296 §2.16).
+    eap: Option<Box<eap::EapState>>,
     /// Initiator: IKE_AUTH waits for our signature(s) from a job.
     /// (These three are boxed: rarely set, and an IKE SA is held 100k
     /// times.)
@@ -422,6 +426,7 @@ impl IkeSa {
             followup: None,
             pending_keymat: None,
             pending_auth: None,
+            eap: None,
             pending_start: None,
             pending_complete: None,
             group_close_at: None,

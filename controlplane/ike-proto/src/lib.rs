@@ -35,7 +35,10 @@
 //!   detection (§2.23).
 //! * [`config`], [`event`], [`time`]: the plain values going in and out.
 //!
-//! Not yet here: EAP; MOBIKE and redirect; SET_WINDOW_SIZE (the exchange
+//! * [`eap`]: EAP in IKE_AUTH as the responder, passed through to the
+//!   owner's AAA backend (§2.16, RFC 5998 EAP-only).
+//!
+//! Not yet here: EAP as the initiator; MOBIKE and redirect; SET_WINDOW_SIZE (the exchange
 //! manager keeps a map of outstanding requests, so a window above 1 is a
 //! local change); IKE_INTERMEDIATE exchanges for anything but RFC 9370 key
 //! exchanges; simultaneous rekeys that both need IKE_FOLLOWUP_KE (the
@@ -58,6 +61,7 @@ pub mod auth_job;
 pub mod auth_methods;
 pub mod compression;
 pub mod config;
+pub mod eap;
 pub mod endpoint;
 pub mod error;
 pub mod event;
@@ -85,10 +89,11 @@ mod tests;
 pub const FUZZING_HARNESS: bool = cfg!(feature = "fuzzing");
 
 pub use config::{
-    ChildConfig, ConnectionConfig, EndpointConfig, EspProposal, Extensions, Family, FragmentationConfig, Identity, IkeProposal, Lifetimes, LocalAuth, Mode,
+    ChildConfig, ConnectionConfig, EapConfig, EndpointConfig, EspProposal, Extensions, Family, FragmentationConfig, Identity, IkeProposal, Lifetimes, LocalAuth, Mode,
     PoolConfig, Ppk, PpkConfig, RemoteAuth, RetransmitConfig, PPK_ID_FIXED, PPK_ID_OPAQUE,
 };
 pub use auth_job::{AuthDone, AuthJob};
+pub use eap::{AaaAnswer, AaaOutcome, AaaRequest};
 pub use endpoint::{Endpoint, IkeSaInfo, InitCounters, SaTally};
 pub use error::ProtoError;
 pub use event::{ChildKeys, ChildSaHandle, ChildSaInstall, Command, CommandError, DownReason, Event, IkeSaHandle, Transmit};

@@ -86,6 +86,21 @@ pub const IKE_AUTH_REQUEST: &[Rule] = &[
     opt(PayloadType::TSI),
     opt(PayloadType::TSR),
 ];
+/// RFC 7296 §2.16: the first IKE_AUTH request of an EAP initiator, the
+/// same without AUTH.
+pub const IKE_AUTH_EAP_REQUEST: &[Rule] = &[
+    one(PayloadType::IDI),
+    many(PayloadType::CERT),
+    many(PayloadType::CERTREQ),
+    opt(PayloadType::IDR),
+    opt(PayloadType::CP),
+    opt(PayloadType::SA),
+    opt(PayloadType::TSI),
+    opt(PayloadType::TSR),
+];
+/// §2.16: the later IKE_AUTH requests: `EAP` while the EAP conversation
+/// runs, `AUTH` after it succeeded.
+pub const IKE_AUTH_EAP_CONTINUE: &[Rule] = &[opt(PayloadType::EAP), opt(PayloadType::AUTH)];
 /// IKE_AUTH response: `IDr, [CERT+], AUTH, [CP], [SAr2, TSi, TSr]`.
 pub const IKE_AUTH_RESPONSE: &[Rule] = &[
     one(PayloadType::IDR),
@@ -179,6 +194,7 @@ impl<'m, 'a> Payloads<'m, 'a> {
     first!(ts_r, TsR, ike_wire::Ts<'a>);
     first!(cp, Cp, ike_wire::Cp<'a>);
     first!(id_g, IdG, ike_wire::Id<'a>);
+    first!(eap, Eap, ike_wire::Eap<'a>);
     first!(gsa, Gsa, ike_wire::Gsa<'a>);
     first!(kd, Kd, ike_wire::Kd<'a>);
 

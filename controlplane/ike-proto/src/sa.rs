@@ -60,6 +60,8 @@ pub struct Outputs {
     pub effects: Vec<Effect>,
     /// IKE_AUTH signature work for the owner to run ([`crate::auth_job`]).
     pub jobs: VecDeque<crate::auth_job::AuthJob>,
+    /// EAP Responses for the owner's AAA backend ([`crate::eap`]).
+    pub aaa: VecDeque<crate::eap::AaaRequest>,
 }
 
 /// SPI and handle allocation.
@@ -575,6 +577,8 @@ pub fn verify_auth(
             }
         }
         RemoteAuth::PubKey { cas } => verify_signature(cas, octets, payload, certs, peer_id, unix),
+        // The EAP path checks the MSK-based AUTH itself (ike_sa::eap).
+        RemoteAuth::Eap(_) => Err(ProtoError::AuthenticationFailed),
     }
 }
 

@@ -334,6 +334,9 @@ registry! {
         REDIRECT_SUPPORTED = 16406,
         REDIRECT = 16407,
         REDIRECTED_FROM = 16408,
+        /// RFC 5998: the initiator accepts EAP-only authentication (no
+        /// AUTH from the responder before the EAP exchange).
+        EAP_ONLY_AUTHENTICATION = 16417,
         /// RFC 6023.
         CHILDLESS_IKEV2_SUPPORTED = 16418,
         /// RFC 6311 §3: announced in IKE_AUTH; strongSwan answers

@@ -245,7 +245,7 @@ fn strongswan_ike_auth_decrypts_to_the_logged_payloads() {
             "N(MOBIKE_SUPPORTED)",
             "N(ADDITIONAL_IP6_ADDRESS)",
             "N(NotifyType(16404))",
-            "N(NotifyType(16417))",
+            "N(EAP_ONLY_AUTHENTICATION)",
             "N(IKEV2_MESSAGE_ID_SYNC_SUPPORTED)"
         ],
         "strongSwan: IDi N(INIT_CONTACT) IDr AUTH SA TSi TSr N(MOBIKE_SUP) N(ADD_6_ADDR) N(MULT_AUTH) N(EAP_ONLY) N(MSG_ID_SYN_SUP)"

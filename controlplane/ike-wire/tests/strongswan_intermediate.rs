@@ -232,7 +232,7 @@ fn intermediate_ike_auth_decrypts_with_second_generation_keys() {
             "N(MOBIKE_SUPPORTED)",
             "N(ADDITIONAL_IP6_ADDRESS)",
             "N(NotifyType(16404))",
-            "N(NotifyType(16417))",
+            "N(EAP_ONLY_AUTHENTICATION)",
             "N(IKEV2_MESSAGE_ID_SYNC_SUPPORTED)",
         ],
         vec![

@@ -80,7 +80,15 @@ fn main() -> anyhow::Result<()> {
     }
     let check = cli.check;
     let path = cli.config.context("--config FILE is required")?;
-    let cfg = DaemonConfig::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let cfg = match DaemonConfig::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            // As esprit-dataplane: a configuration error exits 2, naming
+            // the field path ("ike.radius.servers[1].secret_file: ...").
+            eprintln!("esprit-ike: {}: {e}", path.display());
+            std::process::exit(2);
+        }
+    };
     if check {
         println!("{}: ok ({} connection(s))", path.display(), cfg.endpoint.connections.len());
         return Ok(());

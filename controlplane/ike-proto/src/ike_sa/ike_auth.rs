@@ -268,6 +268,14 @@ impl IkeSa {
     }
 
     pub(super) fn respond_ike_auth(&mut self, ctx: &mut Ctx<'_>, payloads: &[Payload<'_>], message_id: u32, work: Signatures) -> Result<Reply, ProtoError> {
+        // RFC 7296 §2.16: an EAP conversation under way, or one starting
+        // (no AUTH from the initiator).
+        if self.eap.is_some() {
+            return self.continue_eap(ctx, payloads, message_id);
+        }
+        if Payloads(payloads).auth().is_none() {
+            return self.start_eap(ctx, payloads, message_id, work);
+        }
         message::check(payloads, message::IKE_AUTH_REQUEST)?;
         let p = Payloads(payloads);
         let id_i = p.id_i().ok_or(ProtoError::PayloadCount(ike_wire::PayloadType::IDI))?;
@@ -281,7 +289,10 @@ impl IkeSa {
             .connections
             .iter()
             .find(|c| {
-                c.remote_id.as_ref().map_or(true, |r| *r == peer_id) && wanted_local.as_ref().map_or(true, |l| *l == c.local_id)
+                // An initiator that sends AUTH does not do EAP.
+                !matches!(c.remote_auth, RemoteAuth::Eap(_))
+                    && c.remote_id.as_ref().map_or(true, |r| *r == peer_id)
+                    && wanted_local.as_ref().map_or(true, |l| *l == c.local_id)
             })
             .cloned()
             .ok_or(ProtoError::AuthenticationFailed)?;
@@ -362,18 +373,12 @@ impl IkeSa {
         };
         self.ext.peer_auth_methods = peer_methods;
         self.ext.auth_scheme = scheme;
-        let (ni, nr) = (init.ni.clone(), init.nr.clone());
         if let Some(m) = mixed {
             // Before the Child SA's KEYMAT: it comes from the mixed SK_d.
             if let Some(k) = self.keys.as_mut() {
                 m.apply(k);
             }
             self.ppk_used = true;
-        }
-        self.conn = conn.clone();
-        self.remote_id = Some(peer_id.clone());
-        if p.notify(NotifyType::INITIAL_CONTACT).is_some() {
-            ctx.out.effects.push(Effect::InitialContact { keep: self.handle, remote_id: peer_id.clone() });
         }
         let mut out = vec![Payload::IdR(sa::id_payload(&conn.local_id))];
         if ctx.config.mid_sync {
@@ -386,6 +391,29 @@ impl IkeSa {
         if self.ppk_used {
             // §3: the responder's PPK_IDENTITY carries no PPK_ID.
             out.push(notify_payload(NotifyType::PPK_IDENTITY));
+        }
+        self.establish_responder(ctx, conn, peer_id, payloads, out)
+    }
+
+    /// The responder's IKE_AUTH once the initiator is authenticated (by
+    /// its AUTH, or by EAP and the MSK-based AUTH): the CP reply, the first
+    /// Child SA from `payloads` (the request that carried them), the IKE SA
+    /// Established. `out` holds what goes before (IDr, CERT, AUTH, ...).
+    pub(super) fn establish_responder(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: Arc<ConnectionConfig>,
+        peer_id: Identity,
+        payloads: &[Payload<'_>],
+        mut out: Vec<Payload<'static>>,
+    ) -> Result<Reply, ProtoError> {
+        let p = Payloads(payloads);
+        let IkeState::HalfOpen(init) = &self.state else { return Err(ProtoError::MessageId) };
+        let (ni, nr) = (init.ni.clone(), init.nr.clone());
+        self.conn = conn.clone();
+        self.remote_id = Some(peer_id.clone());
+        if p.notify(NotifyType::INITIAL_CONTACT).is_some() {
+            ctx.out.effects.push(Effect::InitialContact { keep: self.handle, remote_id: peer_id.clone() });
         }
         // §3.15: CFG_REPLY only in answer to CFG_REQUEST.
         let mut dns = Vec::new();
