@@ -34,6 +34,10 @@ pub enum Request {
     RekeyIke { ike_sa: u64 },
     Reload,
     Stats,
+    /// RFC 9838: groups served (GCKS) and joined (GM).
+    ListGroups,
+    GroupRekey { group: String },
+    GroupExclude { group: String, member: String },
 }
 
 /// The daemon's answer.

@@ -88,6 +88,11 @@ pub struct IkeMetrics {
     pub store_seconds: prometheus::Counter,
     pub store_restored: IntCounter,
     pub store_adopted: IntCounter,
+    /// RFC 9838: members per group (GCKS), registrations by result,
+    /// GSA_REKEYs sent and received by result or rejection reason.
+    pub group_members: IntGaugeVec,
+    pub group_registrations: IntCounterVec,
+    pub group_rekeys: IntCounterVec,
 }
 
 /// Registration of a fixed, valid definition cannot fail.
@@ -133,6 +138,18 @@ impl IkeMetrics {
             "Datagrams dropped before the event loop saw them, by queue (init, sa) and reason (queue_full)",
             &["queue", "reason"],
         )?;
+        let group_registrations = cv(
+            "esprit_ike_group_registrations_total",
+            "G-IKEv2 registrations: GCKS ok or the refusal's notify; GM joined",
+            &["result"],
+        )?;
+        let group_rekeys = cv(
+            "esprit_ike_group_rekeys_total",
+            "G-IKEv2 GSA_REKEY datagrams sent (direction=sent) and received (accepted, or the rejection reason), by group",
+            &["direction", "result"],
+        )?;
+        let group_members = IntGaugeVec::new(Opts::new("esprit_ike_group_members", "G-IKEv2 members registered, by group (GCKS)"), &["group"])?;
+        r.register(Box::new(group_members.clone()))?;
         let ike_sas = IntGaugeVec::new(Opts::new("esprit_ike_sas", "IKE SAs held, by state"), &["state"])?;
         r.register(Box::new(ike_sas.clone()))?;
         let queue_depth = IntGaugeVec::new(Opts::new("esprit_ike_queue_depth", "Inputs waiting for the event loop, by queue (init, sa, control, auth)"), &["queue"])?;
@@ -179,6 +196,9 @@ impl IkeMetrics {
             orphans,
             split_dns,
             child_features,
+            group_members,
+            group_registrations,
+            group_rekeys,
             pq_ike_sas,
             init_requests,
             key_exchanges,

@@ -14,6 +14,9 @@ const USAGE: &str = "usage: esprit-ctl [--socket PATH] [--json] COMMAND
   rekey ike IKE_SA         rekey IKE SA #IKE_SA
   reload                   re-read the configuration file
   stats                    counters and gauges
+  list-groups              G-IKEv2 groups: members, SIDs, KEK/TEK generations
+  group rekey GROUP        new TEKs for GROUP now (GCKS)
+  group exclude GROUP ID   exclude member ID from GROUP (GCKS; it stays out)
 The socket defaults to $ESPRIT_IKE_SOCKET or /run/esprit/ike.sock.";
 
 fn num(v: Option<String>, what: &str) -> anyhow::Result<u64> {
@@ -50,6 +53,15 @@ fn main() -> anyhow::Result<()> {
         },
         "reload" => Request::Reload,
         "stats" => Request::Stats,
+        "list-groups" => Request::ListGroups,
+        "group" => match words.next().as_deref() {
+            Some("rekey") => Request::GroupRekey { group: words.next().with_context(|| format!("missing group\n{USAGE}"))? },
+            Some("exclude") => Request::GroupExclude {
+                group: words.next().with_context(|| format!("missing group\n{USAGE}"))?,
+                member: words.next().with_context(|| format!("missing member identity\n{USAGE}"))?,
+            },
+            _ => bail!("group rekey GROUP | group exclude GROUP MEMBER\n{USAGE}"),
+        },
         other => bail!("unknown command {other:?}\n{USAGE}"),
     };
     let resp = call(&socket, &req)?;
@@ -61,6 +73,8 @@ fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&data)?);
     } else if req == Request::ListSas {
         print!("{}", esprit_controlplane::show::list_sas(&data));
+    } else if req == Request::ListGroups {
+        print!("{}", esprit_controlplane::show::list_groups(&data));
     } else {
         println!("{}", serde_json::to_string_pretty(&data)?);
     }
