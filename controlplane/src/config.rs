@@ -1796,6 +1796,47 @@ ike:
         assert_eq!(DaemonConfig::from_yaml(&typo, Path::new(".")).err().unwrap().path, "ike.connections.rw.ppk.mandatory");
     }
 
+    const GCKS: &str = "
+ike:
+  listen: [10.77.0.10]
+  groups:
+    - name: mesh
+      id: mesh-1
+      members: [{ id: gm1.esprit, role: sender }, { role: receiver }]
+      policies: [{ src: 10.70.0.0/16, dst: 10.70.0.0/16, esp: aes256gcm16 }]
+      rekey: { delivery: multicast, destination: \"239.77.0.1:848\", kek: aes256gcm16-kw256 }
+  connections:
+    members:
+      local_id: gcks.esprit
+      local_auth: { psk: x }
+      remote_auth: { psk: x }
+      proposals: [aes256gcm16-prfsha256-x25519-kw256]
+      child: { esp_proposals: [aes256gcm16] }
+      groups: [{ id: mesh-1 }]
+";
+
+    #[test]
+    fn loads_groups_and_names_the_field_of_bad_group_values() {
+        let c = DaemonConfig::from_yaml(GCKS, Path::new(".")).unwrap();
+        let g = &c.endpoint.groups[0];
+        assert_eq!(g.id, GroupId::key_id("mesh-1"));
+        assert_eq!(g.members.len(), 2);
+        let k = g.kek.as_ref().unwrap();
+        assert_eq!(k.kwa, ike_wire::KwaId::KW_5649_256);
+        assert_eq!(k.source, "10.77.0.10:848".parse().unwrap());
+        assert!(g.kek.as_ref().unwrap().gcauth.is_none());
+        assert_eq!(c.endpoint.connections[0].ext.groups[0].group, GroupId::key_id("mesh-1"));
+        assert_eq!(c.endpoint.connections[0].ike_proposals[0].kwa, vec![ike_wire::KwaId::KW_5649_256]);
+        let bad = |from: &str, to: &str| DaemonConfig::from_yaml(&GCKS.replace(from, to), Path::new(".")).unwrap_err().path;
+        assert_eq!(bad("role: receiver", "role: boss"), "ike.groups[0].members[1].role");
+        assert_eq!(bad("239.77.0.1:848", "10.0.0.1:848"), "ike.groups[0].rekey.destination");
+        assert_eq!(bad("esp: aes256gcm16 }", "esp: aes256gcm16iiv }"), "ike.groups[0].policies[0].esp");
+        assert_eq!(bad("kek: aes256gcm16-kw256", "kek: aes256gcm16"), "ike.groups[0].rekey.kek");
+        assert_eq!(bad("dst: 10.70.0.0/16", "dst: nowhere"), "ike.groups[0].policies[0].dst");
+        assert_eq!(bad("groups: [{ id: mesh-1 }]", "groups: [{ id: mesh-2 }]"), "ike.connections.members.groups[0].id");
+        assert_eq!(bad("x25519-kw256", "x25519"), "ike.connections.members.proposals");
+    }
+
     #[test]
     fn pools_take_prefixes_and_ranges() {
         assert_eq!(range("10.0.0.0/30"), Some(("10.0.0.1".parse().unwrap(), 2)));
