@@ -3,9 +3,9 @@
 # own esprit-dataplane in its own namespace, all on one bridge (a WAN that
 # routes the site prefixes, as a GETVPN core does):
 #
-#   ns gk-site1 10.71.0.2 ── [gk-gm1: dataplane + esprit-ike 10.77.0.11] ─┐
-#   ns gk-site2 10.72.0.2 ── [gk-gm2: dataplane + esprit-ike 10.77.0.12] ─┼─ bridge ── ns gk-ks: GCKS 10.77.0.10
-#   ns gk-site3 10.73.0.2 ── [gk-gm3: dataplane + esprit-ike 10.77.0.13] ─┘      └──── ns gk-rt: router 10.77.0.1
+#   ns gk-site1 10.70.1.2 ── [gk-gm1: dataplane + esprit-ike 10.77.0.11] ─┐
+#   ns gk-site2 10.70.2.2 ── [gk-gm2: dataplane + esprit-ike 10.77.0.12] ─┼─ bridge ── ns gk-ks: GCKS 10.77.0.10
+#   ns gk-site3 10.70.3.2 ── [gk-gm3: dataplane + esprit-ike 10.77.0.13] ─┘      └──── ns gk-rt: router 10.77.0.1
 #
 # Each GM registers (GSA_AUTH) and installs the group's one TEK (mesh
 # 10.70.0.0/16 <-> 10.70.0.0/16, AES-256-GCM, tunnel mode with address
@@ -95,7 +95,7 @@ ks_metrics=$ike_metrics
 
 # gm N: site namespace, GM namespace with its dataplane and esprit-ike.
 gm() {
-  local n=$1 out=10.77.0.1$1 site=10.7$1.0
+  local n=$1 out=10.77.0.1$1 site=10.70.$1
   ip netns add "gk-gm$n"; netns+=("gk-gm$n")
   on_bridge "gk-gm$n" "gmo$n"
   add_host "gk-site$n" s0 "gmi$n$$" "$site.2/24" "$site.1"
@@ -175,7 +175,7 @@ grep -q "3 member(s)" "$work/groups.txt" || gk_fail "the GCKS does not list 3 me
 spi=$(tek_of 1)
 for n in 2 3; do [[ $(tek_of $n) == "$spi" ]] || gk_fail "gm$n sends on $(tek_of $n), gm1 on $spi: not one group SA"; done
 
-ping_ok() { ip netns exec "gk-site$1" ping -c 1 -W 1 "10.7$2.0.2" >/dev/null 2>&1; }
+ping_ok() { ip netns exec "gk-site$1" ping -c 1 -W 1 "10.70.$2.2" >/dev/null 2>&1; }
 # The path needs the neighbours resolved once.
 for a in 1 2 3; do for b in 1 2 3; do [[ $a == "$b" ]] && continue; poll 10 ping_ok $a $b || gk_fail "no ping from site $a to site $b"; done; done
 
@@ -186,7 +186,7 @@ dumper=$!
 for _ in $(seq 50); do [[ -s $work/esp.pcap ]] && break; sleep 0.1; done
 sleep 0.5
 for a in 1 2 3; do for b in 1 2 3; do [[ $a == "$b" ]] && continue
-  ip netns exec "gk-site$a" ping -c 2 -i 0.2 -W 1 "10.7$b.0.2" >/dev/null 2>&1 || gk_fail "ping $a -> $b lost packets"; done; done
+  ip netns exec "gk-site$a" ping -c 2 -i 0.2 -W 1 "10.70.$b.2" >/dev/null 2>&1 || gk_fail "ping $a -> $b lost packets"; done; done
 wait $dumper || true
 tshark -r "$work/esp.pcap" -Y esp -T fields -e esp.spi 2>/dev/null | sort -u >"$work/spis.txt"
 [[ $(wc -l <"$work/spis.txt") == 1 && $(( $(cat "$work/spis.txt") )) == $(( 0x$spi )) ]] || gk_fail "tshark shows SPIs $(tr '\n' ' ' <"$work/spis.txt"), not the one group SA $spi"
@@ -217,7 +217,7 @@ print("  %d ESP packets, one SPI %s, outer = inner addresses, SID per sender %s"
 PY
 
 # A rekey under traffic loses no ping; traffic moves to the new TEK.
-ip netns exec gk-site1 ping -c 40 -i 0.1 -W 1 10.72.0.2 >"$work/ping-rekey.log" 2>&1 &
+ip netns exec gk-site1 ping -c 40 -i 0.1 -W 1 10.70.2.2 >"$work/ping-rekey.log" 2>&1 &
 pinger=$!
 sleep 0.5
 kctl group rekey mesh >/dev/null || gk_fail "group rekey refused"
@@ -262,8 +262,8 @@ poll 10 ping_ok 2 1 || gk_fail "traffic from site 2 to site 1 did not resume"
 echo "  gm2 missed the exclusion rekeys, registered again, traffic resumed"
 
 # gm3 is out: no traffic to or from its site, and it is refused on return.
-ip netns exec gk-site1 ping -c 3 -i 0.3 -W 1 10.73.0.2 >/dev/null 2>&1 && gk_fail "site 1 still reaches site 3 after gm3's exclusion"
-ip netns exec gk-site3 ping -c 3 -i 0.3 -W 1 10.71.0.2 >/dev/null 2>&1 && gk_fail "site 3 still reaches site 1 after gm3's exclusion"
+ip netns exec gk-site1 ping -c 3 -i 0.3 -W 1 10.70.3.2 >/dev/null 2>&1 && gk_fail "site 1 still reaches site 3 after gm3's exclusion"
+ip netns exec gk-site3 ping -c 3 -i 0.3 -W 1 10.70.1.2 >/dev/null 2>&1 && gk_fail "site 3 still reaches site 1 after gm3's exclusion"
 refused() { metrics_of gk-ks "$ks_metrics" | grep -q 'esprit_ike_group_registrations_total{result="authorization_failed"}'; }
 poll 10 refused || gk_fail "the GCKS did not refuse gm3's new registration"
 kctl list-groups | grep -q "2 member(s)" || gk_fail "the GCKS does not list 2 members: $(kctl list-groups)"
