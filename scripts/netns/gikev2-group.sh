@@ -183,8 +183,8 @@ for a in 1 2 3; do for b in 1 2 3; do [[ $a == "$b" ]] && continue; poll 10 ping
 # SPI, outer = inner addresses, three distinct SIDs in the IVs' top bits.
 timeout 20 tshark -i "brt0" -f esp -F pcap -a packets:48 -w "$work/esp.pcap" >/dev/null 2>&1 &
 dumper=$!
-for _ in $(seq 50); do [[ -s $work/esp.pcap ]] && break; sleep 0.1; done
-sleep 0.5
+# tshark writes the file's header once it captures.
+poll 10 test -s "$work/esp.pcap" || gk_fail "tshark did not start capturing"
 for a in 1 2 3; do for b in 1 2 3; do [[ $a == "$b" ]] && continue
   ip netns exec "gk-site$a" ping -c 2 -i 0.2 -W 1 "10.70.$b.2" >/dev/null 2>&1 || gk_fail "ping $a -> $b lost packets"; done; done
 wait $dumper || true
@@ -217,9 +217,13 @@ print("  %d ESP packets, one SPI %s, outer = inner addresses, SID per sender %s"
 PY
 
 # A rekey under traffic loses no ping; traffic moves to the new TEK.
+out_pkts() { gctl 1 --json list-groups | python3 -c 'import json,sys; print(sum(t["out_pkts"] for g in json.load(sys.stdin)["joined"] for t in g["sas"] if t["outbound"]))'; }
+sent_before=$(out_pkts)
 ip netns exec gk-site1 ping -c 40 -i 0.1 -W 1 10.70.2.2 >"$work/ping-rekey.log" 2>&1 &
 pinger=$!
-sleep 0.5
+# The rekey comes once the ping's packets flow through the TEK.
+flowing() { [[ $(out_pkts) -ge $((sent_before + 3)) ]]; }
+poll 10 flowing || gk_fail "the ping before the rekey does not go out on the TEK"
 kctl group rekey mesh >/dev/null || gk_fail "group rekey refused"
 new_spi() { local s; s=$(tek_of 1); [[ -n $s && $s != "$spi" ]]; }
 poll 10 new_spi || gk_fail "gm1 did not move to a new TEK after the rekey"
@@ -251,7 +255,10 @@ ping_ok 1 2 || gk_fail "traffic broke after the forged GSA_REKEY"
 # gm2 misses the exclusion of gm3 (a KEK rekey, then TEKs under the new KEK).
 ip netns exec gk-gm2 iptables -I INPUT -d 239.77.0.1 -j DROP
 kctl group exclude mesh gm3.esprit >/dev/null || gk_fail "group exclude refused"
-sleep 1.5  # the copies of the exclusion's GSA_REKEYs (retransmits: 1 after 0.5 s)
+# The exclusion's GSA_REKEYs: the KEK rekey and the TEKs under the new KEK,
+# each sent twice (retransmits: 1, 0.5 s apart); gm2 drops all four.
+dropped() { ip netns exec gk-gm2 iptables -L INPUT -v -x -n | awk '$3 == "DROP" && $NF == "239.77.0.1" {exit !($1 >= 4)}'; }
+poll 10 dropped || gk_fail "gm2 did not see (and drop) the exclusion's four GSA_REKEY datagrams: $(ip netns exec gk-gm2 iptables -L INPUT -v -x -n | grep DROP)"
 ip netns exec gk-gm2 iptables -D INPUT -d 239.77.0.1 -j DROP
 regs_before=$(gctl 2 --json list-groups | python3 -c 'import json,sys; print(json.load(sys.stdin)["joined"][0]["registrations"])')
 kctl group rekey mesh >/dev/null || gk_fail "group rekey refused"
