@@ -133,64 +133,6 @@ pub fn list_sas(data: &Value) -> String {
     o
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lists_an_ike_sa_with_its_child_sa_and_counters() {
-        let v = serde_json::json!({ "ike_sas": [{
-            "ike_sa": 1, "connection": "rw", "state": "Established", "initiator": false,
-            "spi_i": "0011223344556677", "spi_r": "8899aabbccddeeff",
-            "local": "172.16.9.1:4500", "remote": "172.16.9.2:4500", "local_id": "gw.esprit",
-            "remote_id": "client@esprit", "suite": "ENCR_AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE25519",
-            "established_secs": 3, "virtual_ips": ["10.99.0.1"], "nat_local": false, "nat_remote": true, "ppk": true,
-            "dns_domains": ["corp.example.test"], "dnssec_tas": ["corp.example.test 20326 8 2 E0"],
-            "peer_allowed_families": ["v4"], "auth_scheme": "RsaPkcs1Sha256", "peer_auth_methods": ["RsaPkcs1Sha256", "method 2"],
-            "child_sas": [{ "child_sa": 2, "state": "INSTALLED", "spi_in": "c0000001", "spi_out": "c0000002",
-              "encr": "ENCR_AES_GCM_16_IIV-256", "esn": false, "pfs": null, "iiv": true,
-              "label": "system_u:object_r:ipsec_spd_t:s0", "mode": "TUNNEL", "udp_encap": true,
-              "compression": "Diet-ESP (draft-ietf-ipsecme-diet-esp-07) dscp_cda=lower,esp_spi_lsb=8",
-              "installed_secs": 3, "rekey_secs": 0, "ts_local": ["192.168.109.0/24"], "ts_remote": ["10.99.0.1/32"],
-              "in_bytes": 840, "in_pkts": 10, "out_bytes": 840, "out_pkts": 10, "seq_next": 11, "idle_secs": 1,
-              "in_backend": ["ipsec-mb"], "out_backend": ["ring", "fallback"] }]
-        }], "orphans": [] });
-        let t = list_sas(&v);
-        assert!(t.contains("rw: #1, ESTABLISHED, IKEv2, 0011223344556677_i 8899aabbccddeeff_r (responder)"), "{t}");
-        assert!(t.contains("remote 'client@esprit' @ 172.16.9.2:4500 [10.99.0.1]"), "{t}");
-        assert!(t.contains("rw: #2, INSTALLED, TUNNEL-in-UDP, ESP SPIs: c0000001_i c0000002_o"), "{t}");
-        assert!(t.contains("840 bytes"), "{t}");
-        assert!(t.contains("    compression Diet-ESP (draft-ietf-ipsecme-diet-esp-07) dscp_cda=lower,esp_spi_lsb=8"), "{t}");
-        assert!(t.contains("traffic 1s ago, crypto ipsec-mb"), "{t}");
-        assert!(t.contains("next seq 11, crypto ring+fallback"), "{t}");
-        assert!(t.contains("remote 10.99.0.1/32"), "{t}");
-        assert!(t.contains("established 3s ago, NAT: remote behind NAT, PPK"), "{t}");
-        assert!(t.contains("split DNS: corp.example.test"), "{t}");
-        assert!(t.contains("signed with RsaPkcs1Sha256"), "{t}");
-        assert!(t.contains("peer accepts: RsaPkcs1Sha256 method 2"), "{t}");
-        assert!(t.contains("DNSSEC TA: corp.example.test 20326 8 2 E0"), "{t}");
-        assert!(t.contains("ENCR_AES_GCM_16_IIV-256, no ESN, implicit IV"), "{t}");
-        assert!(t.contains("label system_u:object_r:ipsec_spd_t:s0"), "{t}");
-    }
-
-    #[test]
-    fn shows_post_quantum_key_exchanges_of_ike_and_child_sas() {
-        let v = serde_json::json!({ "ike_sas": [{
-            "ike_sa": 1, "connection": "rw", "state": "Established", "initiator": true,
-            "spi_i": "0011223344556677", "spi_r": "8899aabbccddeeff",
-            "local": "172.16.9.1:4500", "remote": "172.16.9.2:4500", "local_id": "gw.esprit",
-            "remote_id": "sw.esprit", "suite": "ENCR_AES_GCM_16-256/PRF_HMAC_SHA2_384/CURVE25519+ML_KEM_768",
-            "key_exchanges": ["CURVE25519", "ML_KEM_768"], "pq": true,
-            "child_sas": [{ "child_sa": 2, "state": "INSTALLED", "spi_in": "c0000001", "spi_out": "c0000002",
-              "encr": "ENCR_AES_GCM_16-256", "esn": false, "pfs": "CURVE25519", "additional_ke": ["ECP_256", "ML_KEM_768"],
-              "mode": "TUNNEL", "udp_encap": false, "ts_local": [], "ts_remote": [] }]
-        }], "orphans": [] });
-        let t = list_sas(&v);
-        assert!(t.contains("PRF_HMAC_SHA2_384/CURVE25519+ML_KEM_768 (post-quantum)"), "{t}");
-        assert!(t.contains("ENCR_AES_GCM_16-256, no ESN, PFS CURVE25519, ADDKE ECP_256+ML_KEM_768"), "{t}");
-    }
-}
-
 /// `list-groups` as text: the groups served (GCKS) with their members and
 /// Sender-IDs, and the groups joined (GM), with KEK/TEK generations and
 /// the group SAs in the table.
@@ -253,4 +195,62 @@ pub fn list_groups(data: &Value) -> String {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_an_ike_sa_with_its_child_sa_and_counters() {
+        let v = serde_json::json!({ "ike_sas": [{
+            "ike_sa": 1, "connection": "rw", "state": "Established", "initiator": false,
+            "spi_i": "0011223344556677", "spi_r": "8899aabbccddeeff",
+            "local": "172.16.9.1:4500", "remote": "172.16.9.2:4500", "local_id": "gw.esprit",
+            "remote_id": "client@esprit", "suite": "ENCR_AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE25519",
+            "established_secs": 3, "virtual_ips": ["10.99.0.1"], "nat_local": false, "nat_remote": true, "ppk": true,
+            "dns_domains": ["corp.example.test"], "dnssec_tas": ["corp.example.test 20326 8 2 E0"],
+            "peer_allowed_families": ["v4"], "auth_scheme": "RsaPkcs1Sha256", "peer_auth_methods": ["RsaPkcs1Sha256", "method 2"],
+            "child_sas": [{ "child_sa": 2, "state": "INSTALLED", "spi_in": "c0000001", "spi_out": "c0000002",
+              "encr": "ENCR_AES_GCM_16_IIV-256", "esn": false, "pfs": null, "iiv": true,
+              "label": "system_u:object_r:ipsec_spd_t:s0", "mode": "TUNNEL", "udp_encap": true,
+              "compression": "Diet-ESP (draft-ietf-ipsecme-diet-esp-07) dscp_cda=lower,esp_spi_lsb=8",
+              "installed_secs": 3, "rekey_secs": 0, "ts_local": ["192.168.109.0/24"], "ts_remote": ["10.99.0.1/32"],
+              "in_bytes": 840, "in_pkts": 10, "out_bytes": 840, "out_pkts": 10, "seq_next": 11, "idle_secs": 1,
+              "in_backend": ["ipsec-mb"], "out_backend": ["ring", "fallback"] }]
+        }], "orphans": [] });
+        let t = list_sas(&v);
+        assert!(t.contains("rw: #1, ESTABLISHED, IKEv2, 0011223344556677_i 8899aabbccddeeff_r (responder)"), "{t}");
+        assert!(t.contains("remote 'client@esprit' @ 172.16.9.2:4500 [10.99.0.1]"), "{t}");
+        assert!(t.contains("rw: #2, INSTALLED, TUNNEL-in-UDP, ESP SPIs: c0000001_i c0000002_o"), "{t}");
+        assert!(t.contains("840 bytes"), "{t}");
+        assert!(t.contains("    compression Diet-ESP (draft-ietf-ipsecme-diet-esp-07) dscp_cda=lower,esp_spi_lsb=8"), "{t}");
+        assert!(t.contains("traffic 1s ago, crypto ipsec-mb"), "{t}");
+        assert!(t.contains("next seq 11, crypto ring+fallback"), "{t}");
+        assert!(t.contains("remote 10.99.0.1/32"), "{t}");
+        assert!(t.contains("established 3s ago, NAT: remote behind NAT, PPK"), "{t}");
+        assert!(t.contains("split DNS: corp.example.test"), "{t}");
+        assert!(t.contains("signed with RsaPkcs1Sha256"), "{t}");
+        assert!(t.contains("peer accepts: RsaPkcs1Sha256 method 2"), "{t}");
+        assert!(t.contains("DNSSEC TA: corp.example.test 20326 8 2 E0"), "{t}");
+        assert!(t.contains("ENCR_AES_GCM_16_IIV-256, no ESN, implicit IV"), "{t}");
+        assert!(t.contains("label system_u:object_r:ipsec_spd_t:s0"), "{t}");
+    }
+
+    #[test]
+    fn shows_post_quantum_key_exchanges_of_ike_and_child_sas() {
+        let v = serde_json::json!({ "ike_sas": [{
+            "ike_sa": 1, "connection": "rw", "state": "Established", "initiator": true,
+            "spi_i": "0011223344556677", "spi_r": "8899aabbccddeeff",
+            "local": "172.16.9.1:4500", "remote": "172.16.9.2:4500", "local_id": "gw.esprit",
+            "remote_id": "sw.esprit", "suite": "ENCR_AES_GCM_16-256/PRF_HMAC_SHA2_384/CURVE25519+ML_KEM_768",
+            "key_exchanges": ["CURVE25519", "ML_KEM_768"], "pq": true,
+            "child_sas": [{ "child_sa": 2, "state": "INSTALLED", "spi_in": "c0000001", "spi_out": "c0000002",
+              "encr": "ENCR_AES_GCM_16-256", "esn": false, "pfs": "CURVE25519", "additional_ke": ["ECP_256", "ML_KEM_768"],
+              "mode": "TUNNEL", "udp_encap": false, "ts_local": [], "ts_remote": [] }]
+        }], "orphans": [] });
+        let t = list_sas(&v);
+        assert!(t.contains("PRF_HMAC_SHA2_384/CURVE25519+ML_KEM_768 (post-quantum)"), "{t}");
+        assert!(t.contains("ENCR_AES_GCM_16-256, no ESN, PFS CURVE25519, ADDKE ECP_256+ML_KEM_768"), "{t}");
+    }
 }

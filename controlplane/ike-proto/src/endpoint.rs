@@ -1026,7 +1026,7 @@ impl Endpoint {
 
     /// RFC 9838 GCKS: the group's registration and rekey counters.
     pub fn group_stats(&self, group: &crate::group::GroupId) -> Option<crate::group::gcks::GcksStats> {
-        self.groups.gcks.groups.get(group).map(|g| g.stats.clone())
+        self.groups.gcks.groups.get(group).map(|g| g.stats)
     }
 
     /// RFC 9838 GCKS: a new set of groups (configuration reload); groups
