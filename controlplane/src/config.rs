@@ -29,6 +29,7 @@ use ike_proto::{
     ChildConfig, ConnectionConfig, EndpointConfig, EspProposal, Extensions, Family, Identity, IkeProposal, Lifetimes, LocalAuth, Mode,
     PoolConfig, Ppk, PpkConfig, RemoteAuth, RetransmitConfig, TrafficSelector, PPK_ID_FIXED, PPK_ID_OPAQUE,
 };
+use ike_proto::group::{GroupConfig, GroupId};
 use ike_wire::{EncrId, EsnId, IntegId, KeId, PrfId};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -137,6 +138,9 @@ struct IkeYaml {
     /// Every Diet-ESP code point IANA has not assigned yet (docs/diet-esp.md).
     #[serde(default)]
     diet_esp_code_points: Option<CodePointsYaml>,
+    /// RFC 9838 G-IKEv2: the groups this esprit-ike serves as GCKS.
+    #[serde(default)]
+    groups: Vec<GroupYaml>,
     connections: BTreeMap<String, ConnYaml>,
     /// RADIUS servers for connections with `remote_auth: { eap: radius }`.
     #[serde(default)]
@@ -193,6 +197,145 @@ fn default_radius_timeout_ms() -> u64 {
 }
 fn default_radius_retries() -> u32 {
     2
+}
+
+/// `ike.groups[]`: one group served (GCKS role).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct GroupYaml {
+    name: String,
+    /// The group ID, sent as ID_KEY_ID (its octets as written).
+    id: String,
+    /// Who may join and as what; `id: null` (or absent) is anyone the
+    /// connection authenticated.
+    members: Vec<GroupMemberYaml>,
+    /// Data-security policies: one TEK each.
+    policies: Vec<GroupPolicyYaml>,
+    rekey: GroupRekeyYaml,
+    /// GWP_SENDER_ID_BITS: 8, 12 or 16.
+    #[serde(default = "default_sid_bits")]
+    sender_id_bits: u8,
+    #[serde(default = "one")]
+    max_sids_per_member: u32,
+    /// GWP_ATD / GWP_DTD (seconds).
+    #[serde(default = "one_u16")]
+    activation_delay_secs: u16,
+    #[serde(default = "default_dtd")]
+    deactivation_delay_secs: u16,
+    /// Transport mode instead of tunnel mode with address preservation.
+    #[serde(default)]
+    transport: bool,
+    #[serde(default = "default_max_members")]
+    max_members: usize,
+    #[serde(default = "default_linger")]
+    registration_linger_secs: u64,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct GroupMemberYaml {
+    #[serde(default)]
+    id: Option<String>,
+    /// `sender` or `receiver`.
+    role: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct GroupPolicyYaml {
+    /// Source and destination selectors: site prefixes, a 239/8 address.
+    src: String,
+    dst: String,
+    /// One AEAD ESP transform (no ESN: RFC 9838 §4.4.2.1).
+    esp: String,
+    #[serde(default = "default_tek_life")]
+    lifetime_secs: u32,
+    /// `unspecified` (several senders; the default) or `sequential`.
+    #[serde(default)]
+    sequence: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct GroupRekeyYaml {
+    /// `multicast` (GSA_REKEY) or `inband` (GSA_INBAND_REKEY, small groups).
+    delivery: String,
+    /// KEK suite: cipher[-integrity]-kwN, e.g. `aes256gcm16-kw256`.
+    #[serde(default)]
+    kek: Option<String>,
+    /// GCAUTH Digital Signature key (PKCS#8); absent = Implicit.
+    #[serde(default)]
+    signature_key: Option<PathBuf>,
+    /// GSA_REKEY destination `239.x.y.z:port` and the source it leaves from
+    /// (default: the first `ike.listen` address, the same port).
+    #[serde(default)]
+    destination: Option<SocketAddr>,
+    #[serde(default)]
+    source: Option<SocketAddr>,
+    #[serde(default = "default_kek_life")]
+    lifetime_secs: u32,
+    /// A TEK's successor goes out this long before it expires.
+    #[serde(default = "default_margin")]
+    margin_secs: u32,
+    #[serde(default = "one_u8")]
+    retransmits: u8,
+    #[serde(default = "default_rtx_ms")]
+    retransmit_interval_ms: u64,
+    /// Multicast TTL and interface (by address) of the GSA_REKEY socket.
+    #[serde(default = "one_u32")]
+    ttl: u32,
+}
+
+fn default_sid_bits() -> u8 {
+    16
+}
+fn one() -> u32 {
+    1
+}
+fn one_u32() -> u32 {
+    1
+}
+fn one_u16() -> u16 {
+    1
+}
+fn one_u8() -> u8 {
+    1
+}
+fn default_dtd() -> u16 {
+    2
+}
+fn default_max_members() -> usize {
+    10_000
+}
+fn default_linger() -> u64 {
+    10
+}
+fn default_tek_life() -> u32 {
+    3600
+}
+fn default_kek_life() -> u32 {
+    86_400
+}
+fn default_margin() -> u32 {
+    60
+}
+fn default_rtx_ms() -> u64 {
+    1000
+}
+
+/// A connection's `groups` entry: on a GM connection (with `remote`) a
+/// group to join; on the GCKS, a group the peer may join.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ConnGroupYaml {
+    /// The group ID (as `ike.groups[].id`).
+    id: String,
+    /// Sender-IDs to ask for (0 = receiver only).
+    #[serde(default)]
+    sender_ids: u32,
+    /// A sender that also receives (a mesh site).
+    #[serde(default = "yes")]
+    receive: bool,
 }
 
 /// `ike.diet_esp_code_points`: overrides of
@@ -504,6 +647,11 @@ struct ConnYaml {
     /// rsa-pss-sha256/384/512. Empty: all.
     #[serde(default)]
     signature_schemes: Vec<String>,
+    /// RFC 9838: GM, the groups to register to (the first by GSA_AUTH, the
+    /// others by GSA_REGISTRATION); GCKS, the groups this connection's
+    /// peers may join (empty: any group whose members list them).
+    #[serde(default)]
+    groups: Vec<ConnGroupYaml>,
 }
 
 fn yes() -> bool {
@@ -698,6 +846,8 @@ pub struct DaemonConfig {
     pub state: Option<StateConfig>,
     /// `ike.radius`: the AAA servers of EAP connections.
     pub radius: Option<RadiusConfig>,
+    /// RFC 9838: the GSA_REKEY multicast TTL per group name.
+    pub group_ttl: BTreeMap<String, u32>,
 }
 
 /// The RADIUS client's configuration ([`crate::aaa`]).
@@ -828,6 +978,18 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
     for (name, c) in &ike.connections {
         let at = format!("ike.connections.{name}");
         let mut conn = connection(&at, name, c, &pools, base)?;
+        for (i, g) in c.groups.iter().enumerate() {
+            if g.id.is_empty() {
+                return Err(err(format!("{at}.groups[{i}].id"), "empty group ID"));
+            }
+            if c.remote.is_none() && !ike.groups.iter().any(|x| x.id == g.id) {
+                return Err(err(format!("{at}.groups[{i}].id"), format!("no group with ID {:?} in ike.groups", g.id)));
+            }
+            conn.ext.groups.push(ike_proto::group::GroupMembership { group: GroupId::key_id(g.id.as_bytes()), sender_ids: g.sender_ids, receive: g.receive });
+        }
+        if !c.groups.is_empty() && conn.ike_proposals.iter().all(|p| p.kwa.is_empty()) {
+            return Err(err(format!("{at}.proposals"), "a group connection needs a Key Wrap transform in its proposals (e.g. aes256gcm16-prfsha256-x25519-kw256, RFC 9838 §2.1)"));
+        }
         if let Some(y) = &c.child.compression {
             conn.child.compression = Some(compression(&format!("{at}.child.compression"), y, hcp_codes)?);
         }
@@ -843,6 +1005,14 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
             split_dns_hooks.insert(name.clone(), self::file(base, h));
         }
         initiate.insert(name.clone(), InitiateAddrs { local: c.local.unwrap_or(ike.listen[0]), remote: c.remote });
+    }
+    let mut groups = Vec::new();
+    for (i, g) in ike.groups.iter().enumerate() {
+        let at = format!("ike.groups[{i}]");
+        if ike.groups[..i].iter().any(|o| o.name == g.name || o.id == g.id) {
+            return Err(err(format!("{at}.name"), "two groups share a name or an ID"));
+        }
+        groups.push(Arc::new(group(&at, g, ike.listen[0], base)?));
     }
     let d = EndpointConfig::default();
     let l = &ike.limits;
@@ -862,6 +1032,7 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
         defer_signatures: true,
         // RFC 6311 only when SAs can be resumed.
         mid_sync: state.is_some(),
+        groups,
         ..d
     };
     Ok(DaemonConfig {
@@ -879,6 +1050,7 @@ fn build(file: File, base: &Path) -> Result<DaemonConfig, ConfigError> {
         initiate,
         split_dns_hooks,
         state,
+        group_ttl: ike.groups.iter().map(|g| (g.name.clone(), g.rekey.ttl)).collect(),
         radius,
     })
 }
@@ -1098,6 +1270,11 @@ pub fn selector(s: &str) -> Option<TrafficSelector> {
     }
 }
 
+/// An identity as the YAML writes it (`esprit-ctl group exclude` too).
+pub fn identity_of(s: &str) -> Identity {
+    identity(s)
+}
+
 fn identity(s: &str) -> Identity {
     if let Ok(IpAddr::V4(a)) = s.parse() {
         return Identity::Ipv4(a);
@@ -1297,6 +1474,159 @@ fn connection(
     })
 }
 
+/// `ike.groups[i]` as the GCKS serves it.
+fn group(at: &str, g: &GroupYaml, listen: IpAddr, base: &Path) -> Result<GroupConfig, ConfigError> {
+    use ike_proto::group::{KekPolicy, MemberPolicy, MemberRole, SequenceMode, TekPolicy};
+    if g.name.is_empty() {
+        return Err(err(format!("{at}.name"), "empty"));
+    }
+    if g.id.is_empty() || g.id.len() > 255 {
+        return Err(err(format!("{at}.id"), "1 to 255 octets"));
+    }
+    if ![8, 12, 16].contains(&g.sender_id_bits) {
+        return Err(err(format!("{at}.sender_id_bits"), "8, 12 or 16 (RFC 9838 §2.5)"));
+    }
+    if g.max_sids_per_member == 0 {
+        return Err(err(format!("{at}.max_sids_per_member"), "at least 1"));
+    }
+    if g.members.is_empty() {
+        return Err(err(format!("{at}.members"), "at least one member entry"));
+    }
+    let mut members = Vec::new();
+    for (i, m) in g.members.iter().enumerate() {
+        let role = match m.role.as_str() {
+            "sender" => MemberRole::Sender,
+            "receiver" => MemberRole::Receiver,
+            r => return Err(err(format!("{at}.members[{i}].role"), format!("sender or receiver, not {r:?}"))),
+        };
+        members.push(MemberPolicy { identity: m.id.as_deref().map(identity), role });
+    }
+    if g.policies.is_empty() {
+        return Err(err(format!("{at}.policies"), "at least one data-security policy"));
+    }
+    let mut teks = Vec::new();
+    for (i, p) in g.policies.iter().enumerate() {
+        let pat = format!("{at}.policies[{i}]");
+        let src = selector(&p.src).ok_or_else(|| err(format!("{pat}.src"), format!("not an address or prefix: {:?}", p.src)))?;
+        let dst = selector(&p.dst).ok_or_else(|| err(format!("{pat}.dst"), format!("not an address or prefix: {:?}", p.dst)))?;
+        if src.start_addr.is_ipv4() != dst.start_addr.is_ipv4() {
+            return Err(err(format!("{pat}.dst"), "src and dst of different address families"));
+        }
+        let (encr, key_bits) = encr(&p.esp).ok_or_else(|| err(format!("{pat}.esp"), format!("not an AEAD ESP transform: {:?}", p.esp)))?;
+        let sequence = match p.sequence.as_deref() {
+            None | Some("unspecified") => SequenceMode::Unspecified,
+            Some("sequential") => SequenceMode::Sequential,
+            Some(x) => return Err(err(format!("{pat}.sequence"), format!("unspecified or sequential, not {x:?}"))),
+        };
+        if ike_crypto::sk::is_implicit_iv(encr.0) && sequence == SequenceMode::Unspecified {
+            return Err(err(format!("{pat}.esp"), "implicit IV only for single-sender sequential SAs (RFC 9838 §2.7)"));
+        }
+        if encr == EncrId::ENCR_AES_CBC {
+            return Err(err(format!("{pat}.esp"), "the dataplane takes AEAD transforms only"));
+        }
+        if p.lifetime_secs < 10 {
+            return Err(err(format!("{pat}.lifetime_secs"), "at least 10"));
+        }
+        let suite = ike_proto::EspSuite { encr, key_bits, integ: IntegId::NONE, esn: false, ke: None, additional_ke: [KeId::NONE; 7] };
+        teks.push(TekPolicy { suite, src, dst, sequence, lifetime_secs: p.lifetime_secs });
+    }
+    let r = &g.rekey;
+    let rat = format!("{at}.rekey");
+    let inband = match r.delivery.as_str() {
+        "multicast" => false,
+        "inband" => true,
+        x => return Err(err(format!("{rat}.delivery"), format!("multicast or inband, not {x:?}"))),
+    };
+    let kek = if inband {
+        None
+    } else {
+        let dest = r.destination.ok_or_else(|| err(format!("{rat}.destination"), "multicast delivery needs a destination (239.x.y.z:port)"))?;
+        if !dest.ip().is_multicast() || dest.port() == 0 {
+            return Err(err(format!("{rat}.destination"), format!("a multicast address and a port, not {dest}")));
+        }
+        let source = r.source.unwrap_or(SocketAddr::new(listen, dest.port()));
+        if source.is_ipv4() != dest.is_ipv4() {
+            return Err(err(format!("{rat}.source"), "of the destination's address family"));
+        }
+        let ks = r.kek.as_deref().unwrap_or("aes256gcm16-kw256");
+        let (mut e, mut integ_id, mut kwa) = (None, IntegId::NONE, None);
+        for t in ks.split('-') {
+            if let Some(x) = encr(t) {
+                e = Some(x);
+            } else if let Some(x) = integ(t) {
+                integ_id = x;
+            } else if let Some(k) = kwa_id(t) {
+                kwa = Some(k);
+            } else {
+                return Err(err(format!("{rat}.kek"), format!("{ks:?}: unknown algorithm {t:?}")));
+            }
+        }
+        let (Some((encr_id, key_bits)), Some(kwa)) = (e, kwa) else {
+            return Err(err(format!("{rat}.kek"), format!("{ks:?}: needs a cipher and a key wrap (kw128, kw192, kw256)")));
+        };
+        if (encr_id == EncrId::ENCR_AES_CBC) == (integ_id == IntegId::NONE) || ike_crypto::sk::is_implicit_iv(encr_id.0) {
+            return Err(err(format!("{rat}.kek"), format!("{ks:?}: an AEAD alone, or a cipher with an integrity algorithm")));
+        }
+        let gcauth = match &r.signature_key {
+            None => None,
+            Some(k) => {
+                let key = PrivateKey::load(self::file(base, k)).map_err(|e| err(format!("{rat}.signature_key"), e.to_string()))?;
+                let spki = key.public_key().to_spki_der().map_err(|e| err(format!("{rat}.signature_key"), e.to_string()))?;
+                use ike_crypto::sig::Signer;
+                let scheme = *key.schemes().first().ok_or_else(|| err(format!("{rat}.signature_key"), "no signature scheme for this key"))?;
+                Some(ike_proto::group::GcauthKey { signer: Arc::new(key), scheme, spki })
+            }
+        };
+        if r.ttl == 0 || r.ttl > 255 {
+            return Err(err(format!("{rat}.ttl"), "1 to 255"));
+        }
+        if r.lifetime_secs < 10 {
+            return Err(err(format!("{rat}.lifetime_secs"), "at least 10"));
+        }
+        Some(KekPolicy {
+            encr: encr_id,
+            key_bits,
+            integ: integ_id,
+            kwa,
+            gcauth,
+            destination: dest,
+            source,
+            lifetime_secs: r.lifetime_secs,
+            retransmits: r.retransmits,
+            retransmit_interval: Duration::from_millis(r.retransmit_interval_ms.max(1)),
+        })
+    };
+    if teks.iter().any(|t| t.lifetime_secs <= r.margin_secs) {
+        return Err(err(format!("{rat}.margin_secs"), "shorter than every policy's lifetime_secs"));
+    }
+    Ok(GroupConfig {
+        name: g.name.clone(),
+        id: GroupId::key_id(g.id.as_bytes()),
+        members,
+        teks,
+        kek,
+        inband_rekey: inband,
+        rekey_margin_secs: r.margin_secs,
+        activation_delay_secs: g.activation_delay_secs,
+        deactivation_delay_secs: g.deactivation_delay_secs,
+        sender_id_bits: g.sender_id_bits,
+        max_sids_per_member: g.max_sids_per_member,
+        transport: g.transport,
+        max_members: g.max_members,
+        registration_linger: Duration::from_secs(g.registration_linger_secs),
+    })
+}
+
+/// RFC 9838 Key Wrap Algorithm (transform type 13) keywords.
+fn kwa_id(t: &str) -> Option<ike_wire::KwaId> {
+    Some(match t {
+        "kw128" => ike_wire::KwaId::KW_5649_128,
+        "kw192" => ike_wire::KwaId::KW_5649_192,
+        "kw256" => ike_wire::KwaId::KW_5649_256,
+        _ => return None,
+    })
+}
+
 /// An AEAD or cipher keyword: (ID, key bits).
 fn encr(t: &str) -> Option<(EncrId, Option<u16>)> {
     Some(match t {
@@ -1375,6 +1705,7 @@ pub fn ike_proposal(s: &str) -> Result<IkeProposal, String> {
     let mut i = None;
     let mut kes = Vec::new();
     let mut additional_ke: Vec<Vec<KeId>> = Vec::new();
+    let mut kwa = Vec::new();
     for t in s.split('-') {
         if let Some(e) = encr(t) {
             if enc.replace(e).is_some() {
@@ -1389,6 +1720,11 @@ pub fn ike_proposal(s: &str) -> Result<IkeProposal, String> {
                 return Err(format!("{s:?}: {t} cannot go in IKE_SA_INIT (not fragmentable); use it as an additional key exchange, e.g. ke1_{t}"));
             }
             kes.push(k);
+        } else if let Some(k) = kwa_id(t) {
+            // RFC 9838 §2.1: registration needs a Key Wrap transform.
+            if !kwa.contains(&k) {
+                kwa.push(k);
+            }
         } else if let Some((n, k)) = addke(t) {
             if additional_ke.len() < n {
                 additional_ke.resize(n, Vec::new());
@@ -1422,7 +1758,7 @@ pub fn ike_proposal(s: &str) -> Result<IkeProposal, String> {
     if additional_ke.iter().any(|slot| !slot.is_empty() && slot.iter().all(|k| *k == KeId::NONE)) {
         return Err(format!("{s:?}: an ADDKE slot with only `none`"));
     }
-    Ok(IkeProposal { encr, key_bits, prf, integ, ke: kes, additional_ke, kwa: Vec::new() })
+    Ok(IkeProposal { encr, key_bits, prf, integ, ke: kes, additional_ke, kwa })
 }
 
 /// `aes256gcm16[-esn|-noesn...][-x25519...]` (an AEAD: the dataplane has
@@ -1773,6 +2109,47 @@ ike:
         let local = with_eap("{ eap: radius }", radius).replace("local_auth: { psk: \"s3cret\" }", "local_auth: { psk: \"s3cret\", eap: radius }");
         assert_eq!(path(&local), "ike.connections.rw.local_auth.eap");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    const GCKS: &str = "
+ike:
+  listen: [10.77.0.10]
+  groups:
+    - name: mesh
+      id: mesh-1
+      members: [{ id: gm1.esprit, role: sender }, { role: receiver }]
+      policies: [{ src: 10.70.0.0/16, dst: 10.70.0.0/16, esp: aes256gcm16 }]
+      rekey: { delivery: multicast, destination: \"239.77.0.1:848\", kek: aes256gcm16-kw256 }
+  connections:
+    members:
+      local_id: gcks.esprit
+      local_auth: { psk: x }
+      remote_auth: { psk: x }
+      proposals: [aes256gcm16-prfsha256-x25519-kw256]
+      child: { esp_proposals: [aes256gcm16] }
+      groups: [{ id: mesh-1 }]
+";
+
+    #[test]
+    fn loads_groups_and_names_the_field_of_bad_group_values() {
+        let c = DaemonConfig::from_yaml(GCKS, Path::new(".")).unwrap();
+        let g = &c.endpoint.groups[0];
+        assert_eq!(g.id, GroupId::key_id("mesh-1"));
+        assert_eq!(g.members.len(), 2);
+        let k = g.kek.as_ref().unwrap();
+        assert_eq!(k.kwa, ike_wire::KwaId::KW_5649_256);
+        assert_eq!(k.source, "10.77.0.10:848".parse().unwrap());
+        assert!(g.kek.as_ref().unwrap().gcauth.is_none());
+        assert_eq!(c.endpoint.connections[0].ext.groups[0].group, GroupId::key_id("mesh-1"));
+        assert_eq!(c.endpoint.connections[0].ike_proposals[0].kwa, vec![ike_wire::KwaId::KW_5649_256]);
+        let bad = |from: &str, to: &str| DaemonConfig::from_yaml(&GCKS.replace(from, to), Path::new(".")).unwrap_err().path;
+        assert_eq!(bad("role: receiver", "role: boss"), "ike.groups[0].members[1].role");
+        assert_eq!(bad("239.77.0.1:848", "10.0.0.1:848"), "ike.groups[0].rekey.destination");
+        assert_eq!(bad("esp: aes256gcm16 }", "esp: aes256gcm16iiv }"), "ike.groups[0].policies[0].esp");
+        assert_eq!(bad("kek: aes256gcm16-kw256", "kek: aes256gcm16"), "ike.groups[0].rekey.kek");
+        assert_eq!(bad("dst: 10.70.0.0/16", "dst: nowhere"), "ike.groups[0].policies[0].dst");
+        assert_eq!(bad("groups: [{ id: mesh-1 }]", "groups: [{ id: mesh-2 }]"), "ike.connections.members.groups[0].id");
+        assert_eq!(bad("x25519-kw256", "x25519"), "ike.connections.members.proposals");
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub enum Request {
     ClusterStatus,
     /// `esprit-ctl cluster drain`: no new IKE SA, hand the owned ones over.
     ClusterDrain,
+    /// RFC 9838: groups served (GCKS) and joined (GM).
+    ListGroups,
+    GroupRekey { group: String },
+    GroupExclude { group: String, member: String },
 }
 
 /// The daemon's answer.

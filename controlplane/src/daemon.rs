@@ -246,6 +246,71 @@ pub struct Daemon {
     aaa: Option<crate::aaa::Aaa>,
     /// EAP identities of responder IKE SAs the AAA server accepted.
     eap_ids: HashMap<IkeSaHandle, String>,
+    /// RFC 9838 (see [`GroupIo`]).
+    group: GroupIo,
+}
+
+/// RFC 9838 G-IKEv2 I/O of the daemon:
+/// * GCKS: one UDP socket per GSA_REKEY source (`ike.groups[].rekey.source`),
+///   multicast TTL, loop and interface (the source's address) set with
+///   socket2; the endpoint's GSA_REKEY transmits (to a multicast
+///   destination) leave through it;
+/// * GM: once registered, a socket bound to the group's rekey destination
+///   (the KEK policy's destination selector), joined on the interface of
+///   the registration's local address, read by its own thread into the
+///   `sa` queue (the endpoint tells GSA_REKEY from the header);
+/// * TEKs (Data-Security SAs) go into the SA table as group slots: inbound
+///   at once, a sender's outbound after GWP_ATD (`pending`), and out again
+///   on the endpoint's `GroupSaDelete` (GWP_DTD after the rekey that
+///   replaced them): old and new TEKs are in the table side by side.
+#[derive(Default)]
+struct GroupIo {
+    send: BTreeMap<SocketAddr, UdpSocket>,
+    joined: BTreeSet<SocketAddr>,
+    pending: Vec<(Time, Box<ike_proto::group::GroupSaInstall>, IpAddr)>,
+    /// What a new reader thread needs (the loop's sending ends).
+    readers: Option<ReaderParts>,
+}
+
+#[derive(Clone)]
+struct ReaderParts {
+    init: Sender<Datagram>,
+    sa: Sender<Datagram>,
+    recycled: Receiver<Vec<u8>>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+/// A UDP socket for GSA_REKEY: `SO_REUSEADDR` before the bind; for
+/// sending (GCKS) the multicast interface is the source address's, with the
+/// TTL asked and loop on (members on this host hear it too); for receiving
+/// (GM) bound to the group and port, joined on `iface`.
+fn group_socket(bind: SocketAddr, send_ttl: Option<u32>, join: Option<(IpAddr, IpAddr)>) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if bind.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    if let Some(ttl) = send_ttl {
+        match bind.ip() {
+            IpAddr::V4(a) => {
+                s.set_multicast_if_v4(&a)?;
+                s.set_multicast_ttl_v4(ttl)?;
+                s.set_multicast_loop_v4(true)?;
+            }
+            IpAddr::V6(_) => {
+                s.set_multicast_hops_v6(ttl)?;
+                s.set_multicast_loop_v6(true)?;
+            }
+        }
+    }
+    s.bind(&bind.into())?;
+    if let Some((group, iface)) = join {
+        match (group, iface) {
+            (IpAddr::V4(g), IpAddr::V4(i)) => s.join_multicast_v4(&g, &i)?,
+            (IpAddr::V6(g), _) => s.join_multicast_v6(&g, 0)?,
+            _ => return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "group and interface of different families")),
+        }
+    }
+    Ok(s.into())
 }
 
 impl Drop for Daemon {
@@ -388,6 +453,19 @@ impl Daemon {
                 Some(aaa)
             }
         };
+        let mut group = GroupIo {
+            readers: Some(ReaderParts { init: init_tx.clone(), sa: sa_tx.clone(), recycled: recycled.clone(), queued_bytes: queued_bytes.clone() }),
+            ..GroupIo::default()
+        };
+        for g in &cfg.endpoint.groups {
+            let Some(k) = &g.kek else { continue };
+            if group.send.contains_key(&k.source) {
+                continue;
+            }
+            let s = group_socket(k.source, Some(cfg.group_ttl.get(&g.name).copied().unwrap_or(1)), None)
+                .map_err(|err| StartError::Bind { addr: k.source, err })?;
+            group.send.insert(k.source, s);
+        }
         let precompute = Precomputing::new();
         let ep = Endpoint::new(cfg.endpoint.clone(), Box::new(precompute.clone()), Box::new(rand_core::OsRng), t, clocks.unix());
         let d = Self {
@@ -415,6 +493,7 @@ impl Daemon {
             next_scan: t,
             aaa,
             eap_ids: HashMap::new(),
+            group,
         };
         let mut d = d;
         if let Some(st) = d.cfg.state.clone() {
@@ -663,6 +742,9 @@ impl Daemon {
         if let Some(d) = self.aaa.as_ref().and_then(crate::aaa::Aaa::poll_timeout) {
             wait = wait.min(d.saturating_since(t));
         }
+        if let Some(d) = self.group.pending.iter().map(|p| p.0).min() {
+            wait = wait.min(d.saturating_since(t));
+        }
         self.wait_for_input(wait);
         self.ep.set_unix_time(self.clocks.unix());
         // What must never wait behind a flood first.
@@ -736,6 +818,7 @@ impl Daemon {
                 self.cluster_turn(t);
             }
         }
+        self.activate_group_senders(t);
         self.drain(t);
         // One batch per turn, written ahead of the turn's datagrams: the
         // peer never sees a message ID, request or answer the store does
@@ -917,6 +1000,9 @@ impl Daemon {
         self.metrics.half_open.set(self.ep.half_open_count() as i64);
         self.metrics.child_sas.set(self.table.child_count() as i64);
         self.metrics.orphans.set(self.table.orphans().len() as i64);
+        for g in self.ep.groups() {
+            self.metrics.group_members.with_label_values(&[&g.name]).set(i64::try_from(g.members.len()).unwrap_or(i64::MAX));
+        }
     }
 
     /// Sends what the endpoint has to send; applies its events.
@@ -997,6 +1083,24 @@ impl Daemon {
             if self.last_sent.insert((tr.remote, spis), digest) == Some(digest) {
                 self.metrics.retransmits.inc();
             }
+        }
+        if tr.remote.ip().is_multicast() {
+            // RFC 9838 §2.4.1: a GSA_REKEY to the group.
+            let r = match self.group.send.get(&tr.local) {
+                Some(s) => s.send_to(&tr.payload, tr.remote).map(|_| ()),
+                None => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no GSA_REKEY socket for this source")),
+            };
+            match r {
+                Ok(()) => {
+                    self.hot.tx.inc();
+                    self.metrics.group_rekeys.with_label_values(&["sent", "sent"]).inc();
+                }
+                Err(e) => {
+                    self.metrics.group_rekeys.with_label_values(&["sent", "send_error"]).inc();
+                    tracing::warn!("GSA_REKEY {} -> {}: {e}", tr.local, tr.remote);
+                }
+            }
+            return;
         }
         let sock = self.sockets.get(&tr.local).or_else(|| self.sockets.iter().find(|(a, _)| a.port() == tr.local.port()).map(|(_, s)| s));
         match sock {
@@ -1166,17 +1270,35 @@ impl Daemon {
                     ike_sa.0
                 );
             }
-            // RFC 9838 events are only logged here: the daemon does not yet
-            // read groups from its YAML nor program group SAs into the table
-            // (which has no group fields yet), so none of these occur.
-            ev @ (Event::GroupSaInstall(_)
-            | Event::GroupSaDelete { .. }
-            | Event::GroupRegistered { .. }
-            | Event::GroupRekeyAccepted { .. }
-            | Event::GroupRekeyRejected { .. }
-            | Event::GroupExcluded { .. }
-            | Event::GroupMemberRegistration { .. }) => {
-                tracing::info!("G-IKEv2: {ev:?}");
+            Event::GroupSaInstall(i) => self.group_sa_install(t, i),
+            Event::GroupSaDelete { group, spi } => {
+                self.group.pending.retain(|p| p.1.spi != spi);
+                if self.table.delete_group(spi).is_some() {
+                    tracing::info!("group {group}: TEK {spi:08x} deleted");
+                }
+            }
+            Event::GroupRegistered { group, ike_sa, sender_ids } => {
+                self.metrics.group_registrations.with_label_values(&["joined"]).inc();
+                tracing::info!("group {group}: registered on IKE SA #{}, Sender-IDs {sender_ids:?}", ike_sa.0);
+                self.join_group_rekeys(&group);
+            }
+            Event::GroupRekeyAccepted { group, message_id } => {
+                self.metrics.group_rekeys.with_label_values(&["received", "accepted"]).inc();
+                tracing::info!("group {group}: GSA_REKEY message {message_id} accepted");
+            }
+            Event::GroupRekeyRejected { group, reason } => {
+                self.metrics.group_rekeys.with_label_values(&["received", reason.as_str()]).inc();
+                tracing::info!("group {}: GSA_REKEY rejected: {}", group.map_or_else(|| "?".into(), |g| g.to_string()), reason.as_str());
+            }
+            Event::GroupExcluded { group } => {
+                self.metrics.group_rekeys.with_label_values(&["received", "excluded"]).inc();
+                tracing::warn!("group {group}: excluded by the GCKS; its SAs are gone");
+            }
+            Event::GroupMemberRegistration { group, member, sender_ids, notify } => {
+                let r = notify.map_or_else(|| "ok".to_string(), |n| n.name().map_or_else(|| format!("notify_{}", n.0), |s| s.to_lowercase()));
+                self.metrics.group_registrations.with_label_values(&[&r]).inc();
+                let g = group.map_or_else(|| "?".into(), |g| g.to_string());
+                tracing::info!("group {g}: member '{}' registration {r}, Sender-IDs {sender_ids:?}", id_str(&member));
             }
             Event::SplitDns { ike_sa, mut domains, refused } => {
                 let initiator = self.initiated.contains(&ike_sa) || self.ep.ike_sas().iter().any(|i| i.ike_sa == ike_sa && i.initiator);
@@ -1288,7 +1410,210 @@ impl Daemon {
             Request::Reload => self.reload(),
             Request::ClusterStatus => self.cluster_control(false),
             Request::ClusterDrain => self.cluster_control(true),
+            Request::ListGroups => Response::ok(self.list_groups(t)),
+            Request::GroupRekey { group } => self.group_command(t, &group, None),
+            Request::GroupExclude { group, member } => self.group_command(t, &group, Some(member)),
         }
+    }
+
+    /// A group by its name (`ike.groups[].name`) or its ID.
+    fn group_id(&self, name: &str) -> Option<ike_proto::group::GroupId> {
+        self.cfg.endpoint.groups.iter().find(|g| g.name == name || g.id.data == name.as_bytes()).map(|g| g.id.clone())
+    }
+
+    fn group_command(&mut self, t: Time, group: &str, exclude: Option<String>) -> Response {
+        let Some(id) = self.group_id(group) else { return Response::err(format!("no group {group:?}")) };
+        let cmd = match exclude {
+            None => ike_proto::event::GroupCommand::Rekey { group: id },
+            Some(m) => ike_proto::event::GroupCommand::Exclude { group: id, member: crate::config::identity_of(&m) },
+        };
+        match self.ep.handle_group_command(t, cmd) {
+            Ok(()) => {
+                self.drain(t);
+                Response::ok(json!({ "group": group }))
+            }
+            Err(e) => Response::err(e),
+        }
+    }
+
+    /// RFC 9838 GM: a TEK into the table; a sender's outbound slot waits
+    /// for GWP_ATD (receivers' inbound goes in at once).
+    fn group_sa_install(&mut self, t: Time, i: Box<ike_proto::group::GroupSaInstall>) {
+        let local = self
+            .ep
+            .member_groups()
+            .get(&i.group)
+            .map(|g| g.local_addr().ip())
+            .or_else(|| self.cfg.listen.iter().copied().find(|a| a.is_ipv4() == i.dst.start_addr.is_ipv4()))
+            .unwrap_or(self.cfg.listen[0]);
+        #[cfg(debug_assertions)]
+        if std::env::var_os("ESPRIT_IKE_LOG_TEKS").is_some_and(|v| v == "1") {
+            // Test builds only (never in release): a capture can then be
+            // decrypted (scapy) with the key and salt.
+            tracing::warn!("TEST-ONLY TEK spi={:08x} key+salt={}", i.spi, hex::encode(&*i.keys.encr));
+        }
+        let delay = Duration::from_secs(u64::from(i.activation_delay_secs));
+        let now = delay.is_zero();
+        match self.table.install_group(t, &i, local, now) {
+            Ok(e) => tracing::info!(
+                "group {}: TEK {:08x} gen {} installed ({:?}, {} -> {}){}",
+                i.group,
+                e.spi,
+                e.generation,
+                i.direction,
+                ts_str(&i.src),
+                ts_str(&i.dst),
+                match (e.outbound.is_some(), e.sender_id) {
+                    (true, Some(sid)) => format!(", sending with SID {sid}"),
+                    (false, Some(_)) => format!(", sending after {} s", delay.as_secs()),
+                    _ => String::new(),
+                }
+            ),
+            Err(err) => {
+                self.metrics.child_failures.with_label_values(&["table"]).inc();
+                tracing::warn!("group {}: TEK {:08x} not programmed: {err}", i.group, i.spi);
+                return;
+            }
+        }
+        if !now && matches!(i.direction, ike_proto::group::GroupSaDirection::Outbound | ike_proto::group::GroupSaDirection::Both) {
+            self.group.pending.push((t + delay, i, local));
+        }
+    }
+
+    /// Senders' outbound TEKs whose GWP_ATD has passed.
+    fn activate_group_senders(&mut self, t: Time) {
+        let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.group.pending).into_iter().partition(|p| p.0 <= t);
+        self.group.pending = keep;
+        for (_, i, local) in due {
+            match self.table.activate_group_outbound(&i, local) {
+                Ok(()) => tracing::info!("group {}: sending on TEK {:08x}", i.group, i.spi),
+                Err(err) => tracing::warn!("group {}: outbound TEK {:08x} not programmed: {err}", i.group, i.spi),
+            }
+        }
+    }
+
+    /// RFC 9838 GM: listen for the group's GSA_REKEYs (once per destination).
+    fn join_group_rekeys(&mut self, group: &ike_proto::group::GroupId) {
+        let Some(g) = self.ep.member_groups().get(group) else { return };
+        let Some(dst) = g.rekey_destination else { return };
+        let iface = g.local_addr().ip();
+        if self.group.joined.contains(&dst) {
+            return;
+        }
+        let Some(parts) = self.group.readers.clone() else { return };
+        let bind = if dst.ip().is_multicast() { dst } else { SocketAddr::new(iface, dst.port()) };
+        let sock = match group_socket(bind, None, dst.ip().is_multicast().then_some((dst.ip(), iface))) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("group {group}: cannot listen for GSA_REKEY on {dst}: {e}");
+                return;
+            }
+        };
+        let r = match sock.try_clone() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("group {group}: {e}");
+                return;
+            }
+        };
+        let _ = r.set_read_timeout(Some(Duration::from_millis(200)));
+        let reader = Reader {
+            socket: r,
+            local: dst,
+            natt: false,
+            init: parts.init,
+            sa: parts.sa,
+            recycled: parts.recycled,
+            queued_bytes: parts.queued_bytes,
+            metrics: self.metrics.clone(),
+            stop: self.stop.clone(),
+        };
+        match std::thread::Builder::new().name(format!("gsa-rekey-{}", dst.port())).spawn(move || reader.run()) {
+            Ok(h) => {
+                self.threads.push(h);
+                self.group.joined.insert(dst);
+                tracing::info!("group {group}: listening for GSA_REKEY on {dst} (interface {iface})");
+                // The socket lives as long as its reader's clone.
+                drop(sock);
+            }
+            Err(e) => tracing::warn!("group {group}: reader thread: {e}"),
+        }
+    }
+
+    /// `list-groups`: served (GCKS) and joined (GM).
+    fn list_groups(&self, t: Time) -> Value {
+        let served: Vec<Value> = self
+            .ep
+            .groups()
+            .into_iter()
+            .map(|g| {
+                let st = self.ep.group_stats(&g.id).unwrap_or_default();
+                json!({
+                    "name": g.name,
+                    "id": g.id.to_string(),
+                    "members": g.members.iter().map(|m| json!({
+                        "id": id_str(&m.identity),
+                        "sender": m.sender,
+                        "sender_ids": m.sender_ids,
+                        "registered_secs": t.saturating_since(m.registered_at).as_secs(),
+                    })).collect::<Vec<_>>(),
+                    "tek_spis": g.tek_spis.iter().map(|s| format!("{s:08x}")).collect::<Vec<_>>(),
+                    "tek_generation": g.tek_generation,
+                    "kek_generation": g.kek_generation,
+                    "kek_spi": self.ep.group_kek_spi(&g.id).map(hex::encode),
+                    "next_message_id": g.next_message_id,
+                    "sids_allocated": g.sids_allocated,
+                    "next_rekey_secs": g.next_rekey.map(|n| n.saturating_since(t).as_secs()),
+                    "registrations_ok": st.registrations_ok,
+                    "registrations_refused": st.registrations_refused,
+                    "rekeys_sent": st.rekeys_sent,
+                    "exclusions": st.exclusions,
+                })
+            })
+            .collect();
+        let joined: Vec<Value> = self
+            .ep
+            .member_groups()
+            .iter()
+            .map(|(id, g)| {
+                let kek = g.kek();
+                let sas: Vec<Value> = self
+                    .table
+                    .group_sas()
+                    .filter(|e| &e.group == id)
+                    .map(|e| {
+                        let (inp, outp) = self.table.group_counters(e);
+                        json!({
+                            "spi": format!("{:08x}", e.spi),
+                            "generation": e.generation,
+                            "src": ts_str(&e.src),
+                            "dst": ts_str(&e.dst),
+                            "in_pkts": inp,
+                            "out_pkts": outp,
+                            "outbound": e.outbound.is_some(),
+                            "sender_id": e.sender_id,
+                            "sender_id_bits": e.sender_id_bits,
+                        })
+                    })
+                    .collect();
+                json!({
+                    "id": id.to_string(),
+                    "registered": g.registered,
+                    "sender_ids": g.sender_ids,
+                    "tek_generation": g.generation(),
+                    "kek_spi": kek.map(|k| hex::encode(k.0)),
+                    "last_message_id": kek.and_then(|k| k.1),
+                    "rekey_destination": g.rekey_destination.map(|d| d.to_string()),
+                    "rekeys_accepted": g.stats.rekeys_accepted,
+                    "rekeys_rejected": g.stats.rekeys_rejected.values().sum::<u64>(),
+                    "rekeys_rejected_by_reason": g.stats.rekeys_rejected.iter().map(|(r, n)| (r.as_str().to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+                    "reregistrations": g.stats.reregistrations,
+                    "registrations": g.stats.registrations,
+                    "sas": sas,
+                })
+            })
+            .collect();
+        json!({ "served": served, "joined": joined })
     }
 
     fn command(&mut self, t: Time, cmd: Command) -> Response {

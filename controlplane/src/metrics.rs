@@ -89,6 +89,11 @@ pub struct IkeMetrics {
     /// challenge, unreachable) and the RADIUS client's own counters.
     pub eap: IntCounterVec,
     pub radius: IntCounterVec,
+    /// RFC 9838: members per group (GCKS), registrations by result,
+    /// GSA_REKEYs sent and received by result or rejection reason.
+    pub group_members: IntGaugeVec,
+    pub group_registrations: IntCounterVec,
+    pub group_rekeys: IntCounterVec,
 }
 
 /// Registration of a fixed, valid definition cannot fail.
@@ -134,6 +139,18 @@ impl IkeMetrics {
             "Datagrams dropped before the event loop saw them, by queue (init, sa) and reason (queue_full)",
             &["queue", "reason"],
         )?;
+        let group_registrations = cv(
+            "esprit_ike_group_registrations_total",
+            "G-IKEv2 registrations: GCKS ok or the refusal's notify; GM joined",
+            &["result"],
+        )?;
+        let group_rekeys = cv(
+            "esprit_ike_group_rekeys_total",
+            "G-IKEv2 GSA_REKEY datagrams sent (direction=sent) and received (accepted, or the rejection reason), by group",
+            &["direction", "result"],
+        )?;
+        let group_members = IntGaugeVec::new(Opts::new("esprit_ike_group_members", "G-IKEv2 members registered, by group (GCKS)"), &["group"])?;
+        r.register(Box::new(group_members.clone()))?;
         let ike_sas = IntGaugeVec::new(Opts::new("esprit_ike_sas", "IKE SAs held, by state"), &["state"])?;
         r.register(Box::new(ike_sas.clone()))?;
         let queue_depth = IntGaugeVec::new(Opts::new("esprit_ike_queue_depth", "Inputs waiting for the event loop, by queue (init, sa, control, auth)"), &["queue"])?;
@@ -190,6 +207,9 @@ impl IkeMetrics {
             orphans,
             split_dns,
             child_features,
+            group_members,
+            group_registrations,
+            group_rekeys,
             pq_ike_sas,
             init_requests,
             key_exchanges,

@@ -168,6 +168,70 @@ pub fn cluster_status(d: &Value) -> String {
     out
 }
 
+/// `list-groups` as text: the groups served (GCKS) with their members and
+/// Sender-IDs, and the groups joined (GM), with KEK/TEK generations and
+/// the group SAs in the table.
+pub fn list_groups(data: &Value) -> String {
+    let mut o = String::new();
+    let empty = Vec::new();
+    let served = data["served"].as_array().unwrap_or(&empty);
+    let joined = data["joined"].as_array().unwrap_or(&empty);
+    if served.is_empty() && joined.is_empty() {
+        o.push_str("no groups\n");
+    }
+    for g in served {
+        let _ = writeln!(
+            o,
+            "{} (id {}): GCKS, KEK gen {} spi {} next msgid {}, TEK gen {} spis {}, {} member(s), {} SID(s) allocated",
+            s(&g["name"]),
+            s(&g["id"]),
+            s(&g["kek_generation"]),
+            s(&g["kek_spi"]),
+            s(&g["next_message_id"]),
+            s(&g["tek_generation"]),
+            list(&g["tek_spis"]),
+            g["members"].as_array().map_or(0, Vec::len),
+            s(&g["sids_allocated"])
+        );
+        for m in g["members"].as_array().unwrap_or(&empty) {
+            let _ = writeln!(o, "  member '{}' {} SIDs [{}]", s(&m["id"]), if m["sender"].as_bool() == Some(true) { "sender" } else { "receiver" }, list(&m["sender_ids"]));
+        }
+        let _ = writeln!(o, "  registrations ok {} refused {}, rekeys sent {}, exclusions {}", s(&g["registrations_ok"]), s(&g["registrations_refused"]), s(&g["rekeys_sent"]), s(&g["exclusions"]));
+    }
+    for g in joined {
+        let _ = writeln!(
+            o,
+            "{}: GM, {}, KEK spi {} last msgid {}, TEK gen {}, SIDs [{}], rekeys accepted {} rejected {}, re-registrations {}",
+            s(&g["id"]),
+            if g["registered"].as_bool() == Some(true) { "REGISTERED" } else { "NOT REGISTERED" },
+            s(&g["kek_spi"]),
+            s(&g["last_message_id"]),
+            s(&g["tek_generation"]),
+            list(&g["sender_ids"]),
+            s(&g["rekeys_accepted"]),
+            s(&g["rekeys_rejected"]),
+            s(&g["reregistrations"])
+        );
+        for t in g["sas"].as_array().unwrap_or(&empty) {
+            let _ = writeln!(
+                o,
+                "  TEK {} gen {}: {} -> {}, in {} pkts, out {} pkts{}",
+                s(&t["spi"]),
+                s(&t["generation"]),
+                s(&t["src"]),
+                s(&t["dst"]),
+                s(&t["in_pkts"]),
+                s(&t["out_pkts"]),
+                match (&t["sender_id"], &t["outbound"]) {
+                    (Value::Number(n), Value::Bool(true)) => format!(", sending as SID {n}"),
+                    _ => String::new(),
+                }
+            );
+        }
+    }
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

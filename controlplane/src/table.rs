@@ -206,6 +206,29 @@ pub struct SaProgrammer {
     deferred: Vec<SaId>,
     replay_window_pkts: u32,
     natt_port: u16,
+    /// RFC 9838 group SAs (TEKs) by SPI.
+    groups: BTreeMap<u32, GroupEntry>,
+}
+
+/// Bit 47 of a group slot's cookie (below the `"IK"` tag): the low 32 bits
+/// are then the TEK's SPI, not a Child SA handle.
+pub const GROUP_COOKIE_BIT: u64 = 1 << 47;
+
+/// One group SA (TEK) as programmed: an inbound slot at once, an outbound
+/// one for a sender once its activation delay (GWP_ATD) passed.
+#[derive(Clone, Debug)]
+pub struct GroupEntry {
+    pub group: ike_proto::group::GroupId,
+    pub generation: u32,
+    pub spi: u32,
+    pub suite: EspSuite,
+    pub src: TrafficSelector,
+    pub dst: TrafficSelector,
+    pub inbound: Option<SaId>,
+    pub outbound: Option<SaId>,
+    pub sender_id: Option<u32>,
+    pub sender_id_bits: u8,
+    pub installed_at: Time,
 }
 
 impl SaProgrammer {
@@ -237,6 +260,7 @@ impl SaProgrammer {
             deferred: Vec::new(),
             replay_window_pkts,
             natt_port,
+            groups: BTreeMap::new(),
         };
         if orphan_grace.is_zero() {
             s.expire_orphans(now);
@@ -440,6 +464,146 @@ impl SaProgrammer {
             self.delete(*c);
         }
         gone.len()
+    }
+
+    /// RFC 9838: programs a group SA's inbound slot (receivers, mesh
+    /// sites) and, with `outbound_now`, a sender's outbound slot. Tunnel mode
+    /// preserves the inner addresses (RFC 5374 §3.1); a multi-sender SA has
+    /// no replay window; a sender's IVs carry its Sender-ID (RFC 6054).
+    pub fn install_group(&mut self, now: Time, i: &ike_proto::group::GroupSaInstall, local: IpAddr, outbound_now: bool) -> Result<&GroupEntry, ProgramError> {
+        use ike_proto::group::GroupSaDirection as D;
+        let inbound = matches!(i.direction, D::Inbound | D::Both).then(|| self.group_slot(i, Direction::INBOUND, local)).transpose()?;
+        let mut w = self.writer.lock()?;
+        let in_id = match &inbound {
+            Some(p) => Some(w.install(p)?),
+            None => None,
+        };
+        drop(w);
+        self.groups.insert(
+            i.spi,
+            GroupEntry {
+                group: i.group.clone(),
+                generation: i.generation,
+                spi: i.spi,
+                suite: i.suite,
+                src: i.src,
+                dst: i.dst,
+                inbound: in_id,
+                outbound: None,
+                sender_id: i.sender_ids.first().copied(),
+                sender_id_bits: i.sender_id_bits,
+                installed_at: now,
+            },
+        );
+        if outbound_now && matches!(i.direction, D::Outbound | D::Both) {
+            self.activate_group_outbound(i, local)?;
+        }
+        Ok(&self.groups[&i.spi])
+    }
+
+    /// A sender's outbound slot of a group SA (at install, or GWP_ATD
+    /// later); the outbound slot of the group's older TEK for the same
+    /// policy goes in the same transaction (its inbound slot stays until
+    /// the GCKS's Delete, GWP_DTD later).
+    pub fn activate_group_outbound(&mut self, i: &ike_proto::group::GroupSaInstall, local: IpAddr) -> Result<(), ProgramError> {
+        if !self.groups.contains_key(&i.spi) {
+            return Ok(());
+        }
+        let p = self.group_slot(i, Direction::OUTBOUND, local)?;
+        let old: Vec<(u32, SaId)> = self
+            .groups
+            .values()
+            .filter(|e| e.spi != i.spi && e.group == i.group && e.src == i.src && e.dst == i.dst)
+            .filter_map(|e| e.outbound.map(|o| (e.spi, o)))
+            .collect();
+        let mut w = self.writer.lock()?;
+        let id = w.install(&p)?;
+        for (_, o) in &old {
+            let _ = w.delete(*o);
+        }
+        drop(w);
+        for (spi, _) in old {
+            if let Some(e) = self.groups.get_mut(&spi) {
+                e.outbound = None;
+            }
+        }
+        if let Some(e) = self.groups.get_mut(&i.spi) {
+            e.outbound = Some(id);
+        }
+        Ok(())
+    }
+
+    /// Removes a group SA's slots.
+    pub fn delete_group(&mut self, spi: u32) -> Option<GroupEntry> {
+        let e = self.groups.remove(&spi)?;
+        let ids: Vec<SaId> = e.inbound.into_iter().chain(e.outbound).collect();
+        self.delete_slots(&ids);
+        Some(e)
+    }
+
+    pub fn group_sas(&self) -> impl Iterator<Item = &GroupEntry> {
+        self.groups.values()
+    }
+
+    /// (inbound, outbound) packets of a group SA, from the dataplane.
+    pub fn group_counters(&self, e: &GroupEntry) -> (u64, u64) {
+        let pk = |id: Option<SaId>| id.and_then(|i| self.writer.state(i).ok()).map_or(0, |s| s.pkts());
+        (pk(e.inbound), pk(e.outbound))
+    }
+
+    fn group_slot(&self, i: &ike_proto::group::GroupSaInstall, dir: Direction, local: IpAddr) -> Result<SaParams, ProgramError> {
+        let mut p = SaParams::zeroed();
+        p.cookie = COOKIE_TAG | GROUP_COOKIE_BIT | u64::from(i.spi);
+        p.direction = dir;
+        p.transform = transform(&i.suite)?;
+        p.spi = i.spi;
+        let km: &[u8] = &i.keys.encr;
+        if km.len() < 4 + 16 || !p.transform.key_lens().contains(&((km.len() - 4) as u8)) {
+            return Err(ProgramError::BadKey(km.len()));
+        }
+        let (key, salt) = km.split_at(km.len() - 4);
+        p.set_key(key, [salt[0], salt[1], salt[2], salt[3]]);
+        let inbound = dir == Direction::INBOUND;
+        if i.dst.start_addr.is_ipv4() != local.is_ipv4() {
+            return Err(ProgramError::MixedFamilies(local, i.dst.start_addr));
+        }
+        // The template's addresses; address preservation replaces them.
+        p.set_outer(local, local);
+        if i.transport {
+            p.mode = TMode::TRANSPORT;
+        } else {
+            p.mode = TMode::TUNNEL;
+            p.flags = SaFlags::PRESERVE_SRC | SaFlags::PRESERVE_DST;
+        }
+        if inbound && i.dst.start_addr == i.dst.end_addr && i.dst.start_addr.is_multicast() {
+            // RFC 4301 §4.1 / RFC 5374 §5.2: a multicast SA is looked up by
+            // SPI and group address.
+            p.set_outer(local, i.dst.start_addr);
+            p.inbound_match = sa_table::InboundMatch::SPI_DST;
+        }
+        p.replay_window_pkts = match (inbound, i.sequence) {
+            (true, ike_proto::group::SequenceMode::Sequential) => self.replay_window_pkts,
+            _ => 0,
+        };
+        p.initial_seq = 1;
+        if !inbound && i.sender_id_bits > 0 {
+            if let Some(sid) = i.sender_ids.first() {
+                p.sender_id = *sid;
+                p.sender_id_bits = i.sender_id_bits;
+            }
+        }
+        let (l, r) = if inbound { (i.dst, i.src) } else { (i.src, i.dst) };
+        p.ts_local[0] = table_ts(&l);
+        p.ts_local_count = 1;
+        p.ts_remote[0] = table_ts(&r);
+        p.ts_remote_count = 1;
+        if !inbound {
+            if let Some(q) = as_prefix(&i.dst) {
+                p.served[0] = q;
+                p.served_count = 1;
+            }
+        }
+        Ok(p)
     }
 
     /// Number of Child SAs programmed.

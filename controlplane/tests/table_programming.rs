@@ -391,3 +391,49 @@ fn a_restarted_daemon_adopts_its_child_sas_slots_and_jumps_the_outbound_counter(
     p.expire_orphans(T0 + Duration::from_secs(3600));
     assert_eq!(p.live_slots(), 2);
 }
+
+/// RFC 9838 group SA (one TEK, mesh 10.70.0.0/16 <-> 10.70.0.0/16, tunnel
+/// mode with address preservation): the dataplane finds the outbound slot
+/// by the inner destination and the inbound slot by the SPI, both from a
+/// reader attached to the table as the workers are.
+#[test]
+fn a_group_sa_is_found_outbound_by_its_prefix_and_inbound_by_its_spi() {
+    use ike_proto::group::{GroupId, GroupSaDirection, GroupSaInstall, SequenceMode};
+    let t = Table::new("group");
+    let mut p = open(&t);
+    let mesh = TrafficSelector::prefix("10.70.0.0".parse().unwrap(), 16).unwrap();
+    let i = GroupSaInstall {
+        group: GroupId::key_id("mesh-1"),
+        generation: 1,
+        spi: 0xa8e3_bdc9,
+        suite: EspSuite { encr: EncrId::ENCR_AES_GCM_16, key_bits: Some(256), integ: IntegId::NONE, esn: false, ke: None, additional_ke: [KeId::NONE; 7] },
+        keys: keys(3),
+        src: mesh,
+        dst: mesh,
+        direction: GroupSaDirection::Both,
+        transport: false,
+        sequence: SequenceMode::Unspecified,
+        sender_ids: vec![1],
+        sender_id_bits: 16,
+        lifetime_secs: 600,
+        activation_delay_secs: 0,
+    };
+    let e = p.install_group(T0, &i, "10.77.0.12".parse().unwrap(), true).unwrap().clone();
+    let (inb, out) = (e.inbound.unwrap(), e.outbound.unwrap());
+    let mut r = sa_table::Reader::attach(&t.0).unwrap();
+    r.poll_changes(|_| {});
+    let mut found = Vec::new();
+    r.outbound_candidates("10.70.2.2".parse().unwrap(), |id| {
+        found.push(id);
+        true
+    });
+    assert_eq!(found, vec![out], "outbound by the inner destination");
+    assert_eq!(r.lookup_outbound("10.71.0.2".parse().unwrap()), None, "outside the group's policy");
+    assert_eq!(r.lookup_inbound(0xa8e3_bdc9, "10.70.2.2".parse().unwrap(), "10.70.1.2".parse().unwrap()), Some(inb));
+    let o = r.read(out).unwrap();
+    assert!(o.flags.contains(SaFlags::PRESERVE_SRC | SaFlags::PRESERVE_DST));
+    assert_eq!((o.sender_id, o.sender_id_bits), (1, 16));
+    let lr = |t: &sa_table::TrafficSelector| (t.start_addr, t.end_addr, t.ip_proto, t.start_port, t.end_port);
+    assert_eq!(lr(&o.ts_local()[0]), lr(&o.ts_remote()[0]));
+    assert_eq!((o.ts_local()[0].start_port, o.ts_local()[0].end_port), (0, 65535), "any port (ICMP type/code too)");
+}

@@ -1048,6 +1048,21 @@ impl Endpoint {
         Ok(())
     }
 
+    /// RFC 9838 GM: the groups this endpoint belongs to.
+    pub fn member_groups(&self) -> &std::collections::BTreeMap<crate::group::GroupId, crate::group::GmGroup> {
+        &self.groups.gm.groups
+    }
+
+    /// RFC 9838 GCKS: the Rekey SA SPI of a served group (listings).
+    pub fn group_kek_spi(&self, group: &crate::group::GroupId) -> Option<[u8; 16]> {
+        self.groups.gcks.groups.get(group).and_then(|g| g.kek_spi())
+    }
+
+    /// RFC 9838 GCKS: the group's registration and rekey counters.
+    pub fn group_stats(&self, group: &crate::group::GroupId) -> Option<crate::group::gcks::GcksStats> {
+        self.groups.gcks.groups.get(group).map(|g| g.stats)
+    }
+
     /// RFC 9838 GCKS: a new set of groups (configuration reload); groups
     /// that stay keep their keys, members and counters.
     pub fn set_groups(&mut self, groups: crate::group::config::Groups) {

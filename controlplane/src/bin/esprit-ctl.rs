@@ -52,6 +52,11 @@ enum Command {
     /// The cluster (ike.state.backend: etcd)
     #[command(subcommand)]
     Cluster(Cluster),
+    /// G-IKEv2 groups: members, SIDs, KEK/TEK generations
+    ListGroups,
+    /// G-IKEv2 group commands (GCKS)
+    #[command(subcommand)]
+    Group(Group),
     /// A live view: per worker and port Mpps, Gbps, drops by reason; IKE SAs, handshakes/s
     Top(TopArgs),
     /// Print a shell completion script
@@ -74,6 +79,22 @@ enum Rekey {
         /// The IKE SA's number (`#` optional)
         #[arg(value_parser = sa_number)]
         ike_sa: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum Group {
+    /// New TEKs for GROUP now
+    Rekey {
+        /// The group's name
+        group: String,
+    },
+    /// Exclude member ID from GROUP (it stays out)
+    Exclude {
+        /// The group's name
+        group: String,
+        /// The member's identity
+        member: String,
     },
 }
 
@@ -115,6 +136,9 @@ impl Command {
             Command::Stats => Request::Stats,
             Command::Cluster(Cluster::Status) => Request::ClusterStatus,
             Command::Cluster(Cluster::Drain) => Request::ClusterDrain,
+            Command::ListGroups => Request::ListGroups,
+            Command::Group(Group::Rekey { group }) => Request::GroupRekey { group: group.clone() },
+            Command::Group(Group::Exclude { group, member }) => Request::GroupExclude { group: group.clone(), member: member.clone() },
             Command::Top(_) | Command::Completions { .. } => return None,
         })
     }
@@ -140,6 +164,8 @@ fn main() -> anyhow::Result<()> {
         print!("{}", esprit_controlplane::show::list_sas(&data));
     } else if !cli.json && req == Request::ClusterStatus {
         print!("{}", esprit_controlplane::show::cluster_status(&data));
+    } else if !cli.json && req == Request::ListGroups {
+        print!("{}", esprit_controlplane::show::list_groups(&data));
     } else {
         println!("{}", serde_json::to_string_pretty(&data)?);
     }

@@ -53,11 +53,15 @@ pub enum DropReason {
     /// list, a non-zero Flow Label with the `zero` CDA, a transport header
     /// whose length field disagrees with the IP length.
     DietUnfit = 19,
+    /// RFC 5374 §3.1 tunnel mode with address preservation: the decrypted
+    /// inner source (or destination) differs from the outer one the SA
+    /// preserves, so the packet was re-addressed on the way.
+    AddressMismatch = 20,
 }
 
 impl DropReason {
     /// Number of reasons; size of a per-reason counter array.
-    pub const COUNT: usize = 20;
+    pub const COUNT: usize = 21;
 
     /// Every reason, in index order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -81,6 +85,7 @@ impl DropReason {
         Self::NatKeepalive,
         Self::NonEspMarker,
         Self::DietUnfit,
+        Self::AddressMismatch,
     ];
 
     /// The stable index, `0..COUNT`.
@@ -111,6 +116,7 @@ impl DropReason {
             Self::NatKeepalive => "nat_keepalive",
             Self::NonEspMarker => "non_esp_marker",
             Self::DietUnfit => "diet_unfit",
+            Self::AddressMismatch => "address_mismatch",
         }
     }
 

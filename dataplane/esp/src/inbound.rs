@@ -132,6 +132,8 @@ pub struct Decapsulated {
 pub struct InboundSa {
     c: SaConsts,
     tunnel: bool,
+    /// RFC 5374 §3.1: inner source / destination must equal the outer.
+    preserve: (bool, bool),
     replay: ReplayWindow,
 }
 
@@ -141,6 +143,7 @@ impl InboundSa {
         Ok(Self {
             c: SaConsts::new(p)?,
             tunnel: matches!(p.mode, Mode::Tunnel { .. }),
+            preserve: (p.preserve_src, p.preserve_dst),
             replay: ReplayWindow::new(p.replay_window, p.esn),
         })
     }
@@ -355,6 +358,9 @@ impl InboundSa {
                 _ => return Err(DropReason::BadInnerHeader),
             }
             .map_err(|_| DropReason::BadInnerHeader)?;
+            if self.preserve != (false, false) && !addresses_preserved(pkt.data(), &iop.loc, payload, self.preserve) {
+                return Err(DropReason::AddressMismatch);
+            }
             pkt.trim_front(text_off);
             pkt.truncate(inner_len);
         } else {
@@ -381,6 +387,16 @@ impl InboundSa {
             next_header,
         })
     }
+}
+
+/// RFC 5374 §3.1: whether the inner packet `inner` carries the outer
+/// header's (at the front of `outer`) source and/or destination.
+fn addresses_preserved(outer: &[u8], loc: &EspLocation, inner: &[u8], (src, dst): (bool, bool)) -> bool {
+    let (version, s, d) = if loc.v6 { (6, 8..24, 24..40) } else { (4, 12..16, 16..20) };
+    if inner.first().map(|b| b >> 4) != Some(version) || inner.len() < d.end || outer.len() < d.end {
+        return false;
+    }
+    (!src || outer[s.clone()] == inner[s]) && (!dst || outer[d.clone()] == inner[d])
 }
 
 /// Classify, pre-check, open and decapsulate a burst for one SA: one AEAD

@@ -122,6 +122,29 @@ fn finish_outer_v4(data: &mut [u8], t: &TunnelTemplate, total: usize, tos: u8, s
     data[10..12].copy_from_slice(&(!sum).to_be_bytes());
 }
 
+/// RFC 5374 §3.1: the outer header (at the front of `data`) takes the
+/// inner packet's (at `inner`) source and/or destination; an IPv4 header's
+/// checksum is computed again. The inner packet must be of the tunnel's
+/// family.
+fn preserve_addresses(data: &mut [u8], inner: usize, v6: bool, (src, dst): (bool, bool)) -> Result<(), DropReason> {
+    let (version, s, d) = if v6 { (6, 8..24, 24..40) } else { (4, 12..16, 16..20) };
+    if data.get(inner).map(|b| b >> 4) != Some(version) || data.len() < inner + d.end {
+        return Err(DropReason::BadInnerHeader);
+    }
+    if src {
+        data.copy_within(inner + s.start..inner + s.end, s.start);
+    }
+    if dst {
+        data.copy_within(inner + d.start..inner + d.end, d.start);
+    }
+    if !v6 {
+        data[10..12].copy_from_slice(&[0, 0]);
+        let sum = esp_wire::checksum::sum(&data[..esp_wire::ipv4::HEADER_LEN]);
+        data[10..12].copy_from_slice(&(!sum).to_be_bytes());
+    }
+    Ok(())
+}
+
 /// The outbound half of a Child SA.
 #[derive(Debug)]
 pub struct OutboundSa {
@@ -137,6 +160,8 @@ pub struct OutboundSa {
     /// alignment, 16-octet ICV (the AES-GCM and ChaCha20-Poly1305 SAs of
     /// a site-to-site gateway).
     fast_v4: bool,
+    /// RFC 5374 §3.1: copy the inner source / destination to the outer header.
+    preserve: (bool, bool),
 }
 
 impl OutboundSa {
@@ -154,7 +179,9 @@ impl OutboundSa {
             && p.tfc == TfcPadding::Off
             && c.iv_len == 8
             && c.align == 4
-            && c.icv_len == 16;
+            && c.icv_len == 16
+            && !p.preserve_src
+            && !p.preserve_dst;
         Ok(Self {
             c,
             mode: p.mode,
@@ -164,6 +191,7 @@ impl OutboundSa {
             tunnel,
             seq: SeqCounter::new(p.initial_seq, limit, p.soft_seq_limit.unwrap_or(u64::MAX)),
             fast_v4,
+            preserve: (p.preserve_src, p.preserve_dst),
         })
     }
 
@@ -430,6 +458,9 @@ impl OutboundSa {
             ip.set_version_tc_flow(tos, 0);
         } else {
             finish_outer_v4(data, t, total, tos, seq);
+        }
+        if self.preserve != (false, false) {
+            preserve_addresses(data, hdr, t.v6, self.preserve)?;
         }
         let mut udp_checksum_at = None;
         if self.udp.is_some() {

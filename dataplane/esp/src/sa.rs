@@ -81,6 +81,9 @@ pub enum SaError {
     Diet(crate::diet::DietError),
     /// Replay window larger than [`MAX_REPLAY_WINDOW`].
     ReplayWindowTooLarge,
+    /// Address preservation (RFC 5374) without tunnel mode, or with
+    /// Diet-ESP (whose compressed tunnel header has no addresses to copy).
+    PreserveNeedsTunnel,
 }
 
 /// Largest replay window accepted, in packets (an 8 KiB bitmap). RFC 4303
@@ -97,6 +100,7 @@ impl core::fmt::Display for SaError {
             SaError::TfcInTransportMode => "TFC padding is only allowed in tunnel mode",
             SaError::BadKey => "key rejected by the AEAD",
             SaError::ReplayWindowTooLarge => "replay window larger than MAX_REPLAY_WINDOW",
+            SaError::PreserveNeedsTunnel => "address preservation needs tunnel mode without Diet-ESP",
             SaError::Diet(e) => return write!(f, "Diet-ESP: {e}"),
         })
     }
@@ -130,6 +134,13 @@ pub struct SaParams {
     /// Diet-ESP header compression (draft-ietf-ipsecme-diet-esp-07), with
     /// the selectors seen from this direction's compressor.
     pub diet: Option<crate::diet::DietAttrs>,
+    /// RFC 5374 §3.1 tunnel mode with address preservation (group SAs,
+    /// RFC 9838): outbound, the outer source (destination) is the inner
+    /// packet's instead of the tunnel endpoint's; inbound, a packet whose
+    /// inner source (destination) differs from the outer one is dropped
+    /// ([`crate::DropReason::AddressMismatch`]). Tunnel mode only.
+    pub preserve_src: bool,
+    pub preserve_dst: bool,
 }
 
 impl SaParams {
@@ -151,6 +162,8 @@ impl SaParams {
             soft_seq_limit: None,
             initial_seq: 0,
             diet: None,
+            preserve_src: false,
+            preserve_dst: false,
         })
     }
 
@@ -164,6 +177,9 @@ impl SaParams {
             }
         } else if self.tfc != TfcPadding::Off {
             return Err(SaError::TfcInTransportMode);
+        }
+        if (self.preserve_src || self.preserve_dst) && (!matches!(self.mode, Mode::Tunnel { .. }) || self.diet.is_some()) {
+            return Err(SaError::PreserveNeedsTunnel);
         }
         if self.diet.is_some() && self.tfc != TfcPadding::Off {
             return Err(SaError::Diet(crate::diet::DietError::Tfc));

@@ -491,3 +491,38 @@ fn refuses_replay_windows_beyond_the_maximum() {
         Some(esp::SaError::ReplayWindowTooLarge)
     );
 }
+
+/// RFC 5374 §3.1 tunnel mode with address preservation (RFC 9838 group
+/// SAs): the outer header carries the inner addresses, with a valid IPv4
+/// header checksum, and the packet opens; an outer address rewritten on the
+/// way (it is not covered by the ICV) is dropped as `AddressMismatch`.
+#[test]
+fn address_preservation_copies_inner_addresses_and_checks_them_inbound() {
+    for v6 in [false, true] {
+        let mut prm = params(Suite::AES256_GCM_16, false, Some(v6), false);
+        prm.preserve_src = true;
+        prm.preserve_dst = true;
+        prm.iv = esp::IvPolicy::SenderId { bits: 16, sid: 0x2a };
+        let mut p = pair(&prm, Backend::FASTEST);
+        let inner = if v6 { udp_v6(30, false) } else { udp_v4(30) };
+        let wire = seal_one(&p, &inner);
+        let (s, d) = if v6 { (8..24, 24..40) } else { (12..16, 16..20) };
+        assert_eq!(&wire[s.clone()], &inner[s.clone()], "v6={v6}: outer source");
+        assert_eq!(&wire[d.clone()], &inner[d.clone()], "v6={v6}: outer destination");
+        if !v6 {
+            assert_eq!(esp_wire::checksum::sum(&wire[..20]), 0xffff, "outer IPv4 checksum");
+        }
+        assert_eq!(open_one(&mut p, &wire).unwrap().0, inner);
+        let mut moved = seal_one(&p, &inner);
+        moved[d.end - 1] ^= 1;
+        if !v6 {
+            moved[10..12].copy_from_slice(&[0, 0]);
+            let sum = !esp_wire::checksum::sum(&moved[..20]);
+            moved[10..12].copy_from_slice(&sum.to_be_bytes());
+        }
+        assert_eq!(open_one(&mut p, &moved).err(), Some(DropReason::AddressMismatch), "v6={v6}");
+    }
+    let mut t = params(Suite::AES256_GCM_16, false, None, false);
+    t.preserve_dst = true;
+    assert_eq!(OutboundSa::new(&t).err(), Some(esp::SaError::PreserveNeedsTunnel));
+}

@@ -17,7 +17,9 @@ use std::sync::atomic::AtomicU64;
 /// Bumped by hand on any deliberate layout change; the hash catches forgotten bumps.
 /// 2: `Header::txn_pid` (writers take the table in short transactions).
 /// 3: `SaState::backends` (which AEAD backends the dataplane runs an SA on).
-pub const LAYOUT_VERSION: u64 = 3;
+/// 4: `DROP_REASONS` 16 -> 24 (the ESP engine has 21 reasons: Diet-ESP's and
+/// RFC 5374's `AddressMismatch` were clamped before).
+pub const LAYOUT_VERSION: u64 = 4;
 /// "ESPRITSA" in ASCII, big-endian.
 pub const MAGIC: u64 = u64::from_be_bytes(*b"ESPRITSA");
 
@@ -37,7 +39,7 @@ pub const MAX_REPLAY_WINDOW_PKTS: u32 = 4096;
 /// 64-bit words of replay bitmap storage (`MAX_REPLAY_WINDOW_PKTS / 64`).
 pub const REPLAY_WORDS: usize = (MAX_REPLAY_WINDOW_PKTS / 64) as usize;
 /// Drop counters per SA, indexed by the dataplane's drop reason (0..DROP_REASONS).
-pub const DROP_REASONS: usize = 16;
+pub const DROP_REASONS: usize = 24;
 /// DSCP values a Diet-ESP "sa" DSCP CDA can index (diet-esp-07 IIPC).
 pub const MAX_DSCP_LIST: usize = 7;
 /// Largest table: slot indexes travel in 24 bits inside journal entries' check word.

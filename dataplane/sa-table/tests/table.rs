@@ -889,7 +889,7 @@ fn an_inbound_sa_s_window_starts_just_before_its_initial_seq() {
 
 #[test]
 fn a_slot_and_its_dataplane_state_take_under_1400_bytes() {
-    assert_eq!(BYTES_PER_SA, 512 + 832);
+    assert_eq!(BYTES_PER_SA, 512 + 896);
 }
 
 #[test]

@@ -71,6 +71,10 @@ pub fn esp_params(p: &SlotParams) -> Result<esp::SaParams, &'static str> {
         e.udp_encap = Some(esp::UdpEncap { src_port: p.udp_src_port, dst_port: p.udp_dst_port });
     }
     e.replay_window = p.replay_window_pkts;
+    // RFC 5374 §3.1 (G-IKEv2 group SAs): the outer header keeps the inner
+    // addresses; inbound checks them.
+    e.preserve_src = p.flags.contains(SaFlags::PRESERVE_SRC);
+    e.preserve_dst = p.flags.contains(SaFlags::PRESERVE_DST);
     if p.sender_id_bits != 0 {
         e.iv = esp::IvPolicy::SenderId { bits: p.sender_id_bits, sid: p.sender_id };
     }
@@ -227,6 +231,9 @@ impl Worker<'_, '_> {
             match OutboundSa::new(&e) {
                 Ok(sa) => {
                     let tunnel_dst = match e.mode {
+                        // RFC 5374 address preservation: each packet's outer
+                        // destination is its own, so is its next hop.
+                        esp::Mode::Tunnel { .. } if e.preserve_dst => None,
                         esp::Mode::Tunnel { dst, .. } => Some(dst),
                         esp::Mode::Transport => None,
                     };

@@ -54,6 +54,18 @@ fn l4(ip: &[u8]) -> (u8, u16, u16) {
     }
 }
 
+// Every ESP drop reason has its per-SA counter in the table.
+const _: () = assert!(DropReason::COUNT <= sa_table::DROP_REASONS);
+
+/// Whether an IP packet (options or extension headers aside) carries UDP.
+fn is_udp(ip: &[u8]) -> bool {
+    match ip.first().map(|b| b >> 4) {
+        Some(4) => ip.get(9) == Some(&17),
+        Some(6) => ip.get(6) == Some(&17),
+        _ => false,
+    }
+}
+
 /// What became of one run's packets.
 struct Delivered {
     pkts: u64,
@@ -236,7 +248,10 @@ impl Worker<'_, '_> {
                 Err(DropReason::NonEspMarker) => self.punt(m, &mut to_kernel),
                 Err(DropReason::NatKeepalive) => self.drop_esp(DropReason::NatKeepalive),
                 Err(DropReason::NotEsp) => {
-                    let for_us = ip_addrs(ip).is_some_and(|(_, d)| side.addrs.contains(&d));
+                    // Ours, or multicast UDP (RFC 9838 §2.4.1: GSA_REKEY goes to
+                    // the group's address; the kernel delivers it only to a
+                    // socket that joined the group on the punt TAP).
+                    let for_us = ip_addrs(ip).is_some_and(|(_, d)| side.addrs.contains(&d) || (d.is_multicast() && is_udp(ip)));
                     if for_us {
                         self.punt(m, &mut to_kernel);
                     } else if !self.env.policy.configured() {
@@ -363,7 +378,7 @@ impl Worker<'_, '_> {
         if let Some(st) = self.reader.state(id) {
             st.add_traffic(t.pkts, t.bytes);
             st.touch(self.now_secs);
-            for (r, c) in t.drops.iter().enumerate().take(sa_table::DROP_REASONS) {
+            for (r, c) in t.drops.iter().enumerate().take(DropReason::COUNT) {
                 for _ in 0..*c {
                     st.count_drop(r);
                 }

@@ -121,6 +121,9 @@ pub struct GcksGroup {
     /// SPIs the last TEK rekey replaced (named in its Delete).
     retired: Vec<u32>,
     members: BTreeMap<Vec<u8>, Member>,
+    /// Members excluded by the operator: refused (AUTHORIZATION_FAILED)
+    /// when they register again, until [`Self::readmit`].
+    excluded: std::collections::BTreeSet<Vec<u8>>,
     /// Multicast sends due: (when, datagram).
     sends: VecDeque<(Time, Vec<u8>)>,
     pub stats: GcksStats,
@@ -203,6 +206,7 @@ impl GcksGroup {
             next_wrap_key_id: 1,
             retired: Vec::new(),
             members: BTreeMap::new(),
+            excluded: Default::default(),
             sends: VecDeque::new(),
             stats: GcksStats::default(),
             revealed: Vec::new(),
@@ -337,8 +341,11 @@ impl GcksGroup {
             s.stats.registrations_refused += 1;
             Err(e)
         };
-        let Some(role) = self.cfg.authorize(member) else { return refuse(self, ProtoError::AuthorizationFailed) };
         let key = member_key(member);
+        if self.excluded.contains(&key) {
+            return refuse(self, ProtoError::AuthorizationFailed);
+        }
+        let Some(role) = self.cfg.authorize(member) else { return refuse(self, ProtoError::AuthorizationFailed) };
         if !self.members.contains_key(&key) && self.members.len() >= self.cfg.max_members {
             return refuse(self, ProtoError::RegistrationFailed);
         }
@@ -506,6 +513,8 @@ impl GcksGroup {
     /// under that KEK. Returns its IKE SA (to close) if it has one.
     pub fn exclude(&mut self, now: Time, crypto: &dyn CryptoProvider, rng: &mut dyn Rng, member: &Identity) -> Result<Option<IkeSaHandle>, ProtoError> {
         let removed = self.members.remove(&member_key(member)).ok_or(ProtoError::Invalid("no such member"))?;
+        // Its re-registration (§2.4.3: after a random delay) is refused.
+        self.excluded.insert(member_key(member));
         self.stats.exclusions += 1;
         if self.kek.is_some() {
             self.rekey_kek(now, crypto, rng, true)?;
@@ -590,6 +599,11 @@ impl GcksGroup {
             sids_allocated: self.next_sid,
             next_rekey: self.next_rekey(),
         }
+    }
+
+    /// Lets an excluded member register again.
+    pub fn readmit(&mut self, member: &Identity) -> bool {
+        self.excluded.remove(&member_key(member))
     }
 
     /// Forces a rekey now (operator command).

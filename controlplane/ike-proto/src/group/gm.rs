@@ -109,6 +109,32 @@ pub struct GmGroup {
     pub registered: bool,
     reregister_at: Option<Time>,
     pub stats: GmStats,
+    /// Where this group's GSA_REKEYs come to (the KEK policy's destination
+    /// selector, §4.4.2): the daemon joins it.
+    pub rekey_destination: Option<SocketAddr>,
+}
+
+impl GmGroup {
+    /// The current TEK SPIs with their generation (operator view).
+    pub fn tek_spis(&self) -> Vec<(u32, u32)> {
+        self.teks.iter().map(|(s, t)| (*s, t.generation)).collect()
+    }
+
+    /// The local address of the registration (the interface GSA_REKEYs are
+    /// joined on).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The generation of the newest TEKs.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// The Rekey SA's SPI and the last Message ID accepted on it.
+    pub fn kek(&self) -> Option<([u8; 16], Option<u32>)> {
+        self.kek.as_ref().map(|k| (k.sa.spi, k.last_message_id))
+    }
 }
 
 /// Every group this GM belongs to.
@@ -219,6 +245,7 @@ impl GroupMember {
             registered: false,
             reregister_at: None,
             stats: GmStats::default(),
+            rekey_destination: None,
         });
         g.conn = conn;
         (g.local, g.remote) = addrs;
@@ -319,6 +346,7 @@ impl GmGroup {
         self.sender_ids = kd.sender_ids.clone();
         self.kek = None;
         if let Some(k) = &gsa.kek {
+            self.rekey_destination = (k.dst.start_addr == k.dst.end_addr).then_some(SocketAddr::new(k.dst.start_addr, k.dst.start_port));
             let auth = gcauth_key(k.gcauth.as_ref(), kd.auth_key.as_deref())?;
             let keys = kd.sa_keys(ProtocolId::GIKE_UPDATE, &k.spi).ok_or(ProtoError::Invalid("no KEK SA_KEY"))?;
             let keymat = keys.iter().find(|w| w.kwk_id == 0).ok_or(ProtoError::Invalid("KEK SA_KEY"))?.unwrap(unwrap.kwa, unwrap.kwk)?;

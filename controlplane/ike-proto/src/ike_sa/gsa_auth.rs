@@ -164,7 +164,10 @@ impl IkeSa {
     /// GSA_REGISTRATION), or the refusal.
     pub(super) fn register_member(&mut self, ctx: &mut Ctx<'_>, group: &GroupId, member: &Identity, sids: u32) -> Result<Vec<Payload<'static>>, ProtoError> {
         let (kwa, kwk) = self.registration_kwk()?;
+        // A connection naming groups lets its peers join those only.
+        let allowed = self.conn.ext.groups.is_empty() || self.conn.ext.groups.iter().any(|m| &m.group == group);
         let result = match ctx.groups.gcks.groups.get_mut(group) {
+            Some(_) if !allowed => Err(ProtoError::AuthorizationFailed),
             None => Err(ProtoError::InvalidGroupId),
             Some(g) => g.register(ctx.now, ctx.crypto, ctx.rng, &mut ctx.out.transmits, member, self.handle, sids, kwa, &kwk).map(|r| (r, g.cfg.inband_rekey, g.cfg.registration_linger)),
         };
