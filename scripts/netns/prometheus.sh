@@ -226,6 +226,12 @@ await "the Child SA rekey" 'sum(esprit_ike_rekeys_total{kind="child"}) >= 1'
 await "the refused Child SA" 'sum(esprit_ike_child_sa_failures_total) >= 1'
 await "the refused IKE SA" 'sum(esprit_ike_handshake_failures_total) >= 1'
 await "dropped packets" 'sum(rate(esprit_drops_total[5s])) > 0'
+# A counter that appeared with the event has one sample until the next
+# scrape, and rate() wants two: wait for the rates the dashboard and the
+# recording rules take of the new series (a loaded machine scrapes late).
+await "a rate of Child SA rekeys" 'sum(rate(esprit_ike_rekeys_total[10s])) >= 0'
+await "a rate of handshake failures" 'sum(rate(esprit_ike_handshake_failures_total[10s])) >= 0'
+await "the failure recording rules" 'count(instance:esprit_ike_handshake_failures:ratio5m) >= 1'
 
 # --- every dashboard expression and recording rule returns data ----------------
 /usr/bin/python3 - "$api" "$dashboard" "$work"/prom/rules/*.yml >"$work/dashboard.log" 2>&1 <<'PY' || { cat "$work/dashboard.log"; ike_fail "dashboard expressions or recording rules without data in Prometheus"; }

@@ -129,7 +129,18 @@ mod tests {
         assert!(get(addr, "POST /metrics").starts_with("HTTP/1.1 404"));
         assert_eq!(scrape(addr, std::time::Duration::from_secs(2)).unwrap(), "# TYPE x_total counter\nx_total 2\n");
         drop(srv);
-        // The listener is closed: the same port binds again.
-        std::net::TcpListener::bind(addr).expect("port free after drop");
+        // The listener is closed: the same port binds again. tiny_http's
+        // accept thread lets the socket go once it wakes from accept(),
+        // which on a loaded machine can take a moment: wait up to 5 s.
+        let t0 = std::time::Instant::now();
+        loop {
+            match std::net::TcpListener::bind(addr) {
+                Ok(_) => break,
+                Err(_) if t0.elapsed() < std::time::Duration::from_secs(5) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("port still taken 5 s after drop: {e}"),
+            }
+        }
     }
 }
