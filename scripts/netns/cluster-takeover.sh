@@ -125,30 +125,7 @@ print(sum(m["owned_ike_sas"] for m in d["members"] if m["node"] == sys.argv[2]),
 }
 
 peer_logs=("charon:$work/sw/charon.log" "ike-b:$work/ike-b.log")
-cat >"$work/swanctl.conf" <<EOT
-connections {
-  esprit {
-    local_addrs = 172.16.39.2
-    remote_addrs = $vip
-    vips = 0.0.0.0
-    proposals = aes256gcm16-prfsha256-x25519
-    dpd_delay = 2s
-    local { auth = psk
-            id = client@esprit }
-    remote { auth = psk
-             id = gw.esprit }
-    children {
-      net { remote_ts = 192.168.119.0/24
-            esp_proposals = aes256gcm16 }
-    }
-  }
-}
-secrets {
-  ike-esprit { id-1 = client@esprit
-               id-2 = gw.esprit
-               secret = "$psk" }
-}
-EOT
+rw_swanctl_conf 172.16.39.2 "$vip" 192.168.119.0/24 "$psk" "" "dpd_delay = 2s"
 start_strongswan cl-cli
 "$peer" swanctl cl-cli "$work/sw" --initiate --child net --timeout 30 >"$work/initiate.log" 2>&1 \
   || { tail -15 "$work/initiate.log"; ike_fail "strongSwan could not bring the tunnel up with node a"; }

@@ -74,29 +74,7 @@ ike:
 EOT
 start_ike "$work/ike.yaml" fl-es
 peer_logs=("charon:$work/sw/charon.log")
-cat >"$work/swanctl.conf" <<EOT
-connections {
-  esprit {
-    local_addrs = 172.16.49.2
-    remote_addrs = 172.16.49.1
-    vips = 0.0.0.0
-    proposals = aes256gcm16-prfsha256-x25519
-    local { auth = psk
-            id = client@esprit }
-    remote { auth = psk
-             id = gw.esprit }
-    children {
-      net { remote_ts = 192.168.149.0/24
-            esp_proposals = aes256gcm16 }
-    }
-  }
-}
-secrets {
-  ike-esprit { id-1 = client@esprit
-               id-2 = gw.esprit
-               secret = "$psk" }
-}
-EOT
+rw_swanctl_conf 172.16.49.2 172.16.49.1 192.168.149.0/24 "$psk"
 start_strongswan fl-sw
 
 scrape() { ip netns exec fl-es curl -sf "http://$ike_metrics/metrics" >"$work/metrics.txt" || ike_fail "esprit-ike's /metrics did not answer"; }

@@ -56,19 +56,7 @@ sw_ike_spis >"$work/sw-before.txt"
 inits_before=$(sw_inits)
 [[ $inits_before -eq 1 ]] || ike_fail "expected one IKE_SA_INIT from strongSwan so far, saw $inits_before"
 
-ip netns exec rs-srv iperf3 -s -1 -B 192.168.119.2 >"$work/iperf-s.log" 2>&1 &
-iperf_srv=$!
-pids+=($iperf_srv)
-for _ in $(seq 50); do ip netns exec rs-srv ss -ltn | grep -q ':5201 ' && break; sleep 0.1; done
-ip netns exec rs-rw iperf3 -c 192.168.119.2 -t 8 -f m >"$work/iperf.log" 2>&1 &
-iperf_cli=$!
-pids+=($iperf_cli)
-rw_ping -D -n -i 0.01 -c 700 -W 1 >"$work/flood.log" 2>&1 &
-pinger=$!
-pids+=($pinger)
-replies() { grep -c "bytes from" "$work/flood.log" || true; }
-for _ in $(seq 100); do [[ $(replies) -ge 100 ]] && break; sleep 0.05; done
-[[ $(replies) -ge 100 ]] || ike_fail "the ping flood does not get through before the kill: $(tail -3 "$work/flood.log")"
+rw_traffic 8 700 100
 
 t_kill=$(date +%s.%N)
 kill -KILL "$ike_pid"

@@ -179,6 +179,37 @@ ike_fail() {
   fail "$@"
 }
 
+# Writes $work/swanctl.conf for the PSK road warrior the scenarios share:
+# client@esprit at LOCAL asks gw.esprit at REMOTE for a virtual IP and one
+# Child SA to REMOTE_TS, AES-GCM-256 both ways.
+# rw_swanctl_conf LOCAL REMOTE REMOTE_TS PSK [IKE_PROPOSAL] [EXTRA_LINE]
+rw_swanctl_conf() {
+  cat >"$work/swanctl.conf" <<EOT
+connections {
+  esprit {
+    local_addrs = $1
+    remote_addrs = $2
+    vips = 0.0.0.0
+    proposals = ${5:-aes256gcm16-prfsha256-x25519}
+    ${6:-}
+    local { auth = psk
+            id = client@esprit }
+    remote { auth = psk
+             id = gw.esprit }
+    children {
+      net { remote_ts = $3
+            esp_proposals = aes256gcm16 }
+    }
+  }
+}
+secrets {
+  ike-esprit { id-1 = client@esprit
+               id-2 = gw.esprit
+               secret = "$4" }
+}
+EOT
+}
+
 # Starts charon in namespace NS (start_strongswan NS) with
 # $work/swanctl.conf, its state in $work/sw and swanctl's output in
 # $work/sw-load.log; charon's plugin settings are copied so that the resolve

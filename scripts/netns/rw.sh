@@ -79,30 +79,7 @@ EOT
   ip addr add 172.16.19.1/24 dev "$rw_tap"
   start_ike "$work/dp.yaml"
   peer_logs=("swanctl-load:$work/sw-load.log" "charon:$work/sw/charon.log")
-  cat >"$work/swanctl.conf" <<EOT
-connections {
-  esprit {
-    local_addrs = 172.16.19.2
-    remote_addrs = 172.16.19.1
-    vips = 0.0.0.0
-    proposals = ${RW_IKE_PROPOSAL:-aes256gcm16-prfsha256-x25519}
-    ${RW_SW_EXTRA:-}
-    local { auth = psk
-            id = client@esprit }
-    remote { auth = psk
-             id = gw.esprit }
-    children {
-      net { remote_ts = 192.168.119.0/24
-            esp_proposals = aes256gcm16 }
-    }
-  }
-}
-secrets {
-  ike-esprit { id-1 = client@esprit
-               id-2 = gw.esprit
-               secret = "$rw_psk" }
-}
-EOT
+  rw_swanctl_conf 172.16.19.2 172.16.19.1 192.168.119.0/24 "$rw_psk" "${RW_IKE_PROPOSAL:-}" "${RW_SW_EXTRA:-}"
   start_strongswan rs-rw
   rw_initiate
 }
@@ -119,4 +96,26 @@ sw_sas() { "$peer" swanctl rs-rw "$work/sw" --list-sas --raw; }
 ike_counter() {
   ectl --json stats >"$work/stats.json" || ike_fail "esprit-ctl stats failed"
   /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["counters"].get(sys.argv[2], 0))' "$work/stats.json" "$1"
+}
+
+# Traffic through a kill and a restart: an iperf3 TCP transfer of SECONDS
+# from the virtual IP to the server and COUNT pings at 10 ms (-D, one line
+# each in $work/flood.log), started once at least MIN replies came back.
+# Sets iperf_srv, iperf_cli and pinger (all in pids: a failure stops them,
+# and none outlives the test holding the netns lock); replies counts them.
+# rw_traffic SECONDS COUNT MIN
+replies() { grep -c "bytes from" "$work/flood.log" || true; }
+rw_traffic() {
+  ip netns exec rs-srv iperf3 -s -1 -B 192.168.119.2 >"$work/iperf-s.log" 2>&1 &
+  iperf_srv=$!
+  pids+=($iperf_srv)
+  for _ in $(seq 50); do ip netns exec rs-srv ss -ltn | grep -q ':5201 ' && break; sleep 0.1; done
+  ip netns exec rs-rw iperf3 -c 192.168.119.2 -t "$1" -f m >"$work/iperf.log" 2>&1 &
+  iperf_cli=$!
+  pids+=($iperf_cli)
+  rw_ping -D -n -i 0.01 -c "$2" -W 1 >"$work/flood.log" 2>&1 &
+  pinger=$!
+  pids+=($pinger)
+  for _ in $(seq 100); do [[ $(replies) -ge $3 ]] && break; sleep 0.05; done
+  [[ $(replies) -ge $3 ]] || ike_fail "the ping flood does not get through before the kill: $(tail -3 "$work/flood.log")"
 }
