@@ -117,10 +117,10 @@ fn bench_one(c: &mut Criterion, backend: Backend, suite: Suite, size: usize) {
                     black_box(&pkts);
                 }
             });
+            assert!(verdicts.iter().all(Result::is_ok), "{verdicts:?}");
             both.saturating_sub(alone)
         })
     });
-    assert!(verdicts.iter().all(Result::is_ok), "{verdicts:?}");
 
     // Bare AEAD over buffers of the same layout and the same text length.
     let mut scratch = fresh(vec![0u8; total]);
@@ -154,7 +154,7 @@ fn bench_one(c: &mut Criterion, backend: Backend, suite: Suite, size: usize) {
     let mut dv = [Err(DropReason::NotEsp); BURST];
     g.bench_function(BenchmarkId::new("open_esp", size), |b| {
         b.iter_custom(|iters| {
-            per_item(iters, BURST as u64, |n| {
+            let d = per_item(iters, BURST as u64, |n| {
                 for _ in 0..n {
                     for (p, s) in work.iter_mut().zip(&sealed) {
                         let (mut b, _, _) =
@@ -166,10 +166,11 @@ fn bench_one(c: &mut Criterion, backend: Backend, suite: Suite, size: usize) {
                     open_burst(&mut inb, &aead, &mut work, &mut dv);
                     black_box(&dv);
                 }
-            })
+            });
+            assert!(dv.iter().all(Result::is_ok), "{dv:?}");
+            d
         })
     });
-    assert!(dv.iter().all(Result::is_ok), "{dv:?}");
 
     // Bare AEAD open of the same packets (restored the same way), each with
     // its own nonce and AAD.
@@ -178,7 +179,7 @@ fn bench_one(c: &mut Criterion, backend: Backend, suite: Suite, size: usize) {
     let mut all_ok = true;
     g.bench_function(BenchmarkId::new("open_aead", size), |b| {
         b.iter_custom(|iters| {
-            per_item(iters, BURST as u64, |n| {
+            let d = per_item(iters, BURST as u64, |n| {
                 for _ in 0..n {
                     for (b, s) in raw.iter_mut().zip(&sealed) {
                         b.copy_from_slice(s);
@@ -190,10 +191,11 @@ fn bench_one(c: &mut Criterion, backend: Backend, suite: Suite, size: usize) {
                     aead.open(&mut arr);
                     all_ok &= arr.iter().all(|j| j.ok);
                 }
-            })
+            });
+            assert!(all_ok, "bare open failed");
+            d
         })
     });
-    assert!(all_ok, "bare open failed");
     g.finish();
 }
 
