@@ -10,7 +10,10 @@
 #     non-zero, the packet totals lie between two scrapes of /metrics taken
 #     around the capture, drops by reason are shown, and the IKE line shows
 #     the 20 IKE SAs and handshakes esprit-ike holds;
-#   * `esprit-ctl --json top` saw the handshakes as a rate while they ran.
+#   * `esprit-ctl --json top` saw the handshakes as a rate while they ran;
+#   * `q` quits top: typed into the pane, top exits with status 0 within a
+#     second, the shell's screen is back (the alternate screen is left) and
+#     the terminal's modes (stty -a) are those from before top started.
 source "$(dirname "$0")/lib.sh"
 name=ops-top
 need_ike
@@ -107,9 +110,11 @@ for ep in 127.0.0.1:9464 127.0.0.1:9465; do
   echo "  promtool check metrics $ep: nothing found ($(grep -c '^esprit_' "$work/m.prom") series)"
 done
 
-# 6. top in a terminal: tmux, 120x40, one refresh a second.
-tmux new-session -d -s "$session" -x 120 -y 40 \
-  "ip netns exec $ns $ctl --socket $work/ike.sock top --dataplane 127.0.0.1:9464 --interval-ms 1000"
+# 6. top in a terminal: tmux, 120x40, one refresh a second, typed into a
+# shell as a person would (so that after `q` the pane shows the shell); the
+# terminal's modes are saved before and after it.
+tmux new-session -d -s "$session" -x 120 -y 40 "ip netns exec $ns env PS1='ops-top\$ ' /bin/sh"
+tmux send-keys -t "$session" "stty -a >$work/stty.before; $ctl --socket $work/ike.sock top --dataplane 127.0.0.1:9464 --interval-ms 1000; echo \"top exited with status \$?\"; stty -a >$work/stty.after" Enter
 sleep 1.5
 # What the pane shows was read at the last refresh: within the second
 # before the capture, so after a scrape 1.2 s before it.
@@ -139,6 +144,29 @@ m = re.search(r"^0\s+([a-z_]+)\s+([\d.]+)\s+(\d+)\s*$", p2, re.M)
 assert m and float(m.group(2)) > 0, "drops by reason, with a rate:\n" + p2
 assert re.search(r"^0\s+inside\s+[\d.]+\s+[\d.]+\s+\d+", p2, re.M), "a row per worker and port:\n" + p2
 assert "IKE SAs 20 (established 20, half-open 0)" in p2 and "handshakes 20 (" in p2, p2
+assert "(q quits)" in p1, ("the header names the key", p1)
 print("  top: rx %.3f Mpps %.3f Gbps, tx %.3f Mpps, rx packets %d within [%d, %d], then %d" % (t1[0], t1[1], t1[3], t1[2], lo, hi, t2[2]))
 PY
+
+# 7. q quits: top exits 0 at once (not at its next refresh or never), the
+# shell's screen comes back, and the terminal is as it was.
+tmux send-keys -t "$session" q
+quit_at=$(date +%s%N)
+for _ in $(seq 50); do
+  tmux capture-pane -p -J -t "$session" >"$work/pane3.txt"
+  grep -q '^top exited with status' "$work/pane3.txt" && break
+  sleep 0.1
+done
+quit_ms=$(( ($(date +%s%N) - quit_at) / 1000000 ))
+sed 's/^/  pane| /' "$work/pane3.txt" | grep -v '^  pane| $'
+grep -q '^top exited with status 0$' "$work/pane3.txt" || fail "top did not quit on q with status 0 within 5 s: $(cat "$work/pane3.txt")"
+[[ $quit_ms -lt 1000 ]] || fail "top took $quit_ms ms to quit on q (a key must not wait for the next refresh)"
+grep -q "stty -a >$work/stty.before; " "$work/pane3.txt" || fail "after q the pane does not show the shell's screen (the command line typed before top)"
+! grep -q '^esprit-ctl top:' "$work/pane3.txt" || fail "after q the pane still shows top's screen (the alternate screen was not left)"
+for _ in $(seq 20); do [[ -s $work/stty.after ]] && break; sleep 0.1; done
+[[ -s $work/stty.before && -s $work/stty.after ]] || fail "no stty -a before or after top"
+cmp -s "$work/stty.before" "$work/stty.after" || fail "top left the terminal changed: $(diff "$work/stty.before" "$work/stty.after")"
+grep -qw icanon "$work/stty.after" && grep -qw echo "$work/stty.after" && grep -qw isig "$work/stty.after" \
+  || fail "the terminal after top lacks icanon/echo/isig: $(cat "$work/stty.after")"
+echo "  q: top exited with status 0 after $quit_ms ms; the shell's screen is back; stty -a as before (icanon echo isig)"
 pass

@@ -57,7 +57,7 @@ enum Command {
     /// G-IKEv2 group commands (GCKS)
     #[command(subcommand)]
     Group(Group),
-    /// A live view: per worker and port Mpps, Gbps, drops by reason; IKE SAs, handshakes/s
+    /// A live view: per worker and port Mpps, Gbps, drops by reason; IKE SAs, handshakes/s (q quits)
     Top(TopArgs),
     /// Print a shell completion script
     Completions {
@@ -114,7 +114,7 @@ struct TopArgs {
     /// Time between refreshes, in milliseconds
     #[arg(short, long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
     interval_ms: u64,
-    /// Stop after this many refreshes (default: until interrupted)
+    /// Stop after this many refreshes (default: until q, or Ctrl-C)
     #[arg(short = 'n', long)]
     count: Option<u64>,
 }
@@ -184,10 +184,12 @@ fn snapshot(cli: &Cli, a: &TopArgs) -> top::Snapshot {
 
 /// Refreshes every interval: a redrawn screen on a terminal, one JSON line
 /// per refresh with `--json` (or plain screens one after the other when
-/// the output is not a terminal).
+/// the output is not a terminal). `q` (or Ctrl-C) quits when the input is
+/// a terminal; the terminal is put back as it was however `top` ends.
 fn run_top(cli: &Cli, a: &TopArgs) -> anyhow::Result<()> {
     let interval = Duration::from_millis(a.interval_ms);
-    let tty = std::io::stdout().is_terminal();
+    let screen = std::io::stdout().is_terminal() && !cli.json;
+    let term = Terminal::enter(std::io::stdin().is_terminal(), screen)?;
     let mut before: Option<(top::Snapshot, Instant)> = None;
     let mut n = 0u64;
     loop {
@@ -199,13 +201,14 @@ fn run_top(cli: &Cli, a: &TopArgs) -> anyhow::Result<()> {
             writeln!(out, "{}", serde_json::to_string(&v)?)?;
         } else {
             let header = format!(
-                "esprit-ctl top: dataplane {}, esprit-ike {}, every {:.1} s, refresh {} (Ctrl-C quits)",
+                "esprit-ctl top: dataplane {}, esprit-ike {}, every {:.1} s, refresh {} ({} quits)",
                 a.dataplane,
                 cli.socket.display(),
                 interval.as_secs_f64(),
-                n + 1
+                n + 1,
+                if term.keys() { "q" } else { "Ctrl-C" }
             );
-            if tty {
+            if screen {
                 // Home and clear, as top does.
                 write!(out, "\x1b[H\x1b[2J")?;
             }
@@ -218,6 +221,104 @@ fn run_top(cli: &Cli, a: &TopArgs) -> anyhow::Result<()> {
             return Ok(());
         }
         before = Some((now, t));
-        std::thread::sleep(interval.saturating_sub(t.elapsed()));
+        if term.wait_for_quit(interval.saturating_sub(t.elapsed()))? {
+            return Ok(());
+        }
+    }
+}
+
+/// The terminal while `top` runs on it. With `keys`, the input's local
+/// modes without ICANON (a key is read when pressed, not at Enter), ECHO
+/// (the `q` is not drawn on the screen) and ISIG (Ctrl-C arrives as a byte
+/// and quits through here, so the modes are put back; as a signal it would
+/// kill us first). With `screen`, the alternate screen and no cursor, so
+/// the shell's screen comes back on exit, as with top or less. Drop undoes
+/// both, on every way out of `run_top` (quit, `--count`, an error).
+struct Terminal {
+    saved: Option<rustix::termios::Termios>,
+    screen: bool,
+}
+
+impl Terminal {
+    fn enter(keys: bool, screen: bool) -> std::io::Result<Self> {
+        use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions, SpecialCodeIndex};
+        let mut term = Terminal { saved: None, screen: false };
+        if keys {
+            let stdin = std::io::stdin();
+            let saved = tcgetattr(&stdin)?;
+            let mut t = saved.clone();
+            t.local_modes.remove(LocalModes::ICANON | LocalModes::ECHO | LocalModes::ISIG);
+            t.special_codes[SpecialCodeIndex::VMIN] = 1;
+            t.special_codes[SpecialCodeIndex::VTIME] = 0;
+            tcsetattr(&stdin, OptionalActions::Now, &t)?;
+            term.saved = Some(saved);
+        }
+        if screen {
+            let mut out = std::io::stdout().lock();
+            write!(out, "\x1b[?1049h\x1b[?25l")?;
+            out.flush()?;
+            term.screen = true;
+        }
+        Ok(term)
+    }
+
+    fn keys(&self) -> bool {
+        self.saved.is_some()
+    }
+
+    /// Waits `timeout`, or less if a quitting key comes: `q`, `Q`, Ctrl-C.
+    /// Other keys are read and ignored. Returns whether to quit.
+    fn wait_for_quit(&self, timeout: Duration) -> std::io::Result<bool> {
+        if !self.keys() {
+            std::thread::sleep(timeout);
+            return Ok(false);
+        }
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let deadline = Instant::now() + timeout;
+        let stdin = std::io::stdin();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            let ts = Timespec { tv_sec: left.as_secs() as _, tv_nsec: left.subsec_nanos() as _ };
+            let mut fds = [PollFd::new(&stdin, PollFlags::IN)];
+            match poll(&mut fds, Some(&ts)) {
+                Ok(0) => return Ok(false),
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            // Read the file descriptor itself: std's Stdin buffers, and a
+            // key in its buffer would not wake the next poll.
+            let mut buf = [0u8; 64];
+            match rustix::io::read(&stdin, &mut buf) {
+                Ok(0) => {
+                    // The input is gone (end of file): no more keys.
+                    std::thread::sleep(left);
+                    return Ok(false);
+                }
+                Ok(n) => {
+                    if buf[..n].iter().any(|b| matches!(b, b'q' | b'Q' | 0x03)) {
+                        return Ok(true);
+                    }
+                }
+                Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        if self.screen {
+            let mut out = std::io::stdout().lock();
+            let _ = write!(out, "\x1b[?25h\x1b[?1049l");
+            let _ = out.flush();
+        }
+        if let Some(saved) = &self.saved {
+            let _ = rustix::termios::tcsetattr(std::io::stdin(), rustix::termios::OptionalActions::Now, saved);
+        }
     }
 }
