@@ -89,7 +89,7 @@ pub use ike_auth::{IkeAuthTask, PpkKeys};
 pub use ike_init::IkeSaInitTask;
 pub use ike_rekey::RekeyIkeTask;
 pub use intermediate::IntermediateTask;
-pub use mobike::{EspPath, Mobike, MobikeCheckTask, MobikeError, MobikeOutcome, MobikeRefusal, MobikeSa};
+pub use mobike::{parse as parse_mobike, EspPath, Mobike, MobikeCheckTask, MobikeError, MobikeOutcome, MobikeRefusal, MobikeRequest, MobikeSa};
 use child_sa::Via;
 use ike_auth::{PendingAuth, Signatures};
 
