@@ -652,6 +652,17 @@ struct ConnYaml {
     /// peers may join (empty: any group whose members list them).
     #[serde(default)]
     groups: Vec<ConnGroupYaml>,
+    /// RFC 4555 MOBIKE: answer MOBIKE_SUPPORTED in IKE_AUTH and let the
+    /// client move the IKE SA and its Child SAs with UPDATE_SA_ADDRESSES
+    /// (no new IKE SA, no rekey).
+    #[serde(default = "yes")]
+    mobike: bool,
+    /// RFC 4555 §3.7: move the Child SAs to a client's new address only
+    /// after a return-routability check (an INFORMATIONAL with COOKIE2 to
+    /// the new address) is answered. `false` moves at once, as strongSwan
+    /// does as responder.
+    #[serde(default = "yes")]
+    mobike_return_routability: bool,
 }
 
 fn yes() -> bool {
@@ -1470,6 +1481,8 @@ fn connection(
             announce_auth_methods: c.announce_auth_methods,
             groups: Vec::new(),
             signature_schemes,
+            mobike: c.mobike,
+            mobike_return_routability: c.mobike_return_routability,
         },
     })
 }
@@ -1883,6 +1896,17 @@ ike:
         assert_eq!(path(y.replace("hcp_proposal_notify: 40999", "hcp_proposal_notify: 14")), "ike.diet_esp_code_points.hcp_proposal_notify");
         assert_eq!(path(y.replace("esp_trailer: 20000", "esp_trailer: 4")), "ike.diet_esp_code_points.afrg");
         assert_eq!(path(y.replace("esp_trailer: 20000", "trailer: 5")), "ike.diet_esp_code_points.afrg.trailer");
+    }
+
+    #[test]
+    fn mobike_is_on_by_default_and_each_knob_is_read() {
+        let c = DaemonConfig::from_yaml(YAML, Path::new(".")).unwrap();
+        let ext = &c.endpoint.connections[0].ext;
+        assert!(ext.mobike && ext.mobike_return_routability);
+        let y = YAML.replace("pool: rw", "pool: rw\n      mobike: false\n      mobike_return_routability: false");
+        let c = DaemonConfig::from_yaml(&y, Path::new(".")).unwrap();
+        let ext = &c.endpoint.connections[0].ext;
+        assert!(!ext.mobike && !ext.mobike_return_routability);
     }
 
     #[test]

@@ -1178,6 +1178,33 @@ impl Daemon {
                 let n = self.table.delete_ike_sa(ike_sa);
                 tracing::info!(ike_sa = ike_sa.0, "IKE SA #{} down: {reason:?}{}", ike_sa.0, if n > 0 { format!(" ({n} Child SA(s) removed)") } else { String::new() });
             }
+            Event::IkeSaMoved { ike_sa, local, remote, udp_encap, nat_local, nat_remote } => {
+                // RFC 4555: the Child SAs follow, same SPIs and keys.
+                if let Some(u) = self.up.get_mut(&ike_sa) {
+                    (u.nat_local, u.nat_remote) = (nat_local, nat_remote);
+                }
+                match self.table.move_ike_sa(ike_sa, local, remote, udp_encap) {
+                    Ok(n) => tracing::info!(
+                        ike_sa = ike_sa.0,
+                        "IKE SA #{} moved (MOBIKE): {n} Child SA(s) now {local} <-> {remote}{} (nat local={nat_local} remote={nat_remote})",
+                        ike_sa.0,
+                        if udp_encap || local.port() == self.table.natt_port() { ", UDP-encapsulated" } else { "" }
+                    ),
+                    Err(err) => {
+                        // The table kept the old path: traffic goes on there
+                        // until the next update; counted, never silent.
+                        self.metrics.mobike.with_label_values(&["table_error"]).inc();
+                        tracing::warn!(ike_sa = ike_sa.0, "IKE SA #{} moved to {remote} but its Child SAs could not follow: {err}", ike_sa.0);
+                    }
+                }
+            }
+            Event::Mobike { ike_sa, outcome } => {
+                self.metrics.mobike.with_label_values(&[outcome.label()]).inc();
+                match outcome {
+                    ike_proto::MobikeOutcome::Refused(r) => tracing::warn!(ike_sa = ike_sa.0, "IKE SA #{}: MOBIKE update refused: {r}", ike_sa.0),
+                    o => tracing::info!(ike_sa = ike_sa.0, "IKE SA #{}: MOBIKE update: {}", ike_sa.0, o.label()),
+                }
+            }
             Event::IkeSaRekeyed { old, new } => {
                 self.metrics.rekeys.with_label_values(&["ike"]).inc();
                 self.table.reparent(old, new);
@@ -1695,6 +1722,10 @@ impl Daemon {
                         ike_proto::Mode::Transport => "TRANSPORT",
                     });
                     c["udp_encap"] = json!(e.udp_encap);
+                    // The outer addresses in the table (RFC 4555: they
+                    // follow the peer's moves).
+                    c["outer_local"] = json!(e.local.to_string());
+                    c["outer_remote"] = json!(e.remote.to_string());
                     c["installed_secs"] = json!(t.saturating_since(e.installed_at).as_secs());
                     c["rekey_secs"] = json!(e.lifetime.rekey_secs);
                     c["ts_local"] = json!(e.ts_local.iter().map(ts_str).collect::<Vec<_>>());
@@ -1742,6 +1773,14 @@ impl Daemon {
                 "nat_local": up.map(|u| u.nat_local),
                 "nat_remote": up.map(|u| u.nat_remote),
                 "ppk": i.ppk,
+                "mobike": match &i.ext.mobike {
+                    ike_proto::Mobike::Off => Value::Null,
+                    ike_proto::Mobike::On(m) => json!({
+                        "moves": m.moves,
+                        "pending": m.pending.map(|p| p.remote.to_string()),
+                        "peer_addresses": m.peer_addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                    }),
+                },
                 "dns_domains": up.map(|u| u.dns_domains.iter().map(|d| d.name.clone()).collect::<Vec<_>>()).unwrap_or_default(),
                 "dnssec_tas": up.map(|u| u.dns_domains.iter().flat_map(|d| d.trust_anchors.iter().map(move |t| format!("{} {}", d.name, t.presentation()))).collect::<Vec<_>>()).unwrap_or_default(),
                 "auth_scheme": i.ext.auth_scheme.map(|s| format!("{s:?}")),

@@ -94,6 +94,10 @@ pub struct IkeMetrics {
     pub group_members: IntGaugeVec,
     pub group_registrations: IntCounterVec,
     pub group_rekeys: IntCounterVec,
+    /// RFC 4555 MOBIKE: address updates by outcome (moved, check_started,
+    /// unchanged) or refusal (not_negotiated, malformed, unexpected_nat,
+    /// cookie_mismatch, table_error).
+    pub mobike: IntCounterVec,
 }
 
 /// Registration of a fixed, valid definition cannot fail.
@@ -182,6 +186,11 @@ impl IkeMetrics {
         let store_seconds = prometheus::Counter::new("esprit_ike_store_write_seconds_total", "Time spent writing state store batches")?;
         r.register(Box::new(store_seconds.clone()))?;
         let eap = cv("esprit_ike_eap_total", "EAP round trips through the AAA server, by outcome (challenge, accept, reject, unreachable)", &["result"])?;
+        let mobike = cv(
+            "esprit_ike_mobike_updates_total",
+            "RFC 4555 MOBIKE address updates, by result: moved, check_started, unchanged, or why refused (not_negotiated, malformed, unexpected_nat, cookie_mismatch, table_error)",
+            &["result"],
+        )?;
         let radius = cv(
             "esprit_ike_radius_total",
             "RADIUS client events: requests, retransmits, failovers (to the next server), timeouts (no server answered), bad_replies (dropped)",
@@ -189,6 +198,7 @@ impl IkeMetrics {
         )?;
         Ok(Self {
             registry: r,
+            mobike,
             eap,
             radius,
             handshakes,

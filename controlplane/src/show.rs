@@ -56,6 +56,13 @@ pub fn list_sas(data: &Value) -> String {
             let ppk = if i["ppk"].as_bool() == Some(true) { ", PPK" } else { "" };
             let _ = writeln!(o, "  established {}s ago{nat}{ppk}", s(&i["established_secs"]));
         }
+        if !i["mobike"].is_null() {
+            let m = &i["mobike"];
+            let pending = if m["pending"].is_null() { String::new() } else { format!(", checking {}", s(&m["pending"])) };
+            let addrs = list(&m["peer_addresses"]);
+            let addrs = if addrs.is_empty() { String::new() } else { format!(", peer addresses {addrs}") };
+            let _ = writeln!(o, "  MOBIKE, {} move(s){pending}{addrs}", s(&m["moves"]));
+        }
         let domains = list(&i["dns_domains"]);
         if !domains.is_empty() {
             let _ = writeln!(o, "  split DNS: {domains}");
@@ -94,6 +101,9 @@ pub fn list_sas(data: &Value) -> String {
             let addke = list(&c["additional_ke"]);
             let addke = if addke.is_empty() { String::new() } else { format!(", ADDKE {}", addke.replace(' ', "+")) };
             let _ = writeln!(o, "    {}, {esn}{pfs}{addke}{iiv}", s(&c["encr"]));
+            if !c["outer_remote"].is_null() {
+                let _ = writeln!(o, "    outer {} <-> {}", s(&c["outer_local"]), s(&c["outer_remote"]));
+            }
             if !c["label"].is_null() {
                 let _ = writeln!(o, "    label {}", s(&c["label"]));
             }
@@ -244,11 +254,13 @@ mod tests {
             "local": "172.16.9.1:4500", "remote": "172.16.9.2:4500", "local_id": "gw.esprit",
             "remote_id": "client@esprit", "suite": "ENCR_AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE25519",
             "established_secs": 3, "virtual_ips": ["10.99.0.1"], "nat_local": false, "nat_remote": true, "ppk": true,
+            "mobike": { "moves": 1, "pending": "172.16.9.7:4500", "peer_addresses": ["172.16.9.2", "10.1.1.1"] },
             "dns_domains": ["corp.example.test"], "dnssec_tas": ["corp.example.test 20326 8 2 E0"],
             "peer_allowed_families": ["v4"], "auth_scheme": "RsaPkcs1Sha256", "peer_auth_methods": ["RsaPkcs1Sha256", "method 2"],
             "child_sas": [{ "child_sa": 2, "state": "INSTALLED", "spi_in": "c0000001", "spi_out": "c0000002",
               "encr": "ENCR_AES_GCM_16_IIV-256", "esn": false, "pfs": null, "iiv": true,
               "label": "system_u:object_r:ipsec_spd_t:s0", "mode": "TUNNEL", "udp_encap": true,
+              "outer_local": "172.16.9.1:4500", "outer_remote": "172.16.9.2:4500",
               "compression": "Diet-ESP (draft-ietf-ipsecme-diet-esp-07) dscp_cda=lower,esp_spi_lsb=8",
               "installed_secs": 3, "rekey_secs": 0, "ts_local": ["192.168.109.0/24"], "ts_remote": ["10.99.0.1/32"],
               "in_bytes": 840, "in_pkts": 10, "out_bytes": 840, "out_pkts": 10, "seq_next": 11, "idle_secs": 1,
@@ -259,6 +271,8 @@ mod tests {
         assert!(t.contains("remote 'client@esprit' @ 172.16.9.2:4500 [10.99.0.1]"), "{t}");
         assert!(t.contains("rw: #2, INSTALLED, TUNNEL-in-UDP, ESP SPIs: c0000001_i c0000002_o"), "{t}");
         assert!(t.contains("840 bytes"), "{t}");
+        assert!(t.contains("  MOBIKE, 1 move(s), checking 172.16.9.7:4500, peer addresses 172.16.9.2 10.1.1.1"), "{t}");
+        assert!(t.contains("    outer 172.16.9.1:4500 <-> 172.16.9.2:4500"), "{t}");
         assert!(t.contains("    compression Diet-ESP (draft-ietf-ipsecme-diet-esp-07) dscp_cda=lower,esp_spi_lsb=8"), "{t}");
         assert!(t.contains("traffic 1s ago, crypto ipsec-mb"), "{t}");
         assert!(t.contains("next seq 11, crypto ring+fallback"), "{t}");

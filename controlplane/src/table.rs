@@ -445,6 +445,64 @@ impl SaProgrammer {
         }
     }
 
+    /// RFC 4555 MOBIKE: every Child SA of `ike` now goes between `local`
+    /// and `remote` (UDP-encapsulated when `udp_encap`, or when `local` is
+    /// the NAT-T port, as at install). Both slots are updated in place
+    /// ([`Writer::update`]): same SPIs, keys, sequence counter and replay
+    /// window. Make before break: the inbound slots first (inbound ESP is
+    /// found by SPI alone, so they accept the new path before and after),
+    /// then the outbound ones, where each worker switches at one journal
+    /// entry; all in one transaction. Returns how many Child SAs moved.
+    pub fn move_ike_sa(&mut self, ike: IkeSaHandle, local: SocketAddr, remote: SocketAddr, udp_encap: bool) -> Result<usize, ProgramError> {
+        let (l, r) = (local.ip(), remote.ip());
+        if l.is_ipv4() != r.is_ipv4() {
+            return Err(ProgramError::MixedFamilies(l, r));
+        }
+        let encap = udp_encap || local.port() == self.natt_port;
+        let handles = self.children_of(ike);
+        let ids: Vec<(SaId, Direction)> = handles
+            .iter()
+            .filter_map(|h| self.children.get(h))
+            .flat_map(|e| std::iter::once((e.inbound, Direction::INBOUND)).chain(e.outbound.map(|o| (o, Direction::OUTBOUND))))
+            .collect();
+        let mut w = self.writer.lock()?;
+        for dir in [Direction::INBOUND, Direction::OUTBOUND] {
+            for &(id, _) in ids.iter().filter(|(_, d)| *d == dir) {
+                let mut p = match w.get(id) {
+                    Ok(p) => p,
+                    // Gone meanwhile (a delete queued for the next tick).
+                    Err(WriteError::Stale(_)) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                let inbound = dir == Direction::INBOUND;
+                if inbound {
+                    p.set_outer(r, l);
+                } else {
+                    p.set_outer(l, r);
+                }
+                if encap {
+                    p.flags = p.flags | SaFlags::UDP_ENCAP;
+                    (p.udp_src_port, p.udp_dst_port) = if inbound { (remote.port(), local.port()) } else { (local.port(), remote.port()) };
+                } else {
+                    p.flags = SaFlags(p.flags.0 & !SaFlags::UDP_ENCAP.0);
+                    (p.udp_src_port, p.udp_dst_port) = (0, 0);
+                }
+                let done = w.update(id, &p);
+                p.wipe_key();
+                done?;
+            }
+        }
+        drop(w);
+        for h in &handles {
+            if let Some(e) = self.children.get_mut(h) {
+                e.local = local;
+                e.remote = remote;
+                e.udp_encap = encap;
+            }
+        }
+        Ok(handles.len())
+    }
+
     /// The Child SAs of an IKE SA, from the index.
     pub fn children_of(&self, ike: IkeSaHandle) -> Vec<ChildSaHandle> {
         self.by_ike.range((ike, ChildSaHandle(0))..=(ike, ChildSaHandle(u64::MAX))).map(|(_, c)| *c).collect()
@@ -725,6 +783,11 @@ impl SaProgrammer {
             e.last_in_pkts = pkts;
             e.ike_sa
         })
+    }
+
+    /// The NAT-T port: ESP from a local address on it is UDP-encapsulated.
+    pub fn natt_port(&self) -> u16 {
+        self.natt_port
     }
 
     pub fn live_slots(&self) -> usize {

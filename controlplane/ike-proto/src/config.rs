@@ -434,10 +434,17 @@ pub struct Extensions {
     /// (instead of IKE_AUTH; the IKE proposals carry a KWA transform), the
     /// others by GSA_REGISTRATION on the same IKE SA.
     pub groups: Vec<crate::group::GroupMembership>,
+    /// RFC 4555 MOBIKE: answer MOBIKE_SUPPORTED (responder) or announce it
+    /// (initiator), and follow the peer's UPDATE_SA_ADDRESSES.
+    pub mobike: bool,
+    /// RFC 4555 §3.7: move the Child SAs to a new peer address only after
+    /// a return-routability check (COOKIE2) answered from there. `false`
+    /// moves at once, as strongSwan does as responder.
+    pub mobike_return_routability: bool,
 }
 
 impl Default for Extensions {
     fn default() -> Self {
-        Self { split_dns: crate::split_dns::SplitDnsPolicy::default(), dual_stack: false, announce_auth_methods: true, signature_schemes: Vec::new(), groups: Vec::new() }
+        Self { split_dns: crate::split_dns::SplitDnsPolicy::default(), dual_stack: false, announce_auth_methods: true, signature_schemes: Vec::new(), groups: Vec::new(), mobike: true, mobike_return_routability: true }
     }
 }

@@ -1128,6 +1128,20 @@ impl Endpoint {
             .collect()
     }
 
+    /// Test peer: sends UPDATE_SA_ADDRESSES on an established IKE SA
+    /// (`IkeSa::send_update_sa_addresses`).
+    #[cfg(test)]
+    pub(crate) fn send_update_sa_addresses(
+        &mut self,
+        now: Time,
+        h: IkeSaHandle,
+        cookie2: Option<Vec<u8>>,
+        expect: Option<Vec<u8>>,
+        extra: Vec<ike_wire::Payload<'static>>,
+    ) {
+        self.with_sa(now, h, |sa, ctx| sa.send_update_sa_addresses(ctx, cookie2, expect, extra).expect("UPDATE_SA_ADDRESSES sent"));
+    }
+
     /// SK_d of an IKE SA, for known-answer tests of the key schedule.
     #[cfg(test)]
     pub(crate) fn sk_d(&self, h: IkeSaHandle) -> Option<Vec<u8>> {

@@ -125,6 +125,14 @@ pub enum Event {
     /// initiator's MSK-based AUTH verified (RFC 7296 §2.16); the IkeSaUp
     /// follows.
     EapAuthenticated { ike_sa: IkeSaHandle, identity: Vec<u8> },
+    /// RFC 4555: the Child SAs of `ike_sa` now send to `remote` from
+    /// `local` (UDP-encapsulated when `udp_encap`); their inbound SAs keep
+    /// accepting from anywhere (the SPI finds them). Update every Child
+    /// SA's outer addresses in place: no new SPIs, no new keys.
+    IkeSaMoved { ike_sa: IkeSaHandle, local: SocketAddr, remote: SocketAddr, udp_encap: bool, nat_local: bool, nat_remote: bool },
+    /// RFC 4555: what an address update (or our check of one) came to, for
+    /// counting.
+    Mobike { ike_sa: IkeSaHandle, outcome: crate::ike_sa::MobikeOutcome },
     /// An IKE SA rekey completed (§2.18): `new` carries on.
     IkeSaRekeyed { old: IkeSaHandle, new: IkeSaHandle },
     ChildSaInstall(Box<ChildSaInstall>),

@@ -21,7 +21,9 @@
 //! * RFC 9838 G-IKEv2: `gsa_auth` (GSA_AUTH, in place of IKE_AUTH on a
 //!   connection with groups), `gsa_registration` (GSA_REGISTRATION),
 //!   `gsa_inband_rekey` (GSA_INBAND_REKEY); the multicast GSA_REKEY runs on
-//!   no IKE SA (`crate::group::rekey`).
+//!   no IKE SA (`crate::group::rekey`);
+//! * `mobike`: RFC 4555 MOBIKE as the responder (UPDATE_SA_ADDRESSES,
+//!   COOKIE2, return-routability checks).
 //!
 //! Guarantees:
 //! * Each request we send belongs to exactly one [`Task`] (the active one);
@@ -76,6 +78,7 @@ mod ike_init;
 mod ike_rekey;
 mod informational;
 mod intermediate;
+mod mobike;
 mod resume;
 
 pub use child_create::CreateChildTask;
@@ -86,8 +89,15 @@ pub use ike_auth::{IkeAuthTask, PpkKeys};
 pub use ike_init::IkeSaInitTask;
 pub use ike_rekey::RekeyIkeTask;
 pub use intermediate::IntermediateTask;
+pub use mobike::{parse as parse_mobike, EspPath, Mobike, MobikeCheckTask, MobikeError, MobikeOutcome, MobikeRefusal, MobikeRequest, MobikeSa};
 use child_sa::Via;
 use ike_auth::{PendingAuth, Signatures};
+
+/// Test peer: an N(NO_NATS_ALLOWED) naming `src` and `dst` (RFC 4555 §4.2.6).
+#[cfg(test)]
+pub(crate) fn mobike_no_nats_for_test(src: SocketAddr, dst: SocketAddr) -> Payload<'static> {
+    Payload::Notify(Notify::new(NotifyType::NO_NATS_ALLOWED, mobike::no_nats_data(src, dst)))
+}
 
 /// How many COOKIE or INVALID_KE_PAYLOAD retries of IKE_SA_INIT we make.
 const MAX_INIT_RETRIES: u8 = 3;
@@ -190,6 +200,8 @@ pub enum Queued {
     GsaInbandRekey,
     /// RFC 6311: resynchronise Message IDs after a restore.
     MidSync,
+    /// RFC 4555 §3.7: check that the peer's new address is reachable.
+    MobikeCheck,
 }
 
 /// The initiator's side of the exchange in flight, with its data.
@@ -212,6 +224,8 @@ pub enum Task {
     GsaInbandRekey,
     /// RFC 6311 IKEV2_MESSAGE_ID_SYNC in flight (Message ID 0).
     MidSync(resume::MidSyncTask),
+    /// RFC 4555 §3.7: our return-routability check (COOKIE2) in flight.
+    MobikeCheck(Box<MobikeCheckTask>),
     /// A request restored from a snapshot, resent as it was; its task's
     /// state is gone, so the answer only completes the exchange.
     Resumed,
@@ -340,6 +354,8 @@ pub struct ExtState {
     pub peer_auth_methods: Option<Vec<crate::auth_methods::Announcement>>,
     /// The scheme our AUTH was signed with (certificates only).
     pub auth_scheme: Option<ike_crypto::sig::SignatureScheme>,
+    /// RFC 4555: MOBIKE, if negotiated, and the Child SAs' path.
+    pub mobike: Mobike,
 }
 
 fn supported_auth_methods(conn: &ConnectionConfig) -> Payload<'static> {
@@ -596,7 +612,7 @@ impl IkeSa {
                 (ExchangeType::GSA_REGISTRATION, IkeState::Established) => self.respond_gsa_registration(ctx, &payloads),
                 (ExchangeType::GSA_INBAND_REKEY, IkeState::Established) => self.respond_gsa_inband_rekey(ctx, &payloads),
                 (ExchangeType::INFORMATIONAL, IkeState::HalfOpen(_)) => Err(ProtoError::Invalid("INFORMATIONAL before IKE_AUTH")),
-                (ExchangeType::INFORMATIONAL, _) => self.respond_informational(ctx, &payloads),
+                (ExchangeType::INFORMATIONAL, _) => self.respond_informational(ctx, &payloads, local, remote),
                 _ => Err(ProtoError::MessageId),
             },
         };
@@ -688,6 +704,7 @@ impl IkeSa {
             Task::DeleteIke(reason) => self.close(ctx, reason),
             Task::Dpd | Task::GsaInbandRekey => {}
             Task::MidSync(t) => self.process_mid_sync_response(ctx, t, &payloads),
+            Task::MobikeCheck(t) => self.process_mobike_check_response(ctx, *t, &payloads),
             Task::Resumed => {}
             Task::GsaAuth(t) => self.process_gsa_auth_response(ctx, *t, &payloads),
             Task::GsaRegistration(g) => self.process_gsa_registration_response(ctx, g, &payloads),
@@ -746,6 +763,7 @@ impl IkeSa {
                 | Queued::GsaRegistration(_)
                 | Queued::GsaInbandRekey
                 | Queued::MidSync
+                | Queued::MobikeCheck
                     if rekeyed =>
                 {
                     continue
@@ -775,6 +793,7 @@ impl IkeSa {
                 Queued::GsaRegistration(g) => self.start_gsa_registration(ctx, g),
                 Queued::GsaInbandRekey => self.send_group_inband(ctx),
                 Queued::MidSync => self.start_mid_sync(ctx),
+                Queued::MobikeCheck => self.start_mobike_check(ctx),
             };
             if r.is_err() {
                 self.close(ctx, DownReason::Refused(NotifyType::INVALID_SYNTAX));

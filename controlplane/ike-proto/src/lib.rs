@@ -38,7 +38,10 @@
 //! * [`eap`]: EAP in IKE_AUTH as the responder, passed through to the
 //!   owner's AAA backend (§2.16, RFC 5998 EAP-only).
 //!
-//! Not yet here: EAP as the initiator; MOBIKE and redirect; SET_WINDOW_SIZE (the exchange
+//! * MOBIKE (RFC 4555) as the responder (`ike_sa/mobike.rs`): address
+//!   updates, return-routability checks, NAT detection on the new path.
+//!
+//! Not yet here: EAP as the initiator; MOBIKE as the moving initiator; redirect; SET_WINDOW_SIZE (the exchange
 //! manager keeps a map of outstanding requests, so a window above 1 is a
 //! local change); IKE_INTERMEDIATE exchanges for anything but RFC 9370 key
 //! exchanges; simultaneous rekeys that both need IKE_FOLLOWUP_KE (the
@@ -96,6 +99,7 @@ pub use auth_job::{AuthDone, AuthJob};
 pub use eap::{AaaAnswer, AaaOutcome, AaaRequest};
 pub use endpoint::{Endpoint, IkeSaInfo, InitCounters, SaTally};
 pub use error::ProtoError;
+pub use ike_sa::{EspPath, Mobike, MobikeOutcome, MobikeRefusal};
 pub use event::{ChildKeys, ChildSaHandle, ChildSaInstall, Command, CommandError, DownReason, Event, IkeSaHandle, Transmit};
 pub use proposal::{EspSuite, IkeSuite};
 pub use time::{Time, UnixTime};

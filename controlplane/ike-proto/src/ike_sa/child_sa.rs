@@ -240,9 +240,10 @@ impl IkeSa {
             ts_local,
             ts_remote,
             lifetime: self.conn.child.lifetime,
-            local: self.local,
-            remote: self.remote,
-            udp_encap: self.nat_local || self.nat_remote,
+            // RFC 4555: a moved IKE SA's Child SAs go where its proven path is.
+            local: self.esp_path().local,
+            remote: self.esp_path().remote,
+            udp_encap: self.esp_path().udp_encap,
             rekey_of,
             sec_label: None,
             compression: None,

@@ -226,6 +226,11 @@ impl IkeSa {
         if conn.initial_contact {
             p.push(notify_payload(NotifyType::INITIAL_CONTACT));
         }
+        if conn.ext.mobike {
+            // RFC 4555 §3.3: we answer return-routability checks and take
+            // the responder's address lists (we never move ourselves).
+            p.push(notify_payload(NotifyType::MOBIKE_SUPPORTED));
+        }
         if ctx.config.mid_sync {
             // RFC 6311 §3: we can resume this SA after a restart and then
             // resynchronise Message IDs.
@@ -412,6 +417,8 @@ impl IkeSa {
         let (ni, nr) = (init.ni.clone(), init.nr.clone());
         self.conn = conn.clone();
         self.remote_id = Some(peer_id.clone());
+        // RFC 4555 §3.3: MOBIKE_SUPPORTED in the last IKE_AUTH response.
+        out.extend(self.negotiate_mobike_responder(&p));
         if p.notify(NotifyType::INITIAL_CONTACT).is_some() {
             ctx.out.effects.push(Effect::InitialContact { keep: self.handle, remote_id: peer_id.clone() });
         }
@@ -622,6 +629,7 @@ impl IkeSa {
                 self.ext.dns_domains = split_dns.accepted.clone();
             }
         }
+        self.negotiate_mobike_initiator(&p);
         self.state = IkeState::Established;
         self.rekey_at = ike_rekey_time(&self.conn, ctx);
         self.mid_sync = ctx.config.mid_sync;

@@ -90,6 +90,10 @@ impl IkeSa {
         sa.mid_sync = self.mid_sync;
         // Split-DNS domains, RFC 8983 and RFC 9593 state carry over.
         sa.ext = self.ext.clone();
+        if matches!(&sa.ext.mobike, super::Mobike::On(m) if m.pending.is_some()) {
+            // RFC 4555 §3.7: a check the old SA had not finished.
+            sa.enqueue(super::Queued::MobikeCheck);
+        }
         sa.rekey_at = ike_rekey_time(&self.conn, ctx);
         Ok(sa)
     }

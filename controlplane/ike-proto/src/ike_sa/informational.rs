@@ -15,10 +15,18 @@ use crate::message::{self, Payloads};
 use crate::sa::{Ctx, Effect};
 
 impl IkeSa {
-    pub(super) fn respond_informational(&mut self, ctx: &mut Ctx<'_>, payloads: &[Payload<'_>]) -> Result<Reply, ProtoError> {
+    pub(super) fn respond_informational(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        payloads: &[Payload<'_>],
+        local: std::net::SocketAddr,
+        remote: std::net::SocketAddr,
+    ) -> Result<Reply, ProtoError> {
         message::check(payloads, message::INFORMATIONAL)?;
         let p = Payloads(payloads);
-        let mut out = Vec::new();
+        // RFC 4555 (module `mobike`): COOKIE2, NAT detection and address
+        // updates; checked before anything else changes.
+        let mut out = self.respond_mobike(ctx, &p, local, remote)?;
         let mut spis_in = Vec::new();
         for d in p.deletes() {
             match d.protocol_id {

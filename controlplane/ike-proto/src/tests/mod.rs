@@ -24,3 +24,4 @@ mod clocks;
 mod scale;
 mod gikev2;
 mod resume;
+mod mobike;
