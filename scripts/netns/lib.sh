@@ -140,6 +140,12 @@ need_strongswan() {
   [[ -f /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so ]] || fail "strongSwan's kernel-libipsec plugin is missing (libcharon-extra-plugins)"
 }
 
+# esprit-ike's counter NAME from `esprit-ctl --json stats` (0 if absent).
+ike_counter() {
+  ectl --json stats >"$work/stats.json" || ike_fail "esprit-ctl stats failed"
+  /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["counters"].get(sys.argv[2], 0))' "$work/stats.json" "$1"
+}
+
 # A throwaway PKI made with openssl in DIR: make_pki DIR KEY CA_NAME DOMAIN
 # HOST... (KEY ecdsa | ed25519 | rsa): DIR/ca.pem, and DIR/HOST.pem +
 # DIR/HOST.key for each HOST, named (CN and subjectAltName DNS) HOST.DOMAIN,

@@ -27,6 +27,9 @@
 # whose outside address moves instead: the client's own address stays, so
 # charon learns of the new mapping from the NAT detection esprit answers in
 # its DPD (dpd_delay 1 s; RFC 4555 §3.8) and then sends UPDATE_SA_ADDRESSES.
+# NAT=1 DOES NOT PASS YET (charon never sends the UPDATE: its DPDs with NAT
+# detection are answered, but it sees no changed mapping), so run-all does
+# not run it; the README lists it as not working.
 set -uo pipefail
 rr=${RR:-1}
 nat=${NAT:-0}
@@ -148,8 +151,9 @@ esprit_before=$(spis); sw_before=$(sw_spis)
 hs_before=$(ike_counter 'esprit_ike_handshakes_total{role=responder}')
 init_before=$(ike_counter 'esprit_ike_init_requests_total{result=admitted}')
 
-# ESP from esprit to the new address, seen on the outside link.
-tcpdump -i mb-out -n -w "$work/esp.pcap" 'src host 172.16.29.1 and dst host 172.16.29.3 and udp and udp[8:4] != 0' >"$work/tcpdump.log" 2>&1 &
+# ESP from esprit to the new address, seen where it arrives (the
+# dataplane's af_packet TX bypasses the qdisc, so no tap sees it on mb-out).
+ip netns exec "$move_ns" tcpdump -i "$move_if" -n -w "$work/esp.pcap" 'src host 172.16.29.1 and dst host 172.16.29.3 and udp and udp[8:4] != 0' >"$work/tcpdump.log" 2>&1 &
 tcpdump_pid=$!; pids+=($tcpdump_pid)
 for _ in $(seq 50); do grep -q "listening on" "$work/tcpdump.log" && break; sleep 0.1; done
 grep -q "listening on" "$work/tcpdump.log" || ike_fail "tcpdump did not start: $(cat "$work/tcpdump.log")"
@@ -160,6 +164,9 @@ ping_pid=$!; pids+=($ping_pid)
 for _ in $(seq 50); do [[ $(grep -c "bytes from" "$work/ping.log") -ge 10 ]] && break; sleep 0.1; done
 [[ $(grep -c "bytes from" "$work/ping.log") -ge 10 ]] || ike_fail "the ping under test does not get through: $(tail -3 "$work/ping.log")"
 moved_at=$(date +%s.%N)
+# Deleting a primary address takes its secondaries with it unless the
+# kernel promotes them.
+ip netns exec "$move_ns" sysctl -qw "net.ipv4.conf.$move_if.promote_secondaries=1"
 ip -n "$move_ns" addr add 172.16.29.3/24 dev "$move_if"
 ip -n "$move_ns" addr del 172.16.29.2/24 dev "$move_if"
 if [[ $nat == 1 ]]; then
@@ -174,7 +181,7 @@ moved=$(ike_counter 'esprit_ike_mobike_updates_total{result=moved}')
 if [[ $rr == 1 ]]; then
   [[ $(ike_counter 'esprit_ike_mobike_updates_total{result=check_started}') -ge 1 ]] || ike_fail "no return-routability check before the move"
 fi
-grep -q "UPDATE_SA_ADDRESSES" "$work/sw/charon.log" || ike_fail "charon's log shows no UPDATE_SA_ADDRESSES"
+grep -q "N(UPD_SA_ADDR)" "$work/sw/charon.log" || ike_fail "charon's log shows no UPDATE_SA_ADDRESSES"
 wait $ping_pid 2>/dev/null || true
 
 # The outage: the longest silence between two answered pings around the move.
@@ -194,12 +201,28 @@ PY
 echo "  MOBIKE move: ping outage ${gap_ms} ms, ${lost} of ${sent} pings lost (every 50 ms; bound ${max_gap_ms} ms)"
 [[ $gap_ms -le $max_gap_ms ]] || ike_fail "the ping did not resume within ${max_gap_ms} ms of the address change (outage ${gap_ms} ms)"
 
+# The IKE SA is the same on both sides. charon 5.9.8 with kernel-libipsec
+# cannot move an installed SA (its update_sa says NOT_SUPPORTED), so after
+# the MOBIKE exchange it rekeys its Child SA itself (ike_mobike.c); esprit
+# has moved the old one in place by then (result=moved above, and the
+# ping outage). Then the only rekey is that one Child SA rekey, and the new
+# Child SA is on the new path.
 esprit_after=$(spis); sw_after=$(sw_spis)
-[[ $esprit_after == "$esprit_before" ]] || ike_fail "esprit's SAs changed: before '$esprit_before', after '$esprit_after'"
-[[ $sw_after == "$sw_before" ]] || ike_fail "strongSwan's SAs changed: before '$sw_before', after '$sw_after'"
+ike_only() { grep -o '^ike [0-9a-fx]* [0-9a-fx]*\|initiator-spi=[0-9a-f]* responder-spi=[0-9a-f]*' <<<"$1"; }
+[[ $(ike_only "$esprit_after") == "$(ike_only "$esprit_before")" ]] || ike_fail "esprit's IKE SA changed: before '$esprit_before', after '$esprit_after'"
+[[ $(ike_only "$sw_after") == "$(ike_only "$sw_before")" ]] || ike_fail "strongSwan's IKE SA changed: before '$sw_before', after '$sw_after'"
 [[ $(ike_counter 'esprit_ike_handshakes_total{role=responder}') == "$hs_before" ]] || ike_fail "a new IKE SA was set up"
 [[ $(ike_counter 'esprit_ike_init_requests_total{result=admitted}') == "$init_before" ]] || ike_fail "a new IKE_SA_INIT came in"
-[[ $(ike_counter 'esprit_ike_rekeys_total{kind=child}') == 0 && $(ike_counter 'esprit_ike_rekeys_total{kind=ike}') == 0 ]] || ike_fail "something was rekeyed"
+[[ $(ike_counter 'esprit_ike_rekeys_total{kind=ike}') == 0 ]] || ike_fail "the IKE SA was rekeyed"
+child_rekeys=$(ike_counter 'esprit_ike_rekeys_total{kind=child}')
+if grep -q "N(REKEY_SA)" "$work/sw/charon.log"; then
+  [[ $child_rekeys == 1 ]] || ike_fail "charon rekeyed its Child SA once after the move, esprit counts $child_rekeys Child SA rekeys"
+  child_note="charon then rekeyed its Child SA (kernel-libipsec cannot update an SA), on the new path"
+else
+  [[ $child_rekeys == 0 && $esprit_after == "$esprit_before" && $sw_after == "$sw_before" ]] \
+    || ike_fail "SAs changed: esprit '$esprit_before' -> '$esprit_after', strongSwan '$sw_before' -> '$sw_after'"
+  child_note="Child SA SPIs unchanged on both sides"
+fi
 [[ $(grep -c "initiating IKE_SA" "$work/sw/charon.log") == 1 ]] || ike_fail "charon initiated more than one IKE SA"
 
 ectl list-sas >"$work/sas.txt" || ike_fail "esprit-ctl list-sas failed"
@@ -213,5 +236,5 @@ ip netns exec mb-rw ping -c 3 -i 0.2 -W 2 192.168.129.2 >"$work/ping2.log" 2>&1 
 kill -INT $tcpdump_pid 2>/dev/null; wait $tcpdump_pid 2>/dev/null || true
 esp_pkts=$(tcpdump -n -r "$work/esp.pcap" 2>/dev/null | wc -l)
 [[ $esp_pkts -ge 3 ]] || ike_fail "tcpdump saw $esp_pkts ESP packet(s) from esprit to 172.16.29.3"
-echo "  esprit sent $esp_pkts ESP-in-UDP packets to 172.16.29.3 (tcpdump); IKE SA and Child SA SPIs unchanged on both sides"
+echo "  esprit sent $esp_pkts ESP-in-UDP packets to 172.16.29.3 (tcpdump); IKE SA SPIs unchanged on both sides; $child_note"
 pass

@@ -93,11 +93,6 @@ rw_ping() { ip netns exec rs-rw ping "$@" 192.168.119.2; }
 
 sw_sas() { "$peer" swanctl rs-rw "$work/sw" --list-sas --raw; }
 
-ike_counter() {
-  ectl --json stats >"$work/stats.json" || ike_fail "esprit-ctl stats failed"
-  /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["counters"].get(sys.argv[2], 0))' "$work/stats.json" "$1"
-}
-
 # Traffic through a kill and a restart: an iperf3 TCP transfer of SECONDS
 # from the virtual IP to the server and COUNT pings at 10 ms (-D, one line
 # each in $work/flood.log), started once at least MIN replies came back.
