@@ -6,7 +6,7 @@
 //! * `ike_init`: IKE_SA_INIT (RFC 7296 §1.2, §2.6 cookies, §2.7 INVALID_KE
 //!   retry, §2.23 NAT detection);
 //! * `intermediate`: RFC 9242 IKE_INTERMEDIATE with RFC 9370 additional key
-//!   exchanges and the IntAuth chain;
+//!   exchanges, the RFC 9867 PPK, and the IntAuth chain;
 //! * `ike_auth`: IKE_AUTH with PSK (§2.15) or RFC 7427 signatures, RFC 8784
 //!   PPKs, and the first Child SA (§1.2); `ike_config`: its CP payload
 //!   (§3.15);
