@@ -27,7 +27,7 @@ use ike_crypto::Secret;
 use ike_proto::split_dns::{DnsDomain, DnssecTa, SplitDnsPolicy};
 use ike_proto::{
     ChildConfig, ConnectionConfig, EndpointConfig, EspProposal, Extensions, Family, Identity, IkeProposal, Lifetimes, LocalAuth, Mode,
-    PoolConfig, Ppk, PpkConfig, RemoteAuth, RetransmitConfig, TrafficSelector, PPK_ID_FIXED, PPK_ID_OPAQUE,
+    PoolConfig, Ppk, PpkConfig, PpkExchange, RemoteAuth, RetransmitConfig, TrafficSelector, PPK_ID_FIXED, PPK_ID_OPAQUE,
 };
 use ike_proto::group::{GroupConfig, GroupId};
 use ike_wire::{EncrId, EsnId, IntegId, KeId, PrfId};
@@ -515,6 +515,24 @@ struct ConnPpkYaml {
     /// Refuse IKE SAs without this PPK (default: fall back to plain IKEv2).
     #[serde(default)]
     required: bool,
+    /// Where the PPK is negotiated: `either` (default: RFC 9867 in
+    /// IKE_INTERMEDIATE when the peer offers or answers it, so the PPK_ID
+    /// and IKE_AUTH are protected by PPK-derived keys; RFC 8784 in
+    /// IKE_AUTH otherwise), `intermediate` (RFC 9867 only: a peer without
+    /// it gets no PPK, refused when `required`) or `ike_auth` (RFC 8784
+    /// only).
+    #[serde(default)]
+    exchange: PpkExchangeYaml,
+}
+
+/// `ppk.exchange` of a connection.
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum PpkExchangeYaml {
+    #[default]
+    Either,
+    Intermediate,
+    IkeAuth,
 }
 
 fn default_port() -> u16 {
@@ -1169,7 +1187,12 @@ fn conn_ppk(at: &str, c: &ConnPpkYaml, ppks: &BTreeMap<String, Ppk>) -> Result<P
     if keys.is_empty() {
         return Err(err(at, "needs id (or ids) naming a PPK of ike.ppks"));
     }
-    Ok(PpkConfig { keys, required: c.required })
+    let exchange = match c.exchange {
+        PpkExchangeYaml::Either => PpkExchange::Either,
+        PpkExchangeYaml::Intermediate => PpkExchange::Intermediate,
+        PpkExchangeYaml::IkeAuth => PpkExchange::IkeAuth,
+    };
+    Ok(PpkConfig { keys, required: c.required, exchange })
 }
 
 fn pool(at: &str, name: &str, p: &PoolYaml) -> Result<PoolConfig, ConfigError> {
@@ -2070,6 +2093,18 @@ ike:
         assert_eq!((p.keys[1].id_type, hex::encode(&p.keys[1].secret[..])), (PPK_ID_FIXED, PPK_HEX.to_string()));
         // The Debug output of the whole config carries no key material.
         assert!(!format!("{c:?} {p:?}").contains("0011223344"));
+        assert_eq!(p.exchange, PpkExchange::Either, "RFC 9867 with RFC 8784 fallback by default");
+    }
+
+    #[test]
+    fn reads_where_the_ppk_is_negotiated() {
+        for (yaml, want) in [("intermediate", PpkExchange::Intermediate), ("ike_auth", PpkExchange::IkeAuth), ("either", PpkExchange::Either)] {
+            let y = with_ppks(&format!("    - {{ id: one, secret_hex: \"{PPK_HEX}\" }}\n"), &format!("      ppk: {{ id: one, exchange: {yaml} }}\n"));
+            let c = DaemonConfig::from_yaml(&y, std::path::Path::new("/")).unwrap();
+            assert_eq!(c.endpoint.connections[0].ppk.as_ref().unwrap().exchange, want, "{yaml}");
+        }
+        let y = with_ppks(&format!("    - {{ id: one, secret_hex: \"{PPK_HEX}\" }}\n"), "      ppk: { id: one, exchange: ike_intermediate }\n");
+        assert!(DaemonConfig::from_yaml(&y, std::path::Path::new("/")).is_err(), "an unknown exchange is refused");
     }
 
     #[test]

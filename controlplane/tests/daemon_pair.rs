@@ -117,6 +117,7 @@ impl Setup {
                 "pair" => 0,
                 "restart" => 4,
                 "ppk" => 8,
+                "ppk8784" => 10,
                 "aes192" => 16,
                 _ => 12,
             };
@@ -310,11 +311,12 @@ fn a_restarted_daemon_keeps_orphaned_sas_for_the_grace_period_then_deletes_them(
     assert_eq!(again.ok(Request::Stats)["orphan_slots"], 0);
 }
 
-/// Adds `ike.ppks` and a connection `ppk:` to a YAML of [`Setup`].
-fn with_ppk(yaml: &str, conn: &str, required: bool) -> String {
+/// Adds `ike.ppks` and a connection `ppk:` (negotiated in `exchange`) to a
+/// YAML of [`Setup`].
+fn with_ppk(yaml: &str, conn: &str, required: bool, exchange: &str) -> String {
     const PPK: &str = "8f3c6a0e2b7d41c59a1e0f6b3d2c7a48e5b9061f2d3c4b5a69788796a5b4c3d2";
     yaml.replace("  connections:\n", &format!("  ppks:\n    - {{ id: pqc-1, secret_hex: \"{PPK}\" }}\n  connections:\n"))
-        .replace(&format!("    {conn}:\n"), &format!("    {conn}:\n      ppk: {{ id: pqc-1, required: {required} }}\n"))
+        .replace(&format!("    {conn}:\n"), &format!("    {conn}:\n      ppk: {{ id: pqc-1, required: {required}, exchange: {exchange} }}\n"))
 }
 
 /// Turns a YAML of [`Setup`] into the ipsecme one: RFC 8598 domains in the
@@ -326,11 +328,24 @@ fn with_ext(yaml: &str) -> String {
         .replace("      child:\n        esp_proposals: [aes256gcm16]\n", ext_child)
 }
 
+/// Two daemons with a PPK, negotiated per RFC 9867 in IKE_INTERMEDIATE
+/// (`intermediate` on the responder, the default `either` on the
+/// initiator); [`two_daemons_with_an_rfc8784_ppk_show_and_count_it`] does
+/// the same in IKE_AUTH.
 #[test]
 fn two_daemons_with_a_ppk_show_and_count_it() {
-    let s = Setup::new("ppk");
-    let resp = start(&s.dir, "resp", &with_ppk(&s.responder(30), "rw", true));
-    let init = start(&s.dir, "init", &with_ppk(&s.initiator(), "home", false));
+    ppk_pair("intermediate", "either");
+}
+
+#[test]
+fn two_daemons_with_an_rfc8784_ppk_show_and_count_it() {
+    ppk_pair("ike_auth", "either");
+}
+
+fn ppk_pair(resp_exchange: &str, init_exchange: &str) {
+    let s = Setup::new(if resp_exchange == "ike_auth" { "ppk8784" } else { "ppk" });
+    let resp = start(&s.dir, "resp", &with_ppk(&s.responder(30), "rw", true, resp_exchange));
+    let init = start(&s.dir, "init", &with_ppk(&s.initiator(), "home", false, init_exchange));
     init.ok(Request::Initiate { conn: "home".into() });
     wait_for("a Child SA on both sides", || established_children(&init).len() == 1 && established_children(&resp).len() == 1);
     for r in [&init, &resp] {

@@ -13,8 +13,11 @@
 #   release), so its IKE_INTERMEDIATE carries no key exchange: with
 #   intermediate=yes it runs one empty IKE_INTERMEDIATE exchange (and, for
 #   PPKs, offers draft-ietf-ipsecme-ikev2-qr-alt-04's USE_PPK_INT -- now
-#   RFC 9867 -- which esprit does not implement yet, so does not answer). esprit offers x25519 + ke1_ecp256 and falls back to
-#   x25519 alone; list-sas must show no additional key exchange.
+#   RFC 9867). esprit's connections here have `ppk.exchange: ike_auth`
+#   (RFC 8784 only), so it does not answer USE_PPK_INT and this test keeps
+#   covering RFC 8784 next to IKE_INTERMEDIATE; RFC 9867 with pluto 5.2 is
+#   ike-libreswan5-ppkint.sh. esprit offers x25519 + ke1_ecp256 and falls
+#   back to x25519 alone; list-sas must show no additional key exchange.
 # * pluto initiating, intermediate=yes, ppk=propose; esprit responding with
 #   the PPK mandatory: the empty IKE_INTERMEDIATE enters both AUTH payloads
 #   (RFC 9242 IntAuth), then the RFC 8784 PPK in IKE_AUTH (pluto: "PPK AUTH
@@ -83,7 +86,7 @@ $([[ $cn == init* ]] && echo "      remote: 10.78.0.2")
       local_auth: { psk: "$psk" }
       remote_auth: { psk: "$psk" }
       proposals: [$p]
-      ppk: { id: pqc-5, required: true }
+      ppk: { id: pqc-5, required: true, exchange: ike_auth }
       child:
         esp_proposals: [aes256gcm16]
         local_ts: [192.168.140.0/24]

@@ -21,6 +21,15 @@
 //! * RFC 7296 §2.15: PSK `AUTH = prf( prf(Shared Secret, "Key Pad for IKEv2"), <SignedOctets>)`
 //!   and `MACedIDFor[IR] = prf(SK_p[ir], RestOf[IR]IDPayload)` ([`psk_auth`], [`maced_id`]).
 //! * RFC 8784 §3: PPK mixing `SK_d = prf+ (PPK, SK_d')` etc. ([`IkeSaKeys::mix_ppk`]).
+//! * RFC 9867 (PPK in IKE_INTERMEDIATE): `SKEYSEED' = prf+ (PPK, SK_d)`, as
+//!   long as SK_d (the PRF's preferred key length), then all seven SK_* again
+//!   with the RFC 7296 prf+ seed ([`skeyseed_ppk_intermediate`]); the PPK
+//!   Confirmation of N(PPK_IDENTITY_KEY) is the first 8 octets of
+//!   `prf(PPK, Ni | Nr | SPIi | SPIr)` ([`ppk_confirmation`]). Checked
+//!   against libreswan 5.2 (lib/libswan/ikev2_prf.c
+//!   `ikev2_ike_sa_ppk_interm_skeyseed`, programs/pluto/ikev2_ike_intermediate.c
+//!   `calc_ppk_confirmation`), which implements draft-ietf-ipsecme-ikev2-qr-alt
+//!   (published as RFC 9867); see docs/ppk.md for what was and was not read.
 //!
 //! Guarantees: every key is a [`Secret`] (zeroized on drop); g^ir is taken
 //! as the caller gives it (key exchanges in [`crate::ke`] already return the
@@ -153,6 +162,28 @@ impl IkeSaKeys {
 /// For callers that must keep SK_pi' and SK_pr' too (NO_PPK_AUTH).
 pub fn mix_ppk_key(prf: &dyn Prf, ppk: &[u8], sk_x: &[u8]) -> Result<Secret, Error> {
     prf_plus(prf, ppk, &[sk_x], sk_x.len())
+}
+
+/// RFC 9867: the SKEYSEED the IKE SA keys are derived from again once a
+/// PPK was agreed in IKE_INTERMEDIATE: `SKEYSEED' = prf+ (PPK, SK_d)` with
+/// SK_d the current one (after every RFC 9370 additional key exchange),
+/// as long as SK_d. Expand with [`IkeSaKeys::derive`] (the IKE_SA_INIT
+/// nonces and SPIs).
+pub fn skeyseed_ppk_intermediate(prf: &dyn Prf, ppk: &[u8], sk_d: &[u8]) -> Result<Secret, Error> {
+    prf_plus(prf, ppk, &[sk_d], sk_d.len())
+}
+
+/// Length of the PPK Confirmation in N(PPK_IDENTITY_KEY) (RFC 9867).
+pub const PPK_CONFIRMATION_LEN: usize = 8;
+
+/// RFC 9867 PPK Confirmation: the first [`PPK_CONFIRMATION_LEN`] octets of
+/// `prf(PPK, Ni | Nr | SPIi | SPIr)`. It lets the responder check that it
+/// holds the same PPK before using it, without revealing the PPK.
+pub fn ppk_confirmation(prf: &dyn Prf, ppk: &[u8], nonce_i: &[u8], nonce_r: &[u8], spi_i: &[u8; 8], spi_r: &[u8; 8]) -> Result<[u8; PPK_CONFIRMATION_LEN], Error> {
+    let full = prf.prf(ppk, &[nonce_i, nonce_r, spi_i, spi_r])?;
+    let mut out = [0u8; PPK_CONFIRMATION_LEN];
+    out.copy_from_slice(full.get(..PPK_CONFIRMATION_LEN).ok_or(Error::InvalidKey("PRF output shorter than the PPK Confirmation"))?);
+    Ok(out)
 }
 
 /// Child SA KEYMAT (RFC 7296 §2.17, RFC 9370 §2.2.4):

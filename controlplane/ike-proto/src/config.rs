@@ -400,6 +400,37 @@ pub struct PpkConfig {
     /// Mandatory: refuse IKE SAs without a PPK. Optional: fall back to
     /// plain IKEv2 (as initiator, NO_PPK_AUTH is sent for that).
     pub required: bool,
+    /// In which exchange the PPK is negotiated and mixed in.
+    pub exchange: PpkExchange,
+}
+
+/// Where a connection's PPK is negotiated: RFC 9867 (in IKE_INTERMEDIATE,
+/// before IKE_AUTH, so the PPK_ID and everything after it are protected by
+/// PPK-derived keys) or RFC 8784 (in IKE_AUTH, under the keys of the
+/// classical key exchange).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PpkExchange {
+    /// Offer both; RFC 9867 when the peer takes it, RFC 8784 otherwise.
+    /// A responder answers RFC 9867 to an initiator that offers it.
+    #[default]
+    Either,
+    /// RFC 9867 only: a peer without it gets no PPK (refused if the PPK is
+    /// required), so the PPK_ID never travels under classical-only keys.
+    Intermediate,
+    /// RFC 8784 only (neither sends nor answers USE_PPK_INT).
+    IkeAuth,
+}
+
+impl PpkExchange {
+    /// RFC 9867 offered (initiator) or accepted (responder).
+    pub fn intermediate(self) -> bool {
+        matches!(self, Self::Either | Self::Intermediate)
+    }
+
+    /// RFC 8784 offered or accepted.
+    pub fn ike_auth(self) -> bool {
+        matches!(self, Self::Either | Self::IkeAuth)
+    }
 }
 
 impl PpkConfig {

@@ -6,7 +6,7 @@
 //! * `ike_init`: IKE_SA_INIT (RFC 7296 §1.2, §2.6 cookies, §2.7 INVALID_KE
 //!   retry, §2.23 NAT detection);
 //! * `intermediate`: RFC 9242 IKE_INTERMEDIATE with RFC 9370 additional key
-//!   exchanges and the IntAuth chain;
+//!   exchanges, the RFC 9867 PPK, and the IntAuth chain;
 //! * `ike_auth`: IKE_AUTH with PSK (§2.15) or RFC 7427 signatures, RFC 8784
 //!   PPKs, and the first Child SA (§1.2); `ike_config`: its CP payload
 //!   (§3.15);
@@ -147,6 +147,25 @@ pub struct InitData {
     /// answered so far (RFC 9242 §3 lets the initiator run them for other
     /// purposes, e.g. libreswan 5.2's `intermediate=yes`); bounded.
     pub empty_intermediates: u8,
+    /// RFC 9867: where the PPK negotiated in IKE_INTERMEDIATE stands.
+    pub ppk_int: PpkInt,
+}
+
+/// RFC 9867 progress of the initial exchanges.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PpkInt {
+    /// Not negotiated: N(USE_PPK_INT) did not go both ways (RFC 8784 or no
+    /// PPK instead).
+    Off,
+    /// Negotiated; N(PPK_IDENTITY_KEY) goes in the last IKE_INTERMEDIATE
+    /// exchange (the one of the last RFC 9370 additional key exchange, or
+    /// one of its own).
+    Pending,
+    /// The PPK with this PPK_ID (type octet, then the ID) was mixed into
+    /// the keys.
+    Used(Vec<u8>),
+    /// The peers had no PPK in common; the keys stayed classical.
+    NotUsed,
 }
 
 /// A Child SA.
@@ -248,9 +267,13 @@ enum Then {
 }
 
 struct KeyUpdate {
-    /// `None` after an IKE_INTERMEDIATE without a key exchange: IntAuth
+    /// `None` after an IKE_INTERMEDIATE that changed no key: IntAuth
     /// grows, the keys stay.
     keys: Option<IkeKeys>,
+    /// The exchange ran the next RFC 9370 additional key exchange.
+    additional_ke: bool,
+    /// RFC 9867: the outcome of the PPK negotiated in this exchange.
+    ppk: Option<PpkInt>,
     int_auth_i: Vec<u8>,
 }
 

@@ -93,7 +93,7 @@ pub const FUZZING_HARNESS: bool = cfg!(feature = "fuzzing");
 
 pub use config::{
     ChildConfig, ConnectionConfig, EapConfig, EndpointConfig, EspProposal, Extensions, Family, FragmentationConfig, Identity, IkeProposal, Lifetimes, LocalAuth, Mode,
-    PoolConfig, Ppk, PpkConfig, RemoteAuth, RetransmitConfig, PPK_ID_FIXED, PPK_ID_OPAQUE,
+    PoolConfig, Ppk, PpkConfig, PpkExchange, RemoteAuth, RetransmitConfig, PPK_ID_FIXED, PPK_ID_OPAQUE,
 };
 pub use auth_job::{AuthDone, AuthJob};
 pub use eap::{AaaAnswer, AaaOutcome, AaaRequest};

@@ -382,6 +382,24 @@ impl IkeKeys {
         Self::derive(crypto, &self.suite, &skeyseed, ni, nr, spi_i, spi_r, role)
     }
 
+    /// RFC 9867: the keys once a PPK was agreed in IKE_INTERMEDIATE,
+    /// `SKEYSEED' = prf+ (PPK, SK_d)` expanded like any SKEYSEED (all seven
+    /// keys change, SK_e and SK_a included).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_ppk(
+        &self,
+        crypto: &dyn CryptoProvider,
+        ppk: &[u8],
+        ni: &[u8],
+        nr: &[u8],
+        spi_i: u64,
+        spi_r: u64,
+        role: Role,
+    ) -> Result<Self, ProtoError> {
+        let skeyseed = keys::skeyseed_ppk_intermediate(&*self.prf, ppk, &self.sk_d)?;
+        Self::derive(crypto, &self.suite, &skeyseed, ni, nr, spi_i, spi_r, role)
+    }
+
     /// SKEYSEED of the initial exchange: `prf(Ni | Nr, g^ir)`.
     #[allow(clippy::too_many_arguments)]
     pub fn initial(

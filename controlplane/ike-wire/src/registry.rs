@@ -373,8 +373,13 @@ registry! {
         SUPPORTED_AUTH_METHODS = 16443,
         /// RFC 9611 [I].
         SA_RESOURCE_INFO = 16444,
-        /// RFC 9867 [I].
+        /// RFC 9867 (the PPK in IKE_INTERMEDIATE), in IKE_SA_INIT [I]:
+        /// libreswan 5.2 and main `include/ietf_constants.h`
+        /// (`v2N_USE_PPK_INT = 16445`, "RFC-ietf-ipsecme-ikev2-qr-alt"),
+        /// interop-tested with pluto 5.2 (docs/ppk-intermediate.md).
         USE_PPK_INT = 16445,
+        /// RFC 9867, in IKE_INTERMEDIATE: `PPK_ID | PPK Confirmation` [I]
+        /// (same source, `v2N_PPK_IDENTITY_KEY = 16446`).
         PPK_IDENTITY_KEY = 16446,
     }
 }

@@ -71,12 +71,14 @@ impl IkeSa {
             .cloned()
             .ok_or(ProtoError::AuthenticationFailed)?;
         let RemoteAuth::Eap(eap_cfg) = &conn.remote_auth else { return Err(ProtoError::AuthenticationFailed) };
+        let IkeState::HalfOpen(init) = &self.state else { return Err(ProtoError::MessageId) };
         // RFC 8784 with EAP is not implemented: a connection that demands
-        // a PPK refuses.
-        if conn.ppk.as_ref().is_some_and(|c| c.required) {
+        // a PPK refuses, unless RFC 9867 already mixed one bound to it
+        // into the keys.
+        let ppk_int_bound = matches!(&init.ppk_int, super::PpkInt::Used(id) if conn.ppk.as_ref().is_some_and(|c| c.find(id).is_some()));
+        if conn.ppk.as_ref().is_some_and(|c| c.required) && !ppk_int_bound {
             return Err(ProtoError::AuthenticationFailed);
         }
-        let IkeState::HalfOpen(init) = &self.state else { return Err(ProtoError::MessageId) };
         if !init.pending_ke.is_empty() {
             return Err(ProtoError::Invalid("IKE_AUTH before the additional key exchanges"));
         }

@@ -13,7 +13,7 @@ use ike_wire::{
     parse_inner, CfgAttrType, CfgAttribute, CfgType, Cp, ExchangeType, Header, Notify, NotifyType, Payload,
 };
 
-use super::{ChildRequest, IkeSa, IkeState, InitData, Queued, Reply, Task, Then, Via, ike_rekey_time, notify_payload, peer_auth_methods, supported_auth_methods};
+use super::{ChildRequest, IkeSa, IkeState, InitData, PpkInt, Queued, Reply, Task, Then, Via, ike_rekey_time, notify_payload, peer_auth_methods, supported_auth_methods};
 use crate::auth_job::{AuthDone, AuthJob, Phase, SignWork, VerifyWork};
 use crate::config::{ConnectionConfig, Family, Identity, LocalAuth, Mode, RemoteAuth};
 use crate::error::ProtoError;
@@ -87,8 +87,27 @@ pub(super) struct PendingAuth {
 /// RFC 8784 §3 responder rules (Table 1 and the PPK_ID checks) for the
 /// connection chosen by the initiator's identity. Errors are
 /// AUTHENTICATION_FAILED.
-pub(super) fn ppk_decision<'a>(conn: &'a ConnectionConfig, negotiated: bool, p: &Payloads<'_, '_>) -> Result<PpkDecision<'a>, ProtoError> {
+///
+/// After RFC 9867 (`ppk_int` not `Off`) the PPK is already in the keys or
+/// not: the chosen connection must be one the PPK is bound to (it lists
+/// that PPK_ID; RFC 8784 §3 "not bound to the IDi"), and a connection that
+/// demands a PPK refuses an IKE SA without one.
+pub(super) fn ppk_decision<'a>(conn: &'a ConnectionConfig, negotiated: bool, ppk_int: &PpkInt, p: &Payloads<'_, '_>) -> Result<PpkDecision<'a>, ProtoError> {
     let required = conn.ppk.as_ref().is_some_and(|c| c.required);
+    match ppk_int {
+        PpkInt::Off => {}
+        PpkInt::Used(id) => {
+            return if conn.ppk.as_ref().is_some_and(|c| c.exchange.intermediate() && c.find(id).is_some()) {
+                Ok(PpkDecision::None)
+            } else {
+                Err(ProtoError::AuthenticationFailed)
+            };
+        }
+        // Pending: the initiator went to IKE_AUTH without the PPK exchange.
+        PpkInt::Pending | PpkInt::NotUsed => {
+            return if required { Err(ProtoError::AuthenticationFailed) } else { Ok(PpkDecision::None) };
+        }
+    }
     if !negotiated {
         // No USE_PPK from the initiator (or none of our connections has
         // PPKs): plain IKEv2, unless this one demands a PPK.
@@ -309,7 +328,7 @@ impl IkeSa {
         }
         let int_auth = init.int_auth_for(message_id);
         let keys = self.keys.as_ref().ok_or(ProtoError::Invalid("no keys"))?;
-        let decision = ppk_decision(&conn, self.ppk_negotiated, &p)?;
+        let decision = ppk_decision(&conn, self.ppk_negotiated, &init.ppk_int, &p)?;
         let mixed = match &decision {
             PpkDecision::Use(k) => Some(PpkKeys::mix(keys, &k.secret)?),
             _ => None,
@@ -378,6 +397,7 @@ impl IkeSa {
         };
         self.ext.peer_auth_methods = peer_methods;
         self.ext.auth_scheme = scheme;
+        let rfc8784_ppk = mixed.is_some();
         if let Some(m) = mixed {
             // Before the Child SA's KEYMAT: it comes from the mixed SK_d.
             if let Some(k) = self.keys.as_mut() {
@@ -393,7 +413,7 @@ impl IkeSa {
         }
         out.extend(certs_r.into_iter().map(Payload::Cert));
         out.push(Payload::Auth(auth_r));
-        if self.ppk_used {
+        if rfc8784_ppk {
             // §3: the responder's PPK_IDENTITY carries no PPK_ID.
             out.push(notify_payload(NotifyType::PPK_IDENTITY));
         }

@@ -15,7 +15,7 @@ use ike_wire::{
     Nonce, Notify, NotifyType, Payload,
 };
 
-use super::{IkeSa, IkeState, InitChoice, InitData, MAX_INIT_RETRIES, Signatures, Task, notify_payload, peer_auth_methods, supported_auth_methods};
+use super::{IkeSa, IkeState, InitChoice, InitData, MAX_INIT_RETRIES, PpkInt, Signatures, Task, notify_payload, peer_auth_methods, supported_auth_methods};
 use crate::config::{ConnectionConfig, EndpointConfig};
 use crate::error::ProtoError;
 use crate::event::DownReason;
@@ -71,14 +71,22 @@ impl IkeSa {
         if fragmentation {
             p.push(notify_payload(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED));
         }
-        // RFC 9242 §3.1, RFC 9370 §2.2.1: announced when we offer ADDKE.
-        if intermediate && self.conn.ike_proposals.iter().any(|p| p.has_additional_ke()) {
+        // RFC 9867: the PPK in IKE_INTERMEDIATE, when we may use it there.
+        let ppk_int = intermediate && self.conn.ppk.as_ref().is_some_and(|c| c.exchange.intermediate());
+        // RFC 9242 §3.1, RFC 9370 §2.2.1: announced when we offer ADDKE
+        // (or, RFC 9867, the PPK in IKE_INTERMEDIATE).
+        if intermediate && (ppk_int || self.conn.ike_proposals.iter().any(|p| p.has_additional_ke())) {
             p.push(notify_payload(NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED));
         }
         p.push(Payload::Notify(sa::signature_hashes_notify()));
         // RFC 8784 §3: also on COOKIE / INVALID_KE retries (rebuilt here).
-        if self.conn.ppk.is_some() {
+        if self.conn.ppk.as_ref().is_some_and(|c| c.exchange.ike_auth()) {
             p.push(notify_payload(NotifyType::USE_PPK));
+        }
+        // RFC 9867: N(USE_PPK_INT), next to USE_PPK when RFC 8784 is the
+        // fallback (libreswan sends both the same way).
+        if ppk_int {
+            p.push(notify_payload(NotifyType::USE_PPK_INT));
         }
         message::plain(self.header(ExchangeType::IKE_SA_INIT, false, 0), p)
     }
@@ -167,9 +175,16 @@ impl IkeSa {
             out.push(notify_payload(NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED));
         }
         out.push(Payload::Notify(sa::signature_hashes_notify()));
-        // RFC 8784 §3: answer USE_PPK when a connection that could be
-        // chosen in IKE_AUTH has PPKs.
-        if p.notify(NotifyType::USE_PPK).is_some() && conns.iter().any(|c| c.ppk.is_some()) {
+        // RFC 9867: answer USE_PPK_INT (and then not USE_PPK) when both
+        // announced IKE_INTERMEDIATE and a connection that could be chosen
+        // in IKE_AUTH takes its PPK there. RFC 8784 §3 otherwise: answer
+        // USE_PPK when such a connection has PPKs for IKE_AUTH.
+        let ppk_int = intermediate
+            && p.notify(NotifyType::USE_PPK_INT).is_some()
+            && conns.iter().any(|c| c.ppk.as_ref().is_some_and(|k| k.exchange.intermediate()));
+        if ppk_int {
+            out.push(notify_payload(NotifyType::USE_PPK_INT));
+        } else if p.notify(NotifyType::USE_PPK).is_some() && conns.iter().any(|c| c.ppk.as_ref().is_some_and(|k| k.exchange.ike_auth())) {
             out.push(notify_payload(NotifyType::USE_PPK));
             sa.ppk_negotiated = true;
         }
@@ -187,7 +202,11 @@ impl IkeSa {
         sa.xm.record_response(0, request, vec![response.clone()]);
         sa.transmit(ctx, &response);
         sa.init_key = Some((spi_i, ni.data.to_vec()));
-        sa.state = IkeState::HalfOpen(Box::new(InitData::new(ni.data.to_vec(), nr, request.to_vec(), response.clone(), suite.additional_ke.clone())));
+        let mut init = InitData::new(ni.data.to_vec(), nr, request.to_vec(), response.clone(), suite.additional_ke.clone());
+        if ppk_int {
+            init.ppk_int = PpkInt::Pending;
+        }
+        sa.state = IkeState::HalfOpen(Box::new(init));
         Ok((sa, response))
     }
 
@@ -231,15 +250,28 @@ impl IkeSa {
             self.close(ctx, DownReason::Refused(t));
             return;
         }
-        self.ppk_negotiated = self.conn.ppk.is_some() && p.notify(NotifyType::USE_PPK).is_some();
-        if self.conn.ppk.as_ref().is_some_and(|c| c.required) && !self.ppk_negotiated {
-            // RFC 8784 §3: a mandatory PPK and a responder without USE_PPK:
-            // abort (the peer can never authenticate as this policy needs).
+        // RFC 9867 when the responder answered USE_PPK_INT (with
+        // IKE_INTERMEDIATE), RFC 8784 when it answered USE_PPK.
+        let ppk = self.conn.ppk.as_ref();
+        let ppk_int = ppk.is_some_and(|c| c.exchange.intermediate())
+            && ctx.config.intermediate
+            && p.notify(NotifyType::USE_PPK_INT).is_some()
+            && p.notify(NotifyType::INTERMEDIATE_EXCHANGE_SUPPORTED).is_some();
+        self.ppk_negotiated = !ppk_int && ppk.is_some_and(|c| c.exchange.ike_auth()) && p.notify(NotifyType::USE_PPK).is_some();
+        if ppk.is_some_and(|c| c.required) && !ppk_int && !self.ppk_negotiated {
+            // RFC 8784 §3: a mandatory PPK and a responder without USE_PPK
+            // (or USE_PPK_INT): abort (the peer can never authenticate as
+            // this policy needs).
             self.close(ctx, DownReason::AuthenticationFailed);
             return;
         }
         match self.complete_ike_sa_init(ctx, task, msg, bytes, local, remote) {
-            Ok(init) => self.start_next_initial_exchange(ctx, init),
+            Ok(mut init) => {
+                if ppk_int {
+                    init.ppk_int = PpkInt::Pending;
+                }
+                self.start_next_initial_exchange(ctx, init)
+            }
             Err(_) => self.close(ctx, DownReason::Refused(NotifyType::INVALID_SYNTAX)),
         }
     }
@@ -310,7 +342,10 @@ impl IkeSa {
     /// follows the last IKE_INTERMEDIATE's).
     pub(super) fn start_next_initial_exchange(&mut self, ctx: &mut Ctx<'_>, mut init: InitData) {
         let r = match init.pending_ke.pop_front() {
-            Some(method) => self.start_intermediate(ctx, init, method),
+            Some(method) => self.start_intermediate(ctx, init, Some(method)),
+            // RFC 9867 without additional key exchanges: an exchange for
+            // the PPK alone.
+            None if init.ppk_int == PpkInt::Pending => self.start_intermediate(ctx, init, None),
             None => match self.conn.ext.groups.first().cloned() {
                 // RFC 9838 §2.3.1: a group member registers instead.
                 Some(m) => self.start_gsa_auth(ctx, init, m),

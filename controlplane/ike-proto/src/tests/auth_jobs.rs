@@ -234,6 +234,7 @@ fn optional_ppks_with_deferred_signatures_send_auth_and_no_ppk_auth() {
         Some(crate::PpkConfig {
             keys: vec![crate::Ppk { id_type: crate::PPK_ID_FIXED, id: id.as_bytes().to_vec(), secret: Secret::new(vec![0x5a; 32]) }],
             required: false,
+            exchange: crate::PpkExchange::IkeAuth,
         })
     };
     let up_with_ppk = |p: &Pair, side: Side| {

@@ -208,6 +208,7 @@ fn ppks_work_with_signature_authentication_including_no_ppk_auth() {
         Some(crate::PpkConfig {
             keys: vec![crate::Ppk { id_type: crate::PPK_ID_FIXED, id: id.as_bytes().to_vec(), secret: Secret::new(vec![0x5a; 32]) }],
             required,
+            exchange: crate::PpkExchange::IkeAuth,
         })
     };
     let up_with_ppk = |p: &Pair, side: Side| {

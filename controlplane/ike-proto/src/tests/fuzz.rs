@@ -27,6 +27,7 @@ fn configs() -> (crate::EndpointConfig, crate::EndpointConfig) {
     let ppk = crate::PpkConfig {
         keys: vec![crate::Ppk { id_type: crate::PPK_ID_FIXED, id: b"fuzz".to_vec(), secret: ike_crypto::Secret::new(vec![7; 32]) }],
         required: false,
+        exchange: crate::PpkExchange::IkeAuth,
     };
     ca.ppk = Some(ppk.clone());
     cb.ppk = Some(ppk);

@@ -14,6 +14,7 @@ mod auth_jobs;
 mod fragments;
 mod consistency;
 mod ppk;
+mod ppk_int;
 mod iiv;
 mod cfg_ext;
 mod labels;

@@ -9,7 +9,7 @@ use sha2::Sha256;
 
 use super::util::*;
 use crate::message::Payloads;
-use crate::{ConnectionConfig, DownReason, Ppk, PpkConfig, PPK_ID_FIXED, PPK_ID_OPAQUE};
+use crate::{ConnectionConfig, DownReason, Ppk, PpkConfig, PpkExchange, PPK_ID_FIXED, PPK_ID_OPAQUE};
 
 const PPK_A: &[u8] = b"0123456789abcdef0123456789abcdef-post-quantum";
 
@@ -31,7 +31,7 @@ fn pair(seed: u64, a: Option<PpkConfig>, b: Option<PpkConfig>) -> Pair {
 }
 
 fn policy(keys: Vec<Ppk>, required: bool) -> Option<PpkConfig> {
-    Some(PpkConfig { keys, required })
+    Some(PpkConfig { keys, required, exchange: PpkExchange::IkeAuth })
 }
 
 /// Whether each side's (only) IKE SA used a PPK, from the IkeSaUp events
@@ -288,7 +288,7 @@ fn use_ppk_stays_on_the_cookie_retry() {
 
 #[test]
 fn ppk_ids_match_exactly_and_only_with_a_defined_type() {
-    let c = PpkConfig { keys: vec![ppk("pqc-1", PPK_A)], required: true };
+    let c = PpkConfig { keys: vec![ppk("pqc-1", PPK_A)], required: true, exchange: PpkExchange::IkeAuth };
     assert!(c.find(b"\x02pqc-1").is_some());
     assert!(c.find(b"\x01pqc-1").is_some(), "PPK_ID_OPAQUE names the same key");
     for bad in [&b""[..], b"\x02", b"\x00pqc-1", b"\x03pqc-1", b"\x80pqc-1", b"\x02pqc-", b"\x02pqc-11", b"\x02PQC-1"] {
