@@ -526,3 +526,54 @@ fn address_preservation_copies_inner_addresses_and_checks_them_inbound() {
     t.preserve_dst = true;
     assert_eq!(OutboundSa::new(&t).err(), Some(esp::SaError::PreserveNeedsTunnel));
 }
+
+/// `classify` answers the common case (option-less, unfragmented IPv4 with
+/// raw ESP) inline; whatever the packet, it gives what the general path
+/// (`classify_with_port` on 4500) gives: every octet of the outer header
+/// and the SPI flipped, with the checksum left or made right again, every
+/// Total Length, every truncation.
+#[test]
+fn classify_fast_case_agrees_with_the_general_path() {
+    let p = pair(&params(Suite::AES128_GCM_16, false, Some(false), false), Backend::RustCrypto);
+    let wire = seal_one(&p, &udp_v4(64));
+    assert_eq!(wire[0], 0x45);
+    let fix = |b: &mut [u8]| {
+        b[10] = 0;
+        b[11] = 0;
+        let mut sum = 0u32;
+        for w in b[..20].chunks(2) {
+            sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        b[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    };
+    let same = |b: &[u8], what: &str| {
+        assert_eq!(classify(b), esp::classify_with_port(b, esp_wire::NAT_T_PORT), "{what}");
+    };
+    let mut cases = 0;
+    for at in 0..28 {
+        for x in [0x01u8, 0x02, 0x04, 0x10, 0x20, 0x40, 0x80, 0xff] {
+            let mut b = wire.clone();
+            b[at] ^= x;
+            same(&b, &format!("octet {at} ^ {x:#x}"));
+            if at < 20 && !(10..12).contains(&at) {
+                fix(&mut b);
+                same(&b, &format!("octet {at} ^ {x:#x}, checksum fixed"));
+            }
+            cases += 1;
+        }
+    }
+    for total in 0..wire.len() + 4 {
+        let mut b = wire.clone();
+        b[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        fix(&mut b);
+        same(&b, &format!("total length {total}"));
+    }
+    for len in 0..wire.len() {
+        same(&wire[..len], &format!("truncated to {len}"));
+    }
+    assert!(cases > 200);
+    assert!(classify(&wire).is_ok());
+}

@@ -9,7 +9,7 @@
 //!
 //! Keys: the AEAD holds the only key a context needs (wiped when it dies,
 //! see `crate::crypto`); the slot record an inbound context keeps for its
-//! selectors has its key and salt zeroed first, and every transient copy
+//! window settings has its key and salt zeroed first, and every transient copy
 //! of a record (the journal's batch of changes, a read) is wiped after use.
 
 use std::net::IpAddr;
@@ -42,9 +42,10 @@ pub(super) enum SaCtx {
     /// not parsed back out of every packet).
     /// `sel`: its selectors and segment, for the SPD's SA search.
     Out { sa: Box<OutboundSa>, aead: Aead, esn: bool, tunnel_dst: Option<IpAddr>, sel: Box<SaSelectors> },
-    /// `params`: the slot record for the selector check, key and salt zeroed;
+    /// `params`: the slot record (its window settings), key and salt zeroed;
+    /// `sel`: its selectors as ranges, for the check of each decrypted packet;
     /// `segment`: the inside VLAN its decrypted packets go to (its label's).
-    In { id: SaId, sa: Box<InboundSa>, aead: Aead, params: Box<SlotParams>, segment: u16 },
+    In { id: SaId, sa: Box<InboundSa>, aead: Aead, params: Box<SlotParams>, sel: Box<SaSelectors>, segment: u16 },
     /// Inbound SA owned by another worker.
     Foreign,
     /// Parameters the ESP engine refused; its packets are dropped.
@@ -148,8 +149,14 @@ fn wipe_dead_stack() {
 }
 
 impl Worker<'_, '_> {
+    /// The worker that owns an inbound SA (slot % workers); with one
+    /// worker no division per packet.
+    #[inline]
     pub(super) fn owner(&self, id: SaId) -> usize {
-        id.slot() as usize % self.env.workers
+        match self.env.workers {
+            1 => 0,
+            w => id.slot() as usize % w,
+        }
     }
 
     pub(super) fn install(&mut self, id: SaId, p: &SlotParams) {
@@ -248,7 +255,8 @@ impl Worker<'_, '_> {
                     let segment = self.env.policy.segment_of_label(p.sec_label());
                     let mut kept = *p;
                     kept.wipe_key();
-                    SaCtx::In { id, sa: Box::new(sa), aead, params: Box::new(kept), segment }
+                    let sel = Box::new(SaSelectors::of(p, self.env.policy));
+                    SaCtx::In { id, sa: Box::new(sa), aead, params: Box::new(kept), sel, segment }
                 }
                 Err(_) => return (SaCtx::Unusable, Backends::UNUSABLE, Some(("params_refused", REFUSED))),
             }
