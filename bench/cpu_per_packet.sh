@@ -11,14 +11,10 @@
 # time of its one lcore between its per-second statistics prints) with
 # BACKEND secgw-lookaside or secgw-cpu-crypto.
 #
-# DIR=in measures inbound instead: bench/secgw's inrSIZE.pcap (the same
-# traffic to 192.168.115.x, the range of ipsec-secgw's inbound SA 4201)
-# sealed by esprit into one ESP capture (SPI 4201, AES-128-GCM, IPv4 tunnel
-# 172.16.2.5 -> 172.16.1.5, the keys of sa-*.cfg), replayed forever into
-# esprit's outside port (inside: net_null) or into ipsec-secgw's unprotected
-# port 1 (its protected port 0: net_null). Anti-replay is off on both sides
-# (a replayed capture repeats its sequence numbers; ipsec-secgw's window is
-# 0 without -w): CPU time per packet decrypted and forwarded.
+# DIR=in measures esprit's inbound instead, on compare.sh's inbound harness
+# (the same pcap sealed by esprit into an ESP capture, replayed forever
+# into the outside port, inside to net_null; anti-replay off, as a replayed
+# capture repeats its sequence numbers): CPU time per packet decrypted.
 #
 # usage: bench/cpu_per_packet.sh SIZE SECONDS [BACKEND]   (env: CPU, default 1; BIN: the
 # binary, for A/B runs against a kept copy; SECGW_PCAPS; DIR=out|in; KEEP_OUT=FILE keeps the
@@ -28,36 +24,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
 size=$1 secs=$2 backend=${3:-ipsec-mb} cpu=${CPU:-1}
 bin=${BIN:-$top/target/release/esprit-dataplane}
-dir=${DIR:-out}
-pcaps=$("$here/secgw/pcaps.sh")
-pcap=$pcaps/in$size.pcap
+pcap=$("$here/secgw/pcaps.sh")/in$size.pcap
 [[ -f $pcap ]] || { echo "no $pcap (SIZE is 64 or 1420)"; exit 1; }
-work=$(mktemp -d /tmp/esprit-cpp.XXXXXX)
-tag=cpp-$$
-trap 'rm -rf "$work" /var/run/dpdk/esprit-bench-$tag /var/run/dpdk/secgw-cpp-$$; rm -f /dev/shm/esprit-bench-$tag' EXIT
-if [[ $dir == in ]]; then
-  # The ESP capture both sides decrypt, sealed by this binary (outside
-  # address 172.16.2.5, peer 172.16.1.5): ipsec-secgw's inbound SA 4201.
-  cat >"$work/seal.yaml" <<EOT
-dataplane:
-  eal_args: ["-l", "$cpu", "--no-huge", "-m", "512", "--no-pci", "--file-prefix", "esprit-bench-$tag-seal", "--log-level", "lib.eal:error"]
-  ports:
-    inside: { device: "net_pcap0,rx_pcap=$pcaps/inr$size.pcap" }
-    outside: { device: "net_pcap1,rx_pcap=$pcaps/inr$size.pcap,tx_pcap=$work/esp.pcap" }
-  addresses: { outside: [172.16.2.5], inside: [192.168.5.254] }
-  neighbours: [ { ip: 172.16.1.5, mac: "02:00:00:00:00:01" } ]
-  sa_table: { path: /dev/shm/esprit-bench-$tag-seal, capacity: 16 }
-  static_sas:
-    - { spi: 4201, direction: out, suite: aes-128-gcm, key: "2b7e151628aed2a6abf7158809cf4f3cdeadbeef",
-        src: 172.16.2.5, dst: 172.16.1.5, selectors: ["192.168.115.0/24"] }
-metrics: { listen: null }
-EOT
-  "$bin" --config "$work/seal.yaml" --idle-exit-ms 300 >/dev/null 2>&1
-  rm -rf /dev/shm/esprit-bench-$tag-seal /var/run/dpdk/esprit-bench-$tag-seal
-  n=$(/usr/bin/python3 -c "import sys; from scapy.all import rdpcap; print(len(rdpcap(sys.argv[1])))" "$work/esp.pcap")
-  [[ $n == 1024 ]] || { echo "the ESP capture has $n packets, not 1024"; exit 1; }
-  pcap=$work/esp.pcap
-fi
 
 if [[ $backend == secgw-* ]]; then
   sbin=$("$here/secgw/build.sh" | tail -1)
@@ -65,12 +33,8 @@ if [[ $backend == secgw-* ]]; then
   [[ $backend == secgw-cpu-crypto ]] && { cfg=$here/secgw/sa-cpu-crypto.cfg; extra=-l; }
   log=$(mktemp /tmp/esprit-cpp-secgw.XXXXXX)
   # Line-buffered, so each statistics print can be paired with a CPU-time sample.
-  # Outbound: the plaintext into protected port 0. Inbound: the ESP capture
-  # into unprotected port 1 (ports are numbered in --vdev order).
-  vdevs=(--vdev "net_pcap0,rx_pcap=$pcap,infinite_rx=1" --vdev 'net_null0,no-rx=1')
-  [[ $dir == in ]] && vdevs=(--vdev 'net_null0,no-rx=1' --vdev "net_pcap0,rx_pcap=$pcap,infinite_rx=1")
   stdbuf -oL "$sbin" -l "$cpu" --no-huge -m 1024 --no-pci --file-prefix "secgw-cpp-$$" \
-    "${vdevs[@]}" \
+    --vdev "net_pcap0,rx_pcap=$pcap,infinite_rx=1" --vdev 'net_null0,no-rx=1' \
     --vdev crypto_aesni_gcm0 -- -p 0x3 -P -u 0x2 --config "(0,0,$cpu),(1,0,$cpu)" \
     -f "$cfg" -t 1 $extra >"$log" 2>&1 &
   pid=$!
@@ -89,23 +53,41 @@ if [[ $backend == secgw-* ]]; then
   for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -9 "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  [[ -n ${KEEP_OUT:-} ]] && cp "$log" "$KEEP_OUT"
   rm -rf "$log" "/var/run/dpdk/secgw-cpp-$$"
   printf '%s\n' "${samples[@]}" | /usr/bin/python3 -c '
 import sys
 s = [tuple(map(int, l.split())) for l in sys.stdin if l.strip()]
 if len(s) < 4: sys.exit("ipsec-secgw: too few statistics samples")
 a, b = s[2], s[-1]
-print("size '"$size $backend $dir"': %d packets, lcore %.1f CPU-ns/packet (%.2f Mpps per CPU-second)" % (b[1] - a[1], (b[0] - a[0]) / (b[1] - a[1]), (b[1] - a[1]) * 1e3 / (b[0] - a[0])))'
+print("size '"$size $backend"': %d packets, lcore %.1f CPU-ns/packet (%.2f Mpps per CPU-second)" % (b[1] - a[1], (b[0] - a[0]) / (b[1] - a[1]), (b[1] - a[1]) * 1e3 / (b[0] - a[0])))'
   exit 0
 fi
+work=$(mktemp -d /tmp/esprit-cpp.XXXXXX)
+tag=cpp-$$
+trap 'rm -rf "$work" /var/run/dpdk/esprit-bench-$tag /var/run/dpdk/secgw-cpp-$$; rm -f /dev/shm/esprit-bench-$tag' EXIT
+dir=${DIR:-out}
 template=outbound-pcap-null counted='tx outside'
-# Inbound: the template's SA and outside address turned into those of the
-# capture (ipsec-secgw's SA 4201, seen from 172.16.1.5).
-swap=
-[[ $dir == in ]] && template=inbound-pcap-null counted='tx outside [0-9]* inside' \
-  swap='s|outside: \[172.16.2.5\]|outside: [172.16.1.5]|; s|spi: 0x1005|spi: 4201|; s|^      src: 172.16.1.5|      src: 172.16.2.5|; s|^      dst: 172.16.2.5|      dst: 172.16.1.5|'
-sed -e "s|@TXQ@|,tx_pcap=/dev/null|g; s|@CPU@|$cpu|g; s|@EALCPU@|$cpu|g; s|@CPUS@|$cpu|g; s|@TAG@|$tag|g; s|@WORKERS@|1|g; s|@BACKEND@|$backend|g; s|@PCAP@|$pcap|g; $swap" \
+if [[ $dir == in ]]; then
+  # The ESP capture: the anchor's traffic sealed by this binary (as compare.sh does).
+  cat >"$work/seal.yaml" <<EOT
+dataplane:
+  eal_args: ["-l", "$cpu", "--no-huge", "-m", "512", "--no-pci", "--file-prefix", "esprit-bench-$tag-seal", "--log-level", "lib.eal:error"]
+  ports:
+    inside: { device: "net_pcap0,rx_pcap=$pcap" }
+    outside: { device: "net_pcap1,rx_pcap=$pcap,tx_pcap=$work/esp.pcap" }
+  addresses: { outside: [172.16.1.5], inside: [192.168.5.254] }
+  neighbours: [ { ip: 172.16.2.5, mac: "02:00:00:00:00:02" } ]
+  sa_table: { path: /dev/shm/esprit-bench-$tag-seal, capacity: 16 }
+  static_sas:
+    - { spi: 0x1005, direction: out, suite: aes-128-gcm, key: "2b7e151628aed2a6abf7158809cf4f3cdeadbeef",
+        src: 172.16.1.5, dst: 172.16.2.5, selectors: ["192.168.105.0/24"] }
+metrics: { listen: null }
+EOT
+  "$bin" --config "$work/seal.yaml" --idle-exit-ms 300 >/dev/null 2>&1
+  rm -rf /dev/shm/esprit-bench-$tag-seal /var/run/dpdk/esprit-bench-$tag-seal
+  pcap=$work/esp.pcap template=inbound-pcap-null counted='tx outside [0-9]* inside'
+fi
+sed -e "s|@TXQ@|,tx_pcap=/dev/null|g; s|@CPU@|$cpu|g; s|@EALCPU@|$cpu|g; s|@CPUS@|$cpu|g; s|@TAG@|$tag|g; s|@WORKERS@|1|g; s|@BACKEND@|$backend|g; s|@PCAP@|$pcap|g" \
   "$here/configs/$template.yaml.in" >"$work/c.yaml"
 "$bin" --config "$work/c.yaml" --stats-ms 1000 >"$work/out" 2>"$work/err" &
 pid=$!

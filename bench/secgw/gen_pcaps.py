@@ -13,9 +13,6 @@ Writes to DIR, for SIZE 64 and 1420:
                 IP packet of 1420 octets
   bypSIZE.pcap  the same packets sent to 192.168.240.x, a range ipsec-secgw
                 forwards without crypto: the harness's own cost
-  inrSIZE.pcap  the same packets sent to 192.168.115.x, the range of
-                ipsec-secgw's inbound SA 105: sealed into ESP, they feed its
-                unprotected port (bench/cpu_per_packet.sh DIR=in)
 """
 import sys
 from scapy.all import IP, UDP, Ether, Raw, wrpcap
@@ -43,7 +40,6 @@ def main():
     for size, ip_len in (("64", 46), ("1420", 1420)):
         wrpcap("%s/in%s.pcap" % (sys.argv[1], size), packets(ip_len, "192.168.105"))
         wrpcap("%s/byp%s.pcap" % (sys.argv[1], size), packets(ip_len, "192.168.240"))
-        wrpcap("%s/inr%s.pcap" % (sys.argv[1], size), packets(ip_len, "192.168.115"))
 
 
 if __name__ == "__main__":

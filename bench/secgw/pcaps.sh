@@ -4,7 +4,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 dir=${SECGW_PCAPS:-/var/tmp/esprit-secgw/pcap}
-if [[ ! -f $dir/in64.pcap || ! -f $dir/byp1420.pcap || ! -f $dir/inr1420.pcap ]]; then
+if [[ ! -f $dir/in64.pcap || ! -f $dir/byp1420.pcap ]]; then
   mkdir -p "$dir"
   /usr/bin/python3 "$here/gen_pcaps.py" "$dir" >/dev/null
 fi

@@ -2,14 +2,12 @@
 //! the engine's software ones (`ring`, RustCrypto) and intel-ipsec-mb
 //! (`crypto.backend: ipsec-mb`), which does every suite the engine does:
 //!
-//! * AES-GCM (128, 192 and 256-bit keys) both ways through ipsec-mb's
-//!   one-call GCM routines ([`dpdk::ImbKey`]; opening compares the tag in
-//!   constant time), one vector per run of packets on the worker's own
-//!   core, which skips DPDK's CPU-crypto wrapper (it calls ipsec-mb's GCM
-//!   init, update and finalize apart): 8 ns less per packet outbound,
-//!   measured. DPDK's CPU-crypto session on `crypto_aesni_gcm` (the engine
-//!   ipsec-secgw's cpu-crypto mode uses) only where the direct key cannot
-//!   be made.
+//! * AES-GCM (128, 192 and 256-bit keys) inbound through DPDK's synchronous
+//!   CPU-crypto API on `crypto_aesni_gcm`: one vector call per run of
+//!   packets, on the worker's own core, the engine ipsec-secgw's cpu-crypto
+//!   mode uses; outbound through ipsec-mb's one-call GCM routine
+//!   ([`dpdk::ImbKey`]), which skips DPDK's wrapper (it calls ipsec-mb's
+//!   GCM init, update and finalize apart): 8 ns less per packet, measured.
 //! * ChaCha20-Poly1305 both ways through ipsec-mb's direct API: DPDK
 //!   22.11's `crypto_chacha20_poly1305` advertises CPU crypto but sets no
 //!   `sym_cpu_process`, so every job of a CPU-crypto call fails there.
@@ -137,13 +135,11 @@ impl MbDevices {
                 ImbKey::chacha20_poly1305(key, aad_len)
                     .ok_or((Fallback::NoSuite, "intel-ipsec-mb refused the ChaCha20-Poly1305 key".to_owned()))?,
             ),
-            (_, encrypt) => match ImbKey::aes_gcm(key, aad_len) {
+            (_, true) => match ImbKey::aes_gcm(key, aad_len) {
                 Some(k) => MbImp::Direct(k),
-                None => {
-                    let dir = if encrypt { AeadDirection::Encrypt } else { AeadDirection::Decrypt };
-                    MbImp::Session(self.session(dir, key, aad_len)?)
-                }
+                None => MbImp::Session(self.session(AeadDirection::Encrypt, key, aad_len)?),
             },
+            (_, false) => MbImp::Session(self.session(AeadDirection::Decrypt, key, aad_len)?),
         };
         Ok(MbAead { suite, encrypt, imp })
     }
@@ -174,7 +170,7 @@ impl MbDevices {
                 jobs[0].ok.then_some(b)
             };
             let expect = sealed(&soft).ok_or("RustCrypto failed to seal")?;
-            // The pipeline's own batch paths (outbound and inbound runs).
+            // The pipeline's own batch path (outbound runs).
             let mut v = dpdk::CpuVec::new();
             let mut batched = plain.clone();
             let mask = {
@@ -192,23 +188,6 @@ impl MbDevices {
             }
             let mut bad = got.clone();
             bad[op.end() - 1] ^= 1;
-            let Aead::Mb(opener) = &open else { unreachable!("keyed on ipsec-mb above") };
-            for (buf, want) in [(&mut batched, true), (&mut bad.clone(), false)] {
-                let mask = {
-                    let mut batch = v.batch();
-                    let (nonce, aad) = (op.nonce, *op.aad_array());
-                    if !batch.push(&mut buf[op.text_range().start..op.end()], &nonce, &aad, 5) {
-                        return Err("batch refused the packet".into());
-                    }
-                    opener.open_batch(&mut batch)
-                };
-                if mask != u64::from(want) << 5 {
-                    return Err(format!("batch opening of {} packet failed (ESN {esn})", if want { "a sealed" } else { "a tampered" }));
-                }
-            }
-            if batched[..op.text_range().end] != plain[..op.text_range().end] {
-                return Err(format!("batch-opened bytes differ from the plaintext (ESN {esn})"));
-            }
             for (buf, want) in [(&mut got, true), (&mut bad, false)] {
                 let mut jobs = [AeadJob { op, buf, ok: !want }];
                 open.open(&mut jobs);
@@ -228,9 +207,10 @@ impl MbDevices {
 
 /// How an [`MbAead`] reaches intel-ipsec-mb.
 enum MbImp {
-    /// DPDK's CPU-crypto session (AES-GCM when the direct key cannot be made).
+    /// DPDK's CPU-crypto session (AES-GCM decryption; encryption when the
+    /// direct key cannot be made).
     Session(AeadSession),
-    /// The direct API (AES-GCM and ChaCha20-Poly1305, both ways).
+    /// The direct API (AES-GCM encryption, ChaCha20-Poly1305 both ways).
     Direct(ImbKey),
 }
 
@@ -247,15 +227,6 @@ impl MbAead {
     pub(crate) fn seal_batch(&self, batch: &mut CpuBatch<'_>) -> u64 {
         match &self.imp {
             MbImp::Direct(k) => batch.seal_imb(k),
-            MbImp::Session(s) => batch.process(s),
-        }
-    }
-
-    /// Opens the worker's batch (an inbound run) and empties it; the mask
-    /// of the tags that verified.
-    pub(crate) fn open_batch(&self, batch: &mut CpuBatch<'_>) -> u64 {
-        match &self.imp {
-            MbImp::Direct(k) => batch.open_imb(k),
             MbImp::Session(s) => batch.process(s),
         }
     }

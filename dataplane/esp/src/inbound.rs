@@ -46,35 +46,8 @@ fn outer(e: WireError) -> DropReason {
 /// Find ESP in an outer IP packet: raw ESP (protocol 50) or ESP in UDP to
 /// port 4500. Keepalives and IKE on 4500 come back as the reasons
 /// `NatKeepalive` / `NonEspMarker` so the caller can count or punt them.
-///
-/// Inlined for the common case (an option-less, unfragmented IPv4 header
-/// carrying raw ESP), whose answer returned through memory was a
-/// store-forwarding stall per packet in the dataplane; anything else, right
-/// or wrong, takes [`classify_with_port`], which gives the same answer.
-#[inline(always)]
 pub fn classify(ip: &[u8]) -> Result<EspLocation, DropReason> {
-    match classify_v4_esp(ip) {
-        Some(loc) => Ok(loc),
-        None => classify_with_port(ip, NAT_T_PORT),
-    }
-}
-
-/// [`classify`]'s fast case: `None` for anything but a 20-octet IPv4
-/// header with a right checksum, protocol 50, no fragment bits, and a
-/// Total Length that holds an ESP header and fits the buffer.
-#[inline(always)]
-fn classify_v4_esp(ip: &[u8]) -> Option<EspLocation> {
-    let h = ip.get(..ipv4::HEADER_LEN)?;
-    let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
-    let frag = u16::from_be_bytes([h[6], h[7]]) & 0x3fff;
-    if h[0] != 0x45 || h[9] != IpProtocol::ESP.0 || frag != 0 || total > ip.len() || total < ipv4::HEADER_LEN + 8 {
-        return None;
-    }
-    if esp_wire::checksum::sum(h) != 0xffff {
-        return None;
-    }
-    let spi = u32::from_be_bytes([ip[20], ip[21], ip[22], ip[23]]);
-    Some(EspLocation { esp_off: ipv4::HEADER_LEN, end: total, ip_hdr_len: ipv4::HEADER_LEN, nh_off: ipv4::field::PROTOCOL, udp: false, v6: false, spi })
+    classify_with_port(ip, NAT_T_PORT)
 }
 
 /// `classify` with a non-standard UDP encapsulation port.
@@ -196,11 +169,7 @@ impl InboundSa {
         self.c.diet.as_deref()
     }
 
-    /// SPI check, length check, replay pre-check, nonce and AAD. Inlined
-    /// into the caller's loop (Diet-ESP apart): returned through memory,
-    /// the ~100-byte op was written in pieces and read back in words, a
-    /// store-forwarding stall per packet (`#[inline]` alone was not taken).
-    #[inline(always)]
+    /// SPI check, length check, replay pre-check, nonce and AAD.
     pub fn prepare(&self, data: &[u8], loc: &EspLocation) -> Result<InboundOp, DropReason> {
         if let Some(d) = &self.c.diet {
             return self.prepare_diet(d, data, loc);
@@ -224,7 +193,7 @@ impl InboundSa {
         let text_off = loc.esp_off + self.c.esp_hdr_len;
         let text_len = loc.end - text_off - self.c.icv_len;
         Ok(InboundOp {
-            op: CryptoOp::from_parts(nonce, aad, aad_len, text_off, text_len),
+            op: CryptoOp::new(nonce, &aad[..aad_len], text_off, text_len),
             seq,
             loc: *loc,
         })
@@ -233,7 +202,6 @@ impl InboundSa {
     /// Diet-ESP EEC decompression (diet-esp-07 §5.3): the SPI's low bits
     /// must be this SA's, the SN is inferred from its low bits and T, and
     /// the AAD and nonce are built from the full values.
-    #[inline(never)]
     fn prepare_diet(
         &self,
         d: &crate::diet::Profile,

@@ -584,39 +584,23 @@ impl Indexes {
         }
     }
 
-    /// RFC 4303 §2.1 / RFC 5374 §5.2 inbound lookup, the outer addresses
-    /// made only for an SPI that group SAs share (`addrs`: destination,
-    /// source): the
-    /// unicast case is one probe, small enough to inline into the caller's
-    /// loop (its answer returned through memory was a store-forwarding
-    /// stall per packet in the dataplane).
-    #[inline(always)]
-    pub(crate) fn lookup_inbound_with(
+    #[inline]
+    pub(crate) fn lookup_inbound(
         &self,
         spi: u32,
-        addrs: impl FnOnce() -> ((Family, [u8; 16]), (Family, [u8; 16])),
+        dst: (Family, [u8; 16]),
+        src: (Family, [u8; 16]),
     ) -> Option<SaId> {
         let t = *self.spi.get(spi)?;
-        if t.flags & HAS_GROUP != 0 {
-            let (dst, src) = addrs();
-            if let Some(g) = self.lookup_group(spi, dst, src) {
-                return g;
+        if t.flags & HAS_GROUP != 0 && dst.0 != Family::NONE {
+            if let Some(g) = self.groups.get(&(spi, dst.0, dst.1, src.1)) {
+                return g.id();
+            }
+            if let Some(g) = self.groups.get(&(spi, dst.0, dst.1, [0; 16])) {
+                return g.id();
             }
         }
         t.id()
-    }
-
-    /// The group SA of (SPI, dst, src), else of (SPI, dst): `None` when
-    /// neither is installed (the SPI's unicast SA answers).
-    #[inline(never)]
-    fn lookup_group(&self, spi: u32, dst: (Family, [u8; 16]), src: (Family, [u8; 16])) -> Option<Option<SaId>> {
-        if dst.0 == Family::NONE {
-            return None;
-        }
-        if let Some(g) = self.groups.get(&(spi, dst.0, dst.1, src.1)) {
-            return Some(g.id());
-        }
-        self.groups.get(&(spi, dst.0, dst.1, [0; 16])).map(|g| g.id())
     }
 
     #[inline]

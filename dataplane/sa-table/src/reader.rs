@@ -260,9 +260,10 @@ impl Reader {
 
     /// RFC 4303 §2.1 / RFC 5374 §5.2 inbound lookup: the longest of (SPI, dst, src),
     /// (SPI, dst), (SPI) that is installed. `dst`/`src` are the outer addresses.
-    #[inline(always)]
+    #[inline]
     pub fn lookup_inbound(&self, spi: u32, dst: IpAddr, src: IpAddr) -> Option<SaId> {
-        self.ix.lookup_inbound_with(spi, || (addr_bytes(dst), addr_bytes(src)))
+        self.ix
+            .lookup_inbound(spi, addr_bytes(dst), addr_bytes(src))
     }
 
     /// Inbound lookup by SPI alone (unicast SAs; group SAs need the addresses).

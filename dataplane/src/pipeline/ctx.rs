@@ -9,7 +9,7 @@
 //!
 //! Keys: the AEAD holds the only key a context needs (wiped when it dies,
 //! see `crate::crypto`); the slot record an inbound context keeps for its
-//! window settings has its key and salt zeroed first, and every transient copy
+//! selectors has its key and salt zeroed first, and every transient copy
 //! of a record (the journal's batch of changes, a read) is wiped after use.
 
 use std::net::IpAddr;
@@ -42,10 +42,9 @@ pub(super) enum SaCtx {
     /// not parsed back out of every packet).
     /// `sel`: its selectors and segment, for the SPD's SA search.
     Out { sa: Box<OutboundSa>, aead: Aead, esn: bool, tunnel_dst: Option<IpAddr>, sel: Box<SaSelectors> },
-    /// `params`: the slot record (its window settings), key and salt zeroed;
-    /// `sel`: its selectors as ranges, for the check of each decrypted packet;
+    /// `params`: the slot record for the selector check, key and salt zeroed;
     /// `segment`: the inside VLAN its decrypted packets go to (its label's).
-    In { id: SaId, sa: Box<InboundSa>, aead: Aead, params: Box<SlotParams>, sel: Box<SaSelectors>, segment: u16 },
+    In { id: SaId, sa: Box<InboundSa>, aead: Aead, params: Box<SlotParams>, segment: u16 },
     /// Inbound SA owned by another worker.
     Foreign,
     /// Parameters the ESP engine refused; its packets are dropped.
@@ -149,14 +148,8 @@ fn wipe_dead_stack() {
 }
 
 impl Worker<'_, '_> {
-    /// The worker that owns an inbound SA (slot % workers); with one
-    /// worker no division per packet.
-    #[inline]
     pub(super) fn owner(&self, id: SaId) -> usize {
-        match self.env.workers {
-            1 => 0,
-            w => id.slot() as usize % w,
-        }
+        id.slot() as usize % self.env.workers
     }
 
     pub(super) fn install(&mut self, id: SaId, p: &SlotParams) {
@@ -255,8 +248,7 @@ impl Worker<'_, '_> {
                     let segment = self.env.policy.segment_of_label(p.sec_label());
                     let mut kept = *p;
                     kept.wipe_key();
-                    let sel = Box::new(SaSelectors::of(p, self.env.policy));
-                    SaCtx::In { id, sa: Box::new(sa), aead, params: Box::new(kept), sel, segment }
+                    SaCtx::In { id, sa: Box::new(sa), aead, params: Box::new(kept), segment }
                 }
                 Err(_) => return (SaCtx::Unusable, Backends::UNUSABLE, Some(("params_refused", REFUSED))),
             }

@@ -6,13 +6,9 @@
 //!    (one push per owner and burst; full = counted drop); the gateway's
 //!    own traffic punted; other cleartext passed to the inside only where
 //!    the SPD says BYPASS (RFC 4301 §5.2), else dropped by reason.
-//! 2. [`Worker::inbound_esp`] — the worker's own ESP, cut into runs of one
-//!    SA by what stage 1 found (each packet is classified and looked up
-//!    once; a batch handed over by another worker is looked up again).
+//! 2. [`Worker::inbound_esp`] — the worker's own ESP, cut into runs of one SA.
 //! 3. Per run ([`Worker::open_run`]): `prepare` (replay pre-check before
-//!    the ICV, RFC 4303 §3.4.3) and `open` (one AEAD call: [`open_mb`] fills
-//!    the worker's CPU-crypto vector as it prepares, for ipsec-mb's one-call
-//!    GCM decryption; [`open_soft`] on the ESP engine's backends) → `deliver`
+//!    the ICV, RFC 4303 §3.4.3) → `open` (one AEAD call) → `deliver`
 //!    (window update only for authenticated packets, trailer, inner packet
 //!    against the SA's selectors, RFC 4301 §5.2, Ethernet to the inside
 //!    next hop, tagged with the VLAN of the SA's label, RFC 9478) → `save`
@@ -22,23 +18,41 @@
 
 use std::net::IpAddr;
 
-use dpdk::{Burst, CpuVec, Mbuf, MAX_BURST};
-use esp::{DropReason, EspLocation, InboundOp, InboundSa, PktBuf};
-use sa_table::SaId;
+use dpdk::{Burst, Mbuf, MAX_BURST};
+use esp::{DropReason, InboundOp, InboundSa, PktBuf};
+use esp_wire::{Ipv4Packet, Ipv6Packet};
+use sa_table::{SaId, SaParams as SlotParams};
 
 use super::ctx::SaCtx;
 use super::diet::Found;
 use super::link::{write_eth, write_eth_vlan, HopCache};
 use super::replay::TableWindow;
 use super::{ip_addrs, run_aead, DpDrop, RunDrops, Side, Worker};
-use crate::crypto::{Aead, MbAead};
-use crate::l2::field::ETH_LEN;
+use crate::crypto::Aead;
 use crate::l2::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
-use crate::policy::{inbound_flow, inner_flow, SaSelectors, Verdict, NO_SEGMENT};
+use crate::policy::{inbound_flow, Verdict, NO_SEGMENT};
 use crate::ports::{INSIDE, OUTSIDE, PUNT};
 
-/// A placeholder for the location arrays' unused entries.
-const NO_LOCATION: EspLocation = EspLocation { esp_off: 0, end: 0, ip_hdr_len: 0, nh_off: 0, udp: false, v6: false, spi: 0 };
+/// (protocol, source port, destination port) of an inner packet, for the
+/// selector check; ports are 0 when the packet carries none we read.
+fn l4(ip: &[u8]) -> (u8, u16, u16) {
+    let (proto, off) = match ip.first().map(|b| b >> 4) {
+        Some(4) => match Ipv4Packet::new_checked(ip) {
+            Ok(p) if !p.is_fragment() || p.frag_offset() == 0 => (p.protocol().0, p.header_len()),
+            Ok(p) => return (p.protocol().0, 0, 0),
+            Err(_) => return (0, 0, 0),
+        },
+        Some(6) => match Ipv6Packet::new_checked(ip).and_then(|p| p.upper_layer()) {
+            Ok(u) => (u.protocol.0, u.offset),
+            Err(_) => return (0, 0, 0),
+        },
+        _ => return (0, 0, 0),
+    };
+    match (proto, ip.get(off..off + 4)) {
+        (6 | 17 | 132, Some(p)) => (proto, u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]])),
+        _ => (proto, 0, 0),
+    }
+}
 
 // Every ESP drop reason has its per-SA counter in the table.
 const _: () = assert!(DropReason::COUNT <= sa_table::DROP_REASONS);
@@ -61,88 +75,38 @@ struct Delivered {
     missing_hop: Option<IpAddr>,
 }
 
-/// Stage 1 for one packet: off with its Ethernet header, then the SPI,
-/// length and replay pre-check (RFC 4303 §3.4.3: before the ICV, no window
-/// update yet), from where classification found its ESP (`loc`, relative
-/// to the IP header).
+/// Stage 1: classify each packet and pre-check its sequence number against
+/// the window (RFC 4303 §3.4.3: before the ICV; no window update yet).
 #[inline]
-fn prepare_one(sa: &InboundSa, m: &mut Mbuf, loc: &EspLocation) -> Result<InboundOp, DropReason> {
-    if !m.adj(ETH_LEN) {
-        return Err(DropReason::Truncated);
-    }
-    sa.prepare(m.data(), loc)
-}
-
-/// Stages 1 and 2 on intel-ipsec-mb: each packet goes into the worker's
-/// CPU-crypto vector as soon as it is prepared; one call opens the run.
-/// `ops` gets the prepared packets' ops in run order, `prepared` their
-/// bits; packets that fail the pre-check are counted here (and freed by
-/// [`deliver`]). Returns the mask of the packets whose ICV verified.
-#[allow(clippy::too_many_arguments)]
-#[inline]
-fn open_mb(
+fn prepare(
     sa: &InboundSa,
-    mb: &MbAead,
-    cpu: &mut CpuVec,
     run: &mut [Option<Mbuf>],
-    locs: &[EspLocation],
-    ops: &mut Vec<InboundOp>,
-    prepared: &mut u64,
-    drops: &mut RunDrops,
-) -> u64 {
-    let mut batch = cpu.batch();
-    for (k, (slot, loc)) in run.iter_mut().zip(locs).enumerate() {
+    ops: &mut [Option<InboundOp>; MAX_BURST],
+    verdict: &mut [Result<(), DropReason>; MAX_BURST],
+) {
+    for (k, slot) in run.iter_mut().enumerate() {
         let Some(m) = slot.as_mut() else { continue };
-        let op = match prepare_one(sa, m, loc) {
-            Ok(op) => op,
-            Err(r) => {
-                // Counted here, freed by `deliver` (the batch may still
-                // borrow other packets of the run).
-                drops[r.index()] += 1;
-                continue;
-            }
-        };
-        let pushed = match m.data_mut().get_mut(op.op.text_range().start..op.op.end()) {
-            Some(data) => batch.push(data, &op.op.nonce, op.op.aad_array(), k as u8),
-            None => false,
-        };
-        if pushed {
-            ops.push(op);
-            *prepared |= 1 << k;
-        } else {
-            drops[DropReason::CryptoFailed.index()] += 1;
-        }
+        m.adj(14);
+        let data = m.data();
+        verdict[k] = esp::classify(data).and_then(|loc| sa.prepare(data, &loc)).map(|op| ops[k] = Some(op));
     }
-    mb.open_batch(&mut batch)
 }
 
-/// Stages 1 and 2 on the ESP engine's backends (and DPDK's CPU-crypto
-/// session): prepare every packet, then one AEAD call over the run. As
-/// [`open_mb`].
+/// Stage 2: one AEAD call opens the run; a failed tag is the packet's verdict.
 #[inline]
-fn open_soft(
-    sa: &InboundSa,
+fn open(
     aead: &Aead,
     run: &mut [Option<Mbuf>],
-    locs: &[EspLocation],
-    ops: &mut Vec<InboundOp>,
-    prepared: &mut u64,
-    drops: &mut RunDrops,
-) -> u64 {
-    let mut crypto_ops: [Option<esp::CryptoOp>; MAX_BURST] = [None; MAX_BURST];
-    for (k, (slot, loc)) in run.iter_mut().zip(locs).enumerate() {
-        let Some(m) = slot.as_mut() else { continue };
-        match prepare_one(sa, m, loc) {
-            Ok(op) => {
-                crypto_ops[k] = Some(op.op);
-                ops.push(op);
-                *prepared |= 1 << k;
-            }
-            Err(r) => drops[r.index()] += 1,
+    ops: &[Option<InboundOp>; MAX_BURST],
+    verdict: &mut [Result<(), DropReason>; MAX_BURST],
+) {
+    let crypto_ops: [Option<esp::CryptoOp>; MAX_BURST] = core::array::from_fn(|k| ops[k].map(|o| o.op));
+    let opened = run_aead(aead, run, &crypto_ops, false);
+    for (k, v) in verdict.iter_mut().enumerate().take(run.len()) {
+        if ops[k].is_some() && !opened[k] {
+            *v = Err(DropReason::IcvMismatch);
         }
     }
-    let opened = run_aead(aead, run, &crypto_ops, false);
-    opened.iter().enumerate().fold(0u64, |mask, (k, &ok)| mask | (u64::from(ok) << k))
 }
 
 /// Where a run's decrypted packets go: the inside, in the segment of the
@@ -155,55 +119,55 @@ struct Delivery<'s> {
 
 /// Stage 3: the window moves for authenticated packets only; each inner
 /// packet is checked against the SA's selectors and framed to the inside
-/// next hop, into its label's segment, into `out`. `ops` are the prepared
-/// packets' (bits of `prepared`), in run order; `opened` says whose ICV
-/// verified.
+/// next hop, into its label's segment, into `out`.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn deliver(
     sa: &mut InboundSa,
-    sel: &SaSelectors,
+    params: &SlotParams,
     run: &mut [Option<Mbuf>],
-    ops: &[InboundOp],
-    prepared: u64,
-    opened: u64,
+    ops: &[Option<InboundOp>; MAX_BURST],
+    verdict: &[Result<(), DropReason>; MAX_BURST],
     to: &Delivery<'_>,
     hops: &mut HopCache<'_>,
     out: &mut Burst,
     t: &mut Delivered,
 ) {
-    let mut ops = ops.iter();
     for (k, slot) in run.iter_mut().enumerate() {
-        // A packet that failed the pre-check was counted then; freed here.
         let Some(mut m) = slot.take() else { continue };
-        if prepared & (1 << k) == 0 {
+        let (Some(op), Ok(())) = (ops[k], verdict[k]) else {
+            // ICV failures still go through finish() so the window is not touched.
+            match verdict[k] {
+                Err(r) => t.drops[r.index()] += 1,
+                Ok(()) => t.drops[DropReason::CryptoFailed.index()] += 1,
+            }
             continue;
-        }
-        let Some(op) = ops.next() else { continue };
-        // ICV failures still go through finish() so the window is not touched.
+        };
         let (buf, off, len) = m.buffer_mut();
         let Some(mut pb) = PktBuf::new(buf, off, len) else {
             t.drops[DropReason::Truncated.index()] += 1;
             continue;
         };
-        if let Err(r) = sa.finish(&mut pb, op, opened & (1 << k) != 0) {
-            t.drops[r.index()] += 1;
-            continue;
+        match sa.finish(&mut pb, &op, true) {
+            Ok(_) => {}
+            Err(r) => {
+                t.drops[r.index()] += 1;
+                continue;
+            }
         }
         let (_, start, plen) = pb.into_parts();
         if !m.set_data(start, plen) {
             t.drops[DropReason::Truncated.index()] += 1;
             continue;
         }
-        // One parse of the inner header gives the selector check and the
-        // next hop what they need.
-        let Some(flow) = inner_flow(m.data()) else {
+        let inner = m.data();
+        let Some((src, dst)) = ip_addrs(inner) else {
             t.drops[DropReason::BadInnerHeader.index()] += 1;
             continue;
         };
-        let dst = flow.remote_ip();
         // RFC 4301 §5.2 step 4: the decrypted packet must match the SA's selectors.
-        if !sel.contains_inbound(&flow) {
+        let (proto, sport, dport) = l4(inner);
+        if !params.selectors_match(dst, src, proto, dport, sport) {
             t.drops[DpDrop::SelectorMismatch.index()] += 1;
             continue;
         }
@@ -243,9 +207,6 @@ impl Worker<'_, '_> {
         let mut slots: [Option<Mbuf>; MAX_BURST] = [const { None }; MAX_BURST];
         let n = b.drain_into(&mut slots);
         let mut mine: [Option<Mbuf>; MAX_BURST] = [const { None }; MAX_BURST];
-        // What classification found for each of them: not looked up again.
-        let mut ids: [Option<SaId>; MAX_BURST] = [None; MAX_BURST];
-        let mut locs: [EspLocation; MAX_BURST] = [NO_LOCATION; MAX_BURST];
         let mut nmine = 0;
         let mut back = Burst::new();
         let mut to_kernel = Burst::new();
@@ -282,8 +243,6 @@ impl Worker<'_, '_> {
                         continue;
                     }
                     mine[nmine] = Some(m);
-                    ids[nmine] = Some(id);
-                    locs[nmine] = loc;
                     nmine += 1;
                 }
                 Err(DropReason::NonEspMarker) => self.punt(m, &mut to_kernel),
@@ -319,7 +278,7 @@ impl Worker<'_, '_> {
             self.bypass(INSIDE, &mut clear);
         }
         self.hand_off();
-        self.inbound_esp(&mut mine[..nmine], &ids[..nmine], &locs[..nmine]);
+        self.inbound_esp(&mut mine[..nmine]);
     }
 
     /// Pushes this burst's batch for each other owner to its inbox.
@@ -338,52 +297,37 @@ impl Worker<'_, '_> {
         }
     }
 
-    /// ESP packets (Ethernet header still on) for SAs this worker owns,
-    /// with the SA each was found for and where its ESP is (in its IP
-    /// packet), cut into runs of one SA.
-    pub(super) fn inbound_esp(&mut self, pkts: &mut [Option<Mbuf>], ids: &[Option<SaId>], locs: &[EspLocation]) {
+    /// ESP packets (Ethernet header still on) for SAs this worker owns.
+    pub(super) fn inbound_esp(&mut self, pkts: &mut [Option<Mbuf>]) {
         let mut out = Burst::new();
         let mut i = 0;
         while i < pkts.len() {
-            let id = ids[i];
+            // A run of packets for one SA.
+            let Some(first) = pkts[i].as_ref() else {
+                i += 1;
+                continue;
+            };
+            let id = self.lookup_esp(first);
             let mut j = i + 1;
-            while j < pkts.len() && ids[j] == id {
+            while j < pkts.len() && pkts[j].as_ref().map(|m| self.lookup_esp(m)) == Some(id) {
                 j += 1;
             }
-            self.open_run(id, &mut pkts[i..j], &locs[i..j], &mut out);
+            self.open_run(id, &mut pkts[i..j], &mut out);
             i = j;
         }
         self.send(INSIDE, &mut out);
     }
 
-    /// A batch another worker handed over: classified and looked up again
-    /// here (the batch carries only the packets), then as [`Self::inbound_esp`].
-    pub(super) fn inbound_handed(&mut self, pkts: &mut [Option<Mbuf>]) {
-        let mut ids: [Option<SaId>; MAX_BURST] = [None; MAX_BURST];
-        let mut locs: [EspLocation; MAX_BURST] = [NO_LOCATION; MAX_BURST];
-        for (k, m) in pkts.iter().enumerate() {
-            if let Some((id, loc)) = m.as_ref().and_then(|m| self.lookup_esp(m)) {
-                ids[k] = id;
-                locs[k] = loc;
-            }
-        }
-        let n = pkts.len();
-        self.inbound_esp(pkts, &ids[..n], &locs[..n]);
-    }
-
-    fn lookup_esp(&self, m: &Mbuf) -> Option<(Option<SaId>, EspLocation)> {
-        let ip = m.data().get(ETH_LEN..)?;
+    fn lookup_esp(&self, m: &Mbuf) -> Option<SaId> {
+        let ip = m.data().get(14..)?;
         let loc = esp::classify(ip).ok()?;
         let (src, dst) = ip_addrs(ip)?;
-        Some((self.lookup_in(ip, &loc, src, dst).0, loc))
+        self.lookup_in(ip, &loc, src, dst).0
     }
 
     /// The inbound SA of an ESP packet: by its full SPI, or, when no SA has
     /// that SPI, as a Diet-ESP packet by its SPI's low bits and its peer
     /// (`diet.rs`). The second value says how the compressed lookup went.
-    /// Inlined (the compressed lookup apart): its answer returned through
-    /// memory was a store-forwarding stall per packet.
-    #[inline(always)]
     fn lookup_in(&self, ip: &[u8], loc: &esp::EspLocation, src: IpAddr, dst: IpAddr) -> (Option<SaId>, Found) {
         if let Some(id) = self.reader.lookup_inbound(loc.spi, dst, src) {
             return (Some(id), Found::None);
@@ -391,11 +335,6 @@ impl Worker<'_, '_> {
         if self.diet_in.is_empty() {
             return (None, Found::None);
         }
-        self.lookup_diet(ip, loc, src)
-    }
-
-    #[inline(never)]
-    fn lookup_diet(&self, ip: &[u8], loc: &esp::EspLocation, src: IpAddr) -> (Option<SaId>, Found) {
         let f = self.diet_in.lookup(src, ip.get(loc.esp_off..loc.end).unwrap_or(&[]));
         match f {
             Found::One(id) | Found::Newest(id) => (Some(id), f),
@@ -404,7 +343,7 @@ impl Worker<'_, '_> {
     }
 
     /// One run of packets of one inbound SA, through the stages above.
-    fn open_run(&mut self, id: Option<SaId>, run: &mut [Option<Mbuf>], locs: &[EspLocation], out: &mut Burst) {
+    fn open_run(&mut self, id: Option<SaId>, run: &mut [Option<Mbuf>], out: &mut Burst) {
         let n = run.iter().filter(|m| m.is_some()).count();
         let Some(id) = id else {
             self.metrics.local.drops[DpDrop::NoInboundSa.index()] += n as u64;
@@ -412,22 +351,19 @@ impl Worker<'_, '_> {
             return;
         };
         let env = self.env;
-        let Some(Some(SaCtx::In { sa, aead, sel, segment, .. })) = self.sas.get_mut(id.slot() as usize) else {
+        let Some(Some(SaCtx::In { sa, aead, params, segment, .. })) = self.sas.get_mut(id.slot() as usize) else {
             self.metrics.local.drops[DpDrop::SaUnusable.index()] += n as u64;
             run.iter_mut().for_each(|m| *m = None);
             return;
         };
-        let mut t = Delivered { pkts: 0, bytes: 0, drops: [0; DropReason::COUNT + DpDrop::COUNT], missing_hop: None };
-        let ops = &mut self.in_ops;
-        ops.clear();
-        let mut prepared = 0u64;
-        let opened = match aead {
-            Aead::Mb(mb) => open_mb(sa, mb, &mut self.cpu, run, locs, ops, &mut prepared, &mut t.drops),
-            soft => open_soft(sa, soft, run, locs, ops, &mut prepared, &mut t.drops),
-        };
+        let mut ops: [Option<InboundOp>; MAX_BURST] = [None; MAX_BURST];
+        let mut verdict: [Result<(), DropReason>; MAX_BURST] = [Ok(()); MAX_BURST];
+        prepare(sa, run, &mut ops, &mut verdict);
+        open(aead, run, &ops, &mut verdict);
         let mut hops = HopCache::new(env.neigh);
+        let mut t = Delivered { pkts: 0, bytes: 0, drops: [0; DropReason::COUNT + DpDrop::COUNT], missing_hop: None };
         let to = Delivery { side: &env.sides[INSIDE], segment: *segment };
-        deliver(sa, sel, run, ops, prepared, opened, &to, &mut hops, out, &mut t);
+        deliver(sa, params, run, &ops, &verdict, &to, &mut hops, out, &mut t);
         // The run's packets are in `out`, not yet sent: the window is in the
         // table before any of them leaves (a SIGKILL in between must not let
         // them be replayed into a restarted dataplane).

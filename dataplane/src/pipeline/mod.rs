@@ -119,8 +119,6 @@ pub struct Worker<'a, 'p> {
     handoff: Vec<Burst>,
     /// The CPU-crypto vector the ipsec-mb backend fills per run.
     cpu: Box<CpuVec>,
-    /// An inbound run's prepared packets (capacity for a burst, kept).
-    in_ops: Vec<esp::InboundOp>,
     /// Compressed (Diet-ESP) inbound SAs by SPI low bits.
     diet_in: diet::DietIndex,
     /// Outbound verdicts by flow, cleared whenever the SA table changes.
@@ -178,7 +176,6 @@ impl<'a, 'p> Worker<'a, 'p> {
             last_solicit: Instant::now().checked_sub(std::time::Duration::from_secs(1)).unwrap_or_else(Instant::now),
             handoff: (0..env.workers).map(|_| Burst::new()).collect(),
             cpu: CpuVec::new(),
-            in_ops: Vec::with_capacity(MAX_BURST),
             diet_in: diet::DietIndex::default(),
             // Seeded per worker and start, so colliding flows are not
             // predictable from outside the process.
@@ -240,7 +237,7 @@ impl<'a, 'p> Worker<'a, 'p> {
             let mut slots: [Option<Mbuf>; MAX_BURST] = [const { None }; MAX_BURST];
             let n = batch.drain_into(&mut slots);
             work += n;
-            self.inbound_handed(&mut slots[..n]);
+            self.inbound_esp(&mut slots[..n]);
         }
         if let Some(q) = self.q.rx[INSIDE].as_mut() {
             if q.rx_burst(&mut b) > 0 {

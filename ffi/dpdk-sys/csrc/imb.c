@@ -1,7 +1,7 @@
 /* intel-ipsec-mb's direct API, beside DPDK's CPU-crypto wrapper:
- *  - AES-GCM (128/192/256) both ways: one call per packet
- *    (IMB_AESxxx_GCM_ENC / _DEC: init, update and finalize in one routine),
- *    where DPDK's wrapper calls init, update and finalize apart;
+ *  - AES-GCM (128/192/256) for the outbound path: one call per packet
+ *    (IMB_AESxxx_GCM_ENC: init, update and finalize in one routine), where
+ *    DPDK's wrapper calls init, update and finalize apart;
  *  - ChaCha20-Poly1305 both ways: DPDK 22.11's chacha20_poly1305 PMD
  *    advertises RTE_CRYPTODEV_FF_SYM_CPU_CRYPTO but sets no sym_cpu_process,
  *    so rte_cryptodev_sym_cpu_crypto_process fails every job (ENOTSUP).
@@ -66,41 +66,6 @@ void esprit_imb_gcm_enc_vec(void *mgr, const void *kd, uint32_t key_len, uint32_
 	}
 	/* The context holds the last partial block's keystream. */
 	explicit_bzero(&ctx, sizeof(ctx));
-}
-
-/* The inbound counterpart: IMB_AESxxx_GCM_DEC (one routine, as for
- * sealing; DPDK's CPU-crypto wrapper calls init, update and finalize apart)
- * decrypts each entry in place and computes its tag, which is compared in
- * constant time with the received one. status[i] is 0 when entry i's tag
- * verified, -1 otherwise (its text is then garbage); returns how many
- * verified. */
-uint32_t esprit_imb_gcm_dec_vec(void *mgr, const void *kd, uint32_t key_len, uint32_t n,
-				const struct rte_crypto_vec *text, const struct rte_crypto_va_iova_ptr *tag,
-				const uint8_t *iv16, const uint8_t *aad16, uint64_t aad_len, int32_t *status)
-{
-	IMB_MGR *m = mgr;
-	struct gcm_context_data ctx;
-	uint8_t calc[16];
-	uint32_t i, ok = 0;
-	for (i = 0; i < n; i++) {
-		uint8_t *p = text[i].base;
-		const uint8_t *t = tag[i].va;
-		uint8_t diff = 0;
-		int j;
-		if (key_len == 16)
-			IMB_AES128_GCM_DEC(m, kd, &ctx, p, p, text[i].len, iv16 + 16 * i, aad16 + 16 * i, aad_len, calc, 16);
-		else if (key_len == 24)
-			IMB_AES192_GCM_DEC(m, kd, &ctx, p, p, text[i].len, iv16 + 16 * i, aad16 + 16 * i, aad_len, calc, 16);
-		else
-			IMB_AES256_GCM_DEC(m, kd, &ctx, p, p, text[i].len, iv16 + 16 * i, aad16 + 16 * i, aad_len, calc, 16);
-		for (j = 0; j < 16; j++)
-			diff |= calc[j] ^ t[j];
-		status[i] = diff == 0 ? 0 : -1;
-		ok += diff == 0;
-	}
-	explicit_bzero(&ctx, sizeof(ctx));
-	explicit_bzero(calc, sizeof(calc));
-	return ok;
 }
 
 /* ChaCha20-Poly1305 (RFC 8439): the library reads the 32-byte key itself. */

@@ -36,7 +36,7 @@ void esprit_rte_crypto_op_free(struct rte_crypto_op *op);
 int esprit_rte_crypto_op_attach_sym_session(struct rte_crypto_op *op, void *sess);
 
 /* intel-ipsec-mb's direct API (imb.c): opaque manager and keys; AES-GCM
- * (16, 24 or 32-byte keys) and ChaCha20-Poly1305, both ways. The
+ * (16, 24 or 32-byte keys) sealing, ChaCha20-Poly1305 both ways. The
  * *_free functions wipe the key before freeing it. */
 void *esprit_imb_mgr_new(void);
 void *esprit_imb_gcm_key_new(void *mgr, const uint8_t *key, uint32_t key_len);
@@ -44,9 +44,6 @@ void esprit_imb_gcm_key_free(void *kd);
 void esprit_imb_gcm_enc_vec(void *mgr, const void *kd, uint32_t key_len, uint32_t n,
 			    const struct rte_crypto_vec *text, const struct rte_crypto_va_iova_ptr *tag,
 			    const uint8_t *iv16, const uint8_t *aad16, uint64_t aad_len);
-uint32_t esprit_imb_gcm_dec_vec(void *mgr, const void *kd, uint32_t key_len, uint32_t n,
-				const struct rte_crypto_vec *text, const struct rte_crypto_va_iova_ptr *tag,
-				const uint8_t *iv16, const uint8_t *aad16, uint64_t aad_len, int32_t *status);
 void *esprit_imb_chacha_key_new(const uint8_t *key);
 void esprit_imb_chacha_key_free(void *k);
 void esprit_imb_chacha_seal(void *mgr, const void *key, uint8_t *text, uint64_t len, uint8_t *tag,

@@ -583,10 +583,10 @@ pub enum ImbCipher {
 }
 
 /// A key for intel-ipsec-mb's direct API: AES-GCM expanded for its one-call
-/// routines (`IMB_AESxxx_GCM_ENC` / `_DEC`, the received tag compared in
-/// constant time), or a ChaCha20-Poly1305 key for its init/update/finalize
-/// routines (DPDK 22.11's chacha20_poly1305 PMD advertises CPU crypto but
-/// implements none); both ways.
+/// routine (`IMB_AESxxx_GCM_ENC`, sealing only; opening goes through a
+/// CPU-crypto [`AeadSession`]), or a ChaCha20-Poly1305 key for its
+/// init/update/finalize routines, both ways (DPDK 22.11's
+/// chacha20_poly1305 PMD advertises CPU crypto but implements none).
 /// The key is wiped (`explicit_bzero`) and freed on drop.
 #[derive(Debug)]
 pub struct ImbKey {
@@ -632,6 +632,11 @@ impl ImbKey {
 
     pub fn cipher(&self) -> ImbCipher {
         self.cipher
+    }
+
+    /// Whether [`ImbKey::open`] works with this key (ChaCha20-Poly1305).
+    pub fn can_open(&self) -> bool {
+        self.cipher == ImbCipher::Chacha20Poly1305
     }
 
     /// Encrypts `data` (text followed by its 16-byte tag) in place and
@@ -691,41 +696,13 @@ impl ImbKey {
 
     /// Verifies the tag that ends `data` and decrypts the text before it in
     /// place (the text is unspecified when the tag is wrong). True only if
-    /// the tag verified.
+    /// the tag verified; always false for AES-GCM keys (see [`ImbKey`]).
     pub fn open(&self, data: &mut [u8], nonce: &[u8; 12], aad: &[u8]) -> bool {
         let Some(text_len) = data.len().checked_sub(16) else { return false };
-        if aad.len() < self.aad_len as usize {
+        if aad.len() < self.aad_len as usize || self.cipher != ImbCipher::Chacha20Poly1305 {
             return false;
         }
         let base = data.as_mut_ptr();
-        if let ImbCipher::AesGcm { key_len } = self.cipher {
-            let mut iv = [0u8; 16];
-            iv[..12].copy_from_slice(nonce);
-            let mut aad16 = [0u8; 16];
-            aad16[..self.aad_len as usize].copy_from_slice(&aad[..self.aad_len as usize]);
-            let text = dpdk_sys::rte_crypto_vec { base: base.cast(), iova: 0, len: text_len as u32, tot_len: text_len as u32 };
-            // SAFETY: text_len + 16 == data.len(): the tag pointer is in bounds.
-            let tag = dpdk_sys::rte_crypto_va_iova_ptr { va: unsafe { base.add(text_len) }.cast(), iova: 0 };
-            let mut status = -1i32;
-            // SAFETY: one entry: text and tag point into `data`, borrowed
-            // mutably for the call; IV and AAD are 16-byte locals; one status
-            // slot; the key and manager are live.
-            unsafe {
-                dpdk_sys::esprit_imb_gcm_dec_vec(
-                    self.mgr.as_ptr(),
-                    self.kd.as_ptr(),
-                    key_len,
-                    1,
-                    &text,
-                    &tag,
-                    iv.as_ptr(),
-                    aad16.as_ptr(),
-                    self.aad_len,
-                    &mut status,
-                )
-            };
-            return status == 0;
-        }
         // SAFETY: text and tag are in `data` (checked above), nonce is 12
         // bytes, aad holds aad_len bytes; key and manager are live.
         let ok = unsafe {
@@ -757,65 +734,6 @@ impl Drop for ImbKey {
 }
 
 impl CpuBatch<'_> {
-    /// Verifies and decrypts the batch in place with `key` through
-    /// intel-ipsec-mb's direct API (the IVs' first 12 bytes, the AADs'
-    /// first `aad_len`; each entry's 16 bytes after its text are the
-    /// received tag): one vector call for AES-GCM, one call per packet for
-    /// ChaCha20-Poly1305. Returns the mask of the tags that verified; the
-    /// batch is empty again afterwards.
-    pub fn open_imb(&mut self, key: &ImbKey) -> u64 {
-        let v = &mut *self.v;
-        let n = v.n;
-        if n == 0 {
-            return 0;
-        }
-        match key.cipher {
-            // SAFETY: entries 0..n point into buffers borrowed mutably for
-            // the batch's lifetime, each holding `len` text bytes followed by
-            // the 16-byte tag its digest pointer names (checked when pushed);
-            // the IV and AAD arrays hold n 16-byte entries, `status` n slots;
-            // the key and manager are live.
-            ImbCipher::AesGcm { key_len } => unsafe {
-                dpdk_sys::esprit_imb_gcm_dec_vec(
-                    key.mgr.as_ptr(),
-                    key.kd.as_ptr(),
-                    key_len,
-                    n as u32,
-                    v.vecs.as_ptr(),
-                    v.digests.as_ptr(),
-                    v.iv.as_ptr().cast(),
-                    v.aad.as_ptr().cast(),
-                    key.aad_len,
-                    v.status.as_mut_ptr(),
-                );
-            },
-            ImbCipher::Chacha20Poly1305 => {
-                for k in 0..n {
-                    // SAFETY: as above, for entry k.
-                    let ok = unsafe {
-                        dpdk_sys::esprit_imb_chacha_open(
-                            key.mgr.as_ptr(),
-                            key.kd.as_ptr(),
-                            v.vecs[k].base.cast(),
-                            u64::from(v.vecs[k].len),
-                            v.digests[k].va.cast(),
-                            v.iv[k].as_ptr(),
-                            v.aad[k].as_ptr(),
-                            key.aad_len,
-                        )
-                    };
-                    v.status[k] = if ok == 1 { 0 } else { -1 };
-                }
-            }
-        }
-        let mut ok = 0u64;
-        for k in 0..n {
-            ok |= u64::from(v.status[k] == 0) << v.tag[k];
-        }
-        v.n = 0;
-        ok
-    }
-
     /// Encrypts the batch in place with `key` through intel-ipsec-mb's
     /// direct API (the IVs' first 12 bytes, the AADs' first `aad_len`),
     /// writing each 16-byte tag: one vector call for AES-GCM, one call per

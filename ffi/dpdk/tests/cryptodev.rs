@@ -173,10 +173,8 @@ fn cpu_crypto_handles_more_jobs_than_one_vector_call() {
 /// `CpuVec` through the CPU-crypto session and through intel-ipsec-mb's
 /// one-call GCM routine (`ImbKey`) both produce what `aes-gcm` does,
 /// AES-128, AES-192 and AES-256, with ESP's 8- and 12-byte AADs; the
-/// result masks name the pushed tags; the session and the direct one-call
-/// decryption (batched and alone) open what the direct routine sealed and
-/// refuse, each alone, a packet with a flipped text bit and one with a
-/// flipped tag bit.
+/// result masks name the pushed tags; the session opens what the direct
+/// routine sealed.
 #[test]
 fn cpu_vec_and_direct_ipsec_mb_gcm_match_rust_aes_gcm() {
     let _guard = LOCK.lock().unwrap();
@@ -234,27 +232,6 @@ fn cpu_vec_and_direct_ipsec_mb_gcm_match_rust_aes_gcm() {
             batch.process(&dec)
         };
         assert_eq!(mask, ((1u64 << lens.len()) - 1) & !(1 << 5));
-        // The direct one-call decryption: the same mask, as a batch and one
-        // by one; the packets that verified are the plaintext again.
-        for batched in [true, false] {
-            let mut bufs = expect.clone();
-            bufs[5][3] ^= 0x80;
-            let tag_at = bufs[2].len() - 1;
-            bufs[2][tag_at] ^= 1;
-            let mask = if batched {
-                let mut batch = v.batch();
-                for (i, b) in bufs.iter_mut().enumerate() {
-                    assert!(batch.push(b, &nonce(i), &aad(i), i as u8));
-                }
-                batch.open_imb(&direct)
-            } else {
-                bufs.iter_mut().enumerate().fold(0u64, |m, (i, b)| m | u64::from(direct.open(b, &nonce(i), &aad(i))) << i)
-            };
-            assert_eq!(mask, ((1u64 << lens.len()) - 1) & !(1 << 5) & !(1 << 2), "batched {batched}, key {key_len}, aad {aad_len}");
-            for (i, b) in bufs.iter().enumerate().filter(|(i, _)| *i != 5 && *i != 2) {
-                assert_eq!(&b[..lens[i]], &plain[i][..lens[i]], "opened, length {}", lens[i]);
-            }
-        }
     }
     // Too short for a tag, or a tag beyond the mask: refused.
     let mut v = CpuVec::new();
@@ -290,6 +267,7 @@ fn direct_ipsec_mb_chacha20_poly1305_matches_rust_both_ways() {
     let key: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(7).wrapping_add(1)).collect();
     for aad_len in [8usize, 12] {
         let k = ImbKey::chacha20_poly1305(&key, aad_len).expect("intel-ipsec-mb ChaCha20-Poly1305 key");
+        assert!(k.can_open());
         let nonce = |i: usize| -> [u8; 12] {
             let mut n = [0u8; 12];
             n[..4].copy_from_slice(&[0xa0, 0xa1, 0xa2, 0xa3]);
